@@ -1,0 +1,203 @@
+//! The frame codec. One WebSocket binary message is one frame:
+//!
+//! ```text
+//! +--------+--------+--------------------------------+----------------------+
+//! | type u8| flags u8|      stream_id u32 (BE)        | payload (to the end) |
+//! +--------+--------+--------------------------------+----------------------+
+//! ```
+//!
+//! Each frame type lives in its own module with a `decode` and an `encode`, as in h2.
+//! Decoding is zero-copy: byte strings in a decoded frame are slices of the message.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use vyx_core::frame::{Data, Frame};
+//!
+//! let frame = Frame::Data(Data { stream_id: 7, end_stream: true, data: Bytes::from_static(b"hi") });
+//! let wire = frame.encode();
+//! assert_eq!(&wire[..], b"\x00\x01\x00\x00\x00\x07hi");
+//! assert_eq!(Frame::decode(wire, vyx_core::limits::MAX_FRAME_SIZE).unwrap(), frame);
+//! ```
+
+mod control;
+mod data;
+mod head;
+mod request;
+mod reset;
+mod response;
+mod window;
+
+pub use control::ControlMessage;
+pub use data::Data;
+pub use head::{is_header_name, is_header_value, is_method, is_target, is_tchar, HeaderList};
+pub use request::Request;
+pub use reset::Reset;
+pub use response::Response;
+pub use window::Window;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::error::DecodeError;
+use crate::handshake::{Drain, ErrorMessage, Hello, Routes, Welcome};
+
+/// Length of the fixed frame header.
+pub const HEADER_LEN: usize = 6;
+
+/// Frame type bytes.
+pub mod kind {
+    pub const DATA: u8 = 0x00;
+    pub const REQUEST: u8 = 0x01;
+    pub const RESPONSE: u8 = 0x02;
+    pub const RESET: u8 = 0x03;
+    pub const WINDOW: u8 = 0x08;
+    pub const HELLO: u8 = 0x10;
+    pub const WELCOME: u8 = 0x11;
+    pub const DRAIN: u8 = 0x12;
+    pub const ROUTES: u8 = 0x13;
+    pub const ERROR: u8 = 0x14;
+}
+
+/// Flag bits.
+pub mod flags {
+    /// Ends the sender's direction of the stream (DATA, REQUEST, RESPONSE).
+    pub const END_STREAM: u8 = 0x01;
+}
+
+/// A decoded frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    Data(Data),
+    Request(Request),
+    Response(Response),
+    Reset(Reset),
+    Window(Window),
+    Hello(Hello),
+    Welcome(Welcome),
+    Drain(Drain),
+    Routes(Routes),
+    Error(ErrorMessage),
+}
+
+impl Frame {
+    /// Decodes one WebSocket message. `max_frame_size` counts the whole message.
+    pub fn decode(msg: Bytes, max_frame_size: usize) -> Result<Frame, DecodeError> {
+        if msg.len() > max_frame_size {
+            return Err(DecodeError::FrameTooLarge {
+                size: msg.len(),
+                max: max_frame_size,
+            });
+        }
+        if msg.len() < HEADER_LEN {
+            return Err(DecodeError::TruncatedHeader(msg.len()));
+        }
+        let ty = msg[0];
+        let fl = msg[1];
+        let stream_id = u32::from_be_bytes([msg[2], msg[3], msg[4], msg[5]]);
+        let name = type_name(ty).ok_or(DecodeError::UnknownType(ty))?;
+        let allowed = match ty {
+            kind::DATA | kind::REQUEST | kind::RESPONSE => flags::END_STREAM,
+            _ => 0,
+        };
+        if fl & !allowed != 0 {
+            return Err(DecodeError::InvalidFlags {
+                frame: name,
+                flags: fl,
+            });
+        }
+        let is_control = ty >= kind::HELLO;
+        if is_control && stream_id != 0 {
+            return Err(DecodeError::StreamIdNonzero {
+                frame: name,
+                stream_id,
+            });
+        }
+        if !is_control && stream_id == 0 {
+            return Err(DecodeError::StreamIdZero(name));
+        }
+        let end_stream = fl & flags::END_STREAM != 0;
+        let payload = msg.slice(HEADER_LEN..);
+        Ok(match ty {
+            kind::DATA => Frame::Data(Data {
+                stream_id,
+                end_stream,
+                data: payload,
+            }),
+            kind::REQUEST => Frame::Request(Request::decode(stream_id, end_stream, payload)?),
+            kind::RESPONSE => Frame::Response(Response::decode(stream_id, end_stream, payload)?),
+            kind::RESET => Frame::Reset(Reset::decode(stream_id, payload)?),
+            kind::WINDOW => Frame::Window(Window::decode(stream_id, payload)?),
+            kind::HELLO => Frame::Hello(control::decode(&payload)?),
+            kind::WELCOME => Frame::Welcome(control::decode(&payload)?),
+            kind::DRAIN => Frame::Drain(control::decode(&payload)?),
+            kind::ROUTES => Frame::Routes(control::decode(&payload)?),
+            kind::ERROR => Frame::Error(control::decode(&payload)?),
+            _ => unreachable!("type_name accepted only known types"),
+        })
+    }
+
+    /// Encodes the frame into one contiguous buffer, ready to be one WebSocket message.
+    pub fn encode(&self) -> Bytes {
+        match self {
+            Frame::Data(f) => f.encode(),
+            Frame::Request(f) => f.encode(),
+            Frame::Response(f) => f.encode(),
+            Frame::Reset(f) => f.encode(),
+            Frame::Window(f) => f.encode(),
+            Frame::Hello(m) => control::encode(m),
+            Frame::Welcome(m) => control::encode(m),
+            Frame::Drain(m) => control::encode(m),
+            Frame::Routes(m) => control::encode(m),
+            Frame::Error(m) => control::encode(m),
+        }
+    }
+
+    /// The frame's type name, for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Frame::Data(_) => "DATA",
+            Frame::Request(_) => "REQUEST",
+            Frame::Response(_) => "RESPONSE",
+            Frame::Reset(_) => "RESET",
+            Frame::Window(_) => "WINDOW",
+            Frame::Hello(_) => "HELLO",
+            Frame::Welcome(_) => "WELCOME",
+            Frame::Drain(_) => "DRAIN",
+            Frame::Routes(_) => "ROUTES",
+            Frame::Error(_) => "ERROR",
+        }
+    }
+}
+
+/// The name of a known frame type byte.
+pub fn type_name(ty: u8) -> Option<&'static str> {
+    Some(match ty {
+        kind::DATA => "DATA",
+        kind::REQUEST => "REQUEST",
+        kind::RESPONSE => "RESPONSE",
+        kind::RESET => "RESET",
+        kind::WINDOW => "WINDOW",
+        kind::HELLO => "HELLO",
+        kind::WELCOME => "WELCOME",
+        kind::DRAIN => "DRAIN",
+        kind::ROUTES => "ROUTES",
+        kind::ERROR => "ERROR",
+        _ => return None,
+    })
+}
+
+/// Writes the 6-byte header.
+#[inline]
+pub(crate) fn put_header(buf: &mut BytesMut, ty: u8, fl: u8, stream_id: u32) {
+    buf.put_u8(ty);
+    buf.put_u8(fl);
+    buf.put_u32(stream_id);
+}
+
+#[inline]
+pub(crate) fn end_flag(end_stream: bool) -> u8 {
+    if end_stream {
+        flags::END_STREAM
+    } else {
+        0
+    }
+}

@@ -1,0 +1,21 @@
+//! `vyx-core`: the vyx wire protocol, written once.
+//!
+//! - [`frame`]: the binary frame codec (one WebSocket message = one frame).
+//! - [`handshake`]: the JSON control messages (HELLO, WELCOME, DRAIN, ROUTES, ERROR) and
+//!   the upgrade-request constants.
+//! - [`backoff`]: the reconnect schedule shared byte-for-byte with the Go SDK.
+//! - [`session`]: the worker-side engine (connect, handshake, heartbeat, multiplexed streams,
+//!   flow control, drain, reconnect) with the pull interface the SDKs build on.
+//!
+//! `spec/PROTOCOL.md` is the normative description; `spec/vectors/` holds the byte vectors
+//! this crate's tests run.
+
+pub mod backoff;
+pub mod error;
+pub mod frame;
+pub mod handshake;
+pub mod limits;
+pub mod session;
+
+pub use error::{CloseCode, DecodeError, ResetCode};
+pub use frame::Frame;

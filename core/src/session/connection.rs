@@ -1,0 +1,411 @@
+//! One live connection on the worker side, after the handshake: a reader loop that owns
+//! the socket's read half, a writer task that owns the write half, and heartbeat.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tracing::{debug, info, warn};
+
+use super::stream::{
+    finish_direction, BodyEvent, IncomingRequest, RequestBody, ResponseSender, StreamEntry,
+    StreamError, StreamShared,
+};
+use super::{ConnectionState, WsStream};
+use crate::error::{CloseCode, ResetCode};
+use crate::frame::{Frame, Reset};
+use crate::handshake::{Drain, Welcome};
+use crate::limits::HEARTBEAT_MISSES;
+
+/// What the writer task sends.
+pub(crate) enum Outgoing {
+    Frame(Bytes),
+    Ping,
+    Close(CloseCode, String),
+}
+
+/// What the connection's streams share with it.
+pub(crate) struct ConnShared {
+    tx: mpsc::UnboundedSender<Outgoing>,
+    pub(crate) initial_window: u32,
+    pub(crate) streams: Mutex<HashMap<u32, StreamEntry>>,
+}
+
+impl ConnShared {
+    pub(crate) fn send(&self, out: Outgoing) {
+        // A send fails only once the writer is gone, i.e. the connection is ending; every
+        // stream learns that from the reader when it fails them.
+        let _ = self.tx.send(out);
+    }
+
+    pub(crate) fn finish_response(&self, id: u32) {
+        let mut streams = self.streams.lock().unwrap();
+        if let Some(e) = streams.get(&id) {
+            e.shared.response_done.store(true, Ordering::Release);
+        }
+        finish_direction(&mut streams, id);
+    }
+}
+
+/// How a connection ended.
+#[derive(Debug)]
+pub(crate) enum ConnEnd {
+    /// The gateway closed the socket with this code and reason.
+    Closed(Option<u16>, String),
+    /// The socket failed or ended without a close frame.
+    Lost(String),
+    /// The gateway stayed silent past the heartbeat deadline.
+    HeartbeatTimeout,
+    /// The gateway broke the protocol; we closed with this code.
+    Violation(CloseCode, String),
+    /// We drained and the connection closed, as the engine asked.
+    Drained,
+}
+
+impl std::fmt::Display for ConnEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnEnd::Closed(Some(code), reason) => match CloseCode::from_u16(*code) {
+                Some(c) => write!(f, "gateway closed the connection: {c} {reason}"),
+                None => write!(f, "gateway closed the connection: {code} {reason}"),
+            },
+            ConnEnd::Closed(None, _) => write!(f, "gateway closed the connection"),
+            ConnEnd::Lost(e) => write!(f, "connection lost: {e}"),
+            ConnEnd::HeartbeatTimeout => write!(f, "gateway silent past the heartbeat deadline"),
+            ConnEnd::Violation(code, msg) => {
+                write!(f, "gateway broke the protocol ({code}): {msg}")
+            }
+            ConnEnd::Drained => write!(f, "drained"),
+        }
+    }
+}
+
+pub(crate) struct RunArgs<'a> {
+    pub(crate) welcome: &'a Welcome,
+    pub(crate) queue: &'a mpsc::UnboundedSender<IncomingRequest>,
+    pub(crate) stop: &'a mut watch::Receiver<Option<Duration>>,
+    pub(crate) state: &'a watch::Sender<ConnectionState>,
+}
+
+/// Serves one connection until it ends.
+pub(crate) async fn run(ws: WsStream, args: RunArgs<'_>) -> ConnEnd {
+    let (sink, mut stream) = ws.split();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(write_loop(sink, rx));
+    let conn = Arc::new(ConnShared {
+        tx,
+        initial_window: args.welcome.initial_window,
+        streams: Mutex::new(HashMap::new()),
+    });
+    let mut reader = Reader {
+        conn: conn.clone(),
+        highest: 0,
+        max_concurrency: args.welcome.max_concurrency as usize,
+        max_frame: args.welcome.max_frame_size as usize,
+        queue: args.queue,
+    };
+
+    let heartbeat = Duration::from_millis(args.welcome.heartbeat_ms.max(1) as u64);
+    let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_recv = Instant::now();
+    let mut drain_deadline: Option<Instant> = None;
+    // A drain asked for before this connection existed applies to it at once.
+    let mut stop_pending = args.stop.borrow().is_some();
+
+    let end = loop {
+        if stop_pending && drain_deadline.is_none() {
+            stop_pending = false;
+            let deadline = args.stop.borrow().unwrap_or_default();
+            drain_deadline = Some(Instant::now() + deadline);
+            let _ = args.state.send(ConnectionState::Draining);
+            info!(
+                deadline_ms = deadline.as_millis() as u64,
+                "draining: no new requests"
+            );
+            conn.send(Outgoing::Frame(
+                Frame::Drain(Drain {
+                    reason: "worker stopping".into(),
+                    deadline_ms: deadline.as_millis() as u64,
+                })
+                .encode(),
+            ));
+        }
+        let deadline_sleep = async {
+            match drain_deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            msg = stream.next() => {
+                last_recv = Instant::now();
+                match msg {
+                    Some(Ok(Message::Binary(bytes))) => {
+                        if let Err((code, why)) = reader.on_frame(bytes) {
+                            conn.send(Outgoing::Close(code, why.clone()));
+                            break ConnEnd::Violation(code, why);
+                        }
+                    }
+                    Some(Ok(Message::Text(_))) => {
+                        let why = "text message; the protocol uses binary messages only".to_string();
+                        conn.send(Outgoing::Close(CloseCode::ProtocolViolation, why.clone()));
+                        break ConnEnd::Violation(CloseCode::ProtocolViolation, why);
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        let (code, reason) = match frame {
+                            Some(f) => (Some(u16::from(f.code)), f.reason.to_string()),
+                            None => (None, String::new()),
+                        };
+                        if drain_deadline.is_some() && matches!(code, Some(1000) | None) {
+                            break ConnEnd::Drained;
+                        }
+                        break ConnEnd::Closed(code, reason);
+                    }
+                    Some(Ok(_)) => {} // ping (answered by tungstenite), pong
+                    Some(Err(tungstenite::Error::Capacity(e))) => {
+                        let why = e.to_string();
+                        conn.send(Outgoing::Close(CloseCode::FrameTooLarge, why.clone()));
+                        break ConnEnd::Violation(CloseCode::FrameTooLarge, why);
+                    }
+                    Some(Err(e)) => break ConnEnd::Lost(e.to_string()),
+                    None => break ConnEnd::Lost("socket closed without a close frame".into()),
+                }
+            }
+            _ = ticker.tick() => {
+                if last_recv.elapsed() > heartbeat * HEARTBEAT_MISSES {
+                    conn.send(Outgoing::Close(CloseCode::HeartbeatTimeout, "no frame or pong from the gateway".into()));
+                    break ConnEnd::HeartbeatTimeout;
+                }
+                conn.send(Outgoing::Ping);
+            }
+            _ = deadline_sleep => {
+                let open = conn.streams.lock().unwrap().len();
+                warn!(open, "drain deadline passed with streams still open");
+                conn.send(Outgoing::Close(CloseCode::DrainTimeout, format!("{open} streams still open at the drain deadline")));
+                break ConnEnd::Drained;
+            }
+            changed = args.stop.changed(), if drain_deadline.is_none() => {
+                if changed.is_ok() {
+                    stop_pending = args.stop.borrow().is_some();
+                }
+            }
+        }
+    };
+
+    // Every open stream fails: handlers see ConnectionLost; the gateway answers 502.
+    let streams = std::mem::take(&mut *conn.streams.lock().unwrap());
+    for (_, entry) in streams {
+        entry.shared.send.fail(StreamError::ConnectionLost);
+    }
+    drop(reader);
+    // Give the writer a moment to put out the close frame, then drop the socket.
+    drop(conn);
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+    end
+}
+
+async fn write_loop(
+    mut sink: futures_util::stream::SplitSink<WsStream, Message>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+) {
+    // Feed while the queue has frames, flush when it empties: one syscall for a burst.
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(out) = next.take() {
+            let msg = match out {
+                Outgoing::Frame(b) => Message::Binary(b),
+                Outgoing::Ping => Message::Ping(Bytes::new()),
+                Outgoing::Close(code, reason) => {
+                    let frame = CloseFrame {
+                        code: WsCloseCode::from(code as u16),
+                        reason: truncate_reason(&reason).into(),
+                    };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    return;
+                }
+            };
+            if let Err(e) = sink.feed(msg).await {
+                debug!(error = %e, "write failed");
+                return;
+            }
+            next = rx.try_recv().ok();
+        }
+        if let Err(e) = sink.flush().await {
+            debug!(error = %e, "flush failed");
+            return;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+/// Close reasons are limited to 123 bytes; cut at a character boundary.
+pub(crate) fn truncate_reason(reason: &str) -> &str {
+    if reason.len() <= 123 {
+        return reason;
+    }
+    let mut end = 123;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+struct Reader<'a> {
+    conn: Arc<ConnShared>,
+    highest: u32,
+    max_concurrency: usize,
+    max_frame: usize,
+    queue: &'a mpsc::UnboundedSender<IncomingRequest>,
+}
+
+type Violation = (CloseCode, String);
+
+impl Reader<'_> {
+    fn on_frame(&mut self, bytes: Bytes) -> Result<(), Violation> {
+        let frame =
+            Frame::decode(bytes, self.max_frame).map_err(|e| (e.close_code(), e.to_string()))?;
+        match frame {
+            Frame::Request(r) => {
+                if r.stream_id <= self.highest {
+                    return Err(violation(format!(
+                        "REQUEST reuses stream id {} (highest so far {})",
+                        r.stream_id, self.highest
+                    )));
+                }
+                self.highest = r.stream_id;
+                let id = r.stream_id;
+                let mut streams = self.conn.streams.lock().unwrap();
+                if streams.len() >= self.max_concurrency {
+                    drop(streams);
+                    self.conn.send(Outgoing::Frame(
+                        Reset::new(id, ResetCode::Refused, "worker at its concurrency cap")
+                            .encode(),
+                    ));
+                    return Ok(());
+                }
+                let shared = Arc::new(StreamShared::new(id, self.conn.initial_window));
+                let (body_tx, body_rx) = mpsc::unbounded_channel();
+                if r.end_stream {
+                    shared.request_done.store(true, Ordering::Release);
+                }
+                streams.insert(
+                    id,
+                    StreamEntry {
+                        shared: shared.clone(),
+                        body_tx: (!r.end_stream).then_some(body_tx),
+                    },
+                );
+                drop(streams);
+                let req = IncomingRequest {
+                    route_id: r.route_id,
+                    method: r.method,
+                    target: r.target,
+                    params: r.params,
+                    headers: r.headers,
+                    body: RequestBody::new(
+                        shared.clone(),
+                        self.conn.clone(),
+                        body_rx,
+                        r.end_stream,
+                    ),
+                    response: ResponseSender::new(shared, self.conn.clone()),
+                };
+                if let Err(mpsc::error::SendError(req)) = self.queue.send(req) {
+                    req.response.reset(ResetCode::Refused, "worker is stopping");
+                }
+            }
+            Frame::Data(d) => {
+                self.check_known(d.stream_id, "DATA")?;
+                let mut streams = self.conn.streams.lock().unwrap();
+                let Some(entry) = streams.get_mut(&d.stream_id) else {
+                    return Ok(()); // closed already: a normal race
+                };
+                if entry.shared.request_done.load(Ordering::Acquire) {
+                    return Ok(()); // we reset the request side already
+                }
+                let left = entry
+                    .shared
+                    .recv_credit
+                    .fetch_sub(d.data.len() as i64, Ordering::AcqRel)
+                    - d.data.len() as i64;
+                if left < 0 {
+                    return Err((
+                        CloseCode::FlowControl,
+                        format!("DATA on stream {} exceeds its window", d.stream_id),
+                    ));
+                }
+                if let Some(tx) = &entry.body_tx {
+                    // The handler may have dropped its body; the response end resets it.
+                    let _ = tx.send(BodyEvent::Data(d.data, d.end_stream));
+                }
+                if d.end_stream {
+                    entry.body_tx = None;
+                    entry.shared.request_done.store(true, Ordering::Release);
+                    finish_direction(&mut streams, d.stream_id);
+                }
+            }
+            Frame::Window(w) => {
+                self.check_known(w.stream_id, "WINDOW")?;
+                let streams = self.conn.streams.lock().unwrap();
+                if let Some(entry) = streams.get(&w.stream_id) {
+                    if !entry.shared.send.grant(w.increment) {
+                        return Err((
+                            CloseCode::FlowControl,
+                            format!("WINDOW takes stream {} past 2^31-1", w.stream_id),
+                        ));
+                    }
+                }
+            }
+            Frame::Reset(r) => {
+                self.check_known(r.stream_id, "RESET")?;
+                let mut streams = self.conn.streams.lock().unwrap();
+                if let Some(entry) = streams.remove(&r.stream_id) {
+                    let code = ResetCode::from_u32(r.code);
+                    debug!(stream = r.stream_id, code = code.name(), reason = %r.reason, "stream reset by gateway");
+                    if let Some(tx) = &entry.body_tx {
+                        let _ = tx.send(BodyEvent::Reset(code, r.reason.clone()));
+                    }
+                    entry.shared.send.fail(StreamError::Reset {
+                        code,
+                        reason: r.reason,
+                    });
+                }
+            }
+            Frame::Drain(d) => {
+                info!(reason = %d.reason, deadline_ms = d.deadline_ms, "gateway is draining this connection");
+            }
+            Frame::Error(e) => {
+                warn!(code = e.code, message = %e.message, "gateway reported an error");
+            }
+            other => {
+                return Err(violation(format!(
+                    "{} frame is not sent by a gateway",
+                    other.name()
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    fn check_known(&self, id: u32, what: &str) -> Result<(), Violation> {
+        if id > self.highest {
+            return Err(violation(format!(
+                "{what} for stream {id}, which was never opened"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn violation(msg: String) -> Violation {
+    (CloseCode::ProtocolViolation, msg)
+}
