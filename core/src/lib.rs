@@ -12,6 +12,7 @@
 
 pub mod backoff;
 pub mod error;
+pub mod flow;
 pub mod frame;
 pub mod handshake;
 pub mod limits;

@@ -3,10 +3,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
+
+use crate::flow::{window_update_due, SendWindow};
 
 use crate::error::ResetCode;
 use crate::frame::{self, Data, HeaderList, Reset, Response, Window};
@@ -38,79 +40,6 @@ pub(crate) enum BodyEvent {
     Reset(ResetCode, String),
 }
 
-/// Send credit for one stream: how much DATA payload the worker may still send.
-#[derive(Debug, Default)]
-pub(crate) struct SendWindow {
-    state: Mutex<SendState>,
-    notify: Notify,
-}
-
-#[derive(Debug, Default)]
-struct SendState {
-    avail: i64,
-    failed: Option<StreamError>,
-}
-
-impl SendWindow {
-    fn new(initial: u32) -> SendWindow {
-        SendWindow {
-            state: Mutex::new(SendState {
-                avail: initial as i64,
-                failed: None,
-            }),
-            notify: Notify::new(),
-        }
-    }
-
-    /// Adds credit; returns false when the window would pass 2^31-1 (a flow-control error).
-    pub(crate) fn grant(&self, n: u32) -> bool {
-        let mut s = self.state.lock().unwrap();
-        s.avail += n as i64;
-        let ok = s.avail <= crate::limits::MAX_WINDOW as i64;
-        drop(s);
-        self.notify.notify_waiters();
-        ok
-    }
-
-    /// Fails every current and future reservation with `err`.
-    pub(crate) fn fail(&self, err: StreamError) {
-        let mut s = self.state.lock().unwrap();
-        if s.failed.is_none() {
-            s.failed = Some(err);
-        }
-        drop(s);
-        self.notify.notify_waiters();
-    }
-
-    fn check(&self) -> Result<(), StreamError> {
-        match &self.state.lock().unwrap().failed {
-            Some(e) => Err(e.clone()),
-            None => Ok(()),
-        }
-    }
-
-    /// Waits for credit and takes up to `want` bytes of it.
-    async fn reserve(&self, want: usize) -> Result<usize, StreamError> {
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let mut s = self.state.lock().unwrap();
-                if let Some(e) = &s.failed {
-                    return Err(e.clone());
-                }
-                if s.avail > 0 {
-                    let n = (s.avail as usize).min(want);
-                    s.avail -= n as i64;
-                    return Ok(n);
-                }
-            }
-            notified.await;
-        }
-    }
-}
-
 /// What the connection keeps of a stream.
 pub(crate) struct StreamEntry {
     pub(crate) shared: Arc<StreamShared>,
@@ -121,7 +50,7 @@ pub(crate) struct StreamEntry {
 /// State shared by the connection reader, the [`RequestBody`] and the [`ResponseSender`].
 pub(crate) struct StreamShared {
     pub(crate) id: u32,
-    pub(crate) send: SendWindow,
+    pub(crate) send: SendWindow<StreamError>,
     /// Receive credit left for the gateway's DATA on this stream.
     pub(crate) recv_credit: AtomicI64,
     pub(crate) request_done: AtomicBool,
@@ -276,7 +205,7 @@ impl RequestBody {
 
     fn credit(&mut self, n: usize) {
         self.unacked += n as u32;
-        if self.unacked >= self.conn.initial_window / 2 {
+        if window_update_due(self.unacked, self.conn.initial_window) {
             let inc = std::mem::take(&mut self.unacked);
             self.shared
                 .recv_credit
@@ -336,7 +265,9 @@ impl ResponseSender {
         if self.phase != SendPhase::Head {
             return Err(StreamError::InvalidState("response head already sent"));
         }
-        self.shared.send.check()?;
+        if let Some(e) = self.shared.send.failure() {
+            return Err(e);
+        }
         if !(200..=599).contains(&status) {
             return Err(StreamError::InvalidHead(format!(
                 "status {status} is outside 200..=599"
@@ -388,7 +319,9 @@ impl ResponseSender {
         }
         if data.is_empty() {
             if end_stream {
-                self.shared.send.check()?;
+                if let Some(e) = self.shared.send.failure() {
+                    return Err(e);
+                }
                 self.conn.send(Outgoing::Frame(Data::encode_parts(
                     self.shared.id,
                     true,
@@ -433,7 +366,7 @@ impl ResponseSender {
             return;
         }
         self.phase = SendPhase::Done;
-        if self.shared.send.check().is_ok() {
+        if self.shared.send.failure().is_none() {
             self.conn.send(Outgoing::Frame(
                 Reset::new(self.shared.id, code, reason).encode(),
             ));
