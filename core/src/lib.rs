@@ -17,6 +17,7 @@ pub mod frame;
 pub mod handshake;
 pub mod limits;
 pub mod session;
+pub mod transport;
 
 pub use error::{CloseCode, DecodeError, ResetCode};
 pub use frame::Frame;

@@ -9,7 +9,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::head::{self, put_headers, put_str16, str16_len, HeaderList, Reader};
+use super::head::{self, put_str16, str16_len, HeaderList, Reader};
 use super::{end_flag, kind, put_header, HEADER_LEN};
 use crate::error::DecodeError;
 
@@ -68,34 +68,95 @@ impl Request {
     }
 
     pub fn encode(&self) -> Bytes {
-        let params_len: usize = self
-            .params
-            .iter()
-            .map(|(n, v)| str16_len(n) + str16_len(v))
-            .sum();
-        let len = HEADER_LEN
-            + 2
-            + str16_len(&self.method)
-            + str16_len(&self.target)
-            + 2
-            + params_len
-            + head::headers_len(&self.headers);
-        let mut buf = BytesMut::with_capacity(len);
-        put_header(
-            &mut buf,
-            kind::REQUEST,
-            end_flag(self.end_stream),
+        let mut w = RequestWriter::new(
             self.stream_id,
+            self.end_stream,
+            self.route_id,
+            &self.method,
+            &self.target,
+            64,
         );
-        buf.put_u16(self.route_id);
-        put_str16(&mut buf, &self.method);
-        put_str16(&mut buf, &self.target);
-        buf.put_u16(self.params.len() as u16);
         for (n, v) in &self.params {
-            put_str16(&mut buf, n);
-            put_str16(&mut buf, v);
+            w.param(n, v);
         }
-        put_headers(&mut buf, &self.headers);
-        buf.freeze()
+        w.begin_headers();
+        for (n, v) in &self.headers {
+            w.header(n, v);
+        }
+        w.finish().freeze()
     }
+}
+
+/// Encodes a REQUEST straight from borrowed parts, with no intermediate [`Request`]: the
+/// gateway's hot path. Call [`RequestWriter::param`] for each parameter, then
+/// [`RequestWriter::begin_headers`], [`RequestWriter::header`] for each header, then
+/// [`RequestWriter::finish`]. The counts are patched in at the end.
+///
+/// Callers keep every field within 65535 bytes and at most 65535 entries per list
+/// (the gateway refuses larger requests with 431 before encoding).
+pub struct RequestWriter {
+    buf: BytesMut,
+    count_pos: usize,
+    count: u16,
+}
+
+impl RequestWriter {
+    pub fn new(
+        stream_id: u32,
+        end_stream: bool,
+        route_id: u16,
+        method: &[u8],
+        target: &[u8],
+        size_hint: usize,
+    ) -> RequestWriter {
+        let mut buf = BytesMut::with_capacity(
+            HEADER_LEN + 2 + str16_len(method) + str16_len(target) + 4 + size_hint,
+        );
+        put_header(&mut buf, kind::REQUEST, end_flag(end_stream), stream_id);
+        buf.put_u16(route_id);
+        put_str16(&mut buf, method);
+        put_str16(&mut buf, target);
+        let count_pos = buf.len();
+        buf.put_u16(0);
+        RequestWriter {
+            buf,
+            count_pos,
+            count: 0,
+        }
+    }
+
+    pub fn param(&mut self, name: &[u8], value: &[u8]) {
+        put_str16(&mut self.buf, name);
+        put_str16(&mut self.buf, value);
+        self.count += 1;
+    }
+
+    pub fn begin_headers(&mut self) {
+        self.patch_count();
+        self.count_pos = self.buf.len();
+        self.buf.put_u16(0);
+    }
+
+    pub fn header(&mut self, name: &[u8], value: &[u8]) {
+        put_str16(&mut self.buf, name);
+        put_str16(&mut self.buf, value);
+        self.count += 1;
+    }
+
+    /// The encoded frame. Its stream id can still be set with [`set_stream_id`].
+    pub fn finish(mut self) -> BytesMut {
+        self.patch_count();
+        self.buf
+    }
+
+    fn patch_count(&mut self) {
+        let c = std::mem::take(&mut self.count).to_be_bytes();
+        self.buf[self.count_pos..self.count_pos + 2].copy_from_slice(&c);
+    }
+}
+
+/// Sets the stream id of an encoded frame: the gateway picks the id at the moment it
+/// queues the frame, so that ids reach the socket in increasing order.
+pub fn set_stream_id(frame: &mut [u8], stream_id: u32) {
+    frame[2..6].copy_from_slice(&stream_id.to_be_bytes());
 }

@@ -6,7 +6,6 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::{WorkerConfig, WsStream};
@@ -16,6 +15,7 @@ use crate::handshake::{
     Hello, Welcome, PROTOCOL_VERSION, REGISTER_PATH, SUBPROTOCOL, WORKER_ID_HEADER,
 };
 use crate::limits::{HANDSHAKE_TIMEOUT, MAX_FRAME_SIZE};
+use crate::transport::websocket_config;
 
 /// Why a connection attempt failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,15 +47,6 @@ impl ConnectError {
             ConnectError::Transient(_) => false,
         }
     }
-}
-
-/// The WebSocket settings both sides use: the frame limit, and a bounded write buffer.
-pub fn websocket_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .max_message_size(Some(MAX_FRAME_SIZE))
-        .max_frame_size(Some(MAX_FRAME_SIZE))
-        .write_buffer_size(128 * 1024)
-        .max_write_buffer_size(4 * MAX_FRAME_SIZE)
 }
 
 /// `ws://host:port` → `ws://host:port/_vyx/register`; a URL with a path is kept as it is.

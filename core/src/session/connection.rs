@@ -7,11 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, info, warn};
 
@@ -24,13 +22,8 @@ use crate::error::{CloseCode, ResetCode};
 use crate::frame::{Frame, Reset};
 use crate::handshake::{Drain, Welcome};
 use crate::limits::HEARTBEAT_MISSES;
-
-/// What the writer task sends.
-pub(crate) enum Outgoing {
-    Frame(Bytes),
-    Ping,
-    Close(CloseCode, String),
-}
+use crate::transport::write_loop;
+pub(crate) use crate::transport::Outgoing;
 
 /// What the connection's streams share with it.
 pub(crate) struct ConnShared {
@@ -211,52 +204,6 @@ pub(crate) async fn run(ws: WsStream, args: RunArgs<'_>) -> ConnEnd {
     drop(conn);
     let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
     end
-}
-
-async fn write_loop(
-    mut sink: futures_util::stream::SplitSink<WsStream, Message>,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
-) {
-    // Feed while the queue has frames, flush when it empties: one syscall for a burst.
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        while let Some(out) = next.take() {
-            let msg = match out {
-                Outgoing::Frame(b) => Message::Binary(b),
-                Outgoing::Ping => Message::Ping(Bytes::new()),
-                Outgoing::Close(code, reason) => {
-                    let frame = CloseFrame {
-                        code: WsCloseCode::from(code as u16),
-                        reason: truncate_reason(&reason).into(),
-                    };
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                    return;
-                }
-            };
-            if let Err(e) = sink.feed(msg).await {
-                debug!(error = %e, "write failed");
-                return;
-            }
-            next = rx.try_recv().ok();
-        }
-        if let Err(e) = sink.flush().await {
-            debug!(error = %e, "flush failed");
-            return;
-        }
-    }
-    let _ = sink.close().await;
-}
-
-/// Close reasons are limited to 123 bytes; cut at a character boundary.
-pub(crate) fn truncate_reason(reason: &str) -> &str {
-    if reason.len() <= 123 {
-        return reason;
-    }
-    let mut end = 123;
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    &reason[..end]
 }
 
 struct Reader<'a> {

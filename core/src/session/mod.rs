@@ -28,7 +28,7 @@ mod connect;
 mod connection;
 mod stream;
 
-pub use connect::{registration_url, websocket_config, ConnectError};
+pub use connect::{registration_url, ConnectError};
 pub use stream::{IncomingRequest, RequestBody, ResponseSender, StreamError};
 
 use std::collections::BTreeMap;

@@ -1,0 +1,82 @@
+//! The WebSocket side of a connection, shared by the worker engine and the gateway: the
+//! settings both use, and the writer task that owns a socket's write half.
+
+use bytes::Bytes;
+use futures_util::stream::SplitSink;
+use futures_util::{Sink, SinkExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message};
+use tracing::debug;
+
+use crate::error::CloseCode;
+use crate::limits::MAX_FRAME_SIZE;
+
+/// What a writer task puts on the socket.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// An encoded frame, sent as one binary message.
+    Frame(Bytes),
+    Ping,
+    /// A close frame; the writer stops after it.
+    Close(CloseCode, String),
+}
+
+/// The WebSocket settings both sides use: the frame limit, and a bounded write buffer.
+pub fn websocket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_SIZE))
+        .max_frame_size(Some(MAX_FRAME_SIZE))
+        .write_buffer_size(128 * 1024)
+        .max_write_buffer_size(4 * MAX_FRAME_SIZE)
+}
+
+/// Owns a socket's write half. Feeds while the queue has messages and flushes when it
+/// empties, so a burst of frames costs one flush (tungstenite's `send` flushes every message).
+pub async fn write_loop<S>(
+    mut sink: SplitSink<S, Message>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+) where
+    S: Sink<Message, Error = tungstenite::Error> + Unpin,
+{
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(out) = next.take() {
+            let msg = match out {
+                Outgoing::Frame(b) => Message::Binary(b),
+                Outgoing::Ping => Message::Ping(Bytes::new()),
+                Outgoing::Close(code, reason) => {
+                    let frame = CloseFrame {
+                        code: WsCloseCode::from(code as u16),
+                        reason: truncate_reason(&reason).into(),
+                    };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    return;
+                }
+            };
+            if let Err(e) = sink.feed(msg).await {
+                debug!(error = %e, "write failed");
+                return;
+            }
+            next = rx.try_recv().ok();
+        }
+        if let Err(e) = sink.flush().await {
+            debug!(error = %e, "flush failed");
+            return;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+/// Close reasons are limited to 123 bytes; cut at a character boundary.
+pub fn truncate_reason(reason: &str) -> &str {
+    if reason.len() <= 123 {
+        return reason;
+    }
+    let mut end = 123;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
