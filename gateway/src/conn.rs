@@ -1,0 +1,660 @@
+//! The gateway's side of one worker connection: handshake, the reader loop, heartbeat,
+//! the stream table, and DRAIN.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::{self, Message};
+use tracing::{debug, info, warn};
+use vyx_core::error::{CloseCode, ResetCode};
+use vyx_core::flow::SendWindow;
+use vyx_core::frame::{self, Frame, HeaderList, Reset};
+use vyx_core::handshake::{self, Drain, ErrorMessage, HandshakeError, RouteSpec, Welcome};
+use vyx_core::limits::{HEARTBEAT_MISSES, MAX_FRAME_SIZE};
+use vyx_core::transport::{write_loop, Outgoing};
+
+use crate::auth::Admission;
+use crate::registry::WorkerGroup;
+use crate::routes::RouteKey;
+use crate::Shared;
+
+/// A connection's routes: declared key → the route id the worker gave it.
+pub type ConnRoutes = HashMap<RouteKey, u16>;
+
+/// Why a stream failed, as the proxy maps it to a status.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    Reset(ResetCode, String),
+    ConnectionLost(String),
+}
+
+/// The worker's response head.
+pub struct ResponseHead {
+    pub status: u16,
+    pub headers: HeaderList,
+    pub end_stream: bool,
+}
+
+struct GwStream {
+    head_tx: Option<oneshot::Sender<Result<ResponseHead, Failure>>>,
+    body_tx: Option<mpsc::UnboundedSender<Result<Bytes, Failure>>>,
+    send: Arc<SendWindow<Failure>>,
+    recv_credit: Arc<AtomicI64>,
+    request_done: bool,
+    response_done: bool,
+}
+
+struct StreamTable {
+    next_id: u32,
+    map: HashMap<u32, GwStream>,
+}
+
+/// What the proxy gets back when it opens a stream.
+pub struct OpenStream {
+    pub id: u32,
+    pub head: oneshot::Receiver<Result<ResponseHead, Failure>>,
+    pub body: mpsc::UnboundedReceiver<Result<Bytes, Failure>>,
+    pub send: Arc<SendWindow<Failure>>,
+    pub recv_credit: Arc<AtomicI64>,
+}
+
+/// One registered worker connection.
+pub struct WorkerConn {
+    /// Order of arrival, for listings.
+    pub serial: u64,
+    pub connection_id: String,
+    pub worker_id: String,
+    pub instance: String,
+    pub sdk: String,
+    pub addr: SocketAddr,
+    pub since: SystemTime,
+    pub max_concurrency: usize,
+    pub initial_window: u32,
+    pub routes: ArcSwap<ConnRoutes>,
+    /// Streams open or reserved on this connection.
+    pub in_flight: AtomicUsize,
+    pub draining: AtomicBool,
+    closed: AtomicBool,
+    tx: mpsc::UnboundedSender<Outgoing>,
+    streams: Mutex<StreamTable>,
+    slot_freed: Arc<Notify>,
+}
+
+impl WorkerConn {
+    pub fn send(&self, out: Outgoing) {
+        let _ = self.tx.send(out);
+    }
+
+    /// Gives back a slot reserved by `reserve_replica` that was never used for a stream.
+    pub fn release_slot(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.after_stream_end();
+    }
+
+    /// Queues a REQUEST (encoded with stream id 0) under a fresh stream id. Ids are taken
+    /// and queued under one lock, so they reach the socket in increasing order.
+    pub fn open_stream(
+        &self,
+        mut request: BytesMut,
+        end_stream: bool,
+    ) -> Result<OpenStream, Failure> {
+        let mut table = self.streams.lock().unwrap();
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Failure::ConnectionLost("connection closed".into()));
+        }
+        let id = table.next_id;
+        if id == u32::MAX {
+            return Err(Failure::ConnectionLost("stream ids exhausted".into()));
+        }
+        table.next_id += 1;
+        frame::set_stream_id(&mut request, id);
+        let (head_tx, head) = oneshot::channel();
+        let (body_tx, body) = mpsc::unbounded_channel();
+        let send = Arc::new(SendWindow::new(self.initial_window));
+        let recv_credit = Arc::new(AtomicI64::new(self.initial_window as i64));
+        table.map.insert(
+            id,
+            GwStream {
+                head_tx: Some(head_tx),
+                body_tx: Some(body_tx),
+                send: send.clone(),
+                recv_credit: recv_credit.clone(),
+                request_done: end_stream,
+                response_done: false,
+            },
+        );
+        let _ = self.tx.send(Outgoing::Frame(request.freeze()));
+        Ok(OpenStream {
+            id,
+            head,
+            body,
+            send,
+            recv_credit,
+        })
+    }
+
+    /// The request body has been sent in full (END_STREAM queued).
+    pub fn request_sent(&self, id: u32) {
+        let mut table = self.streams.lock().unwrap();
+        if let Some(s) = table.map.get_mut(&id) {
+            s.request_done = true;
+            if s.response_done {
+                table.map.remove(&id);
+                drop(table);
+                self.stream_ended();
+            }
+        }
+    }
+
+    /// Abandons a stream the client no longer wants: RESET to the worker, slot freed.
+    pub fn cancel_stream(&self, id: u32, code: ResetCode, reason: &str) {
+        let removed = self.streams.lock().unwrap().map.remove(&id);
+        if let Some(s) = removed {
+            s.send.fail(Failure::Reset(code, reason.to_string()));
+            self.send(Outgoing::Frame(Reset::new(id, code, reason).encode()));
+            self.stream_ended();
+        }
+    }
+
+    fn stream_ended(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.after_stream_end();
+    }
+
+    fn after_stream_end(&self) {
+        self.slot_freed.notify_waiters();
+        if self.draining.load(Ordering::Acquire) && self.in_flight.load(Ordering::Acquire) == 0 {
+            self.send(Outgoing::Close(CloseCode::Normal, "drained".into()));
+        }
+    }
+
+    /// Stops new streams on this connection and closes it once the open ones finish.
+    pub fn start_drain(&self, reason: &str, deadline: Duration) {
+        if self.draining.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.send(Outgoing::Frame(
+            Frame::Drain(Drain {
+                reason: reason.into(),
+                deadline_ms: deadline.as_millis() as u64,
+            })
+            .encode(),
+        ));
+        self.after_stream_end();
+    }
+
+    /// Fails every open stream (the connection is gone).
+    fn fail_all(&self, why: &str) {
+        let streams = {
+            let mut table = self.streams.lock().unwrap();
+            self.closed.store(true, Ordering::Release);
+            std::mem::take(&mut table.map)
+        };
+        let n = streams.len();
+        for (_, mut s) in streams {
+            let f = Failure::ConnectionLost(why.to_string());
+            s.send.fail(f.clone());
+            if let Some(tx) = s.head_tx.take() {
+                let _ = tx.send(Err(f.clone()));
+            }
+            if let Some(tx) = s.body_tx.take() {
+                let _ = tx.send(Err(f));
+            }
+        }
+        self.in_flight.fetch_sub(n, Ordering::AcqRel);
+        self.slot_freed.notify_waiters();
+    }
+}
+
+/// Route keys and ids from declared routes.
+pub fn conn_routes(routes: &[RouteSpec]) -> ConnRoutes {
+    routes
+        .iter()
+        .map(|r| {
+            (
+                RouteKey {
+                    method: r.method.clone(),
+                    path: r.path.clone(),
+                },
+                r.id,
+            )
+        })
+        .collect()
+}
+
+/// Whether every route falls under one of the allowed prefixes.
+fn check_allowed(routes: &[RouteSpec], admission: &Admission) -> Result<(), HandshakeError> {
+    let Some(prefixes) = &admission.allowed_prefixes else {
+        return Ok(());
+    };
+    let outside: Vec<String> = routes
+        .iter()
+        .filter(|r| !prefixes.iter().any(|p| r.path.starts_with(p.as_str())))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    if outside.is_empty() {
+        return Ok(());
+    }
+    Err(HandshakeError::new(
+        CloseCode::RouteNotAllowed,
+        format!(
+            "routes outside the allowed prefixes {prefixes:?}: {}",
+            outside.join(", ")
+        ),
+    ))
+}
+
+/// Serves one upgraded worker socket from HELLO to close.
+pub async fn serve<S>(
+    ws: S,
+    shared: Arc<Shared>,
+    worker_id: String,
+    admission: Admission,
+    addr: SocketAddr,
+) where
+    S: Stream<Item = Result<Message, tungstenite::Error>>
+        + futures_util::Sink<Message, Error = tungstenite::Error>
+        + Unpin
+        + Send
+        + 'static,
+{
+    let (sink, mut stream) = ws.split();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(write_loop(sink, rx));
+    let refuse = |e: HandshakeError| {
+        warn!(worker_id = %worker_id, %addr, code = %e.code, reason = %e.message, "worker refused");
+        let _ = tx.send(Outgoing::Frame(
+            Frame::Error(ErrorMessage {
+                code: e.code as u16,
+                message: e.message.clone(),
+            })
+            .encode(),
+        ));
+        let _ = tx.send(Outgoing::Close(e.code, e.message));
+    };
+
+    // HELLO, within the handshake timeout.
+    let hello = match tokio::time::timeout(shared.config.handshake_timeout, stream.next()).await {
+        Err(_) => {
+            refuse(HandshakeError::new(
+                CloseCode::HandshakeTimeout,
+                format!("no HELLO within {:?}", shared.config.handshake_timeout),
+            ));
+            return finish_writer(writer, tx).await;
+        }
+        Ok(Some(Ok(Message::Binary(b)))) => match Frame::decode(b, MAX_FRAME_SIZE) {
+            Ok(Frame::Hello(h)) => h,
+            Ok(Frame::Error(e)) => {
+                debug!(code = e.code, message = %e.message, "worker gave up during the handshake");
+                return finish_writer(writer, tx).await;
+            }
+            Ok(other) => {
+                refuse(HandshakeError::new(
+                    CloseCode::ProtocolViolation,
+                    format!("expected HELLO, got {}", other.name()),
+                ));
+                return finish_writer(writer, tx).await;
+            }
+            Err(e) => {
+                refuse(HandshakeError::new(e.close_code(), e.to_string()));
+                return finish_writer(writer, tx).await;
+            }
+        },
+        Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => {
+            return finish_writer(writer, tx).await;
+        }
+        Ok(Some(Ok(_))) => {
+            refuse(HandshakeError::new(
+                CloseCode::ProtocolViolation,
+                "expected HELLO as a binary message",
+            ));
+            return finish_writer(writer, tx).await;
+        }
+    };
+    if let Err(e) = hello
+        .validate(&worker_id)
+        .and_then(|_| check_allowed(&hello.routes, &admission))
+    {
+        refuse(e);
+        return finish_writer(writer, tx).await;
+    }
+
+    let group = shared.registry.group(&worker_id);
+    let serial = shared.next_serial.fetch_add(1, Ordering::Relaxed);
+    let max_concurrency = hello
+        .max_concurrency
+        .min(shared.config.max_concurrency_per_connection);
+    let conn = Arc::new(WorkerConn {
+        serial,
+        connection_id: format!("c{serial}"),
+        worker_id: worker_id.clone(),
+        instance: hello.instance.clone(),
+        sdk: hello.sdk.clone(),
+        addr,
+        since: SystemTime::now(),
+        max_concurrency: max_concurrency as usize,
+        initial_window: shared.config.initial_window,
+        routes: ArcSwap::from_pointee(conn_routes(&hello.routes)),
+        in_flight: AtomicUsize::new(0),
+        draining: AtomicBool::new(false),
+        closed: AtomicBool::new(false),
+        tx: tx.clone(),
+        streams: Mutex::new(StreamTable {
+            next_id: 1,
+            map: HashMap::new(),
+        }),
+        slot_freed: group.slot_freed.clone(),
+    });
+    if let Err(e) = shared.registry.register(&conn, &group) {
+        refuse(e);
+        return finish_writer(writer, tx).await;
+    }
+    let welcome = Welcome {
+        protocol: handshake::PROTOCOL_VERSION,
+        gateway: concat!("vyx/", env!("CARGO_PKG_VERSION")).into(),
+        connection_id: conn.connection_id.clone(),
+        heartbeat_ms: shared.config.heartbeat.as_millis() as u32,
+        initial_window: shared.config.initial_window,
+        max_frame_size: MAX_FRAME_SIZE as u32,
+        max_concurrency,
+    };
+    conn.send(Outgoing::Frame(Frame::Welcome(welcome).encode()));
+    if shared.shutting_down.load(Ordering::Acquire) {
+        conn.start_drain("gateway shutting down", shared.config.drain_grace);
+    }
+    info!(
+        worker_id = %conn.worker_id,
+        instance = %conn.instance,
+        connection = %conn.connection_id,
+        %addr,
+        routes = hello.routes.len(),
+        "worker registered"
+    );
+
+    let end = read_loop(&conn, &group, &shared, &mut stream).await;
+    shared.registry.unregister(&conn);
+    conn.fail_all(&end);
+    info!(worker_id = %conn.worker_id, connection = %conn.connection_id, reason = %end, "worker disconnected");
+    drop(conn);
+    finish_writer(writer, tx).await;
+}
+
+async fn finish_writer(writer: tokio::task::JoinHandle<()>, tx: mpsc::UnboundedSender<Outgoing>) {
+    drop(tx);
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+}
+
+async fn read_loop<S>(
+    conn: &Arc<WorkerConn>,
+    group: &Arc<WorkerGroup>,
+    shared: &Arc<Shared>,
+    stream: &mut S,
+) -> String
+where
+    S: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+{
+    let heartbeat = shared.config.heartbeat;
+    let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_recv = Instant::now();
+    let mut drain_deadline: Option<Instant> = None;
+    loop {
+        let deadline = async {
+            match drain_deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            msg = stream.next() => {
+                last_recv = Instant::now();
+                match msg {
+                    Some(Ok(Message::Binary(b))) => {
+                        match on_frame(conn, group, shared, b) {
+                            Ok(Some(d)) => {
+                                drain_deadline.get_or_insert(Instant::now() + d);
+                            }
+                            Ok(None) => {}
+                            Err((code, why)) => {
+                                warn!(worker_id = %conn.worker_id, connection = %conn.connection_id, %code, reason = %why, "closing worker connection");
+                                conn.send(Outgoing::Frame(Frame::Error(ErrorMessage { code: code as u16, message: why.clone() }).encode()));
+                                conn.send(Outgoing::Close(code, why.clone()));
+                                return format!("{code}: {why}");
+                            }
+                        }
+                    }
+                    Some(Ok(Message::Text(_))) => {
+                        let why = "text message; the protocol uses binary messages only".to_string();
+                        warn!(worker_id = %conn.worker_id, connection = %conn.connection_id, reason = %why, "closing worker connection");
+                        conn.send(Outgoing::Close(CloseCode::ProtocolViolation, why.clone()));
+                        return format!("{}: {why}", CloseCode::ProtocolViolation);
+                    }
+                    Some(Ok(Message::Close(f))) => {
+                        return match f {
+                            Some(f) => format!("closed by worker: {} {}", u16::from(f.code), f.reason),
+                            None => "closed by worker".into(),
+                        };
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(tungstenite::Error::Capacity(e))) => {
+                        let why = e.to_string();
+                        warn!(worker_id = %conn.worker_id, connection = %conn.connection_id, reason = %why, "closing worker connection");
+                        conn.send(Outgoing::Close(CloseCode::FrameTooLarge, why.clone()));
+                        return format!("{}: {why}", CloseCode::FrameTooLarge);
+                    }
+                    Some(Err(e)) => return format!("connection lost: {e}"),
+                    None => return "connection lost: socket closed without a close frame".into(),
+                }
+            }
+            _ = ticker.tick() => {
+                if last_recv.elapsed() > heartbeat * HEARTBEAT_MISSES {
+                    conn.send(Outgoing::Close(CloseCode::HeartbeatTimeout, "no frame or pong from the worker".into()));
+                    return format!("{}: worker silent for {:?}", CloseCode::HeartbeatTimeout, last_recv.elapsed());
+                }
+                conn.send(Outgoing::Ping);
+            }
+            _ = deadline => {
+                let open = conn.in_flight.load(Ordering::Acquire);
+                conn.send(Outgoing::Close(CloseCode::DrainTimeout, format!("{open} streams still open at the drain deadline")));
+                return format!("{}: {open} streams open at the deadline", CloseCode::DrainTimeout);
+            }
+        }
+    }
+}
+
+type Violation = (CloseCode, String);
+
+fn violation(msg: String) -> Violation {
+    (CloseCode::ProtocolViolation, msg)
+}
+
+/// Handles one frame from a worker; `Ok(Some(deadline))` when the worker starts draining.
+fn on_frame(
+    conn: &Arc<WorkerConn>,
+    group: &Arc<WorkerGroup>,
+    shared: &Arc<Shared>,
+    bytes: Bytes,
+) -> Result<Option<Duration>, Violation> {
+    let frame =
+        Frame::decode(bytes, MAX_FRAME_SIZE).map_err(|e| (e.close_code(), e.to_string()))?;
+    let mut table = conn.streams.lock().unwrap();
+    let check_opened = |id: u32, what: &str, next_id: u32| {
+        if id >= next_id {
+            Err(violation(format!(
+                "{what} for stream {id}, which was never opened"
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    match frame {
+        Frame::Response(r) => {
+            check_opened(r.stream_id, "RESPONSE", table.next_id)?;
+            let Some(s) = table.map.get_mut(&r.stream_id) else {
+                return Ok(None);
+            };
+            let Some(head_tx) = s.head_tx.take() else {
+                let s = table.map.remove(&r.stream_id).expect("present");
+                drop(table);
+                fail_stream(
+                    conn,
+                    r.stream_id,
+                    s,
+                    ResetCode::ProtocolError,
+                    "second RESPONSE on a stream",
+                );
+                return Ok(None);
+            };
+            if r.end_stream {
+                s.response_done = true;
+                s.body_tx = None;
+            }
+            let _ = head_tx.send(Ok(ResponseHead {
+                status: r.status,
+                headers: r.headers,
+                end_stream: r.end_stream,
+            }));
+            maybe_finish(conn, table, r.stream_id);
+        }
+        Frame::Data(d) => {
+            check_opened(d.stream_id, "DATA", table.next_id)?;
+            let Some(s) = table.map.get_mut(&d.stream_id) else {
+                return Ok(None);
+            };
+            if s.head_tx.is_some() {
+                let s = table.map.remove(&d.stream_id).expect("present");
+                drop(table);
+                fail_stream(
+                    conn,
+                    d.stream_id,
+                    s,
+                    ResetCode::ProtocolError,
+                    "DATA before RESPONSE",
+                );
+                return Ok(None);
+            }
+            if s.response_done {
+                return Err(violation(format!(
+                    "DATA after END_STREAM on stream {}",
+                    d.stream_id
+                )));
+            }
+            let len = d.data.len() as i64;
+            if s.recv_credit.fetch_sub(len, Ordering::AcqRel) - len < 0 {
+                return Err((
+                    CloseCode::FlowControl,
+                    format!("DATA on stream {} exceeds its window", d.stream_id),
+                ));
+            }
+            if let Some(tx) = &s.body_tx {
+                if !d.data.is_empty() {
+                    let _ = tx.send(Ok(d.data));
+                }
+            }
+            if d.end_stream {
+                s.response_done = true;
+                s.body_tx = None;
+                maybe_finish(conn, table, d.stream_id);
+            }
+        }
+        Frame::Window(w) => {
+            check_opened(w.stream_id, "WINDOW", table.next_id)?;
+            if let Some(s) = table.map.get(&w.stream_id) {
+                if !s.send.grant(w.increment) {
+                    return Err((
+                        CloseCode::FlowControl,
+                        format!("WINDOW takes stream {} past 2^31-1", w.stream_id),
+                    ));
+                }
+            }
+        }
+        Frame::Reset(r) => {
+            check_opened(r.stream_id, "RESET", table.next_id)?;
+            let code = ResetCode::from_u32(r.code);
+            if code == ResetCode::NoError {
+                // The worker finished its response and wants no more of the request body.
+                if let Some(s) = table.map.get_mut(&r.stream_id) {
+                    s.send.fail(Failure::Reset(code, r.reason));
+                    if s.response_done {
+                        s.request_done = true;
+                        maybe_finish(conn, table, r.stream_id);
+                        return Ok(None);
+                    }
+                }
+                return Ok(None);
+            }
+            if let Some(s) = table.map.remove(&r.stream_id) {
+                drop(table);
+                debug!(stream = r.stream_id, code = code.name(), reason = %r.reason, "stream reset by worker");
+                let f = Failure::Reset(code, r.reason);
+                end_stream_with(conn, s, f);
+            }
+        }
+        Frame::Drain(d) => {
+            drop(table);
+            info!(worker_id = %conn.worker_id, connection = %conn.connection_id, reason = %d.reason, deadline_ms = d.deadline_ms, "worker draining");
+            conn.draining.store(true, Ordering::Release);
+            conn.after_stream_end();
+            return Ok(Some(Duration::from_millis(d.deadline_ms)));
+        }
+        Frame::Routes(r) => {
+            drop(table);
+            handshake::validate_routes(&r.routes).map_err(|e| (e.code, e.message))?;
+            shared
+                .registry
+                .update_routes(conn, group, conn_routes(&r.routes))
+                .map_err(|e| (e.code, e.message))?;
+            info!(worker_id = %conn.worker_id, connection = %conn.connection_id, routes = r.routes.len(), "routes updated");
+        }
+        Frame::Error(e) => {
+            warn!(worker_id = %conn.worker_id, code = e.code, message = %e.message, "worker reported an error");
+        }
+        Frame::Hello(_) => return Err(violation("second HELLO on a registered connection".into())),
+        other => {
+            return Err(violation(format!(
+                "{} frame is not sent by a worker",
+                other.name()
+            )))
+        }
+    }
+    Ok(None)
+}
+
+/// Removes a stream whose both directions are done.
+fn maybe_finish(conn: &WorkerConn, mut table: std::sync::MutexGuard<'_, StreamTable>, id: u32) {
+    let done = table
+        .map
+        .get(&id)
+        .is_some_and(|s| s.request_done && s.response_done);
+    if done {
+        table.map.remove(&id);
+        drop(table);
+        conn.stream_ended();
+    }
+}
+
+/// Resets a stream the worker got wrong, and fails it towards the client.
+fn fail_stream(conn: &WorkerConn, id: u32, s: GwStream, code: ResetCode, why: &str) {
+    warn!(worker_id = %conn.worker_id, stream = id, reason = why, "stream protocol error");
+    conn.send(Outgoing::Frame(Reset::new(id, code, why).encode()));
+    end_stream_with(conn, s, Failure::Reset(code, why.to_string()));
+}
+
+fn end_stream_with(conn: &WorkerConn, mut s: GwStream, f: Failure) {
+    s.send.fail(f.clone());
+    if let Some(tx) = s.head_tx.take() {
+        let _ = tx.send(Err(f.clone()));
+    }
+    if let Some(tx) = s.body_tx.take() {
+        let _ = tx.send(Err(f));
+    }
+    conn.stream_ended();
+}

@@ -1,0 +1,37 @@
+//! The vyx gateway: an HTTP/1.1 + HTTP/2 front (hyper) that routes each request to a worker
+//! connected over the vyx protocol.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! let gateway = vyx_gateway::Gateway::bind(vyx_gateway::GatewayConfig::default()).await?;
+//! println!("listening on {}", gateway.local_addr());
+//! gateway.run(async { tokio::signal::ctrl_c().await.ok(); }).await
+//! # }
+//! ```
+
+mod admin;
+pub mod auth;
+mod body;
+pub mod config;
+mod conn;
+mod forward;
+mod proxy;
+mod register;
+mod registry;
+mod routes;
+mod server;
+
+pub use config::GatewayConfig;
+pub use server::Gateway;
+
+use std::sync::atomic::{AtomicBool, AtomicU64};
+
+/// What every connection task of one gateway shares.
+pub(crate) struct Shared {
+    pub config: GatewayConfig,
+    pub registry: registry::Registry,
+    pub next_serial: AtomicU64,
+    pub request_seq: AtomicU64,
+    pub id_seed: u64,
+    pub shutting_down: AtomicBool,
+}

@@ -1,0 +1,316 @@
+//! Dispatch of one client request to a worker: route lookup, replica choice, the REQUEST
+//! frame, the request-body pump, and the mapping of the outcome to a status.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tracing::{debug, warn};
+use vyx_core::error::ResetCode;
+use vyx_core::flow::SendWindow;
+use vyx_core::frame::{Data, RequestWriter};
+use vyx_core::limits::MAX_DATA_CHUNK;
+use vyx_core::transport::Outgoing;
+
+use crate::body::{GatewayBody, StreamGuard, WorkerBody};
+use crate::conn::{Failure, WorkerConn};
+use crate::forward::{self, X_REQUEST_ID};
+use crate::registry::reserve_replica;
+use crate::Shared;
+
+/// A small JSON error answer from the gateway itself.
+pub fn error_response(
+    status: StatusCode,
+    message: &str,
+    request_id: &HeaderValue,
+) -> Response<GatewayBody> {
+    let body = serde_json::json!({
+        "error": message,
+        "status": status.as_u16(),
+        "request_id": request_id.to_str().unwrap_or(""),
+    });
+    let mut resp = Response::new(GatewayBody::full(body.to_string()));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(X_REQUEST_ID, request_id.clone());
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+pub async fn proxy(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+    client: SocketAddr,
+) -> Response<GatewayBody> {
+    let (parts, body) = req.into_parts();
+    let request_id = match parts.headers.get(X_REQUEST_ID) {
+        Some(v) if !v.is_empty() && v.len() <= 200 => v.clone(),
+        _ => forward::new_request_id(
+            shared.request_seq.fetch_add(1, Ordering::Relaxed),
+            shared.id_seed,
+        ),
+    };
+    let table = shared.registry.table_full();
+    let path = parts.uri.path();
+    let Some((target, params)) = table.lookup(parts.method.as_str(), path) else {
+        return error_response(StatusCode::NOT_FOUND, "no route", &request_id);
+    };
+
+    // A replica with room, waiting a bounded time for one when all are full.
+    let deadline = tokio::time::Instant::now() + shared.config.queue_timeout;
+    let (conn, route_id) = loop {
+        let notified = target.group.slot_freed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        match reserve_replica(&target.group, &target.key) {
+            Ok(picked) => break picked,
+            Err(false) => {
+                return error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no live worker for this route",
+                    &request_id,
+                )
+            }
+            Err(true) => {
+                if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                    return error_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "all workers for this route are busy",
+                        &request_id,
+                    );
+                }
+            }
+        }
+    };
+
+    // The REQUEST frame, straight from the parts.
+    let target_bytes = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .as_bytes();
+    let end_stream = http_body::Body::is_end_stream(&body);
+    let mut w = RequestWriter::new(
+        0,
+        end_stream,
+        route_id,
+        parts.method.as_str().as_bytes(),
+        target_bytes,
+        512,
+    );
+    for (name, value) in params.iter() {
+        let decoded: Cow<[u8]> = percent_encoding::percent_decode_str(value).into();
+        w.param(name.as_bytes(), &decoded);
+    }
+    drop(params);
+    w.begin_headers();
+    let fwd = forward::forwarded(
+        &parts.headers,
+        parts.uri.authority().map(|a| a.as_str()),
+        client,
+        &request_id,
+    );
+    let mut too_large = parts.headers.len() > 60000;
+    for (name, value) in parts.headers.iter() {
+        let n = name.as_str();
+        if forward::is_hop_by_hop(n, &parts.headers) || n == forward::X_FORWARDED_FOR {
+            continue;
+        }
+        if value.len() > u16::MAX as usize {
+            too_large = true;
+            break;
+        }
+        w.header(n.as_bytes(), value.as_bytes());
+    }
+    if too_large {
+        conn.release_slot();
+        return error_response(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "a request header is longer than 65535 bytes",
+            &request_id,
+        );
+    }
+    if let Some(h) = &fwd.add_host {
+        w.header(b"host", h.as_bytes());
+    }
+    w.header(
+        forward::X_FORWARDED_FOR.as_bytes(),
+        fwd.for_value.as_bytes(),
+    );
+    if let Some(p) = fwd.proto {
+        w.header(forward::X_FORWARDED_PROTO.as_bytes(), p.as_bytes());
+    }
+    if let Some(h) = &fwd.host {
+        w.header(forward::X_FORWARDED_HOST.as_bytes(), h.as_bytes());
+    }
+    if let Some(id) = &fwd.request_id {
+        w.header(X_REQUEST_ID.as_str().as_bytes(), id.as_bytes());
+    }
+    let frame = w.finish();
+    if frame.len() > vyx_core::limits::MAX_FRAME_SIZE {
+        conn.release_slot();
+        return error_response(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request head too large",
+            &request_id,
+        );
+    }
+
+    let open = match conn.open_stream(frame, end_stream) {
+        Ok(o) => o,
+        Err(_) => {
+            conn.release_slot();
+            return error_response(
+                StatusCode::BAD_GATEWAY,
+                "worker connection closed",
+                &request_id,
+            );
+        }
+    };
+    let guard = StreamGuard {
+        conn: conn.clone(),
+        id: open.id,
+    };
+    if !end_stream {
+        tokio::spawn(pump_body(body, conn.clone(), open.id, open.send.clone()));
+    }
+
+    let head = match tokio::time::timeout(shared.config.request_timeout, open.head).await {
+        Err(_) => {
+            conn.cancel_stream(
+                open.id,
+                ResetCode::Timeout,
+                "no response head before the request timeout",
+            );
+            warn!(worker_id = %conn.worker_id, route = %target.key, "worker timed out");
+            return error_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                "worker did not answer in time",
+                &request_id,
+            );
+        }
+        Ok(Err(_)) => {
+            return error_response(StatusCode::BAD_GATEWAY, "worker stream ended", &request_id)
+        }
+        Ok(Ok(Err(f))) => return failure_response(&conn, f, &request_id),
+        Ok(Ok(Ok(head))) => head,
+    };
+
+    let mut resp = Response::new(if head.end_stream {
+        drop(guard);
+        GatewayBody::empty()
+    } else {
+        GatewayBody::Worker(Box::new(WorkerBody {
+            rx: open.body,
+            credit: open.recv_credit,
+            initial_window: conn.initial_window,
+            unacked: 0,
+            guard,
+            done: false,
+        }))
+    });
+    *resp.status_mut() = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let headers = resp.headers_mut();
+    headers.reserve(head.headers.len() + 1);
+    for (name, value) in &head.headers {
+        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+        else {
+            continue; // the codec validated both; this cannot fail
+        };
+        headers.append(name, value);
+    }
+    let hop: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| forward::is_hop_by_hop(n.as_str(), headers))
+        .cloned()
+        .collect();
+    for n in hop {
+        headers.remove(n);
+    }
+    if !headers.contains_key(X_REQUEST_ID) {
+        headers.insert(X_REQUEST_ID, request_id);
+    }
+    resp
+}
+
+fn failure_response(
+    conn: &WorkerConn,
+    f: Failure,
+    request_id: &HeaderValue,
+) -> Response<GatewayBody> {
+    match f {
+        Failure::Reset(ResetCode::Refused, reason) => {
+            debug!(worker_id = %conn.worker_id, %reason, "worker refused the stream");
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "worker refused the request",
+                request_id,
+            )
+        }
+        Failure::Reset(code, reason) => {
+            warn!(worker_id = %conn.worker_id, code = code.name(), %reason, "worker reset the stream before answering");
+            error_response(
+                StatusCode::BAD_GATEWAY,
+                "worker failed the request",
+                request_id,
+            )
+        }
+        Failure::ConnectionLost(why) => {
+            warn!(worker_id = %conn.worker_id, connection = %conn.connection_id, reason = %why, "worker lost mid-request");
+            error_response(
+                StatusCode::BAD_GATEWAY,
+                "worker connection lost",
+                request_id,
+            )
+        }
+    }
+}
+
+/// Sends the client's body to the worker, never more than the stream's window.
+async fn pump_body(
+    mut body: Incoming,
+    conn: Arc<WorkerConn>,
+    id: u32,
+    send: Arc<SendWindow<Failure>>,
+) {
+    loop {
+        match body.frame().await {
+            None => {
+                if send.failure().is_none() {
+                    conn.send(Outgoing::Frame(Data::encode_parts(id, true, &[])));
+                    conn.request_sent(id);
+                }
+                return;
+            }
+            Some(Err(e)) => {
+                debug!(error = %e, stream = id, "client request body failed");
+                conn.cancel_stream(id, ResetCode::Cancel, "client request body failed");
+                return;
+            }
+            Some(Ok(frame)) => {
+                let Ok(mut data) = frame.into_data() else {
+                    continue; // trailers are not carried in v1
+                };
+                while !data.is_empty() {
+                    let Ok(n) = send.reserve(data.len().min(MAX_DATA_CHUNK)).await else {
+                        return;
+                    };
+                    let chunk: Bytes = data.split_to(n);
+                    conn.send(Outgoing::Frame(Data::encode_parts(id, false, &chunk)));
+                }
+            }
+        }
+    }
+}

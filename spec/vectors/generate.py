@@ -1,0 +1,1237 @@
+#!/usr/bin/env python3
+"""Generate the vyx protocol v1 test vectors (spec/vectors/*.json).
+
+An independent encoder of spec/PROTOCOL.md, Python 3 standard library only.
+Run from anywhere:  python3 spec/vectors/generate.py
+The output is deterministic: running it twice gives byte-identical files.
+
+Before writing anything the script checks itself:
+  * every frame vector is decoded again by the small decoder below and must
+    give back exactly the frame it was encoded from, and re-encode to the
+    same bytes;
+  * every malformed vector must fail with exactly the named error kind, under
+    two decoders that read the payload in different orders (so a vector
+    never depends on the order in which payload fields are validated);
+  * every handshake case is run through the HELLO validation rules;
+  * SplitMix64(0) must start with 0xE220A8397B1DCDAF.
+"""
+
+import json
+import os
+import struct
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# ---------------------------------------------------------------------------
+# Constants (spec/PROTOCOL.md)
+# ---------------------------------------------------------------------------
+
+PROTOCOL_VERSION = 1
+HEADER_LEN = 6
+MAX_FRAME_SIZE = 1048576
+END_STREAM = 0x01
+MAX_WINDOW = 2**31 - 1
+U64_MAX = 2**64 - 1
+
+TYPES = {
+    0x00: "DATA",
+    0x01: "REQUEST",
+    0x02: "RESPONSE",
+    0x03: "RESET",
+    0x08: "WINDOW",
+    0x10: "HELLO",
+    0x11: "WELCOME",
+    0x12: "DRAIN",
+    0x13: "ROUTES",
+    0x14: "ERROR",
+}
+CODES = {name: code for code, name in TYPES.items()}
+ALLOWED_FLAGS = {
+    "DATA": END_STREAM,
+    "REQUEST": END_STREAM,
+    "RESPONSE": END_STREAM,
+    "RESET": 0,
+    "WINDOW": 0,
+    "HELLO": 0,
+    "WELCOME": 0,
+    "DRAIN": 0,
+    "ROUTES": 0,
+    "ERROR": 0,
+}
+STREAM_TYPES = ("DATA", "REQUEST", "RESPONSE", "RESET", "WINDOW")
+CONTROL_TYPES = ("HELLO", "WELCOME", "DRAIN", "ROUTES", "ERROR")
+
+CLOSE_PROTOCOL_VIOLATION = 4005
+CLOSE_FRAME_TOO_LARGE = 4006
+CLOSE_BAD_HELLO = 4001
+CLOSE_UNSUPPORTED_VERSION = 4002
+
+ERROR_KINDS = (
+    "truncated_header",
+    "frame_too_large",
+    "unknown_type",
+    "invalid_flags",
+    "stream_id_zero",
+    "stream_id_nonzero",
+    "truncated_payload",
+    "trailing_bytes",
+    "invalid_method",
+    "invalid_target",
+    "invalid_header_name",
+    "invalid_header_value",
+    "invalid_param_name",
+    "invalid_status",
+    "invalid_reset_reason",
+    "invalid_window_increment",
+    "invalid_control_payload",
+)
+
+
+def close_code_for(kind):
+    return CLOSE_FRAME_TOO_LARGE if kind == "frame_too_large" else CLOSE_PROTOCOL_VIOLATION
+
+
+# Key order of every control message: the order in which senders emit keys.
+CONTROL_KEYS = {
+    "HELLO": ["protocol", "worker_id", "instance", "sdk", "max_concurrency", "routes", "labels"],
+    "WELCOME": ["protocol", "gateway", "connection_id", "heartbeat_ms", "initial_window",
+                "max_frame_size", "max_concurrency"],
+    "DRAIN": ["reason", "deadline_ms"],
+    "ROUTES": ["routes"],
+    "ERROR": ["code", "message"],
+}
+ROUTE_KEYS = ["id", "method", "path"]
+
+TCHAR = set(b"!#$%&'*+-.^_`|~0123456789"
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+class DecodeError(Exception):
+    def __init__(self, kind):
+        assert kind in ERROR_KINDS, kind
+        super().__init__(kind)
+        self.kind = kind
+
+
+# ---------------------------------------------------------------------------
+# Encoder (works on the JSON form used in frames.json)
+# ---------------------------------------------------------------------------
+
+def u16(n):
+    assert 0 <= n <= 0xFFFF
+    return struct.pack(">H", n)
+
+
+def u32(n):
+    assert 0 <= n <= 0xFFFFFFFF
+    return struct.pack(">I", n)
+
+
+def str16(b):
+    return u16(len(b)) + b
+
+
+def header(type_code, flags, stream_id):
+    return bytes([type_code, flags]) + u32(stream_id)
+
+
+def control_json_bytes(obj):
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def encode_fields(pairs):
+    """pairs: [[name(str), value(hex str)], ...] -> count u16 + str16 pairs."""
+    out = u16(len(pairs))
+    for name, value_hex in pairs:
+        out += str16(name.encode("utf-8")) + str16(bytes.fromhex(value_hex))
+    return out
+
+
+def encode(frame):
+    t = frame["type"]
+    if t in CONTROL_TYPES:
+        return header(CODES[t], 0, 0) + control_json_bytes(frame["json"])
+    sid = frame["stream_id"]
+    if t == "DATA":
+        flags = END_STREAM if frame["end_stream"] else 0
+        payload = bytes.fromhex(frame["data"])
+    elif t == "REQUEST":
+        flags = END_STREAM if frame["end_stream"] else 0
+        payload = (u16(frame["route_id"])
+                   + str16(frame["method"].encode("ascii"))
+                   + str16(frame["target"].encode("ascii"))
+                   + encode_fields(frame["params"])
+                   + encode_fields(frame["headers"]))
+    elif t == "RESPONSE":
+        flags = END_STREAM if frame["end_stream"] else 0
+        payload = u16(frame["status"]) + encode_fields(frame["headers"])
+    elif t == "RESET":
+        flags = 0
+        payload = u32(frame["code"]) + frame["reason"].encode("utf-8")
+    elif t == "WINDOW":
+        flags = 0
+        payload = u32(frame["increment"])
+    else:
+        raise AssertionError(t)
+    return header(CODES[t], flags, sid) + payload
+
+
+# ---------------------------------------------------------------------------
+# Decoder (self-check). Two payload strategies:
+#   "streaming"       validate each field as soon as it is read, then check
+#                     for trailing bytes;
+#   "structure_first" read the whole structure and check trailing bytes
+#                     first, then validate the fields in reverse order.
+# A malformed vector with exactly one fault gives the same kind under both.
+# ---------------------------------------------------------------------------
+
+class Reader:
+    def __init__(self, buf):
+        self.buf = buf
+        self.pos = 0
+
+    def take(self, n):
+        if self.pos + n > len(self.buf):
+            raise DecodeError("truncated_payload")
+        b = self.buf[self.pos:self.pos + n]
+        self.pos += n
+        return b
+
+    def u16(self):
+        return struct.unpack(">H", self.take(2))[0]
+
+    def u32(self):
+        return struct.unpack(">I", self.take(4))[0]
+
+    def str16(self):
+        return self.take(self.u16())
+
+    def rest(self):
+        b = self.buf[self.pos:]
+        self.pos = len(self.buf)
+        return b
+
+    def finish(self):
+        if self.pos != len(self.buf):
+            raise DecodeError("trailing_bytes")
+
+
+def check_method(b):
+    if len(b) == 0 or any(c not in TCHAR for c in b):
+        raise DecodeError("invalid_method")
+
+
+def check_target(b):
+    if len(b) == 0 or b[0] != 0x2F or any(c < 0x21 or c > 0x7E for c in b):
+        raise DecodeError("invalid_target")
+
+
+def check_param_name(b):
+    if len(b) == 0:
+        raise DecodeError("invalid_param_name")
+    try:
+        b.decode("utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise DecodeError("invalid_param_name")
+
+
+def check_header_name(b):
+    if len(b) == 0 or any(c not in TCHAR or 0x41 <= c <= 0x5A for c in b):
+        raise DecodeError("invalid_header_name")
+
+
+def check_header_value(b):
+    if any(c in (0x00, 0x0A, 0x0D) for c in b):
+        raise DecodeError("invalid_header_value")
+
+
+def check_status(s):
+    if not 200 <= s <= 599:
+        raise DecodeError("invalid_status")
+
+
+def check_increment(n):
+    if n == 0 or n > MAX_WINDOW:
+        raise DecodeError("invalid_window_increment")
+
+
+def read_fields(r, checks, name_check, value_check, streaming):
+    out = []
+    for _ in range(r.u16()):
+        name = r.str16()
+        if streaming:
+            name_check(name)
+        value = r.str16()
+        if streaming:
+            value_check(value)
+        else:
+            checks.append((name_check, name))
+            checks.append((value_check, value))
+        out.append([name, value])
+    return out
+
+
+def fields_json(pairs):
+    return [[n.decode("utf-8"), v.hex()] for n, v in pairs]
+
+
+def decode_payload(t, flags, sid, payload, strategy):
+    streaming = strategy == "streaming"
+    r = Reader(payload)
+    checks = []  # deferred (check, value) pairs for structure_first
+
+    def check(fn, v):
+        if streaming:
+            fn(v)
+        else:
+            checks.append((fn, v))
+
+    end_stream = bool(flags & END_STREAM)
+    if t == "DATA":
+        out = {"type": t, "stream_id": sid, "end_stream": end_stream, "data": r.rest().hex()}
+    elif t == "REQUEST":
+        route_id = r.u16()
+        method = r.str16()
+        check(check_method, method)
+        target = r.str16()
+        check(check_target, target)
+        params = read_fields(r, checks, check_param_name, lambda v: None, streaming)
+        headers = read_fields(r, checks, check_header_name, check_header_value, streaming)
+        r.finish()
+        out = {"type": t, "stream_id": sid, "end_stream": end_stream, "route_id": route_id,
+               "method": method.decode("ascii") if method.isascii() else None,
+               "target": target.decode("ascii") if target.isascii() else None,
+               "params": params, "headers": headers}
+    elif t == "RESPONSE":
+        status = r.u16()
+        check(check_status, status)
+        headers = read_fields(r, checks, check_header_name, check_header_value, streaming)
+        r.finish()
+        out = {"type": t, "stream_id": sid, "end_stream": end_stream, "status": status,
+               "headers": headers}
+    elif t == "RESET":
+        code = r.u32()
+        reason = r.rest()
+
+        def check_reason(b):
+            try:
+                b.decode("utf-8", errors="strict")
+            except UnicodeDecodeError:
+                raise DecodeError("invalid_reset_reason")
+        check(check_reason, reason)
+        out = {"type": t, "stream_id": sid, "code": code, "reason": reason}
+    elif t == "WINDOW":
+        increment = r.u32()
+        check(check_increment, increment)
+        r.finish()
+        out = {"type": t, "stream_id": sid, "increment": increment}
+    else:
+        out = {"type": t, "json": parse_control(t, payload)}
+
+    for fn, v in reversed(checks):
+        fn(v)
+    # Convert validated raw bytes to the JSON form.
+    if t in ("REQUEST", "RESPONSE"):
+        if "params" in out:
+            out["params"] = fields_json(out["params"])
+        out["headers"] = fields_json(out["headers"])
+    if t == "RESET":
+        out["reason"] = out["reason"].decode("utf-8")
+    return out
+
+
+def decode(buf, strategy="streaming", max_frame_size=MAX_FRAME_SIZE):
+    if len(buf) > max_frame_size:
+        raise DecodeError("frame_too_large")
+    if len(buf) < HEADER_LEN:
+        raise DecodeError("truncated_header")
+    type_code, flags = buf[0], buf[1]
+    sid = struct.unpack(">I", buf[2:6])[0]
+    t = TYPES.get(type_code)
+    if t is None:
+        raise DecodeError("unknown_type")
+    if flags & ~ALLOWED_FLAGS[t] & 0xFF:
+        raise DecodeError("invalid_flags")
+    if t in STREAM_TYPES and sid == 0:
+        raise DecodeError("stream_id_zero")
+    if t in CONTROL_TYPES and sid != 0:
+        raise DecodeError("stream_id_nonzero")
+    return decode_payload(t, flags, sid, buf[HEADER_LEN:], strategy)
+
+
+# --- control payload schema -------------------------------------------------
+
+class SchemaError(Exception):
+    pass
+
+
+def _no_constants(name):
+    raise SchemaError("non-standard JSON constant " + name)
+
+
+def _no_duplicates(pairs):
+    keys = [k for k, _ in pairs]
+    if len(keys) != len(set(keys)):
+        raise SchemaError("duplicate key")
+    return dict(pairs)
+
+
+def is_uint(v):
+    # JSON integer (no fraction, no exponent), 0..=2^64-1. bool is not an int here.
+    return type(v) is int and 0 <= v <= U64_MAX
+
+
+def is_str(v):
+    return type(v) is str
+
+
+def require(o, key, pred, optional=False):
+    if key not in o:
+        if optional:
+            return
+        raise SchemaError("missing " + key)
+    if not pred(o[key]):
+        raise SchemaError("bad type for " + key)
+
+
+def check_route_schema(r):
+    if type(r) is not dict:
+        raise SchemaError("route is not an object")
+    require(r, "id", is_uint)
+    require(r, "method", is_str)
+    require(r, "path", is_str)
+
+
+def check_routes_schema(v):
+    if type(v) is not list:
+        return False
+    for r in v:
+        check_route_schema(r)
+    return True
+
+
+def check_labels_schema(v):
+    return type(v) is dict and all(is_str(x) for x in v.values())
+
+
+def check_control_schema(t, o):
+    if type(o) is not dict:
+        raise SchemaError("not an object")
+    if t == "HELLO":
+        require(o, "protocol", is_uint)
+        require(o, "worker_id", is_str)
+        require(o, "instance", is_str, optional=True)
+        require(o, "sdk", is_str, optional=True)
+        require(o, "max_concurrency", is_uint)
+        require(o, "routes", check_routes_schema)
+        require(o, "labels", check_labels_schema, optional=True)
+    elif t == "WELCOME":
+        require(o, "protocol", is_uint)
+        require(o, "gateway", is_str)
+        require(o, "connection_id", is_str)
+        require(o, "heartbeat_ms", is_uint)
+        require(o, "initial_window", is_uint)
+        require(o, "max_frame_size", is_uint)
+        require(o, "max_concurrency", is_uint)
+    elif t == "DRAIN":
+        require(o, "reason", is_str)
+        require(o, "deadline_ms", is_uint)
+    elif t == "ROUTES":
+        require(o, "routes", check_routes_schema)
+    elif t == "ERROR":
+        require(o, "code", is_uint)
+        require(o, "message", is_str)
+    else:
+        raise AssertionError(t)
+
+
+def parse_control(t, payload):
+    try:
+        text = payload.decode("utf-8", errors="strict")
+        o = json.loads(text, parse_constant=_no_constants, object_pairs_hook=_no_duplicates)
+        check_control_schema(t, o)
+    except (UnicodeDecodeError, ValueError, SchemaError):
+        raise DecodeError("invalid_control_payload")
+    return o
+
+
+# ---------------------------------------------------------------------------
+# HELLO validation (gateway side, protocol core part)
+# ---------------------------------------------------------------------------
+
+MAX_ROUTES = 1024
+
+
+def pattern_ok(path):
+    if not path.startswith("/"):
+        return False
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F or c in "?#" for c in path):
+        return False
+    segments = path[1:].split("/")
+    names = set()
+    for i, seg in enumerate(segments):
+        if "{" not in seg and "}" not in seg:
+            continue
+        if not (seg.startswith("{") and seg.endswith("}")) or seg.count("{") != 1 \
+                or seg.count("}") != 1:
+            return False
+        name = seg[1:-1]
+        if name.startswith("*"):
+            if i != len(segments) - 1:
+                return False
+            name = name[1:]
+        if name == "" or "*" in name or name in names:
+            return False
+        names.add(name)
+    return True
+
+
+def pattern_shape(path):
+    segs = []
+    for seg in path[1:].split("/"):
+        if seg.startswith("{*"):
+            segs.append("{*}")
+        elif seg.startswith("{"):
+            segs.append("{}")
+        else:
+            segs.append(seg)
+    return "/" + "/".join(segs)
+
+
+def route_method_ok(m):
+    if m == "*":
+        return True
+    b = m.encode("utf-8")
+    return len(b) > 0 and all(c in TCHAR and not (0x61 <= c <= 0x7A) for c in b)
+
+
+def validate_routes(routes):
+    if len(routes) > MAX_ROUTES:
+        return CLOSE_BAD_HELLO
+    ids = set()
+    shapes = set()
+    for r in routes:
+        if r["id"] > 0xFFFF or r["id"] in ids:
+            return CLOSE_BAD_HELLO
+        ids.add(r["id"])
+        if not route_method_ok(r["method"]) or not pattern_ok(r["path"]):
+            return CLOSE_BAD_HELLO
+        key = (r["method"], pattern_shape(r["path"]))
+        if key in shapes:
+            return CLOSE_BAD_HELLO
+        shapes.add(key)
+    return None
+
+
+def validate_hello(header_worker_id, hello):
+    """Returns "ok" or the close code."""
+    check_control_schema("HELLO", hello)  # handshake cases are schema-valid
+    if hello["protocol"] != PROTOCOL_VERSION:
+        return CLOSE_UNSUPPORTED_VERSION
+    if hello["worker_id"] != header_worker_id:
+        return CLOSE_BAD_HELLO
+    if not 1 <= hello["max_concurrency"] <= 65535:
+        return CLOSE_BAD_HELLO
+    code = validate_routes(hello["routes"])
+    return "ok" if code is None else code
+
+
+# ---------------------------------------------------------------------------
+# Backoff
+# ---------------------------------------------------------------------------
+
+BASE_MS = 100
+CAP_MS = 10000
+STABLE_MS = 10000
+GOLDEN = 0x9E3779B97F4A7C15
+
+
+class SplitMix64:
+    def __init__(self, seed):
+        assert 0 <= seed <= U64_MAX
+        self.s = seed
+
+    def next(self):
+        self.s = (self.s + GOLDEN) & U64_MAX
+        z = self.s
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & U64_MAX
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & U64_MAX
+        return z ^ (z >> 31)
+
+
+def envelope(n):
+    e = BASE_MS
+    for _ in range(n):
+        if e >= CAP_MS:
+            break
+        e *= 2
+    return min(e, CAP_MS)
+
+
+def delay(n, rng):
+    e = envelope(n)
+    lo = e // 2
+    return lo + rng.next() % (e - lo + 1)
+
+
+# ---------------------------------------------------------------------------
+# Vectors
+# ---------------------------------------------------------------------------
+
+def hx(b):
+    if isinstance(b, str):
+        b = b.encode("utf-8")
+    return b.hex()
+
+
+def data(sid, end, payload):
+    return {"type": "DATA", "stream_id": sid, "end_stream": end, "data": hx(payload)}
+
+
+def request(sid, end, route_id, method, target, params, headers):
+    return {"type": "REQUEST", "stream_id": sid, "end_stream": end, "route_id": route_id,
+            "method": method, "target": target,
+            "params": [[n, hx(v)] for n, v in params],
+            "headers": [[n, hx(v)] for n, v in headers]}
+
+
+def response(sid, end, status, headers):
+    return {"type": "RESPONSE", "stream_id": sid, "end_stream": end, "status": status,
+            "headers": [[n, hx(v)] for n, v in headers]}
+
+
+def reset(sid, code, reason):
+    return {"type": "RESET", "stream_id": sid, "code": code, "reason": reason}
+
+
+def window(sid, inc):
+    return {"type": "WINDOW", "stream_id": sid, "increment": inc}
+
+
+def control(t, obj):
+    assert list(obj.keys()) == CONTROL_KEYS[t], (t, list(obj.keys()))
+    for r in obj.get("routes", []):
+        assert list(r.keys()) == ROUTE_KEYS
+    return {"type": t, "json": obj}
+
+
+def route(i, method, path):
+    return {"id": i, "method": method, "path": path}
+
+
+FULL_HELLO = {
+    "protocol": 1,
+    "worker_id": "rust:api",
+    "instance": "3f2a9c1e-8b7d-4e60-9a51-0c2d4b6e8f10",
+    "sdk": "vyx-rust/0.1.0",
+    "max_concurrency": 256,
+    "routes": [route(0, "GET", "/hello/{name}"), route(1, "*", "/files/{*rest}")],
+    "labels": {"region": "eu-west-1"},
+}
+
+FULL_WELCOME = {
+    "protocol": 1,
+    "gateway": "vyx/0.1.0",
+    "connection_id": "c-7f3e2a91",
+    "heartbeat_ms": 5000,
+    "initial_window": 262144,
+    "max_frame_size": 1048576,
+    "max_concurrency": 256,
+}
+
+
+def frame_vectors():
+    v = []
+
+    def add(name, frame):
+        v.append({"name": name, "hex": encode(frame).hex(), "frame": frame})
+
+    # DATA
+    add("data_plain", data(1, False, b"hello, world"))
+    add("data_end_stream", data(1, True, b"last chunk"))
+    add("data_empty_end_stream", data(1, True, b""))
+    add("data_all_byte_values", data(3, False, bytes(range(256))))
+    add("data_large_stream_id", data(0xFFFFFFFE, True, b"x"))
+
+    # REQUEST
+    add("request_get_no_body", request(
+        1, True, 0, "GET", "/hello/w%C3%B6rld?x=1",
+        [("name", "wörld")], [("host", "example.com")]))
+    add("request_post_with_body", request(
+        3, False, 1, "POST", "/api/items",
+        [], [("host", "example.com"), ("content-type", "application/json"),
+             ("content-length", "13")]))
+    add("request_minimal", request(5, True, 0, "GET", "/", [], []))
+    add("request_multiple_params", request(
+        7, True, 2, "GET", "/users/42/posts/7?full=true",
+        [("user", "42"), ("post", "7")], [("host", "api.example.com")]))
+    add("request_catch_all_param", request(
+        9, False, 1, "PUT", "/files/docs/a%2Fb%20c.txt",
+        [("rest", "docs/a/b c.txt")], [("content-length", "0")]))
+    add("request_repeated_headers", request(
+        11, True, 0, "GET", "/hello/x",
+        [("name", "x")],
+        [("cookie", "a=1"), ("accept", "text/html"), ("cookie", "b=2"),
+         ("x-forwarded-for", "10.0.0.1"), ("x-forwarded-for", "10.0.0.2")]))
+    add("request_non_utf8_header_value", request(
+        13, True, 0, "GET", "/hello/x",
+        [("name", "x")], [("x-raw", b"a\x80\xffb"), ("x-latin1", b"caf\xe9")]))
+    add("request_param_raw_ff_byte", request(
+        15, True, 0, "GET", "/hello/%FF",
+        [("name", b"\xff")], [("host", "example.com")]))
+    add("request_param_utf8_and_raw", request(
+        17, True, 3, "GET", "/greet/w%C3%B6rld/%FF%00",
+        [("who", "wörld"), ("tail", b"\xff\x00")], []))
+    add("request_utf8_param_name", request(
+        19, True, 4, "GET", "/caf%C3%A9/1",
+        [("näme", "1")], []))
+    add("request_empty_header_value", request(
+        21, True, 0, "GET", "/hello/x",
+        [("name", "x")], [("x-empty", ""), ("accept", "")]))
+    add("request_header_value_other_bytes", request(
+        23, True, 0, "GET", "/hello/x",
+        [("name", "x")], [("x-ctl", b"\x01\t \x7f\x7e"), ("x-space", b" padded ")]))
+    add("request_max_route_id_custom_method", request(
+        0xFFFFFFFE, True, 65535, "PURGE", "/cache/*",
+        [], [("host", "example.com")]))
+    add("request_target_every_visible_ascii", request(
+        25, True, 0, "OPTIONS", "/" + bytes(range(0x21, 0x7F)).decode("ascii"), [], []))
+    add("request_method_token_chars", request(
+        27, False, 5, "M-SEARCH!#$%&'*+.^_`|~09az", "/x",
+        [], [("!#$%&'*+-.^_`|~09az", "v")]))
+
+    # RESPONSE
+    add("response_200_with_body", response(
+        1, False, 200,
+        [("content-type", "text/plain; charset=utf-8"), ("content-length", "12")]))
+    add("response_204_end_stream", response(3, True, 204, []))
+    add("response_repeated_headers", response(
+        5, False, 200,
+        [("set-cookie", "a=1; Path=/"), ("content-type", "text/html"),
+         ("set-cookie", "b=2; HttpOnly"), ("x-raw", b"\x80\xff"), ("x-empty", "")]))
+    add("response_status_599_end_stream", response(7, True, 599, [("retry-after", "1")]))
+
+    # RESET
+    add("reset_cancel", reset(1, 1, "client went away"))
+    add("reset_no_error_empty_reason", reset(3, 0, ""))
+    add("reset_handler_error_utf8_reason", reset(5, 2, "handler panicked: ünïcödé ✓ 🚀"))
+    add("reset_refused", reset(7, 4, "at capacity"))
+    add("reset_unknown_code", reset(9, 0xFFFFFFFF, ""))
+
+    # WINDOW
+    add("window_65536", window(1, 65536))
+    add("window_1", window(3, 1))
+    add("window_max", window(0xFFFFFFFE, MAX_WINDOW))
+
+    # Control
+    add("hello_full", control("HELLO", FULL_HELLO))
+    add("hello_utf8_label", control("HELLO", {
+        "protocol": 1,
+        "worker_id": "py:api@eu-1/blue",
+        "instance": "9",
+        "sdk": "vyx-python/0.1.0",
+        "max_concurrency": 1,
+        "routes": [route(0, "GET", "/"), route(7, "POST", "/api/products/{id}"),
+                   route(65535, "DELETE", "/api/products/{id}")],
+        "labels": {"city": "Zürich"},
+    }))
+    add("welcome", control("WELCOME", FULL_WELCOME))
+    add("drain_shutdown", control("DRAIN", {"reason": "shutdown", "deadline_ms": 30000}))
+    add("drain_deploy_zero_deadline", control("DRAIN", {"reason": "deploy", "deadline_ms": 0}))
+    add("routes_update", control("ROUTES", {"routes": [
+        route(0, "GET", "/hello/{name}"), route(2, "PATCH", "/items/{id}")]}))
+    add("error_protocol_violation", control("ERROR", {
+        "code": 4005, "message": "unknown frame type 0x04"}))
+    add("error_route_conflict_utf8", control("ERROR", {
+        "code": 4003, "message": "route GET /hello/{name} is served by “node:api”"}))
+    return v
+
+
+def malformed_vectors():
+    v = []
+
+    def add(name, raw, kind):
+        v.append({"name": name, "hex": raw.hex(), "error": kind,
+                  "close_code": close_code_for(kind)})
+
+    H = header
+    D, RQ, RS, RT, W = 0x00, 0x01, 0x02, 0x03, 0x08
+    HELLO, WELCOME, DRAIN, ROUTES, ERROR = 0x10, 0x11, 0x12, 0x13, 0x14
+
+    def req(method=b"GET", target=b"/", params=(), headers=(), route_id=0):
+        out = u16(route_id) + str16(method) + str16(target) + u16(len(params))
+        for n, val in params:
+            out += str16(n) + str16(val)
+        out += u16(len(headers))
+        for n, val in headers:
+            out += str16(n) + str16(val)
+        return out
+
+    def resp(status=200, headers=()):
+        out = u16(status) + u16(len(headers))
+        for n, val in headers:
+            out += str16(n) + str16(val)
+        return out
+
+    def cj(o):
+        return control_json_bytes(o)
+
+    hello_ok = cj({"protocol": 1, "worker_id": "rust:api", "max_concurrency": 8,
+                   "routes": [route(0, "GET", "/")]})
+    welcome_ok = dict(FULL_WELCOME)
+
+    # truncated_header
+    add("empty_message", b"", "truncated_header")
+    add("one_byte", b"\x00", "truncated_header")
+    add("header_5_bytes", bytes.fromhex("0001000000"), "truncated_header")
+    add("header_5_bytes_unknown_type", bytes.fromhex("ffff000000"), "truncated_header")
+
+    # unknown_type
+    for t in (0x04, 0x07, 0x09, 0x0F, 0x15, 0xFF):
+        add("unknown_type_0x%02x" % t, H(t, 0, 1), "unknown_type")
+    add("unknown_type_0x05_stream_0_with_payload", H(0x05, 0, 0) + b"{}", "unknown_type")
+    add("unknown_type_checked_before_flags", H(0x04, 0x02, 1), "unknown_type")
+
+    # invalid_flags
+    add("data_flag_0x02", H(D, 0x02, 1) + b"x", "invalid_flags")
+    add("data_flags_0x03", H(D, 0x03, 1) + b"x", "invalid_flags")
+    add("data_flag_0x80", H(D, 0x80, 1), "invalid_flags")
+    add("request_flag_0x02", H(RQ, 0x02, 1) + req(), "invalid_flags")
+    add("response_flag_0x04", H(RS, 0x04, 1) + resp(), "invalid_flags")
+    add("reset_flag_0x01", H(RT, 0x01, 1) + u32(1), "invalid_flags")
+    add("window_flag_0x01", H(W, 0x01, 1) + u32(1), "invalid_flags")
+    add("hello_flag_0x01", H(HELLO, 0x01, 0) + hello_ok, "invalid_flags")
+    add("drain_flag_0x80", H(DRAIN, 0x80, 0) + cj({"reason": "x", "deadline_ms": 1}),
+        "invalid_flags")
+    add("flags_checked_before_stream_id", H(D, 0x02, 0) + b"x", "invalid_flags")
+
+    # stream_id_zero
+    add("data_stream_0", H(D, 0, 0) + b"x", "stream_id_zero")
+    add("data_stream_0_empty_end_stream", H(D, END_STREAM, 0), "stream_id_zero")
+    add("request_stream_0", H(RQ, END_STREAM, 0) + req(), "stream_id_zero")
+    add("response_stream_0", H(RS, 0, 0) + resp(), "stream_id_zero")
+    add("reset_stream_0", H(RT, 0, 0) + u32(1), "stream_id_zero")
+    add("window_stream_0", H(W, 0, 0) + u32(65536), "stream_id_zero")
+    add("stream_id_checked_before_payload", H(W, 0, 0) + u32(0), "stream_id_zero")
+
+    # stream_id_nonzero
+    add("hello_stream_3", H(HELLO, 0, 3) + hello_ok, "stream_id_nonzero")
+    add("welcome_stream_1", H(WELCOME, 0, 1) + cj(welcome_ok), "stream_id_nonzero")
+    add("drain_stream_0x80000000", H(DRAIN, 0, 0x80000000)
+        + cj({"reason": "shutdown", "deadline_ms": 30000}), "stream_id_nonzero")
+    add("routes_stream_1", H(ROUTES, 0, 1) + cj({"routes": []}), "stream_id_nonzero")
+    add("error_stream_0xffffffff", H(ERROR, 0, 0xFFFFFFFF)
+        + cj({"code": 4005, "message": "x"}), "stream_id_nonzero")
+    add("hello_stream_1_not_json", H(HELLO, 0, 1) + b"not json", "stream_id_nonzero")
+
+    # truncated_payload
+    add("request_empty_payload", H(RQ, END_STREAM, 1), "truncated_payload")
+    add("request_route_id_1_byte", H(RQ, END_STREAM, 1) + b"\x00", "truncated_payload")
+    add("request_method_length_past_end",
+        H(RQ, END_STREAM, 1) + u16(0) + u16(10) + b"GET", "truncated_payload")
+    add("request_ends_after_target",
+        H(RQ, END_STREAM, 1) + u16(0) + str16(b"GET") + str16(b"/"), "truncated_payload")
+    add("request_param_value_missing",
+        H(RQ, END_STREAM, 1) + u16(0) + str16(b"GET") + str16(b"/a") + u16(1)
+        + str16(b"id"), "truncated_payload")
+    add("request_header_count_past_end",
+        H(RQ, END_STREAM, 1) + u16(0) + str16(b"GET") + str16(b"/") + u16(0)
+        + u16(2) + str16(b"host") + str16(b"example.com"), "truncated_payload")
+    add("request_header_value_length_past_end",
+        H(RQ, END_STREAM, 1) + u16(0) + str16(b"GET") + str16(b"/") + u16(0)
+        + u16(1) + str16(b"host") + u16(12) + b"example.com", "truncated_payload")
+    add("request_header_count_1_byte",
+        H(RQ, END_STREAM, 1) + u16(0) + str16(b"GET") + str16(b"/") + u16(0) + b"\x00",
+        "truncated_payload")
+    add("response_empty_payload", H(RS, END_STREAM, 1), "truncated_payload")
+    add("response_status_only", H(RS, END_STREAM, 1) + u16(200), "truncated_payload")
+    add("response_header_name_length_past_end",
+        H(RS, 0, 1) + u16(200) + u16(1) + u16(5) + b"date", "truncated_payload")
+    add("reset_empty_payload", H(RT, 0, 1), "truncated_payload")
+    add("reset_3_bytes", H(RT, 0, 1) + b"\x00\x00\x01", "truncated_payload")
+    add("window_empty_payload", H(W, 0, 1), "truncated_payload")
+    add("window_3_bytes", H(W, 0, 1) + b"\x00\x01\x00", "truncated_payload")
+
+    # trailing_bytes
+    add("request_one_trailing_byte", H(RQ, END_STREAM, 1)
+        + req(headers=[(b"host", b"example.com")]) + b"\x00", "trailing_bytes")
+    add("request_two_trailing_bytes", H(RQ, END_STREAM, 1) + req() + b"\x00\x00",
+        "trailing_bytes")
+    add("response_one_trailing_byte", H(RS, END_STREAM, 1) + resp(204) + b"\xff",
+        "trailing_bytes")
+    add("window_5_bytes", H(W, 0, 1) + u32(65536) + b"\x00", "trailing_bytes")
+    add("window_8_bytes", H(W, 0, 1) + u32(1) + u32(1), "trailing_bytes")
+
+    # invalid_method
+    add("method_empty", H(RQ, END_STREAM, 1) + req(method=b""), "invalid_method")
+    add("method_with_space", H(RQ, END_STREAM, 1) + req(method=b"GE T"), "invalid_method")
+    add("method_with_slash", H(RQ, END_STREAM, 1) + req(method=b"GET/1"), "invalid_method")
+    add("method_non_ascii", H(RQ, END_STREAM, 1) + req(method=b"G\xc3\x89T"),
+        "invalid_method")
+    add("method_with_nul", H(RQ, END_STREAM, 1) + req(method=b"GET\x00"), "invalid_method")
+
+    # invalid_target
+    add("target_no_leading_slash", H(RQ, END_STREAM, 1) + req(target=b"hello"),
+        "invalid_target")
+    add("target_empty", H(RQ, END_STREAM, 1) + req(target=b""), "invalid_target")
+    add("target_asterisk_form", H(RQ, END_STREAM, 1) + req(method=b"OPTIONS", target=b"*"),
+        "invalid_target")
+    add("target_absolute_form", H(RQ, END_STREAM, 1) + req(target=b"http://example.com/"),
+        "invalid_target")
+    add("target_with_space", H(RQ, END_STREAM, 1) + req(target=b"/a b"), "invalid_target")
+    add("target_with_tab", H(RQ, END_STREAM, 1) + req(target=b"/a\tb"), "invalid_target")
+    add("target_with_0x7f", H(RQ, END_STREAM, 1) + req(target=b"/a\x7f"), "invalid_target")
+    add("target_with_0x80", H(RQ, END_STREAM, 1) + req(target=b"/\x80"), "invalid_target")
+
+    # invalid_header_name
+    add("header_name_uppercase", H(RQ, END_STREAM, 1)
+        + req(headers=[(b"Host", b"example.com")]), "invalid_header_name")
+    add("header_name_empty", H(RQ, END_STREAM, 1) + req(headers=[(b"", b"v")]),
+        "invalid_header_name")
+    add("header_name_with_colon", H(RQ, END_STREAM, 1) + req(headers=[(b"x:y", b"v")]),
+        "invalid_header_name")
+    add("header_name_pseudo", H(RQ, END_STREAM, 1)
+        + req(headers=[(b":authority", b"example.com")]), "invalid_header_name")
+    add("header_name_with_space", H(RQ, END_STREAM, 1) + req(headers=[(b"x y", b"v")]),
+        "invalid_header_name")
+    add("header_name_non_ascii", H(RQ, END_STREAM, 1) + req(headers=[(b"x-\xc3\xa9", b"v")]),
+        "invalid_header_name")
+    add("header_name_second_header_uppercase", H(RQ, END_STREAM, 1)
+        + req(headers=[(b"host", b"a"), (b"Accept", b"*/*")]), "invalid_header_name")
+    add("response_header_name_uppercase", H(RS, END_STREAM, 1)
+        + resp(headers=[(b"Content-Type", b"text/plain")]), "invalid_header_name")
+
+    # invalid_header_value
+    add("header_value_with_cr", H(RQ, END_STREAM, 1) + req(headers=[(b"x-a", b"a\rb")]),
+        "invalid_header_value")
+    add("header_value_with_lf", H(RQ, END_STREAM, 1) + req(headers=[(b"x-a", b"a\nb")]),
+        "invalid_header_value")
+    add("header_value_with_nul", H(RQ, END_STREAM, 1) + req(headers=[(b"x-a", b"a\x00b")]),
+        "invalid_header_value")
+    add("response_header_value_crlf", H(RS, END_STREAM, 1)
+        + resp(headers=[(b"set-cookie", b"a=1\r\nx-injected: 1")]), "invalid_header_value")
+
+    # invalid_param_name
+    add("param_name_empty", H(RQ, END_STREAM, 1) + req(params=[(b"", b"v")]),
+        "invalid_param_name")
+    add("param_name_invalid_utf8_ff", H(RQ, END_STREAM, 1) + req(params=[(b"\xff", b"v")]),
+        "invalid_param_name")
+    add("param_name_overlong_utf8", H(RQ, END_STREAM, 1)
+        + req(params=[(b"\xc0\xaf", b"v")]), "invalid_param_name")
+    add("param_name_utf8_surrogate", H(RQ, END_STREAM, 1)
+        + req(params=[(b"\xed\xa0\x80", b"v")]), "invalid_param_name")
+    add("param_name_truncated_utf8", H(RQ, END_STREAM, 1)
+        + req(params=[(b"n\xc3", b"v")]), "invalid_param_name")
+
+    # invalid_status
+    for s in (0, 99, 100, 101, 199, 600, 65535):
+        add("status_%d" % s, H(RS, END_STREAM, 1) + resp(s), "invalid_status")
+
+    # invalid_reset_reason
+    add("reset_reason_ff", H(RT, 0, 1) + u32(1) + b"\xff", "invalid_reset_reason")
+    add("reset_reason_truncated_utf8", H(RT, 0, 1) + u32(2) + b"caf\xc3",
+        "invalid_reset_reason")
+    add("reset_reason_surrogate", H(RT, 0, 1) + u32(2) + b"\xed\xa0\x80",
+        "invalid_reset_reason")
+    add("reset_reason_latin1", H(RT, 0, 1) + u32(1) + b"caf\xe9 gone", "invalid_reset_reason")
+
+    # invalid_window_increment
+    add("window_increment_0", H(W, 0, 1) + u32(0), "invalid_window_increment")
+    add("window_increment_0x80000000", H(W, 0, 1) + u32(0x80000000),
+        "invalid_window_increment")
+    add("window_increment_0xffffffff", H(W, 0, 1) + u32(0xFFFFFFFF),
+        "invalid_window_increment")
+
+    # invalid_control_payload
+    ICP = "invalid_control_payload"
+    add("hello_not_json", H(HELLO, 0, 0) + b"not json", ICP)
+    add("hello_empty_payload", H(HELLO, 0, 0), ICP)
+    add("hello_json_array", H(HELLO, 0, 0) + b"[]", ICP)
+    add("hello_json_null", H(HELLO, 0, 0) + b"null", ICP)
+    add("hello_json_string", H(HELLO, 0, 0) + b'"hello"', ICP)
+    add("hello_missing_worker_id", H(HELLO, 0, 0)
+        + cj({"protocol": 1, "max_concurrency": 8, "routes": []}), ICP)
+    add("hello_key_wrong_case", H(HELLO, 0, 0)
+        + cj({"protocol": 1, "Worker_Id": "rust:api", "max_concurrency": 8, "routes": []}), ICP)
+    add("hello_missing_routes", H(HELLO, 0, 0)
+        + cj({"protocol": 1, "worker_id": "rust:api", "max_concurrency": 8}), ICP)
+    add("hello_missing_max_concurrency", H(HELLO, 0, 0)
+        + cj({"protocol": 1, "worker_id": "rust:api", "routes": []}), ICP)
+    add("hello_protocol_string", H(HELLO, 0, 0)
+        + cj({"protocol": "1", "worker_id": "rust:api", "max_concurrency": 8,
+              "routes": []}), ICP)
+    add("hello_worker_id_number", H(HELLO, 0, 0)
+        + cj({"protocol": 1, "worker_id": 7, "max_concurrency": 8, "routes": []}), ICP)
+    add("hello_routes_object", H(HELLO, 0, 0)
+        + cj({"protocol": 1, "worker_id": "rust:api", "max_concurrency": 8,
+              "routes": {}}), ICP)
+    add("hello_route_missing_path", H(HELLO, 0, 0)
+        + cj({"protocol": 1, "worker_id": "rust:api", "max_concurrency": 8,
+              "routes": [{"id": 0, "method": "GET"}]}), ICP)
+    add("hello_route_id_string", H(HELLO, 0, 0)
+        + cj({"protocol": 1, "worker_id": "rust:api", "max_concurrency": 8,
+              "routes": [{"id": "0", "method": "GET", "path": "/"}]}), ICP)
+    add("hello_instance_number", H(HELLO, 0, 0)
+        + cj({"protocol": 1, "worker_id": "rust:api", "instance": 5, "max_concurrency": 8,
+              "routes": []}), ICP)
+    add("hello_labels_value_number", H(HELLO, 0, 0)
+        + cj({"protocol": 1, "worker_id": "rust:api", "max_concurrency": 8, "routes": [],
+              "labels": {"replicas": 3}}), ICP)
+    add("hello_trailing_garbage", H(HELLO, 0, 0) + hello_ok + b" x", ICP)
+    add("hello_invalid_utf8", H(HELLO, 0, 0)
+        + b'{"protocol":1,"worker_id":"rust:\xff","max_concurrency":8,"routes":[]}', ICP)
+    add("hello_truncated_json", H(HELLO, 0, 0) + hello_ok[:-1], ICP)
+    w = dict(welcome_ok)
+    w["heartbeat_ms"] = "5000"
+    add("welcome_heartbeat_string", H(WELCOME, 0, 0) + cj(w), ICP)
+    w = dict(welcome_ok)
+    w["initial_window"] = 262144.5
+    add("welcome_initial_window_fraction", H(WELCOME, 0, 0) + cj(w), ICP)
+    w = dict(welcome_ok)
+    w["max_frame_size"] = -1
+    add("welcome_max_frame_size_negative", H(WELCOME, 0, 0) + cj(w), ICP)
+    add("welcome_json_array", H(WELCOME, 0, 0) + b"[1]", ICP)
+    add("drain_json_number", H(DRAIN, 0, 0) + b"42", ICP)
+    add("drain_deadline_string", H(DRAIN, 0, 0)
+        + cj({"reason": "shutdown", "deadline_ms": "30000"}), ICP)
+    add("routes_missing_routes", H(ROUTES, 0, 0) + b"{}", ICP)
+    add("routes_route_not_object", H(ROUTES, 0, 0) + b'{"routes":["GET /"]}', ICP)
+    add("error_code_string", H(ERROR, 0, 0) + cj({"code": "4005", "message": "x"}), ICP)
+    add("error_not_object", H(ERROR, 0, 0) + b'"protocol violation"', ICP)
+    return v
+
+
+def handshake_cases():
+    cases = []
+
+    def add(name, hello, expect, header_worker_id="rust:api"):
+        cases.append({"name": name, "header_worker_id": header_worker_id, "hello": hello,
+                      "expect": expect if expect == "ok" else {"close_code": expect}})
+
+    def minimal(**kw):
+        h = {"protocol": 1, "worker_id": "rust:api", "max_concurrency": 256,
+             "routes": [route(0, "GET", "/hello/{name}")]}
+        h.update(kw)
+        return h
+
+    def with_routes(*routes):
+        return minimal(routes=[route(i, m, p) for i, m, p in routes])
+
+    add("minimal_ok", minimal(), "ok")
+    add("full_ok", dict(FULL_HELLO), "ok")
+    add("unknown_fields_ignored_ok",
+        dict(minimal(), future_field={"nested": [1, 2]}, another="x"), "ok")
+    add("protocol_2", minimal(protocol=2), CLOSE_UNSUPPORTED_VERSION)
+    add("protocol_0", minimal(protocol=0), CLOSE_UNSUPPORTED_VERSION)
+    add("worker_id_mismatch", minimal(worker_id="rust:other"), CLOSE_BAD_HELLO)
+    add("worker_id_case_mismatch", minimal(worker_id="Rust:api"), CLOSE_BAD_HELLO)
+    add("worker_id_other_header_ok", minimal(worker_id="go:api@eu-1/blue"), "ok",
+        header_worker_id="go:api@eu-1/blue")
+    add("duplicate_route_id", with_routes((0, "GET", "/a"), (0, "POST", "/b")),
+        CLOSE_BAD_HELLO)
+    add("method_lowercase", with_routes((0, "get", "/a")), CLOSE_BAD_HELLO)
+    add("method_mixed_case", with_routes((0, "Get", "/a")), CLOSE_BAD_HELLO)
+    add("method_empty", with_routes((0, "", "/a")), CLOSE_BAD_HELLO)
+    add("method_with_space", with_routes((0, "GE T", "/a")), CLOSE_BAD_HELLO)
+    add("method_star_ok", with_routes((0, "*", "/a")), "ok")
+    add("method_extension_token_ok", with_routes((0, "PURGE", "/a"), (1, "M-SEARCH", "/b")),
+        "ok")
+    add("path_no_leading_slash", with_routes((0, "GET", "a/b")), CLOSE_BAD_HELLO)
+    add("path_empty", with_routes((0, "GET", "")), CLOSE_BAD_HELLO)
+    add("catch_all_not_last", with_routes((0, "GET", "/a/{*rest}/b")), CLOSE_BAD_HELLO)
+    add("catch_all_last_ok", with_routes((0, "GET", "/a/{*rest}")), "ok")
+    add("empty_param_name", with_routes((0, "GET", "/a/{}")), CLOSE_BAD_HELLO)
+    add("empty_catch_all_name", with_routes((0, "GET", "/a/{*}")), CLOSE_BAD_HELLO)
+    add("unclosed_brace", with_routes((0, "GET", "/a/{id")), CLOSE_BAD_HELLO)
+    add("params_ok", with_routes((0, "GET", "/users/{user}/posts/{post}")), "ok")
+    add("max_concurrency_0", minimal(max_concurrency=0), CLOSE_BAD_HELLO)
+    add("max_concurrency_1_ok", minimal(max_concurrency=1), "ok")
+    add("max_concurrency_65535_ok", minimal(max_concurrency=65535), "ok")
+    add("max_concurrency_65536", minimal(max_concurrency=65536), CLOSE_BAD_HELLO)
+    add("routes_1024_ok",
+        minimal(routes=[route(i, "GET", "/r/%d" % i) for i in range(1024)]), "ok")
+    add("routes_1025",
+        minimal(routes=[route(i, "GET", "/r/%d" % i) for i in range(1025)]), CLOSE_BAD_HELLO)
+    add("route_ids_sparse_ok", with_routes((65535, "GET", "/a"), (3, "GET", "/b")), "ok")
+    add("same_route_twice_different_ids",
+        with_routes((0, "GET", "/a/{id}"), (1, "GET", "/a/{id}")), CLOSE_BAD_HELLO)
+    add("same_path_different_methods_ok",
+        with_routes((0, "GET", "/a/{id}"), (1, "POST", "/a/{id}")), "ok")
+    return cases
+
+
+def backoff_vectors():
+    seeds = [0, 1, 0xDEADBEEF, U64_MAX]
+    sm = []
+    for s in seeds:
+        g = SplitMix64(s)
+        sm.append({"seed": str(s), "outputs": [str(g.next()) for _ in range(8)]})
+    delays = []
+    for s in seeds:
+        g = SplitMix64(s)
+        delays.append({"seed": str(s), "delays_ms": [delay(n, g) for n in range(21)]})
+    return {
+        "description": "vyx reconnect backoff. envelope(n) = min(cap_ms, base_ms * 2^n) "
+                       "(saturating); delay(n) = floor(e/2) + (next() mod (e - floor(e/2) + 1)) "
+                       "with e = envelope(n) and next() the SplitMix64 generator seeded with "
+                       "seed (one next() per delay, drawn in order from one generator). "
+                       "u64 values are decimal strings. See spec/PROTOCOL.md, Reconnect.",
+        "base_ms": BASE_MS,
+        "cap_ms": CAP_MS,
+        "stable_ms": STABLE_MS,
+        "envelope_ms": [envelope(n) for n in range(21)],
+        "splitmix64": sm,
+        "delays": delays,
+    }
+
+
+# ---------------------------------------------------------------------------
+# Self-check
+# ---------------------------------------------------------------------------
+
+def self_check(frames, malformed, cases, backoff):
+    # SplitMix64 known answer.
+    g = SplitMix64(0)
+    assert g.next() == 16294208416658607535 == 0xE220A8397B1DCDAF
+    assert envelope(0) == 100 and envelope(6) == 6400 and envelope(7) == 10000
+    assert envelope(1000) == 10000
+
+    names = set()
+    seen_types = set()
+    for vec in frames:
+        assert vec["name"] not in names, vec["name"]
+        names.add(vec["name"])
+        raw = bytes.fromhex(vec["hex"])
+        assert vec["hex"] == raw.hex()  # lowercase, canonical
+        assert len(raw) <= MAX_FRAME_SIZE
+        for strategy in ("streaming", "structure_first"):
+            got = decode(raw, strategy)
+            assert got == vec["frame"], (vec["name"], got, vec["frame"])
+        assert encode(got) == raw, vec["name"]
+        if vec["frame"]["type"] in CONTROL_TYPES:
+            # byte-exact: compact, key order as documented, raw UTF-8
+            assert control_json_bytes(json.loads(raw[6:].decode("utf-8"))) == raw[6:]
+            assert list(vec["frame"]["json"].keys()) == CONTROL_KEYS[vec["frame"]["type"]]
+        seen_types.add(vec["frame"]["type"])
+    assert seen_types == set(TYPES.values()), seen_types
+
+    kinds = set()
+    names = set()
+    for vec in malformed:
+        assert vec["name"] not in names, vec["name"]
+        names.add(vec["name"])
+        raw = bytes.fromhex(vec["hex"])
+        for strategy in ("streaming", "structure_first"):
+            try:
+                decode(raw, strategy)
+            except DecodeError as e:
+                assert e.kind == vec["error"], (vec["name"], strategy, e.kind)
+            else:
+                raise AssertionError("decoded without error: " + vec["name"])
+        assert vec["close_code"] == close_code_for(vec["error"])
+        kinds.add(vec["error"])
+    assert kinds == set(ERROR_KINDS) - {"frame_too_large"}, set(ERROR_KINDS) - kinds
+
+    # frame_too_large is not in the file; check the boundary here.
+    big = header(0, 0, 1) + bytes(MAX_FRAME_SIZE - HEADER_LEN)
+    assert decode(big)["data"] == "00" * (MAX_FRAME_SIZE - HEADER_LEN)
+    try:
+        decode(big + b"\x00")
+    except DecodeError as e:
+        assert e.kind == "frame_too_large"
+    else:
+        raise AssertionError("frame_too_large not detected")
+    try:  # length is checked before anything else
+        decode(b"\xff" * (MAX_FRAME_SIZE + 1))
+    except DecodeError as e:
+        assert e.kind == "frame_too_large"
+
+    names = set()
+    for case in cases:
+        assert case["name"] not in names, case["name"]
+        names.add(case["name"])
+        got = validate_hello(case["header_worker_id"], case["hello"])
+        want = case["expect"] if case["expect"] == "ok" else case["expect"]["close_code"]
+        assert got == want, (case["name"], got, want)
+        # every handshake HELLO must also be a decodable HELLO frame
+        payload = control_json_bytes(case["hello"])
+        assert decode(header(0x10, 0, 0) + payload)["json"] == case["hello"]
+
+    for d in backoff["delays"]:
+        for n, ms in enumerate(d["delays_ms"]):
+            e = envelope(n)
+            assert e // 2 <= ms <= e
+    assert backoff["splitmix64"][0]["outputs"][0] == "16294208416658607535"
+
+
+# ---------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------
+
+def dump(value, level=0, width=120):
+    """Deterministic pretty-printer: a list/object whose one-line form fits in
+    `width` columns is printed on one line, otherwise one item per line."""
+    one_line = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    if not isinstance(value, (list, dict)) or not value or level + len(one_line) <= width:
+        return one_line
+    pad = " " * (level + 1)
+    if isinstance(value, dict):
+        items = [pad + json.dumps(k, ensure_ascii=False) + ": " + dump(v, level + 1, width)
+                 for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + " " * level + "}"
+    items = [pad + dump(v, level + 1, width) for v in value]
+    return "[\n" + ",\n".join(items) + "\n" + " " * level + "]"
+
+
+def write(name, obj):
+    text = dump(obj) + "\n"
+    assert json.loads(text) == obj
+    with open(os.path.join(HERE, name), "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
+
+
+def main():
+    frames = frame_vectors()
+    malformed = malformed_vectors()
+    cases = handshake_cases()
+    backoff = backoff_vectors()
+    self_check(frames, malformed, cases, backoff)
+
+    write("frames.json", {
+        "description": "vyx protocol v1 frame vectors. hex is the whole WebSocket binary "
+                       "message (6-byte header + payload). Decoding hex must give frame; "
+                       "encoding frame must give hex (for HELLO/WELCOME/DRAIN/ROUTES/ERROR "
+                       "compare the parsed JSON payload with json; the bytes are the compact "
+                       "encoding with keys in the documented order). Byte strings "
+                       "(data, param values, header values) are lowercase hex. "
+                       "See spec/PROTOCOL.md.",
+        "vectors": frames,
+    })
+    write("malformed.json", {
+        "description": "vyx protocol v1 malformed frames. Decoding hex (with the given "
+                       "max_frame_size) must fail with error; the receiver then closes the "
+                       "WebSocket with close_code. Each vector has exactly one fault, except "
+                       "the ones named *_checked_before_* / *_stream_1_not_json / "
+                       "header_5_bytes_unknown_type, which test the header check order. "
+                       "frame_too_large is not listed (too big for a file). "
+                       "See spec/PROTOCOL.md.",
+        "max_frame_size": MAX_FRAME_SIZE,
+        "vectors": malformed,
+    })
+    write("handshake.json", {
+        "description": "vyx protocol v1 HELLO validation by the gateway (protocol-core rules "
+                       "only; route conflicts and allow-lists are not covered). The upgrade "
+                       "request carried X-Vyx-Worker-Id: header_worker_id and the worker sent "
+                       "hello; expect is \"ok\" (gateway answers WELCOME) or the close code. "
+                       "See spec/PROTOCOL.md, HELLO validation.",
+        "cases": cases,
+    })
+    write("backoff.json", backoff)
+    print("frames: %d, malformed: %d, handshake: %d, backoff seeds: %d"
+          % (len(frames), len(malformed), len(cases), len(backoff["delays"])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
