@@ -21,7 +21,8 @@ pub const WORKER_ID_HEADER: &str = "x-vyx-worker-id";
 /// `path` uses `{name}` parameters and a trailing `{*rest}` catch-all.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteSpec {
-    pub id: u16,
+    /// 0..=65535; a wider JSON number parses so that it can be refused with 4001.
+    pub id: u32,
     pub method: String,
     pub path: String,
 }
@@ -148,6 +149,9 @@ pub fn validate_routes(routes: &[RouteSpec]) -> Result<(), HandshakeError> {
     let mut ids = HashSet::with_capacity(routes.len());
     let mut keys = HashSet::with_capacity(routes.len());
     for r in routes {
+        if r.id > u16::MAX as u32 {
+            return bad(format!("route id {} is outside 0..=65535", r.id));
+        }
         if !ids.insert(r.id) {
             return bad(format!("route id {} is used twice", r.id));
         }
@@ -160,7 +164,7 @@ pub fn validate_routes(routes: &[RouteSpec]) -> Result<(), HandshakeError> {
         if let Err(why) = check_pattern(&r.path) {
             return bad(format!("route {}: path {:?} {why}", r.id, r.path));
         }
-        if !keys.insert((r.method.as_str(), r.path.as_str())) {
+        if !keys.insert((r.method.as_str(), pattern_shape(&r.path))) {
             return bad(format!("route {} {} is declared twice", r.method, r.path));
         }
     }
@@ -174,37 +178,62 @@ fn is_route_method(m: &str) -> bool {
                 .all(|b| crate::frame::is_tchar(b) && !b.is_ascii_lowercase()))
 }
 
-/// Pattern syntax: starts with '/', `{name}` parameters with non-empty names, and a
-/// `{*name}` catch-all only at the very end.
+/// The pattern with parameter names removed: `/a/{id}` and `/a/{key}` are the same route.
+fn pattern_shape(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut in_param = false;
+    for c in path.chars() {
+        match c {
+            '{' => {
+                in_param = true;
+                out.push('{');
+            }
+            '}' => {
+                in_param = false;
+                out.push('}');
+            }
+            '*' if in_param => out.push('*'),
+            _ if in_param => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Pattern syntax: starts with '/'; no space, control byte, '?' or '#'; each `{name}`
+/// parameter or `{*name}` catch-all fills a whole segment, names are non-empty and unique,
+/// and a catch-all comes last.
 pub fn check_pattern(path: &str) -> Result<(), &'static str> {
     if !path.starts_with('/') {
         return Err("must start with '/'");
     }
-    let bytes = path.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'{' => {
-                let close = path[i..]
-                    .find('}')
-                    .map(|j| i + j)
-                    .ok_or("has a '{' without its '}'")?;
-                let name = &path[i + 1..close];
-                let (catch_all, name) = match name.strip_prefix('*') {
-                    Some(rest) => (true, rest),
-                    None => (false, name),
-                };
-                if name.is_empty() || name.contains(['{', '/', '*']) {
-                    return Err("has an empty or invalid parameter name");
-                }
-                if catch_all && close != path.len() - 1 {
-                    return Err("has a catch-all parameter that is not at the end");
-                }
-                i = close + 1;
+    if path
+        .bytes()
+        .any(|b| b <= 0x20 || b == 0x7f || b == b'?' || b == b'#')
+    {
+        return Err("contains a space, control byte, '?' or '#'");
+    }
+    let segments: Vec<&str> = path[1..].split('/').collect();
+    let mut names = HashSet::new();
+    for (i, seg) in segments.iter().enumerate() {
+        let Some(inner) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) else {
+            if seg.contains(['{', '}']) {
+                return Err("has a parameter that does not fill a whole segment, or a stray brace");
             }
-            b'}' => return Err("has a '}' without its '{'"),
-            b if b <= 0x20 || b == 0x7f => return Err("contains a space or control byte"),
-            _ => i += 1,
+            continue;
+        };
+        let (catch_all, name) = match inner.strip_prefix('*') {
+            Some(rest) => (true, rest),
+            None => (false, inner),
+        };
+        if name.is_empty() || name.contains(['{', '}', '*']) {
+            return Err("has an empty or invalid parameter name");
+        }
+        if catch_all && i != segments.len() - 1 {
+            return Err("has a catch-all parameter that is not at the end");
+        }
+        if !names.insert(name) {
+            return Err("uses a parameter name twice");
         }
     }
     Ok(())

@@ -224,7 +224,7 @@ pub fn conn_routes(routes: &[RouteSpec]) -> ConnRoutes {
                     method: r.method.clone(),
                     path: r.path.clone(),
                 },
-                r.id,
+                r.id as u16, // validated to 0..=65535
             )
         })
         .collect()

@@ -96,7 +96,14 @@ pub fn register(
         Err(rejection) => {
             warn!(%worker_id, %peer, reason = rejection.reason(), "registration refused: {rejection}");
             let status = StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::FORBIDDEN);
-            return refuse(status, rejection.to_string());
+            let mut resp = refuse(status, rejection.to_string());
+            if status == StatusCode::UNAUTHORIZED {
+                resp.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer"),
+                );
+            }
+            return resp;
         }
     };
 

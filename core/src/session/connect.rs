@@ -27,9 +27,9 @@ pub enum ConnectError {
         status: u16,
         reason: String,
     },
-    /// The gateway refused the upgrade request itself (HTTP 400).
-    #[error("gateway refused the registration request: HTTP {status}: {reason}")]
-    BadRequest { status: u16, reason: String },
+    /// The registration request cannot be built from this configuration.
+    #[error("invalid registration request: {0}")]
+    Invalid(String),
     /// The gateway closed the handshake with a protocol close code.
     #[error("gateway refused the worker: {code}: {reason}")]
     Refused { code: CloseCode, reason: String },
@@ -42,7 +42,7 @@ impl ConnectError {
     /// Whether retrying cannot help until a configuration changes.
     pub fn is_permanent(&self) -> bool {
         match self {
-            ConnectError::Unauthorized { .. } | ConnectError::BadRequest { .. } => true,
+            ConnectError::Unauthorized { .. } | ConnectError::Invalid(_) => true,
             ConnectError::Refused { code, .. } => code.is_permanent(),
             ConnectError::Transient(_) => false,
         }
@@ -64,26 +64,22 @@ pub(crate) async fn connect(cfg: &WorkerConfig) -> Result<(WsStream, Welcome), C
     let mut req = url
         .as_str()
         .into_client_request()
-        .map_err(|e| ConnectError::BadRequest {
-            status: 0,
-            reason: format!("invalid gateway URL {url:?}: {e}"),
-        })?;
+        .map_err(|e| ConnectError::Invalid(format!("gateway URL {url:?}: {e}")))?;
     let headers = req.headers_mut();
     headers.insert(
         "sec-websocket-protocol",
         HeaderValue::from_static(SUBPROTOCOL),
     );
-    let id = HeaderValue::from_str(&cfg.worker_id).map_err(|_| ConnectError::BadRequest {
-        status: 0,
-        reason: format!("worker id {:?} cannot be sent in a header", cfg.worker_id),
+    let id = HeaderValue::from_str(&cfg.worker_id).map_err(|_| {
+        ConnectError::Invalid(format!(
+            "worker id {:?} cannot be sent in a header",
+            cfg.worker_id
+        ))
     })?;
     headers.insert(WORKER_ID_HEADER, id);
     if let Some(token) = &cfg.token {
         let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-            ConnectError::BadRequest {
-                status: 0,
-                reason: "token holds characters a header cannot carry".into(),
-            }
+            ConnectError::Invalid("token holds characters a header cannot carry".into())
         })?;
         headers.insert("authorization", value);
     }
@@ -111,7 +107,6 @@ pub(crate) async fn connect(cfg: &WorkerConfig) -> Result<(WsStream, Welcome), C
                     status,
                     reason,
                 },
-                400 => ConnectError::BadRequest { status, reason },
                 _ => ConnectError::Transient(format!("gateway answered HTTP {status}: {reason}")),
             });
         }
@@ -153,7 +148,10 @@ pub(crate) async fn connect(cfg: &WorkerConfig) -> Result<(WsStream, Welcome), C
         };
         match msg {
             Message::Binary(b) => match Frame::decode(b, MAX_FRAME_SIZE) {
-                Ok(Frame::Welcome(w)) => return Ok((ws, w)),
+                Ok(Frame::Welcome(w)) => {
+                    check_welcome(&w, cfg.max_concurrency)?;
+                    return Ok((ws, w));
+                }
                 Ok(Frame::Error(e)) => error_message = Some(e),
                 Ok(other) => {
                     return Err(ConnectError::Transient(format!(
@@ -184,3 +182,30 @@ pub(crate) async fn connect(cfg: &WorkerConfig) -> Result<(WsStream, Welcome), C
 
 /// How long a dial (TCP, TLS and upgrade) may take.
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// WELCOME values a worker can live with (spec/PROTOCOL.md, "WELCOME").
+fn check_welcome(w: &Welcome, asked: u32) -> Result<(), ConnectError> {
+    let bad = |what: String| Err(ConnectError::Transient(format!("invalid WELCOME: {what}")));
+    if w.protocol != PROTOCOL_VERSION {
+        return Err(ConnectError::Refused {
+            code: CloseCode::UnsupportedVersion,
+            reason: format!("gateway speaks protocol {}", w.protocol),
+        });
+    }
+    if w.heartbeat_ms == 0 {
+        return bad("heartbeat_ms is 0".into());
+    }
+    if w.initial_window == 0 || w.initial_window > crate::limits::MAX_WINDOW {
+        return bad(format!("initial_window {}", w.initial_window));
+    }
+    if (w.max_frame_size as usize) < 65_536 {
+        return bad(format!("max_frame_size {}", w.max_frame_size));
+    }
+    if w.max_concurrency == 0 || w.max_concurrency > asked {
+        return bad(format!(
+            "max_concurrency {} (asked for {asked})",
+            w.max_concurrency
+        ));
+    }
+    Ok(())
+}
