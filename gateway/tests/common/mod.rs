@@ -1,0 +1,263 @@
+//! Test harness: an in-process gateway on an ephemeral loopback port, a hand-driven "raw"
+//! worker that speaks the protocol frame by frame, and an HTTP client.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use vyx_core::frame::Frame;
+use vyx_core::handshake::{Hello, RouteSpec, Welcome};
+use vyx_gateway::{Gateway, GatewayConfig};
+
+/// Upper bound for any single wait in a test: generous, so a busy machine does not flake,
+/// but finite, so a bug fails instead of hanging.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestGateway {
+    pub async fn start() -> TestGateway {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut GatewayConfig)) -> TestGateway {
+        let mut config = GatewayConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..GatewayConfig::default()
+        };
+        tweak(&mut config);
+        let gateway = Gateway::bind(config).await.expect("bind gateway");
+        let addr = gateway.local_addr();
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(gateway.run(async {
+            let _ = rx.await;
+        }));
+        TestGateway {
+            addr,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn ws(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// Graceful shutdown (as on SIGTERM), waiting for it to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(WAIT, task)
+                .await
+                .expect("gateway shut down in time")
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    /// Kills the gateway without draining: its task is aborted and every socket dropped.
+    pub async fn kill(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+pub type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+pub fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(64)
+        .build_http()
+}
+
+/// Sends a request and reads the whole answer.
+pub async fn send(
+    client: &HttpClient,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> (u16, http::HeaderMap, Bytes) {
+    let mut req = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(body.into())).unwrap();
+    let resp = tokio::time::timeout(WAIT, client.request(req))
+        .await
+        .expect("response in time")
+        .expect("request sent");
+    let (parts, body) = resp.into_parts();
+    let body = tokio::time::timeout(WAIT, body.collect())
+        .await
+        .expect("body in time")
+        .expect("body read")
+        .to_bytes();
+    (parts.status.as_u16(), parts.headers, body)
+}
+
+pub async fn get(client: &HttpClient, url: &str) -> (u16, Bytes) {
+    let (s, _, b) = send(client, "GET", url, &[], Bytes::new()).await;
+    (s, b)
+}
+
+/// Waits until `/_vyx/workers` lists `n` connections of `worker_id`.
+pub async fn wait_for_workers(gw_addr: SocketAddr, worker_id: &str, n: usize) {
+    let c = client();
+    let url = format!("http://{gw_addr}/_vyx/workers");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = get(&c, &url).await;
+        assert_eq!(status, 200);
+        let list: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let count = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w["id"] == worker_id)
+            .count();
+        if count == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "expected {n} connections of {worker_id}, have {count}: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A worker driven by hand, frame by frame.
+pub struct RawWorker {
+    pub ws: Ws,
+    pub welcome: Welcome,
+}
+
+pub fn route(id: u32, method: &str, path: &str) -> RouteSpec {
+    RouteSpec {
+        id,
+        method: method.into(),
+        path: path.into(),
+    }
+}
+
+/// Opens the WebSocket with the usual upgrade headers, without sending anything.
+pub async fn raw_upgrade(addr: SocketAddr, worker_id: &str) -> Ws {
+    let mut req = format!("ws://{addr}/_vyx/register")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", HeaderValue::from_static("vyx.1"));
+    req.headers_mut()
+        .insert("x-vyx-worker-id", HeaderValue::from_str(worker_id).unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("upgrade");
+    ws
+}
+
+impl RawWorker {
+    pub async fn connect(addr: SocketAddr, worker_id: &str, routes: Vec<RouteSpec>) -> RawWorker {
+        let mut ws = raw_upgrade(addr, worker_id).await;
+        let hello = Frame::Hello(Hello {
+            protocol: 1,
+            worker_id: worker_id.into(),
+            instance: "raw".into(),
+            sdk: "raw-test".into(),
+            max_concurrency: 64,
+            routes,
+            labels: Default::default(),
+        });
+        ws.send(Message::Binary(hello.encode())).await.unwrap();
+        let mut w = RawWorker {
+            ws,
+            welcome: Welcome {
+                protocol: 0,
+                gateway: String::new(),
+                connection_id: String::new(),
+                heartbeat_ms: 0,
+                initial_window: 0,
+                max_frame_size: 0,
+                max_concurrency: 0,
+            },
+        };
+        match w.next_frame().await {
+            Frame::Welcome(welcome) => w.welcome = welcome,
+            other => panic!("expected WELCOME, got {other:?}"),
+        }
+        w
+    }
+
+    pub async fn send(&mut self, frame: Frame) {
+        self.ws.send(Message::Binary(frame.encode())).await.unwrap();
+    }
+
+    pub async fn send_raw(&mut self, bytes: Vec<u8>) {
+        self.ws.send(Message::Binary(bytes.into())).await.unwrap();
+    }
+
+    /// The next frame (pings and pongs skipped).
+    pub async fn next_frame(&mut self) -> Frame {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("frame in time")
+                .expect("socket open")
+                .expect("read ok");
+            match msg {
+                Message::Binary(b) => return Frame::decode(b, 1 << 20).expect("valid frame"),
+                Message::Close(f) => panic!("closed by gateway: {f:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads until the gateway closes; returns the close code.
+    pub async fn close_code(&mut self) -> u16 {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("close in time");
+            match msg {
+                Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
+                Some(Ok(Message::Close(None))) => return 1005,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("socket error before close: {e}"),
+                None => panic!("socket ended without a close frame"),
+            }
+        }
+    }
+}

@@ -1,0 +1,446 @@
+//! The gateway against a worker driven frame by frame: routing, status mapping, streams,
+//! flow control, and every malformed input closing only its own connection.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use futures_util::SinkExt;
+use http_body_util::{BodyExt, Full};
+use tokio_tungstenite::tungstenite::{self, Message};
+use vyx_core::frame::{Data, Frame, Response, Window};
+use vyx_core::handshake::Hello;
+
+fn respond(stream_id: u32, status: u16, end_stream: bool) -> Frame {
+    Frame::Response(Response {
+        stream_id,
+        end_stream,
+        status,
+        headers: vec![(
+            Bytes::from_static(b"content-type"),
+            Bytes::from_static(b"text/plain"),
+        )],
+    })
+}
+
+fn data(stream_id: u32, bytes: &'static [u8], end_stream: bool) -> Frame {
+    Frame::Data(Data {
+        stream_id,
+        end_stream,
+        data: Bytes::from_static(bytes),
+    })
+}
+
+/// Answers every REQUEST on `w` with 200 "ok" until the socket closes.
+fn serve_ok(mut w: RawWorker) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        use futures_util::StreamExt;
+        while let Some(Ok(msg)) = w.ws.next().await {
+            if let Message::Binary(b) = msg {
+                if let Ok(Frame::Request(r)) = Frame::decode(b, 1 << 20) {
+                    w.send(respond(r.stream_id, 200, false)).await;
+                    w.send(data(r.stream_id, b"ok", true)).await;
+                }
+            }
+        }
+    })
+}
+
+#[tokio::test]
+async fn request_reaches_the_worker_intact_and_the_answer_comes_back() {
+    let gw = TestGateway::start().await;
+    let mut w =
+        RawWorker::connect(gw.addr, "raw:hello", vec![route(7, "GET", "/hello/{name}")]).await;
+    assert_eq!(w.welcome.protocol, 1);
+    assert_eq!(w.welcome.initial_window, 256 * 1024);
+    assert_eq!(w.welcome.max_concurrency, 64);
+
+    let c = client();
+    let url = gw.url("/hello/w%C3%B6rld?x=1&y=%20");
+    let req = tokio::spawn(async move {
+        send(
+            &c,
+            "GET",
+            &url,
+            &[
+                ("x-multi", "a"),
+                ("x-multi", "b"),
+                ("connection", "keep-alive, x-drop"),
+                ("x-drop", "1"),
+            ],
+            Bytes::new(),
+        )
+        .await
+    });
+    let Frame::Request(r) = w.next_frame().await else {
+        panic!("expected REQUEST")
+    };
+    assert!(r.end_stream, "a GET without body carries END_STREAM");
+    assert_eq!(r.route_id, 7);
+    assert_eq!(&r.method[..], b"GET");
+    assert_eq!(&r.target[..], b"/hello/w%C3%B6rld?x=1&y=%20");
+    assert_eq!(r.params, vec![(Bytes::from("name"), Bytes::from("wörld"))]);
+    let values = |name: &str| -> Vec<Bytes> {
+        r.headers
+            .iter()
+            .filter(|(n, _)| n == name.as_bytes())
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    assert_eq!(values("x-multi"), vec![Bytes::from("a"), Bytes::from("b")]);
+    assert_eq!(values("x-forwarded-for"), vec![Bytes::from("127.0.0.1")]);
+    assert_eq!(values("x-forwarded-proto"), vec![Bytes::from("http")]);
+    assert_eq!(
+        values("x-forwarded-host"),
+        vec![Bytes::from(gw.addr.to_string())]
+    );
+    assert!(
+        values("connection").is_empty(),
+        "hop-by-hop header stripped"
+    );
+    assert!(
+        values("x-drop").is_empty(),
+        "header named by Connection stripped"
+    );
+    let request_id = values("x-request-id");
+    assert_eq!(request_id.len(), 1);
+
+    w.send(Frame::Response(Response {
+        stream_id: r.stream_id,
+        end_stream: false,
+        status: 201,
+        headers: vec![
+            (Bytes::from("set-cookie"), Bytes::from("a=1")),
+            (Bytes::from("set-cookie"), Bytes::from("b=2")),
+            (Bytes::from("keep-alive"), Bytes::from("timeout=5")),
+        ],
+    }))
+    .await;
+    w.send(data(r.stream_id, b"hel", false)).await;
+    w.send(data(r.stream_id, b"lo", true)).await;
+    let (status, headers, body) = req.await.unwrap();
+    assert_eq!(status, 201);
+    assert_eq!(&body[..], b"hello");
+    let cookies: Vec<_> = headers.get_all("set-cookie").iter().collect();
+    assert_eq!(cookies, vec!["a=1", "b=2"]);
+    assert!(headers.get("keep-alive").is_none());
+    assert_eq!(
+        headers.get("x-request-id").unwrap().as_bytes(),
+        &request_id[0][..]
+    );
+}
+
+#[tokio::test]
+async fn no_route_is_404_and_route_without_live_worker_is_503() {
+    let gw = TestGateway::start().await;
+    let c = client();
+    let (status, body) = get(&c, &gw.url("/nothing/here")).await;
+    assert_eq!(status, 404);
+    assert!(String::from_utf8_lossy(&body).contains("no route"));
+
+    let w = RawWorker::connect(gw.addr, "raw:gone", vec![route(0, "GET", "/gone")]).await;
+    drop(w);
+    wait_for_workers(gw.addr, "raw:gone", 0).await;
+    let (status, headers, _) = send(&c, "GET", &gw.url("/gone"), &[], Bytes::new()).await;
+    assert_eq!(status, 503);
+    assert_eq!(headers.get("retry-after").unwrap(), "1");
+}
+
+#[tokio::test]
+async fn upgrade_without_the_subprotocol_is_refused() {
+    let gw = TestGateway::start().await;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{}/_vyx/register", gw.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("x-vyx-worker-id", "raw:nosub".parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 400);
+            let body =
+                String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).to_string();
+            assert!(body.contains("vyx.1"), "body names the subprotocol: {body}");
+        }
+        other => panic!("expected HTTP 400, got {other:?}"),
+    }
+    // A plain GET on the registration path is not an upgrade either.
+    let (status, _) = get(&client(), &gw.url("/_vyx/register")).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn slow_handshake_is_closed_with_4007() {
+    let gw = TestGateway::start_with(|c| c.handshake_timeout = Duration::from_millis(200)).await;
+    let ws = raw_upgrade(gw.addr, "raw:slow").await;
+    let mut w = RawWorker {
+        ws,
+        welcome: dummy_welcome(),
+    };
+    assert_eq!(w.close_code().await, 4007);
+}
+
+fn dummy_welcome() -> vyx_core::handshake::Welcome {
+    vyx_core::handshake::Welcome {
+        protocol: 0,
+        gateway: String::new(),
+        connection_id: String::new(),
+        heartbeat_ms: 0,
+        initial_window: 0,
+        max_frame_size: 0,
+        max_concurrency: 0,
+    }
+}
+
+async fn hello_and_close_code(gw: &TestGateway, id: &str, hello: Hello) -> u16 {
+    let ws = raw_upgrade(gw.addr, id).await;
+    let mut w = RawWorker {
+        ws,
+        welcome: dummy_welcome(),
+    };
+    w.send(Frame::Hello(hello)).await;
+    w.close_code().await
+}
+
+fn hello(id: &str, routes: Vec<vyx_core::handshake::RouteSpec>) -> Hello {
+    Hello {
+        protocol: 1,
+        worker_id: id.into(),
+        instance: String::new(),
+        sdk: String::new(),
+        max_concurrency: 8,
+        routes,
+        labels: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn bad_hellos_and_route_conflicts_get_their_close_codes() {
+    let gw = TestGateway::start().await;
+    let _a = RawWorker::connect(gw.addr, "raw:a", vec![route(0, "GET", "/taken/{id}")]).await;
+    // Same route from another id: refused, named.
+    assert_eq!(
+        hello_and_close_code(
+            &gw,
+            "raw:b",
+            hello("raw:b", vec![route(0, "GET", "/taken/{id}")])
+        )
+        .await,
+        4003
+    );
+    // Same shape with another parameter name still overlaps.
+    assert_eq!(
+        hello_and_close_code(
+            &gw,
+            "raw:b",
+            hello("raw:b", vec![route(0, "GET", "/taken/{key}")])
+        )
+        .await,
+        4003
+    );
+    // HELLO naming another id than the upgrade request.
+    assert_eq!(
+        hello_and_close_code(&gw, "raw:b", hello("raw:c", vec![])).await,
+        4001
+    );
+    // Unsupported version.
+    let mut h = hello("raw:b", vec![]);
+    h.protocol = 2;
+    assert_eq!(hello_and_close_code(&gw, "raw:b", h).await, 4002);
+    // A replica of the same id shares the route.
+    let _a2 = RawWorker::connect(gw.addr, "raw:a", vec![route(0, "GET", "/taken/{id}")]).await;
+    wait_for_workers(gw.addr, "raw:a", 2).await;
+}
+
+#[tokio::test]
+async fn malformed_frames_close_only_their_connection_with_the_right_code() {
+    let gw = TestGateway::start().await;
+    let good = RawWorker::connect(gw.addr, "raw:good", vec![route(0, "GET", "/good")]).await;
+    let _serving = serve_ok(good);
+    let c = client();
+
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("unknown frame type", vec![0x04, 0, 0, 0, 0, 1], 4005),
+        ("truncated header", vec![0x00, 0, 0], 4005),
+        (
+            "DATA for a stream never opened",
+            vec![0x00, 0, 0, 0, 0, 9, b'x'],
+            4005,
+        ),
+        (
+            "second HELLO",
+            Frame::Hello(hello("raw:bad", vec![])).encode().to_vec(),
+            4005,
+        ),
+        (
+            "WINDOW on stream 0",
+            vec![0x08, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            4005,
+        ),
+        ("oversized frame", vec![0u8; (1 << 20) + 1], 4006),
+    ];
+    for (what, bytes, code) in cases {
+        let mut bad = RawWorker::connect(gw.addr, "raw:bad", vec![route(0, "GET", "/bad")]).await;
+        bad.send_raw(bytes).await;
+        assert_eq!(bad.close_code().await, code, "{what}");
+        let (status, body) = get(&c, &gw.url("/good")).await;
+        assert_eq!(
+            (status, &body[..]),
+            (200, &b"ok"[..]),
+            "others still served after {what}"
+        );
+    }
+    let mut bad = RawWorker::connect(gw.addr, "raw:bad", vec![route(0, "GET", "/bad")]).await;
+    bad.ws.send(Message::Text("hello".into())).await.unwrap();
+    assert_eq!(bad.close_code().await, 4005, "text message");
+}
+
+#[tokio::test]
+async fn worker_lost_mid_request_gives_502_and_others_keep_serving() {
+    let gw = TestGateway::start().await;
+    let _good =
+        serve_ok(RawWorker::connect(gw.addr, "raw:good", vec![route(0, "GET", "/good")]).await);
+    let c = client();
+    // The worker takes the request, then vanishes without a close frame.
+    let mut doomed =
+        RawWorker::connect(gw.addr, "raw:doomed", vec![route(0, "GET", "/doomed")]).await;
+    let url = gw.url("/doomed");
+    let c2 = c.clone();
+    let req = tokio::spawn(async move { get(&c2, &url).await });
+    let Frame::Request(_) = doomed.next_frame().await else {
+        panic!("expected REQUEST")
+    };
+    drop(doomed);
+    let (status, body) = req.await.unwrap();
+    assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
+    let (status, body) = get(&c, &gw.url("/good")).await;
+    assert_eq!((status, &body[..]), (200, &b"ok"[..]));
+}
+
+#[tokio::test]
+async fn no_answer_within_the_request_timeout_is_504_and_resets_the_stream() {
+    let gw = TestGateway::start_with(|c| c.request_timeout = Duration::from_millis(300)).await;
+    let mut w = RawWorker::connect(gw.addr, "raw:slow", vec![route(0, "GET", "/slow")]).await;
+    let c = client();
+    let url = gw.url("/slow");
+    let req = tokio::spawn(async move { get(&c, &url).await });
+    let Frame::Request(r) = w.next_frame().await else {
+        panic!("expected REQUEST")
+    };
+    let (status, _) = req.await.unwrap();
+    assert_eq!(status, 504);
+    match w.next_frame().await {
+        Frame::Reset(reset) => {
+            assert_eq!(reset.stream_id, r.stream_id);
+            assert_eq!(reset.code, 3, "timeout");
+        }
+        other => panic!("expected RESET, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn client_going_away_resets_the_stream_at_the_worker() {
+    let gw = TestGateway::start().await;
+    let mut w = RawWorker::connect(gw.addr, "raw:stream", vec![route(0, "GET", "/stream")]).await;
+    let c = client();
+    let req = http::Request::get(gw.url("/stream"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let pending = tokio::spawn(async move { c.request(req).await.unwrap() });
+    let Frame::Request(r) = w.next_frame().await else {
+        panic!("expected REQUEST")
+    };
+    w.send(respond(r.stream_id, 200, false)).await;
+    w.send(data(r.stream_id, b"first chunk", false)).await;
+    let resp = pending.await.unwrap();
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&first[..], b"first chunk");
+    drop(body); // the client goes away mid-response
+    match w.next_frame().await {
+        Frame::Reset(reset) => {
+            assert_eq!(reset.stream_id, r.stream_id);
+            assert_eq!(reset.code, 1, "cancel");
+        }
+        other => panic!("expected RESET, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn request_body_never_exceeds_the_granted_window() {
+    const WINDOW: u32 = 4096;
+    let gw = TestGateway::start_with(|c| c.initial_window = WINDOW).await;
+    let mut w = RawWorker::connect(gw.addr, "raw:upload", vec![route(0, "POST", "/upload")]).await;
+    assert_eq!(w.welcome.initial_window, WINDOW);
+    let body: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+    let c = client();
+    let url = gw.url("/upload");
+    let sent = body.clone();
+    let req = tokio::spawn(async move { send(&c, "POST", &url, &[], sent).await });
+    let Frame::Request(r) = w.next_frame().await else {
+        panic!("expected REQUEST")
+    };
+    assert!(!r.end_stream);
+    let mut received = Vec::new();
+    let mut granted = WINDOW as usize;
+    loop {
+        match w.next_frame().await {
+            Frame::Data(d) => {
+                received.extend_from_slice(&d.data);
+                assert!(
+                    received.len() <= granted,
+                    "gateway sent {} bytes with {granted} granted",
+                    received.len()
+                );
+                if d.end_stream {
+                    break;
+                }
+                if received.len() == granted {
+                    // Grant in small steps so that an overshoot would show.
+                    w.send(Frame::Window(Window {
+                        stream_id: r.stream_id,
+                        increment: 3000,
+                    }))
+                    .await;
+                    granted += 3000;
+                }
+            }
+            other => panic!("expected DATA, got {other:?}"),
+        }
+    }
+    assert_eq!(received, body);
+    w.send(respond(r.stream_id, 204, true)).await;
+    let (status, _, _) = req.await.unwrap();
+    assert_eq!(status, 204);
+}
+
+#[tokio::test]
+async fn window_overflow_closes_with_4008() {
+    let gw = TestGateway::start().await;
+    let mut w = RawWorker::connect(gw.addr, "raw:win", vec![route(0, "POST", "/win")]).await;
+    let c = client();
+    let url = gw.url("/win");
+    let _req = tokio::spawn(async move { send(&c, "POST", &url, &[], vec![1u8; 10]).await });
+    let Frame::Request(r) = w.next_frame().await else {
+        panic!("expected REQUEST")
+    };
+    w.send(Frame::Window(Window {
+        stream_id: r.stream_id,
+        increment: 0x7fff_ffff,
+    }))
+    .await;
+    // Frames already queued (the request body) may come first.
+    loop {
+        use futures_util::StreamExt;
+        match tokio::time::timeout(WAIT, w.ws.next()).await.unwrap() {
+            Some(Ok(Message::Close(Some(f)))) => {
+                assert_eq!(u16::from(f.code), 4008);
+                break;
+            }
+            Some(Ok(_)) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
