@@ -2,7 +2,7 @@
 """Generate the vyx protocol v1 test vectors (spec/vectors/*.json).
 
 An independent encoder of spec/PROTOCOL.md, Python 3 standard library only.
-Run from anywhere:  python3 spec/vectors/generate.py
+Run from anywhere:  python3 spec/vectors/generate.py [--out DIR]
 The output is deterministic: running it twice gives byte-identical files.
 
 Before writing anything the script checks itself:
@@ -1184,14 +1184,24 @@ def dump(value, level=0, width=120):
     return "[\n" + ",\n".join(items) + "\n" + " " * level + "]"
 
 
+OUT_DIR = HERE
+
+
 def write(name, obj):
     text = dump(obj) + "\n"
     assert json.loads(text) == obj
-    with open(os.path.join(HERE, name), "w", encoding="utf-8", newline="\n") as f:
+    with open(os.path.join(OUT_DIR, name), "w", encoding="utf-8", newline="\n") as f:
         f.write(text)
 
 
 def main():
+    global OUT_DIR
+    # --out DIR writes elsewhere, so that a test can compare with the committed files.
+    if len(sys.argv) == 3 and sys.argv[1] == "--out":
+        OUT_DIR = sys.argv[2]
+    elif len(sys.argv) != 1:
+        print("usage: generate.py [--out DIR]", file=sys.stderr)
+        return 2
     frames = frame_vectors()
     malformed = malformed_vectors()
     cases = handshake_cases()
