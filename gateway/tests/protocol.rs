@@ -444,3 +444,14 @@ async fn window_overflow_closes_with_4008() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_silent_worker_is_dropped_after_missed_heartbeats() {
+    let gw = TestGateway::start_with(|c| c.heartbeat = Duration::from_millis(100)).await;
+    // Connected, then never reads again: no pong ever goes back to the gateway's pings.
+    let _silent = RawWorker::connect(gw.addr, "raw:silent", vec![route(0, "GET", "/silent")]).await;
+    wait_for_workers(gw.addr, "raw:silent", 1).await;
+    wait_for_workers(gw.addr, "raw:silent", 0).await;
+    let (status, _) = get(&client(), &gw.url("/silent")).await;
+    assert_eq!(status, 503);
+}
