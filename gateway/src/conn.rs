@@ -583,11 +583,8 @@ fn on_frame(
                 // The worker finished its response and wants no more of the request body.
                 if let Some(s) = table.map.get_mut(&r.stream_id) {
                     s.send.fail(Failure::Reset(code, r.reason));
-                    if s.response_done {
-                        s.request_done = true;
-                        maybe_finish(conn, table, r.stream_id);
-                        return Ok(None);
-                    }
+                    s.request_done = true;
+                    maybe_finish(conn, table, r.stream_id);
                 }
                 return Ok(None);
             }
