@@ -113,6 +113,7 @@ pub(crate) async fn run(ws: WsStream, args: RunArgs<'_>) -> ConnEnd {
     let mut drain_deadline: Option<Instant> = None;
     // A drain asked for before this connection existed applies to it at once.
     let mut stop_pending = args.stop.borrow().is_some();
+    let mut engine_gone = false;
 
     let end = loop {
         if stop_pending && drain_deadline.is_none() {
@@ -186,9 +187,14 @@ pub(crate) async fn run(ws: WsStream, args: RunArgs<'_>) -> ConnEnd {
                 conn.send(Outgoing::Close(CloseCode::DrainTimeout, format!("{open} streams still open at the drain deadline")));
                 break ConnEnd::Drained;
             }
-            changed = args.stop.changed(), if drain_deadline.is_none() => {
-                if changed.is_ok() {
-                    stop_pending = args.stop.borrow().is_some();
+            changed = args.stop.changed(), if drain_deadline.is_none() && !engine_gone => {
+                match changed {
+                    Ok(()) => stop_pending = args.stop.borrow().is_some(),
+                    // Every Engine handle is gone: nobody can pull requests any more.
+                    Err(_) => {
+                        engine_gone = true;
+                        stop_pending = true;
+                    }
                 }
             }
         }
