@@ -1,0 +1,546 @@
+//! The worker against a scripted stand-in for the gateway: a WebSocket server that speaks
+//! the frames by hand (via `vyx_core::frame`), so that what the SDK puts on the wire is
+//! checked without the real gateway. The end-to-end tests with the real gateway live in
+//! `gateway/tests/`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::handshake::server::{
+    ErrorResponse, Request as WsRequest, Response as WsResponse,
+};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use vyx::{ConnectionState, Request, Response, StatusCode};
+use vyx_core::frame::{self, Data, Frame, Window};
+use vyx_core::handshake::{Hello, Welcome, PROTOCOL_VERSION, SUBPROTOCOL};
+use vyx_core::ResetCode;
+
+const WINDOW: u32 = 256 * 1024;
+
+struct Gateway {
+    listener: TcpListener,
+}
+
+impl Gateway {
+    async fn bind() -> (Gateway, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}", listener.local_addr().unwrap());
+        (Gateway { listener }, url)
+    }
+
+    /// Accepts one worker: the upgrade (answering the subprotocol) and its HELLO.
+    async fn accept(&self) -> (Conn, Hello) {
+        let (tcp, _) = timeout(self.listener.accept()).await.unwrap();
+        #[allow(clippy::result_large_err)] // the signature tungstenite asks for
+        let callback =
+            |req: &WsRequest, mut res: WsResponse| -> Result<WsResponse, ErrorResponse> {
+                assert_eq!(req.uri().path(), "/_vyx/register");
+                assert!(req.headers().contains_key("x-vyx-worker-id"));
+                res.headers_mut()
+                    .insert("sec-websocket-protocol", SUBPROTOCOL.parse().unwrap());
+                Ok(res)
+            };
+        let ws = timeout(tokio_tungstenite::accept_hdr_async(tcp, callback))
+            .await
+            .unwrap();
+        let mut conn = Conn { ws };
+        let Frame::Hello(hello) = conn.recv().await else {
+            panic!("expected HELLO")
+        };
+        (conn, hello)
+    }
+
+    /// Accepts a worker and welcomes it.
+    async fn welcome(&self) -> (Conn, Hello) {
+        let (mut conn, hello) = self.accept().await;
+        conn.send(
+            Frame::Welcome(Welcome {
+                protocol: PROTOCOL_VERSION,
+                gateway: "fake/0".into(),
+                connection_id: "c-1".into(),
+                heartbeat_ms: 5000,
+                initial_window: WINDOW,
+                max_frame_size: 1024 * 1024,
+                max_concurrency: hello.max_concurrency,
+            })
+            .encode(),
+        )
+        .await;
+        (conn, hello)
+    }
+}
+
+struct Conn {
+    ws: WebSocketStream<TcpStream>,
+}
+
+/// A response as the gateway saw it.
+#[derive(Debug, Default)]
+struct Seen {
+    status: u16,
+    headers: Vec<(String, String)>,
+    head_ended: bool,
+    body: Vec<u8>,
+    data_frames: usize,
+    reset: Option<ResetCode>,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).unwrap()
+    }
+}
+
+impl Conn {
+    async fn send(&mut self, frame: Bytes) {
+        timeout(self.ws.send(Message::Binary(frame))).await.unwrap();
+    }
+
+    async fn recv(&mut self) -> Frame {
+        loop {
+            match timeout(self.ws.next()).await {
+                Some(Ok(Message::Binary(b))) => return Frame::decode(b, 2 << 20).unwrap(),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a frame, got {other:?}"),
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn request(
+        &mut self,
+        stream_id: u32,
+        route_id: u16,
+        method: &str,
+        target: &str,
+        params: &[(&str, &str)],
+        headers: &[(&str, &str)],
+        end_stream: bool,
+    ) {
+        let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+        let req = frame::Request {
+            stream_id,
+            end_stream,
+            route_id,
+            method: b(method),
+            target: b(target),
+            params: params.iter().map(|(k, v)| (b(k), b(v))).collect(),
+            headers: headers.iter().map(|(k, v)| (b(k), b(v))).collect(),
+        };
+        self.send(req.encode()).await;
+    }
+
+    async fn get(
+        &mut self,
+        stream_id: u32,
+        route_id: u16,
+        target: &str,
+        params: &[(&str, &str)],
+    ) -> Seen {
+        self.request(stream_id, route_id, "GET", target, params, &[], true)
+            .await;
+        self.response(stream_id).await
+    }
+
+    /// Reads one stream's response to its end, granting credit for its DATA.
+    async fn response(&mut self, stream_id: u32) -> Seen {
+        let mut seen = Seen::default();
+        loop {
+            match self.recv().await {
+                Frame::Response(r) => {
+                    assert_eq!(r.stream_id, stream_id);
+                    seen.status = r.status;
+                    seen.headers = r
+                        .headers
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                String::from_utf8(k.to_vec()).unwrap(),
+                                String::from_utf8(v.to_vec()).unwrap(),
+                            )
+                        })
+                        .collect();
+                    if r.end_stream {
+                        seen.head_ended = true;
+                        return seen;
+                    }
+                }
+                Frame::Data(d) => {
+                    assert_eq!(d.stream_id, stream_id);
+                    seen.data_frames += 1;
+                    seen.body.extend_from_slice(&d.data);
+                    if !d.data.is_empty() {
+                        self.send(
+                            Window {
+                                stream_id,
+                                increment: d.data.len() as u32,
+                            }
+                            .encode(),
+                        )
+                        .await;
+                    }
+                    if d.end_stream {
+                        return seen;
+                    }
+                }
+                Frame::Reset(r) if r.code == ResetCode::NoError as u32 => {} // body not needed
+                Frame::Reset(r) => {
+                    assert_eq!(r.stream_id, stream_id);
+                    seen.reset = Some(ResetCode::from_u32(r.code));
+                    return seen;
+                }
+                Frame::Window(_) => {}
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    async fn close(&mut self, code: u16, reason: &str) {
+        let frame = CloseFrame {
+            code: WsCloseCode::from(code),
+            reason: reason.to_owned().into(),
+        };
+        let _ = self.ws.close(Some(frame)).await;
+    }
+}
+
+async fn timeout<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .expect("timed out")
+}
+
+async fn echo(req: Request) -> Response {
+    let content_type = req.header("content-type").cloned();
+    let res = Response::stream(req.into_body());
+    match content_type {
+        Some(ct) => res.with_header("content-type", ct),
+        None => res,
+    }
+}
+
+fn worker(url: &str, states: Arc<Mutex<Vec<ConnectionState>>>) -> vyx::Worker {
+    let api = axum::Router::new().route(
+        "/api/users/{id}",
+        axum::routing::get(
+            |axum::extract::Path(id): axum::extract::Path<u32>| async move {
+                axum::Json(serde_json::json!({ "user": id }))
+            },
+        ),
+    );
+    vyx::Worker::builder()
+        .connect(url)
+        .id("rust:test")
+        .handle_signals(false)
+        .max_concurrency(8)
+        .on_state(move |s| states.lock().unwrap().push(s.clone()))
+        .get("/hello/{name}", |req: Request| async move {
+            vyx::Json(serde_json::json!({
+                "hello": req.param("name").unwrap_or_default(),
+                "lang": "rust",
+            }))
+        }) // 0
+        .post("/echo", echo) // 1
+        .get("/panic", |_req: Request| async move {
+            if true {
+                panic!("boom");
+            }
+            "unreachable"
+        }) // 2
+        .delete("/items/{id}", |_req: Request| async {
+            StatusCode::NO_CONTENT
+        }) // 3
+        .get("/broken-stream", |_req: Request| async {
+            let chunks = futures_util::stream::iter(vec![
+                Ok(Bytes::from("partial")),
+                Err(std::io::Error::other("backend died")),
+            ]);
+            Response::stream(chunks)
+        }) // 4
+        .service("/api/{*rest}", api) // 5
+        .post("/json", |mut req: Request| async move {
+            let v: serde_json::Value = req.json().await?;
+            Ok::<_, vyx::Error>((StatusCode::CREATED, vyx::Json(v)))
+        }) // 6
+        .get("/query", |req: Request| async move {
+            let pairs: Vec<String> = req.query_pairs().map(|(k, v)| format!("{k}={v}")).collect();
+            let tags = req.headers().get_all("x-tag").iter().count();
+            format!("{} {} tags={tags}", req.path(), pairs.join(","))
+        }) // 7
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn serves_requests_over_the_protocol() {
+    let (gw, url) = Gateway::bind().await;
+    let states = Arc::new(Mutex::new(Vec::new()));
+    let w = worker(&url, states.clone());
+    let running = tokio::spawn({
+        let w = w.clone();
+        async move { w.start().await }
+    });
+
+    let (mut conn, hello) = gw.welcome().await;
+    assert_eq!(hello.worker_id, "rust:test");
+    assert!(hello.sdk.starts_with("vyx-rust/"), "{}", hello.sdk);
+    assert_eq!(hello.max_concurrency, 8);
+    let routes: Vec<_> = hello
+        .routes
+        .iter()
+        .map(|r| (r.id, r.method.as_str(), r.path.as_str()))
+        .collect();
+    assert_eq!(routes[0], (0, "GET", "/hello/{name}"));
+    assert_eq!(routes[5], (5, "*", "/api/{*rest}"));
+    let mut state = w.state();
+    timeout(state.wait_for(|s| matches!(s, ConnectionState::Connected { .. })))
+        .await
+        .unwrap();
+
+    // JSON with path params.
+    let seen = conn.get(1, 0, "/hello/ada%20l", &[("name", "ada l")]).await;
+    assert_eq!(seen.status, 200);
+    assert_eq!(seen.header("content-type"), Some("application/json"));
+    assert_eq!(seen.text(), r#"{"hello":"ada l","lang":"rust"}"#);
+    assert_eq!(seen.header("content-length"), Some("31"));
+    assert_eq!(
+        seen.data_frames, 1,
+        "a full body goes as one DATA with END_STREAM"
+    );
+
+    // HEAD on a GET route: the head only, with END_STREAM.
+    conn.request(3, 0, "HEAD", "/hello/x", &[("name", "x")], &[], true)
+        .await;
+    let seen = conn.response(3).await;
+    assert_eq!((seen.status, seen.head_ended), (200, true));
+    assert!(seen.body.is_empty());
+
+    // A panicking handler answers 500, and the worker goes on serving.
+    let seen = conn.get(5, 2, "/panic", &[]).await;
+    assert_eq!((seen.status, seen.text()), (500, "internal error"));
+    let seen = conn.get(7, 0, "/hello/bo", &[("name", "bo")]).await;
+    assert_eq!(seen.status, 200);
+
+    // 204: END_STREAM on the head.
+    conn.request(9, 3, "DELETE", "/items/1", &[("id", "1")], &[], true)
+        .await;
+    let seen = conn.response(9).await;
+    assert_eq!((seen.status, seen.head_ended), (204, true));
+
+    // A body stream that fails mid-way: head, data, then RESET handler_error.
+    let seen = conn.get(11, 4, "/broken-stream", &[]).await;
+    assert_eq!(seen.status, 200);
+    assert_eq!(seen.text(), "partial");
+    assert_eq!(seen.reset, Some(ResetCode::HandlerError));
+
+    // An unknown route id: 404.
+    let seen = conn.get(13, 99, "/nowhere", &[]).await;
+    assert_eq!(seen.status, 404);
+
+    // An axum router behind `service`.
+    let seen = conn
+        .get(15, 5, "/api/users/42", &[("rest", "users/42")])
+        .await;
+    assert_eq!(seen.status, 200);
+    assert_eq!(seen.text(), r#"{"user":42}"#);
+    let seen = conn.get(17, 5, "/api/nope", &[("rest", "nope")]).await;
+    assert_eq!(seen.status, 404);
+
+    // A JSON body: good → 201, bad → 400.
+    conn.request(
+        19,
+        6,
+        "POST",
+        "/json",
+        &[],
+        &[("content-type", "application/json")],
+        false,
+    )
+    .await;
+    conn.send(
+        Data {
+            stream_id: 19,
+            end_stream: true,
+            data: Bytes::from(r#"{"a":1}"#),
+        }
+        .encode(),
+    )
+    .await;
+    let seen = conn.response(19).await;
+    assert_eq!((seen.status, seen.text()), (201, r#"{"a":1}"#));
+    conn.request(21, 6, "POST", "/json", &[], &[], false).await;
+    conn.send(
+        Data {
+            stream_id: 21,
+            end_stream: true,
+            data: Bytes::from("{"),
+        }
+        .encode(),
+    )
+    .await;
+    let seen = conn.response(21).await;
+    assert_eq!(seen.status, 400);
+
+    // Raw path, decoded query, repeated headers.
+    conn.request(
+        23,
+        7,
+        "GET",
+        "/query?q=a+b%21&q=2&x",
+        &[],
+        &[("x-tag", "1"), ("x-tag", "2")],
+        true,
+    )
+    .await;
+    let seen = conn.response(23).await;
+    assert_eq!(seen.text(), "/query q=a b!,q=2,x= tags=2");
+
+    // Streaming echo, larger than both windows: flow control in both directions.
+    let total = 700 * 1024;
+    let payload: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
+    conn.request(
+        25,
+        1,
+        "POST",
+        "/echo",
+        &[],
+        &[("content-type", "application/x-test")],
+        false,
+    )
+    .await;
+    let mut credit = WINDOW as usize;
+    let mut sent = 0;
+    let mut seen = Seen::default();
+    loop {
+        while sent < total {
+            let n = (total - sent).min(60 * 1024);
+            if n > credit {
+                break;
+            }
+            let last = sent + n == total;
+            conn.send(Data::encode_parts(25, last, &payload[sent..sent + n]))
+                .await;
+            sent += n;
+            credit -= n;
+        }
+        match conn.recv().await {
+            Frame::Window(w) => credit += w.increment as usize,
+            Frame::Response(r) => {
+                seen.status = r.status;
+                let ct = r.headers.iter().find(|(k, _)| &k[..] == b"content-type");
+                assert_eq!(ct.map(|(_, v)| &v[..]), Some(&b"application/x-test"[..]));
+            }
+            Frame::Data(d) => {
+                seen.body.extend_from_slice(&d.data);
+                if !d.data.is_empty() {
+                    conn.send(
+                        Window {
+                            stream_id: 25,
+                            increment: d.data.len() as u32,
+                        }
+                        .encode(),
+                    )
+                    .await;
+                }
+                if d.end_stream {
+                    break;
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seen.status, 200);
+    assert_eq!(seen.body.len(), total);
+    assert!(seen.body == payload, "echoed bytes differ");
+
+    // Several requests at once.
+    for i in 0..6u32 {
+        let id = 101 + 2 * i;
+        let name = format!("n{i}");
+        conn.request(
+            id,
+            0,
+            "GET",
+            &format!("/hello/{name}"),
+            &[("name", &name)],
+            &[],
+            true,
+        )
+        .await;
+    }
+    let mut done = 0;
+    while done < 6 {
+        if let Frame::Data(d) = conn.recv().await {
+            if d.end_stream {
+                done += 1;
+            }
+        }
+    }
+
+    // Graceful stop: DRAIN, then the gateway closes, then start() returns Ok.
+    w.handle().stop();
+    match conn.recv().await {
+        Frame::Drain(d) => assert_eq!(d.deadline_ms, 30_000),
+        other => panic!("expected DRAIN, got {other:?}"),
+    }
+    conn.close(1000, "drained").await;
+    timeout(running).await.unwrap().unwrap();
+    assert_eq!(*w.state().borrow(), ConnectionState::Stopped);
+    let states = states.lock().unwrap();
+    assert!(states.iter().any(
+        |s| matches!(s, ConnectionState::Connected { connection_id } if connection_id == "c-1")
+    ));
+    assert_eq!(states.last(), Some(&ConnectionState::Stopped));
+}
+
+#[tokio::test]
+async fn a_refused_worker_stops_with_an_error() {
+    let (gw, url) = Gateway::bind().await;
+    let w = worker(&url, Arc::default());
+    let running = tokio::spawn({
+        let w = w.clone();
+        async move { w.start().await }
+    });
+    let (mut conn, _) = gw.accept().await;
+    conn.close(4003, "route GET /hello/{name} belongs to worker other")
+        .await;
+    let err = timeout(running).await.unwrap().unwrap_err();
+    assert!(matches!(err, vyx::Error::Refused(_)), "{err:?}");
+    assert!(err.to_string().contains("belongs to worker other"), "{err}");
+    assert!(matches!(
+        *w.state().borrow(),
+        ConnectionState::Failed { .. }
+    ));
+}
+
+#[tokio::test]
+async fn dropping_start_drains_the_connection() {
+    let (gw, url) = Gateway::bind().await;
+    let w = worker(&url, Arc::default());
+    let running = tokio::spawn({
+        let w = w.clone();
+        async move { w.start().await }
+    });
+    let (mut conn, _) = gw.welcome().await;
+    timeout(
+        w.state()
+            .wait_for(|s| matches!(s, ConnectionState::Connected { .. })),
+    )
+    .await
+    .unwrap();
+    running.abort();
+    assert!(matches!(conn.recv().await, Frame::Drain(_)));
+}
