@@ -73,9 +73,17 @@ impl RouteTable {
         method: &str,
         path: &'p str,
     ) -> Option<(&'t Arc<RouteTarget>, matchit::Params<'t, 'p>)> {
-        if let Some(router) = self.methods.get(method) {
-            if let Ok(m) = router.at(path) {
-                return Some((m.value, m.params));
+        // HEAD falls back to GET, as HTTP servers do (hyper sends no body for HEAD).
+        let methods: &[&str] = if method == "HEAD" {
+            &["HEAD", "GET"]
+        } else {
+            &[method]
+        };
+        for m in methods {
+            if let Some(router) = self.methods.get(*m) {
+                if let Ok(found) = router.at(path) {
+                    return Some((found.value, found.params));
+                }
             }
         }
         self.any.at(path).ok().map(|m| (m.value, m.params))

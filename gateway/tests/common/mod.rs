@@ -24,10 +24,13 @@ use vyx_gateway::{Gateway, GatewayConfig};
 /// but finite, so a bug fails instead of hanging.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// A gateway in its own runtime on its own thread, so that "kill" can drop every task and
+/// socket at once, as a killed process would.
 pub struct TestGateway {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    kill: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl TestGateway {
@@ -41,16 +44,31 @@ impl TestGateway {
             ..GatewayConfig::default()
         };
         tweak(&mut config);
-        let gateway = Gateway::bind(config).await.expect("bind gateway");
-        let addr = gateway.local_addr();
-        let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(gateway.run(async {
-            let _ = rx.await;
-        }));
+        let (addr_tx, addr_rx) = oneshot::channel();
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let (kill, kill_rx) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let gateway = Gateway::bind(config).await.expect("bind gateway");
+                let _ = addr_tx.send(gateway.local_addr());
+                tokio::select! {
+                    r = gateway.run(async { let _ = stop_rx.await; }) => r.expect("gateway ran"),
+                    _ = kill_rx => {}
+                }
+            });
+            rt.shutdown_background();
+        });
+        let addr = addr_rx.await.expect("gateway bound");
         TestGateway {
             addr,
-            stop: Some(tx),
-            task: Some(task),
+            stop: Some(stop),
+            kill: Some(kill),
+            thread: Some(thread),
         }
     }
 
@@ -58,8 +76,14 @@ impl TestGateway {
         format!("http://{}{path}", self.addr)
     }
 
-    pub fn ws(&self) -> String {
-        format!("ws://{}", self.addr)
+    async fn join(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            tokio::time::timeout(WAIT, tokio::task::spawn_blocking(move || thread.join()))
+                .await
+                .expect("gateway thread ended in time")
+                .unwrap()
+                .expect("gateway thread did not panic");
+        }
     }
 
     /// Graceful shutdown (as on SIGTERM), waiting for it to finish.
@@ -67,28 +91,22 @@ impl TestGateway {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(WAIT, task)
-                .await
-                .expect("gateway shut down in time")
-                .unwrap()
-                .unwrap();
-        }
+        self.join().await;
     }
 
-    /// Kills the gateway without draining: its task is aborted and every socket dropped.
+    /// Kills the gateway without draining: every task and socket is dropped at once.
     pub async fn kill(mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-            let _ = task.await;
+        if let Some(tx) = self.kill.take() {
+            let _ = tx.send(());
         }
+        self.join().await;
     }
 }
 
 impl Drop for TestGateway {
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
+        if let Some(tx) = self.kill.take() {
+            let _ = tx.send(());
         }
     }
 }

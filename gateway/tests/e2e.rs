@@ -1,0 +1,460 @@
+//! The gateway with workers written with the Rust SDK, over real loopback sockets: what the
+//! issue's "done when" list asks, end to end.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use vyx::{ConnectionState, Json, Request, Response};
+
+fn sha_hex(data: &[u8]) -> String {
+    hex(&Sha256::digest(data))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A deterministic body of `n` bytes.
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+async fn inspect(mut req: Request) -> Json<Value> {
+    let mut body = req.take_body();
+    let mut hasher = Sha256::new();
+    let mut len = 0usize;
+    while let Some(chunk) = StreamExt::next(&mut body).await {
+        let chunk = chunk.expect("body chunk");
+        len += chunk.len();
+        hasher.update(&chunk);
+    }
+    let headers: Vec<Value> = req
+        .headers()
+        .iter()
+        .map(|(n, v)| json!([n.as_str(), String::from_utf8_lossy(v.as_bytes())]))
+        .collect();
+    let params: HashMap<&str, &str> = req.params().iter().collect();
+    Json(json!({
+        "method": req.method().as_str(),
+        "path": req.path(),
+        "query": req.query(),
+        "params": params,
+        "headers": headers,
+        "len": len,
+        "sha256": hex(&hasher.finalize()),
+    }))
+}
+
+async fn echo(req: Request) -> Response {
+    let ct = req.header("content-type").cloned();
+    let resp = Response::stream(req.into_body());
+    match ct {
+        Some(ct) => resp.with_header(vyx::header::CONTENT_TYPE, ct),
+        None => resp,
+    }
+}
+
+async fn download(req: Request) -> Response {
+    let n: usize = req.param("n").unwrap().parse().unwrap();
+    let body = pattern(n);
+    let chunks: Vec<Result<Bytes, std::io::Error>> = body
+        .chunks(100_000)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    Response::stream(futures_util::stream::iter(chunks))
+}
+
+async fn wait(req: Request) -> &'static str {
+    let ms: u64 = req.param("ms").unwrap().parse().unwrap();
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    "done"
+}
+
+struct TestWorker {
+    worker: vyx::Worker,
+    task: tokio::task::JoinHandle<Result<(), vyx::Error>>,
+    served: Arc<AtomicUsize>,
+}
+
+impl TestWorker {
+    async fn start(gw: SocketAddr, id: &str, tag: &str) -> TestWorker {
+        Self::start_with(gw, id, tag, 1024).await
+    }
+
+    async fn start_with(gw: SocketAddr, id: &str, tag: &str, max_concurrency: u32) -> TestWorker {
+        let served = Arc::new(AtomicUsize::new(0));
+        let counter = served.clone();
+        let tag = tag.to_string();
+        let worker = vyx::Worker::builder()
+            .connect(format!("ws://{gw}"))
+            .id(id)
+            .handle_signals(false)
+            .max_concurrency(max_concurrency)
+            .get("/hello/{name}", |req: Request| async move {
+                Json(json!({ "hello": req.param("name").unwrap_or_default(), "lang": "rust" }))
+            })
+            .any("/inspect/{*rest}", inspect)
+            .post("/echo", echo)
+            .get("/download/{n}", download)
+            .get("/wait/{ms}", move |req: Request| {
+                let counter = counter.clone();
+                let tag = tag.clone();
+                async move {
+                    let done = wait(req).await;
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    format!("{done} by {tag}")
+                }
+            })
+            .get("/panic", |_req: Request| async move {
+                if true {
+                    panic!("handler failure on purpose");
+                }
+                "unreachable"
+            })
+            .build()
+            .expect("valid worker");
+        let runner = worker.clone();
+        let task = tokio::spawn(async move { runner.start().await });
+        let mut state = worker.state();
+        tokio::time::timeout(
+            WAIT,
+            state.wait_for(|s| matches!(s, ConnectionState::Connected { .. })),
+        )
+        .await
+        .expect("worker connected in time")
+        .unwrap();
+        TestWorker {
+            worker,
+            task,
+            served,
+        }
+    }
+
+    async fn stop(self) -> Result<(), vyx::Error> {
+        self.worker.stop();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("worker stopped in time")
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn hello_world_end_to_end() {
+    let gw = TestGateway::start().await;
+    let w = TestWorker::start(gw.addr, "rust:e2e", "a").await;
+    let (status, headers, body) =
+        send(&client(), "GET", &gw.url("/hello/world"), &[], Bytes::new()).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers.get("content-type").unwrap(), "application/json");
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v, json!({"hello": "world", "lang": "rust"}));
+    // HEAD is served by the GET route, without a body.
+    let (status, _, body) = send(
+        &client(),
+        "HEAD",
+        &gw.url("/hello/world"),
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!((status, body.len()), (200, 0));
+    w.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn params_query_headers_and_bodies_arrive_intact() {
+    let gw = TestGateway::start().await;
+    let w = TestWorker::start(gw.addr, "rust:e2e", "a").await;
+    let c = client();
+    let long = "v".repeat(8000);
+    for size in [0usize, 1, 64 * 1024, 1024 * 1024 + 7] {
+        let body = pattern(size);
+        let (status, _, answer) = send(
+            &c,
+            "PUT",
+            &gw.url("/inspect/a%2Fb/w%C3%B6rld?q=%C3%A9t%C3%A9&empty=&flag"),
+            &[
+                ("x-multi", "one"),
+                ("x-multi", "two"),
+                ("X-Mixed-Case", "Value"),
+                ("x-long", &long),
+                ("x-bin", "caf\u{e9}"),
+            ],
+            body.clone(),
+        )
+        .await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+        let v: Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(v["method"], "PUT");
+        assert_eq!(v["path"], "/inspect/a%2Fb/w%C3%B6rld");
+        assert_eq!(v["query"], "q=%C3%A9t%C3%A9&empty=&flag");
+        assert_eq!(v["params"]["rest"], "a/b/wörld", "catch-all decoded");
+        assert_eq!(v["len"], size);
+        assert_eq!(v["sha256"], sha_hex(&body), "body of {size} bytes");
+        let headers = v["headers"].as_array().unwrap();
+        let values = |name: &str| -> Vec<&str> {
+            headers
+                .iter()
+                .filter(|h| h[0] == name)
+                .map(|h| h[1].as_str().unwrap())
+                .collect()
+        };
+        assert_eq!(values("x-multi"), vec!["one", "two"]);
+        assert_eq!(values("x-mixed-case"), vec!["Value"]);
+        assert_eq!(values("x-long"), vec![long.as_str()]);
+        assert_eq!(values("x-bin"), vec!["café"]);
+    }
+    w.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn sixty_four_mib_streams_both_ways() {
+    let gw = TestGateway::start().await;
+    let w = TestWorker::start(gw.addr, "rust:e2e", "a").await;
+    let c = client();
+    let body = pattern(64 << 20);
+    let (status, headers, answer) = send(
+        &c,
+        "POST",
+        &gw.url("/echo"),
+        &[("content-type", "application/x-test")],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers.get("content-type").unwrap(), "application/x-test");
+    assert_eq!(answer.len(), body.len());
+    assert_eq!(sha_hex(&answer), sha_hex(&body));
+
+    let (status, answer) = get(&c, &gw.url("/download/10000001")).await;
+    assert_eq!(status, 200);
+    assert_eq!(sha_hex(&answer), sha_hex(&pattern(10_000_001)));
+    let (status, _, answer) = send(&c, "POST", &gw.url("/echo"), &[], Bytes::new()).await;
+    assert_eq!((status, answer.len()), (200, 0));
+    w.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn five_hundred_concurrent_requests_over_one_connection() {
+    let gw = TestGateway::start().await;
+    let w = TestWorker::start(gw.addr, "rust:e2e", "a").await;
+    let c = client();
+    let mut tasks = Vec::new();
+    for i in 0..500 {
+        let c = c.clone();
+        let url = gw.url(&format!("/wait/{}", 50 + i % 7));
+        tasks.push(tokio::spawn(async move { get(&c, &url).await }));
+    }
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        assert_eq!((status, &body[..]), (200, &b"done by a"[..]));
+    }
+    assert_eq!(w.served.load(Ordering::SeqCst), 500);
+    wait_for_workers(gw.addr, "rust:e2e", 1).await;
+    w.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrency_cap_is_respected_and_full_workers_queue_then_503() {
+    let gw = TestGateway::start_with(|c| c.queue_timeout = Duration::from_millis(300)).await;
+    let w = TestWorker::start_with(gw.addr, "rust:e2e", "a", 2).await;
+    let c = client();
+    // Two slow requests fill the worker; a third waits past the queue timeout: 503.
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let c = c.clone();
+            let url = gw.url("/wait/1500");
+            tokio::spawn(async move { get(&c, &url).await })
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, body) = get(&c, &gw.url("/_vyx/workers")).await;
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        if v[0]["in_flight"] == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slots never filled: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, headers, _) = send(&c, "GET", &gw.url("/hello/x"), &[], Bytes::new()).await;
+    assert_eq!(status, 503);
+    assert_eq!(headers.get("retry-after").unwrap(), "1");
+    for s in slow {
+        assert_eq!(s.await.unwrap().0, 200);
+    }
+    // Room again: served.
+    assert_eq!(get(&c, &gw.url("/hello/x")).await.0, 200);
+    w.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_panicking_handler_gives_500_and_the_worker_keeps_serving() {
+    let gw = TestGateway::start().await;
+    let w = TestWorker::start(gw.addr, "rust:e2e", "a").await;
+    let c = client();
+    for _ in 0..3 {
+        let (status, _) = get(&c, &gw.url("/panic")).await;
+        assert_eq!(status, 500);
+        let (status, _) = get(&c, &gw.url("/hello/again")).await;
+        assert_eq!(status, 200);
+    }
+    w.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn replicas_share_the_load() {
+    let gw = TestGateway::start().await;
+    let a = TestWorker::start(gw.addr, "rust:e2e", "a").await;
+    let b = TestWorker::start(gw.addr, "rust:e2e", "b").await;
+    wait_for_workers(gw.addr, "rust:e2e", 2).await;
+    let c = client();
+    let tasks: Vec<_> = (0..40)
+        .map(|_| {
+            let c = c.clone();
+            let url = gw.url("/wait/100");
+            tokio::spawn(async move { get(&c, &url).await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().0, 200);
+    }
+    let (na, nb) = (
+        a.served.load(Ordering::SeqCst),
+        b.served.load(Ordering::SeqCst),
+    );
+    assert_eq!(na + nb, 40);
+    assert!(
+        na >= 10 && nb >= 10,
+        "least-loaded spreads concurrent requests: a={na} b={nb}"
+    );
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn drain_under_load_loses_no_request() {
+    let gw = TestGateway::start().await;
+    let a = TestWorker::start(gw.addr, "rust:e2e", "a").await;
+    let b = TestWorker::start(gw.addr, "rust:e2e", "b").await;
+    wait_for_workers(gw.addr, "rust:e2e", 2).await;
+    let c = client();
+    let url = gw.url("/wait/30");
+    let load: Vec<_> = (0..16)
+        .map(|_| {
+            let c = c.clone();
+            let url = url.clone();
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                for _ in 0..25 {
+                    statuses.push(get(&c, &url).await.0);
+                }
+                statuses
+            })
+        })
+        .collect();
+    // Drain `a` once it has taken part of the load.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while a.served.load(Ordering::SeqCst) < 20 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let served_by_a = a.served.clone();
+    a.stop().await.expect("drained cleanly");
+    let after_drain = served_by_a.load(Ordering::SeqCst);
+    let mut total = 0;
+    for t in load {
+        for s in t.await.unwrap() {
+            assert_eq!(s, 200);
+            total += 1;
+        }
+    }
+    assert_eq!(total, 400);
+    assert_eq!(
+        served_by_a.load(Ordering::SeqCst),
+        after_drain,
+        "no request reached a after its drain"
+    );
+    assert_eq!(after_drain + b.served.load(Ordering::SeqCst), 400);
+    b.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn worker_reregisters_after_a_gateway_restart() {
+    let gw = TestGateway::start().await;
+    let addr = gw.addr;
+    let w = TestWorker::start(addr, "rust:e2e", "a").await;
+    let mut state = w.worker.state();
+    gw.kill().await;
+    tokio::time::timeout(
+        WAIT,
+        state.wait_for(|s| matches!(s, ConnectionState::Reconnecting { .. })),
+    )
+    .await
+    .expect("worker noticed")
+    .unwrap();
+    let gw = TestGateway::start_with(|c| c.listen = addr).await;
+    // Within the backoff bound: the envelope is capped at 10 s.
+    tokio::time::timeout(
+        Duration::from_secs(12),
+        state.wait_for(|s| matches!(s, ConnectionState::Connected { .. })),
+    )
+    .await
+    .expect("re-registered within the backoff cap")
+    .unwrap();
+    let (status, _) = get(&client(), &gw.url("/hello/back")).await;
+    assert_eq!(status, 200);
+    w.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn gateway_shutdown_drains_in_flight_requests_and_workers_come_back() {
+    let gw = TestGateway::start().await;
+    let addr = gw.addr;
+    let w = TestWorker::start(addr, "rust:e2e", "a").await;
+    let c = client();
+    let url = gw.url("/wait/400");
+    let in_flight = tokio::spawn(async move { get(&c, &url).await });
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, body) = get(&client(), &gw.url("/_vyx/workers")).await;
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        if v[0]["in_flight"] == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut state = w.worker.state();
+    gw.shutdown().await;
+    let (status, body) = in_flight.await.unwrap();
+    assert_eq!(
+        (status, &body[..]),
+        (200, &b"done by a"[..]),
+        "in-flight request finished"
+    );
+    let gw = TestGateway::start_with(|c| c.listen = addr).await;
+    tokio::time::timeout(
+        Duration::from_secs(12),
+        state.wait_for(|s| matches!(s, ConnectionState::Connected { .. })),
+    )
+    .await
+    .expect("reconnected to the new gateway")
+    .unwrap();
+    assert_eq!(get(&client(), &gw.url("/hello/again")).await.0, 200);
+    w.stop().await.unwrap();
+}
