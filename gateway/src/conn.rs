@@ -542,10 +542,16 @@ fn on_frame(
                 return Ok(None);
             }
             if s.response_done {
-                return Err(violation(format!(
-                    "DATA after END_STREAM on stream {}",
-                    d.stream_id
-                )));
+                let s = table.map.remove(&d.stream_id).expect("present");
+                drop(table);
+                fail_stream(
+                    conn,
+                    d.stream_id,
+                    s,
+                    ResetCode::ProtocolError,
+                    "DATA after END_STREAM",
+                );
+                return Ok(None);
             }
             let len = d.data.len() as i64;
             if s.recv_credit.fetch_sub(len, Ordering::AcqRel) - len < 0 {
