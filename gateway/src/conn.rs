@@ -34,6 +34,8 @@ pub type ConnRoutes = HashMap<RouteKey, u16>;
 pub enum Failure {
     Reset(ResetCode, String),
     ConnectionLost(String),
+    /// The connection takes no new streams (draining or closed); try another replica.
+    Draining,
 }
 
 /// The worker's response head.
@@ -107,12 +109,14 @@ impl WorkerConn {
         end_stream: bool,
     ) -> Result<OpenStream, Failure> {
         let mut table = self.streams.lock().unwrap();
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Failure::ConnectionLost("connection closed".into()));
+        if self.closed.load(Ordering::Acquire) || self.draining.load(Ordering::Acquire) {
+            return Err(Failure::Draining);
         }
         let id = table.next_id;
         if id == u32::MAX {
-            return Err(Failure::ConnectionLost("stream ids exhausted".into()));
+            drop(table);
+            self.start_drain("stream ids exhausted", Duration::from_secs(30));
+            return Err(Failure::Draining);
         }
         table.next_id += 1;
         frame::set_stream_id(&mut request, id);
@@ -178,6 +182,8 @@ impl WorkerConn {
 
     /// Stops new streams on this connection and closes it once the open ones finish.
     pub fn start_drain(&self, reason: &str, deadline: Duration) {
+        // Under the stream lock, so that no REQUEST can follow the DRAIN on the socket.
+        let table = self.streams.lock().unwrap();
         if self.draining.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -188,6 +194,7 @@ impl WorkerConn {
             })
             .encode(),
         ));
+        drop(table);
         self.after_stream_end();
     }
 
@@ -602,9 +609,9 @@ fn on_frame(
             }
         }
         Frame::Drain(d) => {
+            conn.draining.store(true, Ordering::Release);
             drop(table);
             info!(worker_id = %conn.worker_id, connection = %conn.connection_id, reason = %d.reason, deadline_ms = d.deadline_ms, "worker draining");
-            conn.draining.store(true, Ordering::Release);
             conn.after_stream_end();
             return Ok(Some(Duration::from_millis(d.deadline_ms)));
         }

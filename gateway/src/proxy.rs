@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use tracing::{debug, warn};
 use vyx_core::error::ResetCode;
 use vyx_core::flow::SendWindow;
-use vyx_core::frame::{Data, RequestWriter};
+use vyx_core::frame::{set_route_id, Data, RequestWriter};
 use vyx_core::limits::MAX_DATA_CHUNK;
 use vyx_core::transport::Outgoing;
 
@@ -68,14 +68,36 @@ pub async fn proxy(
         return error_response(StatusCode::NOT_FOUND, "no route", &request_id);
     };
 
+    // The REQUEST frame, straight from the parts; the route id is set per replica below.
+    let end_stream = http_body::Body::is_end_stream(&body);
+    let frame = match encode_request(&parts, &params, end_stream, client, &request_id) {
+        Ok(f) => f,
+        Err(why) => {
+            return error_response(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                why,
+                &request_id,
+            )
+        }
+    };
+    drop(params);
+
     // A replica with room, waiting a bounded time for one when all are full.
     let deadline = tokio::time::Instant::now() + shared.config.queue_timeout;
-    let (conn, route_id) = loop {
+    let (conn, open) = loop {
         let notified = target.group.slot_freed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         match reserve_replica(&target.group, &target.key) {
-            Ok(picked) => break picked,
+            Ok((conn, route_id)) => {
+                let mut frame = frame.clone();
+                set_route_id(&mut frame, route_id);
+                match conn.open_stream(frame, end_stream) {
+                    Ok(open) => break (conn, open),
+                    // Started draining since the choice: pick again.
+                    Err(_) => conn.release_slot(),
+                }
+            }
             Err(false) => {
                 return error_response(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -92,91 +114,6 @@ pub async fn proxy(
                     );
                 }
             }
-        }
-    };
-
-    // The REQUEST frame, straight from the parts.
-    let target_bytes = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .as_bytes();
-    let end_stream = http_body::Body::is_end_stream(&body);
-    let mut w = RequestWriter::new(
-        0,
-        end_stream,
-        route_id,
-        parts.method.as_str().as_bytes(),
-        target_bytes,
-        512,
-    );
-    for (name, value) in params.iter() {
-        let decoded: Cow<[u8]> = percent_encoding::percent_decode_str(value).into();
-        w.param(name.as_bytes(), &decoded);
-    }
-    drop(params);
-    w.begin_headers();
-    let fwd = forward::forwarded(
-        &parts.headers,
-        parts.uri.authority().map(|a| a.as_str()),
-        client,
-        &request_id,
-    );
-    let mut too_large = parts.headers.len() > 60000;
-    for (name, value) in parts.headers.iter() {
-        let n = name.as_str();
-        if forward::is_hop_by_hop(n, &parts.headers) || n == forward::X_FORWARDED_FOR {
-            continue;
-        }
-        if value.len() > u16::MAX as usize {
-            too_large = true;
-            break;
-        }
-        w.header(n.as_bytes(), value.as_bytes());
-    }
-    if too_large {
-        conn.release_slot();
-        return error_response(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "a request header is longer than 65535 bytes",
-            &request_id,
-        );
-    }
-    if let Some(h) = &fwd.add_host {
-        w.header(b"host", h.as_bytes());
-    }
-    w.header(
-        forward::X_FORWARDED_FOR.as_bytes(),
-        fwd.for_value.as_bytes(),
-    );
-    if let Some(p) = fwd.proto {
-        w.header(forward::X_FORWARDED_PROTO.as_bytes(), p.as_bytes());
-    }
-    if let Some(h) = &fwd.host {
-        w.header(forward::X_FORWARDED_HOST.as_bytes(), h.as_bytes());
-    }
-    if let Some(id) = &fwd.request_id {
-        w.header(X_REQUEST_ID.as_str().as_bytes(), id.as_bytes());
-    }
-    let frame = w.finish();
-    if frame.len() > vyx_core::limits::MAX_FRAME_SIZE {
-        conn.release_slot();
-        return error_response(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "request head too large",
-            &request_id,
-        );
-    }
-
-    let open = match conn.open_stream(frame, end_stream) {
-        Ok(o) => o,
-        Err(_) => {
-            conn.release_slot();
-            return error_response(
-                StatusCode::BAD_GATEWAY,
-                "worker connection closed",
-                &request_id,
-            );
         }
     };
     let guard = StreamGuard {
@@ -245,6 +182,65 @@ pub async fn proxy(
     resp
 }
 
+/// Encodes the REQUEST (stream id and route id 0, set later): method, raw target, decoded
+/// params, the client's end-to-end headers, and the forwarding headers.
+fn encode_request(
+    parts: &http::request::Parts,
+    params: &matchit::Params<'_, '_>,
+    end_stream: bool,
+    client: SocketAddr,
+    request_id: &HeaderValue,
+) -> Result<BytesMut, &'static str> {
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let method = parts.method.as_str();
+    let mut w = RequestWriter::new(0, end_stream, 0, method.as_bytes(), target.as_bytes(), 512);
+    for (name, value) in params.iter() {
+        let decoded: Cow<[u8]> = percent_encoding::percent_decode_str(value).into();
+        w.param(name.as_bytes(), &decoded);
+    }
+    w.begin_headers();
+    if parts.headers.len() > 60_000 {
+        return Err("too many request headers");
+    }
+    for (name, value) in parts.headers.iter() {
+        let n = name.as_str();
+        if forward::is_hop_by_hop(n, &parts.headers) || n == forward::X_FORWARDED_FOR {
+            continue;
+        }
+        if value.len() > u16::MAX as usize {
+            return Err("a request header is longer than 65535 bytes");
+        }
+        w.header(n.as_bytes(), value.as_bytes());
+    }
+    let fwd = forward::forwarded(
+        &parts.headers,
+        parts.uri.authority().map(|a| a.as_str()),
+        client,
+        request_id,
+    );
+    if let Some(h) = &fwd.add_host {
+        w.header(b"host", h.as_bytes());
+    }
+    w.header(
+        forward::X_FORWARDED_FOR.as_bytes(),
+        fwd.for_value.as_bytes(),
+    );
+    if let Some(p) = fwd.proto {
+        w.header(forward::X_FORWARDED_PROTO.as_bytes(), p.as_bytes());
+    }
+    if let Some(h) = &fwd.host {
+        w.header(forward::X_FORWARDED_HOST.as_bytes(), h.as_bytes());
+    }
+    if let Some(id) = &fwd.request_id {
+        w.header(X_REQUEST_ID.as_str().as_bytes(), id.as_bytes());
+    }
+    let frame = w.finish();
+    if frame.len() > vyx_core::limits::MAX_FRAME_SIZE {
+        return Err("request head too large");
+    }
+    Ok(frame)
+}
+
 fn failure_response(
     conn: &WorkerConn,
     f: Failure,
@@ -267,6 +263,11 @@ fn failure_response(
                 request_id,
             )
         }
+        Failure::Draining => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "worker is draining",
+            request_id,
+        ),
         Failure::ConnectionLost(why) => {
             warn!(worker_id = %conn.worker_id, connection = %conn.connection_id, reason = %why, "worker lost mid-request");
             error_response(

@@ -155,6 +155,12 @@ impl RequestWriter {
     }
 }
 
+/// Sets the route id of an encoded REQUEST: the gateway encodes a request once and names
+/// the route with the id the chosen replica gave it.
+pub fn set_route_id(request: &mut [u8], route_id: u16) {
+    request[HEADER_LEN..HEADER_LEN + 2].copy_from_slice(&route_id.to_be_bytes());
+}
+
 /// Sets the stream id of an encoded frame: the gateway picks the id at the moment it
 /// queues the frame, so that ids reach the socket in increasing order.
 pub fn set_stream_id(frame: &mut [u8], stream_id: u32) {

@@ -101,6 +101,7 @@ pub(crate) async fn run(ws: WsStream, args: RunArgs<'_>) -> ConnEnd {
     let mut reader = Reader {
         conn: conn.clone(),
         highest: 0,
+        gateway_draining: false,
         max_concurrency: args.welcome.max_concurrency as usize,
         max_frame: args.welcome.max_frame_size as usize,
         queue: args.queue,
@@ -215,6 +216,8 @@ pub(crate) async fn run(ws: WsStream, args: RunArgs<'_>) -> ConnEnd {
 struct Reader<'a> {
     conn: Arc<ConnShared>,
     highest: u32,
+    /// The gateway sent DRAIN: it must open no stream after that.
+    gateway_draining: bool,
     max_concurrency: usize,
     max_frame: usize,
     queue: &'a mpsc::UnboundedSender<IncomingRequest>,
@@ -228,6 +231,12 @@ impl Reader<'_> {
             Frame::decode(bytes, self.max_frame).map_err(|e| (e.close_code(), e.to_string()))?;
         match frame {
             Frame::Request(r) => {
+                if self.gateway_draining {
+                    return Err(violation(format!(
+                        "REQUEST (stream {}) after the gateway's DRAIN",
+                        r.stream_id
+                    )));
+                }
                 if r.stream_id <= self.highest {
                     return Err(violation(format!(
                         "REQUEST reuses stream id {} (highest so far {})",
@@ -283,7 +292,23 @@ impl Reader<'_> {
                     return Ok(()); // closed already: a normal race
                 };
                 if entry.shared.request_done.load(Ordering::Acquire) {
-                    return Ok(()); // we reset the request side already
+                    // The request body ended already and the response is still going: a
+                    // stream error (had we reset the stream, it would be gone from the table).
+                    let entry = streams.remove(&d.stream_id).expect("present");
+                    drop(streams);
+                    self.conn.send(Outgoing::Frame(
+                        Reset::new(
+                            d.stream_id,
+                            ResetCode::ProtocolError,
+                            "DATA after END_STREAM",
+                        )
+                        .encode(),
+                    ));
+                    entry.shared.send.fail(StreamError::Reset {
+                        code: ResetCode::ProtocolError,
+                        reason: "gateway sent DATA after END_STREAM".into(),
+                    });
+                    return Ok(());
                 }
                 let left = entry
                     .shared
@@ -334,6 +359,7 @@ impl Reader<'_> {
                 }
             }
             Frame::Drain(d) => {
+                self.gateway_draining = true;
                 info!(reason = %d.reason, deadline_ms = d.deadline_ms, "gateway is draining this connection");
             }
             Frame::Error(e) => {
