@@ -1,17 +1,20 @@
 //! The WebSocket side of a connection, shared by the worker engine and the gateway: the
 //! settings both use, and the writer task that owns a socket's write half.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use futures_util::stream::SplitSink;
 use futures_util::{Sink, SinkExt};
 use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::debug;
 
 use crate::error::CloseCode;
-use crate::limits::MAX_FRAME_SIZE;
+use crate::limits::{HEARTBEAT_MISSES, MAX_FRAME_SIZE};
 
 /// What a writer task puts on the socket.
 #[derive(Debug)]
@@ -79,4 +82,50 @@ pub fn truncate_reason(reason: &str) -> &str {
         end -= 1;
     }
     &reason[..end]
+}
+
+/// The heartbeat rule of both sides: ping every interval; a peer from which nothing at all
+/// arrived for [`HEARTBEAT_MISSES`] intervals is dead.
+pub struct Heartbeat {
+    interval: Duration,
+    ticker: tokio::time::Interval,
+    last_recv: Instant,
+}
+
+impl Heartbeat {
+    pub fn new(interval: Duration) -> Heartbeat {
+        let interval = interval.max(Duration::from_millis(1));
+        let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Heartbeat {
+            interval,
+            ticker,
+            last_recv: Instant::now(),
+        }
+    }
+
+    /// Anything arrived from the peer (a frame, a ping, a pong).
+    pub fn received(&mut self) {
+        self.last_recv = Instant::now();
+    }
+
+    /// Waits for the next tick: `Ok` when it is time to ping, `Err(silence)` when the peer
+    /// has been silent too long.
+    pub async fn tick(&mut self) -> Result<(), Duration> {
+        self.ticker.tick().await;
+        let silence = self.last_recv.elapsed();
+        if silence > self.interval * HEARTBEAT_MISSES {
+            Err(silence)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Sleeps until `deadline`, or forever when there is none (for `select!` arms).
+pub async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
 }

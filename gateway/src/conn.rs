@@ -11,15 +11,15 @@ use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use tokio::sync::{mpsc, oneshot, Notify};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, info, warn};
 use vyx_core::error::{CloseCode, ResetCode};
 use vyx_core::flow::SendWindow;
 use vyx_core::frame::{self, Frame, HeaderList, Reset};
 use vyx_core::handshake::{self, Drain, ErrorMessage, HandshakeError, RouteSpec, Welcome};
-use vyx_core::limits::{HEARTBEAT_MISSES, MAX_FRAME_SIZE};
-use vyx_core::transport::{write_loop, Outgoing};
+use vyx_core::limits::MAX_FRAME_SIZE;
+use vyx_core::transport::{sleep_until_opt, write_loop, Heartbeat, Outgoing};
 
 use crate::auth::Admission;
 use crate::registry::WorkerGroup;
@@ -408,21 +408,12 @@ async fn read_loop<S>(
 where
     S: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
 {
-    let heartbeat = shared.config.heartbeat;
-    let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_recv = Instant::now();
+    let mut heartbeat = Heartbeat::new(shared.config.heartbeat);
     let mut drain_deadline: Option<Instant> = None;
     loop {
-        let deadline = async {
-            match drain_deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             msg = stream.next() => {
-                last_recv = Instant::now();
+                heartbeat.received();
                 match msg {
                     Some(Ok(Message::Binary(b))) => {
                         match on_frame(conn, group, shared, b) {
@@ -461,14 +452,14 @@ where
                     None => return "connection lost: socket closed without a close frame".into(),
                 }
             }
-            _ = ticker.tick() => {
-                if last_recv.elapsed() > heartbeat * HEARTBEAT_MISSES {
+            tick = heartbeat.tick() => {
+                if let Err(silence) = tick {
                     conn.send(Outgoing::Close(CloseCode::HeartbeatTimeout, "no frame or pong from the worker".into()));
-                    return format!("{}: worker silent for {:?}", CloseCode::HeartbeatTimeout, last_recv.elapsed());
+                    return format!("{}: worker silent for {silence:?}", CloseCode::HeartbeatTimeout);
                 }
                 conn.send(Outgoing::Ping);
             }
-            _ = deadline => {
+            _ = sleep_until_opt(drain_deadline) => {
                 let open = conn.in_flight.load(Ordering::Acquire);
                 conn.send(Outgoing::Close(CloseCode::DrainTimeout, format!("{open} streams still open at the drain deadline")));
                 return format!("{}: {open} streams open at the deadline", CloseCode::DrainTimeout);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, info, warn};
 
@@ -21,9 +21,8 @@ use super::{ConnectionState, WsStream};
 use crate::error::{CloseCode, ResetCode};
 use crate::frame::{Frame, Reset};
 use crate::handshake::{Drain, Welcome};
-use crate::limits::HEARTBEAT_MISSES;
-use crate::transport::write_loop;
 pub(crate) use crate::transport::Outgoing;
+use crate::transport::{sleep_until_opt, write_loop, Heartbeat};
 
 /// What the connection's streams share with it.
 pub(crate) struct ConnShared {
@@ -107,10 +106,7 @@ pub(crate) async fn run(ws: WsStream, args: RunArgs<'_>) -> ConnEnd {
         queue: args.queue,
     };
 
-    let heartbeat = Duration::from_millis(args.welcome.heartbeat_ms.max(1) as u64);
-    let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_recv = Instant::now();
+    let mut heartbeat = Heartbeat::new(Duration::from_millis(args.welcome.heartbeat_ms as u64));
     let mut drain_deadline: Option<Instant> = None;
     // A drain asked for before this connection existed applies to it at once.
     let mut stop_pending = args.stop.borrow().is_some();
@@ -134,15 +130,9 @@ pub(crate) async fn run(ws: WsStream, args: RunArgs<'_>) -> ConnEnd {
                 .encode(),
             ));
         }
-        let deadline_sleep = async {
-            match drain_deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             msg = stream.next() => {
-                last_recv = Instant::now();
+                heartbeat.received();
                 match msg {
                     Some(Ok(Message::Binary(bytes))) => {
                         if let Err((code, why)) = reader.on_frame(bytes) {
@@ -175,14 +165,14 @@ pub(crate) async fn run(ws: WsStream, args: RunArgs<'_>) -> ConnEnd {
                     None => break ConnEnd::Lost("socket closed without a close frame".into()),
                 }
             }
-            _ = ticker.tick() => {
-                if last_recv.elapsed() > heartbeat * HEARTBEAT_MISSES {
+            tick = heartbeat.tick() => {
+                if tick.is_err() {
                     conn.send(Outgoing::Close(CloseCode::HeartbeatTimeout, "no frame or pong from the gateway".into()));
                     break ConnEnd::HeartbeatTimeout;
                 }
                 conn.send(Outgoing::Ping);
             }
-            _ = deadline_sleep => {
+            _ = sleep_until_opt(drain_deadline) => {
                 let open = conn.streams.lock().unwrap().len();
                 warn!(open, "drain deadline passed with streams still open");
                 conn.send(Outgoing::Close(CloseCode::DrainTimeout, format!("{open} streams still open at the drain deadline")));
