@@ -100,7 +100,7 @@ impl Default for Backoff {
 
 /// 64 bits that differ between processes and calls, without a dependency: std's
 /// `RandomState` is seeded from the OS per process, and the time separates calls.
-fn random_seed() -> u64 {
+pub fn random_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(

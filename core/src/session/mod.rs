@@ -133,11 +133,12 @@ impl WorkerConfig {
 fn default_instance() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_default();
     let pid = std::process::id();
-    let nonce = crate::backoff::Backoff::new().next_delay_ms(); // any process-unique bits
+    // Tells two processes apart even when the pid is reused (containers often have pid 1).
+    let nonce = crate::backoff::SplitMix64::new(crate::backoff::random_seed()).next_u64() as u32;
     if host.is_empty() {
-        format!("{pid}-{nonce:x}")
+        format!("{pid}-{nonce:08x}")
     } else {
-        format!("{host}-{pid}-{nonce:x}")
+        format!("{host}-{pid}-{nonce:08x}")
     }
 }
 

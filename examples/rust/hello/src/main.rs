@@ -32,6 +32,7 @@ async fn echo(req: Request) -> Response {
 async fn main() -> Result<(), vyx::Error> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
 
     let env = |key: &str, default: &str| std::env::var(key).unwrap_or_else(|_| default.into());
