@@ -458,3 +458,66 @@ async fn gateway_shutdown_drains_in_flight_requests_and_workers_come_back() {
     assert_eq!(get(&client(), &gw.url("/hello/again")).await.0, 200);
     w.stop().await.unwrap();
 }
+
+/// Tokens per worker id, as a configured gateway checks them (the file format comes later).
+struct Tokens(HashMap<&'static str, &'static str>);
+
+impl vyx_gateway::auth::Authenticator for Tokens {
+    fn admit(
+        &self,
+        worker_id: &str,
+        token: Option<&str>,
+    ) -> Result<vyx_gateway::auth::Admission, vyx_gateway::auth::Rejection> {
+        use vyx_gateway::auth::{Admission, Rejection};
+        let expected = self
+            .0
+            .get(worker_id)
+            .ok_or_else(|| Rejection::UnknownWorker(worker_id.into()))?;
+        match token {
+            None => Err(Rejection::MissingToken),
+            Some(t) if t == *expected => Ok(Admission::default()),
+            Some(_) => Err(Rejection::WrongToken(worker_id.into())),
+        }
+    }
+}
+
+#[tokio::test]
+async fn credentials_are_checked_before_the_upgrade_and_named_in_the_worker_error() {
+    let gw = TestGateway::start_with(|c| {
+        c.dev_mode = false;
+        c.auth = Arc::new(Tokens(HashMap::from([("rust:secure", "s3cret")])));
+    })
+    .await;
+    let attempt = |token: Option<&'static str>| {
+        let mut b = vyx::Worker::builder()
+            .connect(format!("ws://{}", gw.addr))
+            .id("rust:secure")
+            .handle_signals(false)
+            .get("/secure", |_req: Request| async { "ok" });
+        if let Some(t) = token {
+            b = b.token(t);
+        }
+        b.build().unwrap()
+    };
+    for (token, status, words) in [
+        (Some("wrong"), "403", "invalid token"),
+        (None, "401", "missing credentials"),
+    ] {
+        let err = tokio::time::timeout(WAIT, attempt(token).start())
+            .await
+            .expect("refused at once, not retried")
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(status) && text.contains(words), "{text}");
+    }
+    let ok = attempt(Some("s3cret"));
+    let runner = ok.clone();
+    let task = tokio::spawn(async move { runner.start().await });
+    wait_for_workers(gw.addr, "rust:secure", 1).await;
+    assert_eq!(
+        get(&client(), &gw.url("/secure")).await,
+        (200, Bytes::from("ok"))
+    );
+    ok.stop();
+    task.await.unwrap().unwrap();
+}

@@ -58,13 +58,17 @@ impl Gateway {
 
     /// Accepts a worker and welcomes it.
     async fn welcome(&self) -> (Conn, Hello) {
+        self.welcome_with_heartbeat(5000).await
+    }
+
+    async fn welcome_with_heartbeat(&self, heartbeat_ms: u32) -> (Conn, Hello) {
         let (mut conn, hello) = self.accept().await;
         conn.send(
             Frame::Welcome(Welcome {
                 protocol: PROTOCOL_VERSION,
                 gateway: "fake/0".into(),
                 connection_id: "c-1".into(),
-                heartbeat_ms: 5000,
+                heartbeat_ms,
                 initial_window: WINDOW,
                 max_frame_size: 1024 * 1024,
                 max_concurrency: hello.max_concurrency,
@@ -543,4 +547,32 @@ async fn dropping_start_drains_the_connection() {
     .unwrap();
     running.abort();
     assert!(matches!(conn.recv().await, Frame::Drain(_)));
+}
+
+#[tokio::test]
+async fn a_silent_gateway_is_noticed_and_the_worker_reconnects() {
+    let (gw, url) = Gateway::bind().await;
+    let w = worker(&url, Arc::default());
+    let running = tokio::spawn({
+        let w = w.clone();
+        async move { w.start().await }
+    });
+    // Welcomed, then the gateway freezes: it holds the socket but never reads or pings, so
+    // no pong answers the worker's pings.
+    let (_frozen, _) = gw.welcome_with_heartbeat(100).await;
+    let mut state = w.state();
+    let reconnecting =
+        timeout(state.wait_for(|s| matches!(s, ConnectionState::Reconnecting { .. })))
+            .await
+            .unwrap()
+            .clone();
+    let ConnectionState::Reconnecting { cause, .. } = reconnecting else {
+        unreachable!()
+    };
+    assert!(cause.contains("heartbeat"), "{cause}");
+    // The worker dials again by itself.
+    let (_conn, hello) = gw.welcome().await;
+    assert_eq!(hello.worker_id, w.id());
+    w.stop();
+    timeout(running).await.unwrap().unwrap();
 }
