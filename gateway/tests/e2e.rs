@@ -521,3 +521,26 @@ async fn credentials_are_checked_before_the_upgrade_and_named_in_the_worker_erro
     ok.stop();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn http2_clients_are_served_and_the_authority_becomes_host() {
+    let gw = TestGateway::start().await;
+    let w = TestWorker::start(gw.addr, "rust:e2e", "a").await;
+    let h2: hyper_util::client::legacy::Client<_, http_body_util::Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let (status, _, body) = send(&h2, "POST", &gw.url("/inspect/h2?x=1"), &[], "hi").await;
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    let host: Vec<&str> = v["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h[0] == "host")
+        .map(|h| h[1].as_str().unwrap())
+        .collect();
+    assert_eq!(host, vec![gw.addr.to_string()]);
+    assert_eq!(v["len"], 2);
+    w.stop().await.unwrap();
+}
