@@ -177,28 +177,16 @@ async fn slow_handshake_is_closed_with_4007() {
     let ws = raw_upgrade(gw.addr, "raw:slow").await;
     let mut w = RawWorker {
         ws,
-        welcome: dummy_welcome(),
+        welcome: unset_welcome(),
     };
     assert_eq!(w.close_code().await, 4007);
-}
-
-fn dummy_welcome() -> vyx_core::handshake::Welcome {
-    vyx_core::handshake::Welcome {
-        protocol: 0,
-        gateway: String::new(),
-        connection_id: String::new(),
-        heartbeat_ms: 0,
-        initial_window: 0,
-        max_frame_size: 0,
-        max_concurrency: 0,
-    }
 }
 
 async fn hello_and_close_code(gw: &TestGateway, id: &str, hello: Hello) -> u16 {
     let ws = raw_upgrade(gw.addr, id).await;
     let mut w = RawWorker {
         ws,
-        welcome: dummy_welcome(),
+        welcome: unset_welcome(),
     };
     w.send(Frame::Hello(hello)).await;
     w.close_code().await

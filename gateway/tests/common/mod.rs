@@ -207,6 +207,19 @@ pub async fn raw_upgrade(addr: SocketAddr, worker_id: &str) -> Ws {
     ws
 }
 
+/// A placeholder until the gateway's WELCOME arrives (or for a worker that never gets one).
+pub fn unset_welcome() -> Welcome {
+    Welcome {
+        protocol: 0,
+        gateway: String::new(),
+        connection_id: String::new(),
+        heartbeat_ms: 0,
+        initial_window: 0,
+        max_frame_size: 0,
+        max_concurrency: 0,
+    }
+}
+
 impl RawWorker {
     pub async fn connect(addr: SocketAddr, worker_id: &str, routes: Vec<RouteSpec>) -> RawWorker {
         let mut ws = raw_upgrade(addr, worker_id).await;
@@ -222,15 +235,7 @@ impl RawWorker {
         ws.send(Message::Binary(hello.encode())).await.unwrap();
         let mut w = RawWorker {
             ws,
-            welcome: Welcome {
-                protocol: 0,
-                gateway: String::new(),
-                connection_id: String::new(),
-                heartbeat_ms: 0,
-                initial_window: 0,
-                max_frame_size: 0,
-                max_concurrency: 0,
-            },
+            welcome: unset_welcome(),
         };
         match w.next_frame().await {
             Frame::Welcome(welcome) => w.welcome = welcome,
