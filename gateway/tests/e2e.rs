@@ -326,7 +326,7 @@ async fn replicas_share_the_load() {
     let tasks: Vec<_> = (0..40)
         .map(|_| {
             let c = c.clone();
-            let url = gw.url("/wait/100");
+            let url = gw.url("/wait/500");
             tokio::spawn(async move { get(&c, &url).await })
         })
         .collect();
