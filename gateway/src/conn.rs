@@ -81,6 +81,10 @@ pub struct WorkerConn {
     pub max_concurrency: usize,
     pub initial_window: u32,
     pub routes: ArcSwap<ConnRoutes>,
+    /// Every route id this connection has declared: an id keeps its route for the
+    /// connection's life, so a REQUEST racing a ROUTES update never means another route.
+    route_ids: Mutex<HashMap<u16, RouteKey>>,
+    admission: Admission,
     /// Streams open or reserved on this connection.
     pub in_flight: AtomicUsize,
     pub draining: AtomicBool,
@@ -350,6 +354,13 @@ pub async fn serve<S>(
         max_concurrency: max_concurrency as usize,
         initial_window: shared.config.initial_window,
         routes: ArcSwap::from_pointee(conn_routes(&hello.routes)),
+        route_ids: Mutex::new(
+            conn_routes(&hello.routes)
+                .into_iter()
+                .map(|(k, id)| (id, k))
+                .collect(),
+        ),
+        admission,
         in_flight: AtomicUsize::new(0),
         draining: AtomicBool::new(false),
         closed: AtomicBool::new(false),
@@ -608,11 +619,27 @@ fn on_frame(
         }
         Frame::Routes(r) => {
             drop(table);
-            handshake::validate_routes(&r.routes).map_err(|e| (e.code, e.message))?;
+            let refused = |e: HandshakeError| (e.code, e.message);
+            handshake::validate_routes(&r.routes).map_err(refused)?;
+            check_allowed(&r.routes, &conn.admission).map_err(refused)?;
+            let routes = conn_routes(&r.routes);
+            let mut ids = conn.route_ids.lock().unwrap();
+            for (key, id) in &routes {
+                if ids.get(id).is_some_and(|k| k != key) {
+                    return Err((
+                        CloseCode::BadHello,
+                        format!(
+                            "ROUTES reuses route id {id} for {key}; it named {} before",
+                            ids[id]
+                        ),
+                    ));
+                }
+            }
             shared
                 .registry
-                .update_routes(conn, group, conn_routes(&r.routes))
-                .map_err(|e| (e.code, e.message))?;
+                .update_routes(conn, group, routes.clone())
+                .map_err(refused)?;
+            ids.extend(routes.into_iter().map(|(k, id)| (id, k)));
             info!(worker_id = %conn.worker_id, connection = %conn.connection_id, routes = r.routes.len(), "routes updated");
         }
         Frame::Error(e) => {

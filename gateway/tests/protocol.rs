@@ -443,3 +443,50 @@ async fn a_silent_worker_is_dropped_after_missed_heartbeats() {
     let (status, _) = get(&client(), &gw.url("/silent")).await;
     assert_eq!(status, 503);
 }
+
+#[tokio::test]
+async fn routes_updates_swap_the_table_and_keep_ids_stable() {
+    use vyx_core::handshake::Routes;
+    let gw = TestGateway::start().await;
+    let _other = RawWorker::connect(gw.addr, "raw:other", vec![route(0, "GET", "/other")]).await;
+    let mut w = RawWorker::connect(gw.addr, "raw:dyn", vec![route(0, "GET", "/one")]).await;
+    let c = client();
+    w.send(Frame::Routes(Routes {
+        routes: vec![route(1, "GET", "/two")],
+    }))
+    .await;
+    // The new route is served (after the update is applied), the old one is gone.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let url = gw.url("/two");
+    let c2 = c.clone();
+    let req = tokio::spawn(async move {
+        loop {
+            let (status, body) = get(&c2, &url).await;
+            if status != 404 || tokio::time::Instant::now() > deadline {
+                return (status, body);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let Frame::Request(r) = w.next_frame().await else {
+        panic!("expected REQUEST")
+    };
+    assert_eq!(r.route_id, 1);
+    w.send(respond(r.stream_id, 200, false)).await;
+    w.send(data(r.stream_id, b"two", true)).await;
+    assert_eq!(req.await.unwrap(), (200, Bytes::from("two")));
+    assert_eq!(get(&c, &gw.url("/one")).await.0, 404);
+
+    // Claiming another worker's route: 4003. Reusing id 1 for another route: 4001.
+    w.send(Frame::Routes(Routes {
+        routes: vec![route(2, "GET", "/other")],
+    }))
+    .await;
+    assert_eq!(w.close_code().await, 4003);
+    let mut w = RawWorker::connect(gw.addr, "raw:dyn", vec![route(1, "GET", "/two")]).await;
+    w.send(Frame::Routes(Routes {
+        routes: vec![route(1, "GET", "/three")],
+    }))
+    .await;
+    assert_eq!(w.close_code().await, 4001);
+}

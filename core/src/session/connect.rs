@@ -15,7 +15,8 @@ use crate::handshake::{
     Hello, Welcome, PROTOCOL_VERSION, REGISTER_PATH, SUBPROTOCOL, WORKER_ID_HEADER,
 };
 use crate::limits::{HANDSHAKE_TIMEOUT, MAX_FRAME_SIZE};
-use crate::transport::websocket_config;
+use crate::transport::{truncate_reason, websocket_config};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 /// Why a connection attempt failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -149,7 +150,19 @@ pub(crate) async fn connect(cfg: &WorkerConfig) -> Result<(WsStream, Welcome), C
         match msg {
             Message::Binary(b) => match Frame::decode(b, MAX_FRAME_SIZE) {
                 Ok(Frame::Welcome(w)) => {
-                    check_welcome(&w, cfg.max_concurrency)?;
+                    if let Err(e) = check_welcome(&w, cfg.max_concurrency) {
+                        let code = match &e {
+                            ConnectError::Refused { code, .. } => *code,
+                            _ => CloseCode::ProtocolViolation,
+                        };
+                        let _ = ws
+                            .close(Some(CloseFrame {
+                                code: (code as u16).into(),
+                                reason: truncate_reason(&e.to_string()).into(),
+                            }))
+                            .await;
+                        return Err(e);
+                    }
                     return Ok((ws, w));
                 }
                 Ok(Frame::Error(e)) => error_message = Some(e),
