@@ -58,6 +58,19 @@ impl<E: Clone> SendWindow<E> {
         self.state.lock().unwrap().failed.clone()
     }
 
+    /// Waits until the stream has failed, and returns why.
+    pub async fn failed(&self) -> E {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(e) = self.failure() {
+                return e;
+            }
+            notified.await;
+        }
+    }
+
     /// Waits until there is credit, then takes up to `want` bytes of it (at least 1).
     /// Taking what is there rather than waiting for all of `want` means no window size can
     /// deadlock a sender.

@@ -544,3 +544,42 @@ async fn http2_clients_are_served_and_the_authority_becomes_host() {
     assert_eq!(v["len"], 2);
     w.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_handler_whose_client_is_gone_is_cancelled() {
+    let gw = TestGateway::start_with(|c| c.request_timeout = Duration::from_millis(200)).await;
+    let (dropped_tx, mut dropped_rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
+    struct Guard(tokio::sync::mpsc::UnboundedSender<bool>, bool);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.send(self.1);
+        }
+    }
+    let worker = vyx::Worker::builder()
+        .connect(format!("ws://{}", gw.addr))
+        .id("rust:hang")
+        .handle_signals(false)
+        .get("/hang", move |_req: Request| {
+            let tx = dropped_tx.clone();
+            async move {
+                let mut guard = Guard(tx, false);
+                tokio::time::sleep(Duration::from_secs(600)).await;
+                guard.1 = true; // completed: never reached when cancelled
+                "late"
+            }
+        })
+        .build()
+        .unwrap();
+    let runner = worker.clone();
+    let task = tokio::spawn(async move { runner.start().await });
+    wait_for_workers(gw.addr, "rust:hang", 1).await;
+    let (status, _) = get(&client(), &gw.url("/hang")).await;
+    assert_eq!(status, 504);
+    let completed = tokio::time::timeout(WAIT, dropped_rx.recv())
+        .await
+        .expect("handler cancelled after the gateway reset the stream")
+        .unwrap();
+    assert!(!completed);
+    worker.stop();
+    task.await.unwrap().unwrap();
+}

@@ -494,10 +494,13 @@ async fn routes_updates_swap_the_table_and_keep_ids_stable() {
 #[tokio::test]
 async fn random_frames_only_ever_close_their_own_connection() {
     let gw = TestGateway::start().await;
-    let _good = serve_ok(RawWorker::connect(gw.addr, "raw:good", vec![route(0, "GET", "/good")]).await);
+    let _good =
+        serve_ok(RawWorker::connect(gw.addr, "raw:good", vec![route(0, "GET", "/good")]).await);
     let c = client();
     let mut rng = vyx_core::backoff::SplitMix64::new(0x5eed);
-    let types = [0x00u8, 0x01, 0x02, 0x03, 0x08, 0x10, 0x11, 0x12, 0x13, 0x14, 0x04, 0xff];
+    let types = [
+        0x00u8, 0x01, 0x02, 0x03, 0x08, 0x10, 0x11, 0x12, 0x13, 0x14, 0x04, 0xff,
+    ];
     for i in 0..60 {
         let mut bad = RawWorker::connect(gw.addr, "raw:fuzz", vec![route(0, "GET", "/fuzz")]).await;
         let len = (rng.next_u64() % 48) as usize;
@@ -510,7 +513,10 @@ async fn random_frames_only_ever_close_their_own_connection() {
         }
         bad.send_raw(msg.clone()).await;
         let code = bad.close_code().await;
-        assert!((4000..=4011).contains(&code), "case {i} {msg:02x?}: close code {code}");
+        assert!(
+            (4000..=4011).contains(&code),
+            "case {i} {msg:02x?}: close code {code}"
+        );
         let (status, body) = get(&c, &gw.url("/good")).await;
         assert_eq!((status, &body[..]), (200, &b"ok"[..]), "case {i}");
     }

@@ -64,17 +64,23 @@ pub(crate) async fn serve(req: IncomingRequest, routes: Arc<[Route]>) {
     let span = info_span!("request", method = %request.method(), route = %route.path, stream);
     let handler = &route.handler;
     async move {
-        let res = match AssertUnwindSafe(async move { handler(request).await })
-            .catch_unwind()
-            .await
-        {
-            Ok(res) => res,
-            Err(panic) => {
-                error!(
-                    panic = panic_message(&*panic),
-                    "handler panicked; answering 500"
-                );
-                internal_error()
+        let handled = AssertUnwindSafe(async move { handler(request).await }).catch_unwind();
+        // A client that went away (or a gateway timeout) cancels the handler: nobody would
+        // receive its answer.
+        let res = tokio::select! {
+            res = handled => match res {
+                Ok(res) => res,
+                Err(panic) => {
+                    error!(
+                        panic = panic_message(&*panic),
+                        "handler panicked; answering 500"
+                    );
+                    internal_error()
+                }
+            },
+            why = response.closed() => {
+                debug!(reason = %why, "stream closed before the handler finished; handler cancelled");
+                return;
             }
         };
         send_response(response, res, head_only).await;

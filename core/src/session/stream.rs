@@ -250,6 +250,13 @@ impl ResponseSender {
         self.shared.id
     }
 
+    /// Resolves when the stream can no longer carry a response: the gateway reset it (the
+    /// client went away, a timeout) or the connection was lost. A host can race its handler
+    /// against this to stop work nobody will receive, as `oneshot::Sender::closed` does.
+    pub async fn closed(&self) -> StreamError {
+        self.shared.send.failed().await
+    }
+
     /// Whether the head has been sent.
     pub fn head_sent(&self) -> bool {
         self.phase != SendPhase::Head
