@@ -70,6 +70,12 @@ pub fn register(
             format!("missing WebSocket subprotocol {SUBPROTOCOL:?} in Sec-WebSocket-Protocol"),
         );
     }
+    if req.headers().get_all(WORKER_ID_HEADER).iter().count() > 1 {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "X-Vyx-Worker-Id given more than once".into(),
+        );
+    }
     let worker_id = match req.headers().get(WORKER_ID_HEADER).map(|v| v.to_str()) {
         Some(Ok(id)) if is_worker_id(id) => id.to_string(),
         Some(_) => {

@@ -115,6 +115,12 @@ impl TestWorker {
                     format!("{done} by {tag}")
                 }
             })
+            .get("/bighead", |_req: Request| async move {
+                let big = vyx::HeaderValue::from_str(&"h".repeat(600_000)).unwrap();
+                Response::text("never sent")
+                    .with_header("x-big-1", big.clone())
+                    .with_header("x-big-2", big)
+            })
             .get("/panic", |_req: Request| async move {
                 if true {
                     panic!("handler failure on purpose");
@@ -582,4 +588,22 @@ async fn a_handler_whose_client_is_gone_is_cancelled() {
     assert!(!completed);
     worker.stop();
     task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_response_head_too_big_for_a_frame_is_a_500_and_the_connection_survives() {
+    let gw = TestGateway::start().await;
+    let w = TestWorker::start(gw.addr, "rust:e2e", "a").await;
+    let c = client();
+    let connection = |body: Bytes| -> String {
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        v[0]["connection_id"].as_str().unwrap().to_string()
+    };
+    let before = connection(get(&c, &gw.url("/_vyx/workers")).await.1);
+    let (status, _) = get(&c, &gw.url("/bighead")).await;
+    assert_eq!(status, 500);
+    assert_eq!(get(&c, &gw.url("/hello/after")).await.0, 200);
+    let after = connection(get(&c, &gw.url("/_vyx/workers")).await.1);
+    assert_eq!(before, after, "same worker connection");
+    w.stop().await.unwrap();
 }

@@ -303,7 +303,15 @@ impl ResponseSender {
             status,
             headers,
         };
-        self.conn.send(Outgoing::Frame(frame.encode()));
+        let encoded = frame.encode();
+        if encoded.len() > crate::limits::MAX_FRAME_SIZE {
+            return Err(StreamError::InvalidHead(format!(
+                "response head of {} bytes exceeds the {}-byte frame limit",
+                encoded.len(),
+                crate::limits::MAX_FRAME_SIZE
+            )));
+        }
+        self.conn.send(Outgoing::Frame(encoded));
         if end_stream {
             self.finish();
         } else {

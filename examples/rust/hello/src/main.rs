@@ -6,8 +6,8 @@
 //! curl localhost:9000/hello/ada  # {"hello":"ada","lang":"rust"}
 //! ```
 //!
-//! Settings come from VYX_CONNECT, VYX_WORKER_ID and VYX_TOKEN (the gateway sets them for
-//! workers it starts from vyx.yaml); RUST_LOG sets the log level.
+//! Settings come from VYX_CONNECT, VYX_WORKER_ID and VYX_TOKEN, so the same binary runs
+//! anywhere without a code change; RUST_LOG sets the log level.
 
 use tracing_subscriber::EnvFilter;
 use vyx::header::CONTENT_TYPE;
