@@ -350,6 +350,7 @@ pub struct WorkerBuilder {
     instance: Option<String>,
     labels: BTreeMap<String, String>,
     connect_timeout: Option<Duration>,
+    tls_ca_file: Option<std::path::PathBuf>,
     drain_timeout: Duration,
     handle_signals: bool,
     on_state: Option<StateCallback>,
@@ -373,6 +374,7 @@ impl WorkerBuilder {
             instance: None,
             labels: BTreeMap::new(),
             connect_timeout: None,
+            tls_ca_file: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             handle_signals: true,
             on_state: None,
@@ -424,6 +426,13 @@ impl WorkerBuilder {
     /// How long one dial (TCP, TLS, upgrade) may take; default 10 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// A PEM file of extra CAs to trust for `wss://` (a gateway behind a private CA); else
+    /// `VYX_CA_FILE`. The public web roots are always trusted.
+    pub fn tls_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.tls_ca_file = Some(path.into());
         self
     }
 
@@ -588,6 +597,7 @@ impl WorkerBuilder {
             self.id.unwrap_or_default(),
         );
         config.token = self.token;
+        config.tls_ca_file = self.tls_ca_file;
         config.apply_env_defaults();
         config.sdk = SDK.to_owned();
         if let Some(n) = self.max_concurrency {

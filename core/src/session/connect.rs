@@ -60,7 +60,10 @@ pub fn registration_url(connect: &str) -> String {
     }
 }
 
-pub(crate) async fn connect(cfg: &WorkerConfig) -> Result<(WsStream, Welcome), ConnectError> {
+pub(crate) async fn connect(
+    cfg: &WorkerConfig,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+) -> Result<(WsStream, Welcome), ConnectError> {
     let url = registration_url(&cfg.connect);
     let mut req = url
         .as_str()
@@ -85,8 +88,12 @@ pub(crate) async fn connect(cfg: &WorkerConfig) -> Result<(WsStream, Welcome), C
         headers.insert("authorization", value);
     }
 
-    let dial =
-        tokio_tungstenite::connect_async_tls_with_config(req, Some(websocket_config()), true, None);
+    let dial = tokio_tungstenite::connect_async_tls_with_config(
+        req,
+        Some(websocket_config()),
+        true,
+        tls.map(tokio_tungstenite::Connector::Rustls),
+    );
     let (mut ws, _resp) = match tokio::time::timeout(cfg.connect_timeout, dial).await {
         Err(_) => {
             return Err(ConnectError::Transient(format!(

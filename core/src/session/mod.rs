@@ -27,6 +27,7 @@
 mod connect;
 mod connection;
 mod stream;
+mod tls;
 
 pub use connect::{registration_url, ConnectError};
 pub use stream::{IncomingRequest, RequestBody, ResponseSender, StreamError};
@@ -52,6 +53,8 @@ pub(crate) type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub const ENV_CONNECT: &str = "VYX_CONNECT";
 pub const ENV_WORKER_ID: &str = "VYX_WORKER_ID";
 pub const ENV_TOKEN: &str = "VYX_TOKEN";
+/// A PEM file of extra CAs to trust for `wss://` (a gateway behind a private CA).
+pub const ENV_CA_FILE: &str = "VYX_CA_FILE";
 
 /// Everything the engine needs to register a worker.
 #[derive(Debug, Clone)]
@@ -69,6 +72,8 @@ pub struct WorkerConfig {
     pub routes: Vec<RouteSpec>,
     pub labels: BTreeMap<String, String>,
     pub connect_timeout: Duration,
+    /// Extra CAs (PEM) trusted for `wss://`, besides the public web roots.
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl WorkerConfig {
@@ -83,11 +88,12 @@ impl WorkerConfig {
             routes: Vec::new(),
             labels: BTreeMap::new(),
             connect_timeout: connect::DEFAULT_CONNECT_TIMEOUT,
+            tls_ca_file: None,
         }
     }
 
     /// Fills `connect`, `worker_id` and `token` from `VYX_CONNECT`, `VYX_WORKER_ID` and
-    /// `VYX_TOKEN` where they are empty.
+    /// `VYX_TOKEN` where they are empty, and `tls_ca_file` from `VYX_CA_FILE`.
     pub fn apply_env_defaults(&mut self) {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         if self.connect.is_empty() {
@@ -98,6 +104,9 @@ impl WorkerConfig {
         }
         if self.token.is_none() {
             self.token = env(ENV_TOKEN);
+        }
+        if self.tls_ca_file.is_none() {
+            self.tls_ca_file = env(ENV_CA_FILE).map(Into::into);
         }
     }
 
@@ -193,12 +202,17 @@ impl Engine {
     /// inside a tokio runtime.
     pub fn start(config: WorkerConfig) -> Result<Engine, EngineError> {
         config.validate()?;
+        let tls = if config.connect.starts_with("wss://") {
+            Some(tls::client_config(config.tls_ca_file.as_deref())?)
+        } else {
+            None
+        };
         let (queue_tx, queue_rx) = mpsc::unbounded_channel();
         let (state_tx, state_rx) = watch::channel(ConnectionState::Connecting);
         let (stop_tx, stop_rx) = watch::channel(None);
         let (result_tx, result_rx) = watch::channel(None);
         tokio::spawn(async move {
-            let result = supervise(config, queue_tx, &state_tx, stop_rx).await;
+            let result = supervise(config, tls, queue_tx, &state_tx, stop_rx).await;
             let _ = state_tx.send(match &result {
                 Ok(()) => ConnectionState::Stopped,
                 Err(e) => ConnectionState::Failed {
@@ -265,6 +279,7 @@ impl Engine {
 
 async fn supervise(
     cfg: WorkerConfig,
+    tls: Option<Arc<rustls::ClientConfig>>,
     queue: mpsc::UnboundedSender<IncomingRequest>,
     state: &watch::Sender<ConnectionState>,
     mut stop: watch::Receiver<Option<Duration>>,
@@ -276,7 +291,7 @@ async fn supervise(
             return Ok(());
         }
         let attempt = tokio::select! {
-            r = connect::connect(&cfg) => r,
+            r = connect::connect(&cfg, tls.clone()) => r,
             _ = stop.wait_for(Option::is_some) => return Ok(()),
         };
         let cause = match attempt {
