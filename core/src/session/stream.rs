@@ -106,23 +106,6 @@ impl std::fmt::Debug for IncomingRequest {
     }
 }
 
-impl IncomingRequest {
-    /// The path without its query.
-    pub fn path(&self) -> &[u8] {
-        let t = &self.target[..];
-        match t.iter().position(|&b| b == b'?') {
-            Some(i) => &t[..i],
-            None => t,
-        }
-    }
-
-    /// The raw query (without '?'), if any.
-    pub fn query(&self) -> Option<&[u8]> {
-        let t = &self.target[..];
-        t.iter().position(|&b| b == b'?').map(|i| &t[i + 1..])
-    }
-}
-
 /// The request body as a stream of chunks. Reading a chunk grants the gateway credit to send
 /// more, so a handler that does not read holds the upload where it is.
 pub struct RequestBody {
@@ -255,11 +238,6 @@ impl ResponseSender {
     /// against this to stop work nobody will receive, as `oneshot::Sender::closed` does.
     pub async fn closed(&self) -> StreamError {
         self.shared.send.failed().await
-    }
-
-    /// Whether the head has been sent.
-    pub fn head_sent(&self) -> bool {
-        self.phase != SendPhase::Head
     }
 
     /// Sends the response head. Header names are lower-cased; `end_stream` means no body.
