@@ -371,10 +371,6 @@ pub async fn serve<S>(
         }),
         slot_freed: group.slot_freed.clone(),
     });
-    if let Err(e) = shared.registry.register(&conn, &group) {
-        refuse(e);
-        return finish_writer(writer, tx).await;
-    }
     let welcome = Welcome {
         protocol: handshake::PROTOCOL_VERSION,
         gateway: concat!("vyx/", env!("CARGO_PKG_VERSION")).into(),
@@ -384,7 +380,17 @@ pub async fn serve<S>(
         max_frame_size: MAX_FRAME_SIZE as u32,
         max_concurrency,
     };
-    conn.send(Outgoing::Frame(Frame::Welcome(welcome).encode()));
+    {
+        // Streams open under this lock: holding it from registration until WELCOME is
+        // queued keeps any REQUEST for the new replica behind its WELCOME.
+        let _streams = conn.streams.lock().unwrap();
+        if let Err(e) = shared.registry.register(&conn, &group) {
+            refuse(e);
+            drop(_streams);
+            return finish_writer(writer, tx).await;
+        }
+        conn.send(Outgoing::Frame(Frame::Welcome(welcome).encode()));
+    }
     if shared.shutting_down.load(Ordering::Acquire) {
         conn.start_drain("gateway shutting down", shared.config.drain_grace);
     }

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -519,5 +520,34 @@ async fn random_frames_only_ever_close_their_own_connection() {
         );
         let (status, body) = get(&c, &gw.url("/good")).await;
         assert_eq!((status, &body[..]), (200, &b"ok"[..]), "case {i}");
+    }
+}
+
+#[tokio::test]
+async fn welcome_is_the_first_frame_even_under_load() {
+    let gw = TestGateway::start().await;
+    let _a =
+        serve_ok(RawWorker::connect(gw.addr, "raw:busy", vec![route(0, "GET", "/busy")]).await);
+    let c = client();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..8)
+        .map(|_| {
+            let (c, url, stop) = (c.clone(), gw.url("/busy"), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = get(&c, &url).await;
+                }
+            })
+        })
+        .collect();
+    // Replicas joining while requests flow: each must see WELCOME before any REQUEST
+    // (RawWorker::connect fails on anything else).
+    for _ in 0..150 {
+        let b = RawWorker::connect(gw.addr, "raw:busy", vec![route(0, "GET", "/busy")]).await;
+        assert_eq!(b.welcome.protocol, 1);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for l in load {
+        l.await.unwrap();
     }
 }
