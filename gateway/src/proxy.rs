@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use tracing::{debug, warn};
 use vyx_core::error::ResetCode;
 use vyx_core::flow::SendWindow;
-use vyx_core::frame::{set_route_id, Data, RequestWriter};
+use vyx_core::frame::{set_route_id, Data, HeadTooLarge, RequestWriter};
 use vyx_core::limits::MAX_DATA_CHUNK;
 use vyx_core::transport::Outgoing;
 
@@ -72,10 +72,10 @@ pub async fn proxy(
     let end_stream = http_body::Body::is_end_stream(&body);
     let frame = match encode_request(&parts, &params, end_stream, client, &request_id) {
         Ok(f) => f,
-        Err(why) => {
+        Err(e) => {
             return error_response(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                why,
+                &e.to_string(),
                 &request_id,
             )
         }
@@ -190,7 +190,7 @@ fn encode_request(
     end_stream: bool,
     client: SocketAddr,
     request_id: &HeaderValue,
-) -> Result<BytesMut, &'static str> {
+) -> Result<BytesMut, HeadTooLarge> {
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let method = parts.method.as_str();
     let mut w = RequestWriter::new(0, end_stream, 0, method.as_bytes(), target.as_bytes(), 512);
@@ -199,16 +199,10 @@ fn encode_request(
         w.param(name.as_bytes(), &decoded);
     }
     w.begin_headers();
-    if parts.headers.len() > 60_000 {
-        return Err("too many request headers");
-    }
     for (name, value) in parts.headers.iter() {
         let n = name.as_str();
         if forward::is_hop_by_hop(n, &parts.headers) || n == forward::X_FORWARDED_FOR {
             continue;
-        }
-        if value.len() > u16::MAX as usize {
-            return Err("a request header is longer than 65535 bytes");
         }
         w.header(n.as_bytes(), value.as_bytes());
     }
@@ -234,11 +228,7 @@ fn encode_request(
     if let Some(id) = &fwd.request_id {
         w.header(X_REQUEST_ID.as_str().as_bytes(), id.as_bytes());
     }
-    let frame = w.finish();
-    if frame.len() > vyx_core::limits::MAX_FRAME_SIZE {
-        return Err("request head too large");
-    }
-    Ok(frame)
+    w.finish()
 }
 
 fn failure_response(

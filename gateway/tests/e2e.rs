@@ -607,3 +607,36 @@ async fn a_response_head_too_big_for_a_frame_is_a_500_and_the_connection_survive
     assert_eq!(before, after, "same worker connection");
     w.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_request_head_too_big_for_a_frame_is_431_and_the_worker_connection_survives() {
+    let gw = TestGateway::start().await;
+    let w = TestWorker::start(gw.addr, "rust:e2e", "a").await;
+    let c = client();
+    let connection = |body: Bytes| -> String {
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        v[0]["connection_id"].as_str().unwrap().to_string()
+    };
+    let before = connection(get(&c, &gw.url("/_vyx/workers")).await.1);
+    let long_value = "v".repeat(70_000);
+    // A prior X-Forwarded-For that only overflows once the gateway appends the client.
+    let long_chain = "1".repeat(65_530);
+    for (name, value) in [
+        ("x-long", long_value.as_str()),
+        ("x-forwarded-for", long_chain.as_str()),
+    ] {
+        let (status, _, body) = send(
+            &c,
+            "GET",
+            &gw.url("/hello/x"),
+            &[(name, value)],
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(status, 431, "{name}: {}", String::from_utf8_lossy(&body));
+    }
+    assert_eq!(get(&c, &gw.url("/hello/after")).await.0, 200);
+    let after = connection(get(&c, &gw.url("/_vyx/workers")).await.1);
+    assert_eq!(before, after, "same worker connection");
+    w.stop().await.unwrap();
+}

@@ -30,7 +30,7 @@ mod window;
 pub use control::ControlMessage;
 pub use data::Data;
 pub use head::{is_header_name, is_header_value, is_method, is_target, is_tchar, HeaderList};
-pub use request::{set_route_id, set_stream_id, Request, RequestWriter};
+pub use request::{set_route_id, set_stream_id, HeadTooLarge, Request, RequestWriter};
 pub use reset::Reset;
 pub use response::Response;
 pub use window::Window;

@@ -12,6 +12,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::head::{self, put_str16, str16_len, HeaderList, Reader};
 use super::{end_flag, kind, put_header, HEADER_LEN};
 use crate::error::DecodeError;
+use crate::limits::MAX_FRAME_SIZE;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
@@ -83,7 +84,9 @@ impl Request {
         for (n, v) in &self.headers {
             w.header(n, v);
         }
-        w.finish().freeze()
+        w.finish()
+            .expect("a Request built in code fits in a frame")
+            .freeze()
     }
 }
 
@@ -92,13 +95,20 @@ impl Request {
 /// [`RequestWriter::begin_headers`], [`RequestWriter::header`] for each header, then
 /// [`RequestWriter::finish`]. The counts are patched in at the end.
 ///
-/// Callers keep every field within 65535 bytes and at most 65535 entries per list
-/// (the gateway refuses larger requests with 431 before encoding).
+/// Client input can be longer than the wire allows (a field over 65535 bytes, more than
+/// 65535 entries, a frame over [`MAX_FRAME_SIZE`]): `finish` then refuses the request
+/// instead of emitting a frame the worker would reject.
 pub struct RequestWriter {
     buf: BytesMut,
     count_pos: usize,
-    count: u16,
+    count: usize,
+    too_large: bool,
 }
+
+/// A request that does not fit in one REQUEST frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("request head does not fit in a frame (a field over 65535 bytes, over 65535 entries, or over {MAX_FRAME_SIZE} bytes in all)")]
+pub struct HeadTooLarge;
 
 impl RequestWriter {
     pub fn new(
@@ -109,25 +119,26 @@ impl RequestWriter {
         target: &[u8],
         size_hint: usize,
     ) -> RequestWriter {
-        let mut buf = BytesMut::with_capacity(
-            HEADER_LEN + 2 + str16_len(method) + str16_len(target) + 4 + size_hint,
-        );
-        put_header(&mut buf, kind::REQUEST, end_flag(end_stream), stream_id);
-        buf.put_u16(route_id);
-        put_str16(&mut buf, method);
-        put_str16(&mut buf, target);
-        let count_pos = buf.len();
-        buf.put_u16(0);
-        RequestWriter {
-            buf,
-            count_pos,
+        let mut w = RequestWriter {
+            buf: BytesMut::with_capacity(
+                HEADER_LEN + 2 + str16_len(method) + str16_len(target) + 4 + size_hint,
+            ),
+            count_pos: 0,
             count: 0,
-        }
+            too_large: false,
+        };
+        put_header(&mut w.buf, kind::REQUEST, end_flag(end_stream), stream_id);
+        w.buf.put_u16(route_id);
+        w.str16(method);
+        w.str16(target);
+        w.count_pos = w.buf.len();
+        w.buf.put_u16(0);
+        w
     }
 
     pub fn param(&mut self, name: &[u8], value: &[u8]) {
-        put_str16(&mut self.buf, name);
-        put_str16(&mut self.buf, value);
+        self.str16(name);
+        self.str16(value);
         self.count += 1;
     }
 
@@ -138,20 +149,36 @@ impl RequestWriter {
     }
 
     pub fn header(&mut self, name: &[u8], value: &[u8]) {
-        put_str16(&mut self.buf, name);
-        put_str16(&mut self.buf, value);
+        self.str16(name);
+        self.str16(value);
         self.count += 1;
     }
 
-    /// The encoded frame. Its stream id can still be set with [`set_stream_id`].
-    pub fn finish(mut self) -> BytesMut {
+    /// The encoded frame. Its stream and route ids can still be set with
+    /// [`set_stream_id`] and [`set_route_id`].
+    pub fn finish(mut self) -> Result<BytesMut, HeadTooLarge> {
         self.patch_count();
-        self.buf
+        if self.too_large || self.buf.len() > MAX_FRAME_SIZE {
+            return Err(HeadTooLarge);
+        }
+        Ok(self.buf)
+    }
+
+    fn str16(&mut self, s: &[u8]) {
+        if s.len() > u16::MAX as usize {
+            self.too_large = true;
+        } else if !self.too_large {
+            put_str16(&mut self.buf, s);
+        }
     }
 
     fn patch_count(&mut self) {
-        let c = std::mem::take(&mut self.count).to_be_bytes();
-        self.buf[self.count_pos..self.count_pos + 2].copy_from_slice(&c);
+        let count = std::mem::take(&mut self.count);
+        let Ok(c) = u16::try_from(count) else {
+            self.too_large = true;
+            return;
+        };
+        self.buf[self.count_pos..self.count_pos + 2].copy_from_slice(&c.to_be_bytes());
     }
 }
 

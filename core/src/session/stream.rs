@@ -258,6 +258,12 @@ impl ResponseSender {
                 "status {status} is outside 200..=599"
             )));
         }
+        if headers.len() > u16::MAX as usize {
+            return Err(StreamError::InvalidHead(format!(
+                "{} headers; a response carries at most 65535",
+                headers.len()
+            )));
+        }
         for (name, value) in headers.iter_mut() {
             if name.iter().any(u8::is_ascii_uppercase) {
                 *name = Bytes::from(name.to_ascii_lowercase());
