@@ -412,6 +412,9 @@ pub async fn serve<S>(
 }
 
 async fn finish_writer(writer: tokio::task::JoinHandle<()>, tx: mpsc::UnboundedSender<Outgoing>) {
+    // Response bodies may still hold the connection's sender: a final close (a no-op after
+    // one already sent) ends the writer rather than waiting for them.
+    let _ = tx.send(Outgoing::Close(CloseCode::Normal, String::new()));
     drop(tx);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
 }

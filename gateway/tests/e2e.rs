@@ -84,6 +84,8 @@ struct TestWorker {
     worker: vyx::Worker,
     task: tokio::task::JoinHandle<Result<(), vyx::Error>>,
     served: Arc<AtomicUsize>,
+    /// `/hold` answers once the test adds a permit here.
+    release: Arc<tokio::sync::Semaphore>,
 }
 
 impl TestWorker {
@@ -94,6 +96,8 @@ impl TestWorker {
     async fn start_with(gw: SocketAddr, id: &str, tag: &str, max_concurrency: u32) -> TestWorker {
         let served = Arc::new(AtomicUsize::new(0));
         let counter = served.clone();
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let gate = release.clone();
         let tag = tag.to_string();
         let worker = vyx::Worker::builder()
             .connect(format!("ws://{gw}"))
@@ -113,6 +117,13 @@ impl TestWorker {
                     let done = wait(req).await;
                     counter.fetch_add(1, Ordering::SeqCst);
                     format!("{done} by {tag}")
+                }
+            })
+            .get("/hold", move |_req: Request| {
+                let gate = gate.clone();
+                async move {
+                    gate.acquire().await.unwrap().forget();
+                    "released"
                 }
             })
             .get("/bighead", |_req: Request| async move {
@@ -143,6 +154,7 @@ impl TestWorker {
             worker,
             task,
             served,
+            release,
         }
     }
 
@@ -276,11 +288,11 @@ async fn concurrency_cap_is_respected_and_full_workers_queue_then_503() {
     let gw = TestGateway::start_with(|c| c.queue_timeout = Duration::from_millis(300)).await;
     let w = TestWorker::start_with(gw.addr, "rust:e2e", "a", 2).await;
     let c = client();
-    // Two slow requests fill the worker; a third waits past the queue timeout: 503.
+    // Two held requests fill the worker; a third waits past the queue timeout: 503.
     let slow: Vec<_> = (0..2)
         .map(|_| {
             let c = c.clone();
-            let url = gw.url("/wait/1500");
+            let url = gw.url("/hold");
             tokio::spawn(async move { get(&c, &url).await })
         })
         .collect();
@@ -300,8 +312,9 @@ async fn concurrency_cap_is_respected_and_full_workers_queue_then_503() {
     let (status, headers, _) = send(&c, "GET", &gw.url("/hello/x"), &[], Bytes::new()).await;
     assert_eq!(status, 503);
     assert_eq!(headers.get("retry-after").unwrap(), "1");
+    w.release.add_permits(2);
     for s in slow {
-        assert_eq!(s.await.unwrap().0, 200);
+        assert_eq!(s.await.unwrap(), (200, Bytes::from("released")));
     }
     // Room again: served.
     assert_eq!(get(&c, &gw.url("/hello/x")).await.0, 200);
@@ -390,11 +403,6 @@ async fn drain_under_load_loses_no_request() {
         }
     }
     assert_eq!(total, 400);
-    assert_eq!(
-        served_by_a.load(Ordering::SeqCst),
-        after_drain,
-        "no request reached a after its drain"
-    );
     assert_eq!(after_drain + b.served.load(Ordering::SeqCst), 400);
     b.stop().await.unwrap();
 }

@@ -197,7 +197,10 @@ pub(crate) async fn run(ws: WsStream, args: RunArgs<'_>) -> ConnEnd {
         entry.shared.send.fail(StreamError::ConnectionLost);
     }
     drop(reader);
-    // Give the writer a moment to put out the close frame, then drop the socket.
+    // Handlers may still hold the connection, so the queue does not close by itself: a
+    // final close (a no-op after one already sent) ends the writer. Bounded, in case the
+    // socket no longer drains.
+    conn.send(Outgoing::Close(CloseCode::Normal, String::new()));
     drop(conn);
     let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
     end
