@@ -520,15 +520,7 @@ fn on_frame(
                 return Ok(None);
             };
             let Some(head_tx) = s.head_tx.take() else {
-                let s = table.map.remove(&r.stream_id).expect("present");
-                drop(table);
-                fail_stream(
-                    conn,
-                    r.stream_id,
-                    s,
-                    ResetCode::ProtocolError,
-                    "second RESPONSE on a stream",
-                );
+                stream_protocol_error(conn, table, r.stream_id, "second RESPONSE on a stream");
                 return Ok(None);
             };
             if r.end_stream {
@@ -548,27 +540,11 @@ fn on_frame(
                 return Ok(None);
             };
             if s.head_tx.is_some() {
-                let s = table.map.remove(&d.stream_id).expect("present");
-                drop(table);
-                fail_stream(
-                    conn,
-                    d.stream_id,
-                    s,
-                    ResetCode::ProtocolError,
-                    "DATA before RESPONSE",
-                );
+                stream_protocol_error(conn, table, d.stream_id, "DATA before RESPONSE");
                 return Ok(None);
             }
             if s.response_done {
-                let s = table.map.remove(&d.stream_id).expect("present");
-                drop(table);
-                fail_stream(
-                    conn,
-                    d.stream_id,
-                    s,
-                    ResetCode::ProtocolError,
-                    "DATA after END_STREAM",
-                );
+                stream_protocol_error(conn, table, d.stream_id, "DATA after END_STREAM");
                 return Ok(None);
             }
             let len = d.data.len() as i64;
@@ -678,11 +654,27 @@ fn maybe_finish(conn: &WorkerConn, mut table: std::sync::MutexGuard<'_, StreamTa
     }
 }
 
-/// Resets a stream the worker got wrong, and fails it towards the client.
-fn fail_stream(conn: &WorkerConn, id: u32, s: GwStream, code: ResetCode, why: &str) {
+/// Resets a stream the worker got wrong (RESET `protocol_error`), and fails it towards the
+/// client; the connection goes on.
+fn stream_protocol_error(
+    conn: &WorkerConn,
+    mut table: std::sync::MutexGuard<'_, StreamTable>,
+    id: u32,
+    why: &str,
+) {
+    let Some(s) = table.map.remove(&id) else {
+        return;
+    };
+    drop(table);
     warn!(worker_id = %conn.worker_id, stream = id, reason = why, "stream protocol error");
-    conn.send(Outgoing::Frame(Reset::new(id, code, why).encode()));
-    end_stream_with(conn, s, Failure::Reset(code, why.to_string()));
+    conn.send(Outgoing::Frame(
+        Reset::new(id, ResetCode::ProtocolError, why).encode(),
+    ));
+    end_stream_with(
+        conn,
+        s,
+        Failure::Reset(ResetCode::ProtocolError, why.to_string()),
+    );
 }
 
 fn end_stream_with(conn: &WorkerConn, mut s: GwStream, f: Failure) {
