@@ -551,3 +551,48 @@ async fn welcome_is_the_first_frame_even_under_load() {
         l.await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn stream_level_mistakes_reset_the_stream_and_keep_the_connection() {
+    let gw = TestGateway::start().await;
+    let mut w = RawWorker::connect(gw.addr, "raw:sloppy", vec![route(0, "GET", "/s")]).await;
+    let c = client();
+    for mistake in ["DATA before RESPONSE", "second RESPONSE"] {
+        let (c2, url) = (c.clone(), gw.url("/s"));
+        let req = tokio::spawn(async move { get(&c2, &url).await });
+        let Frame::Request(r) = w.next_frame().await else {
+            panic!("expected REQUEST")
+        };
+        if mistake == "DATA before RESPONSE" {
+            w.send(data(r.stream_id, b"early", false)).await;
+        } else {
+            w.send(respond(r.stream_id, 200, false)).await;
+            w.send(respond(r.stream_id, 200, false)).await;
+        }
+        match w.next_frame().await {
+            Frame::Reset(reset) => {
+                assert_eq!((reset.stream_id, reset.code), (r.stream_id, 5), "{mistake}")
+            }
+            other => panic!("{mistake}: expected RESET, got {other:?}"),
+        }
+        let outcome = req.await;
+        if mistake == "DATA before RESPONSE" {
+            assert_eq!(outcome.unwrap().0, 502, "{mistake}");
+        } else {
+            // The head was out already: the client's body is cut, not completed.
+            assert!(
+                outcome.is_err(),
+                "{mistake}: the client saw a complete response"
+            );
+        }
+    }
+    // The same connection still serves.
+    let (c2, url) = (c.clone(), gw.url("/s"));
+    let req = tokio::spawn(async move { get(&c2, &url).await });
+    let Frame::Request(r) = w.next_frame().await else {
+        panic!("expected REQUEST")
+    };
+    w.send(respond(r.stream_id, 200, false)).await;
+    w.send(data(r.stream_id, b"fine", true)).await;
+    assert_eq!(req.await.unwrap(), (200, Bytes::from("fine")));
+}
