@@ -23,7 +23,8 @@ async fn main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let mut config = GatewayConfig::default();
@@ -44,6 +45,8 @@ async fn main() -> std::process::ExitCode {
         );
     }
     info!(%addr, register = %config.register_path, "vyx listening: HTTP on http://{addr}, workers register at ws://{addr}{}", config.register_path);
+    // The one line on stdout, for scripts and test runners that start vyx on port 0.
+    println!("listening http://{addr}");
     match gateway.run(shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
