@@ -157,6 +157,7 @@ async fn dispatch(
             open.id,
             open.send.clone(),
             shared.config.max_body,
+            shared.config.body_idle_timeout,
         ));
     }
 
@@ -312,10 +313,19 @@ async fn pump_body(
     id: u32,
     send: Arc<SendWindow<Failure>>,
     max_body: u64,
+    idle: std::time::Duration,
 ) {
     let mut total = 0u64;
     loop {
-        match body.frame().await {
+        let Ok(frame) = tokio::time::timeout(idle, body.frame()).await else {
+            debug!(
+                stream = id,
+                "client request body idle past timeouts.body_idle"
+            );
+            conn.cancel_stream(id, ResetCode::Cancel, "request body made no progress");
+            return;
+        };
+        match frame {
             None => {
                 if send.failure().is_none() {
                     conn.send(Outgoing::Frame(Data::encode_parts(id, true, &[])));
