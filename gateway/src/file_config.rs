@@ -390,6 +390,11 @@ fn saphyr_message(e: &serde_saphyr::Error) -> String {
         }
     }
     let m = m.replace("unknown field", "unknown key");
+    // Advice for programs using the library, not for people writing the file.
+    let m = match m.split_once(", set DuplicateKeyPolicy") {
+        Some((head, _)) => head.replace("duplicate mapping key", "a key given twice"),
+        None => m,
+    };
     match m.as_str() {
         "invalid u32" | "invalid u64" => "expected a whole number that is not negative".into(),
         "expected sequence start" => "expected a list".into(),
