@@ -60,6 +60,7 @@ pub struct Metrics {
     unmatched: RouteMetrics,
     /// Worker ids that have registered before, to tell reconnects from first connections.
     seen: Mutex<HashSet<String>>,
+    scrape: Mutex<()>,
 }
 
 /// One route's handles, resolved once.
@@ -144,6 +145,7 @@ impl Metrics {
             bytes_from_workers,
             unmatched,
             seen: Mutex::new(HashSet::new()),
+            scrape: Mutex::new(()),
         }
     }
 
@@ -202,13 +204,19 @@ impl Metrics {
 
     /// The text exposition, with the gauges read from `workers` (id, in-flight streams).
     pub fn encode(&self, workers: impl IntoIterator<Item = (String, usize)>) -> String {
-        self.connected.clear();
+        let mut per_id: std::collections::HashMap<String, i64> = Default::default();
         let mut in_flight = 0;
         for (id, streams) in workers {
             in_flight += streams as i64;
+            *per_id.entry(id).or_default() += 1;
+        }
+        // One scrape at a time: the gauges are rewritten for each.
+        let _scrape = self.scrape.lock().unwrap();
+        self.connected.clear();
+        for (worker_id, n) in per_id {
             self.connected
-                .get_or_create(&WorkerLabel { worker_id: id })
-                .inc();
+                .get_or_create(&WorkerLabel { worker_id })
+                .set(n);
         }
         self.in_flight.set(in_flight);
         let mut out = String::new();

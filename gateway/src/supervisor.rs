@@ -207,9 +207,9 @@ async fn forward_lines(pipe: impl AsyncRead + Unpin, name: String, stderr: bool)
                 let text = String::from_utf8_lossy(&line);
                 let text = text.trim_end_matches(['\n', '\r']);
                 if stderr {
-                    info!(target: "vyx::worker", "{name} | {text}");
+                    info!(target: "vyx::local", "{name} | {text}");
                 } else {
-                    info!(target: "vyx::worker", "{name} > {text}");
+                    info!(target: "vyx::local", "{name} > {text}");
                 }
             }
         }

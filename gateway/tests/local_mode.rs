@@ -41,6 +41,9 @@ fn main() -> ExitCode {
         ("sigkill_leaves_no_child", || {
             Box::pin(sigkill_leaves_no_child())
         }),
+        ("local_workers_use_a_separate_registration_listener", || {
+            Box::pin(local_workers_use_a_separate_registration_listener())
+        }),
     ];
     let filters: Vec<String> = std::env::args()
         .skip(1)
@@ -120,10 +123,15 @@ impl Gateway {
     /// A gateway whose one local worker, `test:local`, is this binary; `worker` adds keys to
     /// its entry, `env` entries to its environment.
     fn start(worker: &str, env: &str) -> Gateway {
+        Gateway::start_with("", worker, env)
+    }
+
+    /// [`Gateway::start`] with more top-level keys.
+    fn start_with(top: &str, worker: &str, env: &str) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let exe = std::env::current_exe().unwrap();
         let yaml = format!(
-            "timeouts: {{drain_grace: 5s}}\nworkers:\n  - id: test:local\n    command: {exe}\n    env: {{VYX_TEST_LOCAL_WORKER: '1'{env}}}\n{worker}",
+            "{top}timeouts: {{drain_grace: 5s}}\nworkers:\n  - id: test:local\n    command: {exe}\n    env: {{VYX_TEST_LOCAL_WORKER: '1'{env}}}\n{worker}",
             exe = exe.display()
         );
         let file = dir.path().join("vyx.yaml");
@@ -436,4 +444,40 @@ async fn sigkill_leaves_no_child() {
     let status = gw.wait_exit().await;
     assert!(!status.success());
     wait_gone(&children).await;
+}
+
+async fn local_workers_use_a_separate_registration_listener() {
+    let mut gw = Gateway::start_with(
+        "register: {path: /workers/join, listen: 127.0.0.1:0}\n",
+        "",
+        "",
+    );
+    // The child found the registration listener from VYX_CONNECT and serves.
+    wait_for_workers(gw.addr, "test:local", 1).await;
+    gw.wait_children(1).await;
+    assert_eq!(pids_serving(&gw).await.len(), 1);
+    let log = gw.log();
+    let register = log
+        .split("workers register at ws://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("registration address in the log:\n{log}"));
+    assert!(
+        register.ends_with("/workers/join") && !register.contains(&gw.addr.to_string()),
+        "{register}"
+    );
+    // The HTTP listener takes no registrations then: an upgrade there is not even checked
+    // for credentials (that would be 401), it is no route.
+    use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
+    let mut req = format!("ws://{}/workers/join", gw.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "vyx.1".parse().unwrap());
+    req.headers_mut()
+        .insert("x-vyx-worker-id", "test:local".parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 404),
+        other => panic!("expected 404, got {other:?}"),
+    }
 }
