@@ -1,6 +1,6 @@
-//! `vyx.yaml`: the file's shape (spec: `/work` notes schema, README "Configuration"), its
-//! parsing with line and column in every error, and its translation into a
-//! [`GatewayConfig`].
+//! `vyx.yaml`: the file's shape (described in the README's "The gateway" section and in
+//! `examples/vyx.yaml`), its parsing with the line and column in every error, and its
+//! translation into a [`GatewayConfig`].
 //!
 //! ```
 //! let dir = std::env::temp_dir();

@@ -546,3 +546,25 @@ async fn metrics_count_requests_registrations_and_rejections() {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
 }
+
+#[tokio::test]
+async fn limits_from_the_file_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway_with(
+        dir.path(),
+        "accept_unknown_workers: true\nlimits: {max_body: 1KiB, routes_per_worker: 2}\n",
+    )
+    .await;
+    let routes = vec![
+        route(0, "GET", "/a"),
+        route(1, "GET", "/b"),
+        route(2, "GET", "/c"),
+    ];
+    let (code, reason) = refused_after_hello(&gw, "many", "any", hello("many", routes)).await;
+    assert_eq!(code, 4001, "{reason}");
+    assert!(reason.contains("at most 2 per worker"), "{reason}");
+    let mut w = RawWorker::connect(gw.addr, "small", vec![route(0, "POST", "/up")]).await;
+    let (status, _, body) = send(&client(), "POST", &gw.url("/up"), &[], vec![0u8; 2048]).await;
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
+    let _ = w.ws.close(None).await;
+}
