@@ -279,19 +279,13 @@ async fn each_credential_mistake_is_refused_before_the_upgrade_with_its_own_erro
         }
     }
     // The right token, and HELLO under the same id: admitted.
-    let ws = try_upgrade(gw.addr, "billing", Some("b-secret"))
-        .await
-        .unwrap();
-    let mut w = RawWorker {
-        ws,
-        welcome: unset_welcome(),
-    };
-    w.send(Frame::Hello(hello(
+    let _w = RawWorker::connect_with_token(
+        gw.addr,
         "billing",
+        Some("b-secret"),
         vec![route(0, "GET", "/billing/{id}")],
-    )))
+    )
     .await;
-    assert!(matches!(w.next_frame().await, Frame::Welcome(_)));
     wait_for_workers(gw.addr, "billing", 1).await;
     let listing = get(&client(), &gw.url("/_vyx/workers")).await.1;
     assert!(!String::from_utf8_lossy(&listing).contains("secret"));
@@ -362,20 +356,13 @@ async fn a_route_claimed_by_another_id_is_refused_and_both_are_named() {
     let dir = tempfile::tempdir().unwrap();
     tokens(dir.path());
     let gw = gateway_with(dir.path(), CREDENTIALS).await;
-    let ws = try_upgrade(gw.addr, "orders", Some("o-secret"))
-        .await
-        .unwrap();
-    let mut first = RawWorker {
-        ws,
-        welcome: unset_welcome(),
-    };
-    first
-        .send(Frame::Hello(hello(
-            "orders",
-            vec![route(0, "GET", "/billing/{id}")],
-        )))
-        .await;
-    assert!(matches!(first.next_frame().await, Frame::Welcome(_)));
+    let _first = RawWorker::connect_with_token(
+        gw.addr,
+        "orders",
+        Some("o-secret"),
+        vec![route(0, "GET", "/billing/{id}")],
+    )
+    .await;
     let (code, reason) = refused_after_hello(
         &gw,
         "billing",
@@ -391,20 +378,13 @@ async fn a_route_claimed_by_another_id_is_refused_and_both_are_named() {
         "{reason}"
     );
     // The first claimant keeps serving; a replica of the same id shares the route.
-    let ws = try_upgrade(gw.addr, "orders", Some("o-secret"))
-        .await
-        .unwrap();
-    let mut second = RawWorker {
-        ws,
-        welcome: unset_welcome(),
-    };
-    second
-        .send(Frame::Hello(hello(
-            "orders",
-            vec![route(0, "GET", "/billing/{id}")],
-        )))
-        .await;
-    assert!(matches!(second.next_frame().await, Frame::Welcome(_)));
+    let _second = RawWorker::connect_with_token(
+        gw.addr,
+        "orders",
+        Some("o-secret"),
+        vec![route(0, "GET", "/billing/{id}")],
+    )
+    .await;
     wait_for_workers(gw.addr, "orders", 2).await;
 }
 
@@ -497,19 +477,13 @@ async fn metrics_count_requests_registrations_and_rejections() {
             .0,
         403
     );
-    let ws = try_upgrade(gw.addr, "billing", Some("b-secret"))
-        .await
-        .unwrap();
-    let mut w = RawWorker {
-        ws,
-        welcome: unset_welcome(),
-    };
-    w.send(Frame::Hello(hello(
+    let mut w = RawWorker::connect_with_token(
+        gw.addr,
         "billing",
+        Some("b-secret"),
         vec![route(0, "GET", "/billing/{id}")],
-    )))
+    )
     .await;
-    assert!(matches!(w.next_frame().await, Frame::Welcome(_)));
     let c = client();
     let answer = tokio::spawn(async move {
         let Frame::Request(r) = w.next_frame().await else {

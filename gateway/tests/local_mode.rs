@@ -25,28 +25,19 @@ fn main() -> ExitCode {
         return local_worker();
     }
     type Test = fn() -> Pin<Box<dyn Future<Output = ()>>>;
-    let tests: &[(&str, Test)] = &[
-        ("two_local_replicas_serve", || {
-            Box::pin(two_local_replicas_serve())
-        }),
-        ("a_killed_child_is_restarted", || {
-            Box::pin(a_killed_child_is_restarted())
-        }),
-        ("a_crash_looping_child_is_given_up_on_with_an_error", || {
-            Box::pin(a_crash_looping_child_is_given_up_on_with_an_error())
-        }),
-        ("sigterm_drains_and_leaves_no_child", || {
-            Box::pin(sigterm_drains_and_leaves_no_child())
-        }),
-        ("sigkill_leaves_no_child", || {
-            Box::pin(sigkill_leaves_no_child())
-        }),
-        ("tokens_never_reach_the_log_or_the_listing", || {
-            Box::pin(tokens_never_reach_the_log_or_the_listing())
-        }),
-        ("local_workers_use_a_separate_registration_listener", || {
-            Box::pin(local_workers_use_a_separate_registration_listener())
-        }),
+    macro_rules! tests {
+        ($($name:ident),* $(,)?) => {
+            [$((stringify!($name), (|| Box::pin($name())) as Test)),*]
+        };
+    }
+    let tests = tests![
+        two_local_replicas_serve,
+        a_killed_child_is_restarted,
+        a_crash_looping_child_is_given_up_on_with_an_error,
+        sigterm_drains_and_leaves_no_child,
+        sigkill_leaves_no_child,
+        tokens_never_reach_the_log_or_the_listing,
+        local_workers_use_a_separate_registration_listener,
     ];
     let filters: Vec<String> = std::env::args()
         .skip(1)
