@@ -34,8 +34,10 @@ pub struct GatewayConfig {
     pub handshake_timeout: Duration,
     /// Time a worker has to send the response head.
     pub request_timeout: Duration,
-    /// Time a client has to send its request head.
-    pub header_read_timeout: Duration,
+    /// Time a client has to send its request head; `None`: no limit (the embedded default).
+    /// HTTP/1 keep-alive connections idle this long are closed too (that is how hyper
+    /// times the next head).
+    pub header_read_timeout: Option<Duration>,
     /// A request or response body that makes no progress this long is cut.
     pub body_idle_timeout: Duration,
     /// How long a request waits for a replica with a free slot before 503.
@@ -73,7 +75,7 @@ impl Default for GatewayConfig {
             heartbeat: limits::HEARTBEAT,
             handshake_timeout: limits::HANDSHAKE_TIMEOUT,
             request_timeout: Duration::from_secs(30),
-            header_read_timeout: Duration::from_secs(10),
+            header_read_timeout: None,
             body_idle_timeout: Duration::from_secs(30),
             queue_timeout: Duration::from_secs(5),
             drain_grace: Duration::from_secs(30),

@@ -519,7 +519,7 @@ impl Checker {
             }
         };
         set(&mut c.request_timeout, &t.request);
-        set(&mut c.header_read_timeout, &t.header_read);
+        c.header_read_timeout = t.header_read.map(|d| d.0);
         set(&mut c.body_idle_timeout, &t.body_idle);
         set(&mut c.handshake_timeout, &t.handshake);
         set(&mut c.heartbeat, &t.heartbeat);

@@ -196,7 +196,7 @@ fn values_reach_the_runtime_settings() {
     assert_eq!(c.register_path, "/reg");
     assert_eq!(c.register_listen.unwrap().to_string(), "127.0.0.1:9102");
     assert_eq!(c.request_timeout.as_secs(), 120);
-    assert_eq!(c.header_read_timeout.as_millis(), 500);
+    assert_eq!(c.header_read_timeout.unwrap().as_millis(), 500);
     assert_eq!(c.max_body, 1 << 20);
     assert_eq!(c.max_header, 16 << 10);
     assert_eq!(c.routes_per_worker, 8);
