@@ -50,8 +50,10 @@ pub struct GatewayConfig {
     pub max_concurrency_per_connection: u32,
     /// Largest request body, in bytes; larger ones get 413.
     pub max_body: u64,
-    /// Largest client request head, in bytes.
-    pub max_header: usize,
+    /// Largest client request head, in bytes; `None`: hyper's defaults (the embedded
+    /// default). For HTTP/1 this is hyper's read buffer limit, which also caps how much of
+    /// a body is read at once.
+    pub max_header: Option<usize>,
     /// Most routes one worker connection may declare.
     pub routes_per_worker: usize,
     /// The worker ids the file declares (none in dev mode).
@@ -82,7 +84,7 @@ impl Default for GatewayConfig {
             initial_window: limits::INITIAL_WINDOW,
             max_concurrency_per_connection: limits::MAX_CONCURRENCY,
             max_body: 1 << 30,
-            max_header: 64 << 10,
+            max_header: None,
             routes_per_worker: MAX_ROUTES,
             declared_workers: Vec::new(),
             local_workers: Vec::new(),

@@ -540,7 +540,7 @@ impl Checker {
                     ),
                 ));
             }
-            c.max_header = s.value.0 as usize;
+            c.max_header = Some(s.value.0 as usize);
         }
         if let Some(n) = &l.routes_per_worker {
             if !(1..=MAX_ROUTES as u32).contains(&n.value) {

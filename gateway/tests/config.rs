@@ -198,7 +198,7 @@ fn values_reach_the_runtime_settings() {
     assert_eq!(c.request_timeout.as_secs(), 120);
     assert_eq!(c.header_read_timeout.unwrap().as_millis(), 500);
     assert_eq!(c.max_body, 1 << 20);
-    assert_eq!(c.max_header, 16 << 10);
+    assert_eq!(c.max_header, Some(16 << 10));
     assert_eq!(c.routes_per_worker, 8);
     assert_eq!(c.max_concurrency_per_connection, 10);
     assert!(c.admin_token.unwrap().matches("adm1n"));
