@@ -9,7 +9,7 @@
 //! Connection-state changes go to stdout as `state ...` lines; logs go to stderr.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -29,9 +29,15 @@ struct Shared {
     in_flight: AtomicUsize,
     /// `/stream` bodies that ended before their last byte (the stream was reset).
     aborted: AtomicUsize,
-    /// `/barrier` handlers waiting.
-    at_barrier: AtomicUsize,
+    barrier: Mutex<Barrier>,
     barrier_moved: Notify,
+}
+
+/// `/barrier` requests waiting in the current round, and the round number.
+#[derive(Default)]
+struct Barrier {
+    waiting: usize,
+    round: u64,
 }
 
 /// Counts one unit of in-flight work for as long as it lives (a cancelled handler drops it).
@@ -222,38 +228,40 @@ async fn barrier(shared: Arc<Shared>, req: Request) -> Response {
         return text(StatusCode::BAD_REQUEST, "n must be a number".into());
     };
     let _guard = InFlight::enter(&shared).0;
-    /// Leaves the barrier however the handler ends (a cancelled one included).
-    struct Waiting(Arc<Shared>);
-    impl Drop for Waiting {
-        fn drop(&mut self) {
-            self.0.at_barrier.fetch_sub(1, Ordering::SeqCst);
+    let round = {
+        let mut b = shared.barrier.lock().unwrap();
+        b.waiting += 1;
+        if b.waiting >= n {
+            // Everyone waiting in this round goes; the next request starts a new round.
+            b.waiting = 0;
+            b.round += 1;
+            shared.barrier_moved.notify_waiters();
+            return Response::json(serde_json::json!({ "n": n }));
         }
-    }
-    shared.at_barrier.fetch_add(1, Ordering::SeqCst);
-    let _waiting = Waiting(shared.clone());
-    shared.barrier_moved.notify_waiters();
-    let reached = tokio::time::timeout(Duration::from_secs(10), async {
+        b.round
+    };
+    let released = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             let moved = shared.barrier_moved.notified();
             tokio::pin!(moved);
             moved.as_mut().enable();
-            if shared.at_barrier.load(Ordering::SeqCst) >= n {
+            if shared.barrier.lock().unwrap().round != round {
                 return;
             }
             moved.await;
         }
     })
     .await;
-    match reached {
-        Ok(()) => Response::json(serde_json::json!({ "n": n })),
-        Err(_) => text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!(
-                "barrier: {} of {n} requests arrived within 10 s",
-                shared.at_barrier.load(Ordering::SeqCst)
-            ),
-        ),
+    let mut b = shared.barrier.lock().unwrap();
+    if released.is_ok() || b.round != round {
+        return Response::json(serde_json::json!({ "n": n }));
     }
+    let arrived = b.waiting;
+    b.waiting -= 1;
+    text(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("barrier: {arrived} of {n} requests arrived within 10 s"),
+    )
 }
 
 async fn throw(_req: Request) -> Response {
