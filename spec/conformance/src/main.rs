@@ -58,7 +58,7 @@ enum Cell {
     Pass,
     Fail(String),
     Skip(String),
-    Missing(String),
+    Missing,
 }
 
 impl Cell {
@@ -67,7 +67,7 @@ impl Cell {
             Cell::Pass => "PASS",
             Cell::Fail(_) => "FAIL",
             Cell::Skip(_) => "SKIP",
-            Cell::Missing(_) => "missing",
+            Cell::Missing => "missing",
         }
     }
 }
@@ -149,9 +149,12 @@ async fn main() -> ExitCode {
         let mut cells = Vec::new();
         for (lang, language) in &columns {
             let cell = match language {
-                Language::Missing(why) => Cell::Missing(why.clone()),
+                Language::Missing(_) => Cell::Missing,
                 Language::Broken(why) => Cell::Fail(why.clone()),
-                Language::Ready(worker) => {
+                Language::Ready(_, skips) if skips.contains_key(scenario.name) => {
+                    Cell::Skip(skips[scenario.name].clone())
+                }
+                Language::Ready(worker, _) => {
                     let ctx = scenarios::Ctx {
                         lang: lang.clone(),
                         gateway_bin: gateway_bin.clone(),
@@ -236,7 +239,7 @@ async fn main() -> ExitCode {
                 skipped += 1;
                 notes.push(format!("SKIP [{lang}] {name}: {why}"));
             }
-            Cell::Missing(_) => {}
+            Cell::Missing => {}
         }
     }
     let mut missing_asked = false;
@@ -275,8 +278,7 @@ async fn run_probes(
     probes: Vec<probes::Probe>,
 ) -> Vec<(&'static str, Cell)> {
     let setup = async {
-        let gw =
-            procs::Gateway::start(gateway_bin, scenarios::loopback(0), None).await?;
+        let gw = procs::Gateway::start(gateway_bin, scenarios::loopback(0), None).await?;
         probes::Probes::start(gw).await
     };
     let shared = match setup.await {

@@ -1,6 +1,7 @@
 //! Per-language manifests: `spec/conformance/langs/<language>.json` names the SDK's folder
 //! and the command that starts the language's conformance worker.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -21,11 +22,16 @@ struct Manifest {
     worker: Vec<String>,
     /// How to build the worker: shown when it is not there.
     build: String,
+    /// Scenarios this language does not run yet, each with the reason: reported as SKIP,
+    /// never as passing.
+    #[serde(default)]
+    skip: BTreeMap<String, String>,
 }
 
 /// What the runner can do with a language.
 pub enum Language {
-    Ready(WorkerCommand),
+    /// The worker command, and the scenarios to skip (name → reason).
+    Ready(WorkerCommand, BTreeMap<String, String>),
     /// No SDK yet: reported as missing, never as passing.
     Missing(String),
     /// The SDK is there but its worker cannot be started: every scenario fails.
@@ -45,13 +51,13 @@ fn expand(s: &str, repo: &Path, target: &Path) -> String {
 }
 
 pub fn load(repo: &Path, lang: &str) -> Language {
-    let path = repo.join("spec/conformance/langs").join(format!("{lang}.json"));
+    let path = repo
+        .join("spec/conformance/langs")
+        .join(format!("{lang}.json"));
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(_) => {
-            return Language::Missing(format!(
-                "no manifest spec/conformance/langs/{lang}.json"
-            ))
+            return Language::Missing(format!("no manifest spec/conformance/langs/{lang}.json"))
         }
     };
     let m: Manifest = match serde_json::from_str(&text) {
@@ -82,9 +88,12 @@ pub fn load(repo: &Path, lang: &str) -> Language {
             m.build
         ));
     }
-    Language::Ready(WorkerCommand {
-        program,
-        args: words.collect(),
-        cwd: repo.to_path_buf(),
-    })
+    Language::Ready(
+        WorkerCommand {
+            program,
+            args: words.collect(),
+            cwd: repo.to_path_buf(),
+        },
+        m.skip,
+    )
 }

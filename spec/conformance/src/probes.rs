@@ -286,9 +286,7 @@ async fn open_stream(
 }
 
 async fn reply_of(pending: tokio::task::JoinHandle<Outcome<http::Reply>>) -> Outcome<http::Reply> {
-    pending
-        .await
-        .map_err(|e| format!("client task: {e}"))?
+    pending.await.map_err(|e| format!("client task: {e}"))?
 }
 
 async fn request_from_worker(p: &Probes) -> Outcome<()> {
@@ -318,11 +316,13 @@ async fn window_overflow(p: &Probes) -> Outcome<()> {
     let (mut ws, welcome) = connect(&p.gw, "probe:bad", vec![route(0, "POST", "/bad")]).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(1);
     let _ = tx.send(Ok(http_body::Frame::data(Bytes::from("x")))).await;
-    let body = http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(
-        tokio_stream_from(rx),
-    ));
+    let body =
+        http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(tokio_stream_from(rx)));
     let (pending, r) = open_stream(p, &mut ws, "POST", "/bad", body).await?;
-    ensure!(!r.end_stream, "REQUEST ended its body although the client had not");
+    ensure!(
+        !r.end_stream,
+        "REQUEST ended its body although the client had not"
+    );
     let increment = MAX_WINDOW;
     ensure!(
         u64::from(welcome.initial_window) + u64::from(increment) > u64::from(MAX_WINDOW),
@@ -427,7 +427,11 @@ async fn data_before_response(p: &Probes) -> Outcome<()> {
         }),
     )
     .await?;
-    ensure_eq!(reset_code(&mut ws, r.stream_id).await?, 5, "RESET code (protocol_error)");
+    ensure_eq!(
+        reset_code(&mut ws, r.stream_id).await?,
+        5,
+        "RESET code (protocol_error)"
+    );
     let reply = reply_of(pending).await?;
     ensure_eq!(reply.status, 502, "the client of the broken stream");
     raw_still_serves(p, ws).await
@@ -446,7 +450,11 @@ async fn second_response(p: &Probes) -> Outcome<()> {
     };
     send_frame(&mut ws, head(200)).await?;
     send_frame(&mut ws, head(201)).await?;
-    ensure_eq!(reset_code(&mut ws, r.stream_id).await?, 5, "RESET code (protocol_error)");
+    ensure_eq!(
+        reset_code(&mut ws, r.stream_id).await?,
+        5,
+        "RESET code (protocol_error)"
+    );
     match reply_of(pending).await {
         Ok(reply) if reply.status == 200 => {
             return fail("the client got a complete body from a reset stream")
@@ -514,7 +522,10 @@ async fn refused_upgrade(req: tungstenite::handshake::client::Request) -> Outcom
 async fn upgrade_without_subprotocol(p: &Probes) -> Outcome<()> {
     let (status, body) = refused_upgrade(upgrade_request(&p.gw, "probe:bad", false)?).await?;
     ensure_eq!(status, 400, "status");
-    ensure!(body.contains("vyx.1"), "the body does not name vyx.1: {body:?}");
+    ensure!(
+        body.contains("vyx.1"),
+        "the body does not name vyx.1: {body:?}"
+    );
     Ok(())
 }
 
@@ -530,7 +541,10 @@ async fn upgrade_bad_worker_id(p: &Probes) -> Outcome<()> {
         ensure!(!body.is_empty(), "no reason given for worker id {id:?}");
     }
     // And nothing was registered by those attempts.
-    let conns = wait_connections(&p.client, &p.gw, "has space", "none", WAIT, |c| c.is_empty()).await?;
+    let conns = wait_connections(&p.client, &p.gw, "has space", "none", WAIT, |c| {
+        c.is_empty()
+    })
+    .await?;
     ensure!(conns.is_empty(), "registered: {conns:?}");
     Ok(())
 }

@@ -47,11 +47,6 @@ impl Lines {
         self.lines.lock().unwrap().len()
     }
 
-    /// Everything so far, one string.
-    pub fn text(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
     /// The last `n` lines, for failure reports.
     pub fn tail(&self, n: usize) -> String {
         let lines = self.lines.lock().unwrap();
@@ -114,7 +109,6 @@ async fn wait_exit(child: &mut Child, timeout: Duration) -> Outcome<ExitStatus> 
 pub struct Gateway {
     child: Child,
     pub addr: SocketAddr,
-    pub stderr: Arc<Lines>,
 }
 
 impl Gateway {
@@ -147,11 +141,7 @@ impl Gateway {
         let addr = line["listening http://".len()..]
             .parse()
             .map_err(|e| format!("gateway printed {line:?}: {e}"))?;
-        Ok(Gateway {
-            child,
-            addr,
-            stderr,
-        })
+        Ok(Gateway { child, addr })
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -85,7 +85,13 @@ async fn routing(ctx: Ctx) -> Outcome<()> {
         (200, json!({"rest": "x"})),
         "GET /files/x"
     );
-    for path in ["/nope", "/greet", "/greet/ada/extra", "/greetings/ada", "/GREET/ada"] {
+    for path in [
+        "/nope",
+        "/greet",
+        "/greet/ada/extra",
+        "/greetings/ada",
+        "/GREET/ada",
+    ] {
         let reply = env.get(path).await?;
         ensure_eq!(reply.status, 404, "GET {path}");
     }
@@ -139,7 +145,11 @@ async fn path_params(ctx: Ctx) -> Outcome<()> {
     for (path, rest) in cases {
         let reply = env.get(path).await?;
         ensure_eq!(reply.status, 200, "GET {path}");
-        ensure_eq!(reply.json()?, json!({ "rest": rest }), "catch-all of {path}");
+        ensure_eq!(
+            reply.json()?,
+            json!({ "rest": rest }),
+            "catch-all of {path}"
+        );
     }
     // Raw path and decoded params side by side.
     let reply = env.get("/inspect/a%2Fb/%C3%BC").await?;
@@ -174,7 +184,11 @@ async fn query(ctx: Ctx) -> Outcome<()> {
     ensure_eq!(got["params"], json!({"rest": "q"}), "params");
     let got = env.get("/inspect/q").await?.json()?;
     ensure_eq!(got["query"], Value::Null, "query of a target without '?'");
-    ensure_eq!(got["query_pairs"], json!([]), "pairs of a target without '?'");
+    ensure_eq!(
+        got["query_pairs"],
+        json!([]),
+        "pairs of a target without '?'"
+    );
     Ok(())
 }
 
@@ -258,9 +272,17 @@ async fn headers(ctx: Ctx) -> Outcome<()> {
         "x-forwarded-for added by the gateway"
     );
     ensure_eq!(values("x-request-id").len(), 1, "x-request-id added once");
-    ensure_eq!(values("connection"), Vec::<&str>::new(), "hop-by-hop removed");
+    ensure_eq!(
+        values("connection"),
+        Vec::<&str>::new(),
+        "hop-by-hop removed"
+    );
     ensure_eq!(got["body_length"], json!(4), "body length");
-    ensure_eq!(got["body_sha256"], json!(http::sha256(b"body")), "body hash");
+    ensure_eq!(
+        got["body_sha256"],
+        json!(http::sha256(b"body")),
+        "body hash"
+    );
     Ok(())
 }
 
@@ -321,7 +343,11 @@ async fn empty_204(ctx: Ctx) -> Outcome<()> {
 
 async fn head(ctx: Ctx) -> Outcome<()> {
     let env = ctx.env().await?;
-    let reply = http::send(&env.client, request("HEAD", &env.url("/head"), &[], empty())?).await?;
+    let reply = http::send(
+        &env.client,
+        request("HEAD", &env.url("/head"), &[], empty())?,
+    )
+    .await?;
     ensure_eq!(reply.status, 200, "HEAD /head");
     ensure_eq!(
         reply.header_values("x-conformance"),

@@ -43,7 +43,9 @@ async fn five_hundred(ctx: Ctx) -> Outcome<()> {
         );
     }
     // And 500 concurrent echoes, each answer its own body.
-    let bodies: Vec<String> = (0..N).map(|i| format!("request {i} {}", "x".repeat(i))).collect();
+    let bodies: Vec<String> = (0..N)
+        .map(|i| format!("request {i} {}", "x".repeat(i)))
+        .collect();
     let replies = join_all(bodies.iter().map(|b| {
         let req = request("POST", &env.url("/echo"), &[], http::full(b.clone()));
         let client = env.client.clone();
@@ -117,7 +119,11 @@ async fn client_abort(ctx: Ctx) -> Outcome<()> {
         "first frame: {first:?}"
     );
     let stats = env.get("/stats").await?.json()?;
-    ensure_eq!(stats["in_flight"], json!(1), "stream in flight before the abort");
+    ensure_eq!(
+        stats["in_flight"],
+        json!(1),
+        "stream in flight before the abort"
+    );
     drop(body); // the client goes away mid-response
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -139,7 +145,11 @@ async fn client_abort(ctx: Ctx) -> Outcome<()> {
         "GET /stream/5000 afterwards"
     );
     let stats = env.get("/stats").await?.json()?;
-    ensure_eq!(stats["aborted"], json!(1), "aborted count after a full stream");
+    ensure_eq!(
+        stats["aborted"],
+        json!(1),
+        "aborted count after a full stream"
+    );
     env.still_serving().await
 }
 

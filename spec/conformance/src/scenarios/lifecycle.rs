@@ -76,12 +76,7 @@ async fn restart(ctx: Ctx) -> Outcome<()> {
         c.len() == 1
     })
     .await
-    .map_err(|e| {
-        format!(
-            "{e} (gateway down {:?}; bound {bound:?})",
-            up_at - lost_at
-        )
-    })?;
+    .map_err(|e| format!("{e} (gateway down {:?}; bound {bound:?})", up_at - lost_at))?;
     let reply = http::get(&client, &gw.url("/greet/back")).await?;
     ensure_eq!(reply.status, 200, "GET /greet/back after the restart");
     Ok(())
@@ -131,9 +126,8 @@ async fn start_slow(
 ) -> Outcome<tokio::task::JoinHandle<Vec<Outcome<http::Reply>>>> {
     let urls: Vec<String> = (0..n).map(|_| gw.url(&format!("/slow/{ms}"))).collect();
     let client = env_client.clone();
-    let running = tokio::spawn(async move {
-        join_all(urls.iter().map(|u| http::get(&client, u))).await
-    });
+    let running =
+        tokio::spawn(async move { join_all(urls.iter().map(|u| http::get(&client, u))).await });
     wait_connections(
         env_client,
         gw,
@@ -210,7 +204,15 @@ async fn gateway_drain(ctx: Ctx) -> Outcome<()> {
     const SLOW_MS: u64 = 1000;
     let mut env = ctx.env().await?;
     let addr = env.gw.addr;
-    let in_flight = start_slow(&env.client, &env.gw, &env.id, &env.connection_id, 2, SLOW_MS).await?;
+    let in_flight = start_slow(
+        &env.client,
+        &env.gw,
+        &env.id,
+        &env.connection_id,
+        2,
+        SLOW_MS,
+    )
+    .await?;
     let from = env.worker.stdout.len();
     let drain_at = Instant::now();
     env.gw.signal(libc::SIGTERM)?;

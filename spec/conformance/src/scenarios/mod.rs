@@ -196,9 +196,14 @@ pub async fn wait_connection(
     worker_id: &str,
     pred: impl Fn(&Value) -> bool,
 ) -> Outcome<Value> {
-    let conns = wait_connections(client, gw, worker_id, "the worker's connection", WAIT, |c| {
-        c.len() == 1 && pred(&c[0])
-    })
+    let conns = wait_connections(
+        client,
+        gw,
+        worker_id,
+        "the worker's connection",
+        WAIT,
+        |c| c.len() == 1 && pred(&c[0]),
+    )
     .await?;
     Ok(conns[0].clone())
 }

@@ -123,7 +123,9 @@ async fn hash_body(body: &mut vyx::Body) -> vyx::Result<(u64, String)> {
 
 async fn upload(mut req: Request) -> vyx::Result<Json<serde_json::Value>> {
     let (length, sha256) = hash_body(req.body_mut()).await?;
-    Ok(Json(serde_json::json!({ "length": length, "sha256": sha256 })))
+    Ok(Json(
+        serde_json::json!({ "length": length, "sha256": sha256 }),
+    ))
 }
 
 async fn echo(req: Request) -> Response {
@@ -337,7 +339,9 @@ async fn run() -> Result<(), vyx::Error> {
         .on_state(print_state);
     if let Ok(n) = std::env::var("VYX_CONFORMANCE_MAX_CONCURRENCY") {
         let n = n.parse().map_err(|_| {
-            vyx::Error::Config(format!("VYX_CONFORMANCE_MAX_CONCURRENCY={n} is not a number"))
+            vyx::Error::Config(format!(
+                "VYX_CONFORMANCE_MAX_CONCURRENCY={n} is not a number"
+            ))
         })?;
         builder = builder.max_concurrency(n);
     }
