@@ -92,23 +92,41 @@ pub async fn head_of(
     client: &Client,
     req: http::Request<Body>,
 ) -> Outcome<http::Response<hyper::body::Incoming>> {
+    head_within(client, req, WAIT).await
+}
+
+async fn head_within(
+    client: &Client,
+    req: http::Request<Body>,
+    limit: Duration,
+) -> Outcome<http::Response<hyper::body::Incoming>> {
     let what = format!("{} {}", req.method(), req.uri());
-    match tokio::time::timeout(WAIT, client.request(req)).await {
+    match tokio::time::timeout(limit, client.request(req)).await {
         Ok(Ok(resp)) => Ok(resp),
         Ok(Err(e)) => fail(format!("{what}: {e:?}")),
-        Err(_) => fail(format!("{what}: no response head within {WAIT:?}")),
+        Err(_) => fail(format!("{what}: no response head within {limit:?}")),
     }
 }
 
 /// Sends a request and reads the whole answer.
 pub async fn send(client: &Client, req: http::Request<Body>) -> Outcome<Reply> {
+    send_within(client, req, WAIT).await
+}
+
+/// Like [`send`], for an exchange (a large upload, say) that may take up to `limit`.
+pub async fn send_within(
+    client: &Client,
+    req: http::Request<Body>,
+    limit: Duration,
+) -> Outcome<Reply> {
     let what = format!("{} {}", req.method(), req.uri());
-    let resp = head_of(client, req).await?;
+    let deadline = Instant::now() + limit;
+    let resp = head_within(client, req, limit).await?;
     let (parts, body) = resp.into_parts();
-    let body = match tokio::time::timeout(WAIT, body.collect()).await {
+    let body = match tokio::time::timeout_at(deadline, body.collect()).await {
         Ok(Ok(b)) => b.to_bytes(),
         Ok(Err(e)) => return fail(format!("{what}: body: {e}")),
-        Err(_) => return fail(format!("{what}: body not complete within {WAIT:?}")),
+        Err(_) => return fail(format!("{what}: body not complete within {limit:?}")),
     };
     Ok(Reply {
         status: parts.status.as_u16(),
@@ -139,7 +157,7 @@ pub async fn send_hashing(
 ) -> Outcome<Hashed> {
     let what = format!("{} {}", req.method(), req.uri());
     let deadline = Instant::now() + budget;
-    let resp = head_of(client, req).await?;
+    let resp = head_within(client, req, budget).await?;
     let (parts, mut body) = resp.into_parts();
     let mut hasher = Sha256::new();
     let mut length = 0u64;

@@ -37,9 +37,7 @@ async fn upload(ctx: Ctx) -> Outcome<()> {
             &[("content-type", "application/octet-stream")],
             http::generated(size),
         )?;
-        let reply = tokio::time::timeout(budget(size), http::send(&env.client, req))
-            .await
-            .map_err(|_| format!("upload of {size} bytes took longer than {:?}", budget(size)))??;
+        let reply = http::send_within(&env.client, req, budget(size)).await?;
         ensure_eq!(reply.status, 200, "POST /upload of {size} bytes");
         ensure_eq!(
             reply.json()?,
