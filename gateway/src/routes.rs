@@ -2,8 +2,9 @@
 //! when the set of claimed routes changes and swapped in atomically; lookups take no lock.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use crate::metrics::RouteMetrics;
 use crate::registry::WorkerGroup;
 
 /// A route as a worker declares it: method (or `*`) and pattern.
@@ -23,6 +24,8 @@ impl std::fmt::Display for RouteKey {
 pub struct RouteTarget {
     pub key: RouteKey,
     pub group: Arc<WorkerGroup>,
+    /// The route's metric handles, resolved on its first request.
+    pub metrics: OnceLock<RouteMetrics>,
 }
 
 #[derive(Default)]
@@ -53,6 +56,7 @@ impl RouteTable {
             let target = Arc::new(RouteTarget {
                 key: key.clone(),
                 group: group.clone(),
+                metrics: OnceLock::new(),
             });
             router
                 .insert(key.path.clone(), target)
