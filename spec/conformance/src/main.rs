@@ -278,7 +278,16 @@ async fn run_probes(
     probes: Vec<probes::Probe>,
 ) -> Vec<(&'static str, Cell)> {
     let setup = async {
-        let gw = procs::Gateway::start(gateway_bin, scenarios::loopback(0), None).await?;
+        let config = probes::gateway_config();
+        let gw = procs::Gateway::start(
+            gateway_bin,
+            scenarios::loopback(0),
+            procs::GatewaySetup {
+                config: Some(&config),
+                ..Default::default()
+            },
+        )
+        .await?;
         probes::Probes::start(gw).await
     };
     let shared = match setup.await {

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use vyx_core::frame::{Data, Frame, Request, Reset, Response, Window};
 use vyx_core::handshake::{Hello, RouteSpec, Welcome};
-use vyx_core::limits::{HANDSHAKE_TIMEOUT, INITIAL_WINDOW, MAX_FRAME_SIZE, MAX_WINDOW};
+use vyx_core::limits::{INITIAL_WINDOW, MAX_FRAME_SIZE, MAX_WINDOW};
 
 use crate::check::{fail, Outcome};
 use crate::http::{self, empty, request, Client};
@@ -68,6 +68,17 @@ pub fn all() -> Vec<Probe> {
         "upgrade without vyx.1 -> HTTP 400" => p => upgrade_without_subprotocol(p),
         "upgrade with a bad worker id -> HTTP 400" => p => upgrade_bad_worker_id(p),
     ]
+}
+
+/// The handshake timeout of the probes' gateway.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The probes' gateway: dev mode (any worker id), a short handshake timeout.
+pub fn gateway_config() -> String {
+    format!(
+        "accept_unknown_workers: true\ntimeouts:\n  handshake: {}ms\n",
+        HANDSHAKE_TIMEOUT.as_millis()
+    )
 }
 
 /// The gateway the probes share, and the well-behaved worker that must survive them all.
@@ -499,7 +510,7 @@ async fn slow_handshake(p: &Probes) -> Outcome<()> {
     let after = start.elapsed();
     ensure_eq!(code, 4007, "close code");
     // The 101 came before `start`, so the timeout may end a little before a full period.
-    let earliest = HANDSHAKE_TIMEOUT - Duration::from_millis(500);
+    let earliest = HANDSHAKE_TIMEOUT - Duration::from_millis(100);
     ensure!(
         after >= earliest,
         "closed after {after:?}, before the handshake timeout ({HANDSHAKE_TIMEOUT:?})"

@@ -109,26 +109,61 @@ async fn wait_exit(child: &mut Child, timeout: Duration) -> Outcome<ExitStatus> 
 pub struct Gateway {
     child: Child,
     pub addr: SocketAddr,
+    /// Its `vyx.yaml`, removed with it.
+    config: Option<PathBuf>,
+}
+
+/// How to start a gateway: where it listens, and its `vyx.yaml` if any.
+#[derive(Default)]
+pub struct GatewaySetup<'a> {
+    /// The contents of a `vyx.yaml` for `--config`.
+    pub config: Option<&'a str>,
+    /// Extra environment (e.g. the variables the file's `token_env` names).
+    pub env: &'a [(&'a str, String)],
 }
 
 impl Gateway {
     /// Starts `bin --listen ADDR` (port 0 for an ephemeral one) and reads the address from
     /// its `listening http://ADDR` line.
-    pub async fn start(bin: &Path, listen: SocketAddr, config: Option<&Path>) -> Outcome<Gateway> {
+    pub async fn start(
+        bin: &Path,
+        listen: SocketAddr,
+        setup: GatewaySetup<'_>,
+    ) -> Outcome<Gateway> {
         let mut cmd = Command::new(bin);
         cmd.arg("--listen").arg(listen.to_string());
-        if let Some(config) = config {
-            cmd.arg("--config").arg(config);
+        let config = match setup.config {
+            Some(yaml) => {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let path = std::env::temp_dir().join(format!(
+                    "vyx-conformance-{}-{}.yaml",
+                    std::process::id(),
+                    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                ));
+                std::fs::write(&path, yaml)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                cmd.arg("--config").arg(&path);
+                Some(path)
+            }
+            None => None,
+        };
+        for (k, v) in setup.env {
+            cmd.env(k, v);
         }
         cmd.env_remove("VYX_LISTEN")
+            .env_remove("VYX_CONFIG")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let spawned = cmd.spawn();
+        let mut gateway = Gateway {
+            child: spawned.map_err(|e| format!("cannot start {}: {e}", bin.display()))?,
+            addr: listen,
+            config,
+        };
+        let child = &mut gateway.child;
         let stdout = Lines::capture(child.stdout.take().expect("piped"));
         let stderr = Lines::capture(child.stderr.take().expect("piped"));
         let line = stdout
@@ -138,10 +173,10 @@ impl Gateway {
             .await
             .map_err(|e| format!("gateway: {e}; stderr:\n{}", stderr.tail(20)))?
             .1;
-        let addr = line["listening http://".len()..]
+        gateway.addr = line["listening http://".len()..]
             .parse()
             .map_err(|e| format!("gateway printed {line:?}: {e}"))?;
-        Ok(Gateway { child, addr })
+        Ok(gateway)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -171,8 +206,11 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        // A stopped process dies of SIGKILL too; kill_on_drop sends it.
+        // A stopped process dies of SIGKILL too.
         let _ = self.child.start_kill();
+        if let Some(path) = &self.config {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 

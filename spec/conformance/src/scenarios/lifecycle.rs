@@ -10,7 +10,7 @@ use vyx_core::backoff::envelope_ms;
 use super::{wait_connections, Ctx, Scenario};
 use crate::check::Outcome;
 use crate::http;
-use crate::procs::WAIT;
+use crate::procs::{GatewaySetup, WAIT};
 use crate::{ensure, ensure_eq};
 
 pub fn scenarios() -> Vec<Scenario> {
@@ -49,8 +49,8 @@ pub fn reconnect_bound(down: Duration) -> Duration {
     Duration::from_millis(envelope_ms(failed))
 }
 
-/// The default heartbeat of the gateway (WELCOME `heartbeat_ms`).
-const HEARTBEAT: Duration = vyx_core::limits::HEARTBEAT;
+/// The heartbeat the heartbeat scenario configures (WELCOME `heartbeat_ms`).
+const HEARTBEAT: Duration = Duration::from_millis(500);
 
 async fn restart(ctx: Ctx) -> Outcome<()> {
     let env = ctx.env().await?;
@@ -83,7 +83,17 @@ async fn restart(ctx: Ctx) -> Outcome<()> {
 }
 
 async fn heartbeat_loss(ctx: Ctx) -> Outcome<()> {
-    let env = ctx.env().await?;
+    let yaml = format!(
+        "accept_unknown_workers: true\ntimeouts:\n  heartbeat: {}ms\n",
+        HEARTBEAT.as_millis()
+    );
+    let gw = ctx
+        .gateway_with(GatewaySetup {
+            config: Some(&yaml),
+            ..GatewaySetup::default()
+        })
+        .await?;
+    let env = ctx.env_on(gw, &[]).await?;
     let from = env.worker.stdout.len();
     env.gw.signal(libc::SIGSTOP)?;
     let frozen_at = Instant::now();

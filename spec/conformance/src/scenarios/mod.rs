@@ -1,6 +1,7 @@
 //! The scenarios: each starts what it needs (a fresh gateway, one or more workers of the
 //! language under test), drives it through real HTTP, and checks the outcome exactly.
 
+mod auth;
 mod basics;
 mod bodies;
 mod concurrency;
@@ -17,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::check::{fail, Outcome};
 use crate::http::{self, Client};
-use crate::procs::{Gateway, Worker, WorkerCommand, WAIT};
+use crate::procs::{Gateway, GatewaySetup, Worker, WorkerCommand, WAIT};
 
 pub type Run = fn(Ctx) -> Pin<Box<dyn Future<Output = Outcome<()>> + Send>>;
 
@@ -42,6 +43,7 @@ pub fn all() -> Vec<Scenario> {
     v.extend(bodies::scenarios());
     v.extend(concurrency::scenarios());
     v.extend(lifecycle::scenarios());
+    v.extend(auth::scenarios());
     v
 }
 
@@ -70,12 +72,18 @@ impl Ctx {
         format!("conformance:{}", self.lang)
     }
 
+    /// A gateway on its embedded default (dev mode) on an ephemeral port.
     pub async fn gateway(&self) -> Outcome<Gateway> {
-        Gateway::start(&self.gateway_bin, loopback(0), None).await
+        self.gateway_with(GatewaySetup::default()).await
     }
 
+    pub async fn gateway_with(&self, setup: GatewaySetup<'_>) -> Outcome<Gateway> {
+        Gateway::start(&self.gateway_bin, loopback(0), setup).await
+    }
+
+    /// A dev-mode gateway on `addr` (where an earlier one listened).
     pub async fn gateway_at(&self, addr: SocketAddr) -> Outcome<Gateway> {
-        Gateway::start(&self.gateway_bin, addr, None).await
+        Gateway::start(&self.gateway_bin, addr, GatewaySetup::default()).await
     }
 
     /// Starts a worker (not waiting for it).
@@ -102,7 +110,11 @@ impl Ctx {
 
     /// A fresh gateway and one registered worker.
     pub async fn env_with(&self, extra: &[(&str, String)]) -> Outcome<Env> {
-        let gw = self.gateway().await?;
+        self.env_on(self.gateway().await?, extra).await
+    }
+
+    /// One registered worker on `gw`.
+    pub async fn env_on(&self, gw: Gateway, extra: &[(&str, String)]) -> Outcome<Env> {
         let (worker, connection_id) = self.connect_worker(&gw, extra).await?;
         Ok(Env {
             gw,
