@@ -22,7 +22,7 @@ pub fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-/// GETs `paths` all at once, each on its own client connection.
+/// GETs `urls` all at once, each on its own client connection.
 async fn get_all(client: &Client, urls: Vec<String>) -> Outcome<Vec<http::Reply>> {
     let replies = join_all(urls.iter().map(|url| http::get(client, url))).await;
     replies.into_iter().collect()
