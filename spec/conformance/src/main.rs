@@ -36,7 +36,7 @@ struct Cli {
     /// any other with a manifest; those without an SDK are reported as missing].
     #[arg(long, value_delimiter = ',')]
     lang: Option<Vec<String>>,
-    /// Run only the scenarios and probes whose name contains this text.
+    /// Run only the scenarios and probes whose name contains this text (any case).
     #[arg(long)]
     only: Option<String>,
     /// Skip the protocol probes.
@@ -132,7 +132,11 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let (langs, explicit) = languages(&cli);
-    let selected = |name: &str| cli.only.as_deref().is_none_or(|o| name.contains(o));
+    let only = cli.only.as_deref().map(str::to_lowercase);
+    let selected = |name: &str| {
+        only.as_deref()
+            .is_none_or(|o| name.to_lowercase().contains(o))
+    };
 
     let columns: Vec<(String, Language)> = langs
         .iter()

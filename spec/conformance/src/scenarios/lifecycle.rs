@@ -153,6 +153,26 @@ async fn start_slow(
     Ok(running)
 }
 
+/// Waits for the requests [`start_slow`] started: each must be a complete `/slow/{ms}`
+/// answer. Returns their JSON.
+async fn finish_slow(
+    running: tokio::task::JoinHandle<Vec<Outcome<http::Reply>>>,
+    ms: u64,
+) -> Outcome<Vec<serde_json::Value>> {
+    let replies = running
+        .await
+        .map_err(|e| format!("in-flight requests: {e}"))?;
+    let mut answers = Vec::new();
+    for (i, r) in replies.into_iter().enumerate() {
+        let r = r?;
+        ensure_eq!(r.status, 200, "in-flight request {i}: {}", r.text());
+        let got = r.json()?;
+        ensure_eq!(got["slept_ms"], json!(ms), "in-flight request {i}");
+        answers.push(got);
+    }
+    Ok(answers)
+}
+
 async fn worker_drain(ctx: Ctx) -> Outcome<()> {
     const SLOW_MS: u64 = 1500;
     let gw = ctx.gateway().await?;
@@ -181,19 +201,11 @@ async fn worker_drain(ctx: Ctx) -> Outcome<()> {
             "replica of new request {i} during the drain"
         );
     }
-    for (i, r) in in_flight
-        .await
-        .map_err(|e| format!("in-flight requests: {e}"))?
-        .into_iter()
-        .enumerate()
-    {
-        let r = r?;
-        ensure_eq!(r.status, 200, "in-flight request {i}: {}", r.text());
-        let got = r.json()?;
+    for (i, got) in finish_slow(in_flight, SLOW_MS).await?.iter().enumerate() {
         ensure_eq!(
-            (got["replica"].clone(), got["slept_ms"].clone()),
-            (json!("a"), json!(SLOW_MS)),
-            "in-flight request {i}"
+            got["replica"],
+            json!("a"),
+            "replica of in-flight request {i}"
         );
     }
     let status = a.wait_exit(WAIT).await?;
@@ -226,19 +238,7 @@ async fn gateway_drain(ctx: Ctx) -> Outcome<()> {
     let from = env.worker.stdout.len();
     let drain_at = Instant::now();
     env.gw.signal(libc::SIGTERM)?;
-    for (i, r) in in_flight
-        .await
-        .map_err(|e| format!("in-flight requests: {e}"))?
-        .into_iter()
-        .enumerate()
-    {
-        let r = r?;
-        ensure_eq!(
-            (r.status, r.json()?["slept_ms"].clone()),
-            (200, json!(SLOW_MS)),
-            "request in flight when the gateway began to drain ({i})"
-        );
-    }
+    finish_slow(in_flight, SLOW_MS).await?;
     let status = env.gw.wait_exit(WAIT).await?;
     ensure_eq!(status.code(), Some(0), "exit code of the drained gateway");
     // The worker did not ask for this drain: it retries.
