@@ -24,6 +24,14 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Runs CPU-heavy test work (building and hashing 64 MiB takes seconds in a debug build)
+/// on the blocking pool. The worker under test shares this test's runtime: blocking it for
+/// longer than the heartbeat deadline (3 x 5 s; easily reached on a loaded 2-core machine)
+/// silences the worker, and the gateway rightly drops it as dead.
+async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work).await.expect("blocking work")
+}
+
 /// A deterministic body of `n` bytes.
 fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8).collect()
@@ -241,7 +249,7 @@ async fn sixty_four_mib_streams_both_ways() {
     let gw = TestGateway::start().await;
     let w = TestWorker::start(gw.addr, "rust:e2e", "a").await;
     let c = client();
-    let body = pattern(64 << 20);
+    let body = Bytes::from(off_runtime(|| pattern(64 << 20)).await);
     let (status, headers, answer) = send(
         &c,
         "POST",
@@ -253,11 +261,14 @@ async fn sixty_four_mib_streams_both_ways() {
     assert_eq!(status, 200);
     assert_eq!(headers.get("content-type").unwrap(), "application/x-test");
     assert_eq!(answer.len(), body.len());
-    assert_eq!(sha_hex(&answer), sha_hex(&body));
+    let (got, want) = off_runtime(move || (sha_hex(&answer), sha_hex(&body))).await;
+    assert_eq!(got, want);
 
     let (status, answer) = get(&c, &gw.url("/download/10000001")).await;
     assert_eq!(status, 200);
-    assert_eq!(sha_hex(&answer), sha_hex(&pattern(10_000_001)));
+    let (got, want) =
+        off_runtime(move || (sha_hex(&answer), sha_hex(&pattern(10_000_001)))).await;
+    assert_eq!(got, want);
     let (status, _, answer) = send(&c, "POST", &gw.url("/echo"), &[], Bytes::new()).await;
     assert_eq!((status, answer.len()), (200, 0));
     w.stop().await.unwrap();
