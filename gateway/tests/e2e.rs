@@ -29,7 +29,9 @@ fn hex(b: &[u8]) -> String {
 /// longer than the heartbeat deadline (3 x 5 s; easily reached on a loaded 2-core machine)
 /// silences the worker, and the gateway rightly drops it as dead.
 async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(work).await.expect("blocking work")
+    tokio::task::spawn_blocking(work)
+        .await
+        .expect("blocking work")
 }
 
 /// A deterministic body of `n` bytes.
@@ -266,8 +268,7 @@ async fn sixty_four_mib_streams_both_ways() {
 
     let (status, answer) = get(&c, &gw.url("/download/10000001")).await;
     assert_eq!(status, 200);
-    let (got, want) =
-        off_runtime(move || (sha_hex(&answer), sha_hex(&pattern(10_000_001)))).await;
+    let (got, want) = off_runtime(move || (sha_hex(&answer), sha_hex(&pattern(10_000_001)))).await;
     assert_eq!(got, want);
     let (status, _, answer) = send(&c, "POST", &gw.url("/echo"), &[], Bytes::new()).await;
     assert_eq!((status, answer.len()), (200, 0));
