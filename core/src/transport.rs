@@ -54,7 +54,13 @@ pub async fn write_loop<S>(
                         code: WsCloseCode::from(code as u16),
                         reason: truncate_reason(&reason).into(),
                     };
-                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    if sink.send(Message::Close(Some(frame))).await.is_err() {
+                        // The peer closed first: tungstenite refuses a second close frame,
+                        // and has queued its answer echoing the peer's code (RFC 6455
+                        // §5.5.1). Flushing it completes the closing handshake; returning
+                        // without it drops the socket under the peer.
+                        let _ = sink.flush().await;
+                    }
                     return;
                 }
             };

@@ -12,6 +12,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, info, warn};
 use vyx_core::error::{CloseCode, ResetCode};
@@ -482,12 +483,7 @@ where
                         conn.send(Outgoing::Close(CloseCode::ProtocolViolation, why.clone()));
                         return format!("{}: {why}", CloseCode::ProtocolViolation);
                     }
-                    Some(Ok(Message::Close(f))) => {
-                        return match f {
-                            Some(f) => format!("closed by worker: {} {}", u16::from(f.code), f.reason),
-                            None => "closed by worker".into(),
-                        };
-                    }
+                    Some(Ok(Message::Close(f))) => return close_reason(conn, f),
                     Some(Ok(_)) => {}
                     Some(Err(tungstenite::Error::Capacity(e))) => {
                         let why = e.to_string();
@@ -512,6 +508,21 @@ where
                 return format!("{}: {open} streams open at the deadline", CloseCode::DrainTimeout);
             }
         }
+    }
+}
+
+/// How a connection ended with a close frame from the worker: its answer to the gateway's
+/// close once a drain is complete (a clean end), or a close of its own.
+fn close_reason(conn: &WorkerConn, frame: Option<CloseFrame>) -> String {
+    let Some(f) = frame else {
+        return "closed by worker (no close code)".into();
+    };
+    let code = u16::from(f.code);
+    let name = CloseCode::from_u16(code).map_or(code.to_string(), |c| c.to_string());
+    if code == CloseCode::Normal as u16 && conn.draining.load(Ordering::Acquire) {
+        format!("drained, closed cleanly: {name} {}", f.reason)
+    } else {
+        format!("closed by worker: {name} {}", f.reason)
     }
 }
 

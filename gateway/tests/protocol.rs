@@ -434,6 +434,20 @@ async fn window_overflow_closes_with_4008() {
     }
 }
 
+/// PROTOCOL.md §2.1: a close frame is answered with one echoing its code before the socket
+/// is dropped (RFC 6455 §5.5.1).
+#[tokio::test]
+async fn a_workers_close_is_answered_with_its_code() {
+    let gw = TestGateway::start().await;
+    let mut w = RawWorker::connect(gw.addr, "raw:leaving", vec![route(0, "GET", "/leaving")]).await;
+    let frame = tungstenite::protocol::CloseFrame {
+        code: 4010.into(),
+        reason: "1 streams still open at the drain deadline".into(),
+    };
+    w.ws.close(Some(frame)).await.unwrap();
+    assert_eq!(w.close_code().await, 4010);
+}
+
 #[tokio::test]
 async fn a_silent_worker_is_dropped_after_missed_heartbeats() {
     let gw = TestGateway::start_with(|c| c.heartbeat = Duration::from_millis(100)).await;

@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use vyx::{ConnectionState, Request, Response, StatusCode};
 use vyx_core::frame::{self, Data, Frame, Window};
-use vyx_core::handshake::{Hello, Welcome, PROTOCOL_VERSION, SUBPROTOCOL};
+use vyx_core::handshake::{Drain, Hello, Welcome, PROTOCOL_VERSION, SUBPROTOCOL};
 use vyx_core::ResetCode;
 
 const WINDOW: u32 = 256 * 1024;
@@ -218,6 +218,22 @@ impl Conn {
             reason: reason.to_owned().into(),
         };
         let _ = self.ws.close(Some(frame)).await;
+    }
+
+    /// Closes as a gateway does once a drain is complete, and returns the close frame the
+    /// worker answers with; a socket dropped without one fails the test.
+    async fn close_handshake(&mut self, code: u16, reason: &str) -> (u16, String) {
+        self.close(code, reason).await;
+        loop {
+            match timeout(self.ws.next()).await {
+                Some(Ok(Message::Close(Some(f)))) => {
+                    return (u16::from(f.code), f.reason.to_string())
+                }
+                Some(Ok(Message::Close(None))) => return (1005, String::new()),
+                Some(Ok(_)) => {} // sent before the worker saw our close
+                other => panic!("the worker dropped the socket without a close frame: {other:?}"),
+            }
+        }
     }
 }
 
@@ -500,7 +516,10 @@ async fn serves_requests_over_the_protocol() {
         Frame::Drain(d) => assert_eq!(d.deadline_ms, 30_000),
         other => panic!("expected DRAIN, got {other:?}"),
     }
-    conn.close(1000, "drained").await;
+    assert_eq!(
+        conn.close_handshake(1000, "drained").await,
+        (1000, "drained".into())
+    );
     timeout(running).await.unwrap().unwrap();
     assert_eq!(*w.state().borrow(), ConnectionState::Stopped);
     let states = states.lock().unwrap();
@@ -508,6 +527,48 @@ async fn serves_requests_over_the_protocol() {
         |s| matches!(s, ConnectionState::Connected { connection_id } if connection_id == "c-1")
     ));
     assert_eq!(states.last(), Some(&ConnectionState::Stopped));
+}
+
+/// PROTOCOL.md §7: whichever side asked for the drain, the gateway closes with 1000 once no
+/// stream is left and the worker answers with a close frame of its own, 1000, before it
+/// drops the socket; after the gateway's drain it then dials again.
+#[tokio::test]
+async fn drains_end_in_a_closing_handshake_whichever_side_asked() {
+    let (gw, url) = Gateway::bind().await;
+    let w = worker(&url, Arc::default());
+    let running = tokio::spawn({
+        let w = w.clone();
+        async move { w.start().await }
+    });
+    let (mut conn, _) = gw.welcome().await;
+    conn.send(
+        Frame::Drain(Drain {
+            reason: "gateway shutting down".into(),
+            deadline_ms: 30_000,
+        })
+        .encode(),
+    )
+    .await;
+    assert_eq!(
+        conn.close_handshake(1000, "drained").await,
+        (1000, "drained".into())
+    );
+
+    let mut state = w.state();
+    timeout(state.wait_for(|s| matches!(s, ConnectionState::Reconnecting { .. })))
+        .await
+        .unwrap();
+    let (mut conn, _) = gw.welcome().await;
+    timeout(state.wait_for(|s| matches!(s, ConnectionState::Connected { .. })))
+        .await
+        .unwrap();
+    w.stop();
+    assert!(matches!(conn.recv().await, Frame::Drain(_)));
+    assert_eq!(
+        conn.close_handshake(1000, "drained").await,
+        (1000, "drained".into())
+    );
+    timeout(running).await.unwrap().unwrap();
 }
 
 #[tokio::test]

@@ -198,8 +198,9 @@ pub(crate) async fn run(ws: WsStream, args: RunArgs<'_>) -> ConnEnd {
     }
     drop(reader);
     // Handlers may still hold the connection, so the queue does not close by itself: a
-    // final close (a no-op after one already sent) ends the writer. Bounded, in case the
-    // socket no longer drains.
+    // final close ends the writer. After the gateway's close it flushes our answer to it
+    // (the closing handshake a drain ends with); after one of ours it is a no-op. Bounded,
+    // in case the socket no longer drains.
     conn.send(Outgoing::Close(CloseCode::Normal, String::new()));
     drop(conn);
     let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
