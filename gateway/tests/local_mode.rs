@@ -423,6 +423,15 @@ async fn sigterm_drains_and_leaves_no_child() {
     let drain = log.find("draining workers").expect("DRAIN first");
     let term = log.find("stopping local workers").expect("then SIGTERM");
     assert!(drain < term, "{log}");
+    // Each replica answered the gateway's close: a complete closing handshake, no reset.
+    for c in ["c1", "c2"] {
+        assert!(
+            log.contains(&format!(
+                "connection={c} reason=drained, closed cleanly: 1000 (normal)"
+            )),
+            "{log}"
+        );
+    }
     for r in ["test:local#1", "test:local#2"] {
         assert!(
             log.contains(&format!("local worker {r} stopped (exited with status 0)")),
