@@ -45,6 +45,7 @@ pub async fn write_loop<S>(
 {
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
+        let mut yielded = false;
         while let Some(out) = next.take() {
             let msg = match out {
                 Outgoing::Frame(b) => Message::Binary(b),
@@ -63,6 +64,13 @@ pub async fn write_loop<S>(
                 return;
             }
             next = rx.try_recv().ok();
+            if next.is_none() && !yielded {
+                // Let the tasks that are ready run once before the flush: under load they
+                // queue more frames, and one write carries them all.
+                yielded = true;
+                tokio::task::yield_now().await;
+                next = rx.try_recv().ok();
+            }
         }
         if let Err(e) = sink.flush().await {
             debug!(error = %e, "flush failed");
