@@ -80,7 +80,10 @@ pub async fn proxy(
             )
         }
     };
+    // Readers hold the table for a lookup only: a route update waits for them.
+    let target = target.clone();
     drop(params);
+    drop(table);
 
     // A replica with room, waiting a bounded time for one when all are full.
     let deadline = tokio::time::Instant::now() + shared.config.queue_timeout;
