@@ -35,6 +35,14 @@ pub fn websocket_config() -> WebSocketConfig {
         .max_write_buffer_size(4 * MAX_FRAME_SIZE)
 }
 
+/// The gateway's settings: [`websocket_config`] with a 4 KiB read buffer. tungstenite
+/// allocates (and zeroes) the whole read buffer per connection up front, 128 KiB by default;
+/// a gateway holds thousands of mostly idle worker connections, and larger frames still
+/// arrive whole (the buffer grows to a frame's size while it is read).
+pub fn gateway_websocket_config() -> WebSocketConfig {
+    websocket_config().read_buffer_size(4 * 1024)
+}
+
 /// Owns a socket's write half. Feeds while the queue has messages and flushes when it
 /// empties, so a burst of frames costs one flush (tungstenite's `send` flushes every message).
 pub async fn write_loop<S>(

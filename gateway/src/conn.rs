@@ -402,6 +402,8 @@ pub async fn serve<S>(
         routes = hello.routes.len(),
         "worker registered"
     );
+    // Not held for the connection's life (the routes live on in `conn`).
+    drop(hello);
 
     let end = read_loop(&conn, &group, &shared, &mut stream).await;
     shared.registry.unregister(&conn);
