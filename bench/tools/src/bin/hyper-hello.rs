@@ -31,44 +31,57 @@ fn bad() -> Response<Body> {
 async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     let get = req.method() == Method::GET;
-    Ok(if let (true, Some(name)) = (get, path.strip_prefix("/hello/")) {
-        full(StatusCode::OK, "application/json", vyx_bench::hello_json(name))
-    } else if let (true, Some(size)) = (get, path.strip_prefix("/bytes/")) {
-        match size.parse().ok().and_then(vyx_bench::body_of) {
-            Some(b) => full(StatusCode::OK, "application/octet-stream", b),
-            None => bad(),
-        }
-    } else if let (true, Some(size)) = (get, path.strip_prefix("/download/")) {
-        match size.parse::<u64>() {
-            Ok(n) => {
-                let s = stream::iter(vyx_bench::pieces(n)).map(|b| Ok::<_, Infallible>(Frame::data(b)));
-                let mut r = Response::new(BodyExt::boxed(StreamBody::new(s)));
-                r.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/octet-stream"),
-                );
-                r
+    Ok(
+        if let (true, Some(name)) = (get, path.strip_prefix("/hello/")) {
+            full(
+                StatusCode::OK,
+                "application/json",
+                vyx_bench::hello_json(name),
+            )
+        } else if let (true, Some(size)) = (get, path.strip_prefix("/bytes/")) {
+            match size.parse().ok().and_then(vyx_bench::body_of) {
+                Some(b) => full(StatusCode::OK, "application/octet-stream", b),
+                None => bad(),
             }
-            Err(_) => bad(),
-        }
-    } else if req.method() == Method::PUT && path == "/upload" {
-        let mut body = req.into_body();
-        let mut n = 0u64;
-        while let Some(frame) = body.frame().await {
-            match frame {
-                Ok(f) => n += f.data_ref().map_or(0, |d| d.len() as u64),
-                Err(_) => return Ok(bad()),
+        } else if let (true, Some(size)) = (get, path.strip_prefix("/download/")) {
+            match size.parse::<u64>() {
+                Ok(n) => {
+                    let s = stream::iter(vyx_bench::pieces(n))
+                        .map(|b| Ok::<_, Infallible>(Frame::data(b)));
+                    let mut r = Response::new(BodyExt::boxed(StreamBody::new(s)));
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/octet-stream"),
+                    );
+                    r
+                }
+                Err(_) => bad(),
             }
-        }
-        full(StatusCode::OK, "application/json", vyx_bench::received_json(n))
-    } else {
-        full(StatusCode::NOT_FOUND, "text/plain", "not found\n")
-    })
+        } else if req.method() == Method::PUT && path == "/upload" {
+            let mut body = req.into_body();
+            let mut n = 0u64;
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => n += f.data_ref().map_or(0, |d| d.len() as u64),
+                    Err(_) => return Ok(bad()),
+                }
+            }
+            full(
+                StatusCode::OK,
+                "application/json",
+                vyx_bench::received_json(n),
+            )
+        } else {
+            full(StatusCode::NOT_FOUND, "text/plain", "not found\n")
+        },
+    )
 }
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:0".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:0".into());
     let listener = TcpListener::bind(&addr).await?;
     println!("listening http://{}", listener.local_addr()?);
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

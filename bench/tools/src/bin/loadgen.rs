@@ -69,6 +69,10 @@ enum Cmd {
         workers: usize,
         #[arg(long, default_value_t = 10)]
         routes: usize,
+        /// Distinct worker ids: connection i registers as id `i % ids` (the others are its
+        /// replicas). Default: one id per connection.
+        #[arg(long)]
+        ids: Option<usize>,
         /// A URL served by a separate, real worker, loaded during the churn phases.
         #[arg(long)]
         http_url: Uri,
@@ -97,6 +101,7 @@ async fn main() {
             pid,
             workers,
             routes,
+            ids,
             http_url,
             http_connections,
             churn_rate,
@@ -106,7 +111,10 @@ async fn main() {
                 gateway,
                 pid,
                 workers,
-                routes,
+                Shape {
+                    routes,
+                    ids: ids.unwrap_or(workers).max(1),
+                },
                 http_url,
                 http_connections,
                 churn_rate,
@@ -242,15 +250,25 @@ async fn stream_test(url: Uri, upload: Option<u64>) -> serde_json::Value {
         let resp = sender.send_request(req).await.expect("upload answered");
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await.expect("answer read");
-        (status, n, String::from_utf8_lossy(&body.to_bytes()).into_owned())
+        (
+            status,
+            n,
+            String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+        )
     } else {
         let mut sender = connect::<Empty<Bytes>>(&url).await;
-        let resp = sender.send_request(get(&url)).await.expect("download answered");
+        let resp = sender
+            .send_request(get(&url))
+            .await
+            .expect("download answered");
         let status = resp.status().as_u16();
         let mut body = resp.into_body();
         let mut n = 0u64;
         while let Some(f) = body.frame().await {
-            n += f.expect("download read").data_ref().map_or(0, |d| d.len() as u64);
+            n += f
+                .expect("download read")
+                .data_ref()
+                .map_or(0, |d| d.len() as u64);
         }
         (status, n, String::new())
     };
@@ -280,8 +298,17 @@ fn rss_kib(pid: u32) -> (u64, u64) {
 
 type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
 
-/// Registers worker `scale-{i}` with its routes; returns the socket once WELCOME arrived.
-async fn register(gateway: SocketAddr, i: usize, routes: usize) -> Result<Ws, String> {
+/// What the scale test's workers declare.
+#[derive(Clone, Copy)]
+struct Shape {
+    routes: usize,
+    ids: usize,
+}
+
+/// Registers connection `i` as worker `scale-{i % ids}` with that id's routes; returns the
+/// socket once WELCOME arrived.
+async fn register(gateway: SocketAddr, i: usize, shape: Shape) -> Result<Ws, String> {
+    let i = i % shape.ids;
     let id = format!("scale-{i}");
     let mut req = format!("ws://{gateway}/_vyx/register")
         .into_client_request()
@@ -303,7 +330,7 @@ async fn register(gateway: SocketAddr, i: usize, routes: usize) -> Result<Ws, St
         instance: "scale".into(),
         sdk: "loadgen".into(),
         max_concurrency: 16,
-        routes: (0..routes)
+        routes: (0..shape.routes)
             .map(|r| RouteSpec {
                 id: r as u32,
                 method: "GET".into(),
@@ -337,11 +364,7 @@ fn hold(mut ws: Ws) -> tokio::task::JoinHandle<()> {
 }
 
 /// Closed-loop GETs on `connections` keep-alive connections until `stop`; (ok, errors).
-async fn http_load(
-    url: &Uri,
-    connections: usize,
-    dur: Duration,
-) -> (u64, u64) {
+async fn http_load(url: &Uri, connections: usize, dur: Duration) -> (u64, u64) {
     let ok = Arc::new(AtomicU64::new(0));
     let err = Arc::new(AtomicU64::new(0));
     let end = Instant::now() + dur;
@@ -377,7 +400,7 @@ async fn scale_test(
     gateway: SocketAddr,
     pid: u32,
     workers: usize,
-    routes: usize,
+    shape: Shape,
     http_url: Uri,
     http_connections: usize,
     churn_rate: f64,
@@ -390,7 +413,7 @@ async fn scale_test(
     let t_all = Instant::now();
     for i in 0..workers {
         let t0 = Instant::now();
-        let ws = register(gateway, i, routes)
+        let ws = register(gateway, i, shape)
             .await
             .unwrap_or_else(|e| panic!("worker {i} not registered: {e}"));
         took.push(t0.elapsed());
@@ -423,11 +446,10 @@ async fn scale_test(
                 tick.tick().await;
                 let i = next % workers;
                 next += 1;
-                let (held, reconnects, failed) =
-                    (held.clone(), reconnects.clone(), failed.clone());
+                let (held, reconnects, failed) = (held.clone(), reconnects.clone(), failed.clone());
                 tokio::spawn(async move {
                     held.lock().unwrap()[i].abort();
-                    match register(gateway, i, routes).await {
+                    match register(gateway, i, shape).await {
                         Ok(ws) => {
                             held.lock().unwrap()[i] = hold(ws);
                             reconnects.fetch_add(1, Ordering::Relaxed);
@@ -445,7 +467,8 @@ async fn scale_test(
     let secs = churn_secs.as_secs_f64();
     json!({
         "workers": workers,
-        "routes_per_worker": routes,
+        "worker_ids": shape.ids,
+        "routes_per_worker": shape.routes,
         "register_all_secs": register_secs,
         "register_100th_ms": first,
         "register_last_ms": last,
