@@ -1,4 +1,5 @@
-//! `/_vyx/health` and `/_vyx/workers`.
+//! `/_vyx/health`, `/_vyx/workers` and `/_vyx/metrics`; the last two behind the admin token
+//! when one is configured.
 
 use std::sync::atomic::Ordering;
 use std::time::UNIX_EPOCH;
@@ -6,6 +7,8 @@ use std::time::UNIX_EPOCH;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Response, StatusCode};
 use serde::Serialize;
+
+use http::Request;
 
 use crate::body::GatewayBody;
 use crate::Shared;
@@ -76,4 +79,66 @@ pub fn workers(shared: &Shared) -> Response<GatewayBody> {
         })
         .collect();
     json(StatusCode::OK, &list)
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<GatewayBody> {
+    let mut resp = Response::new(GatewayBody::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+/// `None` when no admin token is configured or the request carries it; else the 401/403
+/// answer with a sentence. A worker's token is refused by name: worker tokens authenticate
+/// nothing else.
+pub fn admin_refusal<B>(req: &Request<B>, shared: &Shared) -> Option<Response<GatewayBody>> {
+    let expected = shared.config.admin_token.as_ref()?;
+    let plain = "text/plain; charset=utf-8";
+    let presented = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        None => {
+            let mut resp = text(
+                StatusCode::UNAUTHORIZED,
+                plain,
+                "this endpoint needs the admin token: send 'Authorization: Bearer <token>'\n"
+                    .into(),
+            );
+            resp.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            );
+            Some(resp)
+        }
+        Some(t) if expected.matches(t) => None,
+        Some(t) if shared.config.auth.is_worker_token(t) => Some(text(
+            StatusCode::FORBIDDEN,
+            plain,
+            "a worker token does not open admin endpoints; use the admin token\n".into(),
+        )),
+        Some(_) => Some(text(
+            StatusCode::FORBIDDEN,
+            plain,
+            "invalid admin token\n".into(),
+        )),
+    }
+}
+
+pub fn metrics(shared: &Shared) -> Response<GatewayBody> {
+    let conns = shared.registry.connections();
+    let body = shared.metrics.encode(
+        conns
+            .iter()
+            .map(|c| (c.worker_id.clone(), c.in_flight.load(Ordering::Acquire))),
+    );
+    text(
+        StatusCode::OK,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        body,
+    )
 }

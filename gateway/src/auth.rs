@@ -1,5 +1,57 @@
 //! Who may register: checked on the upgrade request, before any socket is held.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use subtle::ConstantTimeEq;
+
+/// A token: compared in constant time, never printed (its `Debug` says `Secret(..)`).
+///
+/// ```
+/// use vyx_gateway::auth::Secret;
+/// let s = Secret::new("s3cret");
+/// assert!(s.matches("s3cret") && !s.matches("s3creT"));
+/// assert_eq!(format!("{s:?}"), "Secret(..)");
+/// ```
+#[derive(Clone)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    pub fn new(token: &str) -> Secret {
+        Secret(token.into())
+    }
+
+    /// 32 random bytes from the OS, hex-encoded: a fresh per-run token.
+    pub fn random() -> Secret {
+        let mut bytes = [0u8; 32];
+        getrandom::getrandom(&mut bytes).expect("the OS random source works");
+        Secret(
+            bytes
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+                .into(),
+        )
+    }
+
+    /// Constant-time equality (for equal lengths; a length mismatch is not secret).
+    pub fn matches(&self, presented: &str) -> bool {
+        self.0.as_bytes().ct_eq(presented.as_bytes()).into()
+    }
+
+    /// The token itself, to hand to a child process; never for logs.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
 /// What an admitted worker may do.
 #[derive(Debug, Clone, Default)]
 pub struct Admission {
@@ -7,22 +59,28 @@ pub struct Admission {
     pub allowed_prefixes: Option<Vec<String>>,
 }
 
-/// Why an upgrade request is refused, as an HTTP status and a sentence.
+/// Why an upgrade request is refused, as an HTTP status and a sentence (never the token).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
     #[error("missing credentials: send 'Authorization: Bearer <token>'")]
     MissingToken,
     #[error("invalid token for worker id {0:?}")]
     WrongToken(String),
-    #[error("worker id {0:?} is not declared")]
+    #[error(
+        "invalid token for worker id {0:?}: the token presented is bound to a different worker id"
+    )]
+    TokenOfAnotherId(String),
+    #[error("worker id {0:?} is not declared in the gateway's configuration")]
     UnknownWorker(String),
+    #[error("worker id {0:?} is a local worker: it registers over loopback only (set allow_remote: true to admit it from other hosts)")]
+    NotLocal(String),
 }
 
 impl Rejection {
     pub fn status(&self) -> u16 {
         match self {
             Rejection::MissingToken => 401,
-            Rejection::WrongToken(_) | Rejection::UnknownWorker(_) => 403,
+            _ => 403,
         }
     }
 
@@ -31,21 +89,95 @@ impl Rejection {
         match self {
             Rejection::MissingToken => "missing_token",
             Rejection::WrongToken(_) => "wrong_token",
+            Rejection::TokenOfAnotherId(_) => "token_of_another_id",
             Rejection::UnknownWorker(_) => "unknown_worker",
+            Rejection::NotLocal(_) => "not_local",
         }
     }
 }
 
-/// Decides whether a worker id with a token may register.
+/// Decides whether a worker id with a token, connecting from `peer`, may register.
 pub trait Authenticator: Send + Sync + 'static {
-    fn admit(&self, worker_id: &str, token: Option<&str>) -> Result<Admission, Rejection>;
+    fn admit(
+        &self,
+        worker_id: &str,
+        token: Option<&str>,
+        peer: SocketAddr,
+    ) -> Result<Admission, Rejection>;
+
+    /// Whether `token` is some worker's token (admin endpoints refuse those by name).
+    fn is_worker_token(&self, _token: &str) -> bool {
+        false
+    }
 }
 
 /// Dev mode: every worker id, with any token or none.
 pub struct AcceptAll;
 
 impl Authenticator for AcceptAll {
-    fn admit(&self, _worker_id: &str, _token: Option<&str>) -> Result<Admission, Rejection> {
+    fn admit(&self, _: &str, _: Option<&str>, _: SocketAddr) -> Result<Admission, Rejection> {
         Ok(Admission::default())
+    }
+}
+
+/// A worker id declared in `vyx.yaml`.
+#[derive(Debug, Clone)]
+pub struct DeclaredWorker {
+    pub token: Secret,
+    /// Path prefixes the id may claim; `None` means any.
+    pub routes: Option<Vec<String>>,
+    /// A local worker without `allow_remote`: admitted from loopback addresses only.
+    pub loopback_only: bool,
+}
+
+/// The declared workers and their tokens: each token admits its own id only.
+pub struct Credentials {
+    workers: HashMap<String, DeclaredWorker>,
+    accept_unknown: bool,
+}
+
+impl Credentials {
+    pub fn new(workers: HashMap<String, DeclaredWorker>, accept_unknown: bool) -> Credentials {
+        Credentials {
+            workers,
+            accept_unknown,
+        }
+    }
+}
+
+impl Authenticator for Credentials {
+    fn admit(
+        &self,
+        worker_id: &str,
+        token: Option<&str>,
+        peer: SocketAddr,
+    ) -> Result<Admission, Rejection> {
+        let declared = self.workers.get(worker_id);
+        if declared.is_none() && self.accept_unknown {
+            return Ok(Admission::default());
+        }
+        // Missing credentials come first (401), as in PROTOCOL.md §2.2.
+        let token = token.ok_or(Rejection::MissingToken)?;
+        let declared = declared.ok_or_else(|| Rejection::UnknownWorker(worker_id.into()))?;
+        if !declared.token.matches(token) {
+            return Err(if self.is_worker_token(token) {
+                Rejection::TokenOfAnotherId(worker_id.into())
+            } else {
+                Rejection::WrongToken(worker_id.into())
+            });
+        }
+        if declared.loopback_only && !peer.ip().is_loopback() {
+            return Err(Rejection::NotLocal(worker_id.into()));
+        }
+        Ok(Admission {
+            allowed_prefixes: declared.routes.clone(),
+        })
+    }
+
+    fn is_worker_token(&self, token: &str) -> bool {
+        // Every entry is compared, so the time taken does not tell which one matched.
+        self.workers
+            .values()
+            .fold(false, |found, w| w.token.matches(token) | found)
     }
 }

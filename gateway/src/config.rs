@@ -1,53 +1,131 @@
 //! The gateway's runtime settings. With no file, [`GatewayConfig::default`] is the embedded
-//! default: loopback, dev mode, any worker accepted.
+//! default: loopback, dev mode, any worker accepted. `vyx.yaml` fills the same struct
+//! ([`crate::file_config`]).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use vyx_core::handshake::REGISTER_PATH;
 use vyx_core::limits;
+use vyx_core::limits::MAX_ROUTES;
 
-use crate::auth::{AcceptAll, Authenticator};
+use crate::auth::{AcceptAll, Authenticator, Secret};
 
 #[derive(Clone)]
 pub struct GatewayConfig {
+    /// The first (or only) HTTP listen address.
     pub listen: SocketAddr,
-    /// Path of the WebSocket registration endpoint on the HTTP port.
+    /// Further HTTP listen addresses, served alike.
+    pub extra_listen: Vec<SocketAddr>,
+    /// A listener for worker registrations only; `None`: they use the HTTP listener(s).
+    pub register_listen: Option<SocketAddr>,
+    /// Path of the WebSocket registration endpoint.
     pub register_path: String,
     /// Accept any worker id and token (the embedded default).
     pub dev_mode: bool,
     pub auth: Arc<dyn Authenticator>,
+    /// When set, `/_vyx/workers` and `/_vyx/metrics` need `Authorization: Bearer <it>`.
+    pub admin_token: Option<Secret>,
     /// Announced in WELCOME; a worker silent for 3 intervals is dropped.
     pub heartbeat: Duration,
     /// Time a worker has to send HELLO after the upgrade.
     pub handshake_timeout: Duration,
     /// Time a worker has to send the response head.
     pub request_timeout: Duration,
+    /// Time a client has to send its request head.
+    pub header_read_timeout: Duration,
+    /// A request or response body that makes no progress this long is cut.
+    pub body_idle_timeout: Duration,
     /// How long a request waits for a replica with a free slot before 503.
     pub queue_timeout: Duration,
-    /// How long shutdown waits for in-flight requests.
+    /// How long shutdown waits for in-flight requests (and local workers to exit).
     pub drain_grace: Duration,
     /// Per-stream flow-control window announced in WELCOME.
     pub initial_window: u32,
     /// The gateway's own cap on streams per worker connection.
     pub max_concurrency_per_connection: u32,
+    /// Largest request body, in bytes; larger ones get 413.
+    pub max_body: u64,
+    /// Largest client request head, in bytes.
+    pub max_header: usize,
+    /// Most routes one worker connection may declare.
+    pub routes_per_worker: usize,
+    /// The worker ids the file declares (none in dev mode).
+    pub declared_workers: Vec<String>,
+    /// Workers the gateway starts and supervises itself.
+    pub local_workers: Vec<LocalWorker>,
+    /// The file this came from, for logs.
+    pub config_file: Option<PathBuf>,
 }
 
 impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9000)),
+            extra_listen: Vec::new(),
+            register_listen: None,
             register_path: REGISTER_PATH.to_string(),
             dev_mode: true,
             auth: Arc::new(AcceptAll),
+            admin_token: None,
             heartbeat: limits::HEARTBEAT,
             handshake_timeout: limits::HANDSHAKE_TIMEOUT,
             request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(30),
             queue_timeout: Duration::from_secs(5),
             drain_grace: Duration::from_secs(30),
             initial_window: limits::INITIAL_WINDOW,
             max_concurrency_per_connection: limits::MAX_CONCURRENCY,
+            max_body: 1 << 30,
+            max_header: 64 << 10,
+            routes_per_worker: MAX_ROUTES,
+            declared_workers: Vec::new(),
+            local_workers: Vec::new(),
+            config_file: None,
+        }
+    }
+}
+
+/// A `mode: local` entry: the gateway starts `replicas` copies of this process.
+#[derive(Debug, Clone)]
+pub struct LocalWorker {
+    pub id: String,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    pub replicas: u32,
+    pub restart: RestartPolicy,
+    /// Handed to the child as `VYX_TOKEN`.
+    pub token: Secret,
+}
+
+/// When a local worker that exited is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartWhen {
+    Always,
+    OnFailure,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RestartPolicy {
+    pub when: RestartWhen,
+    /// Give up after this many fast failures in a row.
+    pub max_fast_failures: u32,
+    /// An exit sooner than this after the start is a fast failure.
+    pub fast_failure: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            when: RestartWhen::Always,
+            max_fast_failures: 5,
+            fast_failure: Duration::from_secs(10),
         }
     }
 }

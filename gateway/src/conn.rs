@@ -85,6 +85,8 @@ pub struct WorkerConn {
     /// connection's life, so a REQUEST racing a ROUTES update never means another route.
     route_ids: Mutex<HashMap<u16, RouteKey>>,
     admission: Admission,
+    /// Request body bytes sent on this connection count here (the gateway's total).
+    pub bytes_to_worker: prometheus_client::metrics::counter::Counter,
     /// Streams open or reserved on this connection.
     pub in_flight: AtomicUsize,
     pub draining: AtomicBool,
@@ -241,6 +243,27 @@ pub fn conn_routes(routes: &[RouteSpec]) -> ConnRoutes {
         .collect()
 }
 
+/// Whether the worker stays within `limits.routes_per_worker`.
+fn check_route_count(n: usize, shared: &Shared) -> Result<(), HandshakeError> {
+    let max = shared.config.routes_per_worker;
+    if n > max {
+        return Err(HandshakeError::new(
+            CloseCode::BadHello,
+            format!("{n} routes declared; this gateway allows at most {max} per worker (limits.routes_per_worker)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `path` lies under `prefix`, at a segment boundary: `/hello` covers `/hello` and
+/// `/hello/{name}`, not `/helloworld`.
+fn under_prefix(path: &str, prefix: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'),
+        None => false,
+    }
+}
+
 /// Whether every route falls under one of the allowed prefixes.
 fn check_allowed(routes: &[RouteSpec], admission: &Admission) -> Result<(), HandshakeError> {
     let Some(prefixes) = &admission.allowed_prefixes else {
@@ -248,7 +271,7 @@ fn check_allowed(routes: &[RouteSpec], admission: &Admission) -> Result<(), Hand
     };
     let outside: Vec<String> = routes
         .iter()
-        .filter(|r| !prefixes.iter().any(|p| r.path.starts_with(p.as_str())))
+        .filter(|r| !prefixes.iter().any(|p| under_prefix(&r.path, p)))
         .map(|r| format!("{} {}", r.method, r.path))
         .collect();
     if outside.is_empty() {
@@ -282,6 +305,7 @@ pub async fn serve<S>(
     let writer = tokio::spawn(write_loop(sink, rx));
     let refuse = |e: HandshakeError| {
         warn!(worker_id = %worker_id, %addr, code = %e.code, reason = %e.message, "worker refused");
+        shared.metrics.rejected(e.code.name());
         let _ = tx.send(Outgoing::Frame(
             Frame::Error(ErrorMessage {
                 code: e.code as u16,
@@ -332,6 +356,7 @@ pub async fn serve<S>(
     };
     if let Err(e) = hello
         .validate(&worker_id)
+        .and_then(|_| check_route_count(hello.routes.len(), &shared))
         .and_then(|_| check_allowed(&hello.routes, &admission))
     {
         refuse(e);
@@ -361,6 +386,7 @@ pub async fn serve<S>(
                 .collect(),
         ),
         admission,
+        bytes_to_worker: shared.metrics.bytes_to_workers.clone(),
         in_flight: AtomicUsize::new(0),
         draining: AtomicBool::new(false),
         closed: AtomicBool::new(false),
@@ -391,6 +417,7 @@ pub async fn serve<S>(
         }
         conn.send(Outgoing::Frame(Frame::Welcome(welcome).encode()));
     }
+    shared.metrics.registered(&conn.worker_id);
     if shared.shutting_down.load(Ordering::Acquire) {
         conn.start_drain("gateway shutting down", shared.config.drain_grace);
     }
@@ -550,6 +577,7 @@ fn on_frame(
                 return Ok(None);
             }
             let len = d.data.len() as i64;
+            shared.metrics.bytes_from_workers.inc_by(len as u64);
             if s.recv_credit.fetch_sub(len, Ordering::AcqRel) - len < 0 {
                 return Err((
                     CloseCode::FlowControl,
@@ -608,6 +636,7 @@ fn on_frame(
             drop(table);
             let refused = |e: HandshakeError| (e.code, e.message);
             handshake::validate_routes(&r.routes).map_err(refused)?;
+            check_route_count(r.routes.len(), shared).map_err(refused)?;
             check_allowed(&r.routes, &conn.admission).map_err(refused)?;
             let routes = conn_routes(&r.routes);
             let mut ids = conn.route_ids.lock().unwrap();

@@ -14,12 +14,15 @@ pub mod auth;
 mod body;
 pub mod config;
 mod conn;
+pub mod file_config;
 mod forward;
+mod metrics;
 mod proxy;
 mod register;
 mod registry;
 mod routes;
 mod server;
+mod supervisor;
 
 pub use config::GatewayConfig;
 pub use server::Gateway;
@@ -34,4 +37,5 @@ pub(crate) struct Shared {
     pub request_seq: AtomicU64,
     pub id_seed: u64,
     pub shutting_down: AtomicBool,
+    pub metrics: metrics::Metrics,
 }

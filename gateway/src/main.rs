@@ -1,23 +1,41 @@
 //! `vyx`: the gateway binary.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tracing::{info, warn};
-use vyx_gateway::{Gateway, GatewayConfig};
+use vyx_gateway::{file_config, Gateway, GatewayConfig};
 
 /// A pull-model API gateway: workers dial in over WebSocket and serve the routes they
 /// register.
 #[derive(Parser, Debug)]
 #[command(name = "vyx", version, about)]
 struct Cli {
-    /// Address to listen on for HTTP and worker registrations.
+    /// Address to listen on for HTTP (and worker registrations); overrides the file's
+    /// `listen`.
     #[arg(long, value_name = "ADDR", env = "VYX_LISTEN")]
     listen: Option<SocketAddr>,
+    /// A vyx.yaml to run with; without one the gateway runs on its embedded default (dev
+    /// mode: any worker accepted).
+    #[arg(long, value_name = "FILE", env = "VYX_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Checks a vyx.yaml (syntax, keys, values, tokens) without starting anything.
+    Check {
+        /// The file to check.
+        file: PathBuf,
+    },
 }
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -27,31 +45,62 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let mut config = GatewayConfig::default();
+    if let Some(Command::Check { file }) = &cli.command {
+        return match file_config::load(file) {
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} worker(s) declared, {} local)",
+                    file.display(),
+                    c.declared_workers.len(),
+                    c.local_workers.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("vyx: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let mut config = match &cli.config {
+        Some(file) => match file_config::load(file) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("vyx: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => GatewayConfig::default(),
+    };
     if let Some(listen) = cli.listen {
         config.listen = listen;
+        config.extra_listen.clear();
     }
     let gateway = match Gateway::bind(config.clone()).await {
         Ok(g) => g,
         Err(e) => {
-            eprintln!("vyx: cannot listen on {}: {e}", config.listen);
-            return std::process::ExitCode::FAILURE;
+            eprintln!("vyx: {e}");
+            return ExitCode::FAILURE;
         }
     };
     let addr = gateway.local_addr();
-    if config.dev_mode {
-        warn!(
+    match &config.config_file {
+        None => warn!(
             "no vyx.yaml: running on the embedded default (dev mode): any worker id and token is accepted"
-        );
+        ),
+        Some(file) => info!(file = %file.display(), local_workers = config.local_workers.len(), "configuration loaded"),
     }
-    info!(%addr, register = %config.register_path, "vyx listening: HTTP on http://{addr}, workers register at ws://{addr}{}", config.register_path);
+    let register = gateway.register_addr();
+    info!(%addr, register = %config.register_path, "vyx listening: HTTP on {}, workers register at ws://{register}{}",
+        gateway.http_addrs().iter().map(|a| format!("http://{a}")).collect::<Vec<_>>().join(", "),
+        config.register_path);
     // The one line on stdout, for scripts and test runners that start vyx on port 0.
     println!("listening http://{addr}");
     match gateway.run(shutdown_signal()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vyx: {e}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }

@@ -22,6 +22,7 @@ use crate::body::{GatewayBody, StreamGuard, WorkerBody};
 use crate::conn::{Failure, WorkerConn};
 use crate::forward::{self, X_REQUEST_ID};
 use crate::registry::reserve_replica;
+use crate::routes::RouteTarget;
 use crate::Shared;
 
 /// A small JSON error answer from the gateway itself.
@@ -54,6 +55,25 @@ pub async fn proxy(
     shared: Arc<Shared>,
     client: SocketAddr,
 ) -> Response<GatewayBody> {
+    let start = std::time::Instant::now();
+    let mut matched = None;
+    let resp = dispatch(req, &shared, client, &mut matched).await;
+    let route = match &matched {
+        Some(t) => t.metrics.get_or_init(|| shared.metrics.route(&t.key)),
+        None => shared.metrics.unmatched(),
+    };
+    shared
+        .metrics
+        .observe(route, resp.status().as_u16(), start.elapsed());
+    resp
+}
+
+async fn dispatch(
+    req: Request<Incoming>,
+    shared: &Arc<Shared>,
+    client: SocketAddr,
+    matched: &mut Option<Arc<RouteTarget>>,
+) -> Response<GatewayBody> {
     let (parts, body) = req.into_parts();
     let request_id = match parts.headers.get(X_REQUEST_ID) {
         Some(v) if !v.is_empty() && v.len() <= 200 => v.clone(),
@@ -67,6 +87,16 @@ pub async fn proxy(
     let Some((target, params)) = table.lookup(parts.method.as_str(), path) else {
         return error_response(StatusCode::NOT_FOUND, "no route", &request_id);
     };
+    *matched = Some(target.clone());
+    if let Some(len) = http_body::Body::size_hint(&body).exact() {
+        if len > shared.config.max_body {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body larger than the gateway's limit",
+                &request_id,
+            );
+        }
+    }
 
     // The REQUEST frame, straight from the parts; the route id is set per replica below.
     let end_stream = http_body::Body::is_end_stream(&body);
@@ -124,7 +154,14 @@ pub async fn proxy(
         id: open.id,
     };
     if !end_stream {
-        tokio::spawn(pump_body(body, conn.clone(), open.id, open.send.clone()));
+        tokio::spawn(pump_body(
+            body,
+            conn.clone(),
+            open.id,
+            open.send.clone(),
+            shared.config.max_body,
+            shared.config.body_idle_timeout,
+        ));
     }
 
     let head = match tokio::time::timeout(shared.config.request_timeout, open.head).await {
@@ -278,9 +315,20 @@ async fn pump_body(
     conn: Arc<WorkerConn>,
     id: u32,
     send: Arc<SendWindow<Failure>>,
+    max_body: u64,
+    idle: std::time::Duration,
 ) {
+    let mut total = 0u64;
     loop {
-        match body.frame().await {
+        let Ok(frame) = tokio::time::timeout(idle, body.frame()).await else {
+            debug!(
+                stream = id,
+                "client request body idle past timeouts.body_idle"
+            );
+            conn.cancel_stream(id, ResetCode::Cancel, "request body made no progress");
+            return;
+        };
+        match frame {
             None => {
                 if send.failure().is_none() {
                     conn.send(Outgoing::Frame(Data::encode_parts(id, true, &[])));
@@ -297,6 +345,17 @@ async fn pump_body(
                 let Ok(mut data) = frame.into_data() else {
                     continue; // trailers are not carried in v1
                 };
+                total += data.len() as u64;
+                if total > max_body {
+                    debug!(stream = id, "request body over limits.max_body");
+                    conn.cancel_stream(
+                        id,
+                        ResetCode::Cancel,
+                        "request body larger than the gateway's limit",
+                    );
+                    return;
+                }
+                conn.bytes_to_worker.inc_by(data.len() as u64);
                 while !data.is_empty() {
                     let Ok(n) = send.reserve(data.len().min(MAX_DATA_CHUNK)).await else {
                         return;

@@ -97,10 +97,11 @@ pub fn register(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let admission = match shared.config.auth.admit(&worker_id, token) {
+    let admission = match shared.config.auth.admit(&worker_id, token, peer) {
         Ok(a) => a,
         Err(rejection) => {
             warn!(%worker_id, %peer, reason = rejection.reason(), "registration refused: {rejection}");
+            shared.metrics.rejected(rejection.reason());
             let status = StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::FORBIDDEN);
             let mut resp = refuse(status, rejection.to_string());
             if status == StatusCode::UNAUTHORIZED {

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
@@ -239,6 +239,7 @@ impl Registry {
                 Change::Insert(Arc::new(RouteTarget {
                     key: k.clone(),
                     group: group.clone(),
+                    metrics: OnceLock::new(),
                 }))
             }))
             .collect();

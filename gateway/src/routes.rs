@@ -5,10 +5,11 @@
 //! table: registering the 10,000th worker costs what the 100th did.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 
+use crate::metrics::RouteMetrics;
 use crate::registry::WorkerGroup;
 
 /// A route as a worker declares it: method (or `*`) and pattern.
@@ -28,6 +29,8 @@ impl std::fmt::Display for RouteKey {
 pub struct RouteTarget {
     pub key: RouteKey,
     pub group: Arc<WorkerGroup>,
+    /// The route's metric handles, resolved on its first request.
+    pub metrics: OnceLock<RouteMetrics>,
 }
 
 #[derive(Default, Clone)]
@@ -53,6 +56,7 @@ impl RouteTable {
             table.insert(Arc::new(RouteTarget {
                 key: key.clone(),
                 group: group.clone(),
+                metrics: OnceLock::new(),
             }))?;
         }
         Ok(table)
@@ -200,6 +204,7 @@ mod tests {
         Change::Insert(Arc::new(RouteTarget {
             key: key(method, path),
             group: group.clone(),
+            metrics: OnceLock::new(),
         }))
     }
 
@@ -232,11 +237,13 @@ mod tests {
             t.insert(Arc::new(RouteTarget {
                 key: key("GET", "/a/{id}"),
                 group: g.clone(),
+                metrics: OnceLock::new(),
             }))
             .unwrap();
             t.insert(Arc::new(RouteTarget {
                 key: key("GET", "/b"),
                 group: g.clone(),
+                metrics: OnceLock::new(),
             }))
             .unwrap();
             t

@@ -1,5 +1,6 @@
-//! The listener: accepts TCP connections, serves HTTP/1.1 and HTTP/2 on them, and shuts
-//! down gracefully (workers drained, in-flight requests finished).
+//! The listeners: accept TCP connections, serve HTTP/1.1 and HTTP/2 on them, start the local
+//! workers, and shut down gracefully (workers drained, in-flight requests finished, local
+//! workers stopped).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -10,85 +11,190 @@ use std::sync::Arc;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::body::GatewayBody;
-use crate::{admin, proxy, register, GatewayConfig, Shared};
+use crate::supervisor::Supervisor;
+use crate::{admin, metrics, proxy, register, GatewayConfig, Shared};
+
+/// What a listener serves.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Role {
+    /// Clients, admin endpoints, and registrations unless a separate listener takes them.
+    Http,
+    /// Worker registrations only.
+    Register,
+}
 
 /// A bound gateway, not yet serving.
 pub struct Gateway {
-    listener: TcpListener,
+    listeners: Vec<(TcpListener, Role)>,
     shared: Arc<Shared>,
 }
 
 impl Gateway {
-    /// Binds the listen address (port 0 picks a free one).
+    /// Binds every listen address (port 0 picks a free one).
     pub async fn bind(config: GatewayConfig) -> std::io::Result<Gateway> {
-        let listener = TcpListener::bind(config.listen).await?;
+        let mut listeners = Vec::new();
+        for addr in std::iter::once(&config.listen).chain(&config.extra_listen) {
+            listeners.push((bind(*addr).await?, Role::Http));
+        }
+        if let Some(addr) = config.register_listen {
+            listeners.push((bind(addr).await?, Role::Register));
+        }
         let shared = Arc::new(Shared {
             registry: Default::default(),
             next_serial: AtomicU64::new(1),
             request_seq: AtomicU64::new(0),
-            id_seed: vyx_core::backoff::SplitMix64::new(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as u64)
-                    ^ u64::from(std::process::id()),
-            )
-            .next_u64(),
+            id_seed: vyx_core::backoff::SplitMix64::new(vyx_core::backoff::random_seed())
+                .next_u64(),
             shutting_down: AtomicBool::new(false),
+            metrics: metrics::Metrics::new(),
             config,
         });
-        Ok(Gateway { listener, shared })
+        Ok(Gateway { listeners, shared })
     }
 
+    /// The first HTTP listener's address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
+        self.listeners[0]
+            .0
             .local_addr()
             .expect("bound listener has an address")
     }
 
-    /// Serves until `shutdown` completes, then drains: workers get DRAIN, in-flight
-    /// requests finish (at most `drain_grace`), and the call returns.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        let Gateway { listener, shared } = self;
-        let builder = auto::Builder::new(TokioExecutor::new());
-        let graceful = GracefulShutdown::new();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(a) => a,
-                        Err(e) => {
-                            // Out of file descriptors and the like: keep serving the others.
-                            warn!(error = %e, "accept failed");
-                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let shared = shared.clone();
-                    let svc = service_fn(move |req| handle(req, shared.clone(), peer));
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            debug!(error = %e, %peer, "HTTP connection ended with an error");
-                        }
-                    });
-                }
-                _ = &mut shutdown => break,
-            }
+    /// Every HTTP listener's address.
+    pub fn http_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs(Role::Http)
+    }
+
+    /// Where workers register: the registration listener if there is one, else the first
+    /// HTTP listener.
+    pub fn register_addr(&self) -> SocketAddr {
+        self.addrs(Role::Register)
+            .first()
+            .copied()
+            .unwrap_or_else(|| self.local_addr())
+    }
+
+    fn addrs(&self, role: Role) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter(|(_, r)| *r == role)
+            .filter_map(|(l, _)| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The registration URL a worker on this machine uses (`ws://127.0.0.1:PORT/PATH` when
+    /// the gateway listens on all interfaces).
+    pub fn loopback_register_url(&self) -> String {
+        let mut addr = self.register_addr();
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
         }
-        drop(listener);
+        format!("ws://{addr}{}", self.shared.config.register_path)
+    }
+
+    /// Serves until `shutdown` completes, then drains: workers get DRAIN, in-flight
+    /// requests finish (at most `drain_grace`), local workers are stopped, and the call
+    /// returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let supervisor = Supervisor::start(
+            &self.shared.config.local_workers,
+            &self.loopback_register_url(),
+        );
+        let Gateway { listeners, shared } = self;
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(shared.config.header_read_timeout)
+            .max_buf_size(shared.config.max_header);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(shared.config.max_header.try_into().unwrap_or(u32::MAX));
+        let builder = Arc::new(builder);
+        let graceful = Arc::new(GracefulShutdown::new());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let accepting: Vec<_> = listeners
+            .into_iter()
+            .map(|(listener, role)| {
+                tokio::spawn(accept_loop(
+                    listener,
+                    role,
+                    shared.clone(),
+                    builder.clone(),
+                    graceful.clone(),
+                    stop_rx.clone(),
+                ))
+            })
+            .collect();
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        for task in accepting {
+            let _ = task.await;
+        }
+        let graceful = Arc::into_inner(graceful).expect("accept loops have ended");
         shutdown_gracefully(&shared, graceful).await;
+        supervisor.stop(shared.config.drain_grace).await;
+        info!("gateway stopped");
         Ok(())
     }
+}
+
+async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    role: Role,
+    shared: Arc<Shared>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    graceful: Arc<GracefulShutdown>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: keep serving the others.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                let svc = service_fn(move |req| handle(req, shared.clone(), peer, role));
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        debug!(error = %e, %peer, "HTTP connection ended with an error");
+                    }
+                });
+            }
+            _ = stopped(&mut stop) => return,
+        }
+    }
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 async fn shutdown_gracefully(shared: &Shared, graceful: GracefulShutdown) {
@@ -121,27 +227,38 @@ async fn shutdown_gracefully(shared: &Shared, graceful: GracefulShutdown) {
     if tokio::time::timeout(grace, all).await.is_err() {
         warn!("drain grace period over; closing what is left");
     }
-    info!("gateway stopped");
 }
 
 async fn handle(
     req: Request<Incoming>,
     shared: Arc<Shared>,
     peer: SocketAddr,
+    role: Role,
 ) -> Result<Response<GatewayBody>, Infallible> {
     let path = req.uri().path();
-    if path == shared.config.register_path {
+    let registrations_here = role == Role::Register || shared.config.register_listen.is_none();
+    if path == shared.config.register_path && registrations_here {
         return Ok(register::register(req, shared, peer));
+    }
+    let no_such = |what| {
+        proxy::error_response(
+            StatusCode::NOT_FOUND,
+            what,
+            &http::HeaderValue::from_static("-"),
+        )
+    };
+    if role == Role::Register {
+        return Ok(no_such("this listener takes worker registrations only"));
     }
     if let Some(rest) = path.strip_prefix("/_vyx/") {
         return Ok(match rest {
             "health" => admin::health(&shared),
-            "workers" => admin::workers(&shared),
-            _ => proxy::error_response(
-                StatusCode::NOT_FOUND,
-                "no such admin endpoint",
-                &http::HeaderValue::from_static("-"),
-            ),
+            "workers" | "metrics" => match admin::admin_refusal(&req, &shared) {
+                Some(refused) => refused,
+                None if rest == "workers" => admin::workers(&shared),
+                None => admin::metrics(&shared),
+            },
+            _ => no_such("no such admin endpoint"),
         });
     }
     Ok(proxy::proxy(req, shared, peer).await)

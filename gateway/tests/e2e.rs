@@ -481,6 +481,7 @@ impl vyx_gateway::auth::Authenticator for Tokens {
         &self,
         worker_id: &str,
         token: Option<&str>,
+        _peer: std::net::SocketAddr,
     ) -> Result<vyx_gateway::auth::Admission, vyx_gateway::auth::Rejection> {
         use vyx_gateway::auth::{Admission, Rejection};
         let expected = self

@@ -192,6 +192,38 @@ pub fn route(id: u32, method: &str, path: &str) -> RouteSpec {
     }
 }
 
+/// Opens the WebSocket with a bearer token (if any); a refusal comes back as its HTTP
+/// status and body.
+pub async fn try_upgrade(
+    addr: SocketAddr,
+    worker_id: &str,
+    token: Option<&str>,
+) -> Result<Ws, (u16, String)> {
+    let mut req = format!("ws://{addr}/_vyx/register")
+        .into_client_request()
+        .unwrap();
+    let h = req.headers_mut();
+    h.insert("sec-websocket-protocol", HeaderValue::from_static("vyx.1"));
+    h.insert("x-vyx-worker-id", HeaderValue::from_str(worker_id).unwrap());
+    if let Some(t) = token {
+        h.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
+        );
+    }
+    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
+        .await
+        .expect("upgrade answered in time")
+    {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err((
+            resp.status().as_u16(),
+            String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).into_owned(),
+        )),
+        Err(e) => panic!("upgrade failed without an HTTP answer: {e}"),
+    }
+}
+
 /// Opens the WebSocket with the usual upgrade headers, without sending anything.
 pub async fn raw_upgrade(addr: SocketAddr, worker_id: &str) -> Ws {
     let mut req = format!("ws://{addr}/_vyx/register")
@@ -242,6 +274,24 @@ impl RawWorker {
             other => panic!("expected WELCOME, got {other:?}"),
         }
         w
+    }
+
+    /// Reads until the gateway closes; returns the close code and reason.
+    pub async fn close_frame(&mut self) -> (u16, String) {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("close in time");
+            match msg {
+                Some(Ok(Message::Close(Some(f)))) => {
+                    return (u16::from(f.code), f.reason.to_string())
+                }
+                Some(Ok(Message::Close(None))) => return (1005, String::new()),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("socket error before close: {e}"),
+                None => panic!("socket ended without a close frame"),
+            }
+        }
     }
 
     pub async fn send(&mut self, frame: Frame) {

@@ -1,0 +1,246 @@
+//! Prometheus metrics for `/_vyx/metrics` (prometheus-client).
+//!
+//! The request path touches only pre-resolved handles: a route's [`RouteMetrics`] is
+//! resolved once per route (its label set built then), a status counter once per route and
+//! status, and byte counters are plain atomics. Gauges (in-flight streams, connected
+//! workers) are read from the registry when scraped, so they cost nothing per request.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::routes::RouteKey;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteStatus {
+    route: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabel {
+    worker_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+/// The route label of requests that matched no route.
+pub const UNMATCHED: &str = "(none)";
+
+/// The gateway's metrics and their registry.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RouteStatus, Counter>,
+    latency: Family<RouteLabel, Histogram>,
+    in_flight: Gauge,
+    connected: Family<WorkerLabel, Gauge>,
+    registrations: Family<WorkerLabel, Counter>,
+    reconnects: Family<WorkerLabel, Counter>,
+    rejections: Family<ReasonLabel, Counter>,
+    /// Request body bytes sent to workers.
+    pub bytes_to_workers: Counter,
+    /// Response body bytes received from workers.
+    pub bytes_from_workers: Counter,
+    unmatched: RouteMetrics,
+    /// Worker ids that have registered before, to tell reconnects from first connections.
+    seen: Mutex<HashSet<String>>,
+    scrape: Mutex<()>,
+}
+
+/// One route's handles, resolved once.
+pub struct RouteMetrics {
+    route: String,
+    latency: Histogram,
+    /// Status → counter, grown on the first response with a new status.
+    statuses: ArcSwap<Vec<(u16, Counter)>>,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("vyx");
+        let requests = Family::<RouteStatus, Counter>::default();
+        registry.register(
+            "requests",
+            "HTTP requests answered, by route (method and pattern) and status",
+            requests.clone(),
+        );
+        // 0.5 ms to about 16 s, doubling.
+        let latency = Family::<RouteLabel, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.0005, 2.0, 16))) as fn() -> Histogram,
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from the request's arrival to the response head, by route",
+            latency.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "in_flight_streams",
+            "Requests open on worker connections",
+            in_flight.clone(),
+        );
+        let connected = Family::<WorkerLabel, Gauge>::default();
+        registry.register(
+            "connected_workers",
+            "Live worker connections, by worker id",
+            connected.clone(),
+        );
+        let registrations = Family::<WorkerLabel, Counter>::default();
+        registry.register(
+            "registrations",
+            "Worker connections admitted (HELLO accepted), by worker id",
+            registrations.clone(),
+        );
+        let reconnects = Family::<WorkerLabel, Counter>::default();
+        registry.register(
+            "reconnects",
+            "Registrations of a worker id that had registered before, by worker id",
+            reconnects.clone(),
+        );
+        let rejections = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "rejections",
+            "Worker registrations refused, by reason",
+            rejections.clone(),
+        );
+        let bytes_to_workers = Counter::default();
+        registry.register(
+            "request_body_bytes",
+            "Request body bytes sent to workers",
+            bytes_to_workers.clone(),
+        );
+        let bytes_from_workers = Counter::default();
+        registry.register(
+            "response_body_bytes",
+            "Response body bytes received from workers",
+            bytes_from_workers.clone(),
+        );
+        let unmatched = RouteMetrics::new(UNMATCHED.to_string(), &latency);
+        Metrics {
+            registry,
+            requests,
+            latency,
+            in_flight,
+            connected,
+            registrations,
+            reconnects,
+            rejections,
+            bytes_to_workers,
+            bytes_from_workers,
+            unmatched,
+            seen: Mutex::new(HashSet::new()),
+            scrape: Mutex::new(()),
+        }
+    }
+
+    /// The handles of one route (call once per route and keep them).
+    pub fn route(&self, key: &RouteKey) -> RouteMetrics {
+        RouteMetrics::new(key.to_string(), &self.latency)
+    }
+
+    /// The handles for requests that matched no route.
+    pub fn unmatched(&self) -> &RouteMetrics {
+        &self.unmatched
+    }
+
+    /// Counts an answered request.
+    pub fn observe(&self, route: &RouteMetrics, status: u16, elapsed: Duration) {
+        route.latency.observe(elapsed.as_secs_f64());
+        let statuses = route.statuses.load();
+        if let Some((_, c)) = statuses.iter().find(|(s, _)| *s == status) {
+            c.inc();
+            return;
+        }
+        drop(statuses);
+        let counter = self.requests.get_or_create_owned(&RouteStatus {
+            route: route.route.clone(),
+            status: status.to_string(),
+        });
+        counter.inc();
+        route.statuses.rcu(|list| {
+            let mut list = Vec::clone(list);
+            if !list.iter().any(|(s, _)| *s == status) {
+                list.push((status, counter.clone()));
+            }
+            list
+        });
+    }
+
+    /// A worker connection was admitted.
+    pub fn registered(&self, worker_id: &str) {
+        let label = WorkerLabel {
+            worker_id: worker_id.to_string(),
+        };
+        self.registrations.get_or_create(&label).inc();
+        if !self.seen.lock().unwrap().insert(worker_id.to_string()) {
+            self.reconnects.get_or_create(&label).inc();
+        }
+    }
+
+    /// A registration was refused (`reason` is a rejection's or close code's name).
+    pub fn rejected(&self, reason: &str) {
+        self.rejections
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// The text exposition, with the gauges read from `workers` (id, in-flight streams).
+    pub fn encode(&self, workers: impl IntoIterator<Item = (String, usize)>) -> String {
+        let mut per_id: std::collections::HashMap<String, i64> = Default::default();
+        let mut in_flight = 0;
+        for (id, streams) in workers {
+            in_flight += streams as i64;
+            *per_id.entry(id).or_default() += 1;
+        }
+        // One scrape at a time: the gauges are rewritten for each.
+        let _scrape = self.scrape.lock().unwrap();
+        self.connected.clear();
+        for (worker_id, n) in per_id {
+            self.connected
+                .get_or_create(&WorkerLabel { worker_id })
+                .set(n);
+        }
+        self.in_flight.set(in_flight);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl RouteMetrics {
+    fn new(route: String, family: &Family<RouteLabel, Histogram>) -> RouteMetrics {
+        let latency = family.get_or_create_owned(&RouteLabel {
+            route: route.clone(),
+        });
+        RouteMetrics {
+            route,
+            latency,
+            statuses: ArcSwap::from_pointee(Vec::new()),
+        }
+    }
+}
