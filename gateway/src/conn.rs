@@ -234,8 +234,8 @@ pub fn conn_routes(routes: &[RouteSpec]) -> ConnRoutes {
         .map(|r| {
             (
                 RouteKey {
-                    method: r.method.clone(),
-                    path: r.path.clone(),
+                    method: r.method.as_str().into(),
+                    path: r.path.as_str().into(),
                 },
                 r.id as u16, // validated to 0..=65535
             )
@@ -368,6 +368,7 @@ pub async fn serve<S>(
     let max_concurrency = hello
         .max_concurrency
         .min(shared.config.max_concurrency_per_connection);
+    let routes = conn_routes(&hello.routes);
     let conn = Arc::new(WorkerConn {
         serial,
         connection_id: format!("c{serial}"),
@@ -378,13 +379,8 @@ pub async fn serve<S>(
         since: SystemTime::now(),
         max_concurrency: max_concurrency as usize,
         initial_window: shared.config.initial_window,
-        routes: ArcSwap::from_pointee(conn_routes(&hello.routes)),
-        route_ids: Mutex::new(
-            conn_routes(&hello.routes)
-                .into_iter()
-                .map(|(k, id)| (id, k))
-                .collect(),
-        ),
+        route_ids: Mutex::new(routes.iter().map(|(k, id)| (*id, k.clone())).collect()),
+        routes: ArcSwap::from_pointee(routes),
         admission,
         bytes_to_worker: shared.metrics.bytes_to_workers.clone(),
         in_flight: AtomicUsize::new(0),

@@ -251,7 +251,7 @@ impl Registry {
             .map_err(|c| {
                 let owner = claims
                     .iter()
-                    .find(|(k, _)| k.path == c.with_path)
+                    .find(|(k, _)| *k.path == *c.with_path)
                     .map(|(_, g)| g.worker_id.clone())
                     .unwrap_or_default();
                 HandshakeError::new(
