@@ -256,8 +256,7 @@ mod tests {
                 vec![insert(&g, "GET", "/c"), insert(&g, "GET", "/a/{other}")],
                 before,
             )
-            .err()
-            .expect("conflict");
+            .expect_err("conflict");
         assert_eq!(err.key, key("GET", "/a/{other}"));
         assert_eq!(routes_of(&live, "GET", "/c"), None);
 
