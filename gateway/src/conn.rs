@@ -108,10 +108,11 @@ impl WorkerConn {
     }
 
     /// Queues a REQUEST (encoded with stream id 0) under a fresh stream id. Ids are taken
-    /// and queued under one lock, so they reach the socket in increasing order.
+    /// and queued under one lock, so they reach the socket in increasing order. The frame is
+    /// taken only on success: on failure the caller still has it for another replica.
     pub fn open_stream(
         &self,
-        mut request: BytesMut,
+        request: &mut BytesMut,
         end_stream: bool,
     ) -> Result<OpenStream, Failure> {
         let mut table = self.streams.lock().unwrap();
@@ -125,7 +126,7 @@ impl WorkerConn {
             return Err(Failure::Draining);
         }
         table.next_id += 1;
-        frame::set_stream_id(&mut request, id);
+        frame::set_stream_id(request, id);
         let (head_tx, head) = oneshot::channel();
         let (body_tx, body) = mpsc::unbounded_channel();
         let send = Arc::new(SendWindow::new(self.initial_window));
@@ -141,7 +142,9 @@ impl WorkerConn {
                 response_done: false,
             },
         );
-        let _ = self.tx.send(Outgoing::Frame(request.freeze()));
+        let _ = self
+            .tx
+            .send(Outgoing::Frame(std::mem::take(request).freeze()));
         Ok(OpenStream {
             id,
             head,

@@ -100,7 +100,7 @@ async fn dispatch(
 
     // The REQUEST frame, straight from the parts; the route id is set per replica below.
     let end_stream = http_body::Body::is_end_stream(&body);
-    let frame = match encode_request(&parts, &params, end_stream, client, &request_id) {
+    let mut frame = match encode_request(&parts, &params, end_stream, client, &request_id) {
         Ok(f) => f,
         Err(e) => {
             return error_response(
@@ -123,9 +123,8 @@ async fn dispatch(
         notified.as_mut().enable();
         match reserve_replica(&target.group, &target.key) {
             Ok((conn, route_id)) => {
-                let mut frame = frame.clone();
                 set_route_id(&mut frame, route_id);
-                match conn.open_stream(frame, end_stream) {
+                match conn.open_stream(&mut frame, end_stream) {
                     Ok(open) => break (conn, open),
                     // Started draining since the choice: pick again.
                     Err(_) => conn.release_slot(),
@@ -252,7 +251,7 @@ fn encode_request(
         client,
         request_id,
     );
-    if let Some(h) = &fwd.add_host {
+    if let Some(h) = fwd.add_host {
         w.header(b"host", h.as_bytes());
     }
     w.header(
@@ -262,10 +261,10 @@ fn encode_request(
     if let Some(p) = fwd.proto {
         w.header(forward::X_FORWARDED_PROTO.as_bytes(), p.as_bytes());
     }
-    if let Some(h) = &fwd.host {
-        w.header(forward::X_FORWARDED_HOST.as_bytes(), h.as_bytes());
+    if let Some(h) = fwd.host {
+        w.header(forward::X_FORWARDED_HOST.as_bytes(), h);
     }
-    if let Some(id) = &fwd.request_id {
+    if let Some(id) = fwd.request_id {
         w.header(X_REQUEST_ID.as_str().as_bytes(), id.as_bytes());
     }
     w.finish()
