@@ -200,9 +200,12 @@ async fn dispatch(
     *resp.status_mut() = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let headers = resp.headers_mut();
     headers.reserve(head.headers.len() + 1);
-    for (name, value) in &head.headers {
-        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
-        else {
+    for (name, value) in head.headers {
+        // Values stay slices of the worker's frame (no copy).
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(&name),
+            HeaderValue::from_maybe_shared(value),
+        ) else {
             continue; // the codec validated both; this cannot fail
         };
         headers.append(name, value);
