@@ -34,8 +34,10 @@ pub struct GatewayConfig {
     pub handshake_timeout: Duration,
     /// Time a worker has to send the response head.
     pub request_timeout: Duration,
-    /// Time a client has to send its request head.
-    pub header_read_timeout: Duration,
+    /// Time a client has to send its request head; `None`: no limit (the embedded default).
+    /// HTTP/1 keep-alive connections idle this long are closed too (that is how hyper
+    /// times the next head).
+    pub header_read_timeout: Option<Duration>,
     /// A request or response body that makes no progress this long is cut.
     pub body_idle_timeout: Duration,
     /// How long a request waits for a replica with a free slot before 503.
@@ -48,8 +50,10 @@ pub struct GatewayConfig {
     pub max_concurrency_per_connection: u32,
     /// Largest request body, in bytes; larger ones get 413.
     pub max_body: u64,
-    /// Largest client request head, in bytes.
-    pub max_header: usize,
+    /// Largest client request head, in bytes; `None`: hyper's defaults (the embedded
+    /// default). For HTTP/1 this is hyper's read buffer limit, which also caps how much of
+    /// a body is read at once.
+    pub max_header: Option<usize>,
     /// Most routes one worker connection may declare.
     pub routes_per_worker: usize,
     /// The worker ids the file declares (none in dev mode).
@@ -73,14 +77,14 @@ impl Default for GatewayConfig {
             heartbeat: limits::HEARTBEAT,
             handshake_timeout: limits::HANDSHAKE_TIMEOUT,
             request_timeout: Duration::from_secs(30),
-            header_read_timeout: Duration::from_secs(10),
+            header_read_timeout: None,
             body_idle_timeout: Duration::from_secs(30),
             queue_timeout: Duration::from_secs(5),
             drain_grace: Duration::from_secs(30),
             initial_window: limits::INITIAL_WINDOW,
             max_concurrency_per_connection: limits::MAX_CONCURRENCY,
             max_body: 1 << 30,
-            max_header: 64 << 10,
+            max_header: None,
             routes_per_worker: MAX_ROUTES,
             declared_workers: Vec::new(),
             local_workers: Vec::new(),

@@ -113,15 +113,17 @@ impl Gateway {
         );
         let Gateway { listeners, shared } = self;
         let mut builder = auto::Builder::new(TokioExecutor::new());
+        let config = &shared.config;
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(shared.config.header_read_timeout)
-            .max_buf_size(shared.config.max_header);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(shared.config.max_header.try_into().unwrap_or(u32::MAX));
+            .header_read_timeout(config.header_read_timeout);
+        if let Some(max) = config.max_header {
+            builder.http1().max_buf_size(max);
+            builder
+                .http2()
+                .max_header_list_size(max.try_into().unwrap_or(u32::MAX));
+        }
         let builder = Arc::new(builder);
         let graceful = Arc::new(GracefulShutdown::new());
         let (stop_tx, stop_rx) = watch::channel(false);

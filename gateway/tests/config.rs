@@ -196,9 +196,9 @@ fn values_reach_the_runtime_settings() {
     assert_eq!(c.register_path, "/reg");
     assert_eq!(c.register_listen.unwrap().to_string(), "127.0.0.1:9102");
     assert_eq!(c.request_timeout.as_secs(), 120);
-    assert_eq!(c.header_read_timeout.as_millis(), 500);
+    assert_eq!(c.header_read_timeout.unwrap().as_millis(), 500);
     assert_eq!(c.max_body, 1 << 20);
-    assert_eq!(c.max_header, 16 << 10);
+    assert_eq!(c.max_header, Some(16 << 10));
     assert_eq!(c.routes_per_worker, 8);
     assert_eq!(c.max_concurrency_per_connection, 10);
     assert!(c.admin_token.unwrap().matches("adm1n"));
@@ -279,19 +279,13 @@ async fn each_credential_mistake_is_refused_before_the_upgrade_with_its_own_erro
         }
     }
     // The right token, and HELLO under the same id: admitted.
-    let ws = try_upgrade(gw.addr, "billing", Some("b-secret"))
-        .await
-        .unwrap();
-    let mut w = RawWorker {
-        ws,
-        welcome: unset_welcome(),
-    };
-    w.send(Frame::Hello(hello(
+    let _w = RawWorker::connect_with_token(
+        gw.addr,
         "billing",
+        Some("b-secret"),
         vec![route(0, "GET", "/billing/{id}")],
-    )))
+    )
     .await;
-    assert!(matches!(w.next_frame().await, Frame::Welcome(_)));
     wait_for_workers(gw.addr, "billing", 1).await;
     let listing = get(&client(), &gw.url("/_vyx/workers")).await.1;
     assert!(!String::from_utf8_lossy(&listing).contains("secret"));
@@ -362,20 +356,13 @@ async fn a_route_claimed_by_another_id_is_refused_and_both_are_named() {
     let dir = tempfile::tempdir().unwrap();
     tokens(dir.path());
     let gw = gateway_with(dir.path(), CREDENTIALS).await;
-    let ws = try_upgrade(gw.addr, "orders", Some("o-secret"))
-        .await
-        .unwrap();
-    let mut first = RawWorker {
-        ws,
-        welcome: unset_welcome(),
-    };
-    first
-        .send(Frame::Hello(hello(
-            "orders",
-            vec![route(0, "GET", "/billing/{id}")],
-        )))
-        .await;
-    assert!(matches!(first.next_frame().await, Frame::Welcome(_)));
+    let _first = RawWorker::connect_with_token(
+        gw.addr,
+        "orders",
+        Some("o-secret"),
+        vec![route(0, "GET", "/billing/{id}")],
+    )
+    .await;
     let (code, reason) = refused_after_hello(
         &gw,
         "billing",
@@ -391,20 +378,13 @@ async fn a_route_claimed_by_another_id_is_refused_and_both_are_named() {
         "{reason}"
     );
     // The first claimant keeps serving; a replica of the same id shares the route.
-    let ws = try_upgrade(gw.addr, "orders", Some("o-secret"))
-        .await
-        .unwrap();
-    let mut second = RawWorker {
-        ws,
-        welcome: unset_welcome(),
-    };
-    second
-        .send(Frame::Hello(hello(
-            "orders",
-            vec![route(0, "GET", "/billing/{id}")],
-        )))
-        .await;
-    assert!(matches!(second.next_frame().await, Frame::Welcome(_)));
+    let _second = RawWorker::connect_with_token(
+        gw.addr,
+        "orders",
+        Some("o-secret"),
+        vec![route(0, "GET", "/billing/{id}")],
+    )
+    .await;
     wait_for_workers(gw.addr, "orders", 2).await;
 }
 
@@ -446,37 +426,20 @@ async fn admin_endpoints_need_the_admin_token_and_refuse_a_worker_token() {
         let (s, h, _) = send(&c, "GET", &url, &[], Bytes::new()).await;
         assert_eq!(s, 401, "{path}");
         assert_eq!(h["www-authenticate"], "Bearer");
-        let (s, _, body) = send(
-            &c,
-            "GET",
-            &url,
-            &[("authorization", "Bearer b-secret")],
-            Bytes::new(),
-        )
-        .await;
-        assert_eq!(s, 403, "{path}");
-        assert!(
-            String::from_utf8_lossy(&body).contains("worker token"),
-            "{path}"
-        );
-        let (s, _, _) = send(
-            &c,
-            "GET",
-            &url,
-            &[("authorization", "Bearer wrong")],
-            Bytes::new(),
-        )
-        .await;
-        assert_eq!(s, 403, "{path}");
-        let (s, _, _) = send(
-            &c,
-            "GET",
-            &url,
-            &[("authorization", "Bearer adm1n")],
-            Bytes::new(),
-        )
-        .await;
-        assert_eq!(s, 200, "{path}");
+        for (token, status, words) in [
+            ("b-secret", 403, "worker token"),
+            ("wrong", 403, "invalid admin token"),
+            ("adm1n", 200, ""),
+        ] {
+            let auth = format!("Bearer {token}");
+            let (s, _, body) =
+                send(&c, "GET", &url, &[("authorization", &auth)], Bytes::new()).await;
+            assert_eq!(s, status, "{path} with {token}");
+            assert!(
+                String::from_utf8_lossy(&body).contains(words),
+                "{path} with {token}"
+            );
+        }
     }
     assert_eq!(
         get(&c, &gw.url("/_vyx/health")).await.0,
@@ -497,19 +460,13 @@ async fn metrics_count_requests_registrations_and_rejections() {
             .0,
         403
     );
-    let ws = try_upgrade(gw.addr, "billing", Some("b-secret"))
-        .await
-        .unwrap();
-    let mut w = RawWorker {
-        ws,
-        welcome: unset_welcome(),
-    };
-    w.send(Frame::Hello(hello(
+    let mut w = RawWorker::connect_with_token(
+        gw.addr,
         "billing",
+        Some("b-secret"),
         vec![route(0, "GET", "/billing/{id}")],
-    )))
+    )
     .await;
-    assert!(matches!(w.next_frame().await, Frame::Welcome(_)));
     let c = client();
     let answer = tokio::spawn(async move {
         let Frame::Request(r) = w.next_frame().await else {

@@ -25,25 +25,19 @@ fn main() -> ExitCode {
         return local_worker();
     }
     type Test = fn() -> Pin<Box<dyn Future<Output = ()>>>;
-    let tests: &[(&str, Test)] = &[
-        ("two_local_replicas_serve", || {
-            Box::pin(two_local_replicas_serve())
-        }),
-        ("a_killed_child_is_restarted", || {
-            Box::pin(a_killed_child_is_restarted())
-        }),
-        ("a_crash_looping_child_is_given_up_on_with_an_error", || {
-            Box::pin(a_crash_looping_child_is_given_up_on_with_an_error())
-        }),
-        ("sigterm_drains_and_leaves_no_child", || {
-            Box::pin(sigterm_drains_and_leaves_no_child())
-        }),
-        ("sigkill_leaves_no_child", || {
-            Box::pin(sigkill_leaves_no_child())
-        }),
-        ("local_workers_use_a_separate_registration_listener", || {
-            Box::pin(local_workers_use_a_separate_registration_listener())
-        }),
+    macro_rules! tests {
+        ($($name:ident),* $(,)?) => {
+            [$((stringify!($name), (|| Box::pin($name())) as Test)),*]
+        };
+    }
+    let tests = tests![
+        two_local_replicas_serve,
+        a_killed_child_is_restarted,
+        a_crash_looping_child_is_given_up_on_with_an_error,
+        sigterm_drains_and_leaves_no_child,
+        sigkill_leaves_no_child,
+        tokens_never_reach_the_log_or_the_listing,
+        local_workers_use_a_separate_registration_listener,
     ];
     let filters: Vec<String> = std::env::args()
         .skip(1)
@@ -123,11 +117,12 @@ impl Gateway {
     /// A gateway whose one local worker, `test:local`, is this binary; `worker` adds keys to
     /// its entry, `env` entries to its environment.
     fn start(worker: &str, env: &str) -> Gateway {
-        Gateway::start_with("", worker, env)
+        Gateway::start_with("", worker, env, &[])
     }
 
-    /// [`Gateway::start`] with more top-level keys.
-    fn start_with(top: &str, worker: &str, env: &str) -> Gateway {
+    /// [`Gateway::start`] with more top-level keys, and variables in the gateway's own
+    /// environment.
+    fn start_with(top: &str, worker: &str, env: &str, gateway_env: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let exe = std::env::current_exe().unwrap();
         let yaml = format!(
@@ -140,6 +135,7 @@ impl Gateway {
             .args(["--listen", "127.0.0.1:0", "--config"])
             .arg(&file)
             .env("RUST_LOG", "info")
+            .envs(gateway_env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -451,6 +447,7 @@ async fn local_workers_use_a_separate_registration_listener() {
         "register: {path: /workers/join, listen: 127.0.0.1:0}\n",
         "",
         "",
+        &[],
     );
     // The child found the registration listener from VYX_CONNECT and serves.
     wait_for_workers(gw.addr, "test:local", 1).await;
@@ -479,5 +476,67 @@ async fn local_workers_use_a_separate_registration_listener() {
     match tokio_tungstenite::connect_async(req).await {
         Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 404),
         other => panic!("expected 404, got {other:?}"),
+    }
+}
+
+/// A remote entry whose token comes from the gateway's environment (as a conformance
+/// runner sets it up), a local one with a per-run token: neither token is ever logged or
+/// listed, whatever the workers get wrong.
+async fn tokens_never_reach_the_log_or_the_listing() {
+    const REMOTE: &str = "remote-token-4f9a";
+    let mut gw = Gateway::start_with(
+        "",
+        "  - id: remote:one\n    mode: remote\n    token_env: VYX_TEST_REMOTE_TOKEN\n",
+        "",
+        &[("VYX_TEST_REMOTE_TOKEN", REMOTE)],
+    );
+    wait_for_workers(gw.addr, "test:local", 1).await;
+    let [child] = gw.wait_children(1).await[..] else {
+        unreachable!()
+    };
+    let environ = std::fs::read(format!("/proc/{child}/environ")).unwrap();
+    let local_token = environ
+        .split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(b"VYX_TOKEN="))
+        .map(|t| String::from_utf8_lossy(t).into_owned())
+        .expect("the child got VYX_TOKEN");
+    assert!(
+        local_token.len() >= 32,
+        "a fresh random token: {local_token}"
+    );
+    // The local token is bound to the local id, the remote one to the remote id.
+    assert_eq!(
+        common::try_upgrade(gw.addr, "remote:one", Some(&local_token))
+            .await
+            .unwrap_err()
+            .0,
+        403
+    );
+    assert_eq!(
+        common::try_upgrade(gw.addr, "test:local", Some(REMOTE))
+            .await
+            .unwrap_err()
+            .0,
+        403
+    );
+    assert_eq!(
+        common::try_upgrade(gw.addr, "remote:one", Some("wrong"))
+            .await
+            .unwrap_err()
+            .0,
+        403
+    );
+    let ok = common::try_upgrade(gw.addr, "remote:one", Some(REMOTE)).await;
+    assert!(
+        ok.is_ok(),
+        "the right token from the environment is admitted"
+    );
+    gw.wait_log("token_of_another_id").await;
+    let listing = get(&client(), &gw.url("/_vyx/workers")).await.1;
+    let listing = String::from_utf8_lossy(&listing);
+    let log = gw.log();
+    for secret in [REMOTE, local_token.as_str()] {
+        assert!(!log.contains(secret), "token in the log:\n{log}");
+        assert!(!listing.contains(secret), "token in the listing: {listing}");
     }
 }

@@ -254,7 +254,20 @@ pub fn unset_welcome() -> Welcome {
 
 impl RawWorker {
     pub async fn connect(addr: SocketAddr, worker_id: &str, routes: Vec<RouteSpec>) -> RawWorker {
-        let mut ws = raw_upgrade(addr, worker_id).await;
+        Self::connect_with_token(addr, worker_id, None, routes).await
+    }
+
+    /// [`RawWorker::connect`] with a bearer token on the upgrade request.
+    pub async fn connect_with_token(
+        addr: SocketAddr,
+        worker_id: &str,
+        token: Option<&str>,
+        routes: Vec<RouteSpec>,
+    ) -> RawWorker {
+        let mut ws = match try_upgrade(addr, worker_id, token).await {
+            Ok(ws) => ws,
+            Err((status, body)) => panic!("{worker_id} refused: {status} {body}"),
+        };
         let hello = Frame::Hello(Hello {
             protocol: 1,
             worker_id: worker_id.into(),
@@ -320,17 +333,6 @@ impl RawWorker {
 
     /// Reads until the gateway closes; returns the close code.
     pub async fn close_code(&mut self) -> u16 {
-        loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("close in time");
-            match msg {
-                Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
-                Some(Ok(Message::Close(None))) => return 1005,
-                Some(Ok(_)) => {}
-                Some(Err(e)) => panic!("socket error before close: {e}"),
-                None => panic!("socket ended without a close frame"),
-            }
-        }
+        self.close_frame().await.0
     }
 }
