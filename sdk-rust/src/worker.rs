@@ -657,8 +657,6 @@ impl Drop for ResetOnDrop<'_> {
     }
 }
 
-/// Stops the engine if `start` ends early (its future dropped), so that it does not go on
-/// serving, or reconnecting, in the background.
 /// Pulls requests from the engine and runs each in its own task, until the engine ends;
 /// returns the handlers still running.
 async fn dispatch(engine: Engine, routes: Arc<[Route]>) -> JoinSet<()> {
@@ -694,6 +692,8 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Stops the engine if `start` ends early (its future dropped), so that it does not go on
+/// serving, or reconnecting, in the background.
 struct DrainOnDrop {
     engine: Engine,
     deadline: Duration,
