@@ -35,6 +35,14 @@ pub fn websocket_config() -> WebSocketConfig {
         .max_write_buffer_size(4 * MAX_FRAME_SIZE)
 }
 
+/// The gateway's settings: [`websocket_config`] with a 4 KiB read buffer. tungstenite
+/// allocates (and zeroes) the whole read buffer per connection up front, 128 KiB by default;
+/// a gateway holds thousands of mostly idle worker connections, and larger frames still
+/// arrive whole (the buffer grows to a frame's size while it is read).
+pub fn gateway_websocket_config() -> WebSocketConfig {
+    websocket_config().read_buffer_size(4 * 1024)
+}
+
 /// Owns a socket's write half. Feeds while the queue has messages and flushes when it
 /// empties, so a burst of frames costs one flush (tungstenite's `send` flushes every message).
 pub async fn write_loop<S>(
@@ -45,6 +53,7 @@ pub async fn write_loop<S>(
 {
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
+        let mut yielded = false;
         while let Some(out) = next.take() {
             let msg = match out {
                 Outgoing::Frame(b) => Message::Binary(b),
@@ -69,6 +78,13 @@ pub async fn write_loop<S>(
                 return;
             }
             next = rx.try_recv().ok();
+            if next.is_none() && !yielded {
+                // Let the tasks that are ready run once before the flush: under load they
+                // queue more frames, and one write carries them all.
+                yielded = true;
+                tokio::task::yield_now().await;
+                next = rx.try_recv().ok();
+            }
         }
         if let Err(e) = sink.flush().await {
             debug!(error = %e, "flush failed");

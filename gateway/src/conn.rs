@@ -109,10 +109,11 @@ impl WorkerConn {
     }
 
     /// Queues a REQUEST (encoded with stream id 0) under a fresh stream id. Ids are taken
-    /// and queued under one lock, so they reach the socket in increasing order.
+    /// and queued under one lock, so they reach the socket in increasing order. The frame is
+    /// taken only on success: on failure the caller still has it for another replica.
     pub fn open_stream(
         &self,
-        mut request: BytesMut,
+        request: &mut BytesMut,
         end_stream: bool,
     ) -> Result<OpenStream, Failure> {
         let mut table = self.streams.lock().unwrap();
@@ -126,7 +127,7 @@ impl WorkerConn {
             return Err(Failure::Draining);
         }
         table.next_id += 1;
-        frame::set_stream_id(&mut request, id);
+        frame::set_stream_id(request, id);
         let (head_tx, head) = oneshot::channel();
         let (body_tx, body) = mpsc::unbounded_channel();
         let send = Arc::new(SendWindow::new(self.initial_window));
@@ -142,7 +143,9 @@ impl WorkerConn {
                 response_done: false,
             },
         );
-        let _ = self.tx.send(Outgoing::Frame(request.freeze()));
+        let _ = self
+            .tx
+            .send(Outgoing::Frame(std::mem::take(request).freeze()));
         Ok(OpenStream {
             id,
             head,
@@ -235,8 +238,8 @@ pub fn conn_routes(routes: &[RouteSpec]) -> ConnRoutes {
         .map(|r| {
             (
                 RouteKey {
-                    method: r.method.clone(),
-                    path: r.path.clone(),
+                    method: r.method.as_str().into(),
+                    path: r.path.as_str().into(),
                 },
                 r.id as u16, // validated to 0..=65535
             )
@@ -369,6 +372,7 @@ pub async fn serve<S>(
     let max_concurrency = hello
         .max_concurrency
         .min(shared.config.max_concurrency_per_connection);
+    let routes = conn_routes(&hello.routes);
     let conn = Arc::new(WorkerConn {
         serial,
         connection_id: format!("c{serial}"),
@@ -379,13 +383,8 @@ pub async fn serve<S>(
         since: SystemTime::now(),
         max_concurrency: max_concurrency as usize,
         initial_window: shared.config.initial_window,
-        routes: ArcSwap::from_pointee(conn_routes(&hello.routes)),
-        route_ids: Mutex::new(
-            conn_routes(&hello.routes)
-                .into_iter()
-                .map(|(k, id)| (id, k))
-                .collect(),
-        ),
+        route_ids: Mutex::new(routes.iter().map(|(k, id)| (*id, k.clone())).collect()),
+        routes: ArcSwap::from_pointee(routes),
         admission,
         bytes_to_worker: shared.metrics.bytes_to_workers.clone(),
         in_flight: AtomicUsize::new(0),
@@ -430,6 +429,8 @@ pub async fn serve<S>(
         routes = hello.routes.len(),
         "worker registered"
     );
+    // Not held for the connection's life (the routes live on in `conn`).
+    drop(hello);
 
     let end = read_loop(&conn, &group, &shared, &mut stream).await;
     shared.registry.unregister(&conn);

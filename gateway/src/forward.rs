@@ -1,5 +1,6 @@
 //! Header rules at the proxy boundary: hop-by-hop stripping, `X-Forwarded-*`, request ids.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION};
@@ -29,13 +30,60 @@ pub fn is_hop_by_hop(name: &str, headers: &HeaderMap) -> bool {
     })
 }
 
-/// The headers the gateway adds to a proxied request, as (name, value) pairs.
-pub struct Forwarded {
-    pub for_value: String,
+/// The headers the gateway adds to a proxied request. Borrowed from the request where it
+/// can be: this runs for every request, and each copy was an allocation.
+pub struct Forwarded<'a> {
+    pub for_value: ForValue,
     pub proto: Option<&'static str>,
-    pub host: Option<HeaderValue>,
-    pub add_host: Option<HeaderValue>,
-    pub request_id: Option<HeaderValue>,
+    pub host: Option<&'a [u8]>,
+    pub add_host: Option<&'a str>,
+    pub request_id: Option<&'a HeaderValue>,
+}
+
+/// The `X-Forwarded-For` value: the client's address, after any the request carried.
+pub enum ForValue {
+    Ip(IpText),
+    Joined(String),
+}
+
+impl ForValue {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            ForValue::Ip(ip) => ip.as_bytes(),
+            ForValue::Joined(s) => s.as_bytes(),
+        }
+    }
+}
+
+/// An IP address as text, without an allocation (an IPv6 address takes at most 45 bytes).
+pub struct IpText {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl IpText {
+    pub fn new(ip: std::net::IpAddr) -> IpText {
+        let mut t = IpText {
+            buf: [0; 48],
+            len: 0,
+        };
+        let _ = write!(t, "{ip}");
+        t
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl std::fmt::Write for IpText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let dst = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
@@ -45,40 +93,44 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Works out the forwarding headers for a request from `client`. `request_id` is used when
 /// the request does not carry a usable one.
-pub fn forwarded(
-    headers: &HeaderMap,
-    authority: Option<&str>,
+pub fn forwarded<'a>(
+    headers: &'a HeaderMap,
+    authority: Option<&'a str>,
     client: SocketAddr,
-    request_id: &HeaderValue,
-) -> Forwarded {
-    let ip = client.ip().to_string();
-    let prior: Vec<&str> = headers
+    request_id: &'a HeaderValue,
+) -> Forwarded<'a> {
+    let ip = IpText::new(client.ip());
+    let mut prior = headers
         .get_all(X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .collect();
-    let for_value = if prior.is_empty() {
-        ip
+        .peekable();
+    let for_value = if prior.peek().is_none() {
+        ForValue::Ip(ip)
     } else {
-        format!("{}, {ip}", prior.join(", "))
+        let mut joined = prior.collect::<Vec<_>>().join(", ");
+        joined.push_str(", ");
+        joined.push_str(std::str::from_utf8(ip.as_bytes()).unwrap_or_default());
+        ForValue::Joined(joined)
     };
-    let host_header = headers.get(http::header::HOST).cloned();
+    let host_header = headers.get(http::header::HOST).map(HeaderValue::as_bytes);
+    // A parsed URI's authority is visible ASCII: a valid header value as it is.
     let add_host = if host_header.is_none() {
-        authority.and_then(|a| HeaderValue::from_str(a).ok())
+        authority
     } else {
         None
     };
     let host = if headers.contains_key(X_FORWARDED_HOST) {
         None
     } else {
-        host_header.or_else(|| add_host.clone())
+        host_header.or(add_host.map(str::as_bytes))
     };
     Forwarded {
         for_value,
         proto: (!headers.contains_key(X_FORWARDED_PROTO)).then_some("http"),
         host,
         add_host,
-        request_id: (!headers.contains_key(X_REQUEST_ID)).then(|| request_id.clone()),
+        request_id: (!headers.contains_key(X_REQUEST_ID)).then_some(request_id),
     }
 }
 
@@ -87,5 +139,59 @@ pub fn new_request_id(seq: u64, seed: u64) -> HeaderValue {
     let mut mix =
         vyx_core::backoff::SplitMix64::new(seed ^ seq.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let v = mix.next_u64();
-    HeaderValue::from_str(&format!("{v:016x}")).expect("hex is a valid header value")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 16];
+    for (i, d) in digits.iter_mut().enumerate() {
+        *d = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&digits).expect("hex is a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_text_holds_the_longest_addresses() {
+        for ip in [
+            "255.255.255.255",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:255.255.255.255",
+        ] {
+            let parsed: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(
+                IpText::new(parsed).as_bytes(),
+                parsed.to_string().as_bytes()
+            );
+        }
+    }
+
+    #[test]
+    fn request_ids_are_16_hex_digits_and_differ() {
+        let a = new_request_id(1, 42);
+        let b = new_request_id(2, 42);
+        assert_ne!(a, b);
+        for id in [a, b] {
+            let s = id.to_str().unwrap();
+            assert_eq!(s.len(), 16);
+            assert!(s
+                .bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        }
+    }
+
+    #[test]
+    fn a_prior_forwarded_for_is_kept_before_the_client() {
+        let mut h = HeaderMap::new();
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        let id = HeaderValue::from_static("x");
+        let f = forwarded(&h, Some("example.org"), "127.0.0.1:9".parse().unwrap(), &id);
+        assert_eq!(f.for_value.as_bytes(), b"10.0.0.1, 127.0.0.1");
+        assert_eq!(f.add_host, Some("example.org"));
+        assert_eq!(f.host, Some(&b"example.org"[..]));
+        let empty = HeaderMap::new();
+        let f = forwarded(&empty, None, "[::1]:9".parse().unwrap(), &id);
+        assert_eq!(f.for_value.as_bytes(), b"::1");
+        assert_eq!((f.host, f.add_host), (None, None));
+    }
 }

@@ -100,7 +100,7 @@ async fn dispatch(
 
     // The REQUEST frame, straight from the parts; the route id is set per replica below.
     let end_stream = http_body::Body::is_end_stream(&body);
-    let frame = match encode_request(&parts, &params, end_stream, client, &request_id) {
+    let mut frame = match encode_request(&parts, &params, end_stream, client, &request_id) {
         Ok(f) => f,
         Err(e) => {
             return error_response(
@@ -110,7 +110,10 @@ async fn dispatch(
             )
         }
     };
+    // Readers hold the table for a lookup only: a route update waits for them.
+    let target = target.clone();
     drop(params);
+    drop(table);
 
     // A replica with room, waiting a bounded time for one when all are full.
     let deadline = tokio::time::Instant::now() + shared.config.queue_timeout;
@@ -120,9 +123,8 @@ async fn dispatch(
         notified.as_mut().enable();
         match reserve_replica(&target.group, &target.key) {
             Ok((conn, route_id)) => {
-                let mut frame = frame.clone();
                 set_route_id(&mut frame, route_id);
-                match conn.open_stream(frame, end_stream) {
+                match conn.open_stream(&mut frame, end_stream) {
                     Ok(open) => break (conn, open),
                     // Started draining since the choice: pick again.
                     Err(_) => conn.release_slot(),
@@ -198,9 +200,12 @@ async fn dispatch(
     *resp.status_mut() = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let headers = resp.headers_mut();
     headers.reserve(head.headers.len() + 1);
-    for (name, value) in &head.headers {
-        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
-        else {
+    for (name, value) in head.headers {
+        // Values stay slices of the worker's frame (no copy).
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(&name),
+            HeaderValue::from_maybe_shared(value),
+        ) else {
             continue; // the codec validated both; this cannot fail
         };
         headers.append(name, value);
@@ -249,7 +254,7 @@ fn encode_request(
         client,
         request_id,
     );
-    if let Some(h) = &fwd.add_host {
+    if let Some(h) = fwd.add_host {
         w.header(b"host", h.as_bytes());
     }
     w.header(
@@ -259,10 +264,10 @@ fn encode_request(
     if let Some(p) = fwd.proto {
         w.header(forward::X_FORWARDED_PROTO.as_bytes(), p.as_bytes());
     }
-    if let Some(h) = &fwd.host {
-        w.header(forward::X_FORWARDED_HOST.as_bytes(), h.as_bytes());
+    if let Some(h) = fwd.host {
+        w.header(forward::X_FORWARDED_HOST.as_bytes(), h);
     }
-    if let Some(id) = &fwd.request_id {
+    if let Some(id) = fwd.request_id {
         w.header(X_REQUEST_ID.as_str().as_bytes(), id.as_bytes());
     }
     w.finish()

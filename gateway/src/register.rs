@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, warn};
 use vyx_core::handshake::{is_worker_id, SUBPROTOCOL, WORKER_ID_HEADER};
-use vyx_core::transport::websocket_config;
+use vyx_core::transport::gateway_websocket_config;
 
 use crate::body::GatewayBody;
 use crate::Shared;
@@ -121,7 +121,7 @@ pub fn register(
                 let ws = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,
-                    Some(websocket_config()),
+                    Some(gateway_websocket_config()),
                 )
                 .await;
                 crate::conn::serve(ws, shared, worker_id, admission, peer).await;

@@ -2,12 +2,14 @@
 //! route table built from those claims.
 //!
 //! Connections of one worker id are replicas of one [`WorkerGroup`]. A replica joining or
-//! leaving changes only its group's replica list; the route table is rebuilt only when the
-//! set of routes a group claims changes.
+//! leaving changes only its group's replica list; the route table changes only when the set
+//! of routes a group claims changes, and then by exactly the routes that changed: nothing
+//! here walks every route or every group, so registering a worker costs the same with ten
+//! thousand connected as with one.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
@@ -16,7 +18,7 @@ use vyx_core::error::CloseCode;
 use vyx_core::handshake::HandshakeError;
 
 use crate::conn::WorkerConn;
-use crate::routes::{RouteKey, RouteTable};
+use crate::routes::{Change, LiveTable, RouteKey, RouteTable, RouteTarget, TableWriter};
 
 /// All connections of one worker id.
 pub struct WorkerGroup {
@@ -27,41 +29,67 @@ pub struct WorkerGroup {
 }
 
 impl WorkerGroup {
-    fn new(worker_id: &str) -> WorkerGroup {
+    pub(crate) fn new(worker_id: &str) -> WorkerGroup {
         WorkerGroup {
             worker_id: worker_id.to_string(),
             replicas: ArcSwap::from_pointee(Vec::new()),
             slot_freed: Arc::new(Notify::new()),
         }
     }
+}
 
-    fn route_union(&self) -> BTreeSet<RouteKey> {
-        self.replicas
-            .load()
-            .iter()
-            .flat_map(|c| c.routes.load().keys().cloned().collect::<Vec<_>>())
-            .collect()
+/// What the registry knows of one worker id besides its replicas.
+#[derive(Default)]
+struct GroupState {
+    /// How many live replicas declare each route: the keys are the routes the group wants.
+    declared: HashMap<RouteKey, usize>,
+    /// The routes the group holds in the table. A group whose last replica left keeps its
+    /// claims (its routes answer 503), until another worker id claims one of them.
+    claimed: BTreeSet<RouteKey>,
+}
+
+impl GroupState {
+    fn declare<'a>(&mut self, keys: impl Iterator<Item = &'a RouteKey>) {
+        for k in keys {
+            *self.declared.entry(k.clone()).or_default() += 1;
+        }
+    }
+
+    fn undeclare<'a>(&mut self, keys: impl Iterator<Item = &'a RouteKey>) {
+        for k in keys {
+            if let Some(n) = self.declared.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    self.declared.remove(k);
+                }
+            }
+        }
+    }
+
+    fn wanted(&self) -> BTreeSet<RouteKey> {
+        self.declared.keys().cloned().collect()
     }
 }
 
 #[derive(Default)]
 struct Inner {
-    groups: HashMap<String, Arc<WorkerGroup>>,
-    /// Which group serves each route. A group whose last replica left keeps its claims (its
-    /// routes answer 503), until another worker id claims one of them.
+    groups: HashMap<String, (Arc<WorkerGroup>, GroupState)>,
+    /// Which group serves each route.
     claims: BTreeMap<RouteKey, Arc<WorkerGroup>>,
+    writer: TableWriter,
 }
 
 #[derive(Default)]
 pub struct Registry {
-    table: ArcSwap<RouteTable>,
+    table: LiveTable,
     inner: Mutex<Inner>,
     /// Notified whenever a connection leaves (shutdown waits for none to remain).
     pub left: Notify,
 }
 
 impl Registry {
-    /// The current route table (lock-free), held for the length of one request.
+    /// The current route table (lock-free). Hold it only for a lookup: an update waits
+    /// briefly for readers of the copy it is about to edit.
     pub fn table_full(&self) -> Arc<RouteTable> {
         self.table.load_full()
     }
@@ -72,7 +100,8 @@ impl Registry {
         inner
             .groups
             .entry(worker_id.to_string())
-            .or_insert_with(|| Arc::new(WorkerGroup::new(worker_id)))
+            .or_insert_with(|| (Arc::new(WorkerGroup::new(worker_id)), GroupState::default()))
+            .0
             .clone()
     }
 
@@ -83,16 +112,14 @@ impl Registry {
         group: &Arc<WorkerGroup>,
     ) -> Result<(), HandshakeError> {
         let mut inner = self.inner.lock().unwrap();
-        let mut wanted = group.route_union();
-        wanted.extend(conn.routes.load().keys().cloned());
+        let routes = conn.routes.load();
+        let mut wanted = inner.state(group).wanted();
+        wanted.extend(routes.keys().cloned());
         if let Err(e) = self.claim(&mut inner, group, wanted) {
-            let unused = group.replicas.load().is_empty()
-                && !inner.claims.values().any(|g| Arc::ptr_eq(g, group));
-            if unused {
-                inner.groups.remove(&group.worker_id);
-            }
+            inner.forget_if_unused(group);
             return Err(e);
         }
+        inner.state(group).declare(routes.keys());
         group.replicas.rcu(|list| {
             let mut list = Vec::clone(list);
             list.push(conn.clone());
@@ -110,23 +137,26 @@ impl Registry {
         routes: crate::conn::ConnRoutes,
     ) -> Result<(), HandshakeError> {
         let mut inner = self.inner.lock().unwrap();
-        let mut wanted: BTreeSet<RouteKey> = group
-            .replicas
-            .load()
-            .iter()
-            .filter(|c| !Arc::ptr_eq(c, conn))
-            .flat_map(|c| c.routes.load().keys().cloned().collect::<Vec<_>>())
-            .collect();
-        wanted.extend(routes.keys().cloned());
-        self.claim(&mut inner, group, wanted)?;
-        conn.routes.store(Arc::new(routes));
-        Ok(())
+        let old = conn.routes.load_full();
+        let state = inner.state(group);
+        state.undeclare(old.keys());
+        state.declare(routes.keys());
+        let wanted = state.wanted();
+        let result = self.claim(&mut inner, group, wanted);
+        if result.is_ok() {
+            conn.routes.store(Arc::new(routes));
+        } else {
+            let state = inner.state(group);
+            state.undeclare(routes.keys());
+            state.declare(old.keys());
+        }
+        result
     }
 
     /// Removes a connection (closed, lost or drained).
     pub fn unregister(&self, conn: &Arc<WorkerConn>) {
         let mut inner = self.inner.lock().unwrap();
-        if let Some(group) = inner.groups.get(&conn.worker_id).cloned() {
+        if let Some(group) = inner.groups.get(&conn.worker_id).map(|(g, _)| g.clone()) {
             let before = group.replicas.load().len();
             group.replicas.rcu(|list| {
                 list.iter()
@@ -135,11 +165,14 @@ impl Registry {
                     .collect::<Vec<_>>()
             });
             let remaining = group.replicas.load().len();
+            if remaining < before {
+                inner.state(&group).undeclare(conn.routes.load().keys());
+            }
             if remaining > 0 && remaining < before {
-                let wanted = group.route_union();
+                let wanted = inner.state(&group).wanted();
                 if let Err(e) = self.claim(&mut inner, &group, wanted) {
                     // A subset of routes that fit cannot conflict; log if it ever does.
-                    warn!(error = %e, "route table rebuild failed after a replica left");
+                    warn!(error = %e, "route table update failed after a replica left");
                 }
             }
             group.slot_freed.notify_waiters();
@@ -154,7 +187,7 @@ impl Registry {
         let mut out: Vec<_> = inner
             .groups
             .values()
-            .flat_map(|g| g.replicas.load().iter().cloned().collect::<Vec<_>>())
+            .flat_map(|(g, _)| g.replicas.load().iter().cloned().collect::<Vec<_>>())
             .collect();
         out.sort_by_key(|c| c.serial);
         out
@@ -163,32 +196,30 @@ impl Registry {
     /// Number of live connections.
     pub fn connection_count(&self) -> usize {
         let inner = self.inner.lock().unwrap();
-        inner.groups.values().map(|g| g.replicas.load().len()).sum()
+        inner
+            .groups
+            .values()
+            .map(|(g, _)| g.replicas.load().len())
+            .sum()
     }
 
-    /// Makes `group` claim exactly `wanted`, rebuilding the table if that changes anything.
+    /// Makes `group` claim exactly `wanted`, editing the table by the difference.
     fn claim(
         &self,
         inner: &mut Inner,
         group: &Arc<WorkerGroup>,
         wanted: BTreeSet<RouteKey>,
     ) -> Result<(), HandshakeError> {
-        let current: BTreeSet<RouteKey> = inner
-            .claims
-            .iter()
-            .filter(|(_, g)| Arc::ptr_eq(g, group))
-            .map(|(k, _)| k.clone())
-            .collect();
-        if current == wanted {
+        let current = &inner.state(group).claimed;
+        if *current == wanted {
             return Ok(());
         }
-        let mut claims = inner.claims.clone();
-        claims.retain(|_, g| !Arc::ptr_eq(g, group));
-        for key in &wanted {
-            if let Some(other) = claims.get(key) {
-                if other.replicas.load().is_empty() {
-                    info!(route = %key, from = %other.worker_id, to = %group.worker_id, "route taken over from a worker with no live connection");
-                } else {
+        let dropped: Vec<RouteKey> = current.difference(&wanted).cloned().collect();
+        let added: Vec<RouteKey> = wanted.difference(current).cloned().collect();
+        let mut taken_from = Vec::new();
+        for key in &added {
+            if let Some(other) = inner.claims.get(key) {
+                if !other.replicas.load().is_empty() {
                     return Err(HandshakeError::new(
                         CloseCode::RouteConflict,
                         format!(
@@ -197,32 +228,76 @@ impl Registry {
                         ),
                     ));
                 }
+                taken_from.push((key.clone(), other.clone()));
             }
-            claims.insert(key.clone(), group.clone());
         }
-        let table = RouteTable::build(&claims).map_err(|c| {
-            let owner = claims
-                .iter()
-                .find(|(k, _)| k.path == c.with_path)
-                .map(|(_, g)| g.worker_id.clone())
-                .unwrap_or_default();
-            HandshakeError::new(
-                CloseCode::RouteConflict,
-                format!(
-                    "route {} overlaps {:?} served by worker {:?}",
-                    c.key, c.with_path, owner
-                ),
-            )
-        })?;
-        // Groups with neither claims nor replicas are forgotten.
-        inner.groups.retain(|_, g| {
-            !g.replicas.load().is_empty()
-                || Arc::ptr_eq(g, group)
-                || claims.values().any(|c| Arc::ptr_eq(c, g))
-        });
-        inner.claims = claims;
-        self.table.store(Arc::new(table));
+        let changes: Vec<Change> = dropped
+            .iter()
+            .chain(taken_from.iter().map(|(k, _)| k))
+            .map(|k| Change::Remove(k.clone()))
+            .chain(added.iter().map(|k| {
+                Change::Insert(Arc::new(RouteTarget {
+                    key: k.clone(),
+                    group: group.clone(),
+                    metrics: OnceLock::new(),
+                }))
+            }))
+            .collect();
+        let Inner { claims, writer, .. } = &mut *inner;
+        writer
+            .apply(&self.table, changes, || {
+                RouteTable::build(claims).expect("the routes before this change fitted")
+            })
+            .map_err(|c| {
+                let owner = claims
+                    .iter()
+                    .find(|(k, _)| *k.path == *c.with_path)
+                    .map(|(_, g)| g.worker_id.clone())
+                    .unwrap_or_default();
+                HandshakeError::new(
+                    CloseCode::RouteConflict,
+                    format!(
+                        "route {} overlaps {:?} served by worker {:?}",
+                        c.key, c.with_path, owner
+                    ),
+                )
+            })?;
+
+        for key in &dropped {
+            inner.claims.remove(key);
+        }
+        for (key, other) in &taken_from {
+            info!(route = %key, from = %other.worker_id, to = %group.worker_id, "route taken over from a worker with no live connection");
+            inner.state(other).claimed.remove(key);
+        }
+        for key in &added {
+            inner.claims.insert(key.clone(), group.clone());
+        }
+        inner.state(group).claimed = wanted;
+        for (_, other) in &taken_from {
+            inner.forget_if_unused(other);
+        }
         Ok(())
+    }
+}
+
+impl Inner {
+    fn state(&mut self, group: &Arc<WorkerGroup>) -> &mut GroupState {
+        &mut self
+            .groups
+            .entry(group.worker_id.clone())
+            .or_insert_with(|| (group.clone(), GroupState::default()))
+            .1
+    }
+
+    /// Forgets a group with neither replicas nor claims.
+    fn forget_if_unused(&mut self, group: &Arc<WorkerGroup>) {
+        let unused = self.groups.get(&group.worker_id).is_some_and(|(g, s)| {
+            Arc::ptr_eq(g, group) && g.replicas.load().is_empty() && s.claimed.is_empty()
+        });
+        if unused {
+            self.groups.remove(&group.worker_id);
+        }
     }
 }
 

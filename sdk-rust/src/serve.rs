@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::header::CONTENT_LENGTH;
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, StatusCode};
 use http_body_util::BodyExt;
 use tracing::{debug, error, info_span, warn, Instrument};
 use vyx_core::frame::HeaderList;
@@ -91,17 +91,21 @@ pub(crate) async fn serve(req: IncomingRequest, routes: Arc<[Route]>) {
 
 /// Sends the head (with END_STREAM when the body is known to be empty), then the body.
 pub(crate) async fn send_response(mut sender: ResponseSender, res: Response, head_only: bool) {
-    let (status, mut headers, body) = res.into_parts();
+    let (status, headers, body) = res.into_parts();
     let no_body_status = status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
         || status.is_informational();
+    let mut head = header_list(&headers);
     if let Some(full) = body.as_full() {
         if !no_body_status && !headers.contains_key(CONTENT_LENGTH) {
-            headers.insert(CONTENT_LENGTH, HeaderValue::from(full.len()));
+            head.push((
+                Bytes::from_static(b"content-length"),
+                Bytes::from(full.len().to_string()),
+            ));
         }
     }
     let end_stream = head_only || no_body_status || http_body::Body::is_end_stream(&body);
-    match sender.send_head(status.as_u16(), header_list(&headers), end_stream) {
+    match sender.send_head(status.as_u16(), head, end_stream) {
         Ok(()) => {}
         Err(StreamError::InvalidHead(why)) => {
             error!(%why, "the handler's response head cannot be sent; answering 500");
@@ -185,15 +189,31 @@ async fn send_body(mut sender: ResponseSender, mut body: Body) {
 }
 
 fn header_list(headers: &HeaderMap) -> HeaderList {
-    headers
-        .iter()
-        .map(|(name, value)| {
-            (
-                Bytes::copy_from_slice(name.as_str().as_bytes()),
-                Bytes::copy_from_slice(value.as_bytes()),
-            )
-        })
-        .collect()
+    let mut list = HeaderList::with_capacity(headers.len() + 1);
+    list.extend(
+        headers
+            .iter()
+            .map(|(name, value)| (name_bytes(name), Bytes::copy_from_slice(value.as_bytes()))),
+    );
+    list
+}
+
+/// A header name as bytes, without a copy for the names most responses carry.
+fn name_bytes(name: &HeaderName) -> Bytes {
+    const COMMON: [&str; 8] = [
+        "content-type",
+        "content-length",
+        "cache-control",
+        "content-encoding",
+        "etag",
+        "last-modified",
+        "location",
+        "set-cookie",
+    ];
+    match COMMON.iter().find(|c| **c == name.as_str()) {
+        Some(c) => Bytes::from_static(c.as_bytes()),
+        None => Bytes::copy_from_slice(name.as_str().as_bytes()),
+    }
 }
 
 pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> &str {

@@ -157,27 +157,17 @@ impl Worker {
             stopper: stopper.abort_handle(),
         };
 
-        let mut tasks = JoinSet::new();
-        loop {
-            tokio::select! {
-                batch = engine.next_batch(BATCH) => match batch {
-                    Some(batch) => {
-                        for req in batch {
-                            tasks.spawn(serve(req, inner.routes.clone()));
-                        }
-                    }
-                    None => break,
-                },
-                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    if let Err(e) = done {
-                        if e.is_panic() {
-                            // `serve` catches handler panics; this is a panic outside them.
-                            error!(panic = panic_message(&*e.into_panic()), "request task panicked");
-                        }
-                    }
-                }
-            }
-        }
+        // The dispatch loop runs as a task on the runtime's worker threads. Awaited on the
+        // thread that called `start` (`#[tokio::main]`'s, usually), every request crossed
+        // two more threads (reader → that thread → handler task): the wake-ups cost more
+        // than the handler (bench/RESULTS.md).
+        let dispatch = tokio::spawn(dispatch(engine.clone(), inner.routes.clone()));
+        let _abort_dispatch = AbortOnDrop(dispatch.abort_handle());
+        let mut tasks = match dispatch.await {
+            Ok(tasks) => tasks,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => JoinSet::new(),
+        };
 
         let result = engine.wait().await;
         let _ = states.await;
@@ -664,6 +654,41 @@ struct ResetOnDrop<'a>(&'a AtomicBool);
 impl Drop for ResetOnDrop<'_> {
     fn drop(&mut self) {
         self.0.store(false, Ordering::Release);
+    }
+}
+
+/// Pulls requests from the engine and runs each in its own task, until the engine ends;
+/// returns the handlers still running.
+async fn dispatch(engine: Engine, routes: Arc<[Route]>) -> JoinSet<()> {
+    let mut tasks = JoinSet::new();
+    loop {
+        tokio::select! {
+            batch = engine.next_batch(BATCH) => match batch {
+                Some(batch) => {
+                    for req in batch {
+                        tasks.spawn(serve(req, routes.clone()));
+                    }
+                }
+                None => return tasks,
+            },
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = done {
+                    if e.is_panic() {
+                        // `serve` catches handler panics; this is a panic outside them.
+                        error!(panic = panic_message(&*e.into_panic()), "request task panicked");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Aborts a task when dropped (the future of `start` was dropped).
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -96,8 +96,22 @@ pub fn is_method(m: &[u8]) -> bool {
 
 /// A header name is a non-empty token without upper-case letters.
 pub fn is_header_name(n: &[u8]) -> bool {
-    !n.is_empty() && n.iter().all(|&b| is_tchar(b) && !b.is_ascii_uppercase())
+    // A table: every header of every request and response is checked, byte by byte.
+    !n.is_empty() && n.iter().all(|&b| HEADER_NAME_BYTES[b as usize])
 }
+
+const HEADER_NAME_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = matches!(c,
+            b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_'
+            | b'`' | b'|' | b'~' | b'0'..=b'9' | b'a'..=b'z');
+        b += 1;
+    }
+    t
+};
 
 /// A header value holds no NUL, CR or LF.
 pub fn is_header_value(v: &[u8]) -> bool {
@@ -138,5 +152,24 @@ pub(crate) fn put_headers(buf: &mut BytesMut, headers: &[(Bytes, Bytes)]) {
     for (n, v) in headers {
         put_str16(buf, n);
         put_str16(buf, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_name_table_is_tchar_without_upper_case() {
+        for b in 0..=255u8 {
+            assert_eq!(
+                is_header_name(&[b]),
+                is_tchar(b) && !b.is_ascii_uppercase(),
+                "byte {b:#04x}"
+            );
+        }
+        assert!(!is_header_name(b""));
+        assert!(is_header_name(b"x-request-id"));
+        assert!(!is_header_name(b"X-Request-Id"));
     }
 }
