@@ -417,7 +417,7 @@ pub async fn serve<S>(
         }
         conn.send(Outgoing::Frame(Frame::Welcome(welcome).encode()));
     }
-    shared.metrics.registered(&conn.worker_id);
+    shared.metrics.registered(&conn.worker_id, &conn.instance);
     if shared.shutting_down.load(Ordering::Acquire) {
         conn.start_drain("gateway shutting down", shared.config.drain_grace);
     }

@@ -58,8 +58,9 @@ pub struct Metrics {
     /// Response body bytes received from workers.
     pub bytes_from_workers: Counter,
     unmatched: RouteMetrics,
-    /// Worker ids that have registered before, to tell reconnects from first connections.
-    seen: Mutex<HashSet<String>>,
+    /// `(worker id, instance)` pairs that have registered before, to tell a reconnect from a
+    /// first connection. Keyed by instance: replicas of one id are not reconnects.
+    seen: Mutex<HashSet<(String, String)>>,
     scrape: Mutex<()>,
 }
 
@@ -110,7 +111,7 @@ impl Metrics {
         let reconnects = Family::<WorkerLabel, Counter>::default();
         registry.register(
             "reconnects",
-            "Registrations of a worker id that had registered before, by worker id",
+            "Registrations of a worker instance (one process, per HELLO) that had registered before, by worker id",
             reconnects.clone(),
         );
         let rejections = Family::<ReasonLabel, Counter>::default();
@@ -182,13 +183,18 @@ impl Metrics {
         });
     }
 
-    /// A worker connection was admitted.
-    pub fn registered(&self, worker_id: &str) {
+    /// A worker connection was admitted (`instance` is the HELLO's).
+    pub fn registered(&self, worker_id: &str, instance: &str) {
         let label = WorkerLabel {
             worker_id: worker_id.to_string(),
         };
         self.registrations.get_or_create(&label).inc();
-        if !self.seen.lock().unwrap().insert(worker_id.to_string()) {
+        let first = self
+            .seen
+            .lock()
+            .unwrap()
+            .insert((worker_id.to_string(), instance.to_string()));
+        if !first {
             self.reconnects.get_or_create(&label).inc();
         }
     }

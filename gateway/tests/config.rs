@@ -504,6 +504,26 @@ async fn metrics_count_requests_registrations_and_rejections() {
     }
 }
 
+/// Replicas (distinct instances of one id) are registrations, not reconnects; the same
+/// instance registering again is a reconnect.
+#[tokio::test]
+async fn reconnects_are_counted_per_instance_not_per_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway_with(dir.path(), "accept_unknown_workers: true\n").await;
+    let routes = || vec![route(0, "GET", "/rep")];
+    let _a = RawWorker::connect_instance(gw.addr, "rep", None, "a", routes()).await;
+    let _b = RawWorker::connect_instance(gw.addr, "rep", None, "b", routes()).await;
+    let _a_again = RawWorker::connect_instance(gw.addr, "rep", None, "a", routes()).await;
+    let text =
+        String::from_utf8_lossy(&get(&client(), &gw.url("/_vyx/metrics")).await.1).into_owned();
+    for line in [
+        "vyx_registrations_total{worker_id=\"rep\"} 3",
+        "vyx_reconnects_total{worker_id=\"rep\"} 1",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+}
+
 #[tokio::test]
 async fn limits_from_the_file_are_enforced() {
     let dir = tempfile::tempdir().unwrap();

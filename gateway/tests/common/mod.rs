@@ -264,6 +264,17 @@ impl RawWorker {
         token: Option<&str>,
         routes: Vec<RouteSpec>,
     ) -> RawWorker {
+        Self::connect_instance(addr, worker_id, token, "raw", routes).await
+    }
+
+    /// [`RawWorker::connect_with_token`] naming the worker instance in HELLO.
+    pub async fn connect_instance(
+        addr: SocketAddr,
+        worker_id: &str,
+        token: Option<&str>,
+        instance: &str,
+        routes: Vec<RouteSpec>,
+    ) -> RawWorker {
         let mut ws = match try_upgrade(addr, worker_id, token).await {
             Ok(ws) => ws,
             Err((status, body)) => panic!("{worker_id} refused: {status} {body}"),
@@ -271,7 +282,7 @@ impl RawWorker {
         let hello = Frame::Hello(Hello {
             protocol: 1,
             worker_id: worker_id.into(),
-            instance: "raw".into(),
+            instance: instance.into(),
             sdk: "raw-test".into(),
             max_concurrency: 64,
             routes,
