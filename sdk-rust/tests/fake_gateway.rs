@@ -522,7 +522,7 @@ async fn serves_requests_over_the_protocol() {
     }
     conn.close_drained().await;
     timeout(running).await.unwrap().unwrap();
-    assert_eq!(*w.state().borrow(), ConnectionState::Stopped);
+    assert_eq!(*w.state().current(), ConnectionState::Stopped);
     let states = states.lock().unwrap();
     assert!(states.iter().any(
         |s| matches!(s, ConnectionState::Connected { connection_id } if connection_id == "c-1")
@@ -571,7 +571,7 @@ async fn a_refused_worker_stops_with_an_error() {
     assert!(matches!(err, vyx::Error::Refused(_)), "{err:?}");
     assert!(err.to_string().contains("belongs to worker other"), "{err}");
     assert!(matches!(
-        *w.state().borrow(),
+        *w.state().current(),
         ConnectionState::Failed { .. }
     ));
 }
@@ -604,8 +604,7 @@ async fn a_silent_gateway_is_noticed_and_the_worker_reconnects() {
     let reconnecting =
         timeout(state.wait_for(|s| matches!(s, ConnectionState::Reconnecting { .. })))
             .await
-            .unwrap()
-            .clone();
+            .unwrap();
     let ConnectionState::Reconnecting { cause, .. } = reconnecting else {
         unreachable!()
     };
