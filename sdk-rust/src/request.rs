@@ -468,6 +468,34 @@ mod tests {
         assert_eq!(pairs("x=100%&y=%zz"), vec![p("x", "100%"), p("y", "%zz")]);
     }
 
+    /// spec/vectors/query.json: the pairs every SDK must give, on the worker's own path
+    /// (the raw target as the gateway sends it).
+    #[test]
+    fn query_decoding_passes_the_shared_vectors() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/vectors/query.json");
+        let text = std::fs::read_to_string(path).unwrap();
+        let file: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let vectors = file["vectors"].as_array().unwrap();
+        assert!(vectors.len() >= 20, "{} vectors", vectors.len());
+        for v in vectors {
+            let name = v["name"].as_str().unwrap();
+            let query = v["query"].as_str().unwrap();
+            let want: Vec<(String, String)> = v["pairs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|pair| p(pair[0].as_str().unwrap(), pair[1].as_str().unwrap()))
+                .collect();
+            let target = format!("/v?{query}");
+            let req = incoming("GET", &target, &[]);
+            let got: Vec<(String, String)> = req
+                .query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            assert_eq!(got, want, "vector {name}: {query:?}");
+        }
+    }
+
     #[test]
     fn query_decoding_borrows_when_nothing_to_decode() {
         let mut it = parse_query("plain=value");
