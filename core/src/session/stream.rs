@@ -716,8 +716,8 @@ impl Stream {
         let s = &*self.shared;
         let mut r = lock(&s.recv);
         if let Some(chunk) = r.chunks.pop_front() {
-            // No credit for the last bytes of a body: the gateway sends nothing more.
-            if !(r.end && r.chunks.is_empty()) {
+            // No WINDOW once END_STREAM has arrived (PROTOCOL.md §4.3): nothing more comes.
+            if !r.end {
                 r.unacked += chunk.len() as u32;
                 if window_update_due(r.unacked, s.conn.initial_window) {
                     let increment = std::mem::take(&mut r.unacked);
