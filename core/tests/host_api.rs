@@ -219,10 +219,9 @@ async fn no_state_transition_is_lost_under_quick_reconnects() {
     let _conn = gw.welcome("c-3", 65536).await;
     // Only now does the host look, and then only at what it is handed.
     let mut states = Vec::new();
-    while !states
-        .iter()
-        .any(|s| matches!(s, ConnectionState::Connected { connection_id } if connection_id == "c-3"))
-    {
+    while !states.iter().any(
+        |s| matches!(s, ConnectionState::Connected { connection_id } if connection_id == "c-3"),
+    ) {
         states.extend(timeout(e.next_batch(8)).await.unwrap().states);
     }
     e.drain(Duration::ZERO);
@@ -263,11 +262,11 @@ async fn a_binding_style_host_gets_framing_resets_and_flow_control_right() {
     let e = engine(
         &url,
         &[
-            ("GET", "/text"),   // 0
-            ("GET", "/status"), // 1
+            ("GET", "/text"),    // 0
+            ("GET", "/status"),  // 1
             ("POST", "/upload"), // 2
-            ("GET", "/big"),    // 3
-            ("GET", "/hang"),   // 4
+            ("GET", "/big"),     // 3
+            ("GET", "/hang"),    // 4
         ],
     );
     e.start_on(&tokio::runtime::Handle::current()).unwrap();
@@ -289,7 +288,10 @@ async fn a_binding_style_host_gets_framing_resets_and_flow_control_right() {
     // one DATA with END_STREAM.
     conn.request(1, 0, "GET", true).await;
     let (req, seen) = pull_request(&e).await;
-    assert!(matches!(&seen.states[..], [ConnectionState::Connected { .. }]));
+    assert!(matches!(
+        &seen.states[..],
+        [ConnectionState::Connected { .. }]
+    ));
     assert_eq!((req.route_id, &req.method[..]), (0, &b"GET"[..]));
     req.stream.respond(200, text_headers, b"hello").unwrap();
     let head = conn.head(1).await;
@@ -342,10 +344,7 @@ async fn a_binding_style_host_gets_framing_resets_and_flow_control_right() {
     req.stream.fail("the handler threw mid-body");
     assert_eq!(conn.head(15).await.status, 200);
     match conn.recv().await {
-        Frame::Reset(r) => assert_eq!(
-            (r.stream_id, r.code),
-            (15, ResetCode::HandlerError as u32)
-        ),
+        Frame::Reset(r) => assert_eq!((r.stream_id, r.code), (15, ResetCode::HandlerError as u32)),
         other => panic!("expected RESET, got {other:?}"),
     }
     conn.request(17, 1, "GET", true).await;
@@ -427,7 +426,10 @@ async fn a_binding_style_host_gets_framing_resets_and_flow_control_right() {
     assert_eq!(resets[0].slot, hanging.slot);
     assert!(matches!(
         &resets[0].error,
-        StreamError::Reset { code: ResetCode::Cancel, .. }
+        StreamError::Reset {
+            code: ResetCode::Cancel,
+            ..
+        }
     ));
     assert!(hanging.stream.try_send(b"late", true).is_err());
     drop(hanging); // dead already: nothing is sent for it
@@ -444,7 +446,11 @@ async fn a_binding_style_host_gets_framing_resets_and_flow_control_right() {
     assert_eq!(conn.body(27).await, b"not found");
     conn.request(29, 0, "GET", true).await;
     let (req, seen) = pull_request(&e).await;
-    assert_eq!(req.stream.stream_id(), 29, "the dead request was handed out");
+    assert_eq!(
+        req.stream.stream_id(),
+        29,
+        "the dead request was handed out"
+    );
     assert!(seen.resets.is_empty(), "{:?}", seen.resets);
     req.stream.respond(200, none, b"ok").unwrap();
     assert_eq!(conn.head(29).await.status, 200);

@@ -147,9 +147,7 @@ impl Body {
         match std::mem::replace(&mut self.inner, Inner::Empty) {
             Inner::Empty => Ok(Bytes::new()),
             Inner::Full(b) => Ok(b),
-            Inner::Incoming(Incoming { stream, .. }) => {
-                stream.collect().await.map_err(Error::Body)
-            }
+            Inner::Incoming(Incoming { stream, .. }) => stream.collect().await.map_err(Error::Body),
             other => {
                 self.inner = other;
                 let mut first: Option<Bytes> = None;
@@ -200,14 +198,15 @@ impl Body {
                         incoming.waiting = None;
                     }
                     match incoming.stream.try_chunk() {
-                        Ok(TryChunk::Data(chunk)) => return Poll::Ready(Some(Ok(Frame::data(chunk)))),
+                        Ok(TryChunk::Data(chunk)) => {
+                            return Poll::Ready(Some(Ok(Frame::data(chunk))))
+                        }
                         Ok(TryChunk::End) => None,
                         Err(e) => Some(Err(Error::Body(e))),
                         Ok(TryChunk::Pending) => {
                             let stream = incoming.stream.clone();
-                            incoming.waiting = Some(Mutex::new(Box::pin(async move {
-                                stream.readable().await
-                            })));
+                            incoming.waiting =
+                                Some(Mutex::new(Box::pin(async move { stream.readable().await })));
                             continue;
                         }
                     }
@@ -372,8 +371,8 @@ impl From<()> for Body {
 mod tests {
     use super::*;
     use futures_util::StreamExt;
-    use vyx_core::session::StreamError;
     use http_body_util::BodyExt;
+    use vyx_core::session::StreamError;
 
     fn assert_send_sync_unpin<T: Send + Sync + Unpin>() {}
 

@@ -307,10 +307,12 @@ impl From<http::Request<Body>> for Request {
 fn client_addr(headers: &HeaderMap) -> Option<SocketAddr> {
     let last = headers.get_all("x-forwarded-for").iter().next_back()?;
     let entry = last.to_str().ok()?.rsplit(',').next()?.trim();
-    entry
-        .parse::<SocketAddr>()
-        .ok()
-        .or_else(|| entry.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 0)))
+    entry.parse::<SocketAddr>().ok().or_else(|| {
+        entry
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, 0))
+    })
 }
 
 /// The target as a URI. The gateway sends visible ASCII only, but `http` refuses a few of

@@ -81,7 +81,11 @@ pub(crate) async fn send_response(stream: &Stream, res: Response) {
     let sent = if let Some(full) = body.as_full() {
         stream.respond(status.as_u16(), &head, full).map(|()| false)
     } else {
-        stream.send_head(status.as_u16(), &head, http_body::Body::is_end_stream(&body))
+        stream.send_head(
+            status.as_u16(),
+            &head,
+            http_body::Body::is_end_stream(&body),
+        )
     };
     match sent {
         Ok(true) => send_body(stream, body).await,

@@ -169,21 +169,27 @@ impl States {
         Some(state)
     }
 
-    /// Waits until the current state or a later one satisfies `f`, looking at every one in
-    /// order, and returns it; `None` when the worker stopped first.
+    /// Waits until a state satisfies `f` and returns it, looking at [`States::current`]
+    /// (unless a newer state is already queued: it is stale then) and at every later state
+    /// in order; `None` when the worker stopped first. A transition that happened since
+    /// the subscription is found even when the worker has moved on from it.
     pub async fn wait_for(
         &mut self,
         mut f: impl FnMut(&ConnectionState) -> bool,
     ) -> Option<ConnectionState> {
-        if f(&self.current) {
-            return Some(self.current.clone());
-        }
-        while let Some(state) = self.next().await {
+        let mut state = match self.rx.try_recv() {
+            Ok(newer) => {
+                self.current = newer.clone();
+                newer
+            }
+            Err(_) => self.current.clone(),
+        };
+        loop {
             if f(&state) {
                 return Some(state);
             }
+            state = self.next().await?;
         }
-        None
     }
 }
 

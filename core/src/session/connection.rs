@@ -285,9 +285,7 @@ impl Reader<'_> {
                     headers: r.headers,
                     stream,
                 };
-                if let Err(req) = self.events.request(req) {
-                    req.stream.reset_refused();
-                }
+                self.events.request(req);
             }
             Frame::Data(d) => {
                 self.check_known(d.stream_id, "DATA")?;

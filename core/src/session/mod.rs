@@ -238,12 +238,12 @@ impl Events {
         let _ = self.tx.send(Event::State(state));
     }
 
-    /// `Err` gives the request back when nobody can pull any more.
-    pub(crate) fn request(&self, req: IncomingRequest) -> Result<(), IncomingRequest> {
-        self.tx.send(Event::Request(req)).map_err(|e| match e.0 {
-            Event::Request(req) => req,
-            _ => unreachable!("sent a request"),
-        })
+    /// Queues a request; refuses it (RESET `refused`) when nobody can pull any more.
+    pub(crate) fn request(&self, req: IncomingRequest) {
+        if let Err(mpsc::error::SendError(Event::Request(req))) = self.tx.send(Event::Request(req))
+        {
+            req.stream.reset_refused();
+        }
     }
 
     pub(crate) fn reset(&self, stream: Arc<stream::StreamShared>) {
@@ -361,7 +361,7 @@ impl Engine {
                 Ok(tls) => Some(tls),
                 Err(e) => {
                     setup.events = Some(events);
-                    return Err(e.into());
+                    return Err(e);
                 }
             }
         } else {
@@ -467,10 +467,7 @@ fn take(event: Event, batch: &mut Batch) {
             if stream.delivered.load(std::sync::atomic::Ordering::Acquire) {
                 batch.resets.push(StreamReset {
                     slot: stream.slot(),
-                    error: stream
-                        .send
-                        .failure()
-                        .unwrap_or(StreamError::ConnectionLost),
+                    error: stream.send.failure().unwrap_or(StreamError::ConnectionLost),
                 });
             }
         }

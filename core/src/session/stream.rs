@@ -315,9 +315,8 @@ impl StreamShared {
         out.phase = Phase::Done;
         out.pending = Bytes::new();
         if self.send.failure().is_none() {
-            self.conn.send(Outgoing::Frame(
-                Reset::new(self.id, code, reason).encode(),
-            ));
+            self.conn
+                .send(Outgoing::Frame(Reset::new(self.id, code, reason).encode()));
         }
         self.send.fail(StreamError::InvalidState("stream reset"));
         self.request_done.store(true, Ordering::Release);
@@ -372,8 +371,14 @@ impl StreamShared {
     /// The failure answer before a head: 500 `internal error`.
     fn send_internal_error(&self, out: &mut SendState) {
         let end = self.head_only;
-        let head = encode_head(self.id, 500, INTERNAL_ERROR_HEADERS, Some(INTERNAL_ERROR), end)
-            .expect("the 500 head is valid");
+        let head = encode_head(
+            self.id,
+            500,
+            INTERNAL_ERROR_HEADERS,
+            Some(INTERNAL_ERROR),
+            end,
+        )
+        .expect("the 500 head is valid");
         self.conn.send(Outgoing::Frame(head));
         if end {
             self.finish(out);
@@ -444,7 +449,10 @@ impl StreamShared {
                 self.send_internal_error(out);
             }
             Phase::Body | Phase::Ending => {
-                debug!(stream = self.id, reason, "response failed; resetting the stream");
+                debug!(
+                    stream = self.id,
+                    reason, "response failed; resetting the stream"
+                );
                 self.reset(out, ResetCode::HandlerError, reason);
             }
         }
@@ -468,7 +476,9 @@ const HOP_BY_HOP: [&[u8]; 6] = [
 
 fn is_hop_by_hop(name: &[u8], listed: &[&[u8]]) -> bool {
     HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-        || name.get(..6).is_some_and(|p| p.eq_ignore_ascii_case(b"proxy-"))
+        || name
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"proxy-"))
         || listed.iter().any(|t| name.eq_ignore_ascii_case(t))
 }
 
@@ -721,8 +731,7 @@ impl Stream {
                 r.unacked += chunk.len() as u32;
                 if window_update_due(r.unacked, s.conn.initial_window) {
                     let increment = std::mem::take(&mut r.unacked);
-                    s.recv_credit
-                        .fetch_add(increment as i64, Ordering::AcqRel);
+                    s.recv_credit.fetch_add(increment as i64, Ordering::AcqRel);
                     s.conn.send(Outgoing::Frame(
                         Window {
                             stream_id: s.id,
@@ -812,8 +821,7 @@ impl Drop for Stream {
         }
         let s = &*self.shared;
         let mut out = lock(&s.out);
-        if out.phase != Phase::Done && out.phase != Phase::Ending && s.send.failure().is_none()
-        {
+        if out.phase != Phase::Done && out.phase != Phase::Ending && s.send.failure().is_none() {
             warn!(
                 stream = s.id,
                 "request dropped without a complete response; answering for the host"
@@ -885,7 +893,10 @@ mod tests {
     fn content_length_is_added_only_where_it_belongs() {
         let none: &[(&str, &str)] = &[];
         let r = decode(encode_head(1, 200, none, Some(b""), true).unwrap());
-        assert_eq!((names(&r), &r.headers[0].1[..]), (vec!["content-length".into()], &b"0"[..]));
+        assert_eq!(
+            (names(&r), &r.headers[0].1[..]),
+            (vec!["content-length".into()], &b"0"[..])
+        );
         assert!(r.end_stream);
         for status in [204, 304] {
             let r = decode(encode_head(1, status, none, Some(b""), true).unwrap());
