@@ -212,7 +212,8 @@ impl Worker {
     /// longer be delivered). Dropping the future returned by `start` stops the worker the
     /// same way. Must run inside a tokio runtime.
     ///
-    /// A stopped worker stays stopped: `start` after a stop returns `Ok(())` at once.
+    /// A worker runs once: `start` after a stop returns `Ok(())` at once (also when
+    /// [`Worker::stop`] came before the first `start`), and after a refusal the same error.
     /// Calling `start` while it runs is [`Error::AlreadyRunning`].
     pub async fn start(&self) -> Result<(), Error> {
         let inner = &*self.inner;
