@@ -71,6 +71,19 @@ impl<E: Clone> SendWindow<E> {
         }
     }
 
+    /// Takes up to `want` bytes of credit without waiting: `Ok(0)` when the window is
+    /// empty. The non-blocking half of [`SendWindow::reserve`], for hosts that write from a
+    /// foreign event loop and wait only when the window is full.
+    pub fn try_reserve(&self, want: usize) -> Result<usize, E> {
+        let mut s = self.state.lock().unwrap();
+        if let Some(e) = &s.failed {
+            return Err(e.clone());
+        }
+        let n = (s.avail.max(0) as usize).min(want);
+        s.avail -= n as i64;
+        Ok(n)
+    }
+
     /// Waits until there is credit, then takes up to `want` bytes of it (at least 1).
     /// Taking what is there rather than waiting for all of `want` means no window size can
     /// deadlock a sender.
@@ -100,4 +113,21 @@ impl<E: Clone> SendWindow<E> {
 #[inline]
 pub fn window_update_due(unacked: u32, initial_window: u32) -> bool {
     unacked > 0 && unacked >= initial_window / 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn try_reserve_takes_what_is_there_and_never_waits() {
+        let w: SendWindow<&str> = SendWindow::new(10);
+        assert_eq!(w.try_reserve(4), Ok(4));
+        assert_eq!(w.try_reserve(100), Ok(6));
+        assert_eq!(w.try_reserve(1), Ok(0));
+        assert!(w.grant(3));
+        assert_eq!(w.try_reserve(2), Ok(2));
+        w.fail("reset");
+        assert_eq!(w.try_reserve(1), Err("reset"));
+    }
 }

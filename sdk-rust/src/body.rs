@@ -11,14 +11,13 @@ use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
-use vyx_core::session::{RequestBody, StreamError};
+use vyx_core::session::{Stream as CoreStream, TryChunk};
 
 use crate::error::{BoxError, Error};
 
 type BoxStream = Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send>>;
 type BoxHttpBody = Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send>>;
-type ChunkFuture =
-    Pin<Box<dyn Future<Output = (RequestBody, Result<Option<Bytes>, StreamError>)> + Send>>;
+type ReadableFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A streamed body: the body of a [`Request`](crate::Request) (read from the gateway as
 /// the handler pulls it) or of a [`Response`](crate::Response).
@@ -56,10 +55,11 @@ enum Inner {
     Http(Mutex<BoxHttpBody>),
 }
 
-/// A request body pulled from the core, chunk by chunk.
-enum Incoming {
-    Idle(RequestBody),
-    Reading(Mutex<ChunkFuture>),
+/// A request body read from the core's stream handle, chunk by chunk; a future is made
+/// only while no chunk is there yet.
+struct Incoming {
+    stream: CoreStream,
+    waiting: Option<Mutex<ReadableFuture>>,
 }
 
 fn exclusive<T>(m: &mut Mutex<T>) -> &mut T {
@@ -123,12 +123,15 @@ impl Body {
         }
     }
 
-    pub(crate) fn incoming(body: RequestBody) -> Body {
-        if body.is_end() {
+    pub(crate) fn incoming(stream: CoreStream) -> Body {
+        if stream.body_ended() {
             return Body::empty();
         }
         Body {
-            inner: Inner::Incoming(Incoming::Idle(body)),
+            inner: Inner::Incoming(Incoming {
+                stream,
+                waiting: None,
+            }),
         }
     }
 
@@ -144,7 +147,7 @@ impl Body {
         match std::mem::replace(&mut self.inner, Inner::Empty) {
             Inner::Empty => Ok(Bytes::new()),
             Inner::Full(b) => Ok(b),
-            Inner::Incoming(Incoming::Idle(mut body)) => body.collect().await.map_err(Error::Body),
+            Inner::Incoming(Incoming { stream, .. }) => stream.collect().await.map_err(Error::Body),
             other => {
                 self.inner = other;
                 let mut first: Option<Bytes> = None;
@@ -190,34 +193,22 @@ impl Body {
                     return Poll::Ready(Some(Ok(Frame::data(b))));
                 }
                 Inner::Incoming(incoming) => {
-                    if let Incoming::Idle(body) = incoming {
-                        if body.is_end() {
-                            self.inner = Inner::Empty;
-                            return Poll::Ready(None);
-                        }
-                        let Inner::Incoming(Incoming::Idle(mut body)) =
-                            std::mem::replace(&mut self.inner, Inner::Empty)
-                        else {
-                            unreachable!("matched Idle above")
-                        };
-                        let read: ChunkFuture = Box::pin(async move {
-                            let r = body.chunk().await;
-                            (body, r)
-                        });
-                        self.inner = Inner::Incoming(Incoming::Reading(Mutex::new(read)));
-                        continue;
+                    if let Some(waiting) = &mut incoming.waiting {
+                        ready!(exclusive(waiting).as_mut().poll(cx));
+                        incoming.waiting = None;
                     }
-                    let Inner::Incoming(Incoming::Reading(read)) = &mut self.inner else {
-                        unreachable!("Idle was handled above")
-                    };
-                    let (body, r) = ready!(exclusive(read).as_mut().poll(cx));
-                    match r {
-                        Ok(Some(chunk)) => {
-                            self.inner = Inner::Incoming(Incoming::Idle(body));
-                            Some(Ok(Frame::data(chunk)))
+                    match incoming.stream.try_chunk() {
+                        Ok(TryChunk::Data(chunk)) => {
+                            return Poll::Ready(Some(Ok(Frame::data(chunk))))
                         }
-                        Ok(None) => None,
+                        Ok(TryChunk::End) => None,
                         Err(e) => Some(Err(Error::Body(e))),
+                        Ok(TryChunk::Pending) => {
+                            let stream = incoming.stream.clone();
+                            incoming.waiting =
+                                Some(Mutex::new(Box::pin(async move { stream.readable().await })));
+                            continue;
+                        }
                     }
                 }
                 Inner::Stream(s) => match ready!(exclusive(s).as_mut().poll_next(cx)) {
@@ -264,8 +255,8 @@ impl http_body::Body for Body {
         match &self.inner {
             Inner::Empty => true,
             Inner::Full(b) => b.is_empty(),
-            Inner::Incoming(Incoming::Idle(b)) => b.is_end(),
-            Inner::Incoming(Incoming::Reading(_)) | Inner::Stream(_) => false,
+            Inner::Incoming(i) => i.waiting.is_none() && i.stream.body_ended(),
+            Inner::Stream(_) => false,
             Inner::Http(b) => b
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -277,7 +268,9 @@ impl http_body::Body for Body {
         match &self.inner {
             Inner::Empty => SizeHint::with_exact(0),
             Inner::Full(b) => SizeHint::with_exact(b.len() as u64),
-            Inner::Incoming(Incoming::Idle(b)) if b.is_end() => SizeHint::with_exact(0),
+            Inner::Incoming(i) if i.waiting.is_none() && i.stream.body_ended() => {
+                SizeHint::with_exact(0)
+            }
             Inner::Incoming(_) | Inner::Stream(_) => SizeHint::default(),
             Inner::Http(b) => b.lock().unwrap_or_else(PoisonError::into_inner).size_hint(),
         }
@@ -379,6 +372,7 @@ mod tests {
     use super::*;
     use futures_util::StreamExt;
     use http_body_util::BodyExt;
+    use vyx_core::session::StreamError;
 
     fn assert_send_sync_unpin<T: Send + Sync + Unpin>() {}
 

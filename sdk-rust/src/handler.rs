@@ -141,6 +141,36 @@ mod tests {
         assert_eq!(s, StatusCode::NOT_FOUND);
     }
 
+    /// axum's `ConnectInfo` extractor behind `.service(...)`: it answered 500 before the SDK
+    /// gave the request the client's address.
+    #[tokio::test]
+    async fn axum_connect_info_gets_the_client_address_the_gateway_forwarded() {
+        use axum::extract::ConnectInfo;
+        use std::net::SocketAddr;
+
+        let router = axum::Router::new().route(
+            "/api/whoami",
+            get(|ConnectInfo(addr): ConnectInfo<SocketAddr>| async move { addr.to_string() }),
+        );
+        let h = from_service(router);
+        let forwarded = |xff: &str| {
+            Request::from(
+                http::Request::get("/api/whoami")
+                    .header("x-forwarded-for", xff)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+        };
+        // The gateway appends the peer it accepted; what came before is the client's word.
+        let (s, _, b) = run(&h, forwarded("198.51.100.7, 203.0.113.9")).await;
+        assert_eq!((s, &b[..]), (StatusCode::OK, &b"203.0.113.9:0"[..]));
+        let (s, _, b) = run(&h, forwarded("2001:db8::1")).await;
+        assert_eq!((s, &b[..]), (StatusCode::OK, &b"[2001:db8::1]:0"[..]));
+        // Without the header there is no address to give, as axum says with a 500.
+        let (s, _, _) = run(&h, request("GET", "/api/whoami", "")).await;
+        assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
     #[derive(Clone)]
     struct Failing;
 

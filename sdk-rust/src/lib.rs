@@ -57,7 +57,7 @@ pub use body::Body;
 pub use error::{BoxError, Error, Result};
 pub use request::{PathParams, Request};
 pub use response::{IntoResponse, Json, Response, ResponseBuilder};
-pub use worker::{Worker, WorkerBuilder, WorkerHandle, DEFAULT_DRAIN_TIMEOUT, SDK};
+pub use worker::{States, Worker, WorkerBuilder, WorkerHandle, DEFAULT_DRAIN_TIMEOUT, SDK};
 
 pub use bytes::Bytes;
 pub use http::{self, header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -161,6 +162,24 @@ impl Request {
         &self.headers
     }
 
+    /// The client's address as the gateway saw it: the last `x-forwarded-for` entry, the
+    /// one the gateway appended for the peer it accepted (earlier entries come from the
+    /// client or proxies before it, and can be forged). The port is 0: the gateway does not
+    /// forward it. `None` when the request carries no such header.
+    ///
+    /// ```
+    /// let req = vyx::Request::from(
+    ///     http::Request::get("/")
+    ///         .header("x-forwarded-for", "198.51.100.7, 203.0.113.9")
+    ///         .body(vyx::Body::empty())
+    ///         .unwrap(),
+    /// );
+    /// assert_eq!(req.client_addr(), Some("203.0.113.9:0".parse().unwrap()));
+    /// ```
+    pub fn client_addr(&self) -> Option<SocketAddr> {
+        client_addr(&self.headers)
+    }
+
     /// The route pattern that matched, e.g. `/hello/{name}` (`None` for a request not built
     /// by the worker).
     pub fn route(&self) -> Option<&str> {
@@ -238,11 +257,18 @@ impl fmt::Debug for Request {
 
 /// Into the request a tower service (e.g. an axum `Router`) takes: the URI is the raw
 /// target (path and query), the version HTTP/1.1, and the path parameters are in the
-/// [`PathParams`] extension.
+/// [`PathParams`] extension. With the `axum` feature (on by default), the client's address
+/// ([`Request::client_addr`]) is there too as axum's `ConnectInfo<SocketAddr>`, so that the
+/// `ConnectInfo` extractor works as behind axum's own server.
 impl From<Request> for http::Request<Body> {
     fn from(req: Request) -> http::Request<Body> {
         let uri = target_uri(req.target);
         let mut out = http::Request::new(req.body);
+        #[cfg(feature = "axum")]
+        if let Some(addr) = client_addr(&req.headers) {
+            out.extensions_mut()
+                .insert(axum::extract::ConnectInfo(addr));
+        }
         *out.method_mut() = req.method;
         *out.uri_mut() = uri;
         *out.headers_mut() = req.headers;
@@ -274,6 +300,19 @@ impl From<http::Request<Body>> for Request {
         let params = parts.extensions.remove::<PathParams>().unwrap_or_default();
         Request::new(parts.method, target, params, parts.headers, body, None)
     }
+}
+
+/// The last `x-forwarded-for` entry, as an address with port 0 (or with the port, should a
+/// proxy have written `ip:port` or `[ip]:port`).
+fn client_addr(headers: &HeaderMap) -> Option<SocketAddr> {
+    let last = headers.get_all("x-forwarded-for").iter().next_back()?;
+    let entry = last.to_str().ok()?.rsplit(',').next()?.trim();
+    entry.parse::<SocketAddr>().ok().or_else(|| {
+        entry
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, 0))
+    })
 }
 
 /// The target as a URI. The gateway sends visible ASCII only, but `http` refuses a few of
@@ -466,6 +505,34 @@ mod tests {
         // Invalid UTF-8 is replaced; a lone or malformed '%' stays as it is.
         assert_eq!(pairs("x=%FF"), vec![p("x", "\u{FFFD}")]);
         assert_eq!(pairs("x=100%&y=%zz"), vec![p("x", "100%"), p("y", "%zz")]);
+    }
+
+    /// spec/vectors/query.json: the pairs every SDK must give, on the worker's own path
+    /// (the raw target as the gateway sends it).
+    #[test]
+    fn query_decoding_passes_the_shared_vectors() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/vectors/query.json");
+        let text = std::fs::read_to_string(path).unwrap();
+        let file: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let vectors = file["vectors"].as_array().unwrap();
+        assert!(vectors.len() >= 20, "{} vectors", vectors.len());
+        for v in vectors {
+            let name = v["name"].as_str().unwrap();
+            let query = v["query"].as_str().unwrap();
+            let want: Vec<(String, String)> = v["pairs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|pair| p(pair[0].as_str().unwrap(), pair[1].as_str().unwrap()))
+                .collect();
+            let target = format!("/v?{query}");
+            let req = incoming("GET", &target, &[]);
+            let got: Vec<(String, String)> = req
+                .query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            assert_eq!(got, want, "vector {name}: {query:?}");
+        }
     }
 
     #[test]

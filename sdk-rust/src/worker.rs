@@ -1,20 +1,20 @@
 //! [`Worker`]: configuration, routes, and the serve loop.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::watch;
+use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use tower_service::Service;
 use tracing::{debug, error, info, warn};
 use vyx_core::handshake::RouteSpec;
-use vyx_core::session::{ConnectionState, Engine, WorkerConfig};
+use vyx_core::session::{ConnectionState, Engine, EngineError, WorkerConfig};
 
 use crate::body::Body;
 use crate::error::{BoxError, Error};
@@ -69,24 +69,127 @@ struct Inner {
     control: Arc<Control>,
 }
 
-/// What a [`WorkerHandle`] shares with its worker.
+/// What a [`WorkerHandle`] shares with its worker: the engine, which exists from `build`
+/// on, and the subscribers of its states.
 struct Control {
-    /// `Some(deadline)` once a stop was asked for.
-    stop: watch::Sender<Option<Duration>>,
-    state: watch::Sender<ConnectionState>,
+    engine: Engine,
+    states: StateHub,
     drain_timeout: Duration,
 }
 
-impl Control {
-    fn stop(&self, deadline: Duration) {
-        self.stop.send_if_modified(|s| {
-            if s.is_none() {
-                *s = Some(deadline);
-                true
-            } else {
-                false
+/// Hands every state the engine reports to every [`States`] subscriber.
+struct StateHub {
+    inner: Mutex<HubInner>,
+}
+
+struct HubInner {
+    current: ConnectionState,
+    subscribers: Vec<mpsc::UnboundedSender<ConnectionState>>,
+}
+
+impl StateHub {
+    fn new() -> StateHub {
+        StateHub {
+            inner: Mutex::new(HubInner {
+                current: ConnectionState::Connecting,
+                subscribers: Vec::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubInner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn publish(&self, state: &ConnectionState) {
+        let mut hub = self.lock();
+        hub.current = state.clone();
+        hub.subscribers.retain(|s| s.send(state.clone()).is_ok());
+        if matches!(
+            state,
+            ConnectionState::Stopped | ConnectionState::Failed { .. }
+        ) {
+            // The engine runs once: nothing follows, so the subscriptions end here.
+            hub.subscribers.clear();
+        }
+    }
+
+    fn subscribe(&self) -> States {
+        let mut hub = self.lock();
+        let (tx, rx) = mpsc::unbounded_channel();
+        if !matches!(
+            hub.current,
+            ConnectionState::Stopped | ConnectionState::Failed { .. }
+        ) {
+            hub.subscribers.push(tx);
+        }
+        States {
+            current: hub.current.clone(),
+            rx,
+        }
+    }
+}
+
+/// The connection states of a [`Worker`], from the moment of subscription on, every one
+/// in order: none is skipped however quickly they change. Made by [`Worker::state`].
+///
+/// ```no_run
+/// # async fn demo(worker: vyx::Worker) {
+/// use vyx::ConnectionState;
+///
+/// let mut states = worker.state();
+/// tokio::spawn({
+///     let worker = worker.clone();
+///     async move { worker.start().await }
+/// });
+/// states
+///     .wait_for(|s| matches!(s, ConnectionState::Connected { .. }))
+///     .await
+///     .expect("connected before the worker stopped");
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct States {
+    current: ConnectionState,
+    rx: mpsc::UnboundedReceiver<ConnectionState>,
+}
+
+impl States {
+    /// The latest state this subscription has seen (the state at subscription until
+    /// [`States::next`] returns another).
+    pub fn current(&self) -> &ConnectionState {
+        &self.current
+    }
+
+    /// The next state change; `None` after the last one ([`ConnectionState::Stopped`] or
+    /// [`ConnectionState::Failed`]).
+    pub async fn next(&mut self) -> Option<ConnectionState> {
+        let state = self.rx.recv().await?;
+        self.current = state.clone();
+        Some(state)
+    }
+
+    /// Waits until a state satisfies `f` and returns it, looking at [`States::current`]
+    /// (unless a newer state is already queued: it is stale then) and at every later state
+    /// in order; `None` when the worker stopped first. A transition that happened since
+    /// the subscription is found even when the worker has moved on from it.
+    pub async fn wait_for(
+        &mut self,
+        mut f: impl FnMut(&ConnectionState) -> bool,
+    ) -> Option<ConnectionState> {
+        let mut state = match self.rx.try_recv() {
+            Ok(newer) => {
+                self.current = newer.clone();
+                newer
             }
-        });
+            Err(_) => self.current.clone(),
+        };
+        loop {
+            if f(&state) {
+                return Some(state);
+            }
+            state = self.next().await?;
+        }
     }
 }
 
@@ -109,7 +212,8 @@ impl Worker {
     /// longer be delivered). Dropping the future returned by `start` stops the worker the
     /// same way. Must run inside a tokio runtime.
     ///
-    /// A stopped worker stays stopped: `start` after a stop returns `Ok(())` at once.
+    /// A worker runs once: `start` after a stop returns `Ok(())` at once (also when
+    /// [`Worker::stop`] came before the first `start`), and after a refusal the same error.
     /// Calling `start` while it runs is [`Error::AlreadyRunning`].
     pub async fn start(&self) -> Result<(), Error> {
         let inner = &*self.inner;
@@ -118,17 +222,19 @@ impl Worker {
         }
         let _running = ResetOnDrop(&inner.running);
         let control = &inner.control;
-        if control.stop.borrow().is_some() {
-            control.state.send_replace(ConnectionState::Stopped);
-            return Ok(());
-        }
+        let engine = &control.engine;
         // Signal handlers first, so that a SIGTERM from here on drains instead of killing.
         let signals = if inner.handle_signals {
             Some(Signals::install())
         } else {
             None
         };
-        let engine = Engine::start(inner.config.clone())?;
+        match engine.start() {
+            Ok(()) => {}
+            // It ran before: a stopped worker stays stopped, a refused one refused.
+            Err(EngineError::AlreadyStarted) => return engine.wait().await.map_err(Error::from),
+            Err(e) => return Err(e.into()),
+        }
         info!(
             worker_id = %inner.config.worker_id,
             gateway = %inner.config.connect,
@@ -140,28 +246,30 @@ impl Worker {
             warn!("this worker declares no routes: the gateway will send it nothing");
         }
 
-        let states = tokio::spawn(forward_states(
-            engine.state(),
-            control.clone(),
-            inner.on_state.clone(),
-        ));
-        let stopper = tokio::spawn(stop_when_asked(
-            engine.clone(),
-            control.stop.subscribe(),
-            signals,
-            control.drain_timeout,
-        ));
+        let stopper = signals.map(|signals| {
+            tokio::spawn(drain_on_signal(
+                engine.clone(),
+                signals,
+                control.drain_timeout,
+            ))
+            .abort_handle()
+        });
         let _guard = DrainOnDrop {
             engine: engine.clone(),
             deadline: control.drain_timeout,
-            stopper: stopper.abort_handle(),
+            stopper,
         };
 
         // The dispatch loop runs as a task on the runtime's worker threads. Awaited on the
         // thread that called `start` (`#[tokio::main]`'s, usually), every request crossed
         // two more threads (reader → that thread → handler task): the wake-ups cost more
         // than the handler (bench/RESULTS.md).
-        let dispatch = tokio::spawn(dispatch(engine.clone(), inner.routes.clone()));
+        let dispatch = tokio::spawn(dispatch(
+            engine.clone(),
+            inner.routes.clone(),
+            control.clone(),
+            inner.on_state.clone(),
+        ));
         let _abort_dispatch = AbortOnDrop(dispatch.abort_handle());
         let mut tasks = match dispatch.await {
             Ok(tasks) => tasks,
@@ -170,7 +278,6 @@ impl Worker {
         };
 
         let result = engine.wait().await;
-        let _ = states.await;
         if !tasks.is_empty() {
             debug!(
                 handlers = tasks.len(),
@@ -194,28 +301,11 @@ impl Worker {
         self.inner.control.stop(deadline);
     }
 
-    /// The connection state now, and every change after it (intermediate states may be
-    /// skipped when they change faster than the receiver looks). It is
-    /// [`ConnectionState::Connecting`] until the worker connects, and
+    /// The connection state now, and every change after it, none skipped (see
+    /// [`States`]). It is [`ConnectionState::Connecting`] until the worker connects, and
     /// [`ConnectionState::Stopped`] or [`ConnectionState::Failed`] at the end.
-    ///
-    /// ```no_run
-    /// # async fn demo(worker: vyx::Worker) {
-    /// use vyx::ConnectionState;
-    ///
-    /// let mut state = worker.state();
-    /// tokio::spawn({
-    ///     let worker = worker.clone();
-    ///     async move { worker.start().await }
-    /// });
-    /// state
-    ///     .wait_for(|s| matches!(s, ConnectionState::Connected { .. }))
-    ///     .await
-    ///     .unwrap();
-    /// # }
-    /// ```
-    pub fn state(&self) -> watch::Receiver<ConnectionState> {
-        self.inner.control.state.subscribe()
+    pub fn state(&self) -> States {
+        self.inner.control.states.subscribe()
     }
 
     /// A handle that can stop the worker and watch its state, e.g. from inside a handler.
@@ -281,15 +371,21 @@ impl WorkerHandle {
     }
 
     /// See [`Worker::state`].
-    pub fn state(&self) -> watch::Receiver<ConnectionState> {
-        self.control.state.subscribe()
+    pub fn state(&self) -> States {
+        self.control.states.subscribe()
+    }
+}
+
+impl Control {
+    fn stop(&self, deadline: Duration) {
+        self.engine.drain(deadline);
     }
 }
 
 impl fmt::Debug for WorkerHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WorkerHandle")
-            .field("state", &*self.control.state.borrow())
+            .field("state", &self.control.states.lock().current)
             .finish_non_exhaustive()
     }
 }
@@ -442,8 +538,9 @@ impl WorkerBuilder {
         self
     }
 
-    /// Called on every connection-state change (from a tokio task: keep it short and do
-    /// not block). [`Worker::state`] gives the same as a watch channel.
+    /// Called on every connection-state change, in order, none skipped (from the task that
+    /// takes requests from the engine: keep it short and do not block). [`Worker::state`]
+    /// gives the same as a subscription.
     pub fn on_state<F>(mut self, callback: F) -> Self
     where
         F: Fn(&ConnectionState) + Send + Sync + 'static,
@@ -610,9 +707,7 @@ impl WorkerBuilder {
                 path: r.path.to_string(),
             })
             .collect();
-        config.validate()?;
-        let (stop, _) = watch::channel(None);
-        let (state, _) = watch::channel(ConnectionState::Connecting);
+        let engine = Engine::new(config.clone())?;
         Ok(Worker {
             inner: Arc::new(Inner {
                 config,
@@ -621,8 +716,8 @@ impl WorkerBuilder {
                 handle_signals: self.handle_signals,
                 running: AtomicBool::new(false),
                 control: Arc::new(Control {
-                    stop,
-                    state,
+                    engine,
+                    states: StateHub::new(),
                     drain_timeout: self.drain_timeout,
                 }),
             }),
@@ -657,27 +752,53 @@ impl Drop for ResetOnDrop<'_> {
     }
 }
 
-/// Pulls requests from the engine and runs each in its own task, until the engine ends;
-/// returns the handlers still running.
-async fn dispatch(engine: Engine, routes: Arc<[Route]>) -> JoinSet<()> {
+/// The one pull: takes batches from the engine, hands states to the subscribers and the
+/// callback, runs each request in its own task, and aborts the tasks of streams the batch
+/// reports reset (nobody would receive their answer). Returns the handlers still running
+/// once the engine has ended.
+async fn dispatch(
+    engine: Engine,
+    routes: Arc<[Route]>,
+    control: Arc<Control>,
+    on_state: Option<StateCallback>,
+) -> JoinSet<u64> {
     let mut tasks = JoinSet::new();
+    let mut running: HashMap<u64, AbortHandle> = HashMap::new();
     loop {
         tokio::select! {
             batch = engine.next_batch(BATCH) => match batch {
                 Some(batch) => {
-                    for req in batch {
-                        tasks.spawn(serve(req, routes.clone()));
+                    for state in &batch.states {
+                        log_state(state);
+                        control.states.publish(state);
+                        if let Some(callback) = &on_state {
+                            if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| callback(state))) {
+                                error!(panic = panic_message(&*panic), "on_state callback panicked");
+                            }
+                        }
+                    }
+                    for req in batch.requests {
+                        let slot = req.slot;
+                        running.insert(slot, tasks.spawn(serve(req, routes.clone())));
+                    }
+                    for reset in batch.resets {
+                        if let Some(task) = running.remove(&reset.slot) {
+                            debug!(reason = %reset.error, "stream closed before its handler finished; handler cancelled");
+                            task.abort();
+                        }
                     }
                 }
                 None => return tasks,
             },
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Err(e) = done {
-                    if e.is_panic() {
-                        // `serve` catches handler panics; this is a panic outside them.
-                        error!(panic = panic_message(&*e.into_panic()), "request task panicked");
-                    }
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => match done {
+                Ok(slot) => {
+                    running.remove(&slot);
                 }
+                Err(e) if e.is_panic() => {
+                    // `serve` catches handler panics; this is a panic outside them.
+                    error!(panic = panic_message(&*e.into_panic()), "request task panicked");
+                }
+                Err(_) => {} // aborted: removed when it was
             }
         }
     }
@@ -697,33 +818,14 @@ impl Drop for AbortOnDrop {
 struct DrainOnDrop {
     engine: Engine,
     deadline: Duration,
-    stopper: AbortHandle,
+    stopper: Option<AbortHandle>,
 }
 
 impl Drop for DrainOnDrop {
     fn drop(&mut self) {
         self.engine.drain(self.deadline);
-        self.stopper.abort();
-    }
-}
-
-/// Mirrors the engine's state into the worker's, logs it, and calls the callback.
-async fn forward_states(
-    mut engine_state: watch::Receiver<ConnectionState>,
-    control: Arc<Control>,
-    on_state: Option<StateCallback>,
-) {
-    loop {
-        let state = engine_state.borrow_and_update().clone();
-        log_state(&state);
-        control.state.send_replace(state.clone());
-        if let Some(callback) = &on_state {
-            if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| callback(&state))) {
-                error!(panic = panic_message(&*panic), "on_state callback panicked");
-            }
-        }
-        if engine_state.changed().await.is_err() {
-            return;
+        if let Some(stopper) = &self.stopper {
+            stopper.abort();
         }
     }
 }
@@ -737,42 +839,21 @@ fn log_state(state: &ConnectionState) {
     }
 }
 
-/// Drains the engine on [`Worker::stop`] or on a signal.
-async fn stop_when_asked(
-    engine: Engine,
-    mut stop: watch::Receiver<Option<Duration>>,
-    mut signals: Option<Signals>,
-    default_deadline: Duration,
-) {
-    let asked = async {
-        match stop.wait_for(Option::is_some).await.map(|s| *s) {
-            Ok(deadline) => deadline.unwrap_or(default_deadline),
-            // The worker is gone: nobody can ask any more.
-            Err(_) => std::future::pending().await,
-        }
-    };
-    let signalled = async {
-        match &mut signals {
-            Some(s) => s.recv().await,
-            None => std::future::pending().await,
-        }
-    };
-    let deadline = tokio::select! {
-        d = asked => d,
-        name = signalled => {
-            info!(signal = name, deadline_ms = default_deadline.as_millis() as u64, "signal received; draining");
-            default_deadline
-        }
-    };
+/// Drains the engine on SIGTERM or SIGINT.
+async fn drain_on_signal(engine: Engine, mut signals: Signals, deadline: Duration) {
+    let name = signals.recv().await;
+    info!(
+        signal = name,
+        deadline_ms = deadline.as_millis() as u64,
+        "signal received; draining"
+    );
     engine.drain(deadline);
-    if let Some(signals) = &mut signals {
-        loop {
-            let name = signals.recv().await;
-            warn!(
-                signal = name,
-                "signal received again; still draining until the deadline"
-            );
-        }
+    loop {
+        let name = signals.recv().await;
+        warn!(
+            signal = name,
+            "signal received again; still draining until the deadline"
+        );
     }
 }
 
@@ -919,7 +1000,9 @@ mod tests {
             .await
             .expect("start returns")
             .unwrap();
-        assert_eq!(*w.state().borrow(), ConnectionState::Stopped);
+        assert_eq!(*w.state().current(), ConnectionState::Stopped);
+        // Stopped stays stopped.
+        w.start().await.unwrap();
     }
 
     #[tokio::test]
@@ -946,6 +1029,10 @@ mod tests {
             .expect("start returns after stop")
             .unwrap()
             .unwrap();
-        assert_eq!(*w.state().borrow(), ConnectionState::Stopped);
+        assert_eq!(*w.state().current(), ConnectionState::Stopped);
+        // The subscription saw the end too, and ends after it.
+        let last = state.wait_for(|s| *s == ConnectionState::Stopped).await;
+        assert_eq!(last, Some(ConnectionState::Stopped));
+        assert_eq!(state.next().await, None);
     }
 }

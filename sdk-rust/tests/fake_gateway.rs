@@ -522,7 +522,7 @@ async fn serves_requests_over_the_protocol() {
     }
     conn.close_drained().await;
     timeout(running).await.unwrap().unwrap();
-    assert_eq!(*w.state().borrow(), ConnectionState::Stopped);
+    assert_eq!(*w.state().current(), ConnectionState::Stopped);
     let states = states.lock().unwrap();
     assert!(states.iter().any(
         |s| matches!(s, ConnectionState::Connected { connection_id } if connection_id == "c-1")
@@ -571,7 +571,7 @@ async fn a_refused_worker_stops_with_an_error() {
     assert!(matches!(err, vyx::Error::Refused(_)), "{err:?}");
     assert!(err.to_string().contains("belongs to worker other"), "{err}");
     assert!(matches!(
-        *w.state().borrow(),
+        *w.state().current(),
         ConnectionState::Failed { .. }
     ));
 }
@@ -604,8 +604,7 @@ async fn a_silent_gateway_is_noticed_and_the_worker_reconnects() {
     let reconnecting =
         timeout(state.wait_for(|s| matches!(s, ConnectionState::Reconnecting { .. })))
             .await
-            .unwrap()
-            .clone();
+            .unwrap();
     let ConnectionState::Reconnecting { cause, .. } = reconnecting else {
         unreachable!()
     };
@@ -615,4 +614,62 @@ async fn a_silent_gateway_is_noticed_and_the_worker_reconnects() {
     assert_eq!(hello.worker_id, w.id());
     w.stop();
     timeout(running).await.unwrap().unwrap();
+}
+
+/// A `watch` used to carry the states, and an observer that looked late saw only the last
+/// one. Now `on_state` and a subscription taken before the start see every transition.
+#[tokio::test]
+async fn every_state_reaches_on_state_and_subscribers_under_quick_reconnects() {
+    fn shape(s: &ConnectionState) -> String {
+        match s {
+            ConnectionState::Connecting => "connecting".into(),
+            ConnectionState::Connected { .. } => "connected".into(),
+            ConnectionState::Reconnecting { attempt, .. } => format!("reconnecting {attempt}"),
+            ConnectionState::Draining => "draining".into(),
+            ConnectionState::Stopped => "stopped".into(),
+            ConnectionState::Failed { .. } => "failed".into(),
+        }
+    }
+    let (gw, url) = Gateway::bind().await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let w = worker(&url, seen.clone());
+    let mut subscription = w.state();
+    let running = run(&w);
+    for _ in 0..2 {
+        let (mut conn, _) = gw.welcome().await;
+        conn.close(1001, "going away").await;
+    }
+    let (mut conn, _) = gw.welcome().await;
+    // The subscriber reads nothing until the worker is on its third connection.
+    let mut from_subscription = Vec::new();
+    while from_subscription
+        .iter()
+        .filter(|s| *s == "connected")
+        .count()
+        < 3
+    {
+        let state = timeout(subscription.next()).await.expect("a state");
+        from_subscription.push(shape(&state));
+    }
+    w.stop();
+    assert!(matches!(conn.recv().await, Frame::Drain(_)));
+    conn.close_drained().await;
+    timeout(running).await.unwrap().unwrap();
+    while let Some(state) = timeout(subscription.next()).await {
+        from_subscription.push(shape(&state));
+    }
+    let expected = [
+        "connected",
+        "reconnecting 1",
+        "connecting",
+        "connected",
+        "reconnecting 2",
+        "connecting",
+        "connected",
+        "draining",
+        "stopped",
+    ];
+    assert_eq!(from_subscription, expected);
+    let from_callback: Vec<String> = seen.lock().unwrap().iter().map(shape).collect();
+    assert_eq!(from_callback, expected);
 }

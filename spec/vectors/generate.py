@@ -21,6 +21,8 @@ import os
 import struct
 import sys
 
+from query import query_vectors
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # ---------------------------------------------------------------------------
@@ -1238,6 +1240,7 @@ def main():
         "cases": cases,
     })
     write("backoff.json", backoff)
+    write("query.json", query_vectors())  # spec/vectors/query.py
     print("frames: %d, malformed: %d, handshake: %d, backoff seeds: %d"
           % (len(frames), len(malformed), len(cases), len(backoff["delays"])))
     return 0

@@ -6,7 +6,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::head::{self, put_headers, HeaderList, Reader};
+use super::head::{self, put_headers, put_str16, HeaderList, Reader};
 use super::{end_flag, kind, put_header, HEADER_LEN};
 use crate::error::DecodeError;
 
@@ -51,6 +51,34 @@ impl Response {
         );
         buf.put_u16(self.status);
         put_headers(&mut buf, &self.headers);
+        buf.freeze()
+    }
+
+    /// Encodes a RESPONSE straight from borrowed parts, with no intermediate [`Response`]:
+    /// a host's hot path. Header names are lower-cased as they are copied. The caller has
+    /// checked the fields (tokens and valid values of at most 65535 bytes, at most 65535
+    /// headers); `capacity` is the payload size it expects, to allocate once.
+    pub fn encode_parts<'a>(
+        stream_id: u32,
+        end_stream: bool,
+        status: u16,
+        headers: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+        capacity: usize,
+    ) -> Bytes {
+        let mut buf = BytesMut::with_capacity(HEADER_LEN + 4 + capacity);
+        put_header(&mut buf, kind::RESPONSE, end_flag(end_stream), stream_id);
+        buf.put_u16(status);
+        let count_pos = buf.len();
+        buf.put_u16(0);
+        let mut count: u16 = 0;
+        for (name, value) in headers {
+            let start = buf.len() + 2;
+            put_str16(&mut buf, name);
+            buf[start..].make_ascii_lowercase();
+            put_str16(&mut buf, value);
+            count += 1;
+        }
+        buf[count_pos..count_pos + 2].copy_from_slice(&count.to_be_bytes());
         buf.freeze()
     }
 }

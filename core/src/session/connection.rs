@@ -13,11 +13,8 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, info, warn};
 
-use super::stream::{
-    finish_direction, BodyEvent, IncomingRequest, RequestBody, ResponseSender, StreamEntry,
-    StreamError, StreamShared,
-};
-use super::{ConnectionState, WsStream};
+use super::stream::{finish_direction, IncomingRequest, Stream, StreamError, StreamShared};
+use super::{ConnectionState, Events, WsStream};
 use crate::error::{CloseCode, ResetCode};
 use crate::frame::{Frame, Reset};
 use crate::handshake::{Drain, Welcome};
@@ -28,7 +25,7 @@ use crate::transport::{sleep_until_opt, write_loop, Heartbeat};
 pub(crate) struct ConnShared {
     tx: mpsc::UnboundedSender<Outgoing>,
     pub(crate) initial_window: u32,
-    pub(crate) streams: Mutex<HashMap<u32, StreamEntry>>,
+    pub(crate) streams: Mutex<HashMap<u32, Arc<StreamShared>>>,
 }
 
 impl ConnShared {
@@ -40,8 +37,8 @@ impl ConnShared {
 
     pub(crate) fn finish_response(&self, id: u32) {
         let mut streams = self.streams.lock().unwrap();
-        if let Some(e) = streams.get(&id) {
-            e.shared.response_done.store(true, Ordering::Release);
+        if let Some(s) = streams.get(&id) {
+            s.response_done.store(true, Ordering::Release);
         }
         finish_direction(&mut streams, id);
     }
@@ -82,9 +79,12 @@ impl std::fmt::Display for ConnEnd {
 
 pub(crate) struct RunArgs<'a> {
     pub(crate) welcome: &'a Welcome,
-    pub(crate) queue: &'a mpsc::UnboundedSender<IncomingRequest>,
+    pub(crate) events: &'a Events,
     pub(crate) stop: &'a mut watch::Receiver<Option<Duration>>,
-    pub(crate) state: &'a watch::Sender<ConnectionState>,
+    /// The route ids this worker declared, sorted: others are answered 404 here.
+    pub(crate) routes: &'a [u16],
+    /// Numbers this connection among the engine's, for stream slots.
+    pub(crate) seq: u32,
 }
 
 /// Serves one connection until it ends.
@@ -103,7 +103,9 @@ pub(crate) async fn run(ws: WsStream, args: RunArgs<'_>) -> ConnEnd {
         gateway_draining: false,
         max_concurrency: args.welcome.max_concurrency as usize,
         max_frame: args.welcome.max_frame_size as usize,
-        queue: args.queue,
+        events: args.events,
+        routes: args.routes,
+        seq: args.seq,
     };
 
     let mut heartbeat = Heartbeat::new(Duration::from_millis(args.welcome.heartbeat_ms as u64));
@@ -117,7 +119,7 @@ pub(crate) async fn run(ws: WsStream, args: RunArgs<'_>) -> ConnEnd {
             stop_pending = false;
             let deadline = args.stop.borrow().unwrap_or_default();
             drain_deadline = Some(Instant::now() + deadline);
-            let _ = args.state.send(ConnectionState::Draining);
+            args.events.state(ConnectionState::Draining);
             info!(
                 deadline_ms = deadline.as_millis() as u64,
                 "draining: no new requests"
@@ -193,8 +195,9 @@ pub(crate) async fn run(ws: WsStream, args: RunArgs<'_>) -> ConnEnd {
 
     // Every open stream fails: handlers see ConnectionLost; the gateway answers 502.
     let streams = std::mem::take(&mut *conn.streams.lock().unwrap());
-    for (_, entry) in streams {
-        entry.shared.send.fail(StreamError::ConnectionLost);
+    for (_, stream) in streams {
+        stream.fail(StreamError::ConnectionLost);
+        args.events.reset(stream);
     }
     drop(reader);
     // Handlers may still hold the connection, so the queue does not close by itself: a
@@ -214,7 +217,9 @@ struct Reader<'a> {
     gateway_draining: bool,
     max_concurrency: usize,
     max_frame: usize,
-    queue: &'a mpsc::UnboundedSender<IncomingRequest>,
+    events: &'a Events,
+    routes: &'a [u16],
+    seq: u32,
 }
 
 type Violation = (CloseCode, String);
@@ -248,47 +253,50 @@ impl Reader<'_> {
                     ));
                     return Ok(());
                 }
-                let shared = Arc::new(StreamShared::new(id, self.conn.initial_window));
-                let (body_tx, body_rx) = mpsc::unbounded_channel();
-                if r.end_stream {
-                    shared.request_done.store(true, Ordering::Release);
-                }
-                streams.insert(
+                let head_only = &r.method[..] == b"HEAD";
+                let slot = (self.seq as u64) << 32 | id as u64;
+                let shared = Arc::new(StreamShared::new(
                     id,
-                    StreamEntry {
-                        shared: shared.clone(),
-                        body_tx: (!r.end_stream).then_some(body_tx),
-                    },
-                );
+                    slot,
+                    head_only,
+                    r.end_stream,
+                    self.conn.clone(),
+                ));
+                streams.insert(id, shared.clone());
                 drop(streams);
+                let stream = Stream::new(shared);
+                if self.routes.binary_search(&r.route_id).is_err() {
+                    // The gateway matched a route this worker never declared (a ROUTES race,
+                    // or a broken gateway): the host never sees it.
+                    warn!(
+                        stream = id,
+                        route_id = r.route_id,
+                        "request for a route id this worker never declared; answering 404"
+                    );
+                    let _ = stream.respond(404, NOT_FOUND_HEADERS, b"not found");
+                    return Ok(());
+                }
                 let req = IncomingRequest {
+                    slot,
                     route_id: r.route_id,
                     method: r.method,
                     target: r.target,
                     params: r.params,
                     headers: r.headers,
-                    body: RequestBody::new(
-                        shared.clone(),
-                        self.conn.clone(),
-                        body_rx,
-                        r.end_stream,
-                    ),
-                    response: ResponseSender::new(shared, self.conn.clone()),
+                    stream,
                 };
-                if let Err(mpsc::error::SendError(req)) = self.queue.send(req) {
-                    req.response.reset(ResetCode::Refused, "worker is stopping");
-                }
+                self.events.request(req);
             }
             Frame::Data(d) => {
                 self.check_known(d.stream_id, "DATA")?;
                 let mut streams = self.conn.streams.lock().unwrap();
-                let Some(entry) = streams.get_mut(&d.stream_id) else {
+                let Some(stream) = streams.get(&d.stream_id) else {
                     return Ok(()); // closed already: a normal race
                 };
-                if entry.shared.request_done.load(Ordering::Acquire) {
+                if stream.request_done.load(Ordering::Acquire) {
                     // The request body ended already and the response is still going: a
                     // stream error (had we reset the stream, it would be gone from the table).
-                    let entry = streams.remove(&d.stream_id).expect("present");
+                    let stream = streams.remove(&d.stream_id).expect("present");
                     drop(streams);
                     self.conn.send(Outgoing::Frame(
                         Reset::new(
@@ -298,14 +306,14 @@ impl Reader<'_> {
                         )
                         .encode(),
                     ));
-                    entry.shared.send.fail(StreamError::Reset {
+                    stream.fail(StreamError::Reset {
                         code: ResetCode::ProtocolError,
                         reason: "gateway sent DATA after END_STREAM".into(),
                     });
+                    self.events.reset(stream);
                     return Ok(());
                 }
-                let left = entry
-                    .shared
+                let left = stream
                     .recv_credit
                     .fetch_sub(d.data.len() as i64, Ordering::AcqRel)
                     - d.data.len() as i64;
@@ -315,41 +323,37 @@ impl Reader<'_> {
                         format!("DATA on stream {} exceeds its window", d.stream_id),
                     ));
                 }
-                if let Some(tx) = &entry.body_tx {
-                    // The handler may have dropped its body; the response end resets it.
-                    let _ = tx.send(BodyEvent::Data(d.data, d.end_stream));
-                }
+                stream.push_body(d.data, d.end_stream);
                 if d.end_stream {
-                    entry.body_tx = None;
-                    entry.shared.request_done.store(true, Ordering::Release);
+                    stream.request_done.store(true, Ordering::Release);
                     finish_direction(&mut streams, d.stream_id);
                 }
             }
             Frame::Window(w) => {
                 self.check_known(w.stream_id, "WINDOW")?;
-                let streams = self.conn.streams.lock().unwrap();
-                if let Some(entry) = streams.get(&w.stream_id) {
-                    if !entry.shared.send.grant(w.increment) {
+                let stream = self.conn.streams.lock().unwrap().get(&w.stream_id).cloned();
+                if let Some(stream) = stream {
+                    if !stream.send.grant(w.increment) {
                         return Err((
                             CloseCode::FlowControl,
                             format!("WINDOW takes stream {} past 2^31-1", w.stream_id),
                         ));
                     }
+                    // Outside the table's lock: finishing a response takes it.
+                    stream.flush();
                 }
             }
             Frame::Reset(r) => {
                 self.check_known(r.stream_id, "RESET")?;
-                let mut streams = self.conn.streams.lock().unwrap();
-                if let Some(entry) = streams.remove(&r.stream_id) {
+                let removed = self.conn.streams.lock().unwrap().remove(&r.stream_id);
+                if let Some(stream) = removed {
                     let code = ResetCode::from_u32(r.code);
                     debug!(stream = r.stream_id, code = code.name(), reason = %r.reason, "stream reset by gateway");
-                    if let Some(tx) = &entry.body_tx {
-                        let _ = tx.send(BodyEvent::Reset(code, r.reason.clone()));
-                    }
-                    entry.shared.send.fail(StreamError::Reset {
+                    stream.fail(StreamError::Reset {
                         code,
                         reason: r.reason,
                     });
+                    self.events.reset(stream);
                 }
             }
             Frame::Drain(d) => {
@@ -378,6 +382,8 @@ impl Reader<'_> {
         Ok(())
     }
 }
+
+const NOT_FOUND_HEADERS: &[(&[u8], &[u8])] = &[(b"content-type", b"text/plain; charset=utf-8")];
 
 fn violation(msg: String) -> Violation {
     (CloseCode::ProtocolViolation, msg)

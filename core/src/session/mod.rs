@@ -1,27 +1,32 @@
-//! The worker-side session engine.
+//! The worker-side session engine, and the host API every SDK drives it with.
 //!
-//! [`Engine::start`] dials the gateway, registers the worker's routes and keeps the
-//! connection alive (heartbeat, reconnect with backoff) until stopped. Requests are
-//! **pulled**: the host (the Rust SDK, or a Node/Python binding) awaits
-//! [`Engine::next_batch`] and runs its handlers; the core never calls user code.
+//! A host (the Rust SDK, or a Node/Python binding) creates an [`Engine`], declares its
+//! routes, starts it on a runtime it names, and then **pulls**: one call,
+//! [`Engine::next_batch`], returns the new requests, the streams that were reset, and every
+//! connection-state change, in order. The host answers each request through its
+//! [`Stream`] handle with synchronous calls ([`Stream::respond`], [`Stream::try_send`],
+//! [`Stream::fail`]); the core applies the rules every host must follow and never calls
+//! user code. `spec/HOSTS.md` lists a host's duties in the order a binding meets them.
 //!
 //! ```no_run
-//! use vyx_core::handshake::RouteSpec;
 //! use vyx_core::session::{Engine, WorkerConfig};
 //!
-//! # async fn demo() {
-//! let mut cfg = WorkerConfig::new("ws://127.0.0.1:9000", "rust:api");
-//! cfg.routes.push(RouteSpec { id: 0, method: "GET".into(), path: "/hello/{name}".into() });
-//! let engine = Engine::start(cfg).unwrap();
+//! # async fn demo() -> Result<(), vyx_core::session::EngineError> {
+//! let engine = Engine::new(WorkerConfig::new("ws://127.0.0.1:9000", "rust:api"))?;
+//! let hello = engine.add_route("GET", "/hello/{name}")?;
+//! engine.start_on(&tokio::runtime::Handle::current())?;
 //! while let Some(batch) = engine.next_batch(64).await {
-//!     for mut req in batch {
-//!         tokio::spawn(async move {
-//!             req.response.send_head(200, vec![], false).unwrap();
-//!             req.response.send_data("hi".into(), true).await.ok();
-//!         });
+//!     for state in &batch.states {
+//!         println!("state: {state:?}");
 //!     }
+//!     for req in batch.requests {
+//!         assert_eq!(req.route_id as u32, hello);
+//!         let headers: &[(&str, &str)] = &[("content-type", "text/plain")];
+//!         let _ = req.stream.respond(200, headers, b"hi");
+//!     }
+//!     // batch.resets: streams whose handlers should stop.
 //! }
-//! # }
+//! # Ok(()) }
 //! ```
 
 mod connect;
@@ -30,10 +35,10 @@ mod stream;
 mod tls;
 
 pub use connect::{registration_url, ConnectError};
-pub use stream::{IncomingRequest, RequestBody, ResponseSender, StreamError};
+pub use stream::{IncomingRequest, Stream, StreamError, StreamReset, TryChunk, TrySend};
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -151,7 +156,8 @@ fn default_instance() -> String {
     }
 }
 
-/// Where the engine is. Observe it with [`Engine::state`].
+/// Where the engine is. Every change reaches the host, in order, in
+/// [`Batch::states`]; [`Engine::state`] tells the latest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectionState {
     Connecting,
@@ -173,7 +179,7 @@ pub enum ConnectionState {
     },
 }
 
-/// Why the engine stopped by itself.
+/// Why the engine could not start, or stopped by itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
     #[error("invalid worker configuration: {0}")]
@@ -182,79 +188,247 @@ pub enum EngineError {
     Refused(#[from] ConnectError),
     #[error("gateway closed the connection: {code}: {reason}")]
     Closed { code: CloseCode, reason: String },
+    /// [`Engine::start`] was called outside a tokio runtime: name one with
+    /// [`Engine::start_on`].
+    #[error("no tokio runtime to start the engine on: call start_on with a runtime handle")]
+    NoRuntime,
+    /// The engine runs once: it was started already, or routes were added after the start.
+    #[error("the engine has started already")]
+    AlreadyStarted,
 }
 
-/// A running worker session. Cheap to clone; all clones drive the same engine.
+/// What one [`Engine::next_batch`] returns: everything the host must react to since the
+/// previous call.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// New requests, each with the handle to answer it. A request whose stream died
+    /// before it could be handed out is not in here (the core has dealt with it).
+    pub requests: Vec<IncomingRequest>,
+    /// Streams handed out in this or an earlier batch that can no longer be answered:
+    /// reset by the gateway, or lost with the connection. Stop their handlers. A slot may
+    /// name a request the host has answered already (the reset crossed the answer).
+    pub resets: Vec<StreamReset>,
+    /// Every connection-state change, in order, none skipped.
+    pub states: Vec<ConnectionState>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.requests.is_empty() && self.resets.is_empty() && self.states.is_empty()
+    }
+}
+
+/// What the engine's tasks queue for the host, in order.
+pub(crate) enum Event {
+    Request(IncomingRequest),
+    Reset(Arc<stream::StreamShared>),
+    State(ConnectionState),
+}
+
+/// The sending side of the host's queue, with the latest state for [`Engine::state`].
+#[derive(Clone)]
+pub(crate) struct Events {
+    tx: mpsc::UnboundedSender<Event>,
+    current: Arc<StdMutex<ConnectionState>>,
+}
+
+impl Events {
+    pub(crate) fn state(&self, state: ConnectionState) {
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = state.clone();
+        let _ = self.tx.send(Event::State(state));
+    }
+
+    /// Queues a request; refuses it (RESET `refused`) when nobody can pull any more.
+    pub(crate) fn request(&self, req: IncomingRequest) {
+        if let Err(mpsc::error::SendError(Event::Request(req))) = self.tx.send(Event::Request(req))
+        {
+            req.stream.reset_refused();
+        }
+    }
+
+    pub(crate) fn reset(&self, stream: Arc<stream::StreamShared>) {
+        let _ = self.tx.send(Event::Reset(stream));
+    }
+}
+
+/// A worker session, from before its start to its end. Cheap to clone; all clones drive
+/// the same engine. Dropping every clone drains it.
 #[derive(Clone)]
 pub struct Engine {
     shared: Arc<Shared>,
 }
 
 struct Shared {
-    queue: Mutex<mpsc::UnboundedReceiver<IncomingRequest>>,
-    state: watch::Receiver<ConnectionState>,
+    /// Until the start: the configuration (routes may still be added) and the queue's
+    /// sending side, which the engine's task takes.
+    setup: StdMutex<Setup>,
+    queue: Mutex<mpsc::UnboundedReceiver<Event>>,
+    current: Arc<StdMutex<ConnectionState>>,
     stop: watch::Sender<Option<Duration>>,
+    result_tx: watch::Sender<Option<Result<(), EngineError>>>,
     result: watch::Receiver<Option<Result<(), EngineError>>>,
 }
 
+struct Setup {
+    config: WorkerConfig,
+    events: Option<Events>,
+    started: bool,
+}
+
 impl Engine {
-    /// Validates the configuration and starts connecting in the background. Must be called
-    /// inside a tokio runtime.
-    pub fn start(config: WorkerConfig) -> Result<Engine, EngineError> {
+    /// An engine for `config`, not started yet. Checks the configuration.
+    pub fn new(config: WorkerConfig) -> Result<Engine, EngineError> {
         config.validate()?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let current = Arc::new(StdMutex::new(ConnectionState::Connecting));
+        let (stop, _) = watch::channel(None);
+        let (result_tx, result) = watch::channel(None);
+        Ok(Engine {
+            shared: Arc::new(Shared {
+                setup: StdMutex::new(Setup {
+                    config,
+                    events: Some(Events {
+                        tx,
+                        current: current.clone(),
+                    }),
+                    started: false,
+                }),
+                queue: Mutex::new(rx),
+                current,
+                stop,
+                result_tx,
+                result,
+            }),
+        })
+    }
+
+    fn setup(&self) -> std::sync::MutexGuard<'_, Setup> {
+        self.shared
+            .setup
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Declares a route (`method` upper-case or `*`, `path` a pattern such as
+    /// `/users/{id}` or `/files/{*rest}`) and returns its id: requests for it carry
+    /// it as [`IncomingRequest::route_id`]. Only before the start.
+    pub fn add_route(&self, method: &str, path: &str) -> Result<u32, EngineError> {
+        let mut setup = self.setup();
+        if setup.started {
+            return Err(EngineError::AlreadyStarted);
+        }
+        let routes = &mut setup.config.routes;
+        let id = routes.iter().map(|r| r.id + 1).max().unwrap_or(0);
+        routes.push(RouteSpec {
+            id,
+            method: method.to_owned(),
+            path: path.to_owned(),
+        });
+        if let Err(e) = handshake::validate_routes(routes) {
+            routes.pop();
+            return Err(EngineError::Config(e.message));
+        }
+        Ok(id)
+    }
+
+    /// The configuration, routes included (as the start will send it).
+    pub fn config(&self) -> WorkerConfig {
+        self.setup().config.clone()
+    }
+
+    /// Starts connecting on the runtime of the calling task; [`EngineError::NoRuntime`]
+    /// outside one (a binding names its runtime with [`Engine::start_on`]).
+    pub fn start(&self) -> Result<(), EngineError> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
+        self.start_on(&handle)
+    }
+
+    /// Starts connecting in the background on `runtime`: dials, registers, serves, and
+    /// reconnects with backoff until [`Engine::drain`] or a refusal. Once only
+    /// ([`EngineError::AlreadyStarted`]); after a drain asked before the start, it does
+    /// nothing (the engine has stopped already).
+    pub fn start_on(&self, runtime: &tokio::runtime::Handle) -> Result<(), EngineError> {
+        let mut setup = self.setup();
+        if setup.started {
+            return Err(EngineError::AlreadyStarted);
+        }
+        let Some(events) = setup.events.take() else {
+            return Ok(()); // drained before the start: stopped already
+        };
+        let config = setup.config.clone();
         let tls = if config.connect.starts_with("wss://") {
-            Some(tls::client_config(config.tls_ca_file.as_deref())?)
+            match tls::client_config(config.tls_ca_file.as_deref()) {
+                Ok(tls) => Some(tls),
+                Err(e) => {
+                    setup.events = Some(events);
+                    return Err(e);
+                }
+            }
         } else {
             None
         };
-        let (queue_tx, queue_rx) = mpsc::unbounded_channel();
-        let (state_tx, state_rx) = watch::channel(ConnectionState::Connecting);
-        let (stop_tx, stop_rx) = watch::channel(None);
-        let (result_tx, result_rx) = watch::channel(None);
-        tokio::spawn(async move {
-            let result = supervise(config, tls, queue_tx, &state_tx, stop_rx).await;
-            let _ = state_tx.send(match &result {
+        setup.started = true;
+        drop(setup);
+        let stop = self.shared.stop.subscribe();
+        let result_tx = self.shared.result_tx.clone();
+        runtime.spawn(async move {
+            let result = supervise(config, tls, &events, stop).await;
+            events.state(match &result {
                 Ok(()) => ConnectionState::Stopped,
                 Err(e) => ConnectionState::Failed {
                     cause: e.to_string(),
                 },
             });
             let _ = result_tx.send(Some(result));
+            // Dropping `events` closes the queue: the host's pull ends after this state.
         });
-        Ok(Engine {
-            shared: Arc::new(Shared {
-                queue: Mutex::new(queue_rx),
-                state: state_rx,
-                stop: stop_tx,
-                result: result_rx,
-            }),
-        })
+        Ok(())
     }
 
-    /// Waits for at least one request and returns up to `max` of them; `None` once the
-    /// engine has stopped and every request it accepted has been handed out.
-    pub async fn next_batch(&self, max: usize) -> Option<Vec<IncomingRequest>> {
+    /// Waits for something to happen and returns all of it (at most `max` requests; the
+    /// rest stay for the next call). `None` once the engine has stopped and everything it
+    /// queued has been handed out, so a host's pull loop ends by itself. One puller at a
+    /// time: concurrent calls take turns.
+    pub async fn next_batch(&self, max: usize) -> Option<Batch> {
+        let max = max.max(1);
         let mut queue = self.shared.queue.lock().await;
-        let first = queue.recv().await?;
-        let mut batch = Vec::with_capacity(max.clamp(1, 64));
-        batch.push(first);
-        while batch.len() < max {
-            match queue.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
+        loop {
+            let first = queue.recv().await?;
+            let mut batch = Batch::default();
+            take(first, &mut batch);
+            while batch.requests.len() < max {
+                match queue.try_recv() {
+                    Ok(event) => take(event, &mut batch),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                return Some(batch);
             }
         }
-        Some(batch)
     }
 
-    /// The current state, and every change after it.
-    pub fn state(&self) -> watch::Receiver<ConnectionState> {
-        self.shared.state.clone()
+    /// The latest state (the host sees every change in [`Batch::states`]).
+    pub fn state(&self) -> ConnectionState {
+        self.shared
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Stops gracefully: sends DRAIN, lets in-flight requests finish (at most `deadline`),
-    /// then closes and does not reconnect. Returns at once; [`Engine::wait`] tells when done.
+    /// then closes and does not reconnect. Returns at once; the pull ends when done. Before
+    /// the start, the engine just stops (and its pull ends after `Stopped`).
     pub fn drain(&self, deadline: Duration) {
+        let mut setup = self.setup();
+        if !setup.started {
+            if let Some(events) = setup.events.take() {
+                events.state(ConnectionState::Stopped);
+                let _ = self.shared.result_tx.send(Some(Ok(())));
+            }
+        }
+        drop(setup);
         self.shared.stop.send_if_modified(|s| {
             if s.is_none() {
                 *s = Some(deadline);
@@ -277,15 +451,47 @@ impl Engine {
     }
 }
 
+/// Adds one queued event to the batch: requests whose stream died in the queue are
+/// dropped (their handle's drop does nothing more), and resets only reported for streams
+/// the host has seen.
+fn take(event: Event, batch: &mut Batch) {
+    match event {
+        Event::Request(req) => {
+            if req.stream.is_done() {
+                return;
+            }
+            req.stream.mark_delivered();
+            batch.requests.push(req);
+        }
+        Event::Reset(stream) => {
+            if stream.delivered.load(std::sync::atomic::Ordering::Acquire) {
+                batch.resets.push(StreamReset {
+                    slot: stream.slot(),
+                    error: stream.send.failure().unwrap_or(StreamError::ConnectionLost),
+                });
+            }
+        }
+        Event::State(state) => batch.states.push(state),
+    }
+}
+
+/// Whether log events go nowhere (no tracing subscriber, global or scoped).
+fn logs_unseen() -> bool {
+    tracing::dispatcher::get_default(|d| d.is::<tracing::subscriber::NoSubscriber>())
+}
+
 async fn supervise(
     cfg: WorkerConfig,
     tls: Option<Arc<rustls::ClientConfig>>,
-    queue: mpsc::UnboundedSender<IncomingRequest>,
-    state: &watch::Sender<ConnectionState>,
+    events: &Events,
     mut stop: watch::Receiver<Option<Duration>>,
 ) -> Result<(), EngineError> {
     let mut backoff = Backoff::new();
     let url = registration_url(&cfg.connect);
+    let mut routes: Vec<u16> = cfg.routes.iter().map(|r| r.id as u16).collect();
+    routes.sort_unstable();
+    let mut seq: u32 = 0;
+    let mut told_stderr = false;
     loop {
         if stop.borrow().is_some() {
             return Ok(());
@@ -297,17 +503,19 @@ async fn supervise(
         let cause = match attempt {
             Ok((ws, welcome)) => {
                 info!(gateway = %url, worker_id = %cfg.worker_id, connection = %welcome.connection_id, "registered");
-                let _ = state.send(ConnectionState::Connected {
+                events.state(ConnectionState::Connected {
                     connection_id: welcome.connection_id.clone(),
                 });
+                seq = seq.wrapping_add(1);
                 let up_since = tokio::time::Instant::now();
                 let end = connection::run(
                     ws,
                     connection::RunArgs {
                         welcome: &welcome,
-                        queue: &queue,
+                        events,
                         stop: &mut stop,
-                        state,
+                        routes: &routes,
+                        seq,
                     },
                 )
                 .await;
@@ -333,11 +541,22 @@ async fn supervise(
                 warn!(error = %e, "registration refused; not retrying");
                 return Err(e.into());
             }
-            Err(e) => e.to_string(),
+            Err(e) => {
+                if !told_stderr && logs_unseen() {
+                    // Without a subscriber, a worker that cannot reach its gateway would
+                    // retry in silence forever: say it once where a developer looks.
+                    told_stderr = true;
+                    eprintln!(
+                        "vyx: cannot register with the gateway at {url}: {e}; retrying with backoff \
+                         (install a tracing subscriber to see the worker's logs)"
+                    );
+                }
+                e.to_string()
+            }
         };
         let delay = backoff.next_delay();
         warn!(%cause, attempt = backoff.attempt(), delay_ms = delay.as_millis() as u64, "reconnecting");
-        let _ = state.send(ConnectionState::Reconnecting {
+        events.state(ConnectionState::Reconnecting {
             attempt: backoff.attempt(),
             delay,
             cause,
@@ -346,6 +565,6 @@ async fn supervise(
             _ = tokio::time::sleep(delay) => {}
             _ = stop.wait_for(Option::is_some) => return Ok(()),
         }
-        let _ = state.send(ConnectionState::Connecting);
+        events.state(ConnectionState::Connecting);
     }
 }

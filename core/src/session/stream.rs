@@ -1,18 +1,25 @@
-//! One stream on the worker side: the request a handler pulls, its body, and the sender for
-//! its response, with per-stream flow control in both directions.
+//! One stream on the worker side, as a host sees it: the request head as plain data, and a
+//! [`Stream`] handle through which the host reads the request body and answers.
+//!
+//! Every call takes `&self`, and only the two readiness waits ([`Stream::writable`],
+//! [`Stream::readable`]) are async, so that a binding drives a stream from its own event
+//! loop: it writes until [`Stream::try_send`] says [`TrySend::Full`], and reads until
+//! [`Stream::try_chunk`] says [`TryChunk::Pending`], and only then waits. The rules every
+//! host must follow when it answers (spec/HOSTS.md) are applied here, once.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
-
-use crate::flow::{window_update_due, SendWindow};
+use tokio::sync::Notify;
+use tracing::{debug, warn};
 
 use crate::error::ResetCode;
+use crate::flow::{window_update_due, SendWindow};
 use crate::frame::{self, Data, HeaderList, Reset, Response, Window};
-use crate::limits::MAX_DATA_CHUNK;
+use crate::limits::{MAX_DATA_CHUNK, MAX_FRAME_SIZE};
 
 use super::connection::{ConnShared, Outgoing};
 
@@ -25,65 +32,20 @@ pub enum StreamError {
     /// The connection to the gateway ended before the stream did.
     #[error("connection to the gateway lost")]
     ConnectionLost,
-    /// The response head was already sent, or the response already ended.
+    /// The call does not fit the stream's state (a second head, a write after the end, ...).
     #[error("{0}")]
     InvalidState(&'static str),
-    /// A status or header that the protocol cannot carry.
-    #[error("invalid response head: {0}")]
+    /// The host's status or headers cannot be carried; the core has answered 500 instead.
+    #[error("invalid response head (answered 500 instead): {0}")]
     InvalidHead(String),
 }
 
-/// A request body event, sent by the connection reader to the stream's [`RequestBody`].
-#[derive(Debug)]
-pub(crate) enum BodyEvent {
-    Data(Bytes, bool),
-    Reset(ResetCode, String),
-}
-
-/// What the connection keeps of a stream.
-pub(crate) struct StreamEntry {
-    pub(crate) shared: Arc<StreamShared>,
-    /// `None` once the request body ended or was reset.
-    pub(crate) body_tx: Option<mpsc::UnboundedSender<BodyEvent>>,
-}
-
-/// State shared by the connection reader, the [`RequestBody`] and the [`ResponseSender`].
-pub(crate) struct StreamShared {
-    pub(crate) id: u32,
-    pub(crate) send: SendWindow<StreamError>,
-    /// Receive credit left for the gateway's DATA on this stream.
-    pub(crate) recv_credit: AtomicI64,
-    pub(crate) request_done: AtomicBool,
-    pub(crate) response_done: AtomicBool,
-}
-
-impl StreamShared {
-    pub(crate) fn new(id: u32, initial_window: u32) -> StreamShared {
-        StreamShared {
-            id,
-            send: SendWindow::new(initial_window),
-            recv_credit: AtomicI64::new(initial_window as i64),
-            request_done: AtomicBool::new(false),
-            response_done: AtomicBool::new(false),
-        }
-    }
-}
-
-/// Removes a stream from the connection's table once both directions are done.
-pub(crate) fn finish_direction(streams: &mut HashMap<u32, StreamEntry>, id: u32) {
-    if let Some(e) = streams.get(&id) {
-        if e.shared.request_done.load(Ordering::Acquire)
-            && e.shared.response_done.load(Ordering::Acquire)
-        {
-            streams.remove(&id);
-        }
-    }
-}
-
-/// A request pulled from the engine. Plain data plus two handles, so that a binding can
-/// hand the head to its language as values and keep the handles behind an opaque object.
+/// A request pulled from the engine: the head as plain data, and the handle to answer it.
 pub struct IncomingRequest {
-    /// The id the worker gave the matched route.
+    /// Names this stream among all the engine's streams, across reconnects; the
+    /// [`StreamReset`]s of later batches refer to it.
+    pub slot: u64,
+    /// The id the worker gave the matched route (the core answered unknown ids with 404).
     pub route_id: u16,
     pub method: Bytes,
     /// Path and query as the client sent them (not decoded).
@@ -91,14 +53,14 @@ pub struct IncomingRequest {
     /// Path parameters in pattern order: (name, decoded value).
     pub params: Vec<(Bytes, Bytes)>,
     pub headers: HeaderList,
-    pub body: RequestBody,
-    pub response: ResponseSender,
+    /// Reads the request body and sends the response.
+    pub stream: Stream,
 }
 
 impl std::fmt::Debug for IncomingRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IncomingRequest")
-            .field("stream_id", &self.body.shared.id)
+            .field("slot", &self.slot)
             .field("route_id", &self.route_id)
             .field("method", &self.method)
             .field("target", &self.target)
@@ -106,68 +68,726 @@ impl std::fmt::Debug for IncomingRequest {
     }
 }
 
-/// The request body as a stream of chunks. Reading a chunk grants the gateway credit to send
-/// more, so a handler that does not read holds the upload where it is.
-pub struct RequestBody {
+/// A stream that ended before its response did: the gateway reset it (the client went
+/// away, a timeout) or the connection was lost. Reported once, in a batch, for streams
+/// handed out in that batch or an earlier one; the host stops the handler (nobody will
+/// receive its answer). Calls on the stream fail with `error` from then on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamReset {
+    pub slot: u64,
+    pub error: StreamError,
+}
+
+/// What [`Stream::try_send`] did with a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrySend {
+    /// The window took all of it: write the next chunk at once.
+    Accepted,
+    /// The chunk was taken, but the window is full and its tail waits in the core for
+    /// credit: await [`Stream::writable`] before the next write (Node's `write() ===
+    /// false`). Nothing more is buffered, so memory stays bounded.
+    Full,
+}
+
+/// What [`Stream::try_chunk`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TryChunk {
+    /// The next chunk of the request body (never empty).
+    Data(Bytes),
+    /// Nothing yet: await [`Stream::readable`].
+    Pending,
+    /// The body has ended.
+    End,
+}
+
+/// The handle of one stream: request body in, response out. Cheap to clone; every clone
+/// drives the same stream and every method takes `&self`, so a binding can keep it behind
+/// a plain object or an integer slot of its own.
+///
+/// When the last clone is dropped before the response ended, the core answers for the
+/// host as [`Stream::fail`] does: 500 if no head was sent, RESET `handler_error` after.
+/// A host therefore needs no finalizer: forgetting a request answers it.
+pub struct Stream {
     shared: Arc<StreamShared>,
+}
+
+/// What the connection keeps of a stream, shared with its [`Stream`] handles.
+pub(crate) struct StreamShared {
+    pub(crate) id: u32,
+    slot: u64,
+    head_only: bool,
     conn: Arc<ConnShared>,
-    rx: mpsc::UnboundedReceiver<BodyEvent>,
-    ended: bool,
+    /// [`Stream`] clones alive.
+    handles: AtomicUsize,
+    /// Handed to the host in a batch (its resets are reported from then on).
+    pub(crate) delivered: AtomicBool,
+    pub(crate) send: SendWindow<StreamError>,
+    out: Mutex<SendState>,
+    writable: Notify,
+    /// Receive credit left for the gateway's DATA on this stream.
+    pub(crate) recv_credit: AtomicI64,
+    recv: Mutex<RecvState>,
+    readable: Notify,
+    pub(crate) request_done: AtomicBool,
+    pub(crate) response_done: AtomicBool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No head sent yet.
+    Head,
+    /// Head sent; the host writes the body.
+    Body,
+    /// The host has written everything; `pending` waits for credit, END_STREAM with it.
+    Ending,
+    Done,
+}
+
+struct SendState {
+    phase: Phase,
+    /// The tail of the last chunk, waiting for credit.
+    pending: Bytes,
+    /// The response carries no body (HEAD, 204, 304): body writes are discarded.
+    discard: bool,
+}
+
+struct RecvState {
+    chunks: VecDeque<Bytes>,
+    /// END_STREAM arrived (after the chunks still queued).
+    end: bool,
+    /// The body cannot be read any further.
+    error: Option<StreamError>,
     /// Bytes consumed since the last WINDOW.
     unacked: u32,
 }
 
-impl RequestBody {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl StreamShared {
     pub(crate) fn new(
-        shared: Arc<StreamShared>,
+        id: u32,
+        slot: u64,
+        head_only: bool,
+        request_ended: bool,
         conn: Arc<ConnShared>,
-        rx: mpsc::UnboundedReceiver<BodyEvent>,
-        ended: bool,
-    ) -> RequestBody {
-        RequestBody {
-            shared,
+    ) -> StreamShared {
+        let window = conn.initial_window;
+        StreamShared {
+            id,
+            slot,
+            head_only,
             conn,
-            rx,
-            ended,
-            unacked: 0,
+            handles: AtomicUsize::new(0),
+            delivered: AtomicBool::new(false),
+            send: SendWindow::new(window),
+            out: Mutex::new(SendState {
+                phase: Phase::Head,
+                pending: Bytes::new(),
+                discard: false,
+            }),
+            writable: Notify::new(),
+            recv_credit: AtomicI64::new(window as i64),
+            recv: Mutex::new(RecvState {
+                chunks: VecDeque::new(),
+                end: request_ended,
+                error: None,
+                unacked: 0,
+            }),
+            readable: Notify::new(),
+            request_done: AtomicBool::new(request_ended),
+            response_done: AtomicBool::new(false),
         }
     }
 
-    /// The next chunk, `Ok(None)` at the end of the body.
-    pub async fn chunk(&mut self) -> Result<Option<Bytes>, StreamError> {
+    pub(crate) fn slot(&self) -> u64 {
+        self.slot
+    }
+
+    /// A request-body chunk from the gateway (the reader checked the stream's credit).
+    pub(crate) fn push_body(&self, data: Bytes, end: bool) {
+        let mut r = lock(&self.recv);
+        if r.error.is_some() {
+            return; // the host is past reading; the response end resets the rest
+        }
+        if !data.is_empty() {
+            r.chunks.push_back(data);
+        }
+        r.end |= end;
+        drop(r);
+        self.readable.notify_waiters();
+    }
+
+    /// The stream failed (reset either way, or the connection was lost): every current and
+    /// later call on it fails with `err`.
+    pub(crate) fn fail(&self, err: StreamError) {
+        self.send.fail(err.clone());
+        let mut r = lock(&self.recv);
+        if r.error.is_none() && !r.end {
+            r.error = Some(err);
+        }
+        drop(r);
+        self.readable.notify_waiters();
+        self.writable.notify_waiters();
+    }
+
+    /// Credit arrived: sends what waits for it. Called by the connection reader, never
+    /// while it holds the stream table.
+    pub(crate) fn flush(&self) {
+        let mut out = lock(&self.out);
+        if out.pending.is_empty() || !matches!(out.phase, Phase::Body | Phase::Ending) {
+            return;
+        }
+        let mut pending = std::mem::take(&mut out.pending);
+        let end = out.phase == Phase::Ending;
+        match self.send_frames(&mut pending, end) {
+            Err(_) => {} // failed: the reader reports it
+            Ok(()) if !pending.is_empty() => out.pending = pending,
+            Ok(()) => {
+                if end {
+                    self.finish(&mut out);
+                }
+                drop(out);
+                self.writable.notify_waiters();
+            }
+        }
+    }
+
+    /// Sends DATA frames from `data` while the window has credit; what does not fit stays
+    /// in `data`. `end` sets END_STREAM on the frame with the last byte.
+    fn send_frames(&self, data: &mut Bytes, end: bool) -> Result<(), StreamError> {
+        while !data.is_empty() {
+            let n = self.send.try_reserve(data.len().min(MAX_DATA_CHUNK))?;
+            if n == 0 {
+                break;
+            }
+            let chunk = data.split_to(n);
+            self.conn.send(Outgoing::Frame(Data::encode_parts(
+                self.id,
+                end && data.is_empty(),
+                &chunk,
+            )));
+        }
+        Ok(())
+    }
+
+    /// Like [`StreamShared::send_frames`] from a borrowed slice: returns what did not fit.
+    fn send_slice<'a>(&self, mut data: &'a [u8], end: bool) -> Result<&'a [u8], StreamError> {
+        while !data.is_empty() {
+            let n = self.send.try_reserve(data.len().min(MAX_DATA_CHUNK))?;
+            if n == 0 {
+                break;
+            }
+            let (chunk, rest) = data.split_at(n);
+            data = rest;
+            self.conn.send(Outgoing::Frame(Data::encode_parts(
+                self.id,
+                end && data.is_empty(),
+                chunk,
+            )));
+        }
+        Ok(data)
+    }
+
+    /// The whole response went out.
+    fn finish(&self, out: &mut SendState) {
+        out.phase = Phase::Done;
+        if !self.request_done.swap(true, Ordering::AcqRel) {
+            // The response is complete but the gateway is still sending a body nobody needs.
+            self.conn.send(Outgoing::Frame(
+                Reset::new(self.id, ResetCode::NoError, "response complete").encode(),
+            ));
+            let mut r = lock(&self.recv);
+            if !r.end && r.error.is_none() {
+                r.error = Some(StreamError::InvalidState(
+                    "response complete; the rest of the request body was not read",
+                ));
+            }
+            drop(r);
+            self.readable.notify_waiters();
+        }
+        self.conn.finish_response(self.id);
+    }
+
+    /// Resets the stream from this side.
+    fn reset(&self, out: &mut SendState, code: ResetCode, reason: &str) {
+        out.phase = Phase::Done;
+        out.pending = Bytes::new();
+        if self.send.failure().is_none() {
+            self.conn
+                .send(Outgoing::Frame(Reset::new(self.id, code, reason).encode()));
+        }
+        self.send.fail(StreamError::InvalidState("stream reset"));
+        self.request_done.store(true, Ordering::Release);
+        let mut r = lock(&self.recv);
+        if !r.end && r.error.is_none() {
+            r.error = Some(StreamError::InvalidState("stream reset"));
+        }
+        drop(r);
+        self.readable.notify_waiters();
+        self.writable.notify_waiters();
+        self.conn.finish_response(self.id);
+    }
+
+    /// Validates and sends the head, applying the host rules; on an invalid head, answers
+    /// 500 instead and says why. `body` is `Some` for a whole body (content-length).
+    fn send_head<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        out: &mut SendState,
+        status: u16,
+        headers: &[(N, V)],
+        body: Option<&[u8]>,
+        end_stream: bool,
+    ) -> Result<(), StreamError> {
+        match out.phase {
+            Phase::Head => {}
+            _ => return Err(StreamError::InvalidState("response head already sent")),
+        }
+        if let Some(e) = self.send.failure() {
+            out.phase = Phase::Done;
+            return Err(e);
+        }
+        let no_body = self.head_only || status == 204 || status == 304;
+        let end = end_stream || no_body || body.is_some_and(<[u8]>::is_empty);
+        let head = match encode_head(self.id, status, headers, body, end) {
+            Ok(h) => h,
+            Err(why) => {
+                warn!(stream = self.id, %why, "response head cannot be sent; answering 500");
+                self.send_internal_error(out);
+                return Err(StreamError::InvalidHead(why));
+            }
+        };
+        self.conn.send(Outgoing::Frame(head));
+        out.discard = no_body;
+        if end {
+            self.finish(out);
+        } else {
+            out.phase = Phase::Body;
+        }
+        Ok(())
+    }
+
+    /// The failure answer before a head: 500 `internal error`.
+    fn send_internal_error(&self, out: &mut SendState) {
+        let end = self.head_only;
+        let head = encode_head(
+            self.id,
+            500,
+            INTERNAL_ERROR_HEADERS,
+            Some(INTERNAL_ERROR),
+            end,
+        )
+        .expect("the 500 head is valid");
+        self.conn.send(Outgoing::Frame(head));
+        if end {
+            self.finish(out);
+            return;
+        }
+        out.phase = Phase::Body;
+        let mut body = Bytes::from_static(INTERNAL_ERROR);
+        let _ = self.send_frames(&mut body, true);
+        if body.is_empty() {
+            self.finish(out);
+        } else {
+            out.pending = body;
+            out.phase = Phase::Ending;
+        }
+    }
+
+    /// The body write behind [`Stream::try_send`] and [`Stream::respond`].
+    fn write(&self, out: &mut SendState, data: &[u8], end: bool) -> Result<TrySend, StreamError> {
+        match out.phase {
+            Phase::Head => return Err(StreamError::InvalidState("response head not sent")),
+            Phase::Done | Phase::Ending if out.discard => return Ok(TrySend::Accepted),
+            Phase::Done | Phase::Ending => {
+                return Err(StreamError::InvalidState("response already ended"))
+            }
+            Phase::Body => {}
+        }
+        if !out.pending.is_empty() {
+            return Err(StreamError::InvalidState(
+                "the previous chunk still waits for credit: await writable() first",
+            ));
+        }
+        if data.is_empty() {
+            if end {
+                if let Some(e) = self.send.failure() {
+                    return Err(e);
+                }
+                self.conn
+                    .send(Outgoing::Frame(Data::encode_parts(self.id, true, &[])));
+                self.finish(out);
+            }
+            return Ok(TrySend::Accepted);
+        }
+        let rest = self.send_slice(data, end)?;
+        if rest.is_empty() {
+            if end {
+                self.finish(out);
+            }
+            return Ok(TrySend::Accepted);
+        }
+        out.pending = Bytes::copy_from_slice(rest);
+        if end {
+            out.phase = Phase::Ending;
+        }
+        Ok(TrySend::Full)
+    }
+
+    /// The failure rule: 500 before the head, RESET `handler_error` after.
+    fn fail_response(&self, out: &mut SendState, reason: &str) {
+        match out.phase {
+            Phase::Done => {}
+            _ if self.send.failure().is_some() => {
+                // Reset already, or the connection is gone: nothing to answer.
+                out.phase = Phase::Done;
+                out.pending = Bytes::new();
+            }
+            Phase::Head => {
+                debug!(stream = self.id, reason, "request failed; answering 500");
+                self.send_internal_error(out);
+            }
+            Phase::Body | Phase::Ending => {
+                debug!(
+                    stream = self.id,
+                    reason, "response failed; resetting the stream"
+                );
+                self.reset(out, ResetCode::HandlerError, reason);
+            }
+        }
+    }
+}
+
+const INTERNAL_ERROR: &[u8] = b"internal error";
+const INTERNAL_ERROR_HEADERS: &[(&[u8], &[u8])] =
+    &[(b"content-type", b"text/plain; charset=utf-8")];
+
+/// Headers a worker must not send (PROTOCOL.md: the gateway's connection to the client is
+/// its own), besides `proxy-*` and any header the `connection` header names.
+const HOP_BY_HOP: [&[u8]; 6] = [
+    b"connection",
+    b"keep-alive",
+    b"transfer-encoding",
+    b"upgrade",
+    b"te",
+    b"trailer",
+];
+
+fn is_hop_by_hop(name: &[u8], listed: &[&[u8]]) -> bool {
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || name
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"proxy-"))
+        || listed.iter().any(|t| name.eq_ignore_ascii_case(t))
+}
+
+/// The names the `connection` headers list (lazily allocated: most heads have none).
+fn connection_tokens<N: AsRef<[u8]>, V: AsRef<[u8]>>(headers: &[(N, V)]) -> Vec<&[u8]> {
+    let mut tokens = Vec::new();
+    for (n, v) in headers {
+        if n.as_ref().eq_ignore_ascii_case(b"connection") {
+            tokens.extend(
+                v.as_ref()
+                    .split(|&b| b == b',')
+                    .map(<[u8]>::trim_ascii)
+                    .filter(|t| !t.is_empty()),
+            );
+        }
+    }
+    tokens
+}
+
+/// A decimal number without an allocation.
+struct Decimal {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Decimal {
+    fn new(mut n: usize) -> Decimal {
+        let mut d = Decimal {
+            buf: [0; 20],
+            start: 20,
+        };
         loop {
-            if self.ended {
-                return Ok(None);
-            }
-            match self.rx.recv().await {
-                Some(BodyEvent::Data(data, end)) => {
-                    if end {
-                        self.ended = true;
-                    } else {
-                        self.credit(data.len());
-                    }
-                    if data.is_empty() {
-                        continue;
-                    }
-                    return Ok(Some(data));
-                }
-                Some(BodyEvent::Reset(code, reason)) => {
-                    self.ended = true;
-                    return Err(StreamError::Reset { code, reason });
-                }
-                None => {
-                    self.ended = true;
-                    return Err(StreamError::ConnectionLost);
-                }
+            d.start -= 1;
+            d.buf[d.start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                return d;
             }
         }
     }
 
-    /// Reads the whole body into one buffer.
-    pub async fn collect(&mut self) -> Result<Bytes, StreamError> {
-        let first = match self.chunk().await? {
-            None => return Ok(Bytes::new()),
-            Some(c) => c,
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+/// Checks a response head against the protocol and the host rules and encodes it: names
+/// lower-cased, hop-by-hop headers dropped, `content-length` added for a whole body unless
+/// the host gave one or the status has no body. `Err` says why the head cannot be sent.
+fn encode_head<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+    stream_id: u32,
+    status: u16,
+    headers: &[(N, V)],
+    body: Option<&[u8]>,
+    end_stream: bool,
+) -> Result<Bytes, String> {
+    if !(200..=599).contains(&status) {
+        return Err(format!("status {status} is outside 200..=599"));
+    }
+    let listed = connection_tokens(headers);
+    let kept = || {
+        headers
+            .iter()
+            .map(|(n, v)| (n.as_ref(), v.as_ref()))
+            .filter(|(n, _)| !is_hop_by_hop(n, &listed))
+    };
+    let mut count = 0usize;
+    let mut size = 0usize;
+    let mut has_length = false;
+    for (name, value) in kept() {
+        if name.is_empty() || !name.iter().all(|&b| frame::is_tchar(b)) || name.len() > 65535 {
+            return Err(format!(
+                "header name {:?} is not a token",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        if !frame::is_header_value(value) || value.len() > 65535 {
+            return Err(format!(
+                "value of header {:?} holds a forbidden byte or is longer than 65535 bytes",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        has_length |= name.eq_ignore_ascii_case(b"content-length");
+        count += 1;
+        size += 4 + name.len() + value.len();
+    }
+    let length = match body {
+        Some(b) if !has_length && status != 204 && status != 304 => Some(Decimal::new(b.len())),
+        _ => None,
+    };
+    if let Some(l) = &length {
+        count += 1;
+        size += 4 + b"content-length".len() + l.as_bytes().len();
+    }
+    if count > u16::MAX as usize {
+        return Err(format!("{count} headers; a response carries at most 65535"));
+    }
+    if frame::HEADER_LEN + 4 + size > MAX_FRAME_SIZE {
+        return Err(format!(
+            "response head of {} bytes exceeds the {MAX_FRAME_SIZE}-byte frame limit",
+            frame::HEADER_LEN + 4 + size
+        ));
+    }
+    let length_header = length
+        .as_ref()
+        .map(|l| (&b"content-length"[..], l.as_bytes()));
+    Ok(Response::encode_parts(
+        stream_id,
+        end_stream,
+        status,
+        kept().chain(length_header),
+        size,
+    ))
+}
+
+impl Stream {
+    pub(crate) fn new(shared: Arc<StreamShared>) -> Stream {
+        shared.handles.fetch_add(1, Ordering::Relaxed);
+        Stream { shared }
+    }
+
+    pub(crate) fn mark_delivered(&self) {
+        self.shared.delivered.store(true, Ordering::Release);
+    }
+
+    /// Refuses a request nobody can pull any more (the engine is gone).
+    pub(crate) fn reset_refused(&self) {
+        let mut out = lock(&self.shared.out);
+        self.shared
+            .reset(&mut out, ResetCode::Refused, "worker is stopping");
+    }
+
+    /// The engine-wide slot of this stream (see [`IncomingRequest::slot`]).
+    pub fn slot(&self) -> u64 {
+        self.shared.slot
+    }
+
+    /// The stream id on its connection, for logs.
+    pub fn stream_id(&self) -> u32 {
+        self.shared.id
+    }
+
+    /// Answers with a whole response in one call, applying the host rules: header names
+    /// lower-cased; hop-by-hop headers (`connection` and the names it lists, `keep-alive`,
+    /// `transfer-encoding`, `upgrade`, `te`, `trailer`, `proxy-*`) dropped;
+    /// `content-length` added unless given or the status is 204/304; no body for a `HEAD`
+    /// request or a 204/304, and END_STREAM on the head when there is no body. The body is
+    /// copied into frames at once; what the flow-control window cannot take yet waits in
+    /// the core and follows as credit arrives, so this never blocks.
+    ///
+    /// An invalid head (status outside 200..=599, a header name that is not a token, a
+    /// value with a forbidden byte, a head over the frame limit) is answered 500 by the
+    /// core and reported as [`StreamError::InvalidHead`].
+    pub fn respond<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        status: u16,
+        headers: &[(N, V)],
+        body: &[u8],
+    ) -> Result<(), StreamError> {
+        let s = &*self.shared;
+        let mut out = lock(&s.out);
+        s.send_head(&mut out, status, headers, Some(body), false)?;
+        if out.phase == Phase::Body {
+            s.write(&mut out, body, true)?;
+        }
+        Ok(())
+    }
+
+    /// Sends the head of a streamed response (the rules of [`Stream::respond`], but no
+    /// `content-length` is added). `end_stream` says the body is empty. Returns whether
+    /// the body is wanted: `false` for `HEAD`, 204 and 304, whose head ended the stream
+    /// (later writes are accepted and discarded), and when `end_stream` was given.
+    pub fn send_head<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        status: u16,
+        headers: &[(N, V)],
+        end_stream: bool,
+    ) -> Result<bool, StreamError> {
+        let s = &*self.shared;
+        let mut out = lock(&s.out);
+        s.send_head(&mut out, status, headers, None, end_stream)?;
+        Ok(out.phase == Phase::Body)
+    }
+
+    /// Writes body bytes without waiting (copied into frames at once). `end` ends the
+    /// response after them. On [`TrySend::Full`] the tail of `data` waits in the core:
+    /// await [`Stream::writable`] before writing again.
+    pub fn try_send(&self, data: &[u8], end: bool) -> Result<TrySend, StreamError> {
+        let s = &*self.shared;
+        let mut out = lock(&s.out);
+        s.write(&mut out, data, end)
+    }
+
+    /// Resolves once the chunk [`Stream::try_send`] left waiting has gone out (at once
+    /// when none waits), or with the error that stopped it.
+    pub fn writable(&self) -> impl Future<Output = Result<(), StreamError>> + Send + '_ {
+        let s = &*self.shared;
+        async move {
+            loop {
+                let notified = s.writable.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if lock(&s.out).pending.is_empty() {
+                    return Ok(());
+                }
+                if let Some(e) = s.send.failure() {
+                    return Err(e);
+                }
+                notified.await;
+            }
+        }
+    }
+
+    /// Writes body bytes, waiting for credit as needed: [`Stream::try_send`] then
+    /// [`Stream::writable`] when the window is full.
+    pub async fn send(&self, data: &[u8], end: bool) -> Result<(), StreamError> {
+        if self.try_send(data, end)? == TrySend::Full {
+            self.writable().await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the response body.
+    pub fn end(&self) -> Result<TrySend, StreamError> {
+        self.try_send(&[], true)
+    }
+
+    /// The failure rule, for a handler that failed (threw, panicked, its body stream
+    /// broke): 500 `internal error` when no head was sent yet, RESET `handler_error` with
+    /// `reason` after. Nothing when the response already ended or the stream was reset.
+    pub fn fail(&self, reason: &str) {
+        let s = &*self.shared;
+        let mut out = lock(&s.out);
+        s.fail_response(&mut out, reason);
+    }
+
+    /// Whether the response has ended, was reset, or can no longer be sent.
+    pub fn is_done(&self) -> bool {
+        lock(&self.shared.out).phase == Phase::Done || self.shared.send.failure().is_some()
+    }
+
+    /// Takes the next request-body chunk without waiting. Reading grants the gateway
+    /// credit to send more, so a host that does not read holds the upload where it is.
+    pub fn try_chunk(&self) -> Result<TryChunk, StreamError> {
+        let s = &*self.shared;
+        let mut r = lock(&s.recv);
+        if let Some(chunk) = r.chunks.pop_front() {
+            // No WINDOW once END_STREAM has arrived (PROTOCOL.md §4.3): nothing more comes.
+            if !r.end {
+                r.unacked += chunk.len() as u32;
+                if window_update_due(r.unacked, s.conn.initial_window) {
+                    let increment = std::mem::take(&mut r.unacked);
+                    s.recv_credit.fetch_add(increment as i64, Ordering::AcqRel);
+                    s.conn.send(Outgoing::Frame(
+                        Window {
+                            stream_id: s.id,
+                            increment,
+                        }
+                        .encode(),
+                    ));
+                }
+            }
+            return Ok(TryChunk::Data(chunk));
+        }
+        if r.end {
+            return Ok(TryChunk::End);
+        }
+        match &r.error {
+            Some(e) => Err(e.clone()),
+            None => Ok(TryChunk::Pending),
+        }
+    }
+
+    /// Resolves once [`Stream::try_chunk`] has something to say: a chunk, the end, or an
+    /// error.
+    pub fn readable(&self) -> impl Future<Output = ()> + Send + '_ {
+        let s = &*self.shared;
+        async move {
+            loop {
+                let notified = s.readable.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                {
+                    let r = lock(&s.recv);
+                    if !r.chunks.is_empty() || r.end || r.error.is_some() {
+                        return;
+                    }
+                }
+                notified.await;
+            }
+        }
+    }
+
+    /// The next request-body chunk, `Ok(None)` at the end: [`Stream::try_chunk`] and
+    /// [`Stream::readable`] in a loop.
+    pub async fn chunk(&self) -> Result<Option<Bytes>, StreamError> {
+        loop {
+            match self.try_chunk()? {
+                TryChunk::Data(c) => return Ok(Some(c)),
+                TryChunk::End => return Ok(None),
+                TryChunk::Pending => self.readable().await,
+            }
+        }
+    }
+
+    /// Reads the whole request body into one buffer.
+    pub async fn collect(&self) -> Result<Bytes, StreamError> {
+        let Some(first) = self.chunk().await? else {
+            return Ok(Bytes::new());
         };
         let Some(second) = self.chunk().await? else {
             return Ok(first);
@@ -181,219 +801,126 @@ impl RequestBody {
         Ok(buf.into())
     }
 
-    /// Whether the body has ended (or failed) as far as this reader knows.
-    pub fn is_end(&self) -> bool {
-        self.ended
-    }
-
-    fn credit(&mut self, n: usize) {
-        self.unacked += n as u32;
-        if window_update_due(self.unacked, self.conn.initial_window) {
-            let inc = std::mem::take(&mut self.unacked);
-            self.shared
-                .recv_credit
-                .fetch_add(inc as i64, Ordering::AcqRel);
-            self.conn.send(Outgoing::Frame(
-                Window {
-                    stream_id: self.shared.id,
-                    increment: inc,
-                }
-                .encode(),
-            ));
-        }
+    /// Whether the request body has been read to its end (or can be read no further).
+    pub fn body_ended(&self) -> bool {
+        let r = lock(&self.shared.recv);
+        r.chunks.is_empty() && (r.end || r.error.is_some())
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SendPhase {
-    Head,
-    Body,
-    Done,
+impl Clone for Stream {
+    fn clone(&self) -> Stream {
+        Stream::new(self.shared.clone())
+    }
 }
 
-/// Sends the response: the head once, then body chunks, honouring the stream's window.
-/// Dropping it before the response ended resets the stream (`handler_error`).
-pub struct ResponseSender {
-    shared: Arc<StreamShared>,
-    conn: Arc<ConnShared>,
-    phase: SendPhase,
-}
-
-impl ResponseSender {
-    pub(crate) fn new(shared: Arc<StreamShared>, conn: Arc<ConnShared>) -> ResponseSender {
-        ResponseSender {
-            shared,
-            conn,
-            phase: SendPhase::Head,
-        }
-    }
-
-    /// The stream id, for logs.
-    pub fn stream_id(&self) -> u32 {
-        self.shared.id
-    }
-
-    /// Resolves when the stream can no longer carry a response: the gateway reset it (the
-    /// client went away, a timeout) or the connection was lost. A host can race its handler
-    /// against this to stop work nobody will receive, as `oneshot::Sender::closed` does.
-    pub async fn closed(&self) -> StreamError {
-        self.shared.send.failed().await
-    }
-
-    /// Sends the response head. Header names are lower-cased; `end_stream` means no body.
-    pub fn send_head(
-        &mut self,
-        status: u16,
-        mut headers: HeaderList,
-        end_stream: bool,
-    ) -> Result<(), StreamError> {
-        if self.phase != SendPhase::Head {
-            return Err(StreamError::InvalidState("response head already sent"));
-        }
-        if let Some(e) = self.shared.send.failure() {
-            return Err(e);
-        }
-        if !(200..=599).contains(&status) {
-            return Err(StreamError::InvalidHead(format!(
-                "status {status} is outside 200..=599"
-            )));
-        }
-        if headers.len() > u16::MAX as usize {
-            return Err(StreamError::InvalidHead(format!(
-                "{} headers; a response carries at most 65535",
-                headers.len()
-            )));
-        }
-        for (name, value) in headers.iter_mut() {
-            if name.iter().any(u8::is_ascii_uppercase) {
-                *name = Bytes::from(name.to_ascii_lowercase());
-            }
-            if !frame::is_header_name(name) || name.len() > u16::MAX as usize {
-                return Err(StreamError::InvalidHead(format!(
-                    "header name {:?} is not a valid token",
-                    String::from_utf8_lossy(name)
-                )));
-            }
-            if !frame::is_header_value(value) || value.len() > u16::MAX as usize {
-                return Err(StreamError::InvalidHead(format!(
-                    "value of header {:?} holds CR, LF or NUL, or is longer than 65535 bytes",
-                    String::from_utf8_lossy(name)
-                )));
-            }
-        }
-        let frame = Response {
-            stream_id: self.shared.id,
-            end_stream,
-            status,
-            headers,
-        };
-        let encoded = frame.encode();
-        if encoded.len() > crate::limits::MAX_FRAME_SIZE {
-            return Err(StreamError::InvalidHead(format!(
-                "response head of {} bytes exceeds the {}-byte frame limit",
-                encoded.len(),
-                crate::limits::MAX_FRAME_SIZE
-            )));
-        }
-        self.conn.send(Outgoing::Frame(encoded));
-        if end_stream {
-            self.finish();
-        } else {
-            self.phase = SendPhase::Body;
-        }
-        Ok(())
-    }
-
-    /// Sends body bytes, waiting for flow-control credit as needed. `end_stream` ends the
-    /// response after these bytes.
-    pub async fn send_data(
-        &mut self,
-        mut data: Bytes,
-        end_stream: bool,
-    ) -> Result<(), StreamError> {
-        match self.phase {
-            SendPhase::Head => return Err(StreamError::InvalidState("response head not sent")),
-            SendPhase::Done => return Err(StreamError::InvalidState("response already ended")),
-            SendPhase::Body => {}
-        }
-        if data.is_empty() {
-            if end_stream {
-                if let Some(e) = self.shared.send.failure() {
-                    return Err(e);
-                }
-                self.conn.send(Outgoing::Frame(Data::encode_parts(
-                    self.shared.id,
-                    true,
-                    &[],
-                )));
-                self.finish();
-            }
-            return Ok(());
-        }
-        while !data.is_empty() {
-            let n = self
-                .shared
-                .send
-                .reserve(data.len().min(MAX_DATA_CHUNK))
-                .await?;
-            let chunk = data.split_to(n);
-            let last = end_stream && data.is_empty();
-            self.conn.send(Outgoing::Frame(Data::encode_parts(
-                self.shared.id,
-                last,
-                &chunk,
-            )));
-        }
-        if end_stream {
-            self.finish();
-        }
-        Ok(())
-    }
-
-    /// Ends the response body.
-    pub async fn end(&mut self) -> Result<(), StreamError> {
-        self.send_data(Bytes::new(), true).await
-    }
-
-    /// Resets the stream: the gateway fails the request (502 if no head was sent).
-    pub fn reset(mut self, code: ResetCode, reason: &str) {
-        self.send_reset(code, reason);
-    }
-
-    fn send_reset(&mut self, code: ResetCode, reason: &str) {
-        if self.phase == SendPhase::Done {
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
         }
-        self.phase = SendPhase::Done;
-        if self.shared.send.failure().is_none() {
-            self.conn.send(Outgoing::Frame(
-                Reset::new(self.shared.id, code, reason).encode(),
-            ));
+        let s = &*self.shared;
+        let mut out = lock(&s.out);
+        if out.phase != Phase::Done && out.phase != Phase::Ending && s.send.failure().is_none() {
+            warn!(
+                stream = s.id,
+                "request dropped without a complete response; answering for the host"
+            );
         }
-        self.shared
-            .send
-            .fail(StreamError::InvalidState("stream reset"));
-        self.shared.request_done.store(true, Ordering::Release);
-        self.conn.finish_response(self.shared.id);
-    }
-
-    fn finish(&mut self) {
-        self.phase = SendPhase::Done;
-        if !self.shared.request_done.load(Ordering::Acquire) {
-            // The response is complete but the gateway is still sending a body nobody needs.
-            self.conn.send(Outgoing::Frame(
-                Reset::new(self.shared.id, ResetCode::NoError, "response complete").encode(),
-            ));
-            self.shared.request_done.store(true, Ordering::Release);
+        if out.phase != Phase::Ending {
+            s.fail_response(&mut out, "handler ended without a response");
         }
-        self.conn.finish_response(self.shared.id);
     }
 }
 
-impl Drop for ResponseSender {
-    fn drop(&mut self) {
-        if self.phase != SendPhase::Done {
-            self.send_reset(ResetCode::HandlerError, "handler ended without a response");
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("slot", &self.shared.slot)
+            .field("stream_id", &self.shared.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Removes a stream from the connection's table once both directions are done.
+pub(crate) fn finish_direction(streams: &mut HashMap<u32, Arc<StreamShared>>, id: u32) {
+    if let Some(s) = streams.get(&id) {
+        if s.request_done.load(Ordering::Acquire) && s.response_done.load(Ordering::Acquire) {
+            streams.remove(&id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(frame: Bytes) -> frame::Response {
+        match frame::Frame::decode(frame, MAX_FRAME_SIZE).unwrap() {
+            frame::Frame::Response(r) => r,
+            other => panic!("expected RESPONSE, got {other:?}"),
+        }
+    }
+
+    fn names(r: &frame::Response) -> Vec<String> {
+        r.headers
+            .iter()
+            .map(|(n, _)| String::from_utf8(n.to_vec()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_the_names_connection_lists_are_dropped() {
+        let headers: &[(&str, &str)] = &[
+            ("Connection", "close, X-Private"),
+            ("keep-alive", "5"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("te", "trailers"),
+            ("trailer", "x-sum"),
+            ("proxy-authenticate", "Basic"),
+            ("Proxy-Connection", "keep-alive"),
+            ("x-private", "1"),
+            ("X-Kept", "yes"),
+            ("content-type", "text/plain"),
+        ];
+        let r = decode(encode_head(1, 200, headers, Some(b"hi"), false).unwrap());
+        assert_eq!(names(&r), ["x-kept", "content-type", "content-length"]);
+        assert_eq!(&r.headers[2].1[..], b"2");
+    }
+
+    #[test]
+    fn content_length_is_added_only_where_it_belongs() {
+        let none: &[(&str, &str)] = &[];
+        let r = decode(encode_head(1, 200, none, Some(b""), true).unwrap());
+        assert_eq!(
+            (names(&r), &r.headers[0].1[..]),
+            (vec!["content-length".into()], &b"0"[..])
+        );
+        assert!(r.end_stream);
+        for status in [204, 304] {
+            let r = decode(encode_head(1, status, none, Some(b""), true).unwrap());
+            assert!(r.headers.is_empty(), "{status}");
+        }
+        let given: &[(&str, &str)] = &[("content-length", "10")];
+        let r = decode(encode_head(1, 200, given, Some(b"abc"), false).unwrap());
+        assert_eq!(r.headers.len(), 1, "the host's own length is kept");
+        let r = decode(encode_head(1, 200, none, None, false).unwrap());
+        assert!(r.headers.is_empty(), "a streamed body gets no length");
+        assert_eq!(Decimal::new(1234567).as_bytes(), b"1234567");
+    }
+
+    #[test]
+    fn heads_the_protocol_cannot_carry_are_refused() {
+        let none: &[(&str, &str)] = &[];
+        assert!(encode_head(1, 199, none, None, false).is_err());
+        assert!(encode_head(1, 600, none, None, false).is_err());
+        let bad_name: &[(&str, &str)] = &[("bad name", "x")];
+        assert!(encode_head(1, 200, bad_name, None, false).is_err());
+        let bad_value: &[(&str, &str)] = &[("x", "a\r\nb")];
+        assert!(encode_head(1, 200, bad_value, None, false).is_err());
+        let huge = vec![("x-big".to_string(), "v".repeat(60_000)); 20];
+        let err = encode_head(1, 200, &huge, None, false).unwrap_err();
+        assert!(err.contains("frame limit"), "{err}");
     }
 }

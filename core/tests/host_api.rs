@@ -1,0 +1,489 @@
+//! The engine driven exactly as a Node or Python binding drives it: one task pulls
+//! batches, handlers answer through synchronous `respond` / `try_send` / `fail` calls on
+//! shared handles, cancellation comes from the batch's resets (no per-stream futures), and
+//! a readiness wait is awaited only when the window is full. The gateway is a scripted
+//! stand-in on 127.0.0.1 that speaks the frames by hand, so every byte the host rules put on
+//! the wire is checked.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::handshake::server::{
+    ErrorResponse, Request as WsRequest, Response as WsResponse,
+};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use vyx_core::frame::{self, Data, Frame, Reset, Window};
+use vyx_core::handshake::{Welcome, PROTOCOL_VERSION, SUBPROTOCOL};
+use vyx_core::session::{
+    Batch, ConnectionState, Engine, EngineError, IncomingRequest, StreamError, TryChunk, TrySend,
+    WorkerConfig,
+};
+use vyx_core::ResetCode;
+
+/// Upper bound of every wait: generous for a busy machine, finite so a bug fails.
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn timeout<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(WAIT, f).await.expect("timed out")
+}
+
+struct Gateway {
+    listener: TcpListener,
+}
+
+impl Gateway {
+    async fn bind() -> (Gateway, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}", listener.local_addr().unwrap());
+        (Gateway { listener }, url)
+    }
+
+    /// Accepts one worker, reads its HELLO, and welcomes it.
+    async fn welcome(&self, connection_id: &str, initial_window: u32) -> Conn {
+        let (tcp, _) = timeout(self.listener.accept()).await.unwrap();
+        #[allow(clippy::result_large_err)] // the signature tungstenite asks for
+        let callback = |_: &WsRequest, mut res: WsResponse| -> Result<WsResponse, ErrorResponse> {
+            res.headers_mut()
+                .insert("sec-websocket-protocol", SUBPROTOCOL.parse().unwrap());
+            Ok(res)
+        };
+        let ws = timeout(tokio_tungstenite::accept_hdr_async(tcp, callback))
+            .await
+            .unwrap();
+        let mut conn = Conn { ws };
+        let Frame::Hello(hello) = conn.recv().await else {
+            panic!("expected HELLO")
+        };
+        conn.send(
+            Frame::Welcome(Welcome {
+                protocol: PROTOCOL_VERSION,
+                gateway: "fake/0".into(),
+                connection_id: connection_id.into(),
+                heartbeat_ms: 5000,
+                initial_window,
+                max_frame_size: 1024 * 1024,
+                max_concurrency: hello.max_concurrency,
+            })
+            .encode(),
+        )
+        .await;
+        conn
+    }
+}
+
+struct Conn {
+    ws: WebSocketStream<TcpStream>,
+}
+
+impl Conn {
+    async fn send(&mut self, frame: Bytes) {
+        timeout(self.ws.send(Message::Binary(frame))).await.unwrap();
+    }
+
+    async fn recv(&mut self) -> Frame {
+        loop {
+            match timeout(self.ws.next()).await {
+                Some(Ok(Message::Binary(b))) => return Frame::decode(b, 2 << 20).unwrap(),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a frame, got {other:?}"),
+            }
+        }
+    }
+
+    async fn request(&mut self, stream_id: u32, route_id: u16, method: &str, end_stream: bool) {
+        let req = frame::Request {
+            stream_id,
+            end_stream,
+            route_id,
+            method: Bytes::copy_from_slice(method.as_bytes()),
+            target: Bytes::from_static(b"/x"),
+            params: vec![],
+            headers: vec![],
+        };
+        self.send(req.encode()).await;
+    }
+
+    /// The next RESPONSE, which must be for `stream_id`.
+    async fn head(&mut self, stream_id: u32) -> frame::Response {
+        match self.recv().await {
+            Frame::Response(r) if r.stream_id == stream_id => r,
+            other => panic!("expected the RESPONSE of stream {stream_id}, got {other:?}"),
+        }
+    }
+
+    /// DATA frames of `stream_id` up to END_STREAM, joined (no other frame may come first).
+    async fn body(&mut self, stream_id: u32) -> Vec<u8> {
+        let mut body = Vec::new();
+        loop {
+            match self.recv().await {
+                Frame::Data(d) if d.stream_id == stream_id => {
+                    body.extend_from_slice(&d.data);
+                    if d.end_stream {
+                        return body;
+                    }
+                }
+                other => panic!("expected DATA of stream {stream_id}, got {other:?}"),
+            }
+        }
+    }
+}
+
+fn header<'a>(r: &'a frame::Response, name: &str) -> Option<&'a [u8]> {
+    r.headers
+        .iter()
+        .find(|(n, _)| &n[..] == name.as_bytes())
+        .map(|(_, v)| &v[..])
+}
+
+fn names(r: &frame::Response) -> Vec<String> {
+    r.headers
+        .iter()
+        .map(|(n, _)| String::from_utf8(n.to_vec()).unwrap())
+        .collect()
+}
+
+/// Pulls until a batch brings a request, and returns it with the resets and states that
+/// came along.
+async fn pull_request(engine: &Engine) -> (IncomingRequest, Batch) {
+    let mut seen = Batch::default();
+    loop {
+        let mut batch = timeout(engine.next_batch(64)).await.expect("engine ended");
+        seen.resets.append(&mut batch.resets);
+        seen.states.append(&mut batch.states);
+        if let Some(req) = batch.requests.pop() {
+            assert!(batch.requests.is_empty(), "one request at a time here");
+            return (req, seen);
+        }
+    }
+}
+
+fn engine(url: &str, routes: &[(&str, &str)]) -> Engine {
+    let engine = Engine::new(WorkerConfig::new(url, "core:host-test")).unwrap();
+    for (i, (method, path)) in routes.iter().enumerate() {
+        assert_eq!(engine.add_route(method, path).unwrap(), i as u32);
+    }
+    engine
+}
+
+#[test]
+fn starting_outside_a_runtime_is_an_error_and_start_on_names_one() {
+    let e = engine("ws://127.0.0.1:9", &[("GET", "/")]);
+    assert_eq!(e.start(), Err(EngineError::NoRuntime));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    e.start_on(rt.handle()).unwrap();
+    assert_eq!(e.start_on(rt.handle()), Err(EngineError::AlreadyStarted));
+    assert_eq!(
+        e.add_route("GET", "/late"),
+        Err(EngineError::AlreadyStarted)
+    );
+    e.drain(Duration::ZERO);
+    rt.block_on(async {
+        let mut states = Vec::new();
+        while let Some(batch) = timeout(e.next_batch(8)).await {
+            states.extend(batch.states);
+        }
+        assert_eq!(states.last(), Some(&ConnectionState::Stopped));
+    });
+}
+
+#[tokio::test]
+async fn a_drain_before_the_start_ends_the_pull_at_once() {
+    let e = engine("ws://127.0.0.1:9", &[("GET", "/")]);
+    e.drain(Duration::from_secs(1));
+    e.start().unwrap();
+    let batch = timeout(e.next_batch(8)).await.unwrap();
+    assert_eq!(batch.states, [ConnectionState::Stopped]);
+    assert!(timeout(e.next_batch(8)).await.is_none());
+    timeout(e.wait()).await.unwrap();
+}
+
+/// The observer that found the bug looked 300 ms late and saw only `Connecting`. Here the
+/// host does not pull at all until the worker has been through three connections.
+#[tokio::test]
+async fn no_state_transition_is_lost_under_quick_reconnects() {
+    let (gw, url) = Gateway::bind().await;
+    let e = engine(&url, &[("GET", "/")]);
+    e.start().unwrap();
+    for id in ["c-1", "c-2"] {
+        let mut conn = gw.welcome(id, 65536).await;
+        // Gone at once: the worker reconnects after a short backoff.
+        let _ = conn.ws.close(None).await;
+        drop(conn);
+    }
+    let _conn = gw.welcome("c-3", 65536).await;
+    // Only now does the host look, and then only at what it is handed.
+    let mut states = Vec::new();
+    while !states.iter().any(
+        |s| matches!(s, ConnectionState::Connected { connection_id } if connection_id == "c-3"),
+    ) {
+        states.extend(timeout(e.next_batch(8)).await.unwrap().states);
+    }
+    e.drain(Duration::ZERO);
+    while let Some(batch) = timeout(e.next_batch(8)).await {
+        states.extend(batch.states);
+    }
+    let shape: Vec<String> = states
+        .iter()
+        .map(|s| match s {
+            ConnectionState::Connecting => "connecting".into(),
+            ConnectionState::Connected { connection_id } => format!("connected {connection_id}"),
+            ConnectionState::Reconnecting { attempt, .. } => format!("reconnecting {attempt}"),
+            ConnectionState::Draining => "draining".into(),
+            ConnectionState::Stopped => "stopped".into(),
+            ConnectionState::Failed { cause } => format!("failed {cause}"),
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            "connected c-1",
+            "reconnecting 1",
+            "connecting",
+            "connected c-2",
+            "reconnecting 2",
+            "connecting",
+            "connected c-3",
+            "draining",
+            "stopped",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_binding_style_host_gets_framing_resets_and_flow_control_right() {
+    const WINDOW: u32 = 1024;
+    let (gw, url) = Gateway::bind().await;
+    let e = engine(
+        &url,
+        &[
+            ("GET", "/text"),    // 0
+            ("GET", "/status"),  // 1
+            ("POST", "/upload"), // 2
+            ("GET", "/big"),     // 3
+            ("GET", "/hang"),    // 4
+        ],
+    );
+    e.start_on(&tokio::runtime::Handle::current()).unwrap();
+    let mut conn = gw.welcome("c-1", WINDOW).await;
+    let text_headers: &[(&str, &str)] = &[
+        ("Content-Type", "text/plain"),
+        ("Connection", "close, x-hop"),
+        ("keep-alive", "timeout=5"),
+        ("transfer-encoding", "chunked"),
+        ("upgrade", "h2c"),
+        ("te", "trailers"),
+        ("trailer", "x-sum"),
+        ("proxy-authenticate", "Basic"),
+        ("X-Hop", "listed in connection"),
+        ("x-kept", "1"),
+    ];
+
+    // A whole response: names lower-cased, hop-by-hop headers gone, content-length added,
+    // one DATA with END_STREAM.
+    conn.request(1, 0, "GET", true).await;
+    let (req, seen) = pull_request(&e).await;
+    assert!(matches!(
+        &seen.states[..],
+        [ConnectionState::Connected { .. }]
+    ));
+    assert_eq!((req.route_id, &req.method[..]), (0, &b"GET"[..]));
+    req.stream.respond(200, text_headers, b"hello").unwrap();
+    let head = conn.head(1).await;
+    assert!(!head.end_stream);
+    assert_eq!(names(&head), ["content-type", "x-kept", "content-length"]);
+    assert_eq!(header(&head, "content-length"), Some(&b"5"[..]));
+    assert_eq!(conn.body(1).await, b"hello");
+
+    // HEAD on the same route: the GET answer's head with its length, END_STREAM, no DATA.
+    conn.request(3, 0, "HEAD", true).await;
+    let (req, _) = pull_request(&e).await;
+    req.stream.respond(200, text_headers, b"hello").unwrap();
+    let head = conn.head(3).await;
+    assert!(head.end_stream);
+    assert_eq!(header(&head, "content-length"), Some(&b"5"[..]));
+
+    // 204 and 304: no body and no length, whatever the host passed; an empty 200 ends on
+    // its head with content-length 0.
+    for (id, status, body) in [(5, 204, &b"dropped"[..]), (7, 304, b""), (9, 200, b"")] {
+        conn.request(id, 1, "GET", true).await;
+        let (req, _) = pull_request(&e).await;
+        let none: &[(&str, &str)] = &[];
+        req.stream.respond(status, none, body).unwrap();
+        let head = conn.head(id).await;
+        assert_eq!((head.status, head.end_stream), (status, true));
+        let length = header(&head, "content-length");
+        assert_eq!(length, (status == 200).then_some(&b"0"[..]), "{status}");
+    }
+
+    // A head the protocol cannot carry (lead decision 5): the core answers 500 itself.
+    conn.request(11, 1, "GET", true).await;
+    let (req, _) = pull_request(&e).await;
+    let bad: &[(&str, &str)] = &[("x-bad", "a\nb")];
+    let err = req.stream.respond(200, bad, b"x").unwrap_err();
+    assert!(matches!(err, StreamError::InvalidHead(_)), "{err:?}");
+    assert_eq!(conn.head(11).await.status, 500);
+    assert_eq!(conn.body(11).await, b"internal error");
+
+    // The failure rule: 500 before the head, RESET handler_error after it; and a handle
+    // dropped unanswered is answered by the core the same way.
+    conn.request(13, 1, "GET", true).await;
+    let (req, _) = pull_request(&e).await;
+    req.stream.fail("the handler threw");
+    assert_eq!(conn.head(13).await.status, 500);
+    assert_eq!(conn.body(13).await, b"internal error");
+    conn.request(15, 1, "GET", true).await;
+    let (req, _) = pull_request(&e).await;
+    let none: &[(&str, &str)] = &[];
+    assert!(req.stream.send_head(200, none, false).unwrap());
+    req.stream.fail("the handler threw mid-body");
+    assert_eq!(conn.head(15).await.status, 200);
+    match conn.recv().await {
+        Frame::Reset(r) => assert_eq!((r.stream_id, r.code), (15, ResetCode::HandlerError as u32)),
+        other => panic!("expected RESET, got {other:?}"),
+    }
+    conn.request(17, 1, "GET", true).await;
+    let (req, _) = pull_request(&e).await;
+    drop(req);
+    assert_eq!(conn.head(17).await.status, 500);
+    assert_eq!(conn.body(17).await, b"internal error");
+
+    // A request body read without a future per chunk: Pending, then one readiness wait.
+    conn.request(19, 2, "POST", false).await;
+    let (req, _) = pull_request(&e).await;
+    assert_eq!(req.stream.try_chunk().unwrap(), TryChunk::Pending);
+    let readable = tokio::spawn({
+        let stream = req.stream.clone();
+        async move { stream.readable().await }
+    });
+    conn.send(Data::encode_parts(19, true, b"abc")).await;
+    timeout(readable).await.unwrap();
+    assert_eq!(
+        req.stream.try_chunk().unwrap(),
+        TryChunk::Data(Bytes::from_static(b"abc"))
+    );
+    assert_eq!(req.stream.try_chunk().unwrap(), TryChunk::End);
+    req.stream.respond(200, none, b"3").unwrap();
+    assert_eq!(conn.head(19).await.status, 200);
+    assert_eq!(conn.body(19).await, b"3");
+
+    // Flow control: a chunk larger than the window goes out up to the window, try_send says
+    // Full, writable() waits for credit, and the write completes as WINDOWs arrive.
+    conn.request(21, 3, "GET", true).await;
+    let (req, _) = pull_request(&e).await;
+    let payload: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+    assert!(req.stream.send_head(200, none, false).unwrap());
+    assert_eq!(req.stream.try_send(&payload, true).unwrap(), TrySend::Full);
+    let writable = tokio::spawn({
+        let stream = req.stream.clone();
+        async move { stream.writable().await }
+    });
+    assert_eq!(conn.head(21).await.status, 200);
+    let mut got = Vec::new();
+    while got.len() < payload.len() {
+        match conn.recv().await {
+            Frame::Data(d) => {
+                assert_eq!(d.stream_id, 21);
+                got.extend_from_slice(&d.data);
+                assert_eq!(d.end_stream, got.len() == payload.len());
+                if got.len() % WINDOW as usize == 0 {
+                    // The window is spent: nothing more comes, and the host still waits.
+                    assert!(!writable.is_finished(), "writable() before any credit");
+                    conn.send(
+                        Window {
+                            stream_id: 21,
+                            increment: WINDOW,
+                        }
+                        .encode(),
+                    )
+                    .await;
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(got == payload, "bytes differ");
+    timeout(writable).await.unwrap().unwrap();
+    assert!(req.stream.is_done());
+
+    // A reset reaches the host in a batch, by slot: no future per stream.
+    conn.request(23, 4, "GET", true).await;
+    let (hanging, _) = pull_request(&e).await;
+    conn.send(Reset::new(23, ResetCode::Cancel, "client went away").encode())
+        .await;
+    let resets = loop {
+        let batch = timeout(e.next_batch(64)).await.unwrap();
+        if !batch.resets.is_empty() {
+            break batch.resets;
+        }
+    };
+    assert_eq!(resets.len(), 1);
+    assert_eq!(resets[0].slot, hanging.slot);
+    assert!(matches!(
+        &resets[0].error,
+        StreamError::Reset {
+            code: ResetCode::Cancel,
+            ..
+        }
+    ));
+    assert!(hanging.stream.try_send(b"late", true).is_err());
+    drop(hanging); // dead already: nothing is sent for it
+
+    // A request whose stream died before the host pulled is not handed out, and its reset
+    // is not reported. The core's own 404 for an unknown route id tells the gateway that
+    // the worker has read all three frames, without the host pulling.
+    conn.request(25, 4, "GET", true).await;
+    conn.send(Reset::new(25, ResetCode::Cancel, "client went away").encode())
+        .await;
+    conn.request(27, 99, "GET", true).await;
+    let head = conn.head(27).await;
+    assert_eq!(head.status, 404);
+    assert_eq!(conn.body(27).await, b"not found");
+    conn.request(29, 0, "GET", true).await;
+    let (req, seen) = pull_request(&e).await;
+    assert_eq!(
+        req.stream.stream_id(),
+        29,
+        "the dead request was handed out"
+    );
+    assert!(seen.resets.is_empty(), "{:?}", seen.resets);
+    req.stream.respond(200, none, b"ok").unwrap();
+    assert_eq!(conn.head(29).await.status, 200);
+    assert_eq!(conn.body(29).await, b"ok");
+
+    // The pull ends by itself once the engine has stopped.
+    e.drain(Duration::from_secs(5));
+    assert!(matches!(conn.recv().await, Frame::Drain(_)));
+    let _ = conn.ws.close(None).await;
+    let mut last = None;
+    while let Some(batch) = timeout(e.next_batch(64)).await {
+        last = batch.states.last().cloned().or(last);
+    }
+    assert_eq!(last, Some(ConnectionState::Stopped));
+    timeout(e.wait()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lost_connection_reports_every_open_stream_reset() {
+    let (gw, url) = Gateway::bind().await;
+    let e = engine(&url, &[("GET", "/hang")]);
+    e.start().unwrap();
+    let mut conn = gw.welcome("c-1", 65536).await;
+    conn.request(1, 0, "GET", true).await;
+    let (req, _) = pull_request(&e).await;
+    drop(conn); // the gateway vanishes without a close frame
+    let resets = loop {
+        let batch = timeout(e.next_batch(64)).await.unwrap();
+        if !batch.resets.is_empty() {
+            break batch.resets;
+        }
+    };
+    assert_eq!(resets[0].slot, req.slot);
+    assert_eq!(resets[0].error, StreamError::ConnectionLost);
+    e.drain(Duration::ZERO);
+}
