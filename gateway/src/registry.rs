@@ -76,6 +76,9 @@ struct Inner {
     groups: HashMap<String, (Arc<WorkerGroup>, GroupState)>,
     /// Which group serves each route.
     claims: BTreeMap<RouteKey, Arc<WorkerGroup>>,
+    /// The claimed route of each (method, shape): routes conflict by shape, not by spelling
+    /// (`GET /a/{id}` and `GET /a/{key}` are one route).
+    shapes: HashMap<(Arc<str>, String), RouteKey>,
     writer: TableWriter,
 }
 
@@ -210,26 +213,41 @@ impl Registry {
         group: &Arc<WorkerGroup>,
         wanted: BTreeSet<RouteKey>,
     ) -> Result<(), HandshakeError> {
-        let current = &inner.state(group).claimed;
-        if *current == wanted {
+        let current = inner.state(group).claimed.clone();
+        if current == wanted {
             return Ok(());
         }
         let dropped: Vec<RouteKey> = current.difference(&wanted).cloned().collect();
-        let added: Vec<RouteKey> = wanted.difference(current).cloned().collect();
+        let added: Vec<RouteKey> = wanted.difference(&current).cloned().collect();
         let mut taken_from = Vec::new();
         for key in &added {
-            if let Some(other) = inner.claims.get(key) {
-                if !other.replicas.load().is_empty() {
-                    return Err(HandshakeError::new(
-                        CloseCode::RouteConflict,
-                        format!(
-                            "route {key} is already served by worker {:?}; worker {:?} cannot claim it",
-                            other.worker_id, group.worker_id
-                        ),
-                    ));
-                }
-                taken_from.push((key.clone(), other.clone()));
+            let Some(existing) = inner.shapes.get(&shape_of(key)) else {
+                continue;
+            };
+            if current.contains(existing) && !dropped.contains(existing) {
+                // Replicas of one worker id disagree on the parameter names.
+                return Err(HandshakeError::new(
+                    CloseCode::RouteConflict,
+                    format!(
+                        "route {key} has the same shape as {existing}, which worker {:?} already serves under that spelling",
+                        group.worker_id
+                    ),
+                ));
             }
+            let other = &inner.claims[existing];
+            if Arc::ptr_eq(other, group) {
+                continue; // dropped by this very change
+            }
+            if !other.replicas.load().is_empty() {
+                return Err(HandshakeError::new(
+                    CloseCode::RouteConflict,
+                    format!(
+                        "route {key} has the same method and shape as {existing}, already served by worker {:?}; worker {:?} cannot claim it",
+                        other.worker_id, group.worker_id
+                    ),
+                ));
+            }
+            taken_from.push((existing.clone(), other.clone()));
         }
         let changes: Vec<Change> = dropped
             .iter()
@@ -249,22 +267,19 @@ impl Registry {
                 RouteTable::build(claims).expect("the routes before this change fitted")
             })
             .map_err(|c| {
-                let owner = claims
-                    .iter()
-                    .find(|(k, _)| *k.path == *c.with_path)
-                    .map(|(_, g)| g.worker_id.clone())
-                    .unwrap_or_default();
+                // Two routes of this change with one shape (the checks above cover claims).
                 HandshakeError::new(
                     CloseCode::RouteConflict,
                     format!(
-                        "route {} overlaps {:?} served by worker {:?}",
-                        c.key, c.with_path, owner
+                        "route {} has the same method and shape as {} {}, declared by worker {:?} too",
+                        c.key, c.key.method, c.with_path, group.worker_id
                     ),
                 )
             })?;
 
-        for key in &dropped {
+        for key in dropped.iter().chain(taken_from.iter().map(|(k, _)| k)) {
             inner.claims.remove(key);
+            inner.shapes.remove(&shape_of(key));
         }
         for (key, other) in &taken_from {
             info!(route = %key, from = %other.worker_id, to = %group.worker_id, "route taken over from a worker with no live connection");
@@ -272,6 +287,7 @@ impl Registry {
         }
         for key in &added {
             inner.claims.insert(key.clone(), group.clone());
+            inner.shapes.insert(shape_of(key), key.clone());
         }
         inner.state(group).claimed = wanted;
         for (_, other) in &taken_from {
@@ -279,6 +295,11 @@ impl Registry {
         }
         Ok(())
     }
+}
+
+/// The conflict key of a route: its method and pattern shape (spec/PROTOCOL.md §2.5).
+fn shape_of(key: &RouteKey) -> (Arc<str>, String) {
+    (key.method.clone(), vyx_core::routing::pattern_shape(&key.path))
 }
 
 impl Inner {
