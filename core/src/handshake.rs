@@ -7,7 +7,7 @@ use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::CloseCode;
-use crate::limits::{MAX_CONCURRENCY, MAX_ROUTES, MAX_WORKER_ID_LEN};
+use crate::limits::{MAX_CONCURRENCY, MAX_FRAME_SIZE, MAX_ROUTES, MAX_WINDOW, MAX_WORKER_ID_LEN};
 pub use crate::routing::check_pattern;
 use crate::routing::Router;
 
@@ -149,6 +149,53 @@ impl Hello {
             ));
         }
         validate_routes(&self.routes)
+    }
+}
+
+impl Welcome {
+    /// The worker's check of WELCOME (§2.3 step 6) against the `max_concurrency` its HELLO
+    /// asked for: `protocol` ≠ 1 → 4002 (stop), any other value out of range → 4005 (retry).
+    pub fn validate(&self, asked_max_concurrency: u32) -> Result<(), HandshakeError> {
+        if self.protocol != PROTOCOL_VERSION {
+            return Err(HandshakeError::new(
+                CloseCode::UnsupportedVersion,
+                format!(
+                    "gateway speaks protocol {}; this worker speaks {PROTOCOL_VERSION}",
+                    self.protocol
+                ),
+            ));
+        }
+        let bad = |what: String| {
+            Err(HandshakeError::new(
+                CloseCode::ProtocolViolation,
+                format!("invalid WELCOME: {what}"),
+            ))
+        };
+        if !(1..=MAX_WINDOW).contains(&self.heartbeat_ms) {
+            return bad(format!(
+                "heartbeat_ms {} is outside 1..={MAX_WINDOW}",
+                self.heartbeat_ms
+            ));
+        }
+        if !(1..=MAX_WINDOW).contains(&self.initial_window) {
+            return bad(format!(
+                "initial_window {} is outside 1..={MAX_WINDOW}",
+                self.initial_window
+            ));
+        }
+        if self.max_frame_size as usize != MAX_FRAME_SIZE {
+            return bad(format!(
+                "max_frame_size {} is not {MAX_FRAME_SIZE}, the only value of protocol 1",
+                self.max_frame_size
+            ));
+        }
+        if !(1..=asked_max_concurrency).contains(&self.max_concurrency) {
+            return bad(format!(
+                "max_concurrency {} is outside 1..={asked_max_concurrency} (the HELLO's)",
+                self.max_concurrency
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -310,9 +357,15 @@ mod tests {
         }
         for number in ["-0", "-1", "1.0", "1e0", "18446744073709551616"] {
             let json = format!(r#"{{"protocol":{number},{BASE}}}"#);
-            assert_eq!(hello_frame(&json).unwrap_err(), "invalid_control_payload", "{json}");
+            assert_eq!(
+                hello_frame(&json).unwrap_err(),
+                "invalid_control_payload",
+                "{json}"
+            );
         }
-        let big = format!(r#"{{"protocol":1,"worker_id":"a","max_concurrency":18446744073709551615,"routes":[]}}"#);
+        let big = format!(
+            r#"{{"protocol":1,"worker_id":"a","max_concurrency":18446744073709551615,"routes":[]}}"#
+        );
         let h = hello_frame(&big).expect("a u64 decodes");
         assert_eq!(h.validate("a").unwrap_err().code, CloseCode::BadHello);
     }

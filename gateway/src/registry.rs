@@ -299,7 +299,10 @@ impl Registry {
 
 /// The conflict key of a route: its method and pattern shape (spec/PROTOCOL.md §2.5).
 fn shape_of(key: &RouteKey) -> (Arc<str>, String) {
-    (key.method.clone(), vyx_core::routing::pattern_shape(&key.path))
+    (
+        key.method.clone(),
+        vyx_core::routing::pattern_shape(&key.path),
+    )
 }
 
 impl Inner {
