@@ -27,7 +27,7 @@ pub enum DecodeError {
     InvalidTarget,
     #[error("invalid header name")]
     InvalidHeaderName,
-    #[error("invalid header value (CR, LF or NUL)")]
+    #[error("invalid header value (a control byte other than HTAB)")]
     InvalidHeaderValue,
     #[error("invalid path parameter name")]
     InvalidParamName,

@@ -245,7 +245,8 @@ def check_header_name(b):
 
 
 def check_header_value(b):
-    if any(c in (0x00, 0x0A, 0x0D) for c in b):
+    # RFC 9110 field-value bytes: HTAB, 0x20-0x7E, 0x80-0xFF.
+    if any(not (c == 0x09 or 0x20 <= c <= 0x7E or c >= 0x80) for c in b):
         raise DecodeError("invalid_header_value")
 
 
@@ -718,9 +719,9 @@ def frame_vectors():
     add("request_empty_header_value", request(
         21, True, 0, "GET", "/hello/x",
         [("name", "x")], [("x-empty", ""), ("accept", "")]))
-    add("request_header_value_other_bytes", request(
+    add("request_header_value_tab_space_and_high_bytes", request(
         23, True, 0, "GET", "/hello/x",
-        [("name", "x")], [("x-ctl", b"\x01\t \x7f\x7e"), ("x-space", b" padded ")]))
+        [("name", "x")], [("x-tab", b"a\tb"), ("x-space", b" padded "), ("x-high", b"~\x80\xff")]))
     add("request_max_route_id_custom_method", request(
         0xFFFFFFFE, True, 65535, "PURGE", "/cache/*",
         [], [("host", "example.com")]))
@@ -938,6 +939,12 @@ def malformed_vectors():
         "invalid_header_value")
     add("header_value_with_nul", H(RQ, END_STREAM, 1) + req(headers=[(b"x-a", b"a\x00b")]),
         "invalid_header_value")
+    for byte in (0x01, 0x08, 0x0B, 0x1F, 0x7F):
+        add("header_value_with_0x%02x" % byte,
+            H(RQ, END_STREAM, 1) + req(headers=[(b"x-a", b"a" + bytes([byte]) + b"b")]),
+            "invalid_header_value")
+    add("response_header_value_del", H(RS, END_STREAM, 1)
+        + resp(headers=[(b"x-a", b"\x7f")]), "invalid_header_value")
     add("response_header_value_crlf", H(RS, END_STREAM, 1)
         + resp(headers=[(b"set-cookie", b"a=1\r\nx-injected: 1")]), "invalid_header_value")
 

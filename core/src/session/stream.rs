@@ -276,7 +276,7 @@ impl ResponseSender {
             }
             if !frame::is_header_value(value) || value.len() > u16::MAX as usize {
                 return Err(StreamError::InvalidHead(format!(
-                    "value of header {:?} holds CR, LF or NUL, or is longer than 65535 bytes",
+                    "value of header {:?} holds a control byte other than HTAB, or is longer than 65535 bytes",
                     String::from_utf8_lossy(name)
                 )));
             }
