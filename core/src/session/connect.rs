@@ -355,6 +355,20 @@ mod tests {
         (addr, task)
     }
 
+    #[tokio::test]
+    async fn a_101_that_does_not_select_vyx_1_is_permanent() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            // A plain WebSocket server: it ignores the offered subprotocols.
+            let _ws = tokio_tungstenite::accept_async(sock).await;
+        });
+        let e = dial(addr).await;
+        assert!(matches!(e, ConnectError::Rejected(_)), "{e:?}");
+        assert!(e.is_permanent());
+    }
+
     fn welcome() -> Welcome {
         Welcome {
             protocol: 1,
