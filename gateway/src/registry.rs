@@ -229,7 +229,7 @@ impl Registry {
                 return Err(HandshakeError::new(
                     CloseCode::RouteConflict,
                     format!(
-                        "route {key} has the same shape as {existing}, which worker {:?} already serves under that spelling",
+                        "worker {:?} cannot claim {key}: its replicas serve {existing} (same shape, other names)",
                         group.worker_id
                     ),
                 ));
@@ -241,9 +241,10 @@ impl Registry {
             if !other.replicas.load().is_empty() {
                 return Err(HandshakeError::new(
                     CloseCode::RouteConflict,
+                    // Names first: the close reason keeps 123 bytes.
                     format!(
-                        "route {key} has the same method and shape as {existing}, already served by worker {:?}; worker {:?} cannot claim it",
-                        other.worker_id, group.worker_id
+                        "worker {:?} cannot claim {key}: worker {:?} serves {existing} (same method and shape)",
+                        group.worker_id, other.worker_id
                     ),
                 ));
             }
@@ -271,8 +272,8 @@ impl Registry {
                 HandshakeError::new(
                     CloseCode::RouteConflict,
                     format!(
-                        "route {} has the same method and shape as {} {}, declared by worker {:?} too",
-                        c.key, c.key.method, c.with_path, group.worker_id
+                        "worker {:?} declares {} and {} {} (same method and shape)",
+                        group.worker_id, c.key, c.key.method, c.with_path
                     ),
                 )
             })?;

@@ -84,3 +84,19 @@ async fn an_unsupported_websocket_version_gets_426_naming_version_13() {
     assert!(text.starts_with("http/1.1 426"), "{text}");
     assert!(text.contains("\r\nsec-websocket-version: 13\r\n"), "{text}");
 }
+
+#[tokio::test]
+async fn a_hello_that_does_not_decode_is_closed_4001_not_retried() {
+    let gw = TestGateway::start().await;
+    let mut w = RawWorker {
+        ws: raw_upgrade(gw.addr, "raw:buggy").await,
+        welcome: unset_welcome(),
+    };
+    // Duplicate keys: what a buggy encoder might write.
+    w.send_raw(
+        b"\x10\x00\x00\x00\x00\x00{\"protocol\":1,\"worker_id\":\"raw:buggy\",\"max_concurrency\":8,\"routes\":[],\"routes\":[]}"
+            .to_vec(),
+    )
+    .await;
+    assert_eq!(w.close_code().await, 4001);
+}

@@ -91,8 +91,14 @@ ERROR_KINDS = (
 )
 
 
-def close_code_for(kind):
-    return CLOSE_FRAME_TOO_LARGE if kind == "frame_too_large" else CLOSE_PROTOCOL_VIOLATION
+def close_code_for(kind, raw):
+    """The receiver's close code: a HELLO payload that does not decode is bad_hello (the
+    worker has a bug that retrying cannot fix); every other decode error is 4005/4006."""
+    if kind == "frame_too_large":
+        return CLOSE_FRAME_TOO_LARGE
+    if kind == "invalid_control_payload" and raw[0] == 0x10:
+        return CLOSE_BAD_HELLO
+    return CLOSE_PROTOCOL_VIOLATION
 
 
 # Key order of every control message: the order in which senders emit keys.
@@ -783,7 +789,7 @@ def malformed_vectors():
 
     def add(name, raw, kind):
         v.append({"name": name, "hex": raw.hex(), "error": kind,
-                  "close_code": close_code_for(kind)})
+                  "close_code": close_code_for(kind, raw)})
 
     H = header
     D, RQ, RS, RT, W = 0x00, 0x01, 0x02, 0x03, 0x08
@@ -1445,7 +1451,7 @@ def self_check(frames, malformed, cases, backoff):
                 assert e.kind == vec["error"], (vec["name"], strategy, e.kind)
             else:
                 raise AssertionError("decoded without error: " + vec["name"])
-        assert vec["close_code"] == close_code_for(vec["error"])
+        assert vec["close_code"] == close_code_for(vec["error"], raw)
         kinds.add(vec["error"])
     assert kinds == set(ERROR_KINDS) - {"frame_too_large"}, set(ERROR_KINDS) - kinds
 

@@ -62,13 +62,19 @@ impl ConnectError {
     }
 }
 
-/// `ws://host:port` → `ws://host:port/_vyx/register`; a URL with a path is kept as it is.
+/// The URL a worker dials (spec/PROTOCOL.md §2.1): a URL whose path is empty or `/` gets
+/// `/_vyx/register` (`ws://host:port` → `ws://host:port/_vyx/register`, a query kept after
+/// it); a URL with any other path is dialled as given.
 pub fn registration_url(connect: &str) -> String {
     let after_scheme = connect.find("://").map_or(0, |i| i + 3);
-    match connect[after_scheme..].find('/') {
-        Some(i) if after_scheme + i + 1 < connect.len() => connect.to_string(),
-        Some(i) => format!("{}{REGISTER_PATH}", &connect[..after_scheme + i]),
-        None => format!("{connect}{REGISTER_PATH}"),
+    let authority_end = connect[after_scheme..]
+        .find(['/', '?', '#'])
+        .map_or(connect.len(), |i| after_scheme + i);
+    let (head, tail) = connect.split_at(authority_end);
+    let path_end = tail.find(['?', '#']).unwrap_or(tail.len());
+    match &tail[..path_end] {
+        "" | "/" => format!("{head}{REGISTER_PATH}{}", &tail[path_end..]),
+        _ => connect.to_string(),
     }
 }
 
@@ -425,6 +431,14 @@ mod tests {
         assert_eq!(
             registration_url("ws://gw.example/custom/reg"),
             "ws://gw.example/custom/reg"
+        );
+        assert_eq!(
+            registration_url("ws://gw.example:9000?region=eu"),
+            "ws://gw.example:9000/_vyx/register?region=eu"
+        );
+        assert_eq!(
+            registration_url("ws://gw.example/?a=1"),
+            "ws://gw.example/_vyx/register?a=1"
         );
     }
 
