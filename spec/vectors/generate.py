@@ -474,7 +474,7 @@ def check_control_schema(t, o):
     elif t == "ROUTES":
         require(o, "routes", check_routes_schema)
     elif t == "ERROR":
-        require(o, "code", is_uint)
+        require(o, "code", lambda v: is_uint(v) and v <= 0xFFFF)
         require(o, "message", is_str)
     else:
         raise AssertionError(t)
@@ -1065,6 +1065,7 @@ def malformed_vectors():
     add("routes_missing_routes", H(ROUTES, 0, 0) + b"{}", ICP)
     add("routes_route_not_object", H(ROUTES, 0, 0) + b'{"routes":["GET /"]}', ICP)
     add("error_code_string", H(ERROR, 0, 0) + cj({"code": "4005", "message": "x"}), ICP)
+    add("error_code_above_u16", H(ERROR, 0, 0) + cj({"code": 65536, "message": "x"}), ICP)
     add("error_not_object", H(ERROR, 0, 0) + b'"protocol violation"', ICP)
     return v
 
