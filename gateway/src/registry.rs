@@ -76,9 +76,9 @@ struct Inner {
     groups: HashMap<String, (Arc<WorkerGroup>, GroupState)>,
     /// Which group serves each route.
     claims: BTreeMap<RouteKey, Arc<WorkerGroup>>,
-    /// The claimed route of each (method, shape): routes conflict by shape, not by spelling
-    /// (`GET /a/{id}` and `GET /a/{key}` are one route).
-    shapes: HashMap<(Arc<str>, String), RouteKey>,
+    /// The claimed routes of each pattern shape: routes conflict by shape, not by spelling
+    /// (`GET /a/{id}` and `GET /a/{key}` are one route), and `*` overlaps every method.
+    shapes: HashMap<String, Vec<RouteKey>>,
     writer: TableWriter,
 }
 
@@ -221,34 +221,42 @@ impl Registry {
         let added: Vec<RouteKey> = wanted.difference(&current).cloned().collect();
         let mut taken_from = Vec::new();
         for key in &added {
-            let Some(existing) = inner.shapes.get(&shape_of(key)) else {
-                continue;
-            };
-            if current.contains(existing) && !dropped.contains(existing) {
-                // Replicas of one worker id disagree on the parameter names.
-                return Err(HandshakeError::new(
-                    CloseCode::RouteConflict,
-                    format!(
-                        "worker {:?} cannot claim {key}: its replicas serve {existing} (same shape, other names)",
-                        group.worker_id
-                    ),
-                ));
+            for existing in inner.shapes.get(&shape_of(key)).into_iter().flatten() {
+                let same_method = existing.method == key.method;
+                // Methods overlap when equal or when either is `*` (§2.4 rule 9).
+                if !(same_method || &*existing.method == "*" || &*key.method == "*")
+                    || dropped.contains(existing)
+                {
+                    continue;
+                }
+                let other = &inner.claims[existing];
+                if Arc::ptr_eq(other, group) {
+                    if !same_method {
+                        continue; // one worker may serve `GET /x` and `* /x`
+                    }
+                    // Replicas of one worker id disagree on the parameter names.
+                    return Err(HandshakeError::new(
+                        CloseCode::RouteConflict,
+                        format!(
+                            "worker {:?} cannot claim {key}: its replicas serve {existing} (same shape, other names)",
+                            group.worker_id
+                        ),
+                    ));
+                }
+                if !other.replicas.load().is_empty() {
+                    return Err(HandshakeError::new(
+                        CloseCode::RouteConflict,
+                        // Names first: the close reason keeps 123 bytes.
+                        format!(
+                            "worker {:?} cannot claim {key}: worker {:?} serves {existing} (same shape)",
+                            group.worker_id, other.worker_id
+                        ),
+                    ));
+                }
+                if !taken_from.iter().any(|(k, _)| k == existing) {
+                    taken_from.push((existing.clone(), other.clone()));
+                }
             }
-            let other = &inner.claims[existing];
-            if Arc::ptr_eq(other, group) {
-                continue; // dropped by this very change
-            }
-            if !other.replicas.load().is_empty() {
-                return Err(HandshakeError::new(
-                    CloseCode::RouteConflict,
-                    // Names first: the close reason keeps 123 bytes.
-                    format!(
-                        "worker {:?} cannot claim {key}: worker {:?} serves {existing} (same method and shape)",
-                        group.worker_id, other.worker_id
-                    ),
-                ));
-            }
-            taken_from.push((existing.clone(), other.clone()));
         }
         let changes: Vec<Change> = dropped
             .iter()
@@ -280,7 +288,13 @@ impl Registry {
 
         for key in dropped.iter().chain(taken_from.iter().map(|(k, _)| k)) {
             inner.claims.remove(key);
-            inner.shapes.remove(&shape_of(key));
+            let shape = shape_of(key);
+            if let Some(keys) = inner.shapes.get_mut(&shape) {
+                keys.retain(|k| k != key);
+                if keys.is_empty() {
+                    inner.shapes.remove(&shape);
+                }
+            }
         }
         for (key, other) in &taken_from {
             info!(route = %key, from = %other.worker_id, to = %group.worker_id, "route taken over from a worker with no live connection");
@@ -288,7 +302,11 @@ impl Registry {
         }
         for key in &added {
             inner.claims.insert(key.clone(), group.clone());
-            inner.shapes.insert(shape_of(key), key.clone());
+            inner
+                .shapes
+                .entry(shape_of(key))
+                .or_default()
+                .push(key.clone());
         }
         inner.state(group).claimed = wanted;
         for (_, other) in &taken_from {
@@ -298,12 +316,9 @@ impl Registry {
     }
 }
 
-/// The conflict key of a route: its method and pattern shape (spec/PROTOCOL.md §2.5).
-fn shape_of(key: &RouteKey) -> (Arc<str>, String) {
-    (
-        key.method.clone(),
-        vyx_core::routing::pattern_shape(&key.path),
-    )
+/// The shape of a route's pattern, which conflicts are decided on (spec/PROTOCOL.md §2.5.1).
+fn shape_of(key: &RouteKey) -> String {
+    vyx_core::routing::pattern_shape(&key.path)
 }
 
 impl Inner {

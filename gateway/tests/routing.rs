@@ -180,7 +180,7 @@ async fn routed_to(
 }
 
 #[tokio::test]
-async fn routes_of_different_workers_conflict_only_on_the_same_method_and_shape() {
+async fn routes_of_different_workers_conflict_only_on_overlapping_methods_and_the_same_shape() {
     let gw = TestGateway::start().await;
     let mut a = RawWorker::connect(gw.addr, "raw:a", vec![route(1, "GET", "/a/{x}")]).await;
     // Another shape under the same prefix: accepted (matchit refused it with 4003).
@@ -195,8 +195,18 @@ async fn routes_of_different_workers_conflict_only_on_the_same_method_and_shape(
         .await,
         Err(4003)
     );
-    // `*` beside GET at the same shape is no conflict.
-    let mut d = RawWorker::connect(gw.addr, "raw:d", vec![route(4, "*", "/a/{y}")]).await;
+    // `*` overlaps every method: beside another worker's GET route of the same shape it
+    // is a conflict too; one worker may declare both.
+    assert_eq!(
+        hello_outcome(&gw, "raw:c", &hello("raw:c", vec![route(3, "*", "/a/{y}")])).await,
+        Err(4003)
+    );
+    let mut d = RawWorker::connect(
+        gw.addr,
+        "raw:d",
+        vec![route(4, "*", "/d/{y}"), route(7, "GET", "/d/{x}")],
+    )
+    .await;
     // A catch-all at the root beside a more specific `*` route of another worker.
     let mut e = RawWorker::connect(gw.addr, "raw:e", vec![route(5, "GET", "/{*all}")]).await;
     let mut f = RawWorker::connect(gw.addr, "raw:f", vec![route(6, "*", "/api/{*rest}")]).await;
@@ -209,7 +219,8 @@ async fn routes_of_different_workers_conflict_only_on_the_same_method_and_shape(
     ];
     assert_eq!(routed_to(&gw, &mut ws, "GET", "/a/1").await, "a#1");
     assert_eq!(routed_to(&gw, &mut ws, "GET", "/a/1/2").await, "b#2");
-    assert_eq!(routed_to(&gw, &mut ws, "POST", "/a/1").await, "d#4");
+    assert_eq!(routed_to(&gw, &mut ws, "POST", "/d/1").await, "d#4");
+    assert_eq!(routed_to(&gw, &mut ws, "GET", "/d/1").await, "d#7");
     assert_eq!(routed_to(&gw, &mut ws, "HEAD", "/a/1").await, "a#1");
     assert_eq!(routed_to(&gw, &mut ws, "GET", "/api/x").await, "f#6");
     assert_eq!(routed_to(&gw, &mut ws, "GET", "/other").await, "e#5");
@@ -218,13 +229,34 @@ async fn routes_of_different_workers_conflict_only_on_the_same_method_and_shape(
 #[tokio::test]
 async fn a_route_left_without_connections_is_taken_over_whatever_its_param_names() {
     let gw = TestGateway::start().await;
-    let mut old = RawWorker::connect(gw.addr, "raw:old", vec![route(0, "GET", "/t/{id}")]).await;
+    let mut old = RawWorker::connect(
+        gw.addr,
+        "raw:old",
+        vec![route(0, "GET", "/t/{id}"), route(1, "*", "/u/{id}")],
+    )
+    .await;
     old.ws.close(None).await.unwrap();
     wait_for_workers(gw.addr, "raw:old", 0).await;
-    let mut new = RawWorker::connect(gw.addr, "raw:new", vec![route(9, "GET", "/t/{key}")]).await;
+    // Same method and shape, and `*` overlapping GET: both taken over.
+    let mut new = RawWorker::connect(
+        gw.addr,
+        "raw:new",
+        vec![route(9, "GET", "/t/{key}"), route(8, "GET", "/u/{key}")],
+    )
+    .await;
     assert_eq!(
         routed_to(&gw, &mut [("new", &mut new)], "GET", "/t/1").await,
         "new#9"
+    );
+    assert_eq!(
+        routed_to(&gw, &mut [("new", &mut new)], "GET", "/u/1").await,
+        "new#8"
+    );
+    let (c, url) = (client(), gw.url("/u/1"));
+    assert_eq!(
+        send(&c, "POST", &url, &[], bytes::Bytes::new()).await.0,
+        404,
+        "the departed worker's `*` route is gone"
     );
     // Replicas of one id that spell one shape two ways cannot share the table.
     assert_eq!(
