@@ -363,10 +363,9 @@ mod tests {
                 "{json}"
             );
         }
-        let big = format!(
-            r#"{{"protocol":1,"worker_id":"a","max_concurrency":18446744073709551615,"routes":[]}}"#
-        );
-        let h = hello_frame(&big).expect("a u64 decodes");
+        let big =
+            r#"{"protocol":1,"worker_id":"a","max_concurrency":18446744073709551615,"routes":[]}"#;
+        let h = hello_frame(big).expect("a u64 decodes");
         assert_eq!(h.validate("a").unwrap_err().code, CloseCode::BadHello);
     }
 }

@@ -48,10 +48,10 @@ pub fn register(
         && header_has_token(&req, UPGRADE, "websocket")
         && header_has_token(&req, CONNECTION, "upgrade");
     if is_upgrade
-        && !req
+        && req
             .headers()
             .get(SEC_WEBSOCKET_VERSION)
-            .is_some_and(|v| v == "13")
+            .is_none_or(|v| v != "13")
     {
         // RFC 6455 §4.4: name the version this server speaks.
         let mut resp = refuse(

@@ -327,22 +327,29 @@ mod tests {
         assert!(!e.is_permanent(), "{e:?}");
     }
 
+    #[allow(clippy::result_large_err)] // the callback type tungstenite asks for
+    fn select_vyx(
+        _: &tokio_tungstenite::tungstenite::handshake::server::Request,
+        mut r: tokio_tungstenite::tungstenite::handshake::server::Response,
+    ) -> Result<
+        tokio_tungstenite::tungstenite::handshake::server::Response,
+        tokio_tungstenite::tungstenite::handshake::server::ErrorResponse,
+    > {
+        r.headers_mut().insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+        Ok(r)
+    }
+
     /// A gateway that accepts the upgrade with `vyx.1`, reads HELLO, sends `welcome` and
     /// returns the close code the worker answers with.
     async fn gateway_sending(welcome: Welcome) -> (SocketAddr, tokio::task::JoinHandle<u16>) {
-        use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             let (sock, _) = listener.accept().await.unwrap();
-            let mut ws =
-                tokio_tungstenite::accept_hdr_async(sock, |_: &Request, mut r: Response| {
-                    r.headers_mut().insert(
-                        "sec-websocket-protocol",
-                        HeaderValue::from_static(SUBPROTOCOL),
-                    );
-                    Ok(r)
-                })
+            let mut ws = tokio_tungstenite::accept_hdr_async(sock, select_vyx)
                 .await
                 .unwrap();
             let hello = ws.next().await.unwrap().unwrap();
