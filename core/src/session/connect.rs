@@ -345,6 +345,11 @@ mod tests {
     /// A gateway that accepts the upgrade with `vyx.1`, reads HELLO, sends `welcome` and
     /// returns the close code the worker answers with.
     async fn gateway_sending(welcome: Welcome) -> (SocketAddr, tokio::task::JoinHandle<u16>) {
+        gateway_sending_raw(Frame::Welcome(welcome).encode().to_vec()).await
+    }
+
+    /// [`gateway_sending`] with the WELCOME message's bytes as given.
+    async fn gateway_sending_raw(welcome: Vec<u8>) -> (SocketAddr, tokio::task::JoinHandle<u16>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
@@ -354,9 +359,7 @@ mod tests {
                 .unwrap();
             let hello = ws.next().await.unwrap().unwrap();
             assert!(matches!(hello, Message::Binary(_)));
-            ws.send(Message::Binary(Frame::Welcome(welcome).encode()))
-                .await
-                .unwrap();
+            ws.send(Message::Binary(welcome.into())).await.unwrap();
             loop {
                 match ws.next().await {
                     Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
@@ -404,6 +407,19 @@ mod tests {
         let e = dial(addr).await;
         assert!(!e.is_permanent(), "{e:?}");
         assert!(e.to_string().contains("max_frame_size"), "{e}");
+        assert_eq!(
+            tokio::time::timeout(WAIT, gateway).await.unwrap().unwrap(),
+            4005
+        );
+    }
+
+    #[tokio::test]
+    async fn a_welcome_that_does_not_decode_is_closed_4005_and_retried() {
+        let mut msg = vec![0x11, 0, 0, 0, 0, 0];
+        msg.extend_from_slice(br#"{"protocol":1}"#);
+        let (addr, gateway) = gateway_sending_raw(msg).await;
+        let e = dial(addr).await;
+        assert!(!e.is_permanent(), "{e:?}");
         assert_eq!(
             tokio::time::timeout(WAIT, gateway).await.unwrap().unwrap(),
             4005
