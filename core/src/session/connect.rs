@@ -473,18 +473,4 @@ mod tests {
         assert_eq!(r.chars().count(), MAX_REASON_CHARS + 1);
         assert!(r.ends_with('…'));
     }
-
-    #[test]
-    fn upgrade_refusals_400_and_404_are_permanent() {
-        let e = ConnectError::NoEndpoint {
-            url: "ws://h/x".into(),
-            reason: "no route".into(),
-        };
-        assert!(e.is_permanent());
-        assert!(e
-            .to_string()
-            .starts_with("no vyx registration endpoint at ws://h/x"));
-        assert!(ConnectError::Rejected("HTTP 400: x".into()).is_permanent());
-        assert!(!ConnectError::Transient("HTTP 503".into()).is_permanent());
-    }
 }
