@@ -91,12 +91,20 @@ ERROR_KINDS = (
 )
 
 
+# A RESPONSE head with a bad field is a stream error at the gateway (the only receiver of
+# RESPONSE): RESET protocol_error, 502 to that client, the connection stays (PROTOCOL.md §3.5).
+STREAM_SCOPED = ("invalid_status", "invalid_header_name", "invalid_header_value")
+
+
 def close_code_for(kind, raw):
-    """The receiver's close code: a HELLO payload that does not decode is bad_hello (the
-    worker has a bug that retrying cannot fix); every other decode error is 4005/4006."""
+    """The receiver's close code, None for a stream error: a HELLO payload that does not
+    decode is bad_hello (the worker has a bug that retrying cannot fix); every other
+    connection-level decode error is 4005/4006."""
+    if raw[:1] == b"\x02" and kind in STREAM_SCOPED:
+        return None
     if kind == "frame_too_large":
         return CLOSE_FRAME_TOO_LARGE
-    if kind == "invalid_control_payload" and raw[0] == 0x10:
+    if kind == "invalid_control_payload" and raw[:1] == b"\x10":
         return CLOSE_BAD_HELLO
     return CLOSE_PROTOCOL_VIOLATION
 
@@ -788,8 +796,11 @@ def malformed_vectors():
     v = []
 
     def add(name, raw, kind):
-        v.append({"name": name, "hex": raw.hex(), "error": kind,
-                  "close_code": close_code_for(kind, raw)})
+        code = close_code_for(kind, raw)
+        vec = {"name": name, "hex": raw.hex(), "error": kind, "close_code": code}
+        if code is None:
+            vec["reset_code"] = "protocol_error"
+        v.append(vec)
 
     H = header
     D, RQ, RS, RT, W = 0x00, 0x01, 0x02, 0x03, 0x08
