@@ -1,8 +1,9 @@
 //! Error kinds of the protocol: frame decode errors, WebSocket close codes and RESET codes.
 
 /// Why a WebSocket message is not a valid frame. Every kind closes the connection with
-/// [`CloseCode::ProtocolViolation`], except [`DecodeError::FrameTooLarge`] which closes it
-/// with [`CloseCode::FrameTooLarge`].
+/// [`CloseCode::ProtocolViolation`], except [`DecodeError::FrameTooLarge`]
+/// ([`CloseCode::FrameTooLarge`]) and a HELLO payload that does not decode
+/// ([`CloseCode::BadHello`]); see [`DecodeError::close_code`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("frame of {size} bytes exceeds the limit of {max} bytes")]
@@ -27,7 +28,7 @@ pub enum DecodeError {
     InvalidTarget,
     #[error("invalid header name")]
     InvalidHeaderName,
-    #[error("invalid header value (CR, LF or NUL)")]
+    #[error("invalid header value (a control byte other than HTAB)")]
     InvalidHeaderValue,
     #[error("invalid path parameter name")]
     InvalidParamName,
@@ -65,10 +66,13 @@ impl DecodeError {
         }
     }
 
-    /// The close code a receiver sends when it cannot decode a frame.
+    /// The close code a receiver sends when it cannot decode a frame. A HELLO whose JSON
+    /// does not decode is `bad_hello`, which the worker does not retry: the same HELLO
+    /// would fail again.
     pub fn close_code(&self) -> CloseCode {
         match self {
             DecodeError::FrameTooLarge { .. } => CloseCode::FrameTooLarge,
+            DecodeError::InvalidControlPayload { frame: "HELLO", .. } => CloseCode::BadHello,
             _ => CloseCode::ProtocolViolation,
         }
     }

@@ -3,10 +3,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use serde::{Deserialize, Serialize};
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::CloseCode;
-use crate::limits::{MAX_CONCURRENCY, MAX_ROUTES, MAX_WORKER_ID_LEN};
+use crate::limits::{MAX_CONCURRENCY, MAX_FRAME_SIZE, MAX_ROUTES, MAX_WINDOW, MAX_WORKER_ID_LEN};
+pub use crate::routing::check_pattern;
+use crate::routing::Router;
 
 /// Protocol version spoken by this crate.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -21,7 +24,9 @@ pub const WORKER_ID_HEADER: &str = "x-vyx-worker-id";
 /// `path` uses `{name}` parameters and a trailing `{*rest}` catch-all.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteSpec {
-    /// 0..=65535; a wider JSON number parses so that it can be refused with 4001.
+    /// 0..=65535; a wider JSON number parses (as `u32::MAX` when it does not fit) so that it
+    /// can be refused with 4001.
+    #[serde(deserialize_with = "saturating_u32")]
     pub id: u32,
     pub method: String,
     pub path: String,
@@ -30,28 +35,39 @@ pub struct RouteSpec {
 /// Worker → gateway, the first frame after the upgrade.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
+    #[serde(deserialize_with = "saturating_u32")]
     pub protocol: u32,
     pub worker_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub instance: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub sdk: String,
+    #[serde(deserialize_with = "saturating_u32")]
     pub max_concurrency: u32,
     pub routes: Vec<RouteSpec>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub labels: BTreeMap<String, String>,
 }
 
-/// Gateway → worker, the answer to a valid HELLO.
+/// Gateway → worker, the answer to a valid HELLO. Integers that do not fit a `u32` read as
+/// `u32::MAX`, which every range refuses (§3.8).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Welcome {
+    #[serde(deserialize_with = "saturating_u32")]
     pub protocol: u32,
     pub gateway: String,
     pub connection_id: String,
+    /// 1..=2^31−1.
+    #[serde(deserialize_with = "saturating_u32")]
     pub heartbeat_ms: u32,
+    /// 1..=2^31−1.
+    #[serde(deserialize_with = "saturating_u32")]
     pub initial_window: u32,
+    /// Exactly 1,048,576 in v1.
+    #[serde(deserialize_with = "saturating_u32")]
     pub max_frame_size: u32,
     /// The effective cap: the lower of the worker's and the gateway's.
+    #[serde(deserialize_with = "saturating_u32")]
     pub max_concurrency: u32,
 }
 
@@ -136,8 +152,56 @@ impl Hello {
     }
 }
 
-/// Checks a route set (HELLO or ROUTES): count, unique ids, unique (method, path),
-/// method and pattern syntax.
+impl Welcome {
+    /// The worker's check of WELCOME (§2.3 step 6) against the `max_concurrency` its HELLO
+    /// asked for: `protocol` ≠ 1 → 4002 (stop), any other value out of range → 4005 (retry).
+    pub fn validate(&self, asked_max_concurrency: u32) -> Result<(), HandshakeError> {
+        if self.protocol != PROTOCOL_VERSION {
+            return Err(HandshakeError::new(
+                CloseCode::UnsupportedVersion,
+                format!(
+                    "gateway speaks protocol {}; this worker speaks {PROTOCOL_VERSION}",
+                    self.protocol
+                ),
+            ));
+        }
+        let bad = |what: String| {
+            Err(HandshakeError::new(
+                CloseCode::ProtocolViolation,
+                format!("invalid WELCOME: {what}"),
+            ))
+        };
+        if !(1..=MAX_WINDOW).contains(&self.heartbeat_ms) {
+            return bad(format!(
+                "heartbeat_ms {} is outside 1..={MAX_WINDOW}",
+                self.heartbeat_ms
+            ));
+        }
+        if !(1..=MAX_WINDOW).contains(&self.initial_window) {
+            return bad(format!(
+                "initial_window {} is outside 1..={MAX_WINDOW}",
+                self.initial_window
+            ));
+        }
+        if self.max_frame_size as usize != MAX_FRAME_SIZE {
+            return bad(format!(
+                "max_frame_size {} is not {MAX_FRAME_SIZE}, the only value of protocol 1",
+                self.max_frame_size
+            ));
+        }
+        if !(1..=asked_max_concurrency).contains(&self.max_concurrency) {
+            return bad(format!(
+                "max_concurrency {} is outside 1..={asked_max_concurrency} (the HELLO's)",
+                self.max_concurrency
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a route set (HELLO or ROUTES): count, unique ids, method and pattern syntax, and
+/// no two routes of one method with the same shape. The last check is the gateway's own
+/// route table refusing the insert, so that what passes here always fits the table.
 pub fn validate_routes(routes: &[RouteSpec]) -> Result<(), HandshakeError> {
     let bad = |msg: String| Err(HandshakeError::new(CloseCode::BadHello, msg));
     if routes.len() > MAX_ROUTES {
@@ -147,7 +211,7 @@ pub fn validate_routes(routes: &[RouteSpec]) -> Result<(), HandshakeError> {
         ));
     }
     let mut ids = HashSet::with_capacity(routes.len());
-    let mut keys = HashSet::with_capacity(routes.len());
+    let mut table = Router::default();
     for r in routes {
         if r.id > u16::MAX as u32 {
             return bad(format!("route id {} is outside 0..=65535", r.id));
@@ -164,8 +228,8 @@ pub fn validate_routes(routes: &[RouteSpec]) -> Result<(), HandshakeError> {
         if let Err(why) = check_pattern(&r.path) {
             return bad(format!("route {}: path {:?} {why}", r.id, r.path));
         }
-        if !keys.insert((r.method.as_str(), pattern_shape(&r.path))) {
-            return bad(format!("route {} {} is declared twice", r.method, r.path));
+        if let Err(c) = table.insert(&r.method, &r.path, ()) {
+            return bad(format!("route {}: {c}: declared twice", r.id));
         }
     }
     Ok(())
@@ -178,63 +242,130 @@ fn is_route_method(m: &str) -> bool {
                 .all(|b| crate::frame::is_tchar(b) && !b.is_ascii_lowercase()))
 }
 
-/// The pattern with parameter names removed: `/a/{id}` and `/a/{key}` are the same route.
-fn pattern_shape(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    let mut in_param = false;
-    for c in path.chars() {
-        match c {
-            '{' => {
-                in_param = true;
-                out.push('{');
-            }
-            '}' => {
-                in_param = false;
-                out.push('}');
-            }
-            '*' if in_param => out.push('*'),
-            _ if in_param => {}
-            c => out.push(c),
-        }
-    }
-    out
+/// Reads a JSON integer into a `u32` field whose valid range ends below `u32::MAX`: a value
+/// that does not fit becomes `u32::MAX`, which the range check then refuses with the close
+/// code of the field (4001 in HELLO), not as a decode error (4005). Signs, fractions and
+/// exponents are still refused by the `u64` parse.
+fn saturating_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    u64::deserialize(d).map(|v| u32::try_from(v).unwrap_or(u32::MAX))
 }
 
-/// Pattern syntax: starts with '/'; no space, control byte, '?' or '#'; each `{name}`
-/// parameter or `{*name}` catch-all fills a whole segment, names are non-empty and unique,
-/// and a catch-all comes last.
-pub fn check_pattern(path: &str) -> Result<(), &'static str> {
-    if !path.starts_with('/') {
-        return Err("must start with '/'");
+/// An optional field: `null` is the same as absent (§3.8).
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Option::unwrap_or_default)
+}
+
+/// Checks what §3.8 forbids anywhere in a control payload, inside unknown keys too:
+/// duplicate keys in any object, strings that are not valid UTF-8 or hold a lone surrogate
+/// escape (`"\ud800"`). The typed parse that follows checks the schema.
+pub fn check_json_strict(payload: &[u8]) -> Result<(), serde_json::Error> {
+    serde_json::from_slice::<StrictJson>(payload).map(|_| ())
+}
+
+/// Any JSON value, walked and dropped.
+struct StrictJson;
+
+impl<'de> Deserialize<'de> for StrictJson {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<StrictJson, D::Error> {
+        d.deserialize_any(StrictVisitor)
     }
-    if path
-        .bytes()
-        .any(|b| b <= 0x20 || b == 0x7f || b == b'?' || b == b'#')
-    {
-        return Err("contains a space, control byte, '?' or '#'");
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = StrictJson;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
     }
-    let segments: Vec<&str> = path[1..].split('/').collect();
-    let mut names = HashSet::new();
-    for (i, seg) in segments.iter().enumerate() {
-        let Some(inner) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) else {
-            if seg.contains(['{', '}']) {
-                return Err("has a parameter that does not fill a whole segment, or a stray brace");
+
+    fn visit_bool<E>(self, _: bool) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+    // serde_json has already decoded the string, escapes checked, when it calls this.
+    fn visit_str<E>(self, _: &str) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+    fn visit_unit<E>(self) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StrictJson, A::Error> {
+        while seq.next_element::<StrictJson>()?.is_some() {}
+        Ok(StrictJson)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StrictJson, A::Error> {
+        let mut keys = HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if keys.contains(&key) {
+                return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
             }
-            continue;
-        };
-        let (catch_all, name) = match inner.strip_prefix('*') {
-            Some(rest) => (true, rest),
-            None => (false, inner),
-        };
-        if name.is_empty() || name.contains(['{', '}', '*']) {
-            return Err("has an empty or invalid parameter name");
+            keys.insert(key);
+            map.next_value::<StrictJson>()?;
         }
-        if catch_all && i != segments.len() - 1 {
-            return Err("has a catch-all parameter that is not at the end");
-        }
-        if !names.insert(name) {
-            return Err("uses a parameter name twice");
+        Ok(StrictJson)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Frame;
+
+    fn hello_frame(json: &str) -> Result<Hello, String> {
+        let mut msg = vec![0x10, 0, 0, 0, 0, 0];
+        msg.extend_from_slice(json.as_bytes());
+        match Frame::decode(msg.into(), crate::limits::MAX_FRAME_SIZE) {
+            Ok(Frame::Hello(h)) => Ok(h),
+            Ok(other) => Err(format!("decoded as {}", other.name())),
+            Err(e) => Err(e.kind().to_string()),
         }
     }
-    Ok(())
+
+    const BASE: &str = r#""worker_id":"a","max_concurrency":1,"routes":[]"#;
+
+    #[test]
+    fn json_edge_cases_follow_section_3_8() {
+        let ok = |extra: &str| hello_frame(&format!("{{\"protocol\":1,{BASE}{extra}}}"));
+        let h = ok(r#","instance":null,"sdk":null,"labels":null"#).expect("null = absent");
+        assert_eq!((h.instance.as_str(), h.labels.len()), ("", 0));
+        for bad in [
+            r#","protocol":1"#,
+            r#","x":{"k":1,"k":2}"#,
+            r#","labels":{"a":"1","a":"2"}"#,
+            r#","x":"\ud800""#,
+            r#","sdk":"\udc00x""#,
+        ] {
+            assert_eq!(
+                ok(bad).unwrap_err(),
+                "invalid_control_payload",
+                "{bad} must be refused"
+            );
+        }
+        for number in ["-0", "-1", "1.0", "1e0", "18446744073709551616"] {
+            let json = format!(r#"{{"protocol":{number},{BASE}}}"#);
+            assert_eq!(
+                hello_frame(&json).unwrap_err(),
+                "invalid_control_payload",
+                "{json}"
+            );
+        }
+        let big =
+            r#"{"protocol":1,"worker_id":"a","max_concurrency":18446744073709551615,"routes":[]}"#;
+        let h = hello_frame(big).expect("a u64 decodes");
+        assert_eq!(h.validate("a").unwrap_err().code, CloseCode::BadHello);
+    }
 }

@@ -3,6 +3,7 @@
 //! - [`frame`]: the binary frame codec (one WebSocket message = one frame).
 //! - [`handshake`]: the JSON control messages (HELLO, WELCOME, DRAIN, ROUTES, ERROR) and
 //!   the upgrade-request constants.
+//! - [`routing`]: route patterns, their shapes and the matcher the gateway routes with.
 //! - [`backoff`]: the reconnect schedule shared byte-for-byte with the Go SDK.
 //! - [`session`]: the worker-side engine (connect, handshake, heartbeat, multiplexed streams,
 //!   flow control, drain, reconnect) with the pull interface the SDKs build on.
@@ -16,6 +17,7 @@ pub mod flow;
 pub mod frame;
 pub mod handshake;
 pub mod limits;
+pub mod routing;
 pub mod session;
 pub mod transport;
 

@@ -99,8 +99,7 @@ pub fn admin_refusal<B>(req: &Request<B>, shared: &Shared) -> Option<Response<Ga
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(crate::auth::bearer_token);
     match presented {
         None => {
             let mut resp = text(

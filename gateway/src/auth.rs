@@ -52,6 +52,25 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive
+/// (RFC 9110 §11.1) and followed by one or more spaces; any other scheme gives `None`.
+///
+/// ```
+/// use vyx_gateway::auth::bearer_token;
+/// assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+/// assert_eq!(bearer_token("bearer  abc"), Some("abc"));
+/// assert_eq!(bearer_token("BEARER abc"), Some("abc"));
+/// assert_eq!(bearer_token("Basic abc"), None);
+/// assert_eq!(bearer_token("Bearerabc"), None);
+/// ```
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    Some(rest.trim_matches(' ')).filter(|t| !t.is_empty())
+}
+
 /// What an admitted worker may do.
 #[derive(Debug, Clone, Default)]
 pub struct Admission {

@@ -84,9 +84,10 @@ async fn dispatch(
     };
     let table = shared.registry.table_full();
     let path = parts.uri.path();
-    let Some((target, params)) = table.lookup(parts.method.as_str(), path) else {
+    let Some(found) = table.lookup(parts.method.as_str(), path) else {
         return error_response(StatusCode::NOT_FOUND, "no route", &request_id);
     };
+    let target = found.value;
     *matched = Some(target.clone());
     if let Some(len) = http_body::Body::size_hint(&body).exact() {
         if len > shared.config.max_body {
@@ -100,7 +101,7 @@ async fn dispatch(
 
     // The REQUEST frame, straight from the parts; the route id is set per replica below.
     let end_stream = http_body::Body::is_end_stream(&body);
-    let mut frame = match encode_request(&parts, &params, end_stream, client, &request_id) {
+    let mut frame = match encode_request(&parts, &found.params, end_stream, client, &request_id) {
         Ok(f) => f,
         Err(e) => {
             return error_response(
@@ -112,7 +113,7 @@ async fn dispatch(
     };
     // Readers hold the table for a lookup only: a route update waits for them.
     let target = target.clone();
-    drop(params);
+    drop(found);
     drop(table);
 
     // A replica with room, waiting a bounded time for one when all are full.
@@ -228,7 +229,7 @@ async fn dispatch(
 /// params, the client's end-to-end headers, and the forwarding headers.
 fn encode_request(
     parts: &http::request::Parts,
-    params: &matchit::Params<'_, '_>,
+    params: &[(&str, Cow<'_, [u8]>)],
     end_stream: bool,
     client: SocketAddr,
     request_id: &HeaderValue,
@@ -236,9 +237,8 @@ fn encode_request(
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let method = parts.method.as_str();
     let mut w = RequestWriter::new(0, end_stream, 0, method.as_bytes(), target.as_bytes(), 512);
-    for (name, value) in params.iter() {
-        let decoded: Cow<[u8]> = percent_encoding::percent_decode_str(value).into();
-        w.param(name.as_bytes(), &decoded);
+    for (name, value) in params {
+        w.param(name.as_bytes(), value);
     }
     w.begin_headers();
     for (name, value) in parts.headers.iter() {

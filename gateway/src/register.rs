@@ -46,11 +46,22 @@ pub fn register(
 ) -> Response<GatewayBody> {
     let is_upgrade = req.method() == http::Method::GET
         && header_has_token(&req, UPGRADE, "websocket")
-        && header_has_token(&req, CONNECTION, "upgrade")
+        && header_has_token(&req, CONNECTION, "upgrade");
+    if is_upgrade
         && req
             .headers()
             .get(SEC_WEBSOCKET_VERSION)
-            .is_some_and(|v| v == "13");
+            .is_none_or(|v| v != "13")
+    {
+        // RFC 6455 §4.4: name the version this server speaks.
+        let mut resp = refuse(
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported WebSocket version: this gateway speaks Sec-WebSocket-Version 13".into(),
+        );
+        resp.headers_mut()
+            .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return resp;
+    }
     let Some(key) = req
         .headers()
         .get(SEC_WEBSOCKET_KEY)
@@ -95,8 +106,7 @@ pub fn register(
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(crate::auth::bearer_token);
     let admission = match shared.config.auth.admit(&worker_id, token, peer) {
         Ok(a) => a,
         Err(rejection) => {

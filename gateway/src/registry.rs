@@ -76,6 +76,9 @@ struct Inner {
     groups: HashMap<String, (Arc<WorkerGroup>, GroupState)>,
     /// Which group serves each route.
     claims: BTreeMap<RouteKey, Arc<WorkerGroup>>,
+    /// The claimed routes of each pattern shape: routes conflict by shape, not by spelling
+    /// (`GET /a/{id}` and `GET /a/{key}` are one route), and `*` overlaps every method.
+    shapes: HashMap<String, Vec<RouteKey>>,
     writer: TableWriter,
 }
 
@@ -210,25 +213,49 @@ impl Registry {
         group: &Arc<WorkerGroup>,
         wanted: BTreeSet<RouteKey>,
     ) -> Result<(), HandshakeError> {
-        let current = &inner.state(group).claimed;
-        if *current == wanted {
+        let current = inner.state(group).claimed.clone();
+        if current == wanted {
             return Ok(());
         }
         let dropped: Vec<RouteKey> = current.difference(&wanted).cloned().collect();
-        let added: Vec<RouteKey> = wanted.difference(current).cloned().collect();
+        let added: Vec<RouteKey> = wanted.difference(&current).cloned().collect();
         let mut taken_from = Vec::new();
         for key in &added {
-            if let Some(other) = inner.claims.get(key) {
-                if !other.replicas.load().is_empty() {
+            for existing in inner.shapes.get(&shape_of(key)).into_iter().flatten() {
+                let same_method = existing.method == key.method;
+                // Methods overlap when equal or when either is `*` (§2.4 rule 9).
+                if !(same_method || &*existing.method == "*" || &*key.method == "*")
+                    || dropped.contains(existing)
+                {
+                    continue;
+                }
+                let other = &inner.claims[existing];
+                if Arc::ptr_eq(other, group) {
+                    if !same_method {
+                        continue; // one worker may serve `GET /x` and `* /x`
+                    }
+                    // Replicas of one worker id disagree on the parameter names.
                     return Err(HandshakeError::new(
                         CloseCode::RouteConflict,
                         format!(
-                            "route {key} is already served by worker {:?}; worker {:?} cannot claim it",
-                            other.worker_id, group.worker_id
+                            "worker {:?} cannot claim {key}: its replicas serve {existing} (same shape, other names)",
+                            group.worker_id
                         ),
                     ));
                 }
-                taken_from.push((key.clone(), other.clone()));
+                if !other.replicas.load().is_empty() {
+                    return Err(HandshakeError::new(
+                        CloseCode::RouteConflict,
+                        // Names first: the close reason keeps 123 bytes.
+                        format!(
+                            "worker {:?} cannot claim {key}: worker {:?} serves {existing} (same shape)",
+                            group.worker_id, other.worker_id
+                        ),
+                    ));
+                }
+                if !taken_from.iter().any(|(k, _)| k == existing) {
+                    taken_from.push((existing.clone(), other.clone()));
+                }
             }
         }
         let changes: Vec<Change> = dropped
@@ -249,22 +276,25 @@ impl Registry {
                 RouteTable::build(claims).expect("the routes before this change fitted")
             })
             .map_err(|c| {
-                let owner = claims
-                    .iter()
-                    .find(|(k, _)| *k.path == *c.with_path)
-                    .map(|(_, g)| g.worker_id.clone())
-                    .unwrap_or_default();
+                // Two routes of this change with one shape (the checks above cover claims).
                 HandshakeError::new(
                     CloseCode::RouteConflict,
                     format!(
-                        "route {} overlaps {:?} served by worker {:?}",
-                        c.key, c.with_path, owner
+                        "worker {:?} declares {} and {} {} (same method and shape)",
+                        group.worker_id, c.key, c.key.method, c.with_path
                     ),
                 )
             })?;
 
-        for key in &dropped {
+        for key in dropped.iter().chain(taken_from.iter().map(|(k, _)| k)) {
             inner.claims.remove(key);
+            let shape = shape_of(key);
+            if let Some(keys) = inner.shapes.get_mut(&shape) {
+                keys.retain(|k| k != key);
+                if keys.is_empty() {
+                    inner.shapes.remove(&shape);
+                }
+            }
         }
         for (key, other) in &taken_from {
             info!(route = %key, from = %other.worker_id, to = %group.worker_id, "route taken over from a worker with no live connection");
@@ -272,6 +302,11 @@ impl Registry {
         }
         for key in &added {
             inner.claims.insert(key.clone(), group.clone());
+            inner
+                .shapes
+                .entry(shape_of(key))
+                .or_default()
+                .push(key.clone());
         }
         inner.state(group).claimed = wanted;
         for (_, other) in &taken_from {
@@ -279,6 +314,11 @@ impl Registry {
         }
         Ok(())
     }
+}
+
+/// The shape of a route's pattern, which conflicts are decided on (spec/PROTOCOL.md §2.5.1).
+fn shape_of(key: &RouteKey) -> String {
+    vyx_core::routing::pattern_shape(&key.path)
 }
 
 impl Inner {

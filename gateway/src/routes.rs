@@ -1,13 +1,15 @@
-//! The route table: per-method matchit routers plus one for any-method routes. Lookups take
-//! no lock: readers load the live copy from an `ArcSwap`. Changes go to a second copy, which
-//! is then swapped in, and the copy swapped out catches up with the same change on the next
-//! update (the left-right scheme), so an update costs the size of the change, not of the
-//! table: registering the 10,000th worker costs what the 100th did.
+//! The route table: the core's route matcher (`vyx_core::routing::Router`, whose precedence,
+//! HEAD and percent-decoding rules are spec/PROTOCOL.md §2.5). Lookups take no lock:
+//! readers load the live copy from an `ArcSwap`. Changes go to a second copy, which is then
+//! swapped in, and the copy swapped out catches up with the same change on the next update
+//! (the left-right scheme), so an update costs the size of the change, not of the table:
+//! registering the 10,000th worker costs what the 100th did.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
+use vyx_core::routing::{Match, Router};
 
 use crate::metrics::RouteMetrics;
 use crate::registry::WorkerGroup;
@@ -37,11 +39,10 @@ pub struct RouteTarget {
 
 #[derive(Default, Clone)]
 pub struct RouteTable {
-    methods: HashMap<String, matchit::Router<Arc<RouteTarget>>>,
-    any: matchit::Router<Arc<RouteTarget>>,
+    router: Router<Arc<RouteTarget>>,
 }
 
-/// A route that cannot be added beside another.
+/// A route that cannot be added beside another: same method, same shape.
 #[derive(Debug)]
 pub struct TableConflict {
     pub key: RouteKey,
@@ -64,23 +65,12 @@ impl RouteTable {
         Ok(table)
     }
 
-    fn router(&mut self, method: &str) -> &mut matchit::Router<Arc<RouteTarget>> {
-        if method == "*" {
-            &mut self.any
-        } else {
-            self.methods.entry(method.to_string()).or_default()
-        }
-    }
-
     fn insert(&mut self, target: Arc<RouteTarget>) -> Result<(), TableConflict> {
         let key = target.key.clone();
-        self.router(&key.method)
-            .insert(key.path.to_string(), target)
-            .map_err(|e| TableConflict {
-                with_path: match e {
-                    matchit::InsertError::Conflict { with } => with,
-                    other => other.to_string(),
-                },
+        self.router
+            .insert(&key.method, &key.path, target)
+            .map_err(|c| TableConflict {
+                with_path: c.existing,
                 key,
             })
     }
@@ -88,33 +78,21 @@ impl RouteTable {
     fn apply(&mut self, change: &Change) -> Result<(), TableConflict> {
         match change {
             Change::Remove(key) => {
-                self.router(&key.method).remove(key.path.to_string());
+                self.router.remove(&key.method, &key.path);
                 Ok(())
             }
             Change::Insert(target) => self.insert(target.clone()),
         }
     }
 
-    /// The route for a method and a raw path, with its raw (still percent-encoded) params.
+    /// The route for a method and a raw (still percent-encoded) path, with its decoded
+    /// params. A GET route serves HEAD unless a HEAD route of its shape exists.
     pub fn lookup<'t, 'p>(
         &'t self,
         method: &str,
         path: &'p str,
-    ) -> Option<(&'t Arc<RouteTarget>, matchit::Params<'t, 'p>)> {
-        // HEAD falls back to GET, as HTTP servers do (hyper sends no body for HEAD).
-        let methods: &[&str] = if method == "HEAD" {
-            &["HEAD", "GET"]
-        } else {
-            &[method]
-        };
-        for m in methods {
-            if let Some(router) = self.methods.get(*m) {
-                if let Ok(found) = router.at(path) {
-                    return Some((found.value, found.params));
-                }
-            }
-        }
-        self.any.at(path).ok().map(|m| (m.value, m.params))
+    ) -> Option<Match<'t, 'p, Arc<RouteTarget>>> {
+        self.router.lookup(method, path)
     }
 }
 
@@ -213,7 +191,7 @@ mod tests {
     fn routes_of(live: &LiveTable, method: &str, path: &str) -> Option<String> {
         live.load()
             .lookup(method, path)
-            .map(|(t, _)| t.key.to_string())
+            .map(|m| m.value.key.to_string())
     }
 
     #[test]

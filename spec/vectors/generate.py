@@ -12,7 +12,10 @@ Before writing anything the script checks itself:
   * every malformed vector must fail with exactly the named error kind, under
     two decoders that read the payload in different orders (so a vector
     never depends on the order in which payload fields are validated);
-  * every handshake case is run through the HELLO validation rules;
+  * every handshake case is run through the HELLO validation rules, every
+    WELCOME case through the worker's WELCOME check;
+  * every routing expectation is computed by a matcher that scores all routes
+    (not the trie vyx-core walks) and checked against the hand-written answer;
   * SplitMix64(0) must start with 0xE220A8397B1DCDAF.
 """
 
@@ -90,8 +93,22 @@ ERROR_KINDS = (
 )
 
 
-def close_code_for(kind):
-    return CLOSE_FRAME_TOO_LARGE if kind == "frame_too_large" else CLOSE_PROTOCOL_VIOLATION
+# A RESPONSE head with a bad field is a stream error at the gateway (the only receiver of
+# RESPONSE): RESET protocol_error, 502 to that client, the connection stays (PROTOCOL.md §3.5).
+STREAM_SCOPED = ("invalid_status", "invalid_header_name", "invalid_header_value")
+
+
+def close_code_for(kind, raw):
+    """The receiver's close code, None for a stream error: a HELLO payload that does not
+    decode is bad_hello (the worker has a bug that retrying cannot fix); every other
+    connection-level decode error is 4005/4006."""
+    if raw[:1] == b"\x02" and kind in STREAM_SCOPED:
+        return None
+    if kind == "frame_too_large":
+        return CLOSE_FRAME_TOO_LARGE
+    if kind == "invalid_control_payload" and raw[:1] == b"\x10":
+        return CLOSE_BAD_HELLO
+    return CLOSE_PROTOCOL_VIOLATION
 
 
 # Key order of every control message: the order in which senders emit keys.
@@ -244,7 +261,8 @@ def check_header_name(b):
 
 
 def check_header_value(b):
-    if any(c in (0x00, 0x0A, 0x0D) for c in b):
+    # RFC 9110 field-value bytes: HTAB, 0x20-0x7E, 0x80-0xFF.
+    if any(not (c == 0x09 or 0x20 <= c <= 0x7E or c >= 0x80) for c in b):
         raise DecodeError("invalid_header_value")
 
 
@@ -379,8 +397,30 @@ def _no_duplicates(pairs):
     return dict(pairs)
 
 
+class SignedInt(int):
+    """An integer written with a minus sign ("-0" included): never a valid field value."""
+
+
+def _parse_int(text):
+    return SignedInt(int(text)) if text.startswith("-") else int(text)
+
+
+def _no_lone_surrogates(v):
+    # json.loads turns "\ud800" into a lone surrogate code point instead of failing.
+    if isinstance(v, str):
+        if any(0xD800 <= ord(c) <= 0xDFFF for c in v):
+            raise SchemaError("lone surrogate escape")
+    elif isinstance(v, list):
+        for x in v:
+            _no_lone_surrogates(x)
+    elif isinstance(v, dict):
+        for k, x in v.items():
+            _no_lone_surrogates(k)
+            _no_lone_surrogates(x)
+
+
 def is_uint(v):
-    # JSON integer (no fraction, no exponent), 0..=2^64-1. bool is not an int here.
+    # JSON integer (no sign, fraction or exponent), 0..=2^64-1. bool is not an int here.
     return type(v) is int and 0 <= v <= U64_MAX
 
 
@@ -389,6 +429,8 @@ def is_str(v):
 
 
 def require(o, key, pred, optional=False):
+    if optional and o.get(key, 0) is None:  # null for an optional field = absent
+        return
     if key not in o:
         if optional:
             return
@@ -442,7 +484,7 @@ def check_control_schema(t, o):
     elif t == "ROUTES":
         require(o, "routes", check_routes_schema)
     elif t == "ERROR":
-        require(o, "code", is_uint)
+        require(o, "code", lambda v: is_uint(v) and v <= 0xFFFF)
         require(o, "message", is_str)
     else:
         raise AssertionError(t)
@@ -451,7 +493,9 @@ def check_control_schema(t, o):
 def parse_control(t, payload):
     try:
         text = payload.decode("utf-8", errors="strict")
-        o = json.loads(text, parse_constant=_no_constants, object_pairs_hook=_no_duplicates)
+        o = json.loads(text, parse_constant=_no_constants, object_pairs_hook=_no_duplicates,
+                       parse_int=_parse_int)
+        _no_lone_surrogates(o)
         check_control_schema(t, o)
     except (UnicodeDecodeError, ValueError, SchemaError):
         raise DecodeError("invalid_control_payload")
@@ -691,9 +735,9 @@ def frame_vectors():
     add("request_empty_header_value", request(
         21, True, 0, "GET", "/hello/x",
         [("name", "x")], [("x-empty", ""), ("accept", "")]))
-    add("request_header_value_other_bytes", request(
+    add("request_header_value_tab_space_and_high_bytes", request(
         23, True, 0, "GET", "/hello/x",
-        [("name", "x")], [("x-ctl", b"\x01\t \x7f\x7e"), ("x-space", b" padded ")]))
+        [("name", "x")], [("x-tab", b"a\tb"), ("x-space", b" padded "), ("x-high", b"~\x80\xff")]))
     add("request_max_route_id_custom_method", request(
         0xFFFFFFFE, True, 65535, "PURGE", "/cache/*",
         [], [("host", "example.com")]))
@@ -754,8 +798,11 @@ def malformed_vectors():
     v = []
 
     def add(name, raw, kind):
-        v.append({"name": name, "hex": raw.hex(), "error": kind,
-                  "close_code": close_code_for(kind)})
+        code = close_code_for(kind, raw)
+        vec = {"name": name, "hex": raw.hex(), "error": kind, "close_code": code}
+        if code is None:
+            vec["reset_code"] = "protocol_error"
+        v.append(vec)
 
     H = header
     D, RQ, RS, RT, W = 0x00, 0x01, 0x02, 0x03, 0x08
@@ -911,6 +958,12 @@ def malformed_vectors():
         "invalid_header_value")
     add("header_value_with_nul", H(RQ, END_STREAM, 1) + req(headers=[(b"x-a", b"a\x00b")]),
         "invalid_header_value")
+    for byte in (0x01, 0x08, 0x0B, 0x1F, 0x7F):
+        add("header_value_with_0x%02x" % byte,
+            H(RQ, END_STREAM, 1) + req(headers=[(b"x-a", b"a" + bytes([byte]) + b"b")]),
+            "invalid_header_value")
+    add("response_header_value_del", H(RS, END_STREAM, 1)
+        + resp(headers=[(b"x-a", b"\x7f")]), "invalid_header_value")
     add("response_header_value_crlf", H(RS, END_STREAM, 1)
         + resp(headers=[(b"set-cookie", b"a=1\r\nx-injected: 1")]), "invalid_header_value")
 
@@ -994,12 +1047,38 @@ def malformed_vectors():
     w["max_frame_size"] = -1
     add("welcome_max_frame_size_negative", H(WELCOME, 0, 0) + cj(w), ICP)
     add("welcome_json_array", H(WELCOME, 0, 0) + b"[1]", ICP)
+    # Strictness edge cases (PROTOCOL.md §3.8), one each; the same HELLO without the fault
+    # is valid. Written by hand: a JSON library would not produce them.
+    base = b'"worker_id":"rust:api","max_concurrency":8,"routes":[]'
+
+    def hello_raw(name, text):
+        add(name, H(HELLO, 0, 0) + text, ICP)
+    hello_raw("hello_duplicate_key", b'{"protocol":1,' + base + b',"protocol":1}')
+    hello_raw("hello_duplicate_key_in_unknown_object",
+              b'{"protocol":1,' + base + b',"future":{"k":1,"k":1}}')
+    hello_raw("hello_duplicate_label", b'{"protocol":1,' + base + b',"labels":{"a":"1","a":"2"}}')
+    hello_raw("hello_duplicate_key_in_route", b'{"protocol":1,"worker_id":"rust:api",'
+              b'"max_concurrency":8,"routes":[{"id":0,"method":"GET","path":"/","id":1}]}')
+    hello_raw("hello_protocol_minus_zero", b'{"protocol":-0,' + base + b'}')
+    hello_raw("hello_max_concurrency_negative",
+              b'{"protocol":1,"worker_id":"rust:api","max_concurrency":-1,"routes":[]}')
+    hello_raw("hello_protocol_fraction", b'{"protocol":1.0,' + base + b'}')
+    hello_raw("hello_protocol_exponent", b'{"protocol":1e0,' + base + b'}')
+    hello_raw("hello_protocol_above_u64", b'{"protocol":18446744073709551616,' + base + b'}')
+    hello_raw("hello_lone_high_surrogate", b'{"protocol":1,' + base + b',"sdk":"\\ud800"}')
+    hello_raw("hello_lone_low_surrogate", b'{"protocol":1,' + base + b',"sdk":"x\\udc00"}')
+    hello_raw("hello_lone_surrogate_in_unknown_key",
+              b'{"protocol":1,' + base + b',"future":"\\udbff"}')
+    hello_raw("hello_null_required_field",
+              b'{"protocol":1,"worker_id":null,"max_concurrency":8,"routes":[]}')
+    hello_raw("hello_invalid_utf8_in_unknown_key", b'{"protocol":1,' + base + b',"x":"\xc3("}')
     add("drain_json_number", H(DRAIN, 0, 0) + b"42", ICP)
     add("drain_deadline_string", H(DRAIN, 0, 0)
         + cj({"reason": "shutdown", "deadline_ms": "30000"}), ICP)
     add("routes_missing_routes", H(ROUTES, 0, 0) + b"{}", ICP)
     add("routes_route_not_object", H(ROUTES, 0, 0) + b'{"routes":["GET /"]}', ICP)
     add("error_code_string", H(ERROR, 0, 0) + cj({"code": "4005", "message": "x"}), ICP)
+    add("error_code_above_u16", H(ERROR, 0, 0) + cj({"code": 65536, "message": "x"}), ICP)
     add("error_not_object", H(ERROR, 0, 0) + b'"protocol violation"', ICP)
     return v
 
@@ -1060,6 +1139,261 @@ def handshake_cases():
         with_routes((0, "GET", "/a/{id}"), (1, "GET", "/a/{id}")), CLOSE_BAD_HELLO)
     add("same_path_different_methods_ok",
         with_routes((0, "GET", "/a/{id}"), (1, "POST", "/a/{id}")), "ok")
+    # Route sets (§2.5): routes conflict only on the same method and the same shape.
+    add("same_shape_other_param_name",
+        with_routes((0, "GET", "/a/{id}"), (1, "GET", "/a/{key}")), CLOSE_BAD_HELLO)
+    add("same_shape_other_catch_all_name",
+        with_routes((0, "GET", "/f/{*a}"), (1, "GET", "/f/{*b}")), CLOSE_BAD_HELLO)
+    add("star_twice_same_shape",
+        with_routes((0, "*", "/a/{x}"), (1, "*", "/a/{y}")), CLOSE_BAD_HELLO)
+    add("param_beside_catch_all_ok",
+        with_routes((0, "GET", "/a/{x}"), (1, "GET", "/a/{*rest}")), "ok")
+    add("root_param_beside_root_catch_all_ok",
+        with_routes((0, "GET", "/{x}"), (1, "GET", "/{*r}")), "ok")
+    add("literal_beside_param_ok",
+        with_routes((0, "GET", "/a/b"), (1, "GET", "/a/{x}"), (2, "GET", "/a/{x}/c")), "ok")
+    add("star_beside_method_same_shape_ok",
+        with_routes((0, "*", "/a/{x}"), (1, "GET", "/a/{y}")), "ok")
+    add("head_beside_get_same_shape_ok", with_routes((0, "GET", "/p"), (1, "HEAD", "/p")), "ok")
+    add("trailing_slash_is_another_route_ok", with_routes((0, "GET", "/a"), (1, "GET", "/a/")),
+        "ok")
+    add("prefix_beside_its_catch_all_ok",
+        with_routes((0, "GET", "/files"), (1, "GET", "/files/{*rest}")), "ok")
+    add("root_and_root_catch_all_ok", with_routes((0, "GET", "/"), (1, "GET", "/{*r}")), "ok")
+    add("non_ascii_literal_ok", with_routes((0, "GET", "/caf\u00e9")), "ok")
+    add("empty_segment_literal_ok", with_routes((0, "GET", "/a//b")), "ok")
+    add("param_not_whole_segment", with_routes((0, "GET", "/a/x{id}")), CLOSE_BAD_HELLO)
+    add("param_name_twice", with_routes((0, "GET", "/a/{id}/{id}")), CLOSE_BAD_HELLO)
+    add("path_with_query", with_routes((0, "GET", "/a?x=1")), CLOSE_BAD_HELLO)
+    add("path_with_space", with_routes((0, "GET", "/a b")), CLOSE_BAD_HELLO)
+    # JSON edge cases that decode (§3.8): null for an optional field is absent; an integer
+    # out of a field's range is a validation failure (4001/4002), not a decode error.
+    add("optional_fields_null_ok", minimal(instance=None, sdk=None, labels=None), "ok")
+    add("protocol_above_u32", minimal(protocol=2**40), CLOSE_UNSUPPORTED_VERSION)
+    add("max_concurrency_u64_max", minimal(max_concurrency=U64_MAX), CLOSE_BAD_HELLO)
+    add("max_concurrency_above_u32", minimal(max_concurrency=2**32), CLOSE_BAD_HELLO)
+    add("route_id_65536", with_routes((65536, "GET", "/a")), CLOSE_BAD_HELLO)
+    add("route_id_u64_max", with_routes((U64_MAX, "GET", "/a")), CLOSE_BAD_HELLO)
+    return cases
+
+
+MAX_FRAME_SIZE_V1 = 1048576
+
+
+def validate_welcome(hello_max_concurrency, w):
+    """The worker's check of a decoded WELCOME: "ok" or the close code it sends."""
+    check_control_schema("WELCOME", w)
+    if w["protocol"] != PROTOCOL_VERSION:
+        return CLOSE_UNSUPPORTED_VERSION
+    if not 1 <= w["heartbeat_ms"] <= MAX_WINDOW:
+        return CLOSE_PROTOCOL_VIOLATION
+    if not 1 <= w["initial_window"] <= MAX_WINDOW:
+        return CLOSE_PROTOCOL_VIOLATION
+    if w["max_frame_size"] != MAX_FRAME_SIZE_V1:
+        return CLOSE_PROTOCOL_VIOLATION
+    if not 1 <= w["max_concurrency"] <= hello_max_concurrency:
+        return CLOSE_PROTOCOL_VIOLATION
+    return "ok"
+
+
+def welcome_cases():
+    cases = []
+
+    def add(name, expect, **kw):
+        w = dict(FULL_WELCOME)
+        w.update(kw)
+        cases.append({"name": name, "hello_max_concurrency": 256, "welcome": w,
+                      "expect": expect if expect == "ok" else {"close_code": expect}})
+
+    add("welcome_ok", "ok")
+    add("protocol_2", CLOSE_UNSUPPORTED_VERSION, protocol=2)
+    add("protocol_above_u32", CLOSE_UNSUPPORTED_VERSION, protocol=2**40)
+    add("heartbeat_0", CLOSE_PROTOCOL_VIOLATION, heartbeat_ms=0)
+    add("heartbeat_max_ok", "ok", heartbeat_ms=MAX_WINDOW)
+    add("heartbeat_above_max", CLOSE_PROTOCOL_VIOLATION, heartbeat_ms=MAX_WINDOW + 1)
+    add("initial_window_0", CLOSE_PROTOCOL_VIOLATION, initial_window=0)
+    add("initial_window_max_ok", "ok", initial_window=MAX_WINDOW)
+    add("initial_window_above_max", CLOSE_PROTOCOL_VIOLATION, initial_window=MAX_WINDOW + 1)
+    add("max_frame_size_65536", CLOSE_PROTOCOL_VIOLATION, max_frame_size=65536)
+    add("max_frame_size_2mib", CLOSE_PROTOCOL_VIOLATION, max_frame_size=2 * MAX_FRAME_SIZE_V1)
+    add("max_frame_size_u64_max", CLOSE_PROTOCOL_VIOLATION, max_frame_size=U64_MAX)
+    add("max_concurrency_0", CLOSE_PROTOCOL_VIOLATION, max_concurrency=0)
+    add("max_concurrency_1_ok", "ok", max_concurrency=1)
+    add("max_concurrency_as_asked_ok", "ok", max_concurrency=256)
+    add("max_concurrency_above_asked", CLOSE_PROTOCOL_VIOLATION, max_concurrency=257)
+    return cases
+
+
+# ---------------------------------------------------------------------------
+# Routing (PROTOCOL.md §2.5), an independent matcher: it scores every route instead of
+# walking a trie as vyx-core does.
+# ---------------------------------------------------------------------------
+
+def pct_decode(s):
+    b = s.encode("ascii")
+    out = bytearray()
+    i = 0
+    while i < len(b):
+        if b[i] == 0x25 and i + 2 < len(b) \
+                and all(chr(c) in "0123456789abcdefABCDEF" for c in b[i + 1:i + 3]):
+            out.append(int(b[i + 1:i + 3], 16))
+            i += 3
+        else:
+            out.append(b[i])
+            i += 1
+    return bytes(out)
+
+
+def match_pattern(pattern, path):
+    """(ranks, raw param values) when pattern matches the raw path, else None."""
+    segs = pattern[1:].split("/")
+    raw = path[1:].split("/")
+    ranks, values = [], []
+    for i, seg in enumerate(segs):
+        if seg.startswith("{*"):
+            if i >= len(raw):
+                return None
+            ranks.append(0)
+            values.append("/".join(raw[i:]))
+            return ranks, values
+        if i >= len(raw):
+            return None
+        if seg.startswith("{"):
+            if raw[i] == "":
+                return None
+            ranks.append(1)
+            values.append(raw[i])
+        else:
+            if pct_decode(raw[i]) != seg.encode("utf-8"):
+                return None
+            ranks.append(2)
+    return (ranks, values) if len(raw) == len(segs) else None
+
+
+def route_lookup(routes, method, path):
+    best = None
+    for r in routes:
+        if r["method"] == method:
+            mrank = 2
+        elif method == "HEAD" and r["method"] == "GET":
+            mrank = 1
+        elif r["method"] == "*":
+            mrank = 0
+        else:
+            continue
+        m = match_pattern(r["path"], path)
+        if m is None:
+            continue
+        key = (m[0], mrank)
+        if best is None or key > best[0]:
+            names = [seg.strip("{}*") for seg in r["path"][1:].split("/") if seg.startswith("{")]
+            best = (key, r["id"], list(zip(names, m[1])))
+    if best is None:
+        return None
+    return {"route_id": best[1], "params": [[n, hx(pct_decode(v))] for n, v in best[2]]}
+
+
+def routing_cases():
+    cases = []
+
+    def add(name, routes, requests):
+        rs = [route(i, m, p) for i, (m, p) in enumerate(routes)]
+        assert validate_routes(rs) is None, name
+        reqs = []
+        for method, path, want in requests:
+            got = route_lookup(rs, method, path)
+            want_id = None if want is None else want[0]
+            assert (got and got["route_id"]) == want_id or (got is None and want is None), \
+                (name, method, path, got, want)
+            if want is not None:
+                assert [[n, bytes.fromhex(v).decode("utf-8")] for n, v in got["params"]] \
+                    == [list(p) for p in want[1]], (name, path, got)
+            reqs.append({"method": method, "path": path, "expect": got})
+        cases.append({"name": name, "routes": rs, "requests": reqs})
+
+    add("literal_beats_param_beats_catch_all",
+        [("GET", "/a/b"), ("GET", "/a/{x}"), ("GET", "/a/{*rest}"), ("GET", "/{x}"),
+         ("GET", "/{*r}")],
+        [("GET", "/a/b", (0, [])),
+         ("GET", "/a/c", (1, [("x", "c")])),
+         ("GET", "/a/b/c", (2, [("rest", "b/c")])),
+         ("GET", "/a/", (2, [("rest", "")])),
+         ("GET", "/a", (3, [("x", "a")])),
+         ("GET", "/", (4, [("r", "")])),
+         ("GET", "/z/y", (4, [("r", "z/y")]))])
+    add("leftmost_segment_decides",
+        [("GET", "/{x}/b"), ("GET", "/a/{y}")],
+        [("GET", "/a/b", (1, [("y", "b")])),
+         ("GET", "/c/b", (0, [("x", "c")]))])
+    add("backtrack_when_the_literal_branch_dead_ends",
+        [("GET", "/a/b/c"), ("GET", "/a/{x}/d")],
+        [("GET", "/a/b/d", (1, [("x", "b")])),
+         ("GET", "/a/b/c", (0, [])),
+         ("GET", "/a/b/e", None)])
+    add("percent_decoding",
+        [("GET", "/caf\u00e9"), ("GET", "/u/{name}"), ("GET", "/files/{*rest}")],
+        [("GET", "/caf%C3%A9", (0, [])),
+         ("GET", "/caf%c3%a9", (0, [])),
+         ("GET", "/u/a%2Fb", (1, [("name", "a/b")])),
+         ("GET", "/u/a/b", None),
+         ("GET", "/u/w%C3%B6rld", (1, [("name", "w\u00f6rld")])),
+         ("GET", "/u/100%", (1, [("name", "100%")])),
+         ("GET", "/u/%zz+%41", (1, [("name", "%zz+A")])),
+         ("GET", "/files/a%2Fb/c", (2, [("rest", "a/b/c")]))])
+    add("encoded_literal_needs_the_decoded_text",
+        [("GET", "/a%2Fb"), ("GET", "/x/y")],
+        [("GET", "/a%2Fb", None),
+         ("GET", "/a%252Fb", (0, [])),
+         ("GET", "/x%2Fy", None)])
+    add("trailing_slash_and_empty_segments",
+        [("GET", "/a"), ("GET", "/a/"), ("GET", "/p/{x}")],
+        [("GET", "/a", (0, [])),
+         ("GET", "/a/", (1, [])),
+         ("GET", "/a//", None),
+         ("GET", "/p/", None),
+         ("GET", "/p//", None),
+         ("GET", "/p/1/", None)])
+    add("catch_all_rest_may_be_empty_but_needs_its_slash",
+        [("GET", "/files/{*rest}")],
+        [("GET", "/files", None),
+         ("GET", "/files/", (0, [("rest", "")])),
+         ("GET", "/files//x", (0, [("rest", "/x")])),
+         ("GET", "/files/a/b/", (0, [("rest", "a/b/")]))])
+    add("no_normalisation",
+        [("GET", "/Abc"), ("GET", "/a/b")],
+        [("GET", "/abc", None),
+         ("GET", "/%41bc", (0, [])),
+         ("GET", "/a/./b", None),
+         ("GET", "/a//b", None)])
+    add("specificity_before_method",
+        [("*", "/api/{*rest}"), ("GET", "/{*rest}")],
+        [("GET", "/api/x", (0, [("rest", "x")])),
+         ("GET", "/other", (1, [("rest", "other")])),
+         ("POST", "/other", None),
+         ("POST", "/api/x", (0, [("rest", "x")]))])
+    add("method_beats_star_at_the_same_shape",
+        [("*", "/a/{y}"), ("GET", "/a/{x}")],
+        [("GET", "/a/1", (1, [("x", "1")])),
+         ("DELETE", "/a/1", (0, [("y", "1")]))])
+    add("a_method_that_does_not_fit_falls_back",
+        [("POST", "/a/b"), ("GET", "/a/{x}")],
+        [("GET", "/a/b", (1, [("x", "b")])),
+         ("POST", "/a/b", (0, [])),
+         ("PUT", "/a/b", None)])
+    add("methods_are_case_sensitive",
+        [("GET", "/a")],
+        [("get", "/a", None),
+         ("GET", "/a", (0, []))])
+    add("head_uses_the_get_route",
+        [("GET", "/p"), ("GET", "/q"), ("HEAD", "/q"), ("*", "/r"), ("GET", "/s"), ("*", "/s"),
+         ("GET", "/t/x"), ("HEAD", "/t/{y}")],
+        [("HEAD", "/p", (0, [])),
+         ("HEAD", "/q", (2, [])),
+         ("GET", "/q", (1, [])),
+         ("HEAD", "/r", (3, [])),
+         ("HEAD", "/s", (4, [])),
+         ("HEAD", "/t/x", (6, [])),
+         ("HEAD", "/t/z", (7, [("y", "z")]))])
     return cases
 
 
@@ -1131,7 +1465,7 @@ def self_check(frames, malformed, cases, backoff):
                 assert e.kind == vec["error"], (vec["name"], strategy, e.kind)
             else:
                 raise AssertionError("decoded without error: " + vec["name"])
-        assert vec["close_code"] == close_code_for(vec["error"])
+        assert vec["close_code"] == close_code_for(vec["error"], raw)
         kinds.add(vec["error"])
     assert kinds == set(ERROR_KINDS) - {"frame_too_large"}, set(ERROR_KINDS) - kinds
 
@@ -1207,8 +1541,17 @@ def main():
     frames = frame_vectors()
     malformed = malformed_vectors()
     cases = handshake_cases()
+    welcomes = welcome_cases()
+    routing = routing_cases()
     backoff = backoff_vectors()
     self_check(frames, malformed, cases, backoff)
+    for case in welcomes:
+        payload = control_json_bytes(case["welcome"])
+        assert decode(header(0x11, 0, 0) + payload)["json"] == case["welcome"]
+        want = case["expect"] if case["expect"] == "ok" else case["expect"]["close_code"]
+        assert validate_welcome(case["hello_max_concurrency"], case["welcome"]) == want, case
+    assert len({c["name"] for c in welcomes}) == len(welcomes)
+    assert len({c["name"] for c in routing}) == len(routing)
 
     write("frames.json", {
         "description": "vyx protocol v1 frame vectors. hex is the whole WebSocket binary "
@@ -1236,13 +1579,26 @@ def main():
                        "only; route conflicts and allow-lists are not covered). The upgrade "
                        "request carried X-Vyx-Worker-Id: header_worker_id and the worker sent "
                        "hello; expect is \"ok\" (gateway answers WELCOME) or the close code. "
-                       "See spec/PROTOCOL.md, HELLO validation.",
+                       "welcome_cases: the worker's check of a WELCOME answering a HELLO with "
+                       "hello_max_concurrency; expect is \"ok\" or the close code the worker "
+                       "sends (4002 stops, 4005 retries). "
+                       "See spec/PROTOCOL.md, HELLO validation and Control frames.",
         "cases": cases,
+        "welcome_cases": welcomes,
+    })
+    write("routing.json", {
+        "description": "vyx protocol v1 routing: a worker declares routes (a valid HELLO route "
+                       "set); for each request (method, raw path as received, without query) "
+                       "the gateway picks expect.route_id and sends expect.params (name, "
+                       "percent-decoded value as hex) in pattern order, or answers 404 itself "
+                       "when expect is null. See spec/PROTOCOL.md, Route patterns and matching.",
+        "cases": routing,
     })
     write("backoff.json", backoff)
     write("query.json", query_vectors())  # spec/vectors/query.py
-    print("frames: %d, malformed: %d, handshake: %d, backoff seeds: %d"
-          % (len(frames), len(malformed), len(cases), len(backoff["delays"])))
+    print("frames: %d, malformed: %d, handshake: %d, welcome: %d, routing: %d, backoff seeds: %d"
+          % (len(frames), len(malformed), len(cases), len(welcomes), len(routing),
+             len(backoff["delays"])))
     return 0
 
 

@@ -36,10 +36,12 @@ impl ControlMessage for ErrorMessage {
 }
 
 pub(super) fn decode<M: ControlMessage>(payload: &[u8]) -> Result<M, DecodeError> {
-    serde_json::from_slice(payload).map_err(|e| DecodeError::InvalidControlPayload {
-        frame: M::NAME,
-        reason: e.to_string(),
-    })
+    crate::handshake::check_json_strict(payload)
+        .and_then(|()| serde_json::from_slice(payload))
+        .map_err(|e| DecodeError::InvalidControlPayload {
+            frame: M::NAME,
+            reason: e.to_string(),
+        })
 }
 
 pub(super) fn encode<M: ControlMessage>(msg: &M) -> Bytes {

@@ -113,9 +113,11 @@ const HEADER_NAME_BYTES: [bool; 256] = {
     t
 };
 
-/// A header value holds no NUL, CR or LF.
+/// A header value is RFC 9110 field-value bytes only: HTAB, 0x20–0x7E and 0x80–0xFF; every
+/// other control byte (0x00–0x08, 0x0A–0x1F, 0x7F) is refused.
 pub fn is_header_value(v: &[u8]) -> bool {
-    !v.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n')
+    v.iter()
+        .all(|&b| b == b'\t' || (0x20..=0x7e).contains(&b) || b >= 0x80)
 }
 
 /// A target is origin-form: starts with '/', visible ASCII only.

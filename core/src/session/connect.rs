@@ -28,6 +28,15 @@ pub enum ConnectError {
         status: u16,
         reason: String,
     },
+    /// The URL answered the upgrade with HTTP 404: nothing there registers workers (a
+    /// wrong path, or not a vyx gateway).
+    #[error("no vyx registration endpoint at {url}: HTTP 404: {reason}")]
+    NoEndpoint { url: String, reason: String },
+    /// The gateway refused the upgrade request itself (HTTP 400: no `vyx.1`, a bad worker
+    /// id header, ...), or answered 101 without selecting `vyx.1`. Sending the same request
+    /// again cannot help.
+    #[error("gateway rejected the registration request: {0}")]
+    Rejected(String),
     /// The registration request cannot be built from this configuration.
     #[error("invalid registration request: {0}")]
     Invalid(String),
@@ -43,20 +52,29 @@ impl ConnectError {
     /// Whether retrying cannot help until a configuration changes.
     pub fn is_permanent(&self) -> bool {
         match self {
-            ConnectError::Unauthorized { .. } | ConnectError::Invalid(_) => true,
+            ConnectError::Unauthorized { .. }
+            | ConnectError::NoEndpoint { .. }
+            | ConnectError::Rejected(_)
+            | ConnectError::Invalid(_) => true,
             ConnectError::Refused { code, .. } => code.is_permanent(),
             ConnectError::Transient(_) => false,
         }
     }
 }
 
-/// `ws://host:port` → `ws://host:port/_vyx/register`; a URL with a path is kept as it is.
+/// The URL a worker dials (spec/PROTOCOL.md §2.1): a URL whose path is empty or `/` gets
+/// `/_vyx/register` (`ws://host:port` → `ws://host:port/_vyx/register`, a query kept after
+/// it); a URL with any other path is dialled as given.
 pub fn registration_url(connect: &str) -> String {
     let after_scheme = connect.find("://").map_or(0, |i| i + 3);
-    match connect[after_scheme..].find('/') {
-        Some(i) if after_scheme + i + 1 < connect.len() => connect.to_string(),
-        Some(i) => format!("{}{REGISTER_PATH}", &connect[..after_scheme + i]),
-        None => format!("{connect}{REGISTER_PATH}"),
+    let authority_end = connect[after_scheme..]
+        .find(['/', '?', '#'])
+        .map_or(connect.len(), |i| after_scheme + i);
+    let (head, tail) = connect.split_at(authority_end);
+    let path_end = tail.find(['?', '#']).unwrap_or(tail.len());
+    match &tail[..path_end] {
+        "" | "/" => format!("{head}{REGISTER_PATH}{}", &tail[path_end..]),
+        _ => connect.to_string(),
     }
 }
 
@@ -105,8 +123,8 @@ pub(crate) async fn connect(
             let status = resp.status().as_u16();
             let reason = resp
                 .body()
-                .as_ref()
-                .map(|b| String::from_utf8_lossy(b).trim().to_string())
+                .as_deref()
+                .map(http_reason)
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| resp.status().canonical_reason().unwrap_or("").to_string());
             return Err(match status {
@@ -115,8 +133,17 @@ pub(crate) async fn connect(
                     status,
                     reason,
                 },
+                404 => ConnectError::NoEndpoint { url, reason },
+                400 => ConnectError::Rejected(format!("HTTP 400: {reason}")),
                 _ => ConnectError::Transient(format!("gateway answered HTTP {status}: {reason}")),
             });
+        }
+        Ok(Err(tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::SecWebSocketSubProtocolError(e),
+        ))) => {
+            return Err(ConnectError::Rejected(format!(
+                "the 101 answer does not select {SUBPROTOCOL}: {e}"
+            )))
         }
         Ok(Err(e)) => return Err(ConnectError::Transient(format!("cannot reach {url}: {e}"))),
         Ok(Ok(ok)) => ok,
@@ -157,18 +184,15 @@ pub(crate) async fn connect(
         match msg {
             Message::Binary(b) => match Frame::decode(b, MAX_FRAME_SIZE) {
                 Ok(Frame::Welcome(w)) => {
-                    if let Err(e) = check_welcome(&w, cfg.max_concurrency) {
-                        let code = match &e {
-                            ConnectError::Refused { code, .. } => *code,
-                            _ => CloseCode::ProtocolViolation,
-                        };
-                        let _ = ws
-                            .close(Some(CloseFrame {
-                                code: (code as u16).into(),
-                                reason: truncate_reason(&e.to_string()).into(),
-                            }))
-                            .await;
-                        return Err(e);
+                    if let Err(e) = w.validate(cfg.max_concurrency) {
+                        close(&mut ws, e.code, &e.message).await;
+                        return Err(match e.code {
+                            CloseCode::UnsupportedVersion => ConnectError::Refused {
+                                code: e.code,
+                                reason: e.message,
+                            },
+                            _ => ConnectError::Transient(e.message),
+                        });
                     }
                     return Ok((ws, w));
                 }
@@ -179,7 +203,11 @@ pub(crate) async fn connect(
                         other.name()
                     )))
                 }
-                Err(e) => return Err(ConnectError::Transient(format!("bad WELCOME: {e}"))),
+                Err(e) => {
+                    let why = format!("invalid WELCOME: {e}");
+                    close(&mut ws, e.close_code(), &why).await;
+                    return Err(ConnectError::Transient(why));
+                }
             },
             Message::Close(frame) => {
                 let (code, reason) = match frame {
@@ -203,29 +231,246 @@ pub(crate) async fn connect(
 /// How long a dial (TCP, TLS and upgrade) may take.
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// WELCOME values a worker can live with (spec/PROTOCOL.md, "WELCOME").
-fn check_welcome(w: &Welcome, asked: u32) -> Result<(), ConnectError> {
-    let bad = |what: String| Err(ConnectError::Transient(format!("invalid WELCOME: {what}")));
-    if w.protocol != PROTOCOL_VERSION {
-        return Err(ConnectError::Refused {
-            code: CloseCode::UnsupportedVersion,
-            reason: format!("gateway speaks protocol {}", w.protocol),
+/// Closes the handshake with `code` (best effort: the socket is dropped right after).
+async fn close(ws: &mut WsStream, code: CloseCode, why: &str) {
+    let _ = ws
+        .close(Some(CloseFrame {
+            code: (code as u16).into(),
+            reason: truncate_reason(why).into(),
+        }))
+        .await;
+}
+
+/// Longest part of a refusal's body kept in the error (gateways answer one short line).
+const MAX_REASON_CHARS: usize = 300;
+
+/// The plain-text body of a refused upgrade as one line, cut at [`MAX_REASON_CHARS`].
+fn http_reason(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(MAX_REASON_CHARS) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::WorkerConfig;
+    use std::net::SocketAddr;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    const WAIT: Duration = Duration::from_secs(20);
+
+    /// Answers one upgrade request on 127.0.0.1 with `answer`, verbatim.
+    async fn http_once(answer: &'static str) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = sock.read(&mut buf).await.unwrap();
+                assert!(n > 0, "request ended early");
+                got.extend_from_slice(&buf[..n]);
+            }
+            sock.write_all(answer.as_bytes()).await.unwrap();
         });
+        addr
     }
-    if w.heartbeat_ms == 0 {
-        return bad("heartbeat_ms is 0".into());
+
+    async fn dial(addr: SocketAddr) -> ConnectError {
+        let cfg = WorkerConfig::new(format!("ws://{addr}"), "t:w");
+        match tokio::time::timeout(WAIT, connect(&cfg, None)).await {
+            Ok(Err(e)) => e,
+            Ok(Ok(_)) => panic!("connected"),
+            Err(_) => panic!("no outcome in time"),
+        }
     }
-    if w.initial_window == 0 || w.initial_window > crate::limits::MAX_WINDOW {
-        return bad(format!("initial_window {}", w.initial_window));
+
+    #[tokio::test]
+    async fn an_upgrade_answered_404_is_a_named_permanent_error_with_the_body() {
+        let addr = http_once(
+            "HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\ncontent-length: 8\r\nconnection: close\r\n\r\nno route",
+        )
+        .await;
+        let e = dial(addr).await;
+        assert!(
+            matches!(&e, ConnectError::NoEndpoint { url, reason }
+                if url.ends_with("/_vyx/register") && reason == "no route"),
+            "{e:?}"
+        );
+        assert!(e.is_permanent());
     }
-    if (w.max_frame_size as usize) < 65_536 {
-        return bad(format!("max_frame_size {}", w.max_frame_size));
+
+    #[tokio::test]
+    async fn an_upgrade_answered_400_is_permanent_and_carries_the_reason() {
+        let addr = http_once(
+            "HTTP/1.1 400 Bad Request\r\ncontent-length: 26\r\nconnection: close\r\n\r\nsubprotocol vyx.1 required",
+        )
+        .await;
+        let e = dial(addr).await;
+        assert!(e.is_permanent(), "{e:?}");
+        assert!(e.to_string().contains("subprotocol vyx.1 required"), "{e}");
     }
-    if w.max_concurrency == 0 || w.max_concurrency > asked {
-        return bad(format!(
-            "max_concurrency {} (asked for {asked})",
-            w.max_concurrency
-        ));
+
+    #[tokio::test]
+    async fn an_upgrade_answered_503_is_retried() {
+        let addr = http_once(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbusy",
+        )
+        .await;
+        let e = dial(addr).await;
+        assert!(!e.is_permanent(), "{e:?}");
     }
-    Ok(())
+
+    #[allow(clippy::result_large_err)] // the callback type tungstenite asks for
+    fn select_vyx(
+        _: &tokio_tungstenite::tungstenite::handshake::server::Request,
+        mut r: tokio_tungstenite::tungstenite::handshake::server::Response,
+    ) -> Result<
+        tokio_tungstenite::tungstenite::handshake::server::Response,
+        tokio_tungstenite::tungstenite::handshake::server::ErrorResponse,
+    > {
+        r.headers_mut().insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+        Ok(r)
+    }
+
+    /// A gateway that accepts the upgrade with `vyx.1`, reads HELLO, sends `welcome` and
+    /// returns the close code the worker answers with.
+    async fn gateway_sending(welcome: Welcome) -> (SocketAddr, tokio::task::JoinHandle<u16>) {
+        gateway_sending_raw(Frame::Welcome(welcome).encode().to_vec()).await
+    }
+
+    /// [`gateway_sending`] with the WELCOME message's bytes as given.
+    async fn gateway_sending_raw(welcome: Vec<u8>) -> (SocketAddr, tokio::task::JoinHandle<u16>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_hdr_async(sock, select_vyx)
+                .await
+                .unwrap();
+            let hello = ws.next().await.unwrap().unwrap();
+            assert!(matches!(hello, Message::Binary(_)));
+            ws.send(Message::Binary(welcome.into())).await.unwrap();
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
+                    Some(Ok(_)) => {}
+                    other => panic!("no close frame: {other:?}"),
+                }
+            }
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn a_101_that_does_not_select_vyx_1_is_permanent() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            // A plain WebSocket server: it ignores the offered subprotocols.
+            let _ws = tokio_tungstenite::accept_async(sock).await;
+        });
+        let e = dial(addr).await;
+        assert!(matches!(e, ConnectError::Rejected(_)), "{e:?}");
+        assert!(e.is_permanent());
+    }
+
+    fn welcome() -> Welcome {
+        Welcome {
+            protocol: 1,
+            gateway: "test".into(),
+            connection_id: "c".into(),
+            heartbeat_ms: 5000,
+            initial_window: 262_144,
+            max_frame_size: 1_048_576,
+            max_concurrency: 8,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_welcome_announcing_another_frame_size_is_closed_4005_and_retried() {
+        let (addr, gateway) = gateway_sending(Welcome {
+            max_frame_size: 2 * 1_048_576,
+            ..welcome()
+        })
+        .await;
+        let e = dial(addr).await;
+        assert!(!e.is_permanent(), "{e:?}");
+        assert!(e.to_string().contains("max_frame_size"), "{e}");
+        assert_eq!(
+            tokio::time::timeout(WAIT, gateway).await.unwrap().unwrap(),
+            4005
+        );
+    }
+
+    #[tokio::test]
+    async fn a_welcome_that_does_not_decode_is_closed_4005_and_retried() {
+        let mut msg = vec![0x11, 0, 0, 0, 0, 0];
+        msg.extend_from_slice(br#"{"protocol":1}"#);
+        let (addr, gateway) = gateway_sending_raw(msg).await;
+        let e = dial(addr).await;
+        assert!(!e.is_permanent(), "{e:?}");
+        assert_eq!(
+            tokio::time::timeout(WAIT, gateway).await.unwrap().unwrap(),
+            4005
+        );
+    }
+
+    #[tokio::test]
+    async fn a_welcome_of_another_protocol_is_closed_4002_and_permanent() {
+        let (addr, gateway) = gateway_sending(Welcome {
+            protocol: 2,
+            ..welcome()
+        })
+        .await;
+        let e = dial(addr).await;
+        assert!(e.is_permanent(), "{e:?}");
+        assert_eq!(
+            tokio::time::timeout(WAIT, gateway).await.unwrap().unwrap(),
+            4002
+        );
+    }
+
+    #[test]
+    fn registration_url_appends_the_path_only_when_there_is_none() {
+        assert_eq!(
+            registration_url("ws://127.0.0.1:9000"),
+            "ws://127.0.0.1:9000/_vyx/register"
+        );
+        assert_eq!(
+            registration_url("wss://gw.example/"),
+            "wss://gw.example/_vyx/register"
+        );
+        assert_eq!(
+            registration_url("ws://gw.example/custom/reg"),
+            "ws://gw.example/custom/reg"
+        );
+        assert_eq!(
+            registration_url("ws://gw.example:9000?region=eu"),
+            "ws://gw.example:9000/_vyx/register?region=eu"
+        );
+        assert_eq!(
+            registration_url("ws://gw.example/?a=1"),
+            "ws://gw.example/_vyx/register?a=1"
+        );
+    }
+
+    #[test]
+    fn refusal_reasons_are_one_line_and_bounded() {
+        assert_eq!(http_reason(b"worker id\r\n missing\n"), "worker id missing");
+        let long = "é".repeat(1000);
+        let r = http_reason(long.as_bytes());
+        assert_eq!(r.chars().count(), MAX_REASON_CHARS + 1);
+        assert!(r.ends_with('…'));
+    }
 }

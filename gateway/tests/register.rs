@@ -1,0 +1,102 @@
+//! The upgrade request at `/_vyx/register` (PROTOCOL.md §2.2): the WebSocket version and
+//! the `Authorization` scheme.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use vyx_gateway::{file_config, GatewayConfig};
+
+/// A gateway whose `vyx.yaml` binds token `b-secret` to worker id `billing`.
+async fn gateway_with_credentials(dir: &Path) -> TestGateway {
+    std::fs::write(dir.join("billing.token"), "b-secret\n").unwrap();
+    let file = dir.join("vyx.yaml");
+    std::fs::write(
+        &file,
+        "workers:\n  - id: billing\n    mode: remote\n    token_file: billing.token\n    routes: [/billing]\n",
+    )
+    .unwrap();
+    let config = file_config::load(&file).unwrap();
+    TestGateway::start_with(move |c| {
+        *c = GatewayConfig {
+            listen: c.listen,
+            ..config
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_accepted_in_any_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway_with_credentials(dir.path()).await;
+    for value in ["bearer b-secret", "BEARER b-secret", "Bearer  b-secret"] {
+        let mut req = format!("ws://{}/_vyx/register", gw.addr)
+            .into_client_request()
+            .unwrap();
+        let h = req.headers_mut();
+        h.insert("sec-websocket-protocol", HeaderValue::from_static("vyx.1"));
+        h.insert("x-vyx-worker-id", HeaderValue::from_static("billing"));
+        h.insert("authorization", HeaderValue::from_static(value));
+        let outcome = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
+            .await
+            .expect("answered in time");
+        let (mut ws, resp) = outcome.unwrap_or_else(|e| panic!("{value:?} refused: {e}"));
+        assert_eq!(resp.status(), 101, "{value:?}");
+        let _ = ws.close(None).await;
+    }
+    // Another scheme is no bearer token at all.
+    let mut req = format!("ws://{}/_vyx/register", gw.addr)
+        .into_client_request()
+        .unwrap();
+    let h = req.headers_mut();
+    h.insert("sec-websocket-protocol", HeaderValue::from_static("vyx.1"));
+    h.insert("x-vyx-worker-id", HeaderValue::from_static("billing"));
+    h.insert("authorization", HeaderValue::from_static("Basic b-secret"));
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
+        other => panic!("expected 401, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_unsupported_websocket_version_gets_426_naming_version_13() {
+    let gw = TestGateway::start().await;
+    let mut sock = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    sock.write_all(
+        b"GET /_vyx/register HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
+          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+          Sec-WebSocket-Version: 8\r\nSec-WebSocket-Protocol: vyx.1\r\n\
+          X-Vyx-Worker-Id: a\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, sock.read_to_end(&mut answer))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 426"), "{text}");
+    assert!(text.contains("\r\nsec-websocket-version: 13\r\n"), "{text}");
+}
+
+#[tokio::test]
+async fn a_hello_that_does_not_decode_is_closed_4001_not_retried() {
+    let gw = TestGateway::start().await;
+    let mut w = RawWorker {
+        ws: raw_upgrade(gw.addr, "raw:buggy").await,
+        welcome: unset_welcome(),
+    };
+    // Duplicate keys: what a buggy encoder might write.
+    w.send_raw(
+        b"\x10\x00\x00\x00\x00\x00{\"protocol\":1,\"worker_id\":\"raw:buggy\",\"max_concurrency\":8,\"routes\":[],\"routes\":[]}"
+            .to_vec(),
+    )
+    .await;
+    assert_eq!(w.close_code().await, 4001);
+}
