@@ -1238,6 +1238,7 @@ def main():
         "cases": cases,
     })
     write("backoff.json", backoff)
+    __import__("behaviour").write_all(write)  # streams, flow, heartbeat, retry, worker_id
     print("frames: %d, malformed: %d, handshake: %d, backoff seeds: %d"
           % (len(frames), len(malformed), len(cases), len(backoff["delays"])))
     return 0
