@@ -94,8 +94,9 @@ impl Attempt {
     /// Answers the upgrade with `status` and a plain-text `reason`; returns the request's
     /// headers.
     pub async fn refuse(self, status: u16, reason: &str) -> Outcome<HeaderMap> {
-        let (result, headers, _) =
-            self.handshake(Answer::Refuse(status, reason.to_owned())).await;
+        let (result, headers, _) = self
+            .handshake(Answer::Refuse(status, reason.to_owned()))
+            .await;
         match result {
             Err(tokio_tungstenite::tungstenite::Error::Http(_)) => Ok(headers),
             Err(e) => fail(format!("refusing the upgrade: {e}")),
@@ -137,29 +138,32 @@ impl Attempt {
     ) {
         let seen = Arc::new(Mutex::new((HeaderMap::new(), String::new())));
         let record = seen.clone();
-        let callback = move |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
-            *record.lock().unwrap() = (req.headers().clone(), req.uri().path().to_owned());
-            match answer {
-                Answer::Upgrade { subprotocol } => {
-                    if subprotocol {
-                        resp.headers_mut().insert(
-                            "sec-websocket-protocol",
-                            HeaderValue::from_static(SUBPROTOCOL),
-                        );
+        // The callback's signature is tungstenite's.
+        #[allow(clippy::result_large_err)]
+        let callback =
+            move |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
+                *record.lock().unwrap() = (req.headers().clone(), req.uri().path().to_owned());
+                match answer {
+                    Answer::Upgrade { subprotocol } => {
+                        if subprotocol {
+                            resp.headers_mut().insert(
+                                "sec-websocket-protocol",
+                                HeaderValue::from_static(SUBPROTOCOL),
+                            );
+                        }
+                        Ok(resp)
                     }
-                    Ok(resp)
+                    Answer::Refuse(status, reason) => {
+                        let mut e = ErrorResponse::new(Some(reason));
+                        *e.status_mut() = StatusCode::from_u16(status).expect("a valid status");
+                        e.headers_mut().insert(
+                            "content-type",
+                            HeaderValue::from_static("text/plain; charset=utf-8"),
+                        );
+                        Err(e)
+                    }
                 }
-                Answer::Refuse(status, reason) => {
-                    let mut e = ErrorResponse::new(Some(reason));
-                    *e.status_mut() = StatusCode::from_u16(status).expect("a valid status");
-                    e.headers_mut().insert(
-                        "content-type",
-                        HeaderValue::from_static("text/plain; charset=utf-8"),
-                    );
-                    Err(e)
-                }
-            }
-        };
+            };
         let wire = Wire {
             tcp: self.tcp,
             mute: Arc::new(AtomicBool::new(false)),
@@ -220,10 +224,7 @@ impl AsyncWrite for Wire {
         Pin::new(&mut self.tcp).poll_flush(cx)
     }
 
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.tcp).poll_shutdown(cx)
     }
 }
@@ -400,7 +401,10 @@ impl Session {
     pub async fn close_code(&mut self, timeout: Duration) -> Outcome<u16> {
         let deadline = Instant::now() + timeout;
         loop {
-            match self.next_event(deadline.saturating_duration_since(Instant::now())).await? {
+            match self
+                .next_event(deadline.saturating_duration_since(Instant::now()))
+                .await?
+            {
                 None => return fail(format!("the worker did not close within {timeout:?}")),
                 Some(Event::Close(Some(code), _)) => return Ok(code),
                 Some(Event::Close(None, _)) => return fail("the worker closed without a code"),

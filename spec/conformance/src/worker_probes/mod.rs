@@ -51,24 +51,42 @@ impl WorkerProbe {
 /// that cannot be read is one failing row.
 pub fn all(repo: &Path) -> Vec<WorkerProbe> {
     let mut v = vec![
-        WorkerProbe::new("upgrade request and HELLO well-formed (§2.2, §3.8)", hello_well_formed),
-        WorkerProbe::new("sends nothing before WELCOME (§2.3)", nothing_before_welcome),
+        WorkerProbe::new(
+            "upgrade request and HELLO well-formed (§2.2, §3.8)",
+            hello_well_formed,
+        ),
+        WorkerProbe::new(
+            "sends nothing before WELCOME (§2.3)",
+            nothing_before_welcome,
+        ),
         WorkerProbe::new("answers ping with pong (§2.1)", answers_ping),
         WorkerProbe::new("echoes a close with its code (§2.1)", echoes_close),
         WorkerProbe::new(
             "REQUEST past its cap: RESET refused or served, others unaffected (§6)",
             beyond_cap,
         ),
-        WorkerProbe::new("silent gateway -> closes 4009 after ~3 intervals (§7)", silent_gateway),
-        WorkerProbe::new("its own stall is one interval, not a dead gateway (§7)", own_stall),
-        WorkerProbe::new("backoff: gaps between refused upgrades in the envelope (§9)", backoff),
+        WorkerProbe::new(
+            "silent gateway -> closes 4009 after ~3 intervals (§7)",
+            silent_gateway,
+        ),
+        WorkerProbe::new(
+            "its own stall is one interval, not a dead gateway (§7)",
+            own_stall,
+        ),
+        WorkerProbe::new(
+            "backoff: gaps between refused upgrades in the envelope (§9)",
+            backoff,
+        ),
     ];
     match load(repo, "streams.json").and_then(|f| traces::probes(&f)) {
         Ok(rows) => v.extend(rows),
-        Err(e) => v.push(WorkerProbe::new("stream traces (streams.json)", move |_| {
-            let e = e.clone();
-            async move { fail(e) }
-        })),
+        Err(e) => v.push(WorkerProbe::new(
+            "stream traces (streams.json)",
+            move |_| {
+                let e = e.clone();
+                async move { fail(e) }
+            },
+        )),
     }
     match load(repo, "retry.json").and_then(|f| outcomes::probes(&f)) {
         Ok(rows) => v.extend(rows),
@@ -82,8 +100,7 @@ pub fn all(repo: &Path) -> Vec<WorkerProbe> {
 
 fn load(repo: &Path, name: &str) -> Outcome<Value> {
     let path = repo.join("spec/vectors").join(name);
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -121,7 +138,17 @@ impl Rig {
     /// The worker exits with a non-zero status and an `error:` line on stderr containing
     /// every one of `names`, and does not connect again.
     pub async fn stops_with(&mut self, names: &[&str]) -> Outcome<()> {
-        let status = self.worker.wait_exit(WAIT).await?;
+        let since = Instant::now();
+        let status = tokio::select! {
+            status = self.worker.wait_exit(WAIT) => status?,
+            again = self.gw.attempt(WAIT) => {
+                again?;
+                return fail(format!(
+                    "the worker connected again {:?} later instead of stopping",
+                    since.elapsed()
+                ));
+            }
+        };
         ensure!(
             !status.success(),
             "the worker stopped for good but exited with {status}"
@@ -179,7 +206,11 @@ pub async fn response(s: &mut Session, stream_id: u32) -> Outcome<(u16, Vec<u8>)
                 }
                 break r.status;
             }
-            other => return fail(format!("expected RESPONSE on stream {stream_id}, got {other:?}")),
+            other => {
+                return fail(format!(
+                    "expected RESPONSE on stream {stream_id}, got {other:?}"
+                ))
+            }
         }
     };
     let mut body = Vec::new();
@@ -192,14 +223,25 @@ pub async fn response(s: &mut Session, stream_id: u32) -> Outcome<(u16, Vec<u8>)
                     return Ok((status, body));
                 }
             }
-            other => return fail(format!("expected DATA on stream {stream_id}, got {other:?}")),
+            other => {
+                return fail(format!(
+                    "expected DATA on stream {stream_id}, got {other:?}"
+                ))
+            }
         }
     }
 }
 
 /// A request the worker must answer: the connection still serves.
 async fn serves(s: &mut Session, stream_id: u32) -> Outcome<()> {
-    let req = request(s, stream_id, "GET /status/{code}", "/status/200", &[("code", "200")], true)?;
+    let req = request(
+        s,
+        stream_id,
+        "GET /status/{code}",
+        "/status/200",
+        &[("code", "200")],
+        true,
+    )?;
     s.send(req).await?;
     let (status, body) = response(s, stream_id).await?;
     ensure_eq!(
@@ -218,7 +260,11 @@ async fn hello_well_formed(ctx: Ctx) -> Outcome<()> {
     let rig = Rig::start(&ctx, &[]).await?;
     let r = async {
         let s = rig.session().await?;
-        ensure_eq!(s.request_path.as_str(), "/_vyx/register", "upgrade path (§2.2: URL without a path)");
+        ensure_eq!(
+            s.request_path.as_str(),
+            "/_vyx/register",
+            "upgrade path (§2.2: URL without a path)"
+        );
         let header = |n: &str| {
             s.request_headers
                 .get_all(n)
@@ -234,7 +280,11 @@ async fn hello_well_formed(ctx: Ctx) -> Outcome<()> {
             "vyx.1 not offered: {:?}",
             header("sec-websocket-protocol")
         );
-        ensure_eq!(header("x-vyx-worker-id"), vec![ctx.worker_id()], "X-Vyx-Worker-Id");
+        ensure_eq!(
+            header("x-vyx-worker-id"),
+            vec![ctx.worker_id()],
+            "X-Vyx-Worker-Id"
+        );
         ensure_eq!(
             header("authorization"),
             vec!["Bearer conformance-dev-token".to_owned()],
@@ -256,7 +306,11 @@ async fn hello_well_formed(ctx: Ctx) -> Outcome<()> {
             h.sdk
         );
         ensure!(!h.instance.is_empty(), "HELLO instance is empty");
-        ensure_eq!(h.max_concurrency, 1024, "HELLO max_concurrency (the env value)");
+        ensure_eq!(
+            h.max_concurrency,
+            1024,
+            "HELLO max_concurrency (the env value)"
+        );
         Ok(())
     }
     .await;
@@ -278,8 +332,7 @@ const ROUTE_KEYS: &[&str] = &["id", "method", "path"];
 /// order (optional ones may be left out), no duplicate keys, no `null`.
 fn check_control_json(payload: &[u8], keys: &[&str]) -> Outcome<()> {
     let text = std::str::from_utf8(payload).map_err(|e| format!("HELLO is not UTF-8: {e}"))?;
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| format!("HELLO is not JSON: {e}"))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("HELLO is not JSON: {e}"))?;
     ensure!(!has_null(&value), "HELLO contains null: {text}");
     // serde_json writes compact JSON with raw UTF-8; any other spelling of the same value
     // (spaces, `\u00e9` for `é`, a duplicate key) has another length.
@@ -301,7 +354,11 @@ fn check_control_json(payload: &[u8], keys: &[&str]) -> Outcome<()> {
                 None => {
                     return fail(format!(
                         "HELLO {} keys {found:?} are not in the order {want:?} (or repeat one)",
-                        if container.is_empty() { "top-level" } else { "route" }
+                        if container.is_empty() {
+                            "top-level"
+                        } else {
+                            "route"
+                        }
                     ))
                 }
             }
@@ -396,7 +453,10 @@ async fn answers_ping(ctx: Ctx) -> Outcome<()> {
         s.send_msg(Message::Ping(payload.clone())).await?;
         let deadline = Instant::now() + WAIT;
         loop {
-            match s.next_event(deadline.saturating_duration_since(Instant::now())).await? {
+            match s
+                .next_event(deadline.saturating_duration_since(Instant::now()))
+                .await?
+            {
                 Some(Event::Pong(p)) if p == payload => break,
                 Some(Event::Pong(_) | Event::Ping) => {}
                 None => return fail(format!("no pong within {WAIT:?}")),
@@ -431,11 +491,25 @@ async fn beyond_cap(ctx: Ctx) -> Outcome<()> {
         w.max_concurrency = 2;
         s.send(Frame::Welcome(w)).await?;
         for id in [1, 3] {
-            let req = request(&s, id, "GET /slow/{ms}", "/slow/1500", &[("ms", "1500")], true)?;
+            let req = request(
+                &s,
+                id,
+                "GET /slow/{ms}",
+                "/slow/1500",
+                &[("ms", "1500")],
+                true,
+            )?;
             s.send(req).await?;
         }
-        s.send(request(&s, 5, "GET /status/{code}", "/status/200", &[("code", "200")], true)?)
-            .await?;
+        s.send(request(
+            &s,
+            5,
+            "GET /status/{code}",
+            "/status/200",
+            &[("code", "200")],
+            true,
+        )?)
+        .await?;
         // Stream 5 is refused or served, whichever the worker chose; 1 and 3 finish.
         let mut open = vec![1u32, 3, 5];
         let mut bodies: std::collections::HashMap<u32, (u16, Vec<u8>)> = Default::default();
@@ -452,8 +526,14 @@ async fn beyond_cap(ctx: Ctx) -> Outcome<()> {
                         open.retain(|&i| i != r.stream_id);
                     }
                 }
-                Frame::Data(d) if bodies.contains_key(&d.stream_id) && open.contains(&d.stream_id) => {
-                    bodies.get_mut(&d.stream_id).expect("present").1.extend_from_slice(&d.data);
+                Frame::Data(d)
+                    if bodies.contains_key(&d.stream_id) && open.contains(&d.stream_id) =>
+                {
+                    bodies
+                        .get_mut(&d.stream_id)
+                        .expect("present")
+                        .1
+                        .extend_from_slice(&d.data);
                     if d.end_stream {
                         open.retain(|&i| i != d.stream_id);
                     }
@@ -464,7 +544,8 @@ async fn beyond_cap(ctx: Ctx) -> Outcome<()> {
         for id in [1, 3] {
             let (status, body) = bodies.get(&id).cloned().unwrap_or_default();
             ensure_eq!(status, 200, "status of /slow/1500 on stream {id}");
-            let json: Value = serde_json::from_slice(&body).map_err(|e| format!("stream {id}: {e}"))?;
+            let json: Value =
+                serde_json::from_slice(&body).map_err(|e| format!("stream {id}: {e}"))?;
             ensure_eq!(json["slept_ms"], 1500, "stream {id} body");
         }
         if let Some((status, body)) = bodies.get(&5) {
@@ -490,7 +571,10 @@ async fn silent_gateway(ctx: Ctx) -> Outcome<()> {
     let rig = Rig::start(&ctx, &[]).await?;
     let r = async {
         let mut s = rig.session().await?;
-        let w = s.welcome_with(HEARTBEAT.as_millis() as u32, vyx_core::limits::INITIAL_WINDOW);
+        let w = s.welcome_with(
+            HEARTBEAT.as_millis() as u32,
+            vyx_core::limits::INITIAL_WINDOW,
+        );
         s.send(Frame::Welcome(w)).await?;
         // Alive while answered: two of its pings come and are answered (tungstenite answers
         // them while we read).
@@ -506,7 +590,11 @@ async fn silent_gateway(ctx: Ctx) -> Outcome<()> {
         let silent_since = Instant::now();
         let code = s.close_code(HEARTBEAT * 4 + WAIT).await?;
         let after = silent_since.elapsed();
-        ensure_eq!(code, 4009, "close code of a worker whose gateway went silent");
+        ensure_eq!(
+            code,
+            4009,
+            "close code of a worker whose gateway went silent"
+        );
         let earliest = HEARTBEAT * 2 - Duration::from_millis(20);
         let latest = HEARTBEAT * 4 + Duration::from_millis(2000);
         ensure!(
@@ -528,7 +616,10 @@ async fn own_stall(ctx: Ctx) -> Outcome<()> {
     let rig = Rig::start(&ctx, &[]).await?;
     let r = async {
         let mut s = rig.session().await?;
-        let w = s.welcome_with(HEARTBEAT.as_millis() as u32, vyx_core::limits::INITIAL_WINDOW);
+        let w = s.welcome_with(
+            HEARTBEAT.as_millis() as u32,
+            vyx_core::limits::INITIAL_WINDOW,
+        );
         s.send(Frame::Welcome(w)).await?;
         serves(&mut s, 1).await?;
         rig.worker.signal(libc::SIGSTOP)?;

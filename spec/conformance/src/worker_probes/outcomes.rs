@@ -20,7 +20,11 @@ pub fn probes(file: &Value) -> Outcome<Vec<WorkerProbe>> {
         .iter()
         .map(|c| {
             let case = c.clone();
-            let verdict = if c["retry"] == true { "retries" } else { "stops" };
+            let verdict = if c["retry"] == true {
+                "retries"
+            } else {
+                "stops"
+            };
             let name = format!("outcome {} -> {verdict}", c["name"].as_str().unwrap_or("?"));
             WorkerProbe::new(name, move |ctx| run(ctx, case.clone()))
         })
@@ -63,7 +67,11 @@ async fn run(ctx: Ctx, case: Value) -> Outcome<()> {
             s.welcome_raw(text).await?;
             let want = case["worker_closes"].as_u64().unwrap_or(0);
             let got = s.close_code(WAIT).await?;
-            ensure_eq!(u64::from(got), want, "the worker's close code for this WELCOME");
+            ensure_eq!(
+                u64::from(got),
+                want,
+                "the worker's close code for this WELCOME"
+            );
         } else {
             return fail(format!("unknown outcome {outcome}"));
         }

@@ -127,8 +127,10 @@ impl Player {
                             .collect()
                     })
                     .unwrap_or_default();
-                let params: Vec<(&str, &str)> =
-                    params.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+                let params: Vec<(&str, &str)> = params
+                    .iter()
+                    .map(|(a, b)| (a.as_str(), b.as_str()))
+                    .collect();
                 let target = f["target"].as_str().unwrap_or("/");
                 let end = f["end_stream"].as_bool().unwrap_or(false);
                 let id = stream_of(f)?;
@@ -263,7 +265,11 @@ impl Player {
             ensure_eq!(v, j, "JSON body of stream {id}");
         }
         if let Some(end) = want_end {
-            ensure_eq!(ended, end, "END_STREAM at the end of the body of stream {id}");
+            ensure_eq!(
+                ended,
+                end,
+                "END_STREAM at the end of the body of stream {id}"
+            );
         }
         Ok(())
     }
