@@ -160,6 +160,39 @@ def stream_traces():
         trace("request_after_drain", "7", "A REQUEST after the gateway's DRAIN: close 4005.",
               status_ok(1, 200) + [{"send": {"type": "DRAIN", "deadline_ms": 10000}},
                                    status_req(3, 200), {"expect": {"close": 4005}}]),
+    ] + [
+        trace(name, section, description, status_ok(1, 200) + [{"send": send}, {"expect": {"close": code}}])
+        for name, section, description, send, code in connection_errors()
+    ]
+
+
+def control_hex(type_byte, obj):
+    return (bytes([type_byte, 0, 0, 0, 0, 0]) + compact(obj).encode("utf-8")).hex()
+
+
+def connection_errors():
+    welcome = {"protocol": 1, "gateway": "vyx/0.1.0", "connection_id": "again",
+               "heartbeat_ms": 10000, "initial_window": 262144, "max_frame_size": 1048576,
+               "max_concurrency": 1}
+    hello = {"protocol": 1, "worker_id": "gateway", "max_concurrency": 1, "routes": []}
+    return [
+        ("unknown_frame_type", "8.1", "A reserved frame type: close 4005.",
+         {"hex": "040000000001"}, 4005),
+        ("truncated_header", "8.1", "A message shorter than the frame header: close 4005.",
+         {"hex": "000000"}, 4005),
+        ("flag_not_allowed", "8.1", "END_STREAM on a RESET: close 4005.",
+         {"hex": "03010000000100000001"}, 4005),
+        ("text_message", "8.2", "A text WebSocket message: close 4005.",
+         {"text": "hello"}, 4005),
+        ("oversized_frame", "8.1", "A message of max_frame_size + 1 bytes: close 4006.",
+         {"zeros": 1048577}, 4006),
+        ("second_welcome", "2.3", "A second WELCOME: close 4005.",
+         {"hex": control_hex(0x11, welcome)}, 4005),
+        ("hello_from_the_gateway", "8.2", "HELLO sent by the gateway (wrong direction): close 4005.",
+         {"hex": control_hex(0x10, hello)}, 4005),
+        ("response_from_the_gateway", "8.2",
+         "RESPONSE sent by the gateway (wrong direction): close 4005.",
+         {"hex": "020100000001" + "00c8" + "0000"}, 4005),
     ]
 
 
@@ -170,6 +203,8 @@ def check_traces(traces):
         names.add(t["name"])
         for step in t["steps"]:
             assert len(step) == 1 and next(iter(step)) in ("send", "expect", "quiet_ms"), step
+            if "send" in step and "type" not in step["send"]:
+                assert len(step["send"]) == 1 and next(iter(step["send"])) in ("hex", "text", "zeros")
             f = step.get("send") or step.get("expect")
             if isinstance(f, dict) and f.get("type") == "RESET":
                 assert f["code"] in RESET_CODES

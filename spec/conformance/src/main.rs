@@ -7,6 +7,7 @@
 //! cargo build --release -p vyx-gateway -p vyx-conformance -p vyx-conformance-worker-rust
 //! target/release/vyx-conformance                  # every language; missing ones say so
 //! target/release/vyx-conformance --lang rust --only echo
+//! target/release/vyx-conformance --lang rust --only worker: --no-probes
 //! ```
 //!
 //! It builds nothing itself. The output ends with the line `N passed, N failed`; the exit
@@ -188,11 +189,11 @@ async fn main() -> ExitCode {
         .map(|r| r.0.as_str())
         .chain(probe_rows.iter().map(|r| r.0));
     let width = names.map(str::len).max().unwrap_or(8).max(8) + 2;
-    println!();
     for (title, rows) in [("scenario", &rows), ("worker probe", &worker_rows)] {
         if rows.is_empty() {
             continue;
         }
+        println!();
         print!("{title:width$}");
         for (lang, _) in &columns {
             print!("{lang:9}");
@@ -205,9 +206,9 @@ async fn main() -> ExitCode {
             }
             println!();
         }
-        println!();
     }
     if !probe_rows.is_empty() {
+        println!();
         println!("{:width$}gateway", "protocol probe");
         for (name, cell) in &probe_rows {
             println!("{name:width$}{}", cell.label());

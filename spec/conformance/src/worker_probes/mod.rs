@@ -77,6 +77,11 @@ pub fn all(repo: &Path) -> Vec<WorkerProbe> {
             "backoff: gaps between refused upgrades in the envelope (§9)",
             backoff,
         ),
+        WorkerProbe::new("answers a ping before WELCOME (§2.1)", ping_before_welcome),
+        WorkerProbe::new(
+            "no WELCOME within the handshake timeout -> closes 4007, retries (§2.3)",
+            no_welcome,
+        ),
     ];
     match load(repo, "streams.json").and_then(|f| traces::probes(&f)) {
         Ok(rows) => v.extend(rows),
@@ -477,6 +482,46 @@ async fn echoes_close(ctx: Ctx) -> Outcome<()> {
         let code = s.close_code(WAIT).await?;
         ensure_eq!(code, 4011, "the worker's answering close frame");
         Ok(())
+    }
+    .await;
+    rig.explain(r)
+}
+
+async fn ping_before_welcome(ctx: Ctx) -> Outcome<()> {
+    let rig = Rig::start(&ctx, &[]).await?;
+    let r = async {
+        let mut s = rig.session().await?;
+        let payload = Bytes::from_static(b"before-welcome");
+        s.send_msg(Message::Ping(payload.clone())).await?;
+        match s.next_event(WAIT).await? {
+            Some(Event::Pong(p)) if p == payload => {}
+            None => return fail(format!("no pong within {WAIT:?}")),
+            Some(other) => return fail(format!("expected a pong, got {other:?}")),
+        }
+        s.welcome().await?;
+        serves(&mut s, 1).await
+    }
+    .await;
+    rig.explain(r)
+}
+
+/// §2.3 step 5 and §10: 10 s after HELLO without WELCOME the worker closes 4007 and retries.
+async fn no_welcome(ctx: Ctx) -> Outcome<()> {
+    let rig = Rig::start(&ctx, &[]).await?;
+    let r = async {
+        let mut s = rig.session().await?;
+        let hello_at = Instant::now();
+        let timeout = vyx_core::limits::HANDSHAKE_TIMEOUT;
+        let code = s.close_code(timeout + WAIT).await?;
+        let after = hello_at.elapsed();
+        ensure_eq!(code, 4007, "the worker's close code without WELCOME");
+        // HELLO was sent before `hello_at`; the worker's clock may start a little earlier.
+        let earliest = timeout - Duration::from_millis(200);
+        ensure!(
+            after >= earliest,
+            "closed {after:?} after HELLO, before the handshake timeout ({timeout:?})"
+        );
+        rig.gw.attempt(WAIT).await.map(drop)
     }
     .await;
     rig.explain(r)

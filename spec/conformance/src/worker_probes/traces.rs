@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
 use vyx_core::error::ResetCode;
 use vyx_core::frame::{Data, Frame, Reset, Window};
 use vyx_core::handshake::Drain;
@@ -98,6 +99,16 @@ fn body_of(f: &Value) -> Option<Vec<u8>> {
     Some((offset..offset + len).map(|i| (i % 251) as u8).collect())
 }
 
+fn unhex(s: &str) -> Outcome<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return fail(format!("odd hex length: {s}"));
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| format!("hex {s}: {e}")))
+        .collect()
+}
+
 impl Player {
     async fn step(&mut self, s: &mut Session, step: &Value) -> Outcome<()> {
         if let Some(f) = step.get("send") {
@@ -113,6 +124,17 @@ impl Player {
     }
 
     async fn send(&mut self, s: &mut Session, f: &Value) -> Outcome<()> {
+        if let Some(hex) = f["hex"].as_str() {
+            return s.send_msg(Message::Binary(unhex(hex)?.into())).await;
+        }
+        if let Some(text) = f["text"].as_str() {
+            return s.send_msg(Message::Text(text.into())).await;
+        }
+        if let Some(n) = f["zeros"].as_u64() {
+            return s
+                .send_msg(Message::Binary(vec![0u8; n as usize].into()))
+                .await;
+        }
         let frame = match f["type"].as_str().unwrap_or("") {
             "REQUEST" => {
                 let route = f["route"].as_str().unwrap_or("");
