@@ -100,7 +100,7 @@ fn body_of(f: &Value) -> Option<Vec<u8>> {
 }
 
 fn unhex(s: &str) -> Outcome<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return fail(format!("odd hex length: {s}"));
     }
     (0..s.len())
