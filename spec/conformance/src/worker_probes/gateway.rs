@@ -91,14 +91,13 @@ enum Answer {
 }
 
 impl Attempt {
-    /// Answers the upgrade with `status` and a plain-text `reason`; returns the request's
-    /// headers.
-    pub async fn refuse(self, status: u16, reason: &str) -> Outcome<HeaderMap> {
-        let (result, headers, _) = self
+    /// Answers the upgrade with `status` and a plain-text `reason`.
+    pub async fn refuse(self, status: u16, reason: &str) -> Outcome<()> {
+        let (result, _, _) = self
             .handshake(Answer::Refuse(status, reason.to_owned()))
             .await;
         match result {
-            Err(tokio_tungstenite::tungstenite::Error::Http(_)) => Ok(headers),
+            Err(tokio_tungstenite::tungstenite::Error::Http(_)) => Ok(()),
             Err(e) => fail(format!("refusing the upgrade: {e}")),
             Ok(_) => fail("the refusal was not sent"),
         }

@@ -59,7 +59,12 @@ pub fn all(repo: &Path) -> Vec<WorkerProbe> {
             "sends nothing before WELCOME (§2.3)",
             nothing_before_welcome,
         ),
+        WorkerProbe::new(
+            "no WELCOME within the handshake timeout -> closes 4007, retries (§2.3)",
+            no_welcome,
+        ),
         WorkerProbe::new("answers ping with pong (§2.1)", answers_ping),
+        WorkerProbe::new("answers a ping before WELCOME (§2.1)", ping_before_welcome),
         WorkerProbe::new("echoes a close with its code (§2.1)", echoes_close),
         WorkerProbe::new(
             "REQUEST past its cap: RESET refused or served, others unaffected (§6)",
@@ -76,11 +81,6 @@ pub fn all(repo: &Path) -> Vec<WorkerProbe> {
         WorkerProbe::new(
             "backoff: gaps between refused upgrades in the envelope (§9)",
             backoff,
-        ),
-        WorkerProbe::new("answers a ping before WELCOME (§2.1)", ping_before_welcome),
-        WorkerProbe::new(
-            "no WELCOME within the handshake timeout -> closes 4007, retries (§2.3)",
-            no_welcome,
         ),
     ];
     match load(repo, "streams.json").and_then(|f| traces::probes(&f)) {
@@ -109,17 +109,16 @@ fn load(repo: &Path, name: &str) -> Outcome<Value> {
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// A scripted gateway, the language's worker dialling it, and the worker's first session
-/// (upgraded, HELLO read, no WELCOME yet).
+/// A scripted gateway, and the language's worker dialling it.
 pub struct Rig {
     pub gw: ScriptedGateway,
     pub worker: Worker,
 }
 
 impl Rig {
-    pub async fn start(ctx: &Ctx, extra: &[(&str, String)]) -> Outcome<Rig> {
+    pub async fn start(ctx: &Ctx) -> Outcome<Rig> {
         let gw = ScriptedGateway::bind().await?;
-        let worker = Worker::spawn(&ctx.worker, &gw.url(), &ctx.worker_id(), extra)?;
+        let worker = Worker::spawn(&ctx.worker, &gw.url(), &ctx.worker_id(), &[])?;
         Ok(Rig { gw, worker })
     }
 
@@ -262,7 +261,7 @@ async fn serves(s: &mut Session, stream_id: u32) -> Outcome<()> {
 // ---------------------------------------------------------------------------------------
 
 async fn hello_well_formed(ctx: Ctx) -> Outcome<()> {
-    let rig = Rig::start(&ctx, &[]).await?;
+    let rig = Rig::start(&ctx).await?;
     let r = async {
         let s = rig.session().await?;
         ensure_eq!(
@@ -437,7 +436,7 @@ fn object_keys(text: &str) -> Vec<(String, Vec<String>)> {
 }
 
 async fn nothing_before_welcome(ctx: Ctx) -> Outcome<()> {
-    let rig = Rig::start(&ctx, &[]).await?;
+    let rig = Rig::start(&ctx).await?;
     let r = async {
         let mut s = rig.session().await?;
         // An absence can only be watched for a while; a worker that sends something early
@@ -451,7 +450,7 @@ async fn nothing_before_welcome(ctx: Ctx) -> Outcome<()> {
 }
 
 async fn answers_ping(ctx: Ctx) -> Outcome<()> {
-    let rig = Rig::start(&ctx, &[]).await?;
+    let rig = Rig::start(&ctx).await?;
     let r = async {
         let mut s = rig.welcomed().await?;
         let payload = Bytes::from_static(b"vyx-conformance-ping");
@@ -475,7 +474,7 @@ async fn answers_ping(ctx: Ctx) -> Outcome<()> {
 }
 
 async fn echoes_close(ctx: Ctx) -> Outcome<()> {
-    let rig = Rig::start(&ctx, &[]).await?;
+    let rig = Rig::start(&ctx).await?;
     let r = async {
         let mut s = rig.welcomed().await?;
         s.close(4011, "conformance: close echo").await?;
@@ -488,7 +487,7 @@ async fn echoes_close(ctx: Ctx) -> Outcome<()> {
 }
 
 async fn ping_before_welcome(ctx: Ctx) -> Outcome<()> {
-    let rig = Rig::start(&ctx, &[]).await?;
+    let rig = Rig::start(&ctx).await?;
     let r = async {
         let mut s = rig.session().await?;
         let payload = Bytes::from_static(b"before-welcome");
@@ -507,7 +506,7 @@ async fn ping_before_welcome(ctx: Ctx) -> Outcome<()> {
 
 /// §2.3 step 5 and §10: 10 s after HELLO without WELCOME the worker closes 4007 and retries.
 async fn no_welcome(ctx: Ctx) -> Outcome<()> {
-    let rig = Rig::start(&ctx, &[]).await?;
+    let rig = Rig::start(&ctx).await?;
     let r = async {
         let mut s = rig.session().await?;
         let hello_at = Instant::now();
@@ -529,7 +528,7 @@ async fn no_welcome(ctx: Ctx) -> Outcome<()> {
 
 /// WELCOME lowers the cap to 2; two slow requests hold it; a third is beyond it.
 async fn beyond_cap(ctx: Ctx) -> Outcome<()> {
-    let rig = Rig::start(&ctx, &[]).await?;
+    let rig = Rig::start(&ctx).await?;
     let r = async {
         let mut s = rig.session().await?;
         let mut w = s.welcome_with(10_000, vyx_core::limits::INITIAL_WINDOW);
@@ -613,7 +612,7 @@ const HEARTBEAT: Duration = Duration::from_millis(400);
 /// 2 and 4 intervals later (§7: dead after 3 silent ticks; the silence may begin up to one
 /// interval before a tick), plus slack for a busy machine.
 async fn silent_gateway(ctx: Ctx) -> Outcome<()> {
-    let rig = Rig::start(&ctx, &[]).await?;
+    let rig = Rig::start(&ctx).await?;
     let r = async {
         let mut s = rig.session().await?;
         let w = s.welcome_with(
@@ -658,7 +657,7 @@ async fn silent_gateway(ctx: Ctx) -> Outcome<()> {
 /// after SIGCONT it must read what waited in its socket and keep the connection (§7: its
 /// own stall counts as one interval at most).
 async fn own_stall(ctx: Ctx) -> Outcome<()> {
-    let rig = Rig::start(&ctx, &[]).await?;
+    let rig = Rig::start(&ctx).await?;
     let r = async {
         let mut s = rig.session().await?;
         let w = s.welcome_with(
@@ -699,7 +698,7 @@ async fn own_stall(ctx: Ctx) -> Outcome<()> {
 const REFUSALS: u32 = 6;
 
 async fn backoff(ctx: Ctx) -> Outcome<()> {
-    let rig = Rig::start(&ctx, &[]).await?;
+    let rig = Rig::start(&ctx).await?;
     let r = async {
         let mut times = Vec::new();
         for _ in 0..REFUSALS {

@@ -39,7 +39,7 @@ pub const REASON: &str = "conformance: scripted refusal";
 const WELCOME_ANSWER: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn run(ctx: Ctx, case: Value) -> Outcome<()> {
-    let mut rig = Rig::start(&ctx, &[]).await?;
+    let mut rig = Rig::start(&ctx).await?;
     let r = async {
         let outcome = &case["outcome"];
         let attempt = rig.gw.attempt(WAIT).await?;

@@ -36,7 +36,7 @@ pub fn probes(file: &Value) -> Outcome<Vec<WorkerProbe>> {
 }
 
 async fn replay(ctx: Ctx, trace: Value) -> Outcome<()> {
-    let rig = Rig::start(&ctx, &[]).await?;
+    let rig = Rig::start(&ctx).await?;
     let r = async {
         let mut s = rig.session().await?;
         let mut w = s.welcome_with(10_000, vyx_core::limits::INITIAL_WINDOW);
