@@ -440,8 +440,10 @@ async fn nothing_before_welcome(ctx: Ctx) -> Outcome<()> {
     let r = async {
         let mut s = rig.session().await?;
         // An absence can only be watched for a while; a worker that sends something early
-        // does it at once, after HELLO.
-        s.quiet(Duration::from_millis(500)).await?;
+        // does it at once, after HELLO. Not even a ping: the heartbeat starts with WELCOME.
+        if let Some(event) = s.next_event(Duration::from_millis(500)).await? {
+            return fail(format!("sent before WELCOME: {event:?}"));
+        }
         s.welcome().await?;
         serves(&mut s, 1).await
     }
