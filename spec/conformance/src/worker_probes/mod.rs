@@ -71,6 +71,10 @@ pub fn all(repo: &Path) -> Vec<WorkerProbe> {
             beyond_cap,
         ),
         WorkerProbe::new(
+            "SIGTERM: DRAIN, in-flight finish, answers 1000, exits 0 (§7)",
+            sigterm_drain,
+        ),
+        WorkerProbe::new(
             "silent gateway -> closes 4009 after ~3 intervals (§7)",
             silent_gateway,
         ),
@@ -602,6 +606,76 @@ async fn beyond_cap(ctx: Ctx) -> Outcome<()> {
             );
         }
         serves(&mut s, 7).await
+    }
+    .await;
+    rig.explain(r)
+}
+
+/// SIGTERM with a request in flight and another crossing the DRAIN: DRAIN with the grace
+/// period, both answered, the gateway's 1000 answered with 1000, exit 0, no reconnect.
+async fn sigterm_drain(ctx: Ctx) -> Outcome<()> {
+    let mut rig = Rig::start(&ctx).await?;
+    let r = async {
+        let mut s = rig.welcomed().await?;
+        s.send(request(
+            &s,
+            1,
+            "GET /slow/{ms}",
+            "/slow/500",
+            &[("ms", "500")],
+            true,
+        )?)
+        .await?;
+        rig.worker.signal(libc::SIGTERM)?;
+        // Sent before the gateway has read any DRAIN: it crosses the DRAIN, and is served.
+        s.send(request(
+            &s,
+            3,
+            "GET /status/{code}",
+            "/status/200",
+            &[("code", "200")],
+            true,
+        )?)
+        .await?;
+        let mut drain = None;
+        let mut open = vec![1u32, 3];
+        let mut statuses = Vec::new();
+        while !open.is_empty() || drain.is_none() {
+            match s.next_frame().await? {
+                Frame::Window(_) => {}
+                Frame::Drain(d) if drain.is_none() => drain = Some(d),
+                Frame::Response(r) if open.contains(&r.stream_id) => {
+                    statuses.push((r.stream_id, r.status));
+                    if r.end_stream {
+                        open.retain(|&i| i != r.stream_id);
+                    }
+                }
+                Frame::Data(d) if open.contains(&d.stream_id) => {
+                    if d.end_stream {
+                        open.retain(|&i| i != d.stream_id);
+                    }
+                }
+                other => return fail(format!("unexpected frame while draining: {other:?}")),
+            }
+        }
+        statuses.sort();
+        ensure_eq!(
+            statuses,
+            vec![(1, 200), (3, 200)],
+            "the answers while draining"
+        );
+        let drain = drain.expect("seen");
+        ensure!(
+            drain.deadline_ms >= 5000,
+            "DRAIN deadline_ms {} is below the contract's 5 s grace",
+            drain.deadline_ms
+        );
+        s.close(1000, "drained").await?;
+        let code = s.close_code(WAIT).await?;
+        ensure_eq!(code, 1000, "the worker's answer to the gateway's 1000");
+        let status = rig.worker.wait_exit(WAIT).await?;
+        ensure!(status.success(), "the drained worker exited with {status}");
+        rig.gw.no_attempt(Duration::from_millis(50)).await
     }
     .await;
     rig.explain(r)
