@@ -11,6 +11,7 @@ reference models below before it is written.
 """
 
 import hashlib
+import json
 import string
 
 MAX_WINDOW = 2**31 - 1
@@ -392,11 +393,19 @@ def retry_cases():
     for name, text in bad:
         cases.append({"name": name, "outcome": {"welcome": text}, "worker_closes": 4005,
                       "retry": True})
+    # Decision of §9: exactly 4000-4004 among close codes, and 400/401/403/404 among HTTP
+    # statuses, are permanent.
+    for c in cases:
+        o = c["outcome"]
+        if "close" in o:
+            assert c["retry"] == (not 4000 <= o["close"] <= 4004), c
+        if "http_status" in o:
+            assert c["retry"] == (o["http_status"] not in (400, 401, 403, 404)), c
+    assert len({c["name"] for c in cases}) == len(cases)
     return cases
 
 
 def compact(obj):
-    import json
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
