@@ -1596,6 +1596,7 @@ def main():
     })
     write("backoff.json", backoff)
     write("query.json", query_vectors())  # spec/vectors/query.py
+    __import__("behaviour").write_all(write)  # streams, flow, heartbeat, retry, worker_id
     print("frames: %d, malformed: %d, handshake: %d, welcome: %d, routing: %d, backoff seeds: %d"
           % (len(frames), len(malformed), len(cases), len(welcomes), len(routing),
              len(backoff["delays"])))

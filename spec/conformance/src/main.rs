@@ -1,11 +1,13 @@
 //! `vyx-conformance`: runs the conformance scenarios against the real `vyx` gateway and each
-//! language's conformance worker, plus the protocol probes against the gateway, and prints
-//! one matrix. The contract is `spec/conformance/README.md`.
+//! language's conformance worker, the worker probes (the runner as a scripted gateway to
+//! each worker), and the protocol probes against the gateway, and prints one matrix. The
+//! contract is `spec/conformance/README.md`.
 //!
 //! ```sh
 //! cargo build --release -p vyx-gateway -p vyx-conformance -p vyx-conformance-worker-rust
 //! target/release/vyx-conformance                  # every language; missing ones say so
 //! target/release/vyx-conformance --lang rust --only echo
+//! target/release/vyx-conformance --lang rust --only worker: --no-probes
 //! ```
 //!
 //! It builds nothing itself. The output ends with the line `N passed, N failed`; the exit
@@ -18,6 +20,7 @@ mod manifest;
 mod probes;
 mod procs;
 mod scenarios;
+mod worker_probes;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,9 +42,12 @@ struct Cli {
     /// Run only the scenarios and probes whose name contains this text (any case).
     #[arg(long)]
     only: Option<String>,
-    /// Skip the protocol probes.
+    /// Skip the protocol probes (the runner against the gateway).
     #[arg(long)]
     no_probes: bool,
+    /// Skip the worker probes (the runner as a scripted gateway to each worker).
+    #[arg(long)]
+    no_worker_probes: bool,
     /// The `vyx` gateway binary [default: TARGET/release/vyx].
     #[arg(long)]
     gateway: Option<PathBuf>,
@@ -148,36 +154,21 @@ async fn main() -> ExitCode {
         .collect();
 
     let started = Instant::now();
-    let mut rows: Vec<(&'static str, Vec<Cell>)> = Vec::new();
+    let mut rows: Vec<(String, Vec<Cell>)> = Vec::new();
     for scenario in &scenarios {
-        let mut cells = Vec::new();
-        for (lang, language) in &columns {
-            let cell = match language {
-                Language::Missing(_) => Cell::Missing,
-                Language::Broken(why) => Cell::Fail(why.clone()),
-                Language::Ready(_, skips) if skips.contains_key(scenario.name) => {
-                    Cell::Skip(skips[scenario.name].clone())
-                }
-                Language::Ready(worker, _) => {
-                    let ctx = scenarios::Ctx {
-                        lang: lang.clone(),
-                        gateway_bin: gateway_bin.clone(),
-                        worker: worker.clone(),
-                    };
-                    let t = Instant::now();
-                    let cell = run_one((scenario.run)(ctx)).await;
-                    println!(
-                        "[{lang}] {} ... {} ({:.1}s)",
-                        scenario.name,
-                        cell.label(),
-                        t.elapsed().as_secs_f64()
-                    );
-                    cell
-                }
-            };
-            cells.push(cell);
+        let run = scenario.run;
+        let cells = run_row(scenario.name, &columns, &gateway_bin, &|ctx| run(ctx)).await;
+        rows.push((scenario.name.to_owned(), cells));
+    }
+    let mut worker_rows: Vec<(String, Vec<Cell>)> = Vec::new();
+    if !cli.no_worker_probes {
+        for probe in worker_probes::all(&repo)
+            .into_iter()
+            .filter(|p| selected(&p.name))
+        {
+            let cells = run_row(&probe.name, &columns, &gateway_bin, &*probe.run).await;
+            worker_rows.push((probe.name, cells));
         }
-        rows.push((scenario.name, cells));
     }
 
     let mut probe_rows: Vec<(&'static str, Cell)> = Vec::new();
@@ -194,17 +185,21 @@ async fn main() -> ExitCode {
     // The matrix.
     let names = rows
         .iter()
-        .map(|r| r.0)
+        .chain(&worker_rows)
+        .map(|r| r.0.as_str())
         .chain(probe_rows.iter().map(|r| r.0));
     let width = names.map(str::len).max().unwrap_or(8).max(8) + 2;
-    println!();
-    if !rows.is_empty() {
-        print!("{:width$}", "scenario");
+    for (title, rows) in [("scenario", &rows), ("worker probe", &worker_rows)] {
+        if rows.is_empty() {
+            continue;
+        }
+        println!();
+        print!("{title:width$}");
         for (lang, _) in &columns {
             print!("{lang:9}");
         }
         println!();
-        for (name, cells) in &rows {
+        for (name, cells) in rows {
             print!("{name:width$}");
             for cell in cells {
                 print!("{:9}", cell.label());
@@ -225,11 +220,11 @@ async fn main() -> ExitCode {
     let mut failed = 0;
     let mut skipped = 0;
     let mut notes = Vec::new();
-    let cells = rows.iter().flat_map(|(name, cells)| {
+    let cells = rows.iter().chain(&worker_rows).flat_map(|(name, cells)| {
         cells
             .iter()
             .zip(&columns)
-            .map(move |(c, (lang, _))| (*name, lang.as_str(), c))
+            .map(move |(c, (lang, _))| (name.as_str(), lang.as_str(), c))
     });
     let probe_cells = probe_rows.iter().map(|(n, c)| (*n, "gateway", c));
     for (name, lang, cell) in cells.chain(probe_cells) {
@@ -275,6 +270,44 @@ async fn main() -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+type RowFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Outcome<()>> + Send>>;
+
+/// Runs one row (a scenario or a worker probe) in every column.
+async fn run_row(
+    name: &str,
+    columns: &[(String, Language)],
+    gateway_bin: &std::path::Path,
+    run: &(dyn Fn(scenarios::Ctx) -> RowFuture + Send + Sync),
+) -> Vec<Cell> {
+    let mut cells = Vec::new();
+    for (lang, language) in columns {
+        let cell = match language {
+            Language::Missing(_) => Cell::Missing,
+            Language::Broken(why) => Cell::Fail(why.clone()),
+            Language::Ready(_, skips) if skips.contains_key(name) => {
+                Cell::Skip(skips[name].clone())
+            }
+            Language::Ready(worker, _) => {
+                let ctx = scenarios::Ctx {
+                    lang: lang.clone(),
+                    gateway_bin: gateway_bin.to_path_buf(),
+                    worker: worker.clone(),
+                };
+                let t = Instant::now();
+                let cell = run_one(run(ctx)).await;
+                println!(
+                    "[{lang}] {name} ... {} ({:.1}s)",
+                    cell.label(),
+                    t.elapsed().as_secs_f64()
+                );
+                cell
+            }
+        };
+        cells.push(cell);
+    }
+    cells
 }
 
 async fn run_probes(
