@@ -167,9 +167,9 @@ pub(crate) async fn connect(
     loop {
         let msg = match tokio::time::timeout_at(deadline, ws.next()).await {
             Err(_) => {
-                return Err(ConnectError::Transient(format!(
-                    "no WELCOME within {HANDSHAKE_TIMEOUT:?}"
-                )))
+                let why = format!("no WELCOME within {HANDSHAKE_TIMEOUT:?}");
+                close(&mut ws, CloseCode::HandshakeTimeout, &why).await;
+                return Err(ConnectError::Transient(why));
             }
             Ok(None) => {
                 return Err(ConnectError::Transient(
@@ -198,10 +198,9 @@ pub(crate) async fn connect(
                 }
                 Ok(Frame::Error(e)) => error_message = Some(e),
                 Ok(other) => {
-                    return Err(ConnectError::Transient(format!(
-                        "expected WELCOME, got {}",
-                        other.name()
-                    )))
+                    let why = format!("expected WELCOME, got {}", other.name());
+                    close(&mut ws, CloseCode::ProtocolViolation, &why).await;
+                    return Err(ConnectError::Transient(why));
                 }
                 Err(e) => {
                     let why = format!("invalid WELCOME: {e}");
@@ -231,15 +230,18 @@ pub(crate) async fn connect(
 /// How long a dial (TCP, TLS and upgrade) may take.
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Closes the handshake with `code` (best effort: the socket is dropped right after).
+/// Closes the handshake with `code` (best effort and bounded: the socket is dropped right
+/// after, and a gateway that no longer reads must not hold the worker here).
 async fn close(ws: &mut WsStream, code: CloseCode, why: &str) {
-    let _ = ws
-        .close(Some(CloseFrame {
-            code: (code as u16).into(),
-            reason: truncate_reason(why).into(),
-        }))
-        .await;
+    let frame = CloseFrame {
+        code: (code as u16).into(),
+        reason: truncate_reason(why).into(),
+    };
+    let _ = tokio::time::timeout(CLOSE_WAIT, ws.close(Some(frame))).await;
 }
+
+/// How long a handshake close may take to reach the socket.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// Longest part of a refusal's body kept in the error (gateways answer one short line).
 const MAX_REASON_CHARS: usize = 300;
