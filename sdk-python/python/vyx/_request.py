@@ -55,6 +55,14 @@ class Headers(Mapping[str, str]):
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and any(n == name.lower() for n, _ in self._decoded())
 
+    def raw_value(self, name: str) -> Optional[bytes]:
+        """The first value of ``name`` as the bytes that arrived, else ``None``."""
+        key = name.lower().encode("latin-1")
+        for n, v in self.raw:
+            if n == key:
+                return v
+        return None
+
     def getall(self, name: str) -> List[str]:
         """Every value of ``name``, in order."""
         name = name.lower()

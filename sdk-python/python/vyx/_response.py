@@ -8,6 +8,11 @@ from typing import Any, AsyncIterable, Iterable, List, Mapping, Optional, Tuple,
 HeaderPairs = List[Tuple[Union[str, bytes], Union[str, bytes]]]
 Body = Union[bytes, bytearray, memoryview, str, None, Iterable[Any], AsyncIterable[Any]]
 
+def dumps(value: Any) -> bytes:
+    """Compact JSON, UTF-8 (no spaces, non-ASCII kept), as the other SDKs write it."""
+    return _json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 _JSON = [(b"content-type", b"application/json")]
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 _BYTES = [(b"content-type", b"application/octet-stream")]
@@ -40,7 +45,7 @@ class Response:
     @classmethod
     def json(cls, value: Any, status: int = 200, headers: Optional[HeaderPairs] = None) -> "Response":
         """``value`` as JSON (``content-type: application/json``)."""
-        return cls(status, _JSON + list(headers or []), _json.dumps(value).encode())
+        return cls(status, _JSON + list(headers or []), dumps(value))
 
     @classmethod
     def text(cls, value: str, status: int = 200, headers: Optional[HeaderPairs] = None) -> "Response":
@@ -57,7 +62,7 @@ def to_response(result: Any) -> Response:
     if isinstance(result, Response):
         return result
     if isinstance(result, (dict, list)):
-        return Response(200, _JSON, _json.dumps(result).encode())
+        return Response(200, _JSON, dumps(result))
     if isinstance(result, str):
         return Response(200, _TEXT, result.encode())
     if isinstance(result, (bytes, bytearray, memoryview)):
