@@ -91,7 +91,13 @@ fn state_tuple<'py>(py: Python<'py>, state: &ConnectionState) -> PyResult<Bound<
             attempt,
             delay,
             cause,
-        } => ("reconnecting", *attempt, delay.as_secs_f64(), cause.as_str()).into_pyobject(py),
+        } => (
+            "reconnecting",
+            *attempt,
+            delay.as_secs_f64(),
+            cause.as_str(),
+        )
+            .into_pyobject(py),
         ConnectionState::Draining => ("draining",).into_pyobject(py),
         ConnectionState::Stopped => ("stopped",).into_pyobject(py),
         ConnectionState::Failed { cause } => ("failed", cause.as_str()).into_pyobject(py),
@@ -282,9 +288,7 @@ impl PyEngine {
         let stream = self.remove(slot).ok_or_else(|| {
             crate::StreamError::new_err(format!("no open request in slot {slot}"))
         })?;
-        stream
-            .respond(status, &headers, body)
-            .map_err(stream_error)
+        stream.respond(status, &headers, body).map_err(stream_error)
     }
 
     /// Sends the head of a streamed response; returns whether a body is wanted (not for

@@ -69,7 +69,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("StreamError", py.get_type::<StreamError>())?;
     m.add("StreamResetError", py.get_type::<StreamResetError>())?;
     m.add("ConnectionLostError", py.get_type::<ConnectionLostError>())?;
-    m.add("InvalidResponseError", py.get_type::<InvalidResponseError>())?;
+    m.add(
+        "InvalidResponseError",
+        py.get_type::<InvalidResponseError>(),
+    )?;
     m.add("CORE_VERSION", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

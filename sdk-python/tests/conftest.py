@@ -135,8 +135,8 @@ class Served:
 
         self.thread = threading.Thread(target=self._run, name="test-worker-loop")
         self.thread.start()
-        if not self._connected.wait(WAIT):
-            raise AssertionError(f"worker did not register within {WAIT}s: {self.states} {self.error}")
+        if not self._connected.wait(WAIT) or self.error is not None:
+            raise AssertionError(f"worker did not register within {WAIT}s: {self.states} {self.error!r}")
 
     def _run(self) -> None:
         async def main() -> None:

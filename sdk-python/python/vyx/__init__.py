@@ -25,9 +25,12 @@ from ._errors import (
     StreamResetError,
     VyxError,
 )
+from ._asgi import ASGIWorker, serve_asgi
 from ._request import Headers, Request, parse_query
 from ._response import Response
+from ._routes import asgi_routes, wsgi_routes
 from ._worker import DEFAULT_DRAIN_TIMEOUT, SDK, State, Worker, __version__
+from ._wsgi import WSGIWorker, serve_wsgi
 
 __all__ = [
     "Worker",
@@ -36,6 +39,12 @@ __all__ = [
     "Headers",
     "State",
     "parse_query",
+    "ASGIWorker",
+    "serve_asgi",
+    "WSGIWorker",
+    "serve_wsgi",
+    "asgi_routes",
+    "wsgi_routes",
     "VyxError",
     "ConfigError",
     "RefusedError",

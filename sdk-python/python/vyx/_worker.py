@@ -57,12 +57,16 @@ class State:
 
 
 class _Route:
-    __slots__ = ("method", "path", "handler", "is_async")
+    __slots__ = ("method", "path", "handler", "is_async", "answers_itself")
 
-    def __init__(self, method: str, path: str, handler: Callable[..., Any]):
+    def __init__(
+        self, method: str, path: str, handler: Callable[..., Any], answers_itself: bool = False
+    ):
         self.method = method
         self.path = path
         self.handler = handler
+        #: An adapter (ASGI, WSGI) that answers through the engine itself.
+        self.answers_itself = answers_itself
         self.is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
             getattr(handler, "__call__", None)
         )
@@ -134,9 +138,12 @@ class Worker:
     def add_route(self, method: str, path: str, handler: Callable[..., Any]) -> None:
         """Serves ``method`` (upper-case, or ``*`` for any) on ``path`` (``{name}``
         parameters, a trailing ``{*rest}``) with ``handler``. Only before the start."""
+        self._add(method, path, handler, False)
+
+    def _add(self, method: str, path: str, handler: Callable[..., Any], answers_itself: bool) -> None:
         method = method.upper()
         route_id = self._engine.add_route(method, path)
-        self._routes[route_id] = _Route(method, path, handler)
+        self._routes[route_id] = _Route(method, path, handler, answers_itself)
 
     def route(self, method: str, path: str) -> Callable[[F], F]:
         """Decorator form of :meth:`add_route`."""
@@ -298,6 +305,9 @@ class Worker:
         slot = req._slot
         engine = self._engine
         try:
+            if route.answers_itself:
+                await route.handler(req)
+                return
             if route.is_async:
                 result = await route.handler(req)
             else:
