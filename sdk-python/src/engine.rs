@@ -166,6 +166,12 @@ impl PyEngine {
         self.engine.config().worker_id
     }
 
+    /// Requests handed to Python and not closed yet (answered, failed or released).
+    #[getter]
+    fn open_requests(&self) -> usize {
+        lock(&self.streams).len()
+    }
+
     /// Declares a route; returns the id its requests carry. Only before `start`.
     fn add_route(&self, method: &str, path: &str) -> PyResult<u32> {
         self.engine.add_route(method, path).map_err(engine_error)

@@ -215,6 +215,46 @@ def test_streamed_response_waits_for_a_slow_client(gateway, serve):
     assert finished.wait(WAIT)
 
 
+def wait_until(cond, what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not cond():
+        assert time.monotonic() < deadline, f"not {what} within {WAIT}s"
+        time.sleep(0.02)
+
+
+def test_a_client_gone_cancels_the_handler_and_frees_its_slot(gateway, serve):
+    cancelled = threading.Event()
+    w = worker_for(gateway)
+
+    @w.get("/long")
+    async def long(req):
+        async def body():
+            yield b"first"
+            try:
+                await asyncio.Event().wait()  # never set: only a cancel ends it
+            finally:
+                cancelled.set()
+
+        return vyx.Response(200, {"content-type": "text/plain"}, body())
+
+    @w.get("/ok")
+    async def ok(req):
+        return "ok"
+
+    serve(w)
+    with httpx.Client(base_url=gateway.base, timeout=WAIT) as c:
+        with c.stream("GET", "/long") as r:
+            chunks = r.iter_raw()  # kept: a dropped iterator closes the response
+            assert next(chunks) == b"first"
+            assert w._engine.open_requests == 1
+    # The client left: the gateway resets the stream, the worker cancels the handler.
+    assert cancelled.wait(WAIT)
+    wait_until(lambda: w._engine.open_requests == 0, "every slot closed")
+    with httpx.Client(base_url=gateway.base, timeout=WAIT) as c:
+        assert c.get("/ok").text == "ok"
+    assert w._engine.open_requests == 0
+
+
 def test_handler_exception_is_500_and_the_worker_keeps_serving(gateway, serve, client, caplog):
     w = worker_for(gateway)
 

@@ -280,6 +280,8 @@ class Worker:
             task = self._tasks.pop(slot, None)
             if task is not None:
                 task.cancel()
+            # A task cancelled before it ran never reaches its own release.
+            self._engine.release(slot)
         if end is not None and self._end is not None and not self._end.done():
             self._end.set_result(end)
 
