@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import queue
 import subprocess
 import sys
 import threading
@@ -64,7 +63,7 @@ class Lines:
 
     def wait_for(self, pred, what: str, timeout: float = WAIT) -> str:
         with self._cond:
-            ok = self._cond.wait_for(
+            self._cond.wait_for(
                 lambda: any(pred(l) for l in self.lines) or self._ended, timeout
             )
             for line in self.lines:

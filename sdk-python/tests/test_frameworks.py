@@ -258,3 +258,44 @@ def test_an_app_without_a_route_table_claims_what_it_is_given(gateway, serve, cl
     assert client.get("/raw/a%20b").text == "/raw/a b"
     with pytest.raises(ValueError):
         vyx.ASGIWorker(app, lifespan="sometimes", connect=gateway.ws, id="py:x")
+
+
+CLI_APP = '''
+from flask import Flask
+app = Flask("cli_app")
+
+@app.route("/cli/<int:n>")
+def double(n):
+    return {"double": 2 * n}
+'''
+
+
+def test_python_m_vyx_serves_an_app_module_until_sigterm(gateway, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import WAIT, Lines
+
+    (tmp_path / "cli_app.py").write_text(CLI_APP)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "vyx", "cli_app:app", "--connect", gateway.ws, "--id", "py:cli"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    err = Lines(child.stderr)
+    try:
+        with httpx.Client(base_url=gateway.base, timeout=WAIT) as c:
+            deadline = time.monotonic() + WAIT
+            while not any(w["id"] == "py:cli" for w in c.get("/_vyx/workers").json()):
+                assert child.poll() is None, err.text()
+                assert time.monotonic() < deadline, f"py:cli did not register: {err.text()}"
+                time.sleep(0.05)
+            assert registered_routes(c, "py:cli") == ["* /cli/{n}", "* /static/{*filename}"]
+            assert c.get("/cli/21").json() == {"double": 42}
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(WAIT) == 0, err.text()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()

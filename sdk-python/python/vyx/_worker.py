@@ -13,7 +13,7 @@ import inspect
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 from . import _core
 from ._errors import InvalidResponseError, RefusedError, StreamError, VyxError
@@ -341,7 +341,7 @@ class Worker:
             engine.respond(slot, res.status, res.headers, bytes(body))
             return
         if not engine.send_head(slot, res.status, res.headers, False):
-            _close(body)
+            await _close(body)  # HEAD, 204, 304: the body is not wanted
             return
         try:
             if hasattr(body, "__aiter__"):
@@ -361,11 +361,7 @@ class Worker:
                         break
                     await self._write(slot, chunk)
         finally:
-            aclose = getattr(body, "aclose", None)
-            if aclose is not None:
-                await aclose()
-            else:
-                _close(body)
+            await _close(body)
         engine.end(slot)
 
     async def _write(self, slot: int, chunk: Any) -> None:
@@ -377,15 +373,17 @@ class Worker:
             await self._wait(slot, True)
 
 
-def _close(body: Any) -> None:
-    close = getattr(body, "close", None)
-    if callable(close) and not inspect.iscoroutinefunction(close):
-        try:
+async def _close(body: Any) -> None:
+    """Closes a body iterator (``aclose`` of an async generator, ``close`` of a generator or
+    file), so that its ``finally`` blocks run."""
+    try:
+        aclose = getattr(body, "aclose", None)
+        if aclose is not None:
+            await aclose()
+            return
+        close = getattr(body, "close", None)
+        if callable(close):
             close()
-        except Exception:
-            log.exception("closing a response body failed")
+    except Exception:
+        log.exception("closing a response body failed")
 
-
-def routes_of(worker: Worker) -> Iterable[Tuple[str, str]]:
-    """The worker's routes as ``(method, path)``, in declaration order."""
-    return [(r.method, r.path) for _, r in sorted(worker._routes.items())]
