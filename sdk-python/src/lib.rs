@@ -15,43 +15,43 @@ mod log;
 use pyo3::prelude::*;
 
 pyo3::create_exception!(
-    _core,
+    vyx,
     VyxError,
     pyo3::exceptions::PyException,
     "Base class of every error the vyx SDK raises."
 );
 pyo3::create_exception!(
-    _core,
+    vyx,
     ConfigError,
     VyxError,
     "The worker's configuration is invalid (address, id, concurrency, routes)."
 );
 pyo3::create_exception!(
-    _core,
+    vyx,
     RefusedError,
     VyxError,
     "The gateway refused this worker for good (bad token, route conflict, ...)."
 );
 pyo3::create_exception!(
-    _core,
+    vyx,
     StreamError,
     VyxError,
     "A request's stream cannot do what was asked (already answered, reset, ...)."
 );
 pyo3::create_exception!(
-    _core,
+    vyx,
     StreamResetError,
     StreamError,
     "The gateway reset the stream: the client went away or timed out."
 );
 pyo3::create_exception!(
-    _core,
+    vyx,
     ConnectionLostError,
     StreamError,
     "The connection to the gateway ended before the stream did."
 );
 pyo3::create_exception!(
-    _core,
+    vyx,
     InvalidResponseError,
     StreamError,
     "The response head cannot be sent (bad status or header); the core answered 500."

@@ -343,6 +343,7 @@ def test_bad_configuration_is_refused_at_once():
     with pytest.raises(vyx.ConfigError):
         w.get("no-slash")(lambda req: None)
     assert isinstance(vyx.ConfigError("x"), vyx.VyxError)
+    assert vyx.RefusedError.__module__ == "vyx"  # tracebacks say vyx.RefusedError
 
 
 def test_environment_defaults(monkeypatch):

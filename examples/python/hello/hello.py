@@ -36,4 +36,7 @@ async def echo(req: vyx.Request):
 
 
 if __name__ == "__main__":
-    worker.start()  # until SIGTERM or Ctrl-C, then lets in-flight requests finish
+    try:
+        worker.start()  # until SIGTERM or Ctrl-C, then lets in-flight requests finish
+    except vyx.RefusedError as e:  # a bad token, a route another worker claims
+        raise SystemExit(f"error: {e}")
