@@ -170,10 +170,18 @@ fn the_example_file_passes_check() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
+    // Every worker of the example is a local one (one per language).
+    let text = std::fs::read_to_string(&example).unwrap();
+    let declared = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("- id:"))
+        .count();
     assert!(
-        stdout.contains("ok (1 worker(s) declared, 1 local)"),
-        "{stdout}"
+        declared >= 2,
+        "the example declares the Rust and Python workers"
     );
+    let expected = format!("ok ({declared} worker(s) declared, {declared} local)");
+    assert!(stdout.contains(&expected), "{stdout}");
 }
 
 #[test]

@@ -263,11 +263,8 @@ impl StreamShared {
                 break;
             }
             let chunk = data.split_to(n);
-            self.conn.send(Outgoing::Frame(Data::encode_parts(
-                self.id,
-                end && data.is_empty(),
-                &chunk,
-            )));
+            let last = end && data.is_empty();
+            self.send_data(Data::encode_parts(self.id, last, &chunk), last);
         }
         Ok(())
     }
@@ -281,13 +278,22 @@ impl StreamShared {
             }
             let (chunk, rest) = data.split_at(n);
             data = rest;
-            self.conn.send(Outgoing::Frame(Data::encode_parts(
-                self.id,
-                end && data.is_empty(),
-                chunk,
-            )));
+            let last = end && data.is_empty();
+            self.send_data(Data::encode_parts(self.id, last, chunk), last);
         }
         Ok(data)
+    }
+
+    /// Queues a frame of this stream; `last` says it ends the response. The stream then
+    /// leaves the connection's table (its concurrency count) first, once its request side
+    /// is done too: the gateway may open the next stream the moment it reads this frame and
+    /// must not find the worker still at its cap (a host answering from another thread, as
+    /// a binding does, can be descheduled between the two steps).
+    fn send_data(&self, frame: Bytes, last: bool) {
+        if last {
+            self.conn.finish_response(self.id);
+        }
+        self.conn.send(Outgoing::Frame(frame));
     }
 
     /// The whole response went out.
@@ -358,7 +364,7 @@ impl StreamShared {
                 return Err(StreamError::InvalidHead(why));
             }
         };
-        self.conn.send(Outgoing::Frame(head));
+        self.send_data(head, end);
         out.discard = no_body;
         if end {
             self.finish(out);
@@ -379,7 +385,7 @@ impl StreamShared {
             end,
         )
         .expect("the 500 head is valid");
-        self.conn.send(Outgoing::Frame(head));
+        self.send_data(head, end);
         if end {
             self.finish(out);
             return;
@@ -415,8 +421,7 @@ impl StreamShared {
                 if let Some(e) = self.send.failure() {
                     return Err(e);
                 }
-                self.conn
-                    .send(Outgoing::Frame(Data::encode_parts(self.id, true, &[])));
+                self.send_data(Data::encode_parts(self.id, true, &[]), true);
                 self.finish(out);
             }
             return Ok(TrySend::Accepted);

@@ -1,0 +1,77 @@
+"""``python -m vyx module:app``: serve an ASGI or WSGI app behind a vyx gateway.
+
+    python -m vyx myapp:app --connect ws://127.0.0.1:9000 --id py:myapp
+    python -m vyx myapp:app --route /api/{*rest}      # claim these paths only
+
+Connection settings default to VYX_CONNECT, VYX_WORKER_ID, VYX_TOKEN and VYX_CA_FILE, as
+in local mode. ASGI or WSGI is told from the app (an ``async`` callable is ASGI), or forced
+with ``--asgi``/``--wsgi``. Routes default to the app's own route table (Starlette, FastAPI,
+Flask), else ``/{*rest}``.
+"""
+
+import argparse
+import importlib
+import inspect
+import logging
+import os
+import sys
+
+from ._asgi import ASGIWorker
+from ._errors import VyxError
+from ._worker import DEFAULT_DRAIN_TIMEOUT
+from ._wsgi import WSGIWorker
+
+
+def load(spec: str):
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise SystemExit(f"error: {spec!r} is not module:attribute")
+    sys.path.insert(0, os.getcwd())
+    obj = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def is_asgi(app) -> bool:
+    return inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(
+        getattr(app, "__call__", None)
+    )
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vyx", description=__doc__.split("\n")[0])
+    p.add_argument("app", help="the app, as module:attribute")
+    p.add_argument("--route", action="append", dest="routes", metavar="PATTERN",
+                   help="a path pattern to claim (repeatable); default: the app's routes")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--asgi", action="store_true", help="the app is ASGI")
+    kind.add_argument("--wsgi", action="store_true", help="the app is WSGI")
+    p.add_argument("--connect", help="gateway URL (default $VYX_CONNECT)")
+    p.add_argument("--id", help="worker id (default $VYX_WORKER_ID)")
+    p.add_argument("--token", help="worker token (default $VYX_TOKEN)")
+    p.add_argument("--ca-file", help="extra CAs for wss:// (default $VYX_CA_FILE)")
+    p.add_argument("--max-concurrency", type=int)
+    p.add_argument("--drain-timeout", type=float, default=DEFAULT_DRAIN_TIMEOUT)
+    p.add_argument("--lifespan", choices=["auto", "on", "off"], default="auto")
+    p.add_argument("--log-level", default="INFO")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = load(args.app)
+    options = dict(connect=args.connect, id=args.id, token=args.token, ca_file=args.ca_file,
+                   max_concurrency=args.max_concurrency, drain_timeout=args.drain_timeout)
+    try:
+        if args.asgi or (not args.wsgi and is_asgi(app)):
+            worker = ASGIWorker(app, args.routes, lifespan=args.lifespan, **options)
+        else:
+            worker = WSGIWorker(app, args.routes, **options)
+        worker.start()
+    except VyxError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""ASGI 3 apps (FastAPI, Starlette, ...) served as they are: each request becomes an
+``http`` scope with a ``receive`` that streams the request body and a ``send`` whose
+messages go to the core (a whole body in one ``respond`` call, a streamed one chunk by chunk
+with backpressure). The ``lifespan`` protocol runs around the worker's life."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence
+from urllib.parse import unquote
+
+from ._errors import VyxError
+from ._request import Request
+from ._routes import DEFAULT_ROUTES, asgi_routes
+from ._worker import Worker
+
+log = logging.getLogger("vyx.asgi")
+
+ASGIApp = Callable[[Dict[str, Any], Callable[[], Awaitable[Dict[str, Any]]], Callable[[Dict[str, Any]], Awaitable[None]]], Awaitable[None]]
+
+# 2.4: no http.disconnect is needed to notice a client gone; the worker cancels the
+# request's task when the gateway resets its stream.
+_ASGI = {"version": "3.0", "spec_version": "2.4"}
+
+
+class ASGIWorker(Worker):
+    """A worker serving one ASGI app on ``routes`` (default: the app's own route table when
+    it is a Starlette/FastAPI app, else ``/{*rest}``). ``lifespan``: ``"auto"`` (run it when
+    the app supports it), ``"on"`` (it must) or ``"off"``."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        routes: Optional[Sequence[str]] = None,
+        *,
+        lifespan: str = "auto",
+        **options: Any,
+    ):
+        super().__init__(**options)
+        if lifespan not in ("auto", "on", "off"):
+            raise ValueError("lifespan must be 'auto', 'on' or 'off'")
+        self.app = app
+        self.lifespan = lifespan
+        self._app_state: Dict[str, Any] = {}
+        for path in routes or asgi_routes(app) or DEFAULT_ROUTES:
+            self._add("*", path, self._handle, True)
+
+    async def serve(self, *, handle_signals: bool = False) -> None:
+        lifespan = _Lifespan(self.app, self._app_state, self.lifespan)
+        await lifespan.startup()
+        try:
+            await super().serve(handle_signals=handle_signals)
+        finally:
+            await lifespan.shutdown()
+
+    def _scope(self, req: Request) -> Dict[str, Any]:
+        raw = req.headers.raw
+        host = req.headers.raw_value("host")
+        server = None
+        if host:
+            name, _, port = host.decode("latin-1").rpartition(":")
+            server = (name, int(port)) if name and port.isdigit() else (host.decode("latin-1"), None)
+        client = None
+        forwarded = req.headers.raw_value("x-forwarded-for")
+        if forwarded:
+            # The gateway appends the client's address it saw last.
+            client = (forwarded.decode("latin-1").rsplit(",", 1)[-1].strip(), 0)
+        proto = req.headers.raw_value("x-forwarded-proto")
+        path = req.path
+        return {
+            "type": "http",
+            "asgi": _ASGI,
+            "http_version": "1.1",
+            "method": req.method,
+            "scheme": proto.decode("latin-1") if proto else "http",
+            "path": unquote(path),
+            "raw_path": path.encode("latin-1"),
+            "query_string": (req.query_string or "").encode("latin-1"),
+            "root_path": "",
+            "headers": raw,
+            "client": client,
+            "server": server,
+            "state": dict(self._app_state),
+        }
+
+    async def _handle(self, req: Request) -> None:
+        await _Exchange(self, req).run(self.app, self._scope(req))
+
+
+class _Exchange:
+    """One request's ``receive`` and ``send``."""
+
+    def __init__(self, worker: Worker, req: Request):
+        self.worker = worker
+        self.engine = worker._engine
+        self.slot = req._slot
+        self.chunks = req.stream().__aiter__()
+        self.body_done = False
+        # receive() may be awaited from two tasks at once (a body reader and a disconnect
+        # listener); the body is read by one at a time.
+        self.reading = asyncio.Lock()
+        self.status = 0
+        self.headers: List[Any] = []
+        self.head_sent = False
+        self.started = False
+        self.finished = asyncio.get_running_loop().create_future()
+
+    async def run(self, app: ASGIApp, scope: Dict[str, Any]) -> None:
+        try:
+            await app(scope, self.receive, self.send)
+        finally:
+            if not self.finished.done():
+                self.finished.set_result(None)
+        if not self.started:
+            raise VyxError("the ASGI app returned without sending a response")
+        if not self.head_sent and self.status:
+            # http.response.start without any body message: an empty body.
+            self.engine.respond(self.slot, self.status, self.headers, b"")
+            self.head_sent = True
+        # Any other unfinished body ends with the slot's release (a RESET).
+
+    async def receive(self) -> Dict[str, Any]:
+        async with self.reading:
+            if not self.body_done:
+                try:
+                    chunk = await self.chunks.__anext__()
+                    return {"type": "http.request", "body": chunk, "more_body": True}
+                except StopAsyncIteration:
+                    self.body_done = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+        # Nothing more will come: http.disconnect once the response is over.
+        await asyncio.shield(self.finished)
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: Dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            if self.started:
+                raise RuntimeError("http.response.start sent twice")
+            self.started = True
+            self.status = message["status"]
+            self.headers = list(message.get("headers", ()))
+        elif kind == "http.response.body":
+            if not self.started:
+                raise RuntimeError("http.response.body before http.response.start")
+            if self.finished.done():
+                return
+            body = bytes(message.get("body", b""))
+            more = message.get("more_body", False)
+            engine = self.engine
+            if not self.head_sent:
+                self.head_sent = True
+                if not more:
+                    # The whole response in one call.
+                    engine.respond(self.slot, self.status, self.headers, body)
+                    self.finished.set_result(None)
+                    return
+                if not engine.send_head(self.slot, self.status, self.headers, False):
+                    self.finished.set_result(None)
+                    return
+            if body and not engine.try_send(self.slot, body):
+                await self.worker._wait(self.slot, True)
+            if not more:
+                engine.end(self.slot)
+                self.finished.set_result(None)
+        # http.response.trailers and other extensions: nothing to carry them.
+
+
+class _Lifespan:
+    """Runs the app's ``lifespan`` protocol: startup before the worker registers,
+    shutdown after it stopped."""
+
+    def __init__(self, app: ASGIApp, state: Dict[str, Any], mode: str):
+        self.app = app
+        self.state = state
+        self.mode = mode
+        self.task: Optional["asyncio.Task[None]"] = None
+        self.inbox: "asyncio.Queue[Dict[str, Any]]" = asyncio.Queue()
+        self.outbox: "asyncio.Queue[Dict[str, Any]]" = asyncio.Queue()
+
+    async def startup(self) -> None:
+        if self.mode == "off":
+            return
+        scope = {"type": "lifespan", "asgi": _ASGI, "state": self.state}
+        self.task = asyncio.ensure_future(self._run(scope))
+        await self.inbox.put({"type": "lifespan.startup"})
+        message = await self._reply()
+        if message is None:
+            return
+        if message["type"] == "lifespan.startup.failed":
+            raise VyxError(f"ASGI lifespan startup failed: {message.get('message', '')}")
+
+    async def shutdown(self) -> None:
+        if self.task is None or self.task.done():
+            return
+        await self.inbox.put({"type": "lifespan.shutdown"})
+        message = await self._reply()
+        if message is not None and message["type"] == "lifespan.shutdown.failed":
+            log.error("ASGI lifespan shutdown failed: %s", message.get("message", ""))
+        if not self.task.done():
+            self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+    async def _reply(self) -> Optional[Dict[str, Any]]:
+        """The app's answer, or ``None`` when the app ended (no lifespan support)."""
+        assert self.task is not None
+        get = asyncio.ensure_future(self.outbox.get())
+        await asyncio.wait({get, self.task}, return_when=asyncio.FIRST_COMPLETED)
+        if get.done():
+            return get.result()
+        get.cancel()
+        error = self.task.exception()
+        if self.mode == "on":
+            raise VyxError(f"the ASGI app does not support lifespan: {error!r}")
+        if error is not None:
+            log.info("the ASGI app does not support lifespan (%r); going on without", error)
+        self.task = None
+        return None
+
+    async def _run(self, scope: Dict[str, Any]) -> None:
+        await self.app(scope, self.inbox.get, self.outbox.put)
+
+
+def serve_asgi(app: ASGIApp, routes: Optional[Sequence[str]] = None, **options: Any) -> None:
+    """Serves ``app`` until SIGTERM or Ctrl-C, then drains; see :class:`ASGIWorker` for
+    ``routes`` and ``lifespan``, :class:`vyx.Worker` for the other options."""
+    ASGIWorker(app, routes, **options).start()

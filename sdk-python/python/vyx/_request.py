@@ -1,0 +1,194 @@
+"""``vyx.Request``: what a handler receives, and ``vyx.Headers``."""
+
+from __future__ import annotations
+
+import json as _json
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, List, Mapping, Optional, Tuple
+from urllib.parse import parse_qsl
+
+if TYPE_CHECKING:
+    from ._worker import Worker
+
+
+def parse_query(query: str) -> List[Tuple[str, str]]:
+    """Decodes a raw query as ``application/x-www-form-urlencoded`` (as WHATWG does, held to
+    ``spec/vectors/query.json``): pairs in order, repeats and blank values kept, ``+`` is a
+    space, invalid UTF-8 becomes U+FFFD."""
+    return parse_qsl(query, keep_blank_values=True, errors="replace")
+
+
+class Headers(Mapping[str, str]):
+    """Request headers in arrival order: names lower-case, values decoded as UTF-8 (U+FFFD
+    for invalid bytes). ``headers["x"]`` and ``get`` give the first value of a name,
+    ``getall`` every one; ``items()`` keeps repeats in order; ``raw`` has the bytes."""
+
+    __slots__ = ("raw", "_items")
+
+    def __init__(self, raw: List[Tuple[bytes, bytes]]):
+        self.raw = raw
+        self._items: Optional[List[Tuple[str, str]]] = None
+
+    def _decoded(self) -> List[Tuple[str, str]]:
+        if self._items is None:
+            self._items = [
+                (n.decode("latin-1"), v.decode("utf-8", "replace")) for n, v in self.raw
+            ]
+        return self._items
+
+    def __getitem__(self, name: str) -> str:
+        name = name.lower()
+        for n, v in self._decoded():
+            if n == name:
+                return v
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        seen = set()
+        for n, _ in self._decoded():
+            if n not in seen:
+                seen.add(n)
+                yield n
+
+    def __len__(self) -> int:
+        return len({n for n, _ in self._decoded()})
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and any(n == name.lower() for n, _ in self._decoded())
+
+    def raw_value(self, name: str) -> Optional[bytes]:
+        """The first value of ``name`` as the bytes that arrived, else ``None``."""
+        key = name.lower().encode("latin-1")
+        for n, v in self.raw:
+            if n == key:
+                return v
+        return None
+
+    def getall(self, name: str) -> List[str]:
+        """Every value of ``name``, in order."""
+        name = name.lower()
+        return [v for n, v in self._decoded() if n == name]
+
+    def items(self) -> List[Tuple[str, str]]:  # type: ignore[override]
+        """Every ``(name, value)``, repeats kept, in arrival order."""
+        return list(self._decoded())
+
+    def __repr__(self) -> str:
+        return f"Headers({self.items()!r})"
+
+
+class Request:
+    """One request the gateway sent. The worker matched nothing itself: ``route`` is the
+    pattern the gateway matched and ``params`` its decoded parameters.
+
+    The body is read at most once: ``await body()`` (also ``text()``, ``json()``) or
+    ``async for chunk in stream()``. Reading grants the gateway credit, so an upload flows
+    only as fast as the handler reads it. Plain ``def`` handlers get the body read before
+    they run: use ``content``.
+    """
+
+    __slots__ = (
+        "method",
+        "target",
+        "params",
+        "route",
+        "headers",
+        "_worker",
+        "_slot",
+        "_body",
+        "_streaming",
+        "_query",
+    )
+
+    def __init__(
+        self,
+        worker: "Worker",
+        slot: int,
+        method: str,
+        target: str,
+        params: List[Tuple[str, str]],
+        headers: List[Tuple[bytes, bytes]],
+        route: str,
+    ):
+        self._worker = worker
+        self._slot = slot
+        #: The request method, upper-case (``HEAD`` on a ``GET`` route too).
+        self.method = method
+        #: Path and query exactly as the client sent them.
+        self.target = target
+        #: Path parameters, percent-decoded, by name.
+        self.params: dict = dict(params)
+        #: The route pattern that matched, e.g. ``/users/{id}``.
+        self.route = route
+        self.headers = Headers(headers)
+        self._body: Optional[bytes] = None
+        self._streaming = False
+        self._query: Optional[List[Tuple[str, str]]] = None
+
+    @property
+    def path(self) -> str:
+        """The path as the client sent it (not decoded), without the query."""
+        return self.target.split("?", 1)[0]
+
+    @property
+    def query_string(self) -> Optional[str]:
+        """The raw query after ``?``; ``None`` when the target has no ``?``."""
+        parts = self.target.split("?", 1)
+        return parts[1] if len(parts) == 2 else None
+
+    @property
+    def query(self) -> List[Tuple[str, str]]:
+        """The decoded query: ``(name, value)`` pairs in order, repeats and blanks kept."""
+        if self._query is None:
+            self._query = parse_query(self.query_string or "")
+        return self._query
+
+    def query_param(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        """The first value of query parameter ``name``, else ``default``."""
+        for n, v in self.query:
+            if n == name:
+                return v
+        return default
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """The body, chunk by chunk, as it arrives."""
+        if self._body is not None:
+            if self._body:
+                yield self._body
+            return
+        if self._streaming:
+            raise RuntimeError("the request body is being read already")
+        self._streaming = True
+        engine = self._worker._engine
+        slot = self._slot
+        while True:
+            chunk = engine.try_chunk(slot)
+            if chunk is None:
+                return
+            if chunk:
+                yield chunk
+            else:
+                await self._worker._wait(slot, False)
+
+    async def body(self) -> bytes:
+        """The whole body."""
+        if self._body is None:
+            self._body = b"".join([c async for c in self.stream()])
+        return self._body
+
+    async def text(self, encoding: str = "utf-8") -> str:
+        """The whole body, decoded."""
+        return (await self.body()).decode(encoding)
+
+    async def json(self) -> Any:
+        """The whole body, parsed as JSON."""
+        return _json.loads(await self.body())
+
+    @property
+    def content(self) -> bytes:
+        """The body once read (always, in a plain ``def`` handler)."""
+        if self._body is None:
+            raise RuntimeError("the body has not been read: await req.body() first")
+        return self._body
+
+    def __repr__(self) -> str:
+        return f"<vyx.Request {self.method} {self.target}>"

@@ -1,0 +1,75 @@
+"""``vyx.Response``, and how a handler's return value becomes one."""
+
+from __future__ import annotations
+
+import json as _json
+from typing import Any, AsyncIterable, Iterable, List, Mapping, Optional, Tuple, Union
+
+HeaderPairs = List[Tuple[Union[str, bytes], Union[str, bytes]]]
+Body = Union[bytes, bytearray, memoryview, str, None, Iterable[Any], AsyncIterable[Any]]
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON, UTF-8 (no spaces, non-ASCII kept), as the other SDKs write it."""
+    return _json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+_JSON = [(b"content-type", b"application/json")]
+_TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
+_BYTES = [(b"content-type", b"application/octet-stream")]
+
+
+class Response:
+    """A response: ``status``, ``headers`` (a mapping or ``(name, value)`` pairs, repeats
+    allowed) and ``body``: ``bytes``/``str`` for a whole body, or a plain or async iterator of
+    ``bytes``/``str`` chunks, streamed with backpressure (each chunk is written when the
+    gateway's window has room). The core adds ``content-length`` to a whole body and drops
+    hop-by-hop headers and the body of HEAD/204/304 answers."""
+
+    __slots__ = ("status", "headers", "body")
+
+    def __init__(
+        self,
+        status: int = 200,
+        headers: Union[Mapping[str, str], HeaderPairs, None] = None,
+        body: Body = b"",
+    ):
+        self.status = status
+        if headers is None:
+            self.headers: HeaderPairs = []
+        elif isinstance(headers, Mapping):
+            self.headers = list(headers.items())
+        else:
+            self.headers = list(headers)
+        self.body = body
+
+    @classmethod
+    def json(cls, value: Any, status: int = 200, headers: Optional[HeaderPairs] = None) -> "Response":
+        """``value`` as JSON (``content-type: application/json``)."""
+        return cls(status, _JSON + list(headers or []), dumps(value))
+
+    @classmethod
+    def text(cls, value: str, status: int = 200, headers: Optional[HeaderPairs] = None) -> "Response":
+        """``value`` as ``text/plain; charset=utf-8``."""
+        return cls(status, _TEXT + list(headers or []), value.encode())
+
+    def __repr__(self) -> str:
+        return f"<vyx.Response {self.status}>"
+
+
+def to_response(result: Any) -> Response:
+    """A handler's return value as a Response: dict/list → JSON, str → text, bytes →
+    octet-stream, None → 204, a Response as it is."""
+    if isinstance(result, Response):
+        return result
+    if isinstance(result, (dict, list)):
+        return Response(200, _JSON, dumps(result))
+    if isinstance(result, str):
+        return Response(200, _TEXT, result.encode())
+    if isinstance(result, (bytes, bytearray, memoryview)):
+        return Response(200, _BYTES, bytes(result))
+    if result is None:
+        return Response(204)
+    raise TypeError(
+        f"a handler returned {type(result).__name__}: return a dict, list, str, bytes, "
+        "None or vyx.Response"
+    )

@@ -1,0 +1,389 @@
+"""``vyx.Worker``: routes, the asyncio side of the pull loop, and the lifecycle.
+
+The core pulls from the gateway on its own threads and queues what it gets; the loop is
+woken through a file descriptor (``loop.add_reader``) and takes the whole queue in one
+synchronous call. Nothing here speaks the protocol: requests arrive routed, answers go out
+through ``respond``/``try_send``, and the core applies the host rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
+
+from . import _core
+from ._errors import InvalidResponseError, RefusedError, StreamError, VyxError
+from ._request import Request
+from ._response import Response, to_response
+
+__version__ = "0.1.0"
+SDK = f"vyx-python/{__version__}"
+
+#: How long in-flight requests may take after ``stop()`` or a signal, by default.
+DEFAULT_DRAIN_TIMEOUT = 30.0
+
+log = logging.getLogger("vyx")
+core_log = logging.getLogger("vyx.core")
+
+F = TypeVar("F", bound=Callable[..., Any])
+_END = object()
+
+
+class State:
+    """A connection-state change: ``kind`` is ``connecting``, ``connected``,
+    ``reconnecting``, ``draining``, ``stopped`` or ``failed``."""
+
+    __slots__ = ("kind", "connection_id", "attempt", "delay", "cause")
+
+    def __init__(self, raw: Tuple[Any, ...]):
+        self.kind: str = raw[0]
+        #: The gateway's id for the connection (``connected``).
+        self.connection_id: Optional[str] = raw[1] if self.kind == "connected" else None
+        #: Retry number, 1-based, and the delay in seconds before it (``reconnecting``).
+        self.attempt: Optional[int] = raw[1] if self.kind == "reconnecting" else None
+        self.delay: Optional[float] = raw[2] if self.kind == "reconnecting" else None
+        #: Why (``reconnecting``, ``failed``).
+        self.cause: Optional[str] = (
+            raw[3] if self.kind == "reconnecting" else raw[1] if self.kind == "failed" else None
+        )
+
+    def __repr__(self) -> str:
+        extra = self.connection_id or self.cause or ""
+        return f"<vyx.State {self.kind}{' ' + extra if extra else ''}>"
+
+
+class _Route:
+    __slots__ = ("method", "path", "handler", "is_async", "answers_itself")
+
+    def __init__(
+        self, method: str, path: str, handler: Callable[..., Any], answers_itself: bool = False
+    ):
+        self.method = method
+        self.path = path
+        self.handler = handler
+        #: An adapter (ASGI, WSGI) that answers through the engine itself.
+        self.answers_itself = answers_itself
+        self.is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+            getattr(handler, "__call__", None)
+        )
+
+
+class Worker:
+    """A worker: it dials the gateway, registers its routes and serves what the gateway
+    sends until stopped.
+
+    ``connect``, ``id``, ``token`` and ``ca_file`` default to ``VYX_CONNECT``,
+    ``VYX_WORKER_ID``, ``VYX_TOKEN`` and ``VYX_CA_FILE`` (local mode sets them). Settings
+    are checked at once (:class:`vyx.ConfigError`).
+
+    ``async def`` handlers run on the worker's loop; plain ``def`` handlers run in a thread
+    pool of ``max_threads`` threads, with the body read before they are called.
+    """
+
+    def __init__(
+        self,
+        connect: Optional[str] = None,
+        id: Optional[str] = None,  # noqa: A002 - the name the docs use
+        token: Optional[str] = None,
+        *,
+        max_concurrency: Optional[int] = None,
+        ca_file: Optional[str] = None,
+        labels: Optional[Dict[str, str]] = None,
+        drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+        max_threads: Optional[int] = None,
+    ):
+        self._engine = _core.Engine(
+            connect or "",
+            id or "",
+            token,
+            max_concurrency,
+            ca_file,
+            list(labels.items()) if labels else None,
+            SDK,
+        )
+        self.drain_timeout = drain_timeout
+        self._max_threads = max_threads
+        self._routes: Dict[int, _Route] = {}
+        self._state_callbacks: List[Callable[[State], Any]] = []
+        self._state: State = State(("connecting",))
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._tasks: Dict[int, "asyncio.Task[None]"] = {}
+        self._waits: Dict[Tuple[int, bool], "asyncio.Future[Optional[str]]"] = {}
+        self._end: Optional["asyncio.Future[Tuple[str, str]]"] = None
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._started = False
+        self._stop_requested = False
+
+    # -- configuration -------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """The worker id (after the environment defaults)."""
+        return self._engine.worker_id
+
+    @property
+    def connect(self) -> str:
+        """The gateway address (after the environment defaults)."""
+        return self._engine.connect
+
+    @property
+    def state(self) -> State:
+        """The latest connection state the loop has seen."""
+        return self._state
+
+    def add_route(self, method: str, path: str, handler: Callable[..., Any]) -> None:
+        """Serves ``method`` (upper-case, or ``*`` for any) on ``path`` (``{name}``
+        parameters, a trailing ``{*rest}``) with ``handler``. Only before the start."""
+        self._add(method, path, handler, False)
+
+    def _add(self, method: str, path: str, handler: Callable[..., Any], answers_itself: bool) -> None:
+        method = method.upper()
+        route_id = self._engine.add_route(method, path)
+        self._routes[route_id] = _Route(method, path, handler, answers_itself)
+
+    def route(self, method: str, path: str) -> Callable[[F], F]:
+        """Decorator form of :meth:`add_route`."""
+
+        def register(handler: F) -> F:
+            self.add_route(method, path, handler)
+            return handler
+
+        return register
+
+    def get(self, path: str) -> Callable[[F], F]:
+        """Serves ``GET`` (and ``HEAD``, without the body, unless a HEAD route exists)."""
+        return self.route("GET", path)
+
+    def post(self, path: str) -> Callable[[F], F]:
+        return self.route("POST", path)
+
+    def put(self, path: str) -> Callable[[F], F]:
+        return self.route("PUT", path)
+
+    def patch(self, path: str) -> Callable[[F], F]:
+        return self.route("PATCH", path)
+
+    def delete(self, path: str) -> Callable[[F], F]:
+        return self.route("DELETE", path)
+
+    def on_state(self, callback: Callable[[State], Any]) -> Callable[[State], Any]:
+        """Calls ``callback(state)`` on the loop for every connection-state change, in order,
+        none skipped. Usable as a decorator."""
+        self._state_callbacks.append(callback)
+        return callback
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Runs the worker in a new event loop until it is stopped: SIGTERM and SIGINT
+        drain it (in-flight requests get ``drain_timeout`` seconds). Raises
+        :class:`vyx.RefusedError` when the gateway refuses the worker for good."""
+        asyncio.run(self.serve(handle_signals=True))
+
+    async def serve(self, *, handle_signals: bool = False) -> None:
+        """Runs the worker on the running loop until it is stopped. With
+        ``handle_signals``, SIGTERM and SIGINT drain it. Cancelling this drains at once."""
+        if self._started:
+            raise VyxError("a worker runs once")
+        self._started = True
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._end = loop.create_future()
+        if self._stop_requested:
+            return
+        self._engine.start()
+        fd = self._engine.fileno()
+        loop.add_reader(fd, self._on_ready)
+        signals: List[int] = []
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+                signals.append(sig)
+        try:
+            try:
+                kind, message = await asyncio.shield(self._end)
+            except asyncio.CancelledError:
+                self._engine.drain(0.0)
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._end), 5.0)
+                except (asyncio.TimeoutError, asyncio.CancelledError):
+                    pass
+                raise
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+            loop.remove_reader(fd)
+            await self._shutdown()
+        if kind == "refused":
+            raise RefusedError(message)
+        if kind != "ok":
+            raise VyxError(message)
+
+    async def stop(self, timeout: Optional[float] = None) -> None:
+        """Drains: no new requests, in-flight ones get ``timeout`` seconds (default
+        ``drain_timeout``), then the connection closes. Returns once stopped."""
+        self._stop_requested = True
+        self._engine.drain(self.drain_timeout if timeout is None else timeout)
+        if self._end is not None:
+            await asyncio.shield(self._end)
+
+    def _on_signal(self, sig: int) -> None:
+        log.info("%s: draining (in-flight requests get %ss)", signal.Signals(sig).name, self.drain_timeout)
+        self._engine.drain(self.drain_timeout)
+
+    async def _shutdown(self) -> None:
+        """After the engine stopped: handlers still running are cancelled and awaited, the
+        thread pool and the core's runtime are shut down, so no thread is left."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for fut in self._waits.values():
+            fut.cancel()
+        self._waits.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._engine.close()
+
+    # -- the pull loop -------------------------------------------------------------------
+
+    def _on_ready(self) -> None:
+        requests, resets, states, ready, logs, end = self._engine.take()
+        for level, target, message in logs:
+            core_log.log(level, "%s", message, extra={"rust_target": target})
+        for raw in states:
+            state = State(raw)
+            self._state = state
+            for callback in self._state_callbacks:
+                try:
+                    callback(state)
+                except Exception:
+                    log.exception("state callback failed")
+        if requests:
+            loop = self._loop
+            assert loop is not None
+            for slot, route_id, method, target, params, headers in requests:
+                route = self._routes[route_id]
+                req = Request(self, slot, method, target, params, headers, route.path)
+                self._tasks[slot] = loop.create_task(self._serve_one(route, req))
+        for slot, writable, error in ready:
+            fut = self._waits.pop((slot, writable), None)
+            if fut is not None and not fut.done():
+                fut.set_result(error)
+        for slot in resets:
+            task = self._tasks.pop(slot, None)
+            if task is not None:
+                task.cancel()
+            # A task cancelled before it ran never reaches its own release.
+            self._engine.release(slot)
+        if end is not None and self._end is not None and not self._end.done():
+            self._end.set_result(end)
+
+    async def _wait(self, slot: int, writable: bool) -> None:
+        """Waits until the slot is writable (or readable); raises if it failed."""
+        assert self._loop is not None
+        fut = self._loop.create_future()
+        self._waits[(slot, writable)] = fut
+        try:
+            self._engine.watch(slot, writable)
+            error = await fut
+        finally:
+            self._waits.pop((slot, writable), None)
+        if error is not None:
+            raise StreamError(error)
+
+    def _threads(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._max_threads, thread_name_prefix="vyx-handler")
+        return self._pool
+
+    async def _serve_one(self, route: _Route, req: Request) -> None:
+        slot = req._slot
+        engine = self._engine
+        try:
+            if route.answers_itself:
+                await route.handler(req)
+                return
+            if route.is_async:
+                result = await route.handler(req)
+            else:
+                await req.body()
+                assert self._loop is not None
+                result = await self._loop.run_in_executor(self._threads(), route.handler, req)
+            await self._send(slot, to_response(result))
+        except asyncio.CancelledError:
+            pass  # the stream was reset or the worker is stopping: nobody gets an answer
+        except InvalidResponseError as e:
+            log.error("%s %s: %s", req.method, route.path, e)
+        except StreamError as e:
+            log.debug("%s %s: response not sent: %s", req.method, route.path, e)
+        except Exception:
+            log.exception("handler of %s %s failed; answering 500", req.method, route.path)
+            engine.fail(slot, "handler raised an exception")
+        finally:
+            self._tasks.pop(slot, None)
+            engine.release(slot)
+
+    async def _send(self, slot: int, res: Response) -> None:
+        engine = self._engine
+        body = res.body
+        if isinstance(body, str):
+            body = body.encode()
+        if body is None:
+            body = b""
+        if isinstance(body, (bytes, bytearray, memoryview)):
+            engine.respond(slot, res.status, res.headers, bytes(body))
+            return
+        if not engine.send_head(slot, res.status, res.headers, False):
+            await _close(body)  # HEAD, 204, 304: the body is not wanted
+            return
+        try:
+            if hasattr(body, "__aiter__"):
+                async for chunk in body:
+                    await self._write(slot, chunk)
+            elif isinstance(body, (list, tuple)):
+                for chunk in body:
+                    await self._write(slot, chunk)
+            else:
+                # A plain iterator may block (a file, a generator that sleeps): each
+                # next() runs in the thread pool, never on the loop.
+                it = iter(body)
+                assert self._loop is not None
+                while True:
+                    chunk = await self._loop.run_in_executor(self._threads(), next, it, _END)
+                    if chunk is _END:
+                        break
+                    await self._write(slot, chunk)
+        finally:
+            await _close(body)
+        engine.end(slot)
+
+    async def _write(self, slot: int, chunk: Any) -> None:
+        if isinstance(chunk, str):
+            chunk = chunk.encode()
+        if not chunk:
+            return
+        if not self._engine.try_send(slot, bytes(chunk)):
+            await self._wait(slot, True)
+
+
+async def _close(body: Any) -> None:
+    """Closes a body iterator (``aclose`` of an async generator, ``close`` of a generator or
+    file), so that its ``finally`` blocks run."""
+    try:
+        aclose = getattr(body, "aclose", None)
+        if aclose is not None:
+            await aclose()
+            return
+        close = getattr(body, "close", None)
+        if callable(close):
+            close()
+    except Exception:
+        log.exception("closing a response body failed")
+
