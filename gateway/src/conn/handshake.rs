@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, info, warn};
 use vyx_core::error::CloseCode;
-use vyx_core::frame::Frame;
+use vyx_core::frame::{self, Frame};
 use vyx_core::handshake::{self, ErrorMessage, HandshakeError, RouteSpec, Welcome};
 use vyx_core::limits::MAX_FRAME_SIZE;
 use vyx_core::transport::{write_loop, Outgoing};
@@ -100,8 +100,16 @@ pub async fn serve<S>(
         let _ = tx.send(Outgoing::Close(e.code, e.message));
     };
 
-    // HELLO, within the handshake timeout.
-    let hello = match tokio::time::timeout(shared.config.handshake_timeout, stream.next()).await {
+    // HELLO, within the handshake timeout. Pings and pongs may come first: the socket
+    // answers them (§2.1) and they are not frames.
+    let deadline = tokio::time::Instant::now() + shared.config.handshake_timeout;
+    let first = loop {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            other => break other,
+        }
+    };
+    let hello = match first {
         Err(_) => {
             refuse(HandshakeError::new(
                 CloseCode::HandshakeTimeout,
@@ -109,24 +117,36 @@ pub async fn serve<S>(
             ));
             return finish_writer(writer, tx).await;
         }
-        Ok(Some(Ok(Message::Binary(b)))) => match Frame::decode(b, MAX_FRAME_SIZE) {
-            Ok(Frame::Hello(h)) => h,
-            Ok(Frame::Error(e)) => {
-                debug!(code = e.code, message = %e.message, "worker gave up during the handshake");
-                return finish_writer(writer, tx).await;
+        Ok(Some(Ok(Message::Binary(b)))) => {
+            let is_hello = b.first() == Some(&frame::kind::HELLO);
+            match Frame::decode(b, MAX_FRAME_SIZE) {
+                Ok(Frame::Hello(h)) => h,
+                Ok(Frame::Error(e)) => {
+                    debug!(code = e.code, message = %e.message, "worker gave up during the handshake");
+                    return finish_writer(writer, tx).await;
+                }
+                Ok(other) => {
+                    refuse(HandshakeError::new(
+                        CloseCode::ProtocolViolation,
+                        format!("expected HELLO, got {}", other.name()),
+                    ));
+                    return finish_writer(writer, tx).await;
+                }
+                // A HELLO that does not decode is the worker's own mistake, which retrying
+                // cannot fix: 4001 (permanent), naming the error (lead decision 3).
+                Err(e) if is_hello && e.kind() != "frame_too_large" => {
+                    refuse(HandshakeError::new(
+                        CloseCode::BadHello,
+                        format!("HELLO does not decode: {}: {e}", e.kind()),
+                    ));
+                    return finish_writer(writer, tx).await;
+                }
+                Err(e) => {
+                    refuse(HandshakeError::new(e.close_code(), e.to_string()));
+                    return finish_writer(writer, tx).await;
+                }
             }
-            Ok(other) => {
-                refuse(HandshakeError::new(
-                    CloseCode::ProtocolViolation,
-                    format!("expected HELLO, got {}", other.name()),
-                ));
-                return finish_writer(writer, tx).await;
-            }
-            Err(e) => {
-                refuse(HandshakeError::new(e.close_code(), e.to_string()));
-                return finish_writer(writer, tx).await;
-            }
-        },
+        }
         Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => {
             return finish_writer(writer, tx).await;
         }

@@ -40,6 +40,9 @@ pub type ConnRoutes = HashMap<RouteKey, u16>;
 pub enum Failure {
     Reset(ResetCode, String),
     ConnectionLost(String),
+    /// The worker broke the protocol on this stream; the gateway has RESET it
+    /// `protocol_error` and logged why.
+    Protocol(String),
     /// The connection takes no new streams (draining or closed); try another replica.
     Draining,
 }
@@ -58,6 +61,8 @@ pub struct OpenStream {
     pub body: mpsc::UnboundedReceiver<Result<Bytes, Failure>>,
     pub send: Arc<SendWindow<Failure>>,
     pub recv_credit: Arc<AtomicI64>,
+    /// Set for `expect: 100-continue` (see `GwStream::body_wanted`).
+    pub body_wanted: Option<oneshot::Receiver<bool>>,
 }
 
 /// One registered worker connection.

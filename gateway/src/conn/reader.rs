@@ -3,19 +3,17 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, info, warn};
 use vyx_core::error::{CloseCode, ResetCode};
-use vyx_core::frame::Frame;
+use vyx_core::frame::{DecodeFailure, Frame};
 use vyx_core::handshake::{self, ErrorMessage, HandshakeError};
 use vyx_core::limits::MAX_FRAME_SIZE;
-use vyx_core::transport::{sleep_until_opt, Heartbeat, Outgoing};
+use vyx_core::transport::{Heartbeat, Outgoing};
 
 use super::flow::{grant_send_window, spend_recv_window};
 use super::handshake::{check_allowed, check_route_count};
@@ -34,7 +32,6 @@ where
     S: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
 {
     let mut heartbeat = Heartbeat::new(shared.config.heartbeat);
-    let mut drain_deadline: Option<Instant> = None;
     loop {
         tokio::select! {
             msg = stream.next() => {
@@ -42,10 +39,7 @@ where
                 match msg {
                     Some(Ok(Message::Binary(b))) => {
                         match on_frame(conn, group, shared, b) {
-                            Ok(Some(d)) => {
-                                drain_deadline.get_or_insert(Instant::now() + d);
-                            }
-                            Ok(None) => {}
+                            Ok(()) => {}
                             Err((code, why)) => {
                                 warn!(worker_id = %conn.worker_id, connection = %conn.connection_id, %code, reason = %why, "closing worker connection");
                                 conn.send(Outgoing::Frame(Frame::Error(ErrorMessage { code: code as u16, message: why.clone() }).encode()));
@@ -79,11 +73,6 @@ where
                 }
                 conn.send(Outgoing::Ping);
             }
-            _ = sleep_until_opt(drain_deadline) => {
-                let open = conn.in_flight.load(Ordering::Acquire);
-                conn.send(Outgoing::Close(CloseCode::DrainTimeout, format!("{open} streams still open at the drain deadline")));
-                return format!("{}: {open} streams open at the deadline", CloseCode::DrainTimeout);
-            }
         }
     }
 }
@@ -109,18 +98,17 @@ fn violation(msg: String) -> Violation {
     (CloseCode::ProtocolViolation, msg)
 }
 
-/// Handles one frame from a worker; `Ok(Some(deadline))` when the worker starts draining.
+/// Handles one frame from a worker.
 fn on_frame(
     conn: &Arc<WorkerConn>,
     group: &Arc<WorkerGroup>,
     shared: &Arc<Shared>,
     bytes: Bytes,
-) -> Result<Option<Duration>, Violation> {
-    let frame =
-        Frame::decode(bytes, MAX_FRAME_SIZE).map_err(|e| (e.close_code(), e.to_string()))?;
+) -> Result<(), Violation> {
+    let decoded = Frame::decode_scoped(bytes, MAX_FRAME_SIZE);
     let mut table = conn.streams.lock().unwrap();
-    let check_opened = |id: u32, what: &str, next_id: u32| {
-        if id >= next_id {
+    let check_opened = |id: u32, what: &str, next_id: u64| {
+        if u64::from(id) >= next_id {
             Err(violation(format!(
                 "{what} for stream {id}, which was never opened"
             )))
@@ -128,15 +116,29 @@ fn on_frame(
             Ok(())
         }
     };
+    let frame = match decoded {
+        Ok(frame) => frame,
+        // A bad response head fails its stream only (§3.2): RESET, 502, connection kept.
+        Err(DecodeFailure::Stream { stream_id, error }) => {
+            check_opened(stream_id, "RESPONSE", table.next_id)?;
+            let why = format!("invalid RESPONSE head: {} ({error})", error.kind());
+            stream_protocol_error(conn, table, stream_id, &why);
+            return Ok(());
+        }
+        Err(DecodeFailure::Connection(e)) => return Err((e.close_code(), e.to_string())),
+    };
     match frame {
         Frame::Response(r) => {
             check_opened(r.stream_id, "RESPONSE", table.next_id)?;
             let Some(s) = table.map.get_mut(&r.stream_id) else {
-                return Ok(None);
+                return Ok(());
             };
+            if let Some(tx) = s.body_wanted.take() {
+                let _ = tx.send(r.status < 300);
+            }
             let Some(head_tx) = s.head_tx.take() else {
                 stream_protocol_error(conn, table, r.stream_id, "second RESPONSE on a stream");
-                return Ok(None);
+                return Ok(());
             };
             if r.end_stream {
                 s.response_done = true;
@@ -152,15 +154,15 @@ fn on_frame(
         Frame::Data(d) => {
             check_opened(d.stream_id, "DATA", table.next_id)?;
             let Some(s) = table.map.get_mut(&d.stream_id) else {
-                return Ok(None);
+                return Ok(());
             };
             if s.head_tx.is_some() {
                 stream_protocol_error(conn, table, d.stream_id, "DATA before RESPONSE");
-                return Ok(None);
+                return Ok(());
             }
             if s.response_done {
                 stream_protocol_error(conn, table, d.stream_id, "DATA after END_STREAM");
-                return Ok(None);
+                return Ok(());
             }
             shared
                 .metrics
@@ -180,7 +182,12 @@ fn on_frame(
         }
         Frame::Window(w) => {
             check_opened(w.stream_id, "WINDOW", table.next_id)?;
-            if let Some(s) = table.map.get(&w.stream_id) {
+            // After the request's END_STREAM the gateway sends no more DATA: a late WINDOW
+            // is ignored (§4.4), never counted towards an overflow.
+            if let Some(s) = table.map.get_mut(&w.stream_id).filter(|s| !s.request_done) {
+                if let Some(tx) = s.body_wanted.take() {
+                    let _ = tx.send(true);
+                }
                 grant_send_window(s, w.stream_id, w.increment)?;
             }
         }
@@ -188,13 +195,14 @@ fn on_frame(
             check_opened(r.stream_id, "RESET", table.next_id)?;
             let code = ResetCode::from_u32(r.code);
             if code == ResetCode::NoError {
-                // The worker finished its response and wants no more of the request body.
-                if let Some(s) = table.map.get_mut(&r.stream_id) {
+                // After a complete response: the worker wants no more of the request body,
+                // and the response stands. Before that it ends the stream like any RESET.
+                if let Some(s) = table.map.get_mut(&r.stream_id).filter(|s| s.response_done) {
                     s.send.fail(Failure::Reset(code, r.reason));
                     s.request_done = true;
                     maybe_finish(conn, table, r.stream_id);
+                    return Ok(());
                 }
-                return Ok(None);
             }
             if let Some(s) = table.map.remove(&r.stream_id) {
                 drop(table);
@@ -206,9 +214,10 @@ fn on_frame(
         Frame::Drain(d) => {
             conn.draining.store(true, Ordering::Release);
             drop(table);
+            // The deadline is the worker's to enforce (it closes 4010, §7): the gateway
+            // only stops opening streams and closes 1000 once the last one ends.
             info!(worker_id = %conn.worker_id, connection = %conn.connection_id, reason = %d.reason, deadline_ms = d.deadline_ms, "worker draining");
             conn.after_stream_end();
-            return Ok(Some(Duration::from_millis(d.deadline_ms)));
         }
         Frame::Routes(r) => {
             drop(table);
@@ -247,5 +256,5 @@ fn on_frame(
             )))
         }
     }
-    Ok(None)
+    Ok(())
 }

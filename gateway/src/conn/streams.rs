@@ -23,10 +23,15 @@ pub(super) struct GwStream {
     pub(super) recv_credit: Arc<AtomicI64>,
     pub(super) request_done: bool,
     pub(super) response_done: bool,
+    /// For `expect: 100-continue`: tells the body pump whether the worker wants the body
+    /// (first WINDOW, or a RESPONSE below 300) or not (a RESPONSE of 300 or more).
+    pub(super) body_wanted: Option<oneshot::Sender<bool>>,
 }
 
 pub(super) struct StreamTable {
-    pub(super) next_id: u32,
+    /// The next stream id: one more than the highest opened. Ids are 1, 2, 3, ... up to and
+    /// including `u32::MAX` (§4.1); past it the connection opens no stream.
+    pub(super) next_id: u64,
     pub(super) map: HashMap<u32, GwStream>,
 }
 
@@ -36,6 +41,13 @@ impl StreamTable {
             next_id: 1,
             map: HashMap::new(),
         }
+    }
+
+    /// Takes the next stream id, and whether it is the last one the id space has.
+    fn take_id(&mut self) -> Option<(u32, bool)> {
+        let id = u32::try_from(self.next_id).ok()?;
+        self.next_id += 1;
+        Some((id, id == u32::MAX))
     }
 }
 
@@ -47,23 +59,27 @@ impl WorkerConn {
         &self,
         request: &mut BytesMut,
         end_stream: bool,
+        expect_continue: bool,
     ) -> Result<OpenStream, Failure> {
         let mut table = self.streams.lock().unwrap();
         if self.closed.load(Ordering::Acquire) || self.draining.load(Ordering::Acquire) {
             return Err(Failure::Draining);
         }
-        let id = table.next_id;
-        if id == u32::MAX {
-            drop(table);
-            self.start_drain("stream ids exhausted", Duration::from_secs(30));
+        let Some((id, last)) = table.take_id() else {
             return Err(Failure::Draining);
-        }
-        table.next_id += 1;
+        };
         frame::set_stream_id(request, id);
         let (head_tx, head) = oneshot::channel();
         let (body_tx, body) = mpsc::unbounded_channel();
         let send = Arc::new(SendWindow::new(self.initial_window));
         let recv_credit = Arc::new(AtomicI64::new(self.initial_window as i64));
+        let (body_wanted, wanted_rx) = match expect_continue && !end_stream {
+            true => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            false => (None, None),
+        };
         table.map.insert(
             id,
             GwStream {
@@ -73,17 +89,24 @@ impl WorkerConn {
                 recv_credit: recv_credit.clone(),
                 request_done: end_stream,
                 response_done: false,
+                body_wanted,
             },
         );
         let _ = self
             .tx
             .send(Outgoing::Frame(std::mem::take(request).freeze()));
+        drop(table);
+        if last {
+            // §4.1: id 4294967295 used, so DRAIN; the worker reconnects for a fresh space.
+            self.start_drain("stream ids exhausted", Duration::from_secs(30));
+        }
         Ok(OpenStream {
             id,
             head,
             body,
             send,
             recv_credit,
+            body_wanted: wanted_rx,
         })
     }
 
@@ -163,15 +186,11 @@ pub(super) fn stream_protocol_error(
         return;
     };
     drop(table);
-    warn!(worker_id = %conn.worker_id, stream = id, reason = why, "stream protocol error");
+    warn!(worker_id = %conn.worker_id, connection = %conn.connection_id, stream = id, reason = why, "stream protocol error; stream reset");
     conn.send(Outgoing::Frame(
         Reset::new(id, ResetCode::ProtocolError, why).encode(),
     ));
-    end_stream_with(
-        conn,
-        s,
-        Failure::Reset(ResetCode::ProtocolError, why.to_string()),
-    );
+    end_stream_with(conn, s, Failure::Protocol(why.to_string()));
 }
 
 pub(super) fn end_stream_with(conn: &WorkerConn, mut s: GwStream, f: Failure) {
@@ -183,4 +202,24 @@ pub(super) fn end_stream_with(conn: &WorkerConn, mut s: GwStream, f: Failure) {
         let _ = tx.send(Err(f));
     }
     conn.stream_ended();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_run_to_u32_max_and_stop() {
+        let mut t = StreamTable::new();
+        assert_eq!(t.take_id(), Some((1, false)));
+        assert_eq!(t.take_id(), Some((2, false)));
+        t.next_id = u64::from(u32::MAX) - 1;
+        assert_eq!(t.take_id(), Some((u32::MAX - 1, false)));
+        assert_eq!(
+            t.take_id(),
+            Some((u32::MAX, true)),
+            "the last id is usable (§3.1)"
+        );
+        assert_eq!(t.take_id(), None);
+    }
 }
