@@ -117,6 +117,11 @@ fn malformed_frames_fail_with_the_named_error() {
             v["close_code"].as_u64().unwrap(),
             "{name}: close code"
         );
+        let scoped = Frame::decode_scoped(Bytes::from(unhex(v["hex"].as_str().unwrap())), max)
+            .unwrap_err()
+            .stream_id()
+            .is_some();
+        assert_eq!(scoped, v["stream_error"] == true, "{name}: stream error");
     }
 }
 

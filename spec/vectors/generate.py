@@ -752,8 +752,14 @@ def malformed_vectors():
     v = []
 
     def add(name, raw, kind):
-        v.append({"name": name, "hex": raw.hex(), "error": kind,
-                  "close_code": close_code_for(kind)})
+        vec = {"name": name, "hex": raw.hex(), "error": kind,
+               "close_code": close_code_for(kind)}
+        # A RESPONSE head that fails after a valid frame header is a stream error at the
+        # gateway (PROTOCOL.md §3.5): RESET protocol_error instead of the close.
+        if raw[:1] == b"\x02" and kind not in (
+                "truncated_header", "unknown_type", "invalid_flags", "stream_id_zero"):
+            vec["stream_error"] = True
+        v.append(vec)
 
     H = header
     D, RQ, RS, RT, W = 0x00, 0x01, 0x02, 0x03, 0x08
