@@ -52,7 +52,8 @@ pub fn gateway_websocket_config() -> WebSocketConfig {
 /// control frames, pings) goes first, in the order queued; DATA goes round-robin by stream,
 /// one frame per stream per turn, so a small answer never waits behind another stream's
 /// megabytes. Frames of one stream keep their order; a RESET drops its stream's DATA still
-/// queued (the peer would ignore it). A close goes after everything queued before it.
+/// queued (the peer would ignore it), except RESET `no_error`, which ends a complete
+/// response and so goes after that DATA. A close goes after everything queued before it.
 pub async fn write_loop<S>(
     mut sink: SplitSink<S, Message>,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
@@ -143,14 +144,18 @@ impl FairQueue {
                     });
                     q.push_back(b);
                 }
-                Some((frame::kind::RESET, id)) => {
-                    if let Some(mut q) = self.data.remove(&id) {
-                        self.turns.retain(|&t| t != id);
-                        q.clear();
-                        self.spare.push(q);
+                Some((frame::kind::RESET, id)) => match self.data.get_mut(&id) {
+                    // `no_error` follows a complete response (§4.3): after its DATA, in order.
+                    Some(q) if b.get(6..10) == Some(&[0, 0, 0, 0][..]) => q.push_back(b),
+                    _ => {
+                        if let Some(mut q) = self.data.remove(&id) {
+                            self.turns.retain(|&t| t != id);
+                            q.clear();
+                            self.spare.push(q);
+                        }
+                        self.urgent.push_back(Message::Binary(b));
                     }
-                    self.urgent.push_back(Message::Binary(b));
-                }
+                },
                 _ => self.urgent.push_back(Message::Binary(b)),
             },
             Outgoing::Ping => self.urgent.push_back(Message::Ping(Bytes::new())),
@@ -393,6 +398,21 @@ mod tests {
             })
             .collect();
         assert_eq!(order, vec![(5, 1), (7, 1), (5, 2), (7, 1), (5, 3)]);
+    }
+
+    #[tokio::test]
+    async fn a_reset_no_error_goes_after_its_streams_data() {
+        let (frames, _) = written_after(|tx| {
+            tx.send(data(13, 100, false)).unwrap();
+            tx.send(data(13, 100, true)).unwrap();
+            tx.send(Outgoing::Frame(
+                Reset::new(13, crate::error::ResetCode::NoError, "").encode(),
+            ))
+            .unwrap();
+        })
+        .await;
+        let (d, r) = (frame::kind::DATA, frame::kind::RESET);
+        assert_eq!(frames, vec![(d, 13), (d, 13), (r, 13)]);
     }
 
     #[tokio::test]

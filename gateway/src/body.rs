@@ -1,6 +1,7 @@
 //! The response body the gateway gives hyper: either a small body of its own (errors,
 //! admin JSON) or a worker's streamed body, granting the worker credit as hyper takes it.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -9,7 +10,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use std::future::Future;
 use tokio::sync::mpsc;
 use tokio::time::Sleep;
 use tracing::warn;
@@ -34,21 +34,23 @@ impl Drop for StreamGuard {
     }
 }
 
+/// A worker's response body as hyper pulls it: grants the worker credit as the client takes
+/// the bytes, holds the worker to its `content-length`, and bounds the gaps (`body_idle`).
 pub struct WorkerBody {
-    pub rx: mpsc::UnboundedReceiver<Result<Bytes, Failure>>,
-    pub credit: Arc<AtomicI64>,
-    pub initial_window: u32,
-    pub unacked: u32,
-    pub guard: StreamGuard,
-    pub done: bool,
+    rx: mpsc::UnboundedReceiver<Result<Bytes, Failure>>,
+    credit: Arc<AtomicI64>,
+    initial_window: u32,
+    unacked: u32,
+    guard: StreamGuard,
+    done: bool,
     /// The worker's `content-length`, when it sent one (§3.5).
-    pub expected: Option<u64>,
-    pub received: u64,
+    expected: Option<u64>,
+    received: u64,
     /// `timeouts.body_idle`: how long the worker may leave the client waiting for DATA.
-    pub idle: Duration,
+    idle: Duration,
     /// Armed while hyper waits for DATA and none has come; a slow client never counts.
-    pub idle_timer: Pin<Box<Sleep>>,
-    pub idle_armed: bool,
+    idle_timer: Pin<Box<Sleep>>,
+    idle_armed: bool,
 }
 
 impl WorkerBody {

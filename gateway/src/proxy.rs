@@ -372,7 +372,7 @@ fn failure_response(
 }
 
 /// How long the gateway holds an `expect: 100-continue` body for a worker that neither asks
-/// for it (WINDOW) nor answers (§3.4): then it reads it anyway, as curl does, so that a
+/// for it (WINDOW) nor answers (PROTOCOL.md §5.1): then it reads it anyway, as curl does, so that a
 /// worker that does not know the rule still gets its body.
 const EXPECT_CONTINUE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 

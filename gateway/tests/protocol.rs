@@ -411,7 +411,9 @@ async fn window_overflow_closes_with_4008() {
     let mut w = RawWorker::connect(gw.addr, "raw:win", vec![route(0, "POST", "/win")]).await;
     let c = client();
     let url = gw.url("/win");
-    let _req = tokio::spawn(async move { send(&c, "POST", &url, &[], vec![1u8; 10]).await });
+    // More than the window, so the request direction is still open when the WINDOW comes
+    // (a WINDOW after the request's END_STREAM is ignored, §4.4).
+    let _req = tokio::spawn(async move { send(&c, "POST", &url, &[], vec![1u8; 1 << 20]).await });
     let Frame::Request(r) = w.next_frame().await else {
         panic!("expected REQUEST")
     };
@@ -421,17 +423,22 @@ async fn window_overflow_closes_with_4008() {
     }))
     .await;
     // Frames already queued (the request body) may come first.
-    loop {
+    let close = async {
         use futures_util::StreamExt;
-        match tokio::time::timeout(WAIT, w.ws.next()).await.unwrap() {
-            Some(Ok(Message::Close(Some(f)))) => {
-                assert_eq!(u16::from(f.code), 4008);
-                break;
+        loop {
+            match w.ws.next().await {
+                Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
+                Some(Ok(_)) => {}
+                other => panic!("expected a close frame, got {other:?}"),
             }
-            Some(Ok(_)) => {}
-            other => panic!("expected a close frame, got {other:?}"),
         }
-    }
+    };
+    assert_eq!(
+        tokio::time::timeout(WAIT, close)
+            .await
+            .expect("close in time"),
+        4008
+    );
 }
 
 /// PROTOCOL.md §2.1: a close frame is answered with one echoing its code before the socket
