@@ -58,7 +58,7 @@ pub fn all() -> Vec<Probe> {
         "DATA before RESPONSE -> stream reset, connection kept" => p => data_before_response(p),
         "second RESPONSE -> stream reset, connection kept" => p => second_response(p),
         "first frame not HELLO -> 4005" => p => first_frame_not_hello(p),
-        "HELLO that is not JSON -> 4005" => p => hello_not_json(p),
+        "HELLO that is not JSON -> 4001" => p => hello_not_json(p),
         "second HELLO -> 4005" => p => p.frame_close(Frame::Hello(hello("probe:bad", vec![])), 4005),
         "HELLO naming another worker id -> 4001" => p => p.hello_close("probe:bad", hello("probe:other", vec![]), 4001),
         "HELLO with an invalid route pattern -> 4001" => p => p.hello_close("probe:bad", hello("probe:bad", vec![route(0, "GET", "/a/{")]), 4001),
@@ -494,7 +494,8 @@ async fn hello_not_json(p: &Probes) -> Outcome<()> {
     let mut bytes = vec![0x10, 0, 0, 0, 0, 0];
     bytes.extend_from_slice(b"{\"protocol\":1,");
     send(&mut ws, Message::Binary(bytes.into())).await?;
-    expect_close(&mut ws, 4005).await
+    // A HELLO that does not decode is bad_hello, permanent (lead decision 3).
+    expect_close(&mut ws, 4001).await
 }
 
 async fn hello_protocol_2(p: &Probes) -> Outcome<()> {
