@@ -1,6 +1,6 @@
 //! The gateway's side of one worker connection, split by concern:
 //! - [`handshake`]: the upgraded socket from HELLO to WELCOME, and HELLO/ROUTES policy checks;
-//! - [`reader`]: the reader loop (frames from the worker, heartbeat, drain deadline);
+//! - [`reader`]: the reader loop (frames from the worker, heartbeat);
 //! - [`streams`]: the stream table and each stream's state;
 //! - [`flow`]: per-stream flow-control accounting;
 //! - [`drain`]: DRAIN and the close once the last stream ends.

@@ -1,5 +1,5 @@
-//! The reader loop of a registered connection: every frame from the worker, the heartbeat,
-//! and the deadline of a drain the worker asked for.
+//! The reader loop of a registered connection: every frame from the worker, and the
+//! heartbeat. A worker's DRAIN deadline is the worker's to enforce (§7), not the reader's.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
