@@ -171,7 +171,8 @@ async fn dispatch(
             conn.clone(),
             open.id,
             open.send.clone(),
-            open.body_wanted,
+            open.body_wanted
+                .map(|rx| (rx, shared.config.expect_continue_wait)),
             shared.config.max_body,
             shared.config.body_idle_timeout,
         ));
@@ -371,11 +372,6 @@ fn failure_response(
     }
 }
 
-/// How long the gateway holds an `expect: 100-continue` body for a worker that neither asks
-/// for it (WINDOW) nor answers (PROTOCOL.md §5.1): then it reads it anyway, as curl does, so that a
-/// worker that does not know the rule still gets its body.
-const EXPECT_CONTINUE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// Whether the request asks to switch to WebSocket (`Upgrade: websocket`).
 fn is_websocket_upgrade(headers: &http::HeaderMap) -> bool {
     headers.get_all(http::header::UPGRADE).iter().any(|v| {
@@ -387,18 +383,19 @@ fn is_websocket_upgrade(headers: &http::HeaderMap) -> bool {
 
 /// Sends the client's body to the worker, never more than the stream's window. With
 /// `wanted` (`expect: 100-continue`) the body is not read, so hyper sends no 100, until the
-/// worker asks for it.
+/// worker asks for it, or until the wait is over: then it is read anyway, as curl does, so
+/// that a worker that does not know the rule still gets its body (PROTOCOL.md §5.1).
 async fn pump_body(
     mut body: Incoming,
     conn: Arc<WorkerConn>,
     id: u32,
     send: Arc<SendWindow<Failure>>,
-    wanted: Option<tokio::sync::oneshot::Receiver<bool>>,
+    wanted: Option<(tokio::sync::oneshot::Receiver<bool>, std::time::Duration)>,
     max_body: u64,
     idle: std::time::Duration,
 ) {
-    if let Some(wanted) = wanted {
-        match tokio::time::timeout(EXPECT_CONTINUE_WAIT, wanted).await {
+    if let Some((wanted, wait)) = wanted {
+        match tokio::time::timeout(wait, wanted).await {
             Ok(Ok(true)) | Err(_) => {}
             // Refused (a RESPONSE of 300 or more), or the stream is gone: the client's body
             // is never read and no 100 goes out.

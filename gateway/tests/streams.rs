@@ -514,7 +514,8 @@ async fn read_until(tcp: &mut tokio::net::TcpStream, needle: &str) -> String {
 
 #[tokio::test]
 async fn expect_continue_lets_the_worker_refuse_before_any_100() {
-    let gw = TestGateway::start().await;
+    // No fallback read within the test: only the worker's answer decides.
+    let gw = TestGateway::start_with(|c| c.expect_continue_wait = Duration::from_secs(600)).await;
     let mut w = RawWorker::connect(gw.addr, "raw:up", vec![route(0, "POST", "/up")]).await;
     let mut tcp = expecting_upload(&gw).await;
     let r = next_request(&mut w).await;
@@ -530,7 +531,8 @@ async fn expect_continue_lets_the_worker_refuse_before_any_100() {
 
 #[tokio::test]
 async fn expect_continue_sends_100_once_the_worker_asks_for_the_body() {
-    let gw = TestGateway::start().await;
+    // No fallback read within the test: the WINDOW is what lets the body through.
+    let gw = TestGateway::start_with(|c| c.expect_continue_wait = Duration::from_secs(600)).await;
     let mut w = RawWorker::connect(gw.addr, "raw:up", vec![route(0, "POST", "/up")]).await;
     let mut tcp = expecting_upload(&gw).await;
     let r = next_request(&mut w).await;
@@ -572,4 +574,14 @@ async fn the_gateway_closes_4010_at_its_own_drain_deadline() {
     assert_eq!(w.close_code().await, 4010);
     shutdown.await.unwrap();
     req.abort();
+}
+
+#[tokio::test]
+async fn expect_continue_body_is_read_anyway_when_the_worker_never_asks() {
+    let gw = TestGateway::start_with(|c| c.expect_continue_wait = Duration::from_millis(100)).await;
+    let mut w = RawWorker::connect(gw.addr, "raw:up", vec![route(0, "POST", "/up")]).await;
+    let mut tcp = expecting_upload(&gw).await;
+    let _r = next_request(&mut w).await;
+    let answer = read_until(&mut tcp, "100 Continue").await;
+    assert!(answer.starts_with("HTTP/1.1 100 Continue"), "{answer}");
 }
