@@ -116,12 +116,16 @@ fn malformed_frames_fail_with_the_named_error() {
             Err(e) => e,
         };
         assert_eq!(err.kind(), v["error"].as_str().unwrap(), "{name}: {err}");
-        // `close_code` null: a stream error (a RESPONSE head the gateway resets, §3.5); which
-        // stream it hits is the gateway's business, the kind is the codec's.
-        match v["close_code"].as_u64() {
-            Some(code) => assert_eq!(err.close_code() as u16 as u64, code, "{name}: close code"),
-            None => assert_eq!(v["reset_code"], "protocol_error", "{name}"),
-        }
+        assert_eq!(
+            err.close_code() as u16 as u64,
+            v["close_code"].as_u64().unwrap(),
+            "{name}: close code"
+        );
+        let scoped = Frame::decode_scoped(Bytes::from(unhex(v["hex"].as_str().unwrap())), max)
+            .unwrap_err()
+            .stream_id()
+            .is_some();
+        assert_eq!(scoped, v["stream_error"] == true, "{name}: stream error");
     }
 }
 

@@ -40,6 +40,9 @@ pub struct GatewayConfig {
     pub header_read_timeout: Option<Duration>,
     /// A request or response body that makes no progress this long is cut.
     pub body_idle_timeout: Duration,
+    /// How long an `expect: 100-continue` body waits for the worker to ask for it (a WINDOW)
+    /// or answer, before the gateway reads it anyway (PROTOCOL.md §5.1).
+    pub expect_continue_wait: Duration,
     /// How long a request waits for a replica with a free slot before 503.
     pub queue_timeout: Duration,
     /// How long shutdown waits for in-flight requests (and local workers to exit).
@@ -79,6 +82,7 @@ impl Default for GatewayConfig {
             request_timeout: Duration::from_secs(30),
             header_read_timeout: None,
             body_idle_timeout: Duration::from_secs(30),
+            expect_continue_wait: Duration::from_secs(1),
             queue_timeout: Duration::from_secs(5),
             drain_grace: Duration::from_secs(30),
             initial_window: limits::INITIAL_WINDOW,

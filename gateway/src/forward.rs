@@ -5,22 +5,21 @@ use std::net::SocketAddr;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION};
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded either way.
-const HOP_BY_HOP: [&str; 8] = [
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded either way; so is every
+/// `proxy-*` name (PROTOCOL.md §3.5).
+const HOP_BY_HOP: [&str; 6] = [
     "connection",
     "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
     "te",
     "trailer",
     "transfer-encoding",
+    "upgrade",
 ];
 
-/// Whether a header must not cross the proxy: a hop-by-hop name, `upgrade`, or a name the
-/// `Connection` header lists.
+/// Whether a header must not cross the proxy: a hop-by-hop name, a `proxy-*` name, or a
+/// name the `Connection` header lists.
 pub fn is_hop_by_hop(name: &str, headers: &HeaderMap) -> bool {
-    if HOP_BY_HOP.contains(&name) || name == "upgrade" {
+    if HOP_BY_HOP.contains(&name) || name.starts_with("proxy-") {
         return true;
     }
     headers.get_all(CONNECTION).iter().any(|v| {
@@ -86,6 +85,7 @@ impl std::fmt::Write for IpText {
     }
 }
 
+pub const FORWARDED: &str = "forwarded";
 pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
 pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
@@ -134,6 +134,38 @@ pub fn forwarded<'a>(
     }
 }
 
+/// This hop's RFC 7239 `Forwarded` element: `for=<client>;proto=http[;host=<host>]`, the
+/// IPv6 node and a host that is not a token quoted (`for="[::1]"`, `host="a.example:8080"`).
+/// It goes after any `Forwarded` the request carried, as a header line of its own.
+pub fn forwarded_element(client: &IpText, v6: bool, host: Option<&[u8]>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(b"for=");
+    if v6 {
+        out.extend_from_slice(b"\"[");
+        out.extend_from_slice(client.as_bytes());
+        out.extend_from_slice(b"]\"");
+    } else {
+        out.extend_from_slice(client.as_bytes());
+    }
+    out.extend_from_slice(b";proto=http");
+    if let Some(host) = host.filter(|h| !h.is_empty()) {
+        out.extend_from_slice(b";host=");
+        if host.iter().all(|&b| vyx_core::frame::is_tchar(b)) {
+            out.extend_from_slice(host);
+        } else {
+            out.push(b'"');
+            for &b in host {
+                if b == b'"' || b == b'\\' {
+                    out.push(b'\\');
+                }
+                out.push(b);
+            }
+            out.push(b'"');
+        }
+    }
+    out
+}
+
 /// A request id: 16 hex digits, unique per gateway process.
 pub fn new_request_id(seq: u64, seed: u64) -> HeaderValue {
     let mut mix =
@@ -178,6 +210,24 @@ mod tests {
                 .bytes()
                 .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         }
+    }
+
+    #[test]
+    fn the_forwarded_element_quotes_ipv6_and_non_token_hosts() {
+        let v4 = IpText::new("10.1.2.3".parse().unwrap());
+        assert_eq!(
+            forwarded_element(&v4, false, Some(b"example.org")),
+            b"for=10.1.2.3;proto=http;host=example.org"
+        );
+        let v6 = IpText::new("::1".parse().unwrap());
+        assert_eq!(
+            forwarded_element(&v6, true, Some(b"127.0.0.1:8080")),
+            &b"for=\"[::1]\";proto=http;host=\"127.0.0.1:8080\""[..]
+        );
+        assert_eq!(
+            forwarded_element(&v4, false, None),
+            b"for=10.1.2.3;proto=http"
+        );
     }
 
     #[test]

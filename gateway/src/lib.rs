@@ -16,6 +16,7 @@ pub mod config;
 mod conn;
 pub mod file_config;
 mod forward;
+mod framing;
 mod metrics;
 mod proxy;
 mod register;

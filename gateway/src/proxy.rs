@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -21,6 +21,7 @@ use vyx_core::transport::Outgoing;
 use crate::body::{GatewayBody, StreamGuard, WorkerBody};
 use crate::conn::{Failure, WorkerConn};
 use crate::forward::{self, X_REQUEST_ID};
+use crate::framing::{framing, BodyPlan};
 use crate::registry::reserve_replica;
 use crate::routes::RouteTarget;
 use crate::Shared;
@@ -99,8 +100,20 @@ async fn dispatch(
         }
     }
 
+    if is_websocket_upgrade(&parts.headers) {
+        return error_response(
+            StatusCode::NOT_IMPLEMENTED,
+            "WebSocket upgrades are not passed through to workers yet",
+            &request_id,
+        );
+    }
+
     // The REQUEST frame, straight from the parts; the route id is set per replica below.
     let end_stream = http_body::Body::is_end_stream(&body);
+    let expect_continue = parts
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let mut frame = match encode_request(&parts, &found.params, end_stream, client, &request_id) {
         Ok(f) => f,
         Err(e) => {
@@ -125,7 +138,7 @@ async fn dispatch(
         match reserve_replica(&target.group, &target.key) {
             Ok((conn, route_id)) => {
                 set_route_id(&mut frame, route_id);
-                match conn.open_stream(&mut frame, end_stream) {
+                match conn.open_stream(&mut frame, end_stream, expect_continue) {
                     Ok(open) => break (conn, open),
                     // Started draining since the choice: pick again.
                     Err(_) => conn.release_slot(),
@@ -159,6 +172,8 @@ async fn dispatch(
             conn.clone(),
             open.id,
             open.send.clone(),
+            open.body_wanted
+                .map(|rx| (rx, shared.config.expect_continue_wait)),
             shared.config.max_body,
             shared.config.body_idle_timeout,
         ));
@@ -185,18 +200,37 @@ async fn dispatch(
         Ok(Ok(Ok(head))) => head,
     };
 
-    let mut resp = Response::new(if head.end_stream {
+    let framing = match framing(
+        head.status,
+        &head.headers,
+        parts.method == http::Method::HEAD,
+        head.end_stream,
+    ) {
+        Ok(f) => f,
+        Err(why) => {
+            warn!(worker_id = %conn.worker_id, route = %target.key, reason = %why, "invalid response framing; stream reset");
+            conn.cancel_stream(open.id, ResetCode::ProtocolError, &why);
+            return error_response(
+                StatusCode::BAD_GATEWAY,
+                "worker sent an invalid content-length",
+                &request_id,
+            );
+        }
+    };
+    let mut resp = Response::new(if framing.body == BodyPlan::Empty {
+        // Dropping the guard RESETs (`cancel`) a stream whose body is still open: it is
+        // not forwarded, and the slot is freed now.
         drop(guard);
         GatewayBody::empty()
     } else {
-        GatewayBody::Worker(Box::new(WorkerBody {
-            rx: open.body,
-            credit: open.recv_credit,
-            initial_window: conn.initial_window,
-            unacked: 0,
+        GatewayBody::Worker(Box::new(WorkerBody::new(
+            open.body,
+            open.recv_credit,
+            conn.initial_window,
             guard,
-            done: false,
-        }))
+            framing.content_length,
+            shared.config.body_idle_timeout,
+        )))
     });
     *resp.status_mut() = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let headers = resp.headers_mut();
@@ -210,6 +244,15 @@ async fn dispatch(
             continue; // the codec validated both; this cannot fail
         };
         headers.append(name, value);
+    }
+    // One content-length, the checked value, or none (204, 304).
+    match framing.content_length {
+        Some(n) => {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        None => {
+            headers.remove(CONTENT_LENGTH);
+        }
     }
     let hop: Vec<HeaderName> = headers
         .keys()
@@ -267,6 +310,15 @@ fn encode_request(
     if let Some(h) = fwd.host {
         w.header(forward::X_FORWARDED_HOST.as_bytes(), h);
     }
+    let host = parts
+        .headers
+        .get(http::header::HOST)
+        .map(HeaderValue::as_bytes)
+        .or(fwd.add_host.map(str::as_bytes));
+    w.header(
+        forward::FORWARDED.as_bytes(),
+        &forward::forwarded_element(&forward::IpText::new(client.ip()), client.is_ipv6(), host),
+    );
     if let Some(id) = fwd.request_id {
         w.header(X_REQUEST_ID.as_str().as_bytes(), id.as_bytes());
     }
@@ -295,6 +347,15 @@ fn failure_response(
                 request_id,
             )
         }
+        Failure::Protocol(why) => {
+            // Already logged as a warning where it was found.
+            debug!(worker_id = %conn.worker_id, reason = %why, "answering 502 for a stream protocol error");
+            error_response(
+                StatusCode::BAD_GATEWAY,
+                "worker sent an invalid response",
+                request_id,
+            )
+        }
         Failure::Draining => error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "worker is draining",
@@ -311,15 +372,42 @@ fn failure_response(
     }
 }
 
-/// Sends the client's body to the worker, never more than the stream's window.
+/// Whether the request asks to switch to WebSocket (`Upgrade: websocket`).
+fn is_websocket_upgrade(headers: &http::HeaderMap) -> bool {
+    headers.get_all(http::header::UPGRADE).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+    })
+}
+
+/// Sends the client's body to the worker, never more than the stream's window. With
+/// `wanted` (`expect: 100-continue`) the body is not read, so hyper sends no 100, until the
+/// worker asks for it, or until the wait is over: then it is read anyway, as curl does, so
+/// that a worker that does not know the rule still gets its body (PROTOCOL.md §5.1).
 async fn pump_body(
     mut body: Incoming,
     conn: Arc<WorkerConn>,
     id: u32,
     send: Arc<SendWindow<Failure>>,
+    wanted: Option<(tokio::sync::oneshot::Receiver<bool>, std::time::Duration)>,
     max_body: u64,
     idle: std::time::Duration,
 ) {
+    if let Some((wanted, wait)) = wanted {
+        match tokio::time::timeout(wait, wanted).await {
+            Ok(Ok(true)) | Err(_) => {}
+            // Refused (a RESPONSE of 300 or more), or the stream is gone: the client's body
+            // is never read and no 100 goes out.
+            Ok(Ok(false)) | Ok(Err(_)) => {
+                debug!(
+                    stream = id,
+                    "expect: 100-continue body not wanted by the worker"
+                );
+                return;
+            }
+        }
+    }
     let mut total = 0u64;
     loop {
         let Ok(frame) = tokio::time::timeout(idle, body.frame()).await else {

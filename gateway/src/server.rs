@@ -18,6 +18,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use vyx_core::error::CloseCode;
+use vyx_core::transport::Outgoing;
+
 use crate::body::GatewayBody;
 use crate::supervisor::Supervisor;
 use crate::{admin, metrics, proxy, register, GatewayConfig, Shared};
@@ -212,22 +215,35 @@ async fn shutdown_gracefully(shared: &Shared, graceful: GracefulShutdown) {
         c.start_drain("gateway shutting down", grace);
     }
     drop(conns);
-    let workers_gone = async {
-        loop {
-            let left = shared.registry.left.notified();
-            tokio::pin!(left);
-            left.as_mut().enable();
-            if shared.registry.connection_count() == 0 {
-                return;
-            }
-            left.await;
-        }
-    };
     let all = async {
-        tokio::join!(graceful.shutdown(), workers_gone);
+        tokio::join!(graceful.shutdown(), workers_gone(shared));
     };
     if tokio::time::timeout(grace, all).await.is_err() {
         warn!("drain grace period over; closing what is left");
+        // The gateway sent the DRAIN, so it enforces the deadline (§7): 4010, and the
+        // streams left fail with 502 as each connection's reader ends.
+        for c in shared.registry.connections() {
+            let open = c.in_flight.load(Ordering::Acquire);
+            c.send(Outgoing::Close(
+                CloseCode::DrainTimeout,
+                format!("{open} streams still open at the drain deadline"),
+            ));
+        }
+        // Bounded: a worker that never answers the close does not hold the exit.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), workers_gone(shared)).await;
+    }
+}
+
+/// Waits until no worker connection is registered.
+async fn workers_gone(shared: &Shared) {
+    loop {
+        let left = shared.registry.left.notified();
+        tokio::pin!(left);
+        left.as_mut().enable();
+        if shared.registry.connection_count() == 0 {
+            return;
+        }
+        left.await;
     }
 }
 

@@ -396,6 +396,31 @@ async fn a_route_claimed_by_another_id_is_refused_and_both_are_named() {
     wait_for_workers(gw.addr, "orders", 2).await;
 }
 
+/// PROTOCOL.md §2.4: the allow-list (4004) is checked before conflicts (4003), so a worker
+/// learns nothing about routes it may not claim anyway.
+#[tokio::test]
+async fn a_route_outside_the_allow_list_is_4004_even_when_another_id_claims_it() {
+    let dir = tempfile::tempdir().unwrap();
+    tokens(dir.path());
+    let gw = gateway_with(dir.path(), CREDENTIALS).await;
+    let _orders = RawWorker::connect_with_token(
+        gw.addr,
+        "orders",
+        Some("o-secret"),
+        vec![route(0, "GET", "/orders/{id}")],
+    )
+    .await;
+    let (code, reason) = refused_after_hello(
+        &gw,
+        "billing",
+        "b-secret",
+        hello("billing", vec![route(0, "GET", "/orders/{id}")]),
+    )
+    .await;
+    assert_eq!(code, 4004, "{reason}");
+    assert!(!reason.contains("\"orders\""), "{reason}");
+}
+
 #[tokio::test]
 async fn unknown_workers_are_admitted_only_when_the_file_says_so() {
     let dir = tempfile::tempdir().unwrap();

@@ -405,13 +405,37 @@ async fn request_body_never_exceeds_the_granted_window() {
     assert_eq!(status, 204);
 }
 
+/// A request body that sends ten bytes and then never ends, so the request direction stays
+/// open (a WINDOW after the request's END_STREAM is ignored, §4.4).
+struct EndlessBody(bool);
+
+impl http_body::Body for EndlessBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if std::mem::replace(&mut self.0, true) {
+            return std::task::Poll::Pending; // never woken: the body just stops
+        }
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(
+            b"0123456789",
+        )))))
+    }
+}
+
 #[tokio::test]
 async fn window_overflow_closes_with_4008() {
     let gw = TestGateway::start().await;
     let mut w = RawWorker::connect(gw.addr, "raw:win", vec![route(0, "POST", "/win")]).await;
-    let c = client();
-    let url = gw.url("/win");
-    let _req = tokio::spawn(async move { send(&c, "POST", &url, &[], vec![1u8; 10]).await });
+    let c = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<EndlessBody>();
+    let req = http::Request::post(gw.url("/win"))
+        .body(EndlessBody(false))
+        .unwrap();
+    let _req = tokio::spawn(async move { c.request(req).await });
     let Frame::Request(r) = w.next_frame().await else {
         panic!("expected REQUEST")
     };
@@ -421,17 +445,22 @@ async fn window_overflow_closes_with_4008() {
     }))
     .await;
     // Frames already queued (the request body) may come first.
-    loop {
+    let close = async {
         use futures_util::StreamExt;
-        match tokio::time::timeout(WAIT, w.ws.next()).await.unwrap() {
-            Some(Ok(Message::Close(Some(f)))) => {
-                assert_eq!(u16::from(f.code), 4008);
-                break;
+        loop {
+            match w.ws.next().await {
+                Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
+                Some(Ok(_)) => {}
+                other => panic!("expected a close frame, got {other:?}"),
             }
-            Some(Ok(_)) => {}
-            other => panic!("expected a close frame, got {other:?}"),
         }
-    }
+    };
+    assert_eq!(
+        tokio::time::timeout(WAIT, close)
+            .await
+            .expect("close in time"),
+        4008
+    );
 }
 
 /// PROTOCOL.md §2.1: a close frame is answered with one echoing its code before the socket

@@ -93,17 +93,11 @@ ERROR_KINDS = (
 )
 
 
-# A RESPONSE head with a bad field is a stream error at the gateway (the only receiver of
-# RESPONSE): RESET protocol_error, 502 to that client, the connection stays (PROTOCOL.md §3.5).
-STREAM_SCOPED = ("invalid_status", "invalid_header_name", "invalid_header_value")
-
-
 def close_code_for(kind, raw):
-    """The receiver's close code, None for a stream error: a HELLO payload that does not
-    decode is bad_hello (the worker has a bug that retrying cannot fix); every other
-    connection-level decode error is 4005/4006."""
-    if raw[:1] == b"\x02" and kind in STREAM_SCOPED:
-        return None
+    """The close code a receiver without stream context reports: a HELLO payload that does
+    not decode is bad_hello (the worker has a bug that retrying cannot fix); every other
+    decode error is 4005/4006. (A RESPONSE payload error on an open stream is a stream error
+    at the gateway instead: the vector's stream_error flag.)"""
     if kind == "frame_too_large":
         return CLOSE_FRAME_TOO_LARGE
     if kind == "invalid_control_payload" and raw[:1] == b"\x10":
@@ -798,10 +792,13 @@ def malformed_vectors():
     v = []
 
     def add(name, raw, kind):
-        code = close_code_for(kind, raw)
-        vec = {"name": name, "hex": raw.hex(), "error": kind, "close_code": code}
-        if code is None:
-            vec["reset_code"] = "protocol_error"
+        vec = {"name": name, "hex": raw.hex(), "error": kind,
+               "close_code": close_code_for(kind, raw)}
+        # A RESPONSE head that fails after a valid frame header is a stream error at the
+        # gateway (PROTOCOL.md §3.5): RESET protocol_error instead of the close.
+        if raw[:1] == b"\x02" and kind not in (
+                "truncated_header", "unknown_type", "invalid_flags", "stream_id_zero"):
+            vec["stream_error"] = True
         v.append(vec)
 
     H = header

@@ -78,17 +78,66 @@ pub enum Frame {
     Error(ErrorMessage),
 }
 
+/// A decode error with its scope (PROTOCOL.md §3.2): most errors are the connection's (the
+/// receiver closes), but a RESPONSE whose 6-byte header is valid and whose head does not
+/// decode (bad status, header name or value, a truncated or overlong head) is confined to its
+/// stream: the gateway RESETs that stream `protocol_error` and the connection goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeFailure {
+    /// The connection fails: close with [`DecodeError::close_code`].
+    Connection(DecodeError),
+    /// Only `stream_id` fails: RESET it `protocol_error`.
+    Stream { stream_id: u32, error: DecodeError },
+}
+
+impl DecodeFailure {
+    /// The error kind, whatever its scope.
+    pub fn error(&self) -> &DecodeError {
+        match self {
+            DecodeFailure::Connection(e) | DecodeFailure::Stream { error: e, .. } => e,
+        }
+    }
+
+    /// The stream the error is confined to, if it is stream-scoped.
+    pub fn stream_id(&self) -> Option<u32> {
+        match self {
+            DecodeFailure::Connection(_) => None,
+            DecodeFailure::Stream { stream_id, .. } => Some(*stream_id),
+        }
+    }
+
+    pub fn into_error(self) -> DecodeError {
+        match self {
+            DecodeFailure::Connection(e) | DecodeFailure::Stream { error: e, .. } => e,
+        }
+    }
+}
+
+impl From<DecodeError> for DecodeFailure {
+    fn from(e: DecodeError) -> DecodeFailure {
+        DecodeFailure::Connection(e)
+    }
+}
+
 impl Frame {
-    /// Decodes one WebSocket message. `max_frame_size` counts the whole message.
+    /// Decodes one WebSocket message. `max_frame_size` counts the whole message. Every error
+    /// is reported as the connection's; [`Frame::decode_scoped`] tells stream errors apart.
     pub fn decode(msg: Bytes, max_frame_size: usize) -> Result<Frame, DecodeError> {
+        Frame::decode_scoped(msg, max_frame_size).map_err(DecodeFailure::into_error)
+    }
+
+    /// [`Frame::decode`], with the scope of the error: a RESPONSE head that does not decode
+    /// after a valid frame header is [`DecodeFailure::Stream`].
+    pub fn decode_scoped(msg: Bytes, max_frame_size: usize) -> Result<Frame, DecodeFailure> {
         if msg.len() > max_frame_size {
             return Err(DecodeError::FrameTooLarge {
                 size: msg.len(),
                 max: max_frame_size,
-            });
+            }
+            .into());
         }
         if msg.len() < HEADER_LEN {
-            return Err(DecodeError::TruncatedHeader(msg.len()));
+            return Err(DecodeError::TruncatedHeader(msg.len()).into());
         }
         let ty = msg[0];
         let fl = msg[1];
@@ -102,17 +151,19 @@ impl Frame {
             return Err(DecodeError::InvalidFlags {
                 frame: name,
                 flags: fl,
-            });
+            }
+            .into());
         }
         let is_control = ty >= kind::HELLO;
         if is_control && stream_id != 0 {
             return Err(DecodeError::StreamIdNonzero {
                 frame: name,
                 stream_id,
-            });
+            }
+            .into());
         }
         if !is_control && stream_id == 0 {
-            return Err(DecodeError::StreamIdZero(name));
+            return Err(DecodeError::StreamIdZero(name).into());
         }
         let end_stream = fl & flags::END_STREAM != 0;
         let payload = msg.slice(HEADER_LEN..);
@@ -123,7 +174,10 @@ impl Frame {
                 data: payload,
             }),
             kind::REQUEST => Frame::Request(Request::decode(stream_id, end_stream, payload)?),
-            kind::RESPONSE => Frame::Response(Response::decode(stream_id, end_stream, payload)?),
+            kind::RESPONSE => Frame::Response(
+                Response::decode(stream_id, end_stream, payload)
+                    .map_err(|error| DecodeFailure::Stream { stream_id, error })?,
+            ),
             kind::RESET => Frame::Reset(Reset::decode(stream_id, payload)?),
             kind::WINDOW => Frame::Window(Window::decode(stream_id, payload)?),
             kind::HELLO => Frame::Hello(control::decode(&payload)?),
@@ -199,5 +253,46 @@ pub(crate) fn end_flag(end_stream: bool) -> u8 {
         flags::END_STREAM
     } else {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_hex(hex: &str) -> Result<Frame, DecodeFailure> {
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        Frame::decode_scoped(Bytes::from(bytes), crate::limits::MAX_FRAME_SIZE)
+    }
+
+    #[test]
+    fn a_bad_response_head_is_scoped_to_its_stream() {
+        // Status 600, an upper-case name, a truncated head, a trailing byte: stream 7 only.
+        for hex in [
+            "02010000000702580000",
+            "02010000000700c800010001410000",
+            "020100000007",
+            "02010000000700c80000ff",
+        ] {
+            let err = decode_hex(hex).unwrap_err();
+            assert_eq!(err.stream_id(), Some(7), "{hex}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn header_errors_and_other_frames_stay_connection_errors() {
+        for hex in [
+            "02040000000700c80000", // RESPONSE with a reserved flag
+            "02000000000000c80000", // RESPONSE on stream 0
+            "0100000000070000",     // REQUEST ending inside a field
+            "080000000007000000",   // WINDOW too short
+            "00",                   // truncated header
+        ] {
+            let err = decode_hex(hex).unwrap_err();
+            assert_eq!(err.stream_id(), None, "{hex}: {err:?}");
+        }
     }
 }

@@ -1,0 +1,246 @@
+//! The upgraded worker socket from HELLO to WELCOME: the handshake timeout, HELLO
+//! validation with the gateway's own policy (route count, allow-list, conflicts), and
+//! registration; then the reader loop takes over.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use futures_util::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tracing::{debug, info, warn};
+use vyx_core::error::CloseCode;
+use vyx_core::frame::{self, Frame};
+use vyx_core::handshake::{self, ErrorMessage, HandshakeError, RouteSpec, Welcome};
+use vyx_core::limits::MAX_FRAME_SIZE;
+use vyx_core::transport::{write_loop, Outgoing};
+
+use super::reader::read_loop;
+use super::streams::StreamTable;
+use super::{conn_routes, WorkerConn};
+use crate::auth::Admission;
+use crate::Shared;
+
+/// Whether the worker stays within `limits.routes_per_worker`.
+pub(super) fn check_route_count(n: usize, shared: &Shared) -> Result<(), HandshakeError> {
+    let max = shared.config.routes_per_worker;
+    if n > max {
+        return Err(HandshakeError::new(
+            CloseCode::BadHello,
+            format!("{n} routes declared; this gateway allows at most {max} per worker (limits.routes_per_worker)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `path` lies under `prefix`, at a segment boundary: `/hello` covers `/hello` and
+/// `/hello/{name}`, not `/helloworld`.
+fn under_prefix(path: &str, prefix: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'),
+        None => false,
+    }
+}
+
+/// Whether every route falls under one of the allowed prefixes.
+pub(super) fn check_allowed(
+    routes: &[RouteSpec],
+    admission: &Admission,
+) -> Result<(), HandshakeError> {
+    let Some(prefixes) = &admission.allowed_prefixes else {
+        return Ok(());
+    };
+    let outside: Vec<String> = routes
+        .iter()
+        .filter(|r| !prefixes.iter().any(|p| under_prefix(&r.path, p)))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    if outside.is_empty() {
+        return Ok(());
+    }
+    Err(HandshakeError::new(
+        CloseCode::RouteNotAllowed,
+        format!(
+            "routes outside the allowed prefixes {prefixes:?}: {}",
+            outside.join(", ")
+        ),
+    ))
+}
+
+/// Serves one upgraded worker socket from HELLO to close.
+pub async fn serve<S>(
+    ws: S,
+    shared: Arc<Shared>,
+    worker_id: String,
+    admission: Admission,
+    addr: SocketAddr,
+) where
+    S: Stream<Item = Result<Message, tungstenite::Error>>
+        + futures_util::Sink<Message, Error = tungstenite::Error>
+        + Unpin
+        + Send
+        + 'static,
+{
+    let (sink, mut stream) = ws.split();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(write_loop(sink, rx));
+    let refuse = |e: HandshakeError| {
+        warn!(worker_id = %worker_id, %addr, code = %e.code, reason = %e.message, "worker refused");
+        shared.metrics.rejected(e.code.name());
+        let _ = tx.send(Outgoing::Frame(
+            Frame::Error(ErrorMessage {
+                code: e.code as u16,
+                message: e.message.clone(),
+            })
+            .encode(),
+        ));
+        let _ = tx.send(Outgoing::Close(e.code, e.message));
+    };
+
+    // HELLO, within the handshake timeout. Pings and pongs may come first: the socket
+    // answers them (§2.1) and they are not frames.
+    let deadline = tokio::time::Instant::now() + shared.config.handshake_timeout;
+    let first = loop {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            other => break other,
+        }
+    };
+    let hello = match first {
+        Err(_) => {
+            refuse(HandshakeError::new(
+                CloseCode::HandshakeTimeout,
+                format!("no HELLO within {:?}", shared.config.handshake_timeout),
+            ));
+            return finish_writer(writer, tx).await;
+        }
+        Ok(Some(Ok(Message::Binary(b)))) => {
+            let is_hello = b.first() == Some(&frame::kind::HELLO);
+            match Frame::decode(b, MAX_FRAME_SIZE) {
+                Ok(Frame::Hello(h)) => h,
+                Ok(Frame::Error(e)) => {
+                    debug!(code = e.code, message = %e.message, "worker gave up during the handshake");
+                    return finish_writer(writer, tx).await;
+                }
+                Ok(other) => {
+                    refuse(HandshakeError::new(
+                        CloseCode::ProtocolViolation,
+                        format!("expected HELLO, got {}", other.name()),
+                    ));
+                    return finish_writer(writer, tx).await;
+                }
+                // A HELLO whose JSON does not decode is the worker's own mistake, which
+                // retrying cannot fix: 4001 (permanent), naming the error (§2.4).
+                Err(e) if is_hello && e.close_code() == CloseCode::BadHello => {
+                    refuse(HandshakeError::new(
+                        CloseCode::BadHello,
+                        format!("HELLO does not decode: {}: {e}", e.kind()),
+                    ));
+                    return finish_writer(writer, tx).await;
+                }
+                Err(e) => {
+                    refuse(HandshakeError::new(e.close_code(), e.to_string()));
+                    return finish_writer(writer, tx).await;
+                }
+            }
+        }
+        Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => {
+            return finish_writer(writer, tx).await;
+        }
+        Ok(Some(Ok(_))) => {
+            refuse(HandshakeError::new(
+                CloseCode::ProtocolViolation,
+                "expected HELLO as a binary message",
+            ));
+            return finish_writer(writer, tx).await;
+        }
+    };
+    if let Err(e) = hello
+        .validate(&worker_id)
+        .and_then(|_| check_route_count(hello.routes.len(), &shared))
+        .and_then(|_| check_allowed(&hello.routes, &admission))
+    {
+        refuse(e);
+        return finish_writer(writer, tx).await;
+    }
+
+    let group = shared.registry.group(&worker_id);
+    let serial = shared.next_serial.fetch_add(1, Ordering::Relaxed);
+    let max_concurrency = hello
+        .max_concurrency
+        .min(shared.config.max_concurrency_per_connection);
+    let routes = conn_routes(&hello.routes);
+    let conn = Arc::new(WorkerConn {
+        serial,
+        connection_id: format!("c{serial}"),
+        worker_id: worker_id.clone(),
+        instance: hello.instance.clone(),
+        sdk: hello.sdk.clone(),
+        addr,
+        since: SystemTime::now(),
+        max_concurrency: max_concurrency as usize,
+        initial_window: shared.config.initial_window,
+        route_ids: Mutex::new(routes.iter().map(|(k, id)| (*id, k.clone())).collect()),
+        routes: ArcSwap::from_pointee(routes),
+        admission,
+        bytes_to_worker: shared.metrics.bytes_to_workers.clone(),
+        in_flight: AtomicUsize::new(0),
+        draining: AtomicBool::new(false),
+        closed: AtomicBool::new(false),
+        tx: tx.clone(),
+        streams: Mutex::new(StreamTable::new()),
+        slot_freed: group.slot_freed.clone(),
+    });
+    let welcome = Welcome {
+        protocol: handshake::PROTOCOL_VERSION,
+        gateway: concat!("vyx/", env!("CARGO_PKG_VERSION")).into(),
+        connection_id: conn.connection_id.clone(),
+        heartbeat_ms: shared.config.heartbeat.as_millis() as u32,
+        initial_window: shared.config.initial_window,
+        max_frame_size: MAX_FRAME_SIZE as u32,
+        max_concurrency,
+    };
+    {
+        // Streams open under this lock: holding it from registration until WELCOME is
+        // queued keeps any REQUEST for the new replica behind its WELCOME.
+        let _streams = conn.streams.lock().unwrap();
+        if let Err(e) = shared.registry.register(&conn, &group) {
+            refuse(e);
+            drop(_streams);
+            return finish_writer(writer, tx).await;
+        }
+        conn.send(Outgoing::Frame(Frame::Welcome(welcome).encode()));
+    }
+    shared.metrics.registered(&conn.worker_id, &conn.instance);
+    if shared.shutting_down.load(Ordering::Acquire) {
+        conn.start_drain("gateway shutting down", shared.config.drain_grace);
+    }
+    info!(
+        worker_id = %conn.worker_id,
+        instance = %conn.instance,
+        connection = %conn.connection_id,
+        %addr,
+        routes = hello.routes.len(),
+        "worker registered"
+    );
+    // Not held for the connection's life (the routes live on in `conn`).
+    drop(hello);
+
+    let end = read_loop(&conn, &group, &shared, &mut stream).await;
+    shared.registry.unregister(&conn);
+    conn.fail_all(&end);
+    info!(worker_id = %conn.worker_id, connection = %conn.connection_id, reason = %end, "worker disconnected");
+    drop(conn);
+    finish_writer(writer, tx).await;
+}
+
+async fn finish_writer(writer: tokio::task::JoinHandle<()>, tx: mpsc::UnboundedSender<Outgoing>) {
+    // Response bodies may still hold the connection's sender: a final close (a no-op after
+    // one already sent) ends the writer rather than waiting for them.
+    let _ = tx.send(Outgoing::Close(CloseCode::Normal, String::new()));
+    drop(tx);
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+}

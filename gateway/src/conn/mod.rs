@@ -1,0 +1,122 @@
+//! The gateway's side of one worker connection, split by concern:
+//! - [`handshake`]: the upgraded socket from HELLO to WELCOME, and HELLO/ROUTES policy checks;
+//! - [`reader`]: the reader loop (frames from the worker, heartbeat);
+//! - [`streams`]: the stream table and each stream's state;
+//! - [`flow`]: per-stream flow-control accounting;
+//! - [`drain`]: DRAIN and the close once the last stream ends.
+
+mod drain;
+mod flow;
+mod handshake;
+mod reader;
+mod streams;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, Notify};
+use vyx_core::error::ResetCode;
+use vyx_core::flow::SendWindow;
+use vyx_core::frame::HeaderList;
+use vyx_core::handshake::RouteSpec;
+use vyx_core::transport::Outgoing;
+
+use crate::auth::Admission;
+use crate::routes::RouteKey;
+
+pub use handshake::serve;
+use streams::StreamTable;
+
+/// A connection's routes: declared key → the route id the worker gave it.
+pub type ConnRoutes = HashMap<RouteKey, u16>;
+
+/// Why a stream failed, as the proxy maps it to a status.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    Reset(ResetCode, String),
+    ConnectionLost(String),
+    /// The worker broke the protocol on this stream; the gateway has RESET it
+    /// `protocol_error` and logged why.
+    Protocol(String),
+    /// The connection takes no new streams (draining or closed); try another replica.
+    Draining,
+}
+
+/// The worker's response head.
+pub struct ResponseHead {
+    pub status: u16,
+    pub headers: HeaderList,
+    pub end_stream: bool,
+}
+
+/// What the proxy gets back when it opens a stream.
+pub struct OpenStream {
+    pub id: u32,
+    pub head: oneshot::Receiver<Result<ResponseHead, Failure>>,
+    pub body: mpsc::UnboundedReceiver<Result<Bytes, Failure>>,
+    pub send: Arc<SendWindow<Failure>>,
+    pub recv_credit: Arc<AtomicI64>,
+    /// Set for `expect: 100-continue` (see `GwStream::body_wanted`).
+    pub body_wanted: Option<oneshot::Receiver<bool>>,
+}
+
+/// One registered worker connection.
+pub struct WorkerConn {
+    /// Order of arrival, for listings.
+    pub serial: u64,
+    pub connection_id: String,
+    pub worker_id: String,
+    pub instance: String,
+    pub sdk: String,
+    pub addr: SocketAddr,
+    pub since: SystemTime,
+    pub max_concurrency: usize,
+    pub initial_window: u32,
+    pub routes: ArcSwap<ConnRoutes>,
+    /// Every route id this connection has declared: an id keeps its route for the
+    /// connection's life, so a REQUEST racing a ROUTES update never means another route.
+    route_ids: Mutex<HashMap<u16, RouteKey>>,
+    admission: Admission,
+    /// Request body bytes sent on this connection count here (the gateway's total).
+    pub bytes_to_worker: prometheus_client::metrics::counter::Counter,
+    /// Streams open or reserved on this connection.
+    pub in_flight: AtomicUsize,
+    pub draining: AtomicBool,
+    closed: AtomicBool,
+    tx: mpsc::UnboundedSender<Outgoing>,
+    streams: Mutex<StreamTable>,
+    slot_freed: Arc<Notify>,
+}
+
+impl WorkerConn {
+    pub fn send(&self, out: Outgoing) {
+        let _ = self.tx.send(out);
+    }
+
+    /// Gives back a slot reserved by `reserve_replica` that was never used for a stream.
+    pub fn release_slot(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.after_stream_end();
+    }
+}
+
+/// Route keys and ids from declared routes.
+pub fn conn_routes(routes: &[RouteSpec]) -> ConnRoutes {
+    routes
+        .iter()
+        .map(|r| {
+            (
+                RouteKey {
+                    method: r.method.as_str().into(),
+                    path: r.path.as_str().into(),
+                },
+                r.id as u16, // validated to 0..=65535
+            )
+        })
+        .collect()
+}
