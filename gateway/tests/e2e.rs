@@ -661,3 +661,48 @@ async fn a_request_head_too_big_for_a_frame_is_431_and_the_worker_connection_sur
     assert_eq!(before, after, "same worker connection");
     w.stop().await.unwrap();
 }
+
+/// `expect: 100-continue` (PROTOCOL.md §5.1): the gateway holds the body until the worker
+/// asks for it, and the Rust worker asks when its handler first reads the body. The
+/// gateway's fallback read is pushed out of the test's reach, so only the worker's WINDOW
+/// can let the upload through.
+#[tokio::test]
+async fn an_upload_behind_expect_continue_reaches_a_handler_that_reads_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = TestGateway::start_with(|c| c.expect_continue_wait = Duration::from_secs(600)).await;
+    let w = TestWorker::start(gw.addr, "rust:e2e", "a").await;
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let head = format!(
+        "POST /inspect/up HTTP/1.1\r\nhost: {}\r\ncontent-length: 5\r\nexpect: 100-continue\r\nconnection: close\r\n\r\n",
+        gw.addr
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut sent_body = false;
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(20), tcp.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no answer in time; so far: {:?}",
+                    String::from_utf8_lossy(&seen)
+                )
+            })
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&seen);
+        if !sent_body && text.contains("100 Continue") {
+            tcp.write_all(b"hello").await.unwrap();
+            sent_body = true;
+        }
+    }
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.starts_with("HTTP/1.1 100 Continue"), "{text}");
+    assert!(text.contains("HTTP/1.1 200"), "{text}");
+    assert!(text.contains(r#""len":5"#), "{text}");
+    w.stop().await.unwrap();
+}

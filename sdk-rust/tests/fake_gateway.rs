@@ -364,10 +364,12 @@ async fn serves_requests_over_the_protocol() {
     let seen = conn.response(9).await;
     assert_eq!((seen.status, seen.head_ended), (204, true));
 
-    // A body stream that fails mid-way: head, data, then RESET handler_error.
+    // A body stream that fails mid-way: head, then RESET handler_error. The DATA written
+    // before the failure may or may not precede the RESET: the writer drops a reset
+    // stream's queued DATA (PROTOCOL.md §5), and the client's answer is aborted either way.
     let seen = conn.get(11, 4, "/broken-stream", &[]).await;
     assert_eq!(seen.status, 200);
-    assert_eq!(seen.text(), "partial");
+    assert!("partial".starts_with(seen.text()), "{:?}", seen.text());
     assert_eq!(seen.reset, Some(ResetCode::HandlerError));
 
     // An unknown route id: 404.

@@ -255,11 +255,17 @@ impl Reader<'_> {
                 }
                 let head_only = &r.method[..] == b"HEAD";
                 let slot = (self.seq as u64) << 32 | id as u64;
+                // The gateway holds such a body until the host asks for it (PROTOCOL.md §5.1).
+                let expect_continue = !r.end_stream
+                    && r.headers.iter().any(|(n, v)| {
+                        &n[..] == b"expect" && v.eq_ignore_ascii_case(b"100-continue")
+                    });
                 let shared = Arc::new(StreamShared::new(
                     id,
                     slot,
                     head_only,
                     r.end_stream,
+                    expect_continue,
                     self.conn.clone(),
                 ));
                 streams.insert(id, shared.clone());

@@ -159,6 +159,9 @@ struct RecvState {
     error: Option<StreamError>,
     /// Bytes consumed since the last WINDOW.
     unacked: u32,
+    /// The request carries `expect: 100-continue` and the host has not asked for its body
+    /// yet: the gateway waits for a WINDOW before it lets the client send (§5.1).
+    continue_pending: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -171,6 +174,7 @@ impl StreamShared {
         slot: u64,
         head_only: bool,
         request_ended: bool,
+        expect_continue: bool,
         conn: Arc<ConnShared>,
     ) -> StreamShared {
         let window = conn.initial_window;
@@ -194,6 +198,7 @@ impl StreamShared {
                 end: request_ended,
                 error: None,
                 unacked: 0,
+                continue_pending: expect_continue,
             }),
             readable: Notify::new(),
             request_done: AtomicBool::new(request_ended),
@@ -730,6 +735,18 @@ impl Stream {
     pub fn try_chunk(&self) -> Result<TryChunk, StreamError> {
         let s = &*self.shared;
         let mut r = lock(&s.recv);
+        if std::mem::take(&mut r.continue_pending) && !r.end && r.error.is_none() {
+            // The first read of a body held behind `expect: 100-continue` asks the gateway
+            // for it with a WINDOW of one byte, counted as credit like any other (§5.1).
+            s.recv_credit.fetch_add(1, Ordering::AcqRel);
+            s.conn.send(Outgoing::Frame(
+                Window {
+                    stream_id: s.id,
+                    increment: 1,
+                }
+                .encode(),
+            ));
+        }
         if let Some(chunk) = r.chunks.pop_front() {
             // No WINDOW once END_STREAM has arrived (PROTOCOL.md §4.3): nothing more comes.
             if !r.end {
