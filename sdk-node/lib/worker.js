@@ -115,6 +115,8 @@ class VyxWorker extends EventEmitter {
     this.#install();
     try {
       call(() => this.#native.start());
+      // The engine begins in this state; its later changes all come through the pull.
+      this.#emitState({ state: 'connecting' });
       for (;;) {
         const buf = await this.#native.nextBatch();
         if (buf === null) break;
@@ -174,10 +176,12 @@ class VyxWorker extends EventEmitter {
       const ex = this.#live.get(r.slot);
       if (ex !== undefined) ex.abort(r.code, r.message);
     }
-    for (const s of batch.states) {
-      this.emit('state', s);
-      this.emit(s.state, s);
-    }
+    for (const s of batch.states) this.#emitState(s);
+  }
+
+  #emitState(s) {
+    this.emit('state', s);
+    this.emit(s.state, s);
   }
 
   #dispatch(ex, head) {
