@@ -40,8 +40,14 @@ pub(crate) fn pack(batch: Batch, slots: &Slots) -> Vec<u8> {
         .iter()
         .map(|r| {
             64 + r.target.len()
-                + r.params.iter().map(|(n, v)| 8 + n.len() + v.len()).sum::<usize>()
-                + r.headers.iter().map(|(n, v)| 8 + n.len() + v.len()).sum::<usize>()
+                + r.params
+                    .iter()
+                    .map(|(n, v)| 8 + n.len() + v.len())
+                    .sum::<usize>()
+                + r.headers
+                    .iter()
+                    .map(|(n, v)| 8 + n.len() + v.len())
+                    .sum::<usize>()
         })
         .sum();
     let mut out = Vec::with_capacity(size + 16);

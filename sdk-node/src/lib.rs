@@ -170,9 +170,7 @@ impl NativeWorker {
     /// Declares a route; returns its id.
     #[napi]
     pub fn add_route(&self, method: String, path: String) -> napi::Result<u32> {
-        self.engine
-            .add_route(&method, &path)
-            .map_err(engine_error)
+        self.engine.add_route(&method, &path).map_err(engine_error)
     }
 
     /// The configured worker id (after the environment defaults).
@@ -206,8 +204,7 @@ impl NativeWorker {
     /// Stops gracefully: DRAIN, in-flight requests get `deadline_ms`, then close.
     #[napi]
     pub fn drain(&self, deadline_ms: u32) {
-        self.engine
-            .drain(Duration::from_millis(deadline_ms.into()));
+        self.engine.drain(Duration::from_millis(deadline_ms.into()));
     }
 
     /// A whole response in one call. The core applies the host rules; an invalid head is
