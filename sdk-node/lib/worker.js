@@ -5,6 +5,8 @@ const { call, fromNative, vyxError } = require('./errors');
 const { Exchange } = require('./exchange');
 const { VyxRequest } = require('./request');
 const { VyxResponse } = require('./response');
+const { fetchRoute } = require('./fetch');
+const { httpRoute } = require('./http');
 
 let binding = null;
 function native() {
@@ -93,6 +95,24 @@ class VyxWorker extends EventEmitter {
   /** Every method. */
   all(pattern, handler) {
     return this.route('*', pattern, handler);
+  }
+
+  /**
+   * Serves a fetch-style handler, `(Request) => Response | Promise<Response>` (WHATWG), for
+   * every method on `pattern`: `worker.fetch('/api/{*rest}', app.fetch)` serves a Hono app.
+   */
+  fetch(pattern, handler) {
+    if (typeof handler !== 'function') throw new TypeError(`the fetch handler of ${pattern} is not a function`);
+    return this._route('*', pattern, 'fetch', fetchRoute(handler));
+  }
+
+  /**
+   * Serves a `node:http` listener, `(req, res)` with `IncomingMessage`/`ServerResponse`, for
+   * every method on `pattern`: `worker.http('/{*path}', expressApp)` serves an Express app.
+   */
+  http(pattern, listener) {
+    if (typeof listener !== 'function') throw new TypeError(`the listener of ${pattern} is not a function`);
+    return this._route('*', pattern, 'http', httpRoute(listener));
   }
 
   /** @internal */
@@ -191,13 +211,7 @@ class VyxWorker extends EventEmitter {
     ex.res = res;
     let ret;
     try {
-      switch (route.kind) {
-        case 'plain':
-          ret = route.handler(req, res);
-          break;
-        default:
-          ret = route.handler(req, res, ex);
-      }
+      ret = route.handler(req, res);
     } catch (e) {
       this.#failed(route, ex, e);
       return;
