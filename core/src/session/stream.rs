@@ -263,11 +263,10 @@ impl StreamShared {
                 break;
             }
             let chunk = data.split_to(n);
-            self.conn.send(Outgoing::Frame(Data::encode_parts(
-                self.id,
-                end && data.is_empty(),
-                &chunk,
-            )));
+            let last = end && data.is_empty();
+            self.response_ending(last);
+            self.conn
+                .send(Outgoing::Frame(Data::encode_parts(self.id, last, &chunk)));
         }
         Ok(())
     }
@@ -281,13 +280,22 @@ impl StreamShared {
             }
             let (chunk, rest) = data.split_at(n);
             data = rest;
-            self.conn.send(Outgoing::Frame(Data::encode_parts(
-                self.id,
-                end && data.is_empty(),
-                chunk,
-            )));
+            let last = end && data.is_empty();
+            self.response_ending(last);
+            self.conn
+                .send(Outgoing::Frame(Data::encode_parts(self.id, last, chunk)));
         }
         Ok(data)
+    }
+
+    /// Before the frame that ends the response is queued (`last`): the stream leaves the
+    /// connection's table now (once its request has ended too), not after the frame. The
+    /// gateway may open a new stream the moment it reads that frame, and the new one must
+    /// not find this one still counted against the concurrency cap.
+    fn response_ending(&self, last: bool) {
+        if last {
+            self.conn.finish_response(self.id);
+        }
     }
 
     /// The whole response went out.
@@ -358,6 +366,7 @@ impl StreamShared {
                 return Err(StreamError::InvalidHead(why));
             }
         };
+        self.response_ending(end);
         self.conn.send(Outgoing::Frame(head));
         out.discard = no_body;
         if end {
@@ -379,6 +388,7 @@ impl StreamShared {
             end,
         )
         .expect("the 500 head is valid");
+        self.response_ending(end);
         self.conn.send(Outgoing::Frame(head));
         if end {
             self.finish(out);
@@ -415,6 +425,7 @@ impl StreamShared {
                 if let Some(e) = self.send.failure() {
                     return Err(e);
                 }
+                self.response_ending(true);
                 self.conn
                     .send(Outgoing::Frame(Data::encode_parts(self.id, true, &[])));
                 self.finish(out);
