@@ -1,6 +1,8 @@
 //! The packed form of a [`Batch`], decoded by `lib/batch.js`: one buffer per pull instead of
 //! one JS object (and one napi call) per string. Little-endian throughout; a string is a
-//! `u32` byte length and its bytes; a slot is an `f64` (exact below 2^53).
+//! `u32` byte length and its bytes, the length's top bit set when a byte is not ASCII (so JS
+//! can take ASCII strings as slices of one string of the whole batch and decode only the
+//! others as UTF-8); a slot is an `f64` (exact below 2^53).
 //!
 //! ```text
 //! u32 requests,  each: f64 slot, u32 route_id, str method, str target,
@@ -20,16 +22,23 @@ use vyx_core::session::{Batch, ConnectionState};
 
 use crate::{stream_code, Slots};
 
-fn put_u32(out: &mut Vec<u8>, n: usize) {
+pub(crate) fn put_u32(out: &mut Vec<u8>, n: usize) {
     out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
 }
 
-fn put_str(out: &mut Vec<u8>, s: &[u8]) {
-    put_u32(out, s.len());
-    out.extend_from_slice(s);
+/// Marks a string with a byte above 0x7F (frames are at most 1 MiB: the bit is free).
+const NOT_ASCII: u32 = 1 << 31;
+
+pub(crate) fn put_str(out: &mut Vec<u8>, s: &[u8]) {
+    let len = u32::try_from(s.len())
+        .unwrap_or(NOT_ASCII - 1)
+        .min(NOT_ASCII - 1);
+    let flag = if s.is_ascii() { 0 } else { NOT_ASCII };
+    out.extend_from_slice(&(len | flag).to_le_bytes());
+    out.extend_from_slice(&s[..len as usize]);
 }
 
-fn put_slot(out: &mut Vec<u8>, slot: u64) {
+pub(crate) fn put_slot(out: &mut Vec<u8>, slot: u64) {
     out.extend_from_slice(&(slot as f64).to_le_bytes());
 }
 

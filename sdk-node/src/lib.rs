@@ -14,6 +14,8 @@
 //!   turns into `error.code`.
 
 mod batch;
+#[cfg(feature = "bench-shapes")]
+mod shapes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
