@@ -11,6 +11,7 @@ class VyxRequest {
   #query = null;
   #params = null;
   #bodyUsed = false;
+  #rawParams;
 
   /** @internal */
   constructor(exchange, head) {
@@ -26,14 +27,14 @@ class VyxRequest {
     this.rawQuery = q < 0 ? null : head.target.slice(q + 1);
     /** Header names (lower-case) and values, flat and in order: `[name, value, ...]`. */
     this.rawHeaders = head.headers;
-    this._params = head.params;
+    this.#rawParams = head.params;
   }
 
   /** Path parameters by name, percent-decoded (invalid UTF-8 replaced by U+FFFD). */
   get params() {
     if (this.#params === null) {
       const p = Object.create(null);
-      const flat = this._params;
+      const flat = this.#rawParams;
       for (let i = 0; i < flat.length; i += 2) p[flat[i]] = flat[i + 1];
       this.#params = p;
     }
