@@ -171,7 +171,7 @@ fn the_example_file_passes_check() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("ok (1 worker(s) declared, 1 local)"),
+        stdout.contains("ok (2 worker(s) declared, 2 local)"),
         "{stdout}"
     );
 }
