@@ -37,6 +37,7 @@ export type StateEvent =
 export interface VyxError extends Error {
   code:
     | 'ERR_VYX_CONFIG'
+    | 'ERR_VYX_NO_ADDON'
     | 'ERR_VYX_REFUSED'
     | 'ERR_VYX_CLOSED'
     | 'ERR_VYX_NO_RUNTIME'

@@ -10,7 +10,19 @@ const { httpRoute } = require('./http');
 
 let binding = null;
 function native() {
-  binding ??= require('../native.js');
+  if (binding === null) {
+    try {
+      binding = require('../native.js');
+    } catch (e) {
+      const err = vyxError(
+        'ERR_VYX_NO_ADDON',
+        `the native addon of @vyx/worker cannot be loaded for ${process.platform}-${process.arch} ` +
+          `(in a checkout: npm ci && npm run build in sdk-node): ${e.message}`,
+      );
+      err.cause = e;
+      throw err;
+    }
+  }
   return binding;
 }
 

@@ -76,7 +76,7 @@ test.before(async () => {
         await new Promise((resolve) => req.signal.addEventListener('abort', resolve));
       });
     },
-    { logger },
+    { logger, maxConcurrency: 77, instance: 'test-instance', labels: { zone: 'local' } },
   ));
 });
 
@@ -84,6 +84,19 @@ test.after(async () => {
   if (worker) await worker.stop(1000);
   if (done) await done;
   if (gw) await gw.stop();
+});
+
+test('HELLO carries the options: sdk, instance, max_concurrency, the routes', async () => {
+  const workers = JSON.parse((await request(gw.addr, 'GET', '/_vyx/workers')).body);
+  assert.equal(workers.length, 1);
+  const w = workers[0];
+  assert.equal(w.id, 'node:test');
+  assert.equal(w.sdk, 'vyx-node/0.1.0');
+  assert.equal(w.instance, 'test-instance');
+  assert.equal(w.max_concurrency, 77);
+  assert.ok(w.routes.includes('GET /greet/{name}'), w.routes.join(', '));
+  assert.ok(w.routes.includes('* /any/{x}'), w.routes.join(', '));
+  assert.equal(worker.id, 'node:test');
 });
 
 test('routes by method and pattern, with decoded params and the raw path', async () => {
