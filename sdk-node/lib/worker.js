@@ -40,6 +40,7 @@ class VyxWorker extends EventEmitter {
   #live = new Map();
   #started = false;
   #stopped = null;
+  #stopAsked = false;
   #drainTimeoutMs;
   #handleSignals;
   #onSignal = null;
@@ -147,8 +148,9 @@ class VyxWorker extends EventEmitter {
     this.#install();
     try {
       call(() => this.#native.start());
-      // The engine begins in this state; its later changes all come through the pull.
-      this.#emitState({ state: 'connecting' });
+      // The engine begins in this state (unless stopped before the start); its later
+      // changes all come through the pull.
+      if (!this.#stopAsked) this.#emitState({ state: 'connecting' });
       for (;;) {
         const buf = await this.#native.nextBatch();
         if (buf === null) break;
@@ -168,6 +170,7 @@ class VyxWorker extends EventEmitter {
    * the worker closes. Resolves when it has stopped.
    */
   stop(drainTimeoutMs = this.#drainTimeoutMs) {
+    this.#stopAsked = true;
     this.#native.drain(drainTimeoutMs);
     return this.#stopped ?? Promise.resolve();
   }

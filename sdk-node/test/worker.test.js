@@ -246,3 +246,13 @@ test('bad options throw an Error with a code', () => {
   const w = new VyxWorker({ connect: 'ws://127.0.0.1:1', id: 'x:y', handleSignals: false });
   assert.throws(() => w.get('/a/{', () => {}), (e) => e.code === 'ERR_VYX_CONFIG');
 });
+
+test('stop() before start(): start() resolves at once with only the stopped state', async () => {
+  const w = new VyxWorker({ connect: 'ws://127.0.0.1:1', id: 'x:y', handleSignals: false });
+  const states = [];
+  w.on('state', (s) => states.push(s.state));
+  await w.stop();
+  await within(w.start(), 5000, 'start() after stop()');
+  assert.deepEqual(states, ['stopped']);
+  await assert.rejects(w.start(), (e) => e.code === 'ERR_VYX_ALREADY_STARTED');
+});
