@@ -1,7 +1,8 @@
 'use strict';
-// Measures the two shapes a batch of request heads can cross into JS in: the packed buffer
-// the binding uses (decoded by sdk-node/lib/batch.js) against one #[napi(object)] per
-// request, each including what a handler touches (method, target, a param, a header).
+// Measures the shapes a batch of request heads can cross into JS in: the packed buffer the
+// binding uses (decoded by sdk-node/lib/batch.js), one #[napi(object)] per request, and one
+// JSON string per batch, each including what a handler touches (method, target, a param,
+// a header).
 //   (cd sdk-node && npx napi build --release --features bench-shapes --output-dir /tmp/vyx-shapes --no-js)
 //   node bench/node/batch-shape.js /tmp/vyx-shapes/vyx-node.linux-x64-gnu.node
 const path = require('node:path');
@@ -23,6 +24,13 @@ function touchObjects(n) {
   return x;
 }
 
+function touchJson(n) {
+  const requests = JSON.parse(addon.benchJson(n));
+  let x = 0;
+  for (const r of requests) x += r[2].length + r[3].length + r[4][1].length + r[5][1].length;
+  return x;
+}
+
 function measure(fn, n) {
   const total = 400_000;
   const rounds = Math.max(1, Math.floor(total / n));
@@ -35,15 +43,14 @@ function measure(fn, n) {
   return ns / (rounds * n);
 }
 
-console.log('batch size | packed ns/request | objects ns/request | objects/packed');
+console.log('ns per request (median of 3) | packed | #[napi(object)] | JSON');
 for (const n of [1, 16, 256]) {
-  const samples = { packed: [], objects: [] };
+  const samples = { packed: [], objects: [], json: [] };
   for (let k = 0; k < 3; k++) {
     samples.packed.push(measure(touchPacked, n));
     samples.objects.push(measure(touchObjects, n));
+    samples.json.push(measure(touchJson, n));
   }
-  const med = (a) => a.sort((x, y) => x - y)[1];
-  const p = med(samples.packed);
-  const o = med(samples.objects);
-  console.log(`${String(n).padStart(10)} | ${p.toFixed(0).padStart(17)} | ${o.toFixed(0).padStart(18)} | ${(o / p).toFixed(2)}`);
+  const med = (a) => a.sort((x, y) => x - y)[1].toFixed(0);
+  console.log(`batch of ${String(n).padStart(3)} | ${med(samples.packed)} | ${med(samples.objects)} | ${med(samples.json)}`);
 }

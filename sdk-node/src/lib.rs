@@ -15,7 +15,7 @@
 
 mod batch;
 #[cfg(feature = "bench-shapes")]
-mod shapes;
+pub mod shapes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -1,6 +1,6 @@
-//! `bench-shapes` only: the same synthetic request heads crossing into JS in the two shapes
-//! `bench/node/batch-shape.js` compares, the packed buffer the binding uses and one
-//! `#[napi(object)]` per request.
+//! `bench-shapes` only: the same synthetic request heads crossing into JS in the shapes
+//! `bench/node/batch-shape.js` compares: the packed buffer the binding uses, one
+//! `#[napi(object)]` per request, and one JSON string per batch.
 
 use bytes::Bytes;
 use napi::bindgen_prelude::Buffer;
@@ -94,4 +94,30 @@ pub fn bench_objects(n: u32) -> Vec<HeadObject> {
             headers: flat(&head.headers),
         })
         .collect()
+}
+
+/// `n` heads as one JSON array of `[slot, route_id, method, target, params, headers]`.
+#[napi]
+pub fn bench_json(n: u32) -> String {
+    let head = synthetic();
+    let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+    let flat = |pairs: &[(Bytes, Bytes)]| {
+        pairs
+            .iter()
+            .flat_map(|(k, v)| [text(k), text(v)])
+            .collect::<Vec<_>>()
+    };
+    let heads: Vec<serde_json::Value> = (0..n)
+        .map(|slot| {
+            serde_json::json!([
+                slot,
+                0,
+                text(&head.method),
+                text(&head.target),
+                flat(&head.params),
+                flat(&head.headers)
+            ])
+        })
+        .collect();
+    serde_json::Value::Array(heads).to_string()
 }
