@@ -26,10 +26,6 @@ class Exchange {
     return this._ctl.signal;
   }
 
-  abortReason() {
-    return this.reason;
-  }
-
   /** The stream was reset: nobody will receive the answer. */
   abort(code, message) {
     if (this.aborted || this.done) return;

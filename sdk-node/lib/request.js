@@ -1,5 +1,5 @@
 'use strict';
-const { call, fromNative } = require('./errors');
+const { fromNative } = require('./errors');
 
 /**
  * One request: the head as plain data, the body pulled from the core chunk by chunk
@@ -88,7 +88,7 @@ class VyxRequest {
     this.#bodyUsed = true;
     const ex = this.#exchange;
     for (;;) {
-      if (ex.aborted) throw ex.abortReason();
+      if (ex.aborted) throw ex.reason;
       let chunk;
       try {
         chunk = ex.native.tryChunk(ex.slot);
@@ -100,7 +100,7 @@ class VyxRequest {
         continue;
       }
       if (chunk.length === 0) {
-        if (ex.aborted) throw ex.abortReason();
+        if (ex.aborted) throw ex.reason;
         return;
       }
       yield chunk;
@@ -131,4 +131,4 @@ class VyxRequest {
   }
 }
 
-module.exports = { VyxRequest, call };
+module.exports = { VyxRequest };
