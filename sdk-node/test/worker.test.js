@@ -12,7 +12,7 @@ const { VyxWorker } = require('..');
 let gw;
 let worker;
 let done;
-const seen = { sawFull: false, aborted: null, strayLogged: 0 };
+const seen = { sawFull: false, fulls: 0, drains: 0, aborted: null };
 const logged = [];
 const logger = { error: (...args) => logged.push(args.map(String).join(' ')) };
 
@@ -53,10 +53,12 @@ test.before(async () => {
       w.get('/big/{mib}', async (req, res) => {
         const total = Number(req.params.mib) * 1024 * 1024;
         const chunk = Buffer.alloc(64 * 1024);
+        res.on('drain', () => seen.drains++);
         for (let sent = 0; sent < total; sent += chunk.length) {
           chunk.fill(sent / chunk.length);
           if (!res.write(chunk)) {
             seen.sawFull = true;
+            seen.fulls++;
             await res.drained();
           }
         }
@@ -184,6 +186,8 @@ test('bodies both ways: JSON, text, bytes, streamed echo and hash of 8 MiB', asy
 test('a streamed response waits for the client: write() returns false until it reads', async () => {
   const [host, port] = splitAddr(gw.addr);
   seen.sawFull = false;
+  seen.fulls = 0;
+  seen.drains = 0;
   const res = await new Promise((resolve, reject) => {
     http.get({ host, port, path: '/big/32', agent: false }, resolve).on('error', reject);
   });
@@ -202,6 +206,8 @@ test('a streamed response waits for the client: write() returns false until it r
   await within(new Promise((r) => res.on('end', r)), 30_000, 'the body');
   assert.equal(n, 32 * 1024 * 1024);
   assert.ok(ok, 'bytes in order');
+  assert.ok(seen.fulls > 0);
+  assert.equal(seen.drains, seen.fulls, "one 'drain' event per full window");
 });
 
 test('a handler that throws answers 500 and the worker goes on serving', async () => {
