@@ -177,8 +177,8 @@ fn the_example_file_passes_check() {
         .filter(|l| l.trim_start().starts_with("- id:"))
         .count();
     assert!(
-        declared >= 2,
-        "the example declares the Rust and Python workers"
+        declared >= 3,
+        "the example declares the Rust, Python and Node workers"
     );
     let expected = format!("ok ({declared} worker(s) declared, {declared} local)");
     assert!(stdout.contains(&expected), "{stdout}");

@@ -1,0 +1,73 @@
+'use strict';
+// Decodes the packed batch of one pull (the layout is documented in src/batch.rs). One
+// buffer per pull instead of one JS object per string built by the binding.
+
+const STATES = ['connecting', 'connected', 'reconnecting', 'draining', 'stopped', 'failed'];
+
+/** @param {Buffer} buf */
+function decodeBatch(buf) {
+  let o = 0;
+  const u32 = () => {
+    const n = buf.readUInt32LE(o);
+    o += 4;
+    return n;
+  };
+  const slot = () => {
+    const n = buf.readDoubleLE(o);
+    o += 8;
+    return n;
+  };
+  // Strings: the length's top bit says "not ASCII". ASCII ones (method, target, names,
+  // most values) are slices of one latin1 string of the whole batch, the cheapest way V8
+  // makes many short strings; the others are decoded as UTF-8 (invalid bytes → U+FFFD).
+  const whole = buf.latin1Slice(0, buf.length);
+  const str = () => {
+    let n = u32();
+    let s;
+    if (n >= 0x80000000) {
+      n -= 0x80000000;
+      s = buf.utf8Slice(o, o + n);
+    } else s = whole.slice(o, o + n);
+    o += n;
+    return s;
+  };
+
+  const requests = new Array(u32());
+  for (let i = 0; i < requests.length; i++) {
+    const s = slot();
+    const routeId = u32();
+    const method = str();
+    const target = str();
+    const params = new Array(u32() * 2);
+    for (let j = 0; j < params.length; j += 2) {
+      params[j] = str();
+      params[j + 1] = str();
+    }
+    const headers = new Array(u32() * 2);
+    for (let j = 0; j < headers.length; j += 2) {
+      headers[j] = str();
+      headers[j + 1] = str();
+    }
+    requests[i] = { slot: s, routeId, method, target, params, headers };
+  }
+  const resets = new Array(u32());
+  for (let i = 0; i < resets.length; i++) {
+    resets[i] = { slot: slot(), code: str(), message: str() };
+  }
+  const states = new Array(u32());
+  for (let i = 0; i < states.length; i++) {
+    const kind = buf[o++];
+    const state = { state: STATES[kind] };
+    if (kind === 1) state.connectionId = str();
+    if (kind === 2) {
+      state.attempt = u32();
+      state.delayMs = u32();
+      state.cause = str();
+    }
+    if (kind === 5) state.cause = str();
+    states[i] = state;
+  }
+  return { requests, resets, states };
+}
+
+module.exports = { decodeBatch };

@@ -1,0 +1,77 @@
+'use strict';
+// Fetch-style handlers, `(Request) => Response` (WHATWG), as Hono's `app.fetch` is: the vyx
+// request becomes a `Request` whose body streams from the core, and the `Response` goes
+// back whole in one call when its body is already complete, streamed with backpressure
+// otherwise.
+
+const PENDING = Symbol('pending');
+
+/** Resolves `PENDING` after the microtasks queued so far (a body already there wins). */
+function soon() {
+  return new Promise((resolve) => queueMicrotask(() => queueMicrotask(() => resolve(PENDING))));
+}
+
+function toRequest(req) {
+  const headers = new Headers();
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) headers.append(raw[i], raw[i + 1]);
+  const host = req.header('host') || 'localhost';
+  const proto = (req.header('x-forwarded-proto') || 'http').split(',')[0].trim();
+  const init = { method: req.method, headers, signal: req.signal };
+  if (req.method !== 'GET' && req.method !== 'HEAD') {
+    const chunks = req[Symbol.asyncIterator]();
+    init.body = new ReadableStream({
+      async pull(controller) {
+        const { value, done } = await chunks.next();
+        if (done) controller.close();
+        else controller.enqueue(new Uint8Array(value.buffer, value.byteOffset, value.byteLength));
+      },
+      cancel() {
+        return chunks.return();
+      },
+    });
+    init.duplex = 'half';
+  }
+  return new Request(`${proto}://${host}${req.url}`, init);
+}
+
+async function answer(req, res, response) {
+  if (!(response instanceof Response)) throw new TypeError('the fetch handler did not return a Response');
+  res.status(response.status);
+  for (const [name, value] of response.headers) if (name !== 'set-cookie') res.header(name, value);
+  for (const cookie of response.headers.getSetCookie()) res.header('set-cookie', cookie);
+  if (response.body === null) return res.send();
+  const reader = response.body.getReader();
+  try {
+    const first = await reader.read();
+    if (first.done) return res.send();
+    const reading = reader.read();
+    const second = await Promise.race([reading, soon()]);
+    if (second !== PENDING && second.done) return res.send(first.value);
+    // A body still being produced: stream it as it comes.
+    res.flushHeaders();
+    if (!res.write(first.value)) await res.drained();
+    let next = reading;
+    for (;;) {
+      const { value, done } = await next;
+      next = null;
+      if (done) break;
+      if (req.signal.aborted) break;
+      if (!res.write(value)) await res.drained();
+      next = reader.read();
+    }
+    res.end();
+  } finally {
+    if (req.signal.aborted) reader.cancel(req.signal.reason).catch(() => {});
+  }
+}
+
+/** The route handler serving `handler(Request)`. */
+function fetchRoute(handler) {
+  return async (req, res) => {
+    const response = await handler(toRequest(req));
+    await answer(req, res, response);
+  };
+}
+
+module.exports = { fetchRoute };

@@ -1,0 +1,131 @@
+// Types of @vyx/worker.
+import { EventEmitter } from 'node:events';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+
+export interface VyxWorkerOptions {
+  /** Gateway URL, `ws://host:port` or `wss://...` (default: `VYX_CONNECT`). */
+  connect?: string;
+  /** Worker id (default: `VYX_WORKER_ID`). */
+  id?: string;
+  /** Registration token (default: `VYX_TOKEN`). */
+  token?: string;
+  /** Streams served at once, 1..=65535 (default 1024). */
+  maxConcurrency?: number;
+  labels?: Record<string, string>;
+  /** Extra CAs (PEM) trusted for `wss://` (default: `VYX_CA_FILE`). */
+  caFile?: string;
+  /** Distinguishes this process among replicas of the same id. */
+  instance?: string;
+  connectTimeoutMs?: number;
+  /** What in-flight requests get to finish on `stop()` (default 30 000). */
+  drainTimeoutMs?: number;
+  /** SIGTERM and SIGINT drain the worker (default true). */
+  handleSignals?: boolean;
+  /** Where handler failures and stray rejections are logged (default `console`). */
+  logger?: { error(...args: unknown[]): void };
+}
+
+export type StateEvent =
+  | { state: 'connecting' }
+  | { state: 'connected'; connectionId: string }
+  | { state: 'reconnecting'; attempt: number; delayMs: number; cause: string }
+  | { state: 'draining' }
+  | { state: 'stopped' }
+  | { state: 'failed'; cause: string };
+
+/** An `Error` from the core; `code` is one of the `ERR_VYX_*` codes. */
+export interface VyxError extends Error {
+  code:
+    | 'ERR_VYX_CONFIG'
+    | 'ERR_VYX_NO_ADDON'
+    | 'ERR_VYX_REFUSED'
+    | 'ERR_VYX_CLOSED'
+    | 'ERR_VYX_NO_RUNTIME'
+    | 'ERR_VYX_ALREADY_STARTED'
+    | 'ERR_VYX_RESET'
+    | 'ERR_VYX_CONNECTION_LOST'
+    | 'ERR_VYX_INVALID_STATE'
+    | 'ERR_VYX_INVALID_HEAD';
+}
+
+export declare class VyxRequest implements AsyncIterable<Buffer> {
+  /** Upper-case method (`HEAD` also reaches a `GET` route). */
+  readonly method: string;
+  /** Path and query as the client sent them. */
+  readonly url: string;
+  /** The raw path, without the query. */
+  readonly path: string;
+  /** The raw query without `?`; `null` when there is none. */
+  readonly rawQuery: string | null;
+  /** Path parameters, percent-decoded. */
+  readonly params: Record<string, string>;
+  /** The query, decoded as `application/x-www-form-urlencoded`. */
+  readonly query: URLSearchParams;
+  /** By lower-case name; repeats joined with `, `, `set-cookie` an array (as `node:http`). */
+  readonly headers: Record<string, string | string[]>;
+  /** `[name, value, name, value, ...]` in order, names lower-case. */
+  readonly rawHeaders: string[];
+  /** Aborted (reason: a `VyxError`) when the client goes away. */
+  readonly signal: AbortSignal;
+  readonly bodyUsed: boolean;
+  header(name: string): string | undefined;
+  [Symbol.asyncIterator](): AsyncIterator<Buffer>;
+  buffer(): Promise<Buffer>;
+  arrayBuffer(): Promise<ArrayBuffer>;
+  text(): Promise<string>;
+  json<T = unknown>(): Promise<T>;
+}
+
+export type Body = string | Buffer | Uint8Array | ArrayBuffer | null | undefined;
+
+export declare class VyxResponse extends EventEmitter {
+  statusCode: number;
+  readonly headersSent: boolean;
+  readonly writableEnded: boolean;
+  readonly writableNeedDrain: boolean;
+  status(code: number): this;
+  header(name: string, value: string | number | readonly (string | number)[]): this;
+  setHeader(name: string, value: string | number | readonly (string | number)[]): this;
+  getHeader(name: string): string | undefined;
+  removeHeader(name: string): void;
+  json(value: unknown): this;
+  send(body?: Body | object): this;
+  flushHeaders(): void;
+  /** `false` when the window is full: wait for `'drain'` or `await drained()`. */
+  write(chunk: Body, encoding?: BufferEncoding): boolean;
+  end(chunk?: Body, encoding?: BufferEncoding): this;
+  drained(): Promise<void>;
+}
+
+/** Answers itself through `res`, or returns a value answered as JSON. */
+export type Handler = (req: VyxRequest, res: VyxResponse) => unknown | Promise<unknown>;
+export type FetchHandler = (request: Request) => Response | Promise<Response>;
+export type HttpListener = (req: IncomingMessage, res: ServerResponse) => void;
+
+export declare class VyxWorker extends EventEmitter {
+  constructor(options?: VyxWorkerOptions);
+  readonly id: string;
+  route(method: string, pattern: string, handler: Handler): this;
+  get(pattern: string, handler: Handler): this;
+  post(pattern: string, handler: Handler): this;
+  put(pattern: string, handler: Handler): this;
+  patch(pattern: string, handler: Handler): this;
+  delete(pattern: string, handler: Handler): this;
+  head(pattern: string, handler: Handler): this;
+  all(pattern: string, handler: Handler): this;
+  /** Serves a WHATWG fetch handler (Hono's `app.fetch`) for every method on `pattern`. */
+  fetch(pattern: string, handler: FetchHandler): this;
+  /** Serves a `node:http` listener (an Express app) for every method on `pattern`. */
+  http(pattern: string, listener: HttpListener): this;
+  /** Serves until stopped; rejects with a `VyxError` when the gateway refuses the worker. */
+  start(): Promise<void>;
+  /** Drains; resolves once stopped. */
+  stop(drainTimeoutMs?: number): Promise<void>;
+
+  on(event: 'state', listener: (s: StateEvent) => void): this;
+  on(event: 'connecting' | 'draining' | 'stopped', listener: (s: StateEvent) => void): this;
+  on(event: 'connected', listener: (s: { state: 'connected'; connectionId: string }) => void): this;
+  on(event: 'reconnecting', listener: (s: { state: 'reconnecting'; attempt: number; delayMs: number; cause: string }) => void): this;
+  on(event: 'failed', listener: (s: { state: 'failed'; cause: string }) => void): this;
+  on(event: string | symbol, listener: (...args: any[]) => void): this;
+}

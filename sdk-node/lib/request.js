@@ -1,0 +1,134 @@
+'use strict';
+const { fromNative } = require('./errors');
+
+/**
+ * One request: the head as plain data, the body pulled from the core chunk by chunk
+ * (reading grants the gateway credit, so an unread body stays where it is).
+ */
+class VyxRequest {
+  #exchange;
+  #headers = null;
+  #query = null;
+  #params = null;
+  #bodyUsed = false;
+  #rawParams;
+
+  /** @internal */
+  constructor(exchange, head) {
+    this.#exchange = exchange;
+    /** The method, upper-case (`HEAD` also for a `GET` route serving it). */
+    this.method = head.method;
+    /** Path and query exactly as the client sent them. */
+    this.url = head.target;
+    const q = head.target.indexOf('?');
+    /** The raw path (not decoded), without the query. */
+    this.path = q < 0 ? head.target : head.target.slice(0, q);
+    /** The raw query without `?`, `null` when the target has none. */
+    this.rawQuery = q < 0 ? null : head.target.slice(q + 1);
+    /** Header names (lower-case) and values, flat and in order: `[name, value, ...]`. */
+    this.rawHeaders = head.headers;
+    this.#rawParams = head.params;
+  }
+
+  /** Path parameters by name, percent-decoded (invalid UTF-8 replaced by U+FFFD). */
+  get params() {
+    if (this.#params === null) {
+      const p = Object.create(null);
+      const flat = this.#rawParams;
+      for (let i = 0; i < flat.length; i += 2) p[flat[i]] = flat[i + 1];
+      this.#params = p;
+    }
+    return this.#params;
+  }
+
+  /** The query decoded as `application/x-www-form-urlencoded`. */
+  get query() {
+    if (this.#query === null) this.#query = new URLSearchParams(this.rawQuery ?? '');
+    return this.#query;
+  }
+
+  /**
+   * Headers by lower-case name, as `node:http` gives them: repeats joined with `, `, and
+   * `set-cookie` always an array.
+   */
+  get headers() {
+    if (this.#headers === null) {
+      const h = Object.create(null);
+      const flat = this.rawHeaders;
+      for (let i = 0; i < flat.length; i += 2) {
+        const name = flat[i];
+        const value = flat[i + 1];
+        if (name === 'set-cookie') (h[name] ??= []).push(value);
+        else h[name] = name in h ? `${h[name]}, ${value}` : value;
+      }
+      this.#headers = h;
+    }
+    return this.#headers;
+  }
+
+  /** One header's value (repeats joined with `, `), or `undefined`. */
+  header(name) {
+    const v = this.headers[name.toLowerCase()];
+    return Array.isArray(v) ? v.join(', ') : v;
+  }
+
+  /** Aborted when the client goes away or the connection is lost (the stream was reset). */
+  get signal() {
+    return this.#exchange.signal();
+  }
+
+  /** Whether the body has been (or is being) read. */
+  get bodyUsed() {
+    return this.#bodyUsed;
+  }
+
+  /** The body chunk by chunk (`Buffer`s), read only as fast as it is consumed. */
+  async *[Symbol.asyncIterator]() {
+    if (this.#bodyUsed) throw new TypeError('the request body has been read already');
+    this.#bodyUsed = true;
+    const ex = this.#exchange;
+    for (;;) {
+      if (ex.aborted) throw ex.reason;
+      let chunk;
+      try {
+        chunk = ex.native.tryChunk(ex.slot);
+      } catch (e) {
+        throw fromNative(e);
+      }
+      if (chunk === null) {
+        await ex.native.readable(ex.slot);
+        continue;
+      }
+      if (chunk.length === 0) {
+        if (ex.aborted) throw ex.reason;
+        return;
+      }
+      yield chunk;
+    }
+  }
+
+  /** The whole body as one `Buffer`. */
+  async buffer() {
+    const chunks = [];
+    for await (const c of this) chunks.push(c);
+    return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
+  }
+
+  /** The whole body as an `ArrayBuffer`. */
+  async arrayBuffer() {
+    const b = await this.buffer();
+    return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength);
+  }
+
+  /** The whole body decoded as UTF-8. */
+  async text() {
+    return (await this.buffer()).toString('utf8');
+  }
+
+  /** The whole body parsed as JSON (a `SyntaxError` when it is not). */
+  async json() {
+    return JSON.parse(await this.text());
+  }
+}
+
+module.exports = { VyxRequest };

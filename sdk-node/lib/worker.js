@@ -1,0 +1,263 @@
+'use strict';
+const { EventEmitter } = require('node:events');
+const { decodeBatch } = require('./batch');
+const { call, fromNative, vyxError } = require('./errors');
+const { Exchange } = require('./exchange');
+const { VyxRequest } = require('./request');
+const { VyxResponse } = require('./response');
+const { fetchRoute } = require('./fetch');
+const { httpRoute } = require('./http');
+
+let binding = null;
+function native() {
+  if (binding === null) {
+    try {
+      binding = require('../native.js');
+    } catch (e) {
+      const err = vyxError(
+        'ERR_VYX_NO_ADDON',
+        `the native addon of @vyx/worker cannot be loaded for ${process.platform}-${process.arch} ` +
+          `(in a checkout: npm ci && npm run build in sdk-node): ${e.message}`,
+      );
+      err.cause = e;
+      throw err;
+    }
+  }
+  return binding;
+}
+
+const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
+
+/**
+ * A vyx worker: declare routes, then `await start()`. Requests come from the Rust core in
+ * batches through one pending pull; handlers run on the event loop. Emits `'state'` with
+ * `{ state, ... }` for every connection-state change, in order, and the state's own name
+ * (`'connecting'`, `'connected'`, `'reconnecting'`, `'draining'`, `'stopped'`, `'failed'`).
+ */
+class VyxWorker extends EventEmitter {
+  #native;
+  #routes = [];
+  #live = new Map();
+  #started = false;
+  #stopped = null;
+  #stopAsked = false;
+  #drainTimeoutMs;
+  #handleSignals;
+  #onSignal = null;
+  #onRejection = null;
+  #logger;
+
+  /**
+   * @param {object} [options]
+   * @param {string} [options.connect]  gateway URL (`VYX_CONNECT`)
+   * @param {string} [options.id]  worker id (`VYX_WORKER_ID`)
+   * @param {string} [options.token]  registration token (`VYX_TOKEN`)
+   * @param {number} [options.maxConcurrency]  streams served at once (default 1024)
+   * @param {Record<string,string>} [options.labels]
+   * @param {string} [options.caFile]  extra CAs (PEM) for `wss://` (`VYX_CA_FILE`)
+   * @param {string} [options.instance]
+   * @param {number} [options.connectTimeoutMs]
+   * @param {number} [options.drainTimeoutMs]  what in-flight requests get on stop (30 s)
+   * @param {boolean} [options.handleSignals]  SIGTERM/SIGINT drain (default true)
+   * @param {{error: Function}} [options.logger]  where handler failures go (`console`)
+   */
+  constructor(options = {}) {
+    super();
+    const { NativeWorker } = native();
+    const o = {};
+    for (const k of ['connect', 'id', 'token', 'caFile', 'instance']) {
+      if (options[k] !== undefined && options[k] !== null) o[k] = String(options[k]);
+    }
+    if (options.maxConcurrency !== undefined) o.maxConcurrency = options.maxConcurrency;
+    if (options.connectTimeoutMs !== undefined) o.connectTimeoutMs = options.connectTimeoutMs;
+    if (options.labels !== undefined) o.labels = { ...options.labels };
+    this.#native = call(() => new NativeWorker(o));
+    this.#drainTimeoutMs = options.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS;
+    this.#handleSignals = options.handleSignals ?? true;
+    this.#logger = options.logger ?? console;
+  }
+
+  /** The worker id (from the options or `VYX_WORKER_ID`). */
+  get id() {
+    return this.#native.workerId;
+  }
+
+  /** Declares `handler(req, res)` for `method` (upper-case, or `*`) and `pattern`. */
+  route(method, pattern, handler) {
+    return this._route(method, pattern, 'plain', handler);
+  }
+
+  get(pattern, handler) {
+    return this.route('GET', pattern, handler);
+  }
+  post(pattern, handler) {
+    return this.route('POST', pattern, handler);
+  }
+  put(pattern, handler) {
+    return this.route('PUT', pattern, handler);
+  }
+  patch(pattern, handler) {
+    return this.route('PATCH', pattern, handler);
+  }
+  delete(pattern, handler) {
+    return this.route('DELETE', pattern, handler);
+  }
+  head(pattern, handler) {
+    return this.route('HEAD', pattern, handler);
+  }
+  /** Every method. */
+  all(pattern, handler) {
+    return this.route('*', pattern, handler);
+  }
+
+  /**
+   * Serves a fetch-style handler, `(Request) => Response | Promise<Response>` (WHATWG), for
+   * every method on `pattern`: `worker.fetch('/api/{*rest}', app.fetch)` serves a Hono app.
+   */
+  fetch(pattern, handler) {
+    if (typeof handler !== 'function') throw new TypeError(`the fetch handler of ${pattern} is not a function`);
+    return this._route('*', pattern, 'fetch', fetchRoute(handler));
+  }
+
+  /**
+   * Serves a `node:http` listener, `(req, res)` with `IncomingMessage`/`ServerResponse`, for
+   * every method on `pattern`: `worker.http('/{*path}', expressApp)` serves an Express app.
+   */
+  http(pattern, listener) {
+    if (typeof listener !== 'function') throw new TypeError(`the listener of ${pattern} is not a function`);
+    return this._route('*', pattern, 'http', httpRoute(listener));
+  }
+
+  /** @internal */
+  _route(method, pattern, kind, handler) {
+    if (typeof handler !== 'function') throw new TypeError(`the handler of ${method} ${pattern} is not a function`);
+    const id = call(() => this.#native.addRoute(String(method).toUpperCase(), String(pattern)));
+    this.#routes[id] = { kind, handler, method, pattern };
+    return this;
+  }
+
+  /**
+   * Connects and serves until stopped. Resolves after a drain (`stop()`, SIGTERM, SIGINT);
+   * rejects with the gateway's reason when it refused the worker for good.
+   */
+  async start() {
+    if (this.#started) throw vyxError('ERR_VYX_ALREADY_STARTED', 'the worker has started already');
+    this.#started = true;
+    let stoppedResolve;
+    this.#stopped = new Promise((r) => (stoppedResolve = r));
+    this.#install();
+    try {
+      call(() => this.#native.start());
+      // The engine begins in this state (unless stopped before the start); its later
+      // changes all come through the pull.
+      if (!this.#stopAsked) this.#emitState({ state: 'connecting' });
+      for (;;) {
+        const buf = await this.#native.nextBatch();
+        if (buf === null) break;
+        this.#take(decodeBatch(buf));
+      }
+      await this.#native.wait().catch((e) => {
+        throw fromNative(e);
+      });
+    } finally {
+      this.#uninstall();
+      stoppedResolve();
+    }
+  }
+
+  /**
+   * Drains: the gateway sends nothing new, in-flight requests get `drainTimeoutMs`, then
+   * the worker closes. Resolves when it has stopped.
+   */
+  stop(drainTimeoutMs = this.#drainTimeoutMs) {
+    this.#stopAsked = true;
+    this.#native.drain(drainTimeoutMs);
+    return this.#stopped ?? Promise.resolve();
+  }
+
+  #install() {
+    if (this.#handleSignals) {
+      this.#onSignal = () => {
+        this.stop();
+      };
+      process.on('SIGTERM', this.#onSignal);
+      process.on('SIGINT', this.#onSignal);
+    }
+    // A handler's stray promise that rejects must not take the process down.
+    this.#onRejection = (reason) => {
+      this.#logger.error('vyx: unhandled rejection (the worker goes on serving):', reason);
+    };
+    process.on('unhandledRejection', this.#onRejection);
+  }
+
+  #uninstall() {
+    if (this.#onSignal !== null) {
+      process.removeListener('SIGTERM', this.#onSignal);
+      process.removeListener('SIGINT', this.#onSignal);
+      this.#onSignal = null;
+    }
+    process.removeListener('unhandledRejection', this.#onRejection);
+  }
+
+  #take(batch) {
+    const nat = this.#native;
+    const onDone = (ex) => this.#live.delete(ex.slot);
+    for (const head of batch.requests) {
+      const ex = new Exchange(nat, head.slot, onDone);
+      this.#live.set(head.slot, ex);
+      this.#dispatch(ex, head);
+    }
+    for (const r of batch.resets) {
+      const ex = this.#live.get(r.slot);
+      if (ex !== undefined) ex.abort(r.code, r.message);
+    }
+    for (const s of batch.states) this.#emitState(s);
+  }
+
+  #emitState(s) {
+    this.emit('state', s);
+    this.emit(s.state, s);
+  }
+
+  #dispatch(ex, head) {
+    const route = this.#routes[head.routeId];
+    const req = new VyxRequest(ex, head);
+    const res = new VyxResponse(ex);
+    ex.res = res;
+    let ret;
+    try {
+      ret = route.handler(req, res);
+    } catch (e) {
+      this.#failed(route, ex, e);
+      return;
+    }
+    if (ret !== null && typeof ret === 'object' && typeof ret.then === 'function') {
+      ret.then(
+        (v) => this.#returned(route, ex, res, v),
+        (e) => this.#failed(route, ex, e),
+      );
+    } else this.#returned(route, ex, res, ret);
+  }
+
+  /** A handler that did not answer: its value as JSON, or the status set so far and no body. */
+  #returned(route, ex, res, value) {
+    if (route.kind !== 'plain' || ex.done || res.headersSent) return;
+    try {
+      if (value === undefined) res.end();
+      else res.json(value);
+    } catch (e) {
+      this.#failed(route, ex, e);
+    }
+  }
+
+  #failed(route, ex, e) {
+    if (ex.aborted) return; // nobody is waiting for this answer
+    this.#logger.error(`vyx: handler of ${route.method} ${route.pattern} failed:`, e);
+    if (!ex.done) {
+      ex.finish();
+      ex.native.fail(ex.slot, String(e && e.message ? e.message : e));
+    }
+  }
+}
+
+module.exports = { VyxWorker };

@@ -1,0 +1,299 @@
+//! The native half of `@vyx/worker`: `vyx-core`'s host API (`vyx_core::session`) bound to
+//! Node.js with napi-rs. All of the protocol lives in the core; this file only moves data
+//! across the boundary in the shape `shared/DESIGN.md` ("How the bindings meet the core")
+//! asks for:
+//!
+//! - one async pull, [`NativeWorker::next_batch`], returning everything that happened as one
+//!   packed buffer (layout in [`batch`]): new requests, resets and state changes;
+//! - requests are integer slots into a map of [`Stream`]s kept here; the JS objects wrapping
+//!   them are plain, with no finalizer;
+//! - a whole response is one synchronous call, [`NativeWorker::respond`], borrowing the body;
+//!   streaming is [`NativeWorker::try_send`] plus the [`NativeWorker::writable`] wait only
+//!   when the window is full;
+//! - errors carry a code as a `[ERR_VYX_...]` prefix of their message, which the JS layer
+//!   turns into `error.code`.
+
+mod batch;
+#[cfg(feature = "bench-shapes")]
+pub mod shapes;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use napi::bindgen_prelude::Buffer;
+use napi_derive::napi;
+use vyx_core::session::{
+    Engine, EngineError, Stream, StreamError, TryChunk, TrySend, WorkerConfig,
+};
+
+/// The SDK's name in HELLO.
+const SDK: &str = concat!("vyx-node/", env!("CARGO_PKG_VERSION"));
+
+/// Requests at most in one batch: enough to amortise the crossing, small enough that one
+/// batch does not starve the event loop.
+const MAX_BATCH: usize = 256;
+
+#[napi_derive::module_init]
+fn init() {
+    // One worker thread: the engine's tasks are I/O, and the JS thread does the handlers.
+    if let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("vyx-node")
+        .enable_all()
+        .build()
+    {
+        napi::bindgen_prelude::create_custom_tokio_runtime(rt);
+    }
+    // Engine logs (registration, reconnects, drain, refusal) to stderr; `VYX_LOG` filters.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VYX_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+/// An error whose message starts with `[code]`.
+fn coded(code: &str, message: impl std::fmt::Display) -> napi::Error {
+    napi::Error::from_reason(format!("[{code}] {message}"))
+}
+
+fn engine_error(e: EngineError) -> napi::Error {
+    let code = match &e {
+        EngineError::Config(_) => "ERR_VYX_CONFIG",
+        EngineError::Refused(_) => "ERR_VYX_REFUSED",
+        EngineError::Closed { .. } => "ERR_VYX_CLOSED",
+        EngineError::NoRuntime => "ERR_VYX_NO_RUNTIME",
+        EngineError::AlreadyStarted => "ERR_VYX_ALREADY_STARTED",
+    };
+    coded(code, e)
+}
+
+/// The code JS sees for a stream error.
+pub(crate) fn stream_code(e: &StreamError) -> &'static str {
+    match e {
+        StreamError::Reset { .. } => "ERR_VYX_RESET",
+        StreamError::ConnectionLost => "ERR_VYX_CONNECTION_LOST",
+        StreamError::InvalidState(_) => "ERR_VYX_INVALID_STATE",
+        StreamError::InvalidHead(_) => "ERR_VYX_INVALID_HEAD",
+    }
+}
+
+fn stream_error(e: StreamError) -> napi::Error {
+    coded(stream_code(&e), e)
+}
+
+fn gone() -> napi::Error {
+    coded(
+        "ERR_VYX_INVALID_STATE",
+        "the response has ended or the stream was reset",
+    )
+}
+
+/// Header pairs given flat from JS: `[name, value, name, value, ...]`.
+fn pairs(flat: &[String]) -> Vec<(&str, &str)> {
+    flat.chunks_exact(2)
+        .map(|p| (p[0].as_str(), p[1].as_str()))
+        .collect()
+}
+
+/// What JS gives the constructor; empty fields are filled from `VYX_*` variables.
+#[napi(object)]
+pub struct NativeOptions {
+    pub connect: Option<String>,
+    pub id: Option<String>,
+    pub token: Option<String>,
+    pub max_concurrency: Option<u32>,
+    pub labels: Option<HashMap<String, String>>,
+    pub ca_file: Option<String>,
+    pub instance: Option<String>,
+    pub connect_timeout_ms: Option<u32>,
+}
+
+/// Streams handed to JS and not finished, by slot.
+type Slots = Arc<Mutex<HashMap<u64, Stream>>>;
+
+/// One engine and the streams it has handed out.
+#[napi]
+pub struct NativeWorker {
+    engine: Engine,
+    slots: Slots,
+}
+
+impl NativeWorker {
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Stream>> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn stream(&self, slot: i64) -> Option<Stream> {
+        self.slots().get(&(slot as u64)).cloned()
+    }
+
+    /// Forgets a finished stream (its last clone drops here: the response has ended).
+    fn finish(&self, slot: i64) {
+        self.slots().remove(&(slot as u64));
+    }
+}
+
+#[napi]
+impl NativeWorker {
+    /// Checks the configuration at once (`ERR_VYX_CONFIG`).
+    #[napi(constructor)]
+    pub fn new(options: NativeOptions) -> napi::Result<Self> {
+        let mut config = WorkerConfig::new(
+            options.connect.unwrap_or_default(),
+            options.id.unwrap_or_default(),
+        );
+        config.token = options.token.filter(|t| !t.is_empty());
+        if let Some(n) = options.max_concurrency {
+            config.max_concurrency = n;
+        }
+        if let Some(labels) = options.labels {
+            config.labels = labels.into_iter().collect::<BTreeMap<_, _>>();
+        }
+        config.tls_ca_file = options.ca_file.filter(|f| !f.is_empty()).map(Into::into);
+        if let Some(instance) = options.instance.filter(|i| !i.is_empty()) {
+            config.instance = instance;
+        }
+        if let Some(ms) = options.connect_timeout_ms {
+            config.connect_timeout = Duration::from_millis(ms.into());
+        }
+        config.sdk = SDK.into();
+        config.apply_env_defaults();
+        let engine = Engine::new(config).map_err(engine_error)?;
+        Ok(NativeWorker {
+            engine,
+            slots: Arc::default(),
+        })
+    }
+
+    /// Declares a route; returns its id.
+    #[napi]
+    pub fn add_route(&self, method: String, path: String) -> napi::Result<u32> {
+        self.engine.add_route(&method, &path).map_err(engine_error)
+    }
+
+    /// The configured worker id (after the environment defaults).
+    #[napi(getter)]
+    pub fn worker_id(&self) -> String {
+        self.engine.config().worker_id
+    }
+
+    /// Starts connecting on the binding's tokio runtime.
+    #[napi]
+    pub fn start(&self) -> napi::Result<()> {
+        let engine = self.engine.clone();
+        napi::bindgen_prelude::within_runtime_if_available(move || engine.start())
+            .map_err(engine_error)
+    }
+
+    /// The one pull: resolves with the next batch, packed ([`batch`]), or `null` once the
+    /// engine has stopped and everything was handed out.
+    #[napi]
+    pub async fn next_batch(&self) -> Option<Buffer> {
+        let batch = self.engine.next_batch(MAX_BATCH).await?;
+        Some(batch::pack(batch, &self.slots).into())
+    }
+
+    /// Resolves when the engine has stopped: after a drain, or rejects with the refusal.
+    #[napi]
+    pub async fn wait(&self) -> napi::Result<()> {
+        self.engine.wait().await.map_err(engine_error)
+    }
+
+    /// Stops gracefully: DRAIN, in-flight requests get `deadline_ms`, then close.
+    #[napi]
+    pub fn drain(&self, deadline_ms: u32) {
+        self.engine.drain(Duration::from_millis(deadline_ms.into()));
+    }
+
+    /// A whole response in one call. The core applies the host rules; an invalid head is
+    /// answered 500 by the core and thrown as `ERR_VYX_INVALID_HEAD`.
+    #[napi]
+    pub fn respond(
+        &self,
+        slot: i64,
+        status: u32,
+        headers: Vec<String>,
+        body: Option<&[u8]>,
+    ) -> napi::Result<()> {
+        let stream = self.slots().remove(&(slot as u64)).ok_or_else(gone)?;
+        let status = u16::try_from(status).unwrap_or(0);
+        stream
+            .respond(status, &pairs(&headers), body.unwrap_or_default())
+            .map_err(stream_error)
+    }
+
+    /// The head of a streamed response; returns whether a body is wanted.
+    #[napi]
+    pub fn send_head(
+        &self,
+        slot: i64,
+        status: u32,
+        headers: Vec<String>,
+        end_stream: bool,
+    ) -> napi::Result<bool> {
+        let stream = self.stream(slot).ok_or_else(gone)?;
+        let status = u16::try_from(status).unwrap_or(0);
+        let wanted = stream
+            .send_head(status, &pairs(&headers), end_stream)
+            .map_err(stream_error);
+        if !matches!(wanted, Ok(true)) {
+            self.finish(slot);
+        }
+        wanted
+    }
+
+    /// Writes body bytes without waiting: `true` when the window took all of them, `false`
+    /// when the tail waits for credit (await [`NativeWorker::writable`] before the next).
+    #[napi]
+    pub fn try_send(&self, slot: i64, data: &[u8], end: bool) -> napi::Result<bool> {
+        let stream = self.stream(slot).ok_or_else(gone)?;
+        let sent = stream.try_send(data, end).map_err(stream_error);
+        if end || sent.is_err() {
+            self.finish(slot);
+        }
+        Ok(sent? == TrySend::Accepted)
+    }
+
+    /// Resolves once the chunk left waiting by `try_send` has gone out.
+    #[napi]
+    pub async fn writable(&self, slot: i64) -> napi::Result<()> {
+        match self.stream(slot) {
+            Some(stream) => stream.writable().await.map_err(stream_error),
+            None => Ok(()),
+        }
+    }
+
+    /// The handler failed: 500 before the head, RESET `handler_error` after.
+    #[napi]
+    pub fn fail(&self, slot: i64, reason: String) {
+        if let Some(stream) = self.slots().remove(&(slot as u64)) {
+            stream.fail(&reason);
+        }
+    }
+
+    /// The next request-body chunk without waiting: a non-empty buffer, an empty one at the
+    /// end, or `null` when nothing is there yet (await [`NativeWorker::readable`]).
+    #[napi]
+    pub fn try_chunk(&self, slot: i64) -> napi::Result<Option<Buffer>> {
+        let Some(stream) = self.stream(slot) else {
+            return Ok(Some(Buffer::from(Vec::new())));
+        };
+        match stream.try_chunk().map_err(stream_error)? {
+            TryChunk::Data(bytes) => Ok(Some(Buffer::from(Vec::from(bytes)))),
+            TryChunk::End => Ok(Some(Buffer::from(Vec::new()))),
+            TryChunk::Pending => Ok(None),
+        }
+    }
+
+    /// Resolves once `try_chunk` has something to say.
+    #[napi]
+    pub async fn readable(&self, slot: i64) {
+        if let Some(stream) = self.stream(slot) {
+            stream.readable().await;
+        }
+    }
+}
