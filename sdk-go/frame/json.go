@@ -10,7 +10,10 @@ import (
 // duplicate keys, lone surrogates, invalid UTF-8 and "-0" for an unsigned field, so the
 // payload is parsed here into a small tree first.
 
-const maxJSONDepth = 128 // serde_json's recursion limit
+// maxJSONDepth is the deepest nesting of arrays and objects accepted, the top-level object
+// included: 127, as serde_json's recursion limit of 128 gives in the Rust core. §3.8 does
+// not state a limit; a payload nested deeper is invalid_control_payload on both.
+const maxJSONDepth = 127
 
 type jkind byte
 
