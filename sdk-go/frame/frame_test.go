@@ -1,0 +1,186 @@
+package frame
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+)
+
+func load(t testing.TB, name string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "spec", "vectors", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func unhex(t testing.TB, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+type frameVector struct {
+	Name  string         `json:"name"`
+	Hex   string         `json:"hex"`
+	Frame map[string]any `json:"frame"`
+}
+
+func fieldsOf(t *testing.T, v any) []Field {
+	out := []Field{}
+	for _, p := range v.([]any) {
+		pair := p.([]any)
+		out = append(out, Field{Name: pair[0].(string), Value: unhex(t, pair[1].(string))})
+	}
+	return out
+}
+
+func nonNil(fs []Field) []Field {
+	if fs == nil {
+		return []Field{}
+	}
+	return fs
+}
+
+// build turns a frames.json "frame" object into the Go frame it describes.
+func build(t *testing.T, m map[string]any) Frame {
+	u32 := func(k string) uint32 { return uint32(m[k].(float64)) }
+	end, _ := m["end_stream"].(bool)
+	switch m["type"] {
+	case "DATA":
+		return &Data{StreamID: u32("stream_id"), EndStream: end, Data: unhex(t, m["data"].(string))}
+	case "REQUEST":
+		return &Request{StreamID: u32("stream_id"), EndStream: end, RouteID: uint16(u32("route_id")),
+			Method: m["method"].(string), Target: m["target"].(string),
+			Params: fieldsOf(t, m["params"]), Headers: fieldsOf(t, m["headers"])}
+	case "RESPONSE":
+		return &Response{StreamID: u32("stream_id"), EndStream: end, Status: uint16(u32("status")),
+			Headers: fieldsOf(t, m["headers"])}
+	case "RESET":
+		return &Reset{StreamID: u32("stream_id"), Code: ResetCode(u32("code")), Reason: m["reason"].(string)}
+	case "WINDOW":
+		return &Window{StreamID: u32("stream_id"), Increment: u32("increment")}
+	}
+	// Control frames: the payload is the JSON value; decode its compact form with our decoder.
+	t.Fatalf("build: not a binary frame: %v", m["type"])
+	return nil
+}
+
+func normalize(f Frame) Frame {
+	switch f := f.(type) {
+	case *Request:
+		c := *f
+		c.Params, c.Headers = nonNil(c.Params), nonNil(c.Headers)
+		return &c
+	case *Response:
+		c := *f
+		c.Headers = nonNil(c.Headers)
+		return &c
+	}
+	return f
+}
+
+func TestFramesVectors(t *testing.T) {
+	var file struct{ Vectors []frameVector }
+	load(t, "frames.json", &file)
+	if len(file.Vectors) == 0 {
+		t.Fatal("no vectors")
+	}
+	for _, v := range file.Vectors {
+		t.Run(v.Name, func(t *testing.T) {
+			msg := unhex(t, v.Hex)
+			got, err := Decode(msg, MaxFrameSize)
+			if err != nil {
+				t.Fatalf("decode: %v", err)
+			}
+			if TypeName(got.Type()) != v.Frame["type"] {
+				t.Fatalf("type %s, want %v", TypeName(got.Type()), v.Frame["type"])
+			}
+			if js, ok := v.Frame["json"]; ok {
+				// Control frame: compare as JSON values, then check the re-encoding is the vector's bytes.
+				var gotJSON, wantJSON any
+				if err := json.Unmarshal(got.Encode()[HeaderSize:], &gotJSON); err != nil {
+					t.Fatal(err)
+				}
+				wb, _ := json.Marshal(js)
+				_ = json.Unmarshal(wb, &wantJSON)
+				if !reflect.DeepEqual(gotJSON, wantJSON) {
+					t.Fatalf("json %v, want %v", gotJSON, wantJSON)
+				}
+			} else {
+				want := build(t, v.Frame)
+				if !reflect.DeepEqual(normalize(got), normalize(want)) {
+					t.Fatalf("decoded %#v, want %#v", got, want)
+				}
+				if enc := want.Encode(); !bytes.Equal(enc, msg) {
+					t.Fatalf("encode %x, want %s", enc, v.Hex)
+				}
+			}
+			if enc := got.Encode(); !bytes.Equal(enc, msg) {
+				t.Fatalf("re-encode %x, want %s", enc, v.Hex)
+			}
+		})
+	}
+}
+
+func TestMalformedVectors(t *testing.T) {
+	var file struct {
+		MaxFrameSize int `json:"max_frame_size"`
+		Vectors      []struct {
+			Name        string `json:"name"`
+			Hex         string `json:"hex"`
+			Error       string `json:"error"`
+			CloseCode   *int   `json:"close_code"`
+			StreamError bool   `json:"stream_error"`
+		}
+	}
+	load(t, "malformed.json", &file)
+	kinds := map[string]bool{}
+	for _, v := range file.Vectors {
+		kinds[v.Error] = true
+		t.Run(v.Name, func(t *testing.T) {
+			_, err := Decode(unhex(t, v.Hex), file.MaxFrameSize)
+			var de *DecodeError
+			if !errors.As(err, &de) {
+				t.Fatalf("err = %v, want %s", err, v.Error)
+			}
+			if string(de.Kind) != v.Error {
+				t.Fatalf("kind %s (%v), want %s", de.Kind, de, v.Error)
+			}
+			if v.CloseCode != nil && int(de.CloseCode()) != *v.CloseCode {
+				t.Fatalf("close %d, want %d", de.CloseCode(), *v.CloseCode)
+			}
+			if de.IsStreamError() != v.StreamError {
+				t.Fatalf("stream error %v, want %v", de.IsStreamError(), v.StreamError)
+			}
+		})
+	}
+	if len(kinds) < 16 {
+		t.Fatalf("only %d error kinds in malformed.json", len(kinds))
+	}
+}
+
+func TestFrameTooLarge(t *testing.T) {
+	msg := make([]byte, MaxFrameSize)
+	msg[5] = 1 // DATA on stream 1
+	if _, err := Decode(msg, MaxFrameSize); err != nil {
+		t.Fatalf("1048576 bytes: %v", err)
+	}
+	msg = append(msg, 0)
+	_, err := Decode(msg, MaxFrameSize)
+	var de *DecodeError
+	if !errors.As(err, &de) || de.Kind != FrameTooLarge || de.CloseCode() != CloseFrameTooLarge {
+		t.Fatalf("1048577 bytes: %v", err)
+	}
+}

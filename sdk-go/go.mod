@@ -1,0 +1,3 @@
+module github.com/vyx-dev/vyx/sdk-go
+
+go 1.22

@@ -1,0 +1,174 @@
+package vyx
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/vyx-dev/vyx/sdk-go/frame"
+)
+
+// HandshakeError is a failed HELLO, ROUTES or WELCOME check: the close code to send (or
+// that the gateway would send) and a human-readable message for ERROR or the log.
+type HandshakeError struct {
+	Code    frame.CloseCode
+	Message string
+}
+
+func (e *HandshakeError) Error() string { return e.Code.String() + ": " + e.Message }
+
+func bad(code frame.CloseCode, format string, a ...any) error {
+	return &HandshakeError{Code: code, Message: fmt.Sprintf(format, a...)}
+}
+
+// IsWorkerID reports whether id is a valid worker id (§2.2): 1..=128 bytes of
+// [A-Za-z0-9._:@/-]. An SDK refuses an invalid id before connecting.
+//
+//	vyx.IsWorkerID("go:api@eu-1/blue") // true
+//	vyx.IsWorkerID("go api")           // false
+func IsWorkerID(id string) bool {
+	if id == "" || len(id) > MaxWorkerIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("._:@/-", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidateHello runs the gateway's HELLO rules 1–8 of §2.4 against the X-Vyx-Worker-Id
+// header; the first failure decides the code (4002, else 4001). Rules 9–10 (allow-lists,
+// conflicts across worker ids) are gateway policy and not checked here. A worker runs it on
+// its own HELLO before connecting, so that a gateway never has to refuse it.
+func ValidateHello(h *frame.Hello, headerWorkerID string) error {
+	if h.Protocol != ProtocolVersion {
+		return bad(frame.CloseUnsupportedVersion, "protocol %d is not supported; this side speaks %d", h.Protocol, ProtocolVersion)
+	}
+	if h.WorkerID != headerWorkerID {
+		return bad(frame.CloseBadHello, "HELLO names worker id %q but the upgrade request named %q", h.WorkerID, headerWorkerID)
+	}
+	if h.MaxConcurrency < 1 || h.MaxConcurrency > MaxConcurrency {
+		return bad(frame.CloseBadHello, "max_concurrency %d is outside 1..=%d", h.MaxConcurrency, MaxConcurrency)
+	}
+	return ValidateRoutes(h.Routes)
+}
+
+// ValidateWelcome is the worker's check of WELCOME (§2.3 step 6) against the
+// max_concurrency its HELLO asked for: protocol ≠ 1 → 4002 (stop), any other value out of
+// range → 4005 (retry).
+func ValidateWelcome(w *frame.Welcome, askedMaxConcurrency uint64) error {
+	if w.Protocol != ProtocolVersion {
+		return bad(frame.CloseUnsupportedVersion, "gateway speaks protocol %d; this worker speaks %d", w.Protocol, ProtocolVersion)
+	}
+	pv := frame.CloseProtocolViolation
+	switch {
+	case w.HeartbeatMS < 1 || w.HeartbeatMS > MaxWindow:
+		return bad(pv, "invalid WELCOME: heartbeat_ms %d is outside 1..=%d", w.HeartbeatMS, MaxWindow)
+	case w.InitialWindow < 1 || w.InitialWindow > MaxWindow:
+		return bad(pv, "invalid WELCOME: initial_window %d is outside 1..=%d", w.InitialWindow, MaxWindow)
+	case w.MaxFrameSize != MaxFrameSize:
+		return bad(pv, "invalid WELCOME: max_frame_size %d is not %d, the only value of protocol 1", w.MaxFrameSize, MaxFrameSize)
+	case w.MaxConcurrency < 1 || w.MaxConcurrency > askedMaxConcurrency:
+		return bad(pv, "invalid WELCOME: max_concurrency %d is outside 1..=%d (the HELLO's)", w.MaxConcurrency, askedMaxConcurrency)
+	}
+	return nil
+}
+
+// ValidateRoutes checks one route set (HELLO or ROUTES, §2.4 rules 4–8): at most 1024
+// routes, ids 0..=65535 and unique, methods, patterns, and no two routes with the same
+// method and the same shape. Failure: 4001.
+func ValidateRoutes(routes []frame.Route) error {
+	if len(routes) > MaxRoutes {
+		return bad(frame.CloseBadHello, "%d routes declared; at most %d are allowed", len(routes), MaxRoutes)
+	}
+	ids := make(map[uint64]bool, len(routes))
+	shapes := make(map[[2]string]bool, len(routes))
+	for _, r := range routes {
+		if r.ID > MaxRouteID {
+			return bad(frame.CloseBadHello, "route id %d is outside 0..=65535", r.ID)
+		}
+		if ids[r.ID] {
+			return bad(frame.CloseBadHello, "route id %d is used twice", r.ID)
+		}
+		ids[r.ID] = true
+		if !IsRouteMethod(r.Method) {
+			return bad(frame.CloseBadHello, "route %d: method %q must be an upper-case token or \"*\"", r.ID, r.Method)
+		}
+		shape, err := PatternShape(r.Path)
+		if err != nil {
+			return bad(frame.CloseBadHello, "route %d: path %q %v", r.ID, r.Path, err)
+		}
+		key := [2]string{r.Method, shape}
+		if shapes[key] {
+			return bad(frame.CloseBadHello, "route %d: %s %s: declared twice", r.ID, r.Method, shape)
+		}
+		shapes[key] = true
+	}
+	return nil
+}
+
+// IsRouteMethod reports whether m is a route method: "*" or 1+ tchar with no lowercase letter.
+func IsRouteMethod(m string) bool {
+	if m == "*" {
+		return true
+	}
+	if m == "" {
+		return false
+	}
+	for i := 0; i < len(m); i++ {
+		if !frame.IsTchar(m[i]) || (m[i] >= 'a' && m[i] <= 'z') {
+			return false
+		}
+	}
+	return true
+}
+
+// PatternShape checks a route pattern (§2.5) and returns its shape: every {name} replaced
+// by {} and {*name} by {*}.
+//
+//	vyx.PatternShape("/a/{id}/{*rest}") // "/a/{}/{*}", nil
+func PatternShape(path string) (string, error) {
+	if !strings.HasPrefix(path, "/") {
+		return "", fmt.Errorf("must start with /")
+	}
+	for i := 0; i < len(path); i++ {
+		if c := path[i]; c <= 0x20 || c == 0x7f || c == '?' || c == '#' {
+			return "", fmt.Errorf("contains the character %q", c)
+		}
+	}
+	segs := strings.Split(path[1:], "/")
+	names := map[string]bool{}
+	var shape strings.Builder
+	for i, s := range segs {
+		shape.WriteByte('/')
+		if !strings.HasPrefix(s, "{") || !strings.HasSuffix(s, "}") || len(s) < 2 {
+			if strings.ContainsAny(s, "{}") {
+				return "", fmt.Errorf("segment %q: a literal must not contain { or }", s)
+			}
+			shape.WriteString(s)
+			continue
+		}
+		name, catchAll := s[1:len(s)-1], false
+		if strings.HasPrefix(name, "*") {
+			name, catchAll = name[1:], true
+		}
+		if name == "" || strings.ContainsAny(name, "{}/*") {
+			return "", fmt.Errorf("segment %q: a parameter name is 1+ characters, none of { } / *", s)
+		}
+		if names[name] {
+			return "", fmt.Errorf("parameter %q is named twice", name)
+		}
+		names[name] = true
+		if catchAll {
+			if i != len(segs)-1 {
+				return "", fmt.Errorf("the catch-all %q must be the last segment", s)
+			}
+			shape.WriteString("{*}")
+		} else {
+			shape.WriteString("{}")
+		}
+	}
+	return shape.String(), nil
+}

@@ -1,0 +1,24 @@
+package vyx
+
+import "github.com/vyx-dev/vyx/sdk-go/frame"
+
+// Limits and defaults of PROTOCOL.md §10.
+const (
+	ProtocolVersion      = 1
+	MaxFrameSize         = frame.MaxFrameSize
+	MaxRoutes            = 1024
+	MaxRouteID           = 65535
+	MaxConcurrency       = 65535
+	MaxWorkerIDLen       = 128
+	MaxWindow            = frame.MaxWindow
+	DefaultHeartbeatMS   = 5000
+	DefaultInitialWindow = 262144
+	HandshakeTimeoutMS   = 10000
+	HeartbeatMisses      = 3
+	MaxCloseReasonLen    = 123
+	WorkerIDHeader       = "X-Vyx-Worker-Id"
+	Subprotocol          = "vyx.1"
+	BackoffBaseMS        = 100
+	BackoffCapMS         = 10000
+	BackoffStableMS      = 10000
+)
