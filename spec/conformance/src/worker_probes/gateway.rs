@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -338,6 +338,36 @@ impl Session {
     pub async fn send_msg(&mut self, msg: Message) -> Outcome<()> {
         match tokio::time::timeout(WAIT, self.ws.send(msg)).await {
             Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => fail(format!("send to the worker: {e}")),
+            Err(_) => fail(format!("send to the worker blocked for {WAIT:?}")),
+        }
+    }
+
+    /// Sends one binary message of `len` zero bytes that the worker must refuse as too
+    /// large. It goes straight to the socket, not through tungstenite: the worker closes
+    /// (4006) and hangs up while the message is still being written, and a write error
+    /// inside tungstenite would also fail the read that must then find the close frame.
+    pub async fn send_oversized(&mut self, len: usize) -> Outcome<()> {
+        let mut header = vec![0x82, 127];
+        header.extend_from_slice(&(len as u64).to_be_bytes());
+        let tcp = &mut self.ws.get_mut().tcp;
+        let write = async {
+            tcp.write_all(&header).await?;
+            tcp.write_all(&vec![0u8; len]).await?;
+            tcp.flush().await
+        };
+        match tokio::time::timeout(WAIT, write).await {
+            Ok(Ok(())) => Ok(()),
+            // The worker stopped reading and hung up, as it may once it has refused the
+            // message: the close frame it sent first is still there to read.
+            Ok(Err(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                Ok(())
+            }
             Ok(Err(e)) => fail(format!("send to the worker: {e}")),
             Err(_) => fail(format!("send to the worker blocked for {WAIT:?}")),
         }

@@ -10,6 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 use vyx_core::error::ResetCode;
 use vyx_core::frame::{Data, Frame, Reset, Window};
 use vyx_core::handshake::Drain;
+use vyx_core::limits::MAX_FRAME_SIZE;
 
 use super::{request, Rig, Session, WorkerProbe};
 use crate::check::{fail, Outcome};
@@ -131,9 +132,11 @@ impl Player {
             return s.send_msg(Message::Text(text.into())).await;
         }
         if let Some(n) = f["zeros"].as_u64() {
-            return s
-                .send_msg(Message::Binary(vec![0u8; n as usize].into()))
-                .await;
+            let n = n as usize;
+            if n > MAX_FRAME_SIZE {
+                return s.send_oversized(n).await;
+            }
+            return s.send_msg(Message::Binary(vec![0u8; n].into())).await;
         }
         let frame = match f["type"].as_str().unwrap_or("") {
             "REQUEST" => {
