@@ -421,7 +421,7 @@ async fn drain_under_load_loses_no_request() {
 
 #[tokio::test]
 async fn worker_reregisters_after_a_gateway_restart() {
-    let gw = TestGateway::start().await;
+    let gw = TestGateway::start_restartable().await;
     let addr = gw.addr;
     let w = TestWorker::start(addr, "rust:e2e", "a").await;
     let mut state = w.worker.state();
@@ -449,7 +449,7 @@ async fn worker_reregisters_after_a_gateway_restart() {
 
 #[tokio::test]
 async fn gateway_shutdown_drains_in_flight_requests_and_workers_come_back() {
-    let gw = TestGateway::start().await;
+    let gw = TestGateway::start_restartable().await;
     let addr = gw.addr;
     let w = TestWorker::start(addr, "rust:e2e", "a").await;
     let c = client();

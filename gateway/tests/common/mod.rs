@@ -72,6 +72,14 @@ impl TestGateway {
         }
     }
 
+    /// A gateway on a loopback port outside the kernel's ephemeral range, for tests that
+    /// kill it and start another on the same address: while it is down, no `:0` bind of a
+    /// parallel test and no outgoing connection's source port can take that port.
+    pub async fn start_restartable() -> TestGateway {
+        let addr = restartable_addr();
+        Self::start_with(|c| c.listen = addr).await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -101,6 +109,27 @@ impl TestGateway {
         }
         self.join().await;
     }
+}
+
+/// A free loopback port below the ephemeral range (`ip_local_port_range`).
+fn restartable_addr() -> SocketAddr {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let span = low.saturating_sub(1024).clamp(1, 8192);
+    // Test binaries run side by side: start each at its own offset.
+    let base = (std::process::id() % u32::from(span)) as u16;
+    for _ in 0..span {
+        let offset = (base + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let addr = SocketAddr::from(([127, 0, 0, 1], low - span + offset));
+        if std::net::TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no free loopback port below {low}");
 }
 
 impl Drop for TestGateway {
