@@ -11,6 +11,7 @@ use http::header::{
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
@@ -19,6 +20,7 @@ use vyx_core::handshake::{is_worker_id, SUBPROTOCOL, WORKER_ID_HEADER};
 use vyx_core::transport::gateway_websocket_config;
 
 use crate::body::GatewayBody;
+use crate::conn::SocketHandle;
 use crate::Shared;
 
 fn refuse(status: StatusCode, message: String) -> Response<GatewayBody> {
@@ -126,16 +128,31 @@ pub fn register(
 
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
+        let config = Some(gateway_websocket_config());
         match on_upgrade.await {
-            Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(gateway_websocket_config()),
-                )
-                .await;
-                crate::conn::serve(ws, shared, worker_id, admission, peer).await;
-            }
+            // The plain TCP socket when the listener gave hyper one: the gateway keeps a
+            // handle on it, to drop a dead connection at once (§7).
+            Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => {
+                    let tcp = parts.io.into_inner();
+                    let socket = SocketHandle::of(&tcp);
+                    let early = parts.read_buf.to_vec();
+                    let ws = WebSocketStream::from_partially_read(tcp, early, Role::Server, config)
+                        .await;
+                    crate::conn::serve(ws, shared, worker_id, admission, peer, socket).await;
+                }
+                Err(upgraded) => {
+                    debug!(%peer, "upgraded connection is not a plain TCP socket");
+                    let ws = WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        Role::Server,
+                        config,
+                    )
+                    .await;
+                    let socket = SocketHandle::none();
+                    crate::conn::serve(ws, shared, worker_id, admission, peer, socket).await;
+                }
+            },
             Err(e) => debug!(error = %e, %peer, "upgrade failed"),
         }
     });

@@ -273,7 +273,7 @@ async fn handle(
             "health" => admin::health(&shared),
             "workers" | "metrics" => match admin::admin_refusal(&req, &shared) {
                 Some(refused) => refused,
-                None if rest == "workers" => admin::workers(&shared),
+                None if rest == "workers" => admin::workers(&shared, req.uri().query()),
                 None => admin::metrics(&shared),
             },
             _ => no_such("no such admin endpoint"),
