@@ -210,11 +210,25 @@ impl Drop for EndOnDrop {
 /// megabytes. Frames of one stream keep their order; a RESET drops its stream's DATA still
 /// queued (the peer would ignore it), except RESET `no_error`, which ends a complete
 /// response and so goes after that DATA. A close goes after everything queued before it.
-pub async fn write_loop<S>(mut sink: SplitSink<S, Message>, queue: Arc<OutQueue>)
+pub fn write_loop<S>(
+    sink: SplitSink<S, Message>,
+    queue: Arc<OutQueue>,
+) -> impl std::future::Future<Output = ()>
 where
     S: Sink<Message, Error = tungstenite::Error> + Unpin,
 {
-    let _end = EndOnDrop(queue.clone());
+    // Made before the first poll: a writer aborted before it ever ran ends the queue too.
+    let end = EndOnDrop(queue.clone());
+    async move {
+        let _end = end;
+        write_queue(sink, queue).await
+    }
+}
+
+async fn write_queue<S>(mut sink: SplitSink<S, Message>, queue: Arc<OutQueue>)
+where
+    S: Sink<Message, Error = tungstenite::Error> + Unpin,
+{
     loop {
         // Wait for something to write.
         let first = loop {
@@ -244,6 +258,7 @@ where
                 }
                 Next::Empty => break,
                 Next::Finish => {
+                    let _ = sink.flush().await;
                     let _ = sink.close().await;
                     return;
                 }
@@ -677,7 +692,7 @@ mod tests {
             tx.push(reset(1));
             assert_eq!(
                 tx.queued_bytes(),
-                2 * (request_len() + 100 + frame::HEADER_LEN),
+                request_len() + 100 + frame::HEADER_LEN,
                 "stream 1 is gone from the queue"
             );
         })
