@@ -2,6 +2,7 @@
 //! id, credentials) before any socket is held, then hands the upgraded socket to `conn`.
 
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use http::header::{
@@ -11,7 +12,6 @@ use http::header::{
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
@@ -45,6 +45,7 @@ pub fn register(
     mut req: Request<Incoming>,
     shared: Arc<Shared>,
     peer: SocketAddr,
+    fd: RawFd,
 ) -> Response<GatewayBody> {
     let is_upgrade = req.method() == http::Method::GET
         && header_has_token(&req, UPGRADE, "websocket")
@@ -126,33 +127,21 @@ pub fn register(
         }
     };
 
+    // Taken now, while hyper holds the connection: a handle to drop it at once if the
+    // worker stops reading (§7).
+    let socket = SocketHandle::of(fd);
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
-        let config = Some(gateway_websocket_config());
         match on_upgrade.await {
-            // The plain TCP socket when the listener gave hyper one: the gateway keeps a
-            // handle on it, to drop a dead connection at once (§7).
-            Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
-                Ok(parts) => {
-                    let tcp = parts.io.into_inner();
-                    let socket = SocketHandle::of(&tcp);
-                    let early = parts.read_buf.to_vec();
-                    let ws = WebSocketStream::from_partially_read(tcp, early, Role::Server, config)
-                        .await;
-                    crate::conn::serve(ws, shared, worker_id, admission, peer, socket).await;
-                }
-                Err(upgraded) => {
-                    debug!(%peer, "upgraded connection is not a plain TCP socket");
-                    let ws = WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
-                        Role::Server,
-                        config,
-                    )
-                    .await;
-                    let socket = SocketHandle::none();
-                    crate::conn::serve(ws, shared, worker_id, admission, peer, socket).await;
-                }
-            },
+            Ok(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(gateway_websocket_config()),
+                )
+                .await;
+                crate::conn::serve(ws, shared, worker_id, admission, peer, socket).await;
+            }
             Err(e) => debug!(error = %e, %peer, "upgrade failed"),
         }
     });
