@@ -220,3 +220,16 @@ async fn a_worker_back_within_the_claim_grace_keeps_its_routes() {
     assert_eq!(get(&c, &health).await, (200, Bytes::from_static(b"api#5")));
     assert!(lapsing(&gw).await.is_empty());
 }
+
+#[test]
+fn the_claim_grace_is_set_in_vyx_yaml() {
+    let path = std::path::Path::new("vyx.yaml");
+    let config = vyx_gateway::file_config::parse(path, "routes:\n  claim_grace: 2s\n").unwrap();
+    assert_eq!(config.claim_grace, Duration::from_secs(2));
+    let default = vyx_gateway::file_config::parse(path, "listen: 127.0.0.1:0\n").unwrap();
+    assert_eq!(default.claim_grace, Duration::from_secs(30));
+    let e = vyx_gateway::file_config::parse(path, "routes:\n  grace: 2s\n")
+        .err()
+        .expect("an unknown key is refused");
+    assert_eq!(e.line, 2, "{e}");
+}
