@@ -305,7 +305,7 @@ async fn finish_writer(
         .await
         .is_err()
     {
-        info!(
+        warn!(
             worker_id,
             queued_bytes = queue.queued_bytes(),
             "worker socket not drained within {CLOSE_WRITE_WAIT:?}; connection reset"
