@@ -1,5 +1,6 @@
 //! The WebSocket side of a connection, shared by the worker engine and the gateway: the
-//! settings both use, and the writer task that owns a socket's write half.
+//! settings both use, the outgoing queue every sender of a connection fills, and the writer
+//! task that owns the socket's write half and empties it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
