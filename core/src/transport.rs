@@ -1,13 +1,16 @@
 //! The WebSocket side of a connection, shared by the worker engine and the gateway: the
-//! settings both use, and the writer task that owns a socket's write half.
+//! settings both use, the outgoing queue every sender of a connection fills, and the writer
+//! task that owns the socket's write half and empties it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::SplitSink;
 use futures_util::{Sink, SinkExt};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -45,8 +48,162 @@ pub fn gateway_websocket_config() -> WebSocketConfig {
     websocket_config().read_buffer_size(4 * 1024)
 }
 
-/// Owns a socket's write half. Feeds while there are frames and flushes when none are left,
-/// so a burst of frames costs one flush (tungstenite's `send` flushes every message).
+/// A connection's frames not yet written: filled by every task that sends on the connection,
+/// emptied by its writer task ([`write_loop`]). Shared rather than a channel, so that what
+/// is queued can still be dropped while the socket is blocked: a RESET removes its stream's
+/// DATA (and, if the stream's REQUEST is still here, the REQUEST and the RESET both: the
+/// peer never hears of the stream), and pings are not stacked up. What stays queued is
+/// therefore bounded by the live streams, and DATA by [`OutQueue::try_push_data`]'s limit.
+pub struct OutQueue {
+    state: Mutex<QueueState>,
+    /// Wakes the writer.
+    queued: Notify,
+    /// Wakes senders waiting for room for DATA (and for a stream of theirs ending).
+    room: Notify,
+    data_limit: AtomicUsize,
+}
+
+#[derive(Default)]
+struct QueueState {
+    fair: FairQueue,
+    /// Queued by [`Outgoing::Close`]: written once everything before it is.
+    closing: Option<(CloseCode, String)>,
+    /// A close was queued or [`OutQueue::finish`] called: nothing more is taken.
+    sealed: bool,
+    /// The writer is gone: nothing is kept.
+    ended: bool,
+}
+
+impl OutQueue {
+    /// A queue whose DATA, when pushed with [`OutQueue::try_push_data`], never passes
+    /// `data_limit` bytes (a single frame larger than the limit is let into an empty queue).
+    pub fn new(data_limit: usize) -> Arc<OutQueue> {
+        Arc::new(OutQueue {
+            state: Mutex::new(QueueState::default()),
+            queued: Notify::new(),
+            room: Notify::new(),
+            data_limit: AtomicUsize::new(data_limit),
+        })
+    }
+
+    /// Queues a message, whatever its size. After a close (or once the writer is gone) it
+    /// is dropped.
+    pub fn push(&self, out: Outgoing) {
+        let mut st = self.state.lock().unwrap();
+        if st.sealed || st.ended {
+            return;
+        }
+        let freed = match out {
+            Outgoing::Close(code, reason) => {
+                st.closing = Some((code, reason));
+                st.sealed = true;
+                false
+            }
+            other => st.fair.push(other),
+        };
+        drop(st);
+        self.queued.notify_one();
+        if freed {
+            self.room.notify_waiters();
+        }
+    }
+
+    /// Queues a DATA frame if the DATA queued stays within the limit; else hands it back,
+    /// and the sender waits for [`OutQueue::room_changed`] (backpressure instead of memory).
+    pub fn try_push_data(&self, frame: Bytes) -> Result<(), Bytes> {
+        let st = self.state.lock().unwrap();
+        let queued = st.fair.data_bytes;
+        let limit = self.data_limit();
+        if queued > 0 && queued + frame.len() > limit && !st.sealed && !st.ended {
+            return Err(frame);
+        }
+        drop(st);
+        self.push(Outgoing::Frame(frame));
+        Ok(())
+    }
+
+    /// Completes when DATA left the queue (or a stream's sender was told to look again, see
+    /// [`OutQueue::wake_senders`]). Create it before the check it follows, as with
+    /// [`Notify::notified`].
+    pub fn room_changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.room.notified()
+    }
+
+    /// Wakes every sender waiting for room, so that one whose stream ended stops waiting.
+    pub fn wake_senders(&self) {
+        self.room.notify_waiters();
+    }
+
+    /// Bytes queued and not yet handed to the socket (frames, not counting pings).
+    pub fn queued_bytes(&self) -> usize {
+        let st = self.state.lock().unwrap();
+        st.fair.data_bytes + st.fair.other_bytes
+    }
+
+    /// The most DATA bytes [`OutQueue::try_push_data`] lets in.
+    pub fn data_limit(&self) -> usize {
+        self.data_limit.load(Ordering::Relaxed)
+    }
+
+    /// Changes the limit (the gateway knows it only once HELLO has named the concurrency).
+    pub fn set_data_limit(&self, limit: usize) {
+        self.data_limit.store(limit, Ordering::Relaxed);
+        self.room.notify_waiters();
+    }
+
+    /// No more frames: the writer writes what is queued, closes the socket without a close
+    /// frame, and returns.
+    pub fn finish(&self) {
+        self.state.lock().unwrap().sealed = true;
+        self.queued.notify_one();
+    }
+
+    fn next(&self) -> Next {
+        let mut st = self.state.lock().unwrap();
+        if let Some((m, was_data)) = st.fair.pop() {
+            drop(st);
+            if was_data {
+                self.room.notify_waiters();
+            }
+            return Next::Message(m);
+        }
+        match st.closing.take() {
+            Some((code, reason)) => Next::Close(code, reason),
+            None if st.sealed => Next::Finish,
+            None => Next::Empty,
+        }
+    }
+
+    /// The writer is gone (returned or aborted): drop what is queued and take nothing more.
+    fn end(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.ended = true;
+        st.fair = FairQueue::default();
+        st.closing = None;
+        drop(st);
+        self.room.notify_waiters();
+    }
+}
+
+enum Next {
+    Message(Message),
+    Close(CloseCode, String),
+    Finish,
+    Empty,
+}
+
+/// Ends the queue when the writer returns or its task is aborted.
+struct EndOnDrop(Arc<OutQueue>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
+/// Owns a socket's write half and writes what `queue` holds. Feeds while there are frames
+/// and flushes when none are left, so a burst of frames costs one flush (tungstenite's
+/// `send` flushes every message).
 ///
 /// The order is fair (PROTOCOL.md §5): everything that is not DATA (heads, RESET, WINDOW,
 /// control frames, pings) goes first, in the order queued; DATA goes round-robin by stream,
@@ -54,64 +211,78 @@ pub fn gateway_websocket_config() -> WebSocketConfig {
 /// megabytes. Frames of one stream keep their order; a RESET drops its stream's DATA still
 /// queued (the peer would ignore it), except RESET `no_error`, which ends a complete
 /// response and so goes after that DATA. A close goes after everything queued before it.
-pub async fn write_loop<S>(
-    mut sink: SplitSink<S, Message>,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
-) where
+pub fn write_loop<S>(
+    sink: SplitSink<S, Message>,
+    queue: Arc<OutQueue>,
+) -> impl std::future::Future<Output = ()>
+where
     S: Sink<Message, Error = tungstenite::Error> + Unpin,
 {
-    let mut queue = FairQueue::default();
-    let mut closing = None;
+    // Made before the first poll: a writer aborted before it ever ran ends the queue too.
+    let end = EndOnDrop(queue.clone());
+    async move {
+        let _end = end;
+        write_queue(sink, queue).await
+    }
+}
+
+async fn write_queue<S>(mut sink: SplitSink<S, Message>, queue: Arc<OutQueue>)
+where
+    S: Sink<Message, Error = tungstenite::Error> + Unpin,
+{
     loop {
-        if queue.is_empty() {
-            if closing.is_some() {
-                break;
+        // Wait for something to write.
+        let first = loop {
+            let notified = queue.queued.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match queue.next() {
+                Next::Empty => notified.await,
+                next => break next,
             }
-            match rx.recv().await {
-                Some(out) => closing = queue.push(out),
-                None => {
+        };
+        let mut next = first;
+        let mut yielded = false;
+        loop {
+            match next {
+                Next::Message(msg) => {
+                    if let Err(e) = sink.feed(msg).await {
+                        debug!(error = %e, "write failed");
+                        return;
+                    }
+                }
+                Next::Empty if !yielded => {
+                    // Let the tasks that are ready run once before the flush: under load
+                    // they queue more frames, and one write carries them all.
+                    yielded = true;
+                    tokio::task::yield_now().await;
+                }
+                Next::Empty => break,
+                Next::Finish => {
+                    let _ = sink.flush().await;
                     let _ = sink.close().await;
                     return;
                 }
-            }
-        }
-        let mut yielded = false;
-        loop {
-            while closing.is_none() {
-                match rx.try_recv() {
-                    Ok(out) => closing = queue.push(out),
-                    Err(_) => break,
+                Next::Close(code, reason) => {
+                    let frame = CloseFrame {
+                        code: WsCloseCode::from(code as u16),
+                        reason: truncate_reason(&reason).into(),
+                    };
+                    if sink.send(Message::Close(Some(frame))).await.is_err() {
+                        // The peer closed first: tungstenite refuses a second close frame,
+                        // and has queued its answer echoing the peer's code (RFC 6455
+                        // §5.5.1). Flushing it completes the closing handshake; returning
+                        // without it drops the socket under the peer.
+                        let _ = sink.flush().await;
+                    }
+                    return;
                 }
             }
-            if queue.is_empty() && closing.is_none() && !yielded {
-                // Let the tasks that are ready run once before the flush: under load they
-                // queue more frames, and one write carries them all.
-                yielded = true;
-                tokio::task::yield_now().await;
-                continue;
-            }
-            let Some(msg) = queue.pop() else { break };
-            if let Err(e) = sink.feed(msg).await {
-                debug!(error = %e, "write failed");
-                return;
-            }
+            next = queue.next();
         }
         if let Err(e) = sink.flush().await {
             debug!(error = %e, "flush failed");
             return;
-        }
-    }
-    if let Some((code, reason)) = closing {
-        let frame = CloseFrame {
-            code: WsCloseCode::from(code as u16),
-            reason: truncate_reason(&reason).into(),
-        };
-        if sink.send(Message::Close(Some(frame))).await.is_err() {
-            // The peer closed first: tungstenite refuses a second close frame, and has
-            // queued its answer echoing the peer's code (RFC 6455 §5.5.1). Flushing it
-            // completes the closing handshake; returning without it drops the socket under
-            // the peer.
-            let _ = sink.flush().await;
         }
     }
 }
@@ -125,15 +296,16 @@ struct FairQueue {
     /// Streams with queued DATA, in turn order.
     turns: VecDeque<u32>,
     spare: Vec<VecDeque<Bytes>>,
+    /// Streams whose REQUEST is in `urgent`, not yet written.
+    requests: HashSet<u32>,
+    ping_queued: bool,
+    data_bytes: usize,
+    other_bytes: usize,
 }
 
 impl FairQueue {
-    fn is_empty(&self) -> bool {
-        self.urgent.is_empty() && self.turns.is_empty()
-    }
-
-    /// Queues one message; a close is handed back for after everything queued.
-    fn push(&mut self, out: Outgoing) -> Option<(CloseCode, String)> {
+    /// Queues one message; `true` when DATA was dropped (room was freed).
+    fn push(&mut self, out: Outgoing) -> bool {
         match out {
             Outgoing::Frame(b) => match frame_kind(&b) {
                 Some((frame::kind::DATA, id)) => {
@@ -142,32 +314,80 @@ impl FairQueue {
                         self.turns.push_back(id);
                         spare.pop().unwrap_or_default()
                     });
+                    self.data_bytes += b.len();
                     q.push_back(b);
                 }
                 Some((frame::kind::RESET, id)) => match self.data.get_mut(&id) {
                     // `no_error` follows a complete response (§4.3): after its DATA, in order.
-                    Some(q) if b.get(6..10) == Some(&[0, 0, 0, 0][..]) => q.push_back(b),
+                    Some(q) if b.get(6..10) == Some(&[0, 0, 0, 0][..]) => {
+                        self.data_bytes += b.len();
+                        q.push_back(b);
+                    }
                     _ => {
-                        if let Some(mut q) = self.data.remove(&id) {
-                            self.turns.retain(|&t| t != id);
-                            q.clear();
-                            self.spare.push(q);
+                        let freed = self.drop_data(id);
+                        if self.requests.remove(&id) {
+                            // The peer never saw the stream: neither REQUEST nor RESET goes.
+                            let at = self.urgent.iter().position(|m| {
+                                matches!(m, Message::Binary(r) if frame_kind(r) == Some((frame::kind::REQUEST, id)))
+                            });
+                            if let Some(m) = at.and_then(|i| self.urgent.remove(i)) {
+                                self.other_bytes -= message_len(&m);
+                            }
+                            return true;
                         }
+                        self.other_bytes += b.len();
                         self.urgent.push_back(Message::Binary(b));
+                        return freed;
                     }
                 },
-                _ => self.urgent.push_back(Message::Binary(b)),
+                Some((frame::kind::REQUEST, id)) => {
+                    self.requests.insert(id);
+                    self.other_bytes += b.len();
+                    self.urgent.push_back(Message::Binary(b));
+                }
+                _ => {
+                    self.other_bytes += b.len();
+                    self.urgent.push_back(Message::Binary(b));
+                }
             },
-            Outgoing::Ping => self.urgent.push_back(Message::Ping(Bytes::new())),
-            Outgoing::Close(code, reason) => return Some((code, reason)),
+            // One ping waiting is enough: a peer that does not read gets no pile of them.
+            Outgoing::Ping if self.ping_queued => {}
+            Outgoing::Ping => {
+                self.ping_queued = true;
+                self.urgent.push_back(Message::Ping(Bytes::new()));
+            }
+            Outgoing::Close(..) => unreachable!("the queue keeps a close apart"),
         }
-        None
+        false
     }
 
-    /// The next message to write: a non-DATA frame, else the next stream's next DATA.
-    fn pop(&mut self) -> Option<Message> {
+    /// Drops the DATA queued for stream `id`; whether there was any.
+    fn drop_data(&mut self, id: u32) -> bool {
+        let Some(mut q) = self.data.remove(&id) else {
+            return false;
+        };
+        self.turns.retain(|&t| t != id);
+        self.data_bytes -= q.iter().map(Bytes::len).sum::<usize>();
+        q.clear();
+        self.spare.push(q);
+        true
+    }
+
+    /// The next message to write, and whether it came from the DATA queues: a non-DATA
+    /// frame, else the next stream's next DATA.
+    fn pop(&mut self) -> Option<(Message, bool)> {
         if let Some(m) = self.urgent.pop_front() {
-            return Some(m);
+            match &m {
+                Message::Ping(_) => self.ping_queued = false,
+                Message::Binary(b) => {
+                    if let Some((frame::kind::REQUEST, id)) = frame_kind(b) {
+                        self.requests.remove(&id);
+                    }
+                }
+                _ => {}
+            }
+            self.other_bytes -= message_len(&m);
+            return Some((m, false));
         }
         let id = self.turns.pop_front()?;
         let q = self
@@ -175,6 +395,7 @@ impl FairQueue {
             .get_mut(&id)
             .expect("a stream with a turn has DATA queued");
         let b = q.pop_front().expect("queues in turn are not empty");
+        self.data_bytes -= b.len();
         if q.is_empty() {
             if let Some(q) = self.data.remove(&id) {
                 self.spare.push(q);
@@ -182,7 +403,15 @@ impl FairQueue {
         } else {
             self.turns.push_back(id);
         }
-        Some(Message::Binary(b))
+        Some((Message::Binary(b), true))
+    }
+}
+
+/// The bytes a queued message counts for (pings count nothing).
+fn message_len(m: &Message) -> usize {
+    match m {
+        Message::Binary(b) => b.len(),
+        _ => 0,
     }
 }
 
@@ -312,15 +541,13 @@ mod tests {
 
     /// Runs the writer over what `queue` puts in its channel before it starts, and returns
     /// the (type, stream id) of every frame written, and a close code if one was.
-    async fn written_after(
-        queue: impl FnOnce(&mpsc::UnboundedSender<Outgoing>),
-    ) -> (Vec<(u8, u32)>, usize) {
+    async fn written_after(queue: impl FnOnce(&OutQueue)) -> (Vec<(u8, u32)>, usize) {
         let socket = MemSocket::default();
         let (sink, _stream) = socket.clone().split();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let tx = OutQueue::new(usize::MAX);
         queue(&tx);
-        drop(tx);
-        write_loop(sink, rx).await;
+        tx.finish();
+        write_loop(sink, tx).await;
         let written = socket.written.lock().unwrap();
         let frames = written
             .iter()
@@ -339,7 +566,7 @@ mod tests {
         let (frames, flushes) = written_after(|tx| {
             // Stream 1: 1 MiB of DATA queued first.
             for i in 0..16 {
-                tx.send(data(1, 64 * 1024, i == 15)).unwrap();
+                tx.push(data(1, 64 * 1024, i == 15));
             }
             // Stream 3: its head and a small body, queued after.
             let head = Response {
@@ -348,8 +575,8 @@ mod tests {
                 status: 200,
                 headers: vec![],
             };
-            tx.send(Outgoing::Frame(head.encode())).unwrap();
-            tx.send(data(3, 10, true)).unwrap();
+            tx.push(Outgoing::Frame(head.encode()));
+            tx.push(data(3, 10, true));
         })
         .await;
         assert_eq!(frames.len(), 18);
@@ -376,19 +603,18 @@ mod tests {
     async fn data_takes_turns_one_frame_per_stream_and_keeps_each_streams_order() {
         let socket = MemSocket::default();
         let (sink, _stream) = socket.clone().split();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let tx = OutQueue::new(usize::MAX);
         for (i, len) in [1usize, 2, 3].into_iter().enumerate() {
-            tx.send(Outgoing::Frame(Data::encode_parts(
+            tx.push(Outgoing::Frame(Data::encode_parts(
                 5,
                 false,
                 &vec![i as u8; len],
-            )))
-            .unwrap();
+            )));
         }
-        tx.send(data(7, 1, false)).unwrap();
-        tx.send(data(7, 1, true)).unwrap();
-        drop(tx);
-        write_loop(sink, rx).await;
+        tx.push(data(7, 1, false));
+        tx.push(data(7, 1, true));
+        tx.finish();
+        write_loop(sink, tx).await;
         let written = socket.written.lock().unwrap();
         let order: Vec<(u32, usize)> = written
             .iter()
@@ -403,12 +629,11 @@ mod tests {
     #[tokio::test]
     async fn a_reset_no_error_goes_after_its_streams_data() {
         let (frames, _) = written_after(|tx| {
-            tx.send(data(13, 100, false)).unwrap();
-            tx.send(data(13, 100, true)).unwrap();
-            tx.send(Outgoing::Frame(
+            tx.push(data(13, 100, false));
+            tx.push(data(13, 100, true));
+            tx.push(Outgoing::Frame(
                 Reset::new(13, crate::error::ResetCode::NoError, "").encode(),
-            ))
-            .unwrap();
+            ));
         })
         .await;
         let (d, r) = (frame::kind::DATA, frame::kind::RESET);
@@ -419,17 +644,15 @@ mod tests {
     async fn a_reset_drops_its_streams_queued_data_and_a_close_goes_last() {
         let (frames, _) = written_after(|tx| {
             for _ in 0..3 {
-                tx.send(data(9, 100, false)).unwrap();
+                tx.push(data(9, 100, false));
             }
-            tx.send(data(11, 100, false)).unwrap();
-            tx.send(Outgoing::Frame(
+            tx.push(data(11, 100, false));
+            tx.push(Outgoing::Frame(
                 Reset::new(9, crate::error::ResetCode::Cancel, "gone").encode(),
-            ))
-            .unwrap();
-            tx.send(data(11, 100, true)).unwrap();
-            tx.send(Outgoing::Close(CloseCode::Normal, "bye".into()))
-                .unwrap();
-            tx.send(data(11, 100, true)).unwrap(); // after the close: never written
+            ));
+            tx.push(data(11, 100, true));
+            tx.push(Outgoing::Close(CloseCode::Normal, "bye".into()));
+            tx.push(data(11, 100, true)); // after the close: never written
         })
         .await;
         assert_eq!(
@@ -440,6 +663,119 @@ mod tests {
                 (frame::kind::DATA, 11),
                 (0xff, 0),
             ]
+        );
+    }
+
+    fn request(id: u32) -> Outgoing {
+        let mut w = crate::frame::RequestWriter::new(id, false, 0, b"POST", b"/up", 64);
+        w.begin_headers();
+        Outgoing::Frame(w.finish().unwrap().freeze())
+    }
+
+    fn request_len() -> usize {
+        match request(2) {
+            Outgoing::Frame(b) => b.len(),
+            _ => unreachable!(),
+        }
+    }
+
+    fn reset(id: u32) -> Outgoing {
+        Outgoing::Frame(Reset::new(id, crate::error::ResetCode::Timeout, "late").encode())
+    }
+
+    #[tokio::test]
+    async fn a_stream_reset_before_its_request_was_written_never_reaches_the_socket() {
+        let (frames, _) = written_after(|tx| {
+            tx.push(request(1));
+            tx.push(data(1, 100, false));
+            tx.push(request(2));
+            tx.push(data(2, 100, false));
+            tx.push(reset(1));
+            assert_eq!(
+                tx.queued_bytes(),
+                request_len() + 100 + frame::HEADER_LEN,
+                "stream 1 is gone from the queue"
+            );
+        })
+        .await;
+        let (q, d) = (frame::kind::REQUEST, frame::kind::DATA);
+        assert_eq!(frames, vec![(q, 2), (d, 2)]);
+    }
+
+    #[tokio::test]
+    async fn pings_do_not_pile_up() {
+        let socket = MemSocket::default();
+        let (sink, _stream) = socket.clone().split();
+        let tx = OutQueue::new(usize::MAX);
+        for _ in 0..100 {
+            tx.push(Outgoing::Ping);
+        }
+        tx.finish();
+        write_loop(sink, tx).await;
+        let pings = socket.written.lock().unwrap().len();
+        assert_eq!(pings, 1);
+    }
+
+    /// A socket whose writes never complete: a peer that stopped reading.
+    struct Blocked;
+
+    impl Sink<Message> for Blocked {
+        type Error = tungstenite::Error;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Pending
+        }
+        fn start_send(self: Pin<&mut Self>, _: Message) -> Result<(), Self::Error> {
+            unreachable!("never ready")
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Pending
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Pending
+        }
+    }
+
+    impl futures_util::Stream for Blocked {
+        type Item = Result<Message, tungstenite::Error>;
+        fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn data_is_held_to_the_limit_and_dropped_with_its_stream_while_the_socket_is_blocked() {
+        let (sink, _stream) = Blocked.split();
+        let limit = 4 * (1024 + frame::HEADER_LEN);
+        let tx = OutQueue::new(limit);
+        let writer = tokio::spawn(write_loop(sink, tx.clone()));
+        tx.push(request(1));
+        let chunk = |id| Data::encode_parts(id, false, &[0; 1024]);
+        // Over the limit: handed back, so the sender waits instead of the queue growing.
+        let mut taken = 0;
+        while tx.try_push_data(chunk(1)).is_ok() {
+            taken += 1;
+            assert!(taken <= 4, "DATA past the limit was taken");
+        }
+        assert!(tx.queued_bytes() <= limit + 64 + frame::HEADER_LEN);
+        // The stream dies while the socket is still blocked: its DATA goes, and a sender
+        // waiting for room is woken.
+        let room = tx.room_changed();
+        tokio::pin!(room);
+        room.as_mut().enable();
+        tx.push(reset(1));
+        tokio::time::timeout(Duration::from_secs(5), room)
+            .await
+            .expect("a waiting sender is woken");
+        assert!(tx.try_push_data(chunk(3)).is_ok());
+        // Aborting the writer (how a dead connection is dropped) empties the queue for good.
+        writer.abort();
+        let _ = writer.await;
+        assert_eq!(tx.queued_bytes(), 0);
+        tx.push(request(5));
+        assert_eq!(
+            tx.queued_bytes(),
+            0,
+            "nothing is kept once the writer is gone"
         );
     }
 

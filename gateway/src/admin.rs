@@ -24,8 +24,21 @@ struct WorkerInfo {
     in_flight: usize,
     max_concurrency: usize,
     draining: bool,
+    /// Bytes queued for the worker and not yet handed to its socket.
+    queued_bytes: usize,
     /// Unix time of registration, in milliseconds.
     since_ms: u64,
+}
+
+/// A worker id with no live connection whose routes still answer 503 (§2.4): listed by
+/// `/_vyx/workers?include=lapsing`, after the connections.
+#[derive(Serialize)]
+struct LapsingInfo {
+    id: String,
+    lapsing: bool,
+    routes: Vec<String>,
+    /// Time left before the claims lapse.
+    lapses_in_ms: u64,
 }
 
 fn json(status: StatusCode, value: &impl Serialize) -> Response<GatewayBody> {
@@ -53,7 +66,10 @@ pub fn health(shared: &Shared) -> Response<GatewayBody> {
     )
 }
 
-pub fn workers(shared: &Shared) -> Response<GatewayBody> {
+/// The live connections; with `include=lapsing` in the query, then the worker ids whose
+/// claims are lapsing. Without it the list is the connections only, as consumers that count
+/// a worker's connections expect.
+pub fn workers(shared: &Shared, query: Option<&str>) -> Response<GatewayBody> {
     let list: Vec<WorkerInfo> = shared
         .registry
         .connections()
@@ -71,6 +87,7 @@ pub fn workers(shared: &Shared) -> Response<GatewayBody> {
                 in_flight: c.in_flight.load(Ordering::Acquire),
                 max_concurrency: c.max_concurrency,
                 draining: c.draining.load(Ordering::Acquire),
+                queued_bytes: c.queued_bytes(),
                 since_ms: c
                     .since
                     .duration_since(UNIX_EPOCH)
@@ -78,7 +95,24 @@ pub fn workers(shared: &Shared) -> Response<GatewayBody> {
             }
         })
         .collect();
-    json(StatusCode::OK, &list)
+    let with_lapsing = query.is_some_and(|q| q.split('&').any(|p| p == "include=lapsing"));
+    if !with_lapsing {
+        return json(StatusCode::OK, &list);
+    }
+    let mut all: Vec<serde_json::Value> = list
+        .iter()
+        .map(|w| serde_json::to_value(w).expect("admin JSON serializes"))
+        .collect();
+    all.extend(shared.registry.lapsing().into_iter().map(|l| {
+        serde_json::to_value(LapsingInfo {
+            id: l.worker_id,
+            lapsing: true,
+            routes: l.routes,
+            lapses_in_ms: l.left.as_millis() as u64,
+        })
+        .expect("admin JSON serializes")
+    }));
+    json(StatusCode::OK, &all)
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<GatewayBody> {

@@ -1,7 +1,7 @@
 //! Who may register: checked on the upgrade request, before any socket is held.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use subtle::ConstantTimeEq;
@@ -93,6 +93,8 @@ pub enum Rejection {
     UnknownWorker(String),
     #[error("worker id {0:?} is a local worker: it registers over loopback only (set allow_remote: true to admit it from other hosts)")]
     NotLocal(String),
+    #[error("this gateway runs without vyx.yaml (dev mode) and admits workers from its own host only: declare worker {0:?} with a token in vyx.yaml (see examples/README.md)")]
+    RemoteInDevMode(String),
 }
 
 impl Rejection {
@@ -111,6 +113,7 @@ impl Rejection {
             Rejection::TokenOfAnotherId(_) => "token_of_another_id",
             Rejection::UnknownWorker(_) => "unknown_worker",
             Rejection::NotLocal(_) => "not_local",
+            Rejection::RemoteInDevMode(_) => "remote_in_dev_mode",
         }
     }
 }
@@ -130,12 +133,67 @@ pub trait Authenticator: Send + Sync + 'static {
     }
 }
 
-/// Dev mode: every worker id, with any token or none.
-pub struct AcceptAll;
+/// Whether a peer is on this host: a loopback address, IPv4-mapped ones included
+/// (`::ffff:127.0.0.1` is how a dual-stack `[::]` listener sees an IPv4 loopback peer).
+///
+/// ```
+/// use vyx_gateway::auth::is_loopback_peer;
+/// assert!(is_loopback_peer("127.0.0.1".parse().unwrap()));
+/// assert!(is_loopback_peer("127.9.9.9".parse().unwrap()));
+/// assert!(is_loopback_peer("::1".parse().unwrap()));
+/// assert!(is_loopback_peer("::ffff:127.0.0.1".parse().unwrap()));
+/// assert!(!is_loopback_peer("10.0.0.5".parse().unwrap()));
+/// assert!(!is_loopback_peer("::ffff:10.0.0.5".parse().unwrap()));
+/// assert!(!is_loopback_peer("0.0.0.0".parse().unwrap()));
+/// assert!(!is_loopback_peer("fe80::1".parse().unwrap()));
+/// ```
+pub fn is_loopback_peer(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
 
-impl Authenticator for AcceptAll {
-    fn admit(&self, _: &str, _: Option<&str>, _: SocketAddr) -> Result<Admission, Rejection> {
-        Ok(Admission::default())
+/// Dev mode (no vyx.yaml): every worker id, with any token or none, from this host only
+/// unless remote workers were let in explicitly (`vyx --insecure-dev-workers`). Without
+/// credentials, anyone who can reach the gateway could register `/{*rest}` and take every
+/// request, so a gateway listening on the network does not admit the network by default.
+pub struct DevMode {
+    remote_workers: bool,
+    is_local: fn(IpAddr) -> bool,
+}
+
+impl DevMode {
+    /// `remote_workers`: also admit workers from other hosts (unsafe outside a trusted
+    /// network).
+    pub fn new(remote_workers: bool) -> DevMode {
+        DevMode {
+            remote_workers,
+            is_local: is_loopback_peer,
+        }
+    }
+
+    /// The same policy with another test of which peers are on this host; lets a test on
+    /// loopback see its own peer as remote.
+    pub fn with_local_test(self, is_local: fn(IpAddr) -> bool) -> DevMode {
+        DevMode { is_local, ..self }
+    }
+
+    /// Whether workers from other hosts are admitted.
+    pub fn admits_remote_workers(&self) -> bool {
+        self.remote_workers
+    }
+}
+
+impl Authenticator for DevMode {
+    fn admit(
+        &self,
+        worker_id: &str,
+        _: Option<&str>,
+        peer: SocketAddr,
+    ) -> Result<Admission, Rejection> {
+        if self.remote_workers || (self.is_local)(peer.ip()) {
+            Ok(Admission::default())
+        } else {
+            Err(Rejection::RemoteInDevMode(worker_id.into()))
+        }
     }
 }
 
@@ -185,7 +243,7 @@ impl Authenticator for Credentials {
                 Rejection::WrongToken(worker_id.into())
             });
         }
-        if declared.loopback_only && !peer.ip().is_loopback() {
+        if declared.loopback_only && !is_loopback_peer(peer.ip()) {
             return Err(Rejection::NotLocal(worker_id.into()));
         }
         Ok(Admission {
@@ -198,5 +256,68 @@ impl Authenticator for Credentials {
         self.workers
             .values()
             .fold(false, |found, w| w.token.matches(token) | found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(s: &str) -> SocketAddr {
+        SocketAddr::new(s.parse().unwrap(), 40000)
+    }
+
+    #[test]
+    fn dev_mode_admits_this_host_only_unless_remote_workers_are_let_in() {
+        let dev = DevMode::new(false);
+        for local in ["127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1"] {
+            assert!(dev.admit("any:id", None, peer(local)).is_ok(), "{local}");
+        }
+        for remote in [
+            "10.0.0.5",
+            "192.168.1.2",
+            "::ffff:10.0.0.5",
+            "2001:db8::1",
+            "fe80::1",
+        ] {
+            let refused = dev
+                .admit("any:id", Some("whatever"), peer(remote))
+                .unwrap_err();
+            assert_eq!(
+                refused,
+                Rejection::RemoteInDevMode("any:id".into()),
+                "{remote}"
+            );
+            assert_eq!(
+                (refused.status(), refused.reason()),
+                (403, "remote_in_dev_mode")
+            );
+        }
+        let open = DevMode::new(true);
+        assert!(open.admit("any:id", None, peer("10.0.0.5")).is_ok());
+    }
+
+    #[test]
+    fn a_local_worker_is_admitted_over_ipv4_mapped_loopback_too() {
+        let creds = Credentials::new(
+            HashMap::from([(
+                "w".to_string(),
+                DeclaredWorker {
+                    token: Secret::new("t"),
+                    routes: None,
+                    loopback_only: true,
+                },
+            )]),
+            false,
+        );
+        assert!(creds
+            .admit("w", Some("t"), peer("::ffff:127.0.0.1"))
+            .is_ok());
+        assert_eq!(
+            creds
+                .admit("w", Some("t"), peer("::ffff:10.0.0.5"))
+                .unwrap_err(),
+            Rejection::NotLocal("w".into())
+        );
     }
 }

@@ -11,7 +11,7 @@ use vyx_core::handshake::REGISTER_PATH;
 use vyx_core::limits;
 use vyx_core::limits::MAX_ROUTES;
 
-use crate::auth::{AcceptAll, Authenticator, Secret};
+use crate::auth::{Authenticator, DevMode, Secret};
 
 #[derive(Clone)]
 pub struct GatewayConfig {
@@ -23,7 +23,8 @@ pub struct GatewayConfig {
     pub register_listen: Option<SocketAddr>,
     /// Path of the WebSocket registration endpoint.
     pub register_path: String,
-    /// Accept any worker id and token (the embedded default).
+    /// Accept any worker id and token (the embedded default; from this host only unless
+    /// `auth` says otherwise, see [`DevMode`]).
     pub dev_mode: bool,
     pub auth: Arc<dyn Authenticator>,
     /// When set, `/_vyx/workers` and `/_vyx/metrics` need `Authorization: Bearer <it>`.
@@ -59,6 +60,10 @@ pub struct GatewayConfig {
     pub max_header: Option<usize>,
     /// Most routes one worker connection may declare.
     pub routes_per_worker: usize,
+    /// How long the routes of a worker id whose last connection is gone stay its own
+    /// (answering 503 with `Retry-After`) before they lapse and other routes may serve those
+    /// paths (`routes.claim_grace`).
+    pub claim_grace: Duration,
     /// The worker ids the file declares (none in dev mode).
     pub declared_workers: Vec<String>,
     /// Workers the gateway starts and supervises itself.
@@ -75,7 +80,7 @@ impl Default for GatewayConfig {
             register_listen: None,
             register_path: REGISTER_PATH.to_string(),
             dev_mode: true,
-            auth: Arc::new(AcceptAll),
+            auth: Arc::new(DevMode::new(false)),
             admin_token: None,
             heartbeat: limits::HEARTBEAT,
             handshake_timeout: limits::HANDSHAKE_TIMEOUT,
@@ -90,10 +95,23 @@ impl Default for GatewayConfig {
             max_body: 1 << 30,
             max_header: None,
             routes_per_worker: MAX_ROUTES,
+            // Longer than a worker's reconnect takes (backoff capped at 10 s, §9, plus a
+            // handshake), so a restart or a network blip keeps the worker's paths its own;
+            // short enough that a worker gone for good frees them within half a minute.
+            claim_grace: Duration::from_secs(30),
             declared_workers: Vec::new(),
             local_workers: Vec::new(),
             config_file: None,
         }
+    }
+}
+
+impl GatewayConfig {
+    /// Every address the gateway listens on: HTTP, and registrations if separate.
+    pub fn listen_addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        std::iter::once(self.listen)
+            .chain(self.extra_listen.iter().copied())
+            .chain(self.register_listen)
     }
 }
 

@@ -68,6 +68,8 @@ struct File {
     timeouts: Timeouts,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    routes: Routes,
     admin: Option<Spanned<Admin>>,
     #[serde(default)]
     accept_unknown_workers: bool,
@@ -101,6 +103,12 @@ struct Limits {
     max_header: Option<Spanned<Size>>,
     routes_per_worker: Option<Spanned<u32>>,
     streams_per_connection: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Routes {
+    claim_grace: Option<Dur>,
 }
 
 #[derive(Deserialize)]
@@ -565,6 +573,10 @@ impl Checker {
                 ));
             }
             c.max_concurrency_per_connection = n.value;
+        }
+
+        if let Some(d) = file.routes.claim_grace {
+            c.claim_grace = d.0;
         }
 
         if let Some(a) = &file.admin {

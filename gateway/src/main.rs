@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tracing::{info, warn};
+use vyx_gateway::auth::DevMode;
 use vyx_gateway::{file_config, Gateway, GatewayConfig};
 
 /// A pull-model API gateway: workers dial in over WebSocket and serve the routes they
@@ -18,9 +19,14 @@ struct Cli {
     #[arg(long, value_name = "ADDR", env = "VYX_LISTEN")]
     listen: Option<SocketAddr>,
     /// A vyx.yaml to run with; without one the gateway runs on its embedded default (dev
-    /// mode: any worker accepted).
+    /// mode: any worker from this host accepted).
     #[arg(long, value_name = "FILE", env = "VYX_CONFIG")]
     config: Option<PathBuf>,
+    /// Dev mode only: admit workers from other hosts too, with no token. Anyone who can
+    /// reach the gateway can then register any route and take every request; without this
+    /// flag dev mode admits workers from this host only.
+    #[arg(long)]
+    insecure_dev_workers: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -76,6 +82,13 @@ async fn main() -> ExitCode {
         config.listen = listen;
         config.extra_listen.clear();
     }
+    if cli.insecure_dev_workers {
+        if !config.dev_mode {
+            eprintln!("vyx: --insecure-dev-workers applies to dev mode (no vyx.yaml) only; with a vyx.yaml, declare remote workers with tokens");
+            return ExitCode::FAILURE;
+        }
+        config.auth = std::sync::Arc::new(DevMode::new(true));
+    }
     let gateway = match Gateway::bind(config.clone()).await {
         Ok(g) => g,
         Err(e) => {
@@ -84,10 +97,22 @@ async fn main() -> ExitCode {
         }
     };
     let addr = gateway.local_addr();
+    let exposed = config
+        .listen_addrs()
+        .find(|a| !vyx_gateway::auth::is_loopback_peer(a.ip()));
     match &config.config_file {
-        None => warn!(
-            "no vyx.yaml: running on the embedded default (dev mode): any worker id and token is accepted"
+        None if cli.insecure_dev_workers => warn!(
+            "no vyx.yaml, --insecure-dev-workers: dev mode admits any worker id from any host without a token; anyone who can reach {} can register any route and take every request",
+            exposed.unwrap_or(addr)
         ),
+        None => match exposed {
+            Some(listen) => warn!(
+                "no vyx.yaml: dev mode on {listen}, which is not loopback: clients from the network are served, but workers are admitted from this host only (others get 403); give remote workers tokens in a vyx.yaml (examples/README.md)"
+            ),
+            None => warn!(
+                "no vyx.yaml: running on the embedded default (dev mode): any worker id and token is accepted from this host"
+            ),
+        },
         Some(file) => info!(file = %file.display(), local_workers = config.local_workers.len(), "configuration loaded"),
     }
     let register = gateway.register_addr();

@@ -14,9 +14,8 @@ use hyper::body::Incoming;
 use tracing::{debug, warn};
 use vyx_core::error::ResetCode;
 use vyx_core::flow::SendWindow;
-use vyx_core::frame::{set_route_id, Data, HeadTooLarge, RequestWriter};
+use vyx_core::frame::{set_route_id, HeadTooLarge, RequestWriter};
 use vyx_core::limits::MAX_DATA_CHUNK;
-use vyx_core::transport::Outgoing;
 
 use crate::body::{GatewayBody, StreamGuard, WorkerBody};
 use crate::conn::{Failure, WorkerConn};
@@ -420,8 +419,7 @@ async fn pump_body(
         };
         match frame {
             None => {
-                if send.failure().is_none() {
-                    conn.send(Outgoing::Frame(Data::encode_parts(id, true, &[])));
+                if send.failure().is_none() && conn.send_data(id, true, &[]).await {
                     conn.request_sent(id);
                 }
                 return;
@@ -451,7 +449,9 @@ async fn pump_body(
                         return;
                     };
                     let chunk: Bytes = data.split_to(n);
-                    conn.send(Outgoing::Frame(Data::encode_parts(id, false, &chunk)));
+                    if !conn.send_data(id, false, &chunk).await {
+                        return;
+                    }
                 }
             }
         }

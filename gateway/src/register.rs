@@ -2,6 +2,7 @@
 //! id, credentials) before any socket is held, then hands the upgraded socket to `conn`.
 
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use http::header::{
@@ -19,6 +20,7 @@ use vyx_core::handshake::{is_worker_id, SUBPROTOCOL, WORKER_ID_HEADER};
 use vyx_core::transport::gateway_websocket_config;
 
 use crate::body::GatewayBody;
+use crate::conn::SocketHandle;
 use crate::Shared;
 
 fn refuse(status: StatusCode, message: String) -> Response<GatewayBody> {
@@ -43,6 +45,7 @@ pub fn register(
     mut req: Request<Incoming>,
     shared: Arc<Shared>,
     peer: SocketAddr,
+    fd: RawFd,
 ) -> Response<GatewayBody> {
     let is_upgrade = req.method() == http::Method::GET
         && header_has_token(&req, UPGRADE, "websocket")
@@ -124,6 +127,9 @@ pub fn register(
         }
     };
 
+    // Taken now, while hyper holds the connection: a handle to drop it at once if the
+    // worker stops reading (§7).
+    let socket = SocketHandle::of(fd);
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match on_upgrade.await {
@@ -134,7 +140,7 @@ pub fn register(
                     Some(gateway_websocket_config()),
                 )
                 .await;
-                crate::conn::serve(ws, shared, worker_id, admission, peer).await;
+                crate::conn::serve(ws, shared, worker_id, admission, peer, socket).await;
             }
             Err(e) => debug!(error = %e, %peer, "upgrade failed"),
         }

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
@@ -44,8 +45,12 @@ struct GroupState {
     /// How many live replicas declare each route: the keys are the routes the group wants.
     declared: HashMap<RouteKey, usize>,
     /// The routes the group holds in the table. A group whose last replica left keeps its
-    /// claims (its routes answer 503), until another worker id claims one of them.
+    /// claims (its routes answer 503) for the claim grace, or until another worker id
+    /// claims one of them.
     claimed: BTreeSet<RouteKey>,
+    /// Set while the group has no replica and still claims routes: when the claims lapse,
+    /// and which departure that was (a stale timer finds another number, or none).
+    lapse: Option<(Instant, u64)>,
 }
 
 impl GroupState {
@@ -80,6 +85,24 @@ struct Inner {
     /// (`GET /a/{id}` and `GET /a/{key}` are one route), and `*` overlaps every method.
     shapes: HashMap<String, Vec<RouteKey>>,
     writer: TableWriter,
+    /// Numbers departures, for [`Lapse`].
+    departures: u64,
+}
+
+/// A group's last replica left while it claimed routes: [`Registry::lapse`] is due at
+/// `deadline` unless the id comes back first.
+#[must_use = "the claims lapse only when Registry::lapse is called at the deadline"]
+pub struct Lapse {
+    pub worker_id: String,
+    pub deadline: Instant,
+    departure: u64,
+}
+
+/// A worker id with no live connection whose claims have not lapsed yet.
+pub struct LapsingClaims {
+    pub worker_id: String,
+    pub routes: Vec<String>,
+    pub left: std::time::Duration,
 }
 
 #[derive(Default)]
@@ -122,7 +145,9 @@ impl Registry {
             inner.forget_if_unused(group);
             return Err(e);
         }
-        inner.state(group).declare(routes.keys());
+        let state = inner.state(group);
+        state.declare(routes.keys());
+        state.lapse = None;
         group.replicas.rcu(|list| {
             let mut list = Vec::clone(list);
             list.push(conn.clone());
@@ -156,8 +181,10 @@ impl Registry {
         result
     }
 
-    /// Removes a connection (closed, lost or drained).
-    pub fn unregister(&self, conn: &Arc<WorkerConn>) {
+    /// Removes a connection (closed, lost or drained). When it was its id's last and the id
+    /// claims routes, they keep answering 503 for `grace`: the returned [`Lapse`] is due then.
+    pub fn unregister(&self, conn: &Arc<WorkerConn>, grace: std::time::Duration) -> Option<Lapse> {
+        let mut lapse = None;
         let mut inner = self.inner.lock().unwrap();
         if let Some(group) = inner.groups.get(&conn.worker_id).map(|(g, _)| g.clone()) {
             let before = group.replicas.load().len();
@@ -178,10 +205,66 @@ impl Registry {
                     warn!(error = %e, "route table update failed after a replica left");
                 }
             }
+            if remaining == 0 && remaining < before {
+                inner.departures += 1;
+                let departure = inner.departures;
+                let deadline = Instant::now() + grace;
+                let state = inner.state(&group);
+                if !state.claimed.is_empty() {
+                    state.lapse = Some((deadline, departure));
+                    lapse = Some(Lapse {
+                        worker_id: group.worker_id.clone(),
+                        deadline,
+                        departure,
+                    });
+                }
+            }
             group.slot_freed.notify_waiters();
         }
         drop(inner);
         self.left.notify_waiters();
+        lapse
+    }
+
+    /// Drops the claims of a departed worker id whose grace is over, unless it came back
+    /// (or another id took them) since: its paths go to whichever other routes match them,
+    /// and any id may claim them.
+    pub fn lapse(&self, due: Lapse) {
+        let mut inner = self.inner.lock().unwrap();
+        let Some((group, state)) = inner.groups.get(&due.worker_id) else {
+            return;
+        };
+        if state.lapse.map(|(_, d)| d) != Some(due.departure) || !group.replicas.load().is_empty() {
+            return;
+        }
+        let (group, routes) = (group.clone(), state.claimed.len());
+        if let Err(e) = self.claim(&mut inner, &group, BTreeSet::new()) {
+            warn!(error = %e, "route table update failed when claims lapsed");
+            return;
+        }
+        // The group itself stays: a replica of the id may be between HELLO and registration.
+        inner.state(&group).lapse = None;
+        info!(worker_id = %due.worker_id, routes, "claims of a departed worker lapsed");
+    }
+
+    /// Worker ids with no live connection whose claims are lapsing, by id.
+    pub fn lapsing(&self) -> Vec<LapsingClaims> {
+        let inner = self.inner.lock().unwrap();
+        let now = Instant::now();
+        let mut out: Vec<LapsingClaims> = inner
+            .groups
+            .values()
+            .filter_map(|(g, s)| {
+                let (deadline, _) = s.lapse?;
+                Some(LapsingClaims {
+                    worker_id: g.worker_id.clone(),
+                    routes: s.claimed.iter().map(|k| k.to_string()).collect(),
+                    left: deadline.saturating_duration_since(now),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
+        out
     }
 
     /// Every live connection, for `/_vyx/workers` and shutdown.

@@ -184,7 +184,8 @@ async fn accept_loop(
                 };
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
-                let svc = service_fn(move |req| handle(req, shared.clone(), peer, role));
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+                let svc = service_fn(move |req| handle(req, shared.clone(), peer, role, fd));
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
@@ -252,11 +253,12 @@ async fn handle(
     shared: Arc<Shared>,
     peer: SocketAddr,
     role: Role,
+    fd: std::os::fd::RawFd,
 ) -> Result<Response<GatewayBody>, Infallible> {
     let path = req.uri().path();
     let registrations_here = role == Role::Register || shared.config.register_listen.is_none();
     if path == shared.config.register_path && registrations_here {
-        return Ok(register::register(req, shared, peer));
+        return Ok(register::register(req, shared, peer, fd));
     }
     let no_such = |what| {
         proxy::error_response(
@@ -273,7 +275,7 @@ async fn handle(
             "health" => admin::health(&shared),
             "workers" | "metrics" => match admin::admin_refusal(&req, &shared) {
                 Some(refused) => refused,
-                None if rest == "workers" => admin::workers(&shared),
+                None if rest == "workers" => admin::workers(&shared, req.uri().query()),
                 None => admin::metrics(&shared),
             },
             _ => no_such("no such admin endpoint"),

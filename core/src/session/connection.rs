@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, info, warn};
@@ -19,20 +19,20 @@ use crate::error::{CloseCode, ResetCode};
 use crate::frame::{Frame, Reset};
 use crate::handshake::{Drain, Welcome};
 pub(crate) use crate::transport::Outgoing;
-use crate::transport::{sleep_until_opt, write_loop, Heartbeat};
+use crate::transport::{sleep_until_opt, write_loop, Heartbeat, OutQueue};
 
 /// What the connection's streams share with it.
 pub(crate) struct ConnShared {
-    tx: mpsc::UnboundedSender<Outgoing>,
+    queue: Arc<OutQueue>,
     pub(crate) initial_window: u32,
     pub(crate) streams: Mutex<HashMap<u32, Arc<StreamShared>>>,
 }
 
 impl ConnShared {
     pub(crate) fn send(&self, out: Outgoing) {
-        // A send fails only once the writer is gone, i.e. the connection is ending; every
-        // stream learns that from the reader when it fails them.
-        let _ = self.tx.send(out);
+        // Dropped once the writer is gone, i.e. the connection is ending; every stream
+        // learns that from the reader when it fails them.
+        self.queue.push(out);
     }
 
     pub(crate) fn finish_response(&self, id: u32) {
@@ -90,10 +90,11 @@ pub(crate) struct RunArgs<'a> {
 /// Serves one connection until it ends.
 pub(crate) async fn run(ws: WsStream, args: RunArgs<'_>) -> ConnEnd {
     let (sink, mut stream) = ws.split();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let writer = tokio::spawn(write_loop(sink, rx));
+    // Response DATA is held to the gateway's windows; the queue adds no limit of its own.
+    let queue = OutQueue::new(usize::MAX);
+    let writer = tokio::spawn(write_loop(sink, queue.clone()));
     let conn = Arc::new(ConnShared {
-        tx,
+        queue,
         initial_window: args.welcome.initial_window,
         streams: Mutex::new(HashMap::new()),
     });

@@ -15,6 +15,8 @@ impl WorkerConn {
     /// Wakes requests waiting for a slot, and closes a draining connection with no streams.
     pub(super) fn after_stream_end(&self) {
         self.slot_freed.notify_waiters();
+        // A body waiting for queue room on a stream that just ended stops waiting.
+        self.queue.wake_senders();
         if self.draining.load(Ordering::Acquire) && self.in_flight.load(Ordering::Acquire) == 0 {
             self.send(Outgoing::Close(CloseCode::Normal, "drained".into()));
         }

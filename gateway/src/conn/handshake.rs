@@ -9,18 +9,17 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use futures_util::{Stream, StreamExt};
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, info, warn};
 use vyx_core::error::CloseCode;
 use vyx_core::frame::{self, Frame};
 use vyx_core::handshake::{self, ErrorMessage, HandshakeError, RouteSpec, Welcome};
 use vyx_core::limits::MAX_FRAME_SIZE;
-use vyx_core::transport::{write_loop, Outgoing};
+use vyx_core::transport::{write_loop, OutQueue, Outgoing};
 
 use super::reader::read_loop;
 use super::streams::StreamTable;
-use super::{conn_routes, WorkerConn};
+use super::{conn_routes, SocketHandle, WorkerConn};
 use crate::auth::Admission;
 use crate::Shared;
 
@@ -34,6 +33,22 @@ pub(super) fn check_route_count(n: usize, shared: &Shared) -> Result<(), Handsha
         ));
     }
     Ok(())
+}
+
+/// Whether no route claims a path under `/_vyx/`, the gateway's own endpoints (§2.4): a
+/// pattern whose first segment is the literal `_vyx`.
+pub(super) fn check_reserved(routes: &[RouteSpec]) -> Result<(), HandshakeError> {
+    let reserved = |path: &str| path.split('/').nth(1) == Some("_vyx");
+    match routes.iter().find(|r| reserved(&r.path)) {
+        None => Ok(()),
+        Some(r) => Err(HandshakeError::new(
+            CloseCode::BadHello,
+            format!(
+                "route {} {}: paths under /_vyx/ are the gateway's own",
+                r.method, r.path
+            ),
+        )),
+    }
 }
 
 /// Whether `path` lies under `prefix`, at a segment boundary: `/hello` covers `/hello` and
@@ -77,6 +92,7 @@ pub async fn serve<S>(
     worker_id: String,
     admission: Admission,
     addr: SocketAddr,
+    socket: SocketHandle,
 ) where
     S: Stream<Item = Result<Message, tungstenite::Error>>
         + futures_util::Sink<Message, Error = tungstenite::Error>
@@ -85,19 +101,21 @@ pub async fn serve<S>(
         + 'static,
 {
     let (sink, mut stream) = ws.split();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let writer = tokio::spawn(write_loop(sink, rx));
+    // Until HELLO names the concurrency, nothing but control frames is queued.
+    let queue = OutQueue::new(0);
+    let writer = tokio::spawn(write_loop(sink, queue.clone()));
+    let finish = || finish_writer(writer, &queue, &socket, &worker_id);
     let refuse = |e: HandshakeError| {
         warn!(worker_id = %worker_id, %addr, code = %e.code, reason = %e.message, "worker refused");
         shared.metrics.rejected(e.code.name());
-        let _ = tx.send(Outgoing::Frame(
+        queue.push(Outgoing::Frame(
             Frame::Error(ErrorMessage {
                 code: e.code as u16,
                 message: e.message.clone(),
             })
             .encode(),
         ));
-        let _ = tx.send(Outgoing::Close(e.code, e.message));
+        queue.push(Outgoing::Close(e.code, e.message));
     };
 
     // HELLO, within the handshake timeout. Pings and pongs may come first: the socket
@@ -115,7 +133,7 @@ pub async fn serve<S>(
                 CloseCode::HandshakeTimeout,
                 format!("no HELLO within {:?}", shared.config.handshake_timeout),
             ));
-            return finish_writer(writer, tx).await;
+            return finish().await;
         }
         Ok(Some(Ok(Message::Binary(b)))) => {
             let is_hello = b.first() == Some(&frame::kind::HELLO);
@@ -123,14 +141,14 @@ pub async fn serve<S>(
                 Ok(Frame::Hello(h)) => h,
                 Ok(Frame::Error(e)) => {
                     debug!(code = e.code, message = %e.message, "worker gave up during the handshake");
-                    return finish_writer(writer, tx).await;
+                    return finish().await;
                 }
                 Ok(other) => {
                     refuse(HandshakeError::new(
                         CloseCode::ProtocolViolation,
                         format!("expected HELLO, got {}", other.name()),
                     ));
-                    return finish_writer(writer, tx).await;
+                    return finish().await;
                 }
                 // A HELLO whose JSON does not decode is the worker's own mistake, which
                 // retrying cannot fix: 4001 (permanent), naming the error (§2.4).
@@ -139,32 +157,41 @@ pub async fn serve<S>(
                         CloseCode::BadHello,
                         format!("HELLO does not decode: {}: {e}", e.kind()),
                     ));
-                    return finish_writer(writer, tx).await;
+                    return finish().await;
                 }
                 Err(e) => {
                     refuse(HandshakeError::new(e.close_code(), e.to_string()));
-                    return finish_writer(writer, tx).await;
+                    return finish().await;
                 }
             }
         }
+        // tungstenite refuses a message over the frame limit before buffering it (§3.1).
+        Ok(Some(Err(tungstenite::Error::Capacity(e)))) => {
+            refuse(HandshakeError::new(
+                CloseCode::FrameTooLarge,
+                format!("HELLO over the {MAX_FRAME_SIZE}-byte frame limit: {e}"),
+            ));
+            return finish().await;
+        }
         Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => {
-            return finish_writer(writer, tx).await;
+            return finish().await;
         }
         Ok(Some(Ok(_))) => {
             refuse(HandshakeError::new(
                 CloseCode::ProtocolViolation,
                 "expected HELLO as a binary message",
             ));
-            return finish_writer(writer, tx).await;
+            return finish().await;
         }
     };
     if let Err(e) = hello
         .validate(&worker_id)
         .and_then(|_| check_route_count(hello.routes.len(), &shared))
+        .and_then(|_| check_reserved(&hello.routes))
         .and_then(|_| check_allowed(&hello.routes, &admission))
     {
         refuse(e);
-        return finish_writer(writer, tx).await;
+        return finish().await;
     }
 
     let group = shared.registry.group(&worker_id);
@@ -173,6 +200,10 @@ pub async fn serve<S>(
         .max_concurrency
         .min(shared.config.max_concurrency_per_connection);
     let routes = conn_routes(&hello.routes);
+    queue.set_data_limit(queued_data_limit(
+        max_concurrency,
+        shared.config.initial_window,
+    ));
     let conn = Arc::new(WorkerConn {
         serial,
         connection_id: format!("c{serial}"),
@@ -190,7 +221,7 @@ pub async fn serve<S>(
         in_flight: AtomicUsize::new(0),
         draining: AtomicBool::new(false),
         closed: AtomicBool::new(false),
-        tx: tx.clone(),
+        queue: queue.clone(),
         streams: Mutex::new(StreamTable::new()),
         slot_freed: group.slot_freed.clone(),
     });
@@ -210,7 +241,7 @@ pub async fn serve<S>(
         if let Err(e) = shared.registry.register(&conn, &group) {
             refuse(e);
             drop(_streams);
-            return finish_writer(writer, tx).await;
+            return finish().await;
         }
         conn.send(Outgoing::Frame(Frame::Welcome(welcome).encode()));
     }
@@ -230,17 +261,57 @@ pub async fn serve<S>(
     drop(hello);
 
     let end = read_loop(&conn, &group, &shared, &mut stream).await;
-    shared.registry.unregister(&conn);
+    if let Some(due) = shared.registry.unregister(&conn, shared.config.claim_grace) {
+        info!(worker_id = %conn.worker_id, grace_ms = shared.config.claim_grace.as_millis() as u64, "last connection of the worker gone: its routes answer 503 until it returns or the claim grace ends");
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(due.deadline.into()).await;
+            shared.registry.lapse(due);
+        });
+    }
     conn.fail_all(&end);
     info!(worker_id = %conn.worker_id, connection = %conn.connection_id, reason = %end, "worker disconnected");
     drop(conn);
-    finish_writer(writer, tx).await;
+    finish().await;
 }
 
-async fn finish_writer(writer: tokio::task::JoinHandle<()>, tx: mpsc::UnboundedSender<Outgoing>) {
-    // Response bodies may still hold the connection's sender: a final close (a no-op after
-    // one already sent) ends the writer rather than waiting for them.
-    let _ = tx.send(Outgoing::Close(CloseCode::Normal, String::new()));
-    drop(tx);
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+/// The most request-body DATA queued for one worker connection: the protocol's own bound,
+/// `max_concurrency` × `initial_window` (§5), capped at [`QUEUED_DATA_CAP`].
+pub(super) fn queued_data_limit(max_concurrency: u32, initial_window: u32) -> usize {
+    (max_concurrency as usize)
+        .saturating_mul(initial_window as usize)
+        .min(QUEUED_DATA_CAP)
+}
+
+/// The cap on [`queued_data_limit`] for workers with a high concurrency: more than a socket
+/// drains in a round trip, so it never slows a worker that reads.
+pub(super) const QUEUED_DATA_CAP: usize = 64 << 20;
+
+/// How long a connection that has ended gets to write what is queued and its close frame.
+/// After that the writer is aborted and the socket reset (§7): a worker that does not read
+/// holds no memory of the gateway's, in its queue or in the kernel's.
+pub(super) const CLOSE_WRITE_WAIT: Duration = Duration::from_secs(2);
+
+async fn finish_writer(
+    mut writer: tokio::task::JoinHandle<()>,
+    queue: &OutQueue,
+    socket: &SocketHandle,
+    worker_id: &str,
+) {
+    // Response bodies may still hold the connection: a final close (a no-op after one
+    // already queued) ends the writer rather than waiting for them.
+    queue.push(Outgoing::Close(CloseCode::Normal, String::new()));
+    if tokio::time::timeout(CLOSE_WRITE_WAIT, &mut writer)
+        .await
+        .is_err()
+    {
+        warn!(
+            worker_id,
+            queued_bytes = queue.queued_bytes(),
+            "worker socket not drained within {CLOSE_WRITE_WAIT:?}; connection reset"
+        );
+        socket.reset_on_close();
+        writer.abort();
+        let _ = writer.await;
+    }
 }

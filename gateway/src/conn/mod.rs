@@ -3,12 +3,14 @@
 //! - [`reader`]: the reader loop (frames from the worker, heartbeat);
 //! - [`streams`]: the stream table and each stream's state;
 //! - [`flow`]: per-stream flow-control accounting;
-//! - [`drain`]: DRAIN and the close once the last stream ends.
+//! - [`drain`]: DRAIN and the close once the last stream ends;
+//! - [`socket`]: the TCP socket kept aside, to drop a dead connection at once.
 
 mod drain;
 mod flow;
 mod handshake;
 mod reader;
+mod socket;
 mod streams;
 
 use std::collections::HashMap;
@@ -24,12 +26,13 @@ use vyx_core::error::ResetCode;
 use vyx_core::flow::SendWindow;
 use vyx_core::frame::HeaderList;
 use vyx_core::handshake::RouteSpec;
-use vyx_core::transport::Outgoing;
+use vyx_core::transport::{OutQueue, Outgoing};
 
 use crate::auth::Admission;
 use crate::routes::RouteKey;
 
 pub use handshake::serve;
+pub use socket::SocketHandle;
 use streams::StreamTable;
 
 /// A connection's routes: declared key → the route id the worker gave it.
@@ -88,14 +91,19 @@ pub struct WorkerConn {
     pub in_flight: AtomicUsize,
     pub draining: AtomicBool,
     closed: AtomicBool,
-    tx: mpsc::UnboundedSender<Outgoing>,
+    queue: Arc<OutQueue>,
     streams: Mutex<StreamTable>,
     slot_freed: Arc<Notify>,
 }
 
 impl WorkerConn {
     pub fn send(&self, out: Outgoing) {
-        let _ = self.tx.send(out);
+        self.queue.push(out);
+    }
+
+    /// Bytes queued for this worker and not yet handed to its socket.
+    pub fn queued_bytes(&self) -> usize {
+        self.queue.queued_bytes()
     }
 
     /// Gives back a slot reserved by `reserve_replica` that was never used for a stream.

@@ -16,7 +16,7 @@ use vyx_core::limits::MAX_FRAME_SIZE;
 use vyx_core::transport::{Heartbeat, Outgoing};
 
 use super::flow::{grant_send_window, spend_recv_window};
-use super::handshake::{check_allowed, check_route_count};
+use super::handshake::{check_allowed, check_reserved, check_route_count};
 use super::streams::{end_stream_with, maybe_finish, stream_protocol_error};
 use super::{conn_routes, Failure, ResponseHead, WorkerConn};
 use crate::registry::WorkerGroup;
@@ -224,6 +224,7 @@ fn on_frame(
             let refused = |e: HandshakeError| (e.code, e.message);
             handshake::validate_routes(&r.routes).map_err(refused)?;
             check_route_count(r.routes.len(), shared).map_err(refused)?;
+            check_reserved(&r.routes).map_err(refused)?;
             check_allowed(&r.routes, &conn.admission).map_err(refused)?;
             let routes = conn_routes(&r.routes);
             let mut ids = conn.route_ids.lock().unwrap();

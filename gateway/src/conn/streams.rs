@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 use vyx_core::error::ResetCode;
 use vyx_core::flow::SendWindow;
-use vyx_core::frame::{self, Reset};
+use vyx_core::frame::{self, Data, Reset};
 use vyx_core::transport::Outgoing;
 
 use super::{Failure, OpenStream, ResponseHead, WorkerConn};
@@ -92,9 +92,8 @@ impl WorkerConn {
                 body_wanted,
             },
         );
-        let _ = self
-            .tx
-            .send(Outgoing::Frame(std::mem::take(request).freeze()));
+        self.queue
+            .push(Outgoing::Frame(std::mem::take(request).freeze()));
         drop(table);
         if last {
             // §4.1: id 4294967295 used, so DRAIN; the worker reconnects for a fresh space.
@@ -108,6 +107,30 @@ impl WorkerConn {
             recv_credit,
             body_wanted: wanted_rx,
         })
+    }
+
+    /// Queues request-body DATA on stream `id` once the connection's queue has room for it
+    /// (§5): a worker that stops reading holds the client's upload back rather than filling
+    /// the gateway's memory. `false` when the stream ended meanwhile (nothing is queued).
+    pub async fn send_data(&self, id: u32, end_stream: bool, chunk: &[u8]) -> bool {
+        let mut frame = Data::encode_parts(id, end_stream, chunk);
+        loop {
+            let room = self.queue.room_changed();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                // Under the stream lock: no DATA can follow the stream's RESET.
+                let table = self.streams.lock().unwrap();
+                if !table.map.contains_key(&id) {
+                    return false;
+                }
+                match self.queue.try_push_data(frame) {
+                    Ok(()) => return true,
+                    Err(back) => frame = back,
+                }
+            }
+            room.await;
+        }
     }
 
     /// The request body has been sent in full (END_STREAM queued).
@@ -158,6 +181,7 @@ impl WorkerConn {
         }
         self.in_flight.fetch_sub(n, Ordering::AcqRel);
         self.slot_freed.notify_waiters();
+        self.queue.wake_senders();
     }
 }
 

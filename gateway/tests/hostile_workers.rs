@@ -1,0 +1,333 @@
+//! Workers that misbehave on purpose, driven by hand over a raw WebSocket (no SDK): one that
+//! stops reading but keeps pinging must not grow the gateway's memory, and one that stops
+//! reading and goes silent must lose its TCP connection, even with writes blocked
+//! (spec/PROTOCOL.md §5, §7).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use vyx_core::frame::Frame;
+use vyx_core::handshake::{Hello, Welcome};
+
+const VYX: &str = env!("CARGO_BIN_EXE_vyx");
+
+/// A worker on a socket with a tiny receive buffer (so that the gateway's writes block
+/// soon once it stops reading): upgraded, HELLO sent, WELCOME read.
+async fn raw_tcp_worker(
+    gw: SocketAddr,
+    id: &str,
+    max_concurrency: u32,
+    path: &str,
+) -> (WebSocketStream<TcpStream>, Welcome) {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(gw).await.unwrap();
+    let mut req = format!("ws://{gw}/_vyx/register")
+        .into_client_request()
+        .unwrap();
+    let h = req.headers_mut();
+    h.insert("sec-websocket-protocol", HeaderValue::from_static("vyx.1"));
+    h.insert("x-vyx-worker-id", HeaderValue::from_str(id).unwrap());
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+    let hello = Frame::Hello(Hello {
+        protocol: 1,
+        worker_id: id.into(),
+        instance: "raw".into(),
+        sdk: "raw-test".into(),
+        max_concurrency,
+        routes: vec![route(0, "POST", path)],
+        labels: Default::default(),
+    });
+    ws.send(Message::Binary(hello.encode())).await.unwrap();
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("WELCOME in time")
+            .expect("socket open")
+            .expect("read ok");
+        if let Message::Binary(b) = msg {
+            match Frame::decode(b, 1 << 20).unwrap() {
+                Frame::Welcome(w) => return (ws, w),
+                other => panic!("expected WELCOME, got {other:?}"),
+            }
+        }
+    }
+}
+
+/// The gateway's end of its TCP connection to `peer`, from /proc/net/tcp: its state (1 is
+/// ESTABLISHED) and the bytes in its send queue; `None` once the socket is gone.
+fn gateway_end(gw: SocketAddr, peer: SocketAddr) -> Option<(u8, u64)> {
+    let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next().unwrap(), 16).unwrap();
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (port(f[1]) == gw.port() && port(f[2]) == peer.port()).then(|| {
+            let tx = f[4].split(':').next().unwrap();
+            (
+                u8::from_str_radix(f[3], 16).unwrap(),
+                u64::from_str_radix(tx, 16).unwrap(),
+            )
+        })
+    })
+}
+
+/// `/_vyx/workers` entries of `id`.
+async fn connections(c: &HttpClient, gw: SocketAddr, id: &str) -> Vec<serde_json::Value> {
+    let (status, body) = get(c, &format!("http://{gw}/_vyx/workers")).await;
+    assert_eq!(status, 200);
+    let list: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["id"] == id)
+        .cloned()
+        .collect()
+}
+
+/// Polls until `done` holds, failing with `what` after [`WAIT`].
+async fn wait_until<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut done: impl FnMut() -> F,
+) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Issue 14 item 12: a worker that never reads is declared dead by the heartbeat (4009)
+/// while the gateway's writes to it are blocked; the gateway must still drop the TCP
+/// connection (abort the writer, reset the socket) rather than keep it, and megabytes in
+/// its send queue, until the worker gives up.
+#[tokio::test]
+async fn a_silent_worker_that_never_reads_loses_its_tcp_connection_after_the_heartbeat_timeout() {
+    let gw = TestGateway::start_with(|c| {
+        c.heartbeat = Duration::from_secs(2);
+        c.initial_window = 1 << 20;
+    })
+    .await;
+    let (mut ws, _) = raw_tcp_worker(gw.addr, "raw:deaf", 16, "/up").await;
+    let me = ws.get_ref().local_addr().unwrap();
+    let c = client();
+    let body = Bytes::from(vec![b'x'; 1 << 20]);
+    let posts: Vec<_> = (0..16)
+        .map(|_| {
+            let (c, url, body) = (c.clone(), gw.url("/up"), body.clone());
+            tokio::spawn(async move { send(&c, "POST", &url, &[], body).await.0 })
+        })
+        .collect();
+
+    // Writes are blocked: frames wait in the gateway's queue and in its socket.
+    wait_until(
+        "the gateway's writes to the worker never blocked",
+        || async {
+            let conns = connections(&c, gw.addr, "raw:deaf").await;
+            assert_eq!(conns.len(), 1, "the worker left before its writes blocked");
+            let queued = conns[0]["queued_bytes"].as_u64().unwrap();
+            queued > 0 && gateway_end(gw.addr, me).is_some_and(|(_, tx)| tx > 0)
+        },
+    )
+    .await;
+    // The heartbeat finds the worker silent; its requests fail with 502.
+    for p in posts {
+        assert_eq!(p.await.unwrap(), 502);
+    }
+    wait_for_workers(gw.addr, "raw:deaf", 0).await;
+    // And the connection itself goes, though the worker still reads nothing.
+    wait_until(
+        "the gateway kept the dead worker's TCP connection",
+        || async { gateway_end(gw.addr, me).is_none() },
+    )
+    .await;
+    // The worker's side sees the end: after what was buffered, a reset (or end of file).
+    let ended = tokio::time::timeout(WAIT, async {
+        while let Some(msg) = ws.next().await {
+            if msg.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the worker's socket did not end");
+}
+
+/// POSTs `body` and returns the status, or `None` when the connection was cut: a gateway
+/// that answers before it has read the whole body closes the connection, which a client
+/// still writing the body may see as an error instead of the answer.
+async fn post(c: &HttpClient, url: &str, body: Bytes) -> Option<u16> {
+    let req = http::Request::post(url)
+        .body(http_body_util::Full::new(body))
+        .unwrap();
+    let resp = tokio::time::timeout(WAIT, c.request(req))
+        .await
+        .expect("answered in time")
+        .ok()?;
+    Some(resp.status().as_u16())
+}
+
+/// The gateway as a process of its own, so that its memory can be read.
+struct GatewayProcess {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl GatewayProcess {
+    fn start(yaml: &str) -> GatewayProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("vyx.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let mut child = Command::new(VYX)
+            .arg("--config")
+            .arg(&file)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let addr = first
+            .trim()
+            .strip_prefix("listening http://")
+            .unwrap_or_else(|| panic!("expected the listening line, got {first:?}"))
+            .parse()
+            .unwrap();
+        GatewayProcess {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// Resident memory, from /proc/<pid>/status.
+    fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status");
+        kb * 1024
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Issue 14 item 11: a worker registers with `max_concurrency: 16`, stops reading after
+/// WELCOME but keeps pinging (so the heartbeat keeps it), and 16 clients POST 1 MiB bodies
+/// in a loop: each request times out (504), its stream is reset, and a new one takes the
+/// slot. The gateway's queue for that worker stays within the protocol's bound (16 × the
+/// 256 KiB window, plus heads and resets) and its memory stays flat; before the fix every
+/// timed-out stream left its 256 KiB queued, about 8 MiB a second here.
+#[tokio::test]
+async fn a_worker_that_stops_reading_does_not_grow_gateway_memory() {
+    let gw = GatewayProcess::start(
+        "listen: 127.0.0.1:0\naccept_unknown_workers: true\ntimeouts:\n  request: 500ms\n",
+    );
+    let (ws, welcome) = raw_tcp_worker(gw.addr, "raw:stuck", 16, "/up").await;
+    assert_eq!(welcome.max_concurrency, 16);
+    let bound = 16 * welcome.initial_window as u64 + (64 << 10);
+    let (mut sink, unread) = ws.split();
+    let pinger = tokio::spawn(async move {
+        while sink.send(Message::Ping(Bytes::new())).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    let c = client();
+    wait_until("the worker registered", || async {
+        connections(&c, gw.addr, "raw:stuck").await.len() == 1
+    })
+    .await;
+    let baseline = gw.rss_bytes();
+
+    let answered = Arc::new(AtomicUsize::new(0));
+    let statuses = Arc::new(Mutex::new(Vec::new()));
+    let body = Bytes::from(vec![b'x'; 1 << 20]);
+    const REQUESTS: usize = 320;
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            let (c, url, body) = (c.clone(), format!("http://{}/up", gw.addr), body.clone());
+            let (answered, statuses) = (answered.clone(), statuses.clone());
+            tokio::spawn(async move {
+                while answered.fetch_add(1, Ordering::Relaxed) < REQUESTS {
+                    let status = post(&c, &url, body.clone()).await;
+                    statuses.lock().unwrap().push(status);
+                }
+            })
+        })
+        .collect();
+    let done = Arc::new(AtomicBool::new(false));
+    let (mut peak_rss, mut peak_queued) = (baseline, 0u64);
+    while !done.load(Ordering::Relaxed) {
+        peak_rss = peak_rss.max(gw.rss_bytes());
+        let conns = connections(&c, gw.addr, "raw:stuck").await;
+        assert_eq!(conns.len(), 1, "the pinging worker stays registered");
+        peak_queued = peak_queued.max(conns[0]["queued_bytes"].as_u64().unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if clients.iter().all(|t| t.is_finished()) {
+            done.store(true, Ordering::Relaxed);
+        }
+    }
+    for t in clients {
+        t.await.unwrap();
+    }
+    let statuses = statuses.lock().unwrap();
+    assert!(statuses.len() >= REQUESTS, "{} answered", statuses.len());
+    assert!(
+        statuses
+            .iter()
+            .all(|s| matches!(s, Some(504) | Some(503) | None)),
+        "only timeouts (or busy) from a worker that does not read: {statuses:?}"
+    );
+    assert!(statuses.contains(&Some(504)), "{statuses:?}");
+    let grown = peak_rss.saturating_sub(baseline);
+    println!(
+        "baseline RSS {} KiB, peak {} KiB (+{} KiB); peak queued {} KiB, bound {} KiB",
+        baseline >> 10,
+        peak_rss >> 10,
+        grown >> 10,
+        peak_queued >> 10,
+        bound >> 10
+    );
+    assert!(
+        peak_queued > 0,
+        "the worker's queue never filled: the test did not bite"
+    );
+    assert!(
+        peak_queued <= bound,
+        "queued {peak_queued} bytes for the worker, over the bound of {bound}"
+    );
+    // The bound, tungstenite's and hyper's buffers, and a generous allowance for the
+    // allocator: far below the ~80 MiB the unbounded queue reached in this run.
+    let allowed = bound + (36 << 20);
+    assert!(
+        grown <= allowed,
+        "gateway RSS grew by {grown} bytes (allowed {allowed})"
+    );
+    pinger.abort();
+    drop(unread);
+}
