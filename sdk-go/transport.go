@@ -1,5 +1,15 @@
 package vyx
 
+import (
+	"context"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/coder/websocket"
+
+	"github.com/vyx-dev/vyx/sdk-go/frame"
+)
+
 // Heartbeat counts the peer's silence in ticks of this side's ping timer (§7): at each tick
 // it notes whether anything arrived since the previous one, and the peer is dead after
 // HeartbeatMisses consecutive silent ticks. A stall of this side is one interval however
@@ -30,3 +40,150 @@ func (h *Heartbeat) Tick() (dead bool) {
 
 // SilentTicks is the number of consecutive ticks with nothing heard.
 func (h *Heartbeat) SilentTicks() uint32 { return h.silent }
+
+// writer is the single goroutine that writes a connection's messages (write_loop of
+// core/src/transport.rs), fair as §5 asks: every frame that is not DATA goes ahead of queued
+// DATA, and DATA of different streams goes round-robin, one frame per stream per turn, so a
+// small answer never waits behind another stream's megabytes. Frames of one stream keep
+// their order. The close goes after everything queued before it.
+type writer struct {
+	ws   *websocket.Conn
+	wake chan struct{}
+	done chan struct{}
+
+	mu      sync.Mutex
+	ctrl    [][]byte
+	data    map[uint32][][]byte
+	ring    []uint32 // streams with queued DATA, in turn order
+	closing bool
+	code    websocket.StatusCode
+	reason  string
+	dead    bool
+}
+
+func newWriter(ws *websocket.Conn) *writer {
+	w := &writer{ws: ws, wake: make(chan struct{}, 1), done: make(chan struct{}), data: map[uint32][][]byte{}}
+	go w.loop()
+	return w
+}
+
+func (w *writer) notify() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// control queues a frame that is not DATA (or a RESET that need not follow its DATA).
+func (w *writer) control(msg []byte) {
+	w.mu.Lock()
+	if !w.closing && !w.dead {
+		w.ctrl = append(w.ctrl, msg)
+	}
+	w.mu.Unlock()
+	w.notify()
+}
+
+// stream queues a frame behind the earlier DATA of stream id (DATA, or the RESET no_error
+// that must follow a complete response).
+func (w *writer) stream(id uint32, msg []byte) {
+	w.mu.Lock()
+	if !w.closing && !w.dead {
+		q, queued := w.data[id]
+		if !queued {
+			w.ring = append(w.ring, id)
+		}
+		w.data[id] = append(q, msg)
+	}
+	w.mu.Unlock()
+	w.notify()
+}
+
+// reset queues a RESET for stream id and drops its DATA still queued: the peer would
+// ignore it (§5 allows this for every code but no_error, which goes through stream).
+func (w *writer) reset(id uint32, msg []byte) {
+	w.mu.Lock()
+	if _, queued := w.data[id]; queued {
+		delete(w.data, id)
+		for i, s := range w.ring {
+			if s == id {
+				w.ring = append(w.ring[:i], w.ring[i+1:]...)
+				break
+			}
+		}
+	}
+	w.mu.Unlock()
+	w.control(msg)
+}
+
+// close queues the close frame (the first close wins) and returns at once.
+func (w *writer) close(code frame.CloseCode, reason string) {
+	w.mu.Lock()
+	if !w.closing {
+		w.closing, w.code, w.reason = true, websocket.StatusCode(code), TruncateReason(reason)
+	}
+	w.mu.Unlock()
+	w.notify()
+}
+
+func (w *writer) next() (msg []byte, closeNow bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.ctrl) > 0 {
+		msg, w.ctrl[0] = w.ctrl[0], nil
+		w.ctrl = w.ctrl[1:]
+		return msg, false
+	}
+	if len(w.ring) > 0 {
+		id := w.ring[0]
+		w.ring = w.ring[1:]
+		q := w.data[id]
+		msg, q[0] = q[0], nil
+		if q = q[1:]; len(q) > 0 {
+			w.data[id] = q
+			w.ring = append(w.ring, id)
+		} else {
+			delete(w.data, id)
+		}
+		return msg, false
+	}
+	return nil, w.closing
+}
+
+func (w *writer) loop() {
+	defer close(w.done)
+	ctx := context.Background() // no deadline: a write that fails ends the connection
+	for {
+		msg, closeNow := w.next()
+		switch {
+		case msg != nil:
+			if err := w.ws.Write(ctx, websocket.MessageBinary, msg); err != nil {
+				w.mu.Lock()
+				w.dead, w.ctrl, w.data, w.ring = true, nil, map[uint32][][]byte{}, nil
+				w.mu.Unlock()
+				_ = w.ws.CloseNow()
+				return
+			}
+		case closeNow:
+			// Close writes the close frame and waits (at most 5 s) for the peer's; after
+			// the peer's own close it returns at once, the library having answered it.
+			_ = w.ws.Close(w.code, w.reason)
+			return
+		default:
+			<-w.wake
+		}
+	}
+}
+
+// TruncateReason cuts a close reason to the 123 bytes RFC 6455 allows, at a UTF-8
+// boundary (core's truncate_reason).
+func TruncateReason(reason string) string {
+	if len(reason) <= MaxCloseReasonLen {
+		return reason
+	}
+	cut := MaxCloseReasonLen
+	for cut > 0 && !utf8.RuneStart(reason[cut]) {
+		cut--
+	}
+	return reason[:cut]
+}
