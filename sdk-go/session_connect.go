@@ -213,8 +213,8 @@ func (d *dialer) connect(ctx context.Context) (*websocket.Conn, net.Conn, *frame
 		time.AfterFunc(time.Second, func() { _ = raw.Close() })
 	})
 	defer timer.Stop()
-	stopWatch := context.AfterFunc(ctx, func() { _ = raw.Close() })
-	defer stopWatch()
+	// A stop from here on does not cut the handshake (bounded by its timeout): the
+	// connection then drains at once, so a REQUEST already sent is still answered.
 
 	var errorMessage *frame.ErrorMessage
 	var buf bytes.Buffer
