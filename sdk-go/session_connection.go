@@ -75,6 +75,7 @@ type connection struct {
 	// Reader goroutine only.
 	highest         uint32
 	gatewayDraining bool
+	errorMessage    string // the last ERROR's message: the close's full reason
 }
 
 // remove takes stream id out of the table (holding c.mu).
@@ -194,7 +195,11 @@ func (c *connection) readLoop() connEnd {
 		if err != nil {
 			var ce websocket.CloseError
 			if errors.As(err, &ce) {
-				return connEnd{kind: endClosed, code: int(ce.Code), reason: ce.Reason}
+				reason := ce.Reason
+				if c.errorMessage != "" {
+					reason = c.errorMessage // the close reason may be cut; ERROR is whole
+				}
+				return connEnd{kind: endClosed, code: int(ce.Code), reason: reason}
 			}
 			return connEnd{kind: endLost, code: -1, reason: err.Error()}
 		}
@@ -290,6 +295,7 @@ func (c *connection) onFrame(msg []byte) (frame.CloseCode, string) {
 		c.gatewayDraining = true
 		c.log.Info("vyx: the gateway is draining this connection", "reason", f.Reason, "deadline_ms", f.DeadlineMS)
 	case *frame.ErrorMessage:
+		c.errorMessage = f.Message
 		c.log.Warn("vyx: the gateway reported an error", "code", int(f.Code), "message", f.Message)
 	default:
 		return pv, frame.TypeName(f.Type()) + " frame is not sent by a gateway"
