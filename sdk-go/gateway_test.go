@@ -48,7 +48,7 @@ type fakeGateway struct {
 	srv   *httptest.Server
 	conns chan *gwConn
 	// answer decides each upgrade: nil → accept with vyx.1.
-	answer func(attempt int, w http.ResponseWriter, r *http.Request) (accept bool, subprotocol bool)
+	answer   func(attempt int, w http.ResponseWriter, r *http.Request) (accept bool, subprotocol bool)
 	mu       sync.Mutex
 	attempts int
 }
