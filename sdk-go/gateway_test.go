@@ -33,13 +33,12 @@ type message struct {
 
 // gwConn is one accepted worker connection.
 type gwConn struct {
-	t      *testing.T
-	ws     *websocket.Conn
-	req    *http.Request
-	hello  *frame.Hello
-	msgs   chan message
-	done   chan struct{}
-	closed error // the read error that ended msgs
+	t     *testing.T
+	ws    *websocket.Conn
+	req   *http.Request
+	hello *frame.Hello
+	msgs  chan message
+	done  chan struct{}
 }
 
 // fakeGateway accepts upgrades; answer (when set) may refuse one instead (HTTP status).
@@ -278,27 +277,6 @@ func (l *stateLog) kinds() []string {
 		out = append(out, s.Kind.String())
 	}
 	return out
-}
-
-// waitFor waits until the log holds a state of kind.
-func (l *stateLog) waitFor(t *testing.T, kind StateKind) State {
-	t.Helper()
-	deadline := time.After(wait)
-	for {
-		l.mu.Lock()
-		for _, s := range l.states {
-			if s.Kind == kind {
-				l.mu.Unlock()
-				return s
-			}
-		}
-		l.mu.Unlock()
-		select {
-		case <-l.changed:
-		case <-deadline:
-			t.Fatalf("no %s state; got %v", kind, l.kinds())
-		}
-	}
 }
 
 // jsonOf decodes a body as JSON.

@@ -82,14 +82,12 @@ type Worker struct {
 	state    State
 	states   *stateQueue
 
-	base      context.Context // handlers' parent: Start's context without its cancellation
-	drain     chan drainOrder
-	stopOnce  sync.Once
-	stopCtx   context.Context
-	stopNow   context.CancelFunc
-	done      chan struct{}
-	inFlight  atomic.Int64
-	drainWait time.Duration
+	base     context.Context // handlers' parent: Start's context without its cancellation
+	drain    chan drainOrder
+	stopOnce sync.Once
+	stopCtx  context.Context
+	stopNow  context.CancelFunc
+	done     chan struct{}
 }
 
 // NewWorker checks cfg (after the environment defaults) and returns a worker with no
@@ -299,7 +297,6 @@ func (w *Worker) Start(ctx context.Context) error {
 // requestStop starts the drain once: the connection (if any) sends DRAIN with deadline.
 func (w *Worker) requestStop(deadline time.Duration) {
 	w.stopOnce.Do(func() {
-		w.drainWait = deadline
 		w.drain <- drainOrder{deadline: deadline}
 		w.stopNow()
 	})
