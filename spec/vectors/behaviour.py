@@ -393,6 +393,10 @@ def retry_cases():
     for name, text in bad:
         cases.append({"name": name, "outcome": {"welcome": text}, "worker_closes": 4005,
                       "retry": True})
+    # The HELLO those WELCOMEs answer (max_concurrency_above_hello is above it).
+    for c in cases:
+        if "welcome" in c["outcome"]:
+            c["hello_max_concurrency"] = 1024
     # Decision of §9: exactly 4000-4004 among close codes, and 400/401/403/404 among HTTP
     # statuses, are permanent.
     for c in cases:
