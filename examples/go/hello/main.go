@@ -64,7 +64,10 @@ func env(key, fallback string) string {
 func main() {
 	listen := flag.String("listen", "", "serve with net/http on this address instead of registering with vyx")
 	flag.Parse()
-	prefix := env("HELLO_PREFIX", "/go")
+	prefix, set := os.LookupEnv("HELLO_PREFIX") // "" serves /hello/{name} (the benchmark)
+	if !set {
+		prefix = "/go"
+	}
 	mux := routes(prefix)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
