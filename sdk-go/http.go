@@ -24,10 +24,12 @@ func (w *Worker) serveStream(s *stream, r *frame.Request) {
 	rw := &responseWriter{s: s, header: http.Header{}, log: w, req: req}
 	defer func() {
 		if v := recover(); v != nil {
-			if v != http.ErrAbortHandler {
+			if v == http.ErrAbortHandler {
+				s.abort("handler aborted") // as net/http drops the connection: no answer
+			} else {
 				w.log.Error("vyx: handler panicked", "method", req.Method, "target", r.Target, "panic", v, "stack", string(debug.Stack()))
+				rw.fail("handler panicked")
 			}
-			rw.fail("handler panicked")
 		} else {
 			rw.finish()
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/vyx-dev/vyx/sdk-go/frame"
+	"github.com/vyx-dev/vyx/sdk-go/internal/gwtest"
 )
 
 // traceRoutes are the conformance routes the traces use (spec/conformance/README.md).
@@ -115,25 +116,25 @@ func TestStreamTraces(t *testing.T) {
 	for _, tr := range file.Traces {
 		t.Run(tr.Name, func(t *testing.T) {
 			t.Parallel()
-			g := newFakeGateway(t)
+			g := gwtest.New(t)
 			startWorker(t, g, traceRoutes, Config{})
-			c := g.accept()
-			c.welcome(tr.Welcome["initial_window"])
+			c := g.Accept()
+			c.Welcome(tr.Welcome["initial_window"])
 			ended := map[uint32]bool{} // streams whose response ended
 			for i, st := range tr.Steps {
 				switch {
 				case st.Send != nil:
-					c.replay(st.Send)
+					replay(t, c, st.Send)
 				case st.Expect != nil && st.Expect.Close != 0:
-					if got := c.closeCode(); got != st.Expect.Close {
+					if got := c.CloseCode(); got != st.Expect.Close {
 						t.Fatalf("step %d: worker closed %d, want %d", i, got, st.Expect.Close)
 					}
 				case st.Expect != nil:
-					c.expect(i, st.Expect, ended)
+					expect(t, c, i, st.Expect, ended)
 				default:
 					select {
-					case m := <-c.msgs:
-						if f, err := frame.Decode(m.b, MaxFrameSize); err != nil || f.Type() != frame.TypeWindow {
+					case m := <-c.Msgs:
+						if f, err := frame.Decode(m.B, MaxFrameSize); err != nil || f.Type() != frame.TypeWindow {
 							t.Fatalf("step %d: a frame during %d ms of quiet", i, st.Quiet)
 						}
 					case <-time.After(time.Duration(st.Quiet) * time.Millisecond):
@@ -144,18 +145,18 @@ func TestStreamTraces(t *testing.T) {
 	}
 }
 
-func (c *gwConn) replay(f *traceFrame) {
-	c.t.Helper()
+func replay(t *testing.T, c *gwtest.Conn, f *traceFrame) {
+	t.Helper()
 	switch {
 	case f.Hex != "":
 		b, _ := hex.DecodeString(f.Hex)
-		c.sendRaw(websocket.MessageBinary, b)
+		c.SendRaw(websocket.MessageBinary, b)
 		return
 	case f.Text != nil:
-		c.sendRaw(websocket.MessageText, []byte(*f.Text))
+		c.SendRaw(websocket.MessageText, []byte(*f.Text))
 		return
 	case f.Zeros > 0:
-		c.sendRaw(websocket.MessageBinary, make([]byte, f.Zeros))
+		c.SendRaw(websocket.MessageBinary, make([]byte, f.Zeros))
 		return
 	}
 	end := f.EndStream != nil && *f.EndStream
@@ -165,29 +166,28 @@ func (c *gwConn) replay(f *traceFrame) {
 		for _, p := range f.Params {
 			params = append(params, p...)
 		}
-		c.send(c.request(f.StreamID, f.Route, f.Target, end, params...))
+		c.Send(c.Request(f.StreamID, f.Route, f.Target, end, params...))
 	case "DATA":
 		b, _ := f.body()
-		c.send(&frame.Data{StreamID: f.StreamID, EndStream: end, Data: b})
+		c.Send(&frame.Data{StreamID: f.StreamID, EndStream: end, Data: b})
 	case "WINDOW":
-		c.send(&frame.Window{StreamID: f.StreamID, Increment: f.Increment})
+		c.Send(&frame.Window{StreamID: f.StreamID, Increment: f.Increment})
 	case "RESET":
 		code, _ := frame.ResetCodeByName(f.Code.(string))
-		c.send(&frame.Reset{StreamID: f.StreamID, Code: code})
+		c.Send(&frame.Reset{StreamID: f.StreamID, Code: code})
 	case "DRAIN":
-		c.send(&frame.Drain{Reason: "test", DeadlineMS: f.Deadline})
+		c.Send(&frame.Drain{Reason: "test", DeadlineMS: f.Deadline})
 	default:
-		c.t.Fatalf("cannot send %q", f.Type)
+		t.Fatalf("cannot send %q", f.Type)
 	}
 }
 
-func (c *gwConn) expect(step int, want *traceFrame, ended map[uint32]bool) {
-	t := c.t
+func expect(t *testing.T, c *gwtest.Conn, step int, want *traceFrame, ended map[uint32]bool) {
 	t.Helper()
 	wantEnd := want.EndStream
 	switch want.Type {
 	case "RESPONSE":
-		f, err := c.next()
+		f, err := c.Next()
 		r, ok := f.(*frame.Response)
 		if err != nil || !ok || r.StreamID != want.StreamID || r.Status != want.Status {
 			t.Fatalf("step %d: want RESPONSE %d on %d, got %#v (%v)", step, want.Status, want.StreamID, f, err)
@@ -197,7 +197,7 @@ func (c *gwConn) expect(step int, want *traceFrame, ended map[uint32]bool) {
 		}
 		ended[r.StreamID] = r.EndStream
 	case "RESET":
-		f, err := c.next()
+		f, err := c.Next()
 		r, ok := f.(*frame.Reset)
 		if err != nil || !ok || r.StreamID != want.StreamID || r.Code.Name() != want.Code {
 			t.Fatalf("step %d: want RESET %v on %d, got %#v (%v)", step, want.Code, want.StreamID, f, err)
@@ -211,7 +211,7 @@ func (c *gwConn) expect(step int, want *traceFrame, ended map[uint32]bool) {
 		var got []byte
 		gotEnd := ended[want.StreamID]
 		for !gotEnd && (!end && !(haveBody && len(got) >= len(wantBody)) || end) {
-			f, err := c.next()
+			f, err := c.Next()
 			d, ok := f.(*frame.Data)
 			if err != nil || !ok || d.StreamID != want.StreamID {
 				t.Fatalf("step %d: want DATA on %d, got %#v (%v)", step, want.StreamID, f, err)
@@ -260,8 +260,8 @@ func TestRetryVectors(t *testing.T) {
 		t.Run(tc.Name, func(t *testing.T) {
 			t.Parallel()
 			o := tc.Outcome
-			g := newFakeGateway(t)
-			g.answer = func(attempt int, w http.ResponseWriter, r *http.Request) (bool, bool) {
+			g := gwtest.New(t)
+			g.Answer = func(attempt int, w http.ResponseWriter, r *http.Request) (bool, bool) {
 				if attempt > 1 {
 					return true, true
 				}
@@ -286,26 +286,26 @@ func TestRetryVectors(t *testing.T) {
 			}
 			_, _, done := startWorker(t, g, func(*Worker) {}, cfg)
 			if o.HTTPStatus == 0 && o.Upgrade == "" {
-				c := g.accept()
+				c := g.Accept()
 				switch {
 				case o.Welcome != "":
-					c.sendRaw(websocket.MessageBinary, append([]byte{frame.TypeWelcome, 0, 0, 0, 0, 0}, o.Welcome...))
-					if got := c.closeCode(); got != tc.WorkerCloses {
+					c.SendRaw(websocket.MessageBinary, append([]byte{frame.TypeWelcome, 0, 0, 0, 0, 0}, o.Welcome...))
+					if got := c.CloseCode(); got != tc.WorkerCloses {
 						t.Fatalf("the worker closed %d, want %d", got, tc.WorkerCloses)
 					}
 				default:
 					if o.Phase == "connected" {
-						c.welcome(0)
+						c.Welcome(0)
 					}
 					if o.Close >= 4000 {
-						c.send(&frame.ErrorMessage{Code: frame.CloseCode(o.Close), Message: reason})
+						c.Send(&frame.ErrorMessage{Code: frame.CloseCode(o.Close), Message: reason})
 					}
-					_ = c.ws.Close(websocket.StatusCode(o.Close), "short")
+					_ = c.WS.Close(websocket.StatusCode(o.Close), "short")
 				}
 			}
 			if tc.Retry {
-				c := g.accept() // the second attempt
-				if c.hello == nil {
+				c := g.Accept() // the second attempt
+				if c.Hello == nil {
 					t.Fatal("no HELLO on the second attempt")
 				}
 				return
@@ -325,10 +325,10 @@ func TestRetryVectors(t *testing.T) {
 				if !errors.As(err, &ce) || !ce.Permanent() {
 					t.Fatalf("error %v is not a permanent *ConnectError", err)
 				}
-			case <-time.After(wait):
+			case <-time.After(gwtest.Wait):
 				t.Fatal("the worker did not stop")
 			}
-			if n := g.attemptCount(); n != 1 {
+			if n := g.Attempts(); n != 1 {
 				t.Fatalf("%d attempts, want 1", n)
 			}
 		})
@@ -338,29 +338,29 @@ func TestRetryVectors(t *testing.T) {
 // TestShutdownDrains: Shutdown sends DRAIN, lets the in-flight request finish, answers the
 // gateway's 1000 with 1000, and Start returns nil with every state delivered in order.
 func TestShutdownDrains(t *testing.T) {
-	g := newFakeGateway(t)
+	g := gwtest.New(t)
 	w, states, done := startWorker(t, g, traceRoutes, Config{})
-	c := g.accept()
-	c.welcome(0)
-	c.send(c.request(1, "GET /slow/{ms}", "/slow/200", true, "ms", "200"))
+	c := g.Accept()
+	c.Welcome(0)
+	c.Send(c.Request(1, "GET /slow/{ms}", "/slow/200", true, "ms", "200"))
 	shut := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 7*time.Second)
 		defer cancel()
 		shut <- w.Shutdown(ctx)
 	}()
-	f, err := c.next()
+	f, err := c.Next()
 	d, ok := f.(*frame.Drain)
 	if err != nil || !ok || d.DeadlineMS < 5000 {
 		t.Fatalf("want DRAIN with a deadline ≥ 5 s, got %#v (%v)", f, err)
 	}
-	if f, err := c.next(); err != nil || f.(*frame.Response).Status != 200 {
+	if f, err := c.Next(); err != nil || f.(*frame.Response).Status != 200 {
 		t.Fatalf("the in-flight request: %#v (%v)", f, err)
 	}
-	if f, err := c.next(); err != nil || !f.(*frame.Data).EndStream {
+	if f, err := c.Next(); err != nil || !f.(*frame.Data).EndStream {
 		t.Fatalf("the in-flight body: %#v (%v)", f, err)
 	}
-	_ = c.ws.Close(websocket.StatusNormalClosure, "drained")
+	_ = c.WS.Close(websocket.StatusNormalClosure, "drained")
 	if err := <-shut; err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
@@ -371,24 +371,24 @@ func TestShutdownDrains(t *testing.T) {
 	if got := states.kinds(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("states %v, want %v", got, want)
 	}
-	g.noAttempt(300 * time.Millisecond)
+	g.NoAttempt(300 * time.Millisecond)
 }
 
 func TestHelloFromConfig(t *testing.T) {
-	g := newFakeGateway(t)
+	g := gwtest.New(t)
 	startWorker(t, g, traceRoutes, Config{Token: "s3cret", MaxConcurrency: 7, Labels: map[string]string{"zone": "eu"}})
-	c := g.accept()
-	h := c.hello
+	c := g.Accept()
+	h := c.Hello
 	if h.WorkerID != "test:go" || h.MaxConcurrency != 7 || h.SDK != "vyx-go/"+Version || h.Instance == "" || h.Labels["zone"] != "eu" || len(h.Routes) != 5 {
 		t.Fatalf("HELLO %+v", h)
 	}
-	if got := c.req.Header.Get("Authorization"); got != "Bearer s3cret" {
+	if got := c.Req.Header.Get("Authorization"); got != "Bearer s3cret" {
 		t.Fatalf("Authorization %q", got)
 	}
-	if c.req.URL.Path != RegisterPath || c.req.Header.Get(WorkerIDHeader) != "test:go" {
-		t.Fatalf("upgrade %s %v", c.req.URL, c.req.Header)
+	if c.Req.URL.Path != RegisterPath || c.Req.Header.Get(WorkerIDHeader) != "test:go" {
+		t.Fatalf("upgrade %s %v", c.Req.URL, c.Req.Header)
 	}
-	if ext := c.req.Header.Get("Sec-WebSocket-Extensions"); ext != "" {
+	if ext := c.Req.Header.Get("Sec-WebSocket-Extensions"); ext != "" {
 		t.Fatalf("offers extensions %q", ext)
 	}
 	if b, _ := json.Marshal(h.Routes); !strings.Contains(string(b), "/status/{code}") {
