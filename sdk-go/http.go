@@ -7,6 +7,7 @@ package vyx
 
 import (
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -21,7 +22,7 @@ import (
 func (w *Worker) serveStream(s *stream, r *frame.Request) {
 	rt := w.routes[r.RouteID]
 	req := newRequest(s, r, rt)
-	rw := &responseWriter{s: s, header: http.Header{}, log: w, req: req}
+	rw := &responseWriter{s: s, header: http.Header{}, log: w.log, req: req}
 	defer func() {
 		if v := recover(); v != nil {
 			if v == http.ErrAbortHandler {
@@ -137,7 +138,7 @@ const bufferSize = 4096
 
 type responseWriter struct {
 	s      *stream
-	log    *Worker
+	log    *slog.Logger
 	req    *http.Request
 	header http.Header
 
@@ -154,7 +155,7 @@ func (rw *responseWriter) Header() http.Header { return rw.header }
 
 func (rw *responseWriter) WriteHeader(code int) {
 	if rw.wroteHeader {
-		rw.log.log.Warn("vyx: superfluous WriteHeader call", "status", code, "target", rw.req.RequestURI)
+		rw.log.Warn("vyx: superfluous WriteHeader call", "status", code, "target", rw.req.RequestURI)
 		return
 	}
 	if code >= 100 && code <= 199 {
@@ -229,7 +230,7 @@ func (rw *responseWriter) sendHead() error {
 func (rw *responseWriter) headError(err error) error {
 	var ih *InvalidHeadError
 	if errors.As(err, &ih) {
-		rw.log.log.Error("vyx: the handler's response head cannot be sent; answered 500", "why", ih.Why, "target", rw.req.RequestURI)
+		rw.log.Error("vyx: the handler's response head cannot be sent; answered 500", "why", ih.Why, "target", rw.req.RequestURI)
 	}
 	if err != nil {
 		rw.err = err

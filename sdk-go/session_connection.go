@@ -70,7 +70,6 @@ type connection struct {
 
 	mu      sync.Mutex
 	streams map[uint32]*stream
-	idle    chan struct{} // signalled when the last stream leaves the table
 
 	// Reader goroutine only.
 	highest         uint32
@@ -80,12 +79,7 @@ type connection struct {
 
 // remove takes stream id out of the table (holding c.mu).
 func (c *connection) remove(id uint32) {
-	if _, ok := c.streams[id]; ok {
-		delete(c.streams, id)
-		if len(c.streams) == 0 {
-			signal(c.idle)
-		}
-	}
+	delete(c.streams, id)
 }
 
 // drainOrder asks a connection to drain: DRAIN with deadline as deadline_ms.
@@ -96,7 +90,6 @@ type drainOrder struct{ deadline time.Duration }
 func (c *connection) run(drain <-chan drainOrder, draining func()) connEnd {
 	c.out = newWriter(c.ws)
 	c.streams = map[uint32]*stream{}
-	c.idle = make(chan struct{}, 1)
 	readEnd := make(chan connEnd, 1)
 	go func() { readEnd <- c.readLoop() }()
 
