@@ -139,21 +139,24 @@ type dialer struct {
 }
 
 // connect dials, upgrades, sends HELLO and waits for a valid WELCOME (§2.2, §2.3).
-func (d *dialer) connect(ctx context.Context) (*websocket.Conn, net.Conn, *frame.Welcome, error) {
+func (d *dialer) connect(ctx context.Context) (*websocket.Conn, *corkConn, *frame.Welcome, error) {
 	dctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	onPing := func(context.Context, []byte) bool { d.heard.Store(true); return true }
 	onPong := func(context.Context, []byte) { d.heard.Store(true) }
 	// The raw TCP connection, so that a dead peer can be dropped at once (the library's
 	// own close waits up to 5 s for an answer).
-	var raw net.Conn
+	var raw *corkConn
 	var nd net.Dialer
 	client := &http.Client{Transport: &http.Transport{
 		TLSClientConfig: d.tls,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := nd.DialContext(ctx, network, addr)
-			raw = c
-			return c, err
+			if err != nil {
+				return nil, err
+			}
+			raw = &corkConn{Conn: c}
+			return raw, nil
 		},
 	}}
 	ws, resp, err := websocket.Dial(dctx, d.url, &websocket.DialOptions{

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,7 +57,7 @@ func (e connEnd) String() string {
 // connection is one WebSocket after WELCOME.
 type connection struct {
 	ws      *websocket.Conn
-	raw     net.Conn // the TCP connection under ws
+	raw     *corkConn // the TCP connection under ws
 	out     *writer
 	log     *slog.Logger
 	welcome *frame.Welcome
@@ -88,7 +87,7 @@ type drainOrder struct{ deadline time.Duration }
 // run serves the connection until it ends. drain delivers the worker's drain order; the
 // callback draining reports that DRAIN was sent.
 func (c *connection) run(drain <-chan drainOrder, draining func()) connEnd {
-	c.out = newWriter(c.ws)
+	c.out = newWriter(c.ws, c.raw)
 	c.streams = map[uint32]*stream{}
 	readEnd := make(chan connEnd, 1)
 	go func() { readEnd <- c.readLoop() }()

@@ -2,6 +2,7 @@ package vyx
 
 import (
 	"context"
+	"net"
 	"sync"
 	"unicode/utf8"
 
@@ -48,6 +49,7 @@ func (h *Heartbeat) SilentTicks() uint32 { return h.silent }
 // their order. The close goes after everything queued before it.
 type writer struct {
 	ws   *websocket.Conn
+	tcp  *corkConn // the socket under ws, nil when unknown (tests)
 	wake chan struct{}
 	done chan struct{}
 
@@ -61,8 +63,8 @@ type writer struct {
 	dead    bool
 }
 
-func newWriter(ws *websocket.Conn) *writer {
-	w := &writer{ws: ws, wake: make(chan struct{}, 1), done: make(chan struct{}), data: map[uint32][][]byte{}}
+func newWriter(ws *websocket.Conn, tcp *corkConn) *writer {
+	w := &writer{ws: ws, tcp: tcp, wake: make(chan struct{}, 1), done: make(chan struct{}), data: map[uint32][][]byte{}}
 	go w.loop()
 	return w
 }
@@ -126,13 +128,15 @@ func (w *writer) close(code frame.CloseCode, reason string) {
 	w.notify()
 }
 
-func (w *writer) next() (msg []byte, closeNow bool) {
+// next takes the next message to write; more says whether others are queued behind it.
+func (w *writer) next() (msg []byte, more, closeNow bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	defer func() { more = msg != nil && (len(w.ctrl) > 0 || len(w.ring) > 0) }()
 	if len(w.ctrl) > 0 {
 		msg, w.ctrl[0] = w.ctrl[0], nil
 		w.ctrl = w.ctrl[1:]
-		return msg, false
+		return msg, false, false
 	}
 	if len(w.ring) > 0 {
 		id := w.ring[0]
@@ -145,19 +149,28 @@ func (w *writer) next() (msg []byte, closeNow bool) {
 		} else {
 			delete(w.data, id)
 		}
-		return msg, false
+		return msg, false, false
 	}
-	return nil, w.closing
+	return nil, false, w.closing
 }
 
 func (w *writer) loop() {
 	defer close(w.done)
 	ctx := context.Background() // no deadline: a write that fails ends the connection
 	for {
-		msg, closeNow := w.next()
+		msg, more, closeNow := w.next()
 		switch {
 		case msg != nil:
-			if err := w.ws.Write(ctx, websocket.MessageBinary, msg); err != nil {
+			// Messages queued together leave in one write to the socket (a RESPONSE and its
+			// DATA, the answers of many streams), not one system call each.
+			if w.tcp != nil {
+				w.tcp.cork(more)
+			}
+			err := w.ws.Write(ctx, websocket.MessageBinary, msg)
+			if err == nil && !more && w.tcp != nil {
+				err = w.tcp.uncork()
+			}
+			if err != nil {
 				w.mu.Lock()
 				w.dead, w.ctrl, w.data, w.ring = true, nil, map[uint32][][]byte{}, nil
 				w.mu.Unlock()
@@ -165,11 +178,17 @@ func (w *writer) loop() {
 				return
 			}
 		case closeNow:
+			if w.tcp != nil {
+				_ = w.tcp.uncork()
+			}
 			// Close writes the close frame and waits (at most 5 s) for the peer's; after
 			// the peer's own close it returns at once, the library having answered it.
 			_ = w.ws.Close(w.code, w.reason)
 			return
 		default:
+			if w.tcp != nil {
+				_ = w.tcp.uncork() // what was queued behind went away (a RESET dropped it)
+			}
 			<-w.wake
 		}
 	}
@@ -186,4 +205,54 @@ func TruncateReason(reason string) string {
 		cut--
 	}
 	return reason[:cut]
+}
+
+// corkLimit bounds what a corked socket holds before it writes anyway.
+const corkLimit = 64 << 10
+
+// corkConn is the TCP connection under the WebSocket. While corked, writes gather in a
+// buffer (up to corkLimit) and leave together at uncork: the writer corks while more
+// messages are queued behind the one it writes. Writes of other goroutines (pongs, the
+// close) pass through in order.
+type corkConn struct {
+	net.Conn
+	mu     sync.Mutex
+	corked bool
+	buf    []byte
+}
+
+func (c *corkConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.corked && len(c.buf)+len(p) <= corkLimit {
+		c.buf = append(c.buf, p...)
+		return len(p), nil
+	}
+	if err := c.flushLocked(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *corkConn) cork(on bool) {
+	c.mu.Lock()
+	c.corked = on
+	c.mu.Unlock()
+}
+
+// uncork writes what gathered.
+func (c *corkConn) uncork() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.corked = false
+	return c.flushLocked()
+}
+
+func (c *corkConn) flushLocked() error {
+	if len(c.buf) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(c.buf)
+	c.buf = c.buf[:0]
+	return err
 }
