@@ -91,10 +91,12 @@ func newRequest(s *stream, r *frame.Request, rt route) *http.Request {
 func remoteAddr(h http.Header) string {
 	ip := ""
 	if fw := h["Forwarded"]; len(fw) > 0 {
-		elems := strings.Split(fw[len(fw)-1], ",")
-		for _, pair := range strings.Split(elems[len(elems)-1], ";") {
-			k, v, ok := strings.Cut(strings.TrimSpace(pair), "=")
-			if ok && strings.EqualFold(k, "for") {
+		elem := fw[len(fw)-1]
+		elem = elem[strings.LastIndexByte(elem, ',')+1:]
+		for elem != "" {
+			var pair string
+			pair, elem, _ = strings.Cut(elem, ";")
+			if k, v, ok := strings.Cut(strings.TrimSpace(pair), "="); ok && strings.EqualFold(k, "for") {
 				v = strings.Trim(v, `"`)
 				if host, _, err := net.SplitHostPort(v); err == nil {
 					v = host
@@ -105,14 +107,17 @@ func remoteAddr(h http.Header) string {
 	}
 	if ip == "" {
 		if xff := h["X-Forwarded-For"]; len(xff) > 0 {
-			parts := strings.Split(xff[len(xff)-1], ",")
-			ip = strings.TrimSpace(parts[len(parts)-1])
+			last := xff[len(xff)-1]
+			ip = strings.TrimSpace(last[strings.LastIndexByte(last, ',')+1:])
 		}
 	}
 	if ip == "" {
 		return ""
 	}
-	return net.JoinHostPort(ip, "0")
+	if strings.IndexByte(ip, ':') >= 0 {
+		return "[" + ip + "]:0"
+	}
+	return ip + ":0"
 }
 
 // body is a request body: reading grants the gateway credit (§5), so a handler that does
