@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -406,5 +408,27 @@ func TestRegistrationURL(t *testing.T) {
 		if got := RegistrationURL(in); got != want {
 			t.Errorf("RegistrationURL(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestCAFile: a wss:// gateway behind a private CA is trusted through Config.CAFile (or
+// VYX_CA_FILE), and refused (a TLS failure, retried) without it.
+func TestCAFile(t *testing.T) {
+	g := gwtest.NewTLS(t)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, g.CertificatePEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	startWorker(t, g, traceRoutes, Config{CAFile: ca})
+	c := g.Accept()
+	if c.Hello.WorkerID != "test:go" {
+		t.Fatalf("HELLO over TLS: %+v", c.Hello)
+	}
+
+	untrusted := gwtest.NewTLS(t)
+	_, states, _ := startWorker(t, untrusted, traceRoutes, Config{})
+	s := states.waitFor(t, Reconnecting)
+	if s.Err == nil || !strings.Contains(s.Err.Error(), "certificate") {
+		t.Fatalf("without the CA: %v", s.Err)
 	}
 }

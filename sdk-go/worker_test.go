@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/vyx-dev/vyx/sdk-go/internal/gwtest"
 )
@@ -63,6 +64,27 @@ func (l *stateLog) kinds() []string {
 		out = append(out, s.Kind.String())
 	}
 	return out
+}
+
+// waitFor waits until the log holds a state of kind and returns it.
+func (l *stateLog) waitFor(t *testing.T, kind StateKind) State {
+	t.Helper()
+	deadline := time.After(gwtest.Wait)
+	for {
+		l.mu.Lock()
+		for _, s := range l.states {
+			if s.Kind == kind {
+				l.mu.Unlock()
+				return s
+			}
+		}
+		l.mu.Unlock()
+		select {
+		case <-l.changed:
+		case <-deadline:
+			t.Fatalf("no %s state; got %v", kind, l.kinds())
+		}
+	}
 }
 
 // jsonOf decodes a body as JSON.

@@ -5,9 +5,11 @@ package gwtest
 
 import (
 	"context"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -62,7 +64,28 @@ func New(t *testing.T) *Gateway {
 	return g
 }
 
-func (g *Gateway) URL() string { return "ws://" + strings.TrimPrefix(g.srv.URL, "http://") }
+// NewTLS is New over TLS (wss://), with httptest's certificate for 127.0.0.1.
+func NewTLS(t *testing.T) *Gateway {
+	g := &Gateway{t: t, conns: make(chan *Conn, 16)}
+	g.srv = httptest.NewUnstartedServer(http.HandlerFunc(g.serve))
+	g.srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes of a test
+	g.srv.StartTLS()
+	t.Cleanup(g.srv.Close)
+	return g
+}
+
+// CertificatePEM is the TLS gateway's certificate as PEM, for a CA file.
+func (g *Gateway) CertificatePEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: g.srv.Certificate().Raw})
+}
+
+// URL is the gateway's address as a worker is configured with it (no path).
+func (g *Gateway) URL() string {
+	if strings.HasPrefix(g.srv.URL, "https://") {
+		return "wss://" + strings.TrimPrefix(g.srv.URL, "https://")
+	}
+	return "ws://" + strings.TrimPrefix(g.srv.URL, "http://")
+}
 
 func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) {
 	g.mu.Lock()
