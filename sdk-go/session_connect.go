@@ -62,8 +62,6 @@ const (
 	NoEndpoint
 	// Rejected is HTTP 400, or a 101 that does not select vyx.1.
 	Rejected
-	// Invalid is a configuration that cannot make a registration request.
-	Invalid
 	// Refused is a protocol close during the handshake (permanent for 4000–4004).
 	Refused
 )
@@ -76,7 +74,7 @@ type ConnectError struct {
 	Code   frame.CloseCode // close code, for Refused
 	URL    string
 	Reason string
-	// Detail is the whole message for Transient and Invalid failures.
+	// Detail is the whole message of a Transient failure.
 	Detail string
 }
 
@@ -91,8 +89,6 @@ func (e *ConnectError) Error() string {
 			return fmt.Sprintf("gateway rejected the registration request: HTTP %d: %s", e.Status, e.Reason)
 		}
 		return "gateway rejected the registration request: " + e.Reason
-	case Invalid:
-		return "invalid registration request: " + e.Detail
 	case Refused:
 		return fmt.Sprintf("gateway refused the worker: %s: %s", e.Code, e.Reason)
 	}
