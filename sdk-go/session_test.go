@@ -248,6 +248,7 @@ func TestRetryVectors(t *testing.T) {
 				Upgrade    string `json:"upgrade"`
 				Close      int    `json:"close"`
 				Phase      string `json:"phase"`
+				Reason     string `json:"close_reason"`
 				Welcome    string `json:"welcome"`
 			} `json:"outcome"`
 			HelloMaxConcurrency uint64   `json:"hello_max_concurrency"`
@@ -302,7 +303,11 @@ func TestRetryVectors(t *testing.T) {
 					if o.Close >= 4000 {
 						c.Send(&frame.ErrorMessage{Code: frame.CloseCode(o.Close), Message: reason})
 					}
-					_ = c.WS.Close(websocket.StatusCode(o.Close), "short")
+					closeReason := reason
+					if o.Reason != "" {
+						closeReason = o.Reason // the worker must name the ERROR's message
+					}
+					_ = c.WS.Close(websocket.StatusCode(o.Close), closeReason)
 				}
 			}
 			if tc.Retry {
