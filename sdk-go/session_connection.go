@@ -107,7 +107,8 @@ loop:
 	for {
 		select {
 		case end = <-readEnd:
-			if drained && end.kind == endClosed && (end.code == 1000 || end.code < 0) {
+			// 1005: a close frame without a code.
+			if drained && end.kind == endClosed && (end.code == 1000 || end.code == 1005) {
 				end = connEnd{kind: endDrained}
 			}
 			break loop
