@@ -1,8 +1,26 @@
-// Package vyx is the Go SDK of the vyx protocol, a pure-Go mirror of the Rust core
-// (core/src/, file for file: lib.rs is this file, handshake.rs is handshake.go, ...).
+// Package vyx is the Go SDK of vyx: a Worker serves net/http handlers through a vyx
+// gateway, which it dials (a pull model: the worker needs no listening port).
 //
-// This layer holds the protocol rules that need no socket: HELLO and WELCOME validation
-// (handshake.go), worker-id syntax, the reconnect backoff (backoff.go), flow-control
-// accounting (flow.go), the heartbeat tick counter (transport.go) and the limits of
-// PROTOCOL.md §10 (limits.go). The wire codec is the frame subpackage.
+//	w, err := vyx.NewWorker(vyx.Config{ID: "go:api"}) // VYX_CONNECT names the gateway
+//	if err != nil {
+//		log.Fatal(err)
+//	}
+//	w.Get("/hello/{name}", func(rw http.ResponseWriter, r *http.Request) {
+//		fmt.Fprintf(rw, "hello %s\n", r.PathValue("name"))
+//	})
+//	w.Handle("/api/{*rest}", mux) // any http.Handler: ServeMux, chi, gin
+//	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+//	defer stop()
+//	if err := w.Start(ctx); err != nil { // drains on SIGTERM, then returns nil
+//		log.Fatal(err)
+//	}
+//
+// Handlers get an *http.Request as http.Server would build it behind a proxy (the full
+// original path and query, Host, RemoteAddr from the forwarding headers, a streamed
+// Body) and an http.ResponseWriter that supports Flush and http.ResponseController.
+//
+// The package is a pure-Go mirror of the Rust core (core/src/, file for file): the
+// protocol rules without a socket (handshake.go, backoff.go, flow.go, transport.go,
+// limits.go), the session on a WebSocket (session*.go) and the net/http host (worker.go,
+// http.go). The wire codec is the frame subpackage.
 package vyx

@@ -1,6 +1,7 @@
 package frame
 
 import (
+	"math"
 	"strconv"
 	"unicode/utf8"
 )
@@ -11,8 +12,7 @@ import (
 // payload is parsed here into a small tree first.
 
 // maxJSONDepth is the deepest nesting of arrays and objects accepted, the top-level object
-// included: 127, as serde_json's recursion limit of 128 gives in the Rust core. §3.8 does
-// not state a limit; a payload nested deeper is invalid_control_payload on both.
+// included (§3.8): 127, what serde_json's recursion limit of 128 gives the Rust core.
 const maxJSONDepth = 127
 
 type jkind byte
@@ -339,7 +339,14 @@ func (jp *jparser) num() string {
 			return ""
 		}
 	}
-	return string(jp.p[start:jp.i])
+	text := string(jp.p[start:jp.i])
+	// §3.8: a number too large for a double (1e400) is an error anywhere, unknown keys
+	// included, as in the Rust core's serde_json; underflow (1e-400) is fine.
+	if f, err := strconv.ParseFloat(text, 64); err != nil && math.IsInf(f, 0) {
+		jp.fail("number out of range")
+		return ""
+	}
+	return text
 }
 
 // fields reads the members of one JSON object into typed values; the first error sticks.

@@ -357,11 +357,15 @@ def retry_cases():
                   "retry": False, "error_names": ["vyx.1"]})
     cases.append({"name": "dropped_before_upgrade", "outcome": {"upgrade": "dropped"},
                   "retry": True})
+    # The close frame's own reason is a short text other than the ERROR's message: the
+    # error a stopping worker reports names the ERROR's (§3.8, §9).
+    short = "refused"
     for code in (4001, 4002, 4003, 4004):
         cases.append({"name": "close_%d_handshake" % code,
-                      "outcome": {"close": code, "phase": "handshake"},
+                      "outcome": {"close": code, "phase": "handshake", "close_reason": short},
                       "retry": False, "error_names": [str(code), reason]})
-    cases.append({"name": "close_4000_connected", "outcome": {"close": 4000, "phase": "connected"},
+    cases.append({"name": "close_4000_connected",
+                  "outcome": {"close": 4000, "phase": "connected", "close_reason": short},
                   "retry": False, "error_names": ["4000", reason]})
     for code, phase in ((4005, "handshake"), (4007, "handshake"), (1000, "connected"),
                         (1001, "connected"), (4005, "connected"), (4006, "connected"),
@@ -393,6 +397,10 @@ def retry_cases():
     for name, text in bad:
         cases.append({"name": name, "outcome": {"welcome": text}, "worker_closes": 4005,
                       "retry": True})
+    # The HELLO those WELCOMEs answer (max_concurrency_above_hello is above it).
+    for c in cases:
+        if "welcome" in c["outcome"]:
+            c["hello_max_concurrency"] = 1024
     # Decision of §9: exactly 4000-4004 among close codes, and 400/401/403/404 among HTTP
     # statuses, are permanent.
     for c in cases:

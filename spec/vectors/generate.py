@@ -395,8 +395,33 @@ class SignedInt(int):
     """An integer written with a minus sign ("-0" included): never a valid field value."""
 
 
+# Deepest nesting of arrays and objects, the top-level object counted (§3.8): what
+# serde_json's recursion limit of 128 gives the Rust core.
+MAX_JSON_DEPTH = 127
+# The smallest magnitude an IEEE 754 double rounds to infinity (§3.8: such a number, as
+# 1e400, is an error anywhere, unknown keys included).
+DOUBLE_OVERFLOW = 2**1024 - 2**970
+
+
 def _parse_int(text):
+    if abs(int(text)) >= DOUBLE_OVERFLOW:
+        raise SchemaError("number out of range")
     return SignedInt(int(text)) if text.startswith("-") else int(text)
+
+
+def _parse_float(text):
+    f = float(text)
+    if f in (float("inf"), float("-inf")):
+        raise SchemaError("number out of range")
+    return f
+
+
+def _depth(v):
+    if isinstance(v, dict):
+        return 1 + max((_depth(x) for x in v.values()), default=0)
+    if isinstance(v, list):
+        return 1 + max((_depth(x) for x in v), default=0)
+    return 0
 
 
 def _no_lone_surrogates(v):
@@ -488,8 +513,10 @@ def parse_control(t, payload):
     try:
         text = payload.decode("utf-8", errors="strict")
         o = json.loads(text, parse_constant=_no_constants, object_pairs_hook=_no_duplicates,
-                       parse_int=_parse_int)
+                       parse_int=_parse_int, parse_float=_parse_float)
         _no_lone_surrogates(o)
+        if _depth(o) > MAX_JSON_DEPTH:
+            raise SchemaError("nesting too deep")
         check_control_schema(t, o)
     except (UnicodeDecodeError, ValueError, SchemaError):
         raise DecodeError("invalid_control_payload")
@@ -1069,6 +1096,13 @@ def malformed_vectors():
     hello_raw("hello_null_required_field",
               b'{"protocol":1,"worker_id":null,"max_concurrency":8,"routes":[]}')
     hello_raw("hello_invalid_utf8_in_unknown_key", b'{"protocol":1,' + base + b',"x":"\xc3("}')
+    hello_raw("hello_number_out_of_range_in_unknown_key",
+              b'{"protocol":1,' + base + b',"x":1e400}')
+    hello_raw("hello_long_integer_out_of_range_in_unknown_key",
+              b'{"protocol":1,' + base + b',"x":1' + b"0" * 400 + b'}')
+    # 128 levels: the top-level object and 127 arrays (127 levels decode).
+    hello_raw("hello_nested_128_levels",
+              b'{"protocol":1,' + base + b',"x":' + b"[" * 127 + b"]" * 127 + b"}")
     add("drain_json_number", H(DRAIN, 0, 0) + b"42", ICP)
     add("drain_deadline_string", H(DRAIN, 0, 0)
         + cj({"reason": "shutdown", "deadline_ms": "30000"}), ICP)
@@ -1100,6 +1134,8 @@ def handshake_cases():
     add("full_ok", dict(FULL_HELLO), "ok")
     add("unknown_fields_ignored_ok",
         dict(minimal(), future_field={"nested": [1, 2]}, another="x"), "ok")
+    add("unknown_key_numbers_unchecked_ok",
+        dict(minimal(), future_big=1e308, future_small=-5e-324, future_long=2**64), "ok")
     add("protocol_2", minimal(protocol=2), CLOSE_UNSUPPORTED_VERSION)
     add("protocol_0", minimal(protocol=0), CLOSE_UNSUPPORTED_VERSION)
     add("worker_id_mismatch", minimal(worker_id="rust:other"), CLOSE_BAD_HELLO)

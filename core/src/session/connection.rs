@@ -107,6 +107,7 @@ pub(crate) async fn run(ws: WsStream, args: RunArgs<'_>) -> ConnEnd {
         events: args.events,
         routes: args.routes,
         seq: args.seq,
+        error_message: None,
     };
 
     let mut heartbeat = Heartbeat::new(Duration::from_millis(args.welcome.heartbeat_ms as u64));
@@ -156,6 +157,8 @@ pub(crate) async fn run(ws: WsStream, args: RunArgs<'_>) -> ConnEnd {
                         if drain_deadline.is_some() && matches!(code, Some(1000) | None) {
                             break ConnEnd::Drained;
                         }
+                        // The ERROR before the close carries the whole message (§3.8).
+                        let reason = reader.error_message.take().unwrap_or(reason);
                         break ConnEnd::Closed(code, reason);
                     }
                     Some(Ok(_)) => {} // ping (answered by tungstenite), pong
@@ -221,6 +224,8 @@ struct Reader<'a> {
     events: &'a Events,
     routes: &'a [u16],
     seq: u32,
+    /// The last ERROR's message: the cause a close names in full (its reason may be cut).
+    error_message: Option<String>,
 }
 
 type Violation = (CloseCode, String);
@@ -369,6 +374,7 @@ impl Reader<'_> {
             }
             Frame::Error(e) => {
                 warn!(code = e.code, message = %e.message, "gateway reported an error");
+                self.error_message = Some(e.message);
             }
             other => {
                 return Err(violation(format!(

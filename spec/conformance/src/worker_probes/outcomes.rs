@@ -62,7 +62,10 @@ async fn run(ctx: Ctx, case: Value) -> Outcome<()> {
                 }))
                 .await?;
             }
-            s.close(code, REASON).await?;
+            // A close reason of its own when the case names one: the worker's error must
+            // name the ERROR's message, not the (possibly cut) close reason.
+            s.close(code, outcome["close_reason"].as_str().unwrap_or(REASON))
+                .await?;
             // The closing handshake completes before the socket goes (§2.1).
             let _ = s.close_code(WAIT).await;
         } else if let Some(text) = outcome["welcome"].as_str() {

@@ -1,0 +1,314 @@
+package vyx
+
+// The net/http side of a stream: the *http.Request a handler gets (full original path,
+// query, host, remote address from the forwarding headers, path values, a streamed body)
+// and the http.ResponseWriter it answers with (buffered like net/http's, then streamed
+// within the flow-control window; Flush and http.ResponseController supported).
+
+import (
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"runtime/debug"
+	"strconv"
+	"strings"
+
+	"github.com/vyx-dev/vyx/sdk-go/frame"
+)
+
+// serveStream runs the route's handler for one stream, in the stream's goroutine.
+func (w *Worker) serveStream(s *stream, r *frame.Request) {
+	rt := w.routes[r.RouteID]
+	req := newRequest(s, r, rt)
+	rw := &responseWriter{s: s, header: http.Header{}, log: w.log, req: req}
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				s.abort("handler aborted") // as net/http drops the connection: no answer
+			} else {
+				w.log.Error("vyx: handler panicked", "method", req.Method, "target", r.Target, "panic", v, "stack", string(debug.Stack()))
+				rw.fail("handler panicked")
+			}
+		} else {
+			rw.finish()
+		}
+		s.finish()
+	}()
+	rt.handler.ServeHTTP(rw, req)
+}
+
+// newRequest builds the *http.Request of a REQUEST as http.Server would from the same
+// request line and headers: RequestURI is the raw target, URL its parse, Host the host
+// header, RemoteAddr the client address the gateway forwarded.
+func newRequest(s *stream, r *frame.Request, rt route) *http.Request {
+	u, err := url.ParseRequestURI(r.Target)
+	if err != nil {
+		// A target net/http would refuse (a malformed %): kept raw, so handlers still run.
+		path, query, _ := strings.Cut(r.Target, "?")
+		u = &url.URL{Path: path, RawQuery: query}
+	}
+	header := make(http.Header, len(r.Headers))
+	host := ""
+	for _, f := range r.Headers {
+		if f.Name == "host" {
+			if host == "" {
+				host = string(f.Value)
+			}
+			continue
+		}
+		k := http.CanonicalHeaderKey(f.Name)
+		header[k] = append(header[k], string(f.Value))
+	}
+	req := &http.Request{
+		Method: r.Method, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: header, Host: host, RequestURI: r.Target, RemoteAddr: remoteAddr(header),
+		Body: http.NoBody, Pattern: rt.method + " " + rt.path,
+	}
+	if rt.method == "*" {
+		req.Pattern = rt.path
+	}
+	if !r.EndStream {
+		req.Body = &body{s: s}
+		req.ContentLength = -1
+		if cl := header.Get("Content-Length"); cl != "" {
+			if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
+				req.ContentLength = n
+			}
+		}
+	}
+	req = req.WithContext(s.ctx)
+	for _, p := range r.Params {
+		req.SetPathValue(p.Name, string(p.Value))
+	}
+	return req
+}
+
+// remoteAddr is the client address the gateway forwarded: the for= of the last forwarded
+// header (the gateway's own, RFC 7239), else the last x-forwarded-for element, as
+// "ip:0" so that net.SplitHostPort works (the client's port is not forwarded).
+func remoteAddr(h http.Header) string {
+	ip := ""
+	if fw := h["Forwarded"]; len(fw) > 0 {
+		elem := fw[len(fw)-1]
+		elem = elem[strings.LastIndexByte(elem, ',')+1:]
+		for elem != "" {
+			var pair string
+			pair, elem, _ = strings.Cut(elem, ";")
+			if k, v, ok := strings.Cut(strings.TrimSpace(pair), "="); ok && strings.EqualFold(k, "for") {
+				v = strings.Trim(v, `"`)
+				if host, _, err := net.SplitHostPort(v); err == nil {
+					v = host
+				}
+				ip = strings.Trim(v, "[]")
+			}
+		}
+	}
+	if ip == "" {
+		if xff := h["X-Forwarded-For"]; len(xff) > 0 {
+			last := xff[len(xff)-1]
+			ip = strings.TrimSpace(last[strings.LastIndexByte(last, ',')+1:])
+		}
+	}
+	if ip == "" {
+		return ""
+	}
+	if strings.IndexByte(ip, ':') >= 0 {
+		return "[" + ip + "]:0"
+	}
+	return ip + ":0"
+}
+
+// body is a request body: reading grants the gateway credit (§5), so a handler that does
+// not read holds the upload where it is.
+type body struct {
+	s      *stream
+	closed bool
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	if b.closed {
+		return 0, errors.New("http: invalid Read on closed Body")
+	}
+	return b.s.read(p)
+}
+
+// Close stops reading; the rest of the upload is refused when the handler returns.
+func (b *body) Close() error { b.closed = true; return nil }
+
+// bufferSize is how much a response buffers before its head is sent, as net/http's 4 KiB:
+// a response that fits is sent whole, with content-length and END_STREAM.
+const bufferSize = 4096
+
+type responseWriter struct {
+	s      *stream
+	log    *slog.Logger
+	req    *http.Request
+	header http.Header
+
+	status      int
+	sent        http.Header // the header as of WriteHeader
+	wroteHeader bool
+	headSent    bool
+	bodyWanted  bool
+	buf         []byte
+	err         error
+}
+
+func (rw *responseWriter) Header() http.Header { return rw.header }
+
+func (rw *responseWriter) WriteHeader(code int) {
+	if rw.wroteHeader {
+		rw.log.Warn("vyx: superfluous WriteHeader call", "status", code, "target", rw.req.RequestURI)
+		return
+	}
+	if code >= 100 && code <= 199 {
+		return // informational answers are not part of protocol v1 (§11)
+	}
+	rw.status, rw.wroteHeader = code, true
+	rw.sent = rw.header.Clone()
+}
+
+func bodyAllowed(status int) bool { return status != 204 && status != 304 }
+
+func (rw *responseWriter) Write(p []byte) (int, error) {
+	if !rw.wroteHeader {
+		rw.WriteHeader(http.StatusOK)
+	}
+	if !bodyAllowed(rw.status) {
+		return 0, http.ErrBodyNotAllowed
+	}
+	if rw.err != nil {
+		return 0, rw.err
+	}
+	if !rw.headSent {
+		if len(rw.buf)+len(p) <= bufferSize {
+			rw.buf = append(rw.buf, p...)
+			return len(p), nil
+		}
+		if err := rw.sendHead(); err != nil {
+			return 0, err
+		}
+		if len(rw.buf) > 0 {
+			buffered := rw.buf
+			rw.buf = nil
+			if err := rw.bodyWrite(buffered, false); err != nil {
+				return 0, err
+			}
+		}
+	}
+	if err := rw.bodyWrite(p, false); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (rw *responseWriter) bodyWrite(p []byte, end bool) error {
+	if !rw.bodyWanted {
+		return nil // HEAD: the body is dropped (§2.5.4)
+	}
+	if err := rw.s.write(p, end); err != nil {
+		rw.err = err
+		return err
+	}
+	return nil
+}
+
+// sniff sets Content-Type from the first bytes, as net/http does, unless the handler set
+// it (or set it to nil to prevent this).
+func (rw *responseWriter) sniff() {
+	if _, set := rw.sent["Content-Type"]; !set && len(rw.buf) > 0 && bodyAllowed(rw.status) {
+		rw.sent.Set("Content-Type", http.DetectContentType(rw.buf))
+	}
+}
+
+// sendHead sends the head for a streamed body.
+func (rw *responseWriter) sendHead() error {
+	rw.sniff()
+	rw.headSent = true
+	wanted, err := rw.s.sendHead(rw.status, rw.sent, nil, false)
+	rw.bodyWanted = wanted
+	return rw.headError(err)
+}
+
+func (rw *responseWriter) headError(err error) error {
+	var ih *InvalidHeadError
+	if errors.As(err, &ih) {
+		rw.log.Error("vyx: the handler's response head cannot be sent; answered 500", "why", ih.Why, "target", rw.req.RequestURI)
+	}
+	if err != nil {
+		rw.err = err
+	}
+	return err
+}
+
+// Flush sends the head and everything written so far (http.Flusher).
+func (rw *responseWriter) Flush() { _ = rw.FlushError() }
+
+// FlushError is Flush with its error, for http.ResponseController.
+func (rw *responseWriter) FlushError() error {
+	if !rw.wroteHeader {
+		rw.WriteHeader(http.StatusOK)
+	}
+	if rw.err != nil {
+		return rw.err
+	}
+	if !rw.headSent {
+		if err := rw.sendHead(); err != nil {
+			return err
+		}
+	}
+	if len(rw.buf) > 0 {
+		buffered := rw.buf
+		rw.buf = nil
+		return rw.bodyWrite(buffered, false)
+	}
+	return nil
+}
+
+// EnableFullDuplex is for http.ResponseController: a vyx stream always is (the request
+// body can be read after the response started).
+func (rw *responseWriter) EnableFullDuplex() error { return nil }
+
+// finish completes the response when the handler returned: a response that fits the
+// buffer goes whole (content-length, END_STREAM); a streamed one gets its END_STREAM.
+func (rw *responseWriter) finish() {
+	if rw.err != nil {
+		return
+	}
+	if !rw.wroteHeader {
+		rw.WriteHeader(http.StatusOK)
+	}
+	if !rw.headSent {
+		rw.sniff()
+		rw.headSent = true
+		whole := rw.buf
+		if whole == nil {
+			whole = []byte{}
+		}
+		wanted, err := rw.s.sendHead(rw.status, rw.sent, whole, len(whole) == 0)
+		if rw.headError(err) != nil || !wanted {
+			return
+		}
+		rw.bodyWanted = true
+		_ = rw.bodyWrite(whole, true)
+		return
+	}
+	_ = rw.bodyWrite(nil, true)
+}
+
+// fail ends a response whose handler panicked: 500 before the head, RESET handler_error
+// after it (the client sees a cut body).
+func (rw *responseWriter) fail(reason string) {
+	if !rw.headSent {
+		c := rw.s.c
+		c.mu.Lock()
+		if rw.s.err == nil {
+			rw.s.internalError()
+		}
+		c.mu.Unlock()
+		return
+	}
+	rw.s.abort(reason)
+}

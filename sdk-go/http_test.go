@@ -1,0 +1,181 @@
+package vyx
+
+// The net/http API under a scripted gateway: HEAD, panics, bad heads, streaming,
+// cancellation and request bodies follow the host rules (mounted apps: internal/frameworks).
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/vyx-dev/vyx/sdk-go/frame"
+	"github.com/vyx-dev/vyx/sdk-go/internal/gwtest"
+)
+
+func TestHostRules(t *testing.T) {
+	g := gwtest.New(t)
+	cancelled := make(chan error, 1)
+	startWorker(t, g, func(w *Worker) {
+		w.Get("/json", func(rw http.ResponseWriter, r *http.Request) {
+			rw.Header().Set("Content-Type", "application/json")
+			rw.Header().Set("Connection", "close") // hop-by-hop: dropped
+			io.WriteString(rw, `{"a":1}`)
+		})
+		w.Get("/panic", func(http.ResponseWriter, *http.Request) { panic("on purpose") })
+		w.Get("/panic-late", func(rw http.ResponseWriter, r *http.Request) {
+			rw.WriteHeader(200)
+			rw.(http.Flusher).Flush()
+			panic("after the head")
+		})
+		w.Get("/bad-head", func(rw http.ResponseWriter, r *http.Request) {
+			rw.Header().Set("X-Bad", "line\nbreak")
+			io.WriteString(rw, "never sent")
+		})
+		w.Get("/flush", func(rw http.ResponseWriter, r *http.Request) {
+			io.WriteString(rw, "first")
+			if err := http.NewResponseController(rw).Flush(); err != nil {
+				t.Error(err)
+			}
+			<-r.Context().Done() // until the gateway resets the stream
+			cancelled <- context.Cause(r.Context())
+		})
+		w.Post("/sum", func(rw http.ResponseWriter, r *http.Request) {
+			b, err := io.ReadAll(r.Body)
+			fmt.Fprintf(rw, "%d %v", len(b), err)
+		})
+		w.Get("/empty", func(rw http.ResponseWriter, r *http.Request) { rw.WriteHeader(204) })
+	}, Config{})
+	c := g.Accept()
+	c.Welcome(65536)
+
+	c.Send(c.Request(1, "GET /json", "/json", true))
+	r, body := c.Answer(1)
+	if r.Status != 200 || string(body) != `{"a":1}` || gwtest.Header(r, "content-length")[0] != "7" || gwtest.Header(r, "connection") != nil {
+		t.Errorf("GET /json: %d %v %q", r.Status, r.Headers, body)
+	}
+	if !r.EndStream && len(body) == 0 {
+		t.Error("no body")
+	}
+
+	// HEAD on the GET route: the same head, END_STREAM, no body, the GET's content-length.
+	head := c.Request(3, "GET /json", "/json", true)
+	head.Method = "HEAD"
+	c.Send(head)
+	r, body = c.Answer(3)
+	if r.Status != 200 || !r.EndStream || len(body) != 0 || gwtest.Header(r, "content-length")[0] != "7" {
+		t.Errorf("HEAD /json: %d end=%v %v %q", r.Status, r.EndStream, r.Headers, body)
+	}
+
+	// A panic before the head: 500, and the worker goes on serving.
+	c.Send(c.Request(5, "GET /panic", "/panic", true))
+	if r, body = c.Answer(5); r.Status != 500 || string(body) != "internal error" {
+		t.Errorf("panic: %d %q", r.Status, body)
+	}
+	// A panic after the head: RESET handler_error.
+	c.Send(c.Request(7, "GET /panic-late", "/panic-late", true))
+	if f, _ := c.Next(); f.(*frame.Response).Status != 200 {
+		t.Errorf("panic-late head: %#v", f)
+	}
+	if f, _ := c.Next(); f.Type() != frame.TypeReset || f.(*frame.Reset).Code != frame.ResetHandlerError {
+		t.Errorf("panic-late: %#v", f)
+	}
+	// A head that cannot be encoded: 500 (PROTOCOL.md §3.5).
+	c.Send(c.Request(9, "GET /bad-head", "/bad-head", true))
+	if r, _ = c.Answer(9); r.Status != 500 {
+		t.Errorf("bad head: %d", r.Status)
+	}
+	// 204: no body, no content-length.
+	c.Send(c.Request(11, "GET /empty", "/empty", true))
+	if r, body = c.Answer(11); r.Status != 204 || !r.EndStream || gwtest.Header(r, "content-length") != nil {
+		t.Errorf("204: %#v %q", r, body)
+	}
+
+	// Flush sends head and bytes at once; a RESET cancels r.Context() with its cause.
+	c.Send(c.Request(13, "GET /flush", "/flush", true))
+	if f, _ := c.Next(); f.(*frame.Response).EndStream || gwtest.Header(f.(*frame.Response), "content-length") != nil {
+		t.Errorf("flushed head: %#v", f)
+	}
+	if f, _ := c.Next(); string(f.(*frame.Data).Data) != "first" {
+		t.Errorf("flushed bytes: %#v", f)
+	}
+	c.Send(&frame.Reset{StreamID: 13, Code: frame.ResetCancel, Reason: "client gone"})
+	select {
+	case err := <-cancelled:
+		var se *StreamError
+		if !errors.As(err, &se) || se.Code != frame.ResetCancel {
+			t.Errorf("cause %v", err)
+		}
+	case <-time.After(gwtest.Wait):
+		t.Fatal("r.Context() not cancelled by RESET")
+	}
+
+	// A streamed request body larger than the window: the worker grants credit as the
+	// handler reads, so all of it arrives.
+	c.Send(c.Request(15, "POST /sum", "/sum", false))
+	sent, credit := 0, 65536
+	const total = 200000
+	for sent < total {
+		for credit == 0 {
+			f, err := c.NextAny()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if w, ok := f.(*frame.Window); ok && w.StreamID == 15 {
+				credit += int(w.Increment)
+			}
+		}
+		n := min(credit, total-sent, 16384)
+		c.Send(&frame.Data{StreamID: 15, Data: bytes.Repeat([]byte{'x'}, n), EndStream: sent+n == total})
+		sent, credit = sent+n, credit-n
+	}
+	if r, body = c.Answer(15); string(body) != "200000 <nil>" {
+		t.Errorf("upload: %d %q", r.Status, body)
+	}
+}
+
+func TestHandlePatterns(t *testing.T) {
+	w, err := NewWorker(Config{Connect: "ws://127.0.0.1:1", ID: "t:p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Get("/a/{id}", func(http.ResponseWriter, *http.Request) {})
+	for _, bad := range []string{"GET /a/{key}", "get /x", "/x/{*rest}/y", "GET nopath"} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("Handle(%q) did not panic", bad)
+				}
+			}()
+			w.Handle(bad, http.NotFoundHandler())
+		}()
+	}
+	if goCatchAll("/files/{rest...}") != "/files/{*rest}" {
+		t.Error(goCatchAll("/files/{rest...}"))
+	}
+	for _, cfg := range []Config{{Connect: "http://x", ID: "a"}, {Connect: "ws://x", ID: "a b"}, {Connect: "ws://x", ID: "a", MaxConcurrency: 70000}} {
+		if _, err := NewWorker(cfg); err == nil {
+			t.Errorf("NewWorker(%+v) accepted", cfg)
+		}
+	}
+}
+
+func TestRemoteAddr(t *testing.T) {
+	for _, c := range []struct {
+		h    http.Header
+		want string
+	}{
+		{http.Header{"Forwarded": {"for=1.2.3.4", `for=198.51.100.7;proto=http;host="a:1"`}}, "198.51.100.7:0"},
+		{http.Header{"Forwarded": {`for=x, for="[2001:db8::1]:4711";proto=https`}}, "[2001:db8::1]:0"},
+		{http.Header{"X-Forwarded-For": {"203.0.113.9, 127.0.0.1"}}, "127.0.0.1:0"},
+		{http.Header{}, ""},
+	} {
+		if got := remoteAddr(c.h); got != c.want {
+			t.Errorf("remoteAddr(%v) = %q, want %q", c.h, got, c.want)
+		}
+	}
+}

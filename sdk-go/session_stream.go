@@ -1,0 +1,334 @@
+package vyx
+
+// One stream of a connection, as its handler sees it (core/src/session/stream.rs): the
+// request body in, with the receive window granted back as the handler reads, and the
+// response out, within the send window, with the host rules of spec/HOSTS.md §6 applied to
+// the head.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/vyx-dev/vyx/sdk-go/frame"
+)
+
+// StreamError is why a stream can no longer be answered: the gateway reset it, or the
+// connection was lost. It is the cause of the request context's cancellation
+// (context.Cause(r.Context())) and the error of every later Read and Write.
+type StreamError struct {
+	// Code is the gateway's RESET code; Lost is true (and Code meaningless) when the
+	// connection ended with the stream open.
+	Code   frame.ResetCode
+	Reason string
+	Lost   bool
+}
+
+func (e *StreamError) Error() string {
+	if e.Lost {
+		return "vyx: connection to the gateway lost"
+	}
+	if e.Reason != "" {
+		return fmt.Sprintf("vyx: stream reset by the gateway: %s: %s", e.Code.Name(), e.Reason)
+	}
+	return "vyx: stream reset by the gateway: " + e.Code.Name()
+}
+
+// errConnectionLost fails the streams still open when a connection ends.
+var errConnectionLost = &StreamError{Lost: true}
+
+type stream struct {
+	id       uint32
+	c        *connection
+	headOnly bool // a HEAD request: the head is sent, never a body (§2.5.4)
+	// expectContinue: the gateway holds the body until the first read asks for it (§5.1).
+	expectContinue bool
+	ctx            context.Context
+	cancel         context.CancelCauseFunc
+	readWake       chan struct{}
+	writeWake      chan struct{}
+
+	// Guarded by c.mu.
+	body      [][]byte // received, not yet read
+	bodyEnded bool     // END_STREAM received
+	recv      RecvWindow
+	send      SendWindow
+	asked     bool // the expect: 100-continue body was asked for
+	headSent  bool
+	respEnded bool
+	err       error // reset or lost: every call fails with it
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// fail ends the stream with err (the caller removed it from the table, holding c.mu).
+func (s *stream) fail(err error) {
+	if s.err == nil {
+		s.err = err
+	}
+	s.cancel(err)
+	signal(s.readWake)
+	signal(s.writeWake)
+}
+
+// read is the request body's Read: it hands out received bytes and grants the window
+// back (§5); it blocks until bytes arrive, the body ends or the stream fails.
+func (s *stream) read(p []byte) (int, error) {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		if s.err != nil {
+			return 0, s.err
+		}
+		if len(s.body) > 0 {
+			n := copy(p, s.body[0])
+			if n == len(s.body[0]) {
+				s.body[0] = nil
+				s.body = s.body[1:]
+			} else {
+				s.body[0] = s.body[0][n:]
+			}
+			if inc := s.recv.Consume(uint32(n)); inc > 0 {
+				c.out.control((&frame.Window{StreamID: s.id, Increment: inc}).Encode())
+			}
+			return n, nil
+		}
+		if s.bodyEnded {
+			return 0, io.EOF
+		}
+		if len(p) == 0 {
+			return 0, nil
+		}
+		if s.expectContinue && !s.asked {
+			// A one-byte WINDOW asks the gateway for the held body (§5.1).
+			s.asked = true
+			s.recv.remaining++
+			c.out.control((&frame.Window{StreamID: s.id, Increment: 1}).Encode())
+		}
+		c.mu.Unlock()
+		select {
+		case <-s.readWake:
+		case <-s.ctx.Done():
+		}
+		c.mu.Lock()
+		if s.err == nil && s.ctx.Err() != nil {
+			s.err = context.Cause(s.ctx)
+		}
+	}
+}
+
+// sendHead sends RESPONSE. whole is the complete body when the response is sent in one
+// piece (content-length is then added); nil for a streamed body. It returns whether body
+// bytes may follow. An invalid head is answered 500 and reported as *InvalidHeadError.
+func (s *stream) sendHead(status int, h http.Header, whole []byte, end bool) (bool, error) {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s.err != nil {
+		return false, s.err
+	}
+	if s.headSent {
+		return false, errors.New("vyx: response head sent twice")
+	}
+	noBody := s.headOnly || status == 204 || status == 304
+	end = end || noBody
+	fields, err := encodeHead(status, h, whole, noBody)
+	if err != nil {
+		s.internalError()
+		return false, err
+	}
+	s.headSent = true
+	c.out.control((&frame.Response{StreamID: s.id, EndStream: end, Status: uint16(status), Headers: fields}).Encode())
+	if end {
+		s.endResponse()
+	}
+	return !end, nil
+}
+
+// internalError answers 500 "internal error" (a handler that failed before its head, or
+// whose head cannot be encoded), holding c.mu.
+func (s *stream) internalError() {
+	body := []byte("internal error")
+	if s.headOnly || s.send.Available() < int64(len(body)) {
+		body = body[:0]
+	}
+	fields, _ := encodeHead(500, http.Header{"Content-Type": {"text/plain; charset=utf-8"}}, body, s.headOnly)
+	s.headSent = true
+	end := len(body) == 0
+	s.c.out.control((&frame.Response{StreamID: s.id, EndStream: end, Status: 500, Headers: fields}).Encode())
+	if !end {
+		s.send.Reserve(len(body))
+		s.queueData(body, true)
+	}
+	s.endResponse()
+}
+
+// InvalidHeadError is a response head the host cannot encode (HOSTS.md §6): the SDK
+// answered 500 instead and logs this.
+type InvalidHeadError struct{ Why string }
+
+func (e *InvalidHeadError) Error() string { return "vyx: invalid response head: " + e.Why }
+
+// queueData queues one DATA frame (credit already reserved), holding c.mu.
+func (s *stream) queueData(p []byte, end bool) {
+	s.c.out.stream(s.id, (&frame.Data{StreamID: s.id, EndStream: end, Data: p}).Encode())
+}
+
+// write sends body bytes within the send window, blocking for WINDOW when it is spent
+// (§5), splitting at the frame limit. end sends END_STREAM with the last bytes.
+func (s *stream) write(p []byte, end bool) error {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		if s.err != nil {
+			return s.err
+		}
+		if s.respEnded {
+			return errors.New("vyx: write after the response ended")
+		}
+		if s.headOnly {
+			if end {
+				s.endResponse()
+			}
+			return nil
+		}
+		if len(p) == 0 {
+			if end {
+				s.queueData(nil, true)
+				s.endResponse()
+			}
+			return nil
+		}
+		n := s.send.Reserve(min(len(p), frame.MaxDataPayload))
+		if n == 0 {
+			c.mu.Unlock()
+			select {
+			case <-s.writeWake:
+			case <-s.ctx.Done():
+			}
+			c.mu.Lock()
+			if s.err == nil && s.ctx.Err() != nil {
+				s.err = context.Cause(s.ctx)
+			}
+			continue
+		}
+		last := end && n == len(p)
+		s.queueData(append([]byte(nil), p[:n]...), last)
+		p = p[n:]
+		if last {
+			s.endResponse()
+			return nil
+		}
+	}
+}
+
+// endResponse records the response's END_STREAM; a stream whose request body ended too is
+// closed (§4.2) and leaves the table. Holding c.mu.
+func (s *stream) endResponse() {
+	s.respEnded = true
+	if s.bodyEnded {
+		s.c.remove(s.id)
+	}
+}
+
+// finish runs when the handler returned: a request body still open is refused with
+// RESET no_error after the complete response (§4.3), and the stream leaves the table.
+func (s *stream) finish() {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s.err == nil && s.respEnded && !s.bodyEnded {
+		c.out.stream(s.id, (&frame.Reset{StreamID: s.id, Code: frame.ResetNoError}).Encode())
+	}
+	c.remove(s.id)
+	s.cancel(context.Canceled)
+}
+
+// abort resets the stream handler_error (a handler that failed after the head).
+func (s *stream) abort(reason string) {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s.err != nil {
+		return
+	}
+	c.out.reset(s.id, (&frame.Reset{StreamID: s.id, Code: frame.ResetHandlerError, Reason: reason}).Encode())
+	c.remove(s.id)
+	s.fail(&StreamError{Code: frame.ResetHandlerError, Reason: reason})
+}
+
+// hopByHop are the headers a worker never sends (§3.5), besides proxy-* and those the
+// connection header lists.
+var hopByHop = map[string]bool{"connection": true, "keep-alive": true, "transfer-encoding": true,
+	"upgrade": true, "te": true, "trailer": true}
+
+// encodeHead applies the host rules to a head (HOSTS.md §6): names lower-cased, hop-by-hop
+// headers dropped, content-length added for a whole body unless given or the status has
+// none; it fails when the result could not be sent (status, name, value, size).
+func encodeHead(status int, h http.Header, whole []byte, noBody bool) ([]frame.Field, error) {
+	if status < 200 || status > 599 {
+		return nil, &InvalidHeadError{fmt.Sprintf("status %d is outside 200..=599", status)}
+	}
+	listed := map[string]bool{}
+	for _, v := range h["Connection"] {
+		for _, t := range strings.Split(v, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				listed[strings.ToLower(t)] = true
+			}
+		}
+	}
+	names := make([]string, 0, len(h))
+	for name := range h {
+		names = append(names, name)
+	}
+	sort.Strings(names) // a stable head; values of one name keep their order
+	fields := make([]frame.Field, 0, len(h)+1)
+	size, hasLength := frame.HeaderSize+4, false
+	for _, name := range names {
+		values := h[name]
+		lower := strings.ToLower(name)
+		if hopByHop[lower] || listed[lower] || strings.HasPrefix(lower, "proxy-") {
+			continue
+		}
+		if !frame.IsHeaderName(lower) || len(lower) > 65535 {
+			return nil, &InvalidHeadError{fmt.Sprintf("header name %q is not a token", name)}
+		}
+		if lower == "content-length" {
+			if status == 204 || status == 304 {
+				continue
+			}
+			hasLength = true
+		}
+		for _, v := range values {
+			if !frame.IsHeaderValue([]byte(v)) || len(v) > 65535 {
+				return nil, &InvalidHeadError{fmt.Sprintf("value of header %q holds a forbidden byte or is longer than 65535 bytes", name)}
+			}
+			fields = append(fields, frame.Field{Name: lower, Value: []byte(v)})
+			size += 4 + len(lower) + len(v)
+		}
+	}
+	if whole != nil && !hasLength && status != 204 && status != 304 && !(noBody && len(whole) == 0) {
+		l := strconv.Itoa(len(whole))
+		fields = append(fields, frame.Field{Name: "content-length", Value: []byte(l)})
+		size += 4 + len("content-length") + len(l)
+	}
+	if len(fields) > 65535 {
+		return nil, &InvalidHeadError{fmt.Sprintf("%d headers; a response carries at most 65535", len(fields))}
+	}
+	if size > MaxFrameSize {
+		return nil, &InvalidHeadError{fmt.Sprintf("response head of %d bytes exceeds the %d-byte frame limit", size, MaxFrameSize)}
+	}
+	return fields, nil
+}

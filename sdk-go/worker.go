@@ -1,0 +1,327 @@
+package vyx
+
+// The net/http API: a Worker serves http.Handlers through the gateway, as an http.Server
+// serves them through a listener.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vyx-dev/vyx/sdk-go/frame"
+)
+
+// Version is this SDK's version, sent in HELLO as sdk "vyx-go/<Version>".
+const Version = "0.1.0"
+
+// Environment variables read when a Config field is left empty (local mode sets them for
+// the workers it starts).
+const (
+	EnvConnect  = "VYX_CONNECT"
+	EnvWorkerID = "VYX_WORKER_ID"
+	EnvToken    = "VYX_TOKEN"
+	EnvCAFile   = "VYX_CA_FILE"
+)
+
+// Config configures a Worker. Empty fields take their defaults: Connect, ID, Token and
+// CAFile from VYX_CONNECT, VYX_WORKER_ID, VYX_TOKEN and VYX_CA_FILE.
+type Config struct {
+	// Connect is the gateway: ws://host:port, wss://host:port, or a full registration URL.
+	Connect string
+	// ID is the worker id: 1..=128 bytes of A-Z a-z 0-9 . _ : @ / -.
+	ID string
+	// Token is sent as Authorization: Bearer <token> when not empty.
+	Token string
+	// MaxConcurrency is how many requests one connection serves at once (1..=65535,
+	// default 1024).
+	MaxConcurrency int
+	// Labels are informational (the gateway's admin view and metrics).
+	Labels map[string]string
+	// CAFile is a PEM file of CAs trusted for wss:// besides the system's roots.
+	CAFile string
+	// Logger receives the worker's logs (default slog.Default()).
+	Logger *slog.Logger
+	// Instance distinguishes this process among replicas (default: host name and pid).
+	Instance string
+	// ConnectTimeout bounds one dial: TCP, TLS and upgrade (default 10 s).
+	ConnectTimeout time.Duration
+	// DrainTimeout is the grace period in-flight requests get when Start's context ends,
+	// or when Shutdown's context has no deadline (default 10 s).
+	DrainTimeout time.Duration
+	// OnState receives every connection-state change, in order, none dropped, on a
+	// goroutine of its own.
+	OnState func(State)
+}
+
+// ErrWorkerStarted is returned by a second Start.
+var ErrWorkerStarted = errors.New("vyx: worker already started")
+
+type route struct {
+	method, path string
+	handler      http.Handler
+}
+
+// Worker serves routes through a vyx gateway. Create it with NewWorker, declare routes,
+// then Start it.
+type Worker struct {
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex
+	routes   []route
+	shapes   map[[2]string]string
+	routeIDs map[uint16]bool
+	started  bool
+	state    State
+	states   *stateQueue
+
+	base     context.Context // handlers' parent: Start's context without its cancellation
+	drain    chan drainOrder
+	stopOnce sync.Once
+	stopCtx  context.Context
+	stopNow  context.CancelFunc
+	done     chan struct{}
+}
+
+// NewWorker checks cfg (after the environment defaults) and returns a worker with no
+// routes yet.
+//
+//	w, err := vyx.NewWorker(vyx.Config{ID: "go:api"}) // VYX_CONNECT names the gateway
+func NewWorker(cfg Config) (*Worker, error) {
+	env := func(field *string, key string) {
+		if *field == "" {
+			*field = os.Getenv(key)
+		}
+	}
+	env(&cfg.Connect, EnvConnect)
+	env(&cfg.ID, EnvWorkerID)
+	env(&cfg.Token, EnvToken)
+	env(&cfg.CAFile, EnvCAFile)
+	if cfg.MaxConcurrency == 0 {
+		cfg.MaxConcurrency = 1024
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 10 * time.Second
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 10 * time.Second
+	}
+	if cfg.Instance == "" {
+		host, _ := os.Hostname()
+		cfg.Instance = fmt.Sprintf("%s-%d-%x", host, os.Getpid(), randomSeed()&0xffffff)
+	}
+	switch {
+	case cfg.Connect == "":
+		return nil, fmt.Errorf("vyx: no gateway address: set Config.Connect or %s", EnvConnect)
+	case !strings.HasPrefix(cfg.Connect, "ws://") && !strings.HasPrefix(cfg.Connect, "wss://"):
+		return nil, fmt.Errorf("vyx: gateway address %q must start with ws:// or wss://", cfg.Connect)
+	case !IsWorkerID(cfg.ID):
+		return nil, fmt.Errorf("vyx: worker id %q must be 1 to 128 characters of A-Z a-z 0-9 . _ : @ / - (set Config.ID or %s)", cfg.ID, EnvWorkerID)
+	case cfg.MaxConcurrency < 1 || cfg.MaxConcurrency > MaxConcurrency:
+		return nil, fmt.Errorf("vyx: MaxConcurrency %d is outside 1..=%d", cfg.MaxConcurrency, MaxConcurrency)
+	case strings.ContainsAny(cfg.Token, "\r\n\x00"):
+		return nil, errors.New("vyx: the token holds characters a header cannot carry")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	stopCtx, stopNow := context.WithCancel(context.Background())
+	return &Worker{cfg: cfg, log: log, shapes: map[[2]string]string{}, routeIDs: map[uint16]bool{},
+		drain: make(chan drainOrder, 1), stopCtx: stopCtx, stopNow: stopNow, done: make(chan struct{}),
+		state: State{Kind: Connecting}}, nil
+}
+
+// Handle serves pattern with h. pattern is "[METHOD ]PATH": without a method the route
+// takes every method (a "*" route). PATH uses {name} for one segment and a last {*rest}
+// (or Go's {rest...}) for the rest of the path; the handler reads them with r.PathValue.
+// A GET route also serves HEAD (the body is dropped). The handler sees the request's full
+// original path in r.URL, so a whole http.ServeMux, chi router or gin engine can be mounted:
+//
+//	w.Handle("/api/{*rest}", mux) // mux sees /api/users/7?x=1 as sent
+//
+// Like http.ServeMux, Handle panics on an invalid or duplicate pattern, and after Start.
+func (w *Worker) Handle(pattern string, h http.Handler) {
+	method, path := "*", pattern
+	if i := strings.IndexByte(pattern, ' '); i >= 0 {
+		method, path = pattern[:i], strings.TrimLeft(pattern[i+1:], " ")
+	}
+	path = goCatchAll(path)
+	if h == nil {
+		panic("vyx: nil handler for " + pattern)
+	}
+	if !IsRouteMethod(method) {
+		panic(fmt.Sprintf("vyx: pattern %q: method %q must be an upper-case token", pattern, method))
+	}
+	shape, err := PatternShape(path)
+	if err != nil {
+		panic(fmt.Sprintf("vyx: pattern %q: path %v", pattern, err))
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.started {
+		panic("vyx: Handle(" + pattern + ") after Start: declare every route before")
+	}
+	if other, dup := w.shapes[[2]string{method, shape}]; dup {
+		panic(fmt.Sprintf("vyx: pattern %q conflicts with %q (same method and shape)", pattern, other))
+	}
+	if len(w.routes) >= MaxRoutes {
+		panic(fmt.Sprintf("vyx: more than %d routes", MaxRoutes))
+	}
+	w.shapes[[2]string{method, shape}] = pattern
+	w.routeIDs[uint16(len(w.routes))] = true
+	w.routes = append(w.routes, route{method: method, path: path, handler: h})
+}
+
+// goCatchAll turns Go's ServeMux catch-all {name...} into the protocol's {*name}.
+func goCatchAll(path string) string {
+	if strings.HasSuffix(path, "...}") {
+		if i := strings.LastIndex(path, "/{"); i >= 0 && !strings.HasPrefix(path[i+2:], "*") {
+			return path[:i+2] + "*" + strings.TrimSuffix(path[i+2:], "...}") + "}"
+		}
+	}
+	return path
+}
+
+// HandleFunc is Handle for a function.
+func (w *Worker) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
+	w.Handle(pattern, http.HandlerFunc(h))
+}
+
+// Get serves GET (and HEAD) requests for path.
+func (w *Worker) Get(path string, h http.HandlerFunc) { w.Handle("GET "+path, h) }
+
+// Head serves HEAD requests for path (a GET route serves them too when there is none).
+func (w *Worker) Head(path string, h http.HandlerFunc) { w.Handle("HEAD "+path, h) }
+
+// Post serves POST requests for path.
+func (w *Worker) Post(path string, h http.HandlerFunc) { w.Handle("POST "+path, h) }
+
+// Put serves PUT requests for path.
+func (w *Worker) Put(path string, h http.HandlerFunc) { w.Handle("PUT "+path, h) }
+
+// Patch serves PATCH requests for path.
+func (w *Worker) Patch(path string, h http.HandlerFunc) { w.Handle("PATCH "+path, h) }
+
+// Delete serves DELETE requests for path.
+func (w *Worker) Delete(path string, h http.HandlerFunc) { w.Handle("DELETE "+path, h) }
+
+// State is the current connection state.
+func (w *Worker) State() State {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.state
+}
+
+func (w *Worker) setState(s State) {
+	w.mu.Lock()
+	w.state = s
+	w.mu.Unlock()
+	w.states.push(s)
+}
+
+// Start registers with the gateway and serves until the worker has drained: after
+// Shutdown, or when ctx is done (then in-flight requests get Config.DrainTimeout). It
+// reconnects with backoff on its own. It returns nil after a drain, and the cause when the
+// gateway refused the worker for good (bad token, route conflict, HTTP 400/401/403/404:
+// a *ConnectError). Handlers' contexts keep ctx's values but not its cancellation, so
+// that a drain lets them finish.
+//
+//	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+//	defer stop()
+//	if err := w.Start(ctx); err != nil { log.Fatal(err) }
+func (w *Worker) Start(ctx context.Context) error {
+	w.mu.Lock()
+	if w.started {
+		w.mu.Unlock()
+		return ErrWorkerStarted
+	}
+	w.started = true
+	w.base = context.WithoutCancel(ctx)
+	w.states = newStateQueue(w.cfg.OnState)
+	routes := make([]frame.Route, len(w.routes))
+	for i, r := range w.routes {
+		routes[i] = frame.Route{ID: uint64(i), Method: r.method, Path: r.path}
+	}
+	w.mu.Unlock()
+	defer close(w.done)
+	w.setState(State{Kind: Connecting})
+
+	tc, err := tlsConfig(w.cfg.CAFile)
+	if err != nil {
+		err = fmt.Errorf("vyx: %w", err)
+		w.setState(State{Kind: Failed, Err: err})
+		w.states.close()
+		return err
+	}
+	header := http.Header{}
+	header.Set(WorkerIDHeader, w.cfg.ID)
+	if w.cfg.Token != "" {
+		header.Set("Authorization", "Bearer "+w.cfg.Token)
+	}
+	d := &dialer{
+		url:     RegistrationURL(w.cfg.Connect),
+		header:  header,
+		tls:     tc,
+		timeout: w.cfg.ConnectTimeout,
+		hello: &frame.Hello{Protocol: ProtocolVersion, WorkerID: w.cfg.ID, Instance: w.cfg.Instance,
+			SDK: "vyx-go/" + Version, MaxConcurrency: uint64(w.cfg.MaxConcurrency), Routes: routes, Labels: w.cfg.Labels},
+		heard: new(atomic.Bool),
+	}
+	if err := ValidateHello(d.hello, w.cfg.ID); err != nil {
+		err = fmt.Errorf("vyx: %w", err)
+		w.setState(State{Kind: Failed, Err: err})
+		w.states.close()
+		return err
+	}
+
+	stopWatch := context.AfterFunc(ctx, func() { w.requestStop(w.cfg.DrainTimeout) })
+	defer stopWatch()
+	err = w.supervise(w.stopCtx, d)
+	if err != nil {
+		w.setState(State{Kind: Failed, Err: err})
+	} else {
+		w.setState(State{Kind: Stopped})
+	}
+	w.states.close()
+	return err
+}
+
+// requestStop starts the drain once: the connection (if any) sends DRAIN with deadline.
+func (w *Worker) requestStop(deadline time.Duration) {
+	w.stopOnce.Do(func() {
+		w.drain <- drainOrder{deadline: deadline}
+		w.stopNow()
+	})
+}
+
+// Shutdown drains the worker, mirroring http.Server.Shutdown: the gateway sends it no new
+// requests, in-flight ones finish (until ctx's deadline, else Config.DrainTimeout), then
+// the connection closes and Start returns. Shutdown waits for that, or returns ctx.Err().
+// A worker not started yet never starts.
+func (w *Worker) Shutdown(ctx context.Context) error {
+	grace := w.cfg.DrainTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		grace = max(time.Until(dl), 0)
+	}
+	w.requestStop(grace)
+	w.mu.Lock()
+	started := w.started
+	w.mu.Unlock()
+	if !started {
+		return nil
+	}
+	select {
+	case <-w.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
