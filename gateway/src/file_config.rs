@@ -25,6 +25,7 @@ use vyx_core::limits::{MAX_CONCURRENCY, MAX_ROUTES};
 
 use crate::auth::{Credentials, DeclaredWorker, Secret};
 use crate::config::{GatewayConfig, LocalWorker, RestartPolicy, RestartWhen};
+use crate::trusted_proxies::IpNet;
 
 /// A file that cannot be used, with where and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +71,8 @@ struct File {
     limits: Limits,
     admin: Option<Spanned<Admin>>,
     #[serde(default)]
+    trusted_proxies: Vec<Spanned<String>>,
+    #[serde(default)]
     accept_unknown_workers: bool,
     #[serde(default)]
     workers: Vec<Worker>,
@@ -88,6 +91,7 @@ struct Timeouts {
     request: Option<Dur>,
     header_read: Option<Dur>,
     body_idle: Option<Dur>,
+    body_rate_grace: Option<Dur>,
     handshake: Option<Dur>,
     heartbeat: Option<Dur>,
     queue: Option<Dur>,
@@ -101,6 +105,10 @@ struct Limits {
     max_header: Option<Spanned<Size>>,
     routes_per_worker: Option<Spanned<u32>>,
     streams_per_connection: Option<Spanned<u32>>,
+    max_connections: Option<Spanned<u64>>,
+    body_buffer: Option<Spanned<Size>>,
+    body_buffer_total: Option<Size>,
+    min_body_rate: Option<Size>,
 }
 
 #[derive(Deserialize)]
@@ -519,8 +527,11 @@ impl Checker {
             }
         };
         set(&mut c.request_timeout, &t.request);
-        c.header_read_timeout = t.header_read.map(|d| d.0);
+        if let Some(d) = t.header_read {
+            c.header_read_timeout = Some(d.0);
+        }
         set(&mut c.body_idle_timeout, &t.body_idle);
+        set(&mut c.min_body_rate_grace, &t.body_rate_grace);
         set(&mut c.handshake_timeout, &t.handshake);
         set(&mut c.heartbeat, &t.heartbeat);
         set(&mut c.queue_timeout, &t.queue);
@@ -565,6 +576,34 @@ impl Checker {
                 ));
             }
             c.max_concurrency_per_connection = n.value;
+        }
+
+        if let Some(n) = &l.max_connections {
+            if n.value < 1 {
+                return Err(self.err(n.referenced, "limits.max_connections: must be at least 1"));
+            }
+            c.max_connections = Some(usize::try_from(n.value).unwrap_or(usize::MAX));
+        }
+        if let Some(s) = &l.body_buffer {
+            if s.value.0 > 16 << 20 {
+                return Err(self.err(
+                    s.referenced,
+                    format!("limits.body_buffer {}: must be at most 16MiB", s.value.0),
+                ));
+            }
+            c.body_buffer = s.value.0;
+        }
+        if let Some(s) = l.body_buffer_total {
+            c.body_buffer_total = s.0;
+        }
+        if let Some(s) = l.min_body_rate {
+            c.min_body_rate = s.0;
+        }
+        for p in &file.trusted_proxies {
+            match IpNet::parse(&p.value) {
+                Ok(net) => c.trusted_proxies.push(net),
+                Err(why) => return Err(self.err(p.referenced, format!("trusted_proxies: {why}"))),
+            }
         }
 
         if let Some(a) = &file.admin {

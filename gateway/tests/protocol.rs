@@ -348,13 +348,20 @@ async fn client_going_away_resets_the_stream_at_the_worker() {
     let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
     assert_eq!(&first[..], b"first chunk");
     drop(body); // the client goes away mid-response
-    match w.next_frame().await {
-        Frame::Reset(reset) => {
-            assert_eq!(reset.stream_id, r.stream_id);
-            assert_eq!(reset.code, 1, "cancel");
+                // HTTP/1 connections allow half-closes (a client's FIN is not an abort), so the gateway
+                // learns the client is gone when a write fails: keep the response flowing until then.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let reset = loop {
+        assert!(tokio::time::Instant::now() < deadline, "no RESET in time");
+        w.send(data(r.stream_id, b"more", false)).await;
+        match tokio::time::timeout(Duration::from_millis(50), w.next_frame()).await {
+            Ok(Frame::Reset(reset)) => break reset,
+            Ok(Frame::Window(_)) | Err(_) => {}
+            Ok(other) => panic!("expected RESET, got {other:?}"),
         }
-        other => panic!("expected RESET, got {other:?}"),
-    }
+    };
+    assert_eq!(reset.stream_id, r.stream_id);
+    assert_eq!(reset.code, 1, "cancel");
 }
 
 #[tokio::test]
@@ -439,11 +446,16 @@ async fn window_overflow_closes_with_4008() {
     let Frame::Request(r) = w.next_frame().await else {
         panic!("expected REQUEST")
     };
-    w.send(Frame::Window(Window {
-        stream_id: r.stream_id,
-        increment: 0x7fff_ffff,
-    }))
-    .await;
+    // Twice: the gateway may already have sent a whole window of body (it reads up to
+    // 256 KiB before dispatch), and then the first increment only fills the window to the
+    // top; the second overflows it whatever was sent.
+    for _ in 0..2 {
+        w.send(Frame::Window(Window {
+            stream_id: r.stream_id,
+            increment: 0x7fff_ffff,
+        }))
+        .await;
+    }
     // Frames already queued (the request body) may come first.
     let close = async {
         use futures_util::StreamExt;
