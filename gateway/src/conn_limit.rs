@@ -30,6 +30,7 @@ const DEFAULT_CAP_CEILING: usize = 16_384;
 
 /// The open-files limit: raises the soft limit to the hard one and says what they were.
 /// Returns the soft limit in force afterwards.
+#[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux, not everywhere
 pub fn raise_nofile_limit() -> u64 {
     // SAFETY: getrlimit/setrlimit only read and write the struct passed.
     unsafe {
@@ -57,6 +58,7 @@ pub fn raise_nofile_limit() -> u64 {
 }
 
 /// The soft open-files limit in force (1024 if it cannot be read).
+#[allow(clippy::unnecessary_cast)] // as above
 pub fn nofile_limit() -> u64 {
     // SAFETY: as above.
     unsafe {

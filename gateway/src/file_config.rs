@@ -884,4 +884,31 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn front_limits_and_trusted_proxies() {
+        let c = parse(
+            Path::new("vyx.yaml"),
+            "timeouts: {header_read: 2s, body_rate_grace: 1s}\n\
+             limits: {max_connections: 100, body_buffer: 64KiB, body_buffer_total: 1MiB, min_body_rate: 1KiB}\n\
+             trusted_proxies: [10.0.0.0/8, '::1']\n",
+        )
+        .unwrap();
+        assert_eq!(c.header_read_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(c.min_body_rate_grace, Duration::from_secs(1));
+        assert_eq!(c.max_connections, Some(100));
+        assert_eq!((c.body_buffer, c.body_buffer_total), (64 << 10, 1 << 20));
+        assert_eq!(c.min_body_rate, 1024);
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert!(c.trusted_proxies[0].contains("10.9.8.7".parse().unwrap()));
+        // The defaults hold without the keys.
+        let d = parse(Path::new("vyx.yaml"), "listen: 127.0.0.1:0\n").unwrap();
+        assert_eq!(d.header_read_timeout, Some(Duration::from_secs(30)));
+        assert!(d.trusted_proxies.is_empty() && d.max_connections.is_none());
+        let e = err("trusted_proxies:\n  - 10.0.0.1/8\n");
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.message.contains("10.0.0.0/8"), "{e}");
+        let e = err("limits: {max_connections: 0}\n");
+        assert!(e.message.contains("max_connections"), "{e}");
+    }
 }

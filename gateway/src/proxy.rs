@@ -107,6 +107,7 @@ async fn dispatch(
             &request_id,
         );
     }
+
     // The REQUEST frame, straight from the parts; the route id is set per replica below.
     let end_stream = http_body::Body::is_end_stream(&body);
     let expect_continue = parts
@@ -313,8 +314,8 @@ async fn dispatch(
 /// Encodes the REQUEST (stream id and route id 0, set later): method, raw target, decoded
 /// params, the client's end-to-end headers, and the headers the gateway sets itself: `host`
 /// (the effective host: `:authority` or an absolute-form target's, else `Host`), the
-/// forwarding headers and `x-request-id`. Those are written after the client's, so that no
-/// `Connection` option can remove them.
+/// forwarding headers and `x-request-id`. The client's own copies are skipped, so no
+/// `Connection` option can remove the gateway's.
 fn encode_request(
     parts: &http::request::Parts,
     params: &[(&str, Cow<'_, [u8]>)],
