@@ -252,25 +252,37 @@ impl Default for Episode {
 }
 
 /// The accept loop's view of accept errors: back off (10 ms doubling to 1 s) and log the
-/// first error of a run, then the count when accepting works again.
+/// first error of a run, the count once a minute while it lasts, and the count when
+/// accepting works again.
 pub struct AcceptErrors {
     episode: Episode,
     delay: Duration,
+    last_report: Instant,
 }
+
+/// How often a run of accept failures that goes on is reported.
+const ACCEPT_REPORT_EVERY: Duration = Duration::from_secs(60);
 
 impl AcceptErrors {
     pub fn new() -> AcceptErrors {
         AcceptErrors {
             episode: Episode::new(),
             delay: Duration::ZERO,
+            last_report: Instant::now(),
         }
     }
 
     /// How long to wait before accepting again.
     pub fn failed(&mut self, e: &io::Error) -> Duration {
-        self.episode.failed(|| {
+        let n = self.episode.failed(|| {
             warn!(error = %e, "accept failed (out of file descriptors?); backing off, and counting further failures")
         });
+        if n == 1 {
+            self.last_report = Instant::now();
+        } else if self.last_report.elapsed() >= ACCEPT_REPORT_EVERY {
+            self.last_report = Instant::now();
+            warn!(error = %e, failures = n, "accepts still failing");
+        }
         self.delay = (self.delay * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
         self.delay
     }

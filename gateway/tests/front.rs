@@ -138,11 +138,22 @@ async fn silent_and_partial_preface_connections_are_closed_after_the_header_time
     assert_eq!(get(&client(), &gw.url("/_vyx/health")).await.0, 200);
 }
 
+/// The embedded default and the example `vyx.yaml` resist idle and slow clients without a
+/// setting: a header timeout, body buffering and a minimum body rate, a derived cap.
 #[tokio::test]
-async fn the_embedded_default_has_a_header_timeout() {
-    let c = vyx_gateway::GatewayConfig::default();
-    assert_eq!(c.header_read_timeout, Some(Duration::from_secs(30)));
-    assert!(c.body_buffer >= 64 << 10 && c.min_body_rate > 0);
+async fn the_defaults_and_the_example_file_resist_idle_and_slow_clients() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/vyx.yaml");
+    for c in [
+        vyx_gateway::GatewayConfig::default(),
+        vyx_gateway::file_config::load(&example).unwrap(),
+    ] {
+        assert_eq!(c.header_read_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(c.body_buffer, 256 << 10);
+        assert_eq!(c.min_body_rate, 240);
+        assert_eq!(c.min_body_rate_grace, Duration::from_secs(5));
+        assert_eq!(c.max_connections, None, "derived from the open-files limit");
+        assert!(c.trusted_proxies.is_empty());
+    }
 }
 
 #[tokio::test]

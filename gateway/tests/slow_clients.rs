@@ -219,21 +219,28 @@ async fn a_client_vanishing_mid_body_frees_its_slot_at_once() {
         c.body_idle_timeout = Duration::from_secs(600);
     })
     .await;
-    let w = worker(gw.addr, 4).await;
-    // HTTP/1: past the buffer, so the stream is open at the worker; then the socket goes.
-    let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
-    tcp.write_all(b"POST /up HTTP/1.1\r\nhost: gw\r\ncontent-length: 10000000\r\n\r\n")
-        .await
-        .unwrap();
-    tcp.write_all(&vec![1u8; 300 << 10]).await.unwrap();
-    wait_in_flight(gw.addr, 1, "HTTP/1 upload").await;
-    drop(tcp);
-    wait_in_flight(gw.addr, 0, "HTTP/1 client gone").await;
-    // HTTP/2: the same over a stream, then the whole connection goes.
-    let (mut conn, conn_task) = h2(gw.addr).await;
-    let (_tx, _task) = h2_upload(&mut conn, Bytes::from(vec![1u8; 300 << 10]));
-    wait_in_flight(gw.addr, 1, "HTTP/2 upload").await;
-    conn_task.abort();
+    let w = worker(gw.addr, 16).await;
+    // HTTP/1: past the buffer, so the streams are open at the worker; then the sockets go.
+    let mut h1 = Vec::new();
+    for _ in 0..6 {
+        let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+        tcp.write_all(b"POST /up HTTP/1.1\r\nhost: gw\r\ncontent-length: 10000000\r\n\r\n")
+            .await
+            .unwrap();
+        tcp.write_all(&vec![1u8; 300 << 10]).await.unwrap();
+        h1.push(tcp);
+    }
+    wait_in_flight(gw.addr, 6, "HTTP/1 uploads").await;
+    drop(h1);
+    wait_in_flight(gw.addr, 0, "HTTP/1 clients gone").await;
+    // HTTP/2: the same over streams of one connection, then the whole connection goes.
+    let (mut conn, relay) = h2(gw.addr).await;
+    let mut uploads = Vec::new();
+    for _ in 0..6 {
+        uploads.push(h2_upload(&mut conn, Bytes::from(vec![1u8; 300 << 10])));
+    }
+    wait_in_flight(gw.addr, 6, "HTTP/2 uploads").await;
+    relay.abort();
     wait_in_flight(gw.addr, 0, "HTTP/2 client gone").await;
     w.stop();
 }
