@@ -37,7 +37,8 @@ pub struct GatewayConfig {
     /// Time a client has, from the accept, to send its first complete request head (HTTP/1)
     /// or HEADERS (HTTP/2), whatever it sends before; then the connection is closed. Also
     /// hyper's timeout for each later HTTP/1 head, so keep-alive connections idle this long
-    /// are closed too. `None`: no limit (not recommended). Default 30 s.
+    /// are closed too, and the idle limit of an HTTP/2 connection with no request open.
+    /// `None`: no limit (not recommended). Default 30 s.
     pub header_read_timeout: Option<Duration>,
     /// A request or response body that makes no progress this long is cut.
     pub body_idle_timeout: Duration,

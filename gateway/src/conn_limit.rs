@@ -200,6 +200,46 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     }
 }
 
+/// The requests open on one client connection, to tell an idle HTTP/2 connection (which
+/// hyper never times out) from a busy one.
+#[derive(Default)]
+pub struct Activity {
+    open: AtomicUsize,
+    /// When the last request ended (its response body dropped by hyper).
+    last_end: Mutex<Option<Instant>>,
+}
+
+impl Activity {
+    /// A request has started; it ends when the returned guard drops.
+    pub fn start(self: &Arc<Self>) -> ActiveRequest {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        ActiveRequest(self.clone())
+    }
+
+    /// How long the connection has had no request open; `None` while one is.
+    pub fn idle_for(&self) -> Option<Duration> {
+        if self.open.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        Some(
+            self.last_end
+                .lock()
+                .unwrap()
+                .map_or(Duration::ZERO, |t| t.elapsed()),
+        )
+    }
+}
+
+/// One open request of an [`Activity`].
+pub struct ActiveRequest(Arc<Activity>);
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        *self.0.last_end.lock().unwrap() = Some(Instant::now());
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// A run of failures of one kind, logged when it starts and summed up when it ends, instead
 /// of a line per failure.
 pub struct Episode {

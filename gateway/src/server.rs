@@ -21,8 +21,8 @@ use tracing::{debug, info, warn, Instrument};
 use vyx_core::error::CloseCode;
 use vyx_core::transport::Outgoing;
 
-use crate::body::GatewayBody;
-use crate::conn_limit::{self, Admission, ConnSlot, Counted, RESERVE_DEADLINE};
+use crate::body::{GatewayBody, Tracked};
+use crate::conn_limit::{self, Activity, Admission, ConnSlot, Counted, RESERVE_DEADLINE};
 use crate::supervisor::Supervisor;
 use crate::{admin, log_limit, metrics, proxy, register, request_rules, GatewayConfig, Shared};
 
@@ -243,11 +243,24 @@ fn serve(
     graceful: &GracefulShutdown,
 ) {
     let first_head = Arc::new(AtomicBool::new(false));
-    let seen = first_head.clone();
+    let is_h2 = Arc::new(AtomicBool::new(false));
+    let activity = Arc::new(Activity::default());
+    let (seen, h2, active) = (first_head.clone(), is_h2.clone(), activity.clone());
     let svc_shared = shared.clone();
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |req: Request<Incoming>| {
         seen.store(true, Ordering::Relaxed);
-        handle(req, svc_shared.clone(), peer, role, reserve)
+        if req.version() == http::Version::HTTP_2 {
+            h2.store(true, Ordering::Relaxed);
+        }
+        let request = active.start();
+        let handled = handle(req, svc_shared.clone(), peer, role, reserve);
+        async move {
+            let resp = handled.await?;
+            Ok::<_, Infallible>(resp.map(|body| Tracked {
+                body,
+                _active: request,
+            }))
+        }
     });
     let io = TokioIo::new(Counted::new(stream, slot));
     let conn = graceful.watch(builder.serve_connection_with_upgrades(io, svc).into_owned());
@@ -272,7 +285,22 @@ fn serve(
                     debug!("no request head within timeouts.header_read; closed");
                     return;
                 }
-                Err(_) => conn.await,
+                Err(_) if !is_h2.load(Ordering::Relaxed) => conn.await,
+                // hyper times idle HTTP/1 keep-alive connections (the next head); an HTTP/2
+                // connection with no request open is closed here, after as long.
+                Err(_) => loop {
+                    let wait = match activity.idle_for() {
+                        Some(was) if was >= t => {
+                            debug!("HTTP/2 connection idle past timeouts.header_read; closed");
+                            return;
+                        }
+                        Some(was) => t - was,
+                        None => t,
+                    };
+                    if let Ok(r) = tokio::time::timeout(wait, &mut conn).await {
+                        break r;
+                    }
+                },
             },
         };
         if let Err(e) = result {

@@ -138,6 +138,44 @@ async fn silent_and_partial_preface_connections_are_closed_after_the_header_time
     assert_eq!(get(&client(), &gw.url("/_vyx/health")).await.0, 200);
 }
 
+#[tokio::test]
+async fn an_http2_connection_idle_after_its_requests_is_closed_after_the_header_timeout() {
+    let gw =
+        TestGateway::start_with(|c| c.header_read_timeout = Some(Duration::from_millis(500))).await;
+    let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+    // Preface, empty SETTINGS, and one GET /_vyx/health (HEADERS, END_STREAM|END_HEADERS,
+    // literal fields without indexing); then nothing more.
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    let mut block = Vec::new();
+    for (name, value) in [
+        (&b":method"[..], &b"GET"[..]),
+        (b":scheme", b"http"),
+        (b":authority", b"gw"),
+        (b":path", b"/_vyx/health"),
+    ] {
+        block.push(0);
+        block.push(name.len() as u8);
+        block.extend_from_slice(name);
+        block.push(value.len() as u8);
+        block.extend_from_slice(value);
+    }
+    out.extend_from_slice(&[0, 0, block.len() as u8, 1, 5, 0, 0, 0, 1]);
+    out.extend_from_slice(&block);
+    tcp.write_all(&out).await.unwrap();
+    // Answered (bytes come back), then closed once idle.
+    let mut buf = [0u8; 1024];
+    let n = tokio::time::timeout(WAIT, tcp.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(n > 0);
+    assert!(
+        closed_by_gateway(&mut tcp).await,
+        "idle HTTP/2 connection left open"
+    );
+}
+
 /// The embedded default and the example `vyx.yaml` resist idle and slow clients without a
 /// setting: a header timeout, body buffering and a minimum body rate, a derived cap.
 #[tokio::test]
