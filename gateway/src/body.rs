@@ -201,3 +201,30 @@ impl http_body::Body for GatewayBody {
         }
     }
 }
+
+/// A response body that holds its request's place in the connection's activity count until
+/// hyper drops it (sent, or the client went away).
+pub struct Tracked {
+    pub body: GatewayBody,
+    pub _active: crate::conn_limit::ActiveRequest,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}

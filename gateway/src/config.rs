@@ -35,9 +35,11 @@ pub struct GatewayConfig {
     pub handshake_timeout: Duration,
     /// Time a worker has to send the response head.
     pub request_timeout: Duration,
-    /// Time a client has to send its request head; `None`: no limit (the embedded default).
-    /// HTTP/1 keep-alive connections idle this long are closed too (that is how hyper
-    /// times the next head).
+    /// Time a client has, from the accept, to send its first complete request head (HTTP/1)
+    /// or HEADERS (HTTP/2), whatever it sends before; then the connection is closed. Also
+    /// hyper's timeout for each later HTTP/1 head, so keep-alive connections idle this long
+    /// are closed too, and the idle limit of an HTTP/2 connection with no request open.
+    /// `None`: no limit (not recommended). Default 30 s.
     pub header_read_timeout: Option<Duration>,
     /// A request or response body that makes no progress this long is cut.
     pub body_idle_timeout: Duration,
@@ -58,6 +60,25 @@ pub struct GatewayConfig {
     /// default). For HTTP/1 this is hyper's read buffer limit, which also caps how much of
     /// a body is read at once.
     pub max_header: Option<usize>,
+    /// Most client connections open at once (worker connections included); past it a few
+    /// more are admitted for `/_vyx/` only (see `conn_limit`), the rest are closed at once.
+    /// `None`: derived from the open-files limit when the gateway binds.
+    pub max_connections: Option<usize>,
+    /// A request body up to this size is read whole before the request takes a worker's
+    /// slot (a slow uploader then holds gateway memory, not a worker); larger bodies are
+    /// streamed once this much has arrived. 0: stream every body at once.
+    pub body_buffer: u64,
+    /// All bodies being buffered, gateway-wide; past it bodies are streamed instead.
+    pub body_buffer_total: u64,
+    /// The slowest a client may send its request body, in bytes per second averaged over
+    /// the time the gateway waits on it, once `min_body_rate_grace` has passed; slower
+    /// bodies are cut (408 before the worker has it, RESET once it has). 0: no minimum.
+    pub min_body_rate: u64,
+    /// Time a body is given before `min_body_rate` applies.
+    pub min_body_rate_grace: Duration,
+    /// Peers whose `X-Forwarded-*`/`Forwarded` headers are kept (and extended); from any
+    /// other peer they are replaced. Empty by default.
+    pub trusted_proxies: Vec<crate::trusted_proxies::IpNet>,
     /// Most routes one worker connection may declare.
     pub routes_per_worker: usize,
     /// How long the routes of a worker id whose last connection is gone stay its own
@@ -85,7 +106,7 @@ impl Default for GatewayConfig {
             heartbeat: limits::HEARTBEAT,
             handshake_timeout: limits::HANDSHAKE_TIMEOUT,
             request_timeout: Duration::from_secs(30),
-            header_read_timeout: None,
+            header_read_timeout: Some(Duration::from_secs(30)),
             body_idle_timeout: Duration::from_secs(30),
             expect_continue_wait: Duration::from_secs(1),
             queue_timeout: Duration::from_secs(5),
@@ -94,6 +115,12 @@ impl Default for GatewayConfig {
             max_concurrency_per_connection: limits::MAX_CONCURRENCY,
             max_body: 1 << 30,
             max_header: None,
+            max_connections: None,
+            body_buffer: u64::from(limits::INITIAL_WINDOW),
+            body_buffer_total: 64 << 20,
+            min_body_rate: 240,
+            min_body_rate_grace: Duration::from_secs(5),
+            trusted_proxies: Vec::new(),
             routes_per_worker: MAX_ROUTES,
             // Longer than a worker's reconnect takes (backoff capped at 10 s, §9, plus a
             // handshake), so a restart or a network blip keeps the worker's paths its own;

@@ -25,6 +25,7 @@ use vyx_core::limits::{MAX_CONCURRENCY, MAX_ROUTES};
 
 use crate::auth::{Credentials, DeclaredWorker, Secret};
 use crate::config::{GatewayConfig, LocalWorker, RestartPolicy, RestartWhen};
+use crate::trusted_proxies::IpNet;
 
 /// A file that cannot be used, with where and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +73,8 @@ struct File {
     routes: Routes,
     admin: Option<Spanned<Admin>>,
     #[serde(default)]
+    trusted_proxies: Vec<Spanned<String>>,
+    #[serde(default)]
     accept_unknown_workers: bool,
     #[serde(default)]
     workers: Vec<Worker>,
@@ -90,6 +93,7 @@ struct Timeouts {
     request: Option<Dur>,
     header_read: Option<Dur>,
     body_idle: Option<Dur>,
+    body_rate_grace: Option<Dur>,
     handshake: Option<Dur>,
     heartbeat: Option<Dur>,
     queue: Option<Dur>,
@@ -103,6 +107,10 @@ struct Limits {
     max_header: Option<Spanned<Size>>,
     routes_per_worker: Option<Spanned<u32>>,
     streams_per_connection: Option<Spanned<u32>>,
+    max_connections: Option<Spanned<u64>>,
+    body_buffer: Option<Spanned<Size>>,
+    body_buffer_total: Option<Size>,
+    min_body_rate: Option<Size>,
 }
 
 #[derive(Deserialize, Default)]
@@ -527,8 +535,11 @@ impl Checker {
             }
         };
         set(&mut c.request_timeout, &t.request);
-        c.header_read_timeout = t.header_read.map(|d| d.0);
+        if let Some(d) = t.header_read {
+            c.header_read_timeout = Some(d.0);
+        }
         set(&mut c.body_idle_timeout, &t.body_idle);
+        set(&mut c.min_body_rate_grace, &t.body_rate_grace);
         set(&mut c.handshake_timeout, &t.handshake);
         set(&mut c.heartbeat, &t.heartbeat);
         set(&mut c.queue_timeout, &t.queue);
@@ -577,6 +588,33 @@ impl Checker {
 
         if let Some(d) = file.routes.claim_grace {
             c.claim_grace = d.0;
+        }
+        if let Some(n) = &l.max_connections {
+            if n.value < 1 {
+                return Err(self.err(n.referenced, "limits.max_connections: must be at least 1"));
+            }
+            c.max_connections = Some(usize::try_from(n.value).unwrap_or(usize::MAX));
+        }
+        if let Some(s) = &l.body_buffer {
+            if s.value.0 > 16 << 20 {
+                return Err(self.err(
+                    s.referenced,
+                    format!("limits.body_buffer {}: must be at most 16MiB", s.value.0),
+                ));
+            }
+            c.body_buffer = s.value.0;
+        }
+        if let Some(s) = l.body_buffer_total {
+            c.body_buffer_total = s.0;
+        }
+        if let Some(s) = l.min_body_rate {
+            c.min_body_rate = s.0;
+        }
+        for p in &file.trusted_proxies {
+            match IpNet::parse(&p.value) {
+                Ok(net) => c.trusted_proxies.push(net),
+                Err(why) => return Err(self.err(p.referenced, format!("trusted_proxies: {why}"))),
+            }
         }
 
         if let Some(a) = &file.admin {
@@ -856,5 +894,32 @@ mod tests {
                 .starts_with("unknown key `listne`, expected one of listen"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn front_limits_and_trusted_proxies() {
+        let c = parse(
+            Path::new("vyx.yaml"),
+            "timeouts: {header_read: 2s, body_rate_grace: 1s}\n\
+             limits: {max_connections: 100, body_buffer: 64KiB, body_buffer_total: 1MiB, min_body_rate: 1KiB}\n\
+             trusted_proxies: [10.0.0.0/8, '::1']\n",
+        )
+        .unwrap();
+        assert_eq!(c.header_read_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(c.min_body_rate_grace, Duration::from_secs(1));
+        assert_eq!(c.max_connections, Some(100));
+        assert_eq!((c.body_buffer, c.body_buffer_total), (64 << 10, 1 << 20));
+        assert_eq!(c.min_body_rate, 1024);
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert!(c.trusted_proxies[0].contains("10.9.8.7".parse().unwrap()));
+        // The defaults hold without the keys.
+        let d = parse(Path::new("vyx.yaml"), "listen: 127.0.0.1:0\n").unwrap();
+        assert_eq!(d.header_read_timeout, Some(Duration::from_secs(30)));
+        assert!(d.trusted_proxies.is_empty() && d.max_connections.is_none());
+        let e = err("trusted_proxies:\n  - 10.0.0.1/8\n");
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.message.contains("10.0.0.0/8"), "{e}");
+        let e = err("limits: {max_connections: 0}\n");
+        assert!(e.message.contains("max_connections"), "{e}");
     }
 }

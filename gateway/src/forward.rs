@@ -29,14 +29,14 @@ pub fn is_hop_by_hop(name: &str, headers: &HeaderMap) -> bool {
     })
 }
 
-/// The headers the gateway adds to a proxied request. Borrowed from the request where it
-/// can be: this runs for every request, and each copy was an allocation.
+/// The forwarding headers the gateway adds to a proxied request. Borrowed from the request
+/// where it can be: this runs for every request, and each copy was an allocation.
 pub struct Forwarded<'a> {
     pub for_value: ForValue,
+    /// `x-forwarded-proto`; `None` when a trusted proxy's is kept.
     pub proto: Option<&'static str>,
+    /// `x-forwarded-host`; `None` when a trusted proxy's is kept or there is no host.
     pub host: Option<&'a [u8]>,
-    pub add_host: Option<&'a str>,
-    pub request_id: Option<&'a HeaderValue>,
 }
 
 /// The `X-Forwarded-For` value: the client's address, after any the request carried.
@@ -91,18 +91,30 @@ pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Works out the forwarding headers for a request from `client`. `request_id` is used when
-/// the request does not carry a usable one.
+/// Whether a client's header is a forwarding header: the gateway replaces these unless the
+/// peer is a trusted proxy (then it extends or keeps them).
+pub fn is_forwarding(name: &str) -> bool {
+    matches!(
+        name,
+        FORWARDED | X_FORWARDED_FOR | X_FORWARDED_PROTO | X_FORWARDED_HOST
+    )
+}
+
+/// Works out the forwarding headers for a request from `client` for `host` (the effective
+/// host, `None` if the request names none). From a `trusted` proxy, its `x-forwarded-for`
+/// is extended and its `x-forwarded-proto`/`-host` are kept; from anyone else they are
+/// the gateway's alone.
 pub fn forwarded<'a>(
     headers: &'a HeaderMap,
-    authority: Option<&'a str>,
+    host: Option<&'a [u8]>,
     client: SocketAddr,
-    request_id: &'a HeaderValue,
+    trusted: bool,
 ) -> Forwarded<'a> {
     let ip = IpText::new(client.ip());
     let mut prior = headers
         .get_all(X_FORWARDED_FOR)
         .iter()
+        .filter(|_| trusted)
         .filter_map(|v| v.to_str().ok())
         .peekable();
     let for_value = if prior.peek().is_none() {
@@ -113,24 +125,11 @@ pub fn forwarded<'a>(
         joined.push_str(std::str::from_utf8(ip.as_bytes()).unwrap_or_default());
         ForValue::Joined(joined)
     };
-    let host_header = headers.get(http::header::HOST).map(HeaderValue::as_bytes);
-    // A parsed URI's authority is visible ASCII: a valid header value as it is.
-    let add_host = if host_header.is_none() {
-        authority
-    } else {
-        None
-    };
-    let host = if headers.contains_key(X_FORWARDED_HOST) {
-        None
-    } else {
-        host_header.or(add_host.map(str::as_bytes))
-    };
+    let kept = |name| trusted && headers.contains_key(name);
     Forwarded {
         for_value,
-        proto: (!headers.contains_key(X_FORWARDED_PROTO)).then_some("http"),
-        host,
-        add_host,
-        request_id: (!headers.contains_key(X_REQUEST_ID)).then_some(request_id),
+        proto: (!kept(X_FORWARDED_PROTO)).then_some("http"),
+        host: if kept(X_FORWARDED_HOST) { None } else { host },
     }
 }
 
@@ -231,17 +230,20 @@ mod tests {
     }
 
     #[test]
-    fn a_prior_forwarded_for_is_kept_before_the_client() {
+    fn a_trusted_proxy_s_headers_are_extended_others_replaced() {
         let mut h = HeaderMap::new();
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
-        let id = HeaderValue::from_static("x");
-        let f = forwarded(&h, Some("example.org"), "127.0.0.1:9".parse().unwrap(), &id);
+        h.append(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        let peer = "127.0.0.1:9".parse().unwrap();
+        let f = forwarded(&h, Some(b"example.org"), peer, true);
         assert_eq!(f.for_value.as_bytes(), b"10.0.0.1, 127.0.0.1");
-        assert_eq!(f.add_host, Some("example.org"));
-        assert_eq!(f.host, Some(&b"example.org"[..]));
+        assert_eq!((f.proto, f.host), (None, Some(&b"example.org"[..])));
+        let f = forwarded(&h, Some(b"example.org"), peer, false);
+        assert_eq!(f.for_value.as_bytes(), b"127.0.0.1");
+        assert_eq!(f.proto, Some("http"));
         let empty = HeaderMap::new();
-        let f = forwarded(&empty, None, "[::1]:9".parse().unwrap(), &id);
+        let f = forwarded(&empty, None, "[::1]:9".parse().unwrap(), true);
         assert_eq!(f.for_value.as_bytes(), b"::1");
-        assert_eq!((f.host, f.add_host), (None, None));
+        assert_eq!(f.host, None);
     }
 }

@@ -14,21 +14,28 @@ pub mod auth;
 mod body;
 pub mod config;
 mod conn;
+mod conn_limit;
 pub mod file_config;
 mod forward;
 mod framing;
+pub mod log_limit;
 mod metrics;
 mod proxy;
 mod register;
 mod registry;
+mod request_rules;
 mod routes;
 mod server;
 mod supervisor;
+pub mod trusted_proxies;
+mod upload;
 
 pub use config::GatewayConfig;
+pub use conn_limit::raise_nofile_limit;
 pub use server::Gateway;
 
 use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
 
 /// What every connection task of one gateway shares.
 pub(crate) struct Shared {
@@ -39,4 +46,7 @@ pub(crate) struct Shared {
     pub id_seed: u64,
     pub shutting_down: AtomicBool,
     pub metrics: metrics::Metrics,
+    pub limiter: Arc<conn_limit::ConnLimiter>,
+    /// `limits.body_buffer_total`, in bytes.
+    pub body_budget: Arc<tokio::sync::Semaphore>,
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing::{info, warn};
 use vyx_gateway::auth::DevMode;
-use vyx_gateway::{file_config, Gateway, GatewayConfig};
+use vyx_gateway::{file_config, log_limit, raise_nofile_limit, Gateway, GatewayConfig};
 
 /// A pull-model API gateway: workers dial in over WebSocket and serve the routes they
 /// register.
@@ -42,14 +42,11 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing::subscriber::set_global_default(log_limit::subscriber(std::io::stderr, ansi, filter))
+        .expect("the only subscriber");
     let cli = Cli::parse();
     if let Some(Command::Check { file }) = &cli.command {
         return match file_config::load(file) {
@@ -78,6 +75,7 @@ async fn main() -> ExitCode {
         },
         None => GatewayConfig::default(),
     };
+    raise_nofile_limit();
     if let Some(listen) = cli.listen {
         config.listen = listen;
         config.extra_listen.clear();

@@ -53,6 +53,9 @@ pub struct Metrics {
     registrations: Family<WorkerLabel, Counter>,
     reconnects: Family<WorkerLabel, Counter>,
     rejections: Family<ReasonLabel, Counter>,
+    client_errors: Family<ReasonLabel, Counter>,
+    /// Client connections open (worker connections included until they close).
+    pub open_connections: Gauge,
     /// Request body bytes sent to workers.
     pub bytes_to_workers: Counter,
     /// Response body bytes received from workers.
@@ -120,6 +123,18 @@ impl Metrics {
             "Worker registrations refused, by reason",
             rejections.clone(),
         );
+        let client_errors = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "client_errors",
+            "Requests and connections the gateway cut for the client's fault (bad Host, malformed or slow body, header timeout, connection limit), by reason",
+            client_errors.clone(),
+        );
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Client connections open, worker connections included",
+            open_connections.clone(),
+        );
         let bytes_to_workers = Counter::default();
         registry.register(
             "request_body_bytes",
@@ -142,6 +157,8 @@ impl Metrics {
             registrations,
             reconnects,
             rejections,
+            client_errors,
+            open_connections,
             bytes_to_workers,
             bytes_from_workers,
             unmatched,
@@ -202,6 +219,15 @@ impl Metrics {
     /// A registration was refused (`reason` is a rejection's or close code's name).
     pub fn rejected(&self, reason: &str) {
         self.rejections
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a request or connection cut for the client's fault.
+    pub fn client_error(&self, reason: &str) {
+        self.client_errors
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
             })

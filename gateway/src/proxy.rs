@@ -4,12 +4,11 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::{debug, warn};
 use vyx_core::error::ResetCode;
@@ -23,7 +22,8 @@ use crate::forward::{self, X_REQUEST_ID};
 use crate::framing::{framing, BodyPlan};
 use crate::registry::reserve_replica;
 use crate::routes::RouteTarget;
-use crate::Shared;
+use crate::upload::{self, Buffered, ClientFault, Upload, UploadRules};
+use crate::{request_rules, trusted_proxies, Shared};
 
 /// A small JSON error answer from the gateway itself.
 pub fn error_response(
@@ -113,7 +113,15 @@ async fn dispatch(
         .headers
         .get(http::header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    let mut frame = match encode_request(&parts, &found.params, end_stream, client, &request_id) {
+    let trusted = trusted_proxies::is_trusted(&shared.config.trusted_proxies, client.ip());
+    let mut frame = match encode_request(
+        &parts,
+        &found.params,
+        end_stream,
+        client,
+        trusted,
+        &request_id,
+    ) {
         Ok(f) => f,
         Err(e) => {
             return error_response(
@@ -123,10 +131,38 @@ async fn dispatch(
             )
         }
     };
-    // Readers hold the table for a lookup only: a route update waits for them.
+    // Readers hold the table for a lookup only: a route update waits for them (and the
+    // body is read below).
     let target = target.clone();
     drop(found);
     drop(table);
+
+    // The body, or its start, before the request takes a slot (see `upload`). A body
+    // that waits for `100 Continue` is the worker's to ask for (§5.1), so it is not read.
+    let rules = UploadRules {
+        idle: shared.config.body_idle_timeout,
+        min_rate: shared.config.min_body_rate,
+        grace: shared.config.min_body_rate_grace,
+        max_body: shared.config.max_body,
+    };
+    let body = if end_stream {
+        Buffered::default()
+    } else if expect_continue || shared.config.body_buffer == 0 {
+        Buffered {
+            rest: Some(Upload::new(body, rules)),
+            ..Buffered::default()
+        }
+    } else {
+        let read = upload::buffer(
+            Upload::new(body, rules),
+            shared.config.body_buffer,
+            &shared.body_budget,
+        );
+        match read.await {
+            Ok(b) => b,
+            Err(fault) => return client_fault(shared, &fault, &request_id),
+        }
+    };
 
     // A replica with room, waiting a bounded time for one when all are full.
     let deadline = tokio::time::Instant::now() + shared.config.queue_timeout;
@@ -165,16 +201,19 @@ async fn dispatch(
         conn: conn.clone(),
         id: open.id,
     };
+    let fault = Arc::new(OnceLock::new());
     if !end_stream {
         tokio::spawn(pump_body(
             body,
-            conn.clone(),
-            open.id,
-            open.send.clone(),
+            Pump {
+                conn: conn.clone(),
+                id: open.id,
+                send: open.send.clone(),
+                fault: fault.clone(),
+                shared: shared.clone(),
+            },
             open.body_wanted
                 .map(|rx| (rx, shared.config.expect_continue_wait)),
-            shared.config.max_body,
-            shared.config.body_idle_timeout,
         ));
     }
 
@@ -193,7 +232,11 @@ async fn dispatch(
             );
         }
         Ok(Err(_)) => {
-            return error_response(StatusCode::BAD_GATEWAY, "worker stream ended", &request_id)
+            // The stream was cut: by the body pump for the client's fault, or by the worker.
+            if let Some(f) = fault.get() {
+                return error_response(f.status(), f.message(), &request_id);
+            }
+            return error_response(StatusCode::BAD_GATEWAY, "worker stream ended", &request_id);
         }
         Ok(Ok(Err(f))) => return failure_response(&conn, f, &request_id),
         Ok(Ok(Ok(head))) => head,
@@ -268,12 +311,16 @@ async fn dispatch(
 }
 
 /// Encodes the REQUEST (stream id and route id 0, set later): method, raw target, decoded
-/// params, the client's end-to-end headers, and the forwarding headers.
+/// params, the client's end-to-end headers, and the headers the gateway sets itself: `host`
+/// (the effective host: `:authority` or an absolute-form target's, else `Host`), the
+/// forwarding headers and `x-request-id`. The client's own copies are skipped, so no
+/// `Connection` option can remove the gateway's.
 fn encode_request(
     parts: &http::request::Parts,
     params: &[(&str, Cow<'_, [u8]>)],
     end_stream: bool,
     client: SocketAddr,
+    trusted: bool,
     request_id: &HeaderValue,
 ) -> Result<BytesMut, HeadTooLarge> {
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -283,22 +330,22 @@ fn encode_request(
         w.param(name.as_bytes(), value);
     }
     w.begin_headers();
+    let host = request_rules::effective_host(parts);
+    if let Some(h) = host {
+        w.header(b"host", h);
+    }
     for (name, value) in parts.headers.iter() {
         let n = name.as_str();
-        if forward::is_hop_by_hop(n, &parts.headers) || n == forward::X_FORWARDED_FOR {
+        let ours = n == "host" || n == X_REQUEST_ID || n == forward::X_FORWARDED_FOR;
+        if ours
+            || forward::is_hop_by_hop(n, &parts.headers)
+            || (!trusted && forward::is_forwarding(n))
+        {
             continue;
         }
         w.header(n.as_bytes(), value.as_bytes());
     }
-    let fwd = forward::forwarded(
-        &parts.headers,
-        parts.uri.authority().map(|a| a.as_str()),
-        client,
-        request_id,
-    );
-    if let Some(h) = fwd.add_host {
-        w.header(b"host", h.as_bytes());
-    }
+    let fwd = forward::forwarded(&parts.headers, host, client, trusted);
     w.header(
         forward::X_FORWARDED_FOR.as_bytes(),
         fwd.for_value.as_bytes(),
@@ -309,18 +356,11 @@ fn encode_request(
     if let Some(h) = fwd.host {
         w.header(forward::X_FORWARDED_HOST.as_bytes(), h);
     }
-    let host = parts
-        .headers
-        .get(http::header::HOST)
-        .map(HeaderValue::as_bytes)
-        .or(fwd.add_host.map(str::as_bytes));
     w.header(
         forward::FORWARDED.as_bytes(),
         &forward::forwarded_element(&forward::IpText::new(client.ip()), client.is_ipv6(), host),
     );
-    if let Some(id) = fwd.request_id {
-        w.header(X_REQUEST_ID.as_str().as_bytes(), id.as_bytes());
-    }
+    w.header(X_REQUEST_ID.as_str().as_bytes(), request_id.as_bytes());
     w.finish()
 }
 
@@ -380,18 +420,54 @@ fn is_websocket_upgrade(headers: &http::HeaderMap) -> bool {
     })
 }
 
-/// Sends the client's body to the worker, never more than the stream's window. With
-/// `wanted` (`expect: 100-continue`) the body is not read, so hyper sends no 100, until the
-/// worker asks for it, or until the wait is over: then it is read anyway, as curl does, so
-/// that a worker that does not know the rule still gets its body (PROTOCOL.md §5.1).
-async fn pump_body(
-    mut body: Incoming,
+/// A stream's request body on its way to the worker.
+struct Pump {
     conn: Arc<WorkerConn>,
     id: u32,
     send: Arc<SendWindow<Failure>>,
+    /// Set, before the stream is RESET, when the client fails its body.
+    fault: Arc<OnceLock<ClientFault>>,
+    shared: Arc<Shared>,
+}
+
+impl Pump {
+    /// Sends one piece of body as DATA, never more than the stream's window; `false` when
+    /// the stream has failed.
+    async fn send(&self, mut data: Bytes) -> bool {
+        self.conn.bytes_to_worker.inc_by(data.len() as u64);
+        while !data.is_empty() {
+            let Ok(n) = self.send.reserve(data.len().min(MAX_DATA_CHUNK)).await else {
+                return false;
+            };
+            let chunk: Bytes = data.split_to(n);
+            // Waits for room in the connection's queue (the bound on what a worker that
+            // stops reading can make the gateway hold); `false` once the stream has ended.
+            if !self.conn.send_data(self.id, false, &chunk).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The client failed its body: RESET the stream now, which frees the worker's slot.
+    fn client_failed(&self, fault: ClientFault) {
+        debug!(stream = self.id, fault = ?fault, "client request body failed; stream reset");
+        self.shared.metrics.client_error(fault.metric());
+        let why = fault.message();
+        let _ = self.fault.set(fault);
+        self.conn.cancel_stream(self.id, ResetCode::Cancel, why);
+    }
+}
+
+/// Sends the client's body to the worker: what was buffered, then the rest as it comes,
+/// under the client's [`UploadRules`]. With `wanted` (`expect: 100-continue`) the body is
+/// not read, so hyper sends no 100, until the worker asks for it, or until the wait is
+/// over: then it is read anyway, as curl does, so that a worker that does not know the
+/// rule still gets its body (PROTOCOL.md §5.1).
+async fn pump_body(
+    body: Buffered,
+    pump: Pump,
     wanted: Option<(tokio::sync::oneshot::Receiver<bool>, std::time::Duration)>,
-    max_body: u64,
-    idle: std::time::Duration,
 ) {
     if let Some((wanted, wait)) = wanted {
         match tokio::time::timeout(wait, wanted).await {
@@ -400,60 +476,49 @@ async fn pump_body(
             // is never read and no 100 goes out.
             Ok(Ok(false)) | Ok(Err(_)) => {
                 debug!(
-                    stream = id,
+                    stream = pump.id,
                     "expect: 100-continue body not wanted by the worker"
                 );
                 return;
             }
         }
     }
-    let mut total = 0u64;
-    loop {
-        let Ok(frame) = tokio::time::timeout(idle, body.frame()).await else {
-            debug!(
-                stream = id,
-                "client request body idle past timeouts.body_idle"
-            );
-            conn.cancel_stream(id, ResetCode::Cancel, "request body made no progress");
+    let Buffered {
+        chunks,
+        rest,
+        permit,
+    } = body;
+    for chunk in chunks {
+        if !pump.send(chunk).await {
             return;
-        };
-        match frame {
-            None => {
-                if send.failure().is_none() && conn.send_data(id, true, &[]).await {
-                    conn.request_sent(id);
-                }
-                return;
-            }
-            Some(Err(e)) => {
-                debug!(error = %e, stream = id, "client request body failed");
-                conn.cancel_stream(id, ResetCode::Cancel, "client request body failed");
-                return;
-            }
-            Some(Ok(frame)) => {
-                let Ok(mut data) = frame.into_data() else {
-                    continue; // trailers are not carried in v1
-                };
-                total += data.len() as u64;
-                if total > max_body {
-                    debug!(stream = id, "request body over limits.max_body");
-                    conn.cancel_stream(
-                        id,
-                        ResetCode::Cancel,
-                        "request body larger than the gateway's limit",
-                    );
-                    return;
-                }
-                conn.bytes_to_worker.inc_by(data.len() as u64);
-                while !data.is_empty() {
-                    let Ok(n) = send.reserve(data.len().min(MAX_DATA_CHUNK)).await else {
-                        return;
-                    };
-                    let chunk: Bytes = data.split_to(n);
-                    if !conn.send_data(id, false, &chunk).await {
+        }
+    }
+    drop(permit);
+    if let Some(mut upload) = rest {
+        loop {
+            match upload.next().await {
+                Ok(Some(data)) => {
+                    if !pump.send(data).await {
                         return;
                     }
                 }
+                Ok(None) => break,
+                Err(fault) => return pump.client_failed(fault),
             }
         }
     }
+    if pump.send.failure().is_none() && pump.conn.send_data(pump.id, true, &[]).await {
+        pump.conn.request_sent(pump.id);
+    }
+}
+
+/// The answer to a client that failed its body before the request reached a worker.
+fn client_fault(
+    shared: &Shared,
+    fault: &ClientFault,
+    request_id: &HeaderValue,
+) -> Response<GatewayBody> {
+    debug!(fault = ?fault, "client request body failed before dispatch");
+    shared.metrics.client_error(fault.metric());
+    error_response(fault.status(), fault.message(), request_id)
 }

@@ -14,16 +14,17 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use vyx_core::error::CloseCode;
 use vyx_core::transport::Outgoing;
 
-use crate::body::GatewayBody;
+use crate::body::{GatewayBody, Tracked};
+use crate::conn_limit::{self, Activity, Admission, ConnSlot, Counted, RESERVE_DEADLINE};
 use crate::supervisor::Supervisor;
-use crate::{admin, metrics, proxy, register, GatewayConfig, Shared};
+use crate::{admin, log_limit, metrics, proxy, register, request_rules, GatewayConfig, Shared};
 
 /// What a listener serves.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -50,6 +51,24 @@ impl Gateway {
         if let Some(addr) = config.register_listen {
             listeners.push((bind(addr).await?, Role::Register));
         }
+        let metrics = metrics::Metrics::new();
+        let nofile = conn_limit::nofile_limit();
+        let cap = config
+            .max_connections
+            .unwrap_or_else(|| conn_limit::default_max_connections(nofile));
+        info!(
+            max_connections = cap,
+            reserve = conn_limit::RESERVE,
+            open_files = nofile,
+            "connection limit"
+        );
+        let limiter = Arc::new(conn_limit::ConnLimiter::new(
+            cap,
+            metrics.open_connections.clone(),
+        ));
+        let budget = usize::try_from(config.body_buffer_total)
+            .unwrap_or(usize::MAX)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
         let shared = Arc::new(Shared {
             registry: Default::default(),
             next_serial: AtomicU64::new(1),
@@ -57,7 +76,9 @@ impl Gateway {
             id_seed: vyx_core::backoff::SplitMix64::new(vyx_core::backoff::random_seed())
                 .next_u64(),
             shutting_down: AtomicBool::new(false),
-            metrics: metrics::Metrics::new(),
+            metrics,
+            limiter,
+            body_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
             config,
         });
         Ok(Gateway { listeners, shared })
@@ -120,7 +141,9 @@ impl Gateway {
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(config.header_read_timeout);
+            .header_read_timeout(config.header_read_timeout)
+            // A client that sends its request and then its FIN still gets the answer.
+            .half_close(true);
         if let Some(max) = config.max_header {
             builder.http1().max_buf_size(max);
             builder
@@ -170,33 +193,124 @@ async fn accept_loop(
     graceful: Arc<GracefulShutdown>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut errors = conn_limit::AcceptErrors::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
-                        // Out of file descriptors and the like: keep serving the others.
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        // Out of file descriptors and the like: back off, log once.
+                        let pause = errors.failed(&e);
+                        tokio::select! {
+                            _ = tokio::time::sleep(pause) => {}
+                            _ = stopped(&mut stop) => return,
+                        }
                         continue;
                     }
                 };
+                errors.accepted();
+                let reserve = match shared.limiter.admit() {
+                    Admission::Normal(slot) => Some((slot, false)),
+                    Admission::Reserve(slot) => Some((slot, true)),
+                    Admission::Refused => None,
+                };
+                let Some((slot, reserve)) = reserve else {
+                    shared.metrics.client_error("connection_limit");
+                    continue; // dropping the stream closes it
+                };
                 let _ = stream.set_nodelay(true);
-                let shared = shared.clone();
-                let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
-                let svc = service_fn(move |req| handle(req, shared.clone(), peer, role, fd));
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        debug!(error = %e, %peer, "HTTP connection ended with an error");
-                    }
-                });
+                serve(stream, slot, reserve, peer, role, &shared, &builder, &graceful);
             }
             _ = stopped(&mut stop) => return,
         }
     }
+}
+
+/// Serves one client connection. The header timeout runs from here, before hyper has even
+/// seen whether it is HTTP/1 or HTTP/2: a connection that has not completed a request head
+/// in time is closed, whatever it sent. A reserve connection lives [`RESERVE_DEADLINE`] at
+/// most, unless hyper hands it on as a WebSocket before that.
+#[allow(clippy::too_many_arguments)]
+fn serve(
+    stream: TcpStream,
+    slot: ConnSlot,
+    reserve: bool,
+    peer: SocketAddr,
+    role: Role,
+    shared: &Arc<Shared>,
+    builder: &auto::Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+) {
+    // Taken before the stream is wrapped: item 12's reset after a close that cannot be
+    // written needs the worker socket's descriptor.
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+    let first_head = Arc::new(AtomicBool::new(false));
+    let is_h2 = Arc::new(AtomicBool::new(false));
+    let activity = Arc::new(Activity::default());
+    let (seen, h2, active) = (first_head.clone(), is_h2.clone(), activity.clone());
+    let svc_shared = shared.clone();
+    let svc = service_fn(move |req: Request<Incoming>| {
+        seen.store(true, Ordering::Relaxed);
+        if req.version() == http::Version::HTTP_2 {
+            h2.store(true, Ordering::Relaxed);
+        }
+        let request = active.start();
+        let handled = handle(req, svc_shared.clone(), peer, role, reserve, fd);
+        async move {
+            let resp = handled.await?;
+            Ok::<_, Infallible>(resp.map(|body| Tracked {
+                body,
+                _active: request,
+            }))
+        }
+    });
+    let io = TokioIo::new(Counted::new(stream, slot));
+    let conn = graceful.watch(builder.serve_connection_with_upgrades(io, svc).into_owned());
+    let header_timeout = shared.config.header_read_timeout;
+    let shared = shared.clone();
+    let task = async move {
+        tokio::pin!(conn);
+        let deadline = match (reserve, header_timeout) {
+            (true, t) => Some(t.map_or(RESERVE_DEADLINE, |t| t.min(RESERVE_DEADLINE))),
+            (false, t) => t,
+        };
+        let result = match deadline {
+            None => conn.await,
+            Some(t) => match tokio::time::timeout(t, &mut conn).await {
+                Ok(r) => r,
+                Err(_) if reserve => {
+                    debug!("reserve connection past its deadline; closed");
+                    return;
+                }
+                Err(_) if !first_head.load(Ordering::Relaxed) => {
+                    shared.metrics.client_error("header_timeout");
+                    debug!("no request head within timeouts.header_read; closed");
+                    return;
+                }
+                Err(_) if !is_h2.load(Ordering::Relaxed) => conn.await,
+                // hyper times idle HTTP/1 keep-alive connections (the next head); an HTTP/2
+                // connection with no request open is closed here, after as long.
+                Err(_) => loop {
+                    let wait = match activity.idle_for() {
+                        Some(was) if was >= t => {
+                            debug!("HTTP/2 connection idle past timeouts.header_read; closed");
+                            return;
+                        }
+                        Some(was) => t - was,
+                        None => t,
+                    };
+                    if let Ok(r) = tokio::time::timeout(wait, &mut conn).await {
+                        break r;
+                    }
+                },
+            },
+        };
+        if let Err(e) = result {
+            debug!(error = %e, "HTTP connection ended with an error");
+        }
+    };
+    tokio::spawn(task.instrument(tracing::error_span!(log_limit::CONN_SPAN, %peer)));
 }
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {
@@ -253,12 +367,53 @@ async fn handle(
     shared: Arc<Shared>,
     peer: SocketAddr,
     role: Role,
+    reserve: bool,
     fd: std::os::fd::RawFd,
 ) -> Result<Response<GatewayBody>, Infallible> {
+    let h1 = req.version() <= http::Version::HTTP_11;
+    let mut resp = route(req, &shared, peer, role, reserve, fd).await;
+    if reserve && h1 && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // A reserve slot serves one request.
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    Ok(resp)
+}
+
+async fn route(
+    req: Request<Incoming>,
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    role: Role,
+    reserve: bool,
+    fd: std::os::fd::RawFd,
+) -> Response<GatewayBody> {
+    let (parts, body) = req.into_parts();
+    if let Err(refused) = request_rules::check(&parts) {
+        shared.metrics.client_error(refused.metric);
+        debug!(reason = refused.message, "request refused");
+        let mut resp = proxy::error_response(
+            refused.status,
+            refused.message,
+            &http::HeaderValue::from_static("-"),
+        );
+        if parts.version <= http::Version::HTTP_11 {
+            // Nothing more is read from a client that broke the rules (nor its body).
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
+        return resp;
+    }
+    let req = Request::from_parts(parts, body);
+    let shared = shared.clone();
     let path = req.uri().path();
     let registrations_here = role == Role::Register || shared.config.register_listen.is_none();
     if path == shared.config.register_path && registrations_here {
-        return Ok(register::register(req, shared, peer, fd));
+        return register::register(req, shared, peer, fd);
     }
     let no_such = |what| {
         proxy::error_response(
@@ -268,10 +423,10 @@ async fn handle(
         )
     };
     if role == Role::Register {
-        return Ok(no_such("this listener takes worker registrations only"));
+        return no_such("this listener takes worker registrations only");
     }
     if let Some(rest) = path.strip_prefix("/_vyx/") {
-        return Ok(match rest {
+        return match rest {
             "health" => admin::health(&shared),
             "workers" | "metrics" => match admin::admin_refusal(&req, &shared) {
                 Some(refused) => refused,
@@ -279,7 +434,15 @@ async fn handle(
                 None => admin::metrics(&shared),
             },
             _ => no_such("no such admin endpoint"),
-        });
+        };
     }
-    Ok(proxy::proxy(req, shared, peer).await)
+    if reserve {
+        shared.metrics.client_error("connection_limit");
+        return proxy::error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "connection limit reached: only /_vyx/ endpoints are served on this connection",
+            &http::HeaderValue::from_static("-"),
+        );
+    }
+    proxy::proxy(req, shared, peer).await
 }

@@ -631,7 +631,11 @@ async fn a_response_head_too_big_for_a_frame_is_a_500_and_the_connection_survive
 
 #[tokio::test]
 async fn a_request_head_too_big_for_a_frame_is_431_and_the_worker_connection_survives() {
-    let gw = TestGateway::start().await;
+    // The test client is a trusted proxy, so that its X-Forwarded-For chain is kept.
+    let gw = TestGateway::start_with(|c| {
+        c.trusted_proxies = vec![vyx_gateway::trusted_proxies::IpNet::parse("127.0.0.1").unwrap()]
+    })
+    .await;
     let w = TestWorker::start(gw.addr, "rust:e2e", "a").await;
     let c = client();
     let connection = |body: Bytes| -> String {

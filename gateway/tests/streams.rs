@@ -422,7 +422,12 @@ async fn a_hello_that_does_not_decode_is_4001_naming_the_error() {
 
 #[tokio::test]
 async fn proxy_headers_are_removed_both_ways_and_forwarded_is_added() {
-    let gw = TestGateway::start().await;
+    // The client is a trusted proxy, so its `forwarded` is kept (from anyone else it is
+    // replaced: tests/front.rs).
+    let gw = TestGateway::start_with(|c| {
+        c.trusted_proxies = vec![vyx_gateway::trusted_proxies::IpNet::parse("127.0.0.1").unwrap()]
+    })
+    .await;
     let mut w = RawWorker::connect(gw.addr, "raw:hdr", vec![route(0, "GET", "/h")]).await;
     let c = client();
     let url = gw.url("/h");

@@ -73,10 +73,12 @@ pub fn all() -> Vec<Probe> {
 /// The handshake timeout of the probes' gateway.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The probes' gateway: dev mode (any worker id), a short handshake timeout.
+/// The probes' gateway: dev mode (any worker id), a short handshake timeout, and request
+/// bodies streamed at once (not buffered first, PROTOCOL.md §3.4), so that a probe holding a
+/// body open sees its REQUEST.
 pub fn gateway_config() -> String {
     format!(
-        "accept_unknown_workers: true\ntimeouts:\n  handshake: {}ms\n",
+        "accept_unknown_workers: true\ntimeouts:\n  handshake: {}ms\nlimits:\n  body_buffer: 0\n",
         HANDSHAKE_TIMEOUT.as_millis()
     )
 }

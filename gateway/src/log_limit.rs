@@ -1,0 +1,134 @@
+//! The gateway's log subscriber, with warnings from the HTTP libraries (hyper, h2) logged
+//! once per client connection: a client that sends a thousand unsolicited PING acks gets
+//! one line, and a count when its connection ends, not a thousand lines.
+
+use std::fmt::Write as _;
+
+use tracing::field::Visit;
+use tracing::span::Id;
+use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_subscriber::filter::{EnvFilter, FilterExt};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::{Context, Filter, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::Layer;
+
+/// The name of the span each client connection runs in.
+pub const CONN_SPAN: &str = "http_conn";
+
+/// The subscriber `vyx` logs with: `filter` (from `RUST_LOG`), then [`OncePerConnection`].
+pub fn subscriber<W>(writer: W, ansi: bool, filter: EnvFilter) -> impl Subscriber + Send + Sync
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::registry().with(
+        tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(writer)
+            .with_filter(filter.and(OncePerConnection)),
+    )
+}
+
+/// Lets the first warning of each kind (callsite) from hyper or h2 through per connection
+/// span, counts the rest, and logs the count when the connection ends.
+pub struct OncePerConnection;
+
+/// What a connection span has seen: its peer, and per callsite the first message and how
+/// many more.
+#[derive(Default)]
+struct Seen {
+    peer: String,
+    warnings: Vec<(&'static Metadata<'static>, String, u64)>,
+}
+
+fn is_library_warning(meta: &Metadata<'_>) -> bool {
+    *meta.level() <= Level::WARN
+        && (meta.target().starts_with("h2") || meta.target().starts_with("hyper"))
+}
+
+impl<S> Filter<S> for OncePerConnection
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn enabled(&self, _meta: &Metadata<'_>, _cx: &Context<'_, S>) -> bool {
+        true
+    }
+
+    fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, id: &Id, cx: Context<'_, S>) {
+        if attrs.metadata().name() != CONN_SPAN {
+            return;
+        }
+        let mut peer = Field("peer", String::new());
+        attrs.record(&mut peer);
+        if let Some(span) = cx.span(id) {
+            span.extensions_mut().insert(Seen {
+                peer: peer.1,
+                warnings: Vec::new(),
+            });
+        }
+    }
+
+    fn event_enabled(&self, event: &Event<'_>, cx: &Context<'_, S>) -> bool {
+        let meta = event.metadata();
+        if !is_library_warning(meta) {
+            return true;
+        }
+        let Some(conn) = cx
+            .event_scope(event)
+            .and_then(|mut scope| scope.find(|s| s.name() == CONN_SPAN))
+        else {
+            return true;
+        };
+        let mut ext = conn.extensions_mut();
+        let Some(seen) = ext.get_mut::<Seen>() else {
+            return true;
+        };
+        if let Some(entry) = seen
+            .warnings
+            .iter_mut()
+            .find(|(m, _, _)| std::ptr::eq(*m, meta))
+        {
+            entry.2 += 1;
+            return false;
+        }
+        let mut message = Field("message", String::new());
+        event.record(&mut message);
+        seen.warnings.push((meta, message.1, 0));
+        true
+    }
+
+    fn on_close(&self, id: Id, cx: Context<'_, S>) {
+        let Some(span) = cx.span(&id) else {
+            return;
+        };
+        if span.name() != CONN_SPAN {
+            return;
+        }
+        let Some(seen) = span.extensions_mut().remove::<Seen>() else {
+            return;
+        };
+        drop(span);
+        for (meta, message, more) in seen.warnings {
+            if more > 0 {
+                tracing::warn!(
+                    target: "vyx_gateway::log_limit",
+                    peer = %seen.peer,
+                    repeated = more,
+                    source = meta.target(),
+                    "the warning {message:?} repeated {more} more times on one client connection (logged once)"
+                );
+            }
+        }
+    }
+}
+
+/// Records one field's value as text.
+struct Field(&'static str, String);
+
+impl Visit for Field {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == self.0 {
+            let _ = write!(self.1, "{value:?}");
+        }
+    }
+}

@@ -1,0 +1,444 @@
+//! The HTTP front under hostile or careless clients (issue 14): the header timeout from the
+//! accept, the connection cap and its `/_vyx/` reserve, the Host rules, malformed and
+//! unsupported request bodies, half-closed clients, and the forwarding headers.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use vyx::{ConnectionState, Json, Request};
+use vyx_core::frame::Frame;
+use vyx_gateway::trusted_proxies::IpNet;
+
+/// Answers with the request's headers (as a map of name to values) and body length.
+async fn inspect(mut req: Request) -> Json<Value> {
+    let mut body = req.take_body();
+    let mut len = 0usize;
+    while let Some(chunk) = StreamExt::next(&mut body).await {
+        len += chunk.map(|c| c.len()).unwrap_or(0);
+    }
+    let mut headers: HashMap<String, Vec<String>> = HashMap::new();
+    for (n, v) in req.headers().iter() {
+        headers
+            .entry(n.as_str().to_string())
+            .or_default()
+            .push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+    }
+    Json(json!({ "headers": headers, "len": len }))
+}
+
+/// A Rust SDK worker serving `/inspect/{*rest}` for any method.
+async fn inspect_worker(gw: SocketAddr) -> vyx::Worker {
+    let worker = vyx::Worker::builder()
+        .connect(format!("ws://{gw}"))
+        .id("front")
+        .handle_signals(false)
+        .any("/inspect/{*rest}", inspect)
+        .build()
+        .expect("valid worker");
+    let runner = worker.clone();
+    tokio::spawn(async move { runner.start().await });
+    let mut state = worker.state();
+    tokio::time::timeout(
+        WAIT,
+        state.wait_for(|s| matches!(s, ConnectionState::Connected { .. })),
+    )
+    .await
+    .expect("worker connected in time")
+    .unwrap();
+    worker
+}
+
+/// Writes `request` on a fresh connection and reads until the gateway closes it.
+async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request).await.unwrap();
+    read_to_close(&mut tcp).await
+}
+
+async fn read_to_close(tcp: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut out))
+        .await
+        .expect("the gateway closed the connection in time")
+        .ok();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status_of(response: &str) -> u16 {
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"))
+}
+
+fn json_body(response: &str) -> Value {
+    let body = &response[response.find("\r\n\r\n").expect("a head") + 4..];
+    // `connection: close` answers from the SDK may be chunked: take the JSON object.
+    let start = body.find('{').expect("a JSON body");
+    let end = body.rfind('}').expect("a JSON body");
+    serde_json::from_str(&body[start..=end]).unwrap()
+}
+
+/// The value of one counter line of `/_vyx/metrics`, 0 if absent.
+async fn metric(gw: &TestGateway, line_start: &str) -> u64 {
+    let (_, body) = get(&client(), &gw.url("/_vyx/metrics")).await;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0, |v| v.parse().unwrap())
+}
+
+/// Reads until EOF or error; `true` if the gateway closed within `WAIT`.
+async fn closed_by_gateway(tcp: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn silent_and_partial_preface_connections_are_closed_after_the_header_timeout() {
+    let gw =
+        TestGateway::start_with(|c| c.header_read_timeout = Some(Duration::from_millis(500))).await;
+    // Nothing at all; one byte of the HTTP/2 preface (before hyper can tell the version);
+    // the whole preface and nothing after; half an HTTP/1 head.
+    let openers: [&[u8]; 4] = [
+        b"",
+        b"P",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+        b"GET / HTTP/1.1\r\nhost: x\r\n",
+    ];
+    let mut conns = Vec::new();
+    for opener in openers {
+        let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+        tcp.write_all(opener).await.unwrap();
+        conns.push(tcp);
+    }
+    for (i, tcp) in conns.iter_mut().enumerate() {
+        assert!(closed_by_gateway(tcp).await, "opener {i} left open");
+    }
+    assert!(metric(&gw, "vyx_client_errors_total{reason=\"header_timeout\"}").await >= 3);
+    // A client that sends its head in time is served.
+    assert_eq!(get(&client(), &gw.url("/_vyx/health")).await.0, 200);
+}
+
+#[tokio::test]
+async fn an_http2_connection_idle_after_its_requests_is_closed_after_the_header_timeout() {
+    let gw =
+        TestGateway::start_with(|c| c.header_read_timeout = Some(Duration::from_millis(500))).await;
+    let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+    // Preface, empty SETTINGS, and one GET /_vyx/health (HEADERS, END_STREAM|END_HEADERS,
+    // literal fields without indexing); then nothing more.
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    let mut block = Vec::new();
+    for (name, value) in [
+        (&b":method"[..], &b"GET"[..]),
+        (b":scheme", b"http"),
+        (b":authority", b"gw"),
+        (b":path", b"/_vyx/health"),
+    ] {
+        block.push(0);
+        block.push(name.len() as u8);
+        block.extend_from_slice(name);
+        block.push(value.len() as u8);
+        block.extend_from_slice(value);
+    }
+    out.extend_from_slice(&[0, 0, block.len() as u8, 1, 5, 0, 0, 0, 1]);
+    out.extend_from_slice(&block);
+    tcp.write_all(&out).await.unwrap();
+    // Answered (bytes come back), then closed once idle.
+    let mut buf = [0u8; 1024];
+    let n = tokio::time::timeout(WAIT, tcp.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(n > 0);
+    assert!(
+        closed_by_gateway(&mut tcp).await,
+        "idle HTTP/2 connection left open"
+    );
+}
+
+/// The embedded default and the example `vyx.yaml` resist idle and slow clients without a
+/// setting: a header timeout, body buffering and a minimum body rate, a derived cap.
+#[tokio::test]
+async fn the_defaults_and_the_example_file_resist_idle_and_slow_clients() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/vyx.yaml");
+    for c in [
+        vyx_gateway::GatewayConfig::default(),
+        vyx_gateway::file_config::load(&example).unwrap(),
+    ] {
+        assert_eq!(c.header_read_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(c.body_buffer, 256 << 10);
+        assert_eq!(c.min_body_rate, 240);
+        assert_eq!(c.min_body_rate_grace, Duration::from_secs(5));
+        assert_eq!(c.max_connections, None, "derived from the open-files limit");
+        assert!(c.trusted_proxies.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn past_max_connections_only_the_reserve_serves_register_and_health() {
+    let gw = TestGateway::start_with(|c| {
+        c.max_connections = Some(4);
+        c.header_read_timeout = Some(Duration::from_secs(600));
+    })
+    .await;
+    // A worker first, then idle sockets fill the cap (the worker's connection counts).
+    let worker = inspect_worker(gw.addr).await;
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(TcpStream::connect(gw.addr).await.unwrap());
+    }
+    // Wait until the gateway counts all four.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while metric(&gw, "vyx_open_connections").await < 5 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "idle sockets never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Health and registration still work, through the reserve ...
+    let health = exchange(gw.addr, b"GET /_vyx/health HTTP/1.1\r\nhost: gw\r\n\r\n").await;
+    assert_eq!(status_of(&health), 200, "{health}");
+    assert!(health.to_ascii_lowercase().contains("connection: close"));
+    let _late = RawWorker::connect(gw.addr, "late", vec![route(0, "GET", "/late")]).await;
+    // ... but a proxied request on a reserve connection is refused.
+    let proxied = exchange(gw.addr, b"GET /inspect/x HTTP/1.1\r\nhost: gw\r\n\r\n").await;
+    assert_eq!(status_of(&proxied), 503, "{proxied}");
+    // Past the reserve too, a connection is closed at once, without waiting for a head.
+    let mut reserve = Vec::new();
+    for _ in 0..40 {
+        reserve.push(TcpStream::connect(gw.addr).await.unwrap());
+    }
+    let mut last = TcpStream::connect(gw.addr).await.unwrap();
+    assert!(closed_by_gateway(&mut last).await);
+    // Once the idle sockets go, clients are served normally again.
+    drop(reserve);
+    drop(idle);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let r = exchange(
+            gw.addr,
+            b"GET /inspect/x HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        // Until the reserve's sockets are gone, a connection may still be refused (empty).
+        if r.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never served again: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worker.stop();
+}
+
+#[tokio::test]
+async fn host_rules_are_enforced_and_the_effective_host_is_forwarded() {
+    let gw = TestGateway::start().await;
+    let worker = inspect_worker(gw.addr).await;
+    let refused: [&[u8]; 4] = [
+        b"GET /inspect/a HTTP/1.1\r\nhost: a.example\r\nhost: b.example\r\n\r\n",
+        b"GET /inspect/a HTTP/1.1\r\n\r\n",
+        b"GET /inspect/a HTTP/1.1\r\nhost: a b\r\n\r\n",
+        b"GET /inspect/a HTTP/1.1\r\nhost: user@a.example\r\n\r\n",
+    ];
+    for req in refused {
+        let r = exchange(gw.addr, req).await;
+        assert_eq!(status_of(&r), 400, "{}: {r}", String::from_utf8_lossy(req));
+    }
+    assert!(metric(&gw, "vyx_client_errors_total{reason=\"bad_host\"}").await >= 4);
+    // HTTP/1.0 needs no Host.
+    let r = exchange(gw.addr, b"GET /inspect/a HTTP/1.0\r\n\r\n").await;
+    assert_eq!(status_of(&r), 200, "{r}");
+    // An absolute-form target's authority wins over Host.
+    let r = exchange(
+        gw.addr,
+        b"GET http://target.example/inspect/a HTTP/1.1\r\nhost: other.example\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&r), 200, "{r}");
+    let v = json_body(&r);
+    assert_eq!(v["headers"]["host"], json!(["target.example"]), "{v}");
+    assert_eq!(v["headers"]["x-forwarded-host"], json!(["target.example"]));
+
+    // HTTP/2: `:authority` wins over a `host` header.
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .uri("http://authority.example/inspect/h2")
+        .header("host", "host.example")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let resp = tokio::time::timeout(WAIT, send.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["headers"]["host"], json!(["authority.example"]), "{v}");
+    worker.stop();
+}
+
+#[tokio::test]
+async fn a_malformed_chunked_body_is_400_a_reset_to_the_worker_and_a_client_error() {
+    // Streaming (no buffering), so that the worker has the stream when the body breaks.
+    let gw = TestGateway::start_with(|c| c.body_buffer = 0).await;
+    let mut w = RawWorker::connect(gw.addr, "chunks", vec![route(0, "POST", "/up")]).await;
+    let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(
+        b"POST /up HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    )
+    .await
+    .unwrap();
+    let stream = match w.next_frame().await {
+        Frame::Request(r) => r.stream_id,
+        other => panic!("expected REQUEST, got {other:?}"),
+    };
+    match w.next_frame().await {
+        Frame::Data(d) => assert_eq!(&d.data[..], b"hello"),
+        other => panic!("expected DATA, got {other:?}"),
+    }
+    tcp.write_all(b"zz-not-a-chunk-size\r\n").await.unwrap();
+    match w.next_frame().await {
+        Frame::Reset(r) => assert_eq!(r.stream_id, stream),
+        other => panic!("expected RESET, got {other:?}"),
+    }
+    let r = read_to_close(&mut tcp).await;
+    assert_eq!(status_of(&r), 400, "{r}");
+    assert_eq!(
+        metric(&gw, "vyx_client_errors_total{reason=\"malformed_body\"}").await,
+        1
+    );
+    assert_eq!(
+        metric(&gw, "vyx_requests_total{route=\"POST /up\",status=\"502\"}").await,
+        0
+    );
+
+    // Buffered (the default): a small broken body never reaches the worker.
+    let gw = TestGateway::start().await;
+    let mut w = RawWorker::connect(gw.addr, "chunks", vec![route(0, "POST", "/up")]).await;
+    let r = exchange(
+        gw.addr,
+        b"POST /up HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&r), 400, "{r}");
+    // The next request is the first the worker sees.
+    let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(b"POST /up?second HTTP/1.1\r\nhost: gw\r\ncontent-length: 2\r\n\r\nok")
+        .await
+        .unwrap();
+    match w.next_frame().await {
+        Frame::Request(r) => assert_eq!(&r.target[..], b"/up?second"),
+        other => panic!("expected REQUEST, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_transfer_coding_other_than_chunked_is_501() {
+    let gw = TestGateway::start().await;
+    let worker = inspect_worker(gw.addr).await;
+    let r = exchange(
+        gw.addr,
+        b"POST /inspect/te HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&r), 501, "{r}");
+    let r = exchange(
+        gw.addr,
+        b"POST /inspect/te HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&r), 200, "{r}");
+    assert_eq!(json_body(&r)["len"], 2);
+    worker.stop();
+}
+
+#[tokio::test]
+async fn a_request_followed_by_the_client_fin_is_answered() {
+    let gw = TestGateway::start().await;
+    let worker = inspect_worker(gw.addr).await;
+    let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(b"GET /inspect/fin HTTP/1.1\r\nhost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    tcp.shutdown().await.unwrap();
+    let r = read_to_close(&mut tcp).await;
+    assert_eq!(status_of(&r), 200, "{r}");
+    worker.stop();
+}
+
+#[tokio::test]
+async fn forwarding_headers_are_rebuilt_unless_the_peer_is_a_trusted_proxy() {
+    let spoofed = b"GET /inspect/f HTTP/1.1\r\nhost: real.example\r\nx-forwarded-for: 6.6.6.6\r\nx-forwarded-host: evil.example\r\nx-forwarded-proto: https\r\nforwarded: for=6.6.6.6;host=evil.example\r\nconnection: close, host\r\n\r\n";
+    let gw = TestGateway::start().await;
+    let worker = inspect_worker(gw.addr).await;
+    let v = json_body(&exchange(gw.addr, spoofed).await);
+    let h = &v["headers"];
+    assert_eq!(
+        h["host"],
+        json!(["real.example"]),
+        "Connection: host kept Host: {v}"
+    );
+    assert_eq!(h["x-forwarded-for"], json!(["127.0.0.1"]));
+    assert_eq!(h["x-forwarded-host"], json!(["real.example"]));
+    assert_eq!(h["x-forwarded-proto"], json!(["http"]));
+    assert_eq!(
+        h["forwarded"],
+        json!(["for=127.0.0.1;proto=http;host=real.example"])
+    );
+    worker.stop();
+    drop(gw);
+
+    let gw = TestGateway::start_with(|c| {
+        c.trusted_proxies = vec![IpNet::parse("127.0.0.0/8").unwrap()];
+    })
+    .await;
+    let worker = inspect_worker(gw.addr).await;
+    let v = json_body(&exchange(gw.addr, spoofed).await);
+    let h = &v["headers"];
+    assert_eq!(h["host"], json!(["real.example"]));
+    assert_eq!(h["x-forwarded-for"], json!(["6.6.6.6, 127.0.0.1"]));
+    assert_eq!(h["x-forwarded-host"], json!(["evil.example"]));
+    assert_eq!(h["x-forwarded-proto"], json!(["https"]));
+    assert_eq!(
+        h["forwarded"],
+        json!([
+            "for=6.6.6.6;host=evil.example",
+            "for=127.0.0.1;proto=http;host=real.example"
+        ])
+    );
+    worker.stop();
+}
