@@ -1,0 +1,50 @@
+//! The frame decoder (`core/src/frame`): any message either decodes or is refused with an
+//! error, never a panic; `decode` and `decode_scoped` agree; whatever decodes re-encodes to
+//! a message that decodes to the same frame; the size limit counts the whole message.
+#![no_main]
+
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use vyx_core::frame::{DecodeFailure, Frame};
+use vyx_core::limits::MAX_FRAME_SIZE;
+use vyx_core::DecodeError;
+
+fuzz_target!(|data: &[u8]| {
+    let msg = Bytes::copy_from_slice(data);
+    let scoped = Frame::decode_scoped(msg.clone(), MAX_FRAME_SIZE);
+    let plain = Frame::decode(msg.clone(), MAX_FRAME_SIZE);
+    assert_eq!(
+        plain,
+        scoped.clone().map_err(DecodeFailure::into_error),
+        "decode and decode_scoped disagree"
+    );
+    match scoped {
+        Ok(frame) => {
+            let wire = frame.encode();
+            let again = Frame::decode(wire.clone(), MAX_FRAME_SIZE).unwrap_or_else(|e| {
+                panic!("{frame:?} re-encodes to {wire:02x?}, which fails: {e}")
+            });
+            assert_eq!(again, frame, "re-encoding changed the frame");
+            // Every error a valid message can get is about its size once the limit is below it.
+            if !msg.is_empty() {
+                assert!(matches!(
+                    Frame::decode(msg.clone(), msg.len() - 1),
+                    Err(DecodeError::FrameTooLarge { .. })
+                ));
+            }
+        }
+        Err(DecodeFailure::Stream { stream_id, .. }) => {
+            // Only a RESPONSE with a valid header fails on its stream alone.
+            assert_eq!(data[0], vyx_core::frame::kind::RESPONSE);
+            assert_ne!(stream_id, 0);
+            assert_eq!(
+                stream_id,
+                u32::from_be_bytes([data[2], data[3], data[4], data[5]])
+            );
+        }
+        Err(DecodeFailure::Connection(e)) => {
+            // Errors carry a close code and print; neither may panic.
+            let _ = (e.close_code(), e.to_string());
+        }
+    }
+});
