@@ -48,10 +48,8 @@ fuzz_target!(|payload: &[u8]| {
                     fits_a_table(&hello.routes);
                 }
             }
-            Frame::Routes(routes) => {
-                if validate_routes(&routes.routes).is_ok() {
-                    fits_a_table(&routes.routes);
-                }
+            Frame::Routes(routes) if validate_routes(&routes.routes).is_ok() => {
+                fits_a_table(&routes.routes);
             }
             Frame::Welcome(welcome) => {
                 for asked in [1, welcome.max_concurrency, u32::MAX] {

@@ -79,7 +79,10 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-type Found = (usize, Vec<(String, Vec<u8>)>);
+/// (name, percent-decoded value) in pattern order.
+type Params = Vec<(String, Vec<u8>)>;
+/// The index of the route found, and its parameters.
+type Found = (usize, Params);
 
 /// Every route tried against the path; the most specific serving `method` wins.
 fn reference_lookup(routes: &[Route], method: &str, path: &str) -> Option<Found> {
@@ -112,7 +115,7 @@ fn reference_lookup(routes: &[Route], method: &str, path: &str) -> Option<Found>
 
 /// The segment kinds (0 literal, 1 param, 2 catch-all) and decoded parameters, if the
 /// pattern matches the path's segments.
-fn match_route(segments: &[Segment], parts: &[&str]) -> Option<(Vec<u8>, Vec<(String, Vec<u8>)>)> {
+fn match_route(segments: &[Segment], parts: &[&str]) -> Option<(Vec<u8>, Params)> {
     let mut ranks = Vec::new();
     let mut params = Vec::new();
     for (k, seg) in segments.iter().enumerate() {
