@@ -1,6 +1,9 @@
 //! The frame decoder (`core/src/frame`): any message either decodes or is refused with an
 //! error, never a panic; `decode` and `decode_scoped` agree; whatever decodes re-encodes to
-//! a message that decodes to the same frame; the size limit counts the whole message.
+//! a message that decodes to the same frame; the size limit counts the whole message; and
+//! what the codec accepts in a head, the `http` crate the gateway and the Rust SDK build
+//! their requests and responses with accepts too (the gateway drops a RESPONSE header that
+//! `http` refuses, trusting the codec to have refused it first).
 #![no_main]
 
 use bytes::Bytes;
@@ -25,6 +28,7 @@ fuzz_target!(|data: &[u8]| {
                 panic!("{frame:?} re-encodes to {wire:02x?}, which fails: {e}")
             });
             assert_eq!(again, frame, "re-encoding changed the frame");
+            http_accepts(&frame);
             // Every error a valid message can get is about its size once the limit is below it.
             if !msg.is_empty() {
                 assert!(matches!(
@@ -48,3 +52,31 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+fn http_accepts(frame: &Frame) {
+    let headers = match frame {
+        Frame::Request(r) => {
+            assert!(
+                http::Method::from_bytes(&r.method).is_ok(),
+                "method {:?}",
+                r.method
+            );
+            &r.headers
+        }
+        Frame::Response(r) => {
+            assert!(http::StatusCode::from_u16(r.status).is_ok());
+            &r.headers
+        }
+        _ => return,
+    };
+    for (name, value) in headers {
+        assert!(
+            http::HeaderName::from_bytes(name).is_ok(),
+            "header name {name:?}"
+        );
+        assert!(
+            http::HeaderValue::from_bytes(value).is_ok(),
+            "header value {value:?}"
+        );
+    }
+}
