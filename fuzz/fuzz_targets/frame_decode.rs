@@ -1,6 +1,7 @@
 //! The frame decoder (`core/src/frame`): any message either decodes or is refused with an
 //! error, never a panic; `decode` and `decode_scoped` agree; whatever decodes re-encodes to
-//! a message that decodes to the same frame; the size limit counts the whole message; and
+//! a message that decodes to the same frame; the size limit counts the whole message; the
+//! header is checked in the order of §3.2 (a plain reference names the first failure); and
 //! what the codec accepts in a head, the `http` crate the gateway and the Rust SDK build
 //! their requests and responses with accepts too (the gateway drops a RESPONSE header that
 //! `http` refuses, trusting the codec to have refused it first).
@@ -16,6 +17,12 @@ fuzz_target!(|data: &[u8]| {
     let msg = Bytes::copy_from_slice(data);
     let scoped = Frame::decode_scoped(msg.clone(), MAX_FRAME_SIZE);
     let plain = Frame::decode(msg.clone(), MAX_FRAME_SIZE);
+    let header_kind = plain
+        .as_ref()
+        .err()
+        .map(DecodeError::kind)
+        .filter(|k| HEADER_KINDS.contains(k));
+    assert_eq!(header_kind, header_verdict(data), "§3.2 order");
     assert_eq!(
         plain,
         scoped.clone().map_err(DecodeFailure::into_error),
@@ -52,6 +59,36 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+/// The error kinds of the 6-byte header (§3.2 steps 2–5).
+const HEADER_KINDS: [&str; 5] = [
+    "truncated_header",
+    "unknown_type",
+    "invalid_flags",
+    "stream_id_zero",
+    "stream_id_nonzero",
+];
+
+/// The first header check of §3.2 that `data` fails, if any (written from the spec's table,
+/// apart from the decoder).
+fn header_verdict(data: &[u8]) -> Option<&'static str> {
+    let [ty, fl, a, b, c, d, ..] = *data else {
+        return Some("truncated_header");
+    };
+    let stream_frame = matches!(ty, 0x00..=0x03 | 0x08);
+    if !stream_frame && !(0x10..=0x14).contains(&ty) {
+        return Some("unknown_type");
+    }
+    let allowed = if ty <= 0x02 { 0x01 } else { 0x00 };
+    if fl & !allowed != 0 {
+        return Some("invalid_flags");
+    }
+    match (stream_frame, u32::from_be_bytes([a, b, c, d]) == 0) {
+        (true, true) => Some("stream_id_zero"),
+        (false, false) => Some("stream_id_nonzero"),
+        _ => None,
+    }
+}
 
 fn http_accepts(frame: &Frame) {
     let headers = match frame {
