@@ -21,7 +21,7 @@ use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 use vyx_core::handshake::is_worker_id;
-use vyx_core::limits::{MAX_CONCURRENCY, MAX_ROUTES};
+use vyx_core::limits::{MAX_CONCURRENCY, MAX_ROUTES, MAX_WINDOW};
 
 use crate::auth::{Credentials, DeclaredWorker, Secret};
 use crate::config::{GatewayConfig, LocalWorker, RestartPolicy, RestartWhen};
@@ -95,7 +95,7 @@ struct Timeouts {
     body_idle: Option<Dur>,
     body_rate_grace: Option<Dur>,
     handshake: Option<Dur>,
-    heartbeat: Option<Dur>,
+    heartbeat: Option<Spanned<Dur>>,
     queue: Option<Dur>,
     drain_grace: Option<Dur>,
 }
@@ -541,7 +541,19 @@ impl Checker {
         set(&mut c.body_idle_timeout, &t.body_idle);
         set(&mut c.min_body_rate_grace, &t.body_rate_grace);
         set(&mut c.handshake_timeout, &t.handshake);
-        set(&mut c.heartbeat, &t.heartbeat);
+        if let Some(h) = &t.heartbeat {
+            // WELCOME carries it as heartbeat_ms, 1..=2^31−1 (§3.8): a worker refuses more.
+            if h.value.0.as_millis() > MAX_WINDOW as u128 {
+                return Err(self.err(
+                    h.referenced,
+                    format!(
+                        "timeouts.heartbeat {:?}: must be at most {MAX_WINDOW}ms (about 24 days)",
+                        h.value.0
+                    ),
+                ));
+            }
+            c.heartbeat = h.value.0;
+        }
         set(&mut c.queue_timeout, &t.queue);
         set(&mut c.drain_grace, &t.drain_grace);
 
