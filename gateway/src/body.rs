@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -207,6 +207,8 @@ impl http_body::Body for GatewayBody {
 pub struct Tracked {
     pub body: GatewayBody,
     pub _active: crate::conn_limit::ActiveRequest,
+    /// HTTP/1 only: fails the body once the client has gone (see `client_eof`).
+    pub client_eof: Option<crate::client_eof::ClientEof>,
 }
 
 impl http_body::Body for Tracked {
@@ -217,7 +219,17 @@ impl http_body::Body for Tracked {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        if frame.is_pending() {
+            if let Some(eof) = &mut this.client_eof {
+                ready!(eof.poll_gone(cx));
+                return Poll::Ready(Some(Err(BodyError(Failure::ConnectionLost(
+                    "the client closed its connection mid-response".into(),
+                )))));
+            }
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

@@ -12,6 +12,7 @@
 mod admin;
 pub mod auth;
 mod body;
+mod client_eof;
 pub mod config;
 mod conn;
 mod conn_limit;

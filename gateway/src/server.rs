@@ -22,6 +22,7 @@ use vyx_core::error::CloseCode;
 use vyx_core::transport::Outgoing;
 
 use crate::body::{GatewayBody, Tracked};
+use crate::client_eof::ClientEof;
 use crate::conn_limit::{self, Activity, Admission, ConnSlot, Counted, RESERVE_DEADLINE};
 use crate::supervisor::Supervisor;
 use crate::{admin, log_limit, metrics, proxy, register, request_rules, GatewayConfig, Shared};
@@ -256,12 +257,14 @@ fn serve(
             h2.store(true, Ordering::Relaxed);
         }
         let request = active.start();
+        let h1 = req.version() <= http::Version::HTTP_11;
         let handled = handle(req, svc_shared.clone(), peer, role, reserve, fd);
         async move {
             let resp = handled.await?;
             Ok::<_, Infallible>(resp.map(|body| Tracked {
                 body,
                 _active: request,
+                client_eof: h1.then(|| ClientEof::new(fd)),
             }))
         }
     });
