@@ -229,7 +229,8 @@ pub async fn serve<S>(
         protocol: handshake::PROTOCOL_VERSION,
         gateway: concat!("vyx/", env!("CARGO_PKG_VERSION")).into(),
         connection_id: conn.connection_id.clone(),
-        heartbeat_ms: shared.config.heartbeat.as_millis() as u32,
+        // vyx.yaml refuses more than WELCOME can carry; a config built in code is clamped.
+        heartbeat_ms: shared.config.heartbeat.as_millis().min(i32::MAX as u128) as u32,
         initial_window: shared.config.initial_window,
         max_frame_size: MAX_FRAME_SIZE as u32,
         max_concurrency,
