@@ -150,16 +150,7 @@ impl TestWorker {
             })
             .build()
             .expect("valid worker");
-        let runner = worker.clone();
-        let task = tokio::spawn(async move { runner.start().await });
-        let mut state = worker.state();
-        tokio::time::timeout(
-            WAIT,
-            state.wait_for(|s| matches!(s, ConnectionState::Connected { .. })),
-        )
-        .await
-        .expect("worker connected in time")
-        .unwrap();
+        let task = start_connected(&worker).await;
         TestWorker {
             worker,
             task,

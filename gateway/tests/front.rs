@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use vyx::{ConnectionState, Json, Request};
+use vyx::{Json, Request};
 use vyx_core::frame::Frame;
 use vyx_gateway::trusted_proxies::IpNet;
 
@@ -44,16 +44,7 @@ async fn inspect_worker(gw: SocketAddr) -> vyx::Worker {
         .any("/inspect/{*rest}", inspect)
         .build()
         .expect("valid worker");
-    let runner = worker.clone();
-    tokio::spawn(async move { runner.start().await });
-    let mut state = worker.state();
-    tokio::time::timeout(
-        WAIT,
-        state.wait_for(|s| matches!(s, ConnectionState::Connected { .. })),
-    )
-    .await
-    .expect("worker connected in time")
-    .unwrap();
+    start_connected(&worker).await;
     worker
 }
 

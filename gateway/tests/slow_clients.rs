@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use vyx::{ConnectionState, Request};
+use vyx::Request;
 
 /// A worker with `slots` slots: `POST /up` reads the whole body and answers its length,
 /// `GET /ok` answers at once.
@@ -36,16 +36,7 @@ async fn worker(gw: SocketAddr, slots: u32) -> vyx::Worker {
         .get("/ok", |_req: Request| async move { "ok" })
         .build()
         .expect("valid worker");
-    let runner = worker.clone();
-    tokio::spawn(async move { runner.start().await });
-    let mut state = worker.state();
-    tokio::time::timeout(
-        WAIT,
-        state.wait_for(|s| matches!(s, ConnectionState::Connected { .. })),
-    )
-    .await
-    .expect("worker connected in time")
-    .unwrap();
+    start_connected(&worker).await;
     worker
 }
 

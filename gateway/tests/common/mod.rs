@@ -213,6 +213,23 @@ pub struct RawWorker {
     pub welcome: Welcome,
 }
 
+/// Starts an SDK worker and waits until it is connected; the task ends when it stops.
+pub async fn start_connected(
+    worker: &vyx::Worker,
+) -> tokio::task::JoinHandle<Result<(), vyx::Error>> {
+    let runner = worker.clone();
+    let task = tokio::spawn(async move { runner.start().await });
+    let mut state = worker.state();
+    tokio::time::timeout(
+        WAIT,
+        state.wait_for(|s| matches!(s, vyx::ConnectionState::Connected { .. })),
+    )
+    .await
+    .expect("worker connected in time")
+    .unwrap();
+    task
+}
+
 pub fn route(id: u32, method: &str, path: &str) -> RouteSpec {
     RouteSpec {
         id,
