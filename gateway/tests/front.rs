@@ -138,21 +138,7 @@ async fn an_http2_connection_idle_after_its_requests_is_closed_after_the_header_
     // literal fields without indexing); then nothing more.
     let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
-    let mut block = Vec::new();
-    for (name, value) in [
-        (&b":method"[..], &b"GET"[..]),
-        (b":scheme", b"http"),
-        (b":authority", b"gw"),
-        (b":path", b"/_vyx/health"),
-    ] {
-        block.push(0);
-        block.push(name.len() as u8);
-        block.extend_from_slice(name);
-        block.push(value.len() as u8);
-        block.extend_from_slice(value);
-    }
-    out.extend_from_slice(&[0, 0, block.len() as u8, 1, 5, 0, 0, 0, 1]);
-    out.extend_from_slice(&block);
+    out.extend_from_slice(&h2_health_request());
     tcp.write_all(&out).await.unwrap();
     // Answered (bytes come back), then closed once idle.
     let mut buf = [0u8; 1024];

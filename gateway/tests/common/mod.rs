@@ -230,6 +230,27 @@ pub async fn start_connected(
     task
 }
 
+/// An HTTP/2 HEADERS frame on stream 1 (END_STREAM | END_HEADERS) for `GET http://gw/_vyx/health`,
+/// its fields literal without indexing: for tests that speak HTTP/2 byte by byte.
+pub fn h2_health_request() -> Vec<u8> {
+    let mut block = Vec::new();
+    for (name, value) in [
+        (&b":method"[..], &b"GET"[..]),
+        (b":scheme", b"http"),
+        (b":authority", b"gw"),
+        (b":path", b"/_vyx/health"),
+    ] {
+        block.push(0);
+        block.push(name.len() as u8);
+        block.extend_from_slice(name);
+        block.push(value.len() as u8);
+        block.extend_from_slice(value);
+    }
+    let mut frame = vec![0, 0, block.len() as u8, 1, 5, 0, 0, 0, 1];
+    frame.extend_from_slice(&block);
+    frame
+}
+
 pub fn route(id: u32, method: &str, path: &str) -> RouteSpec {
     RouteSpec {
         id,
