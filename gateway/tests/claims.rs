@@ -48,47 +48,6 @@ fn serve_named(mut w: RawWorker, name: &'static str) -> tokio::task::JoinHandle<
     })
 }
 
-/// The close code a HELLO gets from the gateway (`Ok` when WELCOME comes instead).
-async fn hello_outcome(
-    gw: &TestGateway,
-    id: &str,
-    routes: Vec<vyx_core::handshake::RouteSpec>,
-) -> Result<(), u16> {
-    let mut ws = raw_upgrade(gw.addr, id).await;
-    let hello = Frame::Hello(Hello {
-        protocol: 1,
-        worker_id: id.into(),
-        instance: "t".into(),
-        sdk: "raw-test".into(),
-        max_concurrency: 8,
-        routes,
-        labels: Default::default(),
-    });
-    ws.send(Message::Binary(hello.encode())).await.unwrap();
-    let mut w = RawWorker {
-        ws,
-        welcome: unset_welcome(),
-    };
-    loop {
-        use futures_util::StreamExt;
-        let msg = tokio::time::timeout(WAIT, w.ws.next())
-            .await
-            .expect("answer in time")
-            .expect("socket open")
-            .expect("read ok");
-        match msg {
-            Message::Binary(b) => match Frame::decode(b, 1 << 20).unwrap() {
-                Frame::Welcome(_) => return Ok(()),
-                Frame::Error(_) => {}
-                other => panic!("unexpected {other:?}"),
-            },
-            Message::Close(Some(f)) => return Err(u16::from(f.code)),
-            Message::Close(None) => return Err(1005),
-            _ => {}
-        }
-    }
-}
-
 async fn lapsing(gw: &TestGateway) -> Vec<Value> {
     let (status, body) = get(&client(), &gw.url("/_vyx/workers?include=lapsing")).await;
     assert_eq!(status, 200);
@@ -118,12 +77,17 @@ async fn a_departed_workers_claims_answer_503_for_the_grace_then_lapse_to_the_ot
 
     // Conflicts are found at registration across method and any-method tables.
     assert_eq!(
-        hello_outcome(&gw, "raw:x", vec![route(3, "GET", "/api/{*x}")]).await,
+        hello_outcome(
+            &gw,
+            "raw:x",
+            &hello("raw:x", vec![route(3, "GET", "/api/{*x}")])
+        )
+        .await,
         Err(4003),
         "GET beside another id's * of the same shape"
     );
     assert_eq!(
-        hello_outcome(&gw, "raw:x", vec![route(3, "*", "/{*x}")]).await,
+        hello_outcome(&gw, "raw:x", &hello("raw:x", vec![route(3, "*", "/{*x}")])).await,
         Err(4003),
         "* beside another id's GET of the same shape"
     );
@@ -232,4 +196,17 @@ fn the_claim_grace_is_set_in_vyx_yaml() {
         .err()
         .expect("an unknown key is refused");
     assert_eq!(e.line, 2, "{e}");
+}
+
+fn hello(id: &str, routes: Vec<vyx_core::handshake::RouteSpec>) -> Value {
+    serde_json::to_value(Hello {
+        protocol: 1,
+        worker_id: id.into(),
+        instance: "t".into(),
+        sdk: "raw-test".into(),
+        max_concurrency: 8,
+        routes,
+        labels: Default::default(),
+    })
+    .unwrap()
 }

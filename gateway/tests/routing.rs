@@ -5,7 +5,7 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 use vyx_core::frame::{Frame, Response};
@@ -21,32 +21,6 @@ fn unhex(s: &str) -> Vec<u8> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
         .collect()
-}
-
-/// Sends `hello` (raw JSON) after the upgrade; `Ok(())` for WELCOME, `Err(code)` for a close.
-async fn hello_outcome(gw: &TestGateway, header_id: &str, hello: &Value) -> Result<(), u16> {
-    let mut ws = raw_upgrade(gw.addr, header_id).await;
-    let mut msg = vec![0x10, 0, 0, 0, 0, 0];
-    msg.extend(serde_json::to_vec(hello).unwrap());
-    ws.send(Message::Binary(msg.into())).await.unwrap();
-    loop {
-        let next = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("an answer to HELLO in time")
-            .expect("socket open")
-            .expect("read ok");
-        match next {
-            Message::Binary(b) => {
-                return match Frame::decode(b, 1 << 20).expect("valid frame") {
-                    Frame::Welcome(_) => Ok(()),
-                    Frame::Error(e) => Err(e.code),
-                    other => panic!("unexpected {other:?}"),
-                }
-            }
-            Message::Close(f) => return Err(f.map_or(1005, |f| u16::from(f.code))),
-            _ => {}
-        }
-    }
 }
 
 #[tokio::test]

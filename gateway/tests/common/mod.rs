@@ -251,6 +251,36 @@ pub fn h2_health_request() -> Vec<u8> {
     frame
 }
 
+/// Sends `hello` (raw JSON) after the upgrade; `Ok(())` for WELCOME, `Err(code)` for a close.
+pub async fn hello_outcome(
+    gw: &TestGateway,
+    header_id: &str,
+    hello: &serde_json::Value,
+) -> Result<(), u16> {
+    let mut ws = raw_upgrade(gw.addr, header_id).await;
+    let mut msg = vec![0x10, 0, 0, 0, 0, 0];
+    msg.extend(serde_json::to_vec(hello).unwrap());
+    ws.send(Message::Binary(msg.into())).await.unwrap();
+    loop {
+        let next = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("an answer to HELLO in time")
+            .expect("socket open")
+            .expect("read ok");
+        match next {
+            Message::Binary(b) => {
+                return match Frame::decode(b, 1 << 20).expect("valid frame") {
+                    Frame::Welcome(_) => Ok(()),
+                    Frame::Error(e) => Err(e.code),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            Message::Close(f) => return Err(f.map_or(1005, |f| u16::from(f.code))),
+            _ => {}
+        }
+    }
+}
+
 pub fn route(id: u32, method: &str, path: &str) -> RouteSpec {
     RouteSpec {
         id,
