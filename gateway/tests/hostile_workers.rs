@@ -331,3 +331,42 @@ async fn a_worker_that_stops_reading_does_not_grow_gateway_memory() {
     pinger.abort();
     drop(unread);
 }
+
+/// A worker still writing a message over the frame limit when the gateway refuses it (4006,
+/// §3.1) must read that close code, then the end of the connection: the gateway reads and
+/// drops the rest of the message rather than closing with unread data, which resets the
+/// connection at once and can throw the close frame away before the worker reads it.
+#[tokio::test]
+async fn a_worker_still_writing_an_oversized_message_reads_4006_then_a_clean_end() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = TestGateway::start().await;
+    let (mut ws, _) = raw_tcp_worker(gw.addr, "raw:big", 1, "/big").await;
+    // A masked binary message of 4 MiB: its header and the first 64 KiB of it.
+    let mut head = vec![0x82, 0x80 | 127];
+    head.extend_from_slice(&(4u64 << 20).to_be_bytes());
+    head.extend_from_slice(&[1, 2, 3, 4]);
+    let tcp = ws.get_mut();
+    tcp.write_all(&head).await.unwrap();
+    tcp.write_all(&[0u8; 64 << 10]).await.unwrap();
+    let close = loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a close in time")
+        {
+            Some(Ok(Message::Close(f))) => break f.expect("a close code"),
+            Some(Ok(_)) => continue,
+            other => panic!("expected the gateway's close, got {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 4006, "{}", close.reason);
+    // The worker, unaware yet, goes on with its message; then it finds the end of file.
+    let tcp = ws.get_mut();
+    tcp.write_all(&[0u8; 256 << 10])
+        .await
+        .expect("the gateway reset the connection while the worker was still writing");
+    let mut rest = Vec::new();
+    let end = tokio::time::timeout(WAIT, tcp.read_to_end(&mut rest))
+        .await
+        .expect("the connection ended in time");
+    assert!(end.is_ok(), "the connection was reset, not closed: {end:?}");
+}

@@ -288,9 +288,10 @@ pub(super) fn queued_data_limit(max_concurrency: u32, initial_window: u32) -> us
 /// drains in a round trip, so it never slows a worker that reads.
 pub(super) const QUEUED_DATA_CAP: usize = 64 << 20;
 
-/// How long a connection that has ended gets to write what is queued and its close frame.
-/// After that the writer is aborted and the socket reset (§7): a worker that does not read
-/// holds no memory of the gateway's, in its queue or in the kernel's.
+/// How long a connection that has ended gets to write what is queued and its close frame,
+/// and then to close in turn. After that the writer is aborted and the socket reset (§7): a
+/// worker that does not read holds no memory of the gateway's, in its queue or in the
+/// kernel's.
 pub(super) const CLOSE_WRITE_WAIT: Duration = Duration::from_secs(2);
 
 async fn finish_writer(
@@ -314,5 +315,7 @@ async fn finish_writer(
         socket.reset_on_close();
         writer.abort();
         let _ = writer.await;
+    } else {
+        socket.lingering_close(CLOSE_WRITE_WAIT).await;
     }
 }
