@@ -61,7 +61,10 @@ impl TestGateway {
                     _ = kill_rx => {}
                 }
             });
-            rt.shutdown_background();
+            // Waits for the spawned tasks (the accept loops among them) to be dropped, so
+            // that the listener is closed once the thread is joined: a restart test binds
+            // the same port next.
+            rt.shutdown_timeout(WAIT);
         });
         let addr = addr_rx.await.expect("gateway bound");
         TestGateway {
