@@ -13,10 +13,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::server::{
     ErrorResponse, Request as WsRequest, Response as WsResponse,
 };
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use vyx_core::frame::{self, Data, Frame, Reset, Window};
-use vyx_core::handshake::{Welcome, PROTOCOL_VERSION, SUBPROTOCOL};
+use vyx_core::handshake::{Hello, Welcome, PROTOCOL_VERSION, SUBPROTOCOL};
 use vyx_core::session::{
     Batch, ConnectionState, Engine, EngineError, IncomingRequest, StreamError, TryChunk, TrySend,
     WorkerConfig,
@@ -43,6 +45,13 @@ impl Gateway {
 
     /// Accepts one worker, reads its HELLO, and welcomes it.
     async fn welcome(&self, connection_id: &str, initial_window: u32) -> Conn {
+        let (mut conn, hello) = self.hello().await;
+        conn.welcome(&hello, connection_id, initial_window).await;
+        conn
+    }
+
+    /// Accepts one worker and reads its HELLO.
+    async fn hello(&self) -> (Conn, Hello) {
         let (tcp, _) = timeout(self.listener.accept()).await.unwrap();
         #[allow(clippy::result_large_err)] // the signature tungstenite asks for
         let callback = |_: &WsRequest, mut res: WsResponse| -> Result<WsResponse, ErrorResponse> {
@@ -57,7 +66,17 @@ impl Gateway {
         let Frame::Hello(hello) = conn.recv().await else {
             panic!("expected HELLO")
         };
-        conn.send(
+        (conn, hello)
+    }
+}
+
+struct Conn {
+    ws: WebSocketStream<TcpStream>,
+}
+
+impl Conn {
+    async fn welcome(&mut self, hello: &Hello, connection_id: &str, initial_window: u32) {
+        self.send(
             Frame::Welcome(Welcome {
                 protocol: PROTOCOL_VERSION,
                 gateway: "fake/0".into(),
@@ -70,15 +89,8 @@ impl Gateway {
             .encode(),
         )
         .await;
-        conn
     }
-}
 
-struct Conn {
-    ws: WebSocketStream<TcpStream>,
-}
-
-impl Conn {
     async fn send(&mut self, frame: Bytes) {
         timeout(self.ws.send(Message::Binary(frame))).await.unwrap();
     }
@@ -486,4 +498,39 @@ async fn a_lost_connection_reports_every_open_stream_reset() {
     assert_eq!(resets[0].slot, req.slot);
     assert_eq!(resets[0].error, StreamError::ConnectionLost);
     e.drain(Duration::ZERO);
+}
+
+/// A drain that comes while the worker waits for WELCOME does not cut the handshake: the
+/// gateway may have registered the connection and sent it a request already. The worker
+/// finishes the handshake, sends DRAIN, answers that request, and answers the gateway's
+/// close with 1000 (§7).
+#[tokio::test]
+async fn a_drain_during_the_handshake_finishes_it_and_answers_what_was_sent() {
+    let (gw, url) = Gateway::bind().await;
+    let e = engine(&url, &[("GET", "/x")]);
+    e.start().unwrap();
+    let (mut conn, hello) = gw.hello().await;
+    e.drain(WAIT);
+    conn.welcome(&hello, "c-1", 65536).await;
+    conn.request(1, 0, "GET", true).await;
+    let Frame::Drain(drain) = conn.recv().await else {
+        panic!("expected DRAIN")
+    };
+    assert_eq!(drain.deadline_ms, WAIT.as_millis() as u64);
+    let (req, _) = pull_request(&e).await;
+    req.stream
+        .respond(200, &[("x-test", "1")], b"served")
+        .unwrap();
+    assert_eq!(conn.head(1).await.status, 200);
+    assert_eq!(conn.body(1).await, b"served");
+    let close = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "drained".into(),
+    };
+    conn.ws.close(Some(close)).await.unwrap();
+    match timeout(conn.ws.next()).await {
+        Some(Ok(Message::Close(Some(f)))) => assert_eq!(u16::from(f.code), 1000),
+        other => panic!("expected the worker's 1000, got {other:?}"),
+    }
+    timeout(e.wait()).await.unwrap();
 }

@@ -78,10 +78,22 @@ pub fn registration_url(connect: &str) -> String {
     }
 }
 
+/// Dials, upgrades and sends HELLO, then waits for WELCOME: one registration attempt.
+#[cfg(test)]
 pub(crate) async fn connect(
     cfg: &WorkerConfig,
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 ) -> Result<(WsStream, Welcome), ConnectError> {
+    let ws = dial(cfg, tls).await?;
+    welcome(ws, cfg).await
+}
+
+/// The first half of a registration attempt: TCP, TLS, the upgrade, and HELLO sent. Until
+/// it returns, the gateway knows nothing of this worker and the attempt may be dropped.
+pub(crate) async fn dial(
+    cfg: &WorkerConfig,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+) -> Result<WsStream, ConnectError> {
     let url = registration_url(&cfg.connect);
     let mut req = url
         .as_str()
@@ -106,13 +118,13 @@ pub(crate) async fn connect(
         headers.insert("authorization", value);
     }
 
-    let dial = tokio_tungstenite::connect_async_tls_with_config(
+    let upgrade = tokio_tungstenite::connect_async_tls_with_config(
         req,
         Some(websocket_config()),
         true,
         tls.map(tokio_tungstenite::Connector::Rustls),
     );
-    let (mut ws, _resp) = match tokio::time::timeout(cfg.connect_timeout, dial).await {
+    let (mut ws, _resp) = match tokio::time::timeout(cfg.connect_timeout, upgrade).await {
         Err(_) => {
             return Err(ConnectError::Transient(format!(
                 "no answer from {url} within {:?}",
@@ -161,7 +173,15 @@ pub(crate) async fn connect(
     ws.send(Message::Binary(hello.encode()))
         .await
         .map_err(|e| ConnectError::Transient(format!("sending HELLO failed: {e}")))?;
+    Ok(ws)
+}
 
+/// The second half: WELCOME (or the gateway's refusal) after HELLO, within
+/// [`HANDSHAKE_TIMEOUT`].
+pub(crate) async fn welcome(
+    mut ws: WsStream,
+    cfg: &WorkerConfig,
+) -> Result<(WsStream, Welcome), ConnectError> {
     let mut error_message = None;
     let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
     loop {

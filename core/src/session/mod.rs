@@ -496,10 +496,20 @@ async fn supervise(
         if stop.borrow().is_some() {
             return Ok(());
         }
-        let attempt = tokio::select! {
-            r = connect::connect(&cfg, tls.clone()) => r,
+        let dialed = tokio::select! {
+            r = connect::dial(&cfg, tls.clone()) => r,
             _ = stop.wait_for(Option::is_some) => return Ok(()),
         };
+        // HELLO is out: the gateway may register this connection and send it requests at
+        // any moment. A drain from here on does not cut the handshake (bounded by its
+        // timeout): the connection drains at once, so a REQUEST already sent is answered.
+        let attempt = match dialed {
+            Ok(ws) => connect::welcome(ws, &cfg).await,
+            Err(e) => Err(e),
+        };
+        if attempt.is_err() && stop.borrow().is_some() {
+            return Ok(());
+        }
         let cause = match attempt {
             Ok((ws, welcome)) => {
                 info!(gateway = %url, worker_id = %cfg.worker_id, connection = %welcome.connection_id, "registered");
