@@ -612,9 +612,11 @@ async fn a_silent_gateway_is_noticed_and_the_worker_reconnects() {
     };
     assert!(cause.contains("heartbeat"), "{cause}");
     // The worker dials again by itself.
-    let (_conn, hello) = gw.welcome().await;
+    let (mut conn, hello) = gw.welcome().await;
     assert_eq!(hello.worker_id, w.id());
     w.stop();
+    assert!(matches!(conn.recv().await, Frame::Drain(_)));
+    conn.close_drained().await;
     timeout(running).await.unwrap().unwrap();
 }
 
