@@ -257,7 +257,10 @@ async fn a_worker_that_stops_reading_does_not_grow_gateway_memory() {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     });
+    // The POSTs get their own client: an answer sent before the body was read closes its
+    // connection, and a poll of /_vyx/workers must not pick that one from a shared pool.
     let c = client();
+    let posting = client();
     wait_until("the worker registered", || async {
         connections(&c, gw.addr, "raw:stuck").await.len() == 1
     })
@@ -270,7 +273,11 @@ async fn a_worker_that_stops_reading_does_not_grow_gateway_memory() {
     const REQUESTS: usize = 320;
     let clients: Vec<_> = (0..16)
         .map(|_| {
-            let (c, url, body) = (c.clone(), format!("http://{}/up", gw.addr), body.clone());
+            let (c, url, body) = (
+                posting.clone(),
+                format!("http://{}/up", gw.addr),
+                body.clone(),
+            );
             let (answered, statuses) = (answered.clone(), statuses.clone());
             tokio::spawn(async move {
                 while answered.fetch_add(1, Ordering::Relaxed) < REQUESTS {
