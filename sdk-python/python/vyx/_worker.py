@@ -195,14 +195,21 @@ class Worker:
         self._end = loop.create_future()
         if self._stop_requested:
             return
-        self._engine.start()
-        fd = self._engine.fileno()
-        loop.add_reader(fd, self._on_ready)
         signals: List[int] = []
         if handle_signals:
+            # Before the engine starts: the gateway may welcome the worker before this
+            # coroutine runs again, and a SIGTERM from then on must drain, not kill.
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
                 signals.append(sig)
+        try:
+            self._engine.start()
+        except BaseException:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+            raise
+        fd = self._engine.fileno()
+        loop.add_reader(fd, self._on_ready)
         try:
             try:
                 kind, message = await asyncio.shield(self._end)
