@@ -197,8 +197,9 @@ class Worker:
             return
         signals: List[int] = []
         if handle_signals:
-            # Before the engine starts: the gateway may welcome the worker before this
-            # coroutine runs again, and a SIGTERM from then on must drain, not kill.
+            # Before the engine starts: its own thread may be welcomed by the gateway
+            # before this one reaches the next line, and a SIGTERM from then on must
+            # drain the worker, not kill the process.
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
                 signals.append(sig)
