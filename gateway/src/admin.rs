@@ -11,6 +11,7 @@ use serde::Serialize;
 use http::Request;
 
 use crate::body::GatewayBody;
+use crate::metrics::ConnectionGauges;
 use crate::Shared;
 
 #[derive(Serialize)]
@@ -164,11 +165,13 @@ pub fn admin_refusal<B>(req: &Request<B>, shared: &Shared) -> Option<Response<Ga
 
 pub fn metrics(shared: &Shared) -> Response<GatewayBody> {
     let conns = shared.registry.connections();
-    let body = shared.metrics.encode(
-        conns
-            .iter()
-            .map(|c| (c.worker_id.clone(), c.in_flight.load(Ordering::Acquire))),
-    );
+    let body = shared
+        .metrics
+        .encode(conns.iter().map(|c| ConnectionGauges {
+            worker_id: c.worker_id.clone(),
+            in_flight: c.in_flight.load(Ordering::Acquire),
+            queued_bytes: c.queued_bytes(),
+        }));
     text(
         StatusCode::OK,
         "application/openmetrics-text; version=1.0.0; charset=utf-8",

@@ -3,7 +3,8 @@
 //! The request path touches only pre-resolved handles: a route's [`RouteMetrics`] is
 //! resolved once per route (its label set built then), a status counter once per route and
 //! status, and byte counters are plain atomics. Gauges (in-flight streams, connected
-//! workers) are read from the registry when scraped, so they cost nothing per request.
+//! workers, queued bytes) are read from the registry when scraped, so they cost nothing per
+//! request.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -50,6 +51,7 @@ pub struct Metrics {
     latency: Family<RouteLabel, Histogram>,
     in_flight: Gauge,
     connected: Family<WorkerLabel, Gauge>,
+    queued: Family<WorkerLabel, Gauge>,
     registrations: Family<WorkerLabel, Counter>,
     reconnects: Family<WorkerLabel, Counter>,
     rejections: Family<ReasonLabel, Counter>,
@@ -105,6 +107,12 @@ impl Metrics {
             "Live worker connections, by worker id",
             connected.clone(),
         );
+        let queued = Family::<WorkerLabel, Gauge>::default();
+        registry.register(
+            "worker_queued_bytes",
+            "Request-body bytes queued for worker connections and not yet written to their sockets, by worker id (bounded per connection; a value stuck at the bound is a worker that stopped reading)",
+            queued.clone(),
+        );
         let registrations = Family::<WorkerLabel, Counter>::default();
         registry.register(
             "registrations",
@@ -154,6 +162,7 @@ impl Metrics {
             latency,
             in_flight,
             connected,
+            queued,
             registrations,
             reconnects,
             rejections,
@@ -234,21 +243,25 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition, with the gauges read from `workers` (id, in-flight streams).
-    pub fn encode(&self, workers: impl IntoIterator<Item = (String, usize)>) -> String {
-        let mut per_id: std::collections::HashMap<String, i64> = Default::default();
+    /// The text exposition, with the gauges read from the live worker connections.
+    pub fn encode(&self, workers: impl IntoIterator<Item = ConnectionGauges>) -> String {
+        // Per worker id: connections, queued bytes.
+        let mut per_id: std::collections::HashMap<String, (i64, i64)> = Default::default();
         let mut in_flight = 0;
-        for (id, streams) in workers {
-            in_flight += streams as i64;
-            *per_id.entry(id).or_default() += 1;
+        for c in workers {
+            in_flight += c.in_flight as i64;
+            let id = per_id.entry(c.worker_id).or_default();
+            id.0 += 1;
+            id.1 += c.queued_bytes as i64;
         }
         // One scrape at a time: the gauges are rewritten for each.
         let _scrape = self.scrape.lock().unwrap();
         self.connected.clear();
-        for (worker_id, n) in per_id {
-            self.connected
-                .get_or_create(&WorkerLabel { worker_id })
-                .set(n);
+        self.queued.clear();
+        for (worker_id, (connections, queued)) in per_id {
+            let label = WorkerLabel { worker_id };
+            self.connected.get_or_create(&label).set(connections);
+            self.queued.get_or_create(&label).set(queued);
         }
         self.in_flight.set(in_flight);
         let mut out = String::new();
@@ -256,6 +269,13 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         out
     }
+}
+
+/// What a scrape reads from one live worker connection.
+pub struct ConnectionGauges {
+    pub worker_id: String,
+    pub in_flight: usize,
+    pub queued_bytes: usize,
 }
 
 impl Default for Metrics {

@@ -98,6 +98,18 @@ async fn connections(c: &HttpClient, gw: SocketAddr, id: &str) -> Vec<serde_json
         .collect()
 }
 
+/// `vyx_worker_queued_bytes` of `id` in `/_vyx/metrics`.
+async fn queued_gauge(c: &HttpClient, gw: SocketAddr, id: &str) -> u64 {
+    let (status, body) = get(c, &format!("http://{gw}/_vyx/metrics")).await;
+    assert_eq!(status, 200);
+    let prefix = format!("vyx_worker_queued_bytes{{worker_id=\"{id}\"}} ");
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    let line = text.lines().find_map(|l| l.strip_prefix(prefix.as_str()));
+    line.unwrap_or_else(|| panic!("no {prefix:?} in {text}"))
+        .parse()
+        .unwrap()
+}
+
 /// Polls until `done` holds, failing with `what` after [`WAIT`].
 async fn wait_until<F: std::future::Future<Output = bool>>(
     what: &str,
@@ -288,12 +300,13 @@ async fn a_worker_that_stops_reading_does_not_grow_gateway_memory() {
         })
         .collect();
     let done = Arc::new(AtomicBool::new(false));
-    let (mut peak_rss, mut peak_queued) = (baseline, 0u64);
+    let (mut peak_rss, mut peak_queued, mut peak_gauge) = (baseline, 0u64, 0u64);
     while !done.load(Ordering::Relaxed) {
         peak_rss = peak_rss.max(gw.rss_bytes());
         let conns = connections(&c, gw.addr, "raw:stuck").await;
         assert_eq!(conns.len(), 1, "the pinging worker stays registered");
         peak_queued = peak_queued.max(conns[0]["queued_bytes"].as_u64().unwrap());
+        peak_gauge = peak_gauge.max(queued_gauge(&c, gw.addr, "raw:stuck").await);
         tokio::time::sleep(Duration::from_millis(100)).await;
         if clients.iter().all(|t| t.is_finished()) {
             done.store(true, Ordering::Relaxed);
@@ -313,11 +326,12 @@ async fn a_worker_that_stops_reading_does_not_grow_gateway_memory() {
     assert!(statuses.contains(&Some(504)), "{statuses:?}");
     let grown = peak_rss.saturating_sub(baseline);
     println!(
-        "baseline RSS {} KiB, peak {} KiB (+{} KiB); peak queued {} KiB, bound {} KiB",
+        "baseline RSS {} KiB, peak {} KiB (+{} KiB); peak queued {} KiB (metric {} KiB), bound {} KiB",
         baseline >> 10,
         peak_rss >> 10,
         grown >> 10,
         peak_queued >> 10,
+        peak_gauge >> 10,
         bound >> 10
     );
     assert!(
@@ -327,6 +341,11 @@ async fn a_worker_that_stops_reading_does_not_grow_gateway_memory() {
     assert!(
         peak_queued <= bound,
         "queued {peak_queued} bytes for the worker, over the bound of {bound}"
+    );
+    // The metrics show the same queue.
+    assert!(
+        peak_gauge > 0 && peak_gauge <= bound,
+        "vyx_worker_queued_bytes peaked at {peak_gauge} (bound {bound})"
     );
     // The bound, tungstenite's and hyper's buffers, and a generous allowance for the
     // allocator: far below the ~80 MiB the unbounded queue reached in this run.
