@@ -11,7 +11,7 @@ use common::*;
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 use vyx_core::frame::Frame;
-use vyx_core::handshake::{Hello, RouteSpec, Routes};
+use vyx_core::handshake::{RouteSpec, Routes};
 use vyx_gateway::auth::DevMode;
 
 const VYX: &str = env!("CARGO_BIN_EXE_vyx");
@@ -27,18 +27,8 @@ async fn first_message_outcome(gw: &TestGateway, id: &str, payload: Vec<u8>) -> 
     w.close_frame().await
 }
 
-fn hello(id: &str, routes: Vec<RouteSpec>) -> Vec<u8> {
-    Frame::Hello(Hello {
-        protocol: 1,
-        worker_id: id.into(),
-        instance: "t".into(),
-        sdk: "raw-test".into(),
-        max_concurrency: 8,
-        routes,
-        labels: Default::default(),
-    })
-    .encode()
-    .to_vec()
+fn hello_bytes(id: &str, routes: Vec<RouteSpec>) -> Vec<u8> {
+    Frame::Hello(hello(id, routes)).encode().to_vec()
 }
 
 #[tokio::test]
@@ -53,7 +43,7 @@ async fn routes_under_vyx_are_refused_4001_in_hello_and_in_routes() {
         let (code, reason) = first_message_outcome(
             &gw,
             "raw:sneaky",
-            hello("raw:sneaky", vec![route(0, method, path)]),
+            hello_bytes("raw:sneaky", vec![route(0, method, path)]),
         )
         .await;
         assert_eq!(code, 4001, "{method} {path}");
@@ -132,7 +122,7 @@ fn the_unsafe_opt_in_is_refused_with_a_vyx_yaml() {
 #[tokio::test]
 async fn an_oversized_hello_is_closed_4006_and_counted() {
     let gw = TestGateway::start().await;
-    let mut big = hello("raw:big", vec![]);
+    let mut big = hello_bytes("raw:big", vec![]);
     big.resize((1 << 20) + 1, b' ');
     let (code, reason) = first_message_outcome(&gw, "raw:big", big).await;
     assert_eq!(code, 4006, "{reason}");

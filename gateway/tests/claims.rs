@@ -14,7 +14,6 @@ use futures_util::SinkExt;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 use vyx_core::frame::{Data, Frame, Response};
-use vyx_core::handshake::Hello;
 
 /// Answers every REQUEST with 200 and `name#route_id` until the socket ends.
 fn serve_named(mut w: RawWorker, name: &'static str) -> tokio::task::JoinHandle<()> {
@@ -80,14 +79,19 @@ async fn a_departed_workers_claims_answer_503_for_the_grace_then_lapse_to_the_ot
         hello_outcome(
             &gw,
             "raw:x",
-            &hello("raw:x", vec![route(3, "GET", "/api/{*x}")])
+            &hello_json("raw:x", vec![route(3, "GET", "/api/{*x}")])
         )
         .await,
         Err(4003),
         "GET beside another id's * of the same shape"
     );
     assert_eq!(
-        hello_outcome(&gw, "raw:x", &hello("raw:x", vec![route(3, "*", "/{*x}")])).await,
+        hello_outcome(
+            &gw,
+            "raw:x",
+            &hello_json("raw:x", vec![route(3, "*", "/{*x}")])
+        )
+        .await,
         Err(4003),
         "* beside another id's GET of the same shape"
     );
@@ -196,17 +200,4 @@ fn the_claim_grace_is_set_in_vyx_yaml() {
         .err()
         .expect("an unknown key is refused");
     assert_eq!(e.line, 2, "{e}");
-}
-
-fn hello(id: &str, routes: Vec<vyx_core::handshake::RouteSpec>) -> Value {
-    serde_json::to_value(Hello {
-        protocol: 1,
-        worker_id: id.into(),
-        instance: "t".into(),
-        sdk: "raw-test".into(),
-        max_concurrency: 8,
-        routes,
-        labels: Default::default(),
-    })
-    .unwrap()
 }

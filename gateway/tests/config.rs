@@ -299,18 +299,6 @@ async fn each_credential_mistake_is_refused_before_the_upgrade_with_its_own_erro
     assert!(!String::from_utf8_lossy(&listing).contains("secret"));
 }
 
-fn hello(id: &str, routes: Vec<vyx_core::handshake::RouteSpec>) -> Hello {
-    Hello {
-        protocol: 1,
-        worker_id: id.into(),
-        instance: "t".into(),
-        sdk: "raw-test".into(),
-        max_concurrency: 8,
-        routes,
-        labels: Default::default(),
-    }
-}
-
 /// Upgrades with `token`, sends HELLO, and returns the close code and reason.
 async fn refused_after_hello(
     gw: &TestGateway,

@@ -193,18 +193,6 @@ async fn hello_and_close_code(gw: &TestGateway, id: &str, hello: Hello) -> u16 {
     w.close_code().await
 }
 
-fn hello(id: &str, routes: Vec<vyx_core::handshake::RouteSpec>) -> Hello {
-    Hello {
-        protocol: 1,
-        worker_id: id.into(),
-        instance: String::new(),
-        sdk: String::new(),
-        max_concurrency: 8,
-        routes,
-        labels: Default::default(),
-    }
-}
-
 #[tokio::test]
 async fn bad_hellos_and_route_conflicts_get_their_close_codes() {
     let gw = TestGateway::start().await;

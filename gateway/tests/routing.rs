@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 use vyx_core::frame::{Frame, Response};
-use vyx_core::handshake::{Hello, RouteSpec};
+use vyx_core::handshake::RouteSpec;
 
 fn load(name: &str) -> Value {
     let path = format!("{}/../spec/vectors/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -100,19 +100,6 @@ async fn requests_reach_the_route_and_params_the_routing_vectors_name() {
     }
 }
 
-fn hello(id: &str, routes: Vec<RouteSpec>) -> Value {
-    serde_json::to_value(Hello {
-        protocol: 1,
-        worker_id: id.into(),
-        instance: String::new(),
-        sdk: String::new(),
-        max_concurrency: 8,
-        routes,
-        labels: Default::default(),
-    })
-    .unwrap()
-}
-
 /// The route id of the REQUEST `path` reaches, and the worker that got it.
 async fn routed_to(
     gw: &TestGateway,
@@ -164,7 +151,7 @@ async fn routes_of_different_workers_conflict_only_on_overlapping_methods_and_th
         hello_outcome(
             &gw,
             "raw:c",
-            &hello("raw:c", vec![route(3, "GET", "/a/{y}")])
+            &hello_json("raw:c", vec![route(3, "GET", "/a/{y}")])
         )
         .await,
         Err(4003)
@@ -172,7 +159,12 @@ async fn routes_of_different_workers_conflict_only_on_overlapping_methods_and_th
     // `*` overlaps every method: beside another worker's GET route of the same shape it
     // is a conflict too; one worker may declare both.
     assert_eq!(
-        hello_outcome(&gw, "raw:c", &hello("raw:c", vec![route(3, "*", "/a/{y}")])).await,
+        hello_outcome(
+            &gw,
+            "raw:c",
+            &hello_json("raw:c", vec![route(3, "*", "/a/{y}")])
+        )
+        .await,
         Err(4003)
     );
     let mut d = RawWorker::connect(
@@ -237,7 +229,7 @@ async fn a_route_left_without_connections_is_taken_over_whatever_its_param_names
         hello_outcome(
             &gw,
             "raw:new",
-            &hello("raw:new", vec![route(9, "GET", "/t/{other}")])
+            &hello_json("raw:new", vec![route(9, "GET", "/t/{other}")])
         )
         .await,
         Err(4003)

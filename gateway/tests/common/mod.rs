@@ -284,6 +284,25 @@ pub async fn hello_outcome(
     }
 }
 
+/// A valid HELLO from `id` with `routes` (max_concurrency 8), for tests to send as is or
+/// to spoil one field of.
+pub fn hello(id: &str, routes: Vec<RouteSpec>) -> Hello {
+    Hello {
+        protocol: 1,
+        worker_id: id.into(),
+        instance: "t".into(),
+        sdk: "raw-test".into(),
+        max_concurrency: 8,
+        routes,
+        labels: Default::default(),
+    }
+}
+
+/// [`hello`] as JSON, for [`hello_outcome`].
+pub fn hello_json(id: &str, routes: Vec<RouteSpec>) -> serde_json::Value {
+    serde_json::to_value(hello(id, routes)).unwrap()
+}
+
 pub fn route(id: u32, method: &str, path: &str) -> RouteSpec {
     RouteSpec {
         id,
