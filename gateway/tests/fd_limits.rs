@@ -2,6 +2,8 @@
 //! limit to the hard one and logs both, and when accepts fail for want of descriptors it
 //! backs off and logs once, with a count when it recovers, instead of 20 lines a second.
 
+mod common;
+
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::Command;
 
-const WAIT: Duration = Duration::from_secs(20);
+use common::{listening_addr, WAIT};
 
 /// Waits (bounded) until the gateway's stderr holds `needle`.
 async fn wait_for_log(log: &Arc<Mutex<String>>, needle: &str) {
@@ -74,11 +76,7 @@ async fn the_soft_limit_is_raised_and_accept_failures_are_logged_once() {
         .expect("the gateway started in time")
         .unwrap()
         .expect("a listening line");
-    let addr: std::net::SocketAddr = line
-        .strip_prefix("listening http://")
-        .expect("listening line")
-        .parse()
-        .unwrap();
+    let addr = listening_addr(&line).expect("listening line");
     wait_for_log(&log, "open-files limit").await;
     {
         let text = log.lock().unwrap();

@@ -216,12 +216,8 @@ impl GatewayProcess {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut first)
             .unwrap();
-        let addr = first
-            .trim()
-            .strip_prefix("listening http://")
-            .unwrap_or_else(|| panic!("expected the listening line, got {first:?}"))
-            .parse()
-            .unwrap();
+        let addr = listening_addr(&first)
+            .unwrap_or_else(|| panic!("expected the listening line, got {first:?}"));
         GatewayProcess {
             child,
             addr,

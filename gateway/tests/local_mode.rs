@@ -16,7 +16,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{client, get, wait_for_workers, WAIT};
+use common::{client, get, listening_addr, wait_for_workers, WAIT};
 
 const VYX: &str = env!("CARGO_BIN_EXE_vyx");
 
@@ -154,17 +154,12 @@ impl Gateway {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut first)
             .unwrap();
-        let addr = first
-            .trim()
-            .strip_prefix("listening http://")
-            .unwrap_or_else(|| {
-                panic!(
-                    "expected the listening line, got {first:?}: {}",
-                    log.lock().unwrap()
-                )
-            })
-            .parse()
-            .unwrap();
+        let addr = listening_addr(&first).unwrap_or_else(|| {
+            panic!(
+                "expected the listening line, got {first:?}: {}",
+                log.lock().unwrap()
+            )
+        });
         Gateway {
             child,
             addr,

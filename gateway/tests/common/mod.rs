@@ -284,6 +284,11 @@ pub async fn hello_outcome(
     }
 }
 
+/// The address in the first line a `vyx` process prints on stdout, `listening http://ADDR`.
+pub fn listening_addr(line: &str) -> Option<SocketAddr> {
+    line.trim().strip_prefix("listening http://")?.parse().ok()
+}
+
 /// A valid HELLO from `id` with `routes` (max_concurrency 8), for tests to send as is or
 /// to spoil one field of.
 pub fn hello(id: &str, routes: Vec<RouteSpec>) -> Hello {
