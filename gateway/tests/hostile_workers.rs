@@ -16,8 +16,6 @@ use bytes::Bytes;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use vyx_core::frame::Frame;
@@ -36,21 +34,12 @@ async fn raw_tcp_worker(
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let tcp = socket.connect(gw).await.unwrap();
-    let mut req = format!("ws://{gw}/_vyx/register")
-        .into_client_request()
+    let (mut ws, _) = tokio_tungstenite::client_async(register_request(gw, id), tcp)
+        .await
         .unwrap();
-    let h = req.headers_mut();
-    h.insert("sec-websocket-protocol", HeaderValue::from_static("vyx.1"));
-    h.insert("x-vyx-worker-id", HeaderValue::from_str(id).unwrap());
-    let (mut ws, _) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
     let hello = Frame::Hello(Hello {
-        protocol: 1,
-        worker_id: id.into(),
-        instance: "raw".into(),
-        sdk: "raw-test".into(),
         max_concurrency,
-        routes: vec![route(0, "POST", path)],
-        labels: Default::default(),
+        ..hello(id, vec![route(0, "POST", path)])
     });
     ws.send(Message::Binary(hello.encode())).await.unwrap();
     loop {

@@ -316,6 +316,20 @@ pub fn route(id: u32, method: &str, path: &str) -> RouteSpec {
     }
 }
 
+/// The registration upgrade request of `worker_id`, with the usual headers.
+pub fn register_request(
+    addr: SocketAddr,
+    worker_id: &str,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    let mut req = format!("ws://{addr}/_vyx/register")
+        .into_client_request()
+        .unwrap();
+    let h = req.headers_mut();
+    h.insert("sec-websocket-protocol", HeaderValue::from_static("vyx.1"));
+    h.insert("x-vyx-worker-id", HeaderValue::from_str(worker_id).unwrap());
+    req
+}
+
 /// Opens the WebSocket with a bearer token (if any); a refusal comes back as its HTTP
 /// status and body.
 pub async fn try_upgrade(
@@ -323,14 +337,9 @@ pub async fn try_upgrade(
     worker_id: &str,
     token: Option<&str>,
 ) -> Result<Ws, (u16, String)> {
-    let mut req = format!("ws://{addr}/_vyx/register")
-        .into_client_request()
-        .unwrap();
-    let h = req.headers_mut();
-    h.insert("sec-websocket-protocol", HeaderValue::from_static("vyx.1"));
-    h.insert("x-vyx-worker-id", HeaderValue::from_str(worker_id).unwrap());
+    let mut req = register_request(addr, worker_id);
     if let Some(t) = token {
-        h.insert(
+        req.headers_mut().insert(
             "authorization",
             HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
         );
@@ -350,14 +359,7 @@ pub async fn try_upgrade(
 
 /// Opens the WebSocket with the usual upgrade headers, without sending anything.
 pub async fn raw_upgrade(addr: SocketAddr, worker_id: &str) -> Ws {
-    let mut req = format!("ws://{addr}/_vyx/register")
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("sec-websocket-protocol", HeaderValue::from_static("vyx.1"));
-    req.headers_mut()
-        .insert("x-vyx-worker-id", HeaderValue::from_str(worker_id).unwrap());
-    let (ws, _) = tokio_tungstenite::connect_async(req)
+    let (ws, _) = tokio_tungstenite::connect_async(register_request(addr, worker_id))
         .await
         .expect("upgrade");
     ws
@@ -404,13 +406,9 @@ impl RawWorker {
             Err((status, body)) => panic!("{worker_id} refused: {status} {body}"),
         };
         let hello = Frame::Hello(Hello {
-            protocol: 1,
-            worker_id: worker_id.into(),
             instance: instance.into(),
-            sdk: "raw-test".into(),
             max_concurrency: 64,
-            routes,
-            labels: Default::default(),
+            ..hello(worker_id, routes)
         });
         ws.send(Message::Binary(hello.encode())).await.unwrap();
         let mut w = RawWorker {
