@@ -98,6 +98,7 @@ struct Timeouts {
     heartbeat: Option<Spanned<Dur>>,
     queue: Option<Dur>,
     drain_grace: Option<Dur>,
+    send: Option<Spanned<Dur>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -111,6 +112,8 @@ struct Limits {
     body_buffer: Option<Spanned<Size>>,
     body_buffer_total: Option<Size>,
     min_body_rate: Option<Size>,
+    response_buffer: Option<Spanned<Size>>,
+    response_buffer_total: Option<Size>,
 }
 
 #[derive(Deserialize, Default)]
@@ -556,6 +559,12 @@ impl Checker {
         }
         set(&mut c.queue_timeout, &t.queue);
         set(&mut c.drain_grace, &t.drain_grace);
+        if let Some(d) = &t.send {
+            if d.value.0.is_zero() {
+                return Err(self.err(d.referenced, "timeouts.send: must be more than 0"));
+            }
+            c.send_timeout = d.value.0;
+        }
 
         let l = &file.limits;
         if let Some(s) = l.max_body {
@@ -621,6 +630,18 @@ impl Checker {
         }
         if let Some(s) = l.min_body_rate {
             c.min_body_rate = s.0;
+        }
+        if let Some(s) = &l.response_buffer {
+            if s.value.0 > 1 << 30 {
+                return Err(self.err(
+                    s.referenced,
+                    format!("limits.response_buffer {}: must be at most 1GiB", s.value.0),
+                ));
+            }
+            c.response_buffer = s.value.0;
+        }
+        if let Some(s) = l.response_buffer_total {
+            c.response_buffer_total = s.0;
         }
         for p in &file.trusted_proxies {
             match IpNet::parse(&p.value) {
@@ -906,6 +927,24 @@ mod tests {
                 .starts_with("unknown key `listne`, expected one of listen"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn send_timeout_and_response_buffers() {
+        let c = parse(
+            Path::new("vyx.yaml"),
+            "timeouts: {send: 5s}\nlimits: {response_buffer: 2MiB, response_buffer_total: 16MiB}\n",
+        )
+        .unwrap();
+        assert_eq!(c.send_timeout, Duration::from_secs(5));
+        assert_eq!(
+            (c.response_buffer, c.response_buffer_total),
+            (2 << 20, 16 << 20)
+        );
+        let e = err("timeouts: {send: 0s}\n");
+        assert!(e.message.contains("timeouts.send"), "{e}");
+        let e = err("limits: {response_buffer: 2GiB}\n");
+        assert!(e.message.contains("at most 1GiB"), "{e}");
     }
 
     #[test]

@@ -16,11 +16,12 @@ use vyx_core::flow::SendWindow;
 use vyx_core::frame::{set_route_id, HeadTooLarge, RequestWriter};
 use vyx_core::limits::MAX_DATA_CHUNK;
 
-use crate::body::{GatewayBody, StreamGuard, WorkerBody};
+use crate::body::{GatewayBody, StreamGuard};
 use crate::conn::{Failure, WorkerConn};
 use crate::forward::{self, X_REQUEST_ID};
 use crate::framing::{framing, BodyPlan};
 use crate::registry::reserve_replica;
+use crate::response::{ResponseBody, Source};
 use crate::routes::RouteTarget;
 use crate::upload::{self, Buffered, ClientFault, Upload, UploadRules};
 use crate::{request_rules, trusted_proxies, Shared};
@@ -265,13 +266,15 @@ async fn dispatch(
         drop(guard);
         GatewayBody::empty()
     } else {
-        GatewayBody::Worker(Box::new(WorkerBody::new(
-            open.body,
-            open.recv_credit,
-            conn.initial_window,
-            guard,
-            framing.content_length,
-            shared.config.body_idle_timeout,
+        GatewayBody::Worker(Box::new(ResponseBody::start(
+            Source {
+                rx: open.body,
+                credit: open.recv_credit,
+                initial_window: conn.initial_window,
+                guard,
+                expected: framing.content_length,
+            },
+            shared.clone(),
         )))
     });
     *resp.status_mut() = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);

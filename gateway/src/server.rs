@@ -80,6 +80,11 @@ impl Gateway {
             metrics,
             limiter,
             body_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
+            response_budget: Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(config.response_buffer_total)
+                    .unwrap_or(usize::MAX)
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
             config,
         });
         Ok(Gateway { listeners, shared })
@@ -250,6 +255,10 @@ fn serve(
     let is_h2 = Arc::new(AtomicBool::new(false));
     let activity = Arc::new(Activity::default());
     let (seen, h2, active) = (first_head.clone(), is_h2.clone(), activity.clone());
+    // Told when an HTTP/1 response is aborted for `timeouts.send`: hyper no longer polls a
+    // body its client's socket cannot take, so the connection is closed from here.
+    let send_timed_out = Arc::new(tokio::sync::Notify::new());
+    let abort_h1 = send_timed_out.clone();
     let svc_shared = shared.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
         seen.store(true, Ordering::Relaxed);
@@ -259,8 +268,12 @@ fn serve(
         let request = active.start();
         let h1 = req.version() <= http::Version::HTTP_11;
         let handled = handle(req, svc_shared.clone(), peer, role, reserve, fd);
+        let abort_h1 = abort_h1.clone();
         async move {
             let resp = handled.await?;
+            if h1 {
+                resp.body().on_send_timeout(&abort_h1);
+            }
             Ok::<_, Infallible>(resp.map(|body| Tracked {
                 body,
                 _active: request,
@@ -270,6 +283,20 @@ fn serve(
     });
     let io = TokioIo::new(Counted::new(stream, slot));
     let conn = graceful.watch(builder.serve_connection_with_upgrades(io, svc).into_owned());
+    let conn = async move {
+        tokio::select! {
+            r = conn => r,
+            _ = send_timed_out.notified() => {
+                // A reset, not a FIN: the kernel drops what the client never read instead of
+                // keeping it, and the connection, while the client answers zero-window probes.
+                // SAFETY: `conn`, which owns the socket, is dropped only after this returns.
+                let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                let _ = socket2::SockRef::from(&sock).set_linger(Some(std::time::Duration::ZERO));
+                debug!("client took nothing for timeouts.send; connection reset");
+                Ok(())
+            }
+        }
+    };
     let header_timeout = shared.config.header_read_timeout;
     let shared = shared.clone();
     let task = async move {
