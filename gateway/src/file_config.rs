@@ -114,6 +114,7 @@ struct Limits {
     min_body_rate: Option<Size>,
     response_buffer: Option<Spanned<Size>>,
     response_buffer_total: Option<Size>,
+    streamed_upload_slots: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -643,6 +644,18 @@ impl Checker {
         if let Some(s) = l.response_buffer_total {
             c.response_buffer_total = s.0;
         }
+        if let Some(n) = &l.streamed_upload_slots {
+            if !(1..=100).contains(&n.value) {
+                return Err(self.err(
+                    n.referenced,
+                    format!(
+                        "limits.streamed_upload_slots {}: a percentage of each worker's slots, between 1 and 100",
+                        n.value
+                    ),
+                ));
+            }
+            c.streamed_upload_slots = n.value;
+        }
         for p in &file.trusted_proxies {
             match IpNet::parse(&p.value) {
                 Ok(net) => c.trusted_proxies.push(net),
@@ -933,9 +946,12 @@ mod tests {
     fn send_timeout_and_response_buffers() {
         let c = parse(
             Path::new("vyx.yaml"),
-            "timeouts: {send: 5s}\nlimits: {response_buffer: 2MiB, response_buffer_total: 16MiB}\n",
+            "timeouts: {send: 5s}\nlimits: {response_buffer: 2MiB, response_buffer_total: 16MiB, streamed_upload_slots: 25}\n",
         )
         .unwrap();
+        assert_eq!(c.streamed_upload_slots, 25);
+        let e = err("limits: {streamed_upload_slots: 0}\n");
+        assert!(e.message.contains("between 1 and 100"), "{e}");
         assert_eq!(c.send_timeout, Duration::from_secs(5));
         assert_eq!(
             (c.response_buffer, c.response_buffer_total),

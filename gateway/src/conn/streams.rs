@@ -23,9 +23,6 @@ pub(super) struct GwStream {
     pub(super) recv_credit: Arc<AtomicI64>,
     pub(super) request_done: bool,
     pub(super) response_done: bool,
-    /// For `expect: 100-continue`: tells the body pump whether the worker wants the body
-    /// (first WINDOW, or a RESPONSE below 300) or not (a RESPONSE of 300 or more).
-    pub(super) body_wanted: Option<oneshot::Sender<bool>>,
 }
 
 pub(super) struct StreamTable {
@@ -59,7 +56,6 @@ impl WorkerConn {
         &self,
         request: &mut BytesMut,
         end_stream: bool,
-        expect_continue: bool,
     ) -> Result<OpenStream, Failure> {
         let mut table = self.streams.lock().unwrap();
         if self.closed.load(Ordering::Acquire) || self.draining.load(Ordering::Acquire) {
@@ -73,13 +69,6 @@ impl WorkerConn {
         let (body_tx, body) = mpsc::unbounded_channel();
         let send = Arc::new(SendWindow::new(self.initial_window));
         let recv_credit = Arc::new(AtomicI64::new(self.initial_window as i64));
-        let (body_wanted, wanted_rx) = match expect_continue && !end_stream {
-            true => {
-                let (tx, rx) = oneshot::channel();
-                (Some(tx), Some(rx))
-            }
-            false => (None, None),
-        };
         table.map.insert(
             id,
             GwStream {
@@ -89,7 +78,6 @@ impl WorkerConn {
                 recv_credit: recv_credit.clone(),
                 request_done: end_stream,
                 response_done: false,
-                body_wanted,
             },
         );
         self.queue
@@ -105,7 +93,6 @@ impl WorkerConn {
             body,
             send,
             recv_credit,
-            body_wanted: wanted_rx,
         })
     }
 
