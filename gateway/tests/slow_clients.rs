@@ -270,7 +270,8 @@ async fn expect_continue_uploads_are_buffered_and_do_not_take_the_worker_s_slots
     // they held both slots for 95 s and more.
     let gw = TestGateway::start().await;
     let w = worker(gw.addr, 2).await;
-    let head = "POST /up HTTP/1.1\r\nhost: gw\r\ncontent-length: 100000\r\nexpect: 100-continue\r\n\r\n";
+    let head =
+        "POST /up HTTP/1.1\r\nhost: gw\r\ncontent-length: 100000\r\nexpect: 100-continue\r\n\r\n";
     let mut slow = Vec::new();
     for _ in 0..2 {
         slow.push(trickler(gw.addr, head, 0).await);
