@@ -194,6 +194,26 @@ impl Drop for ResponseBody {
     }
 }
 
+/// `timeouts.send` for the bytes the gateway has handed to the kernel: `TCP_USER_TIMEOUT`
+/// makes it reset a connection whose data stays unacknowledged this long, a peer that keeps
+/// a zero window included (it answers the probes, so TCP alone would wait for ever). The
+/// pump's clock covers what the gateway still holds; this covers the tail of a response
+/// already written to the socket, which would otherwise keep its socket buffers and the
+/// connection for as long as the client pleases.
+pub fn set_user_timeout(stream: &tokio::net::TcpStream, timeout: Duration) {
+    let ms = libc::c_uint::try_from(timeout.as_millis()).unwrap_or(libc::c_uint::MAX);
+    // SAFETY: a valid socket descriptor and a c_uint option value of the right size.
+    unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(stream),
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            (&ms as *const libc::c_uint).cast(),
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        );
+    }
+}
+
 fn send_window(conn: &WorkerConn, stream: u32, credit: &AtomicI64, inc: u32) {
     credit.fetch_add(i64::from(inc), Ordering::AcqRel);
     conn.send(Outgoing::Frame(

@@ -226,6 +226,7 @@ async fn accept_loop(
                     continue; // dropping the stream closes it
                 };
                 let _ = stream.set_nodelay(true);
+                crate::response::set_user_timeout(&stream, shared.config.send_timeout);
                 serve(stream, slot, reserve, peer, role, &shared, &builder, &graceful);
             }
             _ = stopped(&mut stop) => return,

@@ -17,9 +17,11 @@ use vyx::Request;
 
 const BIG: usize = 32 << 20;
 const MEDIUM: usize = 800 << 10;
+const SMALL: usize = 200 << 10;
 
 /// A worker with `slots` slots: `GET /big` answers 32 MiB, `GET /medium` 800 KiB (more
-/// than the stream window, less than `limits.response_buffer`), `GET /ok` a word.
+/// than the stream window, less than `limits.response_buffer`), `GET /small` 200 KiB,
+/// `GET /ok` a word.
 async fn worker(gw: SocketAddr, slots: u32) -> vyx::Worker {
     let worker = vyx::Worker::builder()
         .connect(format!("ws://{gw}"))
@@ -28,6 +30,7 @@ async fn worker(gw: SocketAddr, slots: u32) -> vyx::Worker {
         .max_concurrency(slots)
         .get("/big", |_req: Request| async move { vec![b'b'; BIG] })
         .get("/medium", |_req: Request| async move { vec![b'm'; MEDIUM] })
+        .get("/small", |_req: Request| async move { vec![b's'; SMALL] })
         .get("/ok", |_req: Request| async move { "ok" })
         .build()
         .expect("valid worker");
@@ -239,5 +242,49 @@ async fn a_slow_reader_that_keeps_taking_is_not_cut() {
     }
     assert_eq!(got, MEDIUM);
     assert_eq!(client_errors(gw.addr, "send_timeout").await, 0);
+    w.stop();
+}
+
+#[tokio::test]
+async fn a_response_left_in_the_socket_buffers_is_dropped_after_the_send_timeout() {
+    // 200 KiB fits the gateway's socket send buffer: the gateway itself holds nothing for
+    // this client, only the kernel does, for a client whose receive window stays 0. The
+    // send timeout reaches it through TCP_USER_TIMEOUT.
+    let gw = TestGateway::start_with(|c| c.send_timeout = Duration::from_secs(1)).await;
+    let w = worker(gw.addr, 1).await;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut tcp = sock.connect(gw.addr).await.unwrap();
+    let me = tcp.local_addr().unwrap();
+    tcp.write_all(b"GET /small HTTP/1.1\r\nhost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    // First the tail waits in the gateway's send queue ...
+    loop {
+        let end = gateway_end(gw.addr, me);
+        if end.is_some_and(|(state, queued)| state == 1 && queued > 0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no queued tail: {end:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ... then the kernel gives up on it (on main it stayed ESTABLISHED for ever).
+    loop {
+        let end = gateway_end(gw.addr, me);
+        if end.is_none_or(|(state, _)| state != 1) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still open: {end:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get(&client(), &gw.url("/ok")).await.0, 200);
+    drop(tcp);
     w.stop();
 }
