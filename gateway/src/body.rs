@@ -7,7 +7,6 @@ use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use tokio::sync::Notify;
 use vyx_core::error::ResetCode;
 
 use crate::conn::{Failure, WorkerConn};
@@ -42,11 +41,11 @@ impl GatewayBody {
         GatewayBody::Full((!b.is_empty()).then_some(b))
     }
 
-    /// `notify` is told if a worker's response is aborted because the client took nothing
-    /// for `timeouts.send` (see `response`).
-    pub fn on_send_timeout(&self, notify: &Arc<Notify>) {
+    /// `hook` runs if a worker's response is aborted because the client took nothing for
+    /// `timeouts.send` (see `response`).
+    pub fn on_send_timeout(&self, hook: impl FnOnce() + Send + 'static) {
         if let GatewayBody::Worker(w) = self {
-            w.on_abort(notify.clone());
+            w.on_abort(Box::new(hook));
         }
     }
 }
@@ -94,7 +93,8 @@ impl http_body::Body for GatewayBody {
 /// hyper drops it (sent, or the client went away).
 pub struct Tracked {
     pub body: GatewayBody,
-    pub _active: crate::conn_limit::ActiveRequest,
+    /// Taken out early when the response is aborted for `timeouts.send` (HTTP/2).
+    pub _active: Arc<std::sync::Mutex<Option<crate::conn_limit::ActiveRequest>>>,
     /// HTTP/1 only: fails the body once the client has gone (see `client_eof`).
     pub client_eof: Option<crate::client_eof::ClientEof>,
 }

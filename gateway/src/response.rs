@@ -63,10 +63,15 @@ struct State {
     stall_since: Option<Instant>,
     /// hyper dropped the body: the client is gone or the response was abandoned.
     gone: bool,
-    /// Told when the client's response is aborted for `timeouts.send` (an HTTP/1
-    /// connection closes then, since hyper no longer polls a body its socket cannot take).
-    on_abort: Option<Arc<Notify>>,
+    /// Run when the client's response is aborted for `timeouts.send` (see [`OnAbort`]).
+    on_abort: Option<OnAbort>,
 }
+
+/// What the connection does when one of its responses is aborted for `timeouts.send`:
+/// hyper no longer polls a body its client's socket or stream window cannot take, so the
+/// abort has to reach the connection from outside (HTTP/1: it is reset; HTTP/2: the stream
+/// stops counting as active, so a connection left with nothing else is closed when idle).
+pub type OnAbort = Box<dyn FnOnce() + Send>;
 
 struct Flow {
     state: Mutex<State>,
@@ -135,9 +140,9 @@ impl ResponseBody {
         self.done
     }
 
-    /// `notify` is told if the response is aborted for `timeouts.send`.
-    pub fn on_abort(&self, notify: Arc<Notify>) {
-        self.flow.state.lock().unwrap().on_abort = Some(notify);
+    /// `hook` runs if the response is aborted for `timeouts.send`.
+    pub fn on_abort(&self, hook: OnAbort) {
+        self.flow.state.lock().unwrap().on_abort = Some(hook);
     }
 
     pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
@@ -341,9 +346,9 @@ async fn pump(flow: Arc<Flow>, src: Source, shared: Arc<Shared>) {
             },
             _ = tokio::time::sleep_until(deadline) => {
                 let now = Instant::now();
-                let (empty_since, stall_since, on_abort) = {
+                let (empty_since, stall_since) = {
                     let s = flow.state.lock().unwrap();
-                    (s.empty_since, s.stall_since, s.on_abort.clone())
+                    (s.empty_since, s.stall_since)
                 };
                 if !worker_done && empty_since.is_some_and(|t| now >= t + rules.idle) {
                     let why = format!("no response DATA for {:?} (timeouts.body_idle)", rules.idle);
@@ -358,8 +363,9 @@ async fn pump(flow: Arc<Flow>, src: Source, shared: Arc<Shared>) {
                     shared.metrics.client_error("send_timeout");
                     guard.conn.cancel_stream(guard.id, ResetCode::Cancel, &why);
                     finish(&flow, Err(BodyError(Failure::ConnectionLost(why))), false);
-                    if let Some(n) = on_abort {
-                        n.notify_one();
+                    let hook = flow.state.lock().unwrap().on_abort.take();
+                    if let Some(hook) = hook {
+                        hook();
                     }
                     return;
                 }

@@ -272,8 +272,16 @@ fn serve(
         let abort_h1 = abort_h1.clone();
         async move {
             let resp = handled.await?;
+            let request = Arc::new(std::sync::Mutex::new(Some(request)));
             if h1 {
-                resp.body().on_send_timeout(&abort_h1);
+                resp.body().on_send_timeout(move || abort_h1.notify_one());
+            } else {
+                let active = Arc::downgrade(&request);
+                resp.body().on_send_timeout(move || {
+                    if let Some(a) = active.upgrade() {
+                        a.lock().unwrap().take();
+                    }
+                });
             }
             Ok::<_, Infallible>(resp.map(|body| Tracked {
                 body,

@@ -128,7 +128,10 @@ async fn clients_that_take_nothing_lose_their_response_after_the_send_timeout_an
     // Before the send timeout existed, all 4 slots stayed taken for ever (the issue saw
     // `in_flight` 4 at 100 s) and every other client got 503.
     wait_in_flight(gw.addr, 0, "the non-reading clients' responses aborted").await;
-    assert_eq!(client_errors(gw.addr, "send_timeout").await, 4);
+    // The HTTP/2 streams can only have been ended by the gateway's clock; an HTTP/1 socket
+    // may have been reset by the kernel's (TCP_USER_TIMEOUT, the same `timeouts.send`) first.
+    let counted = client_errors(gw.addr, "send_timeout").await;
+    assert!((2..=4).contains(&counted), "send_timeout counted {counted}");
     // The worker serves others while the four clients are still connected.
     let c = client();
     for i in 0..10 {
@@ -286,5 +289,37 @@ async fn a_response_left_in_the_socket_buffers_is_dropped_after_the_send_timeout
     }
     assert_eq!(get(&client(), &gw.url("/ok")).await.0, 200);
     drop(tcp);
+    w.stop();
+}
+
+#[tokio::test]
+async fn an_http2_connection_left_with_only_aborted_streams_is_closed_when_idle() {
+    // hyper never polls a stream whose window is 0, so the aborted stream cannot be reset
+    // from the body; it stops counting as active instead, and the connection, with nothing
+    // else open, is closed after `timeouts.header_read`.
+    let gw = TestGateway::start_with(|c| {
+        c.send_timeout = Duration::from_secs(1);
+        c.header_read_timeout = Some(Duration::from_secs(1));
+    })
+    .await;
+    let w = worker(gw.addr, 1).await;
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(0)
+            .adaptive_window(false)
+            .handshake::<_, Empty<Bytes>>(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let resp = h2_head(&mut send, "/big").await;
+    wait_in_flight(gw.addr, 0, "the response aborted").await;
+    // Before, the connection stayed open for as long as the client kept it.
+    tokio::time::timeout(WAIT, conn)
+        .await
+        .expect("the gateway closed the connection")
+        .unwrap()
+        .ok();
+    drop((resp, send));
     w.stop();
 }
