@@ -274,6 +274,9 @@ async fn pump(flow: Arc<Flow>, src: Source, shared: Arc<Shared>) {
     let mut unsent: u32 = 0;
     let mut received: u64 = 0;
     let mut worker_done = false;
+    // One timer for the pump's life, moved only when its deadline does.
+    let sleep = tokio::time::sleep_until(Instant::now() + rules.idle);
+    tokio::pin!(sleep);
     loop {
         let deadline = {
             let s = flow.state.lock().unwrap();
@@ -289,6 +292,9 @@ async fn pump(flow: Arc<Flow>, src: Source, shared: Arc<Shared>) {
                 _ => Instant::now() + rules.send,
             }
         };
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
+        }
         tokio::select! {
             msg = rx.recv(), if !worker_done => match msg {
                 Some(Ok(b)) => {
@@ -344,7 +350,7 @@ async fn pump(flow: Arc<Flow>, src: Source, shared: Arc<Shared>) {
                     }
                 }
             },
-            _ = tokio::time::sleep_until(deadline) => {
+            _ = &mut sleep => {
                 let now = Instant::now();
                 let (empty_since, stall_since) = {
                     let s = flow.state.lock().unwrap();
