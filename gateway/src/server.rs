@@ -293,12 +293,15 @@ fn serve(
     let io = TokioIo::new(Counted::new(stream, slot));
     let conn = graceful.watch(builder.serve_connection_with_upgrades(io, svc).into_owned());
     let conn = async move {
+        // Pinned here, so that `select!` only borrows it: the socket stays open until the
+        // handler below has set its linger (select! drops its futures before a handler).
+        tokio::pin!(conn);
         tokio::select! {
-            r = conn => r,
+            r = &mut conn => r,
             _ = send_timed_out.notified() => {
                 // A reset, not a FIN: the kernel drops what the client never read instead of
                 // keeping it, and the connection, while the client answers zero-window probes.
-                // SAFETY: `conn`, which owns the socket, is dropped only after this returns.
+                // SAFETY: `conn` owns the socket and is dropped only after this block.
                 let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
                 let _ = socket2::SockRef::from(&sock).set_linger(Some(std::time::Duration::ZERO));
                 debug!("client took nothing for timeouts.send; connection reset");
