@@ -480,7 +480,7 @@ pub fn reserve_replica(
             return Ok((conn.clone(), route_id));
         }
         if streamed.is_some() {
-            conn.streamed_uploads.fetch_sub(1, Ordering::AcqRel);
+            conn.streamed_upload_done();
         }
         // Lost a race for that slot: look again.
     }

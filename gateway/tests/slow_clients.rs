@@ -303,6 +303,7 @@ async fn ten_trickling_large_uploads_leave_a_4_slot_worker_serving_others() {
         serde_json::from_slice(&body).unwrap()
     };
     assert!(v[0]["in_flight"].as_u64().unwrap() <= 2, "{v}");
+    assert_eq!(v[0]["streamed_uploads"], 2, "{v}");
     for t in slow {
         t.abort();
     }
