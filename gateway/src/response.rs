@@ -304,7 +304,8 @@ async fn pump(flow: Arc<Flow>, src: Source, shared: Arc<Shared>) {
                         let why = format!("response DATA beyond its content-length of {max}");
                         warn!(worker_id = %guard.conn.worker_id, stream = guard.id, reason = %why, "response aborted");
                         guard.conn.cancel_stream(guard.id, ResetCode::ProtocolError, &why);
-                        finish(&flow, protocol_end(why), true);
+                        // Dropped at once: nothing more runs a clock on what is held.
+                        finish(&flow, protocol_end(why), false);
                         return;
                     }
                     {
