@@ -339,6 +339,7 @@ fn encode_request(
         let ours = n == "host" || n == X_REQUEST_ID || n == forward::X_FORWARDED_FOR;
         if ours
             || forward::is_hop_by_hop(n, &parts.headers)
+            || forward::is_underscored(n)
             || (!trusted && forward::is_forwarding(n))
         {
             continue;

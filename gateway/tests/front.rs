@@ -419,3 +419,103 @@ async fn forwarding_headers_are_rebuilt_unless_the_peer_is_a_trusted_proxy() {
     );
     worker.stop();
 }
+
+/// Every header a framework reads the client's address, scheme, host, port or prefix from,
+/// as a client might spoof it (issue 17 item 6).
+const CLAIMS: [&str; 21] = [
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "forwarded-for",
+    "x-forwarded",
+    "x-original-forwarded-for",
+    "x-originating-ip",
+    "x-remote-ip",
+    "x-remote-addr",
+    "x-forwarded-protocol",
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "front-end-https",
+    "x-url-scheme",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-forwarded-prefix",
+];
+
+/// A request carrying every claim, the underscore spellings of the forwarding headers, and
+/// two ordinary headers that must pass.
+fn spoofing_request() -> Vec<u8> {
+    let mut req = b"GET /inspect/claims HTTP/1.1\r\nhost: real.example\r\nconnection: close\r\nx-app: kept\r\naccept: */*\r\n".to_vec();
+    for name in CLAIMS {
+        req.extend_from_slice(format!("{name}: 6.6.6.6\r\n").as_bytes());
+    }
+    for name in [
+        "X_Forwarded_For",
+        "X_Forwarded_Proto",
+        "X_Forwarded_Host",
+        "X_Real_IP",
+        "my_app_header",
+    ] {
+        req.extend_from_slice(format!("{name}: 6.6.6.6\r\n").as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    req
+}
+
+#[tokio::test]
+async fn client_address_and_scheme_claims_reach_workers_only_from_trusted_proxies() {
+    let gw = TestGateway::start().await;
+    let worker = inspect_worker(gw.addr).await;
+    let r = exchange(gw.addr, &spoofing_request()).await;
+    assert_eq!(status_of(&r), 200, "{r}");
+    let v = json_body(&r);
+    let h = v["headers"].as_object().unwrap();
+    for name in CLAIMS {
+        assert!(
+            !h.contains_key(name),
+            "{name} from an untrusted peer reached the worker: {v}"
+        );
+    }
+    let underscored: Vec<_> = h.keys().filter(|n| n.contains('_')).collect();
+    assert!(
+        underscored.is_empty(),
+        "underscore names reached the worker: {underscored:?}"
+    );
+    assert_eq!(h["x-forwarded-for"], json!(["127.0.0.1"]));
+    assert_eq!(h["x-forwarded-proto"], json!(["http"]));
+    assert_eq!(
+        h["x-app"],
+        json!(["kept"]),
+        "an ordinary header is untouched"
+    );
+    assert_eq!(h["accept"], json!(["*/*"]));
+    worker.stop();
+    drop(gw);
+
+    // From a trusted proxy the claims are its own and pass; underscore names never do.
+    let gw = TestGateway::start_with(|c| {
+        c.trusted_proxies = vec![IpNet::parse("127.0.0.0/8").unwrap()];
+    })
+    .await;
+    let worker = inspect_worker(gw.addr).await;
+    let v = json_body(&exchange(gw.addr, &spoofing_request()).await);
+    let h = v["headers"].as_object().unwrap();
+    for name in CLAIMS {
+        assert_eq!(
+            h.get(name),
+            Some(&json!(["6.6.6.6"])),
+            "{name} from a trusted proxy: {v}"
+        );
+    }
+    let underscored: Vec<_> = h.keys().filter(|n| n.contains('_')).collect();
+    assert!(
+        underscored.is_empty(),
+        "underscore names reached the worker: {underscored:?}"
+    );
+    assert_eq!(h["x-forwarded-for"], json!(["127.0.0.1"]));
+    worker.stop();
+}
