@@ -205,6 +205,32 @@ pub fn forwarded_element(client: &IpText, v6: bool, host: Option<&[u8]>) -> Vec<
     out
 }
 
+/// A worker's response head holds more fields than an `http::HeaderMap` can (24,576
+/// names; a frame may carry 65,535): a stream error, not a panic of the request task.
+#[derive(Debug)]
+pub struct TooManyFields;
+
+/// Copies a worker's response fields into the client's response headers. The codec has
+/// validated each name and value, so only the count can fail.
+pub fn response_headers(
+    fields: vyx_core::frame::HeaderList,
+    into: &mut HeaderMap,
+) -> Result<(), TooManyFields> {
+    into.try_reserve(fields.len() + 1)
+        .map_err(|_| TooManyFields)?;
+    for (name, value) in fields {
+        // Values stay slices of the worker's frame (no copy).
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(&name),
+            HeaderValue::from_maybe_shared(value),
+        ) else {
+            continue; // the codec validated both; this cannot fail
+        };
+        into.try_append(name, value).map_err(|_| TooManyFields)?;
+    }
+    Ok(())
+}
+
 /// A request id: 16 hex digits, unique per gateway process.
 pub fn new_request_id(seq: u64, seed: u64) -> HeaderValue {
     let mut mix =
