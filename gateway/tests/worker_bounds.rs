@@ -45,18 +45,22 @@ fn serve(mut w: RawWorker) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Upgrades as `id` (with `token`, if any), sends `hello` and returns how the gateway closes.
+/// Upgrades as `id` (with `token`, if any), sends `hello` and returns how the gateway closes:
+/// the code and the close frame's reason; `(0, "welcomed")` for a WELCOME.
 async fn refusal(gw: &TestGateway, id: &str, token: Option<&str>, hello: Hello) -> (u16, String) {
     let mut ws = try_upgrade(gw.addr, id, token).await.unwrap();
     ws.send(Message::Binary(Frame::Hello(hello).encode()))
         .await
         .unwrap();
-    RawWorker {
+    let mut w = RawWorker {
         ws,
         welcome: unset_welcome(),
+    };
+    match w.next_frame().await {
+        Frame::Error(_) => w.close_frame().await,
+        Frame::Welcome(_) => (0, "welcomed".into()),
+        other => panic!("unexpected {other:?}"),
     }
-    .close_frame()
-    .await
 }
 
 /// `/a/a/…/a`, `n` segments.
@@ -147,6 +151,10 @@ async fn client_paths_of_100000_and_32000_segments_against_the_deepest_allowed_r
     let w = RawWorker::connect(gw.addr, "raw:deep", routes).await;
     let _deep = serve(w);
     let c = client();
+    // Deeper routes are refused: they would stay in the table (the claim grace) for the
+    // long paths below to walk.
+    let deeper = hello_json("raw:deeper", vec![route(0, "GET", &deep(10_000))]);
+    assert_eq!(hello_outcome(&gw, "raw:deeper", &deeper).await, Err(4001));
 
     // 100,000 segments (200 KB): past what a request target may be (64 KiB, the `http`
     // crate's URI bound), refused before routing.
