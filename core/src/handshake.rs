@@ -203,7 +203,7 @@ pub fn validate_hello_fields(
 
 /// The start of a field a refusal quotes: the message goes back in ERROR and into the log,
 /// and the field may be as long as the frame.
-pub fn excerpt(s: &str) -> Cow<'_, str> {
+fn excerpt(s: &str) -> Cow<'_, str> {
     const KEEP: usize = 64;
     if s.len() <= KEEP {
         return Cow::Borrowed(s);
