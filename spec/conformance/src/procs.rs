@@ -53,6 +53,23 @@ impl Lines {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
+    /// Waits, at most `timeout`, until the child has closed its end (after it exited, the
+    /// reader may still be behind: a report read at once could miss the last lines).
+    pub async fn wait_end(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if *self.ended.lock().unwrap() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Waits for a line at index `from` or later that `pred` accepts; returns its index and
     /// text.
     pub async fn wait_for(
