@@ -243,8 +243,7 @@ fn serve(
     builder: &auto::Builder<TokioExecutor>,
     graceful: &GracefulShutdown,
 ) {
-    // Taken before the stream is wrapped: item 12's reset after a close that cannot be
-    // written needs the worker socket's descriptor.
+    // Taken before the stream is wrapped: a stalled response looks at its client's socket.
     let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let first_head = Arc::new(AtomicBool::new(false));
     let is_h2 = Arc::new(AtomicBool::new(false));
@@ -258,7 +257,7 @@ fn serve(
         }
         let request = active.start();
         let h1 = req.version() <= http::Version::HTTP_11;
-        let handled = handle(req, svc_shared.clone(), peer, role, reserve, fd);
+        let handled = handle(req, svc_shared.clone(), peer, role, reserve);
         async move {
             let resp = handled.await?;
             Ok::<_, Infallible>(resp.map(|body| Tracked {
@@ -371,10 +370,9 @@ async fn handle(
     peer: SocketAddr,
     role: Role,
     reserve: bool,
-    fd: std::os::fd::RawFd,
 ) -> Result<Response<GatewayBody>, Infallible> {
     let h1 = req.version() <= http::Version::HTTP_11;
-    let mut resp = route(req, &shared, peer, role, reserve, fd).await;
+    let mut resp = route(req, &shared, peer, role, reserve).await;
     if reserve && h1 && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         // A reserve slot serves one request.
         resp.headers_mut().insert(
@@ -391,7 +389,6 @@ async fn route(
     peer: SocketAddr,
     role: Role,
     reserve: bool,
-    fd: std::os::fd::RawFd,
 ) -> Response<GatewayBody> {
     let (parts, body) = req.into_parts();
     if let Err(refused) = request_rules::check(&parts) {
@@ -416,7 +413,7 @@ async fn route(
     let path = req.uri().path();
     let registrations_here = role == Role::Register || shared.config.register_listen.is_none();
     if path == shared.config.register_path && registrations_here {
-        return register::register(req, shared, peer, fd);
+        return register::register(req, shared, peer, reserve);
     }
     let no_such = |what| {
         proxy::error_response(
