@@ -381,3 +381,63 @@ async fn a_worker_still_writing_an_oversized_message_reads_4006_then_a_clean_end
         .expect("the connection ended in time");
     assert!(end.is_ok(), "the connection was reset, not closed: {end:?}");
 }
+
+/// Issue 17 item 5: a worker that declares a new route in each ROUTES frame, one route live
+/// at a time, must not grow the gateway: it keeps the current route set only. Before, every
+/// id ever declared kept its route for the connection's life (256 frames of a 64 KiB route
+/// here held 16 MiB; 1,000 of ~1 MiB held a GiB).
+#[tokio::test]
+async fn routes_churn_keeps_only_the_live_route_set() {
+    use vyx_core::handshake::Routes;
+    const FRAMES: u32 = 256;
+    const PATTERN: usize = 64 << 10;
+    let gw = GatewayProcess::start("listen: 127.0.0.1:0\naccept_unknown_workers: true\n");
+    let mut w = RawWorker::connect(gw.addr, "raw:churn", vec![route(0, "GET", "/live")]).await;
+    let fine =
+        serve_ok(RawWorker::connect(gw.addr, "raw:fine", vec![route(0, "GET", "/fine")]).await);
+    let c = client();
+    wait_until("the worker registered", || async {
+        connections(&c, gw.addr, "raw:churn").await.len() == 1
+    })
+    .await;
+    let baseline = gw.rss_bytes();
+    let long = "a".repeat(PATTERN);
+    for i in 1..=FRAMES {
+        w.send(Frame::Routes(Routes {
+            routes: vec![
+                route(0, "GET", "/live"),
+                route(i, "GET", &format!("/r{i}/{long}")),
+            ],
+        }))
+        .await;
+    }
+    // Every frame applied: the last route is the connection's.
+    let last = format!("GET /r{FRAMES}/");
+    wait_until("the last ROUTES was applied", || async {
+        let conns = connections(&c, gw.addr, "raw:churn").await;
+        conns.len() == 1
+            && conns[0]["routes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r.as_str().unwrap().starts_with(&last))
+    })
+    .await;
+    let grown = gw.rss_bytes().saturating_sub(baseline);
+    let declared = u64::from(FRAMES) * PATTERN as u64;
+    println!(
+        "{FRAMES} ROUTES of a {PATTERN}-byte route ({} MiB declared in all): RSS +{} KiB",
+        declared >> 20,
+        grown >> 10
+    );
+    assert!(
+        grown < declared / 2,
+        "gateway RSS grew by {grown} bytes for {declared} bytes of routes no longer live"
+    );
+    // The connection and other workers go on.
+    assert_eq!(
+        get(&c, &format!("http://{}/fine", gw.addr)).await,
+        (200, Bytes::from("ok"))
+    );
+    fine.abort();
+}

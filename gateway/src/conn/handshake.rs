@@ -215,7 +215,6 @@ pub async fn serve<S>(
         since: SystemTime::now(),
         max_concurrency: max_concurrency as usize,
         initial_window: shared.config.initial_window,
-        route_ids: Mutex::new(routes.iter().map(|(k, id)| (*id, k.clone())).collect()),
         routes: ArcSwap::from_pointee(routes),
         admission,
         bytes_to_worker: shared.metrics.bytes_to_workers.clone(),

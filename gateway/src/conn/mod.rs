@@ -81,9 +81,6 @@ pub struct WorkerConn {
     pub max_concurrency: usize,
     pub initial_window: u32,
     pub routes: ArcSwap<ConnRoutes>,
-    /// Every route id this connection has declared: an id keeps its route for the
-    /// connection's life, so a REQUEST racing a ROUTES update never means another route.
-    route_ids: Mutex<HashMap<u16, RouteKey>>,
     admission: Admission,
     /// Request body bytes sent on this connection count here (the gateway's total).
     pub bytes_to_worker: prometheus_client::metrics::counter::Counter,
