@@ -52,7 +52,7 @@ impl Gateway {
         if let Some(addr) = config.register_listen {
             listeners.push((bind(addr).await?, Role::Register));
         }
-        let metrics = metrics::Metrics::new();
+        let metrics = Arc::new(metrics::Metrics::new());
         let nofile = conn_limit::nofile_limit();
         let cap = config
             .max_connections
@@ -82,6 +82,9 @@ impl Gateway {
             body_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
             config,
         });
+        // A worker id the registry forgets leaves the metrics too.
+        let gone = shared.metrics.clone();
+        shared.registry.on_forget(move |id| gone.forget_worker(id));
         Ok(Gateway { listeners, shared })
     }
 

@@ -441,3 +441,82 @@ async fn routes_churn_keeps_only_the_live_route_set() {
     );
     fine.abort();
 }
+
+/// `/_vyx/metrics` as text.
+async fn metrics_text(c: &HttpClient, gw: SocketAddr) -> String {
+    let (status, body) = get(c, &format!("http://{gw}/_vyx/metrics")).await;
+    assert_eq!(status, 200);
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+/// Issue 17 item 5: worker ids that come and go (each with an instance of its own) leave no
+/// state behind once their last connection is gone and their claim grace has lapsed: their
+/// per-worker series leave `/_vyx/metrics`, and `vyx_worker_ids` (the registry's count)
+/// comes back down. Before, every id stayed in `vyx_registrations_total` and every
+/// (id, instance) pair in a set, for ever.
+#[tokio::test]
+async fn departed_worker_ids_leave_the_metrics_and_the_registry() {
+    const IDS: usize = 300;
+    let gw = TestGateway::start_with(|c| c.claim_grace = Duration::from_millis(300)).await;
+    let stay =
+        RawWorker::connect_instance(gw.addr, "stay", None, "s1", vec![route(0, "GET", "/stay")])
+            .await;
+    let stay = serve_ok(stay);
+    let mut churn = Vec::new();
+    for i in 0..IDS {
+        churn.push(
+            RawWorker::connect_instance(
+                gw.addr,
+                &format!("churn-{i}"),
+                None,
+                &format!("instance-{i}"),
+                vec![route(0, "GET", &format!("/churn/{i}"))],
+            )
+            .await,
+        );
+    }
+    let c = client();
+    let text = metrics_text(&c, gw.addr).await;
+    let last = format!(
+        "vyx_registrations_total{{worker_id=\"churn-{}\"}} 1",
+        IDS - 1
+    );
+    assert!(text.contains(&last), "{text}");
+    // All of them leave; their routes answer 503 for the grace, then lapse.
+    drop(churn);
+    wait_until(
+        "the departed ids' series stayed in /_vyx/metrics",
+        || async {
+            !metrics_text(&c, gw.addr)
+                .await
+                .contains("worker_id=\"churn-")
+        },
+    )
+    .await;
+    // The registry's count of ids is back to the one that stayed.
+    let text = metrics_text(&c, gw.addr).await;
+    assert!(text.contains("vyx_worker_ids 1"), "{text}");
+    assert!(
+        text.contains("vyx_registrations_total{worker_id=\"stay\"} 1"),
+        "{text}"
+    );
+    assert_eq!(get(&c, &gw.url("/churn/0")).await.0, 404, "claims lapsed");
+    // The worker that stayed is served as before.
+    assert_eq!(get(&c, &gw.url("/stay")).await, (200, Bytes::from("ok")));
+    // An id that comes back after being forgotten starts afresh.
+    let _back = RawWorker::connect_instance(
+        gw.addr,
+        "churn-0",
+        None,
+        "instance-0",
+        vec![route(0, "GET", "/churn/0")],
+    )
+    .await;
+    let text = metrics_text(&c, gw.addr).await;
+    assert!(
+        text.contains("vyx_registrations_total{worker_id=\"churn-0\"} 1")
+            && !text.contains("vyx_reconnects_total{worker_id=\"churn-0\"}"),
+        "{text}"
+    );
+    stay.abort();
+}
