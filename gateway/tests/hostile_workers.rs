@@ -520,3 +520,100 @@ async fn departed_worker_ids_leave_the_metrics_and_the_registry() {
     );
     stay.abort();
 }
+
+/// Issue 17 item 5: REQUEST heads count in the per-connection queue bound (PROTOCOL.md §5).
+/// A worker with `max_concurrency: 64` stops reading but keeps pinging, and 64 clients send
+/// requests with ~900 KB heads in a loop: a head that finds no room waits (then 503 after
+/// the queue timeout, or 504 once written and unanswered), and the gateway's queue for that
+/// worker stays within `min(64 × 256 KiB, 64 MiB)`. Before, every open stream's head was
+/// queued whatever its size: 64 × 900 KB here, 611 MB with 2,048 streams of 300 KB.
+#[tokio::test]
+async fn a_worker_that_stops_reading_holds_big_request_heads_within_the_queue_bound() {
+    let gw = GatewayProcess::start(
+        "listen: 127.0.0.1:0\naccept_unknown_workers: true\ntimeouts: {request: 1s, queue: 1s}\nlimits: {max_header: 1MiB}\n",
+    );
+    let (ws, welcome) = raw_tcp_worker(gw.addr, "raw:heads", 64, "/heads").await;
+    let bound = 64 * welcome.initial_window as u64;
+    let (mut sink, unread) = ws.split();
+    let pinger = tokio::spawn(async move {
+        while sink.send(Message::Ping(Bytes::new())).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    let fine =
+        serve_ok(RawWorker::connect(gw.addr, "raw:fine", vec![route(0, "GET", "/fine")]).await);
+    let c = client();
+    let posting = client();
+    wait_until("the workers registered", || async {
+        connections(&c, gw.addr, "raw:heads").await.len() == 1
+            && connections(&c, gw.addr, "raw:fine").await.len() == 1
+    })
+    .await;
+    let baseline = gw.rss_bytes();
+
+    const REQUESTS: usize = 256;
+    // 15 fields of 60,000 bytes: a REQUEST field holds at most 65,535 (§3.4).
+    let big = "h".repeat(60_000);
+    let names: Vec<String> = (0..15).map(|i| format!("x-big-{i}")).collect();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let statuses = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..64)
+        .map(|_| {
+            let (c, url) = (posting.clone(), format!("http://{}/heads", gw.addr));
+            let (answered, statuses) = (answered.clone(), statuses.clone());
+            let (big, names) = (big.clone(), names.clone());
+            tokio::spawn(async move {
+                let headers: Vec<(&str, &str)> =
+                    names.iter().map(|n| (n.as_str(), big.as_str())).collect();
+                while answered.fetch_add(1, Ordering::Relaxed) < REQUESTS {
+                    let (status, _, _) = send(&c, "POST", &url, &headers, Bytes::new()).await;
+                    statuses.lock().unwrap().push(status);
+                }
+            })
+        })
+        .collect();
+    let (mut peak_rss, mut peak_queued) = (baseline, 0u64);
+    let mut fine_answers = 0;
+    while !clients.iter().all(|t| t.is_finished()) {
+        peak_rss = peak_rss.max(gw.rss_bytes());
+        let conns = connections(&c, gw.addr, "raw:heads").await;
+        assert_eq!(conns.len(), 1, "the pinging worker stays registered");
+        peak_queued = peak_queued.max(conns[0]["queued_bytes"].as_u64().unwrap());
+        // Another worker's clients are served all along.
+        assert_eq!(
+            get(&c, &format!("http://{}/fine", gw.addr)).await,
+            (200, Bytes::from("ok"))
+        );
+        fine_answers += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for t in clients {
+        t.await.unwrap();
+    }
+    let statuses = statuses.lock().unwrap();
+    println!(
+        "baseline RSS {} KiB, peak {} KiB; peak queued {} KiB, bound {} KiB; {} answers from the other worker",
+        baseline >> 10,
+        peak_rss >> 10,
+        peak_queued >> 10,
+        bound >> 10,
+        fine_answers
+    );
+    assert!(
+        peak_queued > bound / 2,
+        "the worker's queue never filled: the test did not bite"
+    );
+    // RESETs of streams already written may sit beside the bound, a few bytes each.
+    assert!(
+        peak_queued <= bound + (64 << 10),
+        "queued {peak_queued} bytes for the worker, over the bound of {bound}"
+    );
+    assert!(
+        statuses.iter().all(|s| matches!(s, 503 | 504)),
+        "only busy or timeouts from a worker that does not read: {statuses:?}"
+    );
+    assert!(statuses.contains(&503), "no head ever waited: {statuses:?}");
+    pinger.abort();
+    fine.abort();
+    drop(unread);
+}

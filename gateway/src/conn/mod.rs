@@ -48,6 +48,9 @@ pub enum Failure {
     Protocol(String),
     /// The connection takes no new streams (draining or closed); try another replica.
     Draining,
+    /// The connection's queue had no room for the REQUEST until the deadline: the worker
+    /// is not reading (§5). No stream was opened.
+    NoRoom,
 }
 
 /// The worker's response head.
