@@ -384,13 +384,14 @@ async fn a_worker_still_writing_an_oversized_message_reads_4006_then_a_clean_end
 
 /// Issue 17 item 5: a worker that declares a new route in each ROUTES frame, one route live
 /// at a time, must not grow the gateway: it keeps the current route set only. Before, every
-/// id ever declared kept its route for the connection's life (256 frames of a 64 KiB route
-/// here held 16 MiB; 1,000 of ~1 MiB held a GiB).
+/// id ever declared kept its route for the connection's life (2,048 frames of a 4 KiB route
+/// here held 8 MiB; 1,000 of ~1 MiB, before patterns were bounded, held a GiB).
 #[tokio::test]
 async fn routes_churn_keeps_only_the_live_route_set() {
     use vyx_core::handshake::Routes;
-    const FRAMES: u32 = 256;
-    const PATTERN: usize = 64 << 10;
+    // Patterns of up to 4,096 bytes (§2.5); ids up to 65,535.
+    const FRAMES: u32 = 2048;
+    const PATTERN: usize = 4096 - 16;
     let gw = GatewayProcess::start("listen: 127.0.0.1:0\naccept_unknown_workers: true\n");
     let mut w = RawWorker::connect(gw.addr, "raw:churn", vec![route(0, "GET", "/live")]).await;
     let fine =
@@ -403,14 +404,16 @@ async fn routes_churn_keeps_only_the_live_route_set() {
     let baseline = gw.rss_bytes();
     let long = "a".repeat(PATTERN);
     for i in 1..=FRAMES {
-        w.send(Frame::Routes(Routes {
+        let routes = Frame::Routes(Routes {
             routes: vec![
                 route(0, "GET", "/live"),
                 route(i, "GET", &format!("/r{i}/{long}")),
             ],
-        }))
-        .await;
+        });
+        // Fed, not sent one by one: a flush per frame waits on delayed ACKs.
+        w.ws.feed(Message::Binary(routes.encode())).await.unwrap();
     }
+    w.ws.flush().await.unwrap();
     // Every frame applied: the last route is the connection's.
     let last = format!("GET /r{FRAMES}/");
     wait_until("the last ROUTES was applied", || async {
@@ -522,18 +525,18 @@ async fn departed_worker_ids_leave_the_metrics_and_the_registry() {
 }
 
 /// Issue 17 item 5: REQUEST heads count in the per-connection queue bound (PROTOCOL.md §5).
-/// A worker with `max_concurrency: 64` stops reading but keeps pinging, and 64 clients send
+/// A worker with `max_concurrency: 32` stops reading but keeps pinging, and 32 clients send
 /// requests with ~900 KB heads in a loop: a head that finds no room waits (then 503 after
 /// the queue timeout, or 504 once written and unanswered), and the gateway's queue for that
-/// worker stays within `min(64 × 256 KiB, 64 MiB)`. Before, every open stream's head was
-/// queued whatever its size: 64 × 900 KB here, 611 MB with 2,048 streams of 300 KB.
+/// worker stays within `min(32 × 256 KiB, 64 MiB)`. Before, every open stream's head was
+/// queued whatever its size: 32 × 900 KB here, 611 MB with 2,048 streams of 300 KB.
 #[tokio::test]
 async fn a_worker_that_stops_reading_holds_big_request_heads_within_the_queue_bound() {
     let gw = GatewayProcess::start(
-        "listen: 127.0.0.1:0\naccept_unknown_workers: true\ntimeouts: {request: 1s, queue: 1s}\nlimits: {max_header: 1MiB}\n",
+        "listen: 127.0.0.1:0\naccept_unknown_workers: true\ntimeouts: {request: 3s, queue: 1s}\nlimits: {max_header: 1MiB}\n",
     );
-    let (ws, welcome) = raw_tcp_worker(gw.addr, "raw:heads", 64, "/heads").await;
-    let bound = 64 * welcome.initial_window as u64;
+    let (ws, welcome) = raw_tcp_worker(gw.addr, "raw:heads", 32, "/heads").await;
+    let bound = 32 * welcome.initial_window as u64;
     let (mut sink, unread) = ws.split();
     let pinger = tokio::spawn(async move {
         while sink.send(Message::Ping(Bytes::new())).await.is_ok() {
@@ -551,13 +554,13 @@ async fn a_worker_that_stops_reading_holds_big_request_heads_within_the_queue_bo
     .await;
     let baseline = gw.rss_bytes();
 
-    const REQUESTS: usize = 256;
+    const REQUESTS: usize = 128;
     // 15 fields of 60,000 bytes: a REQUEST field holds at most 65,535 (§3.4).
     let big = "h".repeat(60_000);
     let names: Vec<String> = (0..15).map(|i| format!("x-big-{i}")).collect();
     let answered = Arc::new(AtomicUsize::new(0));
     let statuses = Arc::new(Mutex::new(Vec::new()));
-    let clients: Vec<_> = (0..64)
+    let clients: Vec<_> = (0..32)
         .map(|_| {
             let (c, url) = (posting.clone(), format!("http://{}/heads", gw.addr));
             let (answered, statuses) = (answered.clone(), statuses.clone());
