@@ -278,16 +278,18 @@ pub async fn serve<S>(
 }
 
 /// Says so when a connection joins an id that already has one: it takes a share of the id's
-/// requests (cookies and all). In dev mode any process of this host can do that, so it is a
-/// warning there; with vyx.yaml the id's token was presented, and it is news only.
+/// requests (cookies and all). For an id no token vouches for (dev mode, or an undeclared id
+/// let in by `accept_unknown_workers`) any process that can register could do that, so it
+/// is a warning; a declared id's token was presented, and it is news only.
 fn log_extra_replica(conn: &WorkerConn, group: &WorkerGroup, shared: &Shared) {
     let replicas = group.replicas.load().len();
     if replicas < 2 {
         return;
     }
     let (worker_id, instance, addr) = (&conn.worker_id, &conn.instance, conn.addr);
-    if shared.config.dev_mode {
-        warn!(%worker_id, %instance, %addr, replicas, "another replica joined worker id {worker_id}: it takes a share of the id's requests (dev mode admits any process of this host under any id)");
+    let declared = shared.config.declared_workers.contains(worker_id);
+    if shared.config.dev_mode || !declared {
+        warn!(%worker_id, %instance, %addr, replicas, "another replica joined worker id {worker_id}: it takes a share of the id's requests (no token vouches for this id: any process that can register may join it)");
     } else {
         info!(%worker_id, %instance, %addr, replicas, "another replica joined worker id {worker_id}: it takes a share of the id's requests");
     }
