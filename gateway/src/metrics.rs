@@ -71,6 +71,8 @@ pub struct Metrics {
     /// when the registry forgets the id ([`Metrics::forget_worker`]).
     seen: Mutex<HashMap<String, VecDeque<u64>>>,
     seen_hasher: std::hash::RandomState,
+    /// The statuses counted per route, to drop its series when it leaves the table.
+    route_statuses: Mutex<HashMap<String, Vec<u16>>>,
     scrape: Mutex<()>,
 }
 
@@ -189,6 +191,7 @@ impl Metrics {
             unmatched,
             seen: Mutex::new(HashMap::new()),
             seen_hasher: std::hash::RandomState::new(),
+            route_statuses: Mutex::new(HashMap::new()),
             scrape: Mutex::new(()),
         }
     }
@@ -217,6 +220,12 @@ impl Metrics {
             status: status.to_string(),
         });
         counter.inc();
+        let mut index = self.route_statuses.lock().unwrap();
+        let known = index.entry(route.route.clone()).or_default();
+        if !known.contains(&status) {
+            known.push(status);
+        }
+        drop(index);
         route.statuses.rcu(|list| {
             let mut list = Vec::clone(list);
             if !list.iter().any(|(s, _)| *s == status) {
@@ -256,6 +265,24 @@ impl Metrics {
         self.registrations.remove(&label);
         self.reconnects.remove(&label);
         self.seen.lock().unwrap().remove(worker_id);
+    }
+
+    /// Drops the series of a route that left the table (its worker dropped it, its claims
+    /// lapsed, or another worker took it over): routes are the workers' to name, so their
+    /// series must not outlive them. A request still in flight on it counts on handles no
+    /// longer exported; one that brings a new status puts that series back, until the route
+    /// leaves again.
+    pub fn forget_route(&self, route: &str) {
+        self.latency.remove(&RouteLabel {
+            route: route.to_string(),
+        });
+        let statuses = self.route_statuses.lock().unwrap().remove(route);
+        for status in statuses.into_iter().flatten() {
+            self.requests.remove(&RouteStatus {
+                route: route.to_string(),
+                status: status.to_string(),
+            });
+        }
     }
 
     /// Worker ids remembered for `reconnects` (for tests).
@@ -374,6 +401,24 @@ mod tests {
         m.registered("a", "i1");
         let text = m.encode(Vec::new(), 2);
         assert_eq!(count(&text, "vyx_reconnects_total", "a"), None, "{text}");
+    }
+
+    #[test]
+    fn a_forgotten_route_leaves_the_request_series() {
+        let m = Metrics::new();
+        let key = RouteKey {
+            method: "GET".into(),
+            path: "/gone/{id}".into(),
+        };
+        let route = m.route(&key);
+        m.observe(&route, 200, Duration::from_millis(1));
+        m.observe(&route, 504, Duration::from_millis(1));
+        let text = m.encode(Vec::new(), 0);
+        assert!(text.contains("route=\"GET /gone/{id}\""), "{text}");
+        m.forget_route(&key.to_string());
+        let text = m.encode(Vec::new(), 0);
+        assert!(!text.contains("/gone/"), "{text}");
+        assert!(m.route_statuses.lock().unwrap().is_empty());
     }
 
     #[test]

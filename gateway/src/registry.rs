@@ -108,8 +108,15 @@ pub struct LapsingClaims {
     pub left: std::time::Duration,
 }
 
-/// Called with a worker id the registry has forgotten (see [`Registry::on_forget`]).
-type ForgetHook = Box<dyn Fn(&str) + Send + Sync>;
+/// What the registry no longer holds (see [`Registry::on_forget`]).
+pub enum Forgotten<'a> {
+    /// A worker id: no connection, none on its way, no claims.
+    Worker(&'a str),
+    /// A route that left the table (dropped by its worker, lapsed, or taken over).
+    Route(&'a RouteKey),
+}
+
+type ForgetHook = Box<dyn Fn(Forgotten<'_>) + Send + Sync>;
 
 #[derive(Default)]
 pub struct Registry {
@@ -127,10 +134,11 @@ impl Registry {
         self.table.load_full()
     }
 
-    /// Runs `hook` with each worker id the registry forgets: one with no connection, none
-    /// on its way ([`Registry::group`]) and no claims left (none, or lapsed, or taken over).
-    /// State kept per worker id elsewhere (metrics) goes with it.
-    pub fn on_forget(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+    /// Runs `hook` with each worker id the registry forgets (one with no connection, none
+    /// on its way ([`Registry::group`]) and no claims left: none, lapsed, or taken over) and
+    /// each route that leaves the table, so that state kept for them elsewhere (metrics)
+    /// goes with them. Called under the registry's lock: the hook must not call back.
+    pub fn on_forget(&self, hook: impl Fn(Forgotten<'_>) + Send + Sync + 'static) {
         let _ = self.forget_hook.set(Box::new(hook));
     }
 
@@ -397,6 +405,7 @@ impl Registry {
 
         for key in dropped.iter().chain(taken_from.iter().map(|(k, _)| k)) {
             inner.claims.remove(key);
+            self.forgotten(Forgotten::Route(key));
             let shape = shape_of(key);
             if let Some(keys) = inner.shapes.get_mut(&shape) {
                 keys.retain(|k| k != key);
@@ -424,6 +433,12 @@ impl Registry {
         Ok(())
     }
 
+    fn forgotten(&self, what: Forgotten<'_>) {
+        if let Some(hook) = self.forget_hook.get() {
+            hook(what);
+        }
+    }
+
     /// Forgets a group with neither replicas, nor connections on their way, nor claims.
     fn forget_if_unused(&self, inner: &mut Inner, group: &Arc<WorkerGroup>) {
         let unused = inner.groups.get(&group.worker_id).is_some_and(|(g, s)| {
@@ -434,9 +449,7 @@ impl Registry {
         });
         if unused {
             inner.groups.remove(&group.worker_id);
-            if let Some(hook) = self.forget_hook.get() {
-                hook(&group.worker_id);
-            }
+            self.forgotten(Forgotten::Worker(&group.worker_id));
         }
     }
 }

@@ -24,6 +24,7 @@ use vyx_core::transport::Outgoing;
 use crate::body::{GatewayBody, Tracked};
 use crate::client_eof::ClientEof;
 use crate::conn_limit::{self, Activity, Admission, ConnSlot, Counted, RESERVE_DEADLINE};
+use crate::registry::Forgotten;
 use crate::supervisor::Supervisor;
 use crate::{admin, log_limit, metrics, proxy, register, request_rules, GatewayConfig, Shared};
 
@@ -82,9 +83,12 @@ impl Gateway {
             body_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
             config,
         });
-        // A worker id the registry forgets leaves the metrics too.
+        // A worker id or route the registry forgets leaves the metrics too.
         let gone = shared.metrics.clone();
-        shared.registry.on_forget(move |id| gone.forget_worker(id));
+        shared.registry.on_forget(move |what| match what {
+            Forgotten::Worker(id) => gone.forget_worker(id),
+            Forgotten::Route(key) => gone.forget_route(&key.to_string()),
+        });
         Ok(Gateway { listeners, shared })
     }
 

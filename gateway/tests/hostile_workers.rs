@@ -454,13 +454,19 @@ async fn metrics_text(c: &HttpClient, gw: SocketAddr) -> String {
 
 /// Issue 17 item 5: worker ids that come and go (each with an instance of its own) leave no
 /// state behind once their last connection is gone and their claim grace has lapsed: their
-/// per-worker series leave `/_vyx/metrics`, and `vyx_worker_ids` (the registry's count)
-/// comes back down. Before, every id stayed in `vyx_registrations_total` and every
-/// (id, instance) pair in a set, for ever.
+/// per-worker series and their routes' series leave `/_vyx/metrics`, and `vyx_worker_ids`
+/// (the registry's count) comes back down. Before, every id stayed in
+/// `vyx_registrations_total`, every route in `vyx_requests_total`, and every (id, instance)
+/// pair in a set, for ever.
 #[tokio::test]
 async fn departed_worker_ids_leave_the_metrics_and_the_registry() {
     const IDS: usize = 300;
-    let gw = TestGateway::start_with(|c| c.claim_grace = Duration::from_millis(300)).await;
+    let gw = TestGateway::start_with(|c| {
+        c.claim_grace = Duration::from_millis(300);
+        // The churning workers never answer: their requests end in 504 at once.
+        c.request_timeout = Duration::from_millis(200);
+    })
+    .await;
     let stay =
         RawWorker::connect_instance(gw.addr, "stay", None, "s1", vec![route(0, "GET", "/stay")])
             .await;
@@ -479,12 +485,24 @@ async fn departed_worker_ids_leave_the_metrics_and_the_registry() {
         );
     }
     let c = client();
+    // A request on each route gives it series of its own (route label = the worker's pattern).
+    let asked: Vec<_> = (0..IDS)
+        .map(|i| {
+            let (c, url) = (c.clone(), gw.url(&format!("/churn/{i}")));
+            tokio::spawn(async move { get(&c, &url).await.0 })
+        })
+        .collect();
+    for a in asked {
+        assert_eq!(a.await.unwrap(), 504);
+    }
     let text = metrics_text(&c, gw.addr).await;
     let last = format!(
         "vyx_registrations_total{{worker_id=\"churn-{}\"}} 1",
         IDS - 1
     );
     assert!(text.contains(&last), "{text}");
+    let last_route = format!("route=\"GET /churn/{}\"", IDS - 1);
+    assert!(text.contains(&last_route), "{text}");
     // All of them leave; their routes answer 503 for the grace, then lapse.
     drop(churn);
     wait_until(
@@ -496,6 +514,9 @@ async fn departed_worker_ids_leave_the_metrics_and_the_registry() {
         },
     )
     .await;
+    // Their routes' series went with the routes.
+    let text = metrics_text(&c, gw.addr).await;
+    assert!(!text.contains("/churn/"), "{text}");
     // The registry's count of ids is back to the one that stayed.
     let text = metrics_text(&c, gw.addr).await;
     assert!(text.contains("vyx_worker_ids 1"), "{text}");
