@@ -220,18 +220,26 @@ func (c *connection) onFrame(msg []byte) (frame.CloseCode, string) {
 	if err != nil {
 		var de *frame.DecodeError
 		errors.As(err, &de)
+		if de.IsStreamError() && de.Type == frame.TypeRequest {
+			// A REQUEST head that does not decode (a bad target, method, header, param name,
+			// a truncated or overlong head) fails its stream only (§8): the id is opened as
+			// any REQUEST's, then RESET protocol_error; the connection serves on.
+			if code, why := c.openID(de.StreamID); code != 0 {
+				return code, why
+			}
+			c.log.Warn("vyx: invalid REQUEST head; stream reset", "stream", de.StreamID, "error", err.Error())
+			why := fmt.Sprintf("invalid REQUEST head: %s", err.Error())
+			c.out.control((&frame.Reset{StreamID: de.StreamID, Code: frame.ResetProtocolError, Reason: why}).Encode())
+			return 0, ""
+		}
 		return de.CloseCode(), err.Error()
 	}
 	pv := frame.CloseProtocolViolation
 	switch f := f.(type) {
 	case *frame.Request:
-		if c.gatewayDraining {
-			return pv, fmt.Sprintf("REQUEST (stream %d) after the gateway's DRAIN", f.StreamID)
+		if code, why := c.openID(f.StreamID); code != 0 {
+			return code, why
 		}
-		if f.StreamID <= c.highest {
-			return pv, fmt.Sprintf("REQUEST reuses stream id %d (highest so far %d)", f.StreamID, c.highest)
-		}
-		c.highest = f.StreamID
 		c.open(f)
 	case *frame.Data:
 		if f.StreamID > c.highest {
@@ -293,6 +301,20 @@ func (c *connection) onFrame(msg []byte) (frame.CloseCode, string) {
 	default:
 		return pv, frame.TypeName(f.Type()) + " frame is not sent by a gateway"
 	}
+	return 0, ""
+}
+
+// openID counts a REQUEST's id as opened; an id that cannot open a stream is the
+// connection's error, whether or not its head decodes (§4.1, §7).
+func (c *connection) openID(id uint32) (frame.CloseCode, string) {
+	pv := frame.CloseProtocolViolation
+	if c.gatewayDraining {
+		return pv, fmt.Sprintf("REQUEST (stream %d) after the gateway's DRAIN", id)
+	}
+	if id <= c.highest {
+		return pv, fmt.Sprintf("REQUEST reuses stream id %d (highest so far %d)", id, c.highest)
+	}
+	c.highest = id
 	return 0, ""
 }
 

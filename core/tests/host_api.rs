@@ -534,3 +534,53 @@ async fn a_drain_during_the_handshake_finishes_it_and_answers_what_was_sent() {
     }
     timeout(e.wait()).await.unwrap();
 }
+
+/// A REQUEST whose head breaks a stream rule (raw UTF-8 in the target, issue 17 item 2) is a
+/// stream error (§8): RESET `protocol_error` on that id, never seen by the host, and the
+/// connection serves on: a request in flight before it and one after it are answered.
+#[tokio::test]
+async fn a_bad_request_head_is_reset_and_the_connection_serves_on() {
+    let (gw, url) = Gateway::bind().await;
+    let e = engine(&url, &[("GET", "/x")]);
+    e.start().unwrap();
+    let mut conn = gw.welcome("c-1", 65536).await;
+    conn.request(1, 0, "GET", true).await;
+    let (first, _) = pull_request(&e).await;
+    let bad = frame::Request {
+        stream_id: 2,
+        end_stream: true,
+        route_id: 0,
+        method: Bytes::from_static(b"GET"),
+        target: Bytes::from("/caf\u{e9}"),
+        params: vec![],
+        headers: vec![],
+    };
+    conn.send(bad.encode()).await;
+    match conn.recv().await {
+        Frame::Reset(r) => {
+            assert_eq!((r.stream_id, r.code), (2, ResetCode::ProtocolError as u32));
+            assert!(r.reason.contains("invalid_target"), "{}", r.reason);
+        }
+        other => panic!("expected RESET of stream 2, got {other:?}"),
+    }
+    first
+        .stream
+        .respond(200, &[] as &[(&str, &str)], b"one")
+        .unwrap();
+    assert_eq!(conn.head(1).await.status, 200);
+    assert_eq!(conn.body(1).await, b"one");
+    conn.request(3, 0, "GET", true).await;
+    let (third, _) = pull_request(&e).await;
+    assert_eq!(
+        third.stream.stream_id(),
+        3,
+        "stream 2 never reached the host"
+    );
+    third
+        .stream
+        .respond(200, &[] as &[(&str, &str)], b"three")
+        .unwrap();
+    assert_eq!(conn.head(3).await.status, 200);
+    assert_eq!(conn.body(3).await, b"three");
+    e.drain(Duration::ZERO);
+}

@@ -44,9 +44,15 @@ fuzz_target!(|data: &[u8]| {
                 ));
             }
         }
-        Err(DecodeFailure::Stream { stream_id, .. }) => {
-            // Only a RESPONSE with a valid header fails on its stream alone.
-            assert_eq!(data[0], vyx_core::frame::kind::RESPONSE);
+        Err(DecodeFailure::Stream {
+            stream_id, frame, ..
+        }) => {
+            // Only a REQUEST or RESPONSE with a valid header fails on its stream alone.
+            assert!(matches!(
+                data[0],
+                vyx_core::frame::kind::REQUEST | vyx_core::frame::kind::RESPONSE
+            ));
+            assert_eq!(frame, data[0]);
             assert_ne!(stream_id, 0);
             assert_eq!(
                 stream_id,

@@ -28,6 +28,7 @@ mod request_rules;
 mod routes;
 mod server;
 mod supervisor;
+mod target;
 pub mod trusted_proxies;
 mod upload;
 

@@ -107,6 +107,17 @@ async fn dispatch(
         );
     }
 
+    // `target::for_worker` made the target ASCII before routing; whatever else a client
+    // manages to send, no frame the spec forbids leaves the gateway (§3.4).
+    let wire_target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    if !vyx_core::frame::is_target(wire_target.as_bytes()) {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "the request target cannot be forwarded",
+            &request_id,
+        );
+    }
+
     // The REQUEST frame, straight from the parts; the route id is set per replica below.
     let end_stream = http_body::Body::is_end_stream(&body);
     let expect_continue = parts

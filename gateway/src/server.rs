@@ -26,7 +26,9 @@ use crate::client_eof::ClientEof;
 use crate::conn_limit::{self, Activity, Admission, ConnSlot, Counted, RESERVE_DEADLINE};
 use crate::registry::Forgotten;
 use crate::supervisor::Supervisor;
-use crate::{admin, log_limit, metrics, proxy, register, request_rules, GatewayConfig, Shared};
+use crate::{
+    admin, log_limit, metrics, proxy, register, request_rules, target, GatewayConfig, Shared,
+};
 
 /// What a listener serves.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -397,7 +399,7 @@ async fn route(
     role: Role,
     reserve: bool,
 ) -> Response<GatewayBody> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     if let Err(refused) = request_rules::check(&parts) {
         shared.metrics.client_error(refused.metric);
         debug!(reason = refused.message, "request refused");
@@ -414,6 +416,27 @@ async fn route(
             );
         }
         return resp;
+    }
+    // Before routing, so that a route matches raw UTF-8 as it matches its percent-encoding.
+    match target::for_worker(&parts.uri) {
+        Ok(None) => {}
+        Ok(Some(uri)) => parts.uri = uri,
+        Err(refused) => {
+            shared.metrics.client_error("bad_target");
+            debug!(reason = refused.message, "request refused");
+            let mut resp = proxy::error_response(
+                refused.status,
+                refused.message,
+                &http::HeaderValue::from_static("-"),
+            );
+            if parts.version <= http::Version::HTTP_11 {
+                resp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            return resp;
+        }
     }
     let req = Request::from_parts(parts, body);
     let shared = shared.clone();

@@ -222,6 +222,17 @@ async fn malformed_frames_close_only_their_connection_with_the_right_code() {
             4005,
         ),
         ("oversized frame", vec![0u8; (1 << 20) + 1], 4006),
+        // A REQUEST head that does not decode is a stream error at a worker (§8), but from
+        // a worker it is in the wrong direction first: the connection's error.
+        (
+            "REQUEST with a bad target from a worker",
+            [
+                &[0x01, 0x01, 0, 0, 0, 1, 0, 0, 0, 3][..],
+                b"GET\x00\x02/\xc3\x00\x00\x00\x00",
+            ]
+            .concat(),
+            4005,
+        ),
     ];
     for (what, bytes, code) in cases {
         let mut bad = RawWorker::connect(gw.addr, "raw:bad", vec![route(0, "GET", "/bad")]).await;

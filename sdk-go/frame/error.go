@@ -62,10 +62,11 @@ func (e *DecodeError) CloseCode() CloseCode {
 	return CloseProtocolViolation
 }
 
-// IsStreamError reports whether e is confined to one stream: a RESPONSE whose header is
-// valid but whose payload fails (§3.5). The gateway RESETs that stream protocol_error.
+// IsStreamError reports whether e is confined to one stream: a REQUEST or RESPONSE whose
+// header is valid but whose payload fails (§3.5, §8). Its receiver RESETs that stream
+// protocol_error (received in the wrong direction, the frame is still a connection error).
 func (e *DecodeError) IsStreamError() bool {
-	return e.HeaderOK && e.Type == TypeResponse
+	return e.HeaderOK && (e.Type == TypeRequest || e.Type == TypeResponse)
 }
 
 // CloseCode is a WebSocket close code of PROTOCOL.md §8.3.

@@ -161,9 +161,68 @@ def stream_traces():
         trace("request_after_drain", "7", "A REQUEST after the gateway's DRAIN: close 4005.",
               status_ok(1, 200) + [{"send": {"type": "DRAIN", "deadline_ms": 10000}},
                                    status_req(3, 200), {"expect": {"close": 4005}}]),
-    ] + [
+    ] + bad_request_traces() + [
         trace(name, section, description, status_ok(1, 200) + [{"send": send}, {"expect": {"close": code}}])
         for name, section, description, send, code in connection_errors()
+    ]
+
+
+def request_hex(sid, target=b"/status/200", method=b"GET", params=(), value=b"conformance.test",
+                end=True, cut=0, extra=b""):
+    """A REQUEST no encoder would produce: its head breaks a rule of §3.4. Route id 0 (the
+    head is refused before its route is looked at); `cut` bytes cut off the end, `extra`
+    appended."""
+    def str16(b):
+        return len(b).to_bytes(2, "big") + b
+    payload = b"\x00\x00" + str16(method) + str16(target) + len(params).to_bytes(2, "big")
+    for n, v in params:
+        payload += str16(n) + str16(v)
+    payload += b"\x00\x01" + str16(b"host") + str16(value)
+    raw = bytes([0x01, 0x01 if end else 0x00]) + sid.to_bytes(4, "big") + payload
+    return {"send": {"hex": (raw[:len(raw) - cut] + extra).hex()}}
+
+
+def expect_reset(sid, code="protocol_error"):
+    return {"expect": {"type": "RESET", "stream_id": sid, "code": code}}
+
+
+def bad_request_traces():
+    """§8: a REQUEST whose head does not decode is a stream error: RESET protocol_error on
+    its id, which counts as opened; the connection serves on."""
+    return [
+        trace("request_bad_target", "8",
+              "A REQUEST whose target holds raw UTF-8 (bytes >= 0x80): RESET protocol_error on "
+              "that stream only; the next REQUEST on the connection is served.",
+              [request_hex(1, target="/status/caf\u00e9".encode()), expect_reset(1)] +
+              status_ok(3, 200)),
+        trace("request_bad_heads", "8",
+              "REQUEST heads that do not decode (a method with a space, a control byte in a "
+              "header value, an empty param name, a head ending inside a field, a trailing "
+              "byte): each stream is RESET protocol_error, in order, and the connection serves "
+              "on.",
+              [request_hex(1, method=b"G T"), expect_reset(1),
+               request_hex(2, value=b"a\x01b"), expect_reset(2),
+               request_hex(3, params=((b"", b"200"),)), expect_reset(3),
+               request_hex(4, cut=1), expect_reset(4),
+               request_hex(5, extra=b"\x00"), expect_reset(5)] +
+              status_ok(6, 200)),
+        trace("request_bad_head_with_body", "8",
+              "A bad REQUEST head without END_STREAM: RESET protocol_error; the DATA the "
+              "gateway sent on behind it is ignored (the stream is closed), and the connection "
+              "serves on.",
+              [request_hex(1, target=b"/status/ 200", end=False), expect_reset(1),
+               data(1, "late"), data(1, "body", end=True)] +
+              status_ok(3, 200)),
+        trace("request_bad_head_opens_its_id", "8",
+              "A bad REQUEST head still opens its id: a later REQUEST with a lower id is "
+              "close 4005.",
+              [request_hex(5, target=b"no-slash"), expect_reset(5), status_req(3, 200),
+               {"expect": {"close": 4005}}]),
+        trace("request_bad_head_after_drain", "8",
+              "A REQUEST after the gateway's DRAIN is close 4005, its head valid or not.",
+              status_ok(1, 200) + [{"send": {"type": "DRAIN", "deadline_ms": 10000}},
+                                   request_hex(3, target=b"caf\xc3\xa9"),
+                                   {"expect": {"close": 4005}}]),
     ]
 
 

@@ -96,8 +96,8 @@ ERROR_KINDS = (
 def close_code_for(kind, raw):
     """The close code a receiver without stream context reports: a HELLO payload that does
     not decode is bad_hello (the worker has a bug that retrying cannot fix); every other
-    decode error is 4005/4006. (A RESPONSE payload error on an open stream is a stream error
-    at the gateway instead: the vector's stream_error flag.)"""
+    decode error is 4005/4006. (A REQUEST or RESPONSE payload error on a stream its receiver
+    opens or has open is a stream error instead: the vector's stream_error flag.)"""
     if kind == "frame_too_large":
         return CLOSE_FRAME_TOO_LARGE
     if kind == "invalid_control_payload" and raw[:1] == b"\x10":
@@ -821,9 +821,9 @@ def malformed_vectors():
     def add(name, raw, kind):
         vec = {"name": name, "hex": raw.hex(), "error": kind,
                "close_code": close_code_for(kind, raw)}
-        # A RESPONSE head that fails after a valid frame header is a stream error at the
-        # gateway (PROTOCOL.md §3.5): RESET protocol_error instead of the close.
-        if raw[:1] == b"\x02" and kind not in (
+        # A REQUEST or RESPONSE head that fails after a valid frame header is a stream error
+        # at its receiver (PROTOCOL.md §3.5, §8): RESET protocol_error instead of the close.
+        if raw[:1] in (b"\x01", b"\x02") and kind not in (
                 "truncated_header", "unknown_type", "invalid_flags", "stream_id_zero"):
             vec["stream_error"] = True
         v.append(vec)

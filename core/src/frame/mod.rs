@@ -78,16 +78,24 @@ pub enum Frame {
     Error(ErrorMessage),
 }
 
-/// A decode error with its scope (PROTOCOL.md §3.2): most errors are the connection's (the
-/// receiver closes), but a RESPONSE whose 6-byte header is valid and whose head does not
-/// decode (bad status, header name or value, a truncated or overlong head) is confined to its
-/// stream: the gateway RESETs that stream `protocol_error` and the connection goes on.
+/// A decode error with its scope (PROTOCOL.md §3.2, §8): most errors are the connection's
+/// (the receiver closes), but a REQUEST or RESPONSE whose 6-byte header is valid and whose
+/// head does not decode (a bad target, method, status, header name or value, param name, a
+/// truncated or overlong head) is confined to its stream: the receiver RESETs that stream
+/// `protocol_error` and the connection goes on. A head has no state shared with other
+/// streams (no header compression), so nothing else is lost with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecodeFailure {
     /// The connection fails: close with [`DecodeError::close_code`].
     Connection(DecodeError),
-    /// Only `stream_id` fails: RESET it `protocol_error`.
-    Stream { stream_id: u32, error: DecodeError },
+    /// Only `stream_id` fails: RESET it `protocol_error`. `frame` is the type byte
+    /// ([`kind::REQUEST`] or [`kind::RESPONSE`]): received in the wrong direction, the frame
+    /// is still a connection error (§8.2).
+    Stream {
+        stream_id: u32,
+        frame: u8,
+        error: DecodeError,
+    },
 }
 
 impl DecodeFailure {
@@ -126,8 +134,8 @@ impl Frame {
         Frame::decode_scoped(msg, max_frame_size).map_err(DecodeFailure::into_error)
     }
 
-    /// [`Frame::decode`], with the scope of the error: a RESPONSE head that does not decode
-    /// after a valid frame header is [`DecodeFailure::Stream`].
+    /// [`Frame::decode`], with the scope of the error: a REQUEST or RESPONSE head that does
+    /// not decode after a valid frame header is [`DecodeFailure::Stream`].
     pub fn decode_scoped(msg: Bytes, max_frame_size: usize) -> Result<Frame, DecodeFailure> {
         if msg.len() > max_frame_size {
             return Err(DecodeError::FrameTooLarge {
@@ -173,11 +181,24 @@ impl Frame {
                 end_stream,
                 data: payload,
             }),
-            kind::REQUEST => Frame::Request(Request::decode(stream_id, end_stream, payload)?),
-            kind::RESPONSE => Frame::Response(
-                Response::decode(stream_id, end_stream, payload)
-                    .map_err(|error| DecodeFailure::Stream { stream_id, error })?,
-            ),
+            kind::REQUEST => {
+                Frame::Request(Request::decode(stream_id, end_stream, payload).map_err(
+                    |error| DecodeFailure::Stream {
+                        stream_id,
+                        frame: ty,
+                        error,
+                    },
+                )?)
+            }
+            kind::RESPONSE => {
+                Frame::Response(Response::decode(stream_id, end_stream, payload).map_err(
+                    |error| DecodeFailure::Stream {
+                        stream_id,
+                        frame: ty,
+                        error,
+                    },
+                )?)
+            }
             kind::RESET => Frame::Reset(Reset::decode(stream_id, payload)?),
             kind::WINDOW => Frame::Window(Window::decode(stream_id, payload)?),
             kind::HELLO => Frame::Hello(control::decode(&payload)?),
@@ -283,11 +304,59 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_request_head_is_scoped_to_its_stream() {
+        // Raw UTF-8 in the target, a method with a space, a control byte in a header value,
+        // an empty param name, a head ending inside a field, a trailing byte: stream 9 only.
+        let mut bad = Vec::new();
+        let req = |target: &[u8], method: &[u8], params: &[(&[u8], &[u8])], value: &[u8]| {
+            let mut p = vec![0, 0];
+            for s in [method, target] {
+                p.extend_from_slice(&(s.len() as u16).to_be_bytes());
+                p.extend_from_slice(s);
+            }
+            p.extend_from_slice(&(params.len() as u16).to_be_bytes());
+            for (n, v) in params {
+                for s in [n, v] {
+                    p.extend_from_slice(&(s.len() as u16).to_be_bytes());
+                    p.extend_from_slice(s);
+                }
+            }
+            p.extend_from_slice(&[0, 1, 0, 1, b'x']);
+            p.extend_from_slice(&(value.len() as u16).to_be_bytes());
+            p.extend_from_slice(value);
+            let mut msg = vec![kind::REQUEST, 1, 0, 0, 0, 9];
+            msg.extend_from_slice(&p);
+            msg
+        };
+        bad.push(req("/café".as_bytes(), b"GET", &[], b"v"));
+        bad.push(req(b"/", b"G T", &[], b"v"));
+        bad.push(req(b"/", b"GET", &[], b"a\x01b"));
+        bad.push(req(b"/", b"GET", &[(b"", b"v")], b"v"));
+        let good = req(b"/", b"GET", &[], b"v");
+        assert!(Frame::decode_scoped(Bytes::from(good.clone()), MAX).is_ok());
+        bad.push(good[..good.len() - 1].to_vec());
+        bad.push([&good[..], &[0]].concat());
+        for msg in bad {
+            match Frame::decode_scoped(Bytes::from(msg.clone()), MAX).unwrap_err() {
+                DecodeFailure::Stream {
+                    stream_id: 9,
+                    frame: kind::REQUEST,
+                    ..
+                } => {}
+                other => panic!("{msg:02x?}: {other:?}"),
+            }
+        }
+    }
+
+    const MAX: usize = crate::limits::MAX_FRAME_SIZE;
+
+    #[test]
     fn header_errors_and_other_frames_stay_connection_errors() {
         for hex in [
             "02040000000700c80000", // RESPONSE with a reserved flag
             "02000000000000c80000", // RESPONSE on stream 0
-            "0100000000070000",     // REQUEST ending inside a field
+            "0102000000070000",     // REQUEST with a reserved flag
+            "0101000000000000",     // REQUEST on stream 0
             "080000000007000000",   // WINDOW too short
             "00",                   // truncated header
         ] {

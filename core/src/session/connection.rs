@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 use super::stream::{finish_direction, IncomingRequest, Stream, StreamError, StreamShared};
 use super::{ConnectionState, Events, WsStream};
 use crate::error::{CloseCode, ResetCode};
-use crate::frame::{Frame, Reset};
+use crate::frame::{kind, DecodeFailure, Frame, Reset};
 use crate::handshake::{Drain, Welcome};
 pub(crate) use crate::transport::Outgoing;
 use crate::transport::{sleep_until_opt, write_loop, Heartbeat, OutQueue};
@@ -232,23 +232,32 @@ type Violation = (CloseCode, String);
 
 impl Reader<'_> {
     fn on_frame(&mut self, bytes: Bytes) -> Result<(), Violation> {
-        let frame =
-            Frame::decode(bytes, self.max_frame).map_err(|e| (e.close_code(), e.to_string()))?;
+        let frame = match Frame::decode_scoped(bytes, self.max_frame) {
+            Ok(frame) => frame,
+            // A REQUEST head that does not decode (a bad target, method, header, param name,
+            // a truncated or overlong head) fails its stream only (§8): the id is opened as
+            // any REQUEST's, then RESET `protocol_error`; the connection serves on.
+            Err(DecodeFailure::Stream {
+                stream_id,
+                frame: kind::REQUEST,
+                error,
+            }) => {
+                self.open_id(stream_id)?;
+                warn!(stream = stream_id, error = %error, "invalid REQUEST head; stream reset");
+                let why = format!("invalid REQUEST head: {} ({error})", error.kind());
+                self.conn.send(Outgoing::Frame(
+                    Reset::new(stream_id, ResetCode::ProtocolError, &why).encode(),
+                ));
+                return Ok(());
+            }
+            Err(e) => {
+                let e = e.into_error();
+                return Err((e.close_code(), e.to_string()));
+            }
+        };
         match frame {
             Frame::Request(r) => {
-                if self.gateway_draining {
-                    return Err(violation(format!(
-                        "REQUEST (stream {}) after the gateway's DRAIN",
-                        r.stream_id
-                    )));
-                }
-                if r.stream_id <= self.highest {
-                    return Err(violation(format!(
-                        "REQUEST reuses stream id {} (highest so far {})",
-                        r.stream_id, self.highest
-                    )));
-                }
-                self.highest = r.stream_id;
+                self.open_id(r.stream_id)?;
                 let id = r.stream_id;
                 let mut streams = self.conn.streams.lock().unwrap();
                 if streams.len() >= self.max_concurrency {
@@ -383,6 +392,24 @@ impl Reader<'_> {
                 )))
             }
         }
+        Ok(())
+    }
+
+    /// Counts a REQUEST's id as opened; an id that cannot open a stream is the
+    /// connection's error, whether or not its head decodes (§4.1, §7).
+    fn open_id(&mut self, id: u32) -> Result<(), Violation> {
+        if self.gateway_draining {
+            return Err(violation(format!(
+                "REQUEST (stream {id}) after the gateway's DRAIN"
+            )));
+        }
+        if id <= self.highest {
+            return Err(violation(format!(
+                "REQUEST reuses stream id {id} (highest so far {})",
+                self.highest
+            )));
+        }
+        self.highest = id;
         Ok(())
     }
 

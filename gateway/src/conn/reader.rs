@@ -121,13 +121,21 @@ fn on_frame(
     let frame = match decoded {
         Ok(frame) => frame,
         // A bad response head fails its stream only (§3.2): RESET, 502, connection kept.
-        Err(DecodeFailure::Stream { stream_id, error }) => {
+        Err(DecodeFailure::Stream {
+            stream_id,
+            frame: vyx_core::frame::kind::RESPONSE,
+            error,
+        }) => {
             check_opened(stream_id, "RESPONSE", table.next_id)?;
             let why = format!("invalid RESPONSE head: {} ({error})", error.kind());
             stream_protocol_error(conn, table, stream_id, &why);
             return Ok(());
         }
-        Err(DecodeFailure::Connection(e)) => return Err((e.close_code(), e.to_string())),
+        // A REQUEST from a worker is in the wrong direction, its head valid or not (§8.2).
+        Err(e) => {
+            let e = e.into_error();
+            return Err((e.close_code(), e.to_string()));
+        }
     };
     match frame {
         Frame::Response(r) => {

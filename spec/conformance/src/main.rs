@@ -54,6 +54,10 @@ struct Cli {
     /// The repository root (where spec/conformance is).
     #[arg(long, default_value = ".")]
     repo: PathBuf,
+    /// Seconds a language's worker has to dial a scripted gateway and send HELLO before its
+    /// column runs; a worker that exits first or never dials fails its whole column at once.
+    #[arg(long, default_value_t = 20, value_name = "SECS")]
+    worker_start_timeout: u64,
 }
 
 /// The most one scenario may take, whatever it waits for.
@@ -144,7 +148,7 @@ async fn main() -> ExitCode {
             .is_none_or(|o| name.to_lowercase().contains(o))
     };
 
-    let columns: Vec<(String, Language)> = langs
+    let mut columns: Vec<(String, Language)> = langs
         .iter()
         .map(|l| (l.clone(), manifest::load(&repo, l)))
         .collect();
@@ -152,6 +156,32 @@ async fn main() -> ExitCode {
         .into_iter()
         .filter(|s| selected(s.name))
         .collect();
+    let worker_probes: Vec<_> = if cli.no_worker_probes {
+        Vec::new()
+    } else {
+        worker_probes::all(&repo)
+            .into_iter()
+            .filter(|p| selected(&p.name))
+            .collect()
+    };
+    if !scenarios.is_empty() || !worker_probes.is_empty() {
+        let timeout = Duration::from_secs(cli.worker_start_timeout);
+        for (lang, language) in &mut columns {
+            if let Language::Ready(worker, _) = language {
+                let t = Instant::now();
+                let id = format!("conformance:{lang}");
+                let started = worker_probes::preflight(worker, &id, timeout).await;
+                println!(
+                    "[{lang}] the worker starts ... {} ({:.1}s)",
+                    if started.is_ok() { "ok" } else { "FAIL" },
+                    t.elapsed().as_secs_f64()
+                );
+                if let Err(why) = started {
+                    *language = Language::Broken(why);
+                }
+            }
+        }
+    }
 
     let started = Instant::now();
     let mut rows: Vec<(String, Vec<Cell>)> = Vec::new();
@@ -161,14 +191,9 @@ async fn main() -> ExitCode {
         rows.push((scenario.name.to_owned(), cells));
     }
     let mut worker_rows: Vec<(String, Vec<Cell>)> = Vec::new();
-    if !cli.no_worker_probes {
-        for probe in worker_probes::all(&repo)
-            .into_iter()
-            .filter(|p| selected(&p.name))
-        {
-            let cells = run_row(&probe.name, &columns, &gateway_bin, &*probe.run).await;
-            worker_rows.push((probe.name, cells));
-        }
+    for probe in worker_probes {
+        let cells = run_row(&probe.name, &columns, &gateway_bin, &*probe.run).await;
+        worker_rows.push((probe.name, cells));
     }
 
     let mut probe_rows: Vec<(&'static str, Cell)> = Vec::new();

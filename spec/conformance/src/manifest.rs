@@ -93,6 +93,7 @@ pub fn load(repo: &Path, lang: &str) -> Language {
             program,
             args: words.collect(),
             cwd: repo.to_path_buf(),
+            build: m.build,
         },
         m.skip,
     )

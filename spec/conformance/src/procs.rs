@@ -81,6 +81,19 @@ impl Lines {
             }
         }
     }
+
+    /// Returns once the output has ended (for a worker: it exited, or closed its stdout).
+    pub async fn ended(&self) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if *self.ended.lock().unwrap() {
+                return;
+            }
+            changed.await;
+        }
+    }
 }
 
 fn signal(child: &Child, sig: libc::c_int) -> Outcome<()> {
@@ -220,6 +233,8 @@ pub struct WorkerCommand {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub cwd: PathBuf,
+    /// The manifest's build command, named when the worker cannot start.
+    pub build: String,
 }
 
 /// A conformance worker process.

@@ -99,7 +99,12 @@ impl Ctx {
         extra: &[(&str, String)],
     ) -> Outcome<(Worker, String)> {
         let worker = self.spawn_worker(gw, extra)?;
-        let connection_id = worker.connected(0).await?;
+        let connection_id = worker.connected(0).await.map_err(|e| {
+            format!(
+                "{e}\n(if the worker cannot start, build it with: {})",
+                self.worker.build
+            )
+        })?;
         let client = http::client();
         wait_connection(&client, gw, &self.worker_id(), |c| {
             c["connection_id"] == connection_id.as_str()

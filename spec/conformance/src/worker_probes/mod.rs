@@ -21,7 +21,7 @@ use vyx_core::backoff::envelope_ms;
 use vyx_core::frame::{Frame, Request};
 
 use crate::check::{fail, Outcome};
-use crate::procs::{Worker, WAIT};
+use crate::procs::{Worker, WorkerCommand, WAIT};
 use crate::scenarios::Ctx;
 use crate::{ensure, ensure_eq};
 pub use gateway::{Event, ScriptedGateway, Session};
@@ -113,17 +113,55 @@ fn load(repo: &Path, name: &str) -> Outcome<Value> {
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// Starts the language's worker once against a scripted gateway, before its column runs:
+/// it must dial and send HELLO within `timeout`. A worker that exits first (not built, a
+/// Node addon missing) or never dials fails here once, with its exit status, its last
+/// stderr lines and the manifest's build command, instead of every row of its column
+/// waiting out its own timeout (issue 17 item 11: 20 minutes without a word).
+pub async fn preflight(command: &WorkerCommand, worker_id: &str, timeout: Duration) -> Outcome<()> {
+    let gw = ScriptedGateway::bind().await?;
+    let mut worker = Worker::spawn(command, &gw.url(), worker_id, &[])
+        .map_err(|e| format!("{e}; build it with: {}", command.build))?;
+    let why = tokio::select! {
+        // An attempt already in the listener's backlog counts, whatever the process did next.
+        biased;
+        attempt = gw.attempt(timeout) => match attempt {
+            Ok(a) => match a.accept().await {
+                Ok(_) => return Ok(()),
+                Err(e) => format!("it connected but did not send HELLO: {e}"),
+            },
+            Err(e) => e,
+        },
+        // Longer than the attempt's wait: a live worker that never dials fails above.
+        status = worker.wait_exit(timeout + WAIT) => match status {
+            Ok(status) => format!("it exited ({status}) before it connected"),
+            Err(e) => e,
+        },
+    };
+    fail(format!(
+        "the worker cannot start: {why}; stderr:\n{}\nbuild it with: {}",
+        worker.stderr.tail(5),
+        command.build
+    ))
+}
+
 /// A scripted gateway, and the language's worker dialling it.
 pub struct Rig {
     pub gw: ScriptedGateway,
     pub worker: Worker,
+    /// The manifest's build command, for a worker that exits before it connects.
+    build: String,
 }
 
 impl Rig {
     pub async fn start(ctx: &Ctx) -> Outcome<Rig> {
         let gw = ScriptedGateway::bind().await?;
         let worker = Worker::spawn(&ctx.worker, &gw.url(), &ctx.worker_id(), &[])?;
-        Ok(Rig { gw, worker })
+        Ok(Rig {
+            gw,
+            worker,
+            build: ctx.worker.build.clone(),
+        })
     }
 
     /// Adds the worker's last stderr lines to a failure.
@@ -131,9 +169,16 @@ impl Rig {
         r.map_err(|e| format!("{e}; worker stderr:\n{}", self.worker.stderr.tail(8)))
     }
 
-    /// The next attempt, upgraded, HELLO read.
+    /// The next attempt, upgraded, HELLO read; a worker that exits first fails at once.
     pub async fn session(&self) -> Outcome<Session> {
-        self.gw.attempt(WAIT).await?.accept().await
+        tokio::select! {
+            biased;
+            attempt = self.gw.attempt(WAIT) => attempt?.accept().await,
+            () = self.worker.stdout.ended() => fail(format!(
+                "the worker exited before it connected (build it with: {})",
+                self.build
+            )),
+        }
     }
 
     /// The next attempt, upgraded and welcomed.
