@@ -1,7 +1,9 @@
-//! Noticing an HTTP/1 client that left while its response was still on its way.
+//! Noticing an HTTP/1 client that left while its response was still on its way, when the
+//! operator allows half-closes (`client_half_close`; off by default, when hyper itself
+//! reads the socket while a request is in flight and a FIN or reset ends it at once).
 //!
-//! The front allows half-closes (a client may send its request, then its FIN, and still read
-//! the answer), so hyper stops reading the socket once a request is in and a client that
+//! With half-closes allowed (a client may send its request, then its FIN, and still read
+//! the answer), hyper stops reading the socket once a request is in and a client that
 //! closed outright is noticed only at the next write. A response that stalls (a long poll,
 //! a stream waiting on its worker) would then hold its worker's stream until
 //! `timeouts.body_idle`. So a stalled response body looks at the socket now and then: a FIN

@@ -79,6 +79,16 @@ pub struct GatewayConfig {
     /// Peers whose `X-Forwarded-*`/`Forwarded` headers are kept (and extended); from any
     /// other peer they are replaced. Empty by default.
     pub trusted_proxies: Vec<crate::trusted_proxies::IpNet>,
+    /// Whether an HTTP/1 client's FIN after its request is a half-close (it still reads the
+    /// answer) rather than the client leaving. Off (the default), as nginx and Go treat it:
+    /// a FIN or a reset before the response is complete cancels the request (RESET `cancel`
+    /// to the worker). On: the answer still goes out after a FIN; a FIN that comes once the
+    /// response has begun still counts as leaving (see `client_eof`).
+    pub client_half_close: bool,
+    /// SETTINGS and PING frames (each draws a reply) an HTTP/2 client may send in a burst;
+    /// the allowance refills at 10 a second. Past it the connection
+    /// gets GOAWAY `ENHANCE_YOUR_CALM` and is closed.
+    pub h2_control_frames: u32,
     /// Most routes one worker connection may declare.
     pub routes_per_worker: usize,
     /// How long the routes of a worker id whose last connection is gone stay its own
@@ -121,6 +131,8 @@ impl Default for GatewayConfig {
             min_body_rate: 240,
             min_body_rate_grace: Duration::from_secs(5),
             trusted_proxies: Vec::new(),
+            client_half_close: false,
+            h2_control_frames: 1000,
             routes_per_worker: MAX_ROUTES,
             // Longer than a worker's reconnect takes (backoff capped at 10 s, §9, plus a
             // handshake), so a restart or a network blip keeps the worker's paths its own;

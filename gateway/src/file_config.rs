@@ -75,6 +75,8 @@ struct File {
     #[serde(default)]
     trusted_proxies: Vec<Spanned<String>>,
     #[serde(default)]
+    client_half_close: bool,
+    #[serde(default)]
     accept_unknown_workers: bool,
     #[serde(default)]
     workers: Vec<Worker>,
@@ -111,6 +113,7 @@ struct Limits {
     body_buffer: Option<Spanned<Size>>,
     body_buffer_total: Option<Size>,
     min_body_rate: Option<Size>,
+    h2_control_frames: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -622,6 +625,16 @@ impl Checker {
         if let Some(s) = l.min_body_rate {
             c.min_body_rate = s.0;
         }
+        if let Some(n) = &l.h2_control_frames {
+            if n.value < 10 {
+                return Err(self.err(
+                    n.referenced,
+                    "limits.h2_control_frames: must be at least 10",
+                ));
+            }
+            c.h2_control_frames = n.value;
+        }
+        c.client_half_close = file.client_half_close;
         for p in &file.trusted_proxies {
             match IpNet::parse(&p.value) {
                 Ok(net) => c.trusted_proxies.push(net),
@@ -913,10 +926,13 @@ mod tests {
         let c = parse(
             Path::new("vyx.yaml"),
             "timeouts: {header_read: 2s, body_rate_grace: 1s}\n\
-             limits: {max_connections: 100, body_buffer: 64KiB, body_buffer_total: 1MiB, min_body_rate: 1KiB}\n\
-             trusted_proxies: [10.0.0.0/8, '::1']\n",
+             limits: {max_connections: 100, body_buffer: 64KiB, body_buffer_total: 1MiB, min_body_rate: 1KiB, h2_control_frames: 50}\n\
+             trusted_proxies: [10.0.0.0/8, '::1']\n\
+             client_half_close: true\n",
         )
         .unwrap();
+        assert!(c.client_half_close);
+        assert_eq!(c.h2_control_frames, 50);
         assert_eq!(c.header_read_timeout, Some(Duration::from_secs(2)));
         assert_eq!(c.min_body_rate_grace, Duration::from_secs(1));
         assert_eq!(c.max_connections, Some(100));
@@ -928,6 +944,10 @@ mod tests {
         let d = parse(Path::new("vyx.yaml"), "listen: 127.0.0.1:0\n").unwrap();
         assert_eq!(d.header_read_timeout, Some(Duration::from_secs(30)));
         assert!(d.trusted_proxies.is_empty() && d.max_connections.is_none());
+        assert!(!d.client_half_close);
+        assert_eq!(d.h2_control_frames, 1000);
+        let e = err("limits: {h2_control_frames: 2}\n");
+        assert!(e.message.contains("h2_control_frames"), "{e}");
         let e = err("trusted_proxies:\n  - 10.0.0.1/8\n");
         assert_eq!(e.line, 2, "{e}");
         assert!(e.message.contains("10.0.0.0/8"), "{e}");

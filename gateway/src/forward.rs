@@ -91,13 +91,53 @@ pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Whether a client's header is a forwarding header: the gateway replaces these unless the
-/// peer is a trusted proxy (then it extends or keeps them).
+/// The headers through which frameworks learn a client's address, scheme, host, port or
+/// path prefix from a proxy in front (chi's `RealIP`, Express's `trust proxy`, Rails, Django,
+/// Werkzeug's `ProxyFix`, Spring, ASP.NET, Rack, Go's `httputil`): only a trusted proxy may
+/// set them. The gateway's own are set after the client's headers (PROTOCOL.md §3.4).
+const CLIENT_CLAIMS: [&str; 25] = [
+    FORWARDED,
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    // the client's address
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "forwarded-for",
+    "x-forwarded",
+    "x-original-forwarded-for",
+    "x-originating-ip",
+    "x-remote-ip",
+    "x-remote-addr",
+    // the scheme, port, host and path prefix it used
+    "x-forwarded-protocol",
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "front-end-https",
+    "x-url-scheme",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-forwarded-prefix",
+];
+
+/// Whether a client's header claims something about the client or its connection that only
+/// a proxy in front can know: dropped unless the peer is a trusted proxy (then it is kept,
+/// and `x-forwarded-for` extended).
 pub fn is_forwarding(name: &str) -> bool {
-    matches!(
-        name,
-        FORWARDED | X_FORWARDED_FOR | X_FORWARDED_PROTO | X_FORWARDED_HOST
-    )
+    CLIENT_CLAIMS.contains(&name)
+}
+
+/// Whether a header name is dropped from every peer, trusted or not: a name with `_`. CGI
+/// and WSGI (and so Django, Flask, PHP) map `_` and `-` to one key, so `X_Forwarded_For`
+/// would pass for `X-Forwarded-For` behind a filter that only knows the dash spelling; nginx
+/// and gunicorn drop such names by default too.
+pub fn is_underscored(name: &str) -> bool {
+    name.as_bytes().contains(&b'_')
 }
 
 /// Works out the forwarding headers for a request from `client` for `host` (the effective
@@ -163,6 +203,32 @@ pub fn forwarded_element(client: &IpText, v6: bool, host: Option<&[u8]>) -> Vec<
         }
     }
     out
+}
+
+/// A worker's response head holds more fields than an `http::HeaderMap` can (24,576
+/// names; a frame may carry 65,535): a stream error, not a panic of the request task.
+#[derive(Debug)]
+pub struct TooManyFields;
+
+/// Copies a worker's response fields into the client's response headers. The codec has
+/// validated each name and value, so only the count can fail.
+pub fn response_headers(
+    fields: vyx_core::frame::HeaderList,
+    into: &mut HeaderMap,
+) -> Result<(), TooManyFields> {
+    into.try_reserve(fields.len() + 1)
+        .map_err(|_| TooManyFields)?;
+    for (name, value) in fields {
+        // Values stay slices of the worker's frame (no copy).
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(&name),
+            HeaderValue::from_maybe_shared(value),
+        ) else {
+            continue; // the codec validated both; this cannot fail
+        };
+        into.try_append(name, value).map_err(|_| TooManyFields)?;
+    }
+    Ok(())
 }
 
 /// A request id: 16 hex digits, unique per gateway process.

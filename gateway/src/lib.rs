@@ -19,6 +19,7 @@ mod conn_limit;
 pub mod file_config;
 mod forward;
 mod framing;
+mod h2_calm;
 pub mod log_limit;
 mod metrics;
 mod proxy;

@@ -294,18 +294,18 @@ async fn dispatch(
         )))
     });
     *resp.status_mut() = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let headers = resp.headers_mut();
-    headers.reserve(head.headers.len() + 1);
-    for (name, value) in head.headers {
-        // Values stay slices of the worker's frame (no copy).
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(&name),
-            HeaderValue::from_maybe_shared(value),
-        ) else {
-            continue; // the codec validated both; this cannot fail
-        };
-        headers.append(name, value);
+    if forward::response_headers(head.headers, resp.headers_mut()).is_err() {
+        let why = "more response header fields than the gateway can hold";
+        warn!(worker_id = %conn.worker_id, route = %target.key, reason = why, "invalid response head; stream reset");
+        // Dropping the body's guard would RESET `cancel`; this is the worker's fault.
+        conn.cancel_stream(open.id, ResetCode::ProtocolError, why);
+        return error_response(
+            StatusCode::BAD_GATEWAY,
+            "worker sent an invalid response",
+            &request_id,
+        );
     }
+    let headers = resp.headers_mut();
     // One content-length, the checked value, or none (204, 304).
     match framing.content_length {
         Some(n) => {
@@ -358,6 +358,7 @@ fn encode_request(
         let ours = n == "host" || n == X_REQUEST_ID || n == forward::X_FORWARDED_FOR;
         if ours
             || forward::is_hop_by_hop(n, &parts.headers)
+            || forward::is_underscored(n)
             || (!trusted && forward::is_forwarding(n))
         {
             continue;

@@ -12,7 +12,6 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto::upgrade::downcast;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
@@ -22,7 +21,7 @@ use vyx_core::transport::gateway_websocket_config;
 
 use crate::body::GatewayBody;
 use crate::conn::SocketHandle;
-use crate::conn_limit::Counted;
+use crate::server::ClientIo;
 use crate::Shared;
 
 fn refuse(status: StatusCode, message: String) -> Response<GatewayBody> {
@@ -160,11 +159,11 @@ pub fn register(
         };
         // The TCP stream itself, shared with the connection's task rather than duplicated: a
         // handle to drop it at once if the worker stops reading (§7), at one descriptor.
-        let parts = match downcast::<TokioIo<Counted<TcpStream>>>(upgraded) {
+        let parts = match downcast::<ClientIo>(upgraded) {
             Ok(parts) => parts,
             Err(_) => return warn!(%peer, "upgraded connection of an unexpected type; dropped"),
         };
-        let (tcp, slot) = parts.io.into_inner().into_parts();
+        let (tcp, slot) = parts.io.into_inner().into_inner().into_parts();
         let socket = SocketHandle::new(tcp, slot);
         let ws = WebSocketStream::from_partially_read(
             socket.io(),

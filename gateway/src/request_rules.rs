@@ -47,6 +47,7 @@ pub fn check(parts: &http::request::Parts) -> Result<(), Refusal> {
             }
         }
     }
+    let mut chunked = 0;
     for value in parts.headers.get_all(TRANSFER_ENCODING) {
         for coding in value.as_bytes().split(|&b| b == b',') {
             if !coding.trim_ascii().eq_ignore_ascii_case(b"chunked") {
@@ -56,7 +57,17 @@ pub fn check(parts: &http::request::Parts) -> Result<(), Refusal> {
                     metric: "unsupported_transfer_coding",
                 });
             }
+            chunked += 1;
         }
+    }
+    // RFC 9112 §6.1: chunked is applied once. Read once, a body chunked twice would pass
+    // its inner chunk lines to the worker as data, where a second parser may frame it.
+    if chunked > 1 {
+        return Err(Refusal {
+            status: StatusCode::BAD_REQUEST,
+            message: "the chunked transfer coding is applied more than once",
+            metric: "bad_transfer_coding",
+        });
     }
     Ok(())
 }
@@ -78,10 +89,27 @@ fn is_host(v: &[u8]) -> bool {
         Some(i) => v[after_host + i + 1..].iter().all(u8::is_ascii_digit),
         None => true,
     };
+    let name_ok = if v.first() == Some(&b'[') {
+        true // an IP literal: `Authority` checks it
+    } else {
+        // A DNS name or IPv4 address. RFC 3986 would allow sub-delims (`,` `;` `!` …) and
+        // `%` in a reg-name, but no host has them and `a.example,b.example` is what two
+        // Host lines joined by an intermediary look like: which one a worker's framework
+        // takes is anyone's guess.
+        v[..after_host + port_start(&v[after_host..])]
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+    };
     port_ok
+        && name_ok
         && !v.contains(&b'@')
         && v.iter().all(|b| b.is_ascii_graphic())
         && http::uri::Authority::try_from(v).is_ok_and(|a| !a.host().is_empty())
+}
+
+/// Where `:port` starts in what follows an IP literal (or in a whole name): its length if none.
+fn port_start(v: &[u8]) -> usize {
+    v.iter().rposition(|&b| b == b':').unwrap_or(v.len())
 }
 
 #[cfg(test)]
@@ -110,7 +138,17 @@ mod tests {
             "/",
             &[("host", "a.example"), ("host", "b.example")]
         ));
-        for bad in ["a b", "user@a.example", "a.example:port", "a/b", "[::1"] {
+        for bad in [
+            "a b",
+            "user@a.example",
+            "a.example:port",
+            "a/b",
+            "[::1",
+            "a.example,b.example",
+            "a.example, b.example",
+            "a.example;b",
+            "a%2e.example",
+        ] {
             assert!(!ok(Version::HTTP_11, "/", &[("host", bad)]), "{bad}");
         }
         // The absolute-form target's authority is the host; Host is not looked at.
@@ -139,6 +177,20 @@ mod tests {
         };
         assert!(te("chunked").is_ok());
         assert!(te("Chunked").is_ok());
+        for v in ["chunked, chunked", "chunked,Chunked"] {
+            assert_eq!(te(v).unwrap_err().status, StatusCode::BAD_REQUEST, "{v}");
+        }
+        // Two header lines count as one list (RFC 9110 §5.3).
+        let two = parts(
+            Version::HTTP_11,
+            "/",
+            &[
+                ("host", "h"),
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked"),
+            ],
+        );
+        assert_eq!(check(&two).unwrap_err().status, StatusCode::BAD_REQUEST);
         for v in ["gzip, chunked", "identity", "deflate"] {
             assert_eq!(
                 te(v).unwrap_err().status,

@@ -24,6 +24,7 @@ use vyx_core::transport::Outgoing;
 use crate::body::{GatewayBody, Tracked};
 use crate::client_eof::ClientEof;
 use crate::conn_limit::{self, Activity, Admission, ConnSlot, Counted, RESERVE_DEADLINE};
+use crate::h2_calm::H2Calm;
 use crate::registry::Forgotten;
 use crate::supervisor::Supervisor;
 use crate::{
@@ -152,8 +153,11 @@ impl Gateway {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(config.header_read_timeout)
-            // A client that sends its request and then its FIN still gets the answer.
-            .half_close(true);
+            // Off: hyper reads the socket while a request is in flight, so a client that
+            // leaves (FIN or reset) before its answer is complete ends the connection and
+            // the request with it (RESET `cancel` to the worker). On: a client that sends
+            // its request and then its FIN still gets the answer (`client_half_close`).
+            .half_close(config.client_half_close);
         if let Some(max) = config.max_header {
             builder.http1().max_buf_size(max);
             builder
@@ -237,6 +241,10 @@ async fn accept_loop(
     }
 }
 
+/// A client connection's socket as hyper gets it; a worker registration takes it back from
+/// hyper as this type (`register`), so the two must not differ.
+pub(crate) type ClientIo = TokioIo<H2Calm<Counted<TcpStream>>>;
+
 /// Serves one client connection. The header timeout runs from here, before hyper has even
 /// seen whether it is HTTP/1 or HTTP/2: a connection that has not completed a request head
 /// in time is closed, whatever it sent. A reserve connection lives [`RESERVE_DEADLINE`] at
@@ -259,6 +267,8 @@ fn serve(
     let activity = Arc::new(Activity::default());
     let (seen, h2, active) = (first_head.clone(), is_h2.clone(), activity.clone());
     let svc_shared = shared.clone();
+    // Without half-close hyper watches the socket itself (see `run`).
+    let watch_eof = shared.config.client_half_close;
     let svc = service_fn(move |req: Request<Incoming>| {
         seen.store(true, Ordering::Relaxed);
         if req.version() == http::Version::HTTP_2 {
@@ -272,11 +282,11 @@ fn serve(
             Ok::<_, Infallible>(resp.map(|body| Tracked {
                 body,
                 _active: request,
-                client_eof: h1.then(|| ClientEof::new(fd)),
+                client_eof: (h1 && watch_eof).then(|| ClientEof::new(fd)),
             }))
         }
     });
-    let io = TokioIo::new(Counted::new(stream, slot));
+    let io: ClientIo = TokioIo::new(H2Calm::new(Counted::new(stream, slot), shared.clone()));
     let conn = graceful.watch(builder.serve_connection_with_upgrades(io, svc).into_owned());
     let header_timeout = shared.config.header_read_timeout;
     let shared = shared.clone();

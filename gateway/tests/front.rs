@@ -364,8 +364,8 @@ async fn a_transfer_coding_other_than_chunked_is_501() {
 }
 
 #[tokio::test]
-async fn a_request_followed_by_the_client_fin_is_answered() {
-    let gw = TestGateway::start().await;
+async fn with_client_half_close_a_request_followed_by_the_client_fin_is_answered() {
+    let gw = TestGateway::start_with(|c| c.client_half_close = true).await;
     let worker = inspect_worker(gw.addr).await;
     let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
     tcp.write_all(b"GET /inspect/fin HTTP/1.1\r\nhost: gw\r\n\r\n")
@@ -417,5 +417,339 @@ async fn forwarding_headers_are_rebuilt_unless_the_peer_is_a_trusted_proxy() {
             "for=127.0.0.1;proto=http;host=real.example"
         ])
     );
+    worker.stop();
+}
+
+/// Every header a framework reads the client's address, scheme, host, port or prefix from,
+/// as a client might spoof it (issue 17 item 6).
+const CLAIMS: [&str; 21] = [
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "forwarded-for",
+    "x-forwarded",
+    "x-original-forwarded-for",
+    "x-originating-ip",
+    "x-remote-ip",
+    "x-remote-addr",
+    "x-forwarded-protocol",
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "front-end-https",
+    "x-url-scheme",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-forwarded-prefix",
+];
+
+/// A request carrying every claim, the underscore spellings of the forwarding headers, and
+/// two ordinary headers that must pass.
+fn spoofing_request() -> Vec<u8> {
+    let mut req = b"GET /inspect/claims HTTP/1.1\r\nhost: real.example\r\nconnection: close\r\nx-app: kept\r\naccept: */*\r\n".to_vec();
+    for name in CLAIMS {
+        req.extend_from_slice(format!("{name}: 6.6.6.6\r\n").as_bytes());
+    }
+    for name in [
+        "X_Forwarded_For",
+        "X_Forwarded_Proto",
+        "X_Forwarded_Host",
+        "X_Real_IP",
+        "my_app_header",
+    ] {
+        req.extend_from_slice(format!("{name}: 6.6.6.6\r\n").as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    req
+}
+
+#[tokio::test]
+async fn client_address_and_scheme_claims_reach_workers_only_from_trusted_proxies() {
+    let gw = TestGateway::start().await;
+    let worker = inspect_worker(gw.addr).await;
+    let r = exchange(gw.addr, &spoofing_request()).await;
+    assert_eq!(status_of(&r), 200, "{r}");
+    let v = json_body(&r);
+    let h = v["headers"].as_object().unwrap();
+    for name in CLAIMS {
+        assert!(
+            !h.contains_key(name),
+            "{name} from an untrusted peer reached the worker: {v}"
+        );
+    }
+    let underscored: Vec<_> = h.keys().filter(|n| n.contains('_')).collect();
+    assert!(
+        underscored.is_empty(),
+        "underscore names reached the worker: {underscored:?}"
+    );
+    assert_eq!(h["x-forwarded-for"], json!(["127.0.0.1"]));
+    assert_eq!(h["x-forwarded-proto"], json!(["http"]));
+    assert_eq!(
+        h["x-app"],
+        json!(["kept"]),
+        "an ordinary header is untouched"
+    );
+    assert_eq!(h["accept"], json!(["*/*"]));
+    worker.stop();
+    drop(gw);
+
+    // From a trusted proxy the claims are its own and pass; underscore names never do.
+    let gw = TestGateway::start_with(|c| {
+        c.trusted_proxies = vec![IpNet::parse("127.0.0.0/8").unwrap()];
+    })
+    .await;
+    let worker = inspect_worker(gw.addr).await;
+    let v = json_body(&exchange(gw.addr, &spoofing_request()).await);
+    let h = v["headers"].as_object().unwrap();
+    for name in CLAIMS {
+        assert_eq!(
+            h.get(name),
+            Some(&json!(["6.6.6.6"])),
+            "{name} from a trusted proxy: {v}"
+        );
+    }
+    let underscored: Vec<_> = h.keys().filter(|n| n.contains('_')).collect();
+    assert!(
+        underscored.is_empty(),
+        "underscore names reached the worker: {underscored:?}"
+    );
+    assert_eq!(h["x-forwarded-for"], json!(["127.0.0.1"]));
+    worker.stop();
+}
+
+/// An HTTP/1.1 client that leaves before its response head, with a FIN (`curl --max-time`)
+/// or a reset, cancels its handler at once: the worker gets RESET `cancel` and the SDK
+/// drops the handler's future. Before, the handler ran to its end (issue 17 item 8).
+#[tokio::test]
+async fn an_http1_client_leaving_before_the_head_cancels_its_handler() {
+    struct Guard(tokio::sync::mpsc::UnboundedSender<&'static str>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.send("dropped");
+        }
+    }
+    let gw = TestGateway::start().await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+    let worker = vyx::Worker::builder()
+        .connect(format!("ws://{}", gw.addr))
+        .id("front:slow")
+        .handle_signals(false)
+        .get("/slow", move |_req: Request| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send("started");
+                let _guard = Guard(tx);
+                // Stands for a long job (a GPU inference): only a cancellation ends it.
+                tokio::time::sleep(Duration::from_secs(600)).await;
+                "late"
+            }
+        })
+        .get("/fast", |_req: Request| async { "fast" })
+        .build()
+        .unwrap();
+    start_connected(&worker).await;
+    for leave in ["fin", "rst"] {
+        let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+        tcp.write_all(b"GET /slow HTTP/1.1\r\nhost: gw\r\n\r\n")
+            .await
+            .unwrap();
+        let started = tokio::time::timeout(WAIT, rx.recv()).await.unwrap();
+        assert_eq!(started, Some("started"), "{leave}");
+        // Another client's request to the same worker meanwhile is untouched.
+        assert_eq!(
+            get(&client(), &gw.url("/fast")).await,
+            (200, Bytes::from("fast"))
+        );
+        if leave == "fin" {
+            tcp.shutdown().await.unwrap();
+        } else {
+            // A zero linger makes the close a reset (RST), as a killed client's can be.
+            socket2::SockRef::from(&tcp)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            drop(tcp);
+        }
+        let dropped = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{leave}: the handler was not cancelled"));
+        assert_eq!(dropped, Some("dropped"), "{leave}");
+    }
+    assert_eq!(get(&client(), &gw.url("/fast")).await.0, 200);
+    worker.stop();
+}
+
+/// The HTTP/2 connection preface and an empty SETTINGS frame.
+const H2_START: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+
+/// A hand-built HTTP/2 frame.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    f.extend_from_slice(&[kind, flags]);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// HEADERS (END_STREAM | END_HEADERS) for `GET path` with `authority`, fields literal.
+fn h2_get(stream: u32, authority: &str, path: &str) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (name, value) in [
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":authority", authority),
+        (":path", path),
+    ] {
+        block.push(0);
+        block.push(name.len() as u8);
+        block.extend_from_slice(name.as_bytes());
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    h2_frame(1, 5, stream, &block)
+}
+
+/// The next HTTP/2 frame from the gateway: (type, flags, stream, payload); `None` at the end
+/// of the connection.
+async fn h2_read(tcp: &mut TcpStream) -> Option<(u8, u8, u32, Vec<u8>)> {
+    let mut head = [0u8; 9];
+    tokio::time::timeout(WAIT, tcp.read_exact(&mut head))
+        .await
+        .expect("a frame or the end in time")
+        .ok()?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let mut payload = vec![0; len];
+    tokio::time::timeout(WAIT, tcp.read_exact(&mut payload))
+        .await
+        .expect("a frame's payload in time")
+        .ok()?;
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    Some((head[3], head[4], stream, payload))
+}
+
+/// The status of the response on `stream`: its HEADERS block starts with an indexed
+/// `:status` (HPACK static table: 8 → 200, 12 → 400).
+async fn h2_status(tcp: &mut TcpStream, stream: u32) -> u16 {
+    loop {
+        let (kind, _, id, payload) = h2_read(tcp).await.expect("a response");
+        if kind == 1 && id == stream {
+            return match payload[0] {
+                0x88 => 200,
+                0x8c => 400,
+                other => panic!("unexpected first field byte {other:#x}"),
+            };
+        }
+    }
+}
+
+#[tokio::test]
+async fn chunked_twice_and_a_host_list_are_400_over_http1_and_http2() {
+    let gw = TestGateway::start().await;
+    let worker = inspect_worker(gw.addr).await;
+    let refused: [&[u8]; 4] = [
+        b"POST /inspect/te HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: chunked, chunked\r\n\r\n7\r\n2\r\nhi\r\n\r\n0\r\n\r\n",
+        b"POST /inspect/te HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET /inspect/h HTTP/1.1\r\nhost: a.example,b.example\r\n\r\n",
+        b"GET http://a.example,b.example/inspect/h HTTP/1.1\r\nhost: a.example\r\n\r\n",
+    ];
+    for req in refused {
+        let r = exchange(gw.addr, req).await;
+        assert_eq!(status_of(&r), 400, "{}: {r}", String::from_utf8_lossy(req));
+    }
+    assert_eq!(
+        metric(
+            &gw,
+            "vyx_client_errors_total{reason=\"bad_transfer_coding\"}"
+        )
+        .await,
+        2
+    );
+    let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(H2_START).await.unwrap();
+    tcp.write_all(&h2_get(1, "a.example,b.example", "/inspect/h2"))
+        .await
+        .unwrap();
+    assert_eq!(h2_status(&mut tcp, 1).await, 400);
+    // The same connection and the same worker serve a request with one host.
+    tcp.write_all(&h2_get(3, "a.example", "/inspect/h2"))
+        .await
+        .unwrap();
+    assert_eq!(h2_status(&mut tcp, 3).await, 200);
+    let r = exchange(
+        gw.addr,
+        b"GET /inspect/h HTTP/1.1\r\nhost: a-b_c.example:8080\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&r), 200, "{r}");
+    worker.stop();
+}
+
+/// Reads what the gateway sends after a flood until it ends the connection: how many
+/// replies of `kind` (SETTINGS or PING, with ACK) came, and the GOAWAY's error code.
+async fn replies_until_goaway(tcp: &mut TcpStream, kind: u8) -> (usize, Option<u32>) {
+    let mut acks = 0;
+    while let Some((k, flags, _, payload)) = h2_read(tcp).await {
+        if k == kind && flags & 1 != 0 {
+            acks += 1;
+        }
+        if k == 7 {
+            let code = u32::from_be_bytes(payload[4..8].try_into().unwrap());
+            return (acks, Some(code));
+        }
+    }
+    (acks, None)
+}
+
+/// 1,000 SETTINGS or PING frames in one write drew as many replies and no GOAWAY; past the
+/// allowance (`limits.h2_control_frames`, 50 here) the connection gets GOAWAY
+/// ENHANCE_YOUR_CALM and is closed, while a connection that pings now and then and other
+/// clients are served (issue 17 item 7).
+#[tokio::test]
+async fn an_http2_settings_or_ping_flood_gets_goaway_enhance_your_calm() {
+    const ALLOWANCE: usize = 50;
+    let gw = TestGateway::start_with(|c| c.h2_control_frames = ALLOWANCE as u32).await;
+    let worker = inspect_worker(gw.addr).await;
+    // A polite connection: a request, a few pings, another request, all answered.
+    let mut polite = TcpStream::connect(gw.addr).await.unwrap();
+    polite.write_all(H2_START).await.unwrap();
+    polite
+        .write_all(&h2_get(1, "gw", "/inspect/a"))
+        .await
+        .unwrap();
+    assert_eq!(h2_status(&mut polite, 1).await, 200);
+    for _ in 0..5 {
+        polite.write_all(&h2_frame(6, 0, 0, &[7; 8])).await.unwrap();
+    }
+
+    for (kind, payload) in [(4u8, &[][..]), (6, &[1u8; 8][..])] {
+        let mut flood = H2_START.to_vec();
+        for _ in 0..1000 {
+            flood.extend(h2_frame(kind, 0, 0, payload));
+        }
+        let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+        // The gateway may close before it has read it all: a failed write is expected.
+        let _ = tcp.write_all(&flood).await;
+        let (acks, goaway) = replies_until_goaway(&mut tcp, kind).await;
+        assert_eq!(goaway, Some(0xb), "kind {kind}: ENHANCE_YOUR_CALM");
+        // The connection's own SETTINGS is one of the allowance (and is acknowledged).
+        assert!(acks <= ALLOWANCE + 1, "kind {kind}: {acks} replies");
+        assert!(
+            h2_read(&mut tcp).await.is_none(),
+            "kind {kind}: closed after GOAWAY"
+        );
+    }
+    assert_eq!(
+        metric(&gw, "vyx_client_errors_total{reason=\"h2_control_flood\"}").await,
+        2
+    );
+    polite
+        .write_all(&h2_get(3, "gw", "/inspect/b"))
+        .await
+        .unwrap();
+    assert_eq!(h2_status(&mut polite, 3).await, 200);
+    let (status, _) = get(&client(), &gw.url("/inspect/c")).await;
+    assert_eq!(status, 200);
     worker.stop();
 }

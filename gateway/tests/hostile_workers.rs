@@ -641,3 +641,64 @@ async fn a_worker_that_stops_reading_holds_big_request_heads_within_the_queue_bo
     fine.abort();
     drop(unread);
 }
+
+/// A response head with 30,000 fields (more than an `http::HeaderMap` holds) is a stream
+/// error: RESET `protocol_error` to the worker and 502 to the client, where it used to
+/// panic the request task (the client's connection closed with no answer). The worker's
+/// next answer on the same connection goes through (issue 17 item 7).
+#[tokio::test]
+async fn a_response_head_with_more_fields_than_http_holds_is_a_502_and_a_reset() {
+    use vyx_core::frame::Response;
+    let gw = TestGateway::start().await;
+    let mut w = RawWorker::connect(gw.addr, "fields", vec![route(0, "GET", "/many")]).await;
+    let c = client();
+    let url = gw.url("/many");
+    let first = tokio::spawn({
+        let (c, url) = (c.clone(), url.clone());
+        async move { get(&c, &url).await }
+    });
+    let stream_id = match w.next_frame().await {
+        Frame::Request(r) => r.stream_id,
+        other => panic!("expected REQUEST, got {other:?}"),
+    };
+    let headers = (0..30_000)
+        .map(|i| (Bytes::from(format!("h{i}")), Bytes::from_static(b"v")))
+        .collect();
+    // A body to follow keeps the stream open, so the worker must be told to stop.
+    w.send(Frame::Response(Response {
+        stream_id,
+        end_stream: false,
+        status: 200,
+        headers,
+    }))
+    .await;
+    match w.next_frame().await {
+        Frame::Reset(r) => {
+            assert_eq!(r.stream_id, stream_id);
+            assert_eq!(
+                vyx_core::error::ResetCode::from_u32(r.code),
+                vyx_core::error::ResetCode::ProtocolError,
+                "{r:?}"
+            );
+        }
+        other => panic!("expected RESET, got {other:?}"),
+    }
+    let (status, _) = tokio::time::timeout(WAIT, first).await.unwrap().unwrap();
+    assert_eq!(status, 502);
+
+    // The same worker connection answers the next request.
+    let second = tokio::spawn(async move { get(&c, &url).await });
+    let stream_id = match w.next_frame().await {
+        Frame::Request(r) => r.stream_id,
+        other => panic!("expected REQUEST, got {other:?}"),
+    };
+    w.send(Frame::Response(Response {
+        stream_id,
+        end_stream: true,
+        status: 200,
+        headers: vec![(Bytes::from_static(b"x-ok"), Bytes::from_static(b"1"))],
+    }))
+    .await;
+    let (status, _) = tokio::time::timeout(WAIT, second).await.unwrap().unwrap();
+    assert_eq!(status, 200);
+}

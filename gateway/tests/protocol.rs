@@ -295,7 +295,14 @@ async fn no_answer_within_the_request_timeout_is_504_and_resets_the_stream() {
 
 #[tokio::test]
 async fn client_going_away_resets_the_stream_at_the_worker() {
-    let gw = TestGateway::start().await;
+    // Noticed by hyper (the default), or by `client_eof` when half-closes are allowed.
+    for half_close in [false, true] {
+        client_going_away_mid_response(half_close).await;
+    }
+}
+
+async fn client_going_away_mid_response(half_close: bool) {
+    let gw = TestGateway::start_with(|c| c.client_half_close = half_close).await;
     let mut w = RawWorker::connect(gw.addr, "raw:stream", vec![route(0, "GET", "/stream")]).await;
     let c = client();
     let req = http::Request::get(gw.url("/stream"))
@@ -324,7 +331,7 @@ async fn client_going_away_resets_the_stream_at_the_worker() {
 #[tokio::test]
 async fn a_half_closed_client_gets_a_stalling_streamed_response_in_full() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let gw = TestGateway::start().await;
+    let gw = TestGateway::start_with(|c| c.client_half_close = true).await;
     let mut w = RawWorker::connect(gw.addr, "raw:stream", vec![route(0, "GET", "/stream")]).await;
     let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     tcp.write_all(b"GET /stream HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n")

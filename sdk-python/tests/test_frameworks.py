@@ -299,3 +299,23 @@ def test_python_m_vyx_serves_an_app_module_until_sigterm(gateway, tmp_path):
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def test_wsgi_drops_header_names_with_underscores():
+    # Whatever sent them: an underscore name must not become, or join, the CGI key of a
+    # dash name (X_Forwarded_For was joined into HTTP_X_FORWARDED_FOR, attacker first).
+    from vyx._request import Request
+
+    worker = vyx.WSGIWorker(flask_app(), connect="ws://127.0.0.1:9/", id="py:environ")
+    req = Request(worker, 0, "GET", "/a", [], [
+        (b"host", b"gw"),
+        (b"x_forwarded_for", b"6.6.6.6"),
+        (b"x-forwarded-for", b"127.0.0.1"),
+        (b"x_real_ip", b"6.6.6.6"),
+        (b"x-app", b"kept"),
+    ], "/a")
+    environ = worker._environ(req, b"")
+    assert environ["HTTP_X_FORWARDED_FOR"] == "127.0.0.1"
+    assert environ["REMOTE_ADDR"] == "127.0.0.1"
+    assert "HTTP_X_REAL_IP" not in environ
+    assert environ["HTTP_X_APP"] == "kept"

@@ -338,9 +338,12 @@ fn target_uri(target: String) -> Uri {
 
 /// Builds the header map from the frame's header list. Names arrive lower-case and valid,
 /// values without CR, LF or NUL (the core checks both); an entry `http` still refuses is
-/// dropped with a debug log rather than failing the request.
+/// dropped with a debug log rather than failing the request. So are the fields past what a
+/// `HeaderMap` can hold (24,576 names): a frame may carry 65,535, and `with_capacity` or
+/// `append` would panic on them.
 pub(crate) fn header_map(list: HeaderList) -> HeaderMap {
-    let mut map = HeaderMap::with_capacity(list.len());
+    let mut map = HeaderMap::new();
+    let _ = map.try_reserve(list.len());
     for (name, value) in list {
         let name = match HeaderName::from_bytes(&name) {
             Ok(n) => n,
@@ -351,7 +354,10 @@ pub(crate) fn header_map(list: HeaderList) -> HeaderMap {
         };
         match HeaderValue::from_maybe_shared(value) {
             Ok(v) => {
-                map.append(name, v);
+                if map.try_append(name, v).is_err() {
+                    tracing::warn!("dropping request headers past what a HeaderMap holds");
+                    break;
+                }
             }
             Err(_) => tracing::debug!(%name, "dropping request header with an invalid value"),
         }
@@ -568,6 +574,19 @@ mod tests {
         assert_eq!(tags, ["one", "two"]);
         assert_eq!(map.get("X-Raw").unwrap().as_bytes(), b"caf\xe9");
         assert!(map.get("x-raw").unwrap().to_str().is_err());
+    }
+
+    #[test]
+    fn header_map_holds_what_it_can_of_a_frame_s_65535_fields_without_panicking() {
+        let names: Vec<String> = (0..u16::MAX).map(|i| format!("h{i}")).collect();
+        let list: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b"v"[..])).collect();
+        let map = header_map(hl(&list));
+        assert!(
+            map.len() > 20_000 && map.len() < usize::from(u16::MAX),
+            "{}",
+            map.len()
+        );
+        assert_eq!(map["h0"], "v");
     }
 
     #[test]

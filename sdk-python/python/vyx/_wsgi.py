@@ -55,6 +55,10 @@ class WSGIWorker(Worker):
             "wsgi.run_once": False,
         }
         for raw_name, raw_value in req.headers.raw:
+            if b"_" in raw_name:
+                # CGI maps "-" to "_": X_Forwarded_For would become (or join, first)
+                # HTTP_X_FORWARDED_FOR. Dropped, as gunicorn and nginx do.
+                continue
             name = raw_name.decode("latin-1").upper().replace("-", "_")
             value = raw_value.decode("latin-1")
             if name == "CONTENT_TYPE":
