@@ -3,6 +3,7 @@ package vyx
 import (
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/vyx-dev/vyx/sdk-go/frame"
 )
@@ -47,12 +48,52 @@ func ValidateHello(h *frame.Hello, headerWorkerID string) error {
 		return bad(frame.CloseUnsupportedVersion, "protocol %d is not supported; this side speaks %d", h.Protocol, ProtocolVersion)
 	}
 	if h.WorkerID != headerWorkerID {
-		return bad(frame.CloseBadHello, "HELLO names worker id %q but the upgrade request named %q", h.WorkerID, headerWorkerID)
+		return bad(frame.CloseBadHello, "HELLO names worker id %q but the upgrade request named %q", excerpt(h.WorkerID), headerWorkerID)
 	}
 	if h.MaxConcurrency < 1 || h.MaxConcurrency > MaxConcurrency {
 		return bad(frame.CloseBadHello, "max_concurrency %d is outside 1..=%d", h.MaxConcurrency, MaxConcurrency)
 	}
+	if err := ValidateHelloFields(h.Instance, h.SDK, h.Labels); err != nil {
+		return err
+	}
 	return ValidateRoutes(h.Routes)
+}
+
+// ValidateHelloFields checks HELLO's informational fields against their bounds (§2.4 rule
+// 3a): instance, sdk, and the labels' count, keys and values. Failure: 4001.
+func ValidateHelloFields(instance, sdk string, labels map[string]string) error {
+	if len(instance) > MaxInstanceLen {
+		return bad(frame.CloseBadHello, "instance is %d bytes; at most %d are allowed", len(instance), MaxInstanceLen)
+	}
+	if len(sdk) > MaxSDKLen {
+		return bad(frame.CloseBadHello, "sdk is %d bytes; at most %d are allowed", len(sdk), MaxSDKLen)
+	}
+	if len(labels) > MaxLabels {
+		return bad(frame.CloseBadHello, "%d labels; at most %d are allowed", len(labels), MaxLabels)
+	}
+	for k, v := range labels {
+		if len(k) > MaxLabelLen {
+			return bad(frame.CloseBadHello, "label key %q is %d bytes; at most %d are allowed", excerpt(k), len(k), MaxLabelLen)
+		}
+		if len(v) > MaxLabelLen {
+			return bad(frame.CloseBadHello, "label %q: value is %d bytes; at most %d are allowed", excerpt(k), len(v), MaxLabelLen)
+		}
+	}
+	return nil
+}
+
+// excerpt is the start of a field a refusal quotes: the message goes back in ERROR and into
+// the log, and the field may be as long as the frame.
+func excerpt(s string) string {
+	const keep = 64
+	if len(s) <= keep {
+		return s
+	}
+	end := keep
+	for end > 0 && !utf8.RuneStart(s[end]) {
+		end--
+	}
+	return s[:end] + "…"
 }
 
 // ValidateWelcome is the worker's check of WELCOME (§2.3 step 6) against the
@@ -93,12 +134,16 @@ func ValidateRoutes(routes []frame.Route) error {
 			return bad(frame.CloseBadHello, "route id %d is used twice", r.ID)
 		}
 		ids[r.ID] = true
+		if len(r.Method) > MaxMethodLen {
+			return bad(frame.CloseBadHello, "route %d: method is %d bytes; at most %d are allowed", r.ID, len(r.Method), MaxMethodLen)
+		}
 		if !IsRouteMethod(r.Method) {
 			return bad(frame.CloseBadHello, "route %d: method %q must be an upper-case token or \"*\"", r.ID, r.Method)
 		}
 		shape, err := PatternShape(r.Path)
 		if err != nil {
-			return bad(frame.CloseBadHello, "route %d: path %q %v", r.ID, r.Path, err)
+			// The reason first: a close frame's reason keeps 123 bytes of it.
+			return bad(frame.CloseBadHello, "route %d: path %v: %q (%d bytes)", r.ID, err, excerpt(r.Path), len(r.Path))
 		}
 		key := [2]string{r.Method, shape}
 		if shapes[key] {
@@ -125,13 +170,20 @@ func IsRouteMethod(m string) bool {
 	return true
 }
 
-// PatternShape checks a route pattern (§2.5) and returns its shape: every {name} replaced
-// by {} and {*name} by {*}.
+// PatternShape checks a route pattern (§2.5: at most 4096 bytes and 128 segments) and
+// returns its shape: every {name} replaced by {} and {*name} by {*}.
 //
 //	vyx.PatternShape("/a/{id}/{*rest}") // "/a/{}/{*}", nil
 func PatternShape(path string) (string, error) {
 	if !strings.HasPrefix(path, "/") {
 		return "", fmt.Errorf("must start with /")
+	}
+	// The bounds come first, so that nothing below works on a longer input.
+	if len(path) > MaxPatternLen {
+		return "", fmt.Errorf("is longer than %d bytes", MaxPatternLen)
+	}
+	if strings.Count(path, "/") > MaxPatternSegments {
+		return "", fmt.Errorf("has more than %d segments", MaxPatternSegments)
 	}
 	for i := 0; i < len(path); i++ {
 		if c := path[i]; c <= 0x20 || c == 0x7f || c == '?' || c == '#' {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -161,6 +162,57 @@ func TestHandlePatterns(t *testing.T) {
 		if _, err := NewWorker(cfg); err == nil {
 			t.Errorf("NewWorker(%+v) accepted", cfg)
 		}
+	}
+}
+
+// Every field a HELLO carries from the user is bounded (§2.4 rules 3a, 6, 7): an over-long
+// one is a local error, from NewWorker, Handle or Start, and nothing is dialed (the address
+// is a closed port: a dial would end in a retry, not an error).
+func TestOverlongFieldsRefusedBeforeDialing(t *testing.T) {
+	long := strings.Repeat("x", 257)
+	for _, cfg := range []Config{
+		{Instance: long},
+		{Labels: map[string]string{"k": long}},
+		{Labels: map[string]string{long: "v"}},
+		{Labels: func() map[string]string {
+			m := map[string]string{}
+			for i := 0; i <= MaxLabels; i++ {
+				m[fmt.Sprint(i)] = "v"
+			}
+			return m
+		}()},
+	} {
+		cfg.Connect, cfg.ID = "ws://127.0.0.1:1", "t:p"
+		if _, err := NewWorker(cfg); err == nil || !strings.Contains(err.Error(), "allowed") {
+			t.Errorf("NewWorker with %d-byte instance, %d labels: %v", len(cfg.Instance), len(cfg.Labels), err)
+		}
+	}
+	labels := map[string]string{}
+	w, err := NewWorker(Config{Connect: "ws://127.0.0.1:1", ID: "t:p", Labels: labels})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{
+		"GET " + strings.Repeat("/a", MaxPatternSegments+1),
+		"GET " + strings.Repeat("/a", 20000),
+		"GET " + strings.Repeat("/", 30000),
+		"GET /" + strings.Repeat("x", MaxPatternLen),
+		strings.Repeat("X", MaxMethodLen+1) + " /a",
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("Handle(%.40q...) did not panic", bad)
+				}
+			}()
+			w.Handle(bad, http.NotFoundHandler())
+		}()
+	}
+	w.Get(strings.Repeat("/a", MaxPatternSegments), func(http.ResponseWriter, *http.Request) {})
+	labels["k"] = long // after NewWorker: Start checks the HELLO it would send
+	err = w.Start(context.Background())
+	if err == nil || !strings.Contains(err.Error(), `label "k": value is 257 bytes`) {
+		t.Fatalf("Start: %v", err)
 	}
 }
 

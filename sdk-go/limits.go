@@ -10,6 +10,13 @@ const (
 	MaxRouteID           = 65535
 	MaxConcurrency       = 65535
 	MaxWorkerIDLen       = 128
+	MaxPatternLen        = 4096
+	MaxPatternSegments   = 128
+	MaxMethodLen         = 32
+	MaxInstanceLen       = 256
+	MaxSDKLen            = 128
+	MaxLabels            = 64
+	MaxLabelLen          = 256
 	MaxWindow            = frame.MaxWindow
 	DefaultHeartbeatMS   = 5000
 	DefaultInitialWindow = 262144

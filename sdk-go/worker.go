@@ -115,6 +115,10 @@ func NewWorker(cfg Config) (*Worker, error) {
 	}
 	if cfg.Instance == "" {
 		host, _ := os.Hostname()
+		// Within the HELLO bound (MaxInstanceLen) with the pid and nonce after it.
+		if len(host) > 200 {
+			host = host[:200]
+		}
 		cfg.Instance = fmt.Sprintf("%s-%d-%x", host, os.Getpid(), randomSeed()&0xffffff)
 	}
 	switch {
@@ -128,6 +132,10 @@ func NewWorker(cfg Config) (*Worker, error) {
 		return nil, fmt.Errorf("vyx: MaxConcurrency %d is outside 1..=%d", cfg.MaxConcurrency, MaxConcurrency)
 	case strings.ContainsAny(cfg.Token, "\r\n\x00"):
 		return nil, errors.New("vyx: the token holds characters a header cannot carry")
+	}
+	// Start checks the whole HELLO again; this tells a bad field at once.
+	if err := ValidateHelloFields(cfg.Instance, "vyx-go/"+Version, cfg.Labels); err != nil {
+		return nil, fmt.Errorf("vyx: %w", err)
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -157,7 +165,7 @@ func (w *Worker) Handle(pattern string, h http.Handler) {
 	if h == nil {
 		panic("vyx: nil handler for " + pattern)
 	}
-	if !IsRouteMethod(method) {
+	if len(method) > MaxMethodLen || !IsRouteMethod(method) {
 		panic(fmt.Sprintf("vyx: pattern %q: method %q must be an upper-case token", pattern, method))
 	}
 	shape, err := PatternShape(path)

@@ -1,13 +1,17 @@
 //! The handshake and the JSON control messages, with the validation the gateway applies to
 //! HELLO (spec/PROTOCOL.md, "Handshake").
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::CloseCode;
-use crate::limits::{MAX_CONCURRENCY, MAX_FRAME_SIZE, MAX_ROUTES, MAX_WINDOW, MAX_WORKER_ID_LEN};
+use crate::limits::{
+    MAX_CONCURRENCY, MAX_FRAME_SIZE, MAX_INSTANCE_LEN, MAX_LABELS, MAX_LABEL_LEN, MAX_METHOD_LEN,
+    MAX_ROUTES, MAX_SDK_LEN, MAX_WINDOW, MAX_WORKER_ID_LEN,
+};
 pub use crate::routing::check_pattern;
 use crate::routing::Router;
 
@@ -135,7 +139,8 @@ impl Hello {
                 CloseCode::BadHello,
                 format!(
                     "HELLO names worker id {:?} but the upgrade request named {:?}",
-                    self.worker_id, header_worker_id
+                    excerpt(&self.worker_id),
+                    header_worker_id
                 ),
             ));
         }
@@ -148,8 +153,66 @@ impl Hello {
                 ),
             ));
         }
+        validate_hello_fields(&self.instance, &self.sdk, &self.labels)?;
         validate_routes(&self.routes)
     }
+}
+
+/// Checks HELLO's informational fields against their bounds (§2.4 rule 3a): the gateway
+/// keeps them for the connection's life, and logs and lists them. An SDK runs this on its
+/// configuration before dialing.
+pub fn validate_hello_fields(
+    instance: &str,
+    sdk: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<(), HandshakeError> {
+    let bad = |msg: String| Err(HandshakeError::new(CloseCode::BadHello, msg));
+    let too_long = |what: &str, len: usize, max: usize| {
+        bad(format!("{what} is {len} bytes; at most {max} are allowed"))
+    };
+    if instance.len() > MAX_INSTANCE_LEN {
+        return too_long("instance", instance.len(), MAX_INSTANCE_LEN);
+    }
+    if sdk.len() > MAX_SDK_LEN {
+        return too_long("sdk", sdk.len(), MAX_SDK_LEN);
+    }
+    if labels.len() > MAX_LABELS {
+        return bad(format!(
+            "{} labels; at most {MAX_LABELS} are allowed",
+            labels.len()
+        ));
+    }
+    for (k, v) in labels {
+        if k.len() > MAX_LABEL_LEN {
+            return too_long(
+                &format!("label key {:?}", excerpt(k)),
+                k.len(),
+                MAX_LABEL_LEN,
+            );
+        }
+        if v.len() > MAX_LABEL_LEN {
+            return too_long(
+                &format!("label {:?}: value", excerpt(k)),
+                v.len(),
+                MAX_LABEL_LEN,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The start of a field a refusal quotes: the message goes back in ERROR and into the log,
+/// and the field may be as long as the frame.
+fn excerpt(s: &str) -> Cow<'_, str> {
+    const KEEP: usize = 64;
+    if s.len() <= KEEP {
+        return Cow::Borrowed(s);
+    }
+    let mut end = KEEP;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…", &s[..end]))
 }
 
 impl Welcome {
@@ -219,6 +282,13 @@ pub fn validate_routes(routes: &[RouteSpec]) -> Result<(), HandshakeError> {
         if !ids.insert(r.id) {
             return bad(format!("route id {} is used twice", r.id));
         }
+        if r.method.len() > MAX_METHOD_LEN {
+            return bad(format!(
+                "route {}: method is {} bytes; at most {MAX_METHOD_LEN} are allowed",
+                r.id,
+                r.method.len()
+            ));
+        }
         if !is_route_method(&r.method) {
             return bad(format!(
                 "route {}: method {:?} must be an upper-case token or \"*\"",
@@ -226,7 +296,13 @@ pub fn validate_routes(routes: &[RouteSpec]) -> Result<(), HandshakeError> {
             ));
         }
         if let Err(why) = check_pattern(&r.path) {
-            return bad(format!("route {}: path {:?} {why}", r.id, r.path));
+            // The reason first: a close frame's reason keeps 123 bytes of it.
+            return bad(format!(
+                "route {}: path {why}: {:?} ({} bytes)",
+                r.id,
+                excerpt(&r.path),
+                r.path.len()
+            ));
         }
         if let Err(c) = table.insert(&r.method, &r.path, ()) {
             return bad(format!("route {}: {c}: declared twice", r.id));

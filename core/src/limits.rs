@@ -22,3 +22,18 @@ pub const HEARTBEAT_MISSES: u32 = 3;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest worker id, in bytes.
 pub const MAX_WORKER_ID_LEN: usize = 128;
+/// Longest route pattern, in bytes (§2.5): ten times the longest route real apps write, and
+/// within the 8 KiB request line most servers and proxies accept.
+pub const MAX_PATTERN_LEN: usize = 4096;
+/// Most segments in a route pattern (§2.5): real APIs nest a dozen deep at most.
+pub const MAX_PATTERN_SEGMENTS: usize = 128;
+/// Longest route method, in bytes (the longest registered HTTP method has 17).
+pub const MAX_METHOD_LEN: usize = 32;
+/// Longest HELLO `instance`, in bytes (a host name of 253 and a pid fit).
+pub const MAX_INSTANCE_LEN: usize = 256;
+/// Longest HELLO `sdk`, in bytes.
+pub const MAX_SDK_LEN: usize = 128;
+/// Most HELLO `labels`.
+pub const MAX_LABELS: usize = 64;
+/// Longest label key or value, in bytes.
+pub const MAX_LABEL_LEN: usize = 256;

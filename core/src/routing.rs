@@ -10,13 +10,17 @@
 //! segment, the literal child, then the parameter child, then the catch-all, and stops at
 //! the first route whose method fits: that visits routes in exactly the precedence order of
 //! the spec (literal > param > catch-all, segment by segment from the left; a method-specific
-//! route over `*` at the same shape). A lookup costs one hash probe per literal level, no
-//! lock, two small vectors for the parameters, and a copy of a segment only when it holds a
-//! `%`; backtracking only happens when a more specific branch dead-ends, which takes route
-//! sets built for it. No timing test guards this: the design is the guarantee.
+//! route over `*` at the same shape). A lookup costs one binary search of the sorted
+//! children per literal level, no lock, three small vectors (the parameters and the
+//! search's own stack), and a copy of a segment only when it holds a `%`; backtracking only
+//! happens when a more specific branch dead-ends, which takes route sets built for it, and
+//! visits each trie node at most once per lookup. No timing test guards this: the design is
+//! the guarantee.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use crate::limits::{MAX_PATTERN_LEN, MAX_PATTERN_SEGMENTS};
 
 /// One segment of a parsed pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,12 +33,21 @@ pub enum Segment<'a> {
     CatchAll(&'a str),
 }
 
-/// Parses a pattern: starts with '/'; no space, control byte, '?' or '#'; each `{name}`
+/// Parses a pattern: starts with '/'; at most [`MAX_PATTERN_LEN`] bytes and
+/// [`MAX_PATTERN_SEGMENTS`] segments; no space, control byte, '?' or '#'; each `{name}`
 /// parameter or `{*name}` catch-all fills a whole segment, names are non-empty and unique,
 /// and a catch-all comes last.
 pub fn parse_pattern(path: &str) -> Result<Vec<Segment<'_>>, &'static str> {
     if !path.starts_with('/') {
         return Err("must start with '/'");
+    }
+    // The bounds come first, so that nothing below works on a longer input. The messages
+    // name the limits; a test keeps them equal to the constants.
+    if path.len() > MAX_PATTERN_LEN {
+        return Err("is longer than 4096 bytes");
+    }
+    if path.bytes().filter(|&b| b == b'/').count() > MAX_PATTERN_SEGMENTS {
+        return Err("has more than 128 segments");
     }
     if path
         .bytes()
@@ -120,24 +133,42 @@ pub fn percent_decode(s: &str) -> Cow<'_, [u8]> {
 }
 
 /// A route set with a lookup by method and request path. `T` is what a route leads to.
+///
+/// The trie lives in one vector, children named by index: insert, lookup, removal, clone
+/// and drop are loops over it (the lookup's backtracking keeps its own stack), so no
+/// pattern or path depth ever reaches the call stack, whatever §2.5's bounds are.
 #[derive(Clone)]
 pub struct Router<T> {
-    root: Node<T>,
+    /// `nodes[ROOT]` is the root; a pruned node is reset and its index kept in `free`.
+    nodes: Vec<Node<T>>,
+    free: Vec<usize>,
 }
+
+const ROOT: usize = 0;
 
 impl<T> Default for Router<T> {
     fn default() -> Router<T> {
         Router {
-            root: Node::default(),
+            nodes: vec![Node::default()],
+            free: Vec::new(),
         }
     }
 }
 
+/// A trie node, kept small (40 bytes and what its children and routes need): a worker may
+/// declare 1,024 routes of 128 segments each, and the gateway holds two copies of the table.
 #[derive(Clone)]
 struct Node<T> {
-    /// Children by literal segment text (as written in the pattern).
-    literals: HashMap<Box<str>, Node<T>>,
-    param: Option<Box<Node<T>>>,
+    /// Children by literal segment text (as written in the pattern), sorted by text.
+    literals: Vec<(Box<str>, u32)>,
+    /// The parameter child; 0 for none (the root is nobody's child).
+    param: u32,
+    /// The routes ending here; most nodes have none.
+    ends: Option<Box<Ends<T>>>,
+}
+
+#[derive(Clone)]
+struct Ends<T> {
     /// Routes whose last segment is a catch-all here.
     catch_all: Endpoints<T>,
     /// Routes that end at this node.
@@ -147,20 +178,45 @@ struct Node<T> {
 impl<T> Default for Node<T> {
     fn default() -> Node<T> {
         Node {
-            literals: HashMap::new(),
-            param: None,
-            catch_all: Endpoints::default(),
-            end: Endpoints::default(),
+            literals: Vec::new(),
+            param: 0,
+            ends: None,
         }
     }
 }
 
 impl<T> Node<T> {
     fn is_empty(&self) -> bool {
-        self.literals.is_empty()
-            && self.param.is_none()
-            && self.catch_all.is_empty()
-            && self.end.is_empty()
+        self.literals.is_empty() && self.param == 0 && self.ends.is_none()
+    }
+
+    fn literal(&self, text: &str) -> Option<usize> {
+        let i = self
+            .literals
+            .binary_search_by(|(k, _)| (**k).cmp(text))
+            .ok()?;
+        Some(self.literals[i].1 as usize)
+    }
+
+    fn param(&self) -> Option<usize> {
+        (self.param != 0).then_some(self.param as usize)
+    }
+
+    fn end(&self) -> Option<&Endpoints<T>> {
+        self.ends.as_deref().map(|e| &e.end)
+    }
+
+    fn catch_all(&self) -> Option<&Endpoints<T>> {
+        self.ends.as_deref().map(|e| &e.catch_all)
+    }
+
+    fn ends_mut(&mut self) -> &mut Ends<T> {
+        self.ends.get_or_insert_with(|| {
+            Box::new(Ends {
+                catch_all: Endpoints::default(),
+                end: Endpoints::default(),
+            })
+        })
     }
 }
 
@@ -244,6 +300,49 @@ pub struct Match<'r, 'p, T> {
     pub params: Vec<(&'r str, Cow<'p, [u8]>)>,
 }
 
+/// Which child of its parent a node is, on the way down for a removal.
+enum Edge<'a> {
+    Literal(&'a str),
+    Param,
+}
+
+/// One level of the lookup's depth-first search: `node` is matched against `segment`, the
+/// request segment at its depth; `after` is the path after that segment's `/`, if any.
+struct Visit<'p> {
+    node: usize,
+    rest: &'p str,
+    segment: &'p str,
+    after: Option<&'p str>,
+    /// The next branch to try here.
+    step: Step,
+    /// Entered through a parameter edge: its value is the last capture, dropped on backtrack.
+    captured: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Literal,
+    Param,
+    CatchAll,
+}
+
+impl<'p> Visit<'p> {
+    fn new(node: usize, rest: &'p str, captured: bool) -> Visit<'p> {
+        let (segment, after) = match rest.find('/') {
+            Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+            None => (rest, None),
+        };
+        Visit {
+            node,
+            rest,
+            segment,
+            after,
+            step: Step::Literal,
+            captured,
+        }
+    }
+}
+
 impl<T> Router<T> {
     /// Adds a route. `path` must be a valid pattern ([`check_pattern`]); `method` is an
     /// upper-case token or `*`. Refused when a route of the same method and shape exists.
@@ -253,15 +352,44 @@ impl<T> Router<T> {
             pattern: path.to_string(),
             existing: format!("(invalid pattern: {why})"),
         })?;
+        self.insert_segments(method, path, &segments, value)
+    }
+
+    fn insert_segments(
+        &mut self,
+        method: &str,
+        path: &str,
+        segments: &[Segment<'_>],
+        value: T,
+    ) -> Result<(), Conflict> {
         let mut names = Vec::new();
-        let mut node = &mut self.root;
+        let mut node = ROOT;
         let mut catch_all = false;
-        for seg in &segments {
+        for seg in segments {
             node = match seg {
-                Segment::Literal(l) => node.literals.entry((*l).into()).or_default(),
+                Segment::Literal(l) => {
+                    let here = &self.nodes[node];
+                    match here.literals.binary_search_by(|(k, _)| (**k).cmp(l)) {
+                        Ok(i) => here.literals[i].1 as usize,
+                        Err(i) => {
+                            let child = self.alloc();
+                            let literals = &mut self.nodes[node].literals;
+                            literals.reserve_exact(1);
+                            literals.insert(i, ((*l).into(), child as u32));
+                            child
+                        }
+                    }
+                }
                 Segment::Param(n) => {
                     names.push((*n).into());
-                    node.param.get_or_insert_with(Box::default)
+                    match self.nodes[node].param() {
+                        Some(child) => child,
+                        None => {
+                            let child = self.alloc();
+                            self.nodes[node].param = child as u32;
+                            child
+                        }
+                    }
                 }
                 Segment::CatchAll(n) => {
                     names.push((*n).into());
@@ -270,10 +398,11 @@ impl<T> Router<T> {
                 }
             };
         }
+        let ends = self.nodes[node].ends_mut();
         let endpoints = if catch_all {
-            &mut node.catch_all
+            &mut ends.catch_all
         } else {
-            &mut node.end
+            &mut ends.end
         };
         if let Some(e) = endpoints.slot(method) {
             return Err(Conflict {
@@ -295,11 +424,74 @@ impl<T> Router<T> {
         Ok(())
     }
 
+    fn alloc(&mut self) -> usize {
+        match self.free.pop() {
+            Some(i) => i,
+            None => {
+                // Indices are u32 (smaller nodes); 2^32 nodes is far past any route set.
+                assert!(self.nodes.len() < u32::MAX as usize, "route table full");
+                self.nodes.push(Node::default());
+                self.nodes.len() - 1
+            }
+        }
+    }
+
     /// Removes the route of `method` whose pattern has the shape of `path`; returns its
     /// value. Empty branches are pruned.
     pub fn remove(&mut self, method: &str, path: &str) -> Option<T> {
         let segments = parse_pattern(path).ok()?;
-        remove_at(&mut self.root, &segments, method)
+        self.remove_segments(method, &segments)
+    }
+
+    fn remove_segments(&mut self, method: &str, segments: &[Segment<'_>]) -> Option<T> {
+        let mut trail = Vec::new();
+        let mut node = ROOT;
+        let mut catch_all = false;
+        for seg in segments {
+            let here = &self.nodes[node];
+            let (child, edge) = match seg {
+                Segment::Literal(l) => (here.literal(l)?, Edge::Literal(l)),
+                Segment::Param(_) => (here.param()?, Edge::Param),
+                Segment::CatchAll(_) => {
+                    catch_all = true;
+                    break;
+                }
+            };
+            trail.push((node, edge));
+            node = child;
+        }
+        let target = &mut self.nodes[node];
+        let mut out = None;
+        if let Some(ends) = target.ends.as_deref_mut() {
+            out = if catch_all {
+                ends.catch_all.remove(method)
+            } else {
+                ends.end.remove(method)
+            };
+            if ends.catch_all.is_empty() && ends.end.is_empty() {
+                target.ends = None;
+            }
+        }
+        // Prune from the bottom up while the branch is empty; a pruned node is reset, so
+        // that it keeps no memory while it waits on the free list.
+        while let Some((parent, edge)) = trail.pop() {
+            if !self.nodes[node].is_empty() {
+                break;
+            }
+            self.nodes[node] = Node::default();
+            self.free.push(node);
+            let up = &mut self.nodes[parent];
+            match edge {
+                Edge::Literal(l) => {
+                    if let Ok(i) = up.literals.binary_search_by(|(k, _)| (**k).cmp(l)) {
+                        up.literals.remove(i);
+                    }
+                }
+                Edge::Param => up.param = 0,
+            }
+            node = parent;
+        }
+        out.map(|e| e.value)
     }
 
     /// The most specific route serving `method` for the raw (still percent-encoded)
@@ -307,7 +499,7 @@ impl<T> Router<T> {
     pub fn lookup<'r, 'p>(&'r self, method: &str, path: &'p str) -> Option<Match<'r, 'p, T>> {
         let rest = path.strip_prefix('/')?;
         let mut captures = Vec::new();
-        let (endpoint, catch_all) = find(&self.root, rest, method, &mut captures)?;
+        let (endpoint, catch_all) = self.find(rest, method, &mut captures)?;
         let mut values: Vec<&'p str> = captures;
         if let Some(r) = catch_all {
             values.push(r);
@@ -323,70 +515,76 @@ impl<T> Router<T> {
             params,
         })
     }
-}
 
-fn remove_at<T>(node: &mut Node<T>, segments: &[Segment<'_>], method: &str) -> Option<T> {
-    let Some((first, tail)) = segments.split_first() else {
-        return node.end.remove(method).map(|e| e.value);
-    };
-    match first {
-        Segment::CatchAll(_) => node.catch_all.remove(method).map(|e| e.value),
-        Segment::Literal(l) => {
-            let child = node.literals.get_mut(*l)?;
-            let out = remove_at(child, tail, method);
-            if child.is_empty() {
-                node.literals.remove(*l);
-            }
-            out
-        }
-        Segment::Param(_) => {
-            let child = node.param.as_deref_mut()?;
-            let out = remove_at(child, tail, method);
-            if child.is_empty() {
-                node.param = None;
-            }
-            out
-        }
-    }
-}
-
-/// Depth-first search in precedence order. `rest` is the path after the `/` that ends the
-/// segments matched so far. `captures` holds the raw values of the params on the way down.
-fn find<'r, 'p, T>(
-    node: &'r Node<T>,
-    rest: &'p str,
-    method: &str,
-    captures: &mut Vec<&'p str>,
-) -> Option<(&'r Endpoint<T>, Option<&'p str>)> {
-    let (segment, after) = match rest.find('/') {
-        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
-        None => (rest, None),
-    };
-    let descend = |child: &'r Node<T>, captures: &mut Vec<&'p str>| match after {
-        Some(next) => find(child, next, method, captures),
-        None => child.end.serving(method).map(|e| (e, None)),
-    };
-    if !node.literals.is_empty() {
-        let decoded = percent_decode(segment);
-        // Literals are UTF-8 (patterns are JSON strings); a segment that is not cannot match.
-        if let Ok(text) = std::str::from_utf8(&decoded) {
-            if let Some(child) = node.literals.get(text) {
-                if let Some(found) = descend(child, captures) {
-                    return Some(found);
+    /// Depth-first search in precedence order: at each level the literal child, then the
+    /// parameter child, then the catch-all; the first route whose method fits wins.
+    /// `captures` gets the raw values of the params on the way down.
+    fn find<'r, 'p>(
+        &'r self,
+        rest: &'p str,
+        method: &str,
+        captures: &mut Vec<&'p str>,
+    ) -> Option<(&'r Endpoint<T>, Option<&'p str>)> {
+        let mut stack = vec![Visit::new(ROOT, rest, false)];
+        while let Some(top) = stack.last_mut() {
+            let node = &self.nodes[top.node];
+            match top.step {
+                Step::Literal => {
+                    top.step = Step::Param;
+                    if node.literals.is_empty() {
+                        continue;
+                    }
+                    let decoded = percent_decode(top.segment);
+                    // Literals are UTF-8 (patterns are JSON strings); a segment that is not
+                    // cannot match.
+                    let Ok(text) = std::str::from_utf8(&decoded) else {
+                        continue;
+                    };
+                    let Some(child) = node.literal(text) else {
+                        continue;
+                    };
+                    match top.after {
+                        Some(next) => stack.push(Visit::new(child, next, false)),
+                        None => {
+                            if let Some(e) = self.nodes[child].end().and_then(|e| e.serving(method))
+                            {
+                                return Some((e, None));
+                            }
+                        }
+                    }
+                }
+                Step::Param => {
+                    top.step = Step::CatchAll;
+                    let Some(child) = node.param().filter(|_| !top.segment.is_empty()) else {
+                        continue;
+                    };
+                    match top.after {
+                        Some(next) => {
+                            captures.push(top.segment);
+                            stack.push(Visit::new(child, next, true));
+                        }
+                        None => {
+                            if let Some(e) = self.nodes[child].end().and_then(|e| e.serving(method))
+                            {
+                                captures.push(top.segment);
+                                return Some((e, None));
+                            }
+                        }
+                    }
+                }
+                Step::CatchAll => {
+                    if let Some(e) = node.catch_all().and_then(|e| e.serving(method)) {
+                        return Some((e, Some(top.rest)));
+                    }
+                    if top.captured {
+                        captures.pop();
+                    }
+                    stack.pop();
                 }
             }
         }
+        None
     }
-    if let Some(child) = node.param.as_deref() {
-        if !segment.is_empty() {
-            captures.push(segment);
-            if let Some(found) = descend(child, captures) {
-                return Some(found);
-            }
-            captures.pop();
-        }
-    }
-    node.catch_all.serving(method).map(|e| (e, Some(rest)))
 }
 
 #[cfg(test)]
@@ -438,7 +636,12 @@ mod tests {
         assert_eq!(hit(&r, "GET", "/a/1").unwrap().0, 2);
         assert_eq!(hit(&r, "POST", "/a/1").unwrap().0, 1);
         assert_eq!(r.remove("POST", "/a/{y}"), Some(1));
-        assert!(r.root.literals["a"].param.is_none(), "empty branch pruned");
+        assert!(
+            r.nodes[r.nodes[ROOT].literal("a").unwrap()]
+                .param()
+                .is_none(),
+            "empty branch pruned"
+        );
         assert_eq!(r.remove("POST", "/a/{y}"), None);
     }
 
@@ -449,5 +652,88 @@ mod tests {
         assert_eq!(e.existing, "/a/{id}");
         r.insert("*", "/a/{key}", 9).unwrap();
         r.insert("GET", "/a/{*rest}", 10).unwrap();
+    }
+
+    #[test]
+    fn pattern_bounds_are_the_limits_and_the_messages_name_them() {
+        let deep = |n: usize| "/a".repeat(n);
+        assert!(check_pattern(&deep(MAX_PATTERN_SEGMENTS)).is_ok());
+        let why = check_pattern(&deep(MAX_PATTERN_SEGMENTS + 1)).unwrap_err();
+        assert!(why.contains(&MAX_PATTERN_SEGMENTS.to_string()), "{why}");
+        assert!(check_pattern(&"/".repeat(MAX_PATTERN_SEGMENTS)).is_ok());
+        assert!(check_pattern(&"/".repeat(30_000)).is_err());
+
+        let long = |n: usize| format!("/{}", "x".repeat(n - 1));
+        assert!(check_pattern(&long(MAX_PATTERN_LEN)).is_ok());
+        let why = check_pattern(&long(MAX_PATTERN_LEN + 1)).unwrap_err();
+        assert!(why.contains(&MAX_PATTERN_LEN.to_string()), "{why}");
+
+        let mut r = Router::default();
+        assert!(r.insert("GET", &deep(20_000), 0).is_err());
+        assert!(r.remove("GET", &deep(20_000)).is_none());
+    }
+
+    /// The worst route set a worker may declare (1,024 routes of 128 distinct segments) makes
+    /// 131,072 nodes, in each of the gateway's two copies of the table: they stay small.
+    #[test]
+    fn a_node_is_small() {
+        assert!(std::mem::size_of::<Node<std::sync::Arc<()>>>() <= 40);
+    }
+
+    /// The trie built directly, 200,000 levels deep (far past the bound, which a HELLO cannot
+    /// cross): insert, lookups that match at the bottom and ones that backtrack all the way
+    /// up, clone, removal and drop all run in loops. A recursion would overflow the 2 MiB
+    /// stack of a test thread long before.
+    #[test]
+    fn a_trie_far_deeper_than_the_bound_never_reaches_the_call_stack() {
+        const DEPTH: usize = 200_000;
+        let literals = vec![Segment::Literal("a"); DEPTH];
+        let mut params = vec![Segment::Param("p"); DEPTH];
+        let mut r = Router::default();
+        r.insert_segments("GET", "/deep-literals", &literals, 0)
+            .unwrap();
+        r.insert_segments("GET", "/deep-params", &params, 1)
+            .unwrap();
+        r.insert("GET", "/{*rest}", 2).unwrap();
+        let err = r
+            .insert_segments("GET", "/again", &literals, 9)
+            .unwrap_err();
+        assert_eq!(err.existing, "/deep-literals");
+
+        let a_path = "/a".repeat(DEPTH);
+        assert_eq!(hit(&r, "GET", &a_path).unwrap(), (0, vec![]));
+        let b_path = "/b".repeat(DEPTH);
+        let (id, got) = hit(&r, "GET", &b_path).unwrap();
+        assert_eq!((id, got.len()), (1, DEPTH));
+        assert!(got.iter().all(|(n, v)| n == "p" && v == "b"));
+        // One segment too many: both chains dead-end at the bottom and the search climbs
+        // back to the root's catch-all, its captures all dropped.
+        let longer = format!("{a_path}/x");
+        assert_eq!(
+            hit(&r, "GET", &longer).unwrap(),
+            (2, vec![("rest".into(), longer[1..].into())])
+        );
+        assert!(hit(&r, "POST", &a_path).is_none());
+
+        let mut copy = r.clone();
+        drop(r);
+        assert_eq!(copy.remove_segments("GET", &literals), Some(0));
+        assert_eq!(
+            hit(&copy, "GET", &a_path).unwrap().0,
+            1,
+            "a is a param value"
+        );
+        params.push(Segment::Param("q"));
+        assert_eq!(copy.remove_segments("GET", &params), None);
+        params.pop();
+        assert_eq!(copy.remove_segments("GET", &params), Some(1));
+        assert_eq!(copy.remove("GET", "/{*rest}"), Some(2));
+        assert!(copy.nodes[ROOT].is_empty(), "every branch pruned");
+        assert_eq!(copy.free.len(), copy.nodes.len() - 1);
+        assert!(hit(&copy, "GET", &a_path).is_none());
+        // Freed nodes are reused, not leaked.
+        copy.insert_segments("GET", "/again", &literals, 3).unwrap();
+        assert_eq!(copy.nodes.len(), 2 * DEPTH + 1);
+        assert_eq!(hit(&copy, "GET", &a_path).unwrap().0, 3);
     }
 }

@@ -204,6 +204,58 @@ fn starting_outside_a_runtime_is_an_error_and_start_on_names_one() {
     });
 }
 
+/// What the bindings put in HELLO from user input is checked before anything is dialed
+/// (§2.4 rules 3a, 6, 7): `Engine::new` refuses an over-long instance, sdk or label, and
+/// `add_route` a pattern or method past its bound, naming the field.
+#[test]
+fn over_long_hello_fields_are_refused_before_dialing() {
+    let config = || WorkerConfig::new("ws://127.0.0.1:9", "core:bounds");
+    let refused = |c: WorkerConfig| match Engine::new(c) {
+        Err(EngineError::Config(why)) => why,
+        other => panic!("accepted: {:?}", other.map(|_| ())),
+    };
+    let mut c = config();
+    c.instance = "i".repeat(257);
+    assert!(refused(c).starts_with("instance is 257 bytes"));
+    let mut c = config();
+    c.sdk = "s".repeat(129);
+    assert!(refused(c).starts_with("sdk is 129 bytes"));
+    let mut c = config();
+    c.labels = (0..65).map(|i| (i.to_string(), "v".into())).collect();
+    assert!(refused(c).starts_with("65 labels"));
+    let mut c = config();
+    c.labels.insert("zone".into(), "v".repeat(257));
+    assert!(refused(c).starts_with("label \"zone\": value is 257 bytes"));
+
+    let e = engine("ws://127.0.0.1:9", &[("GET", &"/a".repeat(128))]);
+    for (method, path, why) in [
+        (
+            "GET",
+            "/a".repeat(129),
+            "route 1: path has more than 128 segments",
+        ),
+        (
+            "GET",
+            "/a".repeat(20_000),
+            "route 1: path is longer than 4096 bytes",
+        ),
+        (
+            "GET",
+            format!("/{}", "x".repeat(4096)),
+            "route 1: path is longer than 4096 bytes",
+        ),
+        (&*"X".repeat(33), "/m".into(), "route 1: method is 33 bytes"),
+    ] {
+        match e.add_route(method, &path) {
+            Err(EngineError::Config(m)) => assert!(m.starts_with(why), "{m}"),
+            other => panic!("{method} {} bytes: {other:?}", path.len()),
+        }
+    }
+    assert_eq!(e.config().routes.len(), 1, "refused routes are not kept");
+    // A host name longer than the bound still gives a default instance within it.
+    assert!(config().instance.len() <= 256);
+}
+
 #[tokio::test]
 async fn a_drain_before_the_start_ends_the_pull_at_once() {
     let e = engine("ws://127.0.0.1:9", &[("GET", "/")]);

@@ -528,10 +528,23 @@ def parse_control(t, payload):
 # ---------------------------------------------------------------------------
 
 MAX_ROUTES = 1024
+MAX_PATTERN_LEN = 4096       # bytes, §2.5
+MAX_PATTERN_SEGMENTS = 128   # §2.5
+MAX_METHOD_LEN = 32          # bytes, §2.4 rule 6
+MAX_INSTANCE_LEN = 256       # bytes, §2.4 rule 3a
+MAX_SDK_LEN = 128
+MAX_LABELS = 64
+MAX_LABEL_LEN = 256          # each key and value
+
+
+def utf8_len(s):
+    return len(s.encode("utf-8"))
 
 
 def pattern_ok(path):
     if not path.startswith("/"):
+        return False
+    if utf8_len(path) > MAX_PATTERN_LEN or path.count("/") > MAX_PATTERN_SEGMENTS:
         return False
     if any(ord(c) <= 0x20 or ord(c) == 0x7F or c in "?#" for c in path):
         return False
@@ -570,6 +583,8 @@ def route_method_ok(m):
     if m == "*":
         return True
     b = m.encode("utf-8")
+    if len(b) > MAX_METHOD_LEN:
+        return False
     return len(b) > 0 and all(c in TCHAR and not (0x61 <= c <= 0x7A) for c in b)
 
 
@@ -599,6 +614,13 @@ def validate_hello(header_worker_id, hello):
     if hello["worker_id"] != header_worker_id:
         return CLOSE_BAD_HELLO
     if not 1 <= hello["max_concurrency"] <= 65535:
+        return CLOSE_BAD_HELLO
+    labels = hello.get("labels") or {}
+    if utf8_len(hello.get("instance") or "") > MAX_INSTANCE_LEN \
+            or utf8_len(hello.get("sdk") or "") > MAX_SDK_LEN \
+            or len(labels) > MAX_LABELS \
+            or any(utf8_len(k) > MAX_LABEL_LEN or utf8_len(v) > MAX_LABEL_LEN
+                   for k, v in labels.items()):
         return CLOSE_BAD_HELLO
     code = validate_routes(hello["routes"])
     return "ok" if code is None else code
@@ -1207,6 +1229,33 @@ def handshake_cases():
     add("max_concurrency_above_u32", minimal(max_concurrency=2**32), CLOSE_BAD_HELLO)
     add("route_id_65536", with_routes((65536, "GET", "/a")), CLOSE_BAD_HELLO)
     add("route_id_u64_max", with_routes((U64_MAX, "GET", "/a")), CLOSE_BAD_HELLO)
+    # Length bounds (§2.4 rules 3a, 6, 7; §2.5): just accepted at the bound, refused past it.
+    # Lengths are UTF-8 bytes: "é" is two.
+    add("pattern_128_segments_ok", with_routes((0, "GET", "/a" * 128)), "ok")
+    add("pattern_129_segments", with_routes((0, "GET", "/a" * 129)), CLOSE_BAD_HELLO)
+    add("pattern_128_slashes_ok", with_routes((0, "GET", "/" * 128)), "ok")
+    add("pattern_129_slashes", with_routes((0, "GET", "/" * 129)), CLOSE_BAD_HELLO)
+    add("pattern_128_segments_with_params_ok",
+        with_routes((0, "GET", "".join("/{p%d}" % i for i in range(127)) + "/{*rest}")), "ok")
+    add("pattern_4096_bytes_ok", with_routes((0, "GET", "/" + "x" * 4095)), "ok")
+    add("pattern_4097_bytes", with_routes((0, "GET", "/" + "x" * 4096)), CLOSE_BAD_HELLO)
+    add("pattern_4097_utf8_bytes", with_routes((0, "GET", "/" + "x" * 4094 + "\u00e9")),
+        CLOSE_BAD_HELLO)
+    add("pattern_bounds_checked_per_route",
+        with_routes((0, "GET", "/ok"), (1, "GET", "/a" * 129)), CLOSE_BAD_HELLO)
+    add("method_32_bytes_ok", with_routes((0, "X" * 32, "/a")), "ok")
+    add("method_33_bytes", with_routes((0, "X" * 33, "/a")), CLOSE_BAD_HELLO)
+    add("instance_256_bytes_ok", minimal(instance="i" * 256), "ok")
+    add("instance_257_bytes", minimal(instance="i" * 257), CLOSE_BAD_HELLO)
+    add("instance_257_utf8_bytes", minimal(instance="i" * 255 + "\u00e9"), CLOSE_BAD_HELLO)
+    add("sdk_128_bytes_ok", minimal(sdk="s" * 128), "ok")
+    add("sdk_129_bytes", minimal(sdk="s" * 129), CLOSE_BAD_HELLO)
+    add("labels_64_ok", minimal(labels={"k%02d" % i: "v" for i in range(64)}), "ok")
+    add("labels_65", minimal(labels={"k%02d" % i: "v" for i in range(65)}), CLOSE_BAD_HELLO)
+    add("label_key_256_bytes_ok", minimal(labels={"k" * 256: "v"}), "ok")
+    add("label_key_257_bytes", minimal(labels={"k" * 257: "v"}), CLOSE_BAD_HELLO)
+    add("label_value_256_bytes_ok", minimal(labels={"k": "v" * 256}), "ok")
+    add("label_value_257_bytes", minimal(labels={"k": "v" * 257}), CLOSE_BAD_HELLO)
     return cases
 
 

@@ -140,12 +140,18 @@ impl WorkerConfig {
                 self.max_concurrency
             )));
         }
-        handshake::validate_routes(&self.routes).map_err(|e| EngineError::Config(e.message))
+        handshake::validate_hello_fields(&self.instance, &self.sdk, &self.labels)
+            .and_then(|_| handshake::validate_routes(&self.routes))
+            .map_err(|e| EngineError::Config(e.message))
     }
 }
 
 fn default_instance() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_default();
+    let mut host = std::env::var("HOSTNAME").unwrap_or_default();
+    // Within the HELLO bound (MAX_INSTANCE_LEN, 256) with the pid and nonce after it.
+    while host.len() > 200 {
+        host.pop();
+    }
     let pid = std::process::id();
     // Tells two processes apart even when the pid is reused (containers often have pid 1).
     let nonce = crate::backoff::SplitMix64::new(crate::backoff::random_seed()).next_u64() as u32;
