@@ -23,6 +23,9 @@ struct WorkerInfo {
     sdk: String,
     routes: Vec<String>,
     in_flight: usize,
+    /// Of `in_flight`, requests whose body is still streaming from the client (capped by
+    /// `limits.streamed_upload_slots`).
+    streamed_uploads: usize,
     max_concurrency: usize,
     draining: bool,
     /// Bytes queued for the worker and not yet handed to its socket.
@@ -86,6 +89,7 @@ pub fn workers(shared: &Shared, query: Option<&str>) -> Response<GatewayBody> {
                 sdk: c.sdk.clone(),
                 routes,
                 in_flight: c.in_flight.load(Ordering::Acquire),
+                streamed_uploads: c.streamed_uploads.load(Ordering::Acquire),
                 max_concurrency: c.max_concurrency,
                 draining: c.draining.load(Ordering::Acquire),
                 queued_bytes: c.queued_bytes(),

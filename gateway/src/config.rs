@@ -43,9 +43,10 @@ pub struct GatewayConfig {
     pub header_read_timeout: Option<Duration>,
     /// A request or response body that makes no progress this long is cut.
     pub body_idle_timeout: Duration,
-    /// How long an `expect: 100-continue` body waits for the worker to ask for it (a WINDOW)
-    /// or answer, before the gateway reads it anyway (PROTOCOL.md §5.1).
-    pub expect_continue_wait: Duration,
+    /// How long a client may take nothing of its response while the gateway holds bytes for
+    /// it; then the response is aborted (an HTTP/1 connection reset, an HTTP/2 stream failed)
+    /// and the worker's stream RESET `cancel`, freeing its slot. nginx's `send_timeout`.
+    pub send_timeout: Duration,
     /// How long a request waits for a replica with a free slot before 503.
     pub queue_timeout: Duration,
     /// How long shutdown waits for in-flight requests (and local workers to exit).
@@ -70,6 +71,18 @@ pub struct GatewayConfig {
     pub body_buffer: u64,
     /// All bodies being buffered, gateway-wide; past it bodies are streamed instead.
     pub body_buffer_total: u64,
+    /// The share of each worker connection's slots, in percent (at least one slot), that
+    /// requests whose body is still streaming from the client (past `body_buffer`) may hold
+    /// at once; others wait for a slot (`queue_timeout`). Keeps clients that trickle large
+    /// bodies from taking every slot. 100: no cap.
+    pub streamed_upload_slots: u32,
+    /// The most of one response the gateway takes from the worker ahead of the client
+    /// (never less than the stream window): a response that fits frees the worker's slot
+    /// as soon as it is sent, whatever the client does.
+    pub response_buffer: u64,
+    /// All responses' buffers beyond the stream window, gateway-wide; past it responses
+    /// move at the client's pace.
+    pub response_buffer_total: u64,
     /// The slowest a client may send its request body, in bytes per second averaged over
     /// the time the gateway waits on it, once `min_body_rate_grace` has passed; slower
     /// bodies are cut (408 before the worker has it, RESET once it has). 0: no minimum.
@@ -118,7 +131,7 @@ impl Default for GatewayConfig {
             request_timeout: Duration::from_secs(30),
             header_read_timeout: Some(Duration::from_secs(30)),
             body_idle_timeout: Duration::from_secs(30),
-            expect_continue_wait: Duration::from_secs(1),
+            send_timeout: Duration::from_secs(60),
             queue_timeout: Duration::from_secs(5),
             drain_grace: Duration::from_secs(30),
             initial_window: limits::INITIAL_WINDOW,
@@ -128,6 +141,9 @@ impl Default for GatewayConfig {
             max_connections: None,
             body_buffer: u64::from(limits::INITIAL_WINDOW),
             body_buffer_total: 64 << 20,
+            streamed_upload_slots: 50,
+            response_buffer: 1 << 20,
+            response_buffer_total: 64 << 20,
             min_body_rate: 240,
             min_body_rate_grace: Duration::from_secs(5),
             trusted_proxies: Vec::new(),

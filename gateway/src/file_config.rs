@@ -100,6 +100,7 @@ struct Timeouts {
     heartbeat: Option<Spanned<Dur>>,
     queue: Option<Dur>,
     drain_grace: Option<Dur>,
+    send: Option<Dur>,
 }
 
 #[derive(Deserialize, Default)]
@@ -113,6 +114,9 @@ struct Limits {
     body_buffer: Option<Spanned<Size>>,
     body_buffer_total: Option<Size>,
     min_body_rate: Option<Size>,
+    response_buffer: Option<Spanned<Size>>,
+    response_buffer_total: Option<Size>,
+    streamed_upload_slots: Option<Spanned<u32>>,
     h2_control_frames: Option<Spanned<u32>>,
 }
 
@@ -559,6 +563,7 @@ impl Checker {
         }
         set(&mut c.queue_timeout, &t.queue);
         set(&mut c.drain_grace, &t.drain_grace);
+        set(&mut c.send_timeout, &t.send);
 
         let l = &file.limits;
         if let Some(s) = l.max_body {
@@ -624,6 +629,30 @@ impl Checker {
         }
         if let Some(s) = l.min_body_rate {
             c.min_body_rate = s.0;
+        }
+        if let Some(s) = &l.response_buffer {
+            if s.value.0 > 1 << 30 {
+                return Err(self.err(
+                    s.referenced,
+                    format!("limits.response_buffer {}: must be at most 1GiB", s.value.0),
+                ));
+            }
+            c.response_buffer = s.value.0;
+        }
+        if let Some(s) = l.response_buffer_total {
+            c.response_buffer_total = s.0;
+        }
+        if let Some(n) = &l.streamed_upload_slots {
+            if !(1..=100).contains(&n.value) {
+                return Err(self.err(
+                    n.referenced,
+                    format!(
+                        "limits.streamed_upload_slots {}: a percentage of each worker's slots, between 1 and 100",
+                        n.value
+                    ),
+                ));
+            }
+            c.streamed_upload_slots = n.value;
         }
         if let Some(n) = &l.h2_control_frames {
             if n.value < 10 {
@@ -919,6 +948,27 @@ mod tests {
                 .starts_with("unknown key `listne`, expected one of listen"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn send_timeout_and_response_buffers() {
+        let c = parse(
+            Path::new("vyx.yaml"),
+            "timeouts: {send: 5s}\nlimits: {response_buffer: 2MiB, response_buffer_total: 16MiB, streamed_upload_slots: 25}\n",
+        )
+        .unwrap();
+        assert_eq!(c.streamed_upload_slots, 25);
+        let e = err("limits: {streamed_upload_slots: 0}\n");
+        assert!(e.message.contains("between 1 and 100"), "{e}");
+        assert_eq!(c.send_timeout, Duration::from_secs(5));
+        assert_eq!(
+            (c.response_buffer, c.response_buffer_total),
+            (2 << 20, 16 << 20)
+        );
+        let e = err("timeouts: {send: 0s}\n");
+        assert!(e.message.contains("more than zero"), "{e}");
+        let e = err("limits: {response_buffer: 2GiB}\n");
+        assert!(e.message.contains("at most 1GiB"), "{e}");
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod proxy;
 mod register;
 mod registry;
 mod request_rules;
+mod response;
 mod routes;
 mod server;
 mod supervisor;
@@ -52,4 +53,6 @@ pub(crate) struct Shared {
     pub limiter: Arc<conn_limit::ConnLimiter>,
     /// `limits.body_buffer_total`, in bytes.
     pub body_budget: Arc<tokio::sync::Semaphore>,
+    /// `limits.response_buffer_total`, in bytes (see `response`).
+    pub response_budget: Arc<tokio::sync::Semaphore>,
 }

@@ -16,11 +16,12 @@ use vyx_core::flow::SendWindow;
 use vyx_core::frame::{set_route_id, HeadTooLarge, RequestWriter};
 use vyx_core::limits::MAX_DATA_CHUNK;
 
-use crate::body::{GatewayBody, StreamGuard, WorkerBody};
+use crate::body::{GatewayBody, StreamGuard};
 use crate::conn::{Failure, WorkerConn};
 use crate::forward::{self, X_REQUEST_ID};
 use crate::framing::{framing, BodyPlan};
 use crate::registry::reserve_replica;
+use crate::response::{ResponseBody, Source};
 use crate::routes::RouteTarget;
 use crate::upload::{self, Buffered, ClientFault, Upload, UploadRules};
 use crate::{request_rules, trusted_proxies, Shared};
@@ -120,10 +121,6 @@ async fn dispatch(
 
     // The REQUEST frame, straight from the parts; the route id is set per replica below.
     let end_stream = http_body::Body::is_end_stream(&body);
-    let expect_continue = parts
-        .headers
-        .get(http::header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let trusted = trusted_proxies::is_trusted(&shared.config.trusted_proxies, client.ip());
     let mut frame = match encode_request(
         &parts,
@@ -148,8 +145,9 @@ async fn dispatch(
     drop(found);
     drop(table);
 
-    // The body, or its start, before the request takes a slot (see `upload`). A body
-    // that waits for `100 Continue` is the worker's to ask for (§5.1), so it is not read.
+    // The body, or its start, before the request takes a slot (see `upload`). A client
+    // that sent `expect: 100-continue` gets its 100 from hyper as the body is first read
+    // (§5.1): a body held back until a worker asked for it would hold the worker's slot.
     let rules = UploadRules {
         idle: shared.config.body_idle_timeout,
         min_rate: shared.config.min_body_rate,
@@ -158,7 +156,7 @@ async fn dispatch(
     };
     let body = if end_stream {
         Buffered::default()
-    } else if expect_continue || shared.config.body_buffer == 0 {
+    } else if shared.config.body_buffer == 0 {
         Buffered {
             rest: Some(Upload::new(body, rules)),
             ..Buffered::default()
@@ -175,18 +173,22 @@ async fn dispatch(
         }
     };
 
-    // A replica with room, waiting a bounded time for one when all are full.
+    // A replica with room, waiting a bounded time for one when all are full. A body still
+    // streaming from its client may hold only a share of a worker's slots: clients that
+    // trickle large bodies cannot take them all.
+    let streamed = body
+        .rest
+        .is_some()
+        .then_some(shared.config.streamed_upload_slots);
     let deadline = tokio::time::Instant::now() + shared.config.queue_timeout;
     let (conn, open) = loop {
         let notified = target.group.slot_freed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        match reserve_replica(&target.group, &target.key) {
+        match reserve_replica(&target.group, &target.key, streamed) {
             Ok((conn, route_id)) => {
                 set_route_id(&mut frame, route_id);
-                let opened = conn
-                    .open_stream(&mut frame, end_stream, expect_continue, deadline)
-                    .await;
+                let opened = conn.open_stream(&mut frame, end_stream, deadline).await;
                 match opened {
                     Ok(open) => break (conn, open),
                     // Its queue stayed full (a worker not reading) until the deadline.
@@ -195,7 +197,12 @@ async fn dispatch(
                         return failure_response(&conn, f, &request_id);
                     }
                     // Started draining since the choice: pick again.
-                    Err(_) => conn.release_slot(),
+                    Err(_) => {
+                        if streamed.is_some() {
+                            conn.streamed_upload_done();
+                        }
+                        conn.release_slot();
+                    }
                 }
             }
             Err(false) => {
@@ -222,8 +229,10 @@ async fn dispatch(
     };
     let fault = Arc::new(OnceLock::new());
     if !end_stream {
+        let share = streamed.map(|_| StreamedShare(conn.clone()));
         tokio::spawn(pump_body(
             body,
+            share,
             Pump {
                 conn: conn.clone(),
                 id: open.id,
@@ -231,8 +240,6 @@ async fn dispatch(
                 fault: fault.clone(),
                 shared: shared.clone(),
             },
-            open.body_wanted
-                .map(|rx| (rx, shared.config.expect_continue_wait)),
         ));
     }
 
@@ -284,13 +291,15 @@ async fn dispatch(
         drop(guard);
         GatewayBody::empty()
     } else {
-        GatewayBody::Worker(Box::new(WorkerBody::new(
-            open.body,
-            open.recv_credit,
-            conn.initial_window,
-            guard,
-            framing.content_length,
-            shared.config.body_idle_timeout,
+        GatewayBody::Worker(Box::new(ResponseBody::start(
+            Source {
+                rx: open.body,
+                credit: open.recv_credit,
+                initial_window: conn.initial_window,
+                guard,
+                expected: framing.content_length,
+            },
+            shared.clone(),
         )))
     });
     *resp.status_mut() = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -355,7 +364,11 @@ fn encode_request(
     }
     for (name, value) in parts.headers.iter() {
         let n = name.as_str();
-        let ours = n == "host" || n == X_REQUEST_ID || n == forward::X_FORWARDED_FOR;
+        // `expect` is met here (§5.1): the gateway answers `100 Continue` itself.
+        let ours = n == "host"
+            || n == X_REQUEST_ID
+            || n == forward::X_FORWARDED_FOR
+            || n == http::header::EXPECT;
         if ours
             || forward::is_hop_by_hop(n, &parts.headers)
             || forward::is_underscored(n)
@@ -449,6 +462,15 @@ fn is_websocket_upgrade(headers: &http::HeaderMap) -> bool {
     })
 }
 
+/// A slot within `limits.streamed_upload_slots`, given back when dropped.
+struct StreamedShare(Arc<WorkerConn>);
+
+impl Drop for StreamedShare {
+    fn drop(&mut self) {
+        self.0.streamed_upload_done();
+    }
+}
+
 /// A stream's request body on its way to the worker.
 struct Pump {
     conn: Arc<WorkerConn>,
@@ -489,29 +511,10 @@ impl Pump {
 }
 
 /// Sends the client's body to the worker: what was buffered, then the rest as it comes,
-/// under the client's [`UploadRules`]. With `wanted` (`expect: 100-continue`) the body is
-/// not read, so hyper sends no 100, until the worker asks for it, or until the wait is
-/// over: then it is read anyway, as curl does, so that a worker that does not know the
-/// rule still gets its body (PROTOCOL.md §5.1).
-async fn pump_body(
-    body: Buffered,
-    pump: Pump,
-    wanted: Option<(tokio::sync::oneshot::Receiver<bool>, std::time::Duration)>,
-) {
-    if let Some((wanted, wait)) = wanted {
-        match tokio::time::timeout(wait, wanted).await {
-            Ok(Ok(true)) | Err(_) => {}
-            // Refused (a RESPONSE of 300 or more), or the stream is gone: the client's body
-            // is never read and no 100 goes out.
-            Ok(Ok(false)) | Ok(Err(_)) => {
-                debug!(
-                    stream = pump.id,
-                    "expect: 100-continue body not wanted by the worker"
-                );
-                return;
-            }
-        }
-    }
+/// under the client's [`UploadRules`].
+async fn pump_body(body: Buffered, share: Option<StreamedShare>, pump: Pump) {
+    // Held until the body is all sent or has failed: then the request counts as any other.
+    let _share = share;
     let Buffered {
         chunks,
         rest,

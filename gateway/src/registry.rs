@@ -471,10 +471,13 @@ impl Inner {
 
 /// Picks the least-loaded replica of `group` that serves `key` and has room, and reserves
 /// a slot on it. `Err(true)` when replicas exist but all are full, `Err(false)` when none
-/// can serve the route.
+/// can serve the route. With `streamed` (a request whose body is still streaming from its
+/// client, in percent of a connection's slots), the replica must also have room under
+/// that share, which is reserved too (given back by `streamed_upload_done`).
 pub fn reserve_replica(
     group: &WorkerGroup,
     key: &RouteKey,
+    streamed: Option<u32>,
 ) -> Result<(Arc<WorkerConn>, u16), bool> {
     let replicas = group.replicas.load();
     let mut any_full = false;
@@ -492,11 +495,28 @@ pub fn reserve_replica(
                 any_full = true;
                 continue;
             }
+            if streamed.is_some_and(|pct| {
+                c.streamed_uploads.load(Ordering::Acquire) >= streamed_cap(c.max_concurrency, pct)
+            }) {
+                any_full = true;
+                continue;
+            }
             if best.is_none_or(|(_, _, l)| load < l) {
                 best = Some((c, route_id, load));
             }
         }
         let (conn, route_id, load) = best.ok_or(any_full)?;
+        if let Some(pct) = streamed {
+            let cap = streamed_cap(conn.max_concurrency, pct);
+            let taken =
+                conn.streamed_uploads
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        (n < cap).then_some(n + 1)
+                    });
+            if taken.is_err() {
+                continue; // lost a race for the share: look again
+            }
+        }
         if conn
             .in_flight
             .compare_exchange(load, load + 1, Ordering::AcqRel, Ordering::Acquire)
@@ -504,6 +524,14 @@ pub fn reserve_replica(
         {
             return Ok((conn.clone(), route_id));
         }
+        if streamed.is_some() {
+            conn.streamed_upload_done();
+        }
         // Lost a race for that slot: look again.
     }
+}
+
+/// How many of `slots` requests with streaming bodies may hold: `pct` percent, at least one.
+pub fn streamed_cap(slots: usize, pct: u32) -> usize {
+    (slots.saturating_mul(pct as usize) / 100).max(1)
 }

@@ -84,6 +84,11 @@ impl Gateway {
             metrics,
             limiter,
             body_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
+            response_budget: Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(config.response_buffer_total)
+                    .unwrap_or(usize::MAX)
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
             config,
         });
         // A worker id or route the registry forgets leaves the metrics too.
@@ -234,6 +239,7 @@ async fn accept_loop(
                     continue; // dropping the stream closes it
                 };
                 let _ = stream.set_nodelay(true);
+                crate::response::set_user_timeout(&stream, shared.config.send_timeout);
                 serve(stream, slot, reserve, peer, role, &shared, &builder, &graceful);
             }
             _ = stopped(&mut stop) => return,
@@ -266,6 +272,10 @@ fn serve(
     let is_h2 = Arc::new(AtomicBool::new(false));
     let activity = Arc::new(Activity::default());
     let (seen, h2, active) = (first_head.clone(), is_h2.clone(), activity.clone());
+    // Told when an HTTP/1 response is aborted for `timeouts.send`: hyper no longer polls a
+    // body its client's socket cannot take, so the connection is closed from here.
+    let send_timed_out = Arc::new(tokio::sync::Notify::new());
+    let abort_h1 = send_timed_out.clone();
     let svc_shared = shared.clone();
     // Without half-close hyper watches the socket itself (see `run`).
     let watch_eof = shared.config.client_half_close;
@@ -277,8 +287,20 @@ fn serve(
         let request = active.start();
         let h1 = req.version() <= http::Version::HTTP_11;
         let handled = handle(req, svc_shared.clone(), peer, role, reserve);
+        let abort_h1 = abort_h1.clone();
         async move {
             let resp = handled.await?;
+            let request = Arc::new(std::sync::Mutex::new(Some(request)));
+            if h1 {
+                resp.body().on_send_timeout(move || abort_h1.notify_one());
+            } else {
+                let active = Arc::downgrade(&request);
+                resp.body().on_send_timeout(move || {
+                    if let Some(a) = active.upgrade() {
+                        a.lock().unwrap().take();
+                    }
+                });
+            }
             Ok::<_, Infallible>(resp.map(|body| Tracked {
                 body,
                 _active: request,
@@ -288,6 +310,23 @@ fn serve(
     });
     let io: ClientIo = TokioIo::new(H2Calm::new(Counted::new(stream, slot), shared.clone()));
     let conn = graceful.watch(builder.serve_connection_with_upgrades(io, svc).into_owned());
+    let conn = async move {
+        // Pinned here, so that `select!` only borrows it: the socket stays open until the
+        // handler below has set its linger (select! drops its futures before a handler).
+        tokio::pin!(conn);
+        tokio::select! {
+            r = &mut conn => r,
+            _ = send_timed_out.notified() => {
+                // A reset, not a FIN: the kernel drops what the client never read instead of
+                // keeping it, and the connection, while the client answers zero-window probes.
+                // SAFETY: `conn` owns the socket and is dropped only after this block.
+                let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                let _ = socket2::SockRef::from(&sock).set_linger(Some(std::time::Duration::ZERO));
+                debug!("client took nothing for timeouts.send; connection reset");
+                Ok(())
+            }
+        }
+    };
     let header_timeout = shared.config.header_read_timeout;
     let shared = shared.clone();
     let task = async move {

@@ -657,14 +657,12 @@ async fn a_request_head_too_big_for_a_frame_is_431_and_the_worker_connection_sur
     w.stop().await.unwrap();
 }
 
-/// `expect: 100-continue` (PROTOCOL.md §5.1): the gateway holds the body until the worker
-/// asks for it, and the Rust worker asks when its handler first reads the body. The
-/// gateway's fallback read is pushed out of the test's reach, so only the worker's WINDOW
-/// can let the upload through.
+/// `expect: 100-continue` (PROTOCOL.md §5.1): the gateway answers `100 Continue` itself,
+/// reads the body like any other, and the handler gets it.
 #[tokio::test]
 async fn an_upload_behind_expect_continue_reaches_a_handler_that_reads_it() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let gw = TestGateway::start_with(|c| c.expect_continue_wait = Duration::from_secs(600)).await;
+    let gw = TestGateway::start().await;
     let w = TestWorker::start(gw.addr, "rust:e2e", "a").await;
     let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     let head = format!(

@@ -57,23 +57,6 @@ async fn raw_tcp_worker(
     }
 }
 
-/// The gateway's end of its TCP connection to `peer`, from /proc/net/tcp: its state (1 is
-/// ESTABLISHED) and the bytes in its send queue; `None` once the socket is gone.
-fn gateway_end(gw: SocketAddr, peer: SocketAddr) -> Option<(u8, u64)> {
-    let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next().unwrap(), 16).unwrap();
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-    table.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        (port(f[1]) == gw.port() && port(f[2]) == peer.port()).then(|| {
-            let tx = f[4].split(':').next().unwrap();
-            (
-                u8::from_str_radix(f[3], 16).unwrap(),
-                u64::from_str_radix(tx, 16).unwrap(),
-            )
-        })
-    })
-}
-
 /// `/_vyx/workers` entries of `id`.
 async fn connections(c: &HttpClient, gw: SocketAddr, id: &str) -> Vec<serde_json::Value> {
     let (status, body) = get(c, &format!("http://{gw}/_vyx/workers")).await;

@@ -235,3 +235,99 @@ async fn a_client_vanishing_mid_body_frees_its_slot_at_once() {
     wait_in_flight(gw.addr, 0, "HTTP/2 client gone").await;
     w.stop();
 }
+
+/// A client that sends `head` and `start`, then trickles 100 bytes every 300 ms (333 B/s,
+/// above the default 240 B/s floor) until the test ends.
+async fn trickler(gw: SocketAddr, head: &str, start: usize) -> tokio::task::JoinHandle<()> {
+    let mut tcp = TcpStream::connect(gw).await.unwrap();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&vec![1u8; start]).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            // The pause is the slow upload under test.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if tcp.write_all(&[1u8; 100]).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// A well-behaved client, 20 times: a GET and a 1,000-byte POST, each answered.
+async fn well_behaved_all_served(gw: &TestGateway) {
+    let c = client();
+    for i in 0..20 {
+        assert_eq!(get(&c, &gw.url("/ok")).await.0, 200, "GET {i}");
+        let (status, _, body) = send(&c, "POST", &gw.url("/up"), &[], vec![7u8; 1000]).await;
+        assert_eq!((status, &body[..]), (200, &b"1000"[..]), "POST {i}");
+    }
+}
+
+#[tokio::test]
+async fn expect_continue_uploads_are_buffered_and_do_not_take_the_worker_s_slots() {
+    // The issue's reproduction: two uploads behind `expect: 100-continue`, trickling at
+    // 333 B/s, against a 2-slot worker. Before issue 17 their bodies went unbuffered and
+    // they held both slots for 95 s and more.
+    let gw = TestGateway::start().await;
+    let w = worker(gw.addr, 2).await;
+    let head =
+        "POST /up HTTP/1.1\r\nhost: gw\r\ncontent-length: 100000\r\nexpect: 100-continue\r\n\r\n";
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        slow.push(trickler(gw.addr, head, 0).await);
+    }
+    well_behaved_all_served(&gw).await;
+    assert_eq!(in_flight(gw.addr).await, 0);
+    for t in slow {
+        t.abort();
+    }
+    w.stop();
+}
+
+#[tokio::test]
+async fn ten_trickling_large_uploads_leave_a_4_slot_worker_serving_others() {
+    // Ten uploads larger than the buffer: each sends 300 KiB at once (so it is streamed and
+    // takes a slot) and then trickles. Under the default share (half of the slots), at most
+    // two of them hold the 4-slot worker's slots; the rest wait, then get 503.
+    let gw = TestGateway::start().await;
+    let w = worker(gw.addr, 4).await;
+    let head = "POST /up HTTP/1.1\r\nhost: gw\r\ncontent-length: 10000000\r\n\r\n";
+    let mut slow = Vec::new();
+    for _ in 0..10 {
+        slow.push(trickler(gw.addr, head, 300 << 10).await);
+    }
+    wait_in_flight(gw.addr, 2, "two streamed uploads hold slots").await;
+    well_behaved_all_served(&gw).await;
+    let v: Value = {
+        let (_, body) = get(&client(), &format!("http://{}/_vyx/workers", gw.addr)).await;
+        serde_json::from_slice(&body).unwrap()
+    };
+    assert!(v[0]["in_flight"].as_u64().unwrap() <= 2, "{v}");
+    assert_eq!(v[0]["streamed_uploads"], 2, "{v}");
+    for t in slow {
+        t.abort();
+    }
+    w.stop();
+}
+
+#[tokio::test]
+async fn the_streamed_upload_share_is_the_operator_s_to_set() {
+    // At 100 % the tricklers may take every slot: well-behaved requests wait, then 503.
+    let gw = TestGateway::start_with(|c| {
+        c.streamed_upload_slots = 100;
+        c.queue_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let w = worker(gw.addr, 4).await;
+    let head = "POST /up HTTP/1.1\r\nhost: gw\r\ncontent-length: 10000000\r\n\r\n";
+    let mut slow = Vec::new();
+    for _ in 0..10 {
+        slow.push(trickler(gw.addr, head, 300 << 10).await);
+    }
+    wait_in_flight(gw.addr, 4, "the streamed uploads hold every slot").await;
+    assert_eq!(get(&client(), &gw.url("/ok")).await.0, 503);
+    for t in slow {
+        t.abort();
+    }
+    w.stop();
+}

@@ -518,37 +518,23 @@ async fn read_until(tcp: &mut tokio::net::TcpStream, needle: &str) -> String {
 }
 
 #[tokio::test]
-async fn expect_continue_lets_the_worker_refuse_before_any_100() {
-    // No fallback read within the test: only the worker's answer decides.
-    let gw = TestGateway::start_with(|c| c.expect_continue_wait = Duration::from_secs(600)).await;
+async fn expect_continue_is_answered_by_the_gateway_and_not_forwarded() {
+    // The worker sends nothing at all: the 100 can only be the gateway's own (before issue
+    // 17 it waited for the worker's WINDOW, or 1 s).
+    let gw = TestGateway::start().await;
     let mut w = RawWorker::connect(gw.addr, "raw:up", vec![route(0, "POST", "/up")]).await;
     let mut tcp = expecting_upload(&gw).await;
-    let r = next_request(&mut w).await;
-    assert!(r
-        .headers
-        .iter()
-        .any(|(n, v)| n == "expect" && v == "100-continue"));
-    w.send(head(r.stream_id, 413, &[], true)).await;
-    let answer = read_until(&mut tcp, "\r\n\r\n").await;
-    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-    assert!(!answer.contains("100 Continue"), "{answer}");
-}
-
-#[tokio::test]
-async fn expect_continue_sends_100_once_the_worker_asks_for_the_body() {
-    // No fallback read within the test: the WINDOW is what lets the body through.
-    let gw = TestGateway::start_with(|c| c.expect_continue_wait = Duration::from_secs(600)).await;
-    let mut w = RawWorker::connect(gw.addr, "raw:up", vec![route(0, "POST", "/up")]).await;
-    let mut tcp = expecting_upload(&gw).await;
-    let r = next_request(&mut w).await;
-    w.send(Frame::Window(Window {
-        stream_id: r.stream_id,
-        increment: 1,
-    }))
-    .await;
     let answer = read_until(&mut tcp, "100 Continue").await;
     assert!(answer.starts_with("HTTP/1.1 100 Continue"), "{answer}");
     tcp.write_all(b"hello").await.unwrap();
+    // The body was read before the request took the slot: REQUEST, then all of it.
+    let r = next_request(&mut w).await;
+    assert!(!r.end_stream);
+    assert!(
+        !r.headers.iter().any(|(n, _)| n == "expect"),
+        "{:?}",
+        r.headers
+    );
     let mut body = Vec::new();
     loop {
         match w.next_frame().await {
@@ -562,9 +548,10 @@ async fn expect_continue_sends_100_once_the_worker_asks_for_the_body() {
         }
     }
     assert_eq!(body, b"hello");
-    w.send(head(r.stream_id, 200, &[], true)).await;
-    let answer = read_until(&mut tcp, "HTTP/1.1 200").await;
-    assert!(answer.contains("HTTP/1.1 200"), "{answer}");
+    // A worker's refusal is still the client's answer.
+    w.send(head(r.stream_id, 413, &[], true)).await;
+    let answer = read_until(&mut tcp, "\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
 }
 
 #[tokio::test]
@@ -579,14 +566,4 @@ async fn the_gateway_closes_4010_at_its_own_drain_deadline() {
     assert_eq!(w.close_code().await, 4010);
     shutdown.await.unwrap();
     req.abort();
-}
-
-#[tokio::test]
-async fn expect_continue_body_is_read_anyway_when_the_worker_never_asks() {
-    let gw = TestGateway::start_with(|c| c.expect_continue_wait = Duration::from_millis(100)).await;
-    let mut w = RawWorker::connect(gw.addr, "raw:up", vec![route(0, "POST", "/up")]).await;
-    let mut tcp = expecting_upload(&gw).await;
-    let _r = next_request(&mut w).await;
-    let answer = read_until(&mut tcp, "100 Continue").await;
-    assert!(answer.starts_with("HTTP/1.1 100 Continue"), "{answer}");
 }

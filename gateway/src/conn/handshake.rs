@@ -219,6 +219,7 @@ pub async fn serve<S>(
         admission,
         bytes_to_worker: shared.metrics.bytes_to_workers.clone(),
         in_flight: AtomicUsize::new(0),
+        streamed_uploads: AtomicUsize::new(0),
         draining: AtomicBool::new(false),
         closed: AtomicBool::new(false),
         queue: queue.clone(),

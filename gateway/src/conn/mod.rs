@@ -67,8 +67,6 @@ pub struct OpenStream {
     pub body: mpsc::UnboundedReceiver<Result<Bytes, Failure>>,
     pub send: Arc<SendWindow<Failure>>,
     pub recv_credit: Arc<AtomicI64>,
-    /// Set for `expect: 100-continue` (see `GwStream::body_wanted`).
-    pub body_wanted: Option<oneshot::Receiver<bool>>,
 }
 
 /// One registered worker connection.
@@ -89,6 +87,9 @@ pub struct WorkerConn {
     pub bytes_to_worker: prometheus_client::metrics::counter::Counter,
     /// Streams open or reserved on this connection.
     pub in_flight: AtomicUsize,
+    /// Of those, the ones whose request body is still streaming from its client (past
+    /// `limits.body_buffer`); capped by `limits.streamed_upload_slots`.
+    pub streamed_uploads: AtomicUsize,
     pub draining: AtomicBool,
     closed: AtomicBool,
     queue: Arc<OutQueue>,
@@ -104,6 +105,13 @@ impl WorkerConn {
     /// Bytes queued for this worker and not yet handed to its socket.
     pub fn queued_bytes(&self) -> usize {
         self.queue.queued_bytes()
+    }
+
+    /// A request whose body was streaming from its client has it all sent (or has ended):
+    /// its slot no longer counts against `limits.streamed_upload_slots`.
+    pub fn streamed_upload_done(&self) {
+        self.streamed_uploads.fetch_sub(1, Ordering::AcqRel);
+        self.slot_freed.notify_waiters();
     }
 
     /// Gives back a slot reserved by `reserve_replica` that was never used for a stream.

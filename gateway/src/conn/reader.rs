@@ -143,9 +143,6 @@ fn on_frame(
             let Some(s) = table.map.get_mut(&r.stream_id) else {
                 return Ok(());
             };
-            if let Some(tx) = s.body_wanted.take() {
-                let _ = tx.send(r.status < 300);
-            }
             let Some(head_tx) = s.head_tx.take() else {
                 stream_protocol_error(conn, table, r.stream_id, "second RESPONSE on a stream");
                 return Ok(());
@@ -195,9 +192,6 @@ fn on_frame(
             // After the request's END_STREAM the gateway sends no more DATA: a late WINDOW
             // is ignored (§4.4), never counted towards an overflow.
             if let Some(s) = table.map.get_mut(&w.stream_id).filter(|s| !s.request_done) {
-                if let Some(tx) = s.body_wanted.take() {
-                    let _ = tx.send(true);
-                }
                 grant_send_window(s, w.stream_id, w.increment)?;
             }
         }

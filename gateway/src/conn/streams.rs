@@ -23,9 +23,6 @@ pub(super) struct GwStream {
     pub(super) recv_credit: Arc<AtomicI64>,
     pub(super) request_done: bool,
     pub(super) response_done: bool,
-    /// For `expect: 100-continue`: tells the body pump whether the worker wants the body
-    /// (first WINDOW, or a RESPONSE below 300) or not (a RESPONSE of 300 or more).
-    pub(super) body_wanted: Option<oneshot::Sender<bool>>,
 }
 
 pub(super) struct StreamTable {
@@ -63,14 +60,13 @@ impl WorkerConn {
         &self,
         request: &mut BytesMut,
         end_stream: bool,
-        expect_continue: bool,
         deadline: tokio::time::Instant,
     ) -> Result<OpenStream, Failure> {
         loop {
             let room = self.queue.room_changed();
             tokio::pin!(room);
             room.as_mut().enable();
-            match self.try_open_stream(request, end_stream, expect_continue) {
+            match self.try_open_stream(request, end_stream) {
                 Err(Failure::NoRoom) => {}
                 done => return done,
             }
@@ -84,7 +80,6 @@ impl WorkerConn {
         &self,
         request: &mut BytesMut,
         end_stream: bool,
-        expect_continue: bool,
     ) -> Result<OpenStream, Failure> {
         let mut table = self.streams.lock().unwrap();
         if self.closed.load(Ordering::Acquire) || self.draining.load(Ordering::Acquire) {
@@ -106,13 +101,6 @@ impl WorkerConn {
         let (body_tx, body) = mpsc::unbounded_channel();
         let send = Arc::new(SendWindow::new(self.initial_window));
         let recv_credit = Arc::new(AtomicI64::new(self.initial_window as i64));
-        let (body_wanted, wanted_rx) = match expect_continue && !end_stream {
-            true => {
-                let (tx, rx) = oneshot::channel();
-                (Some(tx), Some(rx))
-            }
-            false => (None, None),
-        };
         table.map.insert(
             id,
             GwStream {
@@ -122,7 +110,6 @@ impl WorkerConn {
                 recv_credit: recv_credit.clone(),
                 request_done: end_stream,
                 response_done: false,
-                body_wanted,
             },
         );
         drop(table);
@@ -136,7 +123,6 @@ impl WorkerConn {
             body,
             send,
             recv_credit,
-            body_wanted: wanted_rx,
         })
     }
 
