@@ -53,12 +53,14 @@ pub fn gateway_websocket_config() -> WebSocketConfig {
 /// is queued can still be dropped while the socket is blocked: a RESET removes its stream's
 /// DATA (and, if the stream's REQUEST is still here, the REQUEST and the RESET both: the
 /// peer never hears of the stream), and pings are not stacked up. What stays queued is
-/// therefore bounded by the live streams, and DATA by [`OutQueue::try_push_data`]'s limit.
+/// therefore bounded by the live streams, and REQUEST heads and DATA together by the limit of
+/// [`OutQueue::try_push_request`] and [`OutQueue::try_push_data`].
 pub struct OutQueue {
     state: Mutex<QueueState>,
     /// Wakes the writer.
     queued: Notify,
-    /// Wakes senders waiting for room for DATA (and for a stream of theirs ending).
+    /// Wakes senders waiting for room for a REQUEST or DATA (and for a stream of theirs
+    /// ending).
     room: Notify,
     data_limit: AtomicUsize,
 }
@@ -75,8 +77,9 @@ struct QueueState {
 }
 
 impl OutQueue {
-    /// A queue whose DATA, when pushed with [`OutQueue::try_push_data`], never passes
-    /// `data_limit` bytes (a single frame larger than the limit is let into an empty queue).
+    /// A queue whose REQUEST heads and DATA, when pushed with [`OutQueue::try_push_request`]
+    /// and [`OutQueue::try_push_data`], never pass `data_limit` bytes together (a single
+    /// frame larger than the limit is let in when neither is queued).
     pub fn new(data_limit: usize) -> Arc<OutQueue> {
         Arc::new(OutQueue {
             state: Mutex::new(QueueState::default()),
@@ -108,11 +111,22 @@ impl OutQueue {
         }
     }
 
-    /// Queues a DATA frame if the DATA queued stays within the limit; else hands it back,
-    /// and the sender waits for [`OutQueue::room_changed`] (backpressure instead of memory).
+    /// Queues a DATA frame if the heads and DATA queued stay within the limit; else hands
+    /// it back, and the sender waits for [`OutQueue::room_changed`] (backpressure instead of
+    /// memory).
     pub fn try_push_data(&self, frame: Bytes) -> Result<(), Bytes> {
+        self.try_push_bounded(frame)
+    }
+
+    /// Queues a REQUEST frame under the same bound as [`OutQueue::try_push_data`]: a peer
+    /// that stops reading holds the requests for it back, heads included (PROTOCOL.md §5).
+    pub fn try_push_request(&self, frame: Bytes) -> Result<(), Bytes> {
+        self.try_push_bounded(frame)
+    }
+
+    fn try_push_bounded(&self, frame: Bytes) -> Result<(), Bytes> {
         let st = self.state.lock().unwrap();
-        let queued = st.fair.data_bytes;
+        let queued = st.fair.data_bytes + st.fair.request_bytes;
         let limit = self.data_limit();
         if queued > 0 && queued + frame.len() > limit && !st.sealed && !st.ended {
             return Err(frame);
@@ -122,7 +136,7 @@ impl OutQueue {
         Ok(())
     }
 
-    /// Completes when DATA left the queue (or a stream's sender was told to look again, see
+    /// Completes when a REQUEST or DATA left the queue (or a stream's sender was told to look again, see
     /// [`OutQueue::wake_senders`]). Create it before the check it follows, as with
     /// [`Notify::notified`].
     pub fn room_changed(&self) -> tokio::sync::futures::Notified<'_> {
@@ -140,7 +154,8 @@ impl OutQueue {
         st.fair.data_bytes + st.fair.other_bytes
     }
 
-    /// The most DATA bytes [`OutQueue::try_push_data`] lets in.
+    /// The most REQUEST and DATA bytes [`OutQueue::try_push_request`] and
+    /// [`OutQueue::try_push_data`] let in.
     pub fn data_limit(&self) -> usize {
         self.data_limit.load(Ordering::Relaxed)
     }
@@ -160,9 +175,9 @@ impl OutQueue {
 
     fn next(&self) -> Next {
         let mut st = self.state.lock().unwrap();
-        if let Some((m, was_data)) = st.fair.pop() {
+        if let Some((m, bounded)) = st.fair.pop() {
             drop(st);
-            if was_data {
+            if bounded {
                 self.room.notify_waiters();
             }
             return Next::Message(m);
@@ -300,6 +315,8 @@ struct FairQueue {
     requests: HashSet<u32>,
     ping_queued: bool,
     data_bytes: usize,
+    /// Of `other_bytes`, the REQUEST frames: they count in the bound with the DATA.
+    request_bytes: usize,
     other_bytes: usize,
 }
 
@@ -332,6 +349,7 @@ impl FairQueue {
                             });
                             if let Some(m) = at.and_then(|i| self.urgent.remove(i)) {
                                 self.other_bytes -= message_len(&m);
+                                self.request_bytes -= message_len(&m);
                             }
                             return true;
                         }
@@ -342,6 +360,7 @@ impl FairQueue {
                 },
                 Some((frame::kind::REQUEST, id)) => {
                     self.requests.insert(id);
+                    self.request_bytes += b.len();
                     self.other_bytes += b.len();
                     self.urgent.push_back(Message::Binary(b));
                 }
@@ -373,21 +392,24 @@ impl FairQueue {
         true
     }
 
-    /// The next message to write, and whether it came from the DATA queues: a non-DATA
-    /// frame, else the next stream's next DATA.
+    /// The next message to write, and whether it counted in the bound (a REQUEST or DATA):
+    /// a non-DATA frame, else the next stream's next DATA.
     fn pop(&mut self) -> Option<(Message, bool)> {
         if let Some(m) = self.urgent.pop_front() {
+            let mut request = false;
             match &m {
                 Message::Ping(_) => self.ping_queued = false,
                 Message::Binary(b) => {
                     if let Some((frame::kind::REQUEST, id)) = frame_kind(b) {
                         self.requests.remove(&id);
+                        self.request_bytes -= b.len();
+                        request = true;
                     }
                 }
                 _ => {}
             }
             self.other_bytes -= message_len(&m);
-            return Some((m, false));
+            return Some((m, request));
         }
         let id = self.turns.pop_front()?;
         let q = self
@@ -777,6 +799,38 @@ mod tests {
             0,
             "nothing is kept once the writer is gone"
         );
+    }
+
+    #[tokio::test]
+    async fn request_heads_count_in_the_bound_with_the_data() {
+        let (sink, _stream) = Blocked.split();
+        let limit = 3 * request_len();
+        let tx = OutQueue::new(limit);
+        let writer = tokio::spawn(write_loop(sink, tx.clone()));
+        let head = |id| match request(id) {
+            Outgoing::Frame(b) => b,
+            _ => unreachable!(),
+        };
+        for id in 1..=3 {
+            assert!(tx.try_push_request(head(id)).is_ok(), "head {id} fits");
+        }
+        // The socket is blocked: the next head, and DATA, wait for room.
+        assert!(tx.try_push_request(head(4)).is_err());
+        assert!(tx
+            .try_push_data(Data::encode_parts(1, false, &[0; 16]))
+            .is_err());
+        assert_eq!(tx.queued_bytes(), limit);
+        // A stream reset before its head was written frees the head's room.
+        let room = tx.room_changed();
+        tokio::pin!(room);
+        room.as_mut().enable();
+        tx.push(reset(2));
+        tokio::time::timeout(Duration::from_secs(5), room)
+            .await
+            .expect("a waiting sender is woken");
+        assert!(tx.try_push_request(head(4)).is_ok());
+        writer.abort();
+        let _ = writer.await;
     }
 
     const INTERVAL: Duration = Duration::from_millis(100);

@@ -169,13 +169,14 @@ pub fn admin_refusal<B>(req: &Request<B>, shared: &Shared) -> Option<Response<Ga
 
 pub fn metrics(shared: &Shared) -> Response<GatewayBody> {
     let conns = shared.registry.connections();
-    let body = shared
-        .metrics
-        .encode(conns.iter().map(|c| ConnectionGauges {
+    let body = shared.metrics.encode(
+        conns.iter().map(|c| ConnectionGauges {
             worker_id: c.worker_id.clone(),
             in_flight: c.in_flight.load(Ordering::Acquire),
             queued_bytes: c.queued_bytes(),
-        }));
+        }),
+        shared.registry.worker_id_count(),
+    );
     text(
         StatusCode::OK,
         "application/openmetrics-text; version=1.0.0; charset=utf-8",

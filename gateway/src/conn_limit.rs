@@ -25,6 +25,9 @@ use tracing::{info, warn};
 pub const RESERVE: usize = 32;
 /// How long a reserve connection lives unless it becomes a worker connection.
 pub const RESERVE_DEADLINE: Duration = Duration::from_secs(5);
+/// Reserve connections that may become worker connections (which stay): the rest of the
+/// reserve is kept for `/_vyx/health` and the like, however many workers register.
+pub const RESERVE_WORKERS: usize = RESERVE / 2;
 /// The default cap is never above this (each connection costs buffers, not only a descriptor).
 const DEFAULT_CAP_CEILING: usize = 16_384;
 
@@ -84,6 +87,8 @@ pub fn default_max_connections(nofile: u64) -> usize {
 /// Counts open connections against the cap.
 pub struct ConnLimiter {
     open: AtomicUsize,
+    /// Worker connections that were admitted on a reserve connection, still open.
+    reserve_workers: AtomicUsize,
     cap: usize,
     gauge: Gauge,
     refused: Episode,
@@ -101,6 +106,7 @@ impl ConnLimiter {
     pub fn new(cap: usize, gauge: Gauge) -> ConnLimiter {
         ConnLimiter {
             open: AtomicUsize::new(0),
+            reserve_workers: AtomicUsize::new(0),
             cap,
             gauge,
             refused: Episode::new(),
@@ -137,6 +143,28 @@ impl ConnLimiter {
     }
 }
 
+impl ConnLimiter {
+    /// A reserve connection becomes a worker connection, if fewer than [`RESERVE_WORKERS`]
+    /// have: the returned guard is held as long as the worker's connection.
+    pub fn take_reserve_worker(self: &Arc<Self>) -> Option<ReserveWorker> {
+        let n = self.reserve_workers.fetch_add(1, Ordering::AcqRel);
+        if n >= RESERVE_WORKERS {
+            self.reserve_workers.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(ReserveWorker(self.clone()))
+    }
+}
+
+/// A worker connection in the reserve (see [`ConnLimiter::take_reserve_worker`]).
+pub struct ReserveWorker(Arc<ConnLimiter>);
+
+impl Drop for ReserveWorker {
+    fn drop(&mut self) {
+        self.0.reserve_workers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// One open connection; freed when dropped (with the socket it travels with).
 pub struct ConnSlot(Arc<ConnLimiter>);
 
@@ -157,6 +185,11 @@ pub struct Counted<S> {
 impl<S> Counted<S> {
     pub fn new(io: S, slot: ConnSlot) -> Counted<S> {
         Counted { io, _slot: slot }
+    }
+
+    /// The socket and its slot, apart (a worker connection keeps both, see `conn::socket`).
+    pub fn into_parts(self) -> (S, ConnSlot) {
+        (self.io, self._slot)
     }
 }
 
@@ -382,6 +415,13 @@ mod tests {
         }
         assert!(matches!(l.admit(), Admission::Refused));
         assert!(l.refused.active());
+        // Half the reserve may become workers, no more; a worker leaving frees its place.
+        let mut workers: Vec<_> = (0..RESERVE_WORKERS)
+            .map(|_| l.take_reserve_worker().expect("room for a reserve worker"))
+            .collect();
+        assert!(l.take_reserve_worker().is_none());
+        workers.pop();
+        assert!(l.take_reserve_worker().is_some());
         held.truncate(1);
         assert!(matches!(l.admit(), Admission::Normal(_)));
         assert!(!l.refused.active());

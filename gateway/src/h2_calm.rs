@@ -116,6 +116,12 @@ pub struct H2Calm<T> {
 }
 
 impl<T> H2Calm<T> {
+    /// The socket, for a connection upgraded to a worker WebSocket (HTTP/1 only: nothing
+    /// of it is held here).
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
+
     pub fn new(inner: T, shared: Arc<Shared>) -> H2Calm<T> {
         let cap = f64::from(shared.config.h2_control_frames);
         H2Calm {

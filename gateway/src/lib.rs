@@ -49,7 +49,7 @@ pub(crate) struct Shared {
     pub request_seq: AtomicU64,
     pub id_seed: u64,
     pub shutting_down: AtomicBool,
-    pub metrics: metrics::Metrics,
+    pub metrics: Arc<metrics::Metrics>,
     pub limiter: Arc<conn_limit::ConnLimiter>,
     /// `limits.body_buffer_total`, in bytes.
     pub body_budget: Arc<tokio::sync::Semaphore>,

@@ -6,7 +6,8 @@
 //! workers, queued bytes) are read from the registry when scraped, so they cost nothing per
 //! request.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -50,6 +51,7 @@ pub struct Metrics {
     requests: Family<RouteStatus, Counter>,
     latency: Family<RouteLabel, Histogram>,
     in_flight: Gauge,
+    worker_ids: Gauge,
     connected: Family<WorkerLabel, Gauge>,
     queued: Family<WorkerLabel, Gauge>,
     registrations: Family<WorkerLabel, Counter>,
@@ -63,11 +65,20 @@ pub struct Metrics {
     /// Response body bytes received from workers.
     pub bytes_from_workers: Counter,
     unmatched: RouteMetrics,
-    /// `(worker id, instance)` pairs that have registered before, to tell a reconnect from a
-    /// first connection. Keyed by instance: replicas of one id are not reconnects.
-    seen: Mutex<HashSet<(String, String)>>,
+    /// Per worker id, hashes of the instances that registered under it (the latest
+    /// [`SEEN_PER_ID`]), to tell a reconnect from a first connection. Keyed by instance:
+    /// replicas of one id are not reconnects. An id's entry, like its other series, goes
+    /// when the registry forgets the id ([`Metrics::forget_worker`]).
+    seen: Mutex<HashMap<String, VecDeque<u64>>>,
+    seen_hasher: std::hash::RandomState,
+    /// The statuses counted per route, to drop its series when it leaves the table.
+    route_statuses: Mutex<HashMap<String, Vec<u16>>>,
     scrape: Mutex<()>,
 }
+
+/// Instances remembered per worker id for `reconnects`: more than an id has replicas in
+/// practice, and a bound whatever a worker sends (only hashes are kept).
+pub const SEEN_PER_ID: usize = 64;
 
 /// One route's handles, resolved once.
 pub struct RouteMetrics {
@@ -100,6 +111,12 @@ impl Metrics {
             "in_flight_streams",
             "Requests open on worker connections",
             in_flight.clone(),
+        );
+        let worker_ids = Gauge::default();
+        registry.register(
+            "worker_ids",
+            "Worker ids the gateway holds state for: connected, registering, or with routes still claimed in their claim grace (an id's per-worker series go with it)",
+            worker_ids.clone(),
         );
         let connected = Family::<WorkerLabel, Gauge>::default();
         registry.register(
@@ -161,6 +178,7 @@ impl Metrics {
             requests,
             latency,
             in_flight,
+            worker_ids,
             connected,
             queued,
             registrations,
@@ -171,7 +189,9 @@ impl Metrics {
             bytes_to_workers,
             bytes_from_workers,
             unmatched,
-            seen: Mutex::new(HashSet::new()),
+            seen: Mutex::new(HashMap::new()),
+            seen_hasher: std::hash::RandomState::new(),
+            route_statuses: Mutex::new(HashMap::new()),
             scrape: Mutex::new(()),
         }
     }
@@ -200,6 +220,12 @@ impl Metrics {
             status: status.to_string(),
         });
         counter.inc();
+        let mut index = self.route_statuses.lock().unwrap();
+        let known = index.entry(route.route.clone()).or_default();
+        if !known.contains(&status) {
+            known.push(status);
+        }
+        drop(index);
         route.statuses.rcu(|list| {
             let mut list = Vec::clone(list);
             if !list.iter().any(|(s, _)| *s == status) {
@@ -215,14 +241,54 @@ impl Metrics {
             worker_id: worker_id.to_string(),
         };
         self.registrations.get_or_create(&label).inc();
-        let first = self
-            .seen
-            .lock()
-            .unwrap()
-            .insert((worker_id.to_string(), instance.to_string()));
-        if !first {
+        let hash = self.seen_hasher.hash_one(instance);
+        let mut seen = self.seen.lock().unwrap();
+        let instances = seen.entry(worker_id.to_string()).or_default();
+        let again = instances.contains(&hash);
+        if !again {
+            if instances.len() == SEEN_PER_ID {
+                instances.pop_front();
+            }
+            instances.push_back(hash);
+        }
+        drop(seen);
+        if again {
             self.reconnects.get_or_create(&label).inc();
         }
+    }
+
+    /// Drops the series and state of a worker id the registry has forgotten.
+    pub fn forget_worker(&self, worker_id: &str) {
+        let label = WorkerLabel {
+            worker_id: worker_id.to_string(),
+        };
+        self.registrations.remove(&label);
+        self.reconnects.remove(&label);
+        self.seen.lock().unwrap().remove(worker_id);
+    }
+
+    /// Drops the series of a route that left the table (its worker dropped it, its claims
+    /// lapsed, or another worker took it over): routes are the workers' to name, so their
+    /// series must not outlive them. A request still in flight on it counts on handles no
+    /// longer exported; one that brings a new status puts that series back, until the route
+    /// leaves again.
+    pub fn forget_route(&self, route: &str) {
+        self.latency.remove(&RouteLabel {
+            route: route.to_string(),
+        });
+        let statuses = self.route_statuses.lock().unwrap().remove(route);
+        for status in statuses.into_iter().flatten() {
+            self.requests.remove(&RouteStatus {
+                route: route.to_string(),
+                status: status.to_string(),
+            });
+        }
+    }
+
+    /// Worker ids remembered for `reconnects` (for tests).
+    #[cfg(test)]
+    fn seen_ids(&self) -> usize {
+        self.seen.lock().unwrap().len()
     }
 
     /// A registration was refused (`reason` is a rejection's or close code's name).
@@ -243,8 +309,13 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition, with the gauges read from the live worker connections.
-    pub fn encode(&self, workers: impl IntoIterator<Item = ConnectionGauges>) -> String {
+    /// The text exposition, with the gauges read from the live worker connections and the
+    /// registry's count of worker ids.
+    pub fn encode(
+        &self,
+        workers: impl IntoIterator<Item = ConnectionGauges>,
+        worker_ids: usize,
+    ) -> String {
         // Per worker id: connections, queued bytes.
         let mut per_id: std::collections::HashMap<String, (i64, i64)> = Default::default();
         let mut in_flight = 0;
@@ -264,6 +335,7 @@ impl Metrics {
             self.queued.get_or_create(&label).set(queued);
         }
         self.in_flight.set(in_flight);
+        self.worker_ids.set(worker_ids as i64);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
@@ -294,5 +366,71 @@ impl RouteMetrics {
             latency,
             statuses: ArcSwap::from_pointee(Vec::new()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(text: &str, metric: &str, worker_id: &str) -> Option<u64> {
+        let prefix = format!("{metric}{{worker_id=\"{worker_id}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .map(|v| v.parse().unwrap())
+    }
+
+    #[test]
+    fn a_reconnect_counts_as_one_and_a_forgotten_id_leaves_every_series() {
+        let m = Metrics::new();
+        m.registered("a", "i1");
+        m.registered("a", "i2"); // a replica
+        m.registered("a", "i1"); // a reconnect
+        m.registered("b", "i1");
+        let text = m.encode(Vec::new(), 2);
+        assert_eq!(count(&text, "vyx_registrations_total", "a"), Some(3));
+        assert_eq!(count(&text, "vyx_reconnects_total", "a"), Some(1));
+        assert!(text.contains("vyx_worker_ids 2"), "{text}");
+        m.forget_worker("a");
+        let text = m.encode(Vec::new(), 1);
+        assert_eq!(count(&text, "vyx_registrations_total", "a"), None, "{text}");
+        assert_eq!(count(&text, "vyx_reconnects_total", "a"), None, "{text}");
+        assert_eq!(count(&text, "vyx_registrations_total", "b"), Some(1));
+        assert_eq!(m.seen_ids(), 1);
+        // Back after being forgotten: a first registration again.
+        m.registered("a", "i1");
+        let text = m.encode(Vec::new(), 2);
+        assert_eq!(count(&text, "vyx_reconnects_total", "a"), None, "{text}");
+    }
+
+    #[test]
+    fn a_forgotten_route_leaves_the_request_series() {
+        let m = Metrics::new();
+        let key = RouteKey {
+            method: "GET".into(),
+            path: "/gone/{id}".into(),
+        };
+        let route = m.route(&key);
+        m.observe(&route, 200, Duration::from_millis(1));
+        m.observe(&route, 504, Duration::from_millis(1));
+        let text = m.encode(Vec::new(), 0);
+        assert!(text.contains("route=\"GET /gone/{id}\""), "{text}");
+        m.forget_route(&key.to_string());
+        let text = m.encode(Vec::new(), 0);
+        assert!(!text.contains("/gone/"), "{text}");
+        assert!(m.route_statuses.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_instances_remembered_per_id_are_bounded() {
+        let m = Metrics::new();
+        for i in 0..10 * SEEN_PER_ID {
+            m.registered("a", &format!("instance-{i}"));
+        }
+        assert_eq!(m.seen.lock().unwrap()["a"].len(), SEEN_PER_ID);
+        // The latest are still known: registering one again is a reconnect.
+        m.registered("a", &format!("instance-{}", 10 * SEEN_PER_ID - 1));
+        let text = m.encode(Vec::new(), 1);
+        assert_eq!(count(&text, "vyx_reconnects_total", "a"), Some(1), "{text}");
     }
 }

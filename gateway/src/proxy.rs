@@ -188,8 +188,14 @@ async fn dispatch(
         match reserve_replica(&target.group, &target.key, streamed) {
             Ok((conn, route_id)) => {
                 set_route_id(&mut frame, route_id);
-                match conn.open_stream(&mut frame, end_stream) {
+                let opened = conn.open_stream(&mut frame, end_stream, deadline).await;
+                match opened {
                     Ok(open) => break (conn, open),
+                    // Its queue stayed full (a worker not reading) until the deadline.
+                    Err(f @ Failure::NoRoom) => {
+                        conn.release_slot();
+                        return failure_response(&conn, f, &request_id);
+                    }
                     // Started draining since the choice: pick again.
                     Err(_) => {
                         if streamed.is_some() {
@@ -427,6 +433,15 @@ fn failure_response(
             "worker is draining",
             request_id,
         ),
+        Failure::NoRoom => {
+            // Per request, so not a warning: vyx_worker_queued_bytes at its bound shows it.
+            debug!(worker_id = %conn.worker_id, connection = %conn.connection_id, "worker connection's queue full until the queue timeout (is it reading?)");
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "worker is not taking requests",
+                request_id,
+            )
+        }
         Failure::ConnectionLost(why) => {
             warn!(worker_id = %conn.worker_id, connection = %conn.connection_id, reason = %why, "worker lost mid-request");
             error_response(

@@ -2,7 +2,6 @@
 //! id, credentials) before any socket is held, then hands the upgraded socket to `conn`.
 
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use http::header::{
@@ -11,7 +10,7 @@ use http::header::{
 };
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::server::conn::auto::upgrade::downcast;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
@@ -21,6 +20,7 @@ use vyx_core::transport::gateway_websocket_config;
 
 use crate::body::GatewayBody;
 use crate::conn::SocketHandle;
+use crate::server::ClientIo;
 use crate::Shared;
 
 fn refuse(status: StatusCode, message: String) -> Response<GatewayBody> {
@@ -41,11 +41,13 @@ fn header_has_token(req: &Request<Incoming>, name: http::header::HeaderName, tok
     })
 }
 
+/// The registration request; `reserve` when it came on a connection past
+/// `limits.max_connections` (see `conn_limit`).
 pub fn register(
     mut req: Request<Incoming>,
     shared: Arc<Shared>,
     peer: SocketAddr,
-    fd: RawFd,
+    reserve: bool,
 ) -> Response<GatewayBody> {
     let is_upgrade = req.method() == http::Method::GET
         && header_has_token(&req, UPGRADE, "websocket")
@@ -127,23 +129,49 @@ pub fn register(
         }
     };
 
-    // Taken now, while hyper holds the connection: a handle to drop it at once if the
-    // worker stops reading (§7).
-    let socket = SocketHandle::of(fd);
+    // Past the cap, a worker connection may take only part of the reserve: it stays, and
+    // the rest must keep answering /_vyx/health.
+    let reserve_worker = match reserve {
+        false => None,
+        true => match shared.limiter.take_reserve_worker() {
+            Some(w) => Some(w),
+            None => {
+                warn!(%worker_id, %peer, "registration refused: connection limit reached");
+                shared.metrics.rejected("connection_limit");
+                let mut resp = refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "connection limit reached (limits.max_connections): no room for another worker connection".into(),
+                );
+                resp.headers_mut()
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return resp;
+            }
+        },
+    };
+
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(gateway_websocket_config()),
-                )
-                .await;
-                crate::conn::serve(ws, shared, worker_id, admission, peer, socket).await;
-            }
-            Err(e) => debug!(error = %e, %peer, "upgrade failed"),
-        }
+        let _reserve_worker = reserve_worker;
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => return debug!(error = %e, %peer, "upgrade failed"),
+        };
+        // The TCP stream itself, shared with the connection's task rather than duplicated: a
+        // handle to drop it at once if the worker stops reading (§7), at one descriptor.
+        let parts = match downcast::<ClientIo>(upgraded) {
+            Ok(parts) => parts,
+            Err(_) => return warn!(%peer, "upgraded connection of an unexpected type; dropped"),
+        };
+        let (tcp, slot) = parts.io.into_inner().into_inner().into_parts();
+        let socket = SocketHandle::new(tcp, slot);
+        let ws = WebSocketStream::from_partially_read(
+            socket.io(),
+            parts.read_buf.to_vec(),
+            Role::Server,
+            Some(gateway_websocket_config()),
+        )
+        .await;
+        crate::conn::serve(ws, shared, worker_id, admission, peer, socket).await;
     });
 
     let mut resp = Response::new(GatewayBody::empty());

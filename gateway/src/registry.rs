@@ -51,6 +51,9 @@ struct GroupState {
     /// Set while the group has no replica and still claims routes: when the claims lapse,
     /// and which departure that was (a stale timer finds another number, or none).
     lapse: Option<(Instant, u64)>,
+    /// Connections of the id between [`Registry::group`] and [`Registry::register`]: the
+    /// group is not forgotten under them.
+    pending: usize,
 }
 
 impl GroupState {
@@ -105,12 +108,23 @@ pub struct LapsingClaims {
     pub left: std::time::Duration,
 }
 
+/// What the registry no longer holds (see [`Registry::on_forget`]).
+pub enum Forgotten<'a> {
+    /// A worker id: no connection, none on its way, no claims.
+    Worker(&'a str),
+    /// A route that left the table (dropped by its worker, lapsed, or taken over).
+    Route(&'a RouteKey),
+}
+
+type ForgetHook = Box<dyn Fn(Forgotten<'_>) + Send + Sync>;
+
 #[derive(Default)]
 pub struct Registry {
     table: LiveTable,
     inner: Mutex<Inner>,
     /// Notified whenever a connection leaves (shutdown waits for none to remain).
     pub left: Notify,
+    forget_hook: OnceLock<ForgetHook>,
 }
 
 impl Registry {
@@ -120,15 +134,29 @@ impl Registry {
         self.table.load_full()
     }
 
-    /// The group of a worker id, created on first use.
+    /// Runs `hook` with each worker id the registry forgets (one with no connection, none
+    /// on its way ([`Registry::group`]) and no claims left: none, lapsed, or taken over) and
+    /// each route that leaves the table, so that state kept for them elsewhere (metrics)
+    /// goes with them. Called under the registry's lock: the hook must not call back.
+    pub fn on_forget(&self, hook: impl Fn(Forgotten<'_>) + Send + Sync + 'static) {
+        let _ = self.forget_hook.set(Box::new(hook));
+    }
+
+    /// The group of a worker id, created on first use. Every call must be followed by one
+    /// [`Registry::register`] of a connection of that group (it holds the group until then).
     pub fn group(&self, worker_id: &str) -> Arc<WorkerGroup> {
         let mut inner = self.inner.lock().unwrap();
-        inner
+        let (group, state) = inner
             .groups
             .entry(worker_id.to_string())
-            .or_insert_with(|| (Arc::new(WorkerGroup::new(worker_id)), GroupState::default()))
-            .0
-            .clone()
+            .or_insert_with(|| (Arc::new(WorkerGroup::new(worker_id)), GroupState::default()));
+        state.pending += 1;
+        group.clone()
+    }
+
+    /// Worker ids the registry holds state for: connected, on their way, or with claims.
+    pub fn worker_id_count(&self) -> usize {
+        self.inner.lock().unwrap().groups.len()
     }
 
     /// Adds a connection whose HELLO was valid to its group; refuses it on a route conflict.
@@ -138,11 +166,13 @@ impl Registry {
         group: &Arc<WorkerGroup>,
     ) -> Result<(), HandshakeError> {
         let mut inner = self.inner.lock().unwrap();
+        let state = inner.state(group);
+        state.pending = state.pending.saturating_sub(1);
         let routes = conn.routes.load();
-        let mut wanted = inner.state(group).wanted();
+        let mut wanted = state.wanted();
         wanted.extend(routes.keys().cloned());
         if let Err(e) = self.claim(&mut inner, group, wanted) {
-            inner.forget_if_unused(group);
+            self.forget_if_unused(&mut inner, group);
             return Err(e);
         }
         let state = inner.state(group);
@@ -217,6 +247,8 @@ impl Registry {
                         deadline,
                         departure,
                     });
+                } else {
+                    self.forget_if_unused(&mut inner, &group);
                 }
             }
             group.slot_freed.notify_waiters();
@@ -242,8 +274,10 @@ impl Registry {
             warn!(error = %e, "route table update failed when claims lapsed");
             return;
         }
-        // The group itself stays: a replica of the id may be between HELLO and registration.
         inner.state(&group).lapse = None;
+        // Forgotten unless a connection of the id is on its way (between HELLO and
+        // registration): the id leaves the metrics too.
+        self.forget_if_unused(&mut inner, &group);
         info!(worker_id = %due.worker_id, routes, "claims of a departed worker lapsed");
     }
 
@@ -371,6 +405,7 @@ impl Registry {
 
         for key in dropped.iter().chain(taken_from.iter().map(|(k, _)| k)) {
             inner.claims.remove(key);
+            self.forgotten(Forgotten::Route(key));
             let shape = shape_of(key);
             if let Some(keys) = inner.shapes.get_mut(&shape) {
                 keys.retain(|k| k != key);
@@ -393,9 +428,29 @@ impl Registry {
         }
         inner.state(group).claimed = wanted;
         for (_, other) in &taken_from {
-            inner.forget_if_unused(other);
+            self.forget_if_unused(inner, other);
         }
         Ok(())
+    }
+
+    fn forgotten(&self, what: Forgotten<'_>) {
+        if let Some(hook) = self.forget_hook.get() {
+            hook(what);
+        }
+    }
+
+    /// Forgets a group with neither replicas, nor connections on their way, nor claims.
+    fn forget_if_unused(&self, inner: &mut Inner, group: &Arc<WorkerGroup>) {
+        let unused = inner.groups.get(&group.worker_id).is_some_and(|(g, s)| {
+            Arc::ptr_eq(g, group)
+                && g.replicas.load().is_empty()
+                && s.claimed.is_empty()
+                && s.pending == 0
+        });
+        if unused {
+            inner.groups.remove(&group.worker_id);
+            self.forgotten(Forgotten::Worker(&group.worker_id));
+        }
     }
 }
 
@@ -411,16 +466,6 @@ impl Inner {
             .entry(group.worker_id.clone())
             .or_insert_with(|| (group.clone(), GroupState::default()))
             .1
-    }
-
-    /// Forgets a group with neither replicas nor claims.
-    fn forget_if_unused(&mut self, group: &Arc<WorkerGroup>) {
-        let unused = self.groups.get(&group.worker_id).is_some_and(|(g, s)| {
-            Arc::ptr_eq(g, group) && g.replicas.load().is_empty() && s.claimed.is_empty()
-        });
-        if unused {
-            self.groups.remove(&group.worker_id);
-        }
     }
 }
 

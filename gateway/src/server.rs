@@ -25,6 +25,7 @@ use crate::body::{GatewayBody, Tracked};
 use crate::client_eof::ClientEof;
 use crate::conn_limit::{self, Activity, Admission, ConnSlot, Counted, RESERVE_DEADLINE};
 use crate::h2_calm::H2Calm;
+use crate::registry::Forgotten;
 use crate::supervisor::Supervisor;
 use crate::{
     admin, log_limit, metrics, proxy, register, request_rules, target, GatewayConfig, Shared,
@@ -55,7 +56,7 @@ impl Gateway {
         if let Some(addr) = config.register_listen {
             listeners.push((bind(addr).await?, Role::Register));
         }
-        let metrics = metrics::Metrics::new();
+        let metrics = Arc::new(metrics::Metrics::new());
         let nofile = conn_limit::nofile_limit();
         let cap = config
             .max_connections
@@ -89,6 +90,12 @@ impl Gateway {
                     .min(tokio::sync::Semaphore::MAX_PERMITS),
             )),
             config,
+        });
+        // A worker id or route the registry forgets leaves the metrics too.
+        let gone = shared.metrics.clone();
+        shared.registry.on_forget(move |what| match what {
+            Forgotten::Worker(id) => gone.forget_worker(id),
+            Forgotten::Route(key) => gone.forget_route(&key.to_string()),
         });
         Ok(Gateway { listeners, shared })
     }
@@ -240,6 +247,10 @@ async fn accept_loop(
     }
 }
 
+/// A client connection's socket as hyper gets it; a worker registration takes it back from
+/// hyper as this type (`register`), so the two must not differ.
+pub(crate) type ClientIo = TokioIo<H2Calm<Counted<TcpStream>>>;
+
 /// Serves one client connection. The header timeout runs from here, before hyper has even
 /// seen whether it is HTTP/1 or HTTP/2: a connection that has not completed a request head
 /// in time is closed, whatever it sent. A reserve connection lives [`RESERVE_DEADLINE`] at
@@ -255,8 +266,7 @@ fn serve(
     builder: &auto::Builder<TokioExecutor>,
     graceful: &GracefulShutdown,
 ) {
-    // Taken before the stream is wrapped: item 12's reset after a close that cannot be
-    // written needs the worker socket's descriptor.
+    // Taken before the stream is wrapped: a stalled response looks at its client's socket.
     let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let first_head = Arc::new(AtomicBool::new(false));
     let is_h2 = Arc::new(AtomicBool::new(false));
@@ -276,7 +286,7 @@ fn serve(
         }
         let request = active.start();
         let h1 = req.version() <= http::Version::HTTP_11;
-        let handled = handle(req, svc_shared.clone(), peer, role, reserve, fd);
+        let handled = handle(req, svc_shared.clone(), peer, role, reserve);
         let abort_h1 = abort_h1.clone();
         async move {
             let resp = handled.await?;
@@ -298,7 +308,7 @@ fn serve(
             }))
         }
     });
-    let io = TokioIo::new(H2Calm::new(Counted::new(stream, slot), shared.clone()));
+    let io: ClientIo = TokioIo::new(H2Calm::new(Counted::new(stream, slot), shared.clone()));
     let conn = graceful.watch(builder.serve_connection_with_upgrades(io, svc).into_owned());
     let conn = async move {
         // Pinned here, so that `select!` only borrows it: the socket stays open until the
@@ -418,10 +428,9 @@ async fn handle(
     peer: SocketAddr,
     role: Role,
     reserve: bool,
-    fd: std::os::fd::RawFd,
 ) -> Result<Response<GatewayBody>, Infallible> {
     let h1 = req.version() <= http::Version::HTTP_11;
-    let mut resp = route(req, &shared, peer, role, reserve, fd).await;
+    let mut resp = route(req, &shared, peer, role, reserve).await;
     if reserve && h1 && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         // A reserve slot serves one request.
         resp.headers_mut().insert(
@@ -438,7 +447,6 @@ async fn route(
     peer: SocketAddr,
     role: Role,
     reserve: bool,
-    fd: std::os::fd::RawFd,
 ) -> Response<GatewayBody> {
     let (mut parts, body) = req.into_parts();
     if let Err(refused) = request_rules::check(&parts) {
@@ -484,7 +492,7 @@ async fn route(
     let path = req.uri().path();
     let registrations_here = role == Role::Register || shared.config.register_listen.is_none();
     if path == shared.config.register_path && registrations_here {
-        return register::register(req, shared, peer, fd);
+        return register::register(req, shared, peer, reserve);
     }
     let no_such = |what| {
         proxy::error_response(

@@ -365,6 +365,266 @@ async fn a_worker_still_writing_an_oversized_message_reads_4006_then_a_clean_end
     assert!(end.is_ok(), "the connection was reset, not closed: {end:?}");
 }
 
+/// Issue 17 item 5: a worker that declares a new route in each ROUTES frame, one route live
+/// at a time, must not grow the gateway: it keeps the current route set only. Before, every
+/// id ever declared kept its route for the connection's life (2,048 frames of a 4 KiB route
+/// here held 8 MiB; 1,000 of ~1 MiB, before patterns were bounded, held a GiB).
+#[tokio::test]
+async fn routes_churn_keeps_only_the_live_route_set() {
+    use vyx_core::handshake::Routes;
+    // Patterns of up to 4,096 bytes (§2.5); ids up to 65,535.
+    const FRAMES: u32 = 2048;
+    const PATTERN: usize = 4096 - 16;
+    let gw = GatewayProcess::start("listen: 127.0.0.1:0\naccept_unknown_workers: true\n");
+    let mut w = RawWorker::connect(gw.addr, "raw:churn", vec![route(0, "GET", "/live")]).await;
+    let fine =
+        serve_ok(RawWorker::connect(gw.addr, "raw:fine", vec![route(0, "GET", "/fine")]).await);
+    let c = client();
+    wait_until("the worker registered", || async {
+        connections(&c, gw.addr, "raw:churn").await.len() == 1
+    })
+    .await;
+    let baseline = gw.rss_bytes();
+    let long = "a".repeat(PATTERN);
+    for i in 1..=FRAMES {
+        let routes = Frame::Routes(Routes {
+            routes: vec![
+                route(0, "GET", "/live"),
+                route(i, "GET", &format!("/r{i}/{long}")),
+            ],
+        });
+        // Fed, not sent one by one: a flush per frame waits on delayed ACKs.
+        w.ws.feed(Message::Binary(routes.encode())).await.unwrap();
+    }
+    w.ws.flush().await.unwrap();
+    // Every frame applied: the last route is the connection's.
+    let last = format!("GET /r{FRAMES}/");
+    wait_until("the last ROUTES was applied", || async {
+        let conns = connections(&c, gw.addr, "raw:churn").await;
+        conns.len() == 1
+            && conns[0]["routes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r.as_str().unwrap().starts_with(&last))
+    })
+    .await;
+    let grown = gw.rss_bytes().saturating_sub(baseline);
+    let declared = u64::from(FRAMES) * PATTERN as u64;
+    println!(
+        "{FRAMES} ROUTES of a {PATTERN}-byte route ({} MiB declared in all): RSS +{} KiB",
+        declared >> 20,
+        grown >> 10
+    );
+    assert!(
+        grown < declared / 2,
+        "gateway RSS grew by {grown} bytes for {declared} bytes of routes no longer live"
+    );
+    // The connection and other workers go on.
+    assert_eq!(
+        get(&c, &format!("http://{}/fine", gw.addr)).await,
+        (200, Bytes::from("ok"))
+    );
+    fine.abort();
+}
+
+/// `/_vyx/metrics` as text.
+async fn metrics_text(c: &HttpClient, gw: SocketAddr) -> String {
+    let (status, body) = get(c, &format!("http://{gw}/_vyx/metrics")).await;
+    assert_eq!(status, 200);
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+/// Issue 17 item 5: worker ids that come and go (each with an instance of its own) leave no
+/// state behind once their last connection is gone and their claim grace has lapsed: their
+/// per-worker series and their routes' series leave `/_vyx/metrics`, and `vyx_worker_ids`
+/// (the registry's count) comes back down. Before, every id stayed in
+/// `vyx_registrations_total`, every route in `vyx_requests_total`, and every (id, instance)
+/// pair in a set, for ever.
+#[tokio::test]
+async fn departed_worker_ids_leave_the_metrics_and_the_registry() {
+    const IDS: usize = 300;
+    let gw = TestGateway::start_with(|c| {
+        c.claim_grace = Duration::from_millis(300);
+        // The churning workers never answer: their requests end in 504 at once.
+        c.request_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let stay =
+        RawWorker::connect_instance(gw.addr, "stay", None, "s1", vec![route(0, "GET", "/stay")])
+            .await;
+    let stay = serve_ok(stay);
+    let mut churn = Vec::new();
+    for i in 0..IDS {
+        churn.push(
+            RawWorker::connect_instance(
+                gw.addr,
+                &format!("churn-{i}"),
+                None,
+                &format!("instance-{i}"),
+                vec![route(0, "GET", &format!("/churn/{i}"))],
+            )
+            .await,
+        );
+    }
+    let c = client();
+    // A request on each route gives it series of its own (route label = the worker's pattern).
+    let asked: Vec<_> = (0..IDS)
+        .map(|i| {
+            let (c, url) = (c.clone(), gw.url(&format!("/churn/{i}")));
+            tokio::spawn(async move { get(&c, &url).await.0 })
+        })
+        .collect();
+    for a in asked {
+        assert_eq!(a.await.unwrap(), 504);
+    }
+    let text = metrics_text(&c, gw.addr).await;
+    let last = format!(
+        "vyx_registrations_total{{worker_id=\"churn-{}\"}} 1",
+        IDS - 1
+    );
+    assert!(text.contains(&last), "{text}");
+    let last_route = format!("route=\"GET /churn/{}\"", IDS - 1);
+    assert!(text.contains(&last_route), "{text}");
+    // All of them leave; their routes answer 503 for the grace, then lapse.
+    drop(churn);
+    wait_until(
+        "the departed ids' series stayed in /_vyx/metrics",
+        || async {
+            !metrics_text(&c, gw.addr)
+                .await
+                .contains("worker_id=\"churn-")
+        },
+    )
+    .await;
+    // Their routes' series went with the routes.
+    let text = metrics_text(&c, gw.addr).await;
+    assert!(!text.contains("/churn/"), "{text}");
+    // The registry's count of ids is back to the one that stayed.
+    let text = metrics_text(&c, gw.addr).await;
+    assert!(text.contains("vyx_worker_ids 1"), "{text}");
+    assert!(
+        text.contains("vyx_registrations_total{worker_id=\"stay\"} 1"),
+        "{text}"
+    );
+    assert_eq!(get(&c, &gw.url("/churn/0")).await.0, 404, "claims lapsed");
+    // The worker that stayed is served as before.
+    assert_eq!(get(&c, &gw.url("/stay")).await, (200, Bytes::from("ok")));
+    // An id that comes back after being forgotten starts afresh.
+    let _back = RawWorker::connect_instance(
+        gw.addr,
+        "churn-0",
+        None,
+        "instance-0",
+        vec![route(0, "GET", "/churn/0")],
+    )
+    .await;
+    let text = metrics_text(&c, gw.addr).await;
+    assert!(
+        text.contains("vyx_registrations_total{worker_id=\"churn-0\"} 1")
+            && !text.contains("vyx_reconnects_total{worker_id=\"churn-0\"}"),
+        "{text}"
+    );
+    stay.abort();
+}
+
+/// Issue 17 item 5: REQUEST heads count in the per-connection queue bound (PROTOCOL.md §5).
+/// A worker with `max_concurrency: 32` stops reading but keeps pinging, and 32 clients send
+/// requests with ~900 KB heads in a loop: a head that finds no room waits (then 503 after
+/// the queue timeout, or 504 once written and unanswered), and the gateway's queue for that
+/// worker stays within `min(32 × 256 KiB, 64 MiB)`. Before, every open stream's head was
+/// queued whatever its size: 32 × 900 KB here, 611 MB with 2,048 streams of 300 KB.
+#[tokio::test]
+async fn a_worker_that_stops_reading_holds_big_request_heads_within_the_queue_bound() {
+    let gw = GatewayProcess::start(
+        "listen: 127.0.0.1:0\naccept_unknown_workers: true\ntimeouts: {request: 3s, queue: 1s}\nlimits: {max_header: 1MiB}\n",
+    );
+    let (ws, welcome) = raw_tcp_worker(gw.addr, "raw:heads", 32, "/heads").await;
+    let bound = 32 * welcome.initial_window as u64;
+    let (mut sink, unread) = ws.split();
+    let pinger = tokio::spawn(async move {
+        while sink.send(Message::Ping(Bytes::new())).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    let fine =
+        serve_ok(RawWorker::connect(gw.addr, "raw:fine", vec![route(0, "GET", "/fine")]).await);
+    let c = client();
+    let posting = client();
+    wait_until("the workers registered", || async {
+        connections(&c, gw.addr, "raw:heads").await.len() == 1
+            && connections(&c, gw.addr, "raw:fine").await.len() == 1
+    })
+    .await;
+    let baseline = gw.rss_bytes();
+
+    const REQUESTS: usize = 128;
+    // 15 fields of 60,000 bytes: a REQUEST field holds at most 65,535 (§3.4).
+    let big = "h".repeat(60_000);
+    let names: Vec<String> = (0..15).map(|i| format!("x-big-{i}")).collect();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let statuses = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..32)
+        .map(|_| {
+            let (c, url) = (posting.clone(), format!("http://{}/heads", gw.addr));
+            let (answered, statuses) = (answered.clone(), statuses.clone());
+            let (big, names) = (big.clone(), names.clone());
+            tokio::spawn(async move {
+                let headers: Vec<(&str, &str)> =
+                    names.iter().map(|n| (n.as_str(), big.as_str())).collect();
+                while answered.fetch_add(1, Ordering::Relaxed) < REQUESTS {
+                    let (status, _, _) = send(&c, "POST", &url, &headers, Bytes::new()).await;
+                    statuses.lock().unwrap().push(status);
+                }
+            })
+        })
+        .collect();
+    let (mut peak_rss, mut peak_queued) = (baseline, 0u64);
+    let mut fine_answers = 0;
+    while !clients.iter().all(|t| t.is_finished()) {
+        peak_rss = peak_rss.max(gw.rss_bytes());
+        let conns = connections(&c, gw.addr, "raw:heads").await;
+        assert_eq!(conns.len(), 1, "the pinging worker stays registered");
+        peak_queued = peak_queued.max(conns[0]["queued_bytes"].as_u64().unwrap());
+        // Another worker's clients are served all along.
+        assert_eq!(
+            get(&c, &format!("http://{}/fine", gw.addr)).await,
+            (200, Bytes::from("ok"))
+        );
+        fine_answers += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for t in clients {
+        t.await.unwrap();
+    }
+    let statuses = statuses.lock().unwrap();
+    println!(
+        "baseline RSS {} KiB, peak {} KiB; peak queued {} KiB, bound {} KiB; {} answers from the other worker",
+        baseline >> 10,
+        peak_rss >> 10,
+        peak_queued >> 10,
+        bound >> 10,
+        fine_answers
+    );
+    assert!(
+        peak_queued > bound / 2,
+        "the worker's queue never filled: the test did not bite"
+    );
+    // RESETs of streams already written may sit beside the bound, a few bytes each.
+    assert!(
+        peak_queued <= bound + (64 << 10),
+        "queued {peak_queued} bytes for the worker, over the bound of {bound}"
+    );
+    assert!(
+        statuses.iter().all(|s| matches!(s, 503 | 504)),
+        "only busy or timeouts from a worker that does not read: {statuses:?}"
+    );
+    assert!(statuses.contains(&503), "no head ever waited: {statuses:?}");
+    pinger.abort();
+    fine.abort();
+    drop(unread);
+}
+
 /// A response head with 30,000 fields (more than an `http::HeaderMap` holds) is a stream
 /// error: RESET `protocol_error` to the worker and 502 to the client, where it used to
 /// panic the request task (the client's connection closed with no answer). The worker's

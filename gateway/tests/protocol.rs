@@ -11,43 +11,8 @@ use common::*;
 use futures_util::SinkExt;
 use http_body_util::{BodyExt, Full};
 use tokio_tungstenite::tungstenite::{self, Message};
-use vyx_core::frame::{Data, Frame, Response, Window};
+use vyx_core::frame::{Frame, Response, Window};
 use vyx_core::handshake::Hello;
-
-fn respond(stream_id: u32, status: u16, end_stream: bool) -> Frame {
-    Frame::Response(Response {
-        stream_id,
-        end_stream,
-        status,
-        headers: vec![(
-            Bytes::from_static(b"content-type"),
-            Bytes::from_static(b"text/plain"),
-        )],
-    })
-}
-
-fn data(stream_id: u32, bytes: &'static [u8], end_stream: bool) -> Frame {
-    Frame::Data(Data {
-        stream_id,
-        end_stream,
-        data: Bytes::from_static(bytes),
-    })
-}
-
-/// Answers every REQUEST on `w` with 200 "ok" until the socket closes.
-fn serve_ok(mut w: RawWorker) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        use futures_util::StreamExt;
-        while let Some(Ok(msg)) = w.ws.next().await {
-            if let Message::Binary(b) = msg {
-                if let Ok(Frame::Request(r)) = Frame::decode(b, 1 << 20) {
-                    w.send(respond(r.stream_id, 200, false)).await;
-                    w.send(data(r.stream_id, b"ok", true)).await;
-                }
-            }
-        }
-    })
-}
 
 #[tokio::test]
 async fn request_reaches_the_worker_intact_and_the_answer_comes_back() {
@@ -557,6 +522,30 @@ async fn routes_updates_swap_the_table_and_keep_ids_stable() {
     w.send(data(r.stream_id, b"two", true)).await;
     assert_eq!(req.await.unwrap(), (200, Bytes::from("two")));
     assert_eq!(get(&c, &gw.url("/one")).await.0, 404);
+
+    // Id 0 left the route set with /one: the gateway keeps the current set only, so the id
+    // is free and may name another route (issue 17 item 5).
+    w.send(Frame::Routes(Routes {
+        routes: vec![route(1, "GET", "/two"), route(0, "GET", "/zero")],
+    }))
+    .await;
+    let (c2, url) = (c.clone(), gw.url("/zero"));
+    let req = tokio::spawn(async move {
+        loop {
+            let (status, body) = get(&c2, &url).await;
+            if status != 404 || tokio::time::Instant::now() > deadline {
+                return (status, body);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let Frame::Request(r) = w.next_frame().await else {
+        panic!("expected REQUEST")
+    };
+    assert_eq!((r.route_id, &r.target[..]), (0, &b"/zero"[..]));
+    w.send(respond(r.stream_id, 200, false)).await;
+    w.send(data(r.stream_id, b"zero", true)).await;
+    assert_eq!(req.await.unwrap(), (200, Bytes::from("zero")));
 
     // Claiming another worker's route: 4003. Reusing id 1 for another route: 4001.
     w.send(Frame::Routes(Routes {

@@ -100,3 +100,55 @@ async fn a_hello_that_does_not_decode_is_closed_4001_not_retried() {
     .await;
     assert_eq!(w.close_code().await, 4001);
 }
+
+/// Issue 17 item 9: in dev mode any process of the host may join a connected worker id and
+/// take a share of its requests; the gateway logs each replica beyond the first (a warning
+/// in dev mode) with its peer address and instance, so that an intruder shows.
+#[tokio::test]
+async fn another_replica_of_a_worker_id_is_logged_with_its_address_and_instance() {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_vyx"));
+    cmd.args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .env_remove("VYX_CONFIG")
+        .env_remove("VYX_LISTEN");
+    let gw = LoggedVyx::spawn(cmd).await;
+    gw.wait_for_log("dev mode").await;
+    let _first = RawWorker::connect_instance(
+        gw.addr,
+        "pay",
+        None,
+        "pay-1",
+        vec![route(0, "POST", "/pay")],
+    )
+    .await;
+    gw.wait_for_log("worker registered").await;
+    let second = RawWorker::connect_instance(
+        gw.addr,
+        "pay",
+        None,
+        "intruder",
+        vec![route(0, "POST", "/pay")],
+    )
+    .await;
+    let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = second.ws.get_ref() else {
+        panic!("plain TCP");
+    };
+    let peer = tcp.local_addr().unwrap();
+    gw.wait_for_log("another replica joined worker id pay")
+        .await;
+    let text = gw.log_text();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("another replica joined"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "the first connection is no extra replica: {text}"
+    );
+    let line = lines[0];
+    assert!(line.contains("WARN"), "a warning in dev mode: {line}");
+    assert!(line.contains("instance=intruder"), "{line}");
+    assert!(line.contains(&format!("addr={peer}")), "{line}");
+    assert!(line.contains("replicas=2"), "{line}");
+}

@@ -21,6 +21,7 @@ use super::reader::read_loop;
 use super::streams::StreamTable;
 use super::{conn_routes, SocketHandle, WorkerConn};
 use crate::auth::Admission;
+use crate::registry::WorkerGroup;
 use crate::Shared;
 
 /// Whether the worker stays within `limits.routes_per_worker`.
@@ -214,7 +215,6 @@ pub async fn serve<S>(
         since: SystemTime::now(),
         max_concurrency: max_concurrency as usize,
         initial_window: shared.config.initial_window,
-        route_ids: Mutex::new(routes.iter().map(|(k, id)| (*id, k.clone())).collect()),
         routes: ArcSwap::from_pointee(routes),
         admission,
         bytes_to_worker: shared.metrics.bytes_to_workers.clone(),
@@ -248,6 +248,7 @@ pub async fn serve<S>(
         conn.send(Outgoing::Frame(Frame::Welcome(welcome).encode()));
     }
     shared.metrics.registered(&conn.worker_id, &conn.instance);
+    log_extra_replica(&conn, &group, &shared);
     if shared.shutting_down.load(Ordering::Acquire) {
         conn.start_drain("gateway shutting down", shared.config.drain_grace);
     }
@@ -275,6 +276,24 @@ pub async fn serve<S>(
     info!(worker_id = %conn.worker_id, connection = %conn.connection_id, reason = %end, "worker disconnected");
     drop(conn);
     finish().await;
+}
+
+/// Says so when a connection joins an id that already has one: it takes a share of the id's
+/// requests (cookies and all). For an id no token vouches for (dev mode, or an undeclared id
+/// let in by `accept_unknown_workers`) any process that can register could do that, so it
+/// is a warning; a declared id's token was presented, and it is news only.
+fn log_extra_replica(conn: &WorkerConn, group: &WorkerGroup, shared: &Shared) {
+    let replicas = group.replicas.load().len();
+    if replicas < 2 {
+        return;
+    }
+    let (worker_id, instance, addr) = (&conn.worker_id, &conn.instance, conn.addr);
+    let declared = shared.config.declared_workers.contains(worker_id);
+    if shared.config.dev_mode || !declared {
+        warn!(%worker_id, %instance, %addr, replicas, "another replica joined worker id {worker_id}: it takes a share of the id's requests (no token vouches for this id: any process that can register may join it)");
+    } else {
+        info!(%worker_id, %instance, %addr, replicas, "another replica joined worker id {worker_id}: it takes a share of the id's requests");
+    }
 }
 
 /// The most request-body DATA queued for one worker connection: the protocol's own bound,

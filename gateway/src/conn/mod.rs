@@ -48,6 +48,9 @@ pub enum Failure {
     Protocol(String),
     /// The connection takes no new streams (draining or closed); try another replica.
     Draining,
+    /// The connection's queue had no room for the REQUEST until the deadline: the worker
+    /// is not reading (§5). No stream was opened.
+    NoRoom,
 }
 
 /// The worker's response head.
@@ -79,9 +82,6 @@ pub struct WorkerConn {
     pub max_concurrency: usize,
     pub initial_window: u32,
     pub routes: ArcSwap<ConnRoutes>,
-    /// Every route id this connection has declared: an id keeps its route for the
-    /// connection's life, so a REQUEST racing a ROUTES update never means another route.
-    route_ids: Mutex<HashMap<u16, RouteKey>>,
     admission: Admission,
     /// Request body bytes sent on this connection count here (the gateway's total).
     pub bytes_to_worker: prometheus_client::metrics::counter::Counter,

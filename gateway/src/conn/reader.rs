@@ -1,6 +1,7 @@
 //! The reader loop of a registered connection: every frame from the worker, and the
 //! heartbeat. A worker's DRAIN deadline is the worker's to enforce (§7), not the reader's.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use super::handshake::{check_allowed, check_reserved, check_route_count};
 use super::streams::{end_stream_with, maybe_finish, stream_protocol_error};
 use super::{conn_routes, Failure, ResponseHead, WorkerConn};
 use crate::registry::WorkerGroup;
+use crate::routes::RouteKey;
 use crate::Shared;
 
 pub(super) async fn read_loop<S>(
@@ -229,23 +231,25 @@ fn on_frame(
             check_reserved(&r.routes).map_err(refused)?;
             check_allowed(&r.routes, &conn.admission).map_err(refused)?;
             let routes = conn_routes(&r.routes);
-            let mut ids = conn.route_ids.lock().unwrap();
-            for (key, id) in &routes {
-                if ids.get(id).is_some_and(|k| k != key) {
-                    return Err((
-                        CloseCode::BadHello,
-                        format!(
-                            "ROUTES reuses route id {id} for {key}; it named {} before",
-                            ids[id]
-                        ),
-                    ));
+            {
+                // Only the current set is kept (a worker must not grow the gateway with ids
+                // it no longer serves): an id in it keeps its route, a removed id is free.
+                let current = conn.routes.load();
+                let serving: HashMap<u16, &RouteKey> =
+                    current.iter().map(|(k, id)| (*id, k)).collect();
+                for (key, id) in &routes {
+                    if let Some(old) = serving.get(id).filter(|old| **old != key) {
+                        return Err((
+                            CloseCode::BadHello,
+                            format!("ROUTES gives route id {id} to {key}; it serves {old}"),
+                        ));
+                    }
                 }
             }
             shared
                 .registry
-                .update_routes(conn, group, routes.clone())
+                .update_routes(conn, group, routes)
                 .map_err(refused)?;
-            ids.extend(routes.into_iter().map(|(k, id)| (id, k)));
             info!(worker_id = %conn.worker_id, connection = %conn.connection_id, routes = r.routes.len(), "routes updated");
         }
         Frame::Error(e) => {

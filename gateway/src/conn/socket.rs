@@ -1,49 +1,62 @@
-//! The TCP socket under a worker connection, kept aside so that a connection the gateway has
-//! given up on can be dropped at once, whatever is still queued for the peer (§7).
+//! The TCP socket under a worker connection, shared by the WebSocket and the connection's
+//! task, so that a connection the gateway has given up on can be dropped at once, whatever is
+//! still queued for the peer (§7). One descriptor per connection, as nginx has: the socket is
+//! reached through the stream itself (shared, not duplicated), so `limits.max_connections`
+//! counts what the connections really hold.
 
+use std::io;
 use std::net::Shutdown;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-/// A second handle on the connection's socket (a duplicated descriptor: the socket closes
-/// when both are gone).
-pub struct SocketHandle(Option<socket2::Socket>);
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::conn_limit::ConnSlot;
+
+/// The socket and the connection slot it holds: both go when the last handle does.
+struct Shared {
+    tcp: TcpStream,
+    _slot: ConnSlot,
+}
+
+/// A handle on a worker connection's socket.
+#[derive(Clone)]
+pub struct SocketHandle(Arc<Shared>);
 
 impl SocketHandle {
-    /// A handle on the socket behind `fd`, which must be open for the duration of the call:
-    /// the descriptor of the connection whose request is being answered (none if it cannot
-    /// be duplicated).
-    pub fn of(fd: RawFd) -> SocketHandle {
-        // SAFETY: the caller passes the descriptor of the TCP connection it is serving a
-        // request on; hyper holds that connection open until the answer is written.
-        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        SocketHandle(fd.try_clone_to_owned().ok().map(socket2::Socket::from))
+    pub fn new(tcp: TcpStream, slot: ConnSlot) -> SocketHandle {
+        SocketHandle(Arc::new(Shared { tcp, _slot: slot }))
+    }
+
+    /// The socket as a byte stream, for the WebSocket: one reader and one writer at a time.
+    pub fn io(&self) -> SocketIo {
+        SocketIo(self.0.clone())
+    }
+
+    fn sock(&self) -> socket2::SockRef<'_> {
+        socket2::SockRef::from(&self.0.tcp)
     }
 
     /// Makes the socket's close a reset: what the kernel still holds for a peer that does
     /// not read is discarded instead of being kept, with the connection, until it gives up.
     pub fn reset_on_close(&self) {
-        if let Some(s) = &self.0 {
-            let _ = s.set_linger(Some(Duration::ZERO));
-        }
+        let _ = self.sock().set_linger(Some(Duration::ZERO));
     }
 
     /// Closes as nginx's lingering close does, once the close frame is written: a FIN after
     /// it, then whatever the peer still sends is read and dropped until it closes too, for at
     /// most `wait` (then a reset). Closing a socket with unread data resets it at once, and
     /// the reset can overtake the close frame: a worker still writing a frame the gateway
-    /// refused (4006 mid-frame) would see "connection reset" instead of the reason.
+    /// refused (4006 mid-frame) would see "connection reset" instead of the reason. The
+    /// WebSocket reads nothing meanwhile (its task is the caller).
     pub async fn lingering_close(&self, wait: Duration) {
-        let Some(dup) = self.0.as_ref().and_then(|s| s.try_clone().ok()) else {
-            return;
-        };
-        if dup.shutdown(Shutdown::Write).is_err() {
+        if self.sock().shutdown(Shutdown::Write).is_err() {
             return;
         }
-        // The descriptor shares the connection's file description, already non-blocking.
-        let Ok(tcp) = tokio::net::TcpStream::from_std(std::net::TcpStream::from(dup)) else {
-            return;
-        };
+        let tcp = &self.0.tcp;
         let mut sink = vec![0u8; 64 << 10];
         let drained = tokio::time::timeout(wait, async {
             loop {
@@ -53,7 +66,7 @@ impl SocketHandle {
                 match tcp.try_read(&mut sink) {
                     Ok(0) => return,
                     Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(_) => return,
                 }
             }
@@ -62,5 +75,74 @@ impl SocketHandle {
         if drained.is_err() {
             self.reset_on_close();
         }
+    }
+}
+
+/// [`SocketHandle::io`]: reads and writes through tokio's readiness on the shared socket.
+pub struct SocketIo(Arc<Shared>);
+
+impl AsyncRead for SocketIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let tcp = &self.0.tcp;
+        loop {
+            ready!(tcp.poll_read_ready(cx))?;
+            match tcp.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                // Readiness was stale (cleared by try_read): wait again.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SocketIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let tcp = &self.0.tcp;
+        loop {
+            ready!(tcp.poll_write_ready(cx))?;
+            match tcp.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                done => return Poll::Ready(done),
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let tcp = &self.0.tcp;
+        loop {
+            ready!(tcp.poll_write_ready(cx))?;
+            match tcp.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                done => return Poll::Ready(done),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(())) // nothing is buffered here
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(socket2::SockRef::from(&self.0.tcp).shutdown(Shutdown::Write))
     }
 }

@@ -49,10 +49,34 @@ impl StreamTable {
 }
 
 impl WorkerConn {
-    /// Queues a REQUEST (encoded with stream id 0) under a fresh stream id. Ids are taken
-    /// and queued under one lock, so they reach the socket in increasing order. The frame is
-    /// taken only on success: on failure the caller still has it for another replica.
-    pub fn open_stream(
+    /// Queues a REQUEST (encoded with stream id 0) under a fresh stream id, once the
+    /// connection's queue has room for it (§5: heads count in the bound, so a worker that
+    /// stops reading holds requests back rather than filling the gateway's memory); past
+    /// `deadline` without room, [`Failure::NoRoom`]. Ids are taken and queued under one
+    /// lock, so they reach the socket in increasing order, and a stream exists only once its
+    /// REQUEST is queued. The frame is taken only on success: on failure the caller still
+    /// has it for another replica.
+    pub async fn open_stream(
+        &self,
+        request: &mut BytesMut,
+        end_stream: bool,
+        deadline: tokio::time::Instant,
+    ) -> Result<OpenStream, Failure> {
+        loop {
+            let room = self.queue.room_changed();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.try_open_stream(request, end_stream) {
+                Err(Failure::NoRoom) => {}
+                done => return done,
+            }
+            if tokio::time::timeout_at(deadline, room).await.is_err() {
+                return Err(Failure::NoRoom);
+            }
+        }
+    }
+
+    fn try_open_stream(
         &self,
         request: &mut BytesMut,
         end_stream: bool,
@@ -61,10 +85,18 @@ impl WorkerConn {
         if self.closed.load(Ordering::Acquire) || self.draining.load(Ordering::Acquire) {
             return Err(Failure::Draining);
         }
-        let Some((id, last)) = table.take_id() else {
+        let Some(id) = u32::try_from(table.next_id).ok() else {
             return Err(Failure::Draining);
         };
         frame::set_stream_id(request, id);
+        // Under the stream lock, as every REQUEST and DATA is queued.
+        let head = std::mem::take(request).freeze();
+        if let Err(head) = self.queue.try_push_request(head) {
+            *request = BytesMut::from(head);
+            return Err(Failure::NoRoom);
+        }
+        let (taken, last) = table.take_id().expect("the id was free");
+        debug_assert_eq!(taken, id);
         let (head_tx, head) = oneshot::channel();
         let (body_tx, body) = mpsc::unbounded_channel();
         let send = Arc::new(SendWindow::new(self.initial_window));
@@ -80,8 +112,6 @@ impl WorkerConn {
                 response_done: false,
             },
         );
-        self.queue
-            .push(Outgoing::Frame(std::mem::take(request).freeze()));
         drop(table);
         if last {
             // §4.1: id 4294967295 used, so DRAIN; the worker reconnects for a fresh space.

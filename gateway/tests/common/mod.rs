@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use vyx_core::frame::Frame;
+use vyx_core::frame::{Data, Frame, Response};
 use vyx_core::handshake::{Hello, RouteSpec, Welcome};
 use vyx_gateway::{Gateway, GatewayConfig};
 
@@ -467,6 +467,106 @@ impl RawWorker {
     /// Reads until the gateway closes; returns the close code.
     pub async fn close_code(&mut self) -> u16 {
         self.close_frame().await.0
+    }
+}
+
+/// A RESPONSE head with a `content-type` (and no other header).
+pub fn respond(stream_id: u32, status: u16, end_stream: bool) -> Frame {
+    Frame::Response(Response {
+        stream_id,
+        end_stream,
+        status,
+        headers: vec![(
+            Bytes::from_static(b"content-type"),
+            Bytes::from_static(b"text/plain"),
+        )],
+    })
+}
+
+/// A DATA frame.
+pub fn data(stream_id: u32, bytes: &'static [u8], end_stream: bool) -> Frame {
+    Frame::Data(Data {
+        stream_id,
+        end_stream,
+        data: Bytes::from_static(bytes),
+    })
+}
+
+/// Answers every REQUEST on `w` with 200 "ok" until the socket closes.
+pub fn serve_ok(mut w: RawWorker) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        use futures_util::StreamExt;
+        while let Some(Ok(msg)) = w.ws.next().await {
+            if let Message::Binary(b) = msg {
+                if let Ok(Frame::Request(r)) = Frame::decode(b, 1 << 20) {
+                    w.send(respond(r.stream_id, 200, false)).await;
+                    w.send(data(r.stream_id, b"ok", true)).await;
+                }
+            }
+        }
+    })
+}
+
+/// The `vyx` binary run by a test, its stderr (the log) collected as it comes.
+pub struct LoggedVyx {
+    pub child: tokio::process::Child,
+    pub addr: SocketAddr,
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl LoggedVyx {
+    /// Spawns `cmd` (a `vyx` command, stdout and stderr piped here) and reads the listening
+    /// line from its stdout.
+    pub async fn spawn(mut cmd: tokio::process::Command) -> LoggedVyx {
+        use tokio::io::AsyncBufReadExt;
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(WAIT, stdout.next_line())
+            .await
+            .expect("the gateway started in time")
+            .unwrap()
+            .expect("a listening line");
+        let addr = listening_addr(&line).expect("listening line");
+        LoggedVyx { child, addr, log }
+    }
+
+    /// Waits (bounded) until the log holds `needle`.
+    pub async fn wait_for_log(&self, needle: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !self.log.lock().unwrap().contains(needle) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {needle:?} in the log:\n{}",
+                self.log.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Descriptors the process holds, from /proc/<pid>/fd.
+    pub fn open_fds(&self) -> usize {
+        let pid = self.child.id().expect("running");
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
     }
 }
 
