@@ -1,7 +1,7 @@
 //! The native half of `@vyx/worker`: `vyx-core`'s host API (`vyx_core::session`) bound to
 //! Node.js with napi-rs. All of the protocol lives in the core; this file only moves data
-//! across the boundary in the shape `shared/DESIGN.md` ("How the bindings meet the core")
-//! asks for:
+//! across the boundary in the shape `docs/ARCHITECTURE.md` describes ("The pull engine and
+//! how the bindings meet the core"):
 //!
 //! - one async pull, [`NativeWorker::next_batch`], returning everything that happened as one
 //!   packed buffer (layout in [`batch`]): new requests, resets and state changes;

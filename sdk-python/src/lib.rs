@@ -1,12 +1,13 @@
 //! `vyx._core`: the host API of `vyx-core` (`spec/HOSTS.md`) as a Python extension module.
 //!
-//! The shape keeps asyncio fast and free of GIL deadlocks (DESIGN.md, "How the bindings meet
-//! the core"): no Rust thread ever attaches to the interpreter. A tokio task pulls batches
-//! from the engine into a [`hub::Hub`] queue and writes one byte to a socket the asyncio loop
-//! watches (`loop.add_reader`); the loop then takes the whole queue in one synchronous call,
-//! [`engine::PyEngine::take`]. Answers go out in synchronous calls too (`respond`,
-//! `try_send`); the rare readiness waits come back through the same queue. Python holds no
-//! protocol logic: it maps handlers, requests and responses to these calls.
+//! The shape keeps asyncio fast and free of GIL deadlocks (`docs/ARCHITECTURE.md`, "The pull
+//! engine and how the bindings meet the core"): no Rust thread ever attaches to the
+//! interpreter. A tokio task pulls batches from the engine into a [`hub::Hub`] queue and
+//! writes one byte to a socket the asyncio loop watches (`loop.add_reader`); the loop then
+//! takes the whole queue in one synchronous call, [`engine::PyEngine::take`]. Answers go out
+//! in synchronous calls too (`respond`, `try_send`); the rare readiness waits come back
+//! through the same queue. Python holds no protocol logic: it maps handlers, requests and
+//! responses to these calls.
 
 mod engine;
 mod hub;
