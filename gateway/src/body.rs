@@ -28,6 +28,15 @@ impl Drop for StreamGuard {
 
 pub enum GatewayBody {
     Full(Option<Bytes>),
+    /// A worker's response that was complete when its head was read: no pump, no clock
+    /// (its stream is ended at the worker and holds no slot). `exact` when the worker sent a
+    /// `content-length`, so the client's framing is the same as a streamed body's.
+    Complete {
+        data: Option<Bytes>,
+        exact: bool,
+        /// Dropped with the body, as the pump drops it once the client has taken the rest.
+        _guard: StreamGuard,
+    },
     Worker(Box<ResponseBody>),
 }
 
@@ -65,14 +74,16 @@ impl http_body::Body for GatewayBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
-            GatewayBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            GatewayBody::Full(b) | GatewayBody::Complete { data: b, .. } => {
+                Poll::Ready(b.take().map(|b| Ok(Frame::data(b))))
+            }
             GatewayBody::Worker(w) => w.poll_data(cx).map(|d| d.map(|r| r.map(Frame::data))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            GatewayBody::Full(b) => b.is_none(),
+            GatewayBody::Full(b) | GatewayBody::Complete { data: b, .. } => b.is_none(),
             GatewayBody::Worker(w) => w.is_done(),
         }
     }
@@ -81,6 +92,10 @@ impl http_body::Body for GatewayBody {
         match self {
             GatewayBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             GatewayBody::Full(None) => SizeHint::with_exact(0),
+            GatewayBody::Complete {
+                data, exact: true, ..
+            } => SizeHint::with_exact(data.as_ref().map_or(0, |b| b.len() as u64)),
+            GatewayBody::Complete { .. } => SizeHint::default(),
             GatewayBody::Worker(w) => match w.expected() {
                 Some(n) => SizeHint::with_exact(n),
                 None => SizeHint::default(),

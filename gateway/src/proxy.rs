@@ -21,7 +21,7 @@ use crate::conn::{Failure, WorkerConn};
 use crate::forward::{self, X_REQUEST_ID};
 use crate::framing::{framing, BodyPlan};
 use crate::registry::reserve_replica;
-use crate::response::{ResponseBody, Source};
+use crate::response::{self, ResponseBody, Source};
 use crate::routes::RouteTarget;
 use crate::upload::{self, Buffered, ClientFault, Upload, UploadRules};
 use crate::{request_rules, trusted_proxies, Shared};
@@ -181,7 +181,7 @@ async fn dispatch(
         .is_some()
         .then_some(shared.config.streamed_upload_slots);
     let deadline = tokio::time::Instant::now() + shared.config.queue_timeout;
-    let (conn, open) = loop {
+    let (conn, mut open) = loop {
         let notified = target.group.slot_freed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
@@ -290,6 +290,12 @@ async fn dispatch(
         // not forwarded, and the slot is freed now.
         drop(guard);
         GatewayBody::empty()
+    } else if let Some(data) = response::already_complete(&mut open.body, framing.content_length) {
+        GatewayBody::Complete {
+            data,
+            exact: framing.content_length.is_some(),
+            _guard: guard,
+        }
     } else {
         GatewayBody::Worker(Box::new(ResponseBody::start(
             Source {

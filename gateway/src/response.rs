@@ -219,6 +219,48 @@ pub fn set_user_timeout(stream: &tokio::net::TcpStream, timeout: Duration) {
     }
 }
 
+/// The whole body, when the worker has already ended it (its DATA and END_STREAM arrived
+/// with or right behind the head, the usual case for a small response) and it matches its
+/// `content-length`: then no pump is needed. Otherwise `rx` is left as it was, for the pump.
+pub fn already_complete(
+    rx: &mut mpsc::UnboundedReceiver<Result<Bytes, Failure>>,
+    expected: Option<u64>,
+) -> Option<Option<Bytes>> {
+    // Closed: the reader dropped the sender at END_STREAM, so every chunk is queued.
+    if !rx.is_closed() {
+        return None;
+    }
+    let mut items = Vec::new();
+    while let Ok(item) = rx.try_recv() {
+        items.push(item);
+    }
+    let total: u64 = items
+        .iter()
+        .map(|i| i.as_ref().map_or(0, |b| b.len() as u64))
+        .sum();
+    if items.iter().all(Result::is_ok) && expected.is_none_or(|n| n == total) {
+        let mut chunks = items.into_iter().flatten();
+        return Some(match (chunks.next(), chunks.next()) {
+            (None, _) => None,
+            (Some(one), None) => Some(one),
+            (Some(a), Some(b)) => {
+                let mut all = bytes::BytesMut::with_capacity(total as usize);
+                all.extend_from_slice(&a);
+                all.extend_from_slice(&b);
+                chunks.for_each(|c| all.extend_from_slice(&c));
+                Some(all.freeze())
+            }
+        });
+    }
+    // A failure or a length the pump must report: hand it the same sequence.
+    let (tx, again) = mpsc::unbounded_channel();
+    for item in items {
+        let _ = tx.send(item);
+    }
+    *rx = again;
+    None
+}
+
 fn send_window(conn: &WorkerConn, stream: u32, credit: &AtomicI64, inc: u32) {
     credit.fetch_add(i64::from(inc), Ordering::AcqRel);
     conn.send(Outgoing::Frame(
@@ -378,6 +420,88 @@ async fn pump(flow: Arc<Flow>, src: Source, shared: Arc<Shared>) {
                 }
             }
             _ = flow.pump.notified() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(
+        items: Vec<Result<Bytes, Failure>>,
+        end: bool,
+    ) -> mpsc::UnboundedReceiver<Result<Bytes, Failure>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        for i in items {
+            tx.send(i).unwrap();
+        }
+        if !end {
+            std::mem::forget(tx); // the worker's direction is still open
+        }
+        rx
+    }
+
+    fn drain(rx: &mut mpsc::UnboundedReceiver<Result<Bytes, Failure>>) -> Vec<String> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|i| match i {
+                Ok(b) => String::from_utf8(b.to_vec()).unwrap(),
+                Err(f) => format!("{f:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_ended_body_of_its_declared_length_is_taken_whole() {
+        let chunks = || {
+            vec![
+                Ok(Bytes::from("ab")),
+                Ok(Bytes::from("c")),
+                Ok(Bytes::from("de")),
+            ]
+        };
+        let mut rx = channel(chunks(), true);
+        assert_eq!(
+            already_complete(&mut rx, Some(5)),
+            Some(Some(Bytes::from("abcde")))
+        );
+        let mut rx = channel(chunks(), true);
+        assert_eq!(
+            already_complete(&mut rx, None),
+            Some(Some(Bytes::from("abcde")))
+        );
+        let mut rx = channel(vec![], true);
+        assert_eq!(already_complete(&mut rx, None), Some(None));
+    }
+
+    #[test]
+    fn anything_else_is_left_to_the_pump_unchanged() {
+        // Still open: nothing taken.
+        let mut rx = channel(vec![Ok(Bytes::from("ab"))], false);
+        assert_eq!(already_complete(&mut rx, None), None);
+        assert_eq!(drain(&mut rx), ["ab"]);
+        // Shorter or longer than its content-length, or a failure: the same sequence, ended.
+        let lost = || Err(Failure::ConnectionLost("x".into()));
+        for (items, expected, seen) in [
+            (vec![Ok(Bytes::from("ab"))], Some(3), vec!["ab".to_string()]),
+            (
+                vec![Ok(Bytes::from("abcd"))],
+                Some(3),
+                vec!["abcd".to_string()],
+            ),
+            (
+                vec![Ok(Bytes::from("ab")), lost()],
+                None,
+                vec![
+                    "ab".to_string(),
+                    format!("{:?}", Failure::ConnectionLost("x".into())),
+                ],
+            ),
+        ] {
+            let mut rx = channel(items, true);
+            assert_eq!(already_complete(&mut rx, expected), None);
+            assert_eq!(drain(&mut rx), seen);
+            assert!(rx.is_closed());
         }
     }
 }
