@@ -441,6 +441,27 @@ async fn handle(
     Ok(resp)
 }
 
+/// The gateway's answer to a request it refuses before routing, counted under `metric`.
+fn refuse(
+    shared: &Shared,
+    metric: &'static str,
+    status: http::StatusCode,
+    message: &'static str,
+    version: http::Version,
+) -> Response<GatewayBody> {
+    shared.metrics.client_error(metric);
+    debug!(reason = message, "request refused");
+    let mut resp = proxy::error_response(status, message, &http::HeaderValue::from_static("-"));
+    if version <= http::Version::HTTP_11 {
+        // Nothing more is read from a client that broke the rules (nor its body).
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    resp
+}
+
 async fn route(
     req: Request<Incoming>,
     shared: &Arc<Shared>,
@@ -449,43 +470,14 @@ async fn route(
     reserve: bool,
 ) -> Response<GatewayBody> {
     let (mut parts, body) = req.into_parts();
-    if let Err(refused) = request_rules::check(&parts) {
-        shared.metrics.client_error(refused.metric);
-        debug!(reason = refused.message, "request refused");
-        let mut resp = proxy::error_response(
-            refused.status,
-            refused.message,
-            &http::HeaderValue::from_static("-"),
-        );
-        if parts.version <= http::Version::HTTP_11 {
-            // Nothing more is read from a client that broke the rules (nor its body).
-            resp.headers_mut().insert(
-                http::header::CONNECTION,
-                http::HeaderValue::from_static("close"),
-            );
-        }
-        return resp;
+    if let Err(r) = request_rules::check(&parts) {
+        return refuse(shared, r.metric, r.status, r.message, parts.version);
     }
     // Before routing, so that a route matches raw UTF-8 as it matches its percent-encoding.
     match target::for_worker(&parts.uri) {
         Ok(None) => {}
         Ok(Some(uri)) => parts.uri = uri,
-        Err(refused) => {
-            shared.metrics.client_error("bad_target");
-            debug!(reason = refused.message, "request refused");
-            let mut resp = proxy::error_response(
-                refused.status,
-                refused.message,
-                &http::HeaderValue::from_static("-"),
-            );
-            if parts.version <= http::Version::HTTP_11 {
-                resp.headers_mut().insert(
-                    http::header::CONNECTION,
-                    http::HeaderValue::from_static("close"),
-                );
-            }
-            return resp;
-        }
+        Err(r) => return refuse(shared, "bad_target", r.status, r.message, parts.version),
     }
     let req = Request::from_parts(parts, body);
     let shared = shared.clone();
