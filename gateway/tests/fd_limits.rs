@@ -17,21 +17,13 @@ use common::*;
 
 #[tokio::test]
 async fn the_soft_limit_is_raised_and_accept_failures_are_logged_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("vyx.yaml");
     // A cap above what the descriptors allow, so that accepts do fail.
-    std::fs::write(
-        &file,
+    let (gw, _dir) = vyx_with_nofile(
         "listen: 127.0.0.1:0\ntimeouts: {header_read: 60s}\nlimits: {max_connections: 1000}\n",
+        48,
+        64,
     )
-    .unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vyx"));
-    cmd.arg("--config")
-        .arg(&file)
-        .env("RUST_LOG", "info")
-        .env_remove("VYX_LISTEN");
-    set_nofile(&mut cmd, 48, 64);
-    let gw = LoggedVyx::spawn(cmd).await;
+    .await;
     let (addr, log) = (gw.addr, gw.log.clone());
     gw.wait_for_log("open-files limit").await;
     {
@@ -91,6 +83,21 @@ async fn the_soft_limit_is_raised_and_accept_failures_are_logged_once() {
     drop(gw); // killed on drop
 }
 
+/// The `vyx` binary on `yaml`, with its open-files limit set to `soft`/`hard`, its log
+/// collected; the folder holding the file lives as long as the returned guard.
+async fn vyx_with_nofile(yaml: &str, soft: u64, hard: u64) -> (LoggedVyx, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("vyx.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vyx"));
+    cmd.arg("--config")
+        .arg(&file)
+        .env("RUST_LOG", "info")
+        .env_remove("VYX_LISTEN");
+    set_nofile(&mut cmd, soft, hard);
+    (LoggedVyx::spawn(cmd).await, dir)
+}
+
 /// Runs the command under an open-files limit (soft, hard).
 fn set_nofile(cmd: &mut Command, soft: u64, hard: u64) {
     // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
@@ -118,21 +125,13 @@ fn set_nofile(cmd: &mut Command, soft: u64, hard: u64) {
 async fn workers_hold_one_descriptor_each_and_past_the_cap_registrations_get_503() {
     const CAP: usize = 256 - 64 - 32;
     const RESERVE_WORKERS: usize = 16;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("vyx.yaml");
     // A heartbeat longer than the test: the raw workers never answer pings.
-    std::fs::write(
-        &file,
+    let (gw, _dir) = vyx_with_nofile(
         "listen: 127.0.0.1:0\naccept_unknown_workers: true\ntimeouts: {heartbeat: 120s}\n",
+        256,
+        256,
     )
-    .unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vyx"));
-    cmd.arg("--config")
-        .arg(&file)
-        .env("RUST_LOG", "info")
-        .env_remove("VYX_LISTEN");
-    set_nofile(&mut cmd, 256, 256);
-    let gw = LoggedVyx::spawn(cmd).await;
+    .await;
     gw.wait_for_log("max_connections=160").await;
     let before = gw.open_fds();
     let first = RawWorker::connect(gw.addr, "w-0", vec![route(0, "GET", "/w/0")]).await;

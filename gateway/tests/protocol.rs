@@ -490,6 +490,22 @@ async fn a_silent_worker_is_dropped_after_missed_heartbeats() {
     assert_eq!(status, 503);
 }
 
+/// GETs `url` until the gateway's table has its route (a status other than 404, which the
+/// ROUTES frame sent just before turns into), or `deadline`; the last answer.
+async fn get_once_routed(
+    c: HttpClient,
+    url: String,
+    deadline: tokio::time::Instant,
+) -> (u16, Bytes) {
+    loop {
+        let (status, body) = get(&c, &url).await;
+        if status != 404 || tokio::time::Instant::now() > deadline {
+            return (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn routes_updates_swap_the_table_and_keep_ids_stable() {
     use vyx_core::handshake::Routes;
@@ -504,16 +520,7 @@ async fn routes_updates_swap_the_table_and_keep_ids_stable() {
     // The new route is served (after the update is applied), the old one is gone.
     let deadline = tokio::time::Instant::now() + WAIT;
     let url = gw.url("/two");
-    let c2 = c.clone();
-    let req = tokio::spawn(async move {
-        loop {
-            let (status, body) = get(&c2, &url).await;
-            if status != 404 || tokio::time::Instant::now() > deadline {
-                return (status, body);
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    });
+    let req = tokio::spawn(get_once_routed(c.clone(), url, deadline));
     let Frame::Request(r) = w.next_frame().await else {
         panic!("expected REQUEST")
     };
@@ -529,16 +536,7 @@ async fn routes_updates_swap_the_table_and_keep_ids_stable() {
         routes: vec![route(1, "GET", "/two"), route(0, "GET", "/zero")],
     }))
     .await;
-    let (c2, url) = (c.clone(), gw.url("/zero"));
-    let req = tokio::spawn(async move {
-        loop {
-            let (status, body) = get(&c2, &url).await;
-            if status != 404 || tokio::time::Instant::now() > deadline {
-                return (status, body);
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    });
+    let req = tokio::spawn(get_once_routed(c.clone(), gw.url("/zero"), deadline));
     let Frame::Request(r) = w.next_frame().await else {
         panic!("expected REQUEST")
     };
