@@ -325,8 +325,13 @@ impl Worker {
         signal(&self.child, sig)
     }
 
+    /// Waits for the worker to exit, then for its output to be read to the end: the readers
+    /// run behind the process, and a report read at once could miss its last lines.
     pub async fn wait_exit(&mut self, timeout: Duration) -> Outcome<ExitStatus> {
-        wait_exit(&mut self.child, timeout).await
+        let status = wait_exit(&mut self.child, timeout).await?;
+        self.stdout.wait_end(WAIT).await;
+        self.stderr.wait_end(WAIT).await;
+        Ok(status)
     }
 }
 

@@ -134,10 +134,7 @@ pub async fn preflight(command: &WorkerCommand, worker_id: &str, timeout: Durati
         },
         // Longer than the attempt's wait: a live worker that never dials fails above.
         status = worker.wait_exit(timeout + WAIT) => match status {
-            Ok(status) => {
-                worker.stderr.wait_end(Duration::from_secs(2)).await;
-                format!("it exited ({status}) before it connected")
-            }
+            Ok(status) => format!("it exited ({status}) before it connected"),
             Err(e) => e,
         },
     };
