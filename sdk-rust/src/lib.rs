@@ -63,3 +63,13 @@ pub use bytes::Bytes;
 pub use http::{self, header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 pub use vyx_core;
 pub use vyx_core::session::ConnectionState;
+
+// The READMEs' Rust examples are doc tests: whole ones compile (`rust no_run` when they
+// would wait for a gateway); fragments are marked `rust ignore`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct SdkReadme;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct TopReadme;
