@@ -1,12 +1,33 @@
 //! The worker's configuration: what a host gives the engine, the environment variables that
-//! fill what it leaves empty, and the checks the gateway would make anyway.
+//! fill what it leaves empty, the checks the gateway would make anyway, and the defaults.
+//!
+//! The defaults every SDK uses for what its user leaves unset are written once, here: the
+//! Rust SDK and the Node and Python bindings read them from this module, and
+//! `sdk-go/config.go` is their twin (a test in each SDK checks its values against these).
+//! The reconnect schedule's numbers are the protocol's, in [`crate::backoff`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::handshake::{self, RouteSpec};
 use crate::limits::MAX_CONCURRENCY;
-use crate::session::{connect, EngineError};
+use crate::session::EngineError;
+
+/// Streams one connection serves at once unless the host says otherwise.
+///
+/// ```
+/// use vyx_core::config::{WorkerConfig, DEFAULT_MAX_CONCURRENCY};
+///
+/// let config = WorkerConfig::new("ws://127.0.0.1:9000", "rust:api");
+/// assert_eq!(config.max_concurrency, DEFAULT_MAX_CONCURRENCY);
+/// ```
+pub const DEFAULT_MAX_CONCURRENCY: u32 = 1024;
+/// How long one dial (TCP, TLS, the upgrade) may take.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long in-flight requests may take to finish once the worker is stopped (by the
+/// program or a signal) before the connection closes anyway. Long enough for an ordinary
+/// slow request; a deploy that needs more says so.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Environment variables the SDKs read when a setting is not given in code (local mode sets
 /// them for the processes it starts).
@@ -44,10 +65,10 @@ impl WorkerConfig {
             token: None,
             instance: default_instance(),
             sdk: concat!("vyx-core/", env!("CARGO_PKG_VERSION")).into(),
-            max_concurrency: 1024,
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
             routes: Vec::new(),
             labels: BTreeMap::new(),
-            connect_timeout: connect::DEFAULT_CONNECT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             tls_ca_file: None,
         }
     }

@@ -29,7 +29,7 @@
 //! # Ok(()) }
 //! ```
 
-pub(crate) mod connect;
+mod connect;
 mod connection;
 mod stream;
 mod tls;
