@@ -4,7 +4,7 @@ import (
 	"fmt"
 
 	vyx "github.com/vyx-dev/vyx/sdk-go"
-	"github.com/vyx-dev/vyx/sdk-go/frame"
+	"github.com/vyx-dev/vyx/sdk-go/internal/frame"
 )
 
 func ExampleBackoff() {

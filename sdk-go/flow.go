@@ -1,6 +1,6 @@
 package vyx
 
-import "github.com/vyx-dev/vyx/sdk-go/frame"
+import "github.com/vyx-dev/vyx/sdk-go/internal/frame"
 
 // SendWindow is the credit of one stream direction on the side sending DATA (§5). It is
 // plain accounting, not safe for concurrent use; the session guards it.

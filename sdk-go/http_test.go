@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vyx-dev/vyx/sdk-go/frame"
+	"github.com/vyx-dev/vyx/sdk-go/internal/frame"
 	"github.com/vyx-dev/vyx/sdk-go/internal/gwtest"
 )
 

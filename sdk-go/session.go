@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vyx-dev/vyx/sdk-go/frame"
+	"github.com/vyx-dev/vyx/sdk-go/internal/frame"
 )
 
 // StateKind names a connection state.

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/vyx-dev/vyx/sdk-go/frame"
+	"github.com/vyx-dev/vyx/sdk-go/internal/frame"
 )
 
 func load(t *testing.T, name string, v any) {

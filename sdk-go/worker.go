@@ -15,7 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/vyx-dev/vyx/sdk-go/frame"
+	"github.com/vyx-dev/vyx/sdk-go/internal/frame"
 )
 
 // Version is this SDK's version, sent in HELLO as sdk "vyx-go/<Version>".
