@@ -69,13 +69,3 @@ func ExampleNewWorker() {
 	fmt.Println(err)
 	// Output: vyx: worker id "not a worker id" must be 1 to 128 characters of A-Z a-z 0-9 . _ : @ / - (set Config.ID or VYX_WORKER_ID)
 }
-
-func ExampleRegistrationURL() {
-	fmt.Println(vyx.RegistrationURL("ws://127.0.0.1:9000"))
-	fmt.Println(vyx.RegistrationURL("wss://gw.example:9000?region=eu"))
-	fmt.Println(vyx.RegistrationURL("wss://gw.example/custom/register"))
-	// Output:
-	// ws://127.0.0.1:9000/_vyx/register
-	// wss://gw.example:9000/_vyx/register?region=eu
-	// wss://gw.example/custom/register
-}

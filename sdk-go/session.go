@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vyx-dev/vyx/sdk-go/internal/frame"
+	"github.com/vyx-dev/vyx/sdk-go/internal/protocol"
 )
 
 // StateKind names a connection state.
@@ -117,7 +118,7 @@ func randomSeed() uint64 {
 // supervise is run() of §9: connect, serve, and reconnect until a drain the worker asked
 // for (nil) or a permanent refusal (its error).
 func (w *Worker) supervise(stop context.Context, d *dialer) error {
-	backoff := NewBackoff(randomSeed())
+	backoff := protocol.NewBackoff(randomSeed())
 	for {
 		if stop.Err() != nil {
 			return nil
@@ -140,7 +141,7 @@ func (w *Worker) supervise(stop context.Context, d *dialer) error {
 				w.log.Warn("vyx: the gateway refused this worker; not reconnecting", "error", err)
 				return err
 			}
-			if time.Since(up) >= BackoffStableMS*time.Millisecond {
+			if time.Since(up) >= protocol.BackoffStableMS*time.Millisecond {
 				backoff.Reset()
 			}
 			cause = fmt.Errorf("%s", end)

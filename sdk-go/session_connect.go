@@ -19,17 +19,18 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/vyx-dev/vyx/sdk-go/internal/frame"
+	"github.com/vyx-dev/vyx/sdk-go/internal/protocol"
 )
 
-// RegisterPath is the gateway's default registration endpoint (§2.1).
-const RegisterPath = "/_vyx/register"
+// registerPath is the gateway's default registration endpoint (§2.1).
+const registerPath = "/_vyx/register"
 
-// RegistrationURL is the URL a worker dials (§2.1): a URL whose path is empty or "/" gets
+// registrationURL is the URL a worker dials (§2.1): a URL whose path is empty or "/" gets
 // /_vyx/register (a query kept after it); a URL with any other path is dialled as given.
 //
-//	vyx.RegistrationURL("ws://127.0.0.1:9000")           // "ws://127.0.0.1:9000/_vyx/register"
-//	vyx.RegistrationURL("ws://gw.example:9000?region=eu") // "ws://gw.example:9000/_vyx/register?region=eu"
-func RegistrationURL(connect string) string {
+//	registrationURL("ws://127.0.0.1:9000")           // "ws://127.0.0.1:9000/_vyx/register"
+//	registrationURL("ws://gw.example:9000?region=eu") // "ws://gw.example:9000/_vyx/register?region=eu"
+func registrationURL(connect string) string {
 	afterScheme := 0
 	if i := strings.Index(connect, "://"); i >= 0 {
 		afterScheme = i + 3
@@ -44,7 +45,7 @@ func RegistrationURL(connect string) string {
 		pathEnd = i
 	}
 	if p := tail[:pathEnd]; p == "" || p == "/" {
-		return head + RegisterPath + tail[pathEnd:]
+		return head + registerPath + tail[pathEnd:]
 	}
 	return connect
 }
@@ -158,7 +159,7 @@ func (d *dialer) connect(ctx context.Context) (*websocket.Conn, *corkConn, *fram
 	ws, resp, err := websocket.Dial(dctx, d.url, &websocket.DialOptions{
 		HTTPClient:     client,
 		HTTPHeader:     d.header.Clone(),
-		Subprotocols:   []string{Subprotocol},
+		Subprotocols:   []string{protocol.Subprotocol},
 		OnPingReceived: onPing,
 		OnPongReceived: onPong,
 	})
@@ -181,16 +182,16 @@ func (d *dialer) connect(ctx context.Context) (*websocket.Conn, *corkConn, *fram
 				Detail: fmt.Sprintf("gateway answered HTTP %d: %s", resp.StatusCode, reason)}
 		}
 		if strings.Contains(err.Error(), "Sec-WebSocket-Protocol") {
-			return nil, nil, nil, &ConnectError{Kind: Rejected, URL: d.url, Reason: "the 101 answer does not select " + Subprotocol}
+			return nil, nil, nil, &ConnectError{Kind: Rejected, URL: d.url, Reason: "the 101 answer does not select " + protocol.Subprotocol}
 		}
 		if dctx.Err() != nil && ctx.Err() == nil {
 			return nil, nil, nil, transient("no answer from %s within %s", d.url, d.timeout)
 		}
 		return nil, nil, nil, transient("cannot reach %s: %v", d.url, err)
 	}
-	if ws.Subprotocol() != Subprotocol {
+	if ws.Subprotocol() != protocol.Subprotocol {
 		_ = ws.Close(websocket.StatusProtocolError, "vyx.1 not selected")
-		return nil, nil, nil, &ConnectError{Kind: Rejected, URL: d.url, Reason: "the 101 answer does not select " + Subprotocol}
+		return nil, nil, nil, &ConnectError{Kind: Rejected, URL: d.url, Reason: "the 101 answer does not select " + protocol.Subprotocol}
 	}
 	// Frames are read through a limit of our own (connection.go), so that an oversized
 	// message closes 4006 instead of the library's 1009.
@@ -203,7 +204,7 @@ func (d *dialer) connect(ctx context.Context) (*websocket.Conn, *corkConn, *fram
 
 	// No WELCOME within the handshake timeout: close 4007 (the blocked read then ends).
 	var timedOut atomic.Bool
-	timer := time.AfterFunc(HandshakeTimeoutMS*time.Millisecond, func() {
+	timer := time.AfterFunc(protocol.HandshakeTimeoutMS*time.Millisecond, func() {
 		timedOut.Store(true)
 		go func() {
 			_ = ws.Close(websocket.StatusCode(frame.CloseHandshakeTimeout), "no WELCOME within 10s")
@@ -222,7 +223,7 @@ func (d *dialer) connect(ctx context.Context) (*websocket.Conn, *corkConn, *fram
 		if err != nil {
 			if timedOut.Load() {
 				_ = raw.Close()
-				return nil, nil, nil, transient("no WELCOME within %dms", HandshakeTimeoutMS)
+				return nil, nil, nil, transient("no WELCOME within %dms", protocol.HandshakeTimeoutMS)
 			}
 			var ce websocket.CloseError
 			if errors.As(err, &ce) {
@@ -240,7 +241,7 @@ func (d *dialer) connect(ctx context.Context) (*websocket.Conn, *corkConn, *fram
 		if typ != websocket.MessageBinary {
 			return nil, nil, nil, closeHandshake(ws, frame.CloseProtocolViolation, "text message during the handshake")
 		}
-		f, err := frame.Decode(msg, MaxFrameSize)
+		f, err := frame.Decode(msg, protocol.MaxFrameSize)
 		if err != nil {
 			var de *frame.DecodeError
 			errors.As(err, &de)
@@ -248,8 +249,8 @@ func (d *dialer) connect(ctx context.Context) (*websocket.Conn, *corkConn, *fram
 		}
 		switch f := f.(type) {
 		case *frame.Welcome:
-			if err := ValidateWelcome(f, d.hello.MaxConcurrency); err != nil {
-				he := err.(*HandshakeError)
+			if err := protocol.ValidateWelcome(f, d.hello.MaxConcurrency); err != nil {
+				he := err.(*protocol.HandshakeError)
 				e := closeHandshake(ws, he.Code, he.Message)
 				if he.Code == frame.CloseUnsupportedVersion {
 					e = &ConnectError{Kind: Refused, Code: he.Code, URL: d.url, Reason: he.Message}
@@ -268,6 +269,6 @@ func (d *dialer) connect(ctx context.Context) (*websocket.Conn, *corkConn, *fram
 // closeHandshake closes with code (bounded by the library's 5 s wait for the answer) and
 // returns the transient error that ends the attempt.
 func closeHandshake(ws *websocket.Conn, code frame.CloseCode, why string) *ConnectError {
-	_ = ws.Close(websocket.StatusCode(code), TruncateReason(why))
+	_ = ws.Close(websocket.StatusCode(code), truncateReason(why))
 	return transient("%s (closed %s)", why, code)
 }

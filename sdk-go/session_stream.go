@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/vyx-dev/vyx/sdk-go/internal/frame"
+	"github.com/vyx-dev/vyx/sdk-go/internal/protocol"
 )
 
 // StreamError is why a stream can no longer be answered: the gateway reset it, or the
@@ -56,8 +57,8 @@ type stream struct {
 	// Guarded by c.mu.
 	body      [][]byte // received, not yet read
 	bodyEnded bool     // END_STREAM received
-	recv      RecvWindow
-	send      SendWindow
+	recv      protocol.RecvWindow
+	send      protocol.SendWindow
 	asked     bool // the expect: 100-continue body was asked for
 	headSent  bool
 	respEnded bool
@@ -113,7 +114,7 @@ func (s *stream) read(p []byte) (int, error) {
 		if s.expectContinue && !s.asked {
 			// A one-byte WINDOW asks the gateway for the held body (§5.1).
 			s.asked = true
-			s.recv.remaining++
+			s.recv.Grant(1)
 			c.out.control((&frame.Window{StreamID: s.id, Increment: 1}).Encode())
 		}
 		c.mu.Unlock()
@@ -327,8 +328,8 @@ func encodeHead(status int, h http.Header, whole []byte, noBody bool) ([]frame.F
 	if len(fields) > 65535 {
 		return nil, &InvalidHeadError{fmt.Sprintf("%d headers; a response carries at most 65535", len(fields))}
 	}
-	if size > MaxFrameSize {
-		return nil, &InvalidHeadError{fmt.Sprintf("response head of %d bytes exceeds the %d-byte frame limit", size, MaxFrameSize)}
+	if size > protocol.MaxFrameSize {
+		return nil, &InvalidHeadError{fmt.Sprintf("response head of %d bytes exceeds the %d-byte frame limit", size, protocol.MaxFrameSize)}
 	}
 	return fields, nil
 }

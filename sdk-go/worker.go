@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vyx-dev/vyx/sdk-go/internal/frame"
+	"github.com/vyx-dev/vyx/sdk-go/internal/protocol"
 )
 
 // Version is this SDK's version, sent in HELLO as sdk "vyx-go/<Version>".
@@ -126,15 +127,15 @@ func NewWorker(cfg Config) (*Worker, error) {
 		return nil, fmt.Errorf("vyx: no gateway address: set Config.Connect or %s", EnvConnect)
 	case !strings.HasPrefix(cfg.Connect, "ws://") && !strings.HasPrefix(cfg.Connect, "wss://"):
 		return nil, fmt.Errorf("vyx: gateway address %q must start with ws:// or wss://", cfg.Connect)
-	case !IsWorkerID(cfg.ID):
+	case !protocol.IsWorkerID(cfg.ID):
 		return nil, fmt.Errorf("vyx: worker id %q must be 1 to 128 characters of A-Z a-z 0-9 . _ : @ / - (set Config.ID or %s)", cfg.ID, EnvWorkerID)
-	case cfg.MaxConcurrency < 1 || cfg.MaxConcurrency > MaxConcurrency:
-		return nil, fmt.Errorf("vyx: MaxConcurrency %d is outside 1..=%d", cfg.MaxConcurrency, MaxConcurrency)
+	case cfg.MaxConcurrency < 1 || cfg.MaxConcurrency > protocol.MaxConcurrency:
+		return nil, fmt.Errorf("vyx: MaxConcurrency %d is outside 1..=%d", cfg.MaxConcurrency, protocol.MaxConcurrency)
 	case strings.ContainsAny(cfg.Token, "\r\n\x00"):
 		return nil, errors.New("vyx: the token holds characters a header cannot carry")
 	}
 	// Start checks the whole HELLO again; this tells a bad field at once.
-	if err := ValidateHelloFields(cfg.Instance, "vyx-go/"+Version, cfg.Labels); err != nil {
+	if err := protocol.ValidateHelloFields(cfg.Instance, "vyx-go/"+Version, cfg.Labels); err != nil {
 		return nil, fmt.Errorf("vyx: %w", err)
 	}
 	log := cfg.Logger
@@ -165,10 +166,10 @@ func (w *Worker) Handle(pattern string, h http.Handler) {
 	if h == nil {
 		panic("vyx: nil handler for " + pattern)
 	}
-	if len(method) > MaxMethodLen || !IsRouteMethod(method) {
+	if len(method) > protocol.MaxMethodLen || !protocol.IsRouteMethod(method) {
 		panic(fmt.Sprintf("vyx: pattern %q: method %q must be an upper-case token", pattern, method))
 	}
-	shape, err := PatternShape(path)
+	shape, err := protocol.PatternShape(path)
 	if err != nil {
 		panic(fmt.Sprintf("vyx: pattern %q: path %v", pattern, err))
 	}
@@ -180,8 +181,8 @@ func (w *Worker) Handle(pattern string, h http.Handler) {
 	if other, dup := w.shapes[[2]string{method, shape}]; dup {
 		panic(fmt.Sprintf("vyx: pattern %q conflicts with %q (same method and shape)", pattern, other))
 	}
-	if len(w.routes) >= MaxRoutes {
-		panic(fmt.Sprintf("vyx: more than %d routes", MaxRoutes))
+	if len(w.routes) >= protocol.MaxRoutes {
+		panic(fmt.Sprintf("vyx: more than %d routes", protocol.MaxRoutes))
 	}
 	w.shapes[[2]string{method, shape}] = pattern
 	w.routeIDs[uint16(len(w.routes))] = true
@@ -270,20 +271,20 @@ func (w *Worker) Start(ctx context.Context) error {
 		return err
 	}
 	header := http.Header{}
-	header.Set(WorkerIDHeader, w.cfg.ID)
+	header.Set(protocol.WorkerIDHeader, w.cfg.ID)
 	if w.cfg.Token != "" {
 		header.Set("Authorization", "Bearer "+w.cfg.Token)
 	}
 	d := &dialer{
-		url:     RegistrationURL(w.cfg.Connect),
+		url:     registrationURL(w.cfg.Connect),
 		header:  header,
 		tls:     tc,
 		timeout: w.cfg.ConnectTimeout,
-		hello: &frame.Hello{Protocol: ProtocolVersion, WorkerID: w.cfg.ID, Instance: w.cfg.Instance,
+		hello: &frame.Hello{Protocol: protocol.ProtocolVersion, WorkerID: w.cfg.ID, Instance: w.cfg.Instance,
 			SDK: "vyx-go/" + Version, MaxConcurrency: uint64(w.cfg.MaxConcurrency), Routes: routes, Labels: w.cfg.Labels},
 		heard: new(atomic.Bool),
 	}
-	if err := ValidateHello(d.hello, w.cfg.ID); err != nil {
+	if err := protocol.ValidateHello(d.hello, w.cfg.ID); err != nil {
 		err = fmt.Errorf("vyx: %w", err)
 		w.setState(State{Kind: Failed, Err: err})
 		w.states.close()

@@ -13,7 +13,7 @@ import (
 
 func load(t testing.TB, name string, v any) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "spec", "vectors", name))
+	b, err := os.ReadFile(filepath.Join("..", "..", "..", "spec", "vectors", name))
 	if err != nil {
 		t.Fatal(err)
 	}

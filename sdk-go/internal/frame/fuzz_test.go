@@ -27,7 +27,7 @@ func seeds(f *testing.F, payloadsOf byte) {
 		}
 	}
 	// handshake.json payloads, raw.
-	b, err := os.ReadFile(filepath.Join("..", "..", "spec", "vectors", "handshake.json"))
+	b, err := os.ReadFile(filepath.Join("..", "..", "..", "spec", "vectors", "handshake.json"))
 	if err == nil && payloadsOf != 0 {
 		f.Add(b[:min(len(b), 4096)])
 	}

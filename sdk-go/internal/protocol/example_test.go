@@ -1,14 +1,14 @@
-package vyx_test
+package protocol_test
 
 import (
 	"fmt"
 
-	vyx "github.com/vyx-dev/vyx/sdk-go"
 	"github.com/vyx-dev/vyx/sdk-go/internal/frame"
+	"github.com/vyx-dev/vyx/sdk-go/internal/protocol"
 )
 
 func ExampleBackoff() {
-	b := vyx.NewBackoff(0) // seed from crypto/rand in a real worker
+	b := protocol.NewBackoff(0) // seed from crypto/rand in a real worker
 	for i := 0; i < 4; i++ {
 		fmt.Print(b.DelayMS(), " ")
 	}
@@ -19,6 +19,6 @@ func ExampleBackoff() {
 func ExampleValidateHello() {
 	h := &frame.Hello{Protocol: 1, WorkerID: "go:api", MaxConcurrency: 64,
 		Routes: []frame.Route{{ID: 0, Method: "GET", Path: "/a/{id}"}, {ID: 1, Method: "GET", Path: "/a/{key}"}}}
-	fmt.Println(vyx.ValidateHello(h, "go:api"))
+	fmt.Println(protocol.ValidateHello(h, "go:api"))
 	// Output: 4001 bad_hello: route 1: GET /a/{}: declared twice
 }

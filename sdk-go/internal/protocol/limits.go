@@ -1,4 +1,4 @@
-package vyx
+package protocol
 
 import "github.com/vyx-dev/vyx/sdk-go/internal/frame"
 
