@@ -67,16 +67,50 @@ const (
 	Refused
 )
 
+// String names the kind as the logs do.
+//
+//	fmt.Sprint(vyx.Unauthorized) // "unauthorized"
+func (k ConnectKind) String() string {
+	if k < 0 || int(k) >= len(connectKindNames) {
+		return fmt.Sprintf("ConnectKind(%d)", int(k))
+	}
+	return connectKindNames[k]
+}
+
+var connectKindNames = [...]string{"transient", "unauthorized", "no_endpoint", "rejected", "refused"}
+
+// The sentinels a *ConnectError matches with errors.Is, one per permanent kind.
+//
+//	if errors.Is(err, vyx.ErrUnauthorized) { /* fix VYX_TOKEN */ }
+var (
+	ErrUnauthorized = errors.New("vyx: the gateway refused the credentials")
+	ErrNoEndpoint   = errors.New("vyx: no vyx registration endpoint at that URL")
+	ErrRejected     = errors.New("vyx: the gateway rejected the registration request")
+	ErrRefused      = errors.New("vyx: the gateway refused the worker")
+)
+
+// CloseCode is a WebSocket close code of PROTOCOL.md §8 (4001 bad_hello ... 4009
+// heartbeat_timeout); it prints as "4001 bad_hello".
+type CloseCode = frame.CloseCode
+
 // ConnectError says why a connection attempt failed, with the gateway's reason: the HTTP
-// body, or the ERROR message / close reason.
+// body, or the ERROR message / close reason. errors.Is matches it with the sentinel of its
+// Kind (ErrUnauthorized, ErrNoEndpoint, ErrRejected, ErrRefused), and errors.Unwrap gives
+// the network or TLS error under a Transient failure.
+//
+//	var ce *vyx.ConnectError
+//	if errors.As(err, &ce) && ce.Kind == vyx.Unauthorized { log.Fatalf("HTTP %d: %s", ce.Status, ce.Reason) }
 type ConnectError struct {
 	Kind   ConnectKind
-	Status int             // HTTP status, for Unauthorized, NoEndpoint, Rejected, Transient
-	Code   frame.CloseCode // close code, for Refused
+	Status int       // HTTP status, for Unauthorized, NoEndpoint, Rejected, Transient
+	Code   CloseCode // close code, for Refused
 	URL    string
 	Reason string
 	// Detail is the whole message of a Transient failure.
 	Detail string
+	// Err is the error under a Transient failure (a *net.OpError, a TLS error, a
+	// timeout), nil when the gateway answered.
+	Err error
 }
 
 func (e *ConnectError) Error() string {
@@ -96,6 +130,24 @@ func (e *ConnectError) Error() string {
 	return e.Detail
 }
 
+// Unwrap is the network or TLS error under a Transient failure (nil otherwise).
+func (e *ConnectError) Unwrap() error { return e.Err }
+
+// Is matches the sentinel of e's Kind.
+func (e *ConnectError) Is(target error) bool {
+	switch e.Kind {
+	case Unauthorized:
+		return target == ErrUnauthorized
+	case NoEndpoint:
+		return target == ErrNoEndpoint
+	case Rejected:
+		return target == ErrRejected
+	case Refused:
+		return target == ErrRefused
+	}
+	return false
+}
+
 // Permanent reports whether retrying cannot help until a configuration changes (§9).
 func (e *ConnectError) Permanent() bool {
 	switch e.Kind {
@@ -107,8 +159,10 @@ func (e *ConnectError) Permanent() bool {
 	return true
 }
 
-func transient(format string, a ...any) *ConnectError {
-	return &ConnectError{Kind: Transient, Detail: fmt.Sprintf(format, a...)}
+// transient is a failure that may go away by itself; cause (nil when the gateway answered)
+// is what errors.Unwrap gives.
+func transient(cause error, format string, a ...any) *ConnectError {
+	return &ConnectError{Kind: Transient, Detail: fmt.Sprintf(format, a...), Err: cause}
 }
 
 // maxReasonChars is the longest part of a refusal's body kept (gateways answer one line).
@@ -185,9 +239,9 @@ func (d *dialer) connect(ctx context.Context) (*websocket.Conn, *corkConn, *fram
 			return nil, nil, nil, &ConnectError{Kind: Rejected, URL: d.url, Reason: "the 101 answer does not select " + protocol.Subprotocol}
 		}
 		if dctx.Err() != nil && ctx.Err() == nil {
-			return nil, nil, nil, transient("no answer from %s within %s", d.url, d.timeout)
+			return nil, nil, nil, transient(err, "no answer from %s within %s", d.url, d.timeout)
 		}
-		return nil, nil, nil, transient("cannot reach %s: %v", d.url, err)
+		return nil, nil, nil, transient(err, "cannot reach %s: %v", d.url, err)
 	}
 	if ws.Subprotocol() != protocol.Subprotocol {
 		_ = ws.Close(websocket.StatusProtocolError, "vyx.1 not selected")
@@ -199,7 +253,7 @@ func (d *dialer) connect(ctx context.Context) (*websocket.Conn, *corkConn, *fram
 
 	if err := ws.Write(context.Background(), websocket.MessageBinary, d.hello.Encode()); err != nil {
 		_ = ws.CloseNow()
-		return nil, nil, nil, transient("sending HELLO failed: %v", err)
+		return nil, nil, nil, transient(err, "sending HELLO failed: %v", err)
 	}
 
 	// No WELCOME within the handshake timeout: close 4007 (the blocked read then ends).
@@ -223,7 +277,7 @@ func (d *dialer) connect(ctx context.Context) (*websocket.Conn, *corkConn, *fram
 		if err != nil {
 			if timedOut.Load() {
 				_ = raw.Close()
-				return nil, nil, nil, transient("no WELCOME within %dms", protocol.HandshakeTimeoutMS)
+				return nil, nil, nil, transient(nil, "no WELCOME within %dms", protocol.HandshakeTimeoutMS)
 			}
 			var ce websocket.CloseError
 			if errors.As(err, &ce) {
@@ -233,7 +287,7 @@ func (d *dialer) connect(ctx context.Context) (*websocket.Conn, *corkConn, *fram
 				}
 				return nil, nil, nil, &ConnectError{Kind: Refused, Code: frame.CloseCode(ce.Code), URL: d.url, Reason: reason}
 			}
-			return nil, nil, nil, transient("handshake failed: %v", err)
+			return nil, nil, nil, transient(err, "handshake failed: %v", err)
 		}
 		if tooLarge {
 			return nil, nil, nil, closeHandshake(ws, frame.CloseFrameTooLarge, "message longer than the frame limit")
@@ -270,5 +324,5 @@ func (d *dialer) connect(ctx context.Context) (*websocket.Conn, *corkConn, *fram
 // returns the transient error that ends the attempt.
 func closeHandshake(ws *websocket.Conn, code frame.CloseCode, why string) *ConnectError {
 	_ = ws.Close(websocket.StatusCode(code), truncateReason(why))
-	return transient("%s (closed %s)", why, code)
+	return transient(nil, "%s (closed %s)", why, code)
 }

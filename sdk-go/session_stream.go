@@ -22,13 +22,19 @@ import (
 // StreamError is why a stream can no longer be answered: the gateway reset it, or the
 // connection was lost. It is the cause of the request context's cancellation
 // (context.Cause(r.Context())) and the error of every later Read and Write.
+//
+//	if se := (*vyx.StreamError)(nil); errors.As(context.Cause(r.Context()), &se) && !se.Lost { log.Print(se.Code) }
 type StreamError struct {
 	// Code is the gateway's RESET code; Lost is true (and Code meaningless) when the
 	// connection ended with the stream open.
-	Code   frame.ResetCode
+	Code   ResetCode
 	Reason string
 	Lost   bool
 }
+
+// ResetCode is a RESET code of PROTOCOL.md §8.4 (0 no_error ... 6 flow_control); it
+// prints as "1 cancel".
+type ResetCode = frame.ResetCode
 
 func (e *StreamError) Error() string {
 	if e.Lost {

@@ -64,6 +64,12 @@ type Config struct {
 // ErrWorkerStarted is returned by a second Start.
 var ErrWorkerStarted = errors.New("vyx: worker already started")
 
+// ErrNeverConnected is matched (errors.Is) by Start's error when the worker stopped
+// before the gateway ever welcomed it; the error also wraps the last failed attempt (a
+// *ConnectError), so that a wrong address or a gateway that is down is not mistaken for
+// a clean drain.
+var ErrNeverConnected = errors.New("vyx: the worker never connected")
+
 type route struct {
 	method, path string
 	handler      http.Handler
@@ -238,10 +244,12 @@ func (w *Worker) setState(s State) {
 
 // Start registers with the gateway and serves until the worker has drained: after
 // Shutdown, or when ctx is done (then in-flight requests get Config.DrainTimeout). It
-// reconnects with backoff on its own. It returns nil after a drain, and the cause when the
-// gateway refused the worker for good (bad token, route conflict, HTTP 400/401/403/404:
-// a *ConnectError). Handlers' contexts keep ctx's values but not its cancellation, so
-// that a drain lets them finish.
+// reconnects with backoff on its own. It returns nil after a drain; a *ConnectError when
+// the gateway refused the worker for good (bad token, route conflict, HTTP
+// 400/401/403/404: errors.Is matches ErrUnauthorized, ErrNoEndpoint, ErrRejected or
+// ErrRefused); and an error matching ErrNeverConnected, wrapping the last failed attempt,
+// when it was stopped before the gateway ever welcomed it. Handlers' contexts keep ctx's
+// values but not its cancellation, so that a drain lets them finish.
 //
 //	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 //	defer stop()
