@@ -52,6 +52,17 @@ func TestConnectErrorIs(t *testing.T) {
 	}
 }
 
+func TestStreamErrorIs(t *testing.T) {
+	lost := fmt.Errorf("read: %w", errConnectionLost)
+	if !errors.Is(lost, ErrConnectionLost) || errors.Is(lost, ErrStreamReset) {
+		t.Errorf("a lost connection: %v", lost)
+	}
+	reset := &StreamError{Code: ResetCode(1), Reason: "client gone"}
+	if !errors.Is(reset, ErrStreamReset) || errors.Is(reset, ErrConnectionLost) {
+		t.Errorf("a reset: %v", reset)
+	}
+}
+
 // quietWorker is a worker on connect whose states go to states (buffered: none dropped here).
 func quietWorker(t *testing.T, connect string, states chan State) *Worker {
 	t.Helper()

@@ -157,9 +157,12 @@ func ExampleErrNeverConnected() {
 func ExampleStreamError() {
 	handler := func(rw http.ResponseWriter, r *http.Request) {
 		<-r.Context().Done()
+		cause := context.Cause(r.Context())
 		var se *vyx.StreamError
-		if errors.As(context.Cause(r.Context()), &se) && !se.Lost {
+		if errors.Is(cause, vyx.ErrStreamReset) && errors.As(cause, &se) {
 			log.Printf("reset by the gateway: %s", se.Code) // e.g. "1 cancel"
+		} else if errors.Is(cause, vyx.ErrConnectionLost) {
+			log.Print("the connection to the gateway was lost")
 		}
 	}
 	_ = handler

@@ -109,7 +109,7 @@ func TestHostRules(t *testing.T) {
 	select {
 	case err := <-cancelled:
 		var se *StreamError
-		if !errors.As(err, &se) || se.Code != frame.ResetCancel {
+		if !errors.As(err, &se) || se.Code != frame.ResetCancel || !errors.Is(err, ErrStreamReset) || errors.Is(err, ErrConnectionLost) {
 			t.Errorf("cause %v", err)
 		}
 	case <-time.After(gwtest.Wait):

@@ -19,9 +19,10 @@ import (
 	"github.com/vyx-dev/vyx/sdk-go/internal/protocol"
 )
 
-// StreamError is why a stream can no longer be answered: the gateway reset it, or the
-// connection was lost. It is the cause of the request context's cancellation
-// (context.Cause(r.Context())) and the error of every later Read and Write.
+// StreamError is why a stream can no longer be answered: the gateway reset it
+// (errors.Is(err, ErrStreamReset)), or the connection was lost (ErrConnectionLost). It is
+// the cause of the request context's cancellation (context.Cause(r.Context())) and the
+// error of every later Read and Write.
 //
 //	if se := (*vyx.StreamError)(nil); errors.As(context.Cause(r.Context()), &se) && !se.Lost { log.Print(se.Code) }
 type StreamError struct {
@@ -44,6 +45,20 @@ func (e *StreamError) Error() string {
 		return fmt.Sprintf("vyx: stream reset by the gateway: %s: %s", e.Code.Name(), e.Reason)
 	}
 	return "vyx: stream reset by the gateway: " + e.Code.Name()
+}
+
+// The sentinels a *StreamError matches with errors.Is.
+var (
+	ErrStreamReset    = errors.New("vyx: stream reset by the gateway")
+	ErrConnectionLost = errors.New("vyx: connection to the gateway lost")
+)
+
+// Is matches ErrConnectionLost when the connection was lost, else ErrStreamReset.
+func (e *StreamError) Is(target error) bool {
+	if e.Lost {
+		return target == ErrConnectionLost
+	}
+	return target == ErrStreamReset
 }
 
 // errConnectionLost fails the streams still open when a connection ends.
