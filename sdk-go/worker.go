@@ -322,7 +322,7 @@ func (w *Worker) requestStop(deadline time.Duration) {
 // Shutdown drains the worker, mirroring http.Server.Shutdown: the gateway sends it no new
 // requests, in-flight ones finish (until ctx's deadline, else Config.DrainTimeout), then
 // the connection closes and Start returns. Shutdown waits for that, or returns ctx.Err().
-// A worker not started yet never starts.
+// A worker not started yet never starts (its Start returns an ErrNeverConnected error).
 func (w *Worker) Shutdown(ctx context.Context) error {
 	grace := w.cfg.DrainTimeout
 	if dl, ok := ctx.Deadline(); ok {
