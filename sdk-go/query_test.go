@@ -3,7 +3,7 @@ package vyx
 import (
 	"testing"
 
-	"github.com/vyx-dev/vyx/sdk-go/internal/gwtest"
+	"github.com/vyx-dev/vyx/sdk-go/internal/vectors"
 )
 
 func TestQueryVectors(t *testing.T) {
@@ -14,7 +14,7 @@ func TestQueryVectors(t *testing.T) {
 			Pairs [][]string `json:"pairs"`
 		}
 	}
-	gwtest.LoadVectors(t, "query.json", &file)
+	vectors.Load(t, "query.json", &file)
 	for _, v := range file.Vectors {
 		got := ParseQuery(v.Query)
 		ok := len(got) == len(v.Pairs)

@@ -27,6 +27,7 @@ import (
 	"github.com/vyx-dev/vyx/sdk-go/internal/frame"
 	"github.com/vyx-dev/vyx/sdk-go/internal/gwtest"
 	"github.com/vyx-dev/vyx/sdk-go/internal/protocol"
+	"github.com/vyx-dev/vyx/sdk-go/internal/vectors"
 )
 
 // traceRoutes are the conformance routes the traces use (spec/conformance/README.md).
@@ -112,7 +113,7 @@ func TestStreamTraces(t *testing.T) {
 			} `json:"steps"`
 		} `json:"traces"`
 	}
-	gwtest.LoadVectors(t, "streams.json", &file)
+	vectors.Load(t, "streams.json", &file)
 	if len(file.Traces) == 0 {
 		t.Fatal("no traces")
 	}
@@ -258,7 +259,7 @@ func TestRetryVectors(t *testing.T) {
 			ErrorNames          []string `json:"error_names"`
 		} `json:"cases"`
 	}
-	gwtest.LoadVectors(t, "retry.json", &file)
+	vectors.Load(t, "retry.json", &file)
 	const reason = "the gateway's reason"
 	for _, tc := range file.Cases {
 		t.Run(tc.Name, func(t *testing.T) {

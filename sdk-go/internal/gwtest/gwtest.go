@@ -5,7 +5,6 @@ package gwtest
 
 import (
 	"context"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -13,9 +12,6 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -306,18 +302,4 @@ func (c *Conn) NextAny() (frame.Frame, error) {
 		return nil, m.Err
 	}
 	return frame.Decode(m.B, frame.MaxFrameSize)
-}
-
-// LoadVectors decodes spec/vectors/<name> into v, from any package of the module (the
-// path is found from this file's, not from the test's working directory).
-func LoadVectors(t testing.TB, name string, v any) {
-	t.Helper()
-	_, here, _, _ := runtime.Caller(0)
-	b, err := os.ReadFile(filepath.Join(filepath.Dir(here), "..", "..", "..", "spec", "vectors", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		t.Fatal(err)
-	}
 }

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/vyx-dev/vyx/sdk-go/internal/frame"
-	"github.com/vyx-dev/vyx/sdk-go/internal/gwtest"
+	"github.com/vyx-dev/vyx/sdk-go/internal/vectors"
 )
 
 // expectation is "ok" or {"close_code": N}.
@@ -63,7 +63,7 @@ func TestHandshakeVectors(t *testing.T) {
 			Expect              expectation     `json:"expect"`
 		} `json:"welcome_cases"`
 	}
-	gwtest.LoadVectors(t, "handshake.json", &file)
+	vectors.Load(t, "handshake.json", &file)
 	if len(file.Cases) == 0 || len(file.WelcomeCases) == 0 {
 		t.Fatal("no cases")
 	}
@@ -111,7 +111,7 @@ func TestRetryCloseCodes(t *testing.T) {
 			Retry        bool `json:"retry"`
 		}
 	}
-	gwtest.LoadVectors(t, "retry.json", &file)
+	vectors.Load(t, "retry.json", &file)
 	ran := 0
 	for _, c := range file.Cases {
 		switch {
@@ -159,7 +159,7 @@ func TestWorkerIDVectors(t *testing.T) {
 			Valid bool   `json:"valid"`
 		}
 	}
-	gwtest.LoadVectors(t, "worker_id.json", &file)
+	vectors.Load(t, "worker_id.json", &file)
 	for i, c := range file.Cases {
 		if IsWorkerID(c.ID) != c.Valid {
 			t.Errorf("case %d: IsWorkerID(%q) = %v, want %v", i, c.ID, !c.Valid, c.Valid)
@@ -190,7 +190,7 @@ func TestBackoffVectors(t *testing.T) {
 			DelaysMS []uint64 `json:"delays_ms"`
 		}
 	}
-	gwtest.LoadVectors(t, "backoff.json", &file)
+	vectors.Load(t, "backoff.json", &file)
 	if file.BaseMS != BackoffBaseMS || file.CapMS != BackoffCapMS || file.StableMS != BackoffStableMS {
 		t.Fatalf("parameters %d/%d/%d", file.BaseMS, file.CapMS, file.StableMS)
 	}
@@ -250,7 +250,7 @@ func TestFlowVectors(t *testing.T) {
 		Send    []flowCase `json:"send"`
 		Receive []flowCase `json:"receive"`
 	}
-	gwtest.LoadVectors(t, "flow.json", &file)
+	vectors.Load(t, "flow.json", &file)
 	if len(file.Send) == 0 || len(file.Receive) == 0 {
 		t.Fatal("no cases")
 	}
@@ -319,7 +319,7 @@ func TestHeartbeatVectors(t *testing.T) {
 			DeadAtTick *int     `json:"dead_at_tick"`
 		}
 	}
-	gwtest.LoadVectors(t, "heartbeat.json", &file)
+	vectors.Load(t, "heartbeat.json", &file)
 	if file.Misses != HeartbeatMisses || len(file.Cases) == 0 {
 		t.Fatalf("misses %d, %d cases", file.Misses, len(file.Cases))
 	}
