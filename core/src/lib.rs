@@ -3,6 +3,8 @@
 //! - [`frame`]: the binary frame codec (one WebSocket message = one frame).
 //! - [`handshake`]: the JSON control messages (HELLO, WELCOME, DRAIN, ROUTES, ERROR) and
 //!   the upgrade-request constants.
+//! - [`heartbeat`]: when to ping, and when a silent peer is dead (both sides).
+//! - [`transport`]: the WebSocket side of a connection: settings, the send queue, the writer.
 //! - [`routing`]: route patterns, their shapes and the matcher the gateway routes with.
 //! - [`backoff`]: the reconnect schedule shared byte-for-byte with the Go SDK.
 //! - [`session`]: the worker-side engine (connect, handshake, heartbeat, multiplexed streams,
@@ -16,6 +18,7 @@ pub mod error;
 pub mod flow;
 pub mod frame;
 pub mod handshake;
+pub mod heartbeat;
 pub mod limits;
 pub mod routing;
 pub mod session;
