@@ -20,6 +20,7 @@ pub mod flow;
 pub mod frame;
 pub mod handshake;
 pub mod heartbeat;
+pub mod host_rules;
 pub mod limits;
 pub mod routing;
 pub mod session;
