@@ -2,6 +2,8 @@
 //! hold (lower-case names, no hop-by-hop fields, `content-length`, no body for 204 and
 //! 304), and what a host reads off a request's forwarding headers.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
 use bytes::Bytes;
 
 use crate::frame::{self, Response};
@@ -140,6 +142,78 @@ pub(crate) fn encode_head<N: AsRef<[u8]>, V: AsRef<[u8]>>(
         kept().chain(length_header),
         size,
     ))
+}
+
+/// The client's IP address as the gateway saw it: the last element of the last
+/// `x-forwarded-for` field, which the gateway appends itself for the peer it accepted
+/// (earlier elements come from the client or from proxies before the gateway, and can be
+/// forged). An IPv4 or IPv6 address, with or without a port (`192.0.2.1:4711`,
+/// `[2001:db8::1]:8080`), or an IPv6 address in brackets; `None` for anything else, with no
+/// fall-back to an earlier element (spec/HOSTS.md §5, `spec/vectors/client.json`).
+///
+/// ```
+/// use vyx_core::host_rules::client_ip;
+/// let headers = [("x-forwarded-for", "198.51.100.7, 10.0.0.2")];
+/// assert_eq!(client_ip(&headers), Some("10.0.0.2".parse().unwrap()));
+/// ```
+pub fn client_ip<N: AsRef<[u8]>, V: AsRef<[u8]>>(headers: &[(N, V)]) -> Option<IpAddr> {
+    let e = last_element(headers, b"x-forwarded-for")?;
+    let e = std::str::from_utf8(e).ok()?;
+    if let Some(rest) = e.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        if !after.is_empty() && !after.strip_prefix(':').is_some_and(is_port) {
+            return None;
+        }
+        return host.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
+    }
+    if let Some((host, port)) = e.split_once(':').filter(|(_, p)| !p.contains(':')) {
+        return is_port(port)
+            .then(|| host.parse::<Ipv4Addr>().ok().map(IpAddr::V4))
+            .flatten();
+    }
+    e.parse().ok()
+}
+
+/// The scheme the client used: `"https"` when the last element of the last
+/// `x-forwarded-proto` field is `https` in any case, else `"http"` (spec/HOSTS.md §5).
+///
+/// ```
+/// use vyx_core::host_rules::scheme;
+/// assert_eq!(scheme(&[("x-forwarded-proto", "https")]), "https");
+/// assert_eq!(scheme::<&str, &str>(&[]), "http");
+/// ```
+pub fn scheme<N: AsRef<[u8]>, V: AsRef<[u8]>>(headers: &[(N, V)]) -> &'static str {
+    match last_element(headers, b"x-forwarded-proto") {
+        Some(e) if e.eq_ignore_ascii_case(b"https") => "https",
+        _ => "http",
+    }
+}
+
+/// The last comma-separated element of the last field `name`, without spaces and tabs.
+fn last_element<'h, N: AsRef<[u8]>, V: AsRef<[u8]>>(
+    headers: &'h [(N, V)],
+    name: &[u8],
+) -> Option<&'h [u8]> {
+    let (_, value) = headers
+        .iter()
+        .rfind(|(n, _)| n.as_ref().eq_ignore_ascii_case(name))?;
+    let last = value.as_ref().rsplit(|&b| b == b',').next()?;
+    Some(trim_ows(last))
+}
+
+fn trim_ows(mut b: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = b {
+        b = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = b {
+        b = rest;
+    }
+    b
+}
+
+/// A port as a forwarding element may carry it: 1 to 5 digits (the value is not used).
+fn is_port(p: &str) -> bool {
+    (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit())
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -23,7 +24,7 @@ use crate::frame::{Data, HeaderList, Reset, Window};
 use crate::limits::MAX_DATA_CHUNK;
 
 use super::connection::{ConnShared, Outgoing};
-use crate::host_rules::{encode_head, INTERNAL_ERROR, INTERNAL_ERROR_HEADERS};
+use crate::host_rules::{self, encode_head, INTERNAL_ERROR, INTERNAL_ERROR_HEADERS};
 
 /// Why a stream operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,6 +58,19 @@ pub struct IncomingRequest {
     pub headers: HeaderList,
     /// Reads the request body and sends the response.
     pub stream: Stream,
+}
+
+impl IncomingRequest {
+    /// The client's IP address as the gateway saw it (see [`host_rules::client_ip`]):
+    /// `None` when the request carries no usable `x-forwarded-for`.
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        host_rules::client_ip(&self.headers)
+    }
+
+    /// `"https"` or `"http"`: the scheme the client used (see [`host_rules::scheme`]).
+    pub fn scheme(&self) -> &'static str {
+        host_rules::scheme(&self.headers)
+    }
 }
 
 impl std::fmt::Debug for IncomingRequest {
