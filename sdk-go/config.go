@@ -17,6 +17,17 @@ const (
 	EnvCAFile   = "VYX_CA_FILE"
 )
 
+// What a Config left at zero takes: the same numbers in every vyx SDK (vyx-core's
+// config module; spec/vectors/defaults.json holds both to them).
+const (
+	// DefaultMaxConcurrency is Config.MaxConcurrency's default.
+	DefaultMaxConcurrency = 1024
+	// DefaultConnectTimeout is Config.ConnectTimeout's default.
+	DefaultConnectTimeout = 10 * time.Second
+	// DefaultDrainTimeout is Config.DrainTimeout's default.
+	DefaultDrainTimeout = 30 * time.Second
+)
+
 // Config configures a Worker. Empty fields take their defaults: Connect, ID, Token and
 // CAFile from VYX_CONNECT, VYX_WORKER_ID, VYX_TOKEN and VYX_CA_FILE.
 type Config struct {
@@ -27,7 +38,7 @@ type Config struct {
 	// Token is sent as Authorization: Bearer <token> when not empty.
 	Token string
 	// MaxConcurrency is how many requests one connection serves at once (1..=65535,
-	// default 1024).
+	// default DefaultMaxConcurrency, 1024).
 	MaxConcurrency int
 	// Labels are informational (the gateway's admin view and metrics).
 	Labels map[string]string
@@ -37,10 +48,11 @@ type Config struct {
 	Logger *slog.Logger
 	// Instance distinguishes this process among replicas (default: host name and pid).
 	Instance string
-	// ConnectTimeout bounds one dial: TCP, TLS and upgrade (default 10 s).
+	// ConnectTimeout bounds one dial: TCP, TLS and upgrade (default
+	// DefaultConnectTimeout, 10 s).
 	ConnectTimeout time.Duration
 	// DrainTimeout is the grace period in-flight requests get when Start's context ends,
-	// or when Shutdown's context has no deadline (default 10 s).
+	// or when Shutdown's context has no deadline (default DefaultDrainTimeout, 30 s).
 	DrainTimeout time.Duration
 	// OnState receives every connection-state change, in order, none dropped, on a
 	// goroutine of its own.

@@ -66,13 +66,13 @@ func NewWorker(cfg Config) (*Worker, error) {
 	env(&cfg.Token, EnvToken)
 	env(&cfg.CAFile, EnvCAFile)
 	if cfg.MaxConcurrency == 0 {
-		cfg.MaxConcurrency = 1024
+		cfg.MaxConcurrency = DefaultMaxConcurrency
 	}
 	if cfg.ConnectTimeout <= 0 {
-		cfg.ConnectTimeout = 10 * time.Second
+		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
 	if cfg.DrainTimeout <= 0 {
-		cfg.DrainTimeout = 10 * time.Second
+		cfg.DrainTimeout = DefaultDrainTimeout
 	}
 	if cfg.Instance == "" {
 		host, _ := os.Hostname()
@@ -169,6 +169,9 @@ func (w *Worker) Get(path string, h http.HandlerFunc) { w.Handle("GET "+path, h)
 
 // Head serves HEAD requests for path (a GET route serves them too when there is none).
 func (w *Worker) Head(path string, h http.HandlerFunc) { w.Handle("HEAD "+path, h) }
+
+// Any serves every method for path, as Handle(path, h) does.
+func (w *Worker) Any(path string, h http.HandlerFunc) { w.Handle(path, h) }
 
 // Post serves POST requests for path.
 func (w *Worker) Post(path string, h http.HandlerFunc) { w.Handle("POST "+path, h) }
