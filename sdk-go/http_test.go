@@ -14,8 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vyx-dev/vyx/sdk-go/frame"
+	"github.com/vyx-dev/vyx/sdk-go/internal/frame"
 	"github.com/vyx-dev/vyx/sdk-go/internal/gwtest"
+	"github.com/vyx-dev/vyx/sdk-go/internal/protocol"
 )
 
 func TestHostRules(t *testing.T) {
@@ -110,7 +111,7 @@ func TestHostRules(t *testing.T) {
 	select {
 	case err := <-cancelled:
 		var se *StreamError
-		if !errors.As(err, &se) || se.Code != frame.ResetCancel {
+		if !errors.As(err, &se) || se.Code != frame.ResetCancel || !errors.Is(err, ErrStreamReset) || errors.Is(err, ErrConnectionLost) {
 			t.Errorf("cause %v", err)
 		}
 	case <-time.After(gwtest.Wait):
@@ -191,7 +192,7 @@ func TestOverlongFieldsRefusedBeforeDialing(t *testing.T) {
 		{Labels: map[string]string{long: "v"}},
 		{Labels: func() map[string]string {
 			m := map[string]string{}
-			for i := 0; i <= MaxLabels; i++ {
+			for i := 0; i <= protocol.MaxLabels; i++ {
 				m[fmt.Sprint(i)] = "v"
 			}
 			return m
@@ -208,11 +209,11 @@ func TestOverlongFieldsRefusedBeforeDialing(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, bad := range []string{
-		"GET " + strings.Repeat("/a", MaxPatternSegments+1),
+		"GET " + strings.Repeat("/a", protocol.MaxPatternSegments+1),
 		"GET " + strings.Repeat("/a", 20000),
 		"GET " + strings.Repeat("/", 30000),
-		"GET /" + strings.Repeat("x", MaxPatternLen),
-		strings.Repeat("X", MaxMethodLen+1) + " /a",
+		"GET /" + strings.Repeat("x", protocol.MaxPatternLen),
+		strings.Repeat("X", protocol.MaxMethodLen+1) + " /a",
 	} {
 		func() {
 			defer func() {
@@ -223,7 +224,7 @@ func TestOverlongFieldsRefusedBeforeDialing(t *testing.T) {
 			w.Handle(bad, http.NotFoundHandler())
 		}()
 	}
-	w.Get(strings.Repeat("/a", MaxPatternSegments), func(http.ResponseWriter, *http.Request) {})
+	w.Get(strings.Repeat("/a", protocol.MaxPatternSegments), func(http.ResponseWriter, *http.Request) {})
 	labels["k"] = long // after NewWorker: Start checks the HELLO it would send
 	err = w.Start(context.Background())
 	if err == nil || !strings.Contains(err.Error(), `label "k": value is 257 bytes`) {
