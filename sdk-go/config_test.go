@@ -1,28 +1,21 @@
 package vyx
 
 import (
-	"encoding/json"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/vyx-dev/vyx/sdk-go/internal/vectors"
 )
 
 // The defaults are the ones every vyx SDK uses (spec/vectors/defaults.json, vyx-core's
 // config module), and a Config left at zero gets them.
 func TestDefaultsAreTheSpecs(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", "spec", "vectors", "defaults.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var spec struct {
 		MaxConcurrency   int   `json:"max_concurrency"`
 		ConnectTimeoutMS int64 `json:"connect_timeout_ms"`
 		DrainTimeoutMS   int64 `json:"drain_timeout_ms"`
 	}
-	if err := json.Unmarshal(b, &spec); err != nil {
-		t.Fatal(err)
-	}
+	vectors.Load(t, "defaults.json", &spec)
 	ms := func(n int64) time.Duration { return time.Duration(n) * time.Millisecond }
 	if DefaultMaxConcurrency != spec.MaxConcurrency || DefaultConnectTimeout != ms(spec.ConnectTimeoutMS) || DefaultDrainTimeout != ms(spec.DrainTimeoutMS) {
 		t.Errorf("defaults %d %v %v, spec %+v", DefaultMaxConcurrency, DefaultConnectTimeout, DefaultDrainTimeout, spec)
