@@ -51,6 +51,8 @@ func TestHostRules(t *testing.T) {
 			fmt.Fprintf(rw, "%d %v", len(b), err)
 		})
 		w.Get("/empty", func(rw http.ResponseWriter, r *http.Request) { rw.WriteHeader(204) })
+		w.Any("/any", func(rw http.ResponseWriter, r *http.Request) { io.WriteString(rw, r.Method) })
+		w.Put("/nothing", func(http.ResponseWriter, *http.Request) {})
 	}, Config{})
 	c := g.Accept()
 	c.Welcome(65536)
@@ -137,6 +139,19 @@ func TestHostRules(t *testing.T) {
 	}
 	if r, body = c.Answer(15); string(body) != "200000 <nil>" {
 		t.Errorf("upload: %d %q", r.Status, body)
+	}
+
+	// Any takes whatever method comes; a handler that writes nothing answers 200, empty,
+	// as in every vyx SDK.
+	anyReq := c.Request(17, "* /any", "/any", true)
+	anyReq.Method = "PROPFIND"
+	c.Send(anyReq)
+	if r, body = c.Answer(17); r.Status != 200 || string(body) != "PROPFIND" {
+		t.Errorf("any: %d %q", r.Status, body)
+	}
+	c.Send(c.Request(19, "PUT /nothing", "/nothing", true))
+	if r, body = c.Answer(19); r.Status != 200 || len(body) != 0 {
+		t.Errorf("nothing: %d %q", r.Status, body)
 	}
 }
 

@@ -22,45 +22,6 @@ import (
 // Version is this SDK's version, sent in HELLO as sdk "vyx-go/<Version>".
 const Version = "0.1.0"
 
-// Environment variables read when a Config field is left empty (local mode sets them for
-// the workers it starts).
-const (
-	EnvConnect  = "VYX_CONNECT"
-	EnvWorkerID = "VYX_WORKER_ID"
-	EnvToken    = "VYX_TOKEN"
-	EnvCAFile   = "VYX_CA_FILE"
-)
-
-// Config configures a Worker. Empty fields take their defaults: Connect, ID, Token and
-// CAFile from VYX_CONNECT, VYX_WORKER_ID, VYX_TOKEN and VYX_CA_FILE.
-type Config struct {
-	// Connect is the gateway: ws://host:port, wss://host:port, or a full registration URL.
-	Connect string
-	// ID is the worker id: 1..=128 bytes of A-Z a-z 0-9 . _ : @ / -.
-	ID string
-	// Token is sent as Authorization: Bearer <token> when not empty.
-	Token string
-	// MaxConcurrency is how many requests one connection serves at once (1..=65535,
-	// default 1024).
-	MaxConcurrency int
-	// Labels are informational (the gateway's admin view and metrics).
-	Labels map[string]string
-	// CAFile is a PEM file of CAs trusted for wss:// besides the system's roots.
-	CAFile string
-	// Logger receives the worker's logs (default slog.Default()).
-	Logger *slog.Logger
-	// Instance distinguishes this process among replicas (default: host name and pid).
-	Instance string
-	// ConnectTimeout bounds one dial: TCP, TLS and upgrade (default 10 s).
-	ConnectTimeout time.Duration
-	// DrainTimeout is the grace period in-flight requests get when Start's context ends,
-	// or when Shutdown's context has no deadline (default 10 s).
-	DrainTimeout time.Duration
-	// OnState receives every connection-state change, in order, none dropped, on a
-	// goroutine of its own.
-	OnState func(State)
-}
-
 // ErrWorkerStarted is returned by a second Start.
 var ErrWorkerStarted = errors.New("vyx: worker already started")
 
@@ -112,13 +73,13 @@ func NewWorker(cfg Config) (*Worker, error) {
 	env(&cfg.Token, EnvToken)
 	env(&cfg.CAFile, EnvCAFile)
 	if cfg.MaxConcurrency == 0 {
-		cfg.MaxConcurrency = 1024
+		cfg.MaxConcurrency = DefaultMaxConcurrency
 	}
 	if cfg.ConnectTimeout <= 0 {
-		cfg.ConnectTimeout = 10 * time.Second
+		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
 	if cfg.DrainTimeout <= 0 {
-		cfg.DrainTimeout = 10 * time.Second
+		cfg.DrainTimeout = DefaultDrainTimeout
 	}
 	if cfg.Instance == "" {
 		host, _ := os.Hostname()
@@ -215,6 +176,9 @@ func (w *Worker) Get(path string, h http.HandlerFunc) { w.Handle("GET "+path, h)
 
 // Head serves HEAD requests for path (a GET route serves them too when there is none).
 func (w *Worker) Head(path string, h http.HandlerFunc) { w.Handle("HEAD "+path, h) }
+
+// Any serves every method for path, as Handle(path, h) does.
+func (w *Worker) Any(path string, h http.HandlerFunc) { w.Handle(path, h) }
 
 // Post serves POST requests for path.
 func (w *Worker) Post(path string, h http.HandlerFunc) { w.Handle("POST "+path, h) }
