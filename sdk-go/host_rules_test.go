@@ -4,7 +4,8 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/vyx-dev/vyx/sdk-go/frame"
+	"github.com/vyx-dev/vyx/sdk-go/internal/frame"
+	"github.com/vyx-dev/vyx/sdk-go/internal/vectors"
 )
 
 func TestClientVectors(t *testing.T) {
@@ -16,7 +17,7 @@ func TestClientVectors(t *testing.T) {
 			Scheme   string      `json:"scheme"`
 		}
 	}
-	load(t, "client.json", &file)
+	vectors.Load(t, "client.json", &file)
 	if len(file.Vectors) == 0 {
 		t.Fatal("no vectors")
 	}

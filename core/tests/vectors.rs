@@ -247,6 +247,24 @@ fn routing_cases() {
 }
 
 #[test]
+fn sdk_defaults_match() {
+    use vyx_core::config::{
+        DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_CONCURRENCY,
+    };
+    let file = load("defaults.json");
+    let ms = |key: &str| file[key].as_u64().unwrap() as u128;
+    assert_eq!(
+        file["max_concurrency"].as_u64().unwrap(),
+        u64::from(DEFAULT_MAX_CONCURRENCY)
+    );
+    assert_eq!(
+        ms("connect_timeout_ms"),
+        DEFAULT_CONNECT_TIMEOUT.as_millis()
+    );
+    assert_eq!(ms("drain_timeout_ms"), DEFAULT_DRAIN_TIMEOUT.as_millis());
+}
+
+#[test]
 fn backoff_schedule_matches() {
     let file = load("backoff.json");
     assert_eq!(file["base_ms"].as_u64().unwrap(), BASE_MS);
