@@ -538,7 +538,11 @@ async fn a_drain_during_the_handshake_finishes_it_and_answers_what_was_sent() {
     assert_eq!(conn.head(1).await.status, 200);
     assert_eq!(conn.body(1).await, b"served");
     conn.0.close(1000, "drained").await.unwrap();
-    assert_eq!(conn.0.close_code(WAIT).await.unwrap(), 1000, "the worker's answer");
+    assert_eq!(
+        conn.0.close_code(WAIT).await.unwrap(),
+        1000,
+        "the worker's answer"
+    );
     timeout(e.wait()).await.unwrap();
 }
 
