@@ -34,7 +34,6 @@ class WSGIWorker(Worker):
         name, _, port = host.rpartition(":")
         if not name or not port.isdigit():
             name, port = host, "80"
-        proto = req.headers.get("x-forwarded-proto", "http")
         environ = {
             "REQUEST_METHOD": req.method,
             "SCRIPT_NAME": "",
@@ -44,10 +43,10 @@ class WSGIWorker(Worker):
             "SERVER_NAME": name,
             "SERVER_PORT": port,
             "SERVER_PROTOCOL": "HTTP/1.1",
-            "REMOTE_ADDR": req.headers.get("x-forwarded-for", "").rsplit(",", 1)[-1].strip(),
+            "REMOTE_ADDR": req._client_ip or "",
             "CONTENT_LENGTH": str(len(body)),
             "wsgi.version": (1, 0),
-            "wsgi.url_scheme": proto,
+            "wsgi.url_scheme": req._scheme,
             "wsgi.input": io.BytesIO(body),
             "wsgi.errors": sys.stderr,
             "wsgi.multithread": True,
