@@ -70,7 +70,7 @@ pub async fn proxy(
     resp
 }
 
-/// A response that ends the request early: the gateway's own answer.
+/// The client's response: the worker's, or the gateway's own answer (which ends a request early).
 type Answer = Response<GatewayBody>;
 
 /// One request through its four steps: [`lookup`] (route, checks, the REQUEST frame),
