@@ -94,6 +94,8 @@ class Request:
         "headers",
         "_worker",
         "_slot",
+        "_client_ip",
+        "_scheme",
         "_body",
         "_streaming",
         "_query",
