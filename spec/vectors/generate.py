@@ -24,6 +24,7 @@ import os
 import struct
 import sys
 
+from cookies import cookie_vectors
 from query import query_vectors
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -1678,6 +1679,7 @@ def main():
     })
     write("backoff.json", backoff)
     write("query.json", query_vectors())  # spec/vectors/query.py
+    write("cookies.json", cookie_vectors())  # spec/vectors/cookies.py
     __import__("behaviour").write_all(write)  # streams, flow, heartbeat, retry, worker_id
     print("frames: %d, malformed: %d, handshake: %d, welcome: %d, routing: %d, backoff seeds: %d"
           % (len(frames), len(malformed), len(cases), len(welcomes), len(routing),
