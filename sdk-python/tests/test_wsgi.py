@@ -150,3 +150,16 @@ def test_environ_and_head_as_gunicorn_gives_them(gateway, serve, client):
     assert r.status_code == 200 and "content-length" not in r.headers
     r = client.head("/plain")
     assert r.headers["content-length"] == "5" and r.content == b""
+
+
+def test_head_of_a_generator_app_ends_without_its_body(gateway, serve, client):
+    def app(environ, start_response):
+        start_response("200 OK", [("content-type", "text/plain")])
+        yield b"not "
+        yield b"wanted"
+
+    serve(vyx.WSGIWorker(app, ["/gen"], connect=gateway.ws, id="py:wsgi-head"))
+    r = client.head("/gen")
+    assert (r.status_code, r.content) == (200, b"")
+    assert "content-length" not in r.headers
+    assert client.get("/gen").text == "not wanted"

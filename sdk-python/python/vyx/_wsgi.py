@@ -160,7 +160,7 @@ class _Exchange:
                 self._step(_WHOLE, bytes(chunk))
                 whole = True
             elif not self._step(_CHUNK, bytes(chunk)):
-                return  # HEAD, 204, 304: the body is not wanted
+                break  # HEAD, 204, 304: the body is not wanted
         if not whole:
             self._step(_END, None)
 
