@@ -10,6 +10,7 @@ from flask import Flask, Response as FlaskResponse, request as flask_request
 
 import vyx
 from conftest import WAIT
+from test_worker import wait_until
 
 
 def read_at_least(chunks, n: int) -> bytes:
@@ -158,8 +159,11 @@ def test_head_of_a_generator_app_ends_without_its_body(gateway, serve, client):
         yield b"not "
         yield b"wanted"
 
-    serve(vyx.WSGIWorker(app, ["/gen"], connect=gateway.ws, id="py:wsgi-head"))
+    worker = vyx.WSGIWorker(app, ["/gen"], connect=gateway.ws, id="py:wsgi-head")
+    serve(worker)
     r = client.head("/gen")
     assert (r.status_code, r.content) == (200, b"")
     assert "content-length" not in r.headers
+    # The answer is over on the worker's side too: its slot is closed.
+    wait_until(lambda: worker._engine.open_requests == 0, "the HEAD's slot closed")
     assert client.get("/gen").text == "not wanted"
