@@ -44,7 +44,7 @@ fn worker(url: String, ca_file: Option<std::path::PathBuf>) -> vyx::Worker {
         .handle_signals(false)
         .get("/tls", |_req: Request| async { "over wss" });
     if let Some(f) = ca_file {
-        b = b.tls_ca_file(f);
+        b = b.ca_file(f);
     }
     b.build().unwrap()
 }
