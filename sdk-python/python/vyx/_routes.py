@@ -90,6 +90,9 @@ def _with_slash_twins(patterns: List[str]) -> List[str]:
     return patterns + [t for t in map(_slash_twin, patterns) if t]
 
 
+_WHOLE_PARAM = re.compile(r"\{[^{}/*]+\}")
+
+
 def covering(pattern: str) -> str:
     """The smallest pattern the gateway can route that covers ``pattern``: its segments up to
     the first that is neither a literal nor a whole ``{name}``, then ``{*rest}``
@@ -100,9 +103,6 @@ def covering(pattern: str) -> str:
             break
         kept.append(segment)
     return "/".join([""] + kept + ["{*rest}"])
-
-
-_WHOLE_PARAM = re.compile(r"\{[^{}/*]+\}")
 
 
 def claim(worker: "Worker", handler: Callable[..., Any], given: Optional[Sequence[str]],
