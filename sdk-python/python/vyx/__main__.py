@@ -20,6 +20,7 @@ import inspect
 import logging
 import os
 import sys
+from typing import Any
 
 from ._asgi import ASGIWorker
 from ._errors import VyxError
@@ -54,7 +55,7 @@ def load(spec: str, factory: bool = False):
         raise SystemExit(f"error: {attr!r} is not an attribute or a call")
     names.append(expr.id)
     sys.path.insert(0, os.getcwd())
-    obj = importlib.import_module(module_name)
+    obj: Any = importlib.import_module(module_name)
     for part in reversed(names):
         obj = getattr(obj, part)
     return obj(*args, **kwargs) if factory else obj

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json as _json
-from typing import Any, AsyncIterable, Iterable, List, Mapping, Tuple, Union
+from typing import Any, AsyncIterable, Iterable, List, Mapping, Sequence, Tuple, Union
 
 HeaderPairs = List[Tuple[Union[str, bytes], Union[str, bytes]]]
-HeadersArg = Union[Mapping[str, str], HeaderPairs, None]
+# Sequence, not List: a list of (bytes, bytes) is accepted too (List is invariant).
+HeadersArg = Union[
+    Mapping[str, str], Sequence[Tuple[Union[str, bytes], Union[str, bytes]]], None
+]
 Body = Union[bytes, bytearray, memoryview, str, None, Iterable[Any], AsyncIterable[Any]]
 
 def dumps(value: Any) -> bytes:

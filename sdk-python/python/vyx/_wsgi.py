@@ -14,7 +14,7 @@ import io
 import logging
 import sys
 import threading
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 from urllib.parse import unquote
 
 from ._request import Request
@@ -44,7 +44,7 @@ class WSGIWorker(Worker):
         if not name or not port.isdigit():
             name, port = host, "80"
         proto = req.headers.get("x-forwarded-proto", "http")
-        environ = {
+        environ: Dict[str, Any] = {
             "REQUEST_METHOD": req.method,
             "SCRIPT_NAME": "",
             # PEP 3333: the path decoded, as latin-1 text of the bytes.
