@@ -184,6 +184,8 @@ vyx.ASGIWorker(Starlette())
 
 async def handler(req: vyx.Request) -> vyx.Response:
     assert_type(req.params, Dict[str, str])
+    if req.method == "HEAD":
+        return vyx.Response(200, [(b"content-type", b"text/plain")], b"")
     return vyx.Response.json({"id": req.params["id"]}, headers={"x-id": req.params["id"]})
 '''
 
