@@ -13,12 +13,7 @@ from fastapi import FastAPI, WebSocket
 
 import vyx
 from conftest import WAIT, Lines, python_child
-
-
-def registered_routes(client: httpx.Client, worker_id: str):
-    conns = [c for c in client.get("/_vyx/workers").json() if c["id"] == worker_id]
-    assert len(conns) == 1, conns
-    return conns[0]["routes"]
+from test_frameworks import registered_routes
 
 
 def report_app() -> FastAPI:
