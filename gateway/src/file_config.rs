@@ -72,6 +72,7 @@ struct File {
     #[serde(default)]
     routes: Routes,
     admin: Option<Spanned<Admin>>,
+    tls: Option<Spanned<Tls>>,
     #[serde(default)]
     trusted_proxies: Vec<Spanned<String>>,
     #[serde(default)]
@@ -132,6 +133,14 @@ struct Admin {
     token_env: Option<Spanned<String>>,
     token_file: Option<Spanned<String>>,
     token: Option<Spanned<IgnoredAny>>,
+}
+
+/// `tls:`: a certificate chain and its key, PEM files (relative to the file's folder).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Tls {
+    cert: String,
+    key: String,
 }
 
 #[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
@@ -678,6 +687,16 @@ impl Checker {
                 Some(t) => c.admin_token = Some(t),
                 None => return Err(self.err(at, "admin: give token_env or token_file")),
             }
+        }
+
+        if let Some(t) = &file.tls {
+            let files = crate::tls::TlsFiles {
+                cert: self.resolve(&t.value.cert),
+                key: self.resolve(&t.value.key),
+            };
+            // Read now, so that `vyx check` and the start refuse files that cannot be used.
+            crate::tls::load(&files).map_err(|e| self.err(t.referenced, format!("tls: {e}")))?;
+            c.tls = Some(files);
         }
 
         let mut declared: HashMap<String, DeclaredWorker> = HashMap::new();
