@@ -12,6 +12,7 @@
 //! this crate's tests run.
 
 pub mod backoff;
+pub mod config;
 pub mod error;
 pub mod flow;
 pub mod frame;

@@ -1,4 +1,4 @@
-//! The `vyx.yaml` loader (`gateway/src/file_config.rs`): any text is a config or an error
+//! The `vyx.yaml` loader (`gateway/src/file_config/`): any text is a config or an error
 //! with a place, never a panic or a hang; a config it accepts only holds values the
 //! protocol can carry (a gateway started with it can WELCOME a worker); the duration and
 //! size parsers it uses are checked on the same text, and what they accept prints back to

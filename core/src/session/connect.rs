@@ -247,9 +247,6 @@ pub(crate) async fn welcome(
     }
 }
 
-/// How long a dial (TCP, TLS and upgrade) may take.
-pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Closes the handshake with `code` (best effort and bounded: the socket is dropped right
 /// after, and a gateway that no longer reads must not hold the worker here).
 async fn close(ws: &mut WsStream, code: CloseCode, why: &str) {

@@ -1,0 +1,202 @@
+//! `vyx.yaml`: the file's shape (described in the README's "The gateway" section and in
+//! `examples/vyx.yaml`), its parsing with the line and column in every error, and its
+//! translation into a [`GatewayConfig`].
+//!
+//! ```
+//! let dir = std::env::temp_dir();
+//! let path = dir.join("vyx-doc-example.yaml");
+//! std::fs::write(&path, "listen: 127.0.0.1:0\naccept_unknown_workers: true\n").unwrap();
+//! let config = vyx_gateway::file_config::load(&path).unwrap();
+//! assert!(!config.dev_mode);
+//! ```
+
+mod checks;
+mod env;
+mod scalars;
+mod schema;
+mod tls;
+mod workers;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use checks::Checker;
+use schema::File;
+
+use crate::config::GatewayConfig;
+
+pub use scalars::{parse_duration, parse_size};
+
+/// A file that cannot be used, with where and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based; 0 when the problem has no place in the file (e.g. it cannot be read).
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                self.line,
+                self.column,
+                self.message
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads, parses and checks a `vyx.yaml`, resolving tokens (from the environment or token
+/// files) and relative paths (against the file's directory).
+pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: 0,
+        column: 0,
+        message: format!("cannot read the file: {e}"),
+    })?;
+    parse(path, &text)
+}
+
+/// [`load`] for text already read; `path` names the file in errors and anchors relative
+/// paths.
+pub fn parse(path: &Path, text: &str) -> Result<GatewayConfig, ConfigError> {
+    let file: File = serde_saphyr::from_str(text).map_err(|e| {
+        let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+        ConfigError {
+            file: path.to_path_buf(),
+            line,
+            column,
+            message: saphyr_message(&e),
+        }
+    })?;
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    Checker {
+        file: path.to_path_buf(),
+        base,
+    }
+    .build(file)
+}
+
+/// The parser's sentence, without the `error: line L column C:` it starts with (we print
+/// the place ourselves, in the `file:line:column:` form editors understand), and in words
+/// for a person writing the file.
+fn saphyr_message(e: &serde_saphyr::Error) -> String {
+    let full = e.to_string();
+    let mut m = full.lines().next().unwrap_or("").trim();
+    m = m.strip_prefix("error:").unwrap_or(m).trim_start();
+    if let Some(rest) = m.strip_prefix("line ") {
+        if let Some((_, after)) = rest.split_once(": ") {
+            m = after;
+        }
+    }
+    let m = m.replace("unknown field", "unknown key");
+    // Advice for programs using the library, not for people writing the file.
+    let m = match m.split_once(", set DuplicateKeyPolicy") {
+        Some((head, _)) => head.replace("duplicate mapping key", "a key given twice"),
+        None => m,
+    };
+    match m.as_str() {
+        "invalid u32" | "invalid u64" => "expected a whole number that is not negative".into(),
+        "expected sequence start" => "expected a list".into(),
+        "expected mapping start" => "expected a mapping of keys to values".into(),
+        _ => m,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn err(text: &str) -> ConfigError {
+        match parse(Path::new("t/vyx.yaml"), text) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn errors_carry_line_and_column() {
+        let e = err("listen: 127.0.0.1:9000\ntimeouts:\n  request: 30\n");
+        assert_eq!((e.line, e.column), (3, 12), "{e}");
+        assert!(e.message.contains("unit"), "{e}");
+        let e = err("listen: 127.0.0.1:9000\nlistne: 1\n");
+        assert_eq!(e.line, 2, "{e}");
+        assert!(
+            e.message
+                .starts_with("unknown key `listne`, expected one of listen"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn send_timeout_and_response_buffers() {
+        let c = parse(
+            Path::new("vyx.yaml"),
+            "timeouts: {send: 5s}\nlimits: {response_buffer: 2MiB, response_buffer_total: 16MiB, streamed_upload_slots: 25}\n",
+        )
+        .unwrap();
+        assert_eq!(c.streamed_upload_slots, 25);
+        let e = err("limits: {streamed_upload_slots: 0}\n");
+        assert!(e.message.contains("between 1 and 100"), "{e}");
+        assert_eq!(c.send_timeout, Duration::from_secs(5));
+        assert_eq!(
+            (c.response_buffer, c.response_buffer_total),
+            (2 << 20, 16 << 20)
+        );
+        let e = err("timeouts: {send: 0s}\n");
+        assert!(e.message.contains("more than zero"), "{e}");
+        let e = err("limits: {response_buffer: 2GiB}\n");
+        assert!(e.message.contains("at most 1GiB"), "{e}");
+    }
+
+    #[test]
+    fn front_limits_and_trusted_proxies() {
+        let c = parse(
+            Path::new("vyx.yaml"),
+            "timeouts: {header_read: 2s, body_rate_grace: 1s}\n\
+             limits: {max_connections: 100, body_buffer: 64KiB, body_buffer_total: 1MiB, min_body_rate: 1KiB, h2_control_frames: 50}\n\
+             trusted_proxies: [10.0.0.0/8, '::1']\n\
+             client_half_close: true\n",
+        )
+        .unwrap();
+        assert!(c.client_half_close);
+        assert_eq!(c.h2_control_frames, 50);
+        assert_eq!(c.header_read_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(c.min_body_rate_grace, Duration::from_secs(1));
+        assert_eq!(c.max_connections, Some(100));
+        assert_eq!((c.body_buffer, c.body_buffer_total), (64 << 10, 1 << 20));
+        assert_eq!(c.min_body_rate, 1024);
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert!(c.trusted_proxies[0].contains("10.9.8.7".parse().unwrap()));
+        // The defaults hold without the keys.
+        let d = parse(Path::new("vyx.yaml"), "listen: 127.0.0.1:0\n").unwrap();
+        assert_eq!(d.header_read_timeout, Some(Duration::from_secs(30)));
+        assert!(d.trusted_proxies.is_empty() && d.max_connections.is_none());
+        assert!(!d.client_half_close);
+        assert_eq!(d.h2_control_frames, 1000);
+        let e = err("limits: {h2_control_frames: 2}\n");
+        assert!(e.message.contains("h2_control_frames"), "{e}");
+        let e = err("trusted_proxies:\n  - 10.0.0.1/8\n");
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.message.contains("10.0.0.0/8"), "{e}");
+        let e = err("limits: {max_connections: 0}\n");
+        assert!(e.message.contains("max_connections"), "{e}");
+    }
+}
