@@ -27,7 +27,7 @@ use crate::conn_limit::{self, Activity, Admission, Counted, RESERVE_DEADLINE};
 use crate::h2_calm::H2Calm;
 use crate::registry::Forgotten;
 use crate::supervisor::Supervisor;
-use crate::tls::{ClientStream, Tls};
+use crate::tls::{ClientStream, OverTls, Tls};
 use crate::{
     admin, log_limit, metrics, proxy, register, request_rules, target, GatewayConfig, Shared,
 };
@@ -374,8 +374,12 @@ fn serve(
     let svc_shared = shared.clone();
     // Without half-close hyper watches the socket itself (see `run`).
     let watch_eof = shared.config.client_half_close;
-    let svc = service_fn(move |req: Request<Incoming>| {
+    let over_tls = matches!(stream, ClientStream::Tls(_));
+    let svc = service_fn(move |mut req: Request<Incoming>| {
         seen.store(true, Ordering::Relaxed);
+        if over_tls {
+            req.extensions_mut().insert(OverTls);
+        }
         if req.version() == http::Version::HTTP_2 {
             h2.store(true, Ordering::Relaxed);
         }

@@ -132,6 +132,18 @@ impl Tls {
     }
 }
 
+/// Marks a request that came in over TLS (a request extension), for the forwarding headers.
+#[derive(Clone, Copy)]
+pub(crate) struct OverTls;
+
+/// The scheme a request came in over: `https` if it carries [`OverTls`], else `http`.
+pub(crate) fn scheme(extensions: &http::Extensions) -> &'static str {
+    match extensions.get::<OverTls>() {
+        Some(_) => "https",
+        None => "http",
+    }
+}
+
 /// A client connection's byte stream, plain or TLS. The TLS one keeps the handle on its
 /// socket (which holds the connection's slot) for a worker registration to take over.
 pub(crate) enum ClientStream {

@@ -123,7 +123,11 @@ fn worker(url: String, ca_file: Option<PathBuf>) -> vyx::Worker {
         .connect(url)
         .id("rust:tls")
         .handle_signals(false)
-        .get("/tls", |_req: Request| async { "over wss" });
+        .get("/tls", |req: Request| async move {
+            // The scheme the gateway forwards, as a worker behind it sees it.
+            let h = |n| req.header(n).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            format!("over wss; {}; {}", h("x-forwarded-proto"), h("forwarded"))
+        });
     if let Some(f) = ca_file {
         b = b.tls_ca_file(f);
     }
@@ -191,7 +195,13 @@ async fn a_worker_over_wss_serves_http2_and_http1_clients_on_one_tls_listener() 
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.version(), http::Version::HTTP_2);
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(body, "over wss");
+    assert_eq!(
+        body,
+        format!(
+            "over wss; https; for=127.0.0.1;proto=https;host=\"{}\"",
+            gw.addr
+        )
+    );
 
     // ALPN http/1.1: HTTP/1.1.
     let tls = tls_connect(gw.addr, ca.der(), &[b"http/1.1"])
@@ -202,7 +212,10 @@ async fn a_worker_over_wss_serves_http2_and_http1_clients_on_one_tls_listener() 
     let mut h1 = h1_over_tls(gw.addr, ca.der()).await;
     assert_eq!(
         h1_get(&mut h1, "/tls").await,
-        (200, Bytes::from("over wss"))
+        (
+            200,
+            Bytes::from("over wss; https; for=127.0.0.1;proto=https;host=127.0.0.1")
+        )
     );
 
     // Plain HTTP on a TLS listener is not served.
