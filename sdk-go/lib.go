@@ -19,8 +19,12 @@
 // original path and query, Host, RemoteAddr from the forwarding headers, a streamed
 // Body) and an http.ResponseWriter that supports Flush and http.ResponseController.
 //
-// The package is a pure-Go mirror of the Rust core (core/src/, file for file): the
-// protocol rules without a socket (handshake.go, backoff.go, flow.go, transport.go,
-// limits.go), the session on a WebSocket (session*.go) and the net/http host (worker.go,
-// http.go). The wire codec is the frame subpackage.
+// Start returns nil after a drain. Its errors work with errors.Is and errors.As: a
+// *ConnectError when the gateway refuses the worker for good (ErrUnauthorized,
+// ErrNoEndpoint, ErrRejected, ErrRefused), and ErrNeverConnected, wrapping the last
+// attempt, when the worker stopped before it ever registered.
+//
+// The package is a pure-Go mirror of the Rust core (core/src/, file for file): the codec
+// is internal/frame, the protocol rules without a socket internal/protocol, the session on
+// a WebSocket is session*.go and transport.go, and the net/http host worker.go and http.go.
 package vyx

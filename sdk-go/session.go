@@ -12,7 +12,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vyx-dev/vyx/sdk-go/frame"
+	"github.com/vyx-dev/vyx/sdk-go/internal/frame"
+	"github.com/vyx-dev/vyx/sdk-go/internal/protocol"
 )
 
 // StateKind names a connection state.
@@ -28,9 +29,17 @@ const (
 	Failed
 )
 
+// String is the state's lower-case name.
+//
+//	fmt.Sprint(vyx.Reconnecting) // "reconnecting"
 func (k StateKind) String() string {
-	return [...]string{"connecting", "connected", "reconnecting", "draining", "stopped", "failed"}[k]
+	if k < 0 || int(k) >= len(stateKindNames) {
+		return fmt.Sprintf("StateKind(%d)", int(k))
+	}
+	return stateKindNames[k]
 }
+
+var stateKindNames = [...]string{"connecting", "connected", "reconnecting", "draining", "stopped", "failed"}
 
 // State is one connection-state change, given to Config.OnState.
 type State struct {
@@ -115,16 +124,29 @@ func randomSeed() uint64 {
 }
 
 // supervise is run() of §9: connect, serve, and reconnect until a drain the worker asked
-// for (nil) or a permanent refusal (its error).
+// for (nil), a permanent refusal (its error), or a stop before any WELCOME (an error
+// wrapping ErrNeverConnected and the last failed attempt).
 func (w *Worker) supervise(stop context.Context, d *dialer) error {
-	backoff := NewBackoff(randomSeed())
+	backoff := protocol.NewBackoff(randomSeed())
+	registered := false
+	var lastFailure error // while not yet registered
+	stopped := func() error {
+		switch {
+		case registered:
+			return nil
+		case lastFailure == nil:
+			return fmt.Errorf("%w to %s before it was stopped", ErrNeverConnected, d.url)
+		}
+		return fmt.Errorf("%w to %s before it was stopped; last attempt: %w", ErrNeverConnected, d.url, lastFailure)
+	}
 	for {
 		if stop.Err() != nil {
-			return nil
+			return stopped()
 		}
 		ws, raw, welcome, err := d.connect(stop)
 		var cause error
 		if err == nil {
+			registered = true
 			w.log.Info("vyx: registered", "gateway", d.url, "worker_id", w.cfg.ID, "connection", welcome.ConnectionID)
 			w.setState(State{Kind: Connected, ConnectionID: welcome.ConnectionID})
 			up := time.Now()
@@ -140,19 +162,20 @@ func (w *Worker) supervise(stop context.Context, d *dialer) error {
 				w.log.Warn("vyx: the gateway refused this worker; not reconnecting", "error", err)
 				return err
 			}
-			if time.Since(up) >= BackoffStableMS*time.Millisecond {
+			if time.Since(up) >= protocol.BackoffStableMS*time.Millisecond {
 				backoff.Reset()
 			}
 			cause = fmt.Errorf("%s", end)
 		} else {
 			if stop.Err() != nil {
-				return nil
+				return stopped() // this attempt was cut short: the one before says more
 			}
 			if ce, ok := err.(*ConnectError); ok && ce.Permanent() {
 				w.log.Error("vyx: registration refused; not retrying", "error", err)
 				return err
 			}
 			cause = err
+			lastFailure = err
 		}
 		delay := time.Duration(backoff.DelayMS()) * time.Millisecond
 		w.log.Warn("vyx: reconnecting", "cause", cause, "attempt", backoff.Attempt(), "delay", delay)
@@ -162,7 +185,7 @@ func (w *Worker) supervise(stop context.Context, d *dialer) error {
 		case <-t.C:
 		case <-stop.Done():
 			t.Stop()
-			return nil
+			return stopped()
 		}
 		w.setState(State{Kind: Connecting})
 	}

@@ -18,18 +18,19 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/vyx-dev/vyx/sdk-go/frame"
+	"github.com/vyx-dev/vyx/sdk-go/internal/frame"
+	"github.com/vyx-dev/vyx/sdk-go/internal/protocol"
 )
 
-// RegisterPath is the gateway's default registration endpoint (§2.1).
-const RegisterPath = "/_vyx/register"
+// registerPath is the gateway's default registration endpoint (§2.1).
+const registerPath = "/_vyx/register"
 
-// RegistrationURL is the URL a worker dials (§2.1): a URL whose path is empty or "/" gets
+// registrationURL is the URL a worker dials (§2.1): a URL whose path is empty or "/" gets
 // /_vyx/register (a query kept after it); a URL with any other path is dialled as given.
 //
-//	vyx.RegistrationURL("ws://127.0.0.1:9000")           // "ws://127.0.0.1:9000/_vyx/register"
-//	vyx.RegistrationURL("ws://gw.example:9000?region=eu") // "ws://gw.example:9000/_vyx/register?region=eu"
-func RegistrationURL(connect string) string {
+//	registrationURL("ws://127.0.0.1:9000")           // "ws://127.0.0.1:9000/_vyx/register"
+//	registrationURL("ws://gw.example:9000?region=eu") // "ws://gw.example:9000/_vyx/register?region=eu"
+func registrationURL(connect string) string {
 	afterScheme := 0
 	if i := strings.Index(connect, "://"); i >= 0 {
 		afterScheme = i + 3
@@ -44,7 +45,7 @@ func RegistrationURL(connect string) string {
 		pathEnd = i
 	}
 	if p := tail[:pathEnd]; p == "" || p == "/" {
-		return head + RegisterPath + tail[pathEnd:]
+		return head + registerPath + tail[pathEnd:]
 	}
 	return connect
 }
@@ -66,16 +67,50 @@ const (
 	Refused
 )
 
+// String names the kind as the logs do.
+//
+//	fmt.Sprint(vyx.Unauthorized) // "unauthorized"
+func (k ConnectKind) String() string {
+	if k < 0 || int(k) >= len(connectKindNames) {
+		return fmt.Sprintf("ConnectKind(%d)", int(k))
+	}
+	return connectKindNames[k]
+}
+
+var connectKindNames = [...]string{"transient", "unauthorized", "no_endpoint", "rejected", "refused"}
+
+// The sentinels a *ConnectError matches with errors.Is, one per permanent kind.
+//
+//	if errors.Is(err, vyx.ErrUnauthorized) { /* fix VYX_TOKEN */ }
+var (
+	ErrUnauthorized = errors.New("vyx: the gateway refused the credentials")
+	ErrNoEndpoint   = errors.New("vyx: no vyx registration endpoint at that URL")
+	ErrRejected     = errors.New("vyx: the gateway rejected the registration request")
+	ErrRefused      = errors.New("vyx: the gateway refused the worker")
+)
+
+// CloseCode is a WebSocket close code of PROTOCOL.md §8 (4001 bad_hello ... 4009
+// heartbeat_timeout); it prints as "4001 bad_hello".
+type CloseCode = frame.CloseCode
+
 // ConnectError says why a connection attempt failed, with the gateway's reason: the HTTP
-// body, or the ERROR message / close reason.
+// body, or the ERROR message / close reason. errors.Is matches it with the sentinel of its
+// Kind (ErrUnauthorized, ErrNoEndpoint, ErrRejected, ErrRefused), and errors.Unwrap gives
+// the network or TLS error under a Transient failure.
+//
+//	var ce *vyx.ConnectError
+//	if errors.As(err, &ce) && ce.Kind == vyx.Unauthorized { log.Fatalf("HTTP %d: %s", ce.Status, ce.Reason) }
 type ConnectError struct {
 	Kind   ConnectKind
-	Status int             // HTTP status, for Unauthorized, NoEndpoint, Rejected, Transient
-	Code   frame.CloseCode // close code, for Refused
+	Status int       // HTTP status, for Unauthorized, NoEndpoint, Rejected, Transient
+	Code   CloseCode // close code, for Refused
 	URL    string
 	Reason string
 	// Detail is the whole message of a Transient failure.
 	Detail string
+	// Err is the error under a Transient failure (a *net.OpError, a TLS error, a
+	// timeout), nil when the gateway answered.
+	Err error
 }
 
 func (e *ConnectError) Error() string {
@@ -95,6 +130,24 @@ func (e *ConnectError) Error() string {
 	return e.Detail
 }
 
+// Unwrap is the network or TLS error under a Transient failure (nil otherwise).
+func (e *ConnectError) Unwrap() error { return e.Err }
+
+// Is matches the sentinel of e's Kind.
+func (e *ConnectError) Is(target error) bool {
+	switch e.Kind {
+	case Unauthorized:
+		return target == ErrUnauthorized
+	case NoEndpoint:
+		return target == ErrNoEndpoint
+	case Rejected:
+		return target == ErrRejected
+	case Refused:
+		return target == ErrRefused
+	}
+	return false
+}
+
 // Permanent reports whether retrying cannot help until a configuration changes (§9).
 func (e *ConnectError) Permanent() bool {
 	switch e.Kind {
@@ -106,8 +159,10 @@ func (e *ConnectError) Permanent() bool {
 	return true
 }
 
-func transient(format string, a ...any) *ConnectError {
-	return &ConnectError{Kind: Transient, Detail: fmt.Sprintf(format, a...)}
+// transient is a failure that may go away by itself; cause (nil when the gateway answered)
+// is what errors.Unwrap gives.
+func transient(cause error, format string, a ...any) *ConnectError {
+	return &ConnectError{Kind: Transient, Detail: fmt.Sprintf(format, a...), Err: cause}
 }
 
 // maxReasonChars is the longest part of a refusal's body kept (gateways answer one line).
@@ -158,7 +213,7 @@ func (d *dialer) connect(ctx context.Context) (*websocket.Conn, *corkConn, *fram
 	ws, resp, err := websocket.Dial(dctx, d.url, &websocket.DialOptions{
 		HTTPClient:     client,
 		HTTPHeader:     d.header.Clone(),
-		Subprotocols:   []string{Subprotocol},
+		Subprotocols:   []string{protocol.Subprotocol},
 		OnPingReceived: onPing,
 		OnPongReceived: onPong,
 	})
@@ -181,16 +236,16 @@ func (d *dialer) connect(ctx context.Context) (*websocket.Conn, *corkConn, *fram
 				Detail: fmt.Sprintf("gateway answered HTTP %d: %s", resp.StatusCode, reason)}
 		}
 		if strings.Contains(err.Error(), "Sec-WebSocket-Protocol") {
-			return nil, nil, nil, &ConnectError{Kind: Rejected, URL: d.url, Reason: "the 101 answer does not select " + Subprotocol}
+			return nil, nil, nil, &ConnectError{Kind: Rejected, URL: d.url, Reason: "the 101 answer does not select " + protocol.Subprotocol}
 		}
 		if dctx.Err() != nil && ctx.Err() == nil {
-			return nil, nil, nil, transient("no answer from %s within %s", d.url, d.timeout)
+			return nil, nil, nil, transient(err, "no answer from %s within %s", d.url, d.timeout)
 		}
-		return nil, nil, nil, transient("cannot reach %s: %v", d.url, err)
+		return nil, nil, nil, transient(err, "cannot reach %s: %v", d.url, err)
 	}
-	if ws.Subprotocol() != Subprotocol {
+	if ws.Subprotocol() != protocol.Subprotocol {
 		_ = ws.Close(websocket.StatusProtocolError, "vyx.1 not selected")
-		return nil, nil, nil, &ConnectError{Kind: Rejected, URL: d.url, Reason: "the 101 answer does not select " + Subprotocol}
+		return nil, nil, nil, &ConnectError{Kind: Rejected, URL: d.url, Reason: "the 101 answer does not select " + protocol.Subprotocol}
 	}
 	// Frames are read through a limit of our own (connection.go), so that an oversized
 	// message closes 4006 instead of the library's 1009.
@@ -198,12 +253,12 @@ func (d *dialer) connect(ctx context.Context) (*websocket.Conn, *corkConn, *fram
 
 	if err := ws.Write(context.Background(), websocket.MessageBinary, d.hello.Encode()); err != nil {
 		_ = ws.CloseNow()
-		return nil, nil, nil, transient("sending HELLO failed: %v", err)
+		return nil, nil, nil, transient(err, "sending HELLO failed: %v", err)
 	}
 
 	// No WELCOME within the handshake timeout: close 4007 (the blocked read then ends).
 	var timedOut atomic.Bool
-	timer := time.AfterFunc(HandshakeTimeoutMS*time.Millisecond, func() {
+	timer := time.AfterFunc(protocol.HandshakeTimeoutMS*time.Millisecond, func() {
 		timedOut.Store(true)
 		go func() {
 			_ = ws.Close(websocket.StatusCode(frame.CloseHandshakeTimeout), "no WELCOME within 10s")
@@ -222,7 +277,7 @@ func (d *dialer) connect(ctx context.Context) (*websocket.Conn, *corkConn, *fram
 		if err != nil {
 			if timedOut.Load() {
 				_ = raw.Close()
-				return nil, nil, nil, transient("no WELCOME within %dms", HandshakeTimeoutMS)
+				return nil, nil, nil, transient(nil, "no WELCOME within %dms", protocol.HandshakeTimeoutMS)
 			}
 			var ce websocket.CloseError
 			if errors.As(err, &ce) {
@@ -232,7 +287,7 @@ func (d *dialer) connect(ctx context.Context) (*websocket.Conn, *corkConn, *fram
 				}
 				return nil, nil, nil, &ConnectError{Kind: Refused, Code: frame.CloseCode(ce.Code), URL: d.url, Reason: reason}
 			}
-			return nil, nil, nil, transient("handshake failed: %v", err)
+			return nil, nil, nil, transient(err, "handshake failed: %v", err)
 		}
 		if tooLarge {
 			return nil, nil, nil, closeHandshake(ws, frame.CloseFrameTooLarge, "message longer than the frame limit")
@@ -240,7 +295,7 @@ func (d *dialer) connect(ctx context.Context) (*websocket.Conn, *corkConn, *fram
 		if typ != websocket.MessageBinary {
 			return nil, nil, nil, closeHandshake(ws, frame.CloseProtocolViolation, "text message during the handshake")
 		}
-		f, err := frame.Decode(msg, MaxFrameSize)
+		f, err := frame.Decode(msg, protocol.MaxFrameSize)
 		if err != nil {
 			var de *frame.DecodeError
 			errors.As(err, &de)
@@ -248,8 +303,8 @@ func (d *dialer) connect(ctx context.Context) (*websocket.Conn, *corkConn, *fram
 		}
 		switch f := f.(type) {
 		case *frame.Welcome:
-			if err := ValidateWelcome(f, d.hello.MaxConcurrency); err != nil {
-				he := err.(*HandshakeError)
+			if err := protocol.ValidateWelcome(f, d.hello.MaxConcurrency); err != nil {
+				he := err.(*protocol.HandshakeError)
 				e := closeHandshake(ws, he.Code, he.Message)
 				if he.Code == frame.CloseUnsupportedVersion {
 					e = &ConnectError{Kind: Refused, Code: he.Code, URL: d.url, Reason: he.Message}
@@ -268,6 +323,6 @@ func (d *dialer) connect(ctx context.Context) (*websocket.Conn, *corkConn, *fram
 // closeHandshake closes with code (bounded by the library's 5 s wait for the answer) and
 // returns the transient error that ends the attempt.
 func closeHandshake(ws *websocket.Conn, code frame.CloseCode, why string) *ConnectError {
-	_ = ws.Close(websocket.StatusCode(code), TruncateReason(why))
-	return transient("%s (closed %s)", why, code)
+	_ = ws.Close(websocket.StatusCode(code), truncateReason(why))
+	return transient(nil, "%s (closed %s)", why, code)
 }

@@ -17,7 +17,8 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/vyx-dev/vyx/sdk-go/frame"
+	"github.com/vyx-dev/vyx/sdk-go/internal/frame"
+	"github.com/vyx-dev/vyx/sdk-go/internal/protocol"
 )
 
 // connEnd is how a connection ended.
@@ -92,7 +93,7 @@ func (c *connection) run(drain <-chan drainOrder, draining func()) connEnd {
 	readEnd := make(chan connEnd, 1)
 	go func() { readEnd <- c.readLoop() }()
 
-	hb := Heartbeat{}
+	hb := protocol.Heartbeat{}
 	interval := time.Duration(c.welcome.HeartbeatMS) * time.Millisecond
 	// A time.Ticker drops the ticks a stalled process missed: a stall is one interval (§7).
 	ticker := time.NewTicker(interval)
@@ -175,10 +176,10 @@ func readFrame(ws *websocket.Conn, buf *bytes.Buffer) (websocket.MessageType, []
 		return 0, nil, false, err
 	}
 	buf.Reset()
-	if _, err := buf.ReadFrom(io.LimitReader(r, MaxFrameSize+1)); err != nil {
+	if _, err := buf.ReadFrom(io.LimitReader(r, protocol.MaxFrameSize+1)); err != nil {
 		return 0, nil, false, err
 	}
-	return typ, buf.Bytes(), buf.Len() > MaxFrameSize, nil
+	return typ, buf.Bytes(), buf.Len() > protocol.MaxFrameSize, nil
 }
 
 func (c *connection) readLoop() connEnd {
@@ -201,7 +202,7 @@ func (c *connection) readLoop() connEnd {
 		var why string
 		switch {
 		case tooLarge:
-			code, why = frame.CloseFrameTooLarge, fmt.Sprintf("message longer than %d bytes", MaxFrameSize)
+			code, why = frame.CloseFrameTooLarge, fmt.Sprintf("message longer than %d bytes", protocol.MaxFrameSize)
 		case typ != websocket.MessageBinary:
 			code, why = frame.CloseProtocolViolation, "text message; the protocol uses binary messages only"
 		default:
@@ -216,7 +217,7 @@ func (c *connection) readLoop() connEnd {
 
 // onFrame applies one frame; a non-zero code is the connection error to close with.
 func (c *connection) onFrame(msg []byte) (frame.CloseCode, string) {
-	f, err := frame.Decode(msg, MaxFrameSize)
+	f, err := frame.Decode(msg, protocol.MaxFrameSize)
 	if err != nil {
 		var de *frame.DecodeError
 		errors.As(err, &de)
@@ -332,9 +333,10 @@ func (c *connection) open(r *frame.Request) {
 		id: r.StreamID, c: c, headOnly: r.Method == "HEAD", ctx: ctx, cancel: cancel,
 		readWake: make(chan struct{}, 1), writeWake: make(chan struct{}, 1),
 		bodyEnded: r.EndStream,
-		recv:      RecvWindow{initial: uint32(c.welcome.InitialWindow), remaining: int64(c.welcome.InitialWindow), ended: r.EndStream},
-		send:      SendWindow{avail: int64(c.welcome.InitialWindow)},
+		recv:      *protocol.NewRecvWindow(uint32(c.welcome.InitialWindow)),
+		send:      *protocol.NewSendWindow(uint32(c.welcome.InitialWindow)),
 	}
+	s.recv.Data(0, r.EndStream) // a REQUEST with END_STREAM has no body to grant credit for
 	if !r.EndStream {
 		for _, h := range r.Headers {
 			if h.Name == "expect" && bytes.EqualFold(h.Value, []byte("100-continue")) {

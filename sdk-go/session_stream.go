@@ -15,19 +15,27 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/vyx-dev/vyx/sdk-go/frame"
+	"github.com/vyx-dev/vyx/sdk-go/internal/frame"
+	"github.com/vyx-dev/vyx/sdk-go/internal/protocol"
 )
 
-// StreamError is why a stream can no longer be answered: the gateway reset it, or the
-// connection was lost. It is the cause of the request context's cancellation
-// (context.Cause(r.Context())) and the error of every later Read and Write.
+// StreamError is why a stream can no longer be answered: the gateway reset it
+// (errors.Is(err, ErrStreamReset)), or the connection was lost (ErrConnectionLost). It is
+// the cause of the request context's cancellation (context.Cause(r.Context())) and the
+// error of every later Read and Write.
+//
+//	if se := (*vyx.StreamError)(nil); errors.As(context.Cause(r.Context()), &se) && !se.Lost { log.Print(se.Code) }
 type StreamError struct {
 	// Code is the gateway's RESET code; Lost is true (and Code meaningless) when the
 	// connection ended with the stream open.
-	Code   frame.ResetCode
+	Code   ResetCode
 	Reason string
 	Lost   bool
 }
+
+// ResetCode is a RESET code of PROTOCOL.md §8.4 (0 no_error ... 6 flow_control); it
+// prints as "1 cancel".
+type ResetCode = frame.ResetCode
 
 func (e *StreamError) Error() string {
 	if e.Lost {
@@ -37,6 +45,20 @@ func (e *StreamError) Error() string {
 		return fmt.Sprintf("vyx: stream reset by the gateway: %s: %s", e.Code.Name(), e.Reason)
 	}
 	return "vyx: stream reset by the gateway: " + e.Code.Name()
+}
+
+// The sentinels a *StreamError matches with errors.Is.
+var (
+	ErrStreamReset    = errors.New("vyx: stream reset by the gateway")
+	ErrConnectionLost = errors.New("vyx: connection to the gateway lost")
+)
+
+// Is matches ErrConnectionLost when the connection was lost, else ErrStreamReset.
+func (e *StreamError) Is(target error) bool {
+	if e.Lost {
+		return target == ErrConnectionLost
+	}
+	return target == ErrStreamReset
 }
 
 // errConnectionLost fails the streams still open when a connection ends.
@@ -56,8 +78,8 @@ type stream struct {
 	// Guarded by c.mu.
 	body      [][]byte // received, not yet read
 	bodyEnded bool     // END_STREAM received
-	recv      RecvWindow
-	send      SendWindow
+	recv      protocol.RecvWindow
+	send      protocol.SendWindow
 	asked     bool // the expect: 100-continue body was asked for
 	headSent  bool
 	respEnded bool
@@ -113,7 +135,7 @@ func (s *stream) read(p []byte) (int, error) {
 		if s.expectContinue && !s.asked {
 			// A one-byte WINDOW asks the gateway for the held body (§5.1).
 			s.asked = true
-			s.recv.remaining++
+			s.recv.Grant(1)
 			c.out.control((&frame.Window{StreamID: s.id, Increment: 1}).Encode())
 		}
 		c.mu.Unlock()
@@ -327,8 +349,8 @@ func encodeHead(status int, h http.Header, whole []byte, noBody bool) ([]frame.F
 	if len(fields) > 65535 {
 		return nil, &InvalidHeadError{fmt.Sprintf("%d headers; a response carries at most 65535", len(fields))}
 	}
-	if size > MaxFrameSize {
-		return nil, &InvalidHeadError{fmt.Sprintf("response head of %d bytes exceeds the %d-byte frame limit", size, MaxFrameSize)}
+	if size > protocol.MaxFrameSize {
+		return nil, &InvalidHeadError{fmt.Sprintf("response head of %d bytes exceeds the %d-byte frame limit", size, protocol.MaxFrameSize)}
 	}
 	return fields, nil
 }

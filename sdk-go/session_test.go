@@ -24,8 +24,10 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/vyx-dev/vyx/sdk-go/frame"
+	"github.com/vyx-dev/vyx/sdk-go/internal/frame"
 	"github.com/vyx-dev/vyx/sdk-go/internal/gwtest"
+	"github.com/vyx-dev/vyx/sdk-go/internal/protocol"
+	"github.com/vyx-dev/vyx/sdk-go/internal/vectors"
 )
 
 // traceRoutes are the conformance routes the traces use (spec/conformance/README.md).
@@ -111,7 +113,7 @@ func TestStreamTraces(t *testing.T) {
 			} `json:"steps"`
 		} `json:"traces"`
 	}
-	load(t, "streams.json", &file)
+	vectors.Load(t, "streams.json", &file)
 	if len(file.Traces) == 0 {
 		t.Fatal("no traces")
 	}
@@ -136,7 +138,7 @@ func TestStreamTraces(t *testing.T) {
 				default:
 					select {
 					case m := <-c.Msgs:
-						if f, err := frame.Decode(m.B, MaxFrameSize); err != nil || f.Type() != frame.TypeWindow {
+						if f, err := frame.Decode(m.B, protocol.MaxFrameSize); err != nil || f.Type() != frame.TypeWindow {
 							t.Fatalf("step %d: a frame during %d ms of quiet", i, st.Quiet)
 						}
 					case <-time.After(time.Duration(st.Quiet) * time.Millisecond):
@@ -257,7 +259,7 @@ func TestRetryVectors(t *testing.T) {
 			ErrorNames          []string `json:"error_names"`
 		} `json:"cases"`
 	}
-	load(t, "retry.json", &file)
+	vectors.Load(t, "retry.json", &file)
 	const reason = "the gateway's reason"
 	for _, tc := range file.Cases {
 		t.Run(tc.Name, func(t *testing.T) {
@@ -392,7 +394,7 @@ func TestHelloFromConfig(t *testing.T) {
 	if got := c.Req.Header.Get("Authorization"); got != "Bearer s3cret" {
 		t.Fatalf("Authorization %q", got)
 	}
-	if c.Req.URL.Path != RegisterPath || c.Req.Header.Get(WorkerIDHeader) != "test:go" {
+	if c.Req.URL.Path != registerPath || c.Req.Header.Get(protocol.WorkerIDHeader) != "test:go" {
 		t.Fatalf("upgrade %s %v", c.Req.URL, c.Req.Header)
 	}
 	if ext := c.Req.Header.Get("Sec-WebSocket-Extensions"); ext != "" {
@@ -410,8 +412,8 @@ func TestRegistrationURL(t *testing.T) {
 		"ws://gw.example:9000?region=eu":   "ws://gw.example:9000/_vyx/register?region=eu",
 		"wss://gw.example/custom/register": "wss://gw.example/custom/register",
 	} {
-		if got := RegistrationURL(in); got != want {
-			t.Errorf("RegistrationURL(%q) = %q, want %q", in, got, want)
+		if got := registrationURL(in); got != want {
+			t.Errorf("registrationURL(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -8,39 +8,9 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/vyx-dev/vyx/sdk-go/frame"
+	"github.com/vyx-dev/vyx/sdk-go/internal/frame"
+	"github.com/vyx-dev/vyx/sdk-go/internal/protocol"
 )
-
-// Heartbeat counts the peer's silence in ticks of this side's ping timer (§7): at each tick
-// it notes whether anything arrived since the previous one, and the peer is dead after
-// HeartbeatMisses consecutive silent ticks. A stall of this side is one interval however
-// long, as long as the ticker drops missed ticks (a time.Ticker does) and the socket's
-// backlog is read before the next tick is counted.
-//
-//	hb := vyx.Heartbeat{}
-//	// on every frame, ping or pong: hb.Received()
-//	// on every ticker tick: if hb.Tick() { close 4009 } else { ping }
-type Heartbeat struct {
-	heard  bool
-	silent uint32
-}
-
-// Received records that something arrived from the peer (a frame, a ping, a pong).
-func (h *Heartbeat) Received() { h.heard = true }
-
-// Tick counts one interval and reports whether the peer is now dead (close 4009).
-func (h *Heartbeat) Tick() (dead bool) {
-	if h.heard {
-		h.silent = 0
-	} else {
-		h.silent++
-	}
-	h.heard = false
-	return h.silent >= HeartbeatMisses
-}
-
-// SilentTicks is the number of consecutive ticks with nothing heard.
-func (h *Heartbeat) SilentTicks() uint32 { return h.silent }
 
 // writer is the single goroutine that writes a connection's messages (write_loop of
 // core/src/transport.rs), fair as §5 asks: every frame that is not DATA goes ahead of queued
@@ -122,7 +92,7 @@ func (w *writer) reset(id uint32, msg []byte) {
 func (w *writer) close(code frame.CloseCode, reason string) {
 	w.mu.Lock()
 	if !w.closing {
-		w.closing, w.code, w.reason = true, websocket.StatusCode(code), TruncateReason(reason)
+		w.closing, w.code, w.reason = true, websocket.StatusCode(code), truncateReason(reason)
 	}
 	w.mu.Unlock()
 	w.notify()
@@ -194,13 +164,13 @@ func (w *writer) loop() {
 	}
 }
 
-// TruncateReason cuts a close reason to the 123 bytes RFC 6455 allows, at a UTF-8
+// truncateReason cuts a close reason to the 123 bytes RFC 6455 allows, at a UTF-8
 // boundary (core's truncate_reason).
-func TruncateReason(reason string) string {
-	if len(reason) <= MaxCloseReasonLen {
+func truncateReason(reason string) string {
+	if len(reason) <= protocol.MaxCloseReasonLen {
 		return reason
 	}
-	cut := MaxCloseReasonLen
+	cut := protocol.MaxCloseReasonLen
 	for cut > 0 && !utf8.RuneStart(reason[cut]) {
 		cut--
 	}

@@ -15,53 +15,21 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/vyx-dev/vyx/sdk-go/frame"
+	"github.com/vyx-dev/vyx/sdk-go/internal/frame"
+	"github.com/vyx-dev/vyx/sdk-go/internal/protocol"
 )
 
 // Version is this SDK's version, sent in HELLO as sdk "vyx-go/<Version>".
 const Version = "0.1.0"
 
-// Environment variables read when a Config field is left empty (local mode sets them for
-// the workers it starts).
-const (
-	EnvConnect  = "VYX_CONNECT"
-	EnvWorkerID = "VYX_WORKER_ID"
-	EnvToken    = "VYX_TOKEN"
-	EnvCAFile   = "VYX_CA_FILE"
-)
-
-// Config configures a Worker. Empty fields take their defaults: Connect, ID, Token and
-// CAFile from VYX_CONNECT, VYX_WORKER_ID, VYX_TOKEN and VYX_CA_FILE.
-type Config struct {
-	// Connect is the gateway: ws://host:port, wss://host:port, or a full registration URL.
-	Connect string
-	// ID is the worker id: 1..=128 bytes of A-Z a-z 0-9 . _ : @ / -.
-	ID string
-	// Token is sent as Authorization: Bearer <token> when not empty.
-	Token string
-	// MaxConcurrency is how many requests one connection serves at once (1..=65535,
-	// default 1024).
-	MaxConcurrency int
-	// Labels are informational (the gateway's admin view and metrics).
-	Labels map[string]string
-	// CAFile is a PEM file of CAs trusted for wss:// besides the system's roots.
-	CAFile string
-	// Logger receives the worker's logs (default slog.Default()).
-	Logger *slog.Logger
-	// Instance distinguishes this process among replicas (default: host name and pid).
-	Instance string
-	// ConnectTimeout bounds one dial: TCP, TLS and upgrade (default 10 s).
-	ConnectTimeout time.Duration
-	// DrainTimeout is the grace period in-flight requests get when Start's context ends,
-	// or when Shutdown's context has no deadline (default 10 s).
-	DrainTimeout time.Duration
-	// OnState receives every connection-state change, in order, none dropped, on a
-	// goroutine of its own.
-	OnState func(State)
-}
-
 // ErrWorkerStarted is returned by a second Start.
 var ErrWorkerStarted = errors.New("vyx: worker already started")
+
+// ErrNeverConnected is matched (errors.Is) by Start's error when the worker stopped
+// before the gateway ever welcomed it; the error also wraps the last failed attempt (a
+// *ConnectError), so that a wrong address or a gateway that is down is not mistaken for
+// a clean drain.
+var ErrNeverConnected = errors.New("vyx: the worker never connected")
 
 type route struct {
 	method, path string
@@ -105,13 +73,13 @@ func NewWorker(cfg Config) (*Worker, error) {
 	env(&cfg.Token, EnvToken)
 	env(&cfg.CAFile, EnvCAFile)
 	if cfg.MaxConcurrency == 0 {
-		cfg.MaxConcurrency = 1024
+		cfg.MaxConcurrency = DefaultMaxConcurrency
 	}
 	if cfg.ConnectTimeout <= 0 {
-		cfg.ConnectTimeout = 10 * time.Second
+		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
 	if cfg.DrainTimeout <= 0 {
-		cfg.DrainTimeout = 10 * time.Second
+		cfg.DrainTimeout = DefaultDrainTimeout
 	}
 	if cfg.Instance == "" {
 		host, _ := os.Hostname()
@@ -126,15 +94,15 @@ func NewWorker(cfg Config) (*Worker, error) {
 		return nil, fmt.Errorf("vyx: no gateway address: set Config.Connect or %s", EnvConnect)
 	case !strings.HasPrefix(cfg.Connect, "ws://") && !strings.HasPrefix(cfg.Connect, "wss://"):
 		return nil, fmt.Errorf("vyx: gateway address %q must start with ws:// or wss://", cfg.Connect)
-	case !IsWorkerID(cfg.ID):
+	case !protocol.IsWorkerID(cfg.ID):
 		return nil, fmt.Errorf("vyx: worker id %q must be 1 to 128 characters of A-Z a-z 0-9 . _ : @ / - (set Config.ID or %s)", cfg.ID, EnvWorkerID)
-	case cfg.MaxConcurrency < 1 || cfg.MaxConcurrency > MaxConcurrency:
-		return nil, fmt.Errorf("vyx: MaxConcurrency %d is outside 1..=%d", cfg.MaxConcurrency, MaxConcurrency)
+	case cfg.MaxConcurrency < 1 || cfg.MaxConcurrency > protocol.MaxConcurrency:
+		return nil, fmt.Errorf("vyx: MaxConcurrency %d is outside 1..=%d", cfg.MaxConcurrency, protocol.MaxConcurrency)
 	case strings.ContainsAny(cfg.Token, "\r\n\x00"):
 		return nil, errors.New("vyx: the token holds characters a header cannot carry")
 	}
 	// Start checks the whole HELLO again; this tells a bad field at once.
-	if err := ValidateHelloFields(cfg.Instance, "vyx-go/"+Version, cfg.Labels); err != nil {
+	if err := protocol.ValidateHelloFields(cfg.Instance, "vyx-go/"+Version, cfg.Labels); err != nil {
 		return nil, fmt.Errorf("vyx: %w", err)
 	}
 	log := cfg.Logger
@@ -165,10 +133,10 @@ func (w *Worker) Handle(pattern string, h http.Handler) {
 	if h == nil {
 		panic("vyx: nil handler for " + pattern)
 	}
-	if len(method) > MaxMethodLen || !IsRouteMethod(method) {
+	if len(method) > protocol.MaxMethodLen || !protocol.IsRouteMethod(method) {
 		panic(fmt.Sprintf("vyx: pattern %q: method %q must be an upper-case token", pattern, method))
 	}
-	shape, err := PatternShape(path)
+	shape, err := protocol.PatternShape(path)
 	if err != nil {
 		panic(fmt.Sprintf("vyx: pattern %q: path %v", pattern, err))
 	}
@@ -180,8 +148,8 @@ func (w *Worker) Handle(pattern string, h http.Handler) {
 	if other, dup := w.shapes[[2]string{method, shape}]; dup {
 		panic(fmt.Sprintf("vyx: pattern %q conflicts with %q (same method and shape)", pattern, other))
 	}
-	if len(w.routes) >= MaxRoutes {
-		panic(fmt.Sprintf("vyx: more than %d routes", MaxRoutes))
+	if len(w.routes) >= protocol.MaxRoutes {
+		panic(fmt.Sprintf("vyx: more than %d routes", protocol.MaxRoutes))
 	}
 	w.shapes[[2]string{method, shape}] = pattern
 	w.routeIDs[uint16(len(w.routes))] = true
@@ -208,6 +176,9 @@ func (w *Worker) Get(path string, h http.HandlerFunc) { w.Handle("GET "+path, h)
 
 // Head serves HEAD requests for path (a GET route serves them too when there is none).
 func (w *Worker) Head(path string, h http.HandlerFunc) { w.Handle("HEAD "+path, h) }
+
+// Any serves every method for path, as Handle(path, h) does.
+func (w *Worker) Any(path string, h http.HandlerFunc) { w.Handle(path, h) }
 
 // Post serves POST requests for path.
 func (w *Worker) Post(path string, h http.HandlerFunc) { w.Handle("POST "+path, h) }
@@ -237,10 +208,12 @@ func (w *Worker) setState(s State) {
 
 // Start registers with the gateway and serves until the worker has drained: after
 // Shutdown, or when ctx is done (then in-flight requests get Config.DrainTimeout). It
-// reconnects with backoff on its own. It returns nil after a drain, and the cause when the
-// gateway refused the worker for good (bad token, route conflict, HTTP 400/401/403/404:
-// a *ConnectError). Handlers' contexts keep ctx's values but not its cancellation, so
-// that a drain lets them finish.
+// reconnects with backoff on its own. It returns nil after a drain; a *ConnectError when
+// the gateway refused the worker for good (bad token, route conflict, HTTP
+// 400/401/403/404: errors.Is matches ErrUnauthorized, ErrNoEndpoint, ErrRejected or
+// ErrRefused); and an error matching ErrNeverConnected, wrapping the last failed attempt,
+// when it was stopped before the gateway ever welcomed it. Handlers' contexts keep ctx's
+// values but not its cancellation, so that a drain lets them finish.
 //
 //	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 //	defer stop()
@@ -270,20 +243,20 @@ func (w *Worker) Start(ctx context.Context) error {
 		return err
 	}
 	header := http.Header{}
-	header.Set(WorkerIDHeader, w.cfg.ID)
+	header.Set(protocol.WorkerIDHeader, w.cfg.ID)
 	if w.cfg.Token != "" {
 		header.Set("Authorization", "Bearer "+w.cfg.Token)
 	}
 	d := &dialer{
-		url:     RegistrationURL(w.cfg.Connect),
+		url:     registrationURL(w.cfg.Connect),
 		header:  header,
 		tls:     tc,
 		timeout: w.cfg.ConnectTimeout,
-		hello: &frame.Hello{Protocol: ProtocolVersion, WorkerID: w.cfg.ID, Instance: w.cfg.Instance,
+		hello: &frame.Hello{Protocol: protocol.ProtocolVersion, WorkerID: w.cfg.ID, Instance: w.cfg.Instance,
 			SDK: "vyx-go/" + Version, MaxConcurrency: uint64(w.cfg.MaxConcurrency), Routes: routes, Labels: w.cfg.Labels},
 		heard: new(atomic.Bool),
 	}
-	if err := ValidateHello(d.hello, w.cfg.ID); err != nil {
+	if err := protocol.ValidateHello(d.hello, w.cfg.ID); err != nil {
 		err = fmt.Errorf("vyx: %w", err)
 		w.setState(State{Kind: Failed, Err: err})
 		w.states.close()
@@ -313,7 +286,7 @@ func (w *Worker) requestStop(deadline time.Duration) {
 // Shutdown drains the worker, mirroring http.Server.Shutdown: the gateway sends it no new
 // requests, in-flight ones finish (until ctx's deadline, else Config.DrainTimeout), then
 // the connection closes and Start returns. Shutdown waits for that, or returns ctx.Err().
-// A worker not started yet never starts.
+// A worker not started yet never starts (its Start returns an ErrNeverConnected error).
 func (w *Worker) Shutdown(ctx context.Context) error {
 	grace := w.cfg.DrainTimeout
 	if dl, ok := ctx.Deadline(); ok {

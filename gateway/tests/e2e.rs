@@ -57,7 +57,7 @@ async fn inspect(mut req: Request) -> Json<Value> {
     Json(json!({
         "method": req.method().as_str(),
         "path": req.path(),
-        "query": req.query(),
+        "query": req.raw_query(),
         "params": params,
         "headers": headers,
         "len": len,

@@ -129,7 +129,7 @@ fn worker(url: String, ca_file: Option<PathBuf>) -> vyx::Worker {
             format!("over wss; {}; {}", h("x-forwarded-proto"), h("forwarded"))
         });
     if let Some(f) = ca_file {
-        b = b.tls_ca_file(f);
+        b = b.ca_file(f);
     }
     b.build().unwrap()
 }

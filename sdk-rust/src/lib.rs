@@ -28,7 +28,8 @@
 //! - [`Worker`] / [`WorkerBuilder`]: configuration (falling back to `VYX_CONNECT`,
 //!   `VYX_WORKER_ID`, `VYX_TOKEN`), routes, `start`, graceful `stop`, signals, and
 //!   connection-state changes ([`Worker::state`], [`WorkerBuilder::on_state`]).
-//! - [`Request`]: method, raw path and query, decoded query pairs and path parameters,
+//! - [`Request`]: method, path, the query decoded ([`Request::query`]) and as sent
+//!   ([`Request::raw_query`]), path parameters,
 //!   headers, and the body as bytes, text, JSON, or a stream ([`Body`]).
 //! - [`Response`] and [`IntoResponse`]: what handlers return — text, bytes, [`Json`],
 //!   status codes, tuples, `Result`s, streamed bodies, and `http::Response`s.

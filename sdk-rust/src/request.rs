@@ -17,12 +17,14 @@ use crate::error::Error;
 /// An HTTP request, as the gateway matched and forwarded it.
 ///
 /// The gateway has already routed it: [`Request::param`] holds the path parameters of the
-/// route's pattern, decoded. Path and query are raw, as the client sent them.
+/// route's pattern, decoded. [`Request::path`] and [`Request::raw_query`] are raw, as the
+/// client sent them; [`Request::query`] is the query decoded (the meaning `query` has in
+/// every vyx SDK).
 ///
 /// ```
 /// async fn product(mut req: vyx::Request) -> vyx::Result<String> {
 ///     let id = req.param("id").unwrap_or_default().to_owned();
-///     let verbose = req.query_pairs().any(|(k, v)| k == "verbose" && v == "1");
+///     let verbose = req.query().any(|(k, v)| k == "verbose" && v == "1");
 ///     let agent = req.header("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("?").to_owned();
 ///     let note = req.text().await?; // reading the body borrows `req` mutably
 ///     Ok(format!("{id} {verbose} {agent} {note}"))
@@ -99,15 +101,15 @@ impl Request {
     ///     http::Request::get("/a%20b?x=1").body(vyx::Body::empty()).unwrap(),
     /// );
     /// assert_eq!(req.path(), "/a%20b");
-    /// assert_eq!(req.query(), Some("x=1"));
+    /// assert_eq!(req.raw_query(), Some("x=1"));
     /// ```
     pub fn path(&self) -> &str {
         &self.target[..self.path_len]
     }
 
     /// The query as the client sent it (without `?`), not decoded; `None` when the target
-    /// has no `?`.
-    pub fn query(&self) -> Option<&str> {
+    /// has no `?`. [`Request::query`] decodes it.
+    pub fn raw_query(&self) -> Option<&str> {
         self.target.get(self.path_len + 1..)
     }
 
@@ -126,18 +128,18 @@ impl Request {
     ///     http::Request::get("/s?q=caf%C3%A9+au+lait&tag=a&tag=b&flag").body(vyx::Body::empty()).unwrap(),
     /// );
     /// let pairs: Vec<(String, String)> =
-    ///     req.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    ///     req.query().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
     /// assert_eq!(pairs[0], ("q".into(), "café au lait".into()));
     /// assert_eq!(pairs.len(), 4);
     /// assert_eq!(req.query_param("flag").as_deref(), Some(""));
     /// ```
-    pub fn query_pairs(&self) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> + '_ {
-        parse_query(self.query().unwrap_or(""))
+    pub fn query(&self) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> + '_ {
+        parse_query(self.raw_query().unwrap_or(""))
     }
 
-    /// The decoded value of the first query pair named `name` (see [`Request::query_pairs`]).
+    /// The decoded value of the first query pair named `name` (see [`Request::query`]).
     pub fn query_param(&self, name: &str) -> Option<Cow<'_, str>> {
-        self.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v)
+        self.query().find(|(k, _)| k == name).map(|(_, v)| v)
     }
 
     /// The value of path parameter `name` (`{name}` or `{*name}` in the route's pattern),
@@ -534,11 +536,20 @@ mod tests {
             let target = format!("/v?{query}");
             let req = incoming("GET", &target, &[]);
             let got: Vec<(String, String)> = req
-                .query_pairs()
+                .query()
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
                 .collect();
             assert_eq!(got, want, "vector {name}: {query:?}");
         }
+    }
+
+    #[test]
+    fn query_is_the_decoded_form_and_raw_query_the_string() {
+        let req = incoming("GET", "/s?q=a+b%21&q=2", &[]);
+        assert_eq!(req.raw_query(), Some("q=a+b%21&q=2"));
+        let decoded: Vec<_> = req.query().map(|(k, v)| p(&k, &v)).collect();
+        assert_eq!(decoded, vec![p("q", "a b!"), p("q", "2")]);
+        assert_eq!(req.query_param("q").as_deref(), Some("a b!"));
     }
 
     #[test]
@@ -620,7 +631,7 @@ mod tests {
         let req = incoming("GET", "/files/a%20b/c?x=1&y=a+b", &[("rest", b"a b/c")]);
         assert_eq!(req.method(), Method::GET);
         assert_eq!(req.path(), "/files/a%20b/c");
-        assert_eq!(req.query(), Some("x=1&y=a+b"));
+        assert_eq!(req.raw_query(), Some("x=1&y=a+b"));
         assert_eq!(req.query_param("y").as_deref(), Some("a b"));
         assert_eq!(req.param("rest"), Some("a b/c"));
         assert_eq!(req.param("nope"), None);
@@ -628,9 +639,9 @@ mod tests {
         assert_eq!(req.header("Content-Type").unwrap(), "text/plain");
 
         let req = incoming("GET", "/plain", &[]);
-        assert_eq!(req.query(), None);
+        assert_eq!(req.raw_query(), None);
         let req = incoming("GET", "/empty?", &[]);
-        assert_eq!(req.query(), Some(""));
+        assert_eq!(req.raw_query(), Some(""));
         assert_eq!(req.path(), "/empty");
     }
 

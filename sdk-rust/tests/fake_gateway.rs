@@ -303,10 +303,18 @@ fn worker(url: &str, states: Arc<Mutex<Vec<ConnectionState>>>) -> vyx::Worker {
             Ok::<_, vyx::Error>((StatusCode::CREATED, vyx::Json(v)))
         }) // 6
         .get("/query", |req: Request| async move {
-            let pairs: Vec<String> = req.query_pairs().map(|(k, v)| format!("{k}={v}")).collect();
+            let pairs: Vec<String> = req.query().map(|(k, v)| format!("{k}={v}")).collect();
             let tags = req.headers().get_all("x-tag").iter().count();
-            format!("{} {} tags={tags}", req.path(), pairs.join(","))
+            let raw = req.raw_query().unwrap_or("-");
+            format!("{} {} raw={raw} tags={tags}", req.path(), pairs.join(","))
         }) // 7
+        .head("/hello/{name}", |_req: Request| async {
+            Response::default().with_header("x-head", vyx::HeaderValue::from_static("own"))
+        }) // 8
+        .any("/anything", |req: Request| async move {
+            req.method().to_string()
+        }) // 9
+        .put("/nothing", |_req: Request| async {}) // 10
         .build()
         .unwrap()
 }
@@ -432,7 +440,10 @@ async fn serves_requests_over_the_protocol() {
     )
     .await;
     let seen = conn.response(23).await;
-    assert_eq!(seen.text(), "/query q=a b!,q=2,x= tags=2");
+    assert_eq!(
+        seen.text(),
+        "/query q=a b!,q=2,x= raw=q=a+b%21&q=2&x tags=2"
+    );
 
     // Streaming echo, larger than both windows: flow control in both directions.
     let total = 700 * 1024;
@@ -515,6 +526,25 @@ async fn serves_requests_over_the_protocol() {
             }
         }
     }
+
+    // A HEAD route of its own, beside the GET route of the same path.
+    conn.request(201, 8, "HEAD", "/hello/x", &[("name", "x")], &[], true)
+        .await;
+    let seen = conn.response(201).await;
+    assert_eq!((seen.status, seen.head_ended), (200, true));
+    assert_eq!(seen.header("x-head"), Some("own"));
+
+    // The any-method route takes whatever method comes.
+    conn.request(203, 9, "PROPFIND", "/anything", &[], &[], true)
+        .await;
+    let seen = conn.response(203).await;
+    assert_eq!((seen.status, seen.text()), (200, "PROPFIND"));
+
+    // A handler returning nothing answers 200 with an empty body, as in every SDK.
+    conn.request(205, 10, "PUT", "/nothing", &[], &[], true)
+        .await;
+    let seen = conn.response(205).await;
+    assert_eq!((seen.status, seen.text()), (200, ""));
 
     // Graceful stop: DRAIN, then the gateway closes, then start() returns Ok.
     w.handle().stop();

@@ -24,6 +24,7 @@ import os
 import struct
 import sys
 
+from client import client_vectors
 from query import query_vectors
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -1678,6 +1679,15 @@ def main():
     })
     write("backoff.json", backoff)
     write("query.json", query_vectors())  # spec/vectors/query.py
+    write("client.json", client_vectors())  # spec/vectors/client.py
+    write("defaults.json", {
+        "description": "What every SDK uses for what its user leaves unset (spec/HOSTS.md, "
+                       "section 1): vyx-core's config module and sdk-go/config.go hold these "
+                       "numbers, and the Node and Python bindings read the core's.",
+        "max_concurrency": 1024,
+        "connect_timeout_ms": 10000,
+        "drain_timeout_ms": 30000,
+    })
     __import__("behaviour").write_all(write)  # streams, flow, heartbeat, retry, worker_id
     print("frames: %d, malformed: %d, handshake: %d, welcome: %d, routing: %d, backoff seeds: %d"
           % (len(frames), len(malformed), len(cases), len(welcomes), len(routing),

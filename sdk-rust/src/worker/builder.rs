@@ -67,7 +67,7 @@ pub struct WorkerBuilder {
     instance: Option<String>,
     labels: BTreeMap<String, String>,
     connect_timeout: Option<Duration>,
-    tls_ca_file: Option<std::path::PathBuf>,
+    ca_file: Option<std::path::PathBuf>,
     drain_timeout: Duration,
     handle_signals: bool,
     on_state: Option<StateCallback>,
@@ -91,7 +91,7 @@ impl WorkerBuilder {
             instance: None,
             labels: BTreeMap::new(),
             connect_timeout: None,
-            tls_ca_file: None,
+            ca_file: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             handle_signals: true,
             on_state: None,
@@ -148,8 +148,8 @@ impl WorkerBuilder {
 
     /// A PEM file of extra CAs to trust for `wss://` (a gateway behind a private CA); else
     /// `VYX_CA_FILE`. The public web roots are always trusted.
-    pub fn tls_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
-        self.tls_ca_file = Some(path.into());
+    pub fn ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
         self
     }
 
@@ -199,6 +199,16 @@ impl WorkerBuilder {
         Fut::Output: IntoResponse,
     {
         self.route("GET", path, handler)
+    }
+
+    /// A `HEAD` route (without one, a `GET` route of the same path serves `HEAD`).
+    pub fn head<F, Fut>(self, path: impl Into<String>, handler: F) -> Self
+    where
+        F: Fn(Request) -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: IntoResponse,
+    {
+        self.route("HEAD", path, handler)
     }
 
     /// A `POST` route.
@@ -315,7 +325,7 @@ impl WorkerBuilder {
             self.id.unwrap_or_default(),
         );
         config.token = self.token;
-        config.tls_ca_file = self.tls_ca_file;
+        config.tls_ca_file = self.ca_file;
         config.apply_env_defaults();
         config.sdk = SDK.to_owned();
         if let Some(n) = self.max_concurrency {

@@ -27,8 +27,9 @@ use states::StateHub;
 pub const SDK: &str = concat!("vyx-rust/", env!("CARGO_PKG_VERSION"));
 
 /// How long in-flight requests may take to finish after [`Worker::stop`] or a signal,
-/// unless [`WorkerBuilder::drain_timeout`] says otherwise.
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// unless [`WorkerBuilder::drain_timeout`] says otherwise (30 s: vyx-core's default, the
+/// same in every SDK).
+pub use vyx_core::config::DEFAULT_DRAIN_TIMEOUT;
 
 /// Requests taken from the core in one go.
 const BATCH: usize = 64;
@@ -388,6 +389,7 @@ mod tests {
             .post("/b", |_r: Request| async { "b" })
             .any("/c/{*rest}", |_r: Request| async { "c" })
             .route("OPTIONS", "/d", |_r: Request| async { "d" })
+            .head("/a/{x}", |_r: Request| async {})
             .build()
             .unwrap();
         let routes: Vec<_> = w
@@ -402,11 +404,21 @@ mod tests {
                 (0, "GET", "/a/{x}"),
                 (1, "POST", "/b"),
                 (2, "*", "/c/{*rest}"),
-                (3, "OPTIONS", "/d")
+                (3, "OPTIONS", "/d"),
+                (4, "HEAD", "/a/{x}")
             ]
         );
         assert_eq!(w.config().sdk, SDK);
         assert!(SDK.starts_with("vyx-rust/"));
+    }
+
+    #[test]
+    fn defaults_are_the_cores() {
+        use vyx_core::config;
+        let w = builder().build().unwrap();
+        assert_eq!(w.config().max_concurrency, config::DEFAULT_MAX_CONCURRENCY);
+        assert_eq!(w.config().connect_timeout, config::DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(w.inner.control.drain_timeout, config::DEFAULT_DRAIN_TIMEOUT);
     }
 
     #[test]

@@ -91,14 +91,14 @@ async fn inspect(shared: Arc<Shared>, mut req: Request) -> vyx::Result<Json<serd
         .map(|(k, v)| (k.to_owned(), v.into()))
         .collect();
     let query_pairs: Vec<[String; 2]> = req
-        .query_pairs()
+        .query()
         .map(|(k, v)| [k.into_owned(), v.into_owned()])
         .collect();
     let (length, sha256) = hash_body(req.body_mut()).await?;
     Ok(Json(serde_json::json!({
         "method": req.method().as_str(),
         "path": req.path(),
-        "query": req.query(),
+        "query": req.raw_query(),
         "query_pairs": query_pairs,
         "params": params,
         "headers": headers,

@@ -136,6 +136,8 @@ func (c ResetCode) Name() string {
 	return "handler_error"
 }
 
+func (c ResetCode) String() string { return fmt.Sprintf("%d %s", uint32(c), c.Name()) }
+
 // ResetCodeByName returns the code named name (§8.4), and false for an unknown name.
 func ResetCodeByName(name string) (ResetCode, bool) {
 	for i, n := range resetNames {

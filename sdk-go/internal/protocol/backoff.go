@@ -1,4 +1,4 @@
-package vyx
+package protocol
 
 // SplitMix64 is the generator of the reconnect jitter (§9). The zero value is seeded 0.
 type SplitMix64 struct{ state uint64 }
@@ -8,7 +8,7 @@ func NewSplitMix64(seed uint64) *SplitMix64 { return &SplitMix64{state: seed} }
 
 // Next returns the next 64-bit output.
 //
-//	vyx.NewSplitMix64(0).Next() // 16294208416658607535
+//	protocol.NewSplitMix64(0).Next() // 16294208416658607535
 func (g *SplitMix64) Next() uint64 {
 	g.state += 0x9E3779B97F4A7C15
 	z := g.state
@@ -31,7 +31,7 @@ func EnvelopeMS(n uint32) uint64 {
 // consecutive failure, one generator draw per delay. Seed it once per process (e.g. from
 // crypto/rand) and keep it across sessions.
 //
-//	b := vyx.NewBackoff(seed)
+//	b := protocol.NewBackoff(seed)
 //	time.Sleep(time.Duration(b.DelayMS()) * time.Millisecond) // n = 0, then n++
 type Backoff struct {
 	rng     SplitMix64

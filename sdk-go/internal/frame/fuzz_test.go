@@ -3,9 +3,10 @@ package frame
 import (
 	"encoding/hex"
 	"os"
-	"path/filepath"
 	"reflect"
 	"testing"
+
+	"github.com/vyx-dev/vyx/sdk-go/internal/vectors"
 )
 
 // seeds returns every message of frames.json and malformed.json, and the control payloads
@@ -13,7 +14,7 @@ import (
 func seeds(f *testing.F, payloadsOf byte) {
 	for _, name := range []string{"frames.json", "malformed.json"} {
 		var file struct{ Vectors []struct{ Hex string } }
-		load(f, name, &file)
+		vectors.Load(f, name, &file)
 		for _, v := range file.Vectors {
 			b, err := hex.DecodeString(v.Hex)
 			if err != nil {
@@ -27,7 +28,7 @@ func seeds(f *testing.F, payloadsOf byte) {
 		}
 	}
 	// handshake.json payloads, raw.
-	b, err := os.ReadFile(filepath.Join("..", "..", "spec", "vectors", "handshake.json"))
+	b, err := os.ReadFile(vectors.Path("handshake.json"))
 	if err == nil && payloadsOf != 0 {
 		f.Add(b[:min(len(b), 4096)])
 	}

@@ -1,6 +1,6 @@
-package vyx
+package protocol
 
-import "github.com/vyx-dev/vyx/sdk-go/frame"
+import "github.com/vyx-dev/vyx/sdk-go/internal/frame"
 
 // Limits and defaults of PROTOCOL.md §10.
 const (

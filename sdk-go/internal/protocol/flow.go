@@ -1,11 +1,11 @@
-package vyx
+package protocol
 
-import "github.com/vyx-dev/vyx/sdk-go/frame"
+import "github.com/vyx-dev/vyx/sdk-go/internal/frame"
 
 // SendWindow is the credit of one stream direction on the side sending DATA (§5). It is
 // plain accounting, not safe for concurrent use; the session guards it.
 //
-//	w := vyx.NewSendWindow(262144)
+//	w := protocol.NewSendWindow(262144)
 //	n := w.Reserve(len(body)) // send body[:n], wait for WINDOW if n < len(body)
 type SendWindow struct{ avail int64 }
 
@@ -70,6 +70,10 @@ func (w *RecvWindow) Data(n int, endStream bool) bool {
 	}
 	return true
 }
+
+// Grant records a WINDOW of n sent apart from Consume: the one-byte ask for a body held
+// behind expect: 100-continue (§5.1).
+func (w *RecvWindow) Grant(n uint32) { w.remaining += int64(n) }
 
 // Consume records that the application consumed n bytes and returns the WINDOW increment
 // to send now (0: none). No WINDOW follows a received END_STREAM.

@@ -1,26 +1,14 @@
-package vyx
+package protocol
 
 import (
 	"encoding/json"
 	"errors"
-	"os"
-	"path/filepath"
 	"strconv"
 	"testing"
 
-	"github.com/vyx-dev/vyx/sdk-go/frame"
+	"github.com/vyx-dev/vyx/sdk-go/internal/frame"
+	"github.com/vyx-dev/vyx/sdk-go/internal/vectors"
 )
-
-func load(t *testing.T, name string, v any) {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "spec", "vectors", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // expectation is "ok" or {"close_code": N}.
 type expectation struct {
@@ -75,7 +63,7 @@ func TestHandshakeVectors(t *testing.T) {
 			Expect              expectation     `json:"expect"`
 		} `json:"welcome_cases"`
 	}
-	load(t, "handshake.json", &file)
+	vectors.Load(t, "handshake.json", &file)
 	if len(file.Cases) == 0 || len(file.WelcomeCases) == 0 {
 		t.Fatal("no cases")
 	}
@@ -123,7 +111,7 @@ func TestRetryCloseCodes(t *testing.T) {
 			Retry        bool `json:"retry"`
 		}
 	}
-	load(t, "retry.json", &file)
+	vectors.Load(t, "retry.json", &file)
 	ran := 0
 	for _, c := range file.Cases {
 		switch {
@@ -171,7 +159,7 @@ func TestWorkerIDVectors(t *testing.T) {
 			Valid bool   `json:"valid"`
 		}
 	}
-	load(t, "worker_id.json", &file)
+	vectors.Load(t, "worker_id.json", &file)
 	for i, c := range file.Cases {
 		if IsWorkerID(c.ID) != c.Valid {
 			t.Errorf("case %d: IsWorkerID(%q) = %v, want %v", i, c.ID, !c.Valid, c.Valid)
@@ -202,7 +190,7 @@ func TestBackoffVectors(t *testing.T) {
 			DelaysMS []uint64 `json:"delays_ms"`
 		}
 	}
-	load(t, "backoff.json", &file)
+	vectors.Load(t, "backoff.json", &file)
 	if file.BaseMS != BackoffBaseMS || file.CapMS != BackoffCapMS || file.StableMS != BackoffStableMS {
 		t.Fatalf("parameters %d/%d/%d", file.BaseMS, file.CapMS, file.StableMS)
 	}
@@ -262,7 +250,7 @@ func TestFlowVectors(t *testing.T) {
 		Send    []flowCase `json:"send"`
 		Receive []flowCase `json:"receive"`
 	}
-	load(t, "flow.json", &file)
+	vectors.Load(t, "flow.json", &file)
 	if len(file.Send) == 0 || len(file.Receive) == 0 {
 		t.Fatal("no cases")
 	}
@@ -331,7 +319,7 @@ func TestHeartbeatVectors(t *testing.T) {
 			DeadAtTick *int     `json:"dead_at_tick"`
 		}
 	}
-	load(t, "heartbeat.json", &file)
+	vectors.Load(t, "heartbeat.json", &file)
 	if file.Misses != HeartbeatMisses || len(file.Cases) == 0 {
 		t.Fatalf("misses %d, %d cases", file.Misses, len(file.Cases))
 	}
@@ -372,27 +360,6 @@ func TestPatternShape(t *testing.T) {
 	for in, want := range map[string]string{"/a/{id}/{*rest}": "/a/{}/{*}", "/": "/", "/a//b": "/a//b"} {
 		if got, err := PatternShape(in); err != nil || got != want {
 			t.Errorf("PatternShape(%q) = %q, %v; want %q", in, got, err, want)
-		}
-	}
-}
-
-func TestQueryVectors(t *testing.T) {
-	var file struct {
-		Vectors []struct {
-			Name  string     `json:"name"`
-			Query string     `json:"query"`
-			Pairs [][]string `json:"pairs"`
-		}
-	}
-	load(t, "query.json", &file)
-	for _, v := range file.Vectors {
-		got := ParseQuery(v.Query)
-		ok := len(got) == len(v.Pairs)
-		for i := 0; ok && i < len(got); i++ {
-			ok = got[i].Name == v.Pairs[i][0] && got[i].Value == v.Pairs[i][1]
-		}
-		if !ok {
-			t.Errorf("%s: ParseQuery(%q) = %q, want %q", v.Name, v.Query, got, v.Pairs)
 		}
 	}
 }

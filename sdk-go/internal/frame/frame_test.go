@@ -5,22 +5,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"os"
-	"path/filepath"
 	"reflect"
 	"testing"
-)
 
-func load(t testing.TB, name string, v any) {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "spec", "vectors", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		t.Fatal(err)
-	}
-}
+	"github.com/vyx-dev/vyx/sdk-go/internal/vectors"
+)
 
 func unhex(t testing.TB, s string) []byte {
 	t.Helper()
@@ -93,7 +82,7 @@ func normalize(f Frame) Frame {
 
 func TestFramesVectors(t *testing.T) {
 	var file struct{ Vectors []frameVector }
-	load(t, "frames.json", &file)
+	vectors.Load(t, "frames.json", &file)
 	if len(file.Vectors) == 0 {
 		t.Fatal("no vectors")
 	}
@@ -145,7 +134,7 @@ func TestMalformedVectors(t *testing.T) {
 			StreamError bool   `json:"stream_error"`
 		}
 	}
-	load(t, "malformed.json", &file)
+	vectors.Load(t, "malformed.json", &file)
 	kinds := map[string]bool{}
 	for _, v := range file.Vectors {
 		kinds[v.Error] = true
