@@ -151,7 +151,8 @@ impl Gateway {
     }
 
     /// The registration URL a worker on this machine uses (`ws://127.0.0.1:PORT/PATH` when
-    /// the gateway listens on all interfaces).
+    /// the gateway listens on all interfaces): with TLS and local workers, the plain loopback
+    /// listener kept for them; with TLS alone, `wss://`.
     pub fn loopback_register_url(&self) -> String {
         let local = self
             .local_register
@@ -291,7 +292,8 @@ async fn accept_loop(
                     continue;
                 };
                 // The handshake runs under the connection's head deadline (a peer that
-                // never sends its ClientHello is closed with it), in its slot.
+                // never sends its ClientHello is closed with it), in its slot; with no
+                // header timeout (only in code), under the worker handshake's.
                 let (tls, shared, builder) = (tls.clone(), shared.clone(), builder.clone());
                 let watcher = graceful.watcher();
                 let limit = head_deadline(reserve, shared.config.header_read_timeout)
@@ -347,8 +349,9 @@ fn head_deadline(
 
 /// Serves one client connection. The header timeout runs from the accept (a TLS handshake
 /// included), before hyper has even seen whether it is HTTP/1 or HTTP/2: a connection that
-/// has not completed a request head in time is closed, whatever it sent. A reserve connection lives [`RESERVE_DEADLINE`] at
-/// most, unless hyper hands it on as a WebSocket before that.
+/// has not completed a request head in time is closed, whatever it sent. A reserve
+/// connection lives [`RESERVE_DEADLINE`] at most, unless hyper hands it on as a WebSocket
+/// before that.
 fn serve(
     stream: ClientStream,
     accepted: Accepted,

@@ -38,6 +38,13 @@ pub struct TlsFiles {
 }
 
 /// The TLS side of every listener: the acceptor and the certificate it serves.
+///
+/// ```no_run
+/// use vyx_gateway::tls::{Tls, TlsFiles};
+/// let tls = Tls::new(TlsFiles { cert: "gw.pem".into(), key: "gw.key".into() })?;
+/// tls.reload()?; // what a SIGHUP does: new handshakes get the files' certificate
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Tls {
     files: TlsFiles,
     current: Arc<Resolver>,
@@ -113,13 +120,17 @@ impl Tls {
         }
     }
 
-    /// Reloads on each SIGHUP, for as long as the process runs.
-    pub async fn reload_on_sighup(self: Arc<Self>) {
+    /// Reloads on each SIGHUP, for as long as the returned future runs. The handler is
+    /// installed by this call (within a Tokio runtime), not when the future is first polled:
+    /// a SIGHUP that comes once the gateway says it listens never finds the default action.
+    pub fn reload_on_sighup(self: Arc<Self>) -> impl std::future::Future<Output = ()> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-        while hup.recv().await.is_some() {
-            info!("SIGHUP: reloading the TLS certificate");
-            let _ = self.reload();
+        async move {
+            while hup.recv().await.is_some() {
+                info!("SIGHUP: reloading the TLS certificate");
+                let _ = self.reload();
+            }
         }
     }
 
