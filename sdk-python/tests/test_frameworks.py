@@ -154,11 +154,16 @@ def test_starlette_app_runs_unchanged(gateway, serve, client):
     state: dict = {}
     served = serve(vyx.ASGIWorker(starlette_app(state), connect=gateway.ws, id="py:starlette"))
     assert state == {"up": True}
+    # Each with its slash twin: Starlette redirects the other form (redirect_slashes).
     assert sorted(registered_routes(client, "py:starlette")) == [
         "* /echo",
+        "* /echo/",
+        "* /files",
         "* /files/{*p}",
+        "* /sub",
         "* /sub/{*rest}",
         "* /users/{uid}",
+        "* /users/{uid}/",
     ]
     assert client.get("/users/7").json() == {"uid": 7, "path": "/users/7"}
     assert client.get("/files/a/b%20c.txt").text == "file a/b c.txt"
@@ -313,7 +318,7 @@ def test_wsgi_drops_header_names_with_underscores():
         (b"x-forwarded-for", b"127.0.0.1"),
         (b"x_real_ip", b"6.6.6.6"),
         (b"x-app", b"kept"),
-    ], "/a")
+    ], "/a", "127.0.0.1")
     environ = worker._environ(req, b"")
     assert environ["HTTP_X_FORWARDED_FOR"] == "127.0.0.1"
     assert environ["REMOTE_ADDR"] == "127.0.0.1"

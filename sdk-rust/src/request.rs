@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -167,7 +167,8 @@ impl Request {
     /// The client's address as the gateway saw it: the last `x-forwarded-for` entry, the
     /// one the gateway appended for the peer it accepted (earlier entries come from the
     /// client or proxies before it, and can be forged). The port is 0: the gateway does not
-    /// forward it. `None` when the request carries no such header.
+    /// forward it. `None` when the request carries no such header or its last element is not
+    /// an address (the rule of spec/HOSTS.md §5, written once in `vyx_core::host_rules`).
     ///
     /// ```
     /// let req = vyx::Request::from(
@@ -304,17 +305,12 @@ impl From<http::Request<Body>> for Request {
     }
 }
 
-/// The last `x-forwarded-for` entry, as an address with port 0 (or with the port, should a
-/// proxy have written `ip:port` or `[ip]:port`).
+/// The client's IP by the core's rule (the last `x-forwarded-for` element), with port 0.
 fn client_addr(headers: &HeaderMap) -> Option<SocketAddr> {
-    let last = headers.get_all("x-forwarded-for").iter().next_back()?;
-    let entry = last.to_str().ok()?.rsplit(',').next()?.trim();
-    entry.parse::<SocketAddr>().ok().or_else(|| {
-        entry
-            .parse::<IpAddr>()
-            .ok()
-            .map(|ip| SocketAddr::new(ip, 0))
-    })
+    let pairs = headers
+        .iter()
+        .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+    vyx_core::host_rules::client_ip(pairs).map(|ip| SocketAddr::new(ip, 0))
 }
 
 /// The target as a URI. The gateway sends visible ASCII only, but `http` refuses a few of
@@ -497,6 +493,23 @@ mod tests {
 
     fn p(k: &str, v: &str) -> (String, String) {
         (k.to_owned(), v.to_owned())
+    }
+
+    /// The core's rule, the same in every SDK (spec/vectors/client.json): the port a proxy
+    /// wrote is not the client's, and an element that is not an address gives none.
+    #[test]
+    fn client_addr_is_the_cores_rule() {
+        let addr = |xff: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-for", xff.parse().unwrap());
+            client_addr(&headers)
+        };
+        assert_eq!(
+            addr("[2001:db8::1]:8080"),
+            Some("[2001:db8::1]:0".parse().unwrap())
+        );
+        assert_eq!(addr("192.0.2.1:4711"), Some("192.0.2.1:0".parse().unwrap()));
+        assert_eq!(addr("fe80::1%eth0"), None);
     }
 
     #[test]

@@ -7,7 +7,9 @@ from typing import Iterable, List, Optional, Sequence, Tuple, Union
 CORE_VERSION: str
 
 _Bytes = Union[bytes, str]
-_Request = Tuple[int, int, str, str, List[Tuple[str, str]], List[Tuple[bytes, bytes]]]
+_Request = Tuple[
+    int, int, str, str, List[Tuple[str, str]], List[Tuple[bytes, bytes]], Optional[str], str
+]
 _State = Tuple[object, ...]
 _Ready = Tuple[int, bool, Optional[str]]
 _Log = Tuple[int, str, str]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json as _json
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, AsyncIterator, Dict, Iterator, List, Mapping, Optional, Tuple
 from urllib.parse import parse_qsl
 
 if TYPE_CHECKING:
@@ -94,6 +94,8 @@ class Request:
         "headers",
         "_worker",
         "_slot",
+        "_client_ip",
+        "_scheme",
         "_body",
         "_streaming",
         "_query",
@@ -108,6 +110,8 @@ class Request:
         params: List[Tuple[str, str]],
         headers: List[Tuple[bytes, bytes]],
         route: str,
+        client_ip: Optional[str] = None,
+        scheme: str = "http",
     ):
         self._worker = worker
         self._slot = slot
@@ -116,10 +120,14 @@ class Request:
         #: Path and query exactly as the client sent them.
         self.target = target
         #: Path parameters, percent-decoded, by name.
-        self.params: dict = dict(params)
+        self.params: Dict[str, str] = dict(params)
         #: The route pattern that matched, e.g. ``/users/{id}``.
         self.route = route
         self.headers = Headers(headers)
+        # The client's IP and scheme by the core's rule (spec/HOSTS.md §5), for the ASGI
+        # and WSGI adapters.
+        self._client_ip = client_ip
+        self._scheme = scheme
         self._body: Optional[bytes] = None
         self._streaming = False
         self._query: Optional[List[Tuple[str, str]]] = None
