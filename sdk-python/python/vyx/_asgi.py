@@ -76,7 +76,7 @@ class ASGIWorker(Worker):
             "scheme": proto.decode("latin-1") if proto else "http",
             "path": unquote(path),
             "raw_path": path.encode("latin-1"),
-            "query_string": (req.query_string or "").encode("latin-1"),
+            "query_string": (req.raw_query or "").encode("latin-1"),
             "root_path": "",
             "headers": raw,
             "client": client,

@@ -130,8 +130,9 @@ class Request:
         return self.target.split("?", 1)[0]
 
     @property
-    def query_string(self) -> Optional[str]:
-        """The raw query after ``?``; ``None`` when the target has no ``?``."""
+    def raw_query(self) -> Optional[str]:
+        """The query after ``?`` as sent, not decoded; ``None`` when the target has no
+        ``?``. :attr:`query` decodes it."""
         parts = self.target.split("?", 1)
         return parts[1] if len(parts) == 2 else None
 
@@ -139,7 +140,7 @@ class Request:
     def query(self) -> List[Tuple[str, str]]:
         """The decoded query: ``(name, value)`` pairs in order, repeats and blanks kept."""
         if self._query is None:
-            self._query = parse_query(self.query_string or "")
+            self._query = parse_query(self.raw_query or "")
         return self._query
 
     def query_param(self, name: str, default: Optional[str] = None) -> Optional[str]:

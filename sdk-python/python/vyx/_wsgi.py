@@ -40,7 +40,7 @@ class WSGIWorker(Worker):
             "SCRIPT_NAME": "",
             # PEP 3333: the path decoded, as latin-1 text of the bytes.
             "PATH_INFO": unquote(req.path, encoding="latin-1"),
-            "QUERY_STRING": req.query_string or "",
+            "QUERY_STRING": req.raw_query or "",
             "SERVER_NAME": name,
             "SERVER_PORT": port,
             "SERVER_PROTOCOL": "HTTP/1.1",
