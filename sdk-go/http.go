@@ -8,8 +8,8 @@ package vyx
 import (
 	"errors"
 	"log/slog"
-	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"runtime/debug"
 	"strconv"
@@ -63,7 +63,7 @@ func newRequest(s *stream, r *frame.Request, rt route) *http.Request {
 	}
 	req := &http.Request{
 		Method: r.Method, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: header, Host: host, RequestURI: r.Target, RemoteAddr: remoteAddr(header),
+		Header: header, Host: host, RequestURI: r.Target, RemoteAddr: remoteAddr(r.Headers),
 		Body: http.NoBody, Pattern: rt.method + " " + rt.path,
 	}
 	if rt.method == "*" {
@@ -85,39 +85,14 @@ func newRequest(s *stream, r *frame.Request, rt route) *http.Request {
 	return req
 }
 
-// remoteAddr is the client address the gateway forwarded: the for= of the last forwarded
-// header (the gateway's own, RFC 7239), else the last x-forwarded-for element, as
-// "ip:0" so that net.SplitHostPort works (the client's port is not forwarded).
-func remoteAddr(h http.Header) string {
-	ip := ""
-	if fw := h["Forwarded"]; len(fw) > 0 {
-		elem := fw[len(fw)-1]
-		elem = elem[strings.LastIndexByte(elem, ',')+1:]
-		for elem != "" {
-			var pair string
-			pair, elem, _ = strings.Cut(elem, ";")
-			if k, v, ok := strings.Cut(strings.TrimSpace(pair), "="); ok && strings.EqualFold(k, "for") {
-				v = strings.Trim(v, `"`)
-				if host, _, err := net.SplitHostPort(v); err == nil {
-					v = host
-				}
-				ip = strings.Trim(v, "[]")
-			}
-		}
-	}
-	if ip == "" {
-		if xff := h["X-Forwarded-For"]; len(xff) > 0 {
-			last := xff[len(xff)-1]
-			ip = strings.TrimSpace(last[strings.LastIndexByte(last, ',')+1:])
-		}
-	}
-	if ip == "" {
+// remoteAddr is the client address as net/http writes it, "ip:0" or "[ip]:0" (the client's
+// port is not forwarded), "" when the request names none (see clientIP).
+func remoteAddr(headers []frame.Field) string {
+	ip, ok := clientIP(headers)
+	if !ok {
 		return ""
 	}
-	if strings.IndexByte(ip, ':') >= 0 {
-		return "[" + ip + "]:0"
-	}
-	return ip + ":0"
+	return netip.AddrPortFrom(ip, 0).String()
 }
 
 // body is a request body: reading grants the gateway credit (§5), so a handler that does

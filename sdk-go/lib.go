@@ -26,5 +26,5 @@
 //
 // The package is a pure-Go mirror of the Rust core (core/src/, file for file): the codec
 // is internal/frame, the protocol rules without a socket internal/protocol, the session on
-// a WebSocket is session*.go and transport.go, and the net/http host worker.go and http.go.
+// a WebSocket is session*.go and transport*.go, and the net/http host worker.go and http.go.
 package vyx

@@ -1,13 +1,13 @@
-//! The handshake and the JSON control messages, with the validation the gateway applies to
-//! HELLO (spec/PROTOCOL.md, "Handshake").
+//! The handshake: its constants, and the validation of HELLO, WELCOME and ROUTES
+//! (spec/PROTOCOL.md, "Handshake"). The messages themselves are frames
+//! ([`crate::frame::control`]), re-exported here.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 
-use serde::de::{self, MapAccess, SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
-
 use crate::error::CloseCode;
+pub use crate::frame::json::check_json_strict;
+pub use crate::frame::{Drain, ErrorMessage, Hello, RouteSpec, Routes, Welcome};
 use crate::limits::{
     MAX_CONCURRENCY, MAX_FRAME_SIZE, MAX_INSTANCE_LEN, MAX_LABELS, MAX_LABEL_LEN, MAX_METHOD_LEN,
     MAX_ROUTES, MAX_SDK_LEN, MAX_WINDOW, MAX_WORKER_ID_LEN,
@@ -23,77 +23,6 @@ pub const SUBPROTOCOL: &str = "vyx.1";
 pub const REGISTER_PATH: &str = "/_vyx/register";
 /// Upgrade-request header naming the worker id.
 pub const WORKER_ID_HEADER: &str = "x-vyx-worker-id";
-
-/// One route a worker serves. `method` is an upper-case token or `*` for any method;
-/// `path` uses `{name}` parameters and a trailing `{*rest}` catch-all.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RouteSpec {
-    /// 0..=65535; a wider JSON number parses (as `u32::MAX` when it does not fit) so that it
-    /// can be refused with 4001.
-    #[serde(deserialize_with = "saturating_u32")]
-    pub id: u32,
-    pub method: String,
-    pub path: String,
-}
-
-/// Worker → gateway, the first frame after the upgrade.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Hello {
-    #[serde(deserialize_with = "saturating_u32")]
-    pub protocol: u32,
-    pub worker_id: String,
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub instance: String,
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub sdk: String,
-    #[serde(deserialize_with = "saturating_u32")]
-    pub max_concurrency: u32,
-    pub routes: Vec<RouteSpec>,
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub labels: BTreeMap<String, String>,
-}
-
-/// Gateway → worker, the answer to a valid HELLO. Integers that do not fit a `u32` read as
-/// `u32::MAX`, which every range refuses (§3.8).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Welcome {
-    #[serde(deserialize_with = "saturating_u32")]
-    pub protocol: u32,
-    pub gateway: String,
-    pub connection_id: String,
-    /// 1..=2^31−1.
-    #[serde(deserialize_with = "saturating_u32")]
-    pub heartbeat_ms: u32,
-    /// 1..=2^31−1.
-    #[serde(deserialize_with = "saturating_u32")]
-    pub initial_window: u32,
-    /// Exactly 1,048,576 in v1.
-    #[serde(deserialize_with = "saturating_u32")]
-    pub max_frame_size: u32,
-    /// The effective cap: the lower of the worker's and the gateway's.
-    #[serde(deserialize_with = "saturating_u32")]
-    pub max_concurrency: u32,
-}
-
-/// Either way: start no new streams, finish the open ones by the deadline, then close.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Drain {
-    pub reason: String,
-    pub deadline_ms: u64,
-}
-
-/// Worker → gateway: the connection's whole new route set.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Routes {
-    pub routes: Vec<RouteSpec>,
-}
-
-/// Either way, just before closing with `code`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorMessage {
-    pub code: u16,
-    pub message: String,
-}
 
 /// A refused handshake: the close code and a sentence for the peer and the log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -316,84 +245,6 @@ fn is_route_method(m: &str) -> bool {
         || (!m.is_empty()
             && m.bytes()
                 .all(|b| crate::frame::is_tchar(b) && !b.is_ascii_lowercase()))
-}
-
-/// Reads a JSON integer into a `u32` field whose valid range ends below `u32::MAX`: a value
-/// that does not fit becomes `u32::MAX`, which the range check then refuses with the close
-/// code of the field (4001 in HELLO), not as a decode error (4005). Signs, fractions and
-/// exponents are still refused by the `u64` parse.
-fn saturating_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    u64::deserialize(d).map(|v| u32::try_from(v).unwrap_or(u32::MAX))
-}
-
-/// An optional field: `null` is the same as absent (§3.8).
-fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Option::unwrap_or_default)
-}
-
-/// Checks what §3.8 forbids anywhere in a control payload, inside unknown keys too:
-/// duplicate keys in any object, strings that are not valid UTF-8 or hold a lone surrogate
-/// escape (`"\ud800"`). The typed parse that follows checks the schema.
-pub fn check_json_strict(payload: &[u8]) -> Result<(), serde_json::Error> {
-    serde_json::from_slice::<StrictJson>(payload).map(|_| ())
-}
-
-/// Any JSON value, walked and dropped.
-struct StrictJson;
-
-impl<'de> Deserialize<'de> for StrictJson {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<StrictJson, D::Error> {
-        d.deserialize_any(StrictVisitor)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = StrictJson;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<StrictJson, E> {
-        Ok(StrictJson)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<StrictJson, E> {
-        Ok(StrictJson)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<StrictJson, E> {
-        Ok(StrictJson)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<StrictJson, E> {
-        Ok(StrictJson)
-    }
-    // serde_json has already decoded the string, escapes checked, when it calls this.
-    fn visit_str<E>(self, _: &str) -> Result<StrictJson, E> {
-        Ok(StrictJson)
-    }
-    fn visit_unit<E>(self) -> Result<StrictJson, E> {
-        Ok(StrictJson)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StrictJson, A::Error> {
-        while seq.next_element::<StrictJson>()?.is_some() {}
-        Ok(StrictJson)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StrictJson, A::Error> {
-        let mut keys = HashSet::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if keys.contains(&key) {
-                return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
-            }
-            keys.insert(key);
-            map.next_value::<StrictJson>()?;
-        }
-        Ok(StrictJson)
-    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,11 @@
 //! `vyx-core`: the vyx wire protocol, written once.
 //!
-//! - [`frame`]: the binary frame codec (one WebSocket message = one frame).
-//! - [`handshake`]: the JSON control messages (HELLO, WELCOME, DRAIN, ROUTES, ERROR) and
-//!   the upgrade-request constants.
+//! - [`frame`]: the binary frame codec (one WebSocket message = one frame), the JSON control
+//!   messages (HELLO, WELCOME, DRAIN, ROUTES, ERROR) included.
+//! - [`handshake`]: the upgrade-request constants and what a valid HELLO, WELCOME and ROUTES
+//!   hold.
+//! - [`heartbeat`]: when to ping, and when a silent peer is dead (both sides).
+//! - [`transport`]: the WebSocket side of a connection: settings, the send queue, the writer.
 //! - [`routing`]: route patterns, their shapes and the matcher the gateway routes with.
 //! - [`backoff`]: the reconnect schedule shared byte-for-byte with the Go SDK.
 //! - [`session`]: the worker-side engine (connect, handshake, heartbeat, multiplexed streams,
@@ -17,6 +20,8 @@ pub mod error;
 pub mod flow;
 pub mod frame;
 pub mod handshake;
+pub mod heartbeat;
+pub mod host_rules;
 pub mod limits;
 pub mod routing;
 pub mod session;

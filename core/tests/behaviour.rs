@@ -10,8 +10,8 @@ use serde_json::Value;
 use vyx_core::error::CloseCode;
 use vyx_core::flow::{window_update_due, SendWindow};
 use vyx_core::handshake::is_worker_id;
+use vyx_core::heartbeat::Heartbeat;
 use vyx_core::limits::HEARTBEAT_MISSES;
-use vyx_core::transport::Heartbeat;
 
 fn load(name: &str) -> Value {
     let path = format!("{}/../spec/vectors/{name}", env!("CARGO_MANIFEST_DIR"));

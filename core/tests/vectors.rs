@@ -1,5 +1,5 @@
 //! Runs every vector in spec/vectors/ against the codec, the HELLO and WELCOME rules, the
-//! route matcher and the backoff.
+//! route matcher, the backoff, and the host rules read off a request (client.json).
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -8,6 +8,7 @@ use vyx_core::frame::{Data, Frame, Request, Reset, Response, Window};
 use vyx_core::handshake::{
     validate_routes, Drain, ErrorMessage, Hello, RouteSpec, Routes, Welcome,
 };
+use vyx_core::host_rules::{client_ip, scheme};
 use vyx_core::limits::MAX_FRAME_SIZE;
 use vyx_core::routing::Router;
 
@@ -292,4 +293,25 @@ fn backoff_schedule_matches() {
         }
     }
     assert_eq!(envelope_ms(200), CAP_MS, "envelope saturates");
+}
+
+#[test]
+fn client_address_and_scheme_match() {
+    let file = load("client.json");
+    for v in file["vectors"].as_array().unwrap() {
+        let name = v["name"].as_str().unwrap();
+        let headers: Vec<(&str, &str)> = v["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| (h[0].as_str().unwrap(), h[1].as_str().unwrap()))
+            .collect();
+        let want: Option<std::net::IpAddr> = v["client_ip"].as_str().map(|s| s.parse().unwrap());
+        assert_eq!(client_ip(&headers), want, "{name}: client_ip");
+        assert_eq!(
+            scheme(&headers),
+            v["scheme"].as_str().unwrap(),
+            "{name}: scheme"
+        );
+    }
 }

@@ -3,13 +3,14 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
+use tokio::sync::mpsc;
 use tracing::{debug, warn};
 use vyx_core::error::ResetCode;
 use vyx_core::flow::SendWindow;
@@ -17,9 +18,9 @@ use vyx_core::frame::{set_route_id, HeadTooLarge, RequestWriter};
 use vyx_core::limits::MAX_DATA_CHUNK;
 
 use crate::body::{GatewayBody, StreamGuard};
-use crate::conn::{Failure, WorkerConn};
+use crate::conn::{Failure, OpenStream, ResponseHead, WorkerConn};
 use crate::forward::{self, X_REQUEST_ID};
-use crate::framing::{framing, BodyPlan};
+use crate::framing::{framing, BodyPlan, Framing};
 use crate::registry::reserve_replica;
 use crate::response::{self, ResponseBody, Source};
 use crate::routes::RouteTarget;
@@ -69,132 +70,217 @@ pub async fn proxy(
     resp
 }
 
+/// A response that ends the request early: the gateway's own answer.
+type Answer = Response<GatewayBody>;
+
+/// One request through its four steps: [`lookup`] (route, checks, the REQUEST frame),
+/// [`admit`] (the body's start, a replica's slot, the stream), [`forward`] (the body pump,
+/// the worker's head) and [`respond`] (the client's response from that head).
 async fn dispatch(
     req: Request<Incoming>,
     shared: &Arc<Shared>,
     client: SocketAddr,
     matched: &mut Option<Arc<RouteTarget>>,
-) -> Response<GatewayBody> {
+) -> Answer {
     let (parts, body) = req.into_parts();
-    let request_id = match parts.headers.get(X_REQUEST_ID) {
+    let request_id = request_id(&parts.headers, shared);
+    let steps = async {
+        let mut routed = lookup(&parts, &body, shared, client, &request_id, matched)?;
+        let admitted = admit(body, &mut routed, shared, &request_id).await?;
+        let (head, admitted) = forward(admitted, &routed.target, shared, &request_id).await?;
+        respond(head, admitted, &parts, &routed.target, shared, &request_id)
+    };
+    let mut resp = steps.await.unwrap_or_else(|answer| answer);
+    let headers = resp.headers_mut();
+    if !headers.contains_key(X_REQUEST_ID) {
+        headers.insert(X_REQUEST_ID, request_id);
+    }
+    resp
+}
+
+/// The client's `x-request-id` when it is usable, else a new one.
+fn request_id(headers: &http::HeaderMap, shared: &Shared) -> HeaderValue {
+    match headers.get(X_REQUEST_ID) {
         Some(v) if !v.is_empty() && v.len() <= 200 => v.clone(),
         _ => forward::new_request_id(
             shared.request_seq.fetch_add(1, Ordering::Relaxed),
             shared.id_seed,
         ),
-    };
+    }
+}
+
+/// A request with its route and its REQUEST frame (route id set per replica).
+struct Routed {
+    target: Arc<RouteTarget>,
+    frame: BytesMut,
+    end_stream: bool,
+}
+
+/// Finds the route (404), refuses what cannot be forwarded (413, 501, 400) and encodes the
+/// REQUEST frame (431). `matched` is the route for the metrics, set once one is found.
+fn lookup(
+    parts: &http::request::Parts,
+    body: &Incoming,
+    shared: &Shared,
+    client: SocketAddr,
+    request_id: &HeaderValue,
+    matched: &mut Option<Arc<RouteTarget>>,
+) -> Result<Routed, Answer> {
+    // Readers hold the table for a lookup only: a route update waits for them (and the
+    // body is read after this returns).
     let table = shared.registry.table_full();
-    let path = parts.uri.path();
-    let Some(found) = table.lookup(parts.method.as_str(), path) else {
-        return error_response(StatusCode::NOT_FOUND, "no route", &request_id);
+    let Some(found) = table.lookup(parts.method.as_str(), parts.uri.path()) else {
+        return Err(error_response(
+            StatusCode::NOT_FOUND,
+            "no route",
+            request_id,
+        ));
     };
-    let target = found.value;
-    *matched = Some(target.clone());
-    if let Some(len) = http_body::Body::size_hint(&body).exact() {
-        if len > shared.config.max_body {
-            return error_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body larger than the gateway's limit",
-                &request_id,
-            );
-        }
+    *matched = Some(found.value.clone());
+    if let Some(refusal) = unforwardable(parts, body, shared) {
+        let (status, message) = refusal;
+        return Err(error_response(status, message, request_id));
     }
-
-    if is_websocket_upgrade(&parts.headers) {
-        return error_response(
-            StatusCode::NOT_IMPLEMENTED,
-            "WebSocket upgrades are not passed through to workers yet",
-            &request_id,
-        );
-    }
-
-    // `target::for_worker` made the target ASCII before routing; whatever else a client
-    // manages to send, no frame the spec forbids leaves the gateway (§3.4).
-    let wire_target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    if !vyx_core::frame::is_target(wire_target.as_bytes()) {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            "the request target cannot be forwarded",
-            &request_id,
-        );
-    }
-
-    // The REQUEST frame, straight from the parts; the route id is set per replica below.
-    let end_stream = http_body::Body::is_end_stream(&body);
+    let end_stream = http_body::Body::is_end_stream(body);
     let trusted = trusted_proxies::is_trusted(&shared.config.trusted_proxies, client.ip());
-    let mut frame = match encode_request(
-        &parts,
+    let frame = encode_request(
+        parts,
         &found.params,
         end_stream,
         client,
         trusted,
-        &request_id,
-    ) {
-        Ok(f) => f,
-        Err(e) => {
-            return error_response(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                &e.to_string(),
-                &request_id,
-            )
-        }
-    };
-    // Readers hold the table for a lookup only: a route update waits for them (and the
-    // body is read below).
-    let target = target.clone();
-    drop(found);
-    drop(table);
+        request_id,
+    )
+    .map_err(|e| {
+        let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+        error_response(status, &e.to_string(), request_id)
+    })?;
+    Ok(Routed {
+        target: found.value.clone(),
+        frame,
+        end_stream,
+    })
+}
 
-    // The body, or its start, before the request takes a slot (see `upload`). A client
-    // that sent `expect: 100-continue` gets its 100 from hyper as the body is first read
-    // (§5.1): a body held back until a worker asked for it would hold the worker's slot.
+/// Why a routed request cannot go to a worker: a body declared past `limits.max_body`, a
+/// WebSocket upgrade, or a target the REQUEST frame cannot carry.
+fn unforwardable(
+    parts: &http::request::Parts,
+    body: &Incoming,
+    shared: &Shared,
+) -> Option<(StatusCode, &'static str)> {
+    if let Some(len) = http_body::Body::size_hint(body).exact() {
+        if len > shared.config.max_body {
+            let why = "request body larger than the gateway's limit";
+            return Some((StatusCode::PAYLOAD_TOO_LARGE, why));
+        }
+    }
+    if is_websocket_upgrade(&parts.headers) {
+        let why = "WebSocket upgrades are not passed through to workers yet";
+        return Some((StatusCode::NOT_IMPLEMENTED, why));
+    }
+    // `target::for_worker` made the target ASCII before routing; whatever else a client
+    // manages to send, no frame the spec forbids leaves the gateway (§3.4).
+    let wire_target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    if !vyx_core::frame::is_target(wire_target.as_bytes()) {
+        let why = "the request target cannot be forwarded";
+        return Some((StatusCode::BAD_REQUEST, why));
+    }
+    None
+}
+
+/// A request given a stream on a worker connection, with its body still to send.
+struct Admitted {
+    conn: Arc<WorkerConn>,
+    open: OpenStream,
+    body: Buffered,
+    /// Holds a share of `limits.streamed_upload_slots` while the body streams.
+    share: Option<StreamedShare>,
+    /// The REQUEST ended the stream: there is no body to send.
+    end_stream: bool,
+}
+
+/// Reads the body's start, then reserves a replica's slot and opens the stream (503 when
+/// no replica can take it within `timeouts.queue`).
+async fn admit(
+    body: Incoming,
+    routed: &mut Routed,
+    shared: &Arc<Shared>,
+    request_id: &HeaderValue,
+) -> Result<Admitted, Answer> {
+    let body = read_body_start(body, routed.end_stream, shared)
+        .await
+        .map_err(|fault| client_fault(shared, &fault, request_id))?;
+    // A body still streaming from its client may hold only a share of a worker's slots:
+    // clients that trickle large bodies cannot take them all.
+    let streamed = body
+        .rest
+        .is_some()
+        .then_some(shared.config.streamed_upload_slots);
+    let (conn, open) = open_stream(routed, streamed, shared, request_id).await?;
+    let share = streamed.map(|_| StreamedShare(conn.clone()));
+    Ok(Admitted {
+        conn,
+        open,
+        body,
+        share,
+        end_stream: routed.end_stream,
+    })
+}
+
+/// The body, or its start, before the request takes a slot (see `upload`). A client that
+/// sent `expect: 100-continue` gets its 100 from hyper as the body is first read (§5.1): a
+/// body held back until a worker asked for it would hold the worker's slot.
+async fn read_body_start(
+    body: Incoming,
+    end_stream: bool,
+    shared: &Shared,
+) -> Result<Buffered, ClientFault> {
     let rules = UploadRules {
         idle: shared.config.body_idle_timeout,
         min_rate: shared.config.min_body_rate,
         grace: shared.config.min_body_rate_grace,
         max_body: shared.config.max_body,
     };
-    let body = if end_stream {
-        Buffered::default()
+    if end_stream {
+        Ok(Buffered::default())
     } else if shared.config.body_buffer == 0 {
-        Buffered {
+        Ok(Buffered {
             rest: Some(Upload::new(body, rules)),
             ..Buffered::default()
-        }
+        })
     } else {
-        let read = upload::buffer(
-            Upload::new(body, rules),
-            shared.config.body_buffer,
-            &shared.body_budget,
-        );
-        match read.await {
-            Ok(b) => b,
-            Err(fault) => return client_fault(shared, &fault, &request_id),
-        }
-    };
+        let limit = shared.config.body_buffer;
+        upload::buffer(Upload::new(body, rules), limit, &shared.body_budget).await
+    }
+}
 
-    // A replica with room, waiting a bounded time for one when all are full. A body still
-    // streaming from its client may hold only a share of a worker's slots: clients that
-    // trickle large bodies cannot take them all.
-    let streamed = body
-        .rest
-        .is_some()
-        .then_some(shared.config.streamed_upload_slots);
+/// A replica with room, waiting a bounded time for one when all are full, and the stream
+/// opened on it. `streamed` reserves a share of the slots too (see `reserve_replica`).
+async fn open_stream(
+    routed: &mut Routed,
+    streamed: Option<u32>,
+    shared: &Shared,
+    request_id: &HeaderValue,
+) -> Result<(Arc<WorkerConn>, OpenStream), Answer> {
+    let target = &routed.target;
     let deadline = tokio::time::Instant::now() + shared.config.queue_timeout;
-    let (conn, mut open) = loop {
+    loop {
         let notified = target.group.slot_freed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         match reserve_replica(&target.group, &target.key, streamed) {
             Ok((conn, route_id)) => {
-                set_route_id(&mut frame, route_id);
-                let opened = conn.open_stream(&mut frame, end_stream, deadline).await;
+                set_route_id(&mut routed.frame, route_id);
+                let opened = conn
+                    .open_stream(&mut routed.frame, routed.end_stream, deadline)
+                    .await;
                 match opened {
-                    Ok(open) => break (conn, open),
+                    Ok(open) => return Ok((conn, open)),
                     // Its queue stayed full (a worker not reading) until the deadline.
                     Err(f @ Failure::NoRoom) => {
                         conn.release_slot();
-                        return failure_response(&conn, f, &request_id);
+                        return Err(failure_response(&conn, f, request_id));
                     }
                     // Started draining since the choice: pick again.
                     Err(_) => {
@@ -206,91 +292,137 @@ async fn dispatch(
                 }
             }
             Err(false) => {
-                return error_response(
+                let why = "no live worker for this route";
+                return Err(error_response(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "no live worker for this route",
-                    &request_id,
-                )
+                    why,
+                    request_id,
+                ));
             }
             Err(true) => {
                 if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                    return error_response(
+                    let why = "all workers for this route are busy";
+                    return Err(error_response(
                         StatusCode::SERVICE_UNAVAILABLE,
-                        "all workers for this route are busy",
-                        &request_id,
-                    );
+                        why,
+                        request_id,
+                    ));
                 }
             }
         }
-    };
-    let guard = StreamGuard {
-        conn: conn.clone(),
-        id: open.id,
-    };
+    }
+}
+
+/// Starts the body pump and waits for the worker's head within `timeouts.request` (504);
+/// a stream cut before it is the client's fault (from the pump) or 502.
+async fn forward(
+    admitted: Admitted,
+    target: &RouteTarget,
+    shared: &Arc<Shared>,
+    request_id: &HeaderValue,
+) -> Result<(ResponseHead, Answering), Answer> {
+    let Admitted {
+        conn,
+        open,
+        body,
+        share,
+        end_stream,
+    } = admitted;
     let fault = Arc::new(OnceLock::new());
     if !end_stream {
-        let share = streamed.map(|_| StreamedShare(conn.clone()));
-        tokio::spawn(pump_body(
-            body,
-            share,
-            Pump {
-                conn: conn.clone(),
-                id: open.id,
-                send: open.send.clone(),
-                fault: fault.clone(),
-                shared: shared.clone(),
-            },
-        ));
+        let pump = Pump {
+            conn: conn.clone(),
+            id: open.id,
+            send: open.send.clone(),
+            fault: fault.clone(),
+            shared: shared.clone(),
+        };
+        tokio::spawn(pump_body(body, share, pump));
     }
-
-    let head = match tokio::time::timeout(shared.config.request_timeout, open.head).await {
-        Err(_) => {
-            conn.cancel_stream(
-                open.id,
-                ResetCode::Timeout,
-                "no response head before the request timeout",
-            );
-            warn!(worker_id = %conn.worker_id, route = %target.key, "worker timed out");
-            return error_response(
-                StatusCode::GATEWAY_TIMEOUT,
-                "worker did not answer in time",
-                &request_id,
-            );
-        }
-        Ok(Err(_)) => {
-            // The stream was cut: by the body pump for the client's fault, or by the worker.
-            if let Some(f) = fault.get() {
-                return error_response(f.status(), f.message(), &request_id);
-            }
-            return error_response(StatusCode::BAD_GATEWAY, "worker stream ended", &request_id);
-        }
-        Ok(Ok(Err(f))) => return failure_response(&conn, f, &request_id),
-        Ok(Ok(Ok(head))) => head,
+    let answering = Answering {
+        guard: StreamGuard {
+            conn: conn.clone(),
+            id: open.id,
+        },
+        body: open.body,
+        recv_credit: open.recv_credit,
     };
+    match tokio::time::timeout(shared.config.request_timeout, open.head).await {
+        Err(_) => {
+            let why = "no response head before the request timeout";
+            conn.cancel_stream(open.id, ResetCode::Timeout, why);
+            warn!(worker_id = %conn.worker_id, route = %target.key, "worker timed out");
+            let why = "worker did not answer in time";
+            Err(error_response(StatusCode::GATEWAY_TIMEOUT, why, request_id))
+        }
+        // The stream was cut: by the body pump for the client's fault, or by the worker.
+        Ok(Err(_)) => Err(match fault.get() {
+            Some(f) => error_response(f.status(), f.message(), request_id),
+            None => error_response(StatusCode::BAD_GATEWAY, "worker stream ended", request_id),
+        }),
+        Ok(Ok(Err(f))) => Err(failure_response(&conn, f, request_id)),
+        Ok(Ok(Ok(head))) => Ok((head, answering)),
+    }
+}
 
-    let framing = match framing(
-        head.status,
-        &head.headers,
-        parts.method == http::Method::HEAD,
-        head.end_stream,
-    ) {
+/// What the response is read from once its head has come.
+struct Answering {
+    /// Dropping it RESETs (`cancel`) a stream whose body is still open.
+    guard: StreamGuard,
+    body: mpsc::UnboundedReceiver<Result<Bytes, Failure>>,
+    recv_credit: Arc<AtomicI64>,
+}
+
+/// The client's response from the worker's head: its framing (§3.5; 502 when invalid),
+/// its body, and its headers without hop-by-hop fields.
+fn respond(
+    head: ResponseHead,
+    answering: Answering,
+    parts: &http::request::Parts,
+    target: &RouteTarget,
+    shared: &Arc<Shared>,
+    request_id: &HeaderValue,
+) -> Result<Answer, Answer> {
+    let conn = answering.guard.conn.clone();
+    let id = answering.guard.id;
+    let is_head = parts.method == http::Method::HEAD;
+    let framing = match framing(head.status, &head.headers, is_head, head.end_stream) {
         Ok(f) => f,
         Err(why) => {
             warn!(worker_id = %conn.worker_id, route = %target.key, reason = %why, "invalid response framing; stream reset");
-            conn.cancel_stream(open.id, ResetCode::ProtocolError, &why);
-            return error_response(
-                StatusCode::BAD_GATEWAY,
-                "worker sent an invalid content-length",
-                &request_id,
-            );
+            conn.cancel_stream(id, ResetCode::ProtocolError, &why);
+            let why = "worker sent an invalid content-length";
+            return Err(error_response(StatusCode::BAD_GATEWAY, why, request_id));
         }
     };
-    let mut resp = Response::new(if framing.body == BodyPlan::Empty {
+    let mut resp = Response::new(response_body(&framing, answering, shared));
+    *resp.status_mut() = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    if forward::response_headers(head.headers, resp.headers_mut()).is_err() {
+        let why = "more response header fields than the gateway can hold";
+        warn!(worker_id = %conn.worker_id, route = %target.key, reason = why, "invalid response head; stream reset");
+        // Dropping the body's guard would RESET `cancel`; this is the worker's fault.
+        conn.cancel_stream(id, ResetCode::ProtocolError, why);
+        let why = "worker sent an invalid response";
+        return Err(error_response(StatusCode::BAD_GATEWAY, why, request_id));
+    }
+    end_to_end_headers(resp.headers_mut(), framing.content_length);
+    Ok(resp)
+}
+
+/// The body given to hyper: none (the stream is RESET if still open), the worker's whole
+/// body when it has already ended, or the worker's stream.
+fn response_body(framing: &Framing, answering: Answering, shared: &Arc<Shared>) -> GatewayBody {
+    let Answering {
+        guard,
+        mut body,
+        recv_credit,
+    } = answering;
+    if framing.body == BodyPlan::Empty {
         // Dropping the guard RESETs (`cancel`) a stream whose body is still open: it is
         // not forwarded, and the slot is freed now.
         drop(guard);
         GatewayBody::empty()
-    } else if let Some(data) = response::already_complete(&mut open.body, framing.content_length) {
+    } else if let Some(data) = response::already_complete(&mut body, framing.content_length) {
         GatewayBody::Complete {
             data,
             exact: framing.content_length.is_some(),
@@ -299,30 +431,20 @@ async fn dispatch(
     } else {
         GatewayBody::Worker(Box::new(ResponseBody::start(
             Source {
-                rx: open.body,
-                credit: open.recv_credit,
-                initial_window: conn.initial_window,
+                rx: body,
+                credit: recv_credit,
+                initial_window: guard.conn.initial_window,
                 guard,
                 expected: framing.content_length,
             },
             shared.clone(),
         )))
-    });
-    *resp.status_mut() = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    if forward::response_headers(head.headers, resp.headers_mut()).is_err() {
-        let why = "more response header fields than the gateway can hold";
-        warn!(worker_id = %conn.worker_id, route = %target.key, reason = why, "invalid response head; stream reset");
-        // Dropping the body's guard would RESET `cancel`; this is the worker's fault.
-        conn.cancel_stream(open.id, ResetCode::ProtocolError, why);
-        return error_response(
-            StatusCode::BAD_GATEWAY,
-            "worker sent an invalid response",
-            &request_id,
-        );
     }
-    let headers = resp.headers_mut();
-    // One content-length, the checked value, or none (204, 304).
-    match framing.content_length {
+}
+
+/// One content-length, the checked value, or none (204, 304); no hop-by-hop fields.
+fn end_to_end_headers(headers: &mut http::HeaderMap, content_length: Option<u64>) {
+    match content_length {
         Some(n) => {
             headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
         }
@@ -338,10 +460,6 @@ async fn dispatch(
     for n in hop {
         headers.remove(n);
     }
-    if !headers.contains_key(X_REQUEST_ID) {
-        headers.insert(X_REQUEST_ID, request_id);
-    }
-    resp
 }
 
 /// Encodes the REQUEST (stream id and route id 0, set later): method, raw target, decoded

@@ -48,7 +48,9 @@ function decodeBatch(buf) {
       headers[j] = str();
       headers[j + 1] = str();
     }
-    requests[i] = { slot: s, routeId, method, target, params, headers };
+    const clientIp = str() || undefined;
+    const scheme = str();
+    requests[i] = { slot: s, routeId, method, target, params, headers, clientIp, scheme };
   }
   const resets = new Array(u32());
   for (let i = 0; i < resets.length; i++) {

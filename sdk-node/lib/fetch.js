@@ -4,6 +4,8 @@
 // back whole in one call when its body is already complete, streamed with backpressure
 // otherwise.
 
+const { FORWARDED } = require('./request');
+
 const PENDING = Symbol('pending');
 
 /** Resolves `PENDING` after the microtasks queued so far (a body already there wins). */
@@ -16,7 +18,6 @@ function toRequest(req) {
   const raw = req.rawHeaders;
   for (let i = 0; i < raw.length; i += 2) headers.append(raw[i], raw[i + 1]);
   const host = req.header('host') || 'localhost';
-  const proto = (req.header('x-forwarded-proto') || 'http').split(',')[0].trim();
   const init = { method: req.method, headers, signal: req.signal };
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     const chunks = req[Symbol.asyncIterator]();
@@ -32,7 +33,7 @@ function toRequest(req) {
     });
     init.duplex = 'half';
   }
-  return new Request(`${proto}://${host}${req.url}`, init);
+  return new Request(`${req[FORWARDED].scheme}://${host}${req.url}`, init);
 }
 
 async function answer(req, res, response) {

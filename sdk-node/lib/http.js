@@ -4,6 +4,7 @@
 // `http.ServerResponse` whose head, writes and end go to the core instead of a socket.
 const http = require('node:http');
 const { Duplex } = require('node:stream');
+const { FORWARDED } = require('./request');
 const { toBuffer } = require('./response');
 
 /** What listeners look at on `req.socket`: there is no socket of the client's here. */
@@ -123,7 +124,7 @@ function outgoing(msg, res) {
 /** The route handler serving `listener(req, res)`. */
 function httpRoute(listener) {
   return (req, res) => {
-    const socket = new GatewaySocket((req.header('x-forwarded-for') || '').split(',')[0].trim() || undefined);
+    const socket = new GatewaySocket(req[FORWARDED].clientIp);
     const msg = incoming(req, socket);
     const out = outgoing(msg, res);
     msg.res = out;

@@ -1,6 +1,9 @@
 'use strict';
 const { fromNative } = require('./errors');
 
+/** Where the client's IP and scheme are kept for `http` and `fetch` routes (from the core). */
+const FORWARDED = Symbol('vyx.forwarded');
+
 /**
  * One request: the head as plain data, the body pulled from the core chunk by chunk
  * (reading grants the gateway credit, so an unread body stays where it is).
@@ -28,6 +31,7 @@ class VyxRequest {
     /** Header names (lower-case) and values, flat and in order: `[name, value, ...]`. */
     this.rawHeaders = head.headers;
     this.#rawParams = head.params;
+    this[FORWARDED] = { clientIp: head.clientIp, scheme: head.scheme };
   }
 
   /** Path parameters by name, percent-decoded (invalid UTF-8 replaced by U+FFFD). */
@@ -131,4 +135,4 @@ class VyxRequest {
   }
 }
 
-module.exports = { VyxRequest };
+module.exports = { VyxRequest, FORWARDED };

@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! u32 requests,  each: f64 slot, u32 route_id, str method, str target,
-//!                      u32 params  (str name, str value)*, u32 headers (str name, str value)*
+//!                      u32 params  (str name, str value)*, u32 headers (str name, str value)*,
+//!                      str client_ip ("" for none), str scheme
 //! u32 resets,    each: f64 slot, str code, str message
 //! u32 states,    each: u8 kind, then per kind: 0 connecting; 1 connected (str id);
 //!                      2 reconnecting (u32 attempt, u32 delay_ms, str cause); 3 draining;
@@ -48,7 +49,7 @@ pub(crate) fn pack(batch: Batch, slots: &Slots) -> Vec<u8> {
         .requests
         .iter()
         .map(|r| {
-            64 + r.target.len()
+            112 + r.target.len()
                 + r.params
                     .iter()
                     .map(|(n, v)| 8 + n.len() + v.len())
@@ -77,6 +78,10 @@ pub(crate) fn pack(batch: Batch, slots: &Slots) -> Vec<u8> {
             put_str(&mut out, name);
             put_str(&mut out, value);
         }
+        // The host rules of HOSTS.md §5, read by the core: JS does not parse them.
+        let client_ip = req.client_ip().map(|ip| ip.to_string()).unwrap_or_default();
+        put_str(&mut out, client_ip.as_bytes());
+        put_str(&mut out, req.scheme().as_bytes());
         map.insert(req.slot, req.stream);
     }
     // After the requests: a reset may name a request of this batch.

@@ -24,6 +24,7 @@ import os
 import struct
 import sys
 
+from client import client_vectors
 from query import query_vectors
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -1678,6 +1679,7 @@ def main():
     })
     write("backoff.json", backoff)
     write("query.json", query_vectors())  # spec/vectors/query.py
+    write("client.json", client_vectors())  # spec/vectors/client.py
     write("defaults.json", {
         "description": "What every SDK uses for what its user leaves unset (spec/HOSTS.md, "
                        "section 1): vyx-core's config module and sdk-go/config.go hold these "

@@ -1,12 +1,87 @@
-//! Control frames (HELLO, WELCOME, DRAIN, ROUTES, ERROR): stream 0, a JSON payload.
+//! Control frames (HELLO, WELCOME, DRAIN, ROUTES, ERROR): stream 0, a JSON payload; the
+//! messages and their JSON form (§3.8). What a valid HELLO or WELCOME holds is checked in
+//! [`crate::handshake`].
+
+use std::collections::BTreeMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
+use super::json::check_json_strict;
 use super::{kind, put_header, HEADER_LEN};
 use crate::error::DecodeError;
-use crate::handshake::{Drain, ErrorMessage, Hello, Routes, Welcome};
+
+/// One route a worker serves. `method` is an upper-case token or `*` for any method;
+/// `path` uses `{name}` parameters and a trailing `{*rest}` catch-all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteSpec {
+    /// 0..=65535; a wider JSON number parses (as `u32::MAX` when it does not fit) so that it
+    /// can be refused with 4001.
+    #[serde(deserialize_with = "saturating_u32")]
+    pub id: u32,
+    pub method: String,
+    pub path: String,
+}
+
+/// Worker → gateway, the first frame after the upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    #[serde(deserialize_with = "saturating_u32")]
+    pub protocol: u32,
+    pub worker_id: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub instance: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub sdk: String,
+    #[serde(deserialize_with = "saturating_u32")]
+    pub max_concurrency: u32,
+    pub routes: Vec<RouteSpec>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Gateway → worker, the answer to a valid HELLO. Integers that do not fit a `u32` read as
+/// `u32::MAX`, which every range refuses (§3.8).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    #[serde(deserialize_with = "saturating_u32")]
+    pub protocol: u32,
+    pub gateway: String,
+    pub connection_id: String,
+    /// 1..=2^31−1.
+    #[serde(deserialize_with = "saturating_u32")]
+    pub heartbeat_ms: u32,
+    /// 1..=2^31−1.
+    #[serde(deserialize_with = "saturating_u32")]
+    pub initial_window: u32,
+    /// Exactly 1,048,576 in v1.
+    #[serde(deserialize_with = "saturating_u32")]
+    pub max_frame_size: u32,
+    /// The effective cap: the lower of the worker's and the gateway's.
+    #[serde(deserialize_with = "saturating_u32")]
+    pub max_concurrency: u32,
+}
+
+/// Either way: start no new streams, finish the open ones by the deadline, then close.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drain {
+    pub reason: String,
+    pub deadline_ms: u64,
+}
+
+/// Worker → gateway: the connection's whole new route set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Routes {
+    pub routes: Vec<RouteSpec>,
+}
+
+/// Either way, just before closing with `code`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorMessage {
+    pub code: u16,
+    pub message: String,
+}
 
 /// A JSON control message and the frame type that carries it.
 pub trait ControlMessage: Serialize + DeserializeOwned {
@@ -36,7 +111,7 @@ impl ControlMessage for ErrorMessage {
 }
 
 pub(super) fn decode<M: ControlMessage>(payload: &[u8]) -> Result<M, DecodeError> {
-    crate::handshake::check_json_strict(payload)
+    check_json_strict(payload)
         .and_then(|()| serde_json::from_slice(payload))
         .map_err(|e| DecodeError::InvalidControlPayload {
             frame: M::NAME,
@@ -50,4 +125,21 @@ pub(super) fn encode<M: ControlMessage>(msg: &M) -> Bytes {
     let mut w = buf.writer();
     serde_json::to_writer(&mut w, msg).expect("control messages always serialize");
     w.into_inner().freeze()
+}
+
+/// Reads a JSON integer into a `u32` field whose valid range ends below `u32::MAX`: a value
+/// that does not fit becomes `u32::MAX`, which the range check then refuses with the close
+/// code of the field (4001 in HELLO), not as a decode error (4005). Signs, fractions and
+/// exponents are still refused by the `u64` parse.
+fn saturating_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    u64::deserialize(d).map(|v| u32::try_from(v).unwrap_or(u32::MAX))
+}
+
+/// An optional field: `null` is the same as absent (§3.8).
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Option::unwrap_or_default)
 }

@@ -19,15 +19,16 @@
 //! assert_eq!(Frame::decode(wire, vyx_core::limits::MAX_FRAME_SIZE).unwrap(), frame);
 //! ```
 
-mod control;
+pub mod control;
 mod data;
 mod head;
+pub mod json;
 mod request;
 mod reset;
 mod response;
 mod window;
 
-pub use control::ControlMessage;
+pub use control::{ControlMessage, Drain, ErrorMessage, Hello, RouteSpec, Routes, Welcome};
 pub use data::Data;
 pub use head::{is_header_name, is_header_value, is_method, is_target, is_tchar, HeaderList};
 pub use request::{set_route_id, set_stream_id, HeadTooLarge, Request, RequestWriter};
@@ -38,7 +39,6 @@ pub use window::Window;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::DecodeError;
-use crate::handshake::{Drain, ErrorMessage, Hello, Routes, Welcome};
 
 /// Length of the fixed frame header.
 pub const HEADER_LEN: usize = 6;

@@ -18,8 +18,9 @@ use super::{ConnectionState, Events, WsStream};
 use crate::error::{CloseCode, ResetCode};
 use crate::frame::{kind, DecodeFailure, Frame, Reset};
 use crate::handshake::{Drain, Welcome};
+use crate::heartbeat::Heartbeat;
 pub(crate) use crate::transport::Outgoing;
-use crate::transport::{sleep_until_opt, write_loop, Heartbeat, OutQueue};
+use crate::transport::{sleep_until_opt, write_loop, OutQueue};
 
 /// What the connection's streams share with it.
 pub(crate) struct ConnShared {

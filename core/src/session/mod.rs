@@ -31,11 +31,16 @@
 
 mod connect;
 mod connection;
+mod events;
 mod stream;
+mod supervise;
 mod tls;
 
 pub use connect::{registration_url, ConnectError};
+pub use events::Batch;
 pub use stream::{IncomingRequest, Stream, StreamError, StreamReset, TryChunk, TrySend};
+
+pub(crate) use events::{Event, Events};
 
 use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 use std::time::Duration;
@@ -43,9 +48,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Mutex};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use tracing::{info, warn};
 
-use crate::backoff::{Backoff, STABLE_MS};
 use crate::error::CloseCode;
 use crate::handshake::{self, RouteSpec};
 
@@ -92,60 +95,6 @@ pub enum EngineError {
     /// The engine runs once: it was started already, or routes were added after the start.
     #[error("the engine has started already")]
     AlreadyStarted,
-}
-
-/// What one [`Engine::next_batch`] returns: everything the host must react to since the
-/// previous call.
-#[derive(Debug, Default)]
-pub struct Batch {
-    /// New requests, each with the handle to answer it. A request whose stream died
-    /// before it could be handed out is not in here (the core has dealt with it).
-    pub requests: Vec<IncomingRequest>,
-    /// Streams handed out in this or an earlier batch that can no longer be answered:
-    /// reset by the gateway, or lost with the connection. Stop their handlers. A slot may
-    /// name a request the host has answered already (the reset crossed the answer).
-    pub resets: Vec<StreamReset>,
-    /// Every connection-state change, in order, none skipped.
-    pub states: Vec<ConnectionState>,
-}
-
-impl Batch {
-    fn is_empty(&self) -> bool {
-        self.requests.is_empty() && self.resets.is_empty() && self.states.is_empty()
-    }
-}
-
-/// What the engine's tasks queue for the host, in order.
-pub(crate) enum Event {
-    Request(IncomingRequest),
-    Reset(Arc<stream::StreamShared>),
-    State(ConnectionState),
-}
-
-/// The sending side of the host's queue, with the latest state for [`Engine::state`].
-#[derive(Clone)]
-pub(crate) struct Events {
-    tx: mpsc::UnboundedSender<Event>,
-    current: Arc<StdMutex<ConnectionState>>,
-}
-
-impl Events {
-    pub(crate) fn state(&self, state: ConnectionState) {
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = state.clone();
-        let _ = self.tx.send(Event::State(state));
-    }
-
-    /// Queues a request; refuses it (RESET `refused`) when nobody can pull any more.
-    pub(crate) fn request(&self, req: IncomingRequest) {
-        if let Err(mpsc::error::SendError(Event::Request(req))) = self.tx.send(Event::Request(req))
-        {
-            req.stream.reset_refused();
-        }
-    }
-
-    pub(crate) fn reset(&self, stream: Arc<stream::StreamShared>) {
-        let _ = self.tx.send(Event::Reset(stream));
-    }
 }
 
 /// A worker session, from before its start to its end. Cheap to clone; all clones drive
@@ -269,7 +218,7 @@ impl Engine {
         let stop = self.shared.stop.subscribe();
         let result_tx = self.shared.result_tx.clone();
         runtime.spawn(async move {
-            let result = supervise(config, tls, &events, stop).await;
+            let result = supervise::supervise(config, tls, &events, stop).await;
             events.state(match &result {
                 Ok(()) => ConnectionState::Stopped,
                 Err(e) => ConnectionState::Failed {
@@ -292,10 +241,10 @@ impl Engine {
         loop {
             let first = queue.recv().await?;
             let mut batch = Batch::default();
-            take(first, &mut batch);
+            events::take(first, &mut batch);
             while batch.requests.len() < max {
                 match queue.try_recv() {
-                    Ok(event) => take(event, &mut batch),
+                    Ok(event) => events::take(event, &mut batch),
                     Err(_) => break,
                 }
             }
@@ -345,133 +294,5 @@ impl Engine {
             Ok(r) => r.clone().expect("waited for Some"),
             Err(_) => Ok(()),
         }
-    }
-}
-
-/// Adds one queued event to the batch: requests whose stream died in the queue are
-/// dropped (their handle's drop does nothing more), and resets only reported for streams
-/// the host has seen.
-fn take(event: Event, batch: &mut Batch) {
-    match event {
-        Event::Request(req) => {
-            if req.stream.is_done() {
-                return;
-            }
-            req.stream.mark_delivered();
-            batch.requests.push(req);
-        }
-        Event::Reset(stream) => {
-            if stream.delivered.load(std::sync::atomic::Ordering::Acquire) {
-                batch.resets.push(StreamReset {
-                    slot: stream.slot(),
-                    error: stream.send.failure().unwrap_or(StreamError::ConnectionLost),
-                });
-            }
-        }
-        Event::State(state) => batch.states.push(state),
-    }
-}
-
-/// Whether log events go nowhere (no tracing subscriber, global or scoped).
-fn logs_unseen() -> bool {
-    tracing::dispatcher::get_default(|d| d.is::<tracing::subscriber::NoSubscriber>())
-}
-
-async fn supervise(
-    cfg: WorkerConfig,
-    tls: Option<Arc<rustls::ClientConfig>>,
-    events: &Events,
-    mut stop: watch::Receiver<Option<Duration>>,
-) -> Result<(), EngineError> {
-    let mut backoff = Backoff::new();
-    let url = registration_url(&cfg.connect);
-    let mut routes: Vec<u16> = cfg.routes.iter().map(|r| r.id as u16).collect();
-    routes.sort_unstable();
-    let mut seq: u32 = 0;
-    let mut told_stderr = false;
-    loop {
-        if stop.borrow().is_some() {
-            return Ok(());
-        }
-        let dialed = tokio::select! {
-            r = connect::dial(&cfg, tls.clone()) => r,
-            _ = stop.wait_for(Option::is_some) => return Ok(()),
-        };
-        // HELLO is out: the gateway may register this connection and send it requests at
-        // any moment. A drain from here on does not cut the handshake (bounded by its
-        // timeout): the connection drains at once, so a REQUEST already sent is answered.
-        let attempt = match dialed {
-            Ok(ws) => connect::welcome(ws, &cfg).await,
-            Err(e) => Err(e),
-        };
-        if attempt.is_err() && stop.borrow().is_some() {
-            return Ok(());
-        }
-        let cause = match attempt {
-            Ok((ws, welcome)) => {
-                info!(gateway = %url, worker_id = %cfg.worker_id, connection = %welcome.connection_id, "registered");
-                events.state(ConnectionState::Connected {
-                    connection_id: welcome.connection_id.clone(),
-                });
-                seq = seq.wrapping_add(1);
-                let up_since = tokio::time::Instant::now();
-                let end = connection::run(
-                    ws,
-                    connection::RunArgs {
-                        welcome: &welcome,
-                        events,
-                        stop: &mut stop,
-                        routes: &routes,
-                        seq,
-                    },
-                )
-                .await;
-                if matches!(end, connection::ConnEnd::Drained) || stop.borrow().is_some() {
-                    info!("drained and disconnected");
-                    return Ok(());
-                }
-                if let connection::ConnEnd::Closed(Some(code), reason) = &end {
-                    if let Some(code) = CloseCode::from_u16(*code).filter(|c| c.is_permanent()) {
-                        warn!(%code, %reason, "gateway refused this worker; not reconnecting");
-                        return Err(EngineError::Closed {
-                            code,
-                            reason: reason.clone(),
-                        });
-                    }
-                }
-                if up_since.elapsed() >= Duration::from_millis(STABLE_MS) {
-                    backoff.reset();
-                }
-                end.to_string()
-            }
-            Err(e) if e.is_permanent() => {
-                warn!(error = %e, "registration refused; not retrying");
-                return Err(e.into());
-            }
-            Err(e) => {
-                if !told_stderr && logs_unseen() {
-                    // Without a subscriber, a worker that cannot reach its gateway would
-                    // retry in silence forever: say it once where a developer looks.
-                    told_stderr = true;
-                    eprintln!(
-                        "vyx: cannot register with the gateway at {url}: {e}; retrying with backoff \
-                         (install a tracing subscriber to see the worker's logs)"
-                    );
-                }
-                e.to_string()
-            }
-        };
-        let delay = backoff.next_delay();
-        warn!(%cause, attempt = backoff.attempt(), delay_ms = delay.as_millis() as u64, "reconnecting");
-        events.state(ConnectionState::Reconnecting {
-            attempt: backoff.attempt(),
-            delay,
-            cause,
-        });
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = stop.wait_for(Option::is_some) => return Ok(()),
-        }
-        events.state(ConnectionState::Connecting);
     }
 }

@@ -13,8 +13,9 @@ use tracing::{debug, info, warn};
 use vyx_core::error::{CloseCode, ResetCode};
 use vyx_core::frame::{DecodeFailure, Frame};
 use vyx_core::handshake::{self, ErrorMessage, HandshakeError};
+use vyx_core::heartbeat::Heartbeat;
 use vyx_core::limits::MAX_FRAME_SIZE;
-use vyx_core::transport::{Heartbeat, Outgoing};
+use vyx_core::transport::Outgoing;
 
 use super::flow::{grant_send_window, spend_recv_window};
 use super::handshake::{check_allowed, check_reserved, check_route_count};

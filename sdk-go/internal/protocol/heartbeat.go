@@ -1,6 +1,6 @@
 package protocol
 
-// The heartbeat's count of silent intervals (core/src/transport.rs, §7).
+// The heartbeat's count of silent intervals (core/src/heartbeat.rs, §7).
 
 // Heartbeat counts the peer's silence in ticks of this side's ping timer (§7): at each tick
 // it notes whether anything arrived since the previous one, and the peer is dead after

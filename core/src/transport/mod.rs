@@ -1,0 +1,63 @@
+//! The WebSocket side of a connection, shared by the worker engine and the gateway: the
+//! settings both use, the outgoing queue every sender of a connection fills, and the writer
+//! task that owns the socket's write half and empties it.
+
+mod queue;
+mod writer;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::error::CloseCode;
+use crate::limits::MAX_FRAME_SIZE;
+
+pub use queue::OutQueue;
+pub use writer::write_loop;
+
+/// What a writer task puts on the socket.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// An encoded frame, sent as one binary message.
+    Frame(Bytes),
+    Ping,
+    /// A close frame; the writer stops after it.
+    Close(CloseCode, String),
+}
+
+/// The WebSocket settings both sides use: the frame limit, and a bounded write buffer.
+pub fn websocket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_SIZE))
+        .max_frame_size(Some(MAX_FRAME_SIZE))
+        .write_buffer_size(128 * 1024)
+        .max_write_buffer_size(4 * MAX_FRAME_SIZE)
+}
+
+/// The gateway's settings: [`websocket_config`] with a 4 KiB read buffer. tungstenite
+/// allocates (and zeroes) the whole read buffer per connection up front, 128 KiB by default;
+/// a gateway holds thousands of mostly idle worker connections, and larger frames still
+/// arrive whole (the buffer grows to a frame's size while it is read).
+pub fn gateway_websocket_config() -> WebSocketConfig {
+    websocket_config().read_buffer_size(4 * 1024)
+}
+
+/// Close reasons are limited to 123 bytes; cut at a character boundary.
+pub fn truncate_reason(reason: &str) -> &str {
+    if reason.len() <= 123 {
+        return reason;
+    }
+    let mut end = 123;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+/// Sleeps until `deadline`, or forever when there is none (for `select!` arms).
+pub async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
