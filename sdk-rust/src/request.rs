@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -164,10 +164,11 @@ impl Request {
         &self.headers
     }
 
-    /// The client's address as the gateway saw it: the last `x-forwarded-for` entry, the
-    /// one the gateway appended for the peer it accepted (earlier entries come from the
-    /// client or proxies before it, and can be forged). The port is 0: the gateway does not
-    /// forward it. `None` when the request carries no such header.
+    /// The client's IP address as the gateway saw it: the last `x-forwarded-for` element,
+    /// the one the gateway appended for the peer it accepted (earlier entries come from the
+    /// client or proxies before it, and can be forged), read by vyx-core's
+    /// [`client_ip`](vyx_core::host_rules::client_ip) as in every SDK. `None` when the
+    /// request carries no usable one.
     ///
     /// ```
     /// let req = vyx::Request::from(
@@ -176,10 +177,10 @@ impl Request {
     ///         .body(vyx::Body::empty())
     ///         .unwrap(),
     /// );
-    /// assert_eq!(req.client_addr(), Some("203.0.113.9:0".parse().unwrap()));
+    /// assert_eq!(req.client_ip(), Some("203.0.113.9".parse().unwrap()));
     /// ```
-    pub fn client_addr(&self) -> Option<SocketAddr> {
-        client_addr(&self.headers)
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        client_ip(&self.headers)
     }
 
     /// The route pattern that matched, e.g. `/hello/{name}` (`None` for a request not built
@@ -259,17 +260,18 @@ impl fmt::Debug for Request {
 
 /// Into the request a tower service (e.g. an axum `Router`) takes: the URI is the raw
 /// target (path and query), the version HTTP/1.1, and the path parameters are in the
-/// [`PathParams`] extension. With the `axum` feature (on by default), the client's address
-/// ([`Request::client_addr`]) is there too as axum's `ConnectInfo<SocketAddr>`, so that the
-/// `ConnectInfo` extractor works as behind axum's own server.
+/// [`PathParams`] extension. With the `axum` feature (on by default), the client's IP
+/// ([`Request::client_ip`], port 0: the gateway does not forward it) is there too as axum's
+/// `ConnectInfo<SocketAddr>`, so that the `ConnectInfo` extractor works as behind axum's own
+/// server.
 impl From<Request> for http::Request<Body> {
     fn from(req: Request) -> http::Request<Body> {
         let uri = target_uri(req.target);
         let mut out = http::Request::new(req.body);
         #[cfg(feature = "axum")]
-        if let Some(addr) = client_addr(&req.headers) {
+        if let Some(ip) = client_ip(&req.headers) {
             out.extensions_mut()
-                .insert(axum::extract::ConnectInfo(addr));
+                .insert(axum::extract::ConnectInfo(std::net::SocketAddr::new(ip, 0)));
         }
         *out.method_mut() = req.method;
         *out.uri_mut() = uri;
@@ -304,17 +306,15 @@ impl From<http::Request<Body>> for Request {
     }
 }
 
-/// The last `x-forwarded-for` entry, as an address with port 0 (or with the port, should a
-/// proxy have written `ip:port` or `[ip]:port`).
-fn client_addr(headers: &HeaderMap) -> Option<SocketAddr> {
-    let last = headers.get_all("x-forwarded-for").iter().next_back()?;
-    let entry = last.to_str().ok()?.rsplit(',').next()?.trim();
-    entry.parse::<SocketAddr>().ok().or_else(|| {
-        entry
-            .parse::<IpAddr>()
-            .ok()
-            .map(|ip| SocketAddr::new(ip, 0))
-    })
+/// The core's rule on the `x-forwarded-for` fields (it reads the last field, and a
+/// `HeaderMap` keeps one name's fields in order).
+fn client_ip(headers: &HeaderMap) -> Option<IpAddr> {
+    let fields: Vec<(&str, &[u8])> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| ("x-forwarded-for", v.as_bytes()))
+        .collect();
+    vyx_core::host_rules::client_ip(&fields)
 }
 
 /// The target as a URI. The gateway sends visible ASCII only, but `http` refuses a few of
