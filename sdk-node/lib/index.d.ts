@@ -68,6 +68,8 @@ export declare class VyxRequest implements AsyncIterable<Buffer> {
   readonly path: string;
   /** The raw query without `?`; `null` when there is none. */
   readonly rawQuery: string | null;
+  /** The client's IP as the gateway saw it (the last `x-forwarded-for` element); `undefined` without one. */
+  readonly clientIp: string | undefined;
   /** Path parameters, percent-decoded. */
   readonly params: Record<string, string>;
   /** The query, decoded as `application/x-www-form-urlencoded`. */

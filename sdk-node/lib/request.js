@@ -34,6 +34,14 @@ class VyxRequest {
     this[FORWARDED] = { clientIp: head.clientIp, scheme: head.scheme };
   }
 
+  /**
+   * The client's IP address as the gateway saw it (the last `x-forwarded-for` element, read
+   * by the core); `undefined` when there is none.
+   */
+  get clientIp() {
+    return this[FORWARDED].clientIp;
+  }
+
   /** Path parameters by name, percent-decoded (invalid UTF-8 replaced by U+FFFD). */
   get params() {
     if (this.#params === null) {

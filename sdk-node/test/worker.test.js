@@ -27,6 +27,7 @@ test.before(async () => {
       w.all('/all', (req) => req.method);
       w.head('/status', (req, res) => res.status(203).header('x-head', 'own').end());
       w.get('/returns/text', () => 'plain');
+      w.get('/client-ip', (req) => ({ ip: req.clientIp }));
       w.get('/returns/bytes', () => Buffer.from([0, 1]));
       w.put('/returns/nothing', () => {});
       w.put('/put', () => ({ verb: 'put' }));
@@ -180,6 +181,11 @@ test('what a handler returns: text, bytes, and nothing (200, empty) as in every 
   r = await request(gw.addr, 'PUT', '/returns/nothing');
   assert.equal(r.status, 200);
   assert.equal(r.body.length, 0);
+});
+
+test("req.clientIp is the core's: the last x-forwarded-for element, the gateway's peer", async () => {
+  const r = await request(gw.addr, 'GET', '/client-ip', { headers: { 'x-forwarded-for': '203.0.113.9' } });
+  assert.deepEqual(JSON.parse(r.body), { ip: '127.0.0.1' });
 });
 
 test("the defaults are vyx-core's (spec/vectors/defaults.json)", () => {
