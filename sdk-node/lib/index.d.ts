@@ -64,6 +64,8 @@ export declare class VyxRequest implements AsyncIterable<Buffer> {
   readonly method: string;
   /** Path and query as the client sent them. */
   readonly url: string;
+  /** The route pattern that matched, e.g. `/users/{id}`. */
+  readonly route: string;
   /** The raw path, without the query. */
   readonly path: string;
   /** The raw query without `?`; `null` when there is none. */
@@ -122,6 +124,8 @@ export type HttpListener = (req: IncomingMessage, res: ServerResponse) => void;
 export declare class VyxWorker extends EventEmitter {
   constructor(options?: VyxWorkerOptions);
   readonly id: string;
+  /** The latest connection state emitted (`{ kind: 'connecting' }` before any). */
+  readonly state: StateEvent;
   route(method: string, pattern: string, handler: Handler): this;
   get(pattern: string, handler: Handler): this;
   post(pattern: string, handler: Handler): this;

@@ -17,8 +17,10 @@ class VyxRequest {
   #rawParams;
 
   /** @internal */
-  constructor(exchange, head) {
+  constructor(exchange, head, route) {
     this.#exchange = exchange;
+    /** The route pattern that matched, e.g. `/users/{id}`. */
+    this.route = route;
     /** The method, upper-case (`HEAD` also for a `GET` route serving it). */
     this.method = head.method;
     /** Path and query exactly as the client sent them. */

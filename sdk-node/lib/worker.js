@@ -44,6 +44,7 @@ class VyxWorker extends EventEmitter {
   #onSignal = null;
   #onRejection = null;
   #logger;
+  #state = { kind: 'connecting' };
 
   /**
    * @param {object} [options]
@@ -74,6 +75,11 @@ class VyxWorker extends EventEmitter {
     this.#drainTimeoutMs = options.drainTimeoutMs ?? defaults().drainTimeoutMs;
     this.#handleSignals = options.handleSignals ?? true;
     this.#logger = options.logger ?? console;
+  }
+
+  /** The latest connection state emitted (`{ kind: 'connecting' }` before any). */
+  get state() {
+    return this.#state;
   }
 
   /** The worker id (from the options or `VYX_WORKER_ID`). */
@@ -218,13 +224,14 @@ class VyxWorker extends EventEmitter {
   }
 
   #emitState(s) {
+    this.#state = s;
     this.emit('state', s);
     this.emit(s.kind, s);
   }
 
   #dispatch(ex, head) {
     const route = this.#routes[head.routeId];
-    const req = new VyxRequest(ex, head);
+    const req = new VyxRequest(ex, head, route.pattern);
     const res = new VyxResponse(ex);
     ex.res = res;
     let ret;

@@ -22,7 +22,7 @@ test.before(async () => {
     gw,
     (w) => {
       w.get('/greet/{name}', async (req) => ({ hello: req.params.name }));
-      w.get('/files/{*rest}', (req, res) => res.json({ rest: req.params.rest, path: req.path }));
+      w.get('/files/{*rest}', (req, res) => res.json({ rest: req.params.rest, path: req.path, route: req.route }));
       w.any('/any/{x}', (req) => ({ method: req.method, x: req.params.x }));
       w.all('/all', (req) => req.method);
       w.head('/status', (req, res) => res.status(203).header('x-head', 'own').end());
@@ -113,7 +113,7 @@ test('routes by method and pattern, with decoded params and the raw path', async
   assert.equal(r.headers['content-type'], 'application/json');
   assert.deepEqual(JSON.parse(r.body), { hello: 'café' });
   r = await request(gw.addr, 'GET', '/files/a/b%2Fc/d.txt');
-  assert.deepEqual(JSON.parse(r.body), { rest: 'a/b/c/d.txt', path: '/files/a/b%2Fc/d.txt' });
+  assert.deepEqual(JSON.parse(r.body), { rest: 'a/b/c/d.txt', path: '/files/a/b%2Fc/d.txt', route: '/files/{*rest}' });
   for (const m of ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']) {
     r = await request(gw.addr, m, '/any/1');
     assert.deepEqual(JSON.parse(r.body), { method: m, x: '1' }, m);
@@ -298,5 +298,6 @@ test('stop() before start(): start() resolves at once with only the stopped stat
   await w.stop();
   await within(w.start(), 5000, 'start() after stop()');
   assert.deepEqual(states, ['stopped']);
+  assert.equal(w.state.kind, 'stopped');
   await assert.rejects(w.start(), (e) => e.code === 'ERR_VYX_ALREADY_STARTED');
 });
