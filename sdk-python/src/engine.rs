@@ -230,9 +230,8 @@ impl PyEngine {
     }
 
     /// Everything queued, as `(requests, resets, states, ready, logs, end)`:
-    /// requests `(slot, route_id, method, target, params, headers, client_ip)` with params
-    /// `[(name, value)]` as str, headers `[(name, value)]` as bytes and the core's client IP
-    /// (str or `None`); resets slots;
+    /// requests `(slot, route_id, method, target, params, headers)` with params
+    /// `[(name, value)]` as str and headers `[(name, value)]` as bytes; resets slots;
     /// states tuples (`("connected", id)`, ...); ready `(slot, writable, error)`; logs
     /// `(levelno, target, message)`; end `None`, `("ok", "")` or `(kind, message)`.
     fn take<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
@@ -264,7 +263,6 @@ impl PyEngine {
                         String::from_utf8_lossy(&req.target).as_ref(),
                         params,
                         headers,
-                        req.client_ip().map(|ip| ip.to_string()),
                     ))?;
                     new_streams.push((req.slot, req.stream));
                 }

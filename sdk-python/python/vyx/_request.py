@@ -92,7 +92,6 @@ class Request:
         "params",
         "route",
         "headers",
-        "client_ip",
         "_worker",
         "_slot",
         "_body",
@@ -109,7 +108,6 @@ class Request:
         params: List[Tuple[str, str]],
         headers: List[Tuple[bytes, bytes]],
         route: str,
-        client_ip: Optional[str] = None,
     ):
         self._worker = worker
         self._slot = slot
@@ -122,9 +120,6 @@ class Request:
         #: The route pattern that matched, e.g. ``/users/{id}``.
         self.route = route
         self.headers = Headers(headers)
-        #: The client's IP address as the gateway saw it (the last ``x-forwarded-for``
-        #: element, read by the core); ``None`` when there is none.
-        self.client_ip = client_ip
         self._body: Optional[bytes] = None
         self._streaming = False
         self._query: Optional[List[Tuple[str, str]]] = None
