@@ -31,6 +31,7 @@ func TestHostRules(t *testing.T) {
 		w.Get("/panic", func(http.ResponseWriter, *http.Request) { panic("on purpose") })
 		w.Get("/panic-late", func(rw http.ResponseWriter, r *http.Request) {
 			rw.WriteHeader(200)
+			_, _ = rw.Write([]byte("written"))
 			rw.(http.Flusher).Flush()
 			panic("after the head")
 		})
@@ -80,10 +81,13 @@ func TestHostRules(t *testing.T) {
 	if r, body = c.Answer(5); r.Status != 500 || string(body) != "internal error" {
 		t.Errorf("panic: %d %q", r.Status, body)
 	}
-	// A panic after the head: RESET handler_error.
+	// A panic after the head: RESET handler_error, after the body flushed before it.
 	c.Send(c.Request(7, "GET /panic-late", "/panic-late", true))
 	if f, _ := c.Next(); f.(*frame.Response).Status != 200 {
 		t.Errorf("panic-late head: %#v", f)
+	}
+	if f, _ := c.Next(); f.Type() != frame.TypeData || string(f.(*frame.Data).Data) != "written" {
+		t.Errorf("panic-late body: %#v", f)
 	}
 	if f, _ := c.Next(); f.Type() != frame.TypeReset || f.(*frame.Reset).Code != frame.ResetHandlerError {
 		t.Errorf("panic-late: %#v", f)

@@ -278,7 +278,8 @@ func (s *stream) finish() {
 	s.cancel(context.Canceled)
 }
 
-// abort resets the stream handler_error (a handler that failed after the head).
+// abort resets the stream handler_error (a handler that failed after the head), after the
+// DATA it wrote: the client gets that body before the abort (§5).
 func (s *stream) abort(reason string) {
 	c := s.c
 	c.mu.Lock()
@@ -286,7 +287,7 @@ func (s *stream) abort(reason string) {
 	if s.err != nil {
 		return
 	}
-	c.out.reset(s.id, (&frame.Reset{StreamID: s.id, Code: frame.ResetHandlerError, Reason: reason}).Encode())
+	c.out.stream(s.id, (&frame.Reset{StreamID: s.id, Code: frame.ResetHandlerError, Reason: reason}).Encode())
 	c.remove(s.id)
 	s.fail(&StreamError{Code: frame.ResetHandlerError, Reason: reason})
 }

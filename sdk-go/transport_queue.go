@@ -56,8 +56,8 @@ func (w *writer) control(msg []byte) {
 	w.notify()
 }
 
-// stream queues a frame behind the earlier DATA of stream id (DATA, or the RESET no_error
-// that must follow a complete response).
+// stream queues a frame behind the earlier DATA of stream id (DATA, the RESET no_error
+// that must follow a complete response, or a handler_error one that follows its body).
 func (w *writer) stream(id uint32, msg []byte) {
 	w.mu.Lock()
 	if !w.closing && !w.dead {
@@ -72,7 +72,8 @@ func (w *writer) stream(id uint32, msg []byte) {
 }
 
 // reset queues a RESET for stream id and drops its DATA still queued: the peer would
-// ignore it (§5 allows this for every code but no_error, which goes through stream).
+// ignore it (§5 allows this for every code but no_error and handler_error, which go
+// through stream).
 func (w *writer) reset(id uint32, msg []byte) {
 	w.mu.Lock()
 	if _, queued := w.data[id]; queued {

@@ -1,9 +1,10 @@
 //! Header rules at the proxy boundary: hop-by-hop stripping, `X-Forwarded-*`, request ids.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, COOKIE};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded either way; so is every
 /// `proxy-*` name (PROTOCOL.md §3.5).
@@ -205,6 +206,24 @@ pub fn forwarded_element(client: &IpText, v6: bool, host: Option<&[u8]>) -> Vec<
     out
 }
 
+/// The client's `cookie` fields as the one value the gateway forwards, joined with `"; "`
+/// in order (RFC 9113 §8.2.3): an HTTP/2 client may send each cookie-pair as a field of its
+/// own, and a worker's framework reads one `Cookie` (WSGI joined them with `,`, and Flask
+/// read `a=1,b=2` as one cookie). `None` when there is none.
+pub fn joined_cookies(headers: &HeaderMap) -> Option<Cow<'_, [u8]>> {
+    let mut crumbs = headers.get_all(COOKIE).iter();
+    let first = crumbs.next()?.as_bytes();
+    let Some(second) = crumbs.next() else {
+        return Some(Cow::Borrowed(first));
+    };
+    let mut joined = first.to_vec();
+    for crumb in std::iter::once(second).chain(crumbs) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(crumb.as_bytes());
+    }
+    Some(Cow::Owned(joined))
+}
+
 /// A worker's response head holds more fields than an `http::HeaderMap` can (24,576
 /// names; a frame may carry 65,535): a stream error, not a panic of the request task.
 #[derive(Debug)]
@@ -261,6 +280,20 @@ mod tests {
                 parsed.to_string().as_bytes()
             );
         }
+    }
+
+    #[test]
+    fn cookie_crumbs_are_joined_with_a_semicolon_and_a_space() {
+        let mut h = HeaderMap::new();
+        assert_eq!(joined_cookies(&h), None);
+        h.append(COOKIE, HeaderValue::from_static("a=1"));
+        assert_eq!(joined_cookies(&h).as_deref(), Some(&b"a=1"[..]));
+        h.append(COOKIE, HeaderValue::from_static("b=2"));
+        h.append(COOKIE, HeaderValue::from_static("c=3; d=4"));
+        assert_eq!(
+            joined_cookies(&h).as_deref(),
+            Some(&b"a=1; b=2; c=3; d=4"[..])
+        );
     }
 
     #[test]

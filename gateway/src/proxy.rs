@@ -486,6 +486,7 @@ fn encode_request(
     if let Some(h) = host {
         w.header(b"host", h);
     }
+    let mut cookie_sent = false;
     for (name, value) in parts.headers.iter() {
         let n = name.as_str();
         // `expect` is met here (§5.1): the gateway answers `100 Continue` itself.
@@ -498,6 +499,15 @@ fn encode_request(
             || forward::is_underscored(n)
             || (!trusted && forward::is_forwarding(n))
         {
+            continue;
+        }
+        if name == http::header::COOKIE {
+            // One `cookie`, where the first was (RFC 9113 §8.2.3).
+            if !std::mem::replace(&mut cookie_sent, true) {
+                if let Some(joined) = forward::joined_cookies(&parts.headers) {
+                    w.header(b"cookie", &joined);
+                }
+            }
             continue;
         }
         w.header(n.as_bytes(), value.as_bytes());

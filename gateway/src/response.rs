@@ -90,6 +90,8 @@ pub struct ResponseBody {
     unacked: u32,
     expected: Option<u64>,
     done: bool,
+    /// The last poll gave hyper a chunk (see `poll_data` on a failed end).
+    gave_data: bool,
 }
 
 /// The parts of an open stream a response body needs.
@@ -127,6 +129,7 @@ impl ResponseBody {
             unacked: 0,
             expected: src.expected,
             done: false,
+            gave_data: false,
         };
         tokio::spawn(pump(flow, src, shared));
         body
@@ -166,12 +169,22 @@ impl ResponseBody {
                 self.flow.pump.notify_one();
             }
             self.grant(b.len() as u32);
+            self.gave_data = true;
             return Poll::Ready(Some(Ok(b)));
+        }
+        if s.end.as_ref().is_some_and(|e| e.is_err()) && std::mem::take(&mut self.gave_data) {
+            // HTTP/1: hyper buffers the chunk it was just given and flushes it only after a
+            // poll that is pending; a failure now would drop the worker's last bytes with the
+            // connection (a WSGI generator that raised after `part2` lost `part2`, which
+            // gunicorn delivers). One pending poll first, woken at once.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
         if let Some(end) = s.end.take() {
             self.done = true;
             return Poll::Ready(end.err().map(Err));
         }
+        self.gave_data = false;
         if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             s.waker = Some(cx.waker().clone());
         }

@@ -563,6 +563,47 @@ async fn http2_clients_are_served_and_the_authority_becomes_host() {
     w.stop().await.unwrap();
 }
 
+/// spec/vectors/cookies.json: the client's `cookie` fields (HTTP/2 crumbs among them, RFC
+/// 9113 §8.2.3) reach the worker as one `cookie` header, joined with "; ".
+#[tokio::test]
+async fn cookie_fields_reach_the_worker_as_the_cookie_vectors_say() {
+    let path = format!(
+        "{}/../spec/vectors/cookies.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let gw = TestGateway::start().await;
+    let w = TestWorker::start(gw.addr, "rust:e2e", "a").await;
+    let h1 = client();
+    let h2: HttpClient =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    for case in file["vectors"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        // Another header between the fields: the crumbs need not be adjacent.
+        let mut headers = vec![("x-before", "1")];
+        for field in case["client"].as_array().unwrap() {
+            headers.push(("cookie", field.as_str().unwrap()));
+            headers.push(("x-between", "1"));
+        }
+        let c = if case["http2"] == true { &h2 } else { &h1 };
+        let (status, _, body) = send(c, "GET", &gw.url("/inspect/cookies"), &headers, "").await;
+        assert_eq!(status, 200, "{name}");
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        let cookies: Vec<&str> = v["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h[0] == "cookie")
+            .map(|h| h[1].as_str().unwrap())
+            .collect();
+        let want: Vec<&str> = case["forwarded"].as_str().into_iter().collect();
+        assert_eq!(cookies, want, "{name}");
+    }
+    w.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_handler_whose_client_is_gone_is_cancelled() {
     let gw = TestGateway::start_with(|c| c.request_timeout = Duration::from_millis(200)).await;

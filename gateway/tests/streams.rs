@@ -287,6 +287,42 @@ async fn reset_no_error_before_the_response_is_502_at_once() {
 }
 
 #[tokio::test]
+async fn the_data_before_a_worker_s_reset_reaches_an_http1_client() {
+    let gw = TestGateway::start().await;
+    let mut w = RawWorker::connect(gw.addr, "raw:cut", vec![route(0, "GET", "/cut")]).await;
+    let mut client = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    client
+        .write_all(b"GET /cut HTTP/1.1\r\nhost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let r = next_request(&mut w).await;
+    // A handler that failed after its second chunk (PROTOCOL.md §3.6: the client's response
+    // is aborted), its frames back to back.
+    w.send(head(r.stream_id, 200, &[], false)).await;
+    w.send(data(r.stream_id, b"part1", false)).await;
+    w.send(data(r.stream_id, b"part2", false)).await;
+    w.send(Frame::Reset(Reset::new(
+        r.stream_id,
+        vyx_core::error::ResetCode::HandlerError,
+        "raised",
+    )))
+    .await;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(WAIT, client.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("the aborted response never ended: {got:?}"),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("part1") && text.contains("part2"), "{text}");
+    // Aborted, not ended: no last chunk.
+    assert!(!text.contains("\r\n0\r\n\r\n"), "{text}");
+}
+
+#[tokio::test]
 async fn window_after_the_request_ended_is_ignored() {
     let gw = TestGateway::start().await;
     let mut w = RawWorker::connect(gw.addr, "raw:latewin", vec![route(0, "GET", "/w")]).await;

@@ -154,11 +154,16 @@ def test_starlette_app_runs_unchanged(gateway, serve, client):
     state: dict = {}
     served = serve(vyx.ASGIWorker(starlette_app(state), connect=gateway.ws, id="py:starlette"))
     assert state == {"up": True}
+    # Each with its slash twin: Starlette redirects the other form (redirect_slashes).
     assert sorted(registered_routes(client, "py:starlette")) == [
         "* /echo",
+        "* /echo/",
+        "* /files",
         "* /files/{*p}",
+        "* /sub",
         "* /sub/{*rest}",
         "* /users/{uid}",
+        "* /users/{uid}/",
     ]
     assert client.get("/users/7").json() == {"uid": 7, "path": "/users/7"}
     assert client.get("/files/a/b%20c.txt").text == "file a/b c.txt"

@@ -25,6 +25,7 @@ import struct
 import sys
 
 from client import client_vectors
+from cookies import cookie_vectors
 from query import query_vectors
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -1679,6 +1680,7 @@ def main():
     })
     write("backoff.json", backoff)
     write("query.json", query_vectors())  # spec/vectors/query.py
+    write("cookies.json", cookie_vectors())  # spec/vectors/cookies.py
     write("client.json", client_vectors())  # spec/vectors/client.py
     write("defaults.json", {
         "description": "What every SDK uses for what its user leaves unset (spec/HOSTS.md, "

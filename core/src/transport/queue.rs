@@ -204,8 +204,10 @@ impl FairQueue {
                     q.push_back(b);
                 }
                 Some((frame::kind::RESET, id)) => match self.data.get_mut(&id) {
-                    // `no_error` follows a complete response (§4.3): after its DATA, in order.
-                    Some(q) if b.get(6..10) == Some(&[0, 0, 0, 0][..]) => {
+                    // `no_error` follows a complete response (§4.3), `handler_error` the
+                    // body a handler wrote before it failed, which the client gets before
+                    // the abort (as from gunicorn): after their DATA, in order.
+                    Some(q) if matches!(b.get(6..10), Some([0, 0, 0, 0] | [0, 0, 0, 2])) => {
                         self.data_bytes += b.len();
                         q.push_back(b);
                     }

@@ -30,7 +30,8 @@ impl Drop for EndOnDrop {
 /// one frame per stream per turn, so a small answer never waits behind another stream's
 /// megabytes. Frames of one stream keep their order; a RESET drops its stream's DATA still
 /// queued (the peer would ignore it), except RESET `no_error`, which ends a complete
-/// response and so goes after that DATA. A close goes after everything queued before it.
+/// response, and `handler_error`, which ends the body a handler wrote before it failed:
+/// they go after that DATA. A close goes after everything queued before it.
 pub fn write_loop<S>(
     sink: SplitSink<S, Message>,
     queue: Arc<OutQueue>,
@@ -255,6 +256,20 @@ mod tests {
         .await;
         let (d, r) = (frame::kind::DATA, frame::kind::RESET);
         assert_eq!(frames, vec![(d, 13), (d, 13), (r, 13)]);
+    }
+
+    #[tokio::test]
+    async fn a_reset_handler_error_goes_after_the_data_its_handler_wrote() {
+        let (frames, _) = written_after(|tx| {
+            tx.push(data(15, 100, false));
+            tx.push(data(15, 100, false));
+            tx.push(Outgoing::Frame(
+                Reset::new(15, crate::error::ResetCode::HandlerError, "raised").encode(),
+            ));
+        })
+        .await;
+        let (d, r) = (frame::kind::DATA, frame::kind::RESET);
+        assert_eq!(frames, vec![(d, 15), (d, 15), (r, 15)]);
     }
 
     #[tokio::test]

@@ -7,17 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence
+from typing import Any, Awaitable, Callable, Dict, List, MutableMapping, Optional, Sequence
 from urllib.parse import unquote
 
 from ._errors import VyxError
 from ._request import Request
-from ._routes import DEFAULT_ROUTES, asgi_routes
+from ._routes import asgi_routes, claim
 from ._worker import Worker
 
 log = logging.getLogger("vyx.asgi")
 
-ASGIApp = Callable[[Dict[str, Any], Callable[[], Awaitable[Dict[str, Any]]], Callable[[Dict[str, Any]], Awaitable[None]]], Awaitable[None]]
+# Starlette's spelling of the ASGI types: an app typed with it (FastAPI, Starlette) is an
+# ASGIApp to mypy and pyright, which a send typed on dict would not be.
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # 2.4: no http.disconnect is needed to notice a client gone; the worker cancels the
 # request's task when the gateway resets its stream.
@@ -43,8 +49,7 @@ class ASGIWorker(Worker):
         self.app = app
         self.lifespan = lifespan
         self._app_state: Dict[str, Any] = {}
-        for path in routes or asgi_routes(app) or DEFAULT_ROUTES:
-            self._add("*", path, self._handle, True)
+        claim(self, self._handle, routes, asgi_routes(app))
 
     async def serve(self, *, handle_signals: bool = False) -> None:
         lifespan = _Lifespan(self.app, self._app_state, self.lifespan)
@@ -54,7 +59,7 @@ class ASGIWorker(Worker):
         finally:
             await lifespan.shutdown()
 
-    def _scope(self, req: Request) -> Dict[str, Any]:
+    def _scope(self, req: Request) -> Scope:
         raw = req.headers.raw
         host = req.headers.raw_value("host")
         server = None
@@ -106,7 +111,7 @@ class _Exchange:
         self.started = False
         self.finished = asyncio.get_running_loop().create_future()
 
-    async def run(self, app: ASGIApp, scope: Dict[str, Any]) -> None:
+    async def run(self, app: ASGIApp, scope: Scope) -> None:
         try:
             await app(scope, self.receive, self.send)
         finally:
@@ -120,7 +125,7 @@ class _Exchange:
             self.head_sent = True
         # Any other unfinished body ends with the slot's release (a RESET).
 
-    async def receive(self) -> Dict[str, Any]:
+    async def receive(self) -> Message:
         async with self.reading:
             if not self.body_done:
                 try:
@@ -133,7 +138,7 @@ class _Exchange:
         await asyncio.shield(self.finished)
         return {"type": "http.disconnect"}
 
-    async def send(self, message: Dict[str, Any]) -> None:
+    async def send(self, message: Message) -> None:
         kind = message["type"]
         if kind == "http.response.start":
             if self.started:
@@ -176,8 +181,8 @@ class _Lifespan:
         self.state = state
         self.mode = mode
         self.task: Optional["asyncio.Task[None]"] = None
-        self.inbox: "asyncio.Queue[Dict[str, Any]]" = asyncio.Queue()
-        self.outbox: "asyncio.Queue[Dict[str, Any]]" = asyncio.Queue()
+        self.inbox: "asyncio.Queue[Message]" = asyncio.Queue()
+        self.outbox: "asyncio.Queue[Message]" = asyncio.Queue()
 
     async def startup(self) -> None:
         if self.mode == "off":
@@ -202,7 +207,7 @@ class _Lifespan:
             self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
 
-    async def _reply(self) -> Optional[Dict[str, Any]]:
+    async def _reply(self) -> Optional[Message]:
         """The app's answer, or ``None`` when the app ended (no lifespan support)."""
         assert self.task is not None
         get = asyncio.ensure_future(self.outbox.get())
@@ -218,7 +223,7 @@ class _Lifespan:
         self.task = None
         return None
 
-    async def _run(self, scope: Dict[str, Any]) -> None:
+    async def _run(self, scope: Scope) -> None:
         await self.app(scope, self.inbox.get, self.outbox.put)
 
 

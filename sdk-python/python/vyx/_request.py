@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json as _json
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, AsyncIterator, Dict, Iterator, List, Mapping, Optional, Tuple
 from urllib.parse import parse_qsl
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ class Request:
         #: Path and query exactly as the client sent them.
         self.target = target
         #: Path parameters, percent-decoded, by name.
-        self.params: dict = dict(params)
+        self.params: Dict[str, str] = dict(params)
         #: The route pattern that matched, e.g. ``/users/{id}``.
         self.route = route
         self.headers = Headers(headers)

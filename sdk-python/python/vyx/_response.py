@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json as _json
-from typing import Any, AsyncIterable, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Any, AsyncIterable, Iterable, List, Mapping, Sequence, Tuple, Union
 
 HeaderPairs = List[Tuple[Union[str, bytes], Union[str, bytes]]]
+# Sequence, not List: a list of (bytes, bytes) is accepted too (List is invariant).
+HeadersArg = Union[
+    Mapping[str, str], Sequence[Tuple[Union[str, bytes], Union[str, bytes]]], None
+]
 Body = Union[bytes, bytearray, memoryview, str, None, Iterable[Any], AsyncIterable[Any]]
 
 def dumps(value: Any) -> bytes:
@@ -30,30 +34,35 @@ class Response:
     def __init__(
         self,
         status: int = 200,
-        headers: Union[Mapping[str, str], HeaderPairs, None] = None,
+        headers: HeadersArg = None,
         body: Body = b"",
     ):
         self.status = status
-        if headers is None:
-            self.headers: HeaderPairs = []
-        elif isinstance(headers, Mapping):
-            self.headers = list(headers.items())
-        else:
-            self.headers = list(headers)
+        self.headers: HeaderPairs = _pairs(headers)
         self.body = body
 
     @classmethod
-    def json(cls, value: Any, status: int = 200, headers: Optional[HeaderPairs] = None) -> "Response":
-        """``value`` as JSON (``content-type: application/json``)."""
-        return cls(status, _JSON + list(headers or []), dumps(value))
+    def json(cls, value: Any, status: int = 200, headers: HeadersArg = None) -> "Response":
+        """``value`` as JSON (``content-type: application/json``); ``headers`` as in the
+        constructor, e.g. ``Response.json({"ok": True}, headers={"x-a": "1"})``."""
+        return cls(status, _JSON + _pairs(headers), dumps(value))
 
     @classmethod
-    def text(cls, value: str, status: int = 200, headers: Optional[HeaderPairs] = None) -> "Response":
-        """``value`` as ``text/plain; charset=utf-8``."""
-        return cls(status, _TEXT + list(headers or []), value.encode())
+    def text(cls, value: str, status: int = 200, headers: HeadersArg = None) -> "Response":
+        """``value`` as ``text/plain; charset=utf-8``; ``headers`` as in the constructor."""
+        return cls(status, _TEXT + _pairs(headers), value.encode())
 
     def __repr__(self) -> str:
         return f"<vyx.Response {self.status}>"
+
+
+def _pairs(headers: HeadersArg) -> HeaderPairs:
+    """Headers given as a mapping or as pairs, as pairs."""
+    if headers is None:
+        return []
+    if isinstance(headers, Mapping):
+        return list(headers.items())
+    return list(headers)
 
 
 def to_response(result: Any) -> Response:

@@ -4,8 +4,16 @@ can share one gateway."""
 
 from __future__ import annotations
 
+import logging
 import re
-from typing import Any, Iterable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Sequence
+
+from ._errors import ConfigError
+
+if TYPE_CHECKING:
+    from ._worker import Worker
+
+log = logging.getLogger("vyx")
 
 #: What an app whose framework exposes no route table claims.
 DEFAULT_ROUTES = ["/{*rest}"]
@@ -67,11 +75,74 @@ def _unique(patterns: Iterable[str]) -> List[str]:
     return out
 
 
+def _slash_twin(pattern: str) -> Optional[str]:
+    """The pattern with its trailing slash toggled (``/a/{x}`` ↔ ``/a/{x}/``; ``/f/{*p}`` →
+    ``/f``): the path a framework that redirects slashes answers with a redirect."""
+    head, _, last = pattern.rpartition("/")
+    if last.startswith("{*"):
+        return head or None
+    if pattern == "/":
+        return None
+    return head if last == "" else pattern + "/"
+
+
+def _with_slash_twins(patterns: List[str]) -> List[str]:
+    return patterns + [t for t in map(_slash_twin, patterns) if t]
+
+
+_WHOLE_PARAM = re.compile(r"\{[^{}/*]+\}")
+
+
+def covering(pattern: str) -> str:
+    """The smallest pattern the gateway can route that covers ``pattern``: its segments up to
+    the first that is neither a literal nor a whole ``{name}``, then ``{*rest}``
+    (``/report/{name}.txt`` → ``/report/{*rest}``)."""
+    kept = []
+    for segment in pattern.split("/")[1:]:
+        if ("{" in segment or "}" in segment) and not _WHOLE_PARAM.fullmatch(segment):
+            break
+        kept.append(segment)
+    return "/".join([""] + kept + ["{*rest}"])
+
+
+def claim(worker: "Worker", handler: Callable[..., Any], given: Optional[Sequence[str]],
+          declared: Optional[List[str]]) -> None:
+    """Registers an app's routes: ``given`` as they are; else the ones it ``declared`` (a
+    pattern the gateway cannot route becomes the smallest one covering it, with a warning),
+    else ``DEFAULT_ROUTES``."""
+    if given:
+        for path in given:
+            worker._add("*", path, handler, True)
+        return
+    shapes = set()
+    warned = set()
+    for path in declared or DEFAULT_ROUTES:
+        try:
+            if _shape(path) not in shapes:
+                worker._add("*", path, handler, True)
+                shapes.add(_shape(path))
+        except ConfigError as e:
+            wider = covering(path)
+            if path.rstrip("/") not in warned:  # once for a route and its slash twin
+                warned.add(path.rstrip("/"))
+                log.warning("the app's route %s is not a vyx pattern (%s): claiming %s "
+                            "instead", path, e, wider)
+            if _shape(wider) not in shapes:
+                worker._add("*", wider, handler, True)
+                shapes.add(_shape(wider))
+
+
 def _starlette_routes(routes: Iterable[Any], prefix: str = "") -> Iterable[str]:
     for route in routes:
         kind = type(route).__name__
         path = getattr(route, "path", None)
-        if kind == "WebSocketRoute" or path is None:
+        if path is None:
+            continue
+        if any(c.__name__ == "WebSocketRoute" for c in type(route).__mro__):
+            # FastAPI's @app.websocket too (a subclass). Claiming it would send upgrades to
+            # an app that cannot get them through the gateway yet.
+            log.warning("WebSocket route %s skipped: the gateway does not pass upgrades to "
+                        "workers yet", prefix + path)
             continue
         if kind == "Mount" or (getattr(route, "routes", None) is not None and kind != "Route"):
             # A mounted app or router: everything under its prefix is its.
@@ -86,7 +157,11 @@ def asgi_routes(app: Any) -> Optional[List[str]]:
     if not _is_starlette(app):
         return None
     router = getattr(app, "router", app)
-    return _unique(_starlette_routes(getattr(router, "routes", [])))
+    patterns = list(_starlette_routes(getattr(router, "routes", [])))
+    if getattr(router, "redirect_slashes", False):
+        # The app answers the other form with a redirect (FastAPI: /items/5/ → 307).
+        patterns = _with_slash_twins(patterns)
+    return _unique(patterns)
 
 
 def _is_starlette(app: Any) -> bool:
@@ -99,4 +174,6 @@ def wsgi_routes(app: Any) -> Optional[List[str]]:
     iter_rules = getattr(url_map, "iter_rules", None)
     if iter_rules is None:
         return None
-    return _unique(werkzeug_pattern(r.rule) for r in iter_rules())
+    patterns = [werkzeug_pattern(r.rule) for r in iter_rules()]
+    # Werkzeug redirects /a to a rule /a/ (308), never the other way.
+    return _unique(patterns + [p[:-1] for p in patterns if len(p) > 1 and p.endswith("/")])

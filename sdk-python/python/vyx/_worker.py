@@ -133,6 +133,8 @@ class Worker:
         self._pool: Optional[ThreadPoolExecutor] = None
         self._started = False
         self._stop_requested = False
+        self._signalled = False
+        self._forced = False
 
     # -- configuration -------------------------------------------------------------------
 
@@ -204,8 +206,11 @@ class Worker:
 
     def start(self) -> None:
         """Runs the worker in a new event loop until it is stopped: SIGTERM and SIGINT
-        drain it (in-flight requests get ``drain_timeout`` seconds). Raises
-        :class:`vyx.RefusedError` when the gateway refuses the worker for good."""
+        drain it (in-flight requests get ``drain_timeout`` seconds), a second one stops it
+        at once. Raises :class:`vyx.RefusedError` when the gateway refuses the worker for
+        good. Without a ``logging`` configuration, the ``vyx`` loggers' INFO lines (the
+        worker registered, draining) go to stderr."""
+        _default_log_handler()
         asyncio.run(self.serve(handle_signals=True))
 
     async def serve(self, *, handle_signals: bool = False) -> None:
@@ -264,7 +269,16 @@ class Worker:
             await asyncio.shield(self._end)
 
     def _on_signal(self, sig: int) -> None:
-        log.info("%s: draining (in-flight requests get %ss)", signal.Signals(sig).name, self.drain_timeout)
+        name = signal.Signals(sig).name
+        if self._signalled:
+            # As uvicorn: a second Ctrl-C does not wait for the requests in flight.
+            log.info("%s again: stopping now (requests in flight are cancelled)", name)
+            self._forced = True
+            for task in list(self._tasks.values()):
+                task.cancel()  # each releases its slot, so the drain ends at once
+            return
+        self._signalled = True
+        log.info("%s: draining (in-flight requests get %ss; again to stop now)", name, self.drain_timeout)
         self._engine.drain(self.drain_timeout)
 
     async def _shutdown(self) -> None:
@@ -279,7 +293,8 @@ class Worker:
             fut.cancel()
         self._waits.clear()
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            # Forced: a thread still in a plain handler or WSGI app is not waited for.
+            self._pool.shutdown(wait=not self._forced, cancel_futures=True)
             self._pool = None
         self._engine.close()
 
@@ -403,6 +418,19 @@ class Worker:
             return
         if not self._engine.try_send(slot, bytes(chunk)):
             await self._wait(slot, True)
+
+
+def _default_log_handler() -> None:
+    """A stderr handler for the ``vyx`` loggers at INFO when the program configured no
+    logging (as uvicorn shows "Application startup complete"); one configured is left as
+    it is."""
+    if logging.getLogger().handlers or log.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)
+    if log.level == logging.NOTSET:
+        log.setLevel(logging.INFO)
 
 
 async def _close(body: Any) -> None:
