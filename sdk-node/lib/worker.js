@@ -51,13 +51,13 @@ class VyxWorker extends EventEmitter {
    * @param {string} [options.connect]  gateway URL (`VYX_CONNECT`)
    * @param {string} [options.id]  worker id (`VYX_WORKER_ID`)
    * @param {string} [options.token]  registration token (`VYX_TOKEN`)
-   * @param {number} [options.maxConcurrency]  streams served at once (`DEFAULTS.maxConcurrency`)
+   * @param {number} [options.maxConcurrency]  streams served at once (`defaults().maxConcurrency`)
    * @param {Record<string,string>} [options.labels]
    * @param {string} [options.caFile]  extra CAs (PEM) for `wss://` (`VYX_CA_FILE`)
    * @param {string} [options.instance]
-   * @param {number} [options.connectTimeoutMs]  one dial's bound (`DEFAULTS.connectTimeoutMs`)
+   * @param {number} [options.connectTimeoutMs]  one dial's bound (`defaults().connectTimeoutMs`)
    * @param {number} [options.drainTimeoutMs]  what in-flight requests get on stop
-   *   (`DEFAULTS.drainTimeoutMs`)
+   *   (`defaults().drainTimeoutMs`)
    * @param {boolean} [options.handleSignals]  SIGTERM/SIGINT drain (default true)
    * @param {{error: Function}} [options.logger]  where handler failures go (`console`)
    */
