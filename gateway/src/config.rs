@@ -114,6 +114,8 @@ pub struct GatewayConfig {
     pub local_workers: Vec<LocalWorker>,
     /// The file this came from, for logs.
     pub config_file: Option<PathBuf>,
+    /// TLS on every listener (`tls:`); `None`: plain HTTP and `ws://`.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl Default for GatewayConfig {
@@ -157,6 +159,7 @@ impl Default for GatewayConfig {
             declared_workers: Vec::new(),
             local_workers: Vec::new(),
             config_file: None,
+            tls: None,
         }
     }
 }

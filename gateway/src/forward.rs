@@ -142,14 +142,15 @@ pub fn is_underscored(name: &str) -> bool {
 }
 
 /// Works out the forwarding headers for a request from `client` for `host` (the effective
-/// host, `None` if the request names none). From a `trusted` proxy, its `x-forwarded-for`
-/// is extended and its `x-forwarded-proto`/`-host` are kept; from anyone else they are
-/// the gateway's alone.
+/// host, `None` if the request names none), which came in over `scheme` (`http`, `https`).
+/// From a `trusted` proxy, its `x-forwarded-for` is extended and its
+/// `x-forwarded-proto`/`-host` are kept; from anyone else they are the gateway's alone.
 pub fn forwarded<'a>(
     headers: &'a HeaderMap,
     host: Option<&'a [u8]>,
     client: SocketAddr,
     trusted: bool,
+    scheme: &'static str,
 ) -> Forwarded<'a> {
     let ip = IpText::new(client.ip());
     let mut prior = headers
@@ -169,15 +170,20 @@ pub fn forwarded<'a>(
     let kept = |name| trusted && headers.contains_key(name);
     Forwarded {
         for_value,
-        proto: (!kept(X_FORWARDED_PROTO)).then_some("http"),
+        proto: (!kept(X_FORWARDED_PROTO)).then_some(scheme),
         host: if kept(X_FORWARDED_HOST) { None } else { host },
     }
 }
 
-/// This hop's RFC 7239 `Forwarded` element: `for=<client>;proto=http[;host=<host>]`, the
+/// This hop's RFC 7239 `Forwarded` element: `for=<client>;proto=<scheme>[;host=<host>]`, the
 /// IPv6 node and a host that is not a token quoted (`for="[::1]"`, `host="a.example:8080"`).
 /// It goes after any `Forwarded` the request carried, as a header line of its own.
-pub fn forwarded_element(client: &IpText, v6: bool, host: Option<&[u8]>) -> Vec<u8> {
+pub fn forwarded_element(
+    client: &IpText,
+    v6: bool,
+    host: Option<&[u8]>,
+    scheme: &'static str,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     out.extend_from_slice(b"for=");
     if v6 {
@@ -187,7 +193,8 @@ pub fn forwarded_element(client: &IpText, v6: bool, host: Option<&[u8]>) -> Vec<
     } else {
         out.extend_from_slice(client.as_bytes());
     }
-    out.extend_from_slice(b";proto=http");
+    out.extend_from_slice(b";proto=");
+    out.extend_from_slice(scheme.as_bytes());
     if let Some(host) = host.filter(|h| !h.is_empty()) {
         out.extend_from_slice(b";host=");
         if host.iter().all(|&b| vyx_core::frame::is_tchar(b)) {
@@ -314,17 +321,17 @@ mod tests {
     fn the_forwarded_element_quotes_ipv6_and_non_token_hosts() {
         let v4 = IpText::new("10.1.2.3".parse().unwrap());
         assert_eq!(
-            forwarded_element(&v4, false, Some(b"example.org")),
+            forwarded_element(&v4, false, Some(b"example.org"), "http"),
             b"for=10.1.2.3;proto=http;host=example.org"
         );
         let v6 = IpText::new("::1".parse().unwrap());
         assert_eq!(
-            forwarded_element(&v6, true, Some(b"127.0.0.1:8080")),
+            forwarded_element(&v6, true, Some(b"127.0.0.1:8080"), "http"),
             &b"for=\"[::1]\";proto=http;host=\"127.0.0.1:8080\""[..]
         );
         assert_eq!(
-            forwarded_element(&v4, false, None),
-            b"for=10.1.2.3;proto=http"
+            forwarded_element(&v4, false, None, "https"),
+            b"for=10.1.2.3;proto=https"
         );
     }
 
@@ -334,14 +341,14 @@ mod tests {
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         h.append(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         let peer = "127.0.0.1:9".parse().unwrap();
-        let f = forwarded(&h, Some(b"example.org"), peer, true);
+        let f = forwarded(&h, Some(b"example.org"), peer, true, "http");
         assert_eq!(f.for_value.as_bytes(), b"10.0.0.1, 127.0.0.1");
         assert_eq!((f.proto, f.host), (None, Some(&b"example.org"[..])));
-        let f = forwarded(&h, Some(b"example.org"), peer, false);
+        let f = forwarded(&h, Some(b"example.org"), peer, false, "https");
         assert_eq!(f.for_value.as_bytes(), b"127.0.0.1");
-        assert_eq!(f.proto, Some("http"));
+        assert_eq!(f.proto, Some("https"));
         let empty = HeaderMap::new();
-        let f = forwarded(&empty, None, "[::1]:9".parse().unwrap(), true);
+        let f = forwarded(&empty, None, "[::1]:9".parse().unwrap(), true, "http");
         assert_eq!(f.for_value.as_bytes(), b"::1");
         assert_eq!(f.host, None);
     }

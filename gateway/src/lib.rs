@@ -31,6 +31,7 @@ mod routes;
 mod server;
 mod supervisor;
 mod target;
+pub mod tls;
 pub mod trusted_proxies;
 mod upload;
 

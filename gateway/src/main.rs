@@ -114,11 +114,18 @@ async fn main() -> ExitCode {
         Some(file) => info!(file = %file.display(), local_workers = config.local_workers.len(), "configuration loaded"),
     }
     let register = gateway.register_addr();
-    info!(%addr, register = %config.register_path, "vyx listening: HTTP on {}, workers register at ws://{register}{}",
-        gateway.http_addrs().iter().map(|a| format!("http://{a}")).collect::<Vec<_>>().join(", "),
+    let (http, ws) = match gateway.tls() {
+        Some(tls) => {
+            tokio::spawn(tls.reload_on_sighup());
+            ("https", "wss")
+        }
+        None => ("http", "ws"),
+    };
+    info!(%addr, register = %config.register_path, "vyx listening: HTTP on {}, workers register at {ws}://{register}{}",
+        gateway.http_addrs().iter().map(|a| format!("{http}://{a}")).collect::<Vec<_>>().join(", "),
         config.register_path);
     // The one line on stdout, for scripts and test runners that start vyx on port 0.
-    println!("listening http://{addr}");
+    println!("listening {http}://{addr}");
     match gateway.run(shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -512,7 +512,8 @@ fn encode_request(
         }
         w.header(n.as_bytes(), value.as_bytes());
     }
-    let fwd = forward::forwarded(&parts.headers, host, client, trusted);
+    let scheme = crate::tls::scheme(&parts.extensions);
+    let fwd = forward::forwarded(&parts.headers, host, client, trusted, scheme);
     w.header(
         forward::X_FORWARDED_FOR.as_bytes(),
         fwd.for_value.as_bytes(),
@@ -525,7 +526,12 @@ fn encode_request(
     }
     w.header(
         forward::FORWARDED.as_bytes(),
-        &forward::forwarded_element(&forward::IpText::new(client.ip()), client.is_ipv6(), host),
+        &forward::forwarded_element(
+            &forward::IpText::new(client.ip()),
+            client.is_ipv6(),
+            host,
+            scheme,
+        ),
     );
     w.header(X_REQUEST_ID.as_str().as_bytes(), request_id.as_bytes());
     w.finish()

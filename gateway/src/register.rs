@@ -21,6 +21,7 @@ use vyx_core::transport::gateway_websocket_config;
 use crate::body::GatewayBody;
 use crate::conn::SocketHandle;
 use crate::server::ClientIo;
+use crate::tls::ClientStream;
 use crate::Shared;
 
 fn refuse(status: StatusCode, message: String) -> Response<GatewayBody> {
@@ -162,16 +163,29 @@ pub fn register(
             Ok(parts) => parts,
             Err(_) => return warn!(%peer, "upgraded connection of an unexpected type; dropped"),
         };
-        let (tcp, slot) = parts.io.into_inner().into_inner().into_parts();
-        let socket = SocketHandle::new(tcp, slot);
-        let ws = WebSocketStream::from_partially_read(
-            socket.io(),
-            parts.read_buf.to_vec(),
-            Role::Server,
-            Some(gateway_websocket_config()),
-        )
-        .await;
-        crate::conn::serve(ws, shared, worker_id, admission, peer, socket).await;
+        let read_ahead = parts.read_buf.to_vec();
+        let config = Some(gateway_websocket_config());
+        match parts.io.into_inner().into_inner() {
+            ClientStream::Plain(counted) => {
+                let (tcp, slot) = counted.into_parts();
+                let socket = SocketHandle::new(tcp, slot);
+                let ws = WebSocketStream::from_partially_read(
+                    socket.io(),
+                    read_ahead,
+                    Role::Server,
+                    config,
+                )
+                .await;
+                crate::conn::serve(ws, shared, worker_id, admission, peer, socket).await;
+            }
+            ClientStream::Tls(tls) => {
+                let (tls, socket) = *tls;
+                let ws =
+                    WebSocketStream::from_partially_read(tls, read_ahead, Role::Server, config)
+                        .await;
+                crate::conn::serve(ws, shared, worker_id, admission, peer, socket).await;
+            }
+        }
     });
 
     let mut resp = Response::new(GatewayBody::empty());

@@ -13,8 +13,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, TcpStream};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, info, warn, Instrument};
 
@@ -23,10 +23,11 @@ use vyx_core::transport::Outgoing;
 
 use crate::body::{GatewayBody, Tracked};
 use crate::client_eof::ClientEof;
-use crate::conn_limit::{self, Activity, Admission, ConnSlot, Counted, RESERVE_DEADLINE};
+use crate::conn_limit::{self, Activity, Admission, Counted, RESERVE_DEADLINE};
 use crate::h2_calm::H2Calm;
 use crate::registry::Forgotten;
 use crate::supervisor::Supervisor;
+use crate::tls::{ClientStream, OverTls, Tls};
 use crate::{
     admin, log_limit, metrics, proxy, register, request_rules, target, GatewayConfig, Shared,
 };
@@ -43,6 +44,10 @@ enum Role {
 /// A bound gateway, not yet serving.
 pub struct Gateway {
     listeners: Vec<(TcpListener, Role)>,
+    /// With TLS, the plain loopback listener local workers register on (they are started
+    /// with its `ws://` URL, and need no certificate for a hop that stays on this host).
+    local_register: Option<TcpListener>,
+    tls: Option<Arc<Tls>>,
     shared: Arc<Shared>,
 }
 
@@ -56,6 +61,11 @@ impl Gateway {
         if let Some(addr) = config.register_listen {
             listeners.push((bind(addr).await?, Role::Register));
         }
+        let tls = config.tls.clone().map(Tls::new).transpose()?.map(Arc::new);
+        let local_register = match tls.is_some() && !config.local_workers.is_empty() {
+            true => Some(bind(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0))).await?),
+            false => None,
+        };
         let metrics = Arc::new(metrics::Metrics::new());
         let nofile = conn_limit::nofile_limit();
         let cap = config
@@ -97,7 +107,17 @@ impl Gateway {
             Forgotten::Worker(id) => gone.forget_worker(id),
             Forgotten::Route(key) => gone.forget_route(&key.to_string()),
         });
-        Ok(Gateway { listeners, shared })
+        Ok(Gateway {
+            listeners,
+            local_register,
+            tls,
+            shared,
+        })
+    }
+
+    /// The TLS side of the listeners, if `tls` is set: [`Tls::reload`] swaps the certificate.
+    pub fn tls(&self) -> Option<Arc<Tls>> {
+        self.tls.clone()
     }
 
     /// The first HTTP listener's address.
@@ -131,16 +151,25 @@ impl Gateway {
     }
 
     /// The registration URL a worker on this machine uses (`ws://127.0.0.1:PORT/PATH` when
-    /// the gateway listens on all interfaces).
+    /// the gateway listens on all interfaces): with TLS and local workers, the plain loopback
+    /// listener kept for them; with TLS alone, `wss://`.
     pub fn loopback_register_url(&self) -> String {
-        let mut addr = self.register_addr();
+        let local = self
+            .local_register
+            .as_ref()
+            .and_then(|l| l.local_addr().ok());
+        let mut addr = local.unwrap_or_else(|| self.register_addr());
         if addr.ip().is_unspecified() {
             addr.set_ip(match addr {
                 SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
                 SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
             });
         }
-        format!("ws://{addr}{}", self.shared.config.register_path)
+        let scheme = match self.tls.is_some() && local.is_none() {
+            true => "wss",
+            false => "ws",
+        };
+        format!("{scheme}://{addr}{}", self.shared.config.register_path)
     }
 
     /// Serves until `shutdown` completes, then drains: workers get DRAIN, in-flight
@@ -151,7 +180,12 @@ impl Gateway {
             &self.shared.config.local_workers,
             &self.loopback_register_url(),
         );
-        let Gateway { listeners, shared } = self;
+        let Gateway {
+            listeners,
+            local_register,
+            tls,
+            shared,
+        } = self;
         let mut builder = auto::Builder::new(TokioExecutor::new());
         let config = &shared.config;
         builder
@@ -172,12 +206,16 @@ impl Gateway {
         let builder = Arc::new(builder);
         let graceful = Arc::new(GracefulShutdown::new());
         let (stop_tx, stop_rx) = watch::channel(false);
+        let plain_local = local_register.map(|l| (l, Role::Register, None));
         let accepting: Vec<_> = listeners
             .into_iter()
-            .map(|(listener, role)| {
+            .map(|(l, role)| (l, role, tls.clone()))
+            .chain(plain_local)
+            .map(|(listener, role, tls)| {
                 tokio::spawn(accept_loop(
                     listener,
                     role,
+                    tls,
                     shared.clone(),
                     builder.clone(),
                     graceful.clone(),
@@ -207,6 +245,7 @@ async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 async fn accept_loop(
     listener: TcpListener,
     role: Role,
+    tls: Option<Arc<Tls>>,
     shared: Arc<Shared>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     graceful: Arc<GracefulShutdown>,
@@ -240,7 +279,39 @@ async fn accept_loop(
                 };
                 let _ = stream.set_nodelay(true);
                 crate::response::set_user_timeout(&stream, shared.config.send_timeout);
-                serve(stream, slot, reserve, peer, role, &shared, &builder, &graceful);
+                let conn = Accepted {
+                    at: tokio::time::Instant::now(),
+                    fd: std::os::fd::AsRawFd::as_raw_fd(&stream),
+                    reserve,
+                    peer,
+                    role,
+                };
+                let Some(tls) = &tls else {
+                    let io = ClientStream::Plain(Counted::new(stream, slot));
+                    serve(io, conn, &shared, &builder, graceful.watcher());
+                    continue;
+                };
+                // The handshake runs under the connection's head deadline (a peer that
+                // never sends its ClientHello is closed with it), in its slot; with no
+                // header timeout (only in code), under the worker handshake's.
+                let (tls, shared, builder) = (tls.clone(), shared.clone(), builder.clone());
+                let watcher = graceful.watcher();
+                let limit = head_deadline(reserve, shared.config.header_read_timeout)
+                    .unwrap_or(shared.config.handshake_timeout);
+                let handshake = async move {
+                    match tokio::time::timeout_at(conn.at + limit, tls.accept(stream, slot)).await {
+                        Ok(Ok(io)) => serve(io, conn, &shared, &builder, watcher),
+                        Ok(Err(e)) => {
+                            shared.metrics.client_error("tls_handshake");
+                            debug!(error = %e, "TLS handshake failed; closed");
+                        }
+                        Err(_) => {
+                            shared.metrics.client_error("header_timeout");
+                            debug!("no TLS handshake within timeouts.header_read; closed");
+                        }
+                    }
+                };
+                tokio::spawn(handshake.instrument(tracing::error_span!(log_limit::CONN_SPAN, %peer)));
             }
             _ = stopped(&mut stop) => return,
         }
@@ -249,25 +320,52 @@ async fn accept_loop(
 
 /// A client connection's socket as hyper gets it; a worker registration takes it back from
 /// hyper as this type (`register`), so the two must not differ.
-pub(crate) type ClientIo = TokioIo<H2Calm<Counted<TcpStream>>>;
+pub(crate) type ClientIo = TokioIo<H2Calm<ClientStream>>;
 
-/// Serves one client connection. The header timeout runs from here, before hyper has even
-/// seen whether it is HTTP/1 or HTTP/2: a connection that has not completed a request head
-/// in time is closed, whatever it sent. A reserve connection lives [`RESERVE_DEADLINE`] at
-/// most, unless hyper hands it on as a WebSocket before that.
-#[allow(clippy::too_many_arguments)]
-fn serve(
-    stream: TcpStream,
-    slot: ConnSlot,
+/// An accepted connection, before it is served.
+#[derive(Clone, Copy)]
+struct Accepted {
+    /// The header timeout runs from here.
+    at: tokio::time::Instant,
+    /// The TCP socket's: a stalled response looks at its client's socket.
+    fd: std::os::fd::RawFd,
+    /// Admitted past the cap: `/_vyx/` only (see `conn_limit`).
     reserve: bool,
     peer: SocketAddr,
     role: Role,
+}
+
+/// How long a connection has from its accept to its first request head: a reserve
+/// connection lives [`RESERVE_DEADLINE`] at most.
+fn head_deadline(
+    reserve: bool,
+    header_timeout: Option<std::time::Duration>,
+) -> Option<std::time::Duration> {
+    match (reserve, header_timeout) {
+        (true, t) => Some(t.map_or(RESERVE_DEADLINE, |t| t.min(RESERVE_DEADLINE))),
+        (false, t) => t,
+    }
+}
+
+/// Serves one client connection. The header timeout runs from the accept (a TLS handshake
+/// included), before hyper has even seen whether it is HTTP/1 or HTTP/2: a connection that
+/// has not completed a request head in time is closed, whatever it sent. A reserve
+/// connection lives [`RESERVE_DEADLINE`] at most, unless hyper hands it on as a WebSocket
+/// before that.
+fn serve(
+    stream: ClientStream,
+    accepted: Accepted,
     shared: &Arc<Shared>,
     builder: &auto::Builder<TokioExecutor>,
-    graceful: &GracefulShutdown,
+    graceful: Watcher,
 ) {
-    // Taken before the stream is wrapped: a stalled response looks at its client's socket.
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+    let Accepted {
+        at,
+        fd,
+        reserve,
+        peer,
+        role,
+    } = accepted;
     let first_head = Arc::new(AtomicBool::new(false));
     let is_h2 = Arc::new(AtomicBool::new(false));
     let activity = Arc::new(Activity::default());
@@ -279,8 +377,12 @@ fn serve(
     let svc_shared = shared.clone();
     // Without half-close hyper watches the socket itself (see `run`).
     let watch_eof = shared.config.client_half_close;
-    let svc = service_fn(move |req: Request<Incoming>| {
+    let over_tls = matches!(stream, ClientStream::Tls(_));
+    let svc = service_fn(move |mut req: Request<Incoming>| {
         seen.store(true, Ordering::Relaxed);
+        if over_tls {
+            req.extensions_mut().insert(OverTls);
+        }
         if req.version() == http::Version::HTTP_2 {
             h2.store(true, Ordering::Relaxed);
         }
@@ -308,7 +410,7 @@ fn serve(
             }))
         }
     });
-    let io: ClientIo = TokioIo::new(H2Calm::new(Counted::new(stream, slot), shared.clone()));
+    let io: ClientIo = TokioIo::new(H2Calm::new(stream, shared.clone()));
     let conn = graceful.watch(builder.serve_connection_with_upgrades(io, svc).into_owned());
     let conn = async move {
         // Pinned here, so that `select!` only borrows it: the socket stays open until the
@@ -331,13 +433,9 @@ fn serve(
     let shared = shared.clone();
     let task = async move {
         tokio::pin!(conn);
-        let deadline = match (reserve, header_timeout) {
-            (true, t) => Some(t.map_or(RESERVE_DEADLINE, |t| t.min(RESERVE_DEADLINE))),
-            (false, t) => t,
-        };
-        let result = match deadline {
+        let result = match head_deadline(reserve, header_timeout) {
             None => conn.await,
-            Some(t) => match tokio::time::timeout(t, &mut conn).await {
+            Some(t) => match tokio::time::timeout_at(at + t, &mut conn).await {
                 Ok(r) => r,
                 Err(_) if reserve => {
                     debug!("reserve connection past its deadline; closed");

@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         sigkill_leaves_no_child,
         tokens_never_reach_the_log_or_the_listing,
         local_workers_use_a_separate_registration_listener,
+        local_workers_register_over_plain_loopback_beside_tls_listeners,
     ];
     let filters: Vec<String> = std::env::args()
         .skip(1)
@@ -481,6 +482,29 @@ async fn local_workers_use_a_separate_registration_listener() {
         Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 404),
         other => panic!("expected 404, got {other:?}"),
     }
+}
+
+/// With `tls:`, the child (given no CA for the gateway's certificate) still registers: on the
+/// plain loopback listener the gateway keeps for its local workers.
+async fn local_workers_register_over_plain_loopback_beside_tls_listeners() {
+    let certs = tempfile::tempdir().unwrap();
+    let self_signed = rcgen::generate_simple_self_signed(vec!["gw.example".to_string()]).unwrap();
+    let (cert, key) = (certs.path().join("gw.pem"), certs.path().join("gw.key"));
+    std::fs::write(&cert, self_signed.cert.pem()).unwrap();
+    std::fs::write(&key, self_signed.signing_key.serialize_pem()).unwrap();
+    let top = format!(
+        "tls: {{cert: {}, key: {}}}\n",
+        cert.display(),
+        key.display()
+    );
+    let mut gw = Gateway::start_with(&top, "", "", &[]);
+    gw.wait_log("worker registered").await;
+    gw.wait_children(1).await;
+    let log = gw.log();
+    assert!(
+        log.contains(&format!("workers register at wss://{}", gw.addr)),
+        "{log}"
+    );
 }
 
 /// A remote entry whose token comes from the gateway's environment (as a conformance

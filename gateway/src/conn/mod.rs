@@ -32,7 +32,7 @@ use crate::auth::Admission;
 use crate::routes::RouteKey;
 
 pub use handshake::serve;
-pub use socket::SocketHandle;
+pub use socket::{SocketHandle, SocketIo};
 use streams::StreamTable;
 
 /// A connection's routes: declared key → the route id the worker gave it.

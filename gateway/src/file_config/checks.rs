@@ -272,6 +272,10 @@ impl Checker {
             }
         }
 
+        if let Some(t) = &file.tls {
+            c.tls = Some(self.tls(t)?);
+        }
+
         let mut declared: HashMap<String, DeclaredWorker> = HashMap::new();
         let mut first_at: HashMap<String, u64> = HashMap::new();
         for w in &file.workers {

@@ -14,6 +14,7 @@ mod checks;
 mod env;
 mod scalars;
 mod schema;
+mod tls;
 mod workers;
 
 use std::fmt;

@@ -21,6 +21,7 @@ pub(super) struct File {
     #[serde(default)]
     pub(super) routes: Routes,
     pub(super) admin: Option<Spanned<Admin>>,
+    pub(super) tls: Option<Spanned<super::tls::Tls>>,
     #[serde(default)]
     pub(super) trusted_proxies: Vec<Spanned<String>>,
     #[serde(default)]

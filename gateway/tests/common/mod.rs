@@ -284,9 +284,14 @@ pub async fn hello_outcome(
     }
 }
 
-/// The address in the first line a `vyx` process prints on stdout, `listening http://ADDR`.
+/// The address in the first line a `vyx` process prints on stdout, `listening http://ADDR`
+/// (`https://` with TLS).
 pub fn listening_addr(line: &str) -> Option<SocketAddr> {
-    line.trim().strip_prefix("listening http://")?.parse().ok()
+    let line = line.trim();
+    let addr = line.strip_prefix("listening http://");
+    addr.or_else(|| line.strip_prefix("listening https://"))?
+        .parse()
+        .ok()
 }
 
 /// A valid HELLO from `id` with `routes` (max_concurrency 8), for tests to send as is or

@@ -135,6 +135,13 @@ async fn wait_exit(child: &mut Child, timeout: Duration) -> Outcome<ExitStatus> 
     }
 }
 
+/// The address in a gateway's `listening http://ADDR` (or `https://`) line.
+fn listening_addr(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix("listening ")?;
+    rest.strip_prefix("http://")
+        .or_else(|| rest.strip_prefix("https://"))
+}
+
 /// A `vyx` gateway process.
 pub struct Gateway {
     child: Child,
@@ -154,7 +161,7 @@ pub struct GatewaySetup<'a> {
 
 impl Gateway {
     /// Starts `bin --listen ADDR` (port 0 for an ephemeral one) and reads the address from
-    /// its `listening http://ADDR` line.
+    /// its `listening http://ADDR` line (`https://` when the file sets `tls:`).
     pub async fn start(
         bin: &Path,
         listen: SocketAddr,
@@ -198,12 +205,13 @@ impl Gateway {
         let stderr = Lines::capture(child.stderr.take().expect("piped"));
         let line = stdout
             .wait_for(0, WAIT, "'listening http://ADDR' line", |l| {
-                l.starts_with("listening http://")
+                listening_addr(l).is_some()
             })
             .await
             .map_err(|e| format!("gateway: {e}; stderr:\n{}", stderr.tail(20)))?
             .1;
-        gateway.addr = line["listening http://".len()..]
+        gateway.addr = listening_addr(&line)
+            .unwrap_or_default()
             .parse()
             .map_err(|e| format!("gateway printed {line:?}: {e}"))?;
         Ok(gateway)

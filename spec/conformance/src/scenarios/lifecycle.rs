@@ -63,7 +63,7 @@ async fn restart(ctx: Ctx) -> Outcome<()> {
         .stdout
         .wait_for(from, WAIT, "'state reconnecting N' with N >= 3", |l| {
             l.strip_prefix("state reconnecting ")
-                .and_then(|n| n.parse::<u32>().ok())
+                .and_then(|rest| rest.split(' ').next()?.parse::<u32>().ok())
                 .is_some_and(|n| n >= 3)
         })
         .await?;

@@ -6,6 +6,7 @@ mod basics;
 mod bodies;
 mod concurrency;
 mod lifecycle;
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -44,6 +45,7 @@ pub fn all() -> Vec<Scenario> {
     v.extend(concurrency::scenarios());
     v.extend(lifecycle::scenarios());
     v.extend(auth::scenarios());
+    v.extend(tls::scenarios());
     v
 }
 

@@ -90,7 +90,7 @@ func main() {
 		case vyx.Connected:
 			fmt.Printf("state connected %s\n", s.ConnectionID)
 		case vyx.Reconnecting:
-			fmt.Printf("state reconnecting %d\n", s.Attempt)
+			fmt.Printf("state reconnecting %d %v\n", s.Attempt, s.Err)
 		default:
 			fmt.Printf("state %s\n", s.Kind)
 		}

@@ -219,7 +219,7 @@ worker.on('state', (s) => {
       process.stdout.write(`state connected ${s.connectionId}\n`);
       break;
     case 'reconnecting':
-      process.stdout.write(`state reconnecting ${s.attempt}\n`);
+      process.stdout.write(`state reconnecting ${s.attempt} ${s.cause}\n`);
       break;
     default:
       process.stdout.write(`state ${s.kind}\n`);

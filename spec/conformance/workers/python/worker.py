@@ -200,7 +200,7 @@ def print_state(state):
     if state.kind == "connected":
         print("state connected", state.connection_id, flush=True)
     elif state.kind == "reconnecting":
-        print("state reconnecting", state.attempt, flush=True)
+        print("state reconnecting", state.attempt, state.cause, flush=True)
     else:
         print("state", state.kind, flush=True)
 

@@ -282,7 +282,9 @@ fn print_state(state: &ConnectionState) {
     match state {
         ConnectionState::Connecting => println!("state connecting"),
         ConnectionState::Connected { connection_id } => println!("state connected {connection_id}"),
-        ConnectionState::Reconnecting { attempt, .. } => println!("state reconnecting {attempt}"),
+        ConnectionState::Reconnecting { attempt, cause, .. } => {
+            println!("state reconnecting {attempt} {cause}")
+        }
         ConnectionState::Draining => println!("state draining"),
         ConnectionState::Stopped => println!("state stopped"),
         ConnectionState::Failed { .. } => println!("state failed"),
