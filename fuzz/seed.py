@@ -172,11 +172,10 @@ def config_seeds():
 
 
 def config_dict():
-    """The keys of vyx.yaml (the field names of file_config.rs's file shape) as a libFuzzer
-    dictionary, so that the fuzzer writes keys the loader knows."""
-    src = (ROOT / "gateway" / "src" / "file_config.rs").read_text()
-    shape = src.split("// Loading and checking.")[0]
-    keys = sorted(set(re.findall(r"^    ([a-z_]+): ", shape, re.M)) | {"local", "remote"})
+    """The keys of vyx.yaml (the field names of file_config/schema.rs, the file's shape) as a
+    libFuzzer dictionary, so that the fuzzer writes keys the loader knows."""
+    shape = (ROOT / "gateway" / "src" / "file_config" / "schema.rs").read_text()
+    keys = sorted(set(re.findall(r"^    pub\(super\) ([a-z0-9_]+): ", shape, re.M)) | {"local", "remote"})
     return "".join(f'"{k}"\n' for k in keys)
 
 

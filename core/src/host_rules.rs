@@ -151,12 +151,14 @@ pub(crate) fn encode_head<N: AsRef<[u8]>, V: AsRef<[u8]>>(
 /// `[2001:db8::1]:8080`), or an IPv6 address in brackets; `None` for anything else, with no
 /// fall-back to an earlier element (spec/HOSTS.md §5, `spec/vectors/client.json`).
 ///
+/// `headers` are (name, value) pairs in order, as a head block holds them.
+///
 /// ```
 /// use vyx_core::host_rules::client_ip;
-/// let headers = [("x-forwarded-for", "198.51.100.7, 10.0.0.2")];
-/// assert_eq!(client_ip(&headers), Some("10.0.0.2".parse().unwrap()));
+/// let headers = [(&b"x-forwarded-for"[..], &b"198.51.100.7, 10.0.0.2"[..])];
+/// assert_eq!(client_ip(headers), Some("10.0.0.2".parse().unwrap()));
 /// ```
-pub fn client_ip<N: AsRef<[u8]>, V: AsRef<[u8]>>(headers: &[(N, V)]) -> Option<IpAddr> {
+pub fn client_ip<'h>(headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>) -> Option<IpAddr> {
     let e = last_element(headers, b"x-forwarded-for")?;
     let e = std::str::from_utf8(e).ok()?;
     if let Some(rest) = e.strip_prefix('[') {
@@ -179,10 +181,10 @@ pub fn client_ip<N: AsRef<[u8]>, V: AsRef<[u8]>>(headers: &[(N, V)]) -> Option<I
 ///
 /// ```
 /// use vyx_core::host_rules::scheme;
-/// assert_eq!(scheme(&[("x-forwarded-proto", "https")]), "https");
-/// assert_eq!(scheme::<&str, &str>(&[]), "http");
+/// assert_eq!(scheme([(&b"x-forwarded-proto"[..], &b"https"[..])]), "https");
+/// assert_eq!(scheme([]), "http");
 /// ```
-pub fn scheme<N: AsRef<[u8]>, V: AsRef<[u8]>>(headers: &[(N, V)]) -> &'static str {
+pub fn scheme<'h>(headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>) -> &'static str {
     match last_element(headers, b"x-forwarded-proto") {
         Some(e) if e.eq_ignore_ascii_case(b"https") => "https",
         _ => "http",
@@ -190,14 +192,15 @@ pub fn scheme<N: AsRef<[u8]>, V: AsRef<[u8]>>(headers: &[(N, V)]) -> &'static st
 }
 
 /// The last comma-separated element of the last field `name`, without spaces and tabs.
-fn last_element<'h, N: AsRef<[u8]>, V: AsRef<[u8]>>(
-    headers: &'h [(N, V)],
+fn last_element<'h>(
+    headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
     name: &[u8],
 ) -> Option<&'h [u8]> {
     let (_, value) = headers
-        .iter()
-        .rfind(|(n, _)| n.as_ref().eq_ignore_ascii_case(name))?;
-    let last = value.as_ref().rsplit(|&b| b == b',').next()?;
+        .into_iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .last()?;
+    let last = value.rsplit(|&b| b == b',').next()?;
     Some(trim_ows(last))
 }
 

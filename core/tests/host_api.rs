@@ -1,108 +1,70 @@
 //! The engine driven exactly as a Node or Python binding drives it: one task pulls
 //! batches, handlers answer through synchronous `respond` / `try_send` / `fail` calls on
 //! shared handles, cancellation comes from the batch's resets (no per-stream futures), and
-//! a readiness wait is awaited only when the window is full. The gateway is a scripted
-//! stand-in on 127.0.0.1 that speaks the frames by hand, so every byte the host rules put on
-//! the wire is checked.
+//! a readiness wait is awaited only when the window is full. The gateway is the scripted
+//! stand-in on 127.0.0.1 (`vyx-scripted-gateway`) that speaks the frames by hand, so every
+//! byte the host rules put on the wire is checked.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::handshake::server::{
-    ErrorResponse, Request as WsRequest, Response as WsResponse,
-};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 use vyx_core::frame::{self, Data, Frame, Reset, Window};
-use vyx_core::handshake::{Hello, Welcome, PROTOCOL_VERSION, SUBPROTOCOL};
 use vyx_core::session::{
     Batch, ConnectionState, Engine, EngineError, IncomingRequest, StreamError, TryChunk, TrySend,
     WorkerConfig,
 };
 use vyx_core::ResetCode;
-
-/// Upper bound of every wait: generous for a busy machine, finite so a bug fails.
-const WAIT: Duration = Duration::from_secs(20);
+use vyx_scripted_gateway::{ScriptedGateway, Session, WAIT};
 
 async fn timeout<F: std::future::Future>(f: F) -> F::Output {
     tokio::time::timeout(WAIT, f).await.expect("timed out")
 }
 
-struct Gateway {
-    listener: TcpListener,
-}
+/// The shared scripted gateway, with the moves these tests make.
+struct Gateway(ScriptedGateway);
 
 impl Gateway {
     async fn bind() -> (Gateway, String) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("ws://{}", listener.local_addr().unwrap());
-        (Gateway { listener }, url)
+        let gw = ScriptedGateway::bind().await.unwrap();
+        let url = gw.url();
+        (Gateway(gw), url)
     }
 
     /// Accepts one worker, reads its HELLO, and welcomes it.
     async fn welcome(&self, connection_id: &str, initial_window: u32) -> Conn {
-        let (mut conn, hello) = self.hello().await;
-        conn.welcome(&hello, connection_id, initial_window).await;
+        let mut conn = self.hello().await;
+        conn.welcome(connection_id, initial_window).await;
         conn
     }
 
     /// Accepts one worker and reads its HELLO.
-    async fn hello(&self) -> (Conn, Hello) {
-        let (tcp, _) = timeout(self.listener.accept()).await.unwrap();
-        #[allow(clippy::result_large_err)] // the signature tungstenite asks for
-        let callback = |_: &WsRequest, mut res: WsResponse| -> Result<WsResponse, ErrorResponse> {
-            res.headers_mut()
-                .insert("sec-websocket-protocol", SUBPROTOCOL.parse().unwrap());
-            Ok(res)
-        };
-        let ws = timeout(tokio_tungstenite::accept_hdr_async(tcp, callback))
-            .await
-            .unwrap();
-        let mut conn = Conn { ws };
-        let Frame::Hello(hello) = conn.recv().await else {
-            panic!("expected HELLO")
-        };
-        (conn, hello)
+    async fn hello(&self) -> Conn {
+        let attempt = self.0.attempt(WAIT).await.unwrap();
+        Conn(attempt.accept().await.unwrap())
     }
 }
 
-struct Conn {
-    ws: WebSocketStream<TcpStream>,
-}
+struct Conn(Session);
 
 impl Conn {
-    async fn welcome(&mut self, hello: &Hello, connection_id: &str, initial_window: u32) {
-        self.send(
-            Frame::Welcome(Welcome {
-                protocol: PROTOCOL_VERSION,
-                gateway: "fake/0".into(),
-                connection_id: connection_id.into(),
-                heartbeat_ms: 5000,
-                initial_window,
-                max_frame_size: 1024 * 1024,
-                max_concurrency: hello.max_concurrency,
-            })
-            .encode(),
-        )
-        .await;
+    async fn welcome(&mut self, connection_id: &str, initial_window: u32) {
+        let mut welcome = self.0.welcome_with(5000, initial_window);
+        welcome.connection_id = connection_id.into();
+        self.0.send(Frame::Welcome(welcome)).await.unwrap();
     }
 
     async fn send(&mut self, frame: Bytes) {
-        timeout(self.ws.send(Message::Binary(frame))).await.unwrap();
+        self.0.send_msg(Message::Binary(frame)).await.unwrap();
     }
 
     async fn recv(&mut self) -> Frame {
-        loop {
-            match timeout(self.ws.next()).await {
-                Some(Ok(Message::Binary(b))) => return Frame::decode(b, 2 << 20).unwrap(),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                other => panic!("expected a frame, got {other:?}"),
-            }
-        }
+        self.0.next_frame().await.unwrap()
+    }
+
+    /// Ends the connection with a close frame without a code.
+    async fn hang_up(&mut self) {
+        let _ = self.0.send_msg(Message::Close(None)).await;
     }
 
     async fn request(&mut self, stream_id: u32, route_id: u16, method: &str, end_stream: bool) {
@@ -277,7 +239,7 @@ async fn no_state_transition_is_lost_under_quick_reconnects() {
     for id in ["c-1", "c-2"] {
         let mut conn = gw.welcome(id, 65536).await;
         // Gone at once: the worker reconnects after a short backoff.
-        let _ = conn.ws.close(None).await;
+        conn.hang_up().await;
         drop(conn);
     }
     let _conn = gw.welcome("c-3", 65536).await;
@@ -523,7 +485,7 @@ async fn a_binding_style_host_gets_framing_resets_and_flow_control_right() {
     // The pull ends by itself once the engine has stopped.
     e.drain(Duration::from_secs(5));
     assert!(matches!(conn.recv().await, Frame::Drain(_)));
-    let _ = conn.ws.close(None).await;
+    conn.hang_up().await;
     let mut last = None;
     while let Some(batch) = timeout(e.next_batch(64)).await {
         last = batch.states.last().cloned().or(last);
@@ -561,9 +523,9 @@ async fn a_drain_during_the_handshake_finishes_it_and_answers_what_was_sent() {
     let (gw, url) = Gateway::bind().await;
     let e = engine(&url, &[("GET", "/x")]);
     e.start().unwrap();
-    let (mut conn, hello) = gw.hello().await;
+    let mut conn = gw.hello().await;
     e.drain(WAIT);
-    conn.welcome(&hello, "c-1", 65536).await;
+    conn.welcome("c-1", 65536).await;
     conn.request(1, 0, "GET", true).await;
     let Frame::Drain(drain) = conn.recv().await else {
         panic!("expected DRAIN")
@@ -575,15 +537,12 @@ async fn a_drain_during_the_handshake_finishes_it_and_answers_what_was_sent() {
         .unwrap();
     assert_eq!(conn.head(1).await.status, 200);
     assert_eq!(conn.body(1).await, b"served");
-    let close = CloseFrame {
-        code: CloseCode::Normal,
-        reason: "drained".into(),
-    };
-    conn.ws.close(Some(close)).await.unwrap();
-    match timeout(conn.ws.next()).await {
-        Some(Ok(Message::Close(Some(f)))) => assert_eq!(u16::from(f.code), 1000),
-        other => panic!("expected the worker's 1000, got {other:?}"),
-    }
+    conn.0.close(1000, "drained").await.unwrap();
+    assert_eq!(
+        conn.0.close_code(WAIT).await.unwrap(),
+        1000,
+        "the worker's answer"
+    );
     timeout(e.wait()).await.unwrap();
 }
 

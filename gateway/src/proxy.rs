@@ -70,7 +70,7 @@ pub async fn proxy(
     resp
 }
 
-/// A response that ends the request early: the gateway's own answer.
+/// The client's response: the worker's, or the gateway's own answer (which ends a request early).
 type Answer = Response<GatewayBody>;
 
 /// One request through its four steps: [`lookup`] (route, checks, the REQUEST frame),
@@ -88,7 +88,14 @@ async fn dispatch(
         let mut routed = lookup(&parts, &body, shared, client, &request_id, matched)?;
         let admitted = admit(body, &mut routed, shared, &request_id).await?;
         let (head, admitted) = forward(admitted, &routed.target, shared, &request_id).await?;
-        respond(head, admitted, &parts, &routed.target, shared, &request_id)
+        Ok(respond(
+            head,
+            admitted,
+            &parts,
+            &routed.target,
+            shared,
+            &request_id,
+        ))
     };
     let mut resp = steps.await.unwrap_or_else(|answer| answer);
     let headers = resp.headers_mut();
@@ -118,6 +125,7 @@ struct Routed {
 
 /// Finds the route (404), refuses what cannot be forwarded (413, 501, 400) and encodes the
 /// REQUEST frame (431). `matched` is the route for the metrics, set once one is found.
+#[allow(clippy::result_large_err)] // the Err is the client's response, returned as it is
 fn lookup(
     parts: &http::request::Parts,
     body: &Incoming,
@@ -382,7 +390,7 @@ fn respond(
     target: &RouteTarget,
     shared: &Arc<Shared>,
     request_id: &HeaderValue,
-) -> Result<Answer, Answer> {
+) -> Answer {
     let conn = answering.guard.conn.clone();
     let id = answering.guard.id;
     let is_head = parts.method == http::Method::HEAD;
@@ -392,7 +400,7 @@ fn respond(
             warn!(worker_id = %conn.worker_id, route = %target.key, reason = %why, "invalid response framing; stream reset");
             conn.cancel_stream(id, ResetCode::ProtocolError, &why);
             let why = "worker sent an invalid content-length";
-            return Err(error_response(StatusCode::BAD_GATEWAY, why, request_id));
+            return error_response(StatusCode::BAD_GATEWAY, why, request_id);
         }
     };
     let mut resp = Response::new(response_body(&framing, answering, shared));
@@ -403,10 +411,10 @@ fn respond(
         // Dropping the body's guard would RESET `cancel`; this is the worker's fault.
         conn.cancel_stream(id, ResetCode::ProtocolError, why);
         let why = "worker sent an invalid response";
-        return Err(error_response(StatusCode::BAD_GATEWAY, why, request_id));
+        return error_response(StatusCode::BAD_GATEWAY, why, request_id);
     }
     end_to_end_headers(resp.headers_mut(), framing.content_length);
-    Ok(resp)
+    resp
 }
 
 /// The body given to hyper: none (the stream is RESET if still open), the worker's whole

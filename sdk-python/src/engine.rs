@@ -230,8 +230,9 @@ impl PyEngine {
     }
 
     /// Everything queued, as `(requests, resets, states, ready, logs, end)`:
-    /// requests `(slot, route_id, method, target, params, headers)` with params
-    /// `[(name, value)]` as str and headers `[(name, value)]` as bytes; resets slots;
+    /// requests `(slot, route_id, method, target, params, headers, client_ip, scheme)` with
+    /// params `[(name, value)]` as str, headers `[(name, value)]` as bytes, and the client's
+    /// IP (str or None) and scheme by the core's rule (HOSTS.md §5); resets slots;
     /// states tuples (`("connected", id)`, ...); ready `(slot, writable, error)`; logs
     /// `(levelno, target, message)`; end `None`, `("ok", "")` or `(kind, message)`.
     fn take<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
@@ -263,6 +264,8 @@ impl PyEngine {
                         String::from_utf8_lossy(&req.target).as_ref(),
                         params,
                         headers,
+                        req.client_ip().map(|ip| ip.to_string()),
+                        req.scheme(),
                     ))?;
                     new_streams.push((req.slot, req.stream));
                 }

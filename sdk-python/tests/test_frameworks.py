@@ -318,7 +318,7 @@ def test_wsgi_drops_header_names_with_underscores():
         (b"x-forwarded-for", b"127.0.0.1"),
         (b"x_real_ip", b"6.6.6.6"),
         (b"x-app", b"kept"),
-    ], "/a")
+    ], "/a", "127.0.0.1")
     environ = worker._environ(req, b"")
     assert environ["HTTP_X_FORWARDED_FOR"] == "127.0.0.1"
     assert environ["REMOTE_ADDR"] == "127.0.0.1"

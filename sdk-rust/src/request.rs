@@ -306,15 +306,12 @@ impl From<http::Request<Body>> for Request {
     }
 }
 
-/// The core's rule on the `x-forwarded-for` fields (it reads the last field, and a
-/// `HeaderMap` keeps one name's fields in order).
+/// The client's IP by the core's rule (the last `x-forwarded-for` element).
 fn client_ip(headers: &HeaderMap) -> Option<IpAddr> {
-    let fields: Vec<(&str, &[u8])> = headers
-        .get_all("x-forwarded-for")
+    let pairs = headers
         .iter()
-        .map(|v| ("x-forwarded-for", v.as_bytes()))
-        .collect();
-    vyx_core::host_rules::client_ip(&fields)
+        .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+    vyx_core::host_rules::client_ip(pairs)
 }
 
 /// The target as a URI. The gateway sends visible ASCII only, but `http` refuses a few of
@@ -497,6 +494,20 @@ mod tests {
 
     fn p(k: &str, v: &str) -> (String, String) {
         (k.to_owned(), v.to_owned())
+    }
+
+    /// The core's rule, the same in every SDK (spec/vectors/client.json): the port a proxy
+    /// wrote is not the client's, and an element that is not an address gives none.
+    #[test]
+    fn client_ip_is_the_cores_rule() {
+        let ip = |xff: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-for", xff.parse().unwrap());
+            client_ip(&headers)
+        };
+        assert_eq!(ip("[2001:db8::1]:8080"), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(ip("192.0.2.1:4711"), Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(ip("fe80::1%eth0"), None);
     }
 
     #[test]

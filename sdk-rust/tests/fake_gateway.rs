@@ -1,5 +1,5 @@
-//! The worker against a scripted stand-in for the gateway: a WebSocket server that speaks
-//! the frames by hand (via `vyx_core::frame`), so that what the SDK puts on the wire is
+//! The worker against the scripted stand-in for the gateway (`vyx-scripted-gateway`): a
+//! WebSocket server that speaks the frames by hand, so that what the SDK puts on the wire is
 //! checked without the real gateway. The end-to-end tests with the real gateway live in
 //! `gateway/tests/`.
 
@@ -7,53 +7,33 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::handshake::server::{
-    ErrorResponse, Request as WsRequest, Response as WsResponse,
-};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 use vyx::{ConnectionState, Request, Response, StatusCode};
 use vyx_core::frame::{self, Data, Frame, Window};
-use vyx_core::handshake::{Drain, Hello, Welcome, PROTOCOL_VERSION, SUBPROTOCOL};
+use vyx_core::handshake::{Drain, Hello};
 use vyx_core::ResetCode;
+use vyx_scripted_gateway::{Event, ScriptedGateway, Session, WAIT};
 
 const WINDOW: u32 = 256 * 1024;
 
-struct Gateway {
-    listener: TcpListener,
-}
+/// The shared scripted gateway, with the moves these tests make.
+struct Gateway(ScriptedGateway);
 
 impl Gateway {
     async fn bind() -> (Gateway, String) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("ws://{}", listener.local_addr().unwrap());
-        (Gateway { listener }, url)
+        let gw = ScriptedGateway::bind().await.unwrap();
+        let url = gw.url();
+        (Gateway(gw), url)
     }
 
     /// Accepts one worker: the upgrade (answering the subprotocol) and its HELLO.
     async fn accept(&self) -> (Conn, Hello) {
-        let (tcp, _) = timeout(self.listener.accept()).await.unwrap();
-        #[allow(clippy::result_large_err)] // the signature tungstenite asks for
-        let callback =
-            |req: &WsRequest, mut res: WsResponse| -> Result<WsResponse, ErrorResponse> {
-                assert_eq!(req.uri().path(), "/_vyx/register");
-                assert!(req.headers().contains_key("x-vyx-worker-id"));
-                res.headers_mut()
-                    .insert("sec-websocket-protocol", SUBPROTOCOL.parse().unwrap());
-                Ok(res)
-            };
-        let ws = timeout(tokio_tungstenite::accept_hdr_async(tcp, callback))
-            .await
-            .unwrap();
-        let mut conn = Conn { ws };
-        let Frame::Hello(hello) = conn.recv().await else {
-            panic!("expected HELLO")
-        };
-        (conn, hello)
+        let attempt = self.0.attempt(WAIT).await.unwrap();
+        let session = attempt.accept().await.unwrap();
+        assert_eq!(session.request_path, "/_vyx/register");
+        assert!(session.request_headers.contains_key("x-vyx-worker-id"));
+        let hello = session.hello().clone();
+        (Conn(session), hello)
     }
 
     /// Accepts a worker and welcomes it.
@@ -63,26 +43,14 @@ impl Gateway {
 
     async fn welcome_with_heartbeat(&self, heartbeat_ms: u32) -> (Conn, Hello) {
         let (mut conn, hello) = self.accept().await;
-        conn.send(
-            Frame::Welcome(Welcome {
-                protocol: PROTOCOL_VERSION,
-                gateway: "fake/0".into(),
-                connection_id: "c-1".into(),
-                heartbeat_ms,
-                initial_window: WINDOW,
-                max_frame_size: 1024 * 1024,
-                max_concurrency: hello.max_concurrency,
-            })
-            .encode(),
-        )
-        .await;
+        let mut welcome = conn.0.welcome_with(heartbeat_ms, WINDOW);
+        welcome.connection_id = "c-1".into();
+        conn.0.send(Frame::Welcome(welcome)).await.unwrap();
         (conn, hello)
     }
 }
 
-struct Conn {
-    ws: WebSocketStream<TcpStream>,
-}
+struct Conn(Session);
 
 /// A response as the gateway saw it.
 #[derive(Debug, Default)]
@@ -110,17 +78,11 @@ impl Seen {
 
 impl Conn {
     async fn send(&mut self, frame: Bytes) {
-        timeout(self.ws.send(Message::Binary(frame))).await.unwrap();
+        self.0.send_msg(Message::Binary(frame)).await.unwrap();
     }
 
     async fn recv(&mut self) -> Frame {
-        loop {
-            match timeout(self.ws.next()).await {
-                Some(Ok(Message::Binary(b))) => return Frame::decode(b, 2 << 20).unwrap(),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                other => panic!("expected a frame, got {other:?}"),
-            }
-        }
+        self.0.next_frame().await.unwrap()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -213,11 +175,7 @@ impl Conn {
     }
 
     async fn close(&mut self, code: u16, reason: &str) {
-        let frame = CloseFrame {
-            code: WsCloseCode::from(code),
-            reason: reason.to_owned().into(),
-        };
-        let _ = self.ws.close(Some(frame)).await;
+        let _ = self.0.close(code, reason).await;
     }
 
     /// Closes as a gateway does once a drain is complete (1000), and checks that the worker
@@ -225,13 +183,12 @@ impl Conn {
     async fn close_drained(&mut self) {
         self.close(1000, "drained").await;
         loop {
-            match timeout(self.ws.next()).await {
-                Some(Ok(Message::Close(f))) => {
-                    let f = f.expect("a close code in the answer");
-                    assert_eq!((u16::from(f.code), f.reason.as_str()), (1000, "drained"));
+            match self.0.next_event(WAIT).await.unwrap() {
+                Some(Event::Close(code, reason)) => {
+                    assert_eq!((code, reason.as_str()), (Some(1000), "drained"));
                     return;
                 }
-                Some(Ok(_)) => {} // sent before the worker saw our close
+                Some(Event::Frame(_) | Event::Ping | Event::Pong(_)) => {} // sent before our close
                 other => panic!("the worker dropped the socket without a close frame: {other:?}"),
             }
         }

@@ -64,12 +64,16 @@ impl IncomingRequest {
     /// The client's IP address as the gateway saw it (see [`host_rules::client_ip`]):
     /// `None` when the request carries no usable `x-forwarded-for`.
     pub fn client_ip(&self) -> Option<IpAddr> {
-        host_rules::client_ip(&self.headers)
+        host_rules::client_ip(self.header_pairs())
     }
 
     /// `"https"` or `"http"`: the scheme the client used (see [`host_rules::scheme`]).
     pub fn scheme(&self) -> &'static str {
-        host_rules::scheme(&self.headers)
+        host_rules::scheme(self.header_pairs())
+    }
+
+    fn header_pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.headers.iter().map(|(n, v)| (&n[..], &v[..]))
     }
 }
 

@@ -12,7 +12,7 @@ use vyx_core::limits::{MAX_CONCURRENCY, MAX_ROUTES, MAX_WINDOW};
 
 use super::env::expand_env;
 use super::scalars::{Dur, Listen};
-use super::schema::File;
+use super::schema::{File, Limits, Register, Timeouts, Worker};
 use super::ConfigError;
 use crate::auth::{Credentials, DeclaredWorker, Secret};
 use crate::config::GatewayConfig;
@@ -108,11 +108,43 @@ impl Checker {
             config_file: Some(self.file.clone()),
             ..GatewayConfig::default()
         };
-        if let Some(Listen(addrs)) = file.listen {
+        if let Some(Listen(addrs)) = &file.listen {
             c.listen = addrs[0];
             c.extra_listen = addrs[1..].to_vec();
         }
-        if let Some(p) = &file.register.path {
+        self.register(&file.register, &mut c)?;
+        self.timeouts(&file.timeouts, &mut c)?;
+        self.limits(&file.limits, &mut c)?;
+        if let Some(d) = file.routes.claim_grace {
+            c.claim_grace = d.0;
+        }
+        self.buffer_limits(&file.limits, &mut c)?;
+        c.client_half_close = file.client_half_close;
+        for p in &file.trusted_proxies {
+            match IpNet::parse(&p.value) {
+                Ok(net) => c.trusted_proxies.push(net),
+                Err(why) => return Err(self.err(p.referenced, format!("trusted_proxies: {why}"))),
+            }
+        }
+        if let Some(a) = &file.admin {
+            let at = a.referenced;
+            let a = &a.value;
+            match self.token("admin", &a.token_env, &a.token_file, &a.token)? {
+                Some(t) => c.admin_token = Some(t),
+                None => return Err(self.err(at, "admin: give token_env or token_file")),
+            }
+        }
+        if let Some(t) = &file.tls {
+            c.tls = Some(self.tls(t)?);
+        }
+        let declared = self.workers(&file.workers, &mut c)?;
+        c.auth = Arc::new(Credentials::new(declared, file.accept_unknown_workers));
+        Ok(c)
+    }
+
+    /// `register:`: the registration path and its own listener.
+    fn register(&self, r: &Register, c: &mut GatewayConfig) -> Result<(), ConfigError> {
+        if let Some(p) = &r.path {
             let v = &p.value;
             if !v.starts_with('/')
                 || v.contains(['?', '#', ' '])
@@ -125,9 +157,12 @@ impl Checker {
             }
             c.register_path = v.clone();
         }
-        c.register_listen = file.register.listen.map(|a| a.0);
+        c.register_listen = r.listen.as_ref().map(|a| a.0);
+        Ok(())
+    }
 
-        let t = &file.timeouts;
+    /// `timeouts:`.
+    fn timeouts(&self, t: &Timeouts, c: &mut GatewayConfig) -> Result<(), ConfigError> {
         let set = |slot: &mut Duration, v: &Option<Dur>| {
             if let Some(d) = v {
                 *slot = d.0;
@@ -156,8 +191,11 @@ impl Checker {
         set(&mut c.queue_timeout, &t.queue);
         set(&mut c.drain_grace, &t.drain_grace);
         set(&mut c.send_timeout, &t.send);
+        Ok(())
+    }
 
-        let l = &file.limits;
+    /// `limits:` on requests, routes and connections.
+    fn limits(&self, l: &Limits, c: &mut GatewayConfig) -> Result<(), ConfigError> {
         if let Some(s) = l.max_body {
             c.max_body = s.0;
         }
@@ -197,16 +235,17 @@ impl Checker {
             }
             c.max_concurrency_per_connection = n.value;
         }
-
-        if let Some(d) = file.routes.claim_grace {
-            c.claim_grace = d.0;
-        }
         if let Some(n) = &l.max_connections {
             if n.value < 1 {
                 return Err(self.err(n.referenced, "limits.max_connections: must be at least 1"));
             }
             c.max_connections = Some(usize::try_from(n.value).unwrap_or(usize::MAX));
         }
+        Ok(())
+    }
+
+    /// `limits:` on the buffers held for bodies, and on HTTP/2 control frames.
+    fn buffer_limits(&self, l: &Limits, c: &mut GatewayConfig) -> Result<(), ConfigError> {
         if let Some(s) = &l.body_buffer {
             if s.value.0 > 16 << 20 {
                 return Err(self.err(
@@ -255,30 +294,19 @@ impl Checker {
             }
             c.h2_control_frames = n.value;
         }
-        c.client_half_close = file.client_half_close;
-        for p in &file.trusted_proxies {
-            match IpNet::parse(&p.value) {
-                Ok(net) => c.trusted_proxies.push(net),
-                Err(why) => return Err(self.err(p.referenced, format!("trusted_proxies: {why}"))),
-            }
-        }
+        Ok(())
+    }
 
-        if let Some(a) = &file.admin {
-            let at = a.referenced;
-            let a = &a.value;
-            match self.token("admin", &a.token_env, &a.token_file, &a.token)? {
-                Some(t) => c.admin_token = Some(t),
-                None => return Err(self.err(at, "admin: give token_env or token_file")),
-            }
-        }
-
-        if let Some(t) = &file.tls {
-            c.tls = Some(self.tls(t)?);
-        }
-
+    /// `workers:`: each entry checked, the local ones to start put in `c`, and the
+    /// credentials of all.
+    fn workers(
+        &self,
+        workers: &[Worker],
+        c: &mut GatewayConfig,
+    ) -> Result<HashMap<String, DeclaredWorker>, ConfigError> {
         let mut declared: HashMap<String, DeclaredWorker> = HashMap::new();
         let mut first_at: HashMap<String, u64> = HashMap::new();
-        for w in &file.workers {
+        for w in workers {
             let id = &w.id.value;
             let at = w.id.referenced;
             if !is_worker_id(id) {
@@ -294,8 +322,7 @@ impl Checker {
             declared.insert(id.clone(), entry);
             c.local_workers.extend(local);
         }
-        c.declared_workers = file.workers.iter().map(|w| w.id.value.clone()).collect();
-        c.auth = Arc::new(Credentials::new(declared, file.accept_unknown_workers));
-        Ok(c)
+        c.declared_workers = workers.iter().map(|w| w.id.value.clone()).collect();
+        Ok(declared)
     }
 }

@@ -66,19 +66,14 @@ class ASGIWorker(Worker):
         if host:
             name, _, port = host.decode("latin-1").rpartition(":")
             server = (name, int(port)) if name and port.isdigit() else (host.decode("latin-1"), None)
-        client = None
-        forwarded = req.headers.raw_value("x-forwarded-for")
-        if forwarded:
-            # The gateway appends the client's address it saw last.
-            client = (forwarded.decode("latin-1").rsplit(",", 1)[-1].strip(), 0)
-        proto = req.headers.raw_value("x-forwarded-proto")
+        client = None if req._client_ip is None else (req._client_ip, 0)
         path = req.path
         return {
             "type": "http",
             "asgi": _ASGI,
             "http_version": "1.1",
             "method": req.method,
-            "scheme": proto.decode("latin-1") if proto else "http",
+            "scheme": req._scheme,
             "path": unquote(path),
             "raw_path": path.encode("latin-1"),
             "query_string": (req.raw_query or "").encode("latin-1"),

@@ -10,7 +10,9 @@ DEFAULT_CONNECT_TIMEOUT: float
 DEFAULT_DRAIN_TIMEOUT: float
 
 _Bytes = Union[bytes, str]
-_Request = Tuple[int, int, str, str, List[Tuple[str, str]], List[Tuple[bytes, bytes]]]
+_Request = Tuple[
+    int, int, str, str, List[Tuple[str, str]], List[Tuple[bytes, bytes]], Optional[str], str
+]
 _State = Tuple[object, ...]
 _Ready = Tuple[int, bool, Optional[str]]
 _Log = Tuple[int, str, str]

@@ -94,6 +94,8 @@ class Request:
         "headers",
         "_worker",
         "_slot",
+        "_client_ip",
+        "_scheme",
         "_body",
         "_streaming",
         "_query",
@@ -108,6 +110,8 @@ class Request:
         params: List[Tuple[str, str]],
         headers: List[Tuple[bytes, bytes]],
         route: str,
+        client_ip: Optional[str] = None,
+        scheme: str = "http",
     ):
         self._worker = worker
         self._slot = slot
@@ -120,6 +124,10 @@ class Request:
         #: The route pattern that matched, e.g. ``/users/{id}``.
         self.route = route
         self.headers = Headers(headers)
+        # The client's IP and scheme by the core's rule (spec/HOSTS.md §5), for the ASGI
+        # and WSGI adapters.
+        self._client_ip = client_ip
+        self._scheme = scheme
         self._body: Optional[bytes] = None
         self._streaming = False
         self._query: Optional[List[Tuple[str, str]]] = None

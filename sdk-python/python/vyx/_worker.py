@@ -315,9 +315,11 @@ class Worker:
         if requests:
             loop = self._loop
             assert loop is not None
-            for slot, route_id, method, target, params, headers in requests:
+            for slot, route_id, method, target, params, headers, client_ip, scheme in requests:
                 route = self._routes[route_id]
-                req = Request(self, slot, method, target, params, headers, route.path)
+                req = Request(
+                    self, slot, method, target, params, headers, route.path, client_ip, scheme
+                )
                 self._tasks[slot] = loop.create_task(self._serve_one(route, req))
         for slot, writable, error in ready:
             fut = self._waits.pop((slot, writable), None)

@@ -43,7 +43,6 @@ class WSGIWorker(Worker):
         name, _, port = host.rpartition(":")
         if not name or not port.isdigit():
             name, port = host, "80"
-        proto = req.headers.get("x-forwarded-proto", "http")
         environ: Dict[str, Any] = {
             "REQUEST_METHOD": req.method,
             "SCRIPT_NAME": "",
@@ -53,9 +52,9 @@ class WSGIWorker(Worker):
             "SERVER_NAME": name,
             "SERVER_PORT": port,
             "SERVER_PROTOCOL": "HTTP/1.1",
-            "REMOTE_ADDR": req.headers.get("x-forwarded-for", "").rsplit(",", 1)[-1].strip(),
+            "REMOTE_ADDR": req._client_ip or "",
             "wsgi.version": (1, 0),
-            "wsgi.url_scheme": proto,
+            "wsgi.url_scheme": req._scheme,
             "wsgi.input": io.BytesIO(body),
             # The body was read to its end: an app may read wsgi.input without a length
             # (a chunked upload has none), as under gunicorn.

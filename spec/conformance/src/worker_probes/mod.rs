@@ -3,7 +3,6 @@
 //! in every language's column. Some rows come from the behavioural vectors: one per stream
 //! trace of `spec/vectors/streams.json` and one per outcome of `spec/vectors/retry.json`.
 
-mod gateway;
 mod outcomes;
 mod traces;
 
@@ -24,7 +23,7 @@ use crate::check::{fail, Outcome};
 use crate::procs::{Worker, WorkerCommand, WAIT};
 use crate::scenarios::Ctx;
 use crate::{ensure, ensure_eq};
-pub use gateway::{Event, ScriptedGateway, Session};
+pub use vyx_scripted_gateway::{Event, ScriptedGateway, Session};
 
 type BoxRun = Arc<dyn Fn(Ctx) -> Pin<Box<dyn Future<Output = Outcome<()>> + Send>> + Send + Sync>;
 

@@ -1,6 +1,17 @@
-//! The scripted gateway: a WebSocket server on 127.0.0.1 that speaks `vyx.1` to a language's
-//! conformance worker, one move at a time, so that a probe can check the worker's side of
-//! the protocol (what the real gateway never does on purpose).
+//! The scripted gateway: a WebSocket server on 127.0.0.1 that speaks `vyx.1` to a worker one
+//! move at a time, so that a test can check the worker's side of the protocol (what the real
+//! gateway never does on purpose). The conformance probes drive each language's worker with
+//! it; `vyx-core`'s host API tests and the Rust SDK's tests drive theirs.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), String> {
+//! let gateway = vyx_scripted_gateway::ScriptedGateway::bind().await?;
+//! // ... start a worker dialing gateway.url() ...
+//! let mut session = gateway.attempt(vyx_scripted_gateway::WAIT).await?.accept().await?;
+//! session.welcome().await?;
+//! let frame = session.next_frame().await?;
+//! # Ok(()) }
+//! ```
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,9 +37,15 @@ use vyx_core::handshake::{Hello, Welcome, PROTOCOL_VERSION, SUBPROTOCOL};
 use vyx_core::limits::{INITIAL_WINDOW, MAX_FRAME_SIZE};
 use vyx_core::transport::websocket_config;
 
-use crate::check::{fail, Outcome};
-use crate::ensure;
-use crate::procs::WAIT;
+/// What every step gives: the value, or a sentence saying what went wrong.
+pub type Outcome<T> = Result<T, String>;
+
+fn fail<T>(msg: impl Into<String>) -> Outcome<T> {
+    Err(msg.into())
+}
+
+/// The longest wait of any one step: generous for a busy machine, finite so a bug fails.
+pub const WAIT: Duration = Duration::from_secs(20);
 
 /// The listener a worker dials (`VYX_CONNECT`).
 pub struct ScriptedGateway {
@@ -38,7 +55,7 @@ pub struct ScriptedGateway {
 
 impl ScriptedGateway {
     pub async fn bind() -> Outcome<ScriptedGateway> {
-        let listener = TcpListener::bind(crate::scenarios::loopback(0))
+        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .map_err(|e| format!("scripted gateway: bind: {e}"))?;
         let addr = listener
@@ -264,11 +281,12 @@ impl Session {
         let Message::Binary(bytes) = msg else {
             return fail(format!("the worker's first message is not binary: {msg:?}"));
         };
-        ensure!(
-            bytes.len() >= 6 && bytes[0] == 0x10,
-            "the worker's first frame is not HELLO: {:02x?}",
-            &bytes[..bytes.len().min(6)]
-        );
+        if bytes.len() < 6 || bytes[0] != 0x10 {
+            let head = &bytes[..bytes.len().min(6)];
+            return fail(format!(
+                "the worker's first frame is not HELLO: {head:02x?}"
+            ));
+        }
         self.hello_payload = bytes.slice(6..);
         let hello = match Frame::decode(bytes, MAX_FRAME_SIZE) {
             Ok(Frame::Hello(h)) => h,
