@@ -35,6 +35,7 @@ def test_routes_params_query_and_404(gateway, serve, client):
             "query": req.query,
             "raw": req.raw_query,
             "route": req.route,
+            "client_ip": req.client_ip,
         }
 
     @w.get("/files/{*rest}")
@@ -50,7 +51,10 @@ def test_routes_params_query_and_404(gateway, serve, client):
         return req.method
 
     serve(w)
-    r = client.get("/hello/caf%C3%A9%2Fx?a=1&b=&a=%20+&flag")
+    # The gateway appends the peer it accepted: the last element is the client's IP.
+    r = client.get(
+        "/hello/caf%C3%A9%2Fx?a=1&b=&a=%20+&flag", headers={"x-forwarded-for": "203.0.113.9"}
+    )
     assert r.status_code == 200
     assert r.headers["content-type"] == "application/json"
     assert r.json() == {
@@ -59,6 +63,7 @@ def test_routes_params_query_and_404(gateway, serve, client):
         "query": [["a", "1"], ["b", ""], ["a", "  "], ["flag", ""]],
         "raw": "a=1&b=&a=%20+&flag",
         "route": "/hello/{name}",
+        "client_ip": "127.0.0.1",
     }
     assert client.get("/hello/x").json()["raw"] is None
     assert client.get("/files/a/b/c.txt").json() == {"rest": "a/b/c.txt"}

@@ -94,7 +94,7 @@ class Request:
         "headers",
         "_worker",
         "_slot",
-        "_client_ip",
+        "client_ip",
         "_scheme",
         "_body",
         "_streaming",
@@ -124,9 +124,10 @@ class Request:
         #: The route pattern that matched, e.g. ``/users/{id}``.
         self.route = route
         self.headers = Headers(headers)
-        # The client's IP and scheme by the core's rule (spec/HOSTS.md §5), for the ASGI
-        # and WSGI adapters.
-        self._client_ip = client_ip
+        #: The client's IP address as the gateway saw it (the last ``x-forwarded-for``
+        #: element, by the core's rule: spec/HOSTS.md §5); ``None`` when there is none.
+        self.client_ip = client_ip
+        # The scheme by the same rule, for the ASGI and WSGI adapters.
         self._scheme = scheme
         self._body: Optional[bytes] = None
         self._streaming = False

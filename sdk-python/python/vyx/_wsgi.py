@@ -52,7 +52,7 @@ class WSGIWorker(Worker):
             "SERVER_NAME": name,
             "SERVER_PORT": port,
             "SERVER_PROTOCOL": "HTTP/1.1",
-            "REMOTE_ADDR": req._client_ip or "",
+            "REMOTE_ADDR": req.client_ip or "",
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": req._scheme,
             "wsgi.input": io.BytesIO(body),
