@@ -505,7 +505,10 @@ mod tests {
             headers.insert("x-forwarded-for", xff.parse().unwrap());
             client_ip(&headers)
         };
-        assert_eq!(ip("[2001:db8::1]:8080"), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(
+            ip("[2001:db8::1]:8080"),
+            Some("2001:db8::1".parse().unwrap())
+        );
         assert_eq!(ip("192.0.2.1:4711"), Some("192.0.2.1".parse().unwrap()));
         assert_eq!(ip("fe80::1%eth0"), None);
     }
