@@ -59,7 +59,7 @@ function decodeBatch(buf) {
   const states = new Array(u32());
   for (let i = 0; i < states.length; i++) {
     const kind = buf[o++];
-    const state = { state: STATES[kind] };
+    const state = { kind: STATES[kind] };
     if (kind === 1) state.connectionId = str();
     if (kind === 2) {
       state.attempt = u32();

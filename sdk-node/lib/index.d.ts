@@ -9,15 +9,16 @@ export interface VyxWorkerOptions {
   id?: string;
   /** Registration token (default: `VYX_TOKEN`). */
   token?: string;
-  /** Streams served at once, 1..=65535 (default 1024). */
+  /** Streams served at once, 1..=65535 (default `defaults().maxConcurrency`, 1024). */
   maxConcurrency?: number;
   labels?: Record<string, string>;
   /** Extra CAs (PEM) trusted for `wss://` (default: `VYX_CA_FILE`). */
   caFile?: string;
   /** Distinguishes this process among replicas of the same id. */
   instance?: string;
+  /** How long one dial may take (default `defaults().connectTimeoutMs`, 10 000). */
   connectTimeoutMs?: number;
-  /** What in-flight requests get to finish on `stop()` (default 30 000). */
+  /** What in-flight requests get to finish on `stop()` (default `defaults().drainTimeoutMs`, 30 000). */
   drainTimeoutMs?: number;
   /** SIGTERM and SIGINT drain the worker (default true). */
   handleSignals?: boolean;
@@ -26,12 +27,22 @@ export interface VyxWorkerOptions {
 }
 
 export type StateEvent =
-  | { state: 'connecting' }
-  | { state: 'connected'; connectionId: string }
-  | { state: 'reconnecting'; attempt: number; delayMs: number; cause: string }
-  | { state: 'draining' }
-  | { state: 'stopped' }
-  | { state: 'failed'; cause: string };
+  | { kind: 'connecting' }
+  | { kind: 'connected'; connectionId: string }
+  | { kind: 'reconnecting'; attempt: number; delayMs: number; cause: string }
+  | { kind: 'draining' }
+  | { kind: 'stopped' }
+  | { kind: 'failed'; cause: string };
+
+/** The defaults every vyx SDK uses for what its user leaves unset (vyx-core's). */
+export interface Defaults {
+  maxConcurrency: number;
+  connectTimeoutMs: number;
+  drainTimeoutMs: number;
+}
+
+/** vyx-core's defaults, read from the native addon. */
+export declare function defaults(): Defaults;
 
 /** An `Error` from the core; `code` is one of the `ERR_VYX_*` codes. */
 export interface VyxError extends Error {
@@ -53,10 +64,14 @@ export declare class VyxRequest implements AsyncIterable<Buffer> {
   readonly method: string;
   /** Path and query as the client sent them. */
   readonly url: string;
+  /** The route pattern that matched, e.g. `/users/{id}`. */
+  readonly route: string;
   /** The raw path, without the query. */
   readonly path: string;
   /** The raw query without `?`; `null` when there is none. */
   readonly rawQuery: string | null;
+  /** The client's IP as the gateway saw it (the last `x-forwarded-for` element); `undefined` without one. */
+  readonly clientIp: string | undefined;
   /** Path parameters, percent-decoded. */
   readonly params: Record<string, string>;
   /** The query, decoded as `application/x-www-form-urlencoded`. */
@@ -97,7 +112,11 @@ export declare class VyxResponse extends EventEmitter {
   drained(): Promise<void>;
 }
 
-/** Answers itself through `res`, or returns a value answered as JSON. */
+/**
+ * Answers itself through `res`, or returns a value: a string as text, bytes as
+ * `application/octet-stream`, another value as JSON, nothing as 200 (or the status set) and
+ * no body.
+ */
 export type Handler = (req: VyxRequest, res: VyxResponse) => unknown | Promise<unknown>;
 export type FetchHandler = (request: Request) => Response | Promise<Response>;
 export type HttpListener = (req: IncomingMessage, res: ServerResponse) => void;
@@ -105,6 +124,8 @@ export type HttpListener = (req: IncomingMessage, res: ServerResponse) => void;
 export declare class VyxWorker extends EventEmitter {
   constructor(options?: VyxWorkerOptions);
   readonly id: string;
+  /** The latest connection state emitted (`{ kind: 'connecting' }` before any). */
+  readonly state: StateEvent;
   route(method: string, pattern: string, handler: Handler): this;
   get(pattern: string, handler: Handler): this;
   post(pattern: string, handler: Handler): this;
@@ -112,6 +133,9 @@ export declare class VyxWorker extends EventEmitter {
   patch(pattern: string, handler: Handler): this;
   delete(pattern: string, handler: Handler): this;
   head(pattern: string, handler: Handler): this;
+  /** Every method (`*`). */
+  any(pattern: string, handler: Handler): this;
+  /** Same as `any` (Express's name). */
   all(pattern: string, handler: Handler): this;
   /** Serves a WHATWG fetch handler (Hono's `app.fetch`) for every method on `pattern`. */
   fetch(pattern: string, handler: FetchHandler): this;
@@ -124,8 +148,8 @@ export declare class VyxWorker extends EventEmitter {
 
   on(event: 'state', listener: (s: StateEvent) => void): this;
   on(event: 'connecting' | 'draining' | 'stopped', listener: (s: StateEvent) => void): this;
-  on(event: 'connected', listener: (s: { state: 'connected'; connectionId: string }) => void): this;
-  on(event: 'reconnecting', listener: (s: { state: 'reconnecting'; attempt: number; delayMs: number; cause: string }) => void): this;
-  on(event: 'failed', listener: (s: { state: 'failed'; cause: string }) => void): this;
+  on(event: 'connected', listener: (s: { kind: 'connected'; connectionId: string }) => void): this;
+  on(event: 'reconnecting', listener: (s: { kind: 'reconnecting'; attempt: number; delayMs: number; cause: string }) => void): this;
+  on(event: 'failed', listener: (s: { kind: 'failed'; cause: string }) => void): this;
   on(event: string | symbol, listener: (...args: any[]) => void): this;
 }

@@ -1,7 +1,7 @@
 'use strict';
 // @vyx/worker: vyx workers in Node.js, the protocol done by the Rust core (vyx-core).
-const { VyxWorker } = require('./worker');
+const { VyxWorker, defaults } = require('./worker');
 const { VyxRequest } = require('./request');
 const { VyxResponse } = require('./response');
 
-module.exports = { VyxWorker, VyxRequest, VyxResponse };
+module.exports = { VyxWorker, VyxRequest, VyxResponse, defaults };

@@ -17,8 +17,10 @@ class VyxRequest {
   #rawParams;
 
   /** @internal */
-  constructor(exchange, head) {
+  constructor(exchange, head, route) {
     this.#exchange = exchange;
+    /** The route pattern that matched, e.g. `/users/{id}`. */
+    this.route = route;
     /** The method, upper-case (`HEAD` also for a `GET` route serving it). */
     this.method = head.method;
     /** Path and query exactly as the client sent them. */
@@ -32,6 +34,14 @@ class VyxRequest {
     this.rawHeaders = head.headers;
     this.#rawParams = head.params;
     this[FORWARDED] = { clientIp: head.clientIp, scheme: head.scheme };
+  }
+
+  /**
+   * The client's IP address as the gateway saw it (the last `x-forwarded-for` element, read
+   * by the core); `undefined` when there is none.
+   */
+  get clientIp() {
+    return this[FORWARDED].clientIp;
   }
 
   /** Path parameters by name, percent-decoded (invalid UTF-8 replaced by U+FFFD). */

@@ -99,7 +99,8 @@ class VyxResponse extends EventEmitter {
 
   /**
    * Answers with a whole body: a string (UTF-8, `text/plain; charset=utf-8` unless a
-   * content-type is set), bytes, or nothing. An object or array is answered as JSON.
+   * content-type is set), bytes (`application/octet-stream` unless set), or nothing. An
+   * object or array is answered as JSON.
    */
   send(body) {
     if (this.#phase !== 'head') {
@@ -113,7 +114,10 @@ class VyxResponse extends EventEmitter {
       bytes = Buffer.from(body, 'utf8');
     } else if (typeof body === 'object' && !ArrayBuffer.isView(body) && !(body instanceof ArrayBuffer)) {
       return this.json(body);
-    } else bytes = toBuffer(body);
+    } else {
+      if (this.getHeader('content-type') === undefined) this.#headers.push('content-type', 'application/octet-stream');
+      bytes = toBuffer(body);
+    }
     this.#phase = 'ended';
     const ex = this.#ex;
     ex.finish();

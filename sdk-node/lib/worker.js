@@ -26,12 +26,10 @@ function native() {
   return binding;
 }
 
-const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
-
 /**
  * A vyx worker: declare routes, then `await start()`. Requests come from the Rust core in
  * batches through one pending pull; handlers run on the event loop. Emits `'state'` with
- * `{ state, ... }` for every connection-state change, in order, and the state's own name
+ * `{ kind, ... }` for every connection-state change, in order, and the state's own kind
  * (`'connecting'`, `'connected'`, `'reconnecting'`, `'draining'`, `'stopped'`, `'failed'`).
  */
 class VyxWorker extends EventEmitter {
@@ -46,18 +44,20 @@ class VyxWorker extends EventEmitter {
   #onSignal = null;
   #onRejection = null;
   #logger;
+  #state = { kind: 'connecting' };
 
   /**
    * @param {object} [options]
    * @param {string} [options.connect]  gateway URL (`VYX_CONNECT`)
    * @param {string} [options.id]  worker id (`VYX_WORKER_ID`)
    * @param {string} [options.token]  registration token (`VYX_TOKEN`)
-   * @param {number} [options.maxConcurrency]  streams served at once (default 1024)
+   * @param {number} [options.maxConcurrency]  streams served at once (`defaults().maxConcurrency`)
    * @param {Record<string,string>} [options.labels]
    * @param {string} [options.caFile]  extra CAs (PEM) for `wss://` (`VYX_CA_FILE`)
    * @param {string} [options.instance]
-   * @param {number} [options.connectTimeoutMs]
-   * @param {number} [options.drainTimeoutMs]  what in-flight requests get on stop (30 s)
+   * @param {number} [options.connectTimeoutMs]  one dial's bound (`defaults().connectTimeoutMs`)
+   * @param {number} [options.drainTimeoutMs]  what in-flight requests get on stop
+   *   (`defaults().drainTimeoutMs`)
    * @param {boolean} [options.handleSignals]  SIGTERM/SIGINT drain (default true)
    * @param {{error: Function}} [options.logger]  where handler failures go (`console`)
    */
@@ -72,9 +72,14 @@ class VyxWorker extends EventEmitter {
     if (options.connectTimeoutMs !== undefined) o.connectTimeoutMs = options.connectTimeoutMs;
     if (options.labels !== undefined) o.labels = { ...options.labels };
     this.#native = call(() => new NativeWorker(o));
-    this.#drainTimeoutMs = options.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS;
+    this.#drainTimeoutMs = options.drainTimeoutMs ?? defaults().drainTimeoutMs;
     this.#handleSignals = options.handleSignals ?? true;
     this.#logger = options.logger ?? console;
+  }
+
+  /** The latest connection state emitted (`{ kind: 'connecting' }` before any). */
+  get state() {
+    return this.#state;
   }
 
   /** The worker id (from the options or `VYX_WORKER_ID`). */
@@ -106,8 +111,12 @@ class VyxWorker extends EventEmitter {
     return this.route('HEAD', pattern, handler);
   }
   /** Every method. */
-  all(pattern, handler) {
+  any(pattern, handler) {
     return this.route('*', pattern, handler);
+  }
+  /** Same as `any`: the name Express users know. */
+  all(pattern, handler) {
+    return this.any(pattern, handler);
   }
 
   /**
@@ -150,7 +159,7 @@ class VyxWorker extends EventEmitter {
       call(() => this.#native.start());
       // The engine begins in this state (unless stopped before the start); its later
       // changes all come through the pull.
-      if (!this.#stopAsked) this.#emitState({ state: 'connecting' });
+      if (!this.#stopAsked) this.#emitState({ kind: 'connecting' });
       for (;;) {
         const buf = await this.#native.nextBatch();
         if (buf === null) break;
@@ -215,13 +224,14 @@ class VyxWorker extends EventEmitter {
   }
 
   #emitState(s) {
+    this.#state = s;
     this.emit('state', s);
-    this.emit(s.state, s);
+    this.emit(s.kind, s);
   }
 
   #dispatch(ex, head) {
     const route = this.#routes[head.routeId];
-    const req = new VyxRequest(ex, head);
+    const req = new VyxRequest(ex, head, route.pattern);
     const res = new VyxResponse(ex);
     ex.res = res;
     let ret;
@@ -239,11 +249,16 @@ class VyxWorker extends EventEmitter {
     } else this.#returned(route, ex, res, ret);
   }
 
-  /** A handler that did not answer: its value as JSON, or the status set so far and no body. */
+  /**
+   * A handler that did not answer: a string as text, bytes as they are, another value as
+   * JSON (what the other SDKs do with the same return), nothing as the status set so far
+   * (200 unless set) and no body.
+   */
   #returned(route, ex, res, value) {
     if (route.kind !== 'plain' || ex.done || res.headersSent) return;
     try {
       if (value === undefined) res.end();
+      else if (typeof value === 'string' || ArrayBuffer.isView(value) || value instanceof ArrayBuffer) res.send(value);
       else res.json(value);
     } catch (e) {
       this.#failed(route, ex, e);
@@ -260,4 +275,9 @@ class VyxWorker extends EventEmitter {
   }
 }
 
-module.exports = { VyxWorker };
+/** vyx-core's defaults: `{ maxConcurrency, connectTimeoutMs, drainTimeoutMs }`. */
+function defaults() {
+  return native().defaults();
+}
+
+module.exports = { VyxWorker, defaults };

@@ -99,6 +99,26 @@ fn pairs(flat: &[String]) -> Vec<(&str, &str)> {
         .collect()
 }
 
+/// vyx-core's defaults (`vyx_core::config`), for the JS layer to use instead of repeating
+/// the numbers.
+#[napi(object)]
+pub struct Defaults {
+    pub max_concurrency: u32,
+    pub connect_timeout_ms: u32,
+    pub drain_timeout_ms: u32,
+}
+
+/// The defaults every vyx SDK uses for what its user leaves unset.
+#[napi]
+pub fn defaults() -> Defaults {
+    use vyx_core::config;
+    Defaults {
+        max_concurrency: config::DEFAULT_MAX_CONCURRENCY,
+        connect_timeout_ms: config::DEFAULT_CONNECT_TIMEOUT.as_millis() as u32,
+        drain_timeout_ms: config::DEFAULT_DRAIN_TIMEOUT.as_millis() as u32,
+    }
+}
+
 /// What JS gives the constructor; empty fields are filled from `VYX_*` variables.
 #[napi(object)]
 pub struct NativeOptions {

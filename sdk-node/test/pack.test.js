@@ -89,7 +89,7 @@ w.get('/x/{id}', async (req: VyxRequest, res: VyxResponse) => {
   res.end();
   return { id, q };
 });
-w.on('state', (s: StateEvent) => s.state);
+w.on('state', (s: StateEvent) => s.kind);
 const done: Promise<void> = w.start();
 void done;
 `,

@@ -7,7 +7,7 @@ const fs = require('node:fs');
 const http = require('node:http');
 const path = require('node:path');
 const { startGateway, request, until, within, startWorker, splitAddr, REPO } = require('./helpers');
-const { VyxWorker } = require('..');
+const { VyxWorker, defaults } = require('..');
 
 let gw;
 let worker;
@@ -22,8 +22,14 @@ test.before(async () => {
     gw,
     (w) => {
       w.get('/greet/{name}', async (req) => ({ hello: req.params.name }));
-      w.get('/files/{*rest}', (req, res) => res.json({ rest: req.params.rest, path: req.path }));
-      w.all('/any/{x}', (req) => ({ method: req.method, x: req.params.x }));
+      w.get('/files/{*rest}', (req, res) => res.json({ rest: req.params.rest, path: req.path, route: req.route }));
+      w.any('/any/{x}', (req) => ({ method: req.method, x: req.params.x }));
+      w.all('/all', (req) => req.method);
+      w.head('/status', (req, res) => res.status(203).header('x-head', 'own').end());
+      w.get('/returns/text', () => 'plain');
+      w.get('/client-ip', (req) => ({ ip: req.clientIp }));
+      w.get('/returns/bytes', () => Buffer.from([0, 1]));
+      w.put('/returns/nothing', () => {});
       w.put('/put', () => ({ verb: 'put' }));
       w.patch('/patch', () => ({ verb: 'patch' }));
       w.delete('/delete', () => ({ verb: 'delete' }));
@@ -107,11 +113,15 @@ test('routes by method and pattern, with decoded params and the raw path', async
   assert.equal(r.headers['content-type'], 'application/json');
   assert.deepEqual(JSON.parse(r.body), { hello: 'café' });
   r = await request(gw.addr, 'GET', '/files/a/b%2Fc/d.txt');
-  assert.deepEqual(JSON.parse(r.body), { rest: 'a/b/c/d.txt', path: '/files/a/b%2Fc/d.txt' });
+  assert.deepEqual(JSON.parse(r.body), { rest: 'a/b/c/d.txt', path: '/files/a/b%2Fc/d.txt', route: '/files/{*rest}' });
   for (const m of ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']) {
     r = await request(gw.addr, m, '/any/1');
     assert.deepEqual(JSON.parse(r.body), { method: m, x: '1' }, m);
   }
+  // `all` is `any` under Express's name; a returned string is text, as in the other SDKs.
+  r = await request(gw.addr, 'PROPFIND', '/all');
+  assert.equal(r.headers['content-type'], 'text/plain; charset=utf-8');
+  assert.equal(r.body.toString(), 'PROPFIND');
   for (const v of ['put', 'patch', 'delete']) {
     r = await request(gw.addr, v.toUpperCase(), `/${v}`);
     assert.deepEqual(JSON.parse(r.body), { verb: v });
@@ -150,13 +160,41 @@ test('status, repeated response headers, and the status-only answer', async () =
   assert.deepEqual(r.headers['set-cookie'], ['a=1', 'b=2']);
   assert.equal(r.headers['content-type'], 'text/plain; charset=utf-8');
   assert.equal(r.body.toString(), 'made');
+  // A HEAD route of its own takes HEAD from the GET route of the same path.
   r = await request(gw.addr, 'HEAD', '/status');
-  assert.equal(r.status, 201);
+  assert.equal(r.status, 203);
+  assert.equal(r.headers['x-head'], 'own');
   assert.equal(r.body.length, 0);
-  assert.equal(r.headers['content-length'], '4');
   r = await request(gw.addr, 'GET', '/nothing');
   assert.equal(r.status, 204);
   assert.equal(r.body.length, 0);
+});
+
+test('what a handler returns: text, bytes, and nothing (200, empty) as in every SDK', async () => {
+  let r = await request(gw.addr, 'GET', '/returns/text');
+  assert.equal(r.status, 200);
+  assert.equal(r.headers['content-type'], 'text/plain; charset=utf-8');
+  assert.equal(r.body.toString(), 'plain');
+  r = await request(gw.addr, 'GET', '/returns/bytes');
+  assert.equal(r.headers['content-type'], 'application/octet-stream');
+  assert.deepEqual([...r.body], [0, 1]);
+  r = await request(gw.addr, 'PUT', '/returns/nothing');
+  assert.equal(r.status, 200);
+  assert.equal(r.body.length, 0);
+});
+
+test("req.clientIp is the core's: the last x-forwarded-for element, the gateway's peer", async () => {
+  const r = await request(gw.addr, 'GET', '/client-ip', { headers: { 'x-forwarded-for': '203.0.113.9' } });
+  assert.deepEqual(JSON.parse(r.body), { ip: '127.0.0.1' });
+});
+
+test("the defaults are vyx-core's (spec/vectors/defaults.json)", () => {
+  const spec = JSON.parse(fs.readFileSync(path.join(REPO, 'spec/vectors/defaults.json'), 'utf8'));
+  assert.deepEqual(defaults(), {
+    maxConcurrency: spec.max_concurrency,
+    connectTimeoutMs: spec.connect_timeout_ms,
+    drainTimeoutMs: spec.drain_timeout_ms,
+  });
 });
 
 test('bodies both ways: JSON, text, bytes, streamed echo and hash of 8 MiB', async () => {
@@ -256,9 +294,10 @@ test('bad options throw an Error with a code', () => {
 test('stop() before start(): start() resolves at once with only the stopped state', async () => {
   const w = new VyxWorker({ connect: 'ws://127.0.0.1:1', id: 'x:y', handleSignals: false });
   const states = [];
-  w.on('state', (s) => states.push(s.state));
+  w.on('state', (s) => states.push(s.kind));
   await w.stop();
   await within(w.start(), 5000, 'start() after stop()');
   assert.deepEqual(states, ['stopped']);
+  assert.equal(w.state.kind, 'stopped');
   await assert.rejects(w.start(), (e) => e.code === 'ERR_VYX_ALREADY_STARTED');
 });

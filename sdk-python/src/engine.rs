@@ -124,7 +124,8 @@ impl PyEngine {
     /// missing token or CA file come from `VYX_CONNECT`, `VYX_WORKER_ID`, `VYX_TOKEN`,
     /// `VYX_CA_FILE`.
     #[new]
-    #[pyo3(signature = (connect, worker_id, token=None, max_concurrency=None, ca_file=None, labels=None, sdk=None))]
+    #[pyo3(signature = (connect, worker_id, token=None, max_concurrency=None, ca_file=None, labels=None, sdk=None, instance=None, connect_timeout=None))]
+    #[allow(clippy::too_many_arguments)] // Python's keyword arguments, one per option
     fn new(
         connect: String,
         worker_id: String,
@@ -133,11 +134,26 @@ impl PyEngine {
         ca_file: Option<String>,
         labels: Option<Vec<(String, String)>>,
         sdk: Option<String>,
+        instance: Option<String>,
+        connect_timeout: Option<f64>,
     ) -> PyResult<PyEngine> {
         let mut config = WorkerConfig::new(connect, worker_id);
         config.token = token;
         if let Some(n) = max_concurrency {
             config.max_concurrency = n;
+        }
+        if let Some(instance) = instance.filter(|i| !i.is_empty()) {
+            config.instance = instance;
+        }
+        if let Some(secs) = connect_timeout {
+            config.connect_timeout = Duration::try_from_secs_f64(secs)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    ConfigError::new_err(format!(
+                        "connect_timeout {secs} must be a positive number of seconds"
+                    ))
+                })?;
         }
         config.tls_ca_file = ca_file.map(Into::into);
         config.labels = labels.unwrap_or_default().into_iter().collect();

@@ -75,5 +75,16 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         py.get_type::<InvalidResponseError>(),
     )?;
     m.add("CORE_VERSION", env!("CARGO_PKG_VERSION"))?;
+    // vyx-core's defaults, for the Python layer to use instead of repeating the numbers.
+    use vyx_core::config;
+    m.add("DEFAULT_MAX_CONCURRENCY", config::DEFAULT_MAX_CONCURRENCY)?;
+    m.add(
+        "DEFAULT_CONNECT_TIMEOUT",
+        config::DEFAULT_CONNECT_TIMEOUT.as_secs_f64(),
+    )?;
+    m.add(
+        "DEFAULT_DRAIN_TIMEOUT",
+        config::DEFAULT_DRAIN_TIMEOUT.as_secs_f64(),
+    )?;
     Ok(())
 }

@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -32,16 +33,28 @@ def test_routes_params_query_and_404(gateway, serve, client):
             "name": req.params["name"],
             "path": req.path,
             "query": req.query,
-            "raw": req.query_string,
+            "raw": req.raw_query,
             "route": req.route,
+            "client_ip": req.client_ip,
         }
 
     @w.get("/files/{*rest}")
     async def files(req: vyx.Request):
         return {"rest": req.params["rest"]}
 
+    @w.head("/files/{*rest}")
+    async def files_head(req: vyx.Request):
+        return vyx.Response(200, [("x-head", "own")])
+
+    @w.any("/any")
+    async def any_method(req: vyx.Request):
+        return req.method
+
     serve(w)
-    r = client.get("/hello/caf%C3%A9%2Fx?a=1&b=&a=%20+&flag")
+    # The gateway appends the peer it accepted: the last element is the client's IP.
+    r = client.get(
+        "/hello/caf%C3%A9%2Fx?a=1&b=&a=%20+&flag", headers={"x-forwarded-for": "203.0.113.9"}
+    )
     assert r.status_code == 200
     assert r.headers["content-type"] == "application/json"
     assert r.json() == {
@@ -50,9 +63,14 @@ def test_routes_params_query_and_404(gateway, serve, client):
         "query": [["a", "1"], ["b", ""], ["a", "  "], ["flag", ""]],
         "raw": "a=1&b=&a=%20+&flag",
         "route": "/hello/{name}",
+        "client_ip": "127.0.0.1",
     }
     assert client.get("/hello/x").json()["raw"] is None
     assert client.get("/files/a/b/c.txt").json() == {"rest": "a/b/c.txt"}
+    r = client.head("/files/a")
+    assert (r.status_code, r.headers.get("x-head"), r.content) == (200, "own", b"")
+    for method in ("GET", "POST", "DELETE", "PROPFIND"):
+        assert client.request(method, "/any").text == method
     assert client.get("/nothing/here").status_code == 404
     assert client.post("/hello/x").status_code == 404
 
@@ -96,7 +114,8 @@ def test_return_values_and_response_headers(gateway, serve, client):
     assert (r.content, r.headers["content-type"]) == (b"\x00\x01\x02", "application/octet-stream")
     assert client.get("/list").json() == [1, "two"]
     r = client.get("/none")
-    assert (r.status_code, r.content) == (204, b"")
+    # Nothing returned is 200 with no body, as in every vyx SDK.
+    assert (r.status_code, r.content) == (200, b"")
     r = client.get("/custom")
     assert (r.status_code, r.text) == (201, "made")
     assert r.headers.get_list("set-cookie") == ["a=1", "b=2"]
@@ -344,6 +363,50 @@ def test_bad_configuration_is_refused_at_once():
         w.get("no-slash")(lambda req: None)
     assert isinstance(vyx.ConfigError("x"), vyx.VyxError)
     assert vyx.RefusedError.__module__ == "vyx"  # tracebacks say vyx.RefusedError
+
+
+def test_defaults_are_the_cores():
+    spec = json.loads((REPO / "spec/vectors/defaults.json").read_text())
+    assert vyx.DEFAULT_MAX_CONCURRENCY == spec["max_concurrency"]
+    assert vyx.DEFAULT_CONNECT_TIMEOUT == spec["connect_timeout_ms"] / 1000
+    assert vyx.DEFAULT_DRAIN_TIMEOUT == spec["drain_timeout_ms"] / 1000
+    assert vyx.Worker(connect="ws://127.0.0.1:1", id="py:x").drain_timeout == vyx.DEFAULT_DRAIN_TIMEOUT
+
+
+def test_instance_reaches_the_gateway(gateway, serve, client):
+    w = worker_for(gateway, instance="py-blue-1")
+
+    @w.get("/x")
+    async def x(req):
+        return "x"
+
+    serve(w)
+    workers = client.get("/_vyx/workers").json()
+    assert [wk["instance"] for wk in workers] == ["py-blue-1"]
+
+
+def test_connect_timeout_bounds_a_dial_that_gets_no_answer():
+    with pytest.raises(vyx.ConfigError, match="connect_timeout"):
+        vyx.Worker(connect="ws://127.0.0.1:1", id="py:x", connect_timeout=-1)
+    # A socket that listens and never answers the upgrade: only the timeout ends the dial.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        w = vyx.Worker(connect=f"ws://127.0.0.1:{port}", id="py:x", connect_timeout=0.2)
+        causes: list = []
+
+        @w.on_state
+        def record(state: vyx.State) -> None:
+            if state.kind == "reconnecting":
+                causes.append(state.cause)
+                asyncio.ensure_future(w.stop(0))
+
+        async def main():
+            await asyncio.wait_for(w.serve(), WAIT)
+
+        asyncio.run(main())
+    assert causes and "within 200ms" in causes[0], causes
 
 
 def test_environment_defaults(monkeypatch):

@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -164,11 +164,11 @@ impl Request {
         &self.headers
     }
 
-    /// The client's address as the gateway saw it: the last `x-forwarded-for` entry, the
-    /// one the gateway appended for the peer it accepted (earlier entries come from the
-    /// client or proxies before it, and can be forged). The port is 0: the gateway does not
-    /// forward it. `None` when the request carries no such header or its last element is not
-    /// an address (the rule of spec/HOSTS.md §5, written once in `vyx_core::host_rules`).
+    /// The client's IP address as the gateway saw it: the last `x-forwarded-for` element,
+    /// the one the gateway appended for the peer it accepted (earlier entries come from the
+    /// client or proxies before it, and can be forged), read by vyx-core's
+    /// [`client_ip`](vyx_core::host_rules::client_ip) as in every SDK. `None` when the
+    /// request carries no usable one.
     ///
     /// ```
     /// let req = vyx::Request::from(
@@ -177,10 +177,10 @@ impl Request {
     ///         .body(vyx::Body::empty())
     ///         .unwrap(),
     /// );
-    /// assert_eq!(req.client_addr(), Some("203.0.113.9:0".parse().unwrap()));
+    /// assert_eq!(req.client_ip(), Some("203.0.113.9".parse().unwrap()));
     /// ```
-    pub fn client_addr(&self) -> Option<SocketAddr> {
-        client_addr(&self.headers)
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        client_ip(&self.headers)
     }
 
     /// The route pattern that matched, e.g. `/hello/{name}` (`None` for a request not built
@@ -260,17 +260,18 @@ impl fmt::Debug for Request {
 
 /// Into the request a tower service (e.g. an axum `Router`) takes: the URI is the raw
 /// target (path and query), the version HTTP/1.1, and the path parameters are in the
-/// [`PathParams`] extension. With the `axum` feature (on by default), the client's address
-/// ([`Request::client_addr`]) is there too as axum's `ConnectInfo<SocketAddr>`, so that the
-/// `ConnectInfo` extractor works as behind axum's own server.
+/// [`PathParams`] extension. With the `axum` feature (on by default), the client's IP
+/// ([`Request::client_ip`], port 0: the gateway does not forward it) is there too as axum's
+/// `ConnectInfo<SocketAddr>`, so that the `ConnectInfo` extractor works as behind axum's own
+/// server.
 impl From<Request> for http::Request<Body> {
     fn from(req: Request) -> http::Request<Body> {
         let uri = target_uri(req.target);
         let mut out = http::Request::new(req.body);
         #[cfg(feature = "axum")]
-        if let Some(addr) = client_addr(&req.headers) {
+        if let Some(ip) = client_ip(&req.headers) {
             out.extensions_mut()
-                .insert(axum::extract::ConnectInfo(addr));
+                .insert(axum::extract::ConnectInfo(std::net::SocketAddr::new(ip, 0)));
         }
         *out.method_mut() = req.method;
         *out.uri_mut() = uri;
@@ -305,12 +306,12 @@ impl From<http::Request<Body>> for Request {
     }
 }
 
-/// The client's IP by the core's rule (the last `x-forwarded-for` element), with port 0.
-fn client_addr(headers: &HeaderMap) -> Option<SocketAddr> {
+/// The client's IP by the core's rule (the last `x-forwarded-for` element).
+fn client_ip(headers: &HeaderMap) -> Option<IpAddr> {
     let pairs = headers
         .iter()
         .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
-    vyx_core::host_rules::client_ip(pairs).map(|ip| SocketAddr::new(ip, 0))
+    vyx_core::host_rules::client_ip(pairs)
 }
 
 /// The target as a URI. The gateway sends visible ASCII only, but `http` refuses a few of
@@ -498,18 +499,18 @@ mod tests {
     /// The core's rule, the same in every SDK (spec/vectors/client.json): the port a proxy
     /// wrote is not the client's, and an element that is not an address gives none.
     #[test]
-    fn client_addr_is_the_cores_rule() {
-        let addr = |xff: &str| {
+    fn client_ip_is_the_cores_rule() {
+        let ip = |xff: &str| {
             let mut headers = HeaderMap::new();
             headers.insert("x-forwarded-for", xff.parse().unwrap());
-            client_addr(&headers)
+            client_ip(&headers)
         };
         assert_eq!(
-            addr("[2001:db8::1]:8080"),
-            Some("[2001:db8::1]:0".parse().unwrap())
+            ip("[2001:db8::1]:8080"),
+            Some("2001:db8::1".parse().unwrap())
         );
-        assert_eq!(addr("192.0.2.1:4711"), Some("192.0.2.1:0".parse().unwrap()));
-        assert_eq!(addr("fe80::1%eth0"), None);
+        assert_eq!(ip("192.0.2.1:4711"), Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(ip("fe80::1%eth0"), None);
     }
 
     #[test]

@@ -29,7 +29,15 @@ from ._asgi import ASGIWorker, serve_asgi
 from ._request import Headers, Request, parse_query
 from ._response import Response
 from ._routes import asgi_routes, wsgi_routes
-from ._worker import DEFAULT_DRAIN_TIMEOUT, SDK, State, Worker, __version__
+from ._worker import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_MAX_CONCURRENCY,
+    SDK,
+    State,
+    Worker,
+    __version__,
+)
 from ._wsgi import WSGIWorker, serve_wsgi
 
 __all__ = [
@@ -52,6 +60,8 @@ __all__ = [
     "StreamResetError",
     "ConnectionLostError",
     "InvalidResponseError",
+    "DEFAULT_MAX_CONCURRENCY",
+    "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_DRAIN_TIMEOUT",
     "SDK",
     "__version__",

@@ -66,7 +66,7 @@ class ASGIWorker(Worker):
         if host:
             name, _, port = host.decode("latin-1").rpartition(":")
             server = (name, int(port)) if name and port.isdigit() else (host.decode("latin-1"), None)
-        client = None if req._client_ip is None else (req._client_ip, 0)
+        client = None if req.client_ip is None else (req.client_ip, 0)
         path = req.path
         return {
             "type": "http",
@@ -76,7 +76,7 @@ class ASGIWorker(Worker):
             "scheme": req._scheme,
             "path": unquote(path),
             "raw_path": path.encode("latin-1"),
-            "query_string": (req.query_string or "").encode("latin-1"),
+            "query_string": (req.raw_query or "").encode("latin-1"),
             "root_path": "",
             "headers": raw,
             "client": client,

@@ -5,6 +5,9 @@ called directly."""
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 CORE_VERSION: str
+DEFAULT_MAX_CONCURRENCY: int
+DEFAULT_CONNECT_TIMEOUT: float
+DEFAULT_DRAIN_TIMEOUT: float
 
 _Bytes = Union[bytes, str]
 _Request = Tuple[
@@ -32,6 +35,8 @@ class Engine:
         ca_file: Optional[str] = None,
         labels: Optional[Sequence[Tuple[str, str]]] = None,
         sdk: Optional[str] = None,
+        instance: Optional[str] = None,
+        connect_timeout: Optional[float] = None,
     ) -> None: ...
     @property
     def connect(self) -> str: ...

@@ -94,7 +94,7 @@ class Request:
         "headers",
         "_worker",
         "_slot",
-        "_client_ip",
+        "client_ip",
         "_scheme",
         "_body",
         "_streaming",
@@ -124,9 +124,10 @@ class Request:
         #: The route pattern that matched, e.g. ``/users/{id}``.
         self.route = route
         self.headers = Headers(headers)
-        # The client's IP and scheme by the core's rule (spec/HOSTS.md §5), for the ASGI
-        # and WSGI adapters.
-        self._client_ip = client_ip
+        #: The client's IP address as the gateway saw it (the last ``x-forwarded-for``
+        #: element, by the core's rule: spec/HOSTS.md §5); ``None`` when there is none.
+        self.client_ip = client_ip
+        # The scheme by the same rule, for the ASGI and WSGI adapters.
         self._scheme = scheme
         self._body: Optional[bytes] = None
         self._streaming = False
@@ -138,8 +139,9 @@ class Request:
         return self.target.split("?", 1)[0]
 
     @property
-    def query_string(self) -> Optional[str]:
-        """The raw query after ``?``; ``None`` when the target has no ``?``."""
+    def raw_query(self) -> Optional[str]:
+        """The query after ``?`` as sent, not decoded; ``None`` when the target has no
+        ``?``. :attr:`query` decodes it."""
         parts = self.target.split("?", 1)
         return parts[1] if len(parts) == 2 else None
 
@@ -147,7 +149,7 @@ class Request:
     def query(self) -> List[Tuple[str, str]]:
         """The decoded query: ``(name, value)`` pairs in order, repeats and blanks kept."""
         if self._query is None:
-            self._query = parse_query(self.query_string or "")
+            self._query = parse_query(self.raw_query or "")
         return self._query
 
     def query_param(self, name: str, default: Optional[str] = None) -> Optional[str]:

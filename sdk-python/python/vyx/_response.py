@@ -67,7 +67,8 @@ def _pairs(headers: HeadersArg) -> HeaderPairs:
 
 def to_response(result: Any) -> Response:
     """A handler's return value as a Response: dict/list → JSON, str → text, bytes →
-    octet-stream, None → 204, a Response as it is."""
+    octet-stream, None → 200 with no body (as in every vyx SDK: "no content" is an explicit
+    ``Response(204)``), a Response as it is."""
     if isinstance(result, Response):
         return result
     if isinstance(result, (dict, list)):
@@ -77,7 +78,7 @@ def to_response(result: Any) -> Response:
     if isinstance(result, (bytes, bytearray, memoryview)):
         return Response(200, _BYTES, bytes(result))
     if result is None:
-        return Response(204)
+        return Response(200)
     raise TypeError(
         f"a handler returned {type(result).__name__}: return a dict, list, str, bytes, "
         "None or vyx.Response"

@@ -23,8 +23,12 @@ from ._response import Response, to_response
 __version__ = "0.1.0"
 SDK = f"vyx-python/{__version__}"
 
+#: The defaults every vyx SDK uses for what its user leaves unset (vyx-core's, in seconds
+#: for the timeouts): read from the core, never repeated here.
+DEFAULT_MAX_CONCURRENCY: int = _core.DEFAULT_MAX_CONCURRENCY
+DEFAULT_CONNECT_TIMEOUT: float = _core.DEFAULT_CONNECT_TIMEOUT
 #: How long in-flight requests may take after ``stop()`` or a signal, by default.
-DEFAULT_DRAIN_TIMEOUT = 30.0
+DEFAULT_DRAIN_TIMEOUT: float = _core.DEFAULT_DRAIN_TIMEOUT
 
 log = logging.getLogger("vyx")
 core_log = logging.getLogger("vyx.core")
@@ -77,8 +81,16 @@ class Worker:
     sends until stopped.
 
     ``connect``, ``id``, ``token`` and ``ca_file`` default to ``VYX_CONNECT``,
-    ``VYX_WORKER_ID``, ``VYX_TOKEN`` and ``VYX_CA_FILE`` (local mode sets them). Settings
-    are checked at once (:class:`vyx.ConfigError`).
+    ``VYX_WORKER_ID``, ``VYX_TOKEN`` and ``VYX_CA_FILE`` (local mode sets them);
+    ``max_concurrency``, ``connect_timeout`` and ``drain_timeout`` (seconds) to
+    :data:`DEFAULT_MAX_CONCURRENCY`, :data:`DEFAULT_CONNECT_TIMEOUT` and
+    :data:`DEFAULT_DRAIN_TIMEOUT`; ``instance`` names this process among replicas of the
+    same id (default: host, pid and random bits). Settings are checked at once
+    (:class:`vyx.ConfigError`).
+
+    .. code-block:: python
+
+        worker = vyx.Worker("ws://127.0.0.1:9000", "py:api", instance="blue-1", connect_timeout=2.5)
 
     ``async def`` handlers run on the worker's loop; plain ``def`` handlers run in a thread
     pool of ``max_threads`` threads, with the body read before they are called.
@@ -93,6 +105,8 @@ class Worker:
         max_concurrency: Optional[int] = None,
         ca_file: Optional[str] = None,
         labels: Optional[Dict[str, str]] = None,
+        instance: Optional[str] = None,
+        connect_timeout: Optional[float] = None,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
         max_threads: Optional[int] = None,
     ):
@@ -104,6 +118,8 @@ class Worker:
             ca_file,
             list(labels.items()) if labels else None,
             SDK,
+            instance,
+            connect_timeout,
         )
         self.drain_timeout = drain_timeout
         self._max_threads = max_threads
@@ -160,6 +176,10 @@ class Worker:
         """Serves ``GET`` (and ``HEAD``, without the body, unless a HEAD route exists)."""
         return self.route("GET", path)
 
+    def head(self, path: str) -> Callable[[F], F]:
+        """Serves ``HEAD`` (without it, a ``GET`` route of the same path does)."""
+        return self.route("HEAD", path)
+
     def post(self, path: str) -> Callable[[F], F]:
         return self.route("POST", path)
 
@@ -171,6 +191,10 @@ class Worker:
 
     def delete(self, path: str) -> Callable[[F], F]:
         return self.route("DELETE", path)
+
+    def any(self, path: str) -> Callable[[F], F]:
+        """Serves every method (a ``*`` route)."""
+        return self.route("*", path)
 
     def on_state(self, callback: Callable[[State], Any]) -> Callable[[State], Any]:
         """Calls ``callback(state)`` on the loop for every connection-state change, in order,

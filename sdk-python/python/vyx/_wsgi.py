@@ -48,11 +48,11 @@ class WSGIWorker(Worker):
             "SCRIPT_NAME": "",
             # PEP 3333: the path decoded, as latin-1 text of the bytes.
             "PATH_INFO": unquote(req.path, encoding="latin-1"),
-            "QUERY_STRING": req.query_string or "",
+            "QUERY_STRING": req.raw_query or "",
             "SERVER_NAME": name,
             "SERVER_PORT": port,
             "SERVER_PROTOCOL": "HTTP/1.1",
-            "REMOTE_ADDR": req._client_ip or "",
+            "REMOTE_ADDR": req.client_ip or "",
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": req._scheme,
             "wsgi.input": io.BytesIO(body),

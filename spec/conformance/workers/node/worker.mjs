@@ -88,7 +88,7 @@ try {
 worker.get('/greet/{name}', (req) => ({ hello: req.params.name, lang: LANG }));
 worker.get('/files/{*rest}', (req) => ({ rest: req.params.rest }));
 
-worker.all('/inspect/{*rest}', async (req) => {
+worker.any('/inspect/{*rest}', async (req) => {
   const headers = [];
   for (let i = 0; i < req.rawHeaders.length; i += 2) headers.push([req.rawHeaders[i], req.rawHeaders[i + 1]]);
   const { length, sha256 } = await hashBody(req);
@@ -214,7 +214,7 @@ worker.head('/head', (req, res) => res.header('x-conformance', 'head').send());
 worker.get('/stats', () => ({ in_flight: inFlight, aborted, replica }));
 
 worker.on('state', (s) => {
-  switch (s.state) {
+  switch (s.kind) {
     case 'connected':
       process.stdout.write(`state connected ${s.connectionId}\n`);
       break;
@@ -222,7 +222,7 @@ worker.on('state', (s) => {
       process.stdout.write(`state reconnecting ${s.attempt} ${s.cause}\n`);
       break;
     default:
-      process.stdout.write(`state ${s.state}\n`);
+      process.stdout.write(`state ${s.kind}\n`);
   }
 });
 

@@ -63,7 +63,7 @@ async def inspect(req):
     return {
         "method": req.method,
         "path": req.path,
-        "query": req.query_string,
+        "query": req.raw_query,
         "query_pairs": [list(p) for p in req.query],
         "params": req.params,
         "headers": headers,
