@@ -63,9 +63,12 @@ for (const [i, { where, info, check, code }] of blocks.entries()) {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     t.after(() => child.kill('SIGKILL'));
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
     const exited = new Promise((r) => child.once('exit', (code) => r(code)));
-    await waitForLine(child.stderr, (l) => l.includes('registered'), 15_000, 'registered');
-    child.stderr.resume();
+    await waitForLine(child.stderr, (l) => l.includes('registered'), 15_000, 'registered').catch((e) => {
+      throw new Error(`${e.message}; stderr: ${stderr}`);
+    });
     const r = await request(gw.addr, method, target);
     assert.equal(r.status, Number(status));
     assert.deepEqual(JSON.parse(r.body), JSON.parse(body));
