@@ -14,7 +14,7 @@ const path = require('node:path');
 const { REPO, startGateway, request, within, waitForLine } = require('./helpers');
 
 const READMES = ['README.md', 'sdk-node/README.md'];
-const BLOCK = /^(?:<!-- test: (?<check>.*?) -->\n)?```js(?<info>[^\n]*)\n(?<code>.*?)^```$/gms;
+const BLOCK = /^(?:<!-- test: (?<check>.*?) -->\n)?```js(?<info>(?:[ \t][^\n]*)?)\n(?<code>.*?)^```$/gms;
 
 const blocks = READMES.flatMap((readme) => {
   const text = fs.readFileSync(path.join(REPO, readme), 'utf8');

@@ -20,7 +20,7 @@ from conftest import REPO, WAIT, Lines, python_child
 
 READMES = [REPO / "README.md", REPO / "sdk-python" / "README.md"]
 BLOCK = re.compile(
-    r"(?:^<!-- test: (?P<test>.*?) -->\n)?^```python(?P<info>[^\n]*)\n(?P<code>.*?)^```$",
+    r"(?:^<!-- test: (?P<test>.*?) -->\n)?^```python(?P<info>(?:[ \t][^\n]*)?)\n(?P<code>.*?)^```$",
     re.M | re.S,
 )
 # The core's "registered" log line, on stderr: the gateway has admitted the worker's routes.

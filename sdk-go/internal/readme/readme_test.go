@@ -12,7 +12,7 @@ import (
 )
 
 // block is a fenced Go block: ```go for a whole program, ```go fragment for a piece of one.
-var block = regexp.MustCompile("(?ms)^```go([^\n]*)\n(.*?)^```$")
+var block = regexp.MustCompile("(?ms)^```go((?:[ \t][^\n]*)?)\n(.*?)^```$")
 
 // TestReadmeExamplesBuild builds every whole Go program in the top README and sdk-go's, each
 // as its own module that requires this SDK (by a replace directive to this checkout), as a
