@@ -138,3 +138,22 @@ func TestStartUnauthorized(t *testing.T) {
 		t.Fatalf("%d attempts, want 1", n)
 	}
 }
+
+func TestSecondStartIsErrAlreadyStarted(t *testing.T) {
+	g := gwtest.New(t)
+	g.Answer = func(_ int, w http.ResponseWriter, _ *http.Request) (bool, bool) {
+		http.Error(w, "unknown token", http.StatusUnauthorized)
+		return false, false
+	}
+	w := quietWorker(t, g.URL(), make(chan State, 64))
+	if err := w.Start(context.Background()); !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("first Start = %v, want ErrUnauthorized", err)
+	}
+	// A worker runs once, as in every SDK: the second Start does not dial again.
+	if err := w.Start(context.Background()); !errors.Is(err, ErrAlreadyStarted) {
+		t.Fatalf("second Start = %v, want ErrAlreadyStarted", err)
+	}
+	if n := g.Attempts(); n != 1 {
+		t.Fatalf("%d attempts, want 1", n)
+	}
+}

@@ -22,8 +22,8 @@ import (
 // Version is this SDK's version, sent in HELLO as sdk "vyx-go/<Version>".
 const Version = "0.1.0"
 
-// ErrWorkerStarted is returned by a second Start.
-var ErrWorkerStarted = errors.New("vyx: worker already started")
+// ErrAlreadyStarted is returned by a second Start: a worker runs once.
+var ErrAlreadyStarted = errors.New("vyx: worker already started")
 
 // ErrNeverConnected is matched (errors.Is) by Start's error when the worker stopped
 // before the gateway ever welcomed it; the error also wraps the last failed attempt (a
@@ -222,7 +222,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.mu.Lock()
 	if w.started {
 		w.mu.Unlock()
-		return ErrWorkerStarted
+		return ErrAlreadyStarted
 	}
 	w.started = true
 	w.base = context.WithoutCancel(ctx)

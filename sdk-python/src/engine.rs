@@ -72,9 +72,8 @@ fn stream_error(e: StreamError) -> PyErr {
 
 fn engine_error(e: EngineError) -> PyErr {
     match e {
-        EngineError::Config(_) | EngineError::AlreadyStarted | EngineError::NoRuntime => {
-            ConfigError::new_err(e.to_string())
-        }
+        EngineError::AlreadyStarted => crate::AlreadyStartedError::new_err(e.to_string()),
+        EngineError::Config(_) | EngineError::NoRuntime => ConfigError::new_err(e.to_string()),
         EngineError::Refused(_) | EngineError::Closed { .. } => {
             RefusedError::new_err(e.to_string())
         }

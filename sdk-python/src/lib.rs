@@ -29,6 +29,12 @@ pyo3::create_exception!(
 );
 pyo3::create_exception!(
     vyx,
+    AlreadyStartedError,
+    VyxError,
+    "The worker was started a second time: a worker runs once."
+);
+pyo3::create_exception!(
+    vyx,
     RefusedError,
     VyxError,
     "The gateway refused this worker for good (bad token, route conflict, ...)."
@@ -67,6 +73,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("VyxError", py.get_type::<VyxError>())?;
     m.add("ConfigError", py.get_type::<ConfigError>())?;
     m.add("RefusedError", py.get_type::<RefusedError>())?;
+    m.add("AlreadyStartedError", py.get_type::<AlreadyStartedError>())?;
     m.add("StreamError", py.get_type::<StreamError>())?;
     m.add("StreamResetError", py.get_type::<StreamResetError>())?;
     m.add("ConnectionLostError", py.get_type::<ConnectionLostError>())?;

@@ -409,6 +409,22 @@ def test_connect_timeout_bounds_a_dial_that_gets_no_answer():
     assert causes and "within 200ms" in causes[0], causes
 
 
+def test_a_second_start_raises_already_started(gateway, serve, client):
+    w = worker_for(gateway)
+
+    @w.get("/twice")
+    async def twice(req: vyx.Request):
+        return "once"
+
+    serve(w)
+    assert client.get("/twice").text == "once"
+    with pytest.raises(vyx.AlreadyStartedError, match="runs once") as e:
+        asyncio.run(w.serve())
+    assert isinstance(e.value, vyx.VyxError)
+    # The running worker is not disturbed by the refused second start.
+    assert client.get("/twice").text == "once"
+
+
 def test_environment_defaults(monkeypatch):
     monkeypatch.setenv("VYX_CONNECT", "ws://127.0.0.1:4")
     monkeypatch.setenv("VYX_WORKER_ID", "py:from-env")

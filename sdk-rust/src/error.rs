@@ -45,8 +45,8 @@ pub enum Error {
     #[error(transparent)]
     Refused(EngineError),
     /// [`Worker::start`](crate::Worker::start) was called while the worker was running.
-    #[error("the worker is already running")]
-    AlreadyRunning,
+    #[error("the worker has started already and is still running")]
+    AlreadyStarted,
     /// The request body could not be read: the client went away, the gateway reset the
     /// stream, or the connection to the gateway was lost.
     #[error("request body: {0}")]

@@ -17,6 +17,7 @@ loaded as ``vyx._core``; this package maps handlers, requests and responses onto
 """
 
 from ._errors import (
+    AlreadyStartedError,
     ConfigError,
     ConnectionLostError,
     InvalidResponseError,
@@ -56,6 +57,7 @@ __all__ = [
     "VyxError",
     "ConfigError",
     "RefusedError",
+    "AlreadyStartedError",
     "StreamError",
     "StreamResetError",
     "ConnectionLostError",

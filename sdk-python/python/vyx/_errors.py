@@ -5,6 +5,8 @@
 ``RefusedError``
     the gateway refused the worker for good (bad token, route conflict); raised by
     ``start()``/``serve()``.
+``AlreadyStartedError``
+    ``start()``/``serve()`` called a second time: a worker runs once.
 ``StreamError``
     a request cannot do what was asked; ``StreamResetError`` (the client went away),
     ``ConnectionLostError`` and ``InvalidResponseError`` (a head the core answered 500
@@ -12,6 +14,7 @@
 """
 
 from ._core import (
+    AlreadyStartedError,
     ConfigError,
     ConnectionLostError,
     InvalidResponseError,
@@ -25,6 +28,7 @@ __all__ = [
     "VyxError",
     "ConfigError",
     "RefusedError",
+    "AlreadyStartedError",
     "StreamError",
     "StreamResetError",
     "ConnectionLostError",

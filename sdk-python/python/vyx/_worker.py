@@ -16,7 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 from . import _core
-from ._errors import InvalidResponseError, RefusedError, StreamError, VyxError
+from ._errors import (
+    AlreadyStartedError,
+    InvalidResponseError,
+    RefusedError,
+    StreamError,
+    VyxError,
+)
 from ._request import Request
 from ._response import Response, to_response
 
@@ -215,9 +221,10 @@ class Worker:
 
     async def serve(self, *, handle_signals: bool = False) -> None:
         """Runs the worker on the running loop until it is stopped. With
-        ``handle_signals``, SIGTERM and SIGINT drain it. Cancelling this drains at once."""
+        ``handle_signals``, SIGTERM and SIGINT drain it. Cancelling this drains at once.
+        A second call raises :class:`vyx.AlreadyStartedError`: a worker runs once."""
         if self._started:
-            raise VyxError("a worker runs once")
+            raise AlreadyStartedError("the worker has started already: a worker runs once")
         self._started = True
         loop = asyncio.get_running_loop()
         self._loop = loop

@@ -99,11 +99,11 @@ impl Worker {
     ///
     /// A worker runs once: `start` after a stop returns `Ok(())` at once (also when
     /// [`Worker::stop`] came before the first `start`), and after a refusal the same error.
-    /// Calling `start` while it runs is [`Error::AlreadyRunning`].
+    /// Calling `start` while it runs is [`Error::AlreadyStarted`].
     pub async fn start(&self) -> Result<(), Error> {
         let inner = &*self.inner;
         if inner.running.swap(true, Ordering::AcqRel) {
-            return Err(Error::AlreadyRunning);
+            return Err(Error::AlreadyStarted);
         }
         let _running = ResetOnDrop(&inner.running);
         let control = &inner.control;
@@ -490,7 +490,7 @@ mod tests {
             .wait_for(|s| matches!(s, ConnectionState::Reconnecting { .. }))
             .await
             .unwrap();
-        assert!(matches!(w.start().await, Err(Error::AlreadyRunning)));
+        assert!(matches!(w.start().await, Err(Error::AlreadyStarted)));
         w.stop();
         tokio::time::timeout(Duration::from_secs(5), running)
             .await
