@@ -6,6 +6,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 from flask import Flask, Response as FlaskResponse, request as flask_request
 
 import vyx
@@ -91,6 +92,15 @@ def test_python_m_vyx_threads_sets_the_pool_size():
                     "--connect", "ws://127.0.0.1:9/", "--id", "py:cli-threads"])
     assert isinstance(worker, vyx.WSGIWorker)
     assert worker._threads()._max_workers == 3
+
+
+@pytest.mark.parametrize("threads", ["0", "-2"])
+def test_a_pool_of_no_threads_is_a_config_error(threads):
+    from vyx.__main__ import build
+
+    with pytest.raises(vyx.ConfigError, match="max_threads must be a whole number of at least 1"):
+        build(["vyx:Response", "--wsgi", "--threads", threads,
+               "--connect", "ws://127.0.0.1:9/", "--id", "py:cli-threads"])
 
 
 def test_write_callable_output_is_sent_before_the_iterable(gateway, serve, client):

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 from . import _core
 from ._errors import (
     AlreadyStartedError,
+    ConfigError,
     InvalidResponseError,
     RefusedError,
     StreamError,
@@ -116,6 +117,12 @@ class Worker:
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
         max_threads: Optional[int] = None,
     ):
+        # Checked here, not when the pool is first made: a bad size would otherwise fail
+        # the first plain `def` request instead of the constructor.
+        if max_threads is not None and (
+            isinstance(max_threads, bool) or not isinstance(max_threads, int) or max_threads < 1
+        ):
+            raise ConfigError(f"max_threads must be a whole number of at least 1, got {max_threads!r}")
         self._engine = _core.Engine(
             connect or "",
             id or "",

@@ -56,18 +56,7 @@ impl Lines {
     /// Waits, at most `timeout`, until the child has closed its end (after it exited, the
     /// reader may still be behind: a report read at once could miss the last lines).
     pub async fn wait_end(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if *self.ended.lock().unwrap() {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return;
-            }
-        }
+        let _ = tokio::time::timeout(timeout, self.ended()).await;
     }
 
     /// Waits for a line at index `from` or later that `pred` accepts; returns its index and
