@@ -27,6 +27,7 @@ mod register;
 mod registry;
 mod request_rules;
 mod response;
+mod retry;
 mod routes;
 mod server;
 mod supervisor;

@@ -169,6 +169,7 @@ impl Engine {
             id,
             method: method.to_owned(),
             path: path.to_owned(),
+            idempotent: false,
         });
         if let Err(e) = handshake::validate_routes(routes) {
             routes.pop();

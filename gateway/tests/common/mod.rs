@@ -182,6 +182,16 @@ pub async fn get(client: &HttpClient, url: &str) -> (u16, Bytes) {
     (s, b)
 }
 
+/// The value of one counter line of `/_vyx/metrics`, 0 if absent.
+pub async fn metric(gw: &TestGateway, line_start: &str) -> u64 {
+    let (_, body) = get(&client(), &gw.url("/_vyx/metrics")).await;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0, |v| v.parse().unwrap())
+}
+
 /// Waits until `/_vyx/workers` lists `n` connections of `worker_id`.
 pub async fn wait_for_workers(gw_addr: SocketAddr, worker_id: &str, n: usize) {
     let c = client();
@@ -318,6 +328,7 @@ pub fn route(id: u32, method: &str, path: &str) -> RouteSpec {
         id,
         method: method.into(),
         path: path.into(),
+        idempotent: false,
     }
 }
 
