@@ -12,6 +12,7 @@ use http::Request;
 
 use crate::body::GatewayBody;
 use crate::metrics::ConnectionGauges;
+use crate::stopping::Phase;
 use crate::Shared;
 
 #[derive(Serialize)]
@@ -55,16 +56,28 @@ fn json(status: StatusCode, value: &impl Serialize) -> Response<GatewayBody> {
     resp
 }
 
-pub fn health(shared: &Shared) -> Response<GatewayBody> {
-    let shutting_down = shared.shutting_down.load(Ordering::Acquire);
+/// `/_vyx/health`: 503 once the gateway has stopped accepting (liveness, and readiness for
+/// those who used it so); with `?ready` (readiness), 503 from the moment it was told to stop,
+/// for all of `timeouts.readiness_delay` before that.
+pub fn health(shared: &Shared, query: Option<&str>) -> Response<GatewayBody> {
+    let phase = *shared.phase.borrow();
+    let readiness = query.is_some_and(|q| q.split('&').any(|p| p == "ready"));
+    let failing = match readiness {
+        true => phase != Phase::Serving,
+        false => phase == Phase::Closing,
+    };
+    let status = match phase {
+        Phase::Serving => "ok",
+        Phase::Leaving => "stopping",
+        Phase::Closing => "draining",
+    };
     json(
-        if shutting_down {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else {
-            StatusCode::OK
+        match failing {
+            true => StatusCode::SERVICE_UNAVAILABLE,
+            false => StatusCode::OK,
         },
         &serde_json::json!({
-            "status": if shutting_down { "draining" } else { "ok" },
+            "status": status,
             "workers": shared.registry.connection_count(),
         }),
     )

@@ -99,10 +99,15 @@ impl TestGateway {
 
     /// Graceful shutdown (as on SIGTERM), waiting for it to finish.
     pub async fn shutdown(mut self) {
+        self.begin_shutdown();
+        self.join().await;
+    }
+
+    /// Starts the graceful shutdown (as on SIGTERM) without waiting for it.
+    pub fn begin_shutdown(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
-        self.join().await;
     }
 
     /// Kills the gateway without draining: every task and socket is dropped at once.
