@@ -15,7 +15,10 @@ use vyx_core::frame::{Frame, Reset};
 const ID: &str = "retry:svc";
 
 /// A and B, both serving `routes`, registered in that order.
-async fn two_replicas(gw: &TestGateway, routes: Vec<vyx_core::handshake::RouteSpec>) -> (RawWorker, RawWorker) {
+async fn two_replicas(
+    gw: &TestGateway,
+    routes: Vec<vyx_core::handshake::RouteSpec>,
+) -> (RawWorker, RawWorker) {
     let a = RawWorker::connect_instance(gw.addr, ID, None, "a", routes.clone()).await;
     wait_for_workers(gw.addr, ID, 1).await;
     let b = RawWorker::connect_instance(gw.addr, ID, None, "b", routes).await;
@@ -40,7 +43,11 @@ async fn next_request(w: &mut RawWorker) -> (u32, String, Bytes) {
             other => panic!("expected the request's DATA, got {other:?}"),
         }
     }
-    (r.stream_id, String::from_utf8_lossy(&r.method).into_owned(), body.freeze())
+    (
+        r.stream_id,
+        String::from_utf8_lossy(&r.method).into_owned(),
+        body.freeze(),
+    )
 }
 
 /// Answers stream `id` with 200 and `body`.
@@ -74,7 +81,11 @@ async fn a_refused_stream_is_retried_on_another_replica_never_the_one_that_refus
         .await;
     // A is idle again and first in the list: only the exclusion sends the retry to B.
     let (id, method, body) = next_request(&mut b).await;
-    assert_eq!((method.as_str(), &body[..]), ("POST", &b"order"[..]), "the body is replayed");
+    assert_eq!(
+        (method.as_str(), &body[..]),
+        ("POST", &b"order"[..]),
+        "the body is replayed"
+    );
     answer(&mut b, id, b"from b").await;
     let (status, _, got) = sent.await.unwrap();
     assert_eq!((status, &got[..]), (200, &b"from b"[..]));
@@ -94,7 +105,10 @@ async fn a_get_whose_connection_dies_before_the_head_is_retried() {
     assert_eq!(method, "GET");
     answer(&mut b, id, b"from b").await;
     assert_eq!(sent.await.unwrap(), (200, Bytes::from_static(b"from b")));
-    assert_eq!(metric(&gw, &retries("connection_lost", "answered")).await, 1);
+    assert_eq!(
+        metric(&gw, &retries("connection_lost", "answered")).await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -112,7 +126,10 @@ async fn a_route_declared_idempotent_is_retried_with_its_body() {
     answer(&mut b, id, b"paid").await;
     let (status, _, got) = sent.await.unwrap();
     assert_eq!((status, &got[..]), (200, &b"paid"[..]));
-    assert_eq!(metric(&gw, &retries("connection_lost", "answered")).await, 1);
+    assert_eq!(
+        metric(&gw, &retries("connection_lost", "answered")).await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -127,7 +144,10 @@ async fn a_post_that_reached_the_worker_is_not_retried() {
     drop(a);
     let (status, _, _) = sent.await.unwrap();
     assert_eq!(status, 502);
-    assert_eq!(metric(&gw, &retries("connection_lost", "not_idempotent")).await, 1);
+    assert_eq!(
+        metric(&gw, &retries("connection_lost", "not_idempotent")).await,
+        1
+    );
     assert_eq!(served.requests().await, 0, "B never saw the POST");
 }
 
@@ -144,16 +164,27 @@ async fn a_connection_lost_after_the_head_is_not_retried() {
     let (id, _, _) = next_request(&mut a).await;
     a.send(respond(id, 200, false)).await;
     a.send(data(id, b"part", false)).await;
-    let resp = tokio::time::timeout(WAIT, resp).await.unwrap().unwrap().unwrap();
+    let resp = tokio::time::timeout(WAIT, resp)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(resp.status(), 200, "the head reached the client");
     drop(a);
     let body = tokio::time::timeout(WAIT, http_body_util::BodyExt::collect(resp.into_body()))
         .await
         .expect("body ended in time");
-    assert!(body.is_err(), "the response is cut, not completed elsewhere");
+    assert!(
+        body.is_err(),
+        "the response is cut, not completed elsewhere"
+    );
     assert_eq!(served.requests().await, 0);
-    let text = String::from_utf8_lossy(&get(&client(), &gw.url("/_vyx/metrics")).await.1).into_owned();
-    assert!(!text.contains("vyx_retries_total{"), "nothing counted:\n{text}");
+    let text =
+        String::from_utf8_lossy(&get(&client(), &gw.url("/_vyx/metrics")).await.1).into_owned();
+    assert!(
+        !text.contains("vyx_retries_total{"),
+        "nothing counted:\n{text}"
+    );
 }
 
 #[tokio::test]
@@ -167,7 +198,10 @@ async fn with_no_other_replica_the_answer_is_502_as_before() {
     next_request(&mut a).await;
     drop(a);
     assert_eq!(sent.await.unwrap().0, 502);
-    assert_eq!(metric(&gw, &retries("connection_lost", "no_replica")).await, 1);
+    assert_eq!(
+        metric(&gw, &retries("connection_lost", "no_replica")).await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -182,7 +216,10 @@ async fn a_body_streamed_past_the_buffer_is_not_replayed() {
     next_request(&mut a).await;
     drop(a);
     assert_eq!(sent.await.unwrap().0, 502);
-    assert_eq!(metric(&gw, &retries("connection_lost", "body_not_held")).await, 1);
+    assert_eq!(
+        metric(&gw, &retries("connection_lost", "body_not_held")).await,
+        1
+    );
     assert_eq!(served.requests().await, 0);
 }
 
@@ -197,7 +234,10 @@ async fn retries_off_keeps_the_502() {
     next_request(&mut a).await;
     drop(a);
     assert_eq!(sent.await.unwrap().0, 502);
-    assert_eq!(metric(&gw, &retries("connection_lost", "disabled")).await, 1);
+    assert_eq!(
+        metric(&gw, &retries("connection_lost", "disabled")).await,
+        1
+    );
     assert_eq!(served.requests().await, 0);
 }
 

@@ -72,7 +72,10 @@ async fn a_stopping_gateway_fails_readiness_first_and_asks_its_clients_to_leave(
     gw.begin_shutdown();
     let deadline = tokio::time::Instant::now() + WAIT;
     while health(&gw, "?ready").await.0 != 503 {
-        assert!(tokio::time::Instant::now() < deadline, "readiness never failed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "readiness never failed"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(health(&gw, "?ready").await, (503, "stopping".into()));
