@@ -25,6 +25,8 @@ struct WorkerInfo {
     /// The protocol extensions the connection uses (§2.6).
     features: Vec<String>,
     routes: Vec<String>,
+    /// Of `routes`, those the worker declared `idempotent` (§3.8): retried whatever the method.
+    idempotent_routes: Vec<String>,
     in_flight: usize,
     /// Of `in_flight`, requests whose body is still streaming from the client (capped by
     /// `limits.streamed_upload_slots`).
@@ -94,8 +96,15 @@ pub fn workers(shared: &Shared, query: Option<&str>) -> Response<GatewayBody> {
         .connections()
         .iter()
         .map(|c| {
-            let mut routes: Vec<String> = c.routes.load().keys().map(|k| k.to_string()).collect();
+            let declared = c.routes.load();
+            let mut routes: Vec<String> = declared.keys().map(|k| k.to_string()).collect();
             routes.sort();
+            let mut idempotent_routes: Vec<String> = declared
+                .iter()
+                .filter(|(_, r)| r.idempotent)
+                .map(|(k, _)| k.to_string())
+                .collect();
+            idempotent_routes.sort();
             WorkerInfo {
                 id: c.worker_id.clone(),
                 instance: c.instance.clone(),
@@ -104,6 +113,7 @@ pub fn workers(shared: &Shared, query: Option<&str>) -> Response<GatewayBody> {
                 sdk: c.sdk.clone(),
                 features: c.features.names(),
                 routes,
+                idempotent_routes,
                 in_flight: c.in_flight.load(Ordering::Acquire),
                 streamed_uploads: c.streamed_uploads.load(Ordering::Acquire),
                 max_concurrency: c.max_concurrency,

@@ -115,6 +115,9 @@ async fn a_get_whose_connection_dies_before_the_head_is_retried() {
 async fn a_route_declared_idempotent_is_retried_with_its_body() {
     let gw = TestGateway::start().await;
     let (mut a, mut b) = two_replicas(&gw, vec![idempotent_route(0, "POST", "/pay")]).await;
+    let (_, listed) = get(&client(), &gw.url("/_vyx/workers")).await;
+    let listed: serde_json::Value = serde_json::from_slice(&listed).unwrap();
+    assert_eq!(listed[0]["idempotent_routes"], serde_json::json!(["POST /pay"]));
     let c = client();
     let url = gw.url("/pay");
     let key = [("idempotency-key", "k1")];

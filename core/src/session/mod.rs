@@ -178,6 +178,22 @@ impl Engine {
         Ok(id)
     }
 
+    /// Declares route `id` (from [`Engine::add_route`]) idempotent (§3.8): the gateway may
+    /// retry its requests on another replica whatever their method. Only before the start.
+    pub fn set_idempotent(&self, id: u32) -> Result<(), EngineError> {
+        let mut setup = self.setup();
+        if setup.started {
+            return Err(EngineError::AlreadyStarted);
+        }
+        match setup.config.routes.iter_mut().find(|r| r.id == id) {
+            Some(route) => {
+                route.idempotent = true;
+                Ok(())
+            }
+            None => Err(EngineError::Config(format!("no route with id {id}"))),
+        }
+    }
+
     /// The configuration, routes included (as the start will send it).
     pub fn config(&self) -> WorkerConfig {
         self.setup().config.clone()
