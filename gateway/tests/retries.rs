@@ -117,7 +117,10 @@ async fn a_route_declared_idempotent_is_retried_with_its_body() {
     let (mut a, mut b) = two_replicas(&gw, vec![idempotent_route(0, "POST", "/pay")]).await;
     let (_, listed) = get(&client(), &gw.url("/_vyx/workers")).await;
     let listed: serde_json::Value = serde_json::from_slice(&listed).unwrap();
-    assert_eq!(listed[0]["idempotent_routes"], serde_json::json!(["POST /pay"]));
+    assert_eq!(
+        listed[0]["idempotent_routes"],
+        serde_json::json!(["POST /pay"])
+    );
     let c = client();
     let url = gw.url("/pay");
     let key = [("idempotency-key", "k1")];
