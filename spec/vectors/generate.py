@@ -886,7 +886,7 @@ def frame_vectors():
     add("routes_update", control("ROUTES", {"routes": [
         route(0, "GET", "/hello/{name}"), route(2, "PATCH", "/items/{id}")]}))
     add("error_protocol_violation", control("ERROR", {
-        "code": 4005, "message": "unknown frame type 0x04"}))
+        "code": 4005, "message": "unknown frame type 0x06"}))
     add("error_route_conflict_utf8", control("ERROR", {
         "code": 4003, "message": "route GET /hello/{name} is served by “node:api”"}))
     return v
