@@ -77,7 +77,7 @@ impl http_body::Body for GatewayBody {
             GatewayBody::Full(b) | GatewayBody::Complete { data: b, .. } => {
                 Poll::Ready(b.take().map(|b| Ok(Frame::data(b))))
             }
-            GatewayBody::Worker(w) => w.poll_data(cx).map(|d| d.map(|r| r.map(Frame::data))),
+            GatewayBody::Worker(w) => w.poll_frame(cx),
         }
     }
 

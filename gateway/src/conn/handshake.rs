@@ -215,6 +215,7 @@ pub async fn serve<S>(
         since: SystemTime::now(),
         max_concurrency: max_concurrency as usize,
         initial_window: shared.config.initial_window,
+        trailers: false,
         routes: ArcSwap::from_pointee(routes),
         admission,
         bytes_to_worker: shared.metrics.bytes_to_workers.clone(),

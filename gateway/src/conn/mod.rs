@@ -16,7 +16,7 @@ mod streams;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
@@ -67,7 +67,13 @@ pub struct OpenStream {
     pub body: mpsc::UnboundedReceiver<Result<Bytes, Failure>>,
     pub send: Arc<SendWindow<Failure>>,
     pub recv_credit: Arc<AtomicI64>,
+    /// The worker's TRAILERS (§3.10), set before `body` ends.
+    pub trailers: ResponseTrailers,
 }
+
+/// Where the reader leaves a response's trailer fields for its body: set once, before
+/// the body's channel closes, so whoever sees the end sees the trailers.
+pub type ResponseTrailers = Arc<OnceLock<HeaderList>>;
 
 /// One registered worker connection.
 pub struct WorkerConn {
@@ -81,6 +87,8 @@ pub struct WorkerConn {
     pub since: SystemTime,
     pub max_concurrency: usize,
     pub initial_window: u32,
+    /// WELCOME listed `trailers` (§3.10): TRAILERS may cross this connection both ways.
+    pub trailers: bool,
     pub routes: ArcSwap<ConnRoutes>,
     admission: Admission,
     /// Request body bytes sent on this connection count here (the gateway's total).
