@@ -75,6 +75,49 @@ impl Decimal {
     }
 }
 
+/// Checks a handler's trailer fields (PROTOCOL.md §3.10) and encodes them as TRAILERS:
+/// names lower-cased, hop-by-hop names dropped (the gateway removes the rest of what is no
+/// trailer). `Err` says why they cannot be sent: a name or value a head could not carry, or
+/// more than `MAX_TRAILERS_SIZE` bytes.
+pub(crate) fn encode_trailers<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+    stream_id: u32,
+    fields: &[(N, V)],
+) -> Result<Bytes, String> {
+    let listed = connection_tokens(fields);
+    let mut headers = Vec::with_capacity(fields.len());
+    for (name, value) in fields {
+        let (name, value) = (name.as_ref(), value.as_ref());
+        if is_hop_by_hop(name, &listed) {
+            continue;
+        }
+        if name.is_empty() || !name.iter().all(|&b| frame::is_tchar(b)) || name.len() > 65535 {
+            return Err(format!(
+                "trailer name {:?} is not a token",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        if !frame::is_header_value(value) || value.len() > 65535 {
+            return Err(format!(
+                "value of trailer {:?} holds a forbidden byte or is longer than 65535 bytes",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        headers.push((
+            Bytes::from(name.to_ascii_lowercase()),
+            Bytes::copy_from_slice(value),
+        ));
+    }
+    let t = frame::Trailers { stream_id, headers };
+    if t.headers.len() > 65535 || t.payload_len() > crate::limits::MAX_TRAILERS_SIZE {
+        return Err(format!(
+            "trailers of {} bytes exceed max_trailers_size ({})",
+            t.payload_len(),
+            crate::limits::MAX_TRAILERS_SIZE
+        ));
+    }
+    Ok(t.encode())
+}
+
 /// Checks a response head against the protocol and the host rules and encodes it: names
 /// lower-cased, hop-by-hop headers dropped, `content-length` added for a whole body unless
 /// the host gave one or the status has no body. `Err` says why the head cannot be sent.
