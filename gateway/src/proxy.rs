@@ -416,7 +416,7 @@ fn respond(
         return error_response(StatusCode::BAD_GATEWAY, why, request_id);
     }
     let announced = conn
-        .trailers
+        .trailers()
         .then(|| forward::announced_trailers(resp.headers()));
     end_to_end_headers(resp.headers_mut(), framing.content_length);
     if let Some(Some(names)) = announced {
@@ -670,7 +670,7 @@ impl Pump {
             .map(|t| forward::request_trailers(&t))
             .filter(|f| !f.is_empty());
         let sent = match fields {
-            Some(headers) if self.conn.trailers => {
+            Some(headers) if self.conn.trailers() => {
                 let t = Trailers {
                     stream_id: self.id,
                     headers,

@@ -87,8 +87,8 @@ pub struct WorkerConn {
     pub since: SystemTime,
     pub max_concurrency: usize,
     pub initial_window: u32,
-    /// WELCOME listed `trailers` (§3.10): TRAILERS may cross this connection both ways.
-    pub trailers: bool,
+    /// The protocol extensions WELCOME granted this connection (§2.6).
+    pub features: vyx_core::features::Features,
     pub routes: ArcSwap<ConnRoutes>,
     admission: Admission,
     /// Request body bytes sent on this connection count here (the gateway's total).
@@ -106,6 +106,12 @@ pub struct WorkerConn {
 }
 
 impl WorkerConn {
+    /// WELCOME granted `trailers` (§3.10): TRAILERS may cross this connection both ways.
+    pub fn trailers(&self) -> bool {
+        self.features
+            .contains(vyx_core::features::Features::TRAILERS)
+    }
+
     pub fn send(&self, out: Outgoing) {
         self.queue.push(out);
     }

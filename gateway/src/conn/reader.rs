@@ -136,7 +136,7 @@ fn on_frame(
             stream_id,
             frame: vyx_core::frame::kind::TRAILERS,
             error,
-        }) if conn.trailers => {
+        }) if conn.trailers() => {
             check_opened(stream_id, "TRAILERS", table.next_id)?;
             let why = format!("invalid TRAILERS: {} ({error})", error.kind());
             stream_protocol_error(conn, table, stream_id, &why);
@@ -198,7 +198,7 @@ fn on_frame(
                 maybe_finish(conn, table, d.stream_id);
             }
         }
-        Frame::Trailers(t) if conn.trailers => {
+        Frame::Trailers(t) if conn.trailers() => {
             check_opened(t.stream_id, "TRAILERS", table.next_id)?;
             let Some(s) = table.map.get_mut(&t.stream_id) else {
                 return Ok(());
