@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -79,7 +80,9 @@ type connection struct {
 
 // trailersOn reports whether WELCOME listed "trailers" (§3.10): TRAILERS may cross this
 // connection both ways.
-func (c *connection) trailersOn() bool { return false }
+func (c *connection) trailersOn() bool {
+	return slices.Contains(c.welcome.Features, protocol.FeatureTrailers)
+}
 
 // remove takes stream id out of the table (holding c.mu).
 func (c *connection) remove(id uint32) {

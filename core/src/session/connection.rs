@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 use super::stream::{finish_direction, IncomingRequest, Stream, StreamError, StreamShared};
 use super::{ConnectionState, Events, WsStream};
 use crate::error::{CloseCode, ResetCode};
+use crate::features;
 use crate::frame::{kind, DecodeFailure, Frame, Reset};
 use crate::handshake::{Drain, Welcome};
 use crate::heartbeat::Heartbeat;
@@ -100,7 +101,11 @@ pub(crate) async fn run(ws: WsStream, args: RunArgs<'_>) -> ConnEnd {
     let conn = Arc::new(ConnShared {
         queue,
         initial_window: args.welcome.initial_window,
-        trailers: false,
+        trailers: args
+            .welcome
+            .features
+            .iter()
+            .any(|f| f == features::TRAILERS),
         streams: Mutex::new(HashMap::new()),
     });
     let mut reader = Reader {

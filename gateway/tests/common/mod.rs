@@ -408,6 +408,28 @@ impl RawWorker {
         instance: &str,
         routes: Vec<RouteSpec>,
     ) -> RawWorker {
+        Self::connect_offering(addr, worker_id, token, instance, routes, &[]).await
+    }
+
+    /// [`RawWorker::connect`] offering the protocol extensions `features` in HELLO (§2.6);
+    /// `welcome.features` says what the gateway granted.
+    pub async fn connect_with_features(
+        addr: SocketAddr,
+        worker_id: &str,
+        routes: Vec<RouteSpec>,
+        features: &[&str],
+    ) -> RawWorker {
+        Self::connect_offering(addr, worker_id, None, "raw", routes, features).await
+    }
+
+    async fn connect_offering(
+        addr: SocketAddr,
+        worker_id: &str,
+        token: Option<&str>,
+        instance: &str,
+        routes: Vec<RouteSpec>,
+        features: &[&str],
+    ) -> RawWorker {
         let mut ws = match try_upgrade(addr, worker_id, token).await {
             Ok(ws) => ws,
             Err((status, body)) => panic!("{worker_id} refused: {status} {body}"),
@@ -415,6 +437,7 @@ impl RawWorker {
         let hello = Frame::Hello(Hello {
             instance: instance.into(),
             max_concurrency: 64,
+            features: features.iter().map(|f| f.to_string()).collect(),
             ..hello(worker_id, routes)
         });
         ws.send(Message::Binary(hello.encode())).await.unwrap();
