@@ -421,7 +421,7 @@ async fn pump(flow: Arc<Flow>, src: Source, shared: Arc<Shared>) {
                         finish(&flow, protocol_end(why), true);
                     } else {
                         flow.state.lock().unwrap().trailers =
-                            trailers.get().map(|t| crate::forward::trailer_fields(t));
+                            trailers.get().map(crate::forward::trailer_fields);
                         finish(&flow, Ok(()), true);
                     }
                 }

@@ -128,7 +128,16 @@ async fn send_body(stream: &Stream, mut body: Body) {
             }
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => data,
-                Err(_) => continue, // trailers: the protocol has none
+                Err(frame) => {
+                    // Trailers end the body (§3.10); dropped when not negotiated.
+                    let Ok(trailers) = frame.into_trailers() else {
+                        continue;
+                    };
+                    if let Err(e) = stream.end_with_trailers(&[], &header_pairs(&trailers)) {
+                        warn!(error = %e, "response trailers not sent");
+                    }
+                    return;
+                }
             },
         };
         let last = http_body::Body::is_end_stream(&body);
