@@ -128,6 +128,19 @@ pub(crate) fn encode_head<N: AsRef<[u8]>, V: AsRef<[u8]>>(
     body: Option<&[u8]>,
     end_stream: bool,
 ) -> Result<Bytes, String> {
+    encode_head_with(stream_id, status, headers, body, end_stream, false)
+}
+
+/// [`encode_head`]; `announce_trailers` keeps the `trailer` header, which on a connection
+/// with `trailers` names the fields the body will end with (PROTOCOL.md §3.10).
+pub(crate) fn encode_head_with<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+    stream_id: u32,
+    status: u16,
+    headers: &[(N, V)],
+    body: Option<&[u8]>,
+    end_stream: bool,
+    announce_trailers: bool,
+) -> Result<Bytes, String> {
     if !(200..=599).contains(&status) {
         return Err(format!("status {status} is outside 200..=599"));
     }
@@ -136,7 +149,10 @@ pub(crate) fn encode_head<N: AsRef<[u8]>, V: AsRef<[u8]>>(
         headers
             .iter()
             .map(|(n, v)| (n.as_ref(), v.as_ref()))
-            .filter(|(n, _)| !is_hop_by_hop(n, &listed))
+            .filter(|(n, _)| {
+                !is_hop_by_hop(n, &listed)
+                    || (announce_trailers && n.eq_ignore_ascii_case(b"trailer"))
+            })
     };
     let mut count = 0usize;
     let mut size = 0usize;
@@ -298,6 +314,15 @@ mod tests {
         let r = decode(encode_head(1, 200, headers, Some(b"hi"), false).unwrap());
         assert_eq!(names(&r), ["x-kept", "content-type", "content-length"]);
         assert_eq!(&r.headers[2].1[..], b"2");
+    }
+
+    #[test]
+    fn trailer_announces_the_trailers_only_where_they_are_carried() {
+        let headers: &[(&str, &str)] = &[("Trailer", "grpc-status"), ("te", "trailers")];
+        let r = decode(encode_head_with(1, 200, headers, None, false, true).unwrap());
+        assert_eq!(names(&r), ["trailer"]);
+        let r = decode(encode_head_with(1, 200, headers, None, false, false).unwrap());
+        assert!(names(&r).is_empty());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::limits::MAX_DATA_CHUNK;
 
 use super::connection::{ConnShared, Outgoing};
 use crate::host_rules::{
-    self, encode_head, encode_trailers, INTERNAL_ERROR, INTERNAL_ERROR_HEADERS,
+    self, encode_head, encode_head_with, encode_trailers, INTERNAL_ERROR, INTERNAL_ERROR_HEADERS,
 };
 
 /// Why a stream operation failed.
@@ -403,7 +403,8 @@ impl StreamShared {
         }
         let no_body = self.head_only || status == 204 || status == 304;
         let end = end_stream || no_body || body.is_some_and(<[u8]>::is_empty);
-        let head = match encode_head(self.id, status, headers, body, end) {
+        let announce = self.conn.trailers && body.is_none() && !end;
+        let head = match encode_head_with(self.id, status, headers, body, end, announce) {
             Ok(h) => h,
             Err(why) => {
                 warn!(stream = self.id, %why, "response head cannot be sent; answering 500");
