@@ -23,7 +23,7 @@ use std::fmt::{self, Write as _};
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
@@ -224,8 +224,10 @@ impl<T> Bounded<T> {
 }
 
 static HOST: Mutex<Bounded<Record>> = Mutex::new(Bounded::new());
-static LINES: Mutex<Bounded<String>> = Mutex::new(Bounded::new());
-static LINE_READY: Condvar = Condvar::new();
+/// Lines for stderr, and whether the writer is writing some it took.
+static LINES: Mutex<(Bounded<String>, bool)> = Mutex::new((Bounded::new(), false));
+/// Lines were queued, or the writer finished a write.
+static LINES_CHANGED: Condvar = Condvar::new();
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -241,17 +243,23 @@ fn stderr_writer() {
             .spawn(|| loop {
                 let (lines, dropped) = {
                     let mut guard = lock(&LINES);
-                    while guard.queue.is_empty() && guard.dropped == 0 {
-                        guard = LINE_READY
+                    guard.1 = false;
+                    LINES_CHANGED.notify_all();
+                    while guard.0.queue.is_empty() && guard.0.dropped == 0 {
+                        guard = LINES_CHANGED
                             .wait(guard)
                             .unwrap_or_else(PoisonError::into_inner);
                     }
-                    let dropped = std::mem::take(&mut guard.dropped);
-                    (guard.queue.drain(..).collect::<Vec<_>>(), dropped)
+                    guard.1 = true;
+                    let dropped = std::mem::take(&mut guard.0.dropped);
+                    (guard.0.queue.drain(..).collect::<Vec<_>>(), dropped)
                 };
                 let mut out = std::io::stderr().lock();
                 if dropped > 0 {
-                    let _ = writeln!(out, "vyx: {dropped} log lines dropped (stderr was not read in time)");
+                    let _ = writeln!(
+                        out,
+                        "vyx: {dropped} log lines dropped (stderr was not read in time)"
+                    );
                 }
                 for line in lines {
                     let _ = out.write_all(line.as_bytes());
@@ -261,12 +269,33 @@ fn stderr_writer() {
     });
 }
 
+/// Waits until the lines queued for stderr are written, at most `timeout` (a full stderr
+/// would hold a stopping process forever). It blocks: a host calls it once, when its last
+/// engine has stopped and before the process may exit.
+pub fn flush_stderr(timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut guard = lock(&LINES);
+    while !guard.0.queue.is_empty() || guard.1 {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            return;
+        };
+        guard = LINES_CHANGED
+            .wait_timeout(guard, left)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+    }
+}
+
 /// `2026-12-06T20:36:27.123Z  INFO target: message key=value ...`, as the fmt subscriber
 /// writes it.
 fn line(record: &Record) -> String {
     let mut out = String::with_capacity(80 + record.message.len());
     rfc3339(&mut out, SystemTime::now());
-    let _ = write!(out, " {:>5} {}: {}", record.level, record.target, record.message);
+    let _ = write!(
+        out,
+        " {:>5} {}: {}",
+        record.level, record.target, record.message
+    );
     for (name, value) in &record.fields {
         let _ = write!(out, " {name}={value}");
     }
@@ -328,8 +357,8 @@ impl<S: Subscriber> Layer<S> for Forward {
                 }
             }
             Sink::Stderr => {
-                lock(&LINES).push(line(&record));
-                LINE_READY.notify_one();
+                lock(&LINES).0.push(line(&record));
+                LINES_CHANGED.notify_all();
             }
         }
     }
@@ -405,7 +434,10 @@ mod tests {
         rfc3339(&mut s, t);
         assert_eq!(s, "2026-12-07T20:36:27.123Z");
         s.clear();
-        rfc3339(&mut s, SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(951_782_400));
+        rfc3339(
+            &mut s,
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(951_782_400),
+        );
         assert_eq!(s, "2000-02-29T00:00:00.000Z");
     }
 
@@ -416,7 +448,10 @@ mod tests {
             target: "vyx_core::session::supervise".into(),
             message: "registered".into(),
             fields: vec![
-                ("gateway".into(), Value::Str("ws://127.0.0.1:9000/_vyx/register".into())),
+                (
+                    "gateway".into(),
+                    Value::Str("ws://127.0.0.1:9000/_vyx/register".into()),
+                ),
                 ("attempt".into(), Value::U64(2)),
             ],
         };
