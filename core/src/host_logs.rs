@@ -87,7 +87,7 @@ pub fn parse_level(s: &str) -> Result<LevelFilter, InvalidLevel> {
     match s.trim().to_ascii_lowercase().as_str() {
         "off" => Ok(LevelFilter::OFF),
         "error" => Ok(LevelFilter::ERROR),
-        "warn" | "warning" => Ok(LevelFilter::WARN),
+        "warn" => Ok(LevelFilter::WARN),
         "info" => Ok(LevelFilter::INFO),
         "debug" => Ok(LevelFilter::DEBUG),
         "trace" => Ok(LevelFilter::TRACE),
@@ -177,7 +177,7 @@ pub fn take() -> Vec<Record> {
 }
 
 /// Whether [`take`] has something.
-pub fn has_queued() -> bool {
+fn has_queued() -> bool {
     let host = lock(&HOST);
     !host.queue.is_empty() || host.dropped > 0
 }
@@ -418,7 +418,7 @@ mod tests {
     fn levels_by_name_and_nothing_else() {
         assert_eq!(parse_level("DEBUG"), Ok(LevelFilter::DEBUG));
         assert_eq!(parse_level("off"), Ok(LevelFilter::OFF));
-        assert_eq!(parse_level("warning"), Ok(LevelFilter::WARN));
+        assert!(parse_level("warning").is_err());
         let err = parse_level("verbose").unwrap_err();
         assert_eq!(
             err.to_string(),

@@ -52,14 +52,8 @@ fn init() {
     }
     // Engine logs (registration, reconnects, drain, refusal) go to stderr from a thread of
     // their own until a worker is given a `logger`; never written on the engine's thread,
-    // where a closed or full stderr would stop it. `VYX_LOG` is checked by the constructor.
+    // where a closed or full stderr would stop it. The constructor reads `VYX_LOG`.
     host_logs::install(Sink::Stderr);
-    if let Some(level) = std::env::var("VYX_LOG")
-        .ok()
-        .and_then(|v| host_logs::parse_level(&v).ok())
-    {
-        host_logs::set_level(level);
-    }
 }
 
 /// The level `logLevel` (else `VYX_LOG`) names, if either is set; an invalid one is an

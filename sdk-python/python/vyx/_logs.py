@@ -164,7 +164,7 @@ def default_log_handler() -> None:
     if _default_handler is not None or logging.getLogger().handlers or log.handlers:
         return
     handler = _default_handler = _BackgroundStderr()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     log.addHandler(handler)
     if log.level == logging.NOTSET:
         log.setLevel(logging.INFO)

@@ -247,6 +247,8 @@ class Worker:
         self._end = loop.create_future()
         if self._stop_requested:
             return
+        default_log_handler()
+        follow_core_level()
         signals: List[int] = []
         if handle_signals:
             # Before the engine starts: its own thread may be welcomed by the gateway
@@ -255,8 +257,6 @@ class Worker:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
                 signals.append(sig)
-        default_log_handler()
-        follow_core_level()
         try:
             self._engine.start()
         except BaseException:
@@ -382,7 +382,9 @@ class Worker:
         slot = req._slot
         engine = self._engine
         # This task's own context: the handler, and what it calls or starts, see the id.
-        _request_id.set(req.headers.get("x-request-id"))
+        # (The raw bytes: decoding every header of every request would cost on the hot path.)
+        rid = req.headers.raw_value("x-request-id")
+        _request_id.set(None if rid is None else rid.decode("latin-1"))
         try:
             if route.answers_itself:
                 await route.handler(req)
