@@ -71,8 +71,11 @@ pub fn route_counters(exposition: &str) -> HashMap<String, RouteCounters> {
     out
 }
 
+/// A sample's labels, `(name, value)`, in their order.
+type Labels = Vec<(String, String)>;
+
 /// `name{labels} value` (a timestamp after the value, if any, is ignored).
-fn sample(line: &str) -> Option<(&str, Vec<(String, String)>, f64)> {
+fn sample(line: &str) -> Option<(&str, Labels, f64)> {
     let Some(open) = line.find('{') else {
         let (name, value) = line.split_once(' ')?;
         return Some((name, Vec::new(), first_number(value)?));
