@@ -23,6 +23,8 @@ pub struct WorkerInfo {
     pub connection_id: String,
     pub address: String,
     pub sdk: String,
+    /// The protocol extensions the connection uses (§2.6).
+    pub features: Vec<String>,
     pub routes: Vec<String>,
     pub in_flight: usize,
     /// Of `in_flight`, requests whose body is still streaming from the client (capped by
@@ -56,6 +58,7 @@ pub fn worker_info(c: &WorkerConn) -> WorkerInfo {
         connection_id: c.connection_id.clone(),
         address: c.addr.to_string(),
         sdk: c.sdk.clone(),
+        features: c.features.names(),
         routes,
         in_flight: c.in_flight.load(Ordering::Acquire),
         streamed_uploads: c.streamed_uploads.load(Ordering::Acquire),
