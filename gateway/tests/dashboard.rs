@@ -306,3 +306,28 @@ async fn dashboard_clients_past_the_cap_are_refused_until_one_leaves() {
     };
     again.next().await;
 }
+
+#[test]
+fn the_bounds_are_the_operator_s_to_set_in_vyx_yaml() {
+    use vyx_gateway::file_config::parse;
+    let path = std::path::Path::new("/tmp/vyx.yaml");
+    let c = parse(path, "ui: {clients: 2, interval: 250ms, queue: 4}\n").unwrap();
+    assert_eq!(
+        (c.ui.clients, c.ui.interval, c.ui.queue),
+        (2, Duration::from_millis(250), 4)
+    );
+    let d = parse(path, "listen: 127.0.0.1:9000\n").unwrap();
+    assert_eq!((d.ui.clients, d.ui.queue), (8, 16));
+    for (text, words) in [
+        ("ui: {clients: 5000}\n", "1:15: ui.clients: at most 1024"),
+        (
+            "ui: {interval: 10ms}\n",
+            "1:16: ui.interval: between 100ms and 60s",
+        ),
+        ("ui: {queue: 0}\n", "1:13: ui.queue: between 1 and 1024"),
+        ("ui: {client: 1}\n", "unknown key `client`"),
+    ] {
+        let why = parse(path, text).err().unwrap().to_string();
+        assert!(why.contains(words), "{text}: {why}");
+    }
+}

@@ -105,7 +105,7 @@ fn events<B>(req: &Request<B>, shared: &Arc<Shared>) -> Response<GatewayBody> {
     let Some(slot) = shared.ui.clients.take(cap) else {
         let mut resp = plain(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("{cap} dashboard clients already (ui.clients); close one and retry\n"),
+            format!("the dashboard's event streams are all taken (ui.clients: {cap}); close one and retry\n"),
         );
         resp.headers_mut()
             .insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
