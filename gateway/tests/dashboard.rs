@@ -331,3 +331,18 @@ fn the_bounds_are_the_operator_s_to_set_in_vyx_yaml() {
         assert!(why.contains(words), "{text}: {why}");
     }
 }
+
+#[tokio::test]
+async fn a_shutdown_ends_the_event_streams_instead_of_waiting_on_them() {
+    // A drain grace far longer than WAIT: a stream that held the shutdown would fail here.
+    let gw = gateway(|c| c.drain_grace = Duration::from_secs(600)).await;
+    let mut events = Events::open(gw.addr, &[("authorization", BEARER)])
+        .await
+        .unwrap();
+    events.next().await;
+    tokio::time::timeout(WAIT, gw.shutdown())
+        .await
+        .expect("shut down in time");
+    let end = tokio::time::timeout(WAIT, events.body.collect()).await;
+    assert!(end.expect("the stream ended").is_ok());
+}
