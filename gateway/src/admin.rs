@@ -179,6 +179,11 @@ pub fn bearer<B>(req: &Request<B>) -> Option<&str> {
 /// answer with a sentence. A worker's token is refused by name.
 pub fn admin_refusal<B>(req: &Request<B>, shared: &Shared) -> Option<Response<GatewayBody>> {
     let refusal = check_admin_token(shared, bearer(req)).err()?;
+    Some(refused(refusal))
+}
+
+/// The 401/403 answer to a request without the admin token, with a sentence.
+pub fn refused(refusal: Refusal) -> Response<GatewayBody> {
     let message = match refusal {
         Refusal::Missing => {
             "this endpoint needs the admin token: send 'Authorization: Bearer <token>'\n"
@@ -199,7 +204,7 @@ pub fn admin_refusal<B>(req: &Request<B>, shared: &Shared) -> Option<Response<Ga
             HeaderValue::from_static("Bearer"),
         );
     }
-    Some(resp)
+    resp
 }
 
 pub fn metrics(shared: &Shared) -> Response<GatewayBody> {

@@ -97,9 +97,8 @@ fn signed_in<B>(req: &Request<B>, shared: &Shared) -> Result<(), Refusal> {
 }
 
 fn events<B>(req: &Request<B>, shared: &Arc<Shared>) -> Response<GatewayBody> {
-    if signed_in(req, shared).is_err() {
-        return admin::admin_refusal(req, shared)
-            .unwrap_or_else(|| plain(StatusCode::UNAUTHORIZED, "sign in at /_vyx/ui\n".into()));
+    if let Err(why) = signed_in(req, shared) {
+        return admin::refused(why);
     }
     let cap = shared.config.ui.clients;
     let Some(slot) = shared.ui.clients.take(cap) else {
