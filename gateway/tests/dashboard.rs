@@ -243,7 +243,7 @@ async fn stalled_clients(gw: SocketAddr) -> u64 {
 async fn a_client_that_takes_no_events_is_dropped_at_its_bound() {
     let gw = gateway(|c| {
         c.ui.interval = Duration::from_millis(10);
-        c.ui.queue = 4;
+        c.ui.max_missed = 4;
     })
     .await;
     // Big events (long routes, each listed twice), so the socket buffers fill in a few.
@@ -262,7 +262,7 @@ async fn a_client_that_takes_no_events_is_dropped_at_its_bound() {
     )
     .await
     .unwrap();
-    // Never read: the gateway drops it (a reset) once ui.queue events wait for it.
+    // Never read: the gateway drops it (a reset) once it has missed ui.max_missed updates.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let end = gateway_end(gw.addr, me);
@@ -311,20 +311,23 @@ async fn dashboard_clients_past_the_cap_are_refused_until_one_leaves() {
 fn the_bounds_are_the_operator_s_to_set_in_vyx_yaml() {
     use vyx_gateway::file_config::parse;
     let path = std::path::Path::new("/tmp/vyx.yaml");
-    let c = parse(path, "ui: {clients: 2, interval: 250ms, queue: 4}\n").unwrap();
+    let c = parse(path, "ui: {clients: 2, interval: 250ms, max_missed: 4}\n").unwrap();
     assert_eq!(
-        (c.ui.clients, c.ui.interval, c.ui.queue),
+        (c.ui.clients, c.ui.interval, c.ui.max_missed),
         (2, Duration::from_millis(250), 4)
     );
     let d = parse(path, "listen: 127.0.0.1:9000\n").unwrap();
-    assert_eq!((d.ui.clients, d.ui.queue), (8, 16));
+    assert_eq!((d.ui.clients, d.ui.max_missed), (8, 16));
     for (text, words) in [
         ("ui: {clients: 5000}\n", "1:15: ui.clients: at most 1024"),
         (
             "ui: {interval: 10ms}\n",
             "1:16: ui.interval: between 100ms and 60s",
         ),
-        ("ui: {queue: 0}\n", "1:13: ui.queue: between 1 and 1024"),
+        (
+            "ui: {max_missed: 0}\n",
+            "1:18: ui.max_missed: between 1 and 1024",
+        ),
         ("ui: {client: 1}\n", "unknown key `client`"),
     ] {
         let why = parse(path, text).err().unwrap().to_string();

@@ -159,11 +159,11 @@ impl Checker {
             }
             c.ui.interval = d.value.0;
         }
-        if let Some(n) = &u.queue {
+        if let Some(n) = &u.max_missed {
             if !(1..=1024).contains(&n.value) {
-                return Err(self.err(n.referenced, "ui.queue: between 1 and 1024 events"));
+                return Err(self.err(n.referenced, "ui.max_missed: between 1 and 1024 updates"));
             }
-            c.ui.queue = n.value as usize;
+            c.ui.max_missed = n.value;
         }
         Ok(())
     }

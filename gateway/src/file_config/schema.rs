@@ -40,7 +40,7 @@ pub(super) struct File {
 pub(super) struct Ui {
     pub(super) clients: Option<Spanned<u32>>,
     pub(super) interval: Option<Spanned<Dur>>,
-    pub(super) queue: Option<Spanned<u32>>,
+    pub(super) max_missed: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize, Default)]

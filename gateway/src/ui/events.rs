@@ -1,10 +1,11 @@
 //! `/_vyx/ui/events`: server-sent events, one snapshot per `ui.interval`.
 //!
-//! Bounded twice: at most `ui.clients` streams at once (more get a 503), and per stream at
-//! most `ui.queue` events waiting for the client. A client that takes nothing while that
-//! many pile up (its socket buffers full: it stalled, or reads slower than events come) is
-//! dropped: its connection reset as for `timeouts.send`, never an event buffered past the
-//! bound. Each stream has its own task, so a stalled client holds up no other.
+//! Bounded twice: at most `ui.clients` streams at once (more get a 503), and per stream one
+//! update waiting for the client, whatever an update weighs. An update the client has not
+//! taken by the next tick (its socket buffers full) is a missed tick: no newer one is made
+//! for it, so a slow reader gets fewer, fresher updates; one that misses `ui.max_missed`
+//! ticks in a row has stalled and is dropped, its connection reset as for `timeouts.send`.
+//! Each stream has its own task, so a stalled client holds up no other.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,8 +34,8 @@ pub struct UiLimits {
     pub clients: usize,
     /// Time between two snapshots.
     pub interval: Duration,
-    /// Events one stream may have waiting for its client before the client is dropped.
-    pub queue: usize,
+    /// Ticks in a row a client may leave its waiting update untaken before it is dropped.
+    pub max_missed: u32,
 }
 
 impl Default for UiLimits {
@@ -42,7 +43,7 @@ impl Default for UiLimits {
         UiLimits {
             clients: 8,
             interval: Duration::from_secs(1),
-            queue: 16,
+            max_missed: 16,
         }
     }
 }
@@ -89,8 +90,7 @@ pub struct EventBody {
 impl EventBody {
     /// Starts the stream's task; `slot` is held until it ends.
     pub fn start(shared: Arc<Shared>, slot: ClientSlot) -> EventBody {
-        let limits = shared.config.ui;
-        let (tx, rx) = mpsc::channel(limits.queue.max(1));
+        let (tx, rx) = mpsc::channel(1);
         let link = Arc::new(Link::default());
         tokio::spawn(feed(tx, link.clone(), shared, slot));
         EventBody { rx, link }
@@ -105,7 +105,7 @@ impl EventBody {
         match self.rx.poll_recv(cx) {
             Poll::Ready(None) if self.link.stalled.load(Ordering::Acquire) => {
                 Poll::Ready(Some(Err(BodyError(Failure::ConnectionLost(
-                    "dashboard client dropped: too many events waiting (ui.queue)".into(),
+                    "dashboard client dropped: it took no update for ui.max_missed ticks".into(),
                 )))))
             }
             other => other.map(|b| b.map(Ok)),
@@ -117,10 +117,12 @@ impl EventBody {
 /// stream then ends cleanly, so a graceful shutdown does not wait on it) or the client
 /// stalls.
 async fn feed(tx: mpsc::Sender<Bytes>, link: Arc<Link>, shared: Arc<Shared>, _slot: ClientSlot) {
+    let limits = shared.config.ui;
     let mut readings = Readings::default();
-    let mut tick = tokio::time::interval(shared.config.ui.interval);
+    let mut tick = tokio::time::interval(limits.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first = true;
+    let mut missed = 0;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -129,6 +131,24 @@ async fn feed(tx: mpsc::Sender<Bytes>, link: Arc<Link>, shared: Arc<Shared>, _sl
         if shared.shutting_down.load(Ordering::Acquire) {
             return;
         }
+        let Ok(permit) = tx.try_reserve() else {
+            if tx.is_closed() {
+                return;
+            }
+            missed += 1;
+            if missed < limits.max_missed {
+                continue;
+            }
+            link.stalled.store(true, Ordering::Release);
+            shared.metrics.client_error("ui_stalled");
+            debug!(missed, "dashboard client took no update; dropped");
+            let hook = link.on_abort.lock().unwrap().take();
+            if let Some(hook) = hook {
+                hook();
+            }
+            return;
+        };
+        missed = 0;
         let json = readings.next(&shared);
         // The first event also tells the browser how soon to reconnect after a drop.
         let retry = if std::mem::take(&mut first) {
@@ -136,23 +156,8 @@ async fn feed(tx: mpsc::Sender<Bytes>, link: Arc<Link>, shared: Arc<Shared>, _sl
         } else {
             ""
         };
-        let event = Bytes::from(format!("{retry}event: snapshot\ndata: {json}\n\n"));
-        match tx.try_send(event) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Closed(_)) => return,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                link.stalled.store(true, Ordering::Release);
-                shared.metrics.client_error("ui_stalled");
-                debug!(
-                    queue = shared.config.ui.queue,
-                    "dashboard client took no events; dropped"
-                );
-                let hook = link.on_abort.lock().unwrap().take();
-                if let Some(hook) = hook {
-                    hook();
-                }
-                return;
-            }
-        }
+        permit.send(Bytes::from(format!(
+            "{retry}event: snapshot\ndata: {json}\n\n"
+        )));
     }
 }
