@@ -166,6 +166,10 @@ async fn the_page_and_its_events_need_the_admin_token_or_the_session_it_signs_in
     let bearer = [("authorization", BEARER)];
     assert_eq!(send(&c, "GET", &ui, &bearer, Bytes::new()).await.0, 200);
     assert!(Events::open(gw.addr, &bearer).await.is_ok());
+    let (s, h, _) = send(&c, "POST", &ui, &bearer, Bytes::new()).await;
+    assert_eq!((s, h["allow"].to_str().unwrap()), (405, "GET, HEAD"));
+    let (s, h, _) = send(&c, "GET", &login, &bearer, Bytes::new()).await;
+    assert_eq!((s, h["allow"].to_str().unwrap()), (405, "POST"));
     let forged = [("cookie", "vyx_ui=00")];
     assert_eq!(send(&c, "GET", &ui, &forged, Bytes::new()).await.0, 401);
     assert_eq!(Events::open(gw.addr, &forged).await.err().unwrap().0, 401);

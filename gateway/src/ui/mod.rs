@@ -71,12 +71,20 @@ pub async fn serve(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Gat
         },
         "/_vyx/ui/events" if get => events(&req, shared),
         "/_vyx/ui/login" if req.method() == Method::POST => login(req, shared).await,
-        "/_vyx/ui" | "/_vyx/ui/events" | "/_vyx/ui/login" => plain(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed here\n".into(),
-        ),
+        "/_vyx/ui" | "/_vyx/ui/events" => not_allowed("GET, HEAD"),
+        "/_vyx/ui/login" => not_allowed("POST"),
         _ => plain(StatusCode::NOT_FOUND, "no such dashboard page\n".into()),
     }
+}
+
+fn not_allowed(allow: &'static str) -> Response<GatewayBody> {
+    let mut resp = plain(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("this dashboard path answers {allow} only\n"),
+    );
+    resp.headers_mut()
+        .insert(http::header::ALLOW, HeaderValue::from_static(allow));
+    resp
 }
 
 /// The session cookie, a bearer header, or no admin token configured.
