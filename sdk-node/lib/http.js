@@ -7,6 +7,8 @@ const { Duplex } = require('node:stream');
 const { FORWARDED } = require('./request');
 const { toBuffer } = require('./response');
 
+const EMPTY = Buffer.alloc(0);
+
 /**
  * What listeners look at on `req.socket`: there is no socket of the client's here.
  * `remotePort` is 0: the gateway does not forward the client's port (spec/HOSTS.md §5).
@@ -131,12 +133,15 @@ function outgoing(msg, res) {
     if (typeof encoding === 'function') [cb, encoding] = [encoding, undefined];
     if (this.finished) return this;
     if (!this._header) this._implicitHeader();
+    const body = chunk === undefined || chunk === null ? undefined : toBuffer(chunk, encoding);
+    // The whole response at once is one call into the core, which adds its content-length;
+    // an app that asked for chunked framing gets a streamed head, which has none.
+    if (!sent && this.hasHeader('transfer-encoding')) this.flushHeaders();
     if (!sent) {
-      // The whole response at once: one call into the core.
       sent = true;
       headList(this, res);
-      res.send(chunk === undefined || chunk === null ? null : toBuffer(chunk, encoding));
-    } else res.end(chunk === undefined || chunk === null ? undefined : toBuffer(chunk, encoding));
+      res._respond(body ?? EMPTY);
+    } else res.end(body);
     finish();
     if (cb) process.nextTick(cb);
     return this;

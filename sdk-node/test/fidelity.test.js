@@ -49,6 +49,8 @@ function expressApp(logs) {
     res.flushHeaders();
     res.end('c');
   });
+  app.get('/app/untyped', (req, res) => res.end('no type'));
+  app.get('/app/chunked', (req, res) => res.set('transfer-encoding', 'chunked').send('framed by the app'));
   app.get('/app/where', (req, res) => res.json({ url: req.url, baseUrl: req.baseUrl, originalUrl: req.originalUrl }));
   return app;
 }
@@ -139,6 +141,18 @@ test('after writeHead: headersSent, setHeader throws ERR_HTTP_HEADERS_SENT, stat
     assert.equal(r.headers['x-from'], 'writeHead');
     assert.equal(r.headers['x-late'], undefined);
     assert.deepEqual(JSON.parse(r.body), { headersSent: true, thrown: 'ERR_HTTP_HEADERS_SENT' });
+  }
+});
+
+test('the head is what the app set: no content-type added, chunked framing when it asks for it', async () => {
+  for (const r of await both('GET', '/app/untyped')) {
+    assert.equal(r.headers['content-type'], undefined);
+    assert.equal(r.body.toString(), 'no type');
+  }
+  for (const r of await both('GET', '/app/chunked')) {
+    assert.equal(r.headers['content-length'], undefined);
+    assert.equal(r.headers['transfer-encoding'], 'chunked');
+    assert.equal(r.body.toString(), 'framed by the app');
   }
 });
 
