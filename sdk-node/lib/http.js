@@ -88,6 +88,9 @@ function headList(out, res) {
 
 function outgoing(msg, res) {
   const out = new http.ServerResponse(msg);
+  // Where on-finished (send, sendFile, morgan) looks for a client that went away; writes do
+  // not go to it.
+  out.socket = msg.socket;
   let sent = false; // whether the head has gone to the core (`_header` says it is final)
   const finish = () => {
     out.finished = true;

@@ -12,7 +12,7 @@ const responseTime = require('response-time');
 const morgan = require('morgan');
 const { Hono } = require('hono');
 const { VyxWorker } = require('..');
-const { startGateway, request, startWorker } = require('./helpers');
+const { startGateway, request, startWorker, until } = require('./helpers');
 
 /** The Express app under test; `logs` gets morgan's lines. */
 function expressApp(logs) {
@@ -51,6 +51,10 @@ function expressApp(logs) {
   });
   app.get('/app/untyped', (req, res) => res.end('no type'));
   app.get('/app/chunked', (req, res) => res.set('transfer-encoding', 'chunked').send('framed by the app'));
+  app.get('/app/send-after-abort', (req, res) => {
+    aborted.push(req);
+    req.once('close', () => res.sendFile(__filename, (err) => (sendFileError = err ? err.code : 'none')));
+  });
   app.get('/app/where', (req, res) => res.json({ url: req.url, baseUrl: req.baseUrl, originalUrl: req.originalUrl }));
   return app;
 }
@@ -64,6 +68,10 @@ const MULTIPART =
 async function* chunked(text) {
   yield Buffer.from(text);
 }
+
+/** Requests of /app/send-after-abort, and what its sendFile's callback got. */
+const aborted = [];
+let sendFileError = null;
 
 const hono = new Hono();
 hono.get('/h/nine', (c) => c.text('123456789'));
@@ -154,6 +162,16 @@ test('the head is what the app set: no content-type added, chunked framing when 
     assert.equal(r.headers['transfer-encoding'], 'chunked');
     assert.equal(r.body.toString(), 'framed by the app');
   }
+});
+
+test('sendFile after the client went away calls back ECONNABORTED (on-finished sees the socket)', async () => {
+  const [host, port] = gw.addr.split(':');
+  const req = http.get({ host, port, path: '/app/send-after-abort', agent: false });
+  req.on('error', () => {});
+  await until(() => aborted.length === 1, 10_000, 'the request at the app');
+  req.destroy();
+  await until(() => sendFileError !== null, 10_000, "sendFile's callback");
+  assert.equal(sendFileError, 'ECONNABORTED');
 });
 
 test('mount: the listener sees the path after the prefix, as app.use(prefix, app) shows it', async () => {
