@@ -372,7 +372,7 @@ pub async fn reopen_on_sighup(log: std::sync::Weak<AccessLog>) {
 
 /// Whether `id` falls within the sampled share: its hash, with fixed keys, against the
 /// share of the hash space.
-fn sampled(id: &http::HeaderValue, share: f64) -> bool {
+pub fn sampled(id: &http::HeaderValue, share: f64) -> bool {
     let mut h = std::hash::DefaultHasher::new();
     id.as_bytes().hash(&mut h);
     share >= 1.0 || (h.finish() as f64) < share * (u64::MAX as f64)
