@@ -162,11 +162,8 @@ async fn a_line_per_request_with_its_fields_for_a_200_404_502_and_a_client_that_
     assert_eq!(missing["route"], Value::Null);
     assert_eq!(missing["worker_id"], Value::Null);
     assert_eq!(missing["error"], "no route");
-    assert_eq!(
-        missing["bytes_out"].as_u64().unwrap() > 0,
-        true,
-        "{missing}"
-    );
+    // The gateway's own JSON answer.
+    assert!(missing["bytes_out"].as_u64().unwrap() > 0, "{missing}");
 
     assert_eq!(failed["status"], 502);
     assert_eq!(failed["route"], "GET /{what}");
