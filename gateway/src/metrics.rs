@@ -1,8 +1,9 @@
 //! Prometheus metrics for `/_vyx/metrics` (prometheus-client).
 //!
-//! The request path touches only pre-resolved handles: a route's [`RouteMetrics`] is
+//! The request path touches pre-resolved handles for routes: a route's [`RouteMetrics`] is
 //! resolved once per route (its label set built then), a status counter once per route and
-//! status, and byte counters are plain atomics. Gauges (in-flight streams, connected
+//! status, and byte counters are plain atomics. Per worker id, two series are looked up per
+//! request (a read lock and a hash); gateway errors only when they happen. Gauges (in-flight streams, connected
 //! workers, queued bytes) are read from the registry when scraped, so they cost nothing per
 //! request.
 
