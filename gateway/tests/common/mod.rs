@@ -307,6 +307,7 @@ pub fn hello(id: &str, routes: Vec<RouteSpec>) -> Hello {
         max_concurrency: 8,
         routes,
         labels: Default::default(),
+        features: Vec::new(),
     }
 }
 
@@ -382,6 +383,7 @@ pub fn unset_welcome() -> Welcome {
         initial_window: 0,
         max_frame_size: 0,
         max_concurrency: 0,
+        features: Vec::new(),
     }
 }
 
