@@ -269,7 +269,6 @@ impl Handoff {
 /// the writer thread.
 pub struct AccessLog {
     mode: Mode,
-    format: LogFormat,
     tx: Option<SyncSender<Message>>,
     /// Set by [`AccessLog::reopen`], so that a reopen is not lost when its message cannot
     /// be queued.
@@ -293,7 +292,6 @@ impl AccessLog {
         if config.mode == Mode::Off {
             return Ok(AccessLog {
                 mode: Mode::Off,
-                format,
                 tx: None,
                 reopen: Default::default(),
                 dropped,
@@ -308,7 +306,6 @@ impl AccessLog {
             .spawn(move || write_lines(rx, sink, format, &asked))?;
         Ok(AccessLog {
             mode: config.mode,
-            format,
             tx: Some(tx),
             reopen,
             dropped,
@@ -348,11 +345,6 @@ impl AccessLog {
             self.reopen.store(true, Ordering::Release);
             let _ = tx.try_send(Message::Reopen);
         }
-    }
-
-    /// The line format (the gateway's log format).
-    pub fn format(&self) -> LogFormat {
-        self.format
     }
 }
 
@@ -533,7 +525,6 @@ mod tests {
         let (tx, _rx) = sync_channel(2);
         let log = AccessLog {
             mode: Mode::All,
-            format: LogFormat::Json,
             tx: Some(tx),
             reopen: Default::default(),
             dropped: dropped.clone(),
