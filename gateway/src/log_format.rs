@@ -7,7 +7,7 @@
 //! {"level":"WARN","message":"worker timed out","peer":"127.0.0.1:50012","request_id":"5f0c…","route":"GET /slow","target":"vyx_gateway::proxy","time":"2026-12-06T21:02:11.480Z","worker_id":"api"}
 //! ```
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::str::FromStr;
 use std::time::SystemTime;
 
@@ -42,17 +42,25 @@ impl FromStr for LogFormat {
 
 /// RFC 3339 in UTC with milliseconds, as every JSON line's `time`.
 pub fn rfc3339(t: SystemTime) -> String {
+    let mut s = String::with_capacity(24);
+    rfc3339_into(&mut s, t);
+    s
+}
+
+/// [`rfc3339`] appended to `out`.
+pub fn rfc3339_into(out: &mut String, t: SystemTime) {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, day) = civil_from_days(days as i64);
-    format!(
+    let _ = write!(
+        out,
         "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
         rem / 3600,
         rem / 60 % 60,
         rem % 60,
         d.subsec_millis()
-    )
+    );
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).

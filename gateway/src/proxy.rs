@@ -90,7 +90,7 @@ pub async fn proxy(
         request_id.clone(),
         client,
         req.method().clone(),
-        req.uri().path(),
+        req.uri(),
         start,
     );
     // Logged when dropped: also when the client goes away before the response.
@@ -108,7 +108,7 @@ pub async fn proxy(
     )
     .instrument(span)
     .await;
-    answered(&shared, &mut resp, matched.as_deref(), pending);
+    answered(&shared, &mut resp, matched, pending);
     resp
 }
 
@@ -117,10 +117,10 @@ pub async fn proxy(
 fn answered(
     shared: &Shared,
     resp: &mut Answer,
-    matched: Option<&RouteTarget>,
+    matched: Option<Arc<RouteTarget>>,
     mut pending: Pending,
 ) {
-    let route = match matched {
+    let route = match &matched {
         Some(t) => t.metrics.get_or_init(|| shared.metrics.route(&t.key)),
         None => shared.metrics.unmatched(),
     };
@@ -142,7 +142,7 @@ fn answered(
     if logged {
         entry.status = status;
         entry.ttfb = Some(elapsed);
-        entry.route = matched.map(|t| t.key.to_string());
+        entry.route = matched;
         entry.error = error.map(|e| e.0);
         resp.extensions_mut().insert(Handoff::new(pending));
     }
