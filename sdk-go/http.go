@@ -22,13 +22,18 @@ import (
 func (w *Worker) serveStream(s *stream, r *frame.Request) {
 	rt := w.routes[r.RouteID]
 	req := newRequest(s, r, rt)
-	rw := &responseWriter{s: s, header: http.Header{}, log: w.log, req: req}
+	log := w.log
+	if id := req.Header.Get("X-Request-Id"); id != "" {
+		// The gateway's id for the request: the worker's lines about it carry it.
+		log = log.With("request_id", id)
+	}
+	rw := &responseWriter{s: s, header: http.Header{}, log: log, req: req}
 	defer func() {
 		if v := recover(); v != nil {
 			if v == http.ErrAbortHandler {
 				s.abort("handler aborted") // as net/http drops the connection: no answer
 			} else {
-				w.log.Error("vyx: handler panicked", "method", req.Method, "target", r.Target, "panic", v, "stack", string(debug.Stack()))
+				log.Error("vyx: handler panicked", "method", req.Method, "target", r.Target, "panic", v, "stack", string(debug.Stack()))
 				rw.fail("handler panicked")
 			}
 		} else {

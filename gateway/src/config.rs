@@ -120,6 +120,8 @@ pub struct GatewayConfig {
     pub log_format: crate::log_format::LogFormat,
     /// `access_log:`: which requests get a line, and where it goes.
     pub access_log: crate::access_log::AccessLogConfig,
+    /// The dashboard's bounds (`/_vyx/ui`).
+    pub ui: crate::UiLimits,
 }
 
 impl Default for GatewayConfig {
@@ -166,6 +168,7 @@ impl Default for GatewayConfig {
             tls: None,
             log_format: Default::default(),
             access_log: Default::default(),
+            ui: crate::UiLimits::default(),
         }
     }
 }

@@ -35,11 +35,13 @@ mod supervisor;
 mod target;
 pub mod tls;
 pub mod trusted_proxies;
+mod ui;
 mod upload;
 
 pub use config::GatewayConfig;
 pub use conn_limit::raise_nofile_limit;
 pub use server::Gateway;
+pub use ui::UiLimits;
 
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
@@ -59,4 +61,5 @@ pub(crate) struct Shared {
     /// `limits.response_buffer_total`, in bytes (see `response`).
     pub response_budget: Arc<tokio::sync::Semaphore>,
     pub access_log: Arc<access_log::AccessLog>,
+    pub ui: ui::Dashboard,
 }

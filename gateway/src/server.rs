@@ -109,6 +109,7 @@ impl Gateway {
                     .min(tokio::sync::Semaphore::MAX_PERMITS),
             )),
             access_log,
+            ui: crate::ui::Dashboard::new(),
             config,
         });
         // A worker id or route the registry forgets leaves the metrics too.
@@ -617,6 +618,7 @@ async fn route(
                 None if rest == "workers" => admin::workers(&shared, req.uri().query()),
                 None => admin::metrics(&shared),
             },
+            "ui" | "ui/events" | "ui/login" => crate::ui::serve(req, &shared).await,
             _ => no_such("no such admin endpoint"),
         };
     }

@@ -22,8 +22,31 @@ export interface VyxWorkerOptions {
   drainTimeoutMs?: number;
   /** SIGTERM and SIGINT drain the worker (default true). */
   handleSignals?: boolean;
-  /** Where handler failures and stray rejections are logged (default `console`). */
-  logger?: { error(...args: unknown[]): void };
+  /**
+   * Where the worker's logs go: the core's (registered, reconnecting, draining, ...) and
+   * handler failures. Without it, the core's go to stderr and failures to `console`.
+   */
+  logger?: Logger;
+  /** The core's log level (default: `VYX_LOG`, else `'info'`); see `setLogLevel`. */
+  logLevel?: LogLevel;
+}
+
+/** The levels of the core's logs, least to most. */
+export type LogLevel = 'off' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
+
+/**
+ * Any logger with these methods: `console`, pino, winston. pino is called as
+ * `info(fields, message)`, others as `info(message, fields)`; the core's trace level comes
+ * as `debug`. A missing method or one that throws loses that record, never the worker.
+ *
+ * @example
+ * new VyxWorker({ logger: pino() }); // {"msg":"vyx: registered","gateway":"ws://...",...}
+ */
+export interface Logger {
+  error(...args: unknown[]): void;
+  warn?(...args: unknown[]): void;
+  info?(...args: unknown[]): void;
+  debug?(...args: unknown[]): void;
 }
 
 export type StateEvent =
@@ -145,6 +168,14 @@ export declare class VyxWorker extends EventEmitter {
   start(): Promise<void>;
   /** Drains; resolves once stopped. */
   stop(drainTimeoutMs?: number): Promise<void>;
+  /**
+   * Sets the core's log level now, for every worker of the process; throws
+   * `ERR_VYX_CONFIG` for a name that is not a level.
+   *
+   * @example
+   * worker.setLogLevel('debug');
+   */
+  setLogLevel(level: LogLevel): this;
 
   on(event: 'state', listener: (s: StateEvent) => void): this;
   on(event: 'connecting' | 'draining' | 'stopped', listener: (s: StateEvent) => void): this;

@@ -7,6 +7,7 @@ const { VyxRequest } = require('./request');
 const { VyxResponse } = require('./response');
 const { fetchRoute } = require('./fetch');
 const { httpRoute } = require('./http');
+const { logTo, logRecords } = require('./log');
 
 let binding = null;
 function native() {
@@ -43,7 +44,7 @@ class VyxWorker extends EventEmitter {
   #handleSignals;
   #onSignal = null;
   #onRejection = null;
-  #logger;
+  #log;
   #state = { kind: 'connecting' };
 
   /**
@@ -59,7 +60,11 @@ class VyxWorker extends EventEmitter {
    * @param {number} [options.drainTimeoutMs]  what in-flight requests get on stop
    *   (`defaults().drainTimeoutMs`)
    * @param {boolean} [options.handleSignals]  SIGTERM/SIGINT drain (default true)
-   * @param {{error: Function}} [options.logger]  where handler failures go (`console`)
+   * @param {object} [options.logger]  where the worker's logs go, the core's included: any
+   *   object with `debug/info/warn/error` (`console`, pino, winston); the core's go to
+   *   stderr when this is not given
+   * @param {string} [options.logLevel]  the core's log level: `off`, `error`, `warn`,
+   *   `info` (the default), `debug` or `trace` (`VYX_LOG`)
    */
   constructor(options = {}) {
     super();
@@ -71,10 +76,24 @@ class VyxWorker extends EventEmitter {
     if (options.maxConcurrency !== undefined) o.maxConcurrency = options.maxConcurrency;
     if (options.connectTimeoutMs !== undefined) o.connectTimeoutMs = options.connectTimeoutMs;
     if (options.labels !== undefined) o.labels = { ...options.labels };
+    if (options.logLevel !== undefined && options.logLevel !== null) o.logLevel = String(options.logLevel);
+    o.hasLogger = options.logger !== undefined && options.logger !== null;
     this.#native = call(() => new NativeWorker(o));
     this.#drainTimeoutMs = options.drainTimeoutMs ?? defaults().drainTimeoutMs;
     this.#handleSignals = options.handleSignals ?? true;
-    this.#logger = options.logger ?? console;
+    this.#log = logTo(options.logger ?? console);
+  }
+
+  /**
+   * Sets the level of the core's logs, at once and for every worker of the process:
+   * `off`, `error`, `warn`, `info`, `debug` or `trace` (`ERR_VYX_CONFIG` otherwise).
+   *
+   * @example
+   * worker.setLogLevel('debug'); // reconnects and drains in detail
+   */
+  setLogLevel(level) {
+    call(() => native().setLogLevel(String(level)));
+    return this;
   }
 
   /** The latest connection state emitted (`{ kind: 'connecting' }` before any). */
@@ -194,7 +213,7 @@ class VyxWorker extends EventEmitter {
     }
     // A handler's stray promise that rejects must not take the process down.
     this.#onRejection = (reason) => {
-      this.#logger.error('vyx: unhandled rejection (the worker goes on serving):', reason);
+      this.#log('error', `vyx: unhandled rejection (the worker goes on serving): ${describe(reason)}`, { err: reason });
     };
     process.on('unhandledRejection', this.#onRejection);
   }
@@ -209,6 +228,7 @@ class VyxWorker extends EventEmitter {
   }
 
   #take(batch) {
+    if (batch.logs.length > 0) logRecords(this.#log, batch.logs);
     const nat = this.#native;
     const onDone = (ex) => this.#live.delete(ex.slot);
     for (const head of batch.requests) {
@@ -238,15 +258,15 @@ class VyxWorker extends EventEmitter {
     try {
       ret = route.handler(req, res);
     } catch (e) {
-      this.#failed(route, ex, e);
+      this.#failed(route, req, ex, e);
       return;
     }
     if (ret !== null && typeof ret === 'object' && typeof ret.then === 'function') {
       ret.then(
-        (v) => this.#returned(route, ex, res, v),
-        (e) => this.#failed(route, ex, e),
+        (v) => this.#returned(route, req, ex, res, v),
+        (e) => this.#failed(route, req, ex, e),
       );
-    } else this.#returned(route, ex, res, ret);
+    } else this.#returned(route, req, ex, res, ret);
   }
 
   /**
@@ -254,25 +274,36 @@ class VyxWorker extends EventEmitter {
    * JSON (what the other SDKs do with the same return), nothing as the status set so far
    * (200 unless set) and no body.
    */
-  #returned(route, ex, res, value) {
+  #returned(route, req, ex, res, value) {
     if (route.kind !== 'plain' || ex.done || res.headersSent) return;
     try {
       if (value === undefined) res.end();
       else if (typeof value === 'string' || ArrayBuffer.isView(value) || value instanceof ArrayBuffer) res.send(value);
       else res.json(value);
     } catch (e) {
-      this.#failed(route, ex, e);
+      this.#failed(route, req, ex, e);
     }
   }
 
-  #failed(route, ex, e) {
+  #failed(route, req, ex, e) {
     if (ex.aborted) return; // nobody is waiting for this answer
-    this.#logger.error(`vyx: handler of ${route.method} ${route.pattern} failed:`, e);
+    this.#log('error', `vyx: handler of ${route.method} ${route.pattern} failed: ${describe(e)}`, {
+      err: e,
+      method: req.method,
+      route: route.pattern,
+      request_id: req.header('x-request-id'),
+    });
     if (!ex.done) {
       ex.finish();
       ex.native.fail(ex.slot, String(e && e.message ? e.message : e));
     }
   }
+}
+
+/** An error's code and message (`[ERR_VYX_INVALID_HEAD] ...`), or the value as text. */
+function describe(e) {
+  if (e instanceof Error) return e.code ? `[${e.code}] ${e.message}` : e.message;
+  return String(e);
 }
 
 /** vyx-core's defaults: `{ maxConcurrency, connectTimeoutMs, drainTimeoutMs }`. */

@@ -80,7 +80,7 @@ for (const [file, kind, route] of [
 test('the installed types check under TypeScript (nodenext, import and require)', () => {
   fs.writeFileSync(
     path.join(project, 'check.mts'),
-    `import { VyxWorker, type VyxRequest, type VyxResponse, type StateEvent } from '@vyx/worker';
+    `import { VyxWorker, type VyxRequest, type VyxResponse, type StateEvent, type LogLevel, type Logger } from '@vyx/worker';
 const w: VyxWorker = new VyxWorker({ connect: 'ws://127.0.0.1:1', id: 'a:b', maxConcurrency: 8 });
 w.get('/x/{id}', async (req: VyxRequest, res: VyxResponse) => {
   const id: string = req.params.id;
@@ -90,6 +90,10 @@ w.get('/x/{id}', async (req: VyxRequest, res: VyxResponse) => {
   return { id, q };
 });
 w.on('state', (s: StateEvent) => s.kind);
+const logged: VyxWorker = new VyxWorker({ logger: console, logLevel: 'debug' }).setLogLevel('warn');
+const level: LogLevel = 'off';
+const own: Logger = { error() {}, info(fields: unknown, msg?: string) { void fields; void msg; } };
+void [logged, level, own];
 const done: Promise<void> = w.start();
 void done;
 `,
