@@ -13,10 +13,12 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::conn::Failure;
 use crate::upload::Buffered;
 
-/// What a second attempt sends: the REQUEST frame as first encoded, and the whole body.
+/// What a second attempt sends: the REQUEST frame as first encoded, and the whole body
+/// (with its trailers).
 pub struct Replay {
     frame: BytesMut,
     chunks: Vec<Bytes>,
+    trailers: Option<http::HeaderMap>,
     /// The body's share of `limits.body_buffer_total`, held until the response head (the
     /// first attempt's pump sends clones of the same bytes).
     permit: Option<OwnedSemaphorePermit>,
@@ -32,6 +34,7 @@ impl Replay {
         Some(Replay {
             frame: frame.clone(),
             chunks: body.chunks.clone(),
+            trailers: body.trailers.clone(),
             permit: body.permit.take(),
         })
     }
@@ -43,6 +46,7 @@ impl Replay {
             chunks: self.chunks,
             rest: None,
             permit: self.permit,
+            trailers: self.trailers,
         };
         (self.frame, body)
     }
