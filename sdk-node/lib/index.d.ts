@@ -3,8 +3,12 @@ import { EventEmitter } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
 export interface VyxWorkerOptions {
-  /** Gateway URL, `ws://host:port` or `wss://...` (default: `VYX_CONNECT`). */
-  connect?: string;
+  /**
+   * Gateway URL, `ws://host:port` or `wss://...`, or a list of them (default: `VYX_CONNECT`,
+   * comma-separated). The worker holds a session to each gateway and to each address of
+   * its host name.
+   */
+  connect?: string | string[];
   /** Worker id (default: `VYX_WORKER_ID`). */
   id?: string;
   /** Registration token (default: `VYX_TOKEN`). */
@@ -24,6 +28,17 @@ export interface VyxWorkerOptions {
   handleSignals?: boolean;
   /** Where handler failures and stray rejections are logged (default `console`). */
   logger?: { error(...args: unknown[]): void };
+}
+
+/** One session's state (`worker.gateways()`). */
+export interface GatewayState {
+  /** The registration URL dialled. */
+  gateway: string;
+  /** The address dialled, `null` while the host name resolves to nothing. */
+  address: string | null;
+  kind: 'connecting' | 'connected' | 'reconnecting' | 'draining' | 'stopped' | 'failed';
+  connectionId?: string;
+  cause?: string;
 }
 
 export type StateEvent =
@@ -124,6 +139,8 @@ export type HttpListener = (req: IncomingMessage, res: ServerResponse) => void;
 export declare class VyxWorker extends EventEmitter {
   constructor(options?: VyxWorkerOptions);
   readonly id: string;
+  /** Each session's latest state; `state` is their aggregate (`connected` while one is). */
+  gateways(): GatewayState[];
   /** The latest connection state emitted (`{ kind: 'connecting' }` before any). */
   readonly state: StateEvent;
   route(method: string, pattern: string, handler: Handler): this;

@@ -429,7 +429,7 @@ def test_environment_defaults(monkeypatch):
     monkeypatch.setenv("VYX_CONNECT", "ws://127.0.0.1:4")
     monkeypatch.setenv("VYX_WORKER_ID", "py:from-env")
     w = vyx.Worker()
-    assert (w.connect, w.id) == ("ws://127.0.0.1:4", "py:from-env")
+    assert (w.connect, w.id) == (["ws://127.0.0.1:4"], "py:from-env")
 
 
 def test_wrong_token_is_refused_for_good(tmp_path: Path):
