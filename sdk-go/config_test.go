@@ -20,7 +20,7 @@ func TestDefaultsAreTheSpecs(t *testing.T) {
 	if DefaultMaxConcurrency != spec.MaxConcurrency || DefaultConnectTimeout != ms(spec.ConnectTimeoutMS) || DefaultDrainTimeout != ms(spec.DrainTimeoutMS) {
 		t.Errorf("defaults %d %v %v, spec %+v", DefaultMaxConcurrency, DefaultConnectTimeout, DefaultDrainTimeout, spec)
 	}
-	w, err := NewWorker(Config{Connect: "ws://127.0.0.1:1", ID: "t:defaults"})
+	w, err := NewWorker(Config{Connect: []string{"ws://127.0.0.1:1"}, ID: "t:defaults"})
 	if err != nil {
 		t.Fatal(err)
 	}
