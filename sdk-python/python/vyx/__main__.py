@@ -93,7 +93,8 @@ def build(argv=None) -> Worker:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = load(args.app, args.factory)
-    options = dict(connect=args.connect.split(",") if args.connect else None, id=args.id, token=args.token, ca_file=args.ca_file,
+    connect = args.connect.split(",") if args.connect else None
+    options = dict(connect=connect, id=args.id, token=args.token, ca_file=args.ca_file,
                    max_concurrency=args.max_concurrency, drain_timeout=args.drain_timeout,
                    max_threads=args.threads)
     if args.asgi or (not args.wsgi and is_asgi(app)):
