@@ -121,6 +121,8 @@ pub struct WorkerConfig {
     pub resolver: Resolver,
     /// How often host names are resolved again.
     pub resolve_interval: Duration,
+    /// The protocol extensions the host can serve, offered in HELLO (§2.6).
+    pub features: crate::features::Features,
 }
 
 impl WorkerConfig {
@@ -138,6 +140,7 @@ impl WorkerConfig {
             tls_ca_file: None,
             resolver: Resolver::system(),
             resolve_interval: DEFAULT_RESOLVE_INTERVAL,
+            features: crate::features::Features::NONE,
         }
     }
 

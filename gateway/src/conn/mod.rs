@@ -81,6 +81,8 @@ pub struct WorkerConn {
     pub since: SystemTime,
     pub max_concurrency: usize,
     pub initial_window: u32,
+    /// The protocol extensions WELCOME granted this connection (§2.6).
+    pub features: vyx_core::features::Features,
     pub routes: ArcSwap<ConnRoutes>,
     admission: Admission,
     /// Request body bytes sent on this connection count here (the gateway's total).
