@@ -24,7 +24,7 @@ use std::time::Duration;
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 use vyx_core::session::{
-    Engine, EngineError, Stream, StreamError, TryChunk, TrySend, WorkerConfig,
+    ConnectionState, Engine, EngineError, Stream, StreamError, TryChunk, TrySend, WorkerConfig,
 };
 
 /// The SDK's name in HELLO.
