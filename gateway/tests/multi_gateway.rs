@@ -32,10 +32,11 @@ async fn serves(gw: SocketAddr) {
     assert_eq!((status, &body[..]), (200, &b"here"[..]), "through {gw}");
 }
 
+/// Host names and their addresses, as the test sets them.
+type Table = Arc<Mutex<HashMap<String, Vec<SocketAddr>>>>;
+
 /// A resolver answering from a table the test changes as it goes.
-fn table(
-    entries: &[(&str, Vec<SocketAddr>)],
-) -> (Resolver, Arc<Mutex<HashMap<String, Vec<SocketAddr>>>>) {
+fn table(entries: &[(&str, Vec<SocketAddr>)]) -> (Resolver, Table) {
     let table: HashMap<String, Vec<SocketAddr>> = entries
         .iter()
         .map(|(host, addrs)| (host.to_string(), addrs.clone()))

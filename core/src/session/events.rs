@@ -102,8 +102,7 @@ impl States {
             return changed.clone();
         }
         states()
-            .filter(|s| matches!(s, Connecting | Reconnecting { .. }))
-            .last()
+            .rfind(|s| matches!(s, Connecting | Reconnecting { .. }))
             .cloned()
             .unwrap_or_else(|| self.worker.clone())
     }

@@ -14,6 +14,8 @@ use tokio_tungstenite::tungstenite::http::Uri;
 /// What a [`Resolver`] returns.
 pub type ResolveFuture = Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send>>;
 
+type ResolveFn = dyn Fn(&str, u16) -> ResolveFuture + Send + Sync;
+
 /// Turns a gateway's host name and port into the addresses to dial. The system's resolver
 /// unless a test (or an application with its own discovery) names another.
 ///
@@ -28,7 +30,7 @@ pub type ResolveFuture = Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>
 /// });
 /// ```
 #[derive(Clone)]
-pub struct Resolver(Arc<dyn Fn(&str, u16) -> ResolveFuture + Send + Sync>);
+pub struct Resolver(Arc<ResolveFn>);
 
 impl Resolver {
     /// The system's resolver (`getaddrinfo`, through tokio).
