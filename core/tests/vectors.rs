@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use serde_json::Value;
 use vyx_core::backoff::{envelope_ms, Backoff, SplitMix64, BASE_MS, CAP_MS, STABLE_MS};
-use vyx_core::frame::{Data, Frame, Request, Reset, Response, Window};
+use vyx_core::frame::{Data, Frame, Informational, Request, Reset, Response, Trailers, Window};
 use vyx_core::handshake::{
     validate_routes, Drain, ErrorMessage, Hello, RouteSpec, Routes, Welcome,
 };
@@ -65,6 +65,15 @@ fn frame_of(f: &Value) -> Frame {
         "RESPONSE" => Frame::Response(Response {
             stream_id,
             end_stream,
+            status: f["status"].as_u64().unwrap() as u16,
+            headers: pairs(&f["headers"], text),
+        }),
+        "TRAILERS" => Frame::Trailers(Trailers {
+            stream_id,
+            headers: pairs(&f["headers"], text),
+        }),
+        "INFORMATIONAL" => Frame::Informational(Informational {
+            stream_id,
             status: f["status"].as_u64().unwrap() as u16,
             headers: pairs(&f["headers"], text),
         }),
@@ -243,6 +252,14 @@ fn routing_cases() {
                 )),
             };
             assert_eq!(got, want, "{name}: {method} {path}");
+            if got.is_none() {
+                let allow: Vec<String> = serde_json::from_value(req["allow"].clone()).unwrap();
+                assert_eq!(
+                    router.allowed_methods(path),
+                    allow,
+                    "{name}: {method} {path}"
+                );
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use vyx_core::error::ResetCode;
 
+use crate::access_log::Pending;
 use crate::conn::{Failure, WorkerConn};
 use crate::response::ResponseBody;
 
@@ -38,6 +39,8 @@ pub enum GatewayBody {
         _guard: StreamGuard,
     },
     Worker(Box<ResponseBody>),
+    /// The dashboard's event stream (`ui`).
+    Events(Box<crate::ui::EventBody>),
 }
 
 impl GatewayBody {
@@ -53,8 +56,11 @@ impl GatewayBody {
     /// `hook` runs if a worker's response is aborted because the client took nothing for
     /// `timeouts.send` (see `response`).
     pub fn on_send_timeout(&self, hook: impl FnOnce() + Send + 'static) {
-        if let GatewayBody::Worker(w) = self {
-            w.on_abort(Box::new(hook));
+        match self {
+            GatewayBody::Worker(w) => w.on_abort(Box::new(hook)),
+            // A dashboard client dropped at its bound is cut the same way.
+            GatewayBody::Events(e) => e.on_abort(Box::new(hook)),
+            _ => {}
         }
     }
 }
@@ -77,7 +83,8 @@ impl http_body::Body for GatewayBody {
             GatewayBody::Full(b) | GatewayBody::Complete { data: b, .. } => {
                 Poll::Ready(b.take().map(|b| Ok(Frame::data(b))))
             }
-            GatewayBody::Worker(w) => w.poll_data(cx).map(|d| d.map(|r| r.map(Frame::data))),
+            GatewayBody::Worker(w) => w.poll_frame(cx),
+            GatewayBody::Events(e) => e.poll_data(cx).map(|d| d.map(|r| r.map(Frame::data))),
         }
     }
 
@@ -85,6 +92,7 @@ impl http_body::Body for GatewayBody {
         match self {
             GatewayBody::Full(b) | GatewayBody::Complete { data: b, .. } => b.is_none(),
             GatewayBody::Worker(w) => w.is_done(),
+            GatewayBody::Events(_) => false,
         }
     }
 
@@ -95,7 +103,7 @@ impl http_body::Body for GatewayBody {
             GatewayBody::Complete {
                 data, exact: true, ..
             } => SizeHint::with_exact(data.as_ref().map_or(0, |b| b.len() as u64)),
-            GatewayBody::Complete { .. } => SizeHint::default(),
+            GatewayBody::Complete { .. } | GatewayBody::Events(_) => SizeHint::default(),
             GatewayBody::Worker(w) => match w.expected() {
                 Some(n) => SizeHint::with_exact(n),
                 None => SizeHint::default(),
@@ -112,6 +120,16 @@ pub struct Tracked {
     pub _active: Arc<std::sync::Mutex<Option<crate::conn_limit::ActiveRequest>>>,
     /// HTTP/1 only: fails the body once the client has gone (see `client_eof`).
     pub client_eof: Option<crate::client_eof::ClientEof>,
+    /// The request's access log line, logged when the body is dropped.
+    pub access: Option<Pending>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let Some(access) = &mut self.access {
+            access.body_done(http_body::Body::is_end_stream(&self.body));
+        }
+    }
 }
 
 impl http_body::Body for Tracked {
@@ -124,12 +142,24 @@ impl http_body::Body for Tracked {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let frame = Pin::new(&mut this.body).poll_frame(cx);
-        if frame.is_pending() {
-            if let Some(eof) = &mut this.client_eof {
-                ready!(eof.poll_gone(cx));
-                return Poll::Ready(Some(Err(BodyError(Failure::ConnectionLost(
-                    "the client closed its connection mid-response".into(),
-                )))));
+        let frame = match frame {
+            Poll::Pending => match &mut this.client_eof {
+                Some(eof) => {
+                    ready!(eof.poll_gone(cx));
+                    Poll::Ready(Some(Err(BodyError(Failure::ConnectionLost(
+                        "the client closed its connection mid-response".into(),
+                    )))))
+                }
+                None => Poll::Pending,
+            },
+            frame => frame,
+        };
+        if let (Some(access), Poll::Ready(Some(r))) = (&mut this.access, &frame) {
+            match r {
+                Ok(f) => {
+                    access.entry.bytes_out += f.data_ref().map_or(0, |d| d.len() as u64);
+                }
+                Err(e) => access.entry.error = Some(e.to_string()),
             }
         }
         frame

@@ -9,6 +9,7 @@
 //! # }
 //! ```
 
+pub mod access_log;
 mod admin;
 pub mod auth;
 mod body;
@@ -20,6 +21,7 @@ pub mod file_config;
 mod forward;
 mod framing;
 mod h2_calm;
+pub mod log_format;
 pub mod log_limit;
 mod metrics;
 mod proxy;
@@ -33,11 +35,13 @@ mod supervisor;
 mod target;
 pub mod tls;
 pub mod trusted_proxies;
+mod ui;
 mod upload;
 
 pub use config::GatewayConfig;
 pub use conn_limit::raise_nofile_limit;
 pub use server::Gateway;
+pub use ui::UiLimits;
 
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
@@ -56,4 +60,6 @@ pub(crate) struct Shared {
     pub body_budget: Arc<tokio::sync::Semaphore>,
     /// `limits.response_buffer_total`, in bytes (see `response`).
     pub response_budget: Arc<tokio::sync::Semaphore>,
+    pub access_log: Arc<access_log::AccessLog>,
+    pub ui: ui::Dashboard,
 }

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
@@ -11,16 +11,18 @@ use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument};
 use vyx_core::error::ResetCode;
 use vyx_core::flow::SendWindow;
-use vyx_core::frame::{set_route_id, HeadTooLarge, RequestWriter};
-use vyx_core::limits::MAX_DATA_CHUNK;
+use vyx_core::frame::{set_route_id, HeadTooLarge, RequestWriter, Trailers};
+use vyx_core::limits::{MAX_DATA_CHUNK, MAX_TRAILERS_SIZE};
 
+use crate::access_log::{Entry, Handoff, Pending};
 use crate::body::{GatewayBody, StreamGuard};
-use crate::conn::{Failure, OpenStream, ResponseHead, WorkerConn};
+use crate::conn::{Failure, OpenStream, ResponseHead, ResponseTrailers, WorkerConn};
 use crate::forward::{self, X_REQUEST_ID};
 use crate::framing::{framing, BodyPlan, Framing};
+use crate::metrics::Observed;
 use crate::registry::reserve_replica;
 use crate::response::{self, ResponseBody, Source};
 use crate::routes::RouteTarget;
@@ -49,6 +51,31 @@ pub fn error_response(
     if status == StatusCode::SERVICE_UNAVAILABLE {
         h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
     }
+    resp.extensions_mut()
+        .insert(GatewayError(message.to_string()));
+    resp
+}
+
+/// Marks a response as the gateway's own error answer, with its message (for the access
+/// log's `error` and `vyx_gateway_errors_total`).
+#[derive(Clone)]
+pub struct GatewayError(pub String);
+
+/// 405 with `Allow` when routes serve the path with other methods (§2.5.2), else 404.
+fn no_route(
+    table: &crate::routes::RouteTable,
+    parts: &http::request::Parts,
+    request_id: &HeaderValue,
+) -> Response<GatewayBody> {
+    let allow = table.allowed_methods(parts.uri.path()).join(", ");
+    if allow.is_empty() {
+        return error_response(StatusCode::NOT_FOUND, "no route", request_id);
+    }
+    let message = format!("{} is not served here; allowed: {allow}", parts.method);
+    let mut resp = error_response(StatusCode::METHOD_NOT_ALLOWED, &message, request_id);
+    if let Ok(v) = HeaderValue::from_str(&allow) {
+        resp.headers_mut().insert(http::header::ALLOW, v);
+    }
     resp
 }
 
@@ -58,16 +85,67 @@ pub async fn proxy(
     client: SocketAddr,
 ) -> Response<GatewayBody> {
     let start = std::time::Instant::now();
+    let request_id = request_id(req.headers(), &shared);
+    let entry = Entry::new(
+        request_id.clone(),
+        client,
+        req.method().clone(),
+        req.uri(),
+        start,
+    );
+    // Logged when dropped: also when the client goes away before the response.
+    let mut pending = Pending::new(entry, &shared.access_log);
     let mut matched = None;
-    let resp = dispatch(req, &shared, client, &mut matched).await;
+    // Every log line about the request carries its id.
+    let span = tracing::info_span!("request", request_id = %String::from_utf8_lossy(request_id.as_bytes()));
+    let mut resp = dispatch(
+        req,
+        &shared,
+        client,
+        request_id,
+        &mut matched,
+        &mut pending.entry,
+    )
+    .instrument(span)
+    .await;
+    answered(&shared, &mut resp, matched, pending);
+    resp
+}
+
+/// Counts the answered request, and hands its access-log entry to the response body, which
+/// logs it once the client has the whole body (or went away).
+fn answered(
+    shared: &Shared,
+    resp: &mut Answer,
+    matched: Option<Arc<RouteTarget>>,
+    mut pending: Pending,
+) {
     let route = match &matched {
         Some(t) => t.metrics.get_or_init(|| shared.metrics.route(&t.key)),
         None => shared.metrics.unmatched(),
     };
-    shared
-        .metrics
-        .observe(route, resp.status().as_u16(), start.elapsed());
-    resp
+    let logged = pending.is_logged();
+    let entry = &mut pending.entry;
+    let status = resp.status().as_u16();
+    let elapsed = entry.start.elapsed();
+    let error = resp.extensions_mut().remove::<GatewayError>();
+    shared.metrics.observe(
+        route,
+        &Observed {
+            status,
+            elapsed,
+            queue_wait: entry.queue_wait,
+            worker_id: entry.worker.as_ref().map(|w| w.worker_id.as_str()),
+            gateway_error: error.is_some(),
+        },
+    );
+    if logged {
+        entry.status = status;
+        entry.ttfb = Some(elapsed);
+        entry.route = matched;
+        entry.error = error.map(|e| e.0);
+        resp.extensions_mut().insert(Handoff::new(pending));
+    }
 }
 
 /// The client's response: the worker's, or the gateway's own answer (which ends a request early).
@@ -80,14 +158,17 @@ async fn dispatch(
     req: Request<Incoming>,
     shared: &Arc<Shared>,
     client: SocketAddr,
+    request_id: HeaderValue,
     matched: &mut Option<Arc<RouteTarget>>,
+    entry: &mut Entry,
 ) -> Answer {
     let (parts, body) = req.into_parts();
-    let request_id = request_id(&parts.headers, shared);
     let steps = async {
         let mut routed = lookup(&parts, &body, shared, client, &request_id, matched)?;
-        let admitted = admit(body, &mut routed, shared, &request_id).await?;
-        let (head, admitted) = forward(admitted, &routed.target, shared, &request_id).await?;
+        let admitted = admit(body, &mut routed, shared, &request_id, entry).await?;
+        let bytes_in = (!admitted.end_stream).then(|| entry.bytes_in_counter());
+        let (head, admitted) =
+            forward(admitted, &routed.target, shared, &request_id, bytes_in).await?;
         Ok(respond(
             head,
             admitted,
@@ -138,11 +219,7 @@ fn lookup(
     // body is read after this returns).
     let table = shared.registry.table_full();
     let Some(found) = table.lookup(parts.method.as_str(), parts.uri.path()) else {
-        return Err(error_response(
-            StatusCode::NOT_FOUND,
-            "no route",
-            request_id,
-        ));
+        return Err(no_route(&table, parts, request_id));
     };
     *matched = Some(found.value.clone());
     if let Some(refusal) = unforwardable(parts, body, shared) {
@@ -215,6 +292,7 @@ async fn admit(
     routed: &mut Routed,
     shared: &Arc<Shared>,
     request_id: &HeaderValue,
+    entry: &mut Entry,
 ) -> Result<Admitted, Answer> {
     let body = read_body_start(body, routed.end_stream, shared)
         .await
@@ -225,7 +303,10 @@ async fn admit(
         .rest
         .is_some()
         .then_some(shared.config.streamed_upload_slots);
+    let queued = std::time::Instant::now();
     let (conn, open) = open_stream(routed, streamed, shared, request_id).await?;
+    entry.queue_wait = Some(queued.elapsed());
+    entry.worker = Some(conn.clone());
     let share = streamed.map(|_| StreamedShare(conn.clone()));
     Ok(Admitted {
         conn,
@@ -328,6 +409,7 @@ async fn forward(
     target: &RouteTarget,
     shared: &Arc<Shared>,
     request_id: &HeaderValue,
+    bytes_in: Option<Arc<AtomicU64>>,
 ) -> Result<(ResponseHead, Answering), Answer> {
     let Admitted {
         conn,
@@ -344,8 +426,9 @@ async fn forward(
             send: open.send.clone(),
             fault: fault.clone(),
             shared: shared.clone(),
+            bytes_in,
         };
-        tokio::spawn(pump_body(body, share, pump));
+        tokio::spawn(pump_body(body, share, pump).in_current_span());
     }
     let answering = Answering {
         guard: StreamGuard {
@@ -354,6 +437,7 @@ async fn forward(
         },
         body: open.body,
         recv_credit: open.recv_credit,
+        trailers: open.trailers,
     };
     match tokio::time::timeout(shared.config.request_timeout, open.head).await {
         Err(_) => {
@@ -379,6 +463,7 @@ struct Answering {
     guard: StreamGuard,
     body: mpsc::UnboundedReceiver<Result<Bytes, Failure>>,
     recv_credit: Arc<AtomicI64>,
+    trailers: ResponseTrailers,
 }
 
 /// The client's response from the worker's head: its framing (§3.5; 502 when invalid),
@@ -413,7 +498,13 @@ fn respond(
         let why = "worker sent an invalid response";
         return error_response(StatusCode::BAD_GATEWAY, why, request_id);
     }
+    let announced = conn
+        .trailers()
+        .then(|| forward::announced_trailers(resp.headers()));
     end_to_end_headers(resp.headers_mut(), framing.content_length);
+    if let Some(Some(names)) = announced {
+        resp.headers_mut().insert(http::header::TRAILER, names);
+    }
     resp
 }
 
@@ -424,13 +515,16 @@ fn response_body(framing: &Framing, answering: Answering, shared: &Arc<Shared>) 
         guard,
         mut body,
         recv_credit,
+        trailers,
     } = answering;
     if framing.body == BodyPlan::Empty {
         // Dropping the guard RESETs (`cancel`) a stream whose body is still open: it is
         // not forwarded, and the slot is freed now.
         drop(guard);
         GatewayBody::empty()
-    } else if let Some(data) = response::already_complete(&mut body, framing.content_length) {
+    } else if let Some(data) =
+        response::already_complete(&mut body, framing.content_length, &trailers)
+    {
         GatewayBody::Complete {
             data,
             exact: framing.content_length.is_some(),
@@ -444,6 +538,7 @@ fn response_body(framing: &Framing, answering: Answering, shared: &Arc<Shared>) 
                 initial_window: guard.conn.initial_window,
                 guard,
                 expected: framing.content_length,
+                trailers,
             },
             shared.clone(),
         )))
@@ -627,6 +722,8 @@ struct Pump {
     /// Set, before the stream is RESET, when the client fails its body.
     fault: Arc<OnceLock<ClientFault>>,
     shared: Arc<Shared>,
+    /// The request's `bytes_in` in the access log.
+    bytes_in: Option<Arc<AtomicU64>>,
 }
 
 impl Pump {
@@ -634,6 +731,9 @@ impl Pump {
     /// the stream has failed.
     async fn send(&self, mut data: Bytes) -> bool {
         self.conn.bytes_to_worker.inc_by(data.len() as u64);
+        if let Some(n) = &self.bytes_in {
+            n.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
         while !data.is_empty() {
             let Ok(n) = self.send.reserve(data.len().min(MAX_DATA_CHUNK)).await else {
                 return false;
@@ -646,6 +746,39 @@ impl Pump {
             }
         }
         true
+    }
+
+    /// Ends the request body: TRAILERS when the client sent trailer fields and the worker
+    /// negotiated them (§3.10), else END_STREAM (trailer fields dropped and counted).
+    async fn end(&self, trailers: Option<http::HeaderMap>) {
+        if self.send.failure().is_some() {
+            return;
+        }
+        let fields = trailers
+            .map(|t| forward::request_trailers(&t))
+            .filter(|f| !f.is_empty());
+        let sent = match fields {
+            Some(headers) if self.conn.trailers() => {
+                let t = Trailers {
+                    stream_id: self.id,
+                    headers,
+                };
+                if t.payload_len() > MAX_TRAILERS_SIZE {
+                    let why = "request trailers larger than max_trailers_size";
+                    return self.client_failed(ClientFault::Malformed(why.into()));
+                }
+                self.conn.send_trailers(t).await
+            }
+            fields => {
+                if fields.is_some() {
+                    self.shared.metrics.request_trailers_dropped.inc();
+                }
+                self.conn.send_data(self.id, true, &[]).await
+            }
+        };
+        if sent {
+            self.conn.request_sent(self.id);
+        }
     }
 
     /// The client failed its body: RESET the stream now, which frees the worker's slot.
@@ -667,6 +800,7 @@ async fn pump_body(body: Buffered, share: Option<StreamedShare>, pump: Pump) {
         chunks,
         rest,
         permit,
+        mut trailers,
     } = body;
     for chunk in chunks {
         if !pump.send(chunk).await {
@@ -686,10 +820,9 @@ async fn pump_body(body: Buffered, share: Option<StreamedShare>, pump: Pump) {
                 Err(fault) => return pump.client_failed(fault),
             }
         }
+        trailers = upload.take_trailers();
     }
-    if pump.send.failure().is_none() && pump.conn.send_data(pump.id, true, &[]).await {
-        pump.conn.request_sent(pump.id);
-    }
+    pump.end(trailers).await;
 }
 
 /// The answer to a client that failed its body before the request reached a worker.

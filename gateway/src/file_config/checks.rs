@@ -12,8 +12,9 @@ use vyx_core::limits::{MAX_CONCURRENCY, MAX_ROUTES, MAX_WINDOW};
 
 use super::env::expand_env;
 use super::scalars::{Dur, Listen};
-use super::schema::{File, Limits, Register, Timeouts, Worker};
+use super::schema::{File, Limits, Register, Timeouts, Ui, Worker};
 use super::ConfigError;
+use crate::access_log::{Mode, Output, DEFAULT_SAMPLE};
 use crate::auth::{Credentials, DeclaredWorker, Secret};
 use crate::config::GatewayConfig;
 use crate::trusted_proxies::IpNet;
@@ -119,6 +120,7 @@ impl Checker {
             c.claim_grace = d.0;
         }
         self.buffer_limits(&file.limits, &mut c)?;
+        self.ui(&file.ui, &mut c)?;
         c.client_half_close = file.client_half_close;
         for p in &file.trusted_proxies {
             match IpNet::parse(&p.value) {
@@ -137,9 +139,89 @@ impl Checker {
         if let Some(t) = &file.tls {
             c.tls = Some(self.tls(t)?);
         }
+        self.logs(&file, &mut c)?;
         let declared = self.workers(&file.workers, &mut c)?;
         c.auth = Arc::new(Credentials::new(declared, file.accept_unknown_workers));
         Ok(c)
+    }
+
+    /// `log:` and `access_log:`.
+    fn logs(&self, file: &File, c: &mut GatewayConfig) -> Result<(), ConfigError> {
+        if let Some(f) = &file.log.format {
+            c.log_format = f
+                .value
+                .parse()
+                .map_err(|e| self.err(f.referenced, format!("log.format: {e}")))?;
+        }
+        let Some(a) = &file.access_log else {
+            return Ok(());
+        };
+        let at = a.referenced;
+        let a = &a.value;
+        let sample = match &a.sample {
+            Some(s) if !(s.value > 0.0 && s.value <= 1.0) => {
+                return Err(self.err(
+                    s.referenced,
+                    format!(
+                        "access_log.sample {}: must be more than 0 and at most 1",
+                        s.value
+                    ),
+                ))
+            }
+            Some(s) => Some((s.value, s.referenced)),
+            None => None,
+        };
+        let mode = a.mode.as_ref().map_or("all", |m| m.value.as_str());
+        c.access_log.mode = match (mode, sample) {
+            ("sampled", Some((share, _))) => Mode::Sampled(share),
+            ("sampled", None) => Mode::Sampled(DEFAULT_SAMPLE),
+            (_, Some((_, at))) => {
+                return Err(self.err(at, "access_log.sample: only with mode: sampled"))
+            }
+            ("all", None) => Mode::All,
+            ("errors", None) => Mode::Errors,
+            ("off", None) => Mode::Off,
+            (other, None) => {
+                let at = a.mode.as_ref().map_or(at, |m| m.referenced);
+                return Err(self.err(
+                    at,
+                    format!("access_log.mode {other:?}: give all, errors, sampled or off"),
+                ));
+            }
+        };
+        if let Some(p) = &a.path {
+            c.access_log.output = match p.value.as_str() {
+                "stdout" => Output::Stdout,
+                "stderr" => Output::Stderr,
+                _ => Output::File(self.resolve(&self.expand(p)?)),
+            };
+        }
+        Ok(())
+    }
+
+    /// `ui:`: the dashboard's bounds.
+    fn ui(&self, u: &Ui, c: &mut GatewayConfig) -> Result<(), ConfigError> {
+        if let Some(n) = &u.clients {
+            if n.value > 1024 {
+                let why = "ui.clients: at most 1024 (0: no event streams)";
+                return Err(self.err(n.referenced, why));
+            }
+            c.ui.clients = n.value as usize;
+        }
+        if let Some(d) = &u.interval {
+            let (low, high) = (Duration::from_millis(100), Duration::from_secs(60));
+            if d.value.0 < low || d.value.0 > high {
+                return Err(self.err(d.referenced, "ui.interval: between 100ms and 60s"));
+            }
+            c.ui.interval = d.value.0;
+        }
+        if let Some(n) = &u.max_missed {
+            if !(1..=1024).contains(&n.value) {
+                return Err(self.err(n.referenced, "ui.max_missed: between 1 and 1024 updates"));
+            }
+            c.ui.max_missed = n.value;
+        }
+        Ok(())
     }
 
     /// `register:`: the registration path and its own listener.

@@ -41,6 +41,8 @@ impl TestGateway {
     pub async fn start_with(tweak: impl FnOnce(&mut GatewayConfig)) -> TestGateway {
         let mut config = GatewayConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
+            // Tests that read the access log turn it on; the others keep stdout quiet.
+            access_log: vyx_gateway::access_log::AccessLogConfig::off(),
             ..GatewayConfig::default()
         };
         tweak(&mut config);
@@ -408,6 +410,28 @@ impl RawWorker {
         instance: &str,
         routes: Vec<RouteSpec>,
     ) -> RawWorker {
+        Self::connect_offering(addr, worker_id, token, instance, routes, &[]).await
+    }
+
+    /// [`RawWorker::connect`] offering the protocol extensions `features` in HELLO (§2.6);
+    /// `welcome.features` says what the gateway granted.
+    pub async fn connect_with_features(
+        addr: SocketAddr,
+        worker_id: &str,
+        routes: Vec<RouteSpec>,
+        features: &[&str],
+    ) -> RawWorker {
+        Self::connect_offering(addr, worker_id, None, "raw", routes, features).await
+    }
+
+    async fn connect_offering(
+        addr: SocketAddr,
+        worker_id: &str,
+        token: Option<&str>,
+        instance: &str,
+        routes: Vec<RouteSpec>,
+        features: &[&str],
+    ) -> RawWorker {
         let mut ws = match try_upgrade(addr, worker_id, token).await {
             Ok(ws) => ws,
             Err((status, body)) => panic!("{worker_id} refused: {status} {body}"),
@@ -415,6 +439,7 @@ impl RawWorker {
         let hello = Frame::Hello(Hello {
             instance: instance.into(),
             max_concurrency: 64,
+            features: features.iter().map(|f| f.to_string()).collect(),
             ..hello(worker_id, routes)
         });
         ws.send(Message::Binary(hello.encode())).await.unwrap();

@@ -34,6 +34,7 @@ pub const ROUTES: &[&str] = &[
     "GET /throw",
     "HEAD /head",
     "POST /echo",
+    "POST /trailers",
     "POST /upload",
 ];
 
