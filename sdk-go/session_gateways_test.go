@@ -204,3 +204,16 @@ func TestABadGatewayListNamesTheEntry(t *testing.T) {
 		t.Fatalf("%v %v", w, err)
 	}
 }
+
+// TestAnEmptyConnectStringTakesTheEnvironment: Connect []string{""} is no gateway given.
+func TestAnEmptyConnectStringTakesTheEnvironment(t *testing.T) {
+	t.Setenv(EnvConnect, "ws://127.0.0.1:1")
+	w, err := NewWorker(Config{Connect: []string{""}, ID: "t:p"})
+	if err != nil || !slices.Equal(w.cfg.Connect, []string{"ws://127.0.0.1:1"}) {
+		t.Fatalf("%v %v", w, err)
+	}
+	t.Setenv(EnvConnect, "")
+	if _, err := NewWorker(Config{Connect: []string{""}, ID: "t:p"}); err == nil || !strings.Contains(err.Error(), "no gateway address") {
+		t.Fatalf("%v", err)
+	}
+}

@@ -78,7 +78,8 @@ func NewWorker(cfg Config) (*Worker, error) {
 			*field = os.Getenv(key)
 		}
 	}
-	if v := os.Getenv(EnvConnect); len(cfg.Connect) == 0 && v != "" {
+	noConnect := func() bool { return !slices.ContainsFunc(cfg.Connect, func(c string) bool { return c != "" }) }
+	if v := os.Getenv(EnvConnect); noConnect() && v != "" {
 		cfg.Connect = splitConnect(v)
 	}
 	env(&cfg.ID, EnvWorkerID)
@@ -107,7 +108,7 @@ func NewWorker(cfg Config) (*Worker, error) {
 		}
 		cfg.Instance = fmt.Sprintf("%s-%d-%x", host, os.Getpid(), randomSeed()&0xffffff)
 	}
-	if len(cfg.Connect) == 0 {
+	if noConnect() {
 		return nil, fmt.Errorf("vyx: no gateway address: set Config.Connect or %s", EnvConnect)
 	}
 	targets, err := parseTargets(cfg.Connect)

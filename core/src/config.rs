@@ -145,10 +145,11 @@ impl WorkerConfig {
     }
 
     /// Fills `connect`, `worker_id` and `token` from `VYX_CONNECT`, `VYX_WORKER_ID` and
-    /// `VYX_TOKEN` where they are empty, and `tls_ca_file` from `VYX_CA_FILE`.
+    /// `VYX_TOKEN` where they are empty (`connect` also when it is one empty string, as a
+    /// binding passes an empty option), and `tls_ca_file` from `VYX_CA_FILE`.
     pub fn apply_env_defaults(&mut self) {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        if self.connect.is_empty() {
+        if self.connect.iter().all(String::is_empty) {
             self.connect = env(ENV_CONNECT)
                 .map(|list| split_connect(&list))
                 .unwrap_or_default();
@@ -166,7 +167,7 @@ impl WorkerConfig {
 
     /// Checks what the gateway would refuse anyway, so that the error comes at once.
     pub fn validate(&self) -> Result<(), EngineError> {
-        if self.connect.is_empty() {
+        if self.connect.iter().all(String::is_empty) {
             return Err(EngineError::Config(format!(
                 "no gateway address: set it in code or in {ENV_CONNECT}"
             )));
@@ -233,5 +234,24 @@ fn default_instance() -> String {
         format!("{pid}-{nonce:08x}")
     } else {
         format!("{host}-{pid}-{nonce:08x}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_connect_string_is_no_gateway_and_a_bad_entry_is_named() {
+        let none = WorkerConfig::new("", "t:w").validate().unwrap_err();
+        assert!(none.to_string().contains("no gateway address"), "{none}");
+        let bad = WorkerConfig::new(["ws://a:1", "ws://b:2", "wss://"], "t:w")
+            .validate()
+            .unwrap_err();
+        assert!(
+            bad.to_string()
+                .contains("gateway address 3 of 3 (\"wss://\")"),
+            "{bad}"
+        );
     }
 }
