@@ -39,6 +39,12 @@ impl IntoGateways for String {
     }
 }
 
+impl IntoGateways for &String {
+    fn into_gateways(self) -> Vec<String> {
+        vec![self.clone()]
+    }
+}
+
 impl<S: Into<String>> IntoGateways for Vec<S> {
     fn into_gateways(self) -> Vec<String> {
         self.into_iter().map(Into::into).collect()
