@@ -268,6 +268,7 @@ fn routing_cases() {
 fn sdk_defaults_match() {
     use vyx_core::config::{
         DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_CONCURRENCY,
+        DEFAULT_RESOLVE_INTERVAL,
     };
     let file = load("defaults.json");
     let ms = |key: &str| file[key].as_u64().unwrap() as u128;
@@ -280,6 +281,10 @@ fn sdk_defaults_match() {
         DEFAULT_CONNECT_TIMEOUT.as_millis()
     );
     assert_eq!(ms("drain_timeout_ms"), DEFAULT_DRAIN_TIMEOUT.as_millis());
+    assert_eq!(
+        ms("resolve_interval_ms"),
+        DEFAULT_RESOLVE_INTERVAL.as_millis()
+    );
 }
 
 #[test]

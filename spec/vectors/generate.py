@@ -1854,6 +1854,7 @@ def main():
         "max_concurrency": 1024,
         "connect_timeout_ms": 10000,
         "drain_timeout_ms": 30000,
+        "resolve_interval_ms": 30000,
     })
     __import__("behaviour").write_all(write)  # streams, flow, heartbeat, retry, worker_id
     print("frames: %d, malformed: %d, handshake: %d, welcome: %d, routing: %d, backoff seeds: %d"

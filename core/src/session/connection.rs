@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, info, warn};
 
 use super::stream::{finish_direction, IncomingRequest, Stream, StreamError, StreamShared};
-use super::{ConnectionState, Events, WsStream};
+use super::{ConnectionState, SessionEvents, WsStream};
 use crate::error::{CloseCode, ResetCode};
 use crate::features;
 use crate::frame::{kind, DecodeFailure, Frame, Reset};
@@ -84,7 +84,7 @@ impl std::fmt::Display for ConnEnd {
 
 pub(crate) struct RunArgs<'a> {
     pub(crate) welcome: &'a Welcome,
-    pub(crate) events: &'a Events,
+    pub(crate) events: &'a SessionEvents,
     pub(crate) stop: &'a mut watch::Receiver<Option<Duration>>,
     /// The route ids this worker declared, sorted: others are answered 404 here.
     pub(crate) routes: &'a [u16],
@@ -231,7 +231,7 @@ struct Reader<'a> {
     gateway_draining: bool,
     max_concurrency: usize,
     max_frame: usize,
-    events: &'a Events,
+    events: &'a SessionEvents,
     routes: &'a [u16],
     seq: u32,
     /// The last ERROR's message: the cause a close names in full (its reason may be cut).

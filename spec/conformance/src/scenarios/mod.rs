@@ -5,6 +5,7 @@ mod auth;
 mod basics;
 mod bodies;
 mod concurrency;
+mod gateways;
 mod lifecycle;
 mod tls;
 
@@ -44,6 +45,7 @@ pub fn all() -> Vec<Scenario> {
     v.extend(bodies::scenarios());
     v.extend(concurrency::scenarios());
     v.extend(lifecycle::scenarios());
+    v.extend(gateways::scenarios());
     v.extend(auth::scenarios());
     v.extend(tls::scenarios());
     v
