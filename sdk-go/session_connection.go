@@ -241,6 +241,11 @@ func (c *connection) onFrame(msg []byte) (frame.CloseCode, string) {
 		if code, why := c.openID(f.StreamID); code != 0 {
 			return code, why
 		}
+		if f.Upgrade {
+			// No host offers the "upgrade" extension yet, so no WELCOME lists it
+			// (PROTOCOL.md §4.5): the flag is a violation, as it was in v1.
+			return pv, fmt.Sprintf("REQUEST (stream %d) with flag UPGRADE, which this connection did not negotiate", f.StreamID)
+		}
 		c.open(f)
 	case *frame.Data:
 		if f.StreamID > c.highest {

@@ -71,6 +71,7 @@ impl Conn {
         let req = frame::Request {
             stream_id,
             end_stream,
+            upgrade: false,
             route_id,
             method: Bytes::copy_from_slice(method.as_bytes()),
             target: Bytes::from_static(b"/x"),
@@ -560,6 +561,7 @@ async fn a_bad_request_head_is_reset_and_the_connection_serves_on() {
     let bad = frame::Request {
         stream_id: 2,
         end_stream: true,
+        upgrade: false,
         route_id: 0,
         method: Bytes::from_static(b"GET"),
         target: Bytes::from("/caf\u{e9}"),

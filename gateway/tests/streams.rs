@@ -237,12 +237,14 @@ async fn an_invalid_response_head_fails_its_stream_only() {
     // A second stream is in flight on the same connection throughout.
     let other = spawn_fetch(&gw, "GET", "/b");
     let other_id = next_request(&mut w).await.stream_id;
-    let bad_heads: [(&str, Vec<u8>); 3] = [
+    let bad_heads: [(&str, Vec<u8>); 4] = [
         (
             "upper-case name",
             vec![0, 200, 0, 1, 0, 1, b'X', 0, 1, b'1'],
         ),
         ("status 600", vec![2, 88, 0, 0]),
+        // 101 decodes, but answers only an UPGRADE stream (§4.5).
+        ("status 101 on a plain request", vec![0, 101, 0, 0]),
         (
             "CR in a value",
             vec![0, 200, 0, 1, 0, 1, b'x', 0, 2, b'a', b'\r'],

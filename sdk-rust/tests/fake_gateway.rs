@@ -100,6 +100,7 @@ impl Conn {
         let req = frame::Request {
             stream_id,
             end_stream,
+            upgrade: false,
             route_id,
             method: b(method),
             target: b(target),

@@ -259,6 +259,15 @@ impl Reader<'_> {
         match frame {
             Frame::Request(r) => {
                 self.open_id(r.stream_id)?;
+                if r.upgrade {
+                    // No host offers the `upgrade` extension yet, so no WELCOME lists it
+                    // (PROTOCOL.md §4.5): the flag is a violation, as it was in v1.
+                    let why = format!(
+                        "REQUEST (stream {}) with flag UPGRADE, which this connection did not negotiate",
+                        r.stream_id
+                    );
+                    return Err((CloseCode::ProtocolViolation, why));
+                }
                 let id = r.stream_id;
                 let mut streams = self.conn.streams.lock().unwrap();
                 if streams.len() >= self.max_concurrency {
