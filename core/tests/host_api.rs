@@ -597,3 +597,25 @@ async fn a_bad_request_head_is_reset_and_the_connection_serves_on() {
     assert_eq!(conn.body(3).await, b"three");
     e.drain(Duration::ZERO);
 }
+
+#[tokio::test]
+async fn a_request_with_flag_upgrade_closes_4005_on_a_connection_without_the_extension() {
+    let (gw, url) = Gateway::bind().await;
+    let e = engine(&url, &[("GET", "/x")]);
+    e.start().unwrap();
+    let mut conn = gw.welcome("c-1", 65536).await;
+    // This WELCOME lists no features (PROTOCOL.md §4.5): the flag is the violation it was in v1.
+    let upgrade = frame::Request {
+        stream_id: 1,
+        end_stream: false,
+        upgrade: true,
+        route_id: 0,
+        method: Bytes::from_static(b"GET"),
+        target: Bytes::from_static(b"/x"),
+        params: vec![],
+        headers: vec![],
+    };
+    conn.send(upgrade.encode()).await;
+    assert_eq!(conn.0.close_code(WAIT).await.unwrap(), 4005);
+    e.drain(Duration::ZERO);
+}

@@ -33,6 +33,7 @@ mod supervisor;
 mod target;
 pub mod tls;
 pub mod trusted_proxies;
+mod upgrade;
 mod upload;
 
 pub use config::GatewayConfig;

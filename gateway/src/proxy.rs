@@ -24,6 +24,7 @@ use crate::framing::{framing, BodyPlan, Framing};
 use crate::registry::reserve_replica;
 use crate::response::{self, ResponseBody, Source};
 use crate::routes::RouteTarget;
+use crate::upgrade::{self, Asked, Piped};
 use crate::upload::{self, Buffered, ClientFault, Upload, UploadRules};
 use crate::{request_rules, trusted_proxies, Shared};
 
@@ -77,17 +78,24 @@ type Answer = Response<GatewayBody>;
 /// [`admit`] (the body's start, a replica's slot, the stream), [`forward`] (the body pump,
 /// the worker's head) and [`respond`] (the client's response from that head).
 async fn dispatch(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     shared: &Arc<Shared>,
     client: SocketAddr,
     matched: &mut Option<Arc<RouteTarget>>,
 ) -> Answer {
+    let asked = Asked::of(&req);
+    let on_upgrade = asked.is_some().then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let request_id = request_id(&parts.headers, shared);
     let steps = async {
-        let mut routed = lookup(&parts, &body, shared, client, &request_id, matched)?;
+        let asked = asked.as_ref();
+        let mut routed = lookup(&parts, &body, asked, shared, client, &request_id, matched)?;
         let admitted = admit(body, &mut routed, shared, &request_id).await?;
         let (head, admitted) = forward(admitted, &routed.target, shared, &request_id).await?;
+        let (head, admitted) = match (asked, on_upgrade) {
+            (Some(asked), Some(on)) => switch(asked, head, admitted, on, shared, &request_id)?,
+            _ => (head, admitted),
+        };
         Ok(respond(
             head,
             admitted,
@@ -121,6 +129,8 @@ struct Routed {
     target: Arc<RouteTarget>,
     frame: BytesMut,
     end_stream: bool,
+    /// An upgrade stream (§4.5): no body before the switch, a replica that takes upgrades.
+    upgrade: bool,
 }
 
 /// Finds the route (404), refuses what cannot be forwarded (413, 501, 400) and encodes the
@@ -129,6 +139,7 @@ struct Routed {
 fn lookup(
     parts: &http::request::Parts,
     body: &Incoming,
+    asked: Option<&Asked>,
     shared: &Shared,
     client: SocketAddr,
     request_id: &HeaderValue,
@@ -137,7 +148,8 @@ fn lookup(
     // Readers hold the table for a lookup only: a route update waits for them (and the
     // body is read after this returns).
     let table = shared.registry.table_full();
-    let Some(found) = table.lookup(parts.method.as_str(), parts.uri.path()) else {
+    let method = Asked::method(asked, &parts.method);
+    let Some(found) = table.lookup(method, parts.uri.path()) else {
         return Err(error_response(
             StatusCode::NOT_FOUND,
             "no route",
@@ -145,14 +157,19 @@ fn lookup(
         ));
     };
     *matched = Some(found.value.clone());
-    if let Some(refusal) = unforwardable(parts, body, shared) {
-        let (status, message) = refusal;
+    let refusal = match asked {
+        Some(a) => a.refusal(!http_body::Body::is_end_stream(body)),
+        None => unforwardable(parts, body, shared),
+    };
+    if let Some((status, message)) = refusal {
         return Err(error_response(status, message, request_id));
     }
-    let end_stream = http_body::Body::is_end_stream(body);
+    // An upgrade's request direction stays open: after the switch it carries the client's bytes.
+    let end_stream = asked.is_none() && http_body::Body::is_end_stream(body);
     let trusted = trusted_proxies::is_trusted(&shared.config.trusted_proxies, client.ip());
     let frame = encode_request(
         parts,
+        asked,
         &found.params,
         end_stream,
         client,
@@ -167,11 +184,12 @@ fn lookup(
         target: found.value.clone(),
         frame,
         end_stream,
+        upgrade: asked.is_some(),
     })
 }
 
-/// Why a routed request cannot go to a worker: a body declared past `limits.max_body`, a
-/// WebSocket upgrade, or a target the REQUEST frame cannot carry.
+/// Why a routed request cannot go to a worker: a body declared past `limits.max_body`, or
+/// a target the REQUEST frame cannot carry.
 fn unforwardable(
     parts: &http::request::Parts,
     body: &Incoming,
@@ -182,10 +200,6 @@ fn unforwardable(
             let why = "request body larger than the gateway's limit";
             return Some((StatusCode::PAYLOAD_TOO_LARGE, why));
         }
-    }
-    if is_websocket_upgrade(&parts.headers) {
-        let why = "WebSocket upgrades are not passed through to workers yet";
-        return Some((StatusCode::NOT_IMPLEMENTED, why));
     }
     // `target::for_worker` made the target ASCII before routing; whatever else a client
     // manages to send, no frame the spec forbids leaves the gateway (§3.4).
@@ -204,7 +218,7 @@ struct Admitted {
     body: Buffered,
     /// Holds a share of `limits.streamed_upload_slots` while the body streams.
     share: Option<StreamedShare>,
-    /// The REQUEST ended the stream: there is no body to send.
+    /// No body to send: the REQUEST ended the stream, or it is an upgrade (§4.5).
     end_stream: bool,
 }
 
@@ -216,7 +230,8 @@ async fn admit(
     shared: &Arc<Shared>,
     request_id: &HeaderValue,
 ) -> Result<Admitted, Answer> {
-    let body = read_body_start(body, routed.end_stream, shared)
+    let no_body = routed.end_stream || routed.upgrade;
+    let body = read_body_start(body, no_body, shared)
         .await
         .map_err(|fault| client_fault(shared, &fault, request_id))?;
     // A body still streaming from its client may hold only a share of a worker's slots:
@@ -232,7 +247,7 @@ async fn admit(
         open,
         body,
         share,
-        end_stream: routed.end_stream,
+        end_stream: no_body,
     })
 }
 
@@ -279,6 +294,11 @@ async fn open_stream(
         notified.as_mut().enable();
         match reserve_replica(&target.group, &target.key, streamed) {
             Ok((conn, route_id)) => {
+                if routed.upgrade && !conn.takes_upgrades {
+                    conn.release_slot();
+                    let status = StatusCode::NOT_IMPLEMENTED;
+                    return Err(error_response(status, upgrade::NOT_TAKEN, request_id));
+                }
                 set_route_id(&mut routed.frame, route_id);
                 let opened = conn
                     .open_stream(&mut routed.frame, routed.end_stream, deadline)
@@ -354,6 +374,7 @@ async fn forward(
         },
         body: open.body,
         recv_credit: open.recv_credit,
+        send: open.send,
     };
     match tokio::time::timeout(shared.config.request_timeout, open.head).await {
         Err(_) => {
@@ -379,6 +400,55 @@ struct Answering {
     guard: StreamGuard,
     body: mpsc::UnboundedReceiver<Result<Bytes, Failure>>,
     recv_credit: Arc<AtomicI64>,
+    /// The request direction's window: an upgraded connection sends on it after the switch.
+    send: Arc<SendWindow<Failure>>,
+}
+
+/// The worker's answer to an upgrade (§4.5). A 101 is the switch: the client's answer comes
+/// back as the `Err` (as every answer that ends a request early does), the pipe started
+/// behind it. Any other head refuses the upgrade and goes on as an ordinary response.
+#[allow(clippy::result_large_err)] // the Err is the client's response, returned as it is
+fn switch(
+    asked: &Asked,
+    head: ResponseHead,
+    answering: Answering,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    shared: &Arc<Shared>,
+    request_id: &HeaderValue,
+) -> Result<(ResponseHead, Answering), Answer> {
+    let conn = answering.guard.conn.clone();
+    if head.status != 101 {
+        upgrade::refused(conn, answering.guard.id);
+        return Ok((head, answering));
+    }
+    let worker_upgrade = upgrade::worker_upgrade(&head);
+    let mut headers = http::HeaderMap::new();
+    if forward::response_headers(head.headers, &mut headers).is_err() {
+        let why = "more response header fields than the gateway can hold";
+        conn.cancel_stream(answering.guard.id, ResetCode::ProtocolError, why);
+        let status = StatusCode::BAD_GATEWAY;
+        return Err(error_response(
+            status,
+            "worker sent an invalid response",
+            request_id,
+        ));
+    }
+    end_to_end_headers(&mut headers, None);
+    let piped = Piped {
+        guard: answering.guard,
+        body: answering.body,
+        recv_credit: answering.recv_credit,
+        send: answering.send,
+    };
+    let idle = shared.config.upgrade_idle_timeout;
+    Err(upgrade::switch(
+        asked,
+        worker_upgrade,
+        headers,
+        piped,
+        on_upgrade,
+        idle,
+    ))
 }
 
 /// The client's response from the worker's head: its framing (§3.5; 502 when invalid),
@@ -424,6 +494,7 @@ fn response_body(framing: &Framing, answering: Answering, shared: &Arc<Shared>) 
         guard,
         mut body,
         recv_credit,
+        send: _,
     } = answering;
     if framing.body == BodyPlan::Empty {
         // Dropping the guard RESETs (`cancel`) a stream whose body is still open: it is
@@ -477,6 +548,7 @@ fn end_to_end_headers(headers: &mut http::HeaderMap, content_length: Option<u64>
 /// `Connection` option can remove the gateway's.
 fn encode_request(
     parts: &http::request::Parts,
+    asked: Option<&Asked>,
     params: &[(&str, Cow<'_, [u8]>)],
     end_stream: bool,
     client: SocketAddr,
@@ -484,7 +556,7 @@ fn encode_request(
     request_id: &HeaderValue,
 ) -> Result<BytesMut, HeadTooLarge> {
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let method = parts.method.as_str();
+    let method = Asked::method(asked, &parts.method);
     let mut w = RequestWriter::new(0, end_stream, 0, method.as_bytes(), target.as_bytes(), 512);
     for (name, value) in params {
         w.param(name.as_bytes(), value);
@@ -493,6 +565,11 @@ fn encode_request(
     let host = request_rules::effective_host(parts);
     if let Some(h) = host {
         w.header(b"host", h);
+    }
+    if let Some(asked) = asked {
+        for (name, value) in asked.worker_headers() {
+            w.header(name, &value);
+        }
     }
     let mut cookie_sent = false;
     for (name, value) in parts.headers.iter() {
@@ -542,7 +619,11 @@ fn encode_request(
         ),
     );
     w.header(X_REQUEST_ID.as_str().as_bytes(), request_id.as_bytes());
-    w.finish()
+    let mut frame = w.finish()?;
+    if asked.is_some() {
+        vyx_core::frame::set_upgrade(&mut frame);
+    }
+    Ok(frame)
 }
 
 fn failure_response(
@@ -599,15 +680,6 @@ fn failure_response(
             )
         }
     }
-}
-
-/// Whether the request asks to switch to WebSocket (`Upgrade: websocket`).
-fn is_websocket_upgrade(headers: &http::HeaderMap) -> bool {
-    headers.get_all(http::header::UPGRADE).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"websocket"))
-    })
 }
 
 /// A slot within `limits.streamed_upload_slots`, given back when dropped.

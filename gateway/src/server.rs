@@ -197,6 +197,8 @@ impl Gateway {
             // the request with it (RESET `cancel` to the worker). On: a client that sends
             // its request and then its FIN still gets the answer (`client_half_close`).
             .half_close(config.client_half_close);
+        // RFC 8441: HTTP/2 clients may open WebSockets with extended CONNECT (§4.5).
+        builder.http2().enable_connect_protocol();
         if let Some(max) = config.max_header {
             builder.http1().max_buf_size(max);
             builder

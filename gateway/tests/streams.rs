@@ -510,7 +510,7 @@ async fn proxy_headers_are_removed_both_ways_and_forwarded_is_added() {
 }
 
 #[tokio::test]
-async fn a_websocket_upgrade_to_a_worker_route_is_501() {
+async fn a_websocket_upgrade_to_a_worker_without_the_upgrade_feature_is_501() {
     let gw = TestGateway::start().await;
     let _w = RawWorker::connect(gw.addr, "raw:ws", vec![route(0, "GET", "/ws")]).await;
     let (status, _, body) = send(
@@ -522,7 +522,10 @@ async fn a_websocket_upgrade_to_a_worker_route_is_501() {
     )
     .await;
     assert_eq!(status, 501);
-    assert!(String::from_utf8_lossy(&body).contains("WebSocket"));
+    assert!(
+        String::from_utf8_lossy(&body).contains("does not take upgrades"),
+        "{body:?}"
+    );
 }
 
 // --- expect: 100-continue ---------------------------------------------------------------

@@ -221,6 +221,8 @@ pub async fn serve<S>(
         in_flight: AtomicUsize::new(0),
         streamed_uploads: AtomicUsize::new(0),
         draining: AtomicBool::new(false),
+        // Set from the negotiated features once HELLO carries them.
+        takes_upgrades: false,
         closed: AtomicBool::new(false),
         queue: queue.clone(),
         streams: Mutex::new(StreamTable::new()),

@@ -91,6 +91,8 @@ pub struct WorkerConn {
     /// `limits.body_buffer`); capped by `limits.streamed_upload_slots`.
     pub streamed_uploads: AtomicUsize,
     pub draining: AtomicBool,
+    /// WELCOME listed `upgrade`: the worker takes upgrade streams (PROTOCOL.md §4.5).
+    pub takes_upgrades: bool,
     closed: AtomicBool,
     queue: Arc<OutQueue>,
     streams: Mutex<StreamTable>,

@@ -51,6 +51,7 @@ pub(super) struct Timeouts {
     pub(super) queue: Option<Dur>,
     pub(super) drain_grace: Option<Dur>,
     pub(super) send: Option<Dur>,
+    pub(super) upgrade_idle: Option<Dur>,
 }
 
 #[derive(Deserialize, Default)]
