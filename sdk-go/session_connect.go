@@ -303,7 +303,7 @@ func (d *dialer) connect(ctx context.Context) (*websocket.Conn, *corkConn, *fram
 		}
 		switch f := f.(type) {
 		case *frame.Welcome:
-			if err := protocol.ValidateWelcome(f, d.hello.MaxConcurrency); err != nil {
+			if err := protocol.ValidateWelcome(f, d.hello.MaxConcurrency, d.hello.Features); err != nil {
 				he := err.(*protocol.HandshakeError)
 				e := closeHandshake(ws, he.Code, he.Message)
 				if he.Code == frame.CloseUnsupportedVersion {

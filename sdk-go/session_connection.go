@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -241,9 +242,9 @@ func (c *connection) onFrame(msg []byte) (frame.CloseCode, string) {
 		if code, why := c.openID(f.StreamID); code != 0 {
 			return code, why
 		}
-		if f.Upgrade {
-			// No host offers the "upgrade" extension yet, so no WELCOME lists it
-			// (PROTOCOL.md §4.5): the flag is a violation, as it was in v1.
+		if f.Upgrade && !slices.Contains(c.welcome.Features, protocol.FeatureUpgrade) {
+			// Only a connection whose WELCOME listed "upgrade" carries the flag
+			// (PROTOCOL.md §4.5); elsewhere it is the violation it was in v1.
 			return pv, fmt.Sprintf("REQUEST (stream %d) with flag UPGRADE, which this connection did not negotiate", f.StreamID)
 		}
 		c.open(f)

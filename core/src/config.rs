@@ -55,6 +55,8 @@ pub struct WorkerConfig {
     pub connect_timeout: Duration,
     /// Extra CAs (PEM) trusted for `wss://`, besides the public web roots.
     pub tls_ca_file: Option<std::path::PathBuf>,
+    /// The protocol extensions the host can serve, offered in HELLO (§2.6).
+    pub features: crate::features::Features,
 }
 
 impl WorkerConfig {
@@ -70,6 +72,7 @@ impl WorkerConfig {
             labels: BTreeMap::new(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             tls_ca_file: None,
+            features: crate::features::Features::NONE,
         }
     }
 

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 
 use crate::error::CloseCode;
+use crate::features;
 pub use crate::frame::json::check_json_strict;
 pub use crate::frame::{Drain, ErrorMessage, Hello, RouteSpec, Routes, Welcome};
 use crate::limits::{
@@ -83,6 +84,7 @@ impl Hello {
             ));
         }
         validate_hello_fields(&self.instance, &self.sdk, &self.labels)?;
+        features::validate_list(&self.features, CloseCode::BadHello)?;
         validate_routes(&self.routes)
     }
 }
@@ -146,8 +148,13 @@ fn excerpt(s: &str) -> Cow<'_, str> {
 
 impl Welcome {
     /// The worker's check of WELCOME (§2.3 step 6) against the `max_concurrency` its HELLO
-    /// asked for: `protocol` ≠ 1 → 4002 (stop), any other value out of range → 4005 (retry).
-    pub fn validate(&self, asked_max_concurrency: u32) -> Result<(), HandshakeError> {
+    /// asked for and the `features` it offered: `protocol` ≠ 1 → 4002 (stop), any other value
+    /// out of range, or a feature the HELLO did not offer → 4005 (retry).
+    pub fn validate(
+        &self,
+        asked_max_concurrency: u32,
+        offered_features: &[String],
+    ) -> Result<(), HandshakeError> {
         if self.protocol != PROTOCOL_VERSION {
             return Err(HandshakeError::new(
                 CloseCode::UnsupportedVersion,
@@ -185,6 +192,13 @@ impl Welcome {
             return bad(format!(
                 "max_concurrency {} is outside 1..={asked_max_concurrency} (the HELLO's)",
                 self.max_concurrency
+            ));
+        }
+        features::validate_list(&self.features, CloseCode::ProtocolViolation)
+            .map_err(|e| HandshakeError::new(e.code, format!("invalid WELCOME: {}", e.message)))?;
+        if let Some(f) = self.features.iter().find(|f| !offered_features.contains(f)) {
+            return bad(format!(
+                "features lists {f:?}, which the HELLO did not offer"
             ));
         }
         Ok(())

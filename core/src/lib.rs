@@ -4,6 +4,7 @@
 //!   messages (HELLO, WELCOME, DRAIN, ROUTES, ERROR) included.
 //! - [`handshake`]: the upgrade-request constants and what a valid HELLO, WELCOME and ROUTES
 //!   hold.
+//! - [`features`]: the protocol extensions a connection negotiates in HELLO and WELCOME.
 //! - [`heartbeat`]: when to ping, and when a silent peer is dead (both sides).
 //! - [`transport`]: the WebSocket side of a connection: settings, the send queue, the writer.
 //! - [`routing`]: route patterns, their shapes and the matcher the gateway routes with.
@@ -17,6 +18,7 @@
 pub mod backoff;
 pub mod config;
 pub mod error;
+pub mod features;
 pub mod flow;
 pub mod frame;
 pub mod handshake;

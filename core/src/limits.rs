@@ -41,3 +41,7 @@ pub const MAX_SDK_LEN: usize = 128;
 pub const MAX_LABELS: usize = 64;
 /// Longest label key or value, in bytes.
 pub const MAX_LABEL_LEN: usize = 256;
+/// Most names in a HELLO or WELCOME `features` list (§2.6): room for later extensions.
+pub const MAX_FEATURES: usize = 16;
+/// Longest feature name, in bytes.
+pub const MAX_FEATURE_LEN: usize = 32;

@@ -181,11 +181,12 @@ fn welcome_validation_cases() {
     for case in cases {
         let name = case["name"].as_str().unwrap();
         let asked = case["hello_max_concurrency"].as_u64().unwrap() as u32;
+        let offered: Vec<String> = serde_json::from_value(case["hello_features"].clone()).unwrap();
         let welcome = match decode_control(0x11, &case["welcome"]) {
             Ok(Frame::Welcome(w)) => w,
             other => panic!("{name}: WELCOME does not decode: {other:?}"),
         };
-        let result = welcome.validate(asked);
+        let result = welcome.validate(asked, &offered);
         match &case["expect"] {
             Value::String(s) if s == "ok" => {
                 assert!(result.is_ok(), "{name}: expected ok, got {result:?}")

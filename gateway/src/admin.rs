@@ -21,6 +21,8 @@ struct WorkerInfo {
     connection_id: String,
     address: String,
     sdk: String,
+    /// The protocol extensions the connection uses (§2.6).
+    features: Vec<String>,
     routes: Vec<String>,
     in_flight: usize,
     /// Of `in_flight`, requests whose body is still streaming from the client (capped by
@@ -87,6 +89,7 @@ pub fn workers(shared: &Shared, query: Option<&str>) -> Response<GatewayBody> {
                 connection_id: c.connection_id.clone(),
                 address: c.addr.to_string(),
                 sdk: c.sdk.clone(),
+                features: c.features.names(),
                 routes,
                 in_flight: c.in_flight.load(Ordering::Acquire),
                 streamed_uploads: c.streamed_uploads.load(Ordering::Acquire),

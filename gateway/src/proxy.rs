@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 use vyx_core::error::ResetCode;
+use vyx_core::features::Features;
 use vyx_core::flow::SendWindow;
 use vyx_core::frame::{set_route_id, HeadTooLarge, RequestWriter};
 use vyx_core::limits::MAX_DATA_CHUNK;
@@ -294,7 +295,7 @@ async fn open_stream(
         notified.as_mut().enable();
         match reserve_replica(&target.group, &target.key, streamed) {
             Ok((conn, route_id)) => {
-                if routed.upgrade && !conn.takes_upgrades {
+                if routed.upgrade && !conn.features.contains(Features::UPGRADE) {
                     conn.release_slot();
                     let status = StatusCode::NOT_IMPLEMENTED;
                     return Err(error_response(status, upgrade::NOT_TAKEN, request_id));

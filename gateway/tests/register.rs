@@ -152,3 +152,57 @@ async fn another_replica_of_a_worker_id_is_logged_with_its_address_and_instance(
     assert!(line.contains(&format!("addr={peer}")), "{line}");
     assert!(line.contains("replicas=2"), "{line}");
 }
+
+/// §2.6: WELCOME grants the extensions the HELLO offered that this gateway implements, never
+/// a name it does not know, and `/_vyx/workers` lists what the connection uses.
+#[tokio::test]
+async fn welcome_grants_only_offered_features_the_gateway_implements() {
+    use futures_util::SinkExt;
+    use vyx_core::features::Features;
+    use vyx_core::frame::Frame;
+    use vyx_core::handshake::Hello;
+
+    let gw = TestGateway::start().await;
+    let offered = vec![
+        "upgrade".to_string(),
+        "trailers".to_string(),
+        "informational".to_string(),
+        "some-later-extension".to_string(),
+    ];
+    let ws = raw_upgrade(gw.addr, "raw:features").await;
+    let mut w = RawWorker {
+        ws,
+        welcome: unset_welcome(),
+    };
+    let hello = Hello {
+        features: offered.clone(),
+        ..hello("raw:features", vec![route(0, "GET", "/f")])
+    };
+    w.ws.send(tokio_tungstenite::tungstenite::Message::Binary(
+        Frame::Hello(hello).encode(),
+    ))
+    .await
+    .unwrap();
+    let granted = match w.next_frame().await {
+        Frame::Welcome(welcome) => welcome.features,
+        other => panic!("expected WELCOME, got {other:?}"),
+    };
+    assert!(granted.iter().all(|f| offered.contains(f)), "{granted:?}");
+    assert!(!granted.contains(&"some-later-extension".to_string()));
+    assert_eq!(
+        granted,
+        Features::from_names(&offered)
+            .intersection(Features::implemented_by_gateway())
+            .names()
+    );
+    let _w = serve_ok(w);
+    let (_, body) = get(&client(), &gw.url("/_vyx/workers")).await;
+    let workers: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let listed = workers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "raw:features")
+        .expect("listed");
+    assert_eq!(listed["features"], serde_json::json!(granted));
+}

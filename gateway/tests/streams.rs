@@ -418,6 +418,7 @@ async fn pings_before_hello_are_answered_and_the_handshake_goes_on() {
         max_concurrency: 1,
         routes: vec![],
         labels: Default::default(),
+        features: Vec::new(),
     };
     let mut w = RawWorker {
         ws,

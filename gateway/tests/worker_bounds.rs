@@ -331,6 +331,20 @@ async fn over_long_hello_fields_are_refused_4001_naming_the_field() {
             },
             "HELLO names worker id \"www",
         ),
+        (
+            Hello {
+                features: (0..17).map(|i| format!("f{i}")).collect(),
+                ..base()
+            },
+            "features lists 17 names; at most 16",
+        ),
+        (
+            Hello {
+                features: vec!["f".repeat(1 << 19)],
+                ..base()
+            },
+            "features[0] is 524288 bytes; 1..=32",
+        ),
     ];
     for (hello, why) in cases {
         let (code, reason) = refusal(&gw, "raw:fields", None, hello).await;

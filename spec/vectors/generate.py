@@ -109,11 +109,14 @@ def close_code_for(kind, raw):
     return CLOSE_PROTOCOL_VIOLATION
 
 
-# Key order of every control message: the order in which senders emit keys.
+# Key order of every control message: the order in which senders emit keys. `features` is
+# emitted only when it is not empty (§2.6), so a message without extensions is v1's.
+OMITTED_WHEN_EMPTY = {"features"}
 CONTROL_KEYS = {
-    "HELLO": ["protocol", "worker_id", "instance", "sdk", "max_concurrency", "routes", "labels"],
+    "HELLO": ["protocol", "worker_id", "instance", "sdk", "max_concurrency", "routes", "labels",
+              "features"],
     "WELCOME": ["protocol", "gateway", "connection_id", "heartbeat_ms", "initial_window",
-                "max_frame_size", "max_concurrency"],
+                "max_frame_size", "max_concurrency", "features"],
     "DRAIN": ["reason", "deadline_ms"],
     "ROUTES": ["routes"],
     "ERROR": ["code", "message"],
@@ -480,6 +483,10 @@ def check_routes_schema(v):
     return True
 
 
+def check_features_schema(v):
+    return type(v) is list and all(is_str(x) for x in v)
+
+
 def check_labels_schema(v):
     return type(v) is dict and all(is_str(x) for x in v.values())
 
@@ -495,6 +502,7 @@ def check_control_schema(t, o):
         require(o, "max_concurrency", is_uint)
         require(o, "routes", check_routes_schema)
         require(o, "labels", check_labels_schema, optional=True)
+        require(o, "features", check_features_schema, optional=True)
     elif t == "WELCOME":
         require(o, "protocol", is_uint)
         require(o, "gateway", is_str)
@@ -503,6 +511,7 @@ def check_control_schema(t, o):
         require(o, "initial_window", is_uint)
         require(o, "max_frame_size", is_uint)
         require(o, "max_concurrency", is_uint)
+        require(o, "features", check_features_schema, optional=True)
     elif t == "DRAIN":
         require(o, "reason", is_str)
         require(o, "deadline_ms", is_uint)
@@ -541,6 +550,8 @@ MAX_INSTANCE_LEN = 256       # bytes, §2.4 rule 3a
 MAX_SDK_LEN = 128
 MAX_LABELS = 64
 MAX_LABEL_LEN = 256          # each key and value
+MAX_FEATURES = 16            # names in a features list (§2.6)
+MAX_FEATURE_LEN = 32         # each name, 1..=32 bytes
 
 
 def utf8_len(s):
@@ -628,8 +639,16 @@ def validate_hello(header_worker_id, hello):
             or any(utf8_len(k) > MAX_LABEL_LEN or utf8_len(v) > MAX_LABEL_LEN
                    for k, v in labels.items()):
         return CLOSE_BAD_HELLO
+    if not features_ok(hello.get("features") or []):
+        return CLOSE_BAD_HELLO
     code = validate_routes(hello["routes"])
     return "ok" if code is None else code
+
+
+def features_ok(names):
+    """§2.6: at most 16 names, each 1..=32 bytes, none twice."""
+    return len(names) <= MAX_FEATURES and len(set(names)) == len(names) \
+        and all(1 <= utf8_len(n) <= MAX_FEATURE_LEN for n in names)
 
 
 # ---------------------------------------------------------------------------
@@ -706,7 +725,9 @@ def window(sid, inc):
 
 
 def control(t, obj):
-    assert list(obj.keys()) == CONTROL_KEYS[t], (t, list(obj.keys()))
+    want = [k for k in CONTROL_KEYS[t] if k in obj or k not in OMITTED_WHEN_EMPTY]
+    assert list(obj.keys()) == want, (t, list(obj.keys()))
+    assert all(obj[k] for k in OMITTED_WHEN_EMPTY if k in obj), obj
     for r in obj.get("routes", []):
         assert list(r.keys()) == ROUTE_KEYS
     return {"type": t, "json": obj}
@@ -843,6 +864,8 @@ def frame_vectors():
         "labels": {"city": "Zürich"},
     }))
     add("welcome", control("WELCOME", FULL_WELCOME))
+    add("hello_with_features", control("HELLO", dict(FULL_HELLO, features=["upgrade", "trailers"])))
+    add("welcome_with_features", control("WELCOME", dict(FULL_WELCOME, features=["trailers"])))
     add("drain_shutdown", control("DRAIN", {"reason": "shutdown", "deadline_ms": 30000}))
     add("drain_deploy_zero_deadline", control("DRAIN", {"reason": "deploy", "deadline_ms": 0}))
     add("routes_update", control("ROUTES", {"routes": [
@@ -1094,6 +1117,12 @@ def malformed_vectors():
     add("hello_instance_number", H(HELLO, 0, 0)
         + cj({"protocol": 1, "worker_id": "rust:api", "instance": 5, "max_concurrency": 8,
               "routes": []}), ICP)
+    add("hello_features_not_strings", H(HELLO, 0, 0)
+        + cj({"protocol": 1, "worker_id": "rust:api", "max_concurrency": 8, "routes": [],
+              "features": ["upgrade", 1]}), ICP)
+    add("hello_features_not_a_list", H(HELLO, 0, 0)
+        + cj({"protocol": 1, "worker_id": "rust:api", "max_concurrency": 8, "routes": [],
+              "features": "upgrade"}), ICP)
     add("hello_labels_value_number", H(HELLO, 0, 0)
         + cj({"protocol": 1, "worker_id": "rust:api", "max_concurrency": 8, "routes": [],
               "labels": {"replicas": 3}}), ICP)
@@ -1274,13 +1303,22 @@ def handshake_cases():
     add("label_key_257_bytes", minimal(labels={"k" * 257: "v"}), CLOSE_BAD_HELLO)
     add("label_value_256_bytes_ok", minimal(labels={"k": "v" * 256}), "ok")
     add("label_value_257_bytes", minimal(labels={"k": "v" * 257}), CLOSE_BAD_HELLO)
+    # §2.6: unknown feature names are ignored; the list itself is bounded.
+    add("features_unknown_ok", minimal(features=["upgrade", "some-later-extension"]), "ok")
+    add("features_null_ok", minimal(features=None), "ok")
+    add("features_16_ok", minimal(features=["f%02d" % i for i in range(16)]), "ok")
+    add("features_17", minimal(features=["f%02d" % i for i in range(17)]), CLOSE_BAD_HELLO)
+    add("feature_32_bytes_ok", minimal(features=["f" * 32]), "ok")
+    add("feature_33_bytes", minimal(features=["f" * 33]), CLOSE_BAD_HELLO)
+    add("feature_empty", minimal(features=[""]), CLOSE_BAD_HELLO)
+    add("feature_twice", minimal(features=["trailers", "trailers"]), CLOSE_BAD_HELLO)
     return cases
 
 
 MAX_FRAME_SIZE_V1 = 1048576
 
 
-def validate_welcome(hello_max_concurrency, w):
+def validate_welcome(hello_max_concurrency, hello_features, w):
     """The worker's check of a decoded WELCOME: "ok" or the close code it sends."""
     check_control_schema("WELCOME", w)
     if w["protocol"] != PROTOCOL_VERSION:
@@ -1293,16 +1331,20 @@ def validate_welcome(hello_max_concurrency, w):
         return CLOSE_PROTOCOL_VIOLATION
     if not 1 <= w["max_concurrency"] <= hello_max_concurrency:
         return CLOSE_PROTOCOL_VIOLATION
+    granted = w.get("features") or []
+    if not features_ok(granted) or any(f not in hello_features for f in granted):
+        return CLOSE_PROTOCOL_VIOLATION
     return "ok"
 
 
 def welcome_cases():
     cases = []
 
-    def add(name, expect, **kw):
+    def add(name, expect, offered=(), **kw):
         w = dict(FULL_WELCOME)
         w.update(kw)
-        cases.append({"name": name, "hello_max_concurrency": 256, "welcome": w,
+        cases.append({"name": name, "hello_max_concurrency": 256,
+                      "hello_features": list(offered), "welcome": w,
                       "expect": expect if expect == "ok" else {"close_code": expect}})
 
     add("welcome_ok", "ok")
@@ -1321,6 +1363,15 @@ def welcome_cases():
     add("max_concurrency_1_ok", "ok", max_concurrency=1)
     add("max_concurrency_as_asked_ok", "ok", max_concurrency=256)
     add("max_concurrency_above_asked", CLOSE_PROTOCOL_VIOLATION, max_concurrency=257)
+    # §2.6: the gateway grants a subset of what the HELLO offered, unknown names included.
+    add("features_granted_subset_ok", "ok", offered=["upgrade", "trailers", "later"],
+        features=["trailers", "later"])
+    add("features_none_granted_ok", "ok", offered=["upgrade"])
+    add("features_null_ok", "ok", offered=["upgrade"], features=None)
+    add("features_not_offered", CLOSE_PROTOCOL_VIOLATION, offered=["trailers"],
+        features=["upgrade"])
+    add("features_granted_twice", CLOSE_PROTOCOL_VIOLATION, offered=["upgrade"],
+        features=["upgrade", "upgrade"])
     return cases
 
 
@@ -1548,7 +1599,7 @@ def self_check(frames, malformed, cases, backoff):
         if vec["frame"]["type"] in CONTROL_TYPES:
             # byte-exact: compact, key order as documented, raw UTF-8
             assert control_json_bytes(json.loads(raw[6:].decode("utf-8"))) == raw[6:]
-            assert list(vec["frame"]["json"].keys()) == CONTROL_KEYS[vec["frame"]["type"]]
+            control(vec["frame"]["type"], vec["frame"]["json"])  # key order as documented
         seen_types.add(vec["frame"]["type"])
     assert seen_types == set(TYPES.values()), seen_types
 
@@ -1649,7 +1700,8 @@ def main():
         payload = control_json_bytes(case["welcome"])
         assert decode(header(0x11, 0, 0) + payload)["json"] == case["welcome"]
         want = case["expect"] if case["expect"] == "ok" else case["expect"]["close_code"]
-        assert validate_welcome(case["hello_max_concurrency"], case["welcome"]) == want, case
+        assert validate_welcome(case["hello_max_concurrency"], case["hello_features"],
+                                case["welcome"]) == want, case
     assert len({c["name"] for c in welcomes}) == len(welcomes)
     assert len({c["name"] for c in routing}) == len(routing)
 
@@ -1680,7 +1732,7 @@ def main():
                        "request carried X-Vyx-Worker-Id: header_worker_id and the worker sent "
                        "hello; expect is \"ok\" (gateway answers WELCOME) or the close code. "
                        "welcome_cases: the worker's check of a WELCOME answering a HELLO with "
-                       "hello_max_concurrency; expect is \"ok\" or the close code the worker "
+                       "hello_max_concurrency and offering hello_features; expect is \"ok\" or the close code the worker "
                        "sends (4002 stops, 4005 retries). "
                        "See spec/PROTOCOL.md, HELLO validation and Control frames.",
         "cases": cases,

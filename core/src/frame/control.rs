@@ -39,6 +39,14 @@ pub struct Hello {
     pub routes: Vec<RouteSpec>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub labels: BTreeMap<String, String>,
+    /// The extensions the worker's host can use (§2.6); not sent when empty, so that a HELLO
+    /// without extensions is the v1 HELLO byte for byte.
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub features: Vec<String>,
 }
 
 /// Gateway → worker, the answer to a valid HELLO. Integers that do not fit a `u32` read as
@@ -61,6 +69,13 @@ pub struct Welcome {
     /// The effective cap: the lower of the worker's and the gateway's.
     #[serde(deserialize_with = "saturating_u32")]
     pub max_concurrency: u32,
+    /// The extensions this connection uses: a subset of HELLO's `features` (§2.6).
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub features: Vec<String>,
 }
 
 /// Either way: start no new streams, finish the open ones by the deadline, then close.

@@ -169,6 +169,7 @@ pub(crate) async fn dial(
         max_concurrency: cfg.max_concurrency,
         routes: cfg.routes.clone(),
         labels: cfg.labels.clone(),
+        features: cfg.features.names(),
     });
     ws.send(Message::Binary(hello.encode()))
         .await
@@ -204,7 +205,7 @@ pub(crate) async fn welcome(
         match msg {
             Message::Binary(b) => match Frame::decode(b, MAX_FRAME_SIZE) {
                 Ok(Frame::Welcome(w)) => {
-                    if let Err(e) = w.validate(cfg.max_concurrency) {
+                    if let Err(e) = w.validate(cfg.max_concurrency, &cfg.features.names()) {
                         close(&mut ws, e.code, &e.message).await;
                         return Err(match e.code {
                             CloseCode::UnsupportedVersion => ConnectError::Refused {
@@ -413,6 +414,7 @@ mod tests {
             initial_window: 262_144,
             max_frame_size: 1_048_576,
             max_concurrency: 8,
+            features: Vec::new(),
         }
     }
 

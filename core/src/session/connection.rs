@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 use super::stream::{finish_direction, IncomingRequest, Stream, StreamError, StreamShared};
 use super::{ConnectionState, Events, WsStream};
 use crate::error::{CloseCode, ResetCode};
+use crate::features::Features;
 use crate::frame::{kind, DecodeFailure, Frame, Reset};
 use crate::handshake::{Drain, Welcome};
 use crate::heartbeat::Heartbeat;
@@ -105,6 +106,7 @@ pub(crate) async fn run(ws: WsStream, args: RunArgs<'_>) -> ConnEnd {
         gateway_draining: false,
         max_concurrency: args.welcome.max_concurrency as usize,
         max_frame: args.welcome.max_frame_size as usize,
+        features: Features::from_names(&args.welcome.features),
         events: args.events,
         routes: args.routes,
         seq: args.seq,
@@ -222,6 +224,8 @@ struct Reader<'a> {
     gateway_draining: bool,
     max_concurrency: usize,
     max_frame: usize,
+    /// The extensions WELCOME granted this connection (§2.6).
+    features: Features,
     events: &'a Events,
     routes: &'a [u16],
     seq: u32,
@@ -259,9 +263,9 @@ impl Reader<'_> {
         match frame {
             Frame::Request(r) => {
                 self.open_id(r.stream_id)?;
-                if r.upgrade {
-                    // No host offers the `upgrade` extension yet, so no WELCOME lists it
-                    // (PROTOCOL.md §4.5): the flag is a violation, as it was in v1.
+                if r.upgrade && !self.features.contains(Features::UPGRADE) {
+                    // Only a connection whose WELCOME listed `upgrade` carries the flag
+                    // (PROTOCOL.md §4.5); elsewhere it is the violation it was in v1.
                     let why = format!(
                         "REQUEST (stream {}) with flag UPGRADE, which this connection did not negotiate",
                         r.stream_id

@@ -12,6 +12,7 @@ use futures_util::{Stream, StreamExt};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, info, warn};
 use vyx_core::error::CloseCode;
+use vyx_core::features::Features;
 use vyx_core::frame::{self, Frame};
 use vyx_core::handshake::{self, ErrorMessage, HandshakeError, RouteSpec, Welcome};
 use vyx_core::limits::MAX_FRAME_SIZE;
@@ -201,6 +202,8 @@ pub async fn serve<S>(
         .max_concurrency
         .min(shared.config.max_concurrency_per_connection);
     let routes = conn_routes(&hello.routes);
+    let features =
+        Features::from_names(&hello.features).intersection(Features::implemented_by_gateway());
     queue.set_data_limit(queued_data_limit(
         max_concurrency,
         shared.config.initial_window,
@@ -215,14 +218,13 @@ pub async fn serve<S>(
         since: SystemTime::now(),
         max_concurrency: max_concurrency as usize,
         initial_window: shared.config.initial_window,
+        features,
         routes: ArcSwap::from_pointee(routes),
         admission,
         bytes_to_worker: shared.metrics.bytes_to_workers.clone(),
         in_flight: AtomicUsize::new(0),
         streamed_uploads: AtomicUsize::new(0),
         draining: AtomicBool::new(false),
-        // Set from the negotiated features once HELLO carries them.
-        takes_upgrades: false,
         closed: AtomicBool::new(false),
         queue: queue.clone(),
         streams: Mutex::new(StreamTable::new()),
@@ -237,6 +239,7 @@ pub async fn serve<S>(
         initial_window: shared.config.initial_window,
         max_frame_size: MAX_FRAME_SIZE as u32,
         max_concurrency,
+        features: features.names(),
     };
     {
         // Streams open under this lock: holding it from registration until WELCOME is

@@ -81,6 +81,8 @@ pub struct WorkerConn {
     pub since: SystemTime,
     pub max_concurrency: usize,
     pub initial_window: u32,
+    /// The protocol extensions WELCOME granted this connection (§2.6).
+    pub features: vyx_core::features::Features,
     pub routes: ArcSwap<ConnRoutes>,
     admission: Admission,
     /// Request body bytes sent on this connection count here (the gateway's total).
@@ -91,8 +93,6 @@ pub struct WorkerConn {
     /// `limits.body_buffer`); capped by `limits.streamed_upload_slots`.
     pub streamed_uploads: AtomicUsize,
     pub draining: AtomicBool,
-    /// WELCOME listed `upgrade`: the worker takes upgrade streams (PROTOCOL.md §4.5).
-    pub takes_upgrades: bool,
     closed: AtomicBool,
     queue: Arc<OutQueue>,
     streams: Mutex<StreamTable>,

@@ -305,6 +305,7 @@ pub fn hello(id: &str, routes: Vec<RouteSpec>) -> Hello {
         max_concurrency: 8,
         routes,
         labels: Default::default(),
+        features: Vec::new(),
     }
 }
 
@@ -380,6 +381,7 @@ pub fn unset_welcome() -> Welcome {
         initial_window: 0,
         max_frame_size: 0,
         max_concurrency: 0,
+        features: Vec::new(),
     }
 }
 

@@ -20,6 +20,7 @@ type Hello struct {
 	MaxConcurrency uint64
 	Routes         []Route
 	Labels         map[string]string // optional, empty when absent; emitted in key order
+	Features       []string          // optional (§2.6); emitted only when not empty
 }
 
 // Welcome is the gateway's answer to a valid HELLO (§2.3, §3.8).
@@ -31,6 +32,7 @@ type Welcome struct {
 	InitialWindow  uint64
 	MaxFrameSize   uint64
 	MaxConcurrency uint64
+	Features       []string // optional (§2.6); emitted only when not empty
 }
 
 // Drain announces that the sender stops taking new streams (§7).
@@ -65,7 +67,8 @@ func (*Routes) Type() byte { return TypeRoutes }
 // Type returns TypeError.
 func (*ErrorMessage) Type() byte { return TypeError }
 
-// Encode returns the whole message: compact JSON, keys in the order of §3.8, every field.
+// Encode returns the whole message: compact JSON, keys in the order of §3.8, every field
+// (Features only when it is not empty, so that a HELLO without extensions is v1's).
 func (h *Hello) Encode() []byte {
 	w := &jsonWriter{b: header(TypeHello, false, 0, 128)}
 	w.open()
@@ -86,6 +89,7 @@ func (h *Hello) Encode() []byte {
 		w.str(k, h.Labels[k])
 	}
 	w.close()
+	w.strs("features", h.Features)
 	w.close()
 	return w.b
 }
@@ -101,6 +105,7 @@ func (m *Welcome) Encode() []byte {
 	w.uint("initial_window", m.InitialWindow)
 	w.uint("max_frame_size", m.MaxFrameSize)
 	w.uint("max_concurrency", m.MaxConcurrency)
+	w.strs("features", m.Features)
 	w.close()
 	return w.b
 }
@@ -152,6 +157,7 @@ func decodeControl(t byte, p []byte) (Frame, string) {
 			MaxConcurrency: f.uint("max_concurrency"),
 			Routes:         f.routes("routes"),
 			Labels:         f.labels("labels"),
+			Features:       f.strs("features"),
 		}
 	case TypeWelcome:
 		out = &Welcome{
@@ -162,6 +168,7 @@ func decodeControl(t byte, p []byte) (Frame, string) {
 			InitialWindow:  f.uint("initial_window"),
 			MaxFrameSize:   f.uint("max_frame_size"),
 			MaxConcurrency: f.uint("max_concurrency"),
+			Features:       f.strs("features"),
 		}
 	case TypeDrain:
 		out = &Drain{Reason: f.str("reason", true), DeadlineMS: f.uint("deadline_ms")}

@@ -468,6 +468,27 @@ func (f *fields) labels(k string) map[string]string {
 	return out
 }
 
+// strs reads an optional array of strings (absent or null: nil).
+func (f *fields) strs(k string) []string {
+	v := f.get(k, false)
+	if v == nil {
+		return nil
+	}
+	if v.kind != jArr {
+		f.wrong(k, "an array of strings")
+		return nil
+	}
+	out := make([]string, 0, len(v.arr))
+	for _, e := range v.arr {
+		if e.kind != jStr {
+			f.wrong(k, "an array of strings")
+			return nil
+		}
+		out = append(out, e.s)
+	}
+	return out
+}
+
 // jsonWriter emits compact JSON: no whitespace, raw UTF-8, keys in call order.
 type jsonWriter struct {
 	b     []byte
@@ -490,6 +511,22 @@ func (w *jsonWriter) str(k, v string) { w.key(k); w.b = appendJSONString(w.b, v)
 func (w *jsonWriter) uint(k string, v uint64) {
 	w.key(k)
 	w.b = strconv.AppendUint(w.b, v, 10)
+}
+
+// strs writes an array of strings, and nothing at all when it is empty.
+func (w *jsonWriter) strs(k string, vs []string) {
+	if len(vs) == 0 {
+		return
+	}
+	w.key(k)
+	w.b = append(w.b, '[')
+	for i, v := range vs {
+		if i > 0 {
+			w.b = append(w.b, ',')
+		}
+		w.b = appendJSONString(w.b, v)
+	}
+	w.b = append(w.b, ']')
 }
 
 func (w *jsonWriter) routes(k string, rs []Route) {

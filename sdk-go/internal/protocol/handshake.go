@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -56,6 +57,9 @@ func ValidateHello(h *frame.Hello, headerWorkerID string) error {
 	if err := ValidateHelloFields(h.Instance, h.SDK, h.Labels); err != nil {
 		return err
 	}
+	if err := ValidateFeatures(h.Features, frame.CloseBadHello); err != nil {
+		return err
+	}
 	return ValidateRoutes(h.Routes)
 }
 
@@ -97,9 +101,9 @@ func excerpt(s string) string {
 }
 
 // ValidateWelcome is the worker's check of WELCOME (§2.3 step 6) against the
-// max_concurrency its HELLO asked for: protocol ≠ 1 → 4002 (stop), any other value out of
-// range → 4005 (retry).
-func ValidateWelcome(w *frame.Welcome, askedMaxConcurrency uint64) error {
+// max_concurrency and features its HELLO asked for: protocol ≠ 1 → 4002 (stop), any other
+// value out of range, or a feature the HELLO did not offer → 4005 (retry).
+func ValidateWelcome(w *frame.Welcome, askedMaxConcurrency uint64, offeredFeatures []string) error {
 	if w.Protocol != ProtocolVersion {
 		return bad(frame.CloseUnsupportedVersion, "gateway speaks protocol %d; this worker speaks %d", w.Protocol, ProtocolVersion)
 	}
@@ -113,6 +117,14 @@ func ValidateWelcome(w *frame.Welcome, askedMaxConcurrency uint64) error {
 		return bad(pv, "invalid WELCOME: max_frame_size %d is not %d, the only value of protocol 1", w.MaxFrameSize, MaxFrameSize)
 	case w.MaxConcurrency < 1 || w.MaxConcurrency > askedMaxConcurrency:
 		return bad(pv, "invalid WELCOME: max_concurrency %d is outside 1..=%d (the HELLO's)", w.MaxConcurrency, askedMaxConcurrency)
+	}
+	if err := ValidateFeatures(w.Features, pv); err != nil {
+		return bad(pv, "invalid WELCOME: %s", err.(*HandshakeError).Message)
+	}
+	for _, f := range w.Features {
+		if !slices.Contains(offeredFeatures, f) {
+			return bad(pv, "invalid WELCOME: features lists %q, which the HELLO did not offer", f)
+		}
 	}
 	return nil
 }

@@ -17,6 +17,8 @@ const (
 	MaxSDKLen            = 128
 	MaxLabels            = 64
 	MaxLabelLen          = 256
+	MaxFeatures          = 16
+	MaxFeatureLen        = 32
 	MaxWindow            = frame.MaxWindow
 	DefaultHeartbeatMS   = 5000
 	DefaultInitialWindow = 262144

@@ -59,6 +59,7 @@ func TestHandshakeVectors(t *testing.T) {
 		WelcomeCases []struct {
 			Name                string          `json:"name"`
 			HelloMaxConcurrency uint64          `json:"hello_max_concurrency"`
+			HelloFeatures       []string        `json:"hello_features"`
 			Welcome             json.RawMessage `json:"welcome"`
 			Expect              expectation     `json:"expect"`
 		} `json:"welcome_cases"`
@@ -89,7 +90,7 @@ func TestHandshakeVectors(t *testing.T) {
 			if err != nil {
 				t.Fatalf("decode: %v", err)
 			}
-			check(t, ValidateWelcome(w, c.HelloMaxConcurrency), c.Expect)
+			check(t, ValidateWelcome(w, c.HelloMaxConcurrency, c.HelloFeatures), c.Expect)
 		})
 	}
 }
@@ -136,7 +137,7 @@ func TestRetryCloseCodes(t *testing.T) {
 					code = frame.CloseProtocolViolation // a WELCOME that does not decode: 4005 (§2.3)
 				} else {
 					var he *HandshakeError
-					if !errors.As(ValidateWelcome(w, retryMaxConcurrency), &he) {
+					if !errors.As(ValidateWelcome(w, retryMaxConcurrency, nil), &he) {
 						t.Fatal("WELCOME accepted")
 					}
 					code = he.Code

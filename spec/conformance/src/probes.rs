@@ -157,6 +157,7 @@ fn hello(id: &str, routes: Vec<RouteSpec>) -> Hello {
         max_concurrency: 8,
         routes,
         labels: Default::default(),
+        features: Vec::new(),
     }
 }
 

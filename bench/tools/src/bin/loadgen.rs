@@ -338,6 +338,7 @@ async fn register(gateway: SocketAddr, i: usize, shape: Shape) -> Result<Ws, Str
             })
             .collect(),
         labels: Default::default(),
+        features: Vec::new(),
     });
     ws.send(Message::Binary(hello.encode()))
         .await
