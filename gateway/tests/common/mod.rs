@@ -182,6 +182,29 @@ pub async fn get(client: &HttpClient, url: &str) -> (u16, Bytes) {
     (s, b)
 }
 
+/// The worker's in-flight count, as `/_vyx/workers` shows it.
+pub async fn in_flight(gw: SocketAddr) -> u64 {
+    let (_, body) = get(&client(), &format!("http://{gw}/_vyx/workers")).await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    v[0]["in_flight"].as_u64().unwrap()
+}
+
+/// Waits (bounded) until the in-flight count is `n`.
+pub async fn wait_in_flight(gw: SocketAddr, n: u64, what: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let now = in_flight(gw).await;
+        if now == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: in flight {now}, expected {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits until `/_vyx/workers` lists `n` connections of `worker_id`.
 pub async fn wait_for_workers(gw_addr: SocketAddr, worker_id: &str, n: usize) {
     let c = client();
@@ -408,15 +431,37 @@ impl RawWorker {
         instance: &str,
         routes: Vec<RouteSpec>,
     ) -> RawWorker {
-        let mut ws = match try_upgrade(addr, worker_id, token).await {
-            Ok(ws) => ws,
-            Err((status, body)) => panic!("{worker_id} refused: {status} {body}"),
-        };
-        let hello = Frame::Hello(Hello {
+        let hello = Hello {
             instance: instance.into(),
             max_concurrency: 64,
             ..hello(worker_id, routes)
-        });
+        };
+        Self::connect_hello(addr, token, hello).await
+    }
+
+    /// [`RawWorker::connect`] offering protocol extensions in HELLO (§2.6).
+    pub async fn connect_offering(
+        addr: SocketAddr,
+        worker_id: &str,
+        features: &[&str],
+        routes: Vec<RouteSpec>,
+    ) -> RawWorker {
+        let hello = Hello {
+            instance: "raw".into(),
+            max_concurrency: 64,
+            features: features.iter().map(|f| f.to_string()).collect(),
+            ..hello(worker_id, routes)
+        };
+        Self::connect_hello(addr, None, hello).await
+    }
+
+    async fn connect_hello(addr: SocketAddr, token: Option<&str>, hello: Hello) -> RawWorker {
+        let worker_id = hello.worker_id.clone();
+        let mut ws = match try_upgrade(addr, &worker_id, token).await {
+            Ok(ws) => ws,
+            Err((status, body)) => panic!("{worker_id} refused: {status} {body}"),
+        };
+        let hello = Frame::Hello(hello);
         ws.send(Message::Binary(hello.encode())).await.unwrap();
         let mut w = RawWorker {
             ws,
