@@ -20,6 +20,7 @@ use vyx_core::limits::MAX_DATA_CHUNK;
 
 use crate::body::{GatewayBody, StreamGuard};
 use crate::conn::{Failure, OpenStream, ResponseHead, WorkerConn};
+use crate::conn_limit::Activity;
 use crate::forward::{self, X_REQUEST_ID};
 use crate::framing::{framing, BodyPlan, Framing};
 use crate::registry::reserve_replica;
@@ -94,7 +95,9 @@ async fn dispatch(
         let admitted = admit(body, &mut routed, shared, &request_id).await?;
         let (head, admitted) = forward(admitted, &routed.target, shared, &request_id).await?;
         let (head, admitted) = match (asked, on_upgrade) {
-            (Some(asked), Some(on)) => switch(asked, head, admitted, on, shared, &request_id)?,
+            (Some(asked), Some(on)) => {
+                switch(asked, head, admitted, on, &parts, shared, &request_id)?
+            }
             _ => (head, admitted),
         };
         Ok(respond(
@@ -414,6 +417,7 @@ fn switch(
     head: ResponseHead,
     answering: Answering,
     on_upgrade: hyper::upgrade::OnUpgrade,
+    parts: &http::request::Parts,
     shared: &Arc<Shared>,
     request_id: &HeaderValue,
 ) -> Result<(ResponseHead, Answering), Answer> {
@@ -436,6 +440,7 @@ fn switch(
     }
     end_to_end_headers(&mut headers, None);
     let piped = Piped {
+        active: parts.extensions.get::<Arc<Activity>>().map(|a| a.start()),
         guard: answering.guard,
         body: answering.body,
         recv_credit: answering.recv_credit,

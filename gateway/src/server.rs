@@ -387,6 +387,8 @@ fn serve(
         }
         if req.version() == http::Version::HTTP_2 {
             h2.store(true, Ordering::Relaxed);
+            // An upgraded stream (extended CONNECT) counts as a request open for its life.
+            req.extensions_mut().insert(active.clone());
         }
         let request = active.start();
         let h1 = req.version() <= http::Version::HTTP_11;

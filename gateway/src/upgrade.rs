@@ -28,6 +28,7 @@ use vyx_core::transport::Outgoing;
 
 use crate::body::{GatewayBody, StreamGuard};
 use crate::conn::{Failure, ResponseHead, WorkerConn};
+use crate::conn_limit::ActiveRequest;
 
 /// What a client asked to switch to, and how.
 pub enum Asked {
@@ -85,7 +86,8 @@ impl Asked {
                 StatusCode::NOT_IMPLEMENTED,
                 "extended CONNECT is carried for the websocket protocol only",
             )),
-            _ if body_declared => Some((
+            // An extended CONNECT's stream is the tunnel itself: its DATA comes after the 200.
+            Asked::Http1(_) if body_declared => Some((
                 StatusCode::BAD_REQUEST,
                 "an upgrade request cannot carry a body",
             )),
@@ -116,6 +118,9 @@ pub const NOT_TAKEN: &str =
 
 /// The stream as the pipe needs it once the worker has answered.
 pub struct Piped {
+    /// Over HTTP/2, the connection's count of open requests: a tunnel keeps the client's
+    /// connection from being closed as idle (`timeouts.header_read`).
+    pub active: Option<ActiveRequest>,
     pub guard: StreamGuard,
     pub body: mpsc::UnboundedReceiver<Result<Bytes, Failure>>,
     pub recv_credit: Arc<AtomicI64>,
@@ -180,6 +185,7 @@ enum End {
 /// moved for `idle`. Dropping the guard at the end RESETs (`cancel`) a stream still open.
 async fn pipe<Io: AsyncRead + AsyncWrite + Send + 'static>(io: Io, piped: Piped, idle: Duration) {
     let Piped {
+        active: _active,
         guard,
         body,
         recv_credit,

@@ -324,3 +324,98 @@ async fn an_upgrade_request_with_a_body_or_an_h2c_upgrade_is_not_carried() {
     w.send(head(r.stream_id, 204, &[], true)).await;
     assert_eq!(plain.await.unwrap(), 204);
 }
+
+/// Sends an HTTP/2 extended CONNECT for `/ws` (RFC 8441); the task yields the response.
+async fn extended_connect(
+    gw: &TestGateway,
+) -> tokio::task::JoinHandle<Result<http::Response<hyper::body::Incoming>, hyper::Error>> {
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut req = http::Request::builder()
+        .method("CONNECT")
+        .uri(format!("http://{}/ws", gw.addr))
+        .header("sec-websocket-version", "13")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    tokio::spawn(async move { send.send_request(req).await })
+}
+
+#[tokio::test]
+async fn an_http2_extended_connect_is_presented_as_the_http1_handshake() {
+    let gw = TestGateway::start().await;
+    let mut w = upgrading_worker(&gw).await;
+    let answer = extended_connect(&gw).await;
+
+    // RFC 8441 §5: the worker sees GET with the HTTP/1.1 upgrade headers and a key.
+    let r = next_request(&mut w).await;
+    assert!(r.upgrade && !r.end_stream);
+    assert_eq!(&r.method[..], b"GET");
+    assert_eq!(&r.target[..], b"/ws");
+    assert_eq!(header(&r, "connection"), [b"upgrade"]);
+    assert_eq!(header(&r, "upgrade"), [b"websocket"]);
+    assert_eq!(
+        header(&r, "sec-websocket-key")[0].len(),
+        24,
+        "16 bytes, base64"
+    );
+    let id = r.stream_id;
+    w.send(switching(id)).await;
+
+    let resp = tokio::time::timeout(WAIT, answer)
+        .await
+        .expect("answer in time")
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200, "a 101 is 200 over HTTP/2");
+    assert!(resp.headers().get("sec-websocket-accept").is_none());
+    let upgraded = hyper::upgrade::on(resp).await.unwrap();
+    let mut tunnel = hyper_util::rt::TokioIo::new(upgraded);
+    tunnel.write_all(b"over h2").await.unwrap();
+    match next_on(&mut w, id).await {
+        Frame::Data(d) => assert_eq!(&d.data[..], b"over h2"),
+        other => panic!("expected the client's bytes, got {other:?}"),
+    }
+    w.send(data(id, b"back", true)).await;
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, tunnel.read_to_end(&mut got))
+        .await
+        .expect("the worker's END_STREAM ends the tunnel's read side")
+        .unwrap();
+    assert_eq!(got, b"back");
+    wait_in_flight(gw.addr, 1, "the client's side is still open").await;
+    tunnel.shutdown().await.unwrap();
+    match next_on(&mut w, id).await {
+        Frame::Data(d) => assert!(d.end_stream && d.data.is_empty(), "{d:?}"),
+        other => panic!("expected END_STREAM, got {other:?}"),
+    }
+    wait_in_flight(gw.addr, 0, "both directions ended").await;
+}
+
+#[tokio::test]
+async fn an_http2_tunnel_is_not_closed_as_an_idle_connection() {
+    // An HTTP/2 connection with no request open is closed after timeouts.header_read; an
+    // open tunnel is a request open, so the upgrade's own idle limit, later, ends it.
+    let gw = TestGateway::start_with(|c| {
+        c.header_read_timeout = Some(Duration::from_millis(200));
+        c.upgrade_idle_timeout = Duration::from_millis(800);
+    })
+    .await;
+    let mut w = upgrading_worker(&gw).await;
+    let answer = extended_connect(&gw).await;
+    let id = next_request(&mut w).await.stream_id;
+    w.send(switching(id)).await;
+    let resp = answer.await.unwrap().unwrap();
+    let _tunnel = hyper::upgrade::on(resp).await.unwrap();
+    match next_on(&mut w, id).await {
+        Frame::Reset(r) => assert_eq!(r.code, ResetCode::Timeout as u32, "{r:?}"),
+        other => panic!("expected RESET timeout (upgrade_idle), got {other:?}"),
+    }
+}
