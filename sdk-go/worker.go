@@ -253,7 +253,9 @@ func (w *Worker) Start(ctx context.Context) error {
 		tls:     tc,
 		timeout: w.cfg.ConnectTimeout,
 		hello: &frame.Hello{Protocol: protocol.ProtocolVersion, WorkerID: w.cfg.ID, Instance: w.cfg.Instance,
-			SDK: "vyx-go/" + Version, MaxConcurrency: uint64(w.cfg.MaxConcurrency), Routes: routes, Labels: w.cfg.Labels},
+			SDK: "vyx-go/" + Version, MaxConcurrency: uint64(w.cfg.MaxConcurrency), Routes: routes, Labels: w.cfg.Labels,
+			// Hijack serves upgrades (hijack.go).
+			Features: []string{protocol.FeatureUpgrade}},
 		heard: new(atomic.Bool),
 	}
 	if err := protocol.ValidateHello(d.hello, w.cfg.ID); err != nil {
