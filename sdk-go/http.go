@@ -88,7 +88,9 @@ func newRequest(s *stream, r *frame.Request, rt route) *http.Request {
 	}
 	req = req.WithContext(s.ctx)
 	for _, p := range r.Params {
-		req.SetPathValue(p.Name, string(p.Value))
+		if p.Name != subtreeParam {
+			req.SetPathValue(p.Name, string(p.Value))
+		}
 	}
 	return req
 }

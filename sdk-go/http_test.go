@@ -175,8 +175,17 @@ func TestHandlePatterns(t *testing.T) {
 			w.Handle(bad, http.NotFoundHandler())
 		}()
 	}
-	if goCatchAll("/files/{rest...}") != "/files/{*rest}" {
-		t.Error(goCatchAll("/files/{rest...}"))
+	for in, want := range map[string][2]string{
+		"/files/{rest...}": {"/files/{*rest}", ""},
+		"/b/{$}":           {"/b/", ""},
+		"/{$}":             {"/", ""},
+		"/e/":              {"/e/{*" + subtreeParam + "}", "/e"},
+		"/":                {"/{*" + subtreeParam + "}", ""},
+		"/e":               {"/e", ""},
+	} {
+		if p, root := protocolPath(in); p != want[0] || root != want[1] {
+			t.Errorf("protocolPath(%q) = %q, %q; want %q", in, p, root, want)
+		}
 	}
 	for _, cfg := range []Config{{Connect: "http://x", ID: "a"}, {Connect: "ws://x", ID: "a b"}, {Connect: "ws://x", ID: "a", MaxConcurrency: 70000}} {
 		if _, err := NewWorker(cfg); err == nil {

@@ -34,6 +34,9 @@ var ErrNeverConnected = errors.New("vyx: the worker never connected")
 type route struct {
 	method, path string
 	handler      http.Handler
+	// redirect: the redirect a subtree pattern adds for its root without the slash, replaced by
+	// a route the app declares for that root.
+	redirect bool
 }
 
 // Worker serves routes through a vyx gateway. Create it with NewWorker, declare routes,
@@ -118,6 +121,9 @@ func NewWorker(cfg Config) (*Worker, error) {
 // Handle serves pattern with h. pattern is "[METHOD ]PATH": without a method the route
 // takes every method (a "*" route). PATH uses {name} for one segment and a last {*rest}
 // (or Go's {rest...}) for the rest of the path; the handler reads them with r.PathValue.
+// As on http.ServeMux, a PATH ending in "/" is a subtree (itself and every path below it;
+// its root without the slash redirects to it) and "/{$}" matches only the path with the
+// slash.
 // A GET route also serves HEAD (the body is dropped). The handler sees the request's full
 // original path in r.URL, so a whole http.ServeMux, chi router or gin engine can be mounted:
 //
@@ -129,7 +135,7 @@ func (w *Worker) Handle(pattern string, h http.Handler) {
 	if i := strings.IndexByte(pattern, ' '); i >= 0 {
 		method, path = pattern[:i], strings.TrimLeft(pattern[i+1:], " ")
 	}
-	path = goCatchAll(path)
+	path, subtreeRoot := protocolPath(path)
 	if h == nil {
 		panic("vyx: nil handler for " + pattern)
 	}
@@ -145,25 +151,38 @@ func (w *Worker) Handle(pattern string, h http.Handler) {
 	if w.started {
 		panic("vyx: Handle(" + pattern + ") after Start: declare every route before")
 	}
-	if other, dup := w.shapes[[2]string{method, shape}]; dup {
+	w.add(pattern, method, path, shape, h, false)
+	if subtreeRoot != "" {
+		if rootShape, err := protocol.PatternShape(subtreeRoot); err == nil {
+			w.add(pattern, method, subtreeRoot, rootShape, subtreeRedirect(pattern), true)
+		}
+	}
+}
+
+// add declares one route, under w.mu. A redirect a subtree added gives way to a route the
+// app declares for the same root, and is not added where the app declared one.
+func (w *Worker) add(pattern, method, path, shape string, h http.Handler, redirect bool) {
+	key := [2]string{method, shape}
+	if other, dup := w.shapes[key]; dup {
+		for i := range w.routes {
+			rt := &w.routes[i]
+			if rt.method == method && rt.path == path && rt.redirect && !redirect {
+				*rt = route{method: method, path: path, handler: h}
+				w.shapes[key] = pattern
+				return
+			}
+		}
+		if redirect {
+			return
+		}
 		panic(fmt.Sprintf("vyx: pattern %q conflicts with %q (same method and shape)", pattern, other))
 	}
 	if len(w.routes) >= protocol.MaxRoutes {
 		panic(fmt.Sprintf("vyx: more than %d routes", protocol.MaxRoutes))
 	}
-	w.shapes[[2]string{method, shape}] = pattern
+	w.shapes[key] = pattern
 	w.routeIDs[uint16(len(w.routes))] = true
-	w.routes = append(w.routes, route{method: method, path: path, handler: h})
-}
-
-// goCatchAll turns Go's ServeMux catch-all {name...} into the protocol's {*name}.
-func goCatchAll(path string) string {
-	if strings.HasSuffix(path, "...}") {
-		if i := strings.LastIndex(path, "/{"); i >= 0 && !strings.HasPrefix(path[i+2:], "*") {
-			return path[:i+2] + "*" + strings.TrimSuffix(path[i+2:], "...}") + "}"
-		}
-	}
-	return path
+	w.routes = append(w.routes, route{method: method, path: path, handler: h, redirect: redirect})
 }
 
 // HandleFunc is Handle for a function.

@@ -516,15 +516,51 @@ impl<T> Router<T> {
         })
     }
 
-    /// Depth-first search in precedence order: at each level the literal child, then the
-    /// parameter child, then the catch-all; the first route whose method fits wins.
-    /// `captures` gets the raw values of the params on the way down.
+    /// The methods of every route whose pattern matches `path`, whatever the method
+    /// (GET implies HEAD, §2.5.4), sorted: what a 405's `Allow` lists when no route serves
+    /// the request's method (§2.5.2). `*` routes are not listed (they serve every method).
+    pub fn allowed_methods(&self, path: &str) -> Vec<&str> {
+        let Some(rest) = path.strip_prefix('/') else {
+            return Vec::new();
+        };
+        let mut methods: Vec<&str> = Vec::new();
+        self.walk(rest, &mut Vec::new(), |ends, _| {
+            methods.extend(ends.methods.iter().map(|(m, _)| &**m));
+            false
+        });
+        if methods.contains(&"GET") {
+            methods.push("HEAD");
+        }
+        methods.sort_unstable();
+        methods.dedup();
+        methods
+    }
+
+    /// The first route, in precedence order, whose method fits.
     fn find<'r, 'p>(
         &'r self,
         rest: &'p str,
         method: &str,
         captures: &mut Vec<&'p str>,
     ) -> Option<(&'r Endpoint<T>, Option<&'p str>)> {
+        let mut found = None;
+        self.walk(rest, captures, |ends, catch_all| {
+            found = ends.serving(method).map(|e| (e, catch_all));
+            found.is_some()
+        });
+        found
+    }
+
+    /// Depth-first search in precedence order: at each level the literal child, then the
+    /// parameter child, then the catch-all. `at` gets the routes of every pattern shape that
+    /// matches the whole path (with the catch-all's raw rest, if any) and stops the walk by
+    /// returning true; `captures` then holds the raw values of the params on the way down.
+    fn walk<'r, 'p>(
+        &'r self,
+        rest: &'p str,
+        captures: &mut Vec<&'p str>,
+        mut at: impl FnMut(&'r Endpoints<T>, Option<&'p str>) -> bool,
+    ) {
         let mut stack = vec![Visit::new(ROOT, rest, false)];
         while let Some(top) = stack.last_mut() {
             let node = &self.nodes[top.node];
@@ -546,9 +582,8 @@ impl<T> Router<T> {
                     match top.after {
                         Some(next) => stack.push(Visit::new(child, next, false)),
                         None => {
-                            if let Some(e) = self.nodes[child].end().and_then(|e| e.serving(method))
-                            {
-                                return Some((e, None));
+                            if self.nodes[child].end().is_some_and(|e| at(e, None)) {
+                                return;
                             }
                         }
                     }
@@ -558,23 +593,20 @@ impl<T> Router<T> {
                     let Some(child) = node.param().filter(|_| !top.segment.is_empty()) else {
                         continue;
                     };
+                    captures.push(top.segment);
                     match top.after {
-                        Some(next) => {
-                            captures.push(top.segment);
-                            stack.push(Visit::new(child, next, true));
-                        }
+                        Some(next) => stack.push(Visit::new(child, next, true)),
                         None => {
-                            if let Some(e) = self.nodes[child].end().and_then(|e| e.serving(method))
-                            {
-                                captures.push(top.segment);
-                                return Some((e, None));
+                            if self.nodes[child].end().is_some_and(|e| at(e, None)) {
+                                return;
                             }
+                            captures.pop();
                         }
                     }
                 }
                 Step::CatchAll => {
-                    if let Some(e) = node.catch_all().and_then(|e| e.serving(method)) {
-                        return Some((e, Some(top.rest)));
+                    if node.catch_all().is_some_and(|e| at(e, Some(top.rest))) {
+                        return;
                     }
                     if top.captured {
                         captures.pop();
@@ -583,7 +615,6 @@ impl<T> Router<T> {
                 }
             }
         }
-        None
     }
 }
 

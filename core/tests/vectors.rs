@@ -244,6 +244,14 @@ fn routing_cases() {
                 )),
             };
             assert_eq!(got, want, "{name}: {method} {path}");
+            if got.is_none() {
+                let allow: Vec<String> = serde_json::from_value(req["allow"].clone()).unwrap();
+                assert_eq!(
+                    router.allowed_methods(path),
+                    allow,
+                    "{name}: {method} {path}"
+                );
+            }
         }
     }
 }

@@ -55,6 +55,24 @@ pub fn error_response(
     resp
 }
 
+/// 405 with `Allow` when routes serve the path with other methods (§2.5.2), else 404.
+fn no_route(
+    table: &crate::routes::RouteTable,
+    parts: &http::request::Parts,
+    request_id: &HeaderValue,
+) -> Response<GatewayBody> {
+    let allow = table.allowed_methods(parts.uri.path()).join(", ");
+    if allow.is_empty() {
+        return error_response(StatusCode::NOT_FOUND, "no route", request_id);
+    }
+    let message = format!("{} is not served here; allowed: {allow}", parts.method);
+    let mut resp = error_response(StatusCode::METHOD_NOT_ALLOWED, &message, request_id);
+    if let Ok(v) = HeaderValue::from_str(&allow) {
+        resp.headers_mut().insert(http::header::ALLOW, v);
+    }
+    resp
+}
+
 pub async fn proxy(
     req: Request<Incoming>,
     shared: Arc<Shared>,
@@ -154,11 +172,7 @@ fn lookup(
     let table = shared.registry.table_full();
     let method = Asked::method(asked, &parts.method);
     let Some(found) = table.lookup(method, parts.uri.path()) else {
-        return Err(error_response(
-            StatusCode::NOT_FOUND,
-            "no route",
-            request_id,
-        ));
+        return Err(no_route(&table, parts, request_id));
     };
     *matched = Some(found.value.clone());
     let refusal = match asked {

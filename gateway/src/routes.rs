@@ -94,6 +94,12 @@ impl RouteTable {
     ) -> Option<Match<'t, 'p, Arc<RouteTarget>>> {
         self.router.lookup(method, path)
     }
+
+    /// What a 405's `Allow` lists for a path no route serves with the request's method
+    /// (empty: a 404).
+    pub fn allowed_methods(&self, path: &str) -> Vec<&str> {
+        self.router.allowed_methods(path)
+    }
 }
 
 /// One edit of the route table.

@@ -1444,6 +1444,16 @@ def route_lookup(routes, method, path):
     return {"route_id": best[1], "params": [[n, hx(pct_decode(v))] for n, v in best[2]]}
 
 
+def allowed_methods(routes, path):
+    """§2.5.2: the methods of the routes whose pattern matches path, whatever the request's
+    method (GET implies HEAD), sorted; the Allow of a 405, or [] for a 404."""
+    methods = {r["method"] for r in routes
+               if r["method"] != "*" and route_lookup([r], r["method"], path) is not None}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
 def routing_cases():
     cases = []
 
@@ -1459,7 +1469,10 @@ def routing_cases():
             if want is not None:
                 assert [[n, bytes.fromhex(v).decode("utf-8")] for n, v in got["params"]] \
                     == [list(p) for p in want[1]], (name, path, got)
-            reqs.append({"method": method, "path": path, "expect": got})
+            req = {"method": method, "path": path, "expect": got}
+            if got is None:
+                req["allow"] = allowed_methods(rs, path)
+            reqs.append(req)
         cases.append({"name": name, "routes": rs, "requests": reqs})
 
     add("literal_beats_param_beats_catch_all",
@@ -1531,6 +1544,13 @@ def routing_cases():
         [("GET", "/a/b", (1, [("x", "b")])),
          ("POST", "/a/b", (0, [])),
          ("PUT", "/a/b", None)])
+    add("a_path_served_for_other_methods_is_405_with_allow",
+        [("GET", "/items/{id}"), ("DELETE", "/items/{id}"), ("POST", "/items"),
+         ("GET", "/files/{*rest}")],
+        [("DELETE", "/items", None),
+         ("PATCH", "/items/5", None),
+         ("PUT", "/files/a/b", None),
+         ("GET", "/nothing", None)])
     add("methods_are_case_sensitive",
         [("GET", "/a")],
         [("get", "/a", None),
@@ -1742,8 +1762,9 @@ def main():
         "description": "vyx protocol v1 routing: a worker declares routes (a valid HELLO route "
                        "set); for each request (method, raw path as received, without query) "
                        "the gateway picks expect.route_id and sends expect.params (name, "
-                       "percent-decoded value as hex) in pattern order, or answers 404 itself "
-                       "when expect is null. See spec/PROTOCOL.md, Route patterns and matching.",
+                       "percent-decoded value as hex) in pattern order, or, when expect is null, "
+                       "answers itself: 405 with Allow = allow joined by ', ' when allow is "
+                       "not empty, else 404. See spec/PROTOCOL.md, Route patterns and matching.",
         "cases": routing,
     })
     write("backoff.json", backoff)

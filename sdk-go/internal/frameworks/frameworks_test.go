@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -92,5 +93,60 @@ func TestMountedApps(t *testing.T) {
 	c.Send(c.Forwarded(7, "* /api/{*rest}", "/api/nothing", "rest", "nothing"))
 	if r, _ := c.Answer(7); r.Status != 404 {
 		t.Errorf("mux 404: got %d", r.Status)
+	}
+}
+
+// Patterns mean on a Worker what they mean on http.ServeMux: the routes a worker declares
+// for "/b/{$}", a subtree "/e/" and "/f/" whose root the app also declares, and the answers
+// to requests the gateway routes to them, compared with a ServeMux serving the same patterns.
+func TestServeMuxPatterns(t *testing.T) {
+	mux := http.NewServeMux()
+	setup := func(handle func(pattern string, h http.HandlerFunc)) {
+		handle("/b/{$}", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "b-exact") })
+		handle("GET /e/", func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "e-subtree "+r.URL.Path+" "+r.PathValue("vyx-subtree"))
+		})
+		handle("/f/", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "f-subtree") })
+		handle("/f", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "f-root") })
+	}
+	setup(func(p string, h http.HandlerFunc) { mux.HandleFunc(p, h) })
+	g := gwtest.New(t)
+	start(t, g, func(w *vyx.Worker) { setup(func(p string, h http.HandlerFunc) { w.HandleFunc(p, h) }) })
+	c := g.Accept()
+	c.Welcome(0)
+	var declared []string
+	for _, r := range c.Hello.Routes {
+		declared = append(declared, r.Method+" "+r.Path)
+	}
+	want := []string{"* /b/", "GET /e/{*vyx-subtree}", "GET /e", "* /f/{*vyx-subtree}", "* /f"}
+	if strings.Join(declared, ", ") != strings.Join(want, ", ") {
+		t.Fatalf("declared %v\nwant     %v", declared, want)
+	}
+	// Each request as the gateway routes it (§2.5.2), answered by the worker and by the mux.
+	for i, tc := range []struct{ route, target, rest string }{
+		{"* /b/", "/b/", ""},
+		{"GET /e/{*vyx-subtree}", "/e/", ""},
+		{"GET /e/{*vyx-subtree}", "/e/x/y?q=1", "x/y"},
+		{"GET /e", "/e?q=1", ""},
+		{"* /f/{*vyx-subtree}", "/f/z", "z"},
+		{"* /f", "/f", ""},
+	} {
+		id := uint32(2*i + 1)
+		params := []string{}
+		if strings.Contains(tc.route, "{*") {
+			params = []string{"vyx-subtree", tc.rest}
+		}
+		c.Send(c.Forwarded(id, tc.route, tc.target, params...))
+		r, body := c.Answer(id)
+		native := httptest.NewRecorder()
+		mux.ServeHTTP(native, httptest.NewRequest("GET", tc.target, nil))
+		if int(r.Status) != native.Code || string(body) != native.Body.String() {
+			t.Errorf("%s: through vyx %d %q, ServeMux %d %q", tc.target, r.Status, body, native.Code, native.Body.String())
+		}
+		if loc := native.Header().Get("Location"); loc != "" {
+			if got := gwtest.Header(r, "location"); len(got) != 1 || got[0] != loc {
+				t.Errorf("%s: location %v, ServeMux %q", tc.target, got, loc)
+			}
+		}
 	}
 }
