@@ -38,6 +38,7 @@ pub(crate) async fn serve(req: IncomingRequest, routes: Arc<[Route]>) -> u64 {
         target,
         params,
         headers,
+        upgrade: _, // the Rust SDK does not offer upgrades yet (HOSTS.md §7a)
         stream,
     } = req;
     let Some(route) = routes.get(route_id as usize) else {

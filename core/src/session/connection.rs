@@ -293,6 +293,7 @@ impl Reader<'_> {
                     id,
                     slot,
                     head_only,
+                    r.upgrade,
                     r.end_stream,
                     expect_continue,
                     self.conn.clone(),
@@ -318,6 +319,7 @@ impl Reader<'_> {
                     target: r.target,
                     params: r.params,
                     headers: r.headers,
+                    upgrade: r.upgrade,
                     stream,
                 };
                 self.events.request(req);

@@ -7,6 +7,7 @@ mod bodies;
 mod concurrency;
 mod lifecycle;
 mod tls;
+mod upgrades;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -46,6 +47,7 @@ pub fn all() -> Vec<Scenario> {
     v.extend(lifecycle::scenarios());
     v.extend(auth::scenarios());
     v.extend(tls::scenarios());
+    v.extend(upgrades::scenarios());
     v
 }
 

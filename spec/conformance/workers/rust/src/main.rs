@@ -332,6 +332,8 @@ async fn run() -> Result<(), vyx::Error> {
         .get("/barrier/{n}", with!(shared, barrier))
         .get("/throw", throw)
         .get("/empty", |_req: Request| async { StatusCode::NO_CONTENT })
+        // The Rust SDK does not take upgrades yet: the gateway answers them 501 itself.
+        .get("/ws", |_req: Request| async { StatusCode::NOT_IMPLEMENTED })
         .route("HEAD", "/head", |_req: Request| async {
             Response::builder()
                 .header("x-conformance", "head")
