@@ -328,6 +328,8 @@ impl WorkerBuilder {
         config.tls_ca_file = self.ca_file;
         config.apply_env_defaults();
         config.sdk = SDK.to_owned();
+        // Handlers take upgrades with `vyx::upgrade::on`.
+        config.features = vyx_core::features::Features::UPGRADE;
         if let Some(n) = self.max_concurrency {
             config.max_concurrency = n;
         }

@@ -378,6 +378,7 @@ const HELLO_KEYS: &[&str] = &[
     "max_concurrency",
     "routes",
     "labels",
+    "features",
 ];
 const ROUTE_KEYS: &[&str] = &["id", "method", "path"];
 
