@@ -7,11 +7,13 @@ package vyx
 
 import (
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"runtime/debug"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -22,7 +24,12 @@ import (
 func (w *Worker) serveStream(s *stream, r *frame.Request) {
 	rt := w.routes[r.RouteID]
 	req := newRequest(s, r, rt)
-	rw := &responseWriter{s: s, header: http.Header{}, log: w.log, req: req}
+	log := w.log
+	if id := req.Header.Get("X-Request-Id"); id != "" {
+		// The gateway's id for the request: the worker's lines about it carry it.
+		log = log.With("request_id", id)
+	}
+	rw := &responseWriter{s: s, header: http.Header{}, log: log, req: req}
 	defer func() {
 		v := recover()
 		if rw.hijacked {
@@ -36,7 +43,7 @@ func (w *Worker) serveStream(s *stream, r *frame.Request) {
 			if v == http.ErrAbortHandler {
 				s.abort("handler aborted") // as net/http drops the connection: no answer
 			} else {
-				w.log.Error("vyx: handler panicked", "method", req.Method, "target", r.Target, "panic", v, "stack", string(debug.Stack()))
+				log.Error("vyx: handler panicked", "method", req.Method, "target", r.Target, "panic", v, "stack", string(debug.Stack()))
 				rw.fail("handler panicked")
 			}
 		} else {
@@ -78,7 +85,13 @@ func newRequest(s *stream, r *frame.Request, rt route) *http.Request {
 		req.Pattern = rt.path
 	}
 	if !r.EndStream && !r.Upgrade { // an upgrade's bytes come after the switch, by Hijack
-		req.Body = &body{s: s}
+		b := &body{s: s}
+		if s.c.trailersOn() {
+			// Filled when the body ends (§3.10); the map is shared with the handler's copy.
+			req.Trailer = http.Header{}
+			b.trailer = req.Trailer
+		}
+		req.Body = b
 		req.ContentLength = -1
 		if cl := header.Get("Content-Length"); cl != "" {
 			if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
@@ -108,15 +121,26 @@ func remoteAddr(headers []frame.Field) string {
 // body is a request body: reading grants the gateway credit (§5), so a handler that does
 // not read holds the upload where it is.
 type body struct {
-	s      *stream
-	closed bool
+	s       *stream
+	closed  bool
+	trailer http.Header // the request's Trailer, nil when trailers are not negotiated
 }
 
 func (b *body) Read(p []byte) (int, error) {
 	if b.closed {
 		return 0, errors.New("http: invalid Read on closed Body")
 	}
-	return b.s.read(p)
+	n, err := b.s.read(p)
+	if err == io.EOF && b.trailer != nil && len(b.trailer) == 0 {
+		// As net/http: Request.Trailer holds the trailers once Read has returned io.EOF.
+		b.s.c.mu.Lock()
+		for _, f := range b.s.trailers {
+			k := http.CanonicalHeaderKey(f.Name)
+			b.trailer[k] = append(b.trailer[k], string(f.Value))
+		}
+		b.s.c.mu.Unlock()
+	}
+	return n, err
 }
 
 // Close stops reading; the rest of the upload is refused when the handler returns.
@@ -261,13 +285,28 @@ func (rw *responseWriter) FlushError() error {
 func (rw *responseWriter) EnableFullDuplex() error { return nil }
 
 // finish completes the response when the handler returned: a response that fits the
-// buffer goes whole (content-length, END_STREAM); a streamed one gets its END_STREAM.
+// buffer goes whole (content-length, END_STREAM); a streamed one gets its END_STREAM, or
+// TRAILERS when the handler set trailers and the connection carries them (§3.10).
 func (rw *responseWriter) finish() {
 	if rw.err != nil {
 		return
 	}
 	if !rw.wroteHeader {
 		rw.WriteHeader(http.StatusOK)
+	}
+	if trailers := rw.trailerFields(); len(trailers) > 0 && bodyAllowed(rw.status) && rw.s.c.trailersOn() {
+		// Streamed, as net/http sends a response with trailers chunked.
+		if rw.FlushError() != nil {
+			return
+		}
+		if !rw.bodyWanted {
+			_ = rw.bodyWrite(nil, true)
+			return
+		}
+		if err := rw.s.sendTrailers(trailers); err != nil {
+			rw.log.Error("vyx: the handler's trailers cannot be sent; stream reset", "why", err.Error(), "target", rw.req.RequestURI)
+		}
+		return
 	}
 	if !rw.headSent {
 		rw.sniff()
@@ -285,6 +324,43 @@ func (rw *responseWriter) finish() {
 		return
 	}
 	_ = rw.bodyWrite(nil, true)
+}
+
+// trailerFields are the response's trailers as net/http finds them when the handler has
+// returned: the values of the names the "Trailer" header announced at WriteHeader, and
+// every http.TrailerPrefix key. Names a head could not carry are left out.
+func (rw *responseWriter) trailerFields() []frame.Field {
+	values := map[string][]string{}
+	for _, v := range rw.sent["Trailer"] {
+		for _, name := range strings.Split(v, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				values[strings.ToLower(name)] = rw.header[http.CanonicalHeaderKey(name)]
+			}
+		}
+	}
+	for k, vs := range rw.header {
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+			lower := strings.ToLower(name)
+			values[lower] = append(values[lower], vs...)
+		}
+	}
+	names := make([]string, 0, len(values))
+	for name := range values {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var fields []frame.Field
+	for _, name := range names {
+		if !frame.IsHeaderName(name) {
+			continue
+		}
+		for _, v := range values[name] {
+			if frame.IsHeaderValue([]byte(v)) {
+				fields = append(fields, frame.Field{Name: name, Value: []byte(v)})
+			}
+		}
+	}
+	return fields
 }
 
 // fail ends a response whose handler panicked: 500 before the head, RESET handler_error

@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -259,4 +261,48 @@ func TestRemoteAddr(t *testing.T) {
 			t.Errorf("remoteAddr(%q) = %q, want %q", c.xff, got, c.want)
 		}
 	}
+}
+
+// The worker's lines about a request carry the gateway's request id.
+func TestRequestLogsCarryTheRequestID(t *testing.T) {
+	g := gwtest.New(t)
+	var logs syncBuffer
+	startWorker(t, g, func(w *Worker) {
+		w.Get("/panic", func(http.ResponseWriter, *http.Request) { panic("on purpose") })
+	}, Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	c := g.Accept()
+	c.Welcome(65536)
+	req := c.Request(1, "GET /panic", "/panic", true)
+	req.Headers = append(req.Headers, frame.Field{Name: "x-request-id", Value: []byte("req-42")})
+	c.Send(req)
+	if r, _ := c.Answer(1); r.Status != 500 {
+		t.Fatalf("panic: %d", r.Status)
+	}
+	line := ""
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "handler panicked") {
+			line = l
+		}
+	}
+	if !strings.Contains(line, "request_id=req-42") {
+		t.Errorf("no request_id in %q", line)
+	}
+}
+
+// syncBuffer is a bytes.Buffer the worker's goroutines and the test share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

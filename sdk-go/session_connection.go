@@ -78,6 +78,12 @@ type connection struct {
 	errorMessage    string // the last ERROR's message: the close's full reason
 }
 
+// trailersOn reports whether WELCOME listed "trailers" (§3.10): TRAILERS may cross this
+// connection both ways.
+func (c *connection) trailersOn() bool {
+	return slices.Contains(c.welcome.Features, protocol.FeatureTrailers)
+}
+
 // remove takes stream id out of the table (holding c.mu).
 func (c *connection) remove(id uint32) {
 	delete(c.streams, id)
@@ -234,6 +240,9 @@ func (c *connection) onFrame(msg []byte) (frame.CloseCode, string) {
 			c.out.control((&frame.Reset{StreamID: de.StreamID, Code: frame.ResetProtocolError, Reason: why}).Encode())
 			return 0, ""
 		}
+		if de.IsStreamError() && de.Type == frame.TypeTrailers && c.trailersOn() {
+			return c.badTrailers(de.StreamID, "invalid TRAILERS: "+err.Error())
+		}
 		return de.CloseCode(), err.Error()
 	}
 	pv := frame.CloseProtocolViolation
@@ -277,6 +286,34 @@ func (c *connection) onFrame(msg []byte) (frame.CloseCode, string) {
 			}
 		}
 		signal(s.readWake)
+	case *frame.Trailers:
+		if !c.trailersOn() {
+			return pv, "TRAILERS on a connection that did not negotiate trailers"
+		}
+		if f.PayloadLen() > protocol.MaxTrailersSize {
+			return c.badTrailers(f.StreamID, "TRAILERS larger than max_trailers_size")
+		}
+		if f.StreamID > c.highest {
+			return pv, fmt.Sprintf("TRAILERS for stream %d, which was never opened", f.StreamID)
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		s := c.streams[f.StreamID]
+		if s == nil {
+			return 0, ""
+		}
+		if s.bodyEnded {
+			c.out.reset(s.id, (&frame.Reset{StreamID: s.id, Code: frame.ResetProtocolError, Reason: "TRAILERS after END_STREAM"}).Encode())
+			c.remove(s.id)
+			s.fail(&StreamError{Code: frame.ResetProtocolError, Reason: "gateway sent TRAILERS after END_STREAM"})
+			return 0, ""
+		}
+		// TRAILERS ends the request body as END_STREAM does (§3.10).
+		s.trailers, s.bodyEnded = f.Headers, true
+		if s.respEnded {
+			c.remove(s.id)
+		}
+		signal(s.readWake)
 	case *frame.Window:
 		if f.StreamID > c.highest {
 			return pv, fmt.Sprintf("WINDOW for stream %d, which was never opened", f.StreamID)
@@ -307,6 +344,23 @@ func (c *connection) onFrame(msg []byte) (frame.CloseCode, string) {
 		c.log.Warn("vyx: the gateway reported an error", "code", int(f.Code), "message", f.Message)
 	default:
 		return pv, frame.TypeName(f.Type()) + " frame is not sent by a gateway"
+	}
+	return 0, ""
+}
+
+// badTrailers fails the stream whose TRAILERS broke §3.10 (RESET protocol_error); the
+// connection serves on.
+func (c *connection) badTrailers(id uint32, why string) (frame.CloseCode, string) {
+	if id > c.highest {
+		return frame.CloseProtocolViolation, fmt.Sprintf("TRAILERS for stream %d, which was never opened", id)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s := c.streams[id]; s != nil {
+		c.log.Warn("vyx: invalid TRAILERS; stream reset", "stream", id, "why", why)
+		c.out.reset(id, (&frame.Reset{StreamID: id, Code: frame.ResetProtocolError, Reason: why}).Encode())
+		c.remove(id)
+		s.fail(&StreamError{Code: frame.ResetProtocolError, Reason: why})
 	}
 	return 0, ""
 }

@@ -80,8 +80,9 @@ type stream struct {
 	writeWake      chan struct{}
 
 	// Guarded by c.mu.
-	body      [][]byte // received, not yet read
-	bodyEnded bool     // END_STREAM received
+	body      [][]byte      // received, not yet read
+	bodyEnded bool          // END_STREAM (or TRAILERS) received
+	trailers  []frame.Field // the request's TRAILERS (§3.10)
 	recv      protocol.RecvWindow
 	send      protocol.SendWindow
 	asked     bool // the expect: 100-continue body was asked for
@@ -181,6 +182,14 @@ func (s *stream) sendHead(status int, h http.Header, whole []byte, end bool) (bo
 		s.internalError()
 		return false, err
 	}
+	if c.trailersOn() && !noBody {
+		// On a connection with trailers, "Trailer" announces them (§3.10).
+		for _, v := range h["Trailer"] {
+			if frame.IsHeaderValue([]byte(v)) {
+				fields = append(fields, frame.Field{Name: "trailer", Value: []byte(v)})
+			}
+		}
+	}
 	s.headSent = true
 	c.out.control((&frame.Response{StreamID: s.id, EndStream: end, Status: uint16(status), Headers: fields}).Encode())
 	if end {
@@ -267,6 +276,36 @@ func (s *stream) write(p []byte, end bool) error {
 	}
 }
 
+// sendTrailers ends the response with TRAILERS (§3.10) instead of END_STREAM, behind
+// its DATA. Fields are checked as a head's (HOSTS.md §6); trailers that cannot be sent
+// reset the stream handler_error, as a body that cannot be finished.
+func (s *stream) sendTrailers(fields []frame.Field) error {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s.err != nil {
+		return s.err
+	}
+	if s.respEnded {
+		return errors.New("vyx: trailers after the response ended")
+	}
+	t := &frame.Trailers{StreamID: s.id, Headers: fields}
+	if s.headOnly {
+		s.endResponse()
+		return nil
+	}
+	if t.PayloadLen() > protocol.MaxTrailersSize {
+		why := fmt.Sprintf("trailers of %d bytes exceed max_trailers_size (%d)", t.PayloadLen(), protocol.MaxTrailersSize)
+		c.out.stream(s.id, (&frame.Reset{StreamID: s.id, Code: frame.ResetHandlerError, Reason: why}).Encode())
+		c.remove(s.id)
+		s.fail(&StreamError{Code: frame.ResetHandlerError, Reason: why})
+		return &InvalidHeadError{why}
+	}
+	c.out.stream(s.id, t.Encode())
+	s.endResponse()
+	return nil
+}
+
 // endResponse records the response's END_STREAM; a stream whose request body ended too is
 // closed (§4.2) and leaves the table. Holding c.mu.
 func (s *stream) endResponse() {
@@ -336,7 +375,8 @@ func encodeHead(status int, h http.Header, whole []byte, noBody, upgrade bool) (
 		values := h[name]
 		lower := strings.ToLower(name)
 		keep := switching && lower == "upgrade"
-		if !keep && (hopByHop[lower] || listed[lower] || strings.HasPrefix(lower, "proxy-")) {
+		if !keep && (hopByHop[lower] || listed[lower] || strings.HasPrefix(lower, "proxy-") ||
+			strings.HasPrefix(lower, "trailer:")) { // http.TrailerPrefix: sent as trailers
 			continue
 		}
 		if !frame.IsHeaderName(lower) || len(lower) > 65535 {

@@ -75,6 +75,49 @@ impl Decimal {
     }
 }
 
+/// Checks a handler's trailer fields (PROTOCOL.md §3.10) and encodes them as TRAILERS:
+/// names lower-cased, hop-by-hop names dropped (the gateway removes the rest of what is no
+/// trailer). `Err` says why they cannot be sent: a name or value a head could not carry, or
+/// more than `MAX_TRAILERS_SIZE` bytes.
+pub(crate) fn encode_trailers<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+    stream_id: u32,
+    fields: &[(N, V)],
+) -> Result<Bytes, String> {
+    let listed = connection_tokens(fields);
+    let mut headers = Vec::with_capacity(fields.len());
+    for (name, value) in fields {
+        let (name, value) = (name.as_ref(), value.as_ref());
+        if is_hop_by_hop(name, &listed) {
+            continue;
+        }
+        if name.is_empty() || !name.iter().all(|&b| frame::is_tchar(b)) || name.len() > 65535 {
+            return Err(format!(
+                "trailer name {:?} is not a token",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        if !frame::is_header_value(value) || value.len() > 65535 {
+            return Err(format!(
+                "value of trailer {:?} holds a forbidden byte or is longer than 65535 bytes",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        headers.push((
+            Bytes::from(name.to_ascii_lowercase()),
+            Bytes::copy_from_slice(value),
+        ));
+    }
+    let t = frame::Trailers { stream_id, headers };
+    if t.headers.len() > 65535 || t.payload_len() > crate::limits::MAX_TRAILERS_SIZE {
+        return Err(format!(
+            "trailers of {} bytes exceed max_trailers_size ({})",
+            t.payload_len(),
+            crate::limits::MAX_TRAILERS_SIZE
+        ));
+    }
+    Ok(t.encode())
+}
+
 /// Checks a response head against the protocol and the host rules and encodes it: names
 /// lower-cased, hop-by-hop headers dropped, `content-length` added for a whole body unless
 /// the host gave one or the status has no body. A 101 answers an upgrade stream only
@@ -86,6 +129,20 @@ pub(crate) fn encode_head<N: AsRef<[u8]>, V: AsRef<[u8]>>(
     headers: &[(N, V)],
     body: Option<&[u8]>,
     end_stream: bool,
+    upgrade: bool,
+) -> Result<Bytes, String> {
+    encode_head_with(stream_id, status, headers, body, end_stream, false, upgrade)
+}
+
+/// [`encode_head`]; `announce_trailers` keeps the `trailer` header, which on a connection
+/// with `trailers` names the fields the body will end with (PROTOCOL.md §3.10).
+pub(crate) fn encode_head_with<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+    stream_id: u32,
+    status: u16,
+    headers: &[(N, V)],
+    body: Option<&[u8]>,
+    end_stream: bool,
+    announce_trailers: bool,
     upgrade: bool,
 ) -> Result<Bytes, String> {
     let switching = status == 101 && upgrade;
@@ -100,7 +157,9 @@ pub(crate) fn encode_head<N: AsRef<[u8]>, V: AsRef<[u8]>>(
             .iter()
             .map(|(n, v)| (n.as_ref(), v.as_ref()))
             .filter(|(n, _)| {
-                (switching && n.eq_ignore_ascii_case(b"upgrade")) || !is_hop_by_hop(n, &listed)
+                !is_hop_by_hop(n, &listed)
+                    || (announce_trailers && n.eq_ignore_ascii_case(b"trailer"))
+                    || (switching && n.eq_ignore_ascii_case(b"upgrade"))
             })
     };
     let mut count = 0usize;
@@ -265,6 +324,15 @@ mod tests {
         let r = decode(encode_head(1, 200, headers, Some(b"hi"), false, false).unwrap());
         assert_eq!(names(&r), ["x-kept", "content-type", "content-length"]);
         assert_eq!(&r.headers[2].1[..], b"2");
+    }
+
+    #[test]
+    fn trailer_announces_the_trailers_only_where_they_are_carried() {
+        let headers: &[(&str, &str)] = &[("Trailer", "grpc-status"), ("te", "trailers")];
+        let r = decode(encode_head_with(1, 200, headers, None, false, true, false).unwrap());
+        assert_eq!(names(&r), ["trailer"]);
+        let r = decode(encode_head_with(1, 200, headers, None, false, false, false).unwrap());
+        assert!(names(&r).is_empty());
     }
 
     #[test]

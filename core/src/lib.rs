@@ -9,6 +9,8 @@
 //! - [`transport`]: the WebSocket side of a connection: settings, the send queue, the writer.
 //! - [`routing`]: route patterns, their shapes and the matcher the gateway routes with.
 //! - [`backoff`]: the reconnect schedule shared byte-for-byte with the Go SDK.
+//! - `host_logs` (feature `host-logs`): the engine's logs for the Node and Python bindings,
+//!   queued without blocking and taken by the host's own logger.
 //! - [`session`]: the worker-side engine (connect, handshake, heartbeat, multiplexed streams,
 //!   flow control, drain, reconnect) with the pull interface the SDKs build on.
 //!
@@ -23,6 +25,8 @@ pub mod flow;
 pub mod frame;
 pub mod handshake;
 pub mod heartbeat;
+#[cfg(feature = "host-logs")]
+pub mod host_logs;
 pub mod host_rules;
 pub mod limits;
 pub mod routing;

@@ -10,6 +10,12 @@ pub const INITIAL_WINDOW: u32 = 256 * 1024;
 pub const MAX_WINDOW: u32 = (1 << 31) - 1;
 /// Largest DATA payload a sender puts in one frame; larger bodies are split.
 pub const MAX_DATA_CHUNK: usize = 64 * 1024;
+/// Largest TRAILERS payload, in bytes (PROTOCOL.md §3.10): trailers are not flow-controlled,
+/// so they are bounded per frame; gRPC's status and metadata take a few hundred bytes.
+pub const MAX_TRAILERS_SIZE: usize = 64 * 1024;
+/// Most INFORMATIONAL (1xx) heads on one stream (§3.11): 103 Early Hints is sent once or
+/// twice; a handler looping on interim responses must not hold the client forever.
+pub const MAX_INFORMATIONAL: usize = 8;
 /// Routes one connection may declare.
 pub const MAX_ROUTES: usize = 1024;
 /// Upper bound of a worker's declared concurrency.

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use vyx_core::frame::{Data, Frame, Request, Reset, Response, Window};
+use vyx_core::frame::{Data, Frame, Informational, Request, Reset, Response, Trailers, Window};
 
 const MAX: usize = 64 * 1024;
 
@@ -74,6 +74,23 @@ fn frame() -> impl Strategy<Value = Frame> {
                     headers
                 }
             )),
+        (
+            id.clone(),
+            proptest::collection::vec((token(), header_value()), 0..8)
+        )
+            .prop_map(|(stream_id, headers)| Frame::Trailers(Trailers { stream_id, headers })),
+        (
+            id.clone(),
+            (100u16..=199).prop_filter("not 101", |&s| s != 101),
+            proptest::collection::vec((token(), header_value()), 0..8)
+        )
+            .prop_map(
+                |(stream_id, status, headers)| Frame::Informational(Informational {
+                    stream_id,
+                    status,
+                    headers
+                })
+            ),
         (id.clone(), any::<u32>(), "\\PC{0,40}").prop_map(
             |(stream_id, code, reason)| Frame::Reset(Reset {
                 stream_id,
@@ -98,7 +115,7 @@ proptest! {
 
     #[test]
     fn known_header_arbitrary_payload_never_panics(
-        ty in prop::sample::select(vec![0x00u8, 0x01, 0x02, 0x03, 0x08, 0x10, 0x11, 0x12, 0x13, 0x14]),
+        ty in prop::sample::select(vec![0x00u8, 0x01, 0x02, 0x03, 0x04, 0x05, 0x08, 0x10, 0x11, 0x12, 0x13, 0x14]),
         flags in 0u8..2,
         stream in 0u32..4,
         payload in proptest::collection::vec(any::<u8>(), 0..512),

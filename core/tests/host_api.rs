@@ -598,6 +598,108 @@ async fn a_bad_request_head_is_reset_and_the_connection_serves_on() {
     e.drain(Duration::ZERO);
 }
 
+/// PROTOCOL.md §3.10 through the host API: with `trailers` granted, a request's TRAILERS
+/// end its body and are read with `trailers()`, and `end_with_trailers` sends the body's
+/// last bytes without END_STREAM and then TRAILERS; trailers too large to send reset the
+/// stream `handler_error`. Without the grant, the same call ends the body plainly.
+#[tokio::test]
+async fn trailers_cross_the_host_api_both_ways_once_granted() {
+    use vyx_core::features::{self, Features};
+    let (gw, url) = Gateway::bind().await;
+    let mut cfg = WorkerConfig::new(&url, "core:trailers");
+    cfg.features = Features::TRAILERS;
+    let e = Engine::new(cfg).unwrap();
+    e.add_route("POST", "/x").unwrap();
+    e.start().unwrap();
+    let mut conn = gw.0.attempt(WAIT).await.unwrap().accept().await.unwrap();
+    assert_eq!(conn.hello().features, [features::TRAILERS]);
+    let mut welcome = conn.welcome_with(5000, 65536);
+    welcome.features = vec![features::TRAILERS.into()];
+    conn.send(Frame::Welcome(welcome)).await.unwrap();
+    let mut conn = Conn(conn);
+
+    conn.request(1, 0, "POST", false).await;
+    conn.send(Data::encode_parts(1, false, b"ab")).await;
+    let fields = |pairs: &[(&'static str, &'static str)]| -> frame::HeaderList {
+        pairs
+            .iter()
+            .map(|(n, v)| {
+                (
+                    Bytes::from_static(n.as_bytes()),
+                    Bytes::from_static(v.as_bytes()),
+                )
+            })
+            .collect()
+    };
+    let sum = fields(&[("x-sum", "2")]);
+    conn.send(
+        frame::Trailers {
+            stream_id: 1,
+            headers: sum.clone(),
+        }
+        .encode(),
+    )
+    .await;
+    let (req, _) = pull_request(&e).await;
+    assert!(req.stream.trailers_negotiated());
+    assert_eq!(timeout(req.stream.collect()).await.unwrap(), "ab");
+    assert_eq!(req.stream.trailers(), Some(sum));
+    req.stream
+        .send_head(200, &[("content-type", "application/grpc")], false)
+        .unwrap();
+    req.stream
+        .end_with_trailers(b"ok", &[("Grpc-Status", "0"), ("Connection", "x")])
+        .unwrap();
+    assert_eq!(conn.head(1).await.status, 200);
+    match conn.recv().await {
+        Frame::Data(d) => assert_eq!((&d.data[..], d.end_stream), (&b"ok"[..], false)),
+        other => panic!("expected DATA, got {other:?}"),
+    }
+    match conn.recv().await {
+        Frame::Trailers(t) => assert_eq!(t.headers, fields(&[("grpc-status", "0")])),
+        other => panic!("expected TRAILERS, got {other:?}"),
+    }
+
+    // One byte over max_trailers_size: never sent, the stream reset handler_error.
+    conn.request(2, 0, "POST", true).await;
+    let (req, _) = pull_request(&e).await;
+    req.stream
+        .send_head(200, &[] as &[(&str, &str)], false)
+        .unwrap();
+    let value = "v".repeat(vyx_core::limits::MAX_TRAILERS_SIZE - 6);
+    let err = req
+        .stream
+        .end_with_trailers(b"", &[("x", value.as_str())])
+        .unwrap_err();
+    assert!(matches!(err, StreamError::InvalidHead(_)), "{err:?}");
+    assert_eq!(conn.head(2).await.status, 200);
+    match conn.recv().await {
+        Frame::Reset(r) => assert_eq!((r.stream_id, r.code), (2, ResetCode::HandlerError as u32)),
+        other => panic!("expected RESET, got {other:?}"),
+    }
+    e.drain(Duration::ZERO);
+}
+
+#[tokio::test]
+async fn without_the_grant_trailers_are_dropped_and_the_body_ends_plainly() {
+    let (gw, url) = Gateway::bind().await;
+    let e = engine(&url, &[("GET", "/x")]);
+    e.start().unwrap();
+    let mut conn = gw.welcome("c-1", 65536).await;
+    conn.request(1, 0, "GET", true).await;
+    let (req, _) = pull_request(&e).await;
+    assert!(!req.stream.trailers_negotiated());
+    req.stream
+        .send_head(200, &[] as &[(&str, &str)], false)
+        .unwrap();
+    req.stream
+        .end_with_trailers(b"ok", &[("grpc-status", "0")])
+        .unwrap();
+    assert_eq!(conn.head(1).await.status, 200);
+    assert_eq!(conn.body(1).await, b"ok");
+    e.drain(Duration::ZERO);
+}
+
 #[tokio::test]
 async fn a_request_with_flag_upgrade_closes_4005_on_a_connection_without_the_extension() {
     let (gw, url) = Gateway::bind().await;

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use serde_json::Value;
 use vyx_core::backoff::{envelope_ms, Backoff, SplitMix64, BASE_MS, CAP_MS, STABLE_MS};
-use vyx_core::frame::{Data, Frame, Request, Reset, Response, Window};
+use vyx_core::frame::{Data, Frame, Informational, Request, Reset, Response, Trailers, Window};
 use vyx_core::handshake::{
     validate_routes, Drain, ErrorMessage, Hello, RouteSpec, Routes, Welcome,
 };
@@ -66,6 +66,15 @@ fn frame_of(f: &Value) -> Frame {
         "RESPONSE" => Frame::Response(Response {
             stream_id,
             end_stream,
+            status: f["status"].as_u64().unwrap() as u16,
+            headers: pairs(&f["headers"], text),
+        }),
+        "TRAILERS" => Frame::Trailers(Trailers {
+            stream_id,
+            headers: pairs(&f["headers"], text),
+        }),
+        "INFORMATIONAL" => Frame::Informational(Informational {
+            stream_id,
             status: f["status"].as_u64().unwrap() as u16,
             headers: pairs(&f["headers"], text),
         }),

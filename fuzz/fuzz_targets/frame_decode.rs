@@ -47,10 +47,14 @@ fuzz_target!(|data: &[u8]| {
         Err(DecodeFailure::Stream {
             stream_id, frame, ..
         }) => {
-            // Only a REQUEST or RESPONSE with a valid header fails on its stream alone.
+            // Only a head (REQUEST, RESPONSE, TRAILERS, INFORMATIONAL) with a valid header
+            // fails on its stream alone.
             assert!(matches!(
                 data[0],
-                vyx_core::frame::kind::REQUEST | vyx_core::frame::kind::RESPONSE
+                vyx_core::frame::kind::REQUEST
+                    | vyx_core::frame::kind::RESPONSE
+                    | vyx_core::frame::kind::TRAILERS
+                    | vyx_core::frame::kind::INFORMATIONAL
             ));
             assert_eq!(frame, data[0]);
             assert_ne!(stream_id, 0);
@@ -81,7 +85,7 @@ fn header_verdict(data: &[u8]) -> Option<&'static str> {
     let [ty, fl, a, b, c, d, ..] = *data else {
         return Some("truncated_header");
     };
-    let stream_frame = matches!(ty, 0x00..=0x03 | 0x08);
+    let stream_frame = matches!(ty, 0x00..=0x05 | 0x08);
     if !stream_frame && !(0x10..=0x14).contains(&ty) {
         return Some("unknown_type");
     }
@@ -110,6 +114,11 @@ fn http_accepts(frame: &Frame) {
             assert!(http::StatusCode::from_u16(r.status).is_ok());
             &r.headers
         }
+        Frame::Informational(r) => {
+            assert!(http::StatusCode::from_u16(r.status).is_ok());
+            &r.headers
+        }
+        Frame::Trailers(t) => &t.headers,
         _ => return,
     };
     for (name, value) in headers {

@@ -1,5 +1,5 @@
 //! `/_vyx/health`, `/_vyx/workers` and `/_vyx/metrics`; the last two behind the admin token
-//! when one is configured.
+//! when one is configured. The dashboard (`ui`) shows the same readings.
 
 use std::sync::atomic::Ordering;
 use std::time::UNIX_EPOCH;
@@ -11,29 +11,31 @@ use serde::Serialize;
 use http::Request;
 
 use crate::body::GatewayBody;
+use crate::conn::WorkerConn;
 use crate::metrics::ConnectionGauges;
 use crate::Shared;
 
+/// One live worker connection, as `/_vyx/workers` and the dashboard show it.
 #[derive(Serialize)]
-struct WorkerInfo {
-    id: String,
-    instance: String,
-    connection_id: String,
-    address: String,
-    sdk: String,
+pub struct WorkerInfo {
+    pub id: String,
+    pub instance: String,
+    pub connection_id: String,
+    pub address: String,
+    pub sdk: String,
     /// The protocol extensions the connection uses (§2.6).
-    features: Vec<String>,
-    routes: Vec<String>,
-    in_flight: usize,
+    pub features: Vec<String>,
+    pub routes: Vec<String>,
+    pub in_flight: usize,
     /// Of `in_flight`, requests whose body is still streaming from the client (capped by
     /// `limits.streamed_upload_slots`).
-    streamed_uploads: usize,
-    max_concurrency: usize,
-    draining: bool,
+    pub streamed_uploads: usize,
+    pub max_concurrency: usize,
+    pub draining: bool,
     /// Bytes queued for the worker and not yet handed to its socket.
-    queued_bytes: usize,
+    pub queued_bytes: usize,
     /// Unix time of registration, in milliseconds.
-    since_ms: u64,
+    pub since_ms: u64,
 }
 
 /// A worker id with no live connection whose routes still answer 503 (§2.4): listed by
@@ -45,6 +47,29 @@ struct LapsingInfo {
     routes: Vec<String>,
     /// Time left before the claims lapse.
     lapses_in_ms: u64,
+}
+
+pub fn worker_info(c: &WorkerConn) -> WorkerInfo {
+    let mut routes: Vec<String> = c.routes.load().keys().map(|k| k.to_string()).collect();
+    routes.sort();
+    WorkerInfo {
+        id: c.worker_id.clone(),
+        instance: c.instance.clone(),
+        connection_id: c.connection_id.clone(),
+        address: c.addr.to_string(),
+        sdk: c.sdk.clone(),
+        features: c.features.names(),
+        routes,
+        in_flight: c.in_flight.load(Ordering::Acquire),
+        streamed_uploads: c.streamed_uploads.load(Ordering::Acquire),
+        max_concurrency: c.max_concurrency,
+        draining: c.draining.load(Ordering::Acquire),
+        queued_bytes: c.queued_bytes(),
+        since_ms: c
+            .since
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    }
 }
 
 fn json(status: StatusCode, value: &impl Serialize) -> Response<GatewayBody> {
@@ -80,28 +105,7 @@ pub fn workers(shared: &Shared, query: Option<&str>) -> Response<GatewayBody> {
         .registry
         .connections()
         .iter()
-        .map(|c| {
-            let mut routes: Vec<String> = c.routes.load().keys().map(|k| k.to_string()).collect();
-            routes.sort();
-            WorkerInfo {
-                id: c.worker_id.clone(),
-                instance: c.instance.clone(),
-                connection_id: c.connection_id.clone(),
-                address: c.addr.to_string(),
-                sdk: c.sdk.clone(),
-                features: c.features.names(),
-                routes,
-                in_flight: c.in_flight.load(Ordering::Acquire),
-                streamed_uploads: c.streamed_uploads.load(Ordering::Acquire),
-                max_concurrency: c.max_concurrency,
-                draining: c.draining.load(Ordering::Acquire),
-                queued_bytes: c.queued_bytes(),
-                since_ms: c
-                    .since
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64),
-            }
-        })
+        .map(|c| worker_info(c))
         .collect();
     let with_lapsing = query.is_some_and(|q| q.split('&').any(|p| p == "include=lapsing"));
     if !with_lapsing {
@@ -123,7 +127,7 @@ pub fn workers(shared: &Shared, query: Option<&str>) -> Response<GatewayBody> {
     json(StatusCode::OK, &all)
 }
 
-fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<GatewayBody> {
+pub fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<GatewayBody> {
     let mut resp = Response::new(GatewayBody::full(body));
     *resp.status_mut() = status;
     resp.headers_mut()
@@ -131,58 +135,95 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
     resp
 }
 
-/// `None` when no admin token is configured or the request carries it; else the 401/403
-/// answer with a sentence. A worker's token is refused by name: worker tokens authenticate
-/// nothing else.
-pub fn admin_refusal<B>(req: &Request<B>, shared: &Shared) -> Option<Response<GatewayBody>> {
-    let expected = shared.config.admin_token.as_ref()?;
-    let plain = "text/plain; charset=utf-8";
-    let presented = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(crate::auth::bearer_token);
-    match presented {
-        None => {
-            let mut resp = text(
-                StatusCode::UNAUTHORIZED,
-                plain,
-                "this endpoint needs the admin token: send 'Authorization: Bearer <token>'\n"
-                    .into(),
-            );
-            resp.headers_mut().insert(
-                http::header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer"),
-            );
-            Some(resp)
+/// Why a presented admin token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Missing,
+    /// A worker's token: worker tokens authenticate nothing else.
+    WorkerToken,
+    Invalid,
+}
+
+impl Refusal {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Refusal::Missing => StatusCode::UNAUTHORIZED,
+            Refusal::WorkerToken | Refusal::Invalid => StatusCode::FORBIDDEN,
         }
-        Some(t) if expected.matches(t) => None,
-        Some(t) if shared.config.auth.is_worker_token(t) => Some(text(
-            StatusCode::FORBIDDEN,
-            plain,
-            "a worker token does not open admin endpoints; use the admin token\n".into(),
-        )),
-        Some(_) => Some(text(
-            StatusCode::FORBIDDEN,
-            plain,
-            "invalid admin token\n".into(),
-        )),
     }
 }
 
+/// `Ok` when no admin token is configured or `presented` is it: the one rule for every
+/// admin endpoint, whether the token comes in a header or the dashboard's sign-in form.
+pub fn check_admin_token(shared: &Shared, presented: Option<&str>) -> Result<(), Refusal> {
+    let Some(expected) = shared.config.admin_token.as_ref() else {
+        return Ok(());
+    };
+    match presented {
+        None => Err(Refusal::Missing),
+        Some(t) if expected.matches(t) => Ok(()),
+        Some(t) if shared.config.auth.is_worker_token(t) => Err(Refusal::WorkerToken),
+        Some(_) => Err(Refusal::Invalid),
+    }
+}
+
+/// The token of an `Authorization: Bearer` header.
+pub fn bearer<B>(req: &Request<B>) -> Option<&str> {
+    req.headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::auth::bearer_token)
+}
+
+/// `None` when no admin token is configured or the request carries it; else the 401/403
+/// answer with a sentence. A worker's token is refused by name.
+pub fn admin_refusal<B>(req: &Request<B>, shared: &Shared) -> Option<Response<GatewayBody>> {
+    let refusal = check_admin_token(shared, bearer(req)).err()?;
+    Some(refused(refusal))
+}
+
+/// The 401/403 answer to a request without the admin token, with a sentence.
+pub fn refused(refusal: Refusal) -> Response<GatewayBody> {
+    let message = match refusal {
+        Refusal::Missing => {
+            "this endpoint needs the admin token: send 'Authorization: Bearer <token>'\n"
+        }
+        Refusal::WorkerToken => {
+            "a worker token does not open admin endpoints; use the admin token\n"
+        }
+        Refusal::Invalid => "invalid admin token\n",
+    };
+    let mut resp = text(
+        refusal.status(),
+        "text/plain; charset=utf-8",
+        message.into(),
+    );
+    if refusal == Refusal::Missing {
+        resp.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer"),
+        );
+    }
+    resp
+}
+
 pub fn metrics(shared: &Shared) -> Response<GatewayBody> {
+    text(
+        StatusCode::OK,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        exposition(shared),
+    )
+}
+
+/// The metrics' text exposition, with the gauges read from the live connections now.
+pub fn exposition(shared: &Shared) -> String {
     let conns = shared.registry.connections();
-    let body = shared.metrics.encode(
+    shared.metrics.encode(
         conns.iter().map(|c| ConnectionGauges {
             worker_id: c.worker_id.clone(),
             in_flight: c.in_flight.load(Ordering::Acquire),
             queued_bytes: c.queued_bytes(),
         }),
         shared.registry.worker_id_count(),
-    );
-    text(
-        StatusCode::OK,
-        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        body,
     )
 }

@@ -38,6 +38,8 @@ pub enum GatewayBody {
         _guard: StreamGuard,
     },
     Worker(Box<ResponseBody>),
+    /// The dashboard's event stream (`ui`).
+    Events(Box<crate::ui::EventBody>),
 }
 
 impl GatewayBody {
@@ -53,8 +55,11 @@ impl GatewayBody {
     /// `hook` runs if a worker's response is aborted because the client took nothing for
     /// `timeouts.send` (see `response`).
     pub fn on_send_timeout(&self, hook: impl FnOnce() + Send + 'static) {
-        if let GatewayBody::Worker(w) = self {
-            w.on_abort(Box::new(hook));
+        match self {
+            GatewayBody::Worker(w) => w.on_abort(Box::new(hook)),
+            // A dashboard client dropped at its bound is cut the same way.
+            GatewayBody::Events(e) => e.on_abort(Box::new(hook)),
+            _ => {}
         }
     }
 }
@@ -77,7 +82,8 @@ impl http_body::Body for GatewayBody {
             GatewayBody::Full(b) | GatewayBody::Complete { data: b, .. } => {
                 Poll::Ready(b.take().map(|b| Ok(Frame::data(b))))
             }
-            GatewayBody::Worker(w) => w.poll_data(cx).map(|d| d.map(|r| r.map(Frame::data))),
+            GatewayBody::Worker(w) => w.poll_frame(cx),
+            GatewayBody::Events(e) => e.poll_data(cx).map(|d| d.map(|r| r.map(Frame::data))),
         }
     }
 
@@ -85,6 +91,7 @@ impl http_body::Body for GatewayBody {
         match self {
             GatewayBody::Full(b) | GatewayBody::Complete { data: b, .. } => b.is_none(),
             GatewayBody::Worker(w) => w.is_done(),
+            GatewayBody::Events(_) => false,
         }
     }
 
@@ -95,7 +102,7 @@ impl http_body::Body for GatewayBody {
             GatewayBody::Complete {
                 data, exact: true, ..
             } => SizeHint::with_exact(data.as_ref().map_or(0, |b| b.len() as u64)),
-            GatewayBody::Complete { .. } => SizeHint::default(),
+            GatewayBody::Complete { .. } | GatewayBody::Events(_) => SizeHint::default(),
             GatewayBody::Worker(w) => match w.expected() {
                 Some(n) => SizeHint::with_exact(n),
                 None => SizeHint::default(),

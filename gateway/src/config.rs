@@ -120,6 +120,8 @@ pub struct GatewayConfig {
     pub config_file: Option<PathBuf>,
     /// TLS on every listener (`tls:`); `None`: plain HTTP and `ws://`.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// The dashboard's bounds (`/_vyx/ui`).
+    pub ui: crate::UiLimits,
 }
 
 impl Default for GatewayConfig {
@@ -165,6 +167,7 @@ impl Default for GatewayConfig {
             local_workers: Vec::new(),
             config_file: None,
             tls: None,
+            ui: crate::UiLimits::default(),
         }
     }
 }

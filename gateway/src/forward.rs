@@ -257,6 +257,89 @@ pub fn response_headers(
     Ok(())
 }
 
+/// Fields a recipient needs before the body, so never trailers (RFC 9110 §6.5.1; net/http's
+/// list of disallowed trailers, with the cookies): the gateway removes them from trailers
+/// both ways (PROTOCOL.md §3.10), as it removes hop-by-hop and underscored names.
+const NOT_TRAILERS: [&str; 16] = [
+    "authorization",
+    "cache-control",
+    "content-encoding",
+    "content-length",
+    "content-range",
+    "content-type",
+    "cookie",
+    "expect",
+    "host",
+    "max-forwards",
+    "pragma",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "range",
+    "set-cookie",
+    "www-authenticate",
+];
+
+/// Whether `name` (lower-case) may cross the gateway as a trailer field (§3.10).
+pub fn is_trailer_field(name: &str) -> bool {
+    !(HOP_BY_HOP.contains(&name)
+        || name.starts_with("proxy-")
+        || is_underscored(name)
+        || NOT_TRAILERS.contains(&name))
+}
+
+/// A worker's TRAILERS as the client's trailer fields, without the fields §3.10 removes.
+pub fn trailer_fields(fields: &vyx_core::frame::HeaderList) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (name, value) in fields {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name),
+            HeaderValue::from_maybe_shared(value.clone()),
+        ) else {
+            continue; // the codec validated both
+        };
+        if is_trailer_field(name.as_str()) {
+            out.append(name, value);
+        }
+    }
+    out
+}
+
+/// A client's trailer fields as the TRAILERS head block (§3.10), without the fields it
+/// removes; values the codec would refuse are dropped with them.
+pub fn request_trailers(fields: &HeaderMap) -> vyx_core::frame::HeaderList {
+    fields
+        .iter()
+        .filter(|(n, v)| {
+            is_trailer_field(n.as_str()) && vyx_core::frame::is_header_value(v.as_bytes())
+        })
+        .map(|(n, v)| {
+            (
+                bytes::Bytes::copy_from_slice(n.as_str().as_bytes()),
+                bytes::Bytes::copy_from_slice(v.as_bytes()),
+            )
+        })
+        .collect()
+}
+
+/// The `trailer` header's names (RFC 9110 §6.6.2) that may be trailers, as one value;
+/// `None` when none is left. It announces the trailers on a connection that negotiated
+/// them, and HTTP/1.1 sends only the announced ones (hyper's chunked encoder).
+pub fn announced_trailers(headers: &HeaderMap) -> Option<HeaderValue> {
+    let mut names: Vec<String> = Vec::new();
+    for v in headers.get_all(http::header::TRAILER) {
+        let Ok(v) = v.to_str() else { continue };
+        for n in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let n = n.to_ascii_lowercase();
+            if is_trailer_field(&n) && !names.contains(&n) {
+                names.push(n);
+            }
+        }
+    }
+    HeaderValue::from_str(&names.join(", "))
+        .ok()
+        .filter(|_| !names.is_empty())
+}
+
 /// A request id: 16 hex digits, unique per gateway process.
 pub fn new_request_id(seq: u64, seed: u64) -> HeaderValue {
     let mut mix =
@@ -273,6 +356,38 @@ pub fn new_request_id(seq: u64, seed: u64) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn trailers_lose_the_fields_rfc_9110_keeps_out_of_them() {
+        let f = |n: &'static str, v: &'static str| (Bytes::from(n), Bytes::from(v));
+        let fields = vec![
+            f("grpc-status", "0"),
+            f("content-length", "5"),
+            f("set-cookie", "a=1"),
+            f("x_forwarded_for", "1.2.3.4"),
+            f("connection", "close"),
+            f("proxy-x", "1"),
+            f("server-timing", "db;dur=5"),
+            f("grpc-message", ""),
+        ];
+        let out = trailer_fields(&fields);
+        let names: Vec<&str> = out.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["grpc-status", "server-timing", "grpc-message"]);
+
+        let mut h = HeaderMap::new();
+        h.append(
+            "trailer",
+            HeaderValue::from_static("Grpc-Status, content-type"),
+        );
+        h.append(
+            "trailer",
+            HeaderValue::from_static("grpc-message,grpc-status"),
+        );
+        assert_eq!(announced_trailers(&h).unwrap(), "grpc-status, grpc-message");
+        h.insert("trailer", HeaderValue::from_static("content-length"));
+        assert_eq!(announced_trailers(&h), None);
+    }
 
     #[test]
     fn ip_text_holds_the_longest_addresses() {

@@ -33,12 +33,14 @@ mod supervisor;
 mod target;
 pub mod tls;
 pub mod trusted_proxies;
+mod ui;
 mod upgrade;
 mod upload;
 
 pub use config::GatewayConfig;
 pub use conn_limit::raise_nofile_limit;
 pub use server::Gateway;
+pub use ui::UiLimits;
 
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
@@ -57,4 +59,5 @@ pub(crate) struct Shared {
     pub body_budget: Arc<tokio::sync::Semaphore>,
     /// `limits.response_buffer_total`, in bytes (see `response`).
     pub response_budget: Arc<tokio::sync::Semaphore>,
+    pub ui: ui::Dashboard,
 }

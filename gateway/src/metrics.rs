@@ -64,6 +64,8 @@ pub struct Metrics {
     pub bytes_to_workers: Counter,
     /// Response body bytes received from workers.
     pub bytes_from_workers: Counter,
+    /// Requests whose trailers were dropped: their worker did not negotiate `trailers`.
+    pub request_trailers_dropped: Counter,
     unmatched: RouteMetrics,
     /// Per worker id, hashes of the instances that registered under it (the latest
     /// [`SEEN_PER_ID`]), to tell a reconnect from a first connection. Keyed by instance:
@@ -172,6 +174,12 @@ impl Metrics {
             "Response body bytes received from workers",
             bytes_from_workers.clone(),
         );
+        let request_trailers_dropped = Counter::default();
+        registry.register(
+            "request_trailers_dropped",
+            "Requests whose trailer fields were dropped: their worker did not negotiate trailers",
+            request_trailers_dropped.clone(),
+        );
         let unmatched = RouteMetrics::new(UNMATCHED.to_string(), &latency);
         Metrics {
             registry,
@@ -188,6 +196,7 @@ impl Metrics {
             open_connections,
             bytes_to_workers,
             bytes_from_workers,
+            request_trailers_dropped,
             unmatched,
             seen: Mutex::new(HashMap::new()),
             seen_hasher: std::hash::RandomState::new(),

@@ -15,11 +15,11 @@ use tracing::{debug, warn};
 use vyx_core::error::ResetCode;
 use vyx_core::features::Features;
 use vyx_core::flow::SendWindow;
-use vyx_core::frame::{set_route_id, HeadTooLarge, RequestWriter};
-use vyx_core::limits::MAX_DATA_CHUNK;
+use vyx_core::frame::{set_route_id, HeadTooLarge, RequestWriter, Trailers};
+use vyx_core::limits::{MAX_DATA_CHUNK, MAX_TRAILERS_SIZE};
 
 use crate::body::{GatewayBody, StreamGuard};
-use crate::conn::{Failure, OpenStream, ResponseHead, WorkerConn};
+use crate::conn::{Failure, OpenStream, ResponseHead, ResponseTrailers, WorkerConn};
 use crate::conn_limit::Activity;
 use crate::forward::{self, X_REQUEST_ID};
 use crate::framing::{framing, BodyPlan, Framing};
@@ -393,6 +393,7 @@ async fn forward(
         body: open.body,
         recv_credit: open.recv_credit,
         send: open.send,
+        trailers: open.trailers,
     };
     match tokio::time::timeout(shared.config.request_timeout, open.head).await {
         Err(_) => {
@@ -418,6 +419,7 @@ struct Answering {
     guard: StreamGuard,
     body: mpsc::UnboundedReceiver<Result<Bytes, Failure>>,
     recv_credit: Arc<AtomicI64>,
+    trailers: ResponseTrailers,
     /// The request direction's window: an upgraded connection sends on it after the switch.
     send: Arc<SendWindow<Failure>>,
 }
@@ -503,7 +505,13 @@ fn respond(
         let why = "worker sent an invalid response";
         return error_response(StatusCode::BAD_GATEWAY, why, request_id);
     }
+    let announced = conn
+        .trailers()
+        .then(|| forward::announced_trailers(resp.headers()));
     end_to_end_headers(resp.headers_mut(), framing.content_length);
+    if let Some(Some(names)) = announced {
+        resp.headers_mut().insert(http::header::TRAILER, names);
+    }
     resp
 }
 
@@ -515,13 +523,16 @@ fn response_body(framing: &Framing, answering: Answering, shared: &Arc<Shared>) 
         mut body,
         recv_credit,
         send: _,
+        trailers,
     } = answering;
     if framing.body == BodyPlan::Empty {
         // Dropping the guard RESETs (`cancel`) a stream whose body is still open: it is
         // not forwarded, and the slot is freed now.
         drop(guard);
         GatewayBody::empty()
-    } else if let Some(data) = response::already_complete(&mut body, framing.content_length) {
+    } else if let Some(data) =
+        response::already_complete(&mut body, framing.content_length, &trailers)
+    {
         GatewayBody::Complete {
             data,
             exact: framing.content_length.is_some(),
@@ -535,6 +546,7 @@ fn response_body(framing: &Framing, answering: Answering, shared: &Arc<Shared>) 
                 initial_window: guard.conn.initial_window,
                 guard,
                 expected: framing.content_length,
+                trailers,
             },
             shared.clone(),
         )))
@@ -740,6 +752,39 @@ impl Pump {
         true
     }
 
+    /// Ends the request body: TRAILERS when the client sent trailer fields and the worker
+    /// negotiated them (§3.10), else END_STREAM (trailer fields dropped and counted).
+    async fn end(&self, trailers: Option<http::HeaderMap>) {
+        if self.send.failure().is_some() {
+            return;
+        }
+        let fields = trailers
+            .map(|t| forward::request_trailers(&t))
+            .filter(|f| !f.is_empty());
+        let sent = match fields {
+            Some(headers) if self.conn.trailers() => {
+                let t = Trailers {
+                    stream_id: self.id,
+                    headers,
+                };
+                if t.payload_len() > MAX_TRAILERS_SIZE {
+                    let why = "request trailers larger than max_trailers_size";
+                    return self.client_failed(ClientFault::Malformed(why.into()));
+                }
+                self.conn.send_trailers(t).await
+            }
+            fields => {
+                if fields.is_some() {
+                    self.shared.metrics.request_trailers_dropped.inc();
+                }
+                self.conn.send_data(self.id, true, &[]).await
+            }
+        };
+        if sent {
+            self.conn.request_sent(self.id);
+        }
+    }
+
     /// The client failed its body: RESET the stream now, which frees the worker's slot.
     fn client_failed(&self, fault: ClientFault) {
         debug!(stream = self.id, fault = ?fault, "client request body failed; stream reset");
@@ -759,6 +804,7 @@ async fn pump_body(body: Buffered, share: Option<StreamedShare>, pump: Pump) {
         chunks,
         rest,
         permit,
+        mut trailers,
     } = body;
     for chunk in chunks {
         if !pump.send(chunk).await {
@@ -778,10 +824,9 @@ async fn pump_body(body: Buffered, share: Option<StreamedShare>, pump: Pump) {
                 Err(fault) => return pump.client_failed(fault),
             }
         }
+        trailers = upload.take_trailers();
     }
-    if pump.send.failure().is_none() && pump.conn.send_data(pump.id, true, &[]).await {
-        pump.conn.request_sent(pump.id);
-    }
+    pump.end(trailers).await;
 }
 
 /// The answer to a client that failed its body before the request reached a worker.

@@ -24,6 +24,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderMap;
+use http_body::Frame;
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -33,7 +35,7 @@ use vyx_core::frame::Window;
 use vyx_core::transport::Outgoing;
 
 use crate::body::{BodyError, StreamGuard};
-use crate::conn::{Failure, WorkerConn};
+use crate::conn::{Failure, ResponseTrailers, WorkerConn};
 use crate::Shared;
 
 /// The limits one response is held to.
@@ -56,6 +58,8 @@ struct State {
     held: u64,
     /// How the body ends, once `chunks` is empty.
     end: Option<Result<(), BodyError>>,
+    /// The worker's trailer fields, given to hyper after the last chunk (§3.10).
+    trailers: Option<HeaderMap>,
     waker: Option<Waker>,
     /// Since when nothing is held (the worker's clock), or the client last took something
     /// while more is held (the client's clock); the other is `None`.
@@ -90,7 +94,7 @@ pub struct ResponseBody {
     unacked: u32,
     expected: Option<u64>,
     done: bool,
-    /// The last poll gave hyper a chunk (see `poll_data` on a failed end).
+    /// The last poll gave hyper a chunk (see `poll_frame` on a failed end).
     gave_data: bool,
 }
 
@@ -102,6 +106,7 @@ pub struct Source {
     pub guard: StreamGuard,
     /// The worker's `content-length`, when it sent one (§3.5).
     pub expected: Option<u64>,
+    pub trailers: ResponseTrailers,
 }
 
 impl ResponseBody {
@@ -112,6 +117,7 @@ impl ResponseBody {
                 chunks: VecDeque::new(),
                 held: 0,
                 end: None,
+                trailers: None,
                 waker: None,
                 empty_since: Some(Instant::now()),
                 stall_since: None,
@@ -148,7 +154,11 @@ impl ResponseBody {
         self.flow.state.lock().unwrap().on_abort = Some(hook);
     }
 
-    pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+    /// The next DATA chunk, then the trailers if the worker sent any, then the end.
+    pub fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         if self.done {
             return Poll::Ready(None);
         }
@@ -170,7 +180,7 @@ impl ResponseBody {
             }
             self.grant(b.len() as u32);
             self.gave_data = true;
-            return Poll::Ready(Some(Ok(b)));
+            return Poll::Ready(Some(Ok(Frame::data(b))));
         }
         if s.end.as_ref().is_some_and(|e| e.is_err()) && std::mem::take(&mut self.gave_data) {
             // HTTP/1: hyper buffers the chunk it was just given and flushes it only after a
@@ -179,6 +189,11 @@ impl ResponseBody {
             // gunicorn delivers). One pending poll first, woken at once.
             cx.waker().wake_by_ref();
             return Poll::Pending;
+        }
+        if s.end.as_ref().is_some_and(Result::is_ok) {
+            if let Some(t) = s.trailers.take() {
+                return Poll::Ready(Some(Ok(Frame::trailers(t))));
+            }
         }
         if let Some(end) = s.end.take() {
             self.done = true;
@@ -238,9 +253,11 @@ pub fn set_user_timeout(stream: &tokio::net::TcpStream, timeout: Duration) {
 pub fn already_complete(
     rx: &mut mpsc::UnboundedReceiver<Result<Bytes, Failure>>,
     expected: Option<u64>,
+    trailers: &ResponseTrailers,
 ) -> Option<Option<Bytes>> {
-    // Closed: the reader dropped the sender at END_STREAM, so every chunk is queued.
-    if !rx.is_closed() {
+    // Closed: the reader dropped the sender at END_STREAM (or TRAILERS, which it set
+    // first), so every chunk is queued. Trailers are the pump's to deliver.
+    if !rx.is_closed() || trailers.get().is_some() {
         return None;
     }
     let mut items = Vec::new();
@@ -321,6 +338,7 @@ async fn pump(flow: Arc<Flow>, src: Source, shared: Arc<Shared>) {
         initial_window,
         guard,
         expected,
+        trailers,
     } = src;
     let extra_cap = rules.buffer.saturating_sub(u64::from(initial_window));
     // Credit granted beyond the stream window, held against the gateway-wide budget.
@@ -402,6 +420,8 @@ async fn pump(flow: Arc<Flow>, src: Source, shared: Arc<Shared>) {
                         warn!(worker_id = %guard.conn.worker_id, stream = guard.id, reason = %why, "response aborted");
                         finish(&flow, protocol_end(why), true);
                     } else {
+                        flow.state.lock().unwrap().trailers =
+                            trailers.get().map(crate::forward::trailer_fields);
                         finish(&flow, Ok(()), true);
                     }
                 }
@@ -475,23 +495,26 @@ mod tests {
         };
         let mut rx = channel(chunks(), true);
         assert_eq!(
-            already_complete(&mut rx, Some(5)),
+            already_complete(&mut rx, Some(5), &Default::default()),
             Some(Some(Bytes::from("abcde")))
         );
         let mut rx = channel(chunks(), true);
         assert_eq!(
-            already_complete(&mut rx, None),
+            already_complete(&mut rx, None, &Default::default()),
             Some(Some(Bytes::from("abcde")))
         );
         let mut rx = channel(vec![], true);
-        assert_eq!(already_complete(&mut rx, None), Some(None));
+        assert_eq!(
+            already_complete(&mut rx, None, &Default::default()),
+            Some(None)
+        );
     }
 
     #[test]
     fn anything_else_is_left_to_the_pump_unchanged() {
         // Still open: nothing taken.
         let mut rx = channel(vec![Ok(Bytes::from("ab"))], false);
-        assert_eq!(already_complete(&mut rx, None), None);
+        assert_eq!(already_complete(&mut rx, None, &Default::default()), None);
         assert_eq!(drain(&mut rx), ["ab"]);
         // Shorter or longer than its content-length, or a failure: the same sequence, ended.
         let lost = || Err(Failure::ConnectionLost("x".into()));
@@ -512,7 +535,10 @@ mod tests {
             ),
         ] {
             let mut rx = channel(items, true);
-            assert_eq!(already_complete(&mut rx, expected), None);
+            assert_eq!(
+                already_complete(&mut rx, expected, &Default::default()),
+                None
+            );
             assert_eq!(drain(&mut rx), seen);
             assert!(rx.is_closed());
         }

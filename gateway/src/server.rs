@@ -99,6 +99,7 @@ impl Gateway {
                     .unwrap_or(usize::MAX)
                     .min(tokio::sync::Semaphore::MAX_PERMITS),
             )),
+            ui: crate::ui::Dashboard::new(),
             config,
         });
         // A worker id or route the registry forgets leaves the metrics too.
@@ -606,6 +607,7 @@ async fn route(
                 None if rest == "workers" => admin::workers(&shared, req.uri().query()),
                 None => admin::metrics(&shared),
             },
+            "ui" | "ui/events" | "ui/login" => crate::ui::serve(req, &shared).await,
             _ => no_such("no such admin endpoint"),
         };
     }

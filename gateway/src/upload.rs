@@ -99,6 +99,8 @@ pub struct Upload {
     /// Time spent waiting on the client so far.
     waited: Duration,
     received: u64,
+    /// The client's trailer fields, once the body has ended with them.
+    trailers: Option<http::HeaderMap>,
 }
 
 impl Upload {
@@ -108,10 +110,17 @@ impl Upload {
             rules,
             waited: Duration::ZERO,
             received: 0,
+            trailers: None,
         }
     }
 
-    /// The next piece of body data; `None` at the end (trailers are not carried in v1).
+    /// The trailer fields the body ended with (HTTP/1.1 chunked or HTTP/2), after `next`
+    /// gave `None`.
+    pub fn take_trailers(&mut self) -> Option<http::HeaderMap> {
+        self.trailers.take()
+    }
+
+    /// The next piece of body data; `None` at the end (then see [`Upload::take_trailers`]).
     pub async fn next(&mut self) -> Result<Option<Bytes>, ClientFault> {
         loop {
             let rate_limit = self.rate_allowance().saturating_sub(self.waited);
@@ -126,8 +135,12 @@ impl Upload {
                 Ok(Some(Err(e))) => return Err(ClientFault::of(&e)),
                 Ok(Some(Ok(f))) => f,
             };
-            let Ok(data) = frame.into_data() else {
-                continue;
+            let data = match frame.into_data() {
+                Ok(data) => data,
+                Err(frame) => {
+                    self.trailers = frame.into_trailers().ok();
+                    continue;
+                }
             };
             self.received += data.len() as u64;
             if self.received > self.rules.max_body {
@@ -156,6 +169,8 @@ pub struct Buffered {
     pub rest: Option<Upload>,
     /// Holds the bytes of `chunks` against `limits.body_buffer_total` until they are sent.
     pub permit: Option<OwnedSemaphorePermit>,
+    /// The body's trailer fields, when `chunks` is all of it and it ended with some.
+    pub trailers: Option<http::HeaderMap>,
 }
 
 /// Reads up to `limit` bytes of the body before dispatch (fewer when the gateway-wide
@@ -173,6 +188,7 @@ pub async fn buffer(
             return Ok(out);
         }
         let Some(data) = upload.next().await? else {
+            out.trailers = upload.take_trailers();
             return Ok(out);
         };
         held += data.len() as u64;

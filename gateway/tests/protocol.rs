@@ -204,7 +204,18 @@ async fn malformed_frames_close_only_their_connection_with_the_right_code() {
     let c = client();
 
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
-        ("unknown frame type", vec![0x04, 0, 0, 0, 0, 1], 4005),
+        ("unknown frame type", vec![0x06, 0, 0, 0, 0, 1], 4005),
+        // TRAILERS and INFORMATIONAL decode, but this connection negotiated neither (§3.10).
+        (
+            "TRAILERS without the extension",
+            vec![0x04, 0, 0, 0, 0, 1, 0, 0],
+            4005,
+        ),
+        (
+            "INFORMATIONAL without the extension",
+            vec![0x05, 0, 0, 0, 0, 1, 0, 103, 0, 0],
+            4005,
+        ),
         ("truncated header", vec![0x00, 0, 0], 4005),
         (
             "DATA for a stream never opened",

@@ -19,7 +19,7 @@ upgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbX
 
 async fn upgrading_worker(gw: &TestGateway) -> RawWorker {
     let routes = vec![route(0, "GET", "/ws")];
-    RawWorker::connect_offering(gw.addr, "raw:ws", &["upgrade"], routes).await
+    RawWorker::connect_with_features(gw.addr, "raw:ws", routes, &["upgrade"]).await
 }
 
 async fn next_request(w: &mut RawWorker) -> Request {

@@ -50,7 +50,8 @@ function decodeBatch(buf) {
     }
     const clientIp = str() || undefined;
     const scheme = str();
-    requests[i] = { slot: s, routeId, method, target, params, headers, clientIp, scheme };
+    const hasBody = buf[o++] === 1;
+    requests[i] = { slot: s, routeId, method, target, params, headers, clientIp, scheme, hasBody };
   }
   const resets = new Array(u32());
   for (let i = 0; i < resets.length; i++) {
@@ -69,7 +70,24 @@ function decodeBatch(buf) {
     if (kind === 5) state.cause = str();
     states[i] = state;
   }
-  return { requests, resets, states };
+  const logs = new Array(u32());
+  for (let i = 0; i < logs.length; i++) {
+    const level = buf[o++];
+    const target = str();
+    const message = str();
+    const fields = {};
+    for (let n = u32(); n > 0; n--) {
+      const name = str();
+      const kind = buf[o++];
+      if (kind === 0) fields[name] = str();
+      else if (kind === 1) {
+        fields[name] = buf.readDoubleLE(o);
+        o += 8;
+      } else fields[name] = buf[o++] === 1;
+    }
+    logs[i] = { level, target, message, fields };
+  }
+  return { requests, resets, states, logs };
 }
 
 module.exports = { decodeBatch };

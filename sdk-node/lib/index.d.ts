@@ -1,4 +1,6 @@
-// Types of @vyx/worker.
+// Types of @vyx/worker. They name Node's types (Buffer, node:http), so they load them
+// themselves: an app need not list `node` in `types` (TypeScript 6+ lists none by default).
+/// <reference types="node" />
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
@@ -20,10 +22,33 @@ export interface VyxWorkerOptions {
   connectTimeoutMs?: number;
   /** What in-flight requests get to finish on `stop()` (default `defaults().drainTimeoutMs`, 30 000). */
   drainTimeoutMs?: number;
-  /** SIGTERM and SIGINT drain the worker (default true). */
+  /** SIGTERM and SIGINT drain the worker, a second SIGINT exits at once (default true). */
   handleSignals?: boolean;
-  /** Where handler failures and stray rejections are logged (default `console`). */
-  logger?: { error(...args: unknown[]): void };
+  /**
+   * Where the worker's logs go: the core's (registered, reconnecting, draining, ...) and
+   * handler failures. Without it, the core's go to stderr and failures to `console`.
+   */
+  logger?: Logger;
+  /** The core's log level (default: `VYX_LOG`, else `'info'`); see `setLogLevel`. */
+  logLevel?: LogLevel;
+}
+
+/** The levels of the core's logs, least to most. */
+export type LogLevel = 'off' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
+
+/**
+ * Any logger with these methods: `console`, pino, winston. pino is called as
+ * `info(fields, message)`, others as `info(message, fields)`; the core's trace level comes
+ * as `debug`. A missing method or one that throws loses that record, never the worker.
+ *
+ * @example
+ * new VyxWorker({ logger: pino() }); // {"msg":"vyx: registered","gateway":"ws://...",...}
+ */
+export interface Logger {
+  error(...args: unknown[]): void;
+  warn?(...args: unknown[]): void;
+  info?(...args: unknown[]): void;
+  debug?(...args: unknown[]): void;
 }
 
 export type StateEvent =
@@ -120,6 +145,10 @@ export declare class VyxResponse extends EventEmitter {
 export type Handler = (req: VyxRequest, res: VyxResponse) => unknown | Promise<unknown>;
 export type FetchHandler = (request: Request) => Response | Promise<Response>;
 export type HttpListener = (req: IncomingMessage, res: ServerResponse) => void;
+export interface HttpOptions {
+  /** A literal prefix of the pattern the listener does not see in `req.url` (Express's mount path). */
+  mount?: string;
+}
 
 export declare class VyxWorker extends EventEmitter {
   constructor(options?: VyxWorkerOptions);
@@ -139,12 +168,28 @@ export declare class VyxWorker extends EventEmitter {
   all(pattern: string, handler: Handler): this;
   /** Serves a WHATWG fetch handler (Hono's `app.fetch`) for every method on `pattern`. */
   fetch(pattern: string, handler: FetchHandler): this;
-  /** Serves a `node:http` listener (an Express app) for every method on `pattern`. */
-  http(pattern: string, listener: HttpListener): this;
+  /**
+   * Serves a `node:http` listener (an Express app) for every method on `pattern`. It sees
+   * the whole path unless `mount`, a literal prefix of `pattern`, moves into `req.baseUrl`
+   * as Express's `app.use(mount, app)` does.
+   *
+   * ```ts
+   * worker.http('/app/{*rest}', expressApp, { mount: '/app' }); // GET /app/users: req.url '/users'
+   * ```
+   */
+  http(pattern: string, listener: HttpListener, options?: HttpOptions): this;
   /** Serves until stopped; rejects with a `VyxError` when the gateway refuses the worker. */
   start(): Promise<void>;
   /** Drains; resolves once stopped. */
   stop(drainTimeoutMs?: number): Promise<void>;
+  /**
+   * Sets the core's log level now, for every worker of the process; throws
+   * `ERR_VYX_CONFIG` for a name that is not a level.
+   *
+   * @example
+   * worker.setLogLevel('debug');
+   */
+  setLogLevel(level: LogLevel): this;
 
   on(event: 'state', listener: (s: StateEvent) => void): this;
   on(event: 'connecting' | 'draining' | 'stopped', listener: (s: StateEvent) => void): this;

@@ -7,6 +7,7 @@ const { VyxRequest } = require('./request');
 const { VyxResponse } = require('./response');
 const { fetchRoute } = require('./fetch');
 const { httpRoute } = require('./http');
+const { logTo, logRecords } = require('./log');
 
 let binding = null;
 function native() {
@@ -42,8 +43,9 @@ class VyxWorker extends EventEmitter {
   #drainTimeoutMs;
   #handleSignals;
   #onSignal = null;
+  #sigints = 0;
   #onRejection = null;
-  #logger;
+  #log;
   #state = { kind: 'connecting' };
 
   /**
@@ -58,8 +60,13 @@ class VyxWorker extends EventEmitter {
    * @param {number} [options.connectTimeoutMs]  one dial's bound (`defaults().connectTimeoutMs`)
    * @param {number} [options.drainTimeoutMs]  what in-flight requests get on stop
    *   (`defaults().drainTimeoutMs`)
-   * @param {boolean} [options.handleSignals]  SIGTERM/SIGINT drain (default true)
-   * @param {{error: Function}} [options.logger]  where handler failures go (`console`)
+   * @param {boolean} [options.handleSignals]  SIGTERM/SIGINT drain, a second SIGINT exits at
+   *   once (default true)
+   * @param {object} [options.logger]  where the worker's logs go, the core's included: any
+   *   object with `debug/info/warn/error` (`console`, pino, winston); the core's go to
+   *   stderr when this is not given
+   * @param {string} [options.logLevel]  the core's log level: `off`, `error`, `warn`,
+   *   `info` (the default), `debug` or `trace` (`VYX_LOG`)
    */
   constructor(options = {}) {
     super();
@@ -68,13 +75,32 @@ class VyxWorker extends EventEmitter {
     for (const k of ['connect', 'id', 'token', 'caFile', 'instance']) {
       if (options[k] !== undefined && options[k] !== null) o[k] = String(options[k]);
     }
-    if (options.maxConcurrency !== undefined) o.maxConcurrency = options.maxConcurrency;
-    if (options.connectTimeoutMs !== undefined) o.connectTimeoutMs = options.connectTimeoutMs;
+    // The binding would coerce or name a Rust type; the core checks the ranges it knows.
+    if (options.maxConcurrency !== undefined) o.maxConcurrency = wholeNumber(options, 'maxConcurrency', 1);
+    if (options.connectTimeoutMs !== undefined) o.connectTimeoutMs = wholeNumber(options, 'connectTimeoutMs', 1);
     if (options.labels !== undefined) o.labels = { ...options.labels };
+    if (options.drainTimeoutMs !== undefined) wholeNumber(options, 'drainTimeoutMs');
+    if (options.handleSignals !== undefined && typeof options.handleSignals !== 'boolean') {
+      throw vyxError('ERR_VYX_CONFIG', `handleSignals must be true or false, not ${shown(options.handleSignals)}`);
+    }
+    if (options.logLevel !== undefined && options.logLevel !== null) o.logLevel = String(options.logLevel);
+    o.hasLogger = options.logger !== undefined && options.logger !== null;
     this.#native = call(() => new NativeWorker(o));
     this.#drainTimeoutMs = options.drainTimeoutMs ?? defaults().drainTimeoutMs;
     this.#handleSignals = options.handleSignals ?? true;
-    this.#logger = options.logger ?? console;
+    this.#log = logTo(options.logger ?? console);
+  }
+
+  /**
+   * Sets the level of the core's logs, at once and for every worker of the process:
+   * `off`, `error`, `warn`, `info`, `debug` or `trace` (`ERR_VYX_CONFIG` otherwise).
+   *
+   * @example
+   * worker.setLogLevel('debug'); // reconnects and drains in detail
+   */
+  setLogLevel(level) {
+    call(() => native().setLogLevel(String(level)));
+    return this;
   }
 
   /** The latest connection state emitted (`{ kind: 'connecting' }` before any). */
@@ -131,10 +157,21 @@ class VyxWorker extends EventEmitter {
   /**
    * Serves a `node:http` listener, `(req, res)` with `IncomingMessage`/`ServerResponse`, for
    * every method on `pattern`: `worker.http('/{*path}', expressApp)` serves an Express app.
+   * The listener sees the whole path, unless `mount` names a literal prefix of `pattern`:
+   * then it sees the rest, as Express's `app.use(mount, app)` shows it
+   * (`worker.http('/app/{*rest}', app, { mount: '/app' })`: `/app/users` is `req.url`
+   * `/users`, `req.baseUrl` `/app`, `req.originalUrl` `/app/users`).
    */
-  http(pattern, listener) {
+  http(pattern, listener, { mount } = {}) {
     if (typeof listener !== 'function') throw new TypeError(`the listener of ${pattern} is not a function`);
-    return this._route('*', pattern, 'http', httpRoute(listener));
+    if (mount !== undefined) {
+      const p = String(pattern);
+      const literal = typeof mount === 'string' && /^\/[^{}]*[^/{}]$/.test(mount);
+      if (!literal || !p.startsWith(mount) || (p.length > mount.length && p[mount.length] !== '/')) {
+        throw vyxError('ERR_VYX_CONFIG', `mount ${shown(mount)} is not a literal prefix of ${pattern} (e.g. '/app' of '/app/{*rest}')`);
+      }
+    }
+    return this._route('*', pattern, 'http', httpRoute(listener, mount));
   }
 
   /** @internal */
@@ -186,7 +223,14 @@ class VyxWorker extends EventEmitter {
 
   #install() {
     if (this.#handleSignals) {
-      this.#onSignal = () => {
+      this.#onSignal = (signal) => {
+        if (signal === 'SIGINT' && this.#sigints++ > 0) {
+          // A second Ctrl-C: stop waiting for the drain and die of it, as a node server
+          // does (the signal raised again meets the default action, or the app's handlers).
+          this.#uninstall();
+          process.kill(process.pid, 'SIGINT');
+          return;
+        }
         this.stop();
       };
       process.on('SIGTERM', this.#onSignal);
@@ -194,7 +238,7 @@ class VyxWorker extends EventEmitter {
     }
     // A handler's stray promise that rejects must not take the process down.
     this.#onRejection = (reason) => {
-      this.#logger.error('vyx: unhandled rejection (the worker goes on serving):', reason);
+      this.#log('error', `vyx: unhandled rejection (the worker goes on serving): ${describe(reason)}`, { err: reason });
     };
     process.on('unhandledRejection', this.#onRejection);
   }
@@ -209,6 +253,7 @@ class VyxWorker extends EventEmitter {
   }
 
   #take(batch) {
+    if (batch.logs.length > 0) logRecords(this.#log, batch.logs);
     const nat = this.#native;
     const onDone = (ex) => this.#live.delete(ex.slot);
     for (const head of batch.requests) {
@@ -238,15 +283,15 @@ class VyxWorker extends EventEmitter {
     try {
       ret = route.handler(req, res);
     } catch (e) {
-      this.#failed(route, ex, e);
+      this.#failed(route, req, ex, e);
       return;
     }
     if (ret !== null && typeof ret === 'object' && typeof ret.then === 'function') {
       ret.then(
-        (v) => this.#returned(route, ex, res, v),
-        (e) => this.#failed(route, ex, e),
+        (v) => this.#returned(route, req, ex, res, v),
+        (e) => this.#failed(route, req, ex, e),
       );
-    } else this.#returned(route, ex, res, ret);
+    } else this.#returned(route, req, ex, res, ret);
   }
 
   /**
@@ -254,25 +299,50 @@ class VyxWorker extends EventEmitter {
    * JSON (what the other SDKs do with the same return), nothing as the status set so far
    * (200 unless set) and no body.
    */
-  #returned(route, ex, res, value) {
+  #returned(route, req, ex, res, value) {
     if (route.kind !== 'plain' || ex.done || res.headersSent) return;
     try {
       if (value === undefined) res.end();
       else if (typeof value === 'string' || ArrayBuffer.isView(value) || value instanceof ArrayBuffer) res.send(value);
       else res.json(value);
     } catch (e) {
-      this.#failed(route, ex, e);
+      this.#failed(route, req, ex, e);
     }
   }
 
-  #failed(route, ex, e) {
+  #failed(route, req, ex, e) {
     if (ex.aborted) return; // nobody is waiting for this answer
-    this.#logger.error(`vyx: handler of ${route.method} ${route.pattern} failed:`, e);
+    this.#log('error', `vyx: handler of ${route.method} ${route.pattern} failed: ${describe(e)}`, {
+      err: e,
+      method: req.method,
+      route: route.pattern,
+      request_id: req.header('x-request-id'),
+    });
     if (!ex.done) {
       ex.finish();
       ex.native.fail(ex.slot, String(e && e.message ? e.message : e));
     }
   }
+}
+
+/** `options[name]` if it is a whole number from `min` to 2^32 - 1, else `ERR_VYX_CONFIG`. */
+function wholeNumber(options, name, min = 0) {
+  const n = options[name];
+  if (!Number.isInteger(n) || n < min || n > 0xffff_ffff) {
+    throw vyxError('ERR_VYX_CONFIG', `${name} must be a whole number from ${min} to 4294967295, not ${shown(n)}`);
+  }
+  return n;
+}
+
+/** An option's value as an error message quotes it. */
+function shown(v) {
+  return typeof v === 'string' ? JSON.stringify(v) : String(v);
+}
+
+/** An error's code and message (`[ERR_VYX_INVALID_HEAD] ...`), or the value as text. */
+function describe(e) {
+  if (e instanceof Error) return e.code ? `[${e.code}] ${e.message}` : e.message;
+  return String(e);
 }
 
 /** vyx-core's defaults: `{ maxConcurrency, connectTimeoutMs, drainTimeoutMs }`. */

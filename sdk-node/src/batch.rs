@@ -7,11 +7,15 @@
 //! ```text
 //! u32 requests,  each: f64 slot, u32 route_id, str method, str target,
 //!                      u32 params  (str name, str value)*, u32 headers (str name, str value)*,
-//!                      str client_ip ("" for none), str scheme
+//!                      str client_ip ("" for none), str scheme,
+//!                      u8 body (1 when a body follows: it had not ended when packed)
 //! u32 resets,    each: f64 slot, str code, str message
 //! u32 states,    each: u8 kind, then per kind: 0 connecting; 1 connected (str id);
 //!                      2 reconnecting (u32 attempt, u32 delay_ms, str cause); 3 draining;
 //!                      4 stopped; 5 failed (str cause)
+//! u32 logs,      each: u8 level (0 error .. 4 trace), str target, str message,
+//!                      u32 fields, each: str name, u8 kind, then per kind: 0 str;
+//!                      1 f64 (numbers); 2 u8 (a bool)
 //! ```
 //!
 //! Packing also files each request's [`Stream`](vyx_core::session::Stream) under its slot
@@ -19,6 +23,8 @@
 
 use std::sync::{Mutex, PoisonError};
 
+use tracing::Level;
+use vyx_core::host_logs::{Record, Value};
 use vyx_core::session::{Batch, ConnectionState};
 
 use crate::{stream_code, Slots};
@@ -43,8 +49,14 @@ pub(crate) fn put_slot(out: &mut Vec<u8>, slot: u64) {
     out.extend_from_slice(&(slot as f64).to_le_bytes());
 }
 
-/// Packs `batch` (see the module doc) and files its streams in `slots`.
-pub(crate) fn pack(batch: Batch, slots: &Slots) -> Vec<u8> {
+fn put_number(out: &mut Vec<u8>, n: f64) {
+    out.push(1);
+    out.extend_from_slice(&n.to_le_bytes());
+}
+
+/// Packs `batch` and the core's log `records` (see the module doc) and files the batch's
+/// streams in `slots`.
+pub(crate) fn pack(batch: Batch, records: Vec<Record>, slots: &Slots) -> Vec<u8> {
     let size: usize = batch
         .requests
         .iter()
@@ -82,6 +94,9 @@ pub(crate) fn pack(batch: Batch, slots: &Slots) -> Vec<u8> {
         let client_ip = req.client_ip().map(|ip| ip.to_string()).unwrap_or_default();
         put_str(&mut out, client_ip.as_bytes());
         put_str(&mut out, req.scheme().as_bytes());
+        // Before any read, the body has ended only when REQUEST carried END_STREAM, or an
+        // empty last DATA came already: an empty body either way.
+        out.push(u8::from(!req.stream.body_ended()));
         map.insert(req.slot, req.stream);
     }
     // After the requests: a reset may name a request of this batch.
@@ -116,6 +131,35 @@ pub(crate) fn pack(batch: Batch, slots: &Slots) -> Vec<u8> {
             ConnectionState::Failed { cause } => {
                 out.push(5);
                 put_str(&mut out, cause.as_bytes());
+            }
+        }
+    }
+    put_u32(&mut out, records.len());
+    for record in records {
+        out.push(match record.level {
+            Level::ERROR => 0,
+            Level::WARN => 1,
+            Level::INFO => 2,
+            Level::DEBUG => 3,
+            Level::TRACE => 4,
+        });
+        put_str(&mut out, record.target.as_bytes());
+        put_str(&mut out, record.message.as_bytes());
+        put_u32(&mut out, record.fields.len());
+        for (name, value) in &record.fields {
+            put_str(&mut out, name.as_bytes());
+            match value {
+                Value::Str(s) => {
+                    out.push(0);
+                    put_str(&mut out, s.as_bytes());
+                }
+                Value::Bool(b) => {
+                    out.push(2);
+                    out.push(u8::from(*b));
+                }
+                Value::I64(n) => put_number(&mut out, *n as f64),
+                Value::U64(n) => put_number(&mut out, *n as f64),
+                Value::F64(n) => put_number(&mut out, *n),
             }
         }
     }

@@ -23,8 +23,10 @@ use std::time::Duration;
 
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
+use tracing::level_filters::LevelFilter;
+use vyx_core::host_logs::{self, Sink};
 use vyx_core::session::{
-    Engine, EngineError, Stream, StreamError, TryChunk, TrySend, WorkerConfig,
+    Batch, Engine, EngineError, Stream, StreamError, TryChunk, TrySend, WorkerConfig,
 };
 
 /// The SDK's name in HELLO.
@@ -33,6 +35,9 @@ const SDK: &str = concat!("vyx-node/", env!("CARGO_PKG_VERSION"));
 /// Requests at most in one batch: enough to amortise the crossing, small enough that one
 /// batch does not starve the event loop.
 const MAX_BATCH: usize = 256;
+
+/// How long a stopped worker waits for its last log lines to reach stderr.
+const FLUSH_TIMEOUT: Duration = Duration::from_millis(500);
 
 #[napi_derive::module_init]
 fn init() {
@@ -45,14 +50,35 @@ fn init() {
     {
         napi::bindgen_prelude::create_custom_tokio_runtime(rt);
     }
-    // Engine logs (registration, reconnects, drain, refusal) to stderr; `VYX_LOG` filters.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VYX_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
+    // Engine logs (registration, reconnects, drain, refusal) go to stderr from a thread of
+    // their own until a worker is given a `logger`; never written on the engine's thread,
+    // where a closed or full stderr would stop it. The constructor reads `VYX_LOG`.
+    host_logs::install(Sink::Stderr);
+}
+
+/// The level `logLevel` (else `VYX_LOG`) names, if either is set; an invalid one is an
+/// `ERR_VYX_CONFIG` error naming where it came from.
+fn configured_level(option: Option<String>) -> napi::Result<Option<LevelFilter>> {
+    let (name, value) = match option {
+        Some(v) => ("logLevel", v),
+        None => match std::env::var("VYX_LOG") {
+            Ok(v) if !v.is_empty() => ("VYX_LOG", v),
+            _ => return Ok(None),
+        },
+    };
+    host_logs::parse_level(&value)
+        .map(Some)
+        .map_err(|e| coded("ERR_VYX_CONFIG", format!("{name}: {e}")))
+}
+
+/// Sets the level of the core's logs for every worker of the process, at once:
+/// `off`, `error`, `warn`, `info`, `debug` or `trace` (`ERR_VYX_CONFIG` otherwise).
+#[napi]
+pub fn set_log_level(level: String) -> napi::Result<()> {
+    let level = host_logs::parse_level(&level)
+        .map_err(|e| coded("ERR_VYX_CONFIG", format!("log level: {e}")))?;
+    host_logs::set_level(level);
+    Ok(())
 }
 
 /// An error whose message starts with `[code]`.
@@ -130,6 +156,10 @@ pub struct NativeOptions {
     pub ca_file: Option<String>,
     pub instance: Option<String>,
     pub connect_timeout_ms: Option<u32>,
+    /// The core's log level (else `VYX_LOG`, else `info`).
+    pub log_level: Option<String>,
+    /// The JS layer has a logger: the core's logs come with the batches, not on stderr.
+    pub has_logger: Option<bool>,
 }
 
 /// Streams handed to JS and not finished, by slot.
@@ -182,7 +212,14 @@ impl NativeWorker {
         }
         config.sdk = SDK.into();
         config.apply_env_defaults();
+        let level = configured_level(options.log_level)?;
         let engine = Engine::new(config).map_err(engine_error)?;
+        if let Some(level) = level {
+            host_logs::set_level(level);
+        }
+        if options.has_logger == Some(true) {
+            host_logs::set_sink(Sink::Host);
+        }
         Ok(NativeWorker {
             engine,
             slots: Arc::default(),
@@ -209,12 +246,23 @@ impl NativeWorker {
             .map_err(engine_error)
     }
 
-    /// The one pull: resolves with the next batch, packed ([`batch`]), or `null` once the
+    /// The one pull: resolves with the next batch, packed ([`batch`]), with the core's log
+    /// records queued since the last one (when a logger takes them), or `null` once the
     /// engine has stopped and everything was handed out.
     #[napi]
     pub async fn next_batch(&self) -> Option<Buffer> {
-        let batch = self.engine.next_batch(MAX_BATCH).await?;
-        Some(batch::pack(batch, &self.slots).into())
+        // Both are cancel-safe: a record or event not taken stays for the next pull.
+        let batch = tokio::select! {
+            batch = self.engine.next_batch(MAX_BATCH) => batch,
+            () = host_logs::queued() => Some(Batch::default()),
+        };
+        let records = host_logs::take();
+        if batch.is_none() && records.is_empty() {
+            // The process may exit once this resolves: let the stderr lines out first.
+            let _ = tokio::task::spawn_blocking(|| host_logs::flush_stderr(FLUSH_TIMEOUT)).await;
+            return None;
+        }
+        Some(batch::pack(batch.unwrap_or_default(), records, &self.slots).into())
     }
 
     /// Resolves when the engine has stopped: after a drain, or rejects with the refusal.

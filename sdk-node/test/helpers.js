@@ -7,7 +7,7 @@ const fs = require('node:fs');
 const http = require('node:http');
 const path = require('node:path');
 
-// Engine logs at warn unless asked (the binding reads VYX_LOG once, when it loads).
+// Engine logs at warn unless asked (each worker's constructor reads VYX_LOG).
 process.env.VYX_LOG ??= 'warn';
 
 const REPO = path.resolve(__dirname, '..', '..');

@@ -233,7 +233,7 @@ impl PyEngine {
     /// params `[(name, value)]` as str, headers `[(name, value)]` as bytes, and the client's
     /// IP (str or None) and scheme by the core's rule (HOSTS.md §5); resets slots;
     /// states tuples (`("connected", id)`, ...); ready `(slot, writable, error)`; logs
-    /// `(levelno, target, message)`; end `None`, `("ok", "")` or `(kind, message)`.
+    /// `(levelno, target, message, fields)` with the fields a dict; end `None`, `("ok", "")` or `(kind, message)`.
     fn take<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         let items = self.hub.take();
         let requests = PyList::empty(py);
@@ -292,10 +292,7 @@ impl PyEngine {
         if !new_streams.is_empty() {
             lock(&self.streams).extend(new_streams);
         }
-        let logs = PyList::empty(py);
-        for record in crate::log::take() {
-            logs.append(record)?;
-        }
+        let logs = crate::log::take(py)?;
         (requests, resets, states, ready, logs, end).into_pyobject(py)
     }
 

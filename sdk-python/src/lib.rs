@@ -70,6 +70,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     log::install();
     let py = m.py();
     m.add_class::<engine::PyEngine>()?;
+    m.add_function(pyo3::wrap_pyfunction!(log::set_log_level, m)?)?;
     m.add("VyxError", py.get_type::<VyxError>())?;
     m.add("ConfigError", py.get_type::<ConfigError>())?;
     m.add("RefusedError", py.get_type::<RefusedError>())?;

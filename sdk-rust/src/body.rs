@@ -60,6 +60,22 @@ enum Inner {
 struct Incoming {
     stream: CoreStream,
     waiting: Option<Mutex<ReadableFuture>>,
+    /// The request's trailers were handed out (or there were none).
+    trailers_taken: bool,
+}
+
+/// Trailer fields as an `http` header map (the core checked names and values).
+fn header_map(fields: &vyx_core::frame::HeaderList) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    for (name, value) in fields {
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(name),
+            http::HeaderValue::from_bytes(value),
+        ) {
+            map.append(n, v);
+        }
+    }
+    map
 }
 
 fn exclusive<T>(m: &mut Mutex<T>) -> &mut T {
@@ -124,13 +140,14 @@ impl Body {
     }
 
     pub(crate) fn incoming(stream: CoreStream) -> Body {
-        if stream.body_ended() {
+        if stream.body_ended() && stream.trailers().is_none() {
             return Body::empty();
         }
         Body {
             inner: Inner::Incoming(Incoming {
                 stream,
                 waiting: None,
+                trailers_taken: false,
             }),
         }
     }
@@ -201,7 +218,13 @@ impl Body {
                         Ok(TryChunk::Data(chunk)) => {
                             return Poll::Ready(Some(Ok(Frame::data(chunk))))
                         }
-                        Ok(TryChunk::End) => None,
+                        // A body that ended with TRAILERS (§3.10) gives them as its last frame.
+                        Ok(TryChunk::End) => match incoming.stream.trailers() {
+                            Some(t) if !std::mem::replace(&mut incoming.trailers_taken, true) => {
+                                return Poll::Ready(Some(Ok(Frame::trailers(header_map(&t)))))
+                            }
+                            _ => None,
+                        },
                         Err(e) => Some(Err(Error::Body(e))),
                         Ok(TryChunk::Pending) => {
                             let stream = incoming.stream.clone();
@@ -255,7 +278,11 @@ impl http_body::Body for Body {
         match &self.inner {
             Inner::Empty => true,
             Inner::Full(b) => b.is_empty(),
-            Inner::Incoming(i) => i.waiting.is_none() && i.stream.body_ended(),
+            Inner::Incoming(i) => {
+                i.waiting.is_none()
+                    && i.stream.body_ended()
+                    && (i.trailers_taken || i.stream.trailers().is_none())
+            }
             Inner::Stream(_) => false,
             Inner::Http(b) => b
                 .lock()

@@ -61,8 +61,13 @@ pub(crate) async fn serve(req: IncomingRequest, routes: Arc<[Route]>) -> u64 {
         request.set_upgrade(rx);
         tx
     });
-    // Logs of the handler (and ours) carry the request's method, route and stream id.
-    let span = info_span!("request", method = %request.method(), route = %route.path, stream = stream.stream_id());
+    // Logs of the handler (and ours) carry the request's method, route, stream id and the
+    // gateway's request id (`x-request-id`, the id its access log and the client see).
+    let request_id = request
+        .header("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    let span = info_span!("request", method = %request.method(), route = %route.path, stream = stream.stream_id(), request_id = %request_id);
     let handler = &route.handler;
     async move {
         match AssertUnwindSafe(handler(request)).catch_unwind().await {
@@ -151,7 +156,16 @@ async fn send_body(stream: &Stream, mut body: Body) {
             }
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => data,
-                Err(_) => continue, // trailers: the protocol has none
+                Err(frame) => {
+                    // Trailers end the body (§3.10); dropped when not negotiated.
+                    let Ok(trailers) = frame.into_trailers() else {
+                        continue;
+                    };
+                    if let Err(e) = stream.end_with_trailers(&[], &header_pairs(&trailers)) {
+                        warn!(error = %e, "response trailers not sent");
+                    }
+                    return;
+                }
             },
         };
         let last = http_body::Body::is_end_stream(&body);

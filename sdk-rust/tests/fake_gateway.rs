@@ -666,6 +666,147 @@ async fn every_state_reaches_on_state_and_subscribers_under_quick_reconnects() {
     assert_eq!(from_callback, expected);
 }
 
+/// PROTOCOL.md §3.10 through http-body: the SDK offers `trailers`; once granted, a request's
+/// TRAILERS are the body's last frame, and a response body's trailers frame ends the
+/// response as TRAILERS behind its DATA.
+#[tokio::test]
+async fn http_body_trailers_cross_both_ways_once_granted() {
+    use http_body_util::{BodyExt, StreamBody};
+    let (gw, url) = Gateway::bind().await;
+    let w = vyx::Worker::builder()
+        .connect(&url)
+        .id("rust:trailers")
+        .handle_signals(false)
+        .post("/sum", |req: Request| async move {
+            let collected = req.into_body().collect().await.unwrap();
+            let sum = collected
+                .trailers()
+                .and_then(|t| t.get("x-sum"))
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            let text = format!("{} {sum}", String::from_utf8_lossy(&collected.to_bytes()));
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+            let frames: Vec<Result<http_body::Frame<Bytes>, std::convert::Infallible>> = vec![
+                Ok(http_body::Frame::data(Bytes::from(text))),
+                Ok(http_body::Frame::trailers(trailers)),
+            ];
+            Response::new(vyx::Body::new(StreamBody::new(futures_util::stream::iter(
+                frames,
+            ))))
+        })
+        .build()
+        .unwrap();
+    let task = run(&w);
+    let (mut conn, hello) = gw.accept().await;
+    assert_eq!(hello.features, ["trailers"]);
+    let mut welcome = conn.0.welcome_with(5000, WINDOW);
+    welcome.features = vec!["trailers".into()];
+    conn.0.send(Frame::Welcome(welcome)).await.unwrap();
+
+    conn.request(1, 0, "POST", "/sum", &[], &[], false).await;
+    conn.send(Data::encode_parts(1, false, b"abc")).await;
+    let b = |s: &'static str| Bytes::from_static(s.as_bytes());
+    conn.send(
+        frame::Trailers {
+            stream_id: 1,
+            headers: vec![(b("x-sum"), b("3"))],
+        }
+        .encode(),
+    )
+    .await;
+    let Frame::Response(r) = conn.recv().await else {
+        panic!("expected RESPONSE")
+    };
+    assert!(!r.end_stream);
+    let mut body = Vec::new();
+    loop {
+        match conn.recv().await {
+            Frame::Data(d) => {
+                assert!(!d.end_stream, "END_STREAM instead of TRAILERS");
+                body.extend_from_slice(&d.data);
+            }
+            Frame::Trailers(t) => {
+                assert_eq!(t.headers, vec![(b("grpc-status"), b("0"))]);
+                break;
+            }
+            Frame::Window(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(body, b"abc 3");
+    w.stop();
+    loop {
+        // The worker drains: WINDOW frames of the stream may still come first.
+        if let Frame::Drain(_) = conn.recv().await {
+            break;
+        }
+    }
+    conn.close_drained().await;
+    timeout(task).await.unwrap().unwrap();
+}
+
+/// Bytes a test subscriber writes, shared with the test.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A handler's `tracing` events carry the gateway's request id as a field of the request's
+/// span, so the app's subscriber can put it on every line.
+#[tokio::test]
+async fn handler_logs_carry_the_request_id() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    // This test's runtime has one thread: the worker's tasks run on it, under this default.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (gw, url) = Gateway::bind().await;
+    let w = vyx::Worker::builder()
+        .connect(&url)
+        .id("rust:test")
+        .handle_signals(false)
+        .get("/log", |_req: Request| async {
+            tracing::info!("the handler speaks");
+            "ok"
+        })
+        .build()
+        .unwrap();
+    let running = run(&w);
+    let (mut conn, _) = gw.welcome().await;
+    conn.request(
+        1,
+        0,
+        "GET",
+        "/log",
+        &[],
+        &[("x-request-id", "req-42")],
+        true,
+    )
+    .await;
+    assert_eq!(conn.response(1).await.status, 200);
+    w.stop();
+    drop(conn);
+    let _ = timeout(running).await;
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("the handler speaks"))
+        .unwrap_or_else(|| panic!("no handler line in {text}"));
+    assert!(line.contains("request_id=req-42"), "{line}");
+}
+
 #[tokio::test]
 async fn an_upgrade_answered_101_gives_the_handler_a_byte_stream_a_websocket_runs_on() {
     use futures_util::{SinkExt, StreamExt};

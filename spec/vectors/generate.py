@@ -48,6 +48,8 @@ TYPES = {
     0x01: "REQUEST",
     0x02: "RESPONSE",
     0x03: "RESET",
+    0x04: "TRAILERS",
+    0x05: "INFORMATIONAL",
     0x08: "WINDOW",
     0x10: "HELLO",
     0x11: "WELCOME",
@@ -61,6 +63,8 @@ ALLOWED_FLAGS = {
     "REQUEST": END_STREAM | UPGRADE,
     "RESPONSE": END_STREAM,
     "RESET": 0,
+    "TRAILERS": 0,
+    "INFORMATIONAL": 0,
     "WINDOW": 0,
     "HELLO": 0,
     "WELCOME": 0,
@@ -68,7 +72,9 @@ ALLOWED_FLAGS = {
     "ROUTES": 0,
     "ERROR": 0,
 }
-STREAM_TYPES = ("DATA", "REQUEST", "RESPONSE", "RESET", "WINDOW")
+STREAM_TYPES = ("DATA", "REQUEST", "RESPONSE", "RESET", "TRAILERS", "INFORMATIONAL", "WINDOW")
+# Frames whose payload is a head: a payload error after a valid header fails the stream only.
+HEAD_TYPES = ("REQUEST", "RESPONSE", "TRAILERS", "INFORMATIONAL")
 CONTROL_TYPES = ("HELLO", "WELCOME", "DRAIN", "ROUTES", "ERROR")
 
 CLOSE_PROTOCOL_VIOLATION = 4005
@@ -186,6 +192,12 @@ def encode(frame):
     elif t == "RESPONSE":
         flags = END_STREAM if frame["end_stream"] else 0
         payload = u16(frame["status"]) + encode_fields(frame["headers"])
+    elif t == "TRAILERS":
+        flags = 0
+        payload = encode_fields(frame["headers"])
+    elif t == "INFORMATIONAL":
+        flags = 0
+        payload = u16(frame["status"]) + encode_fields(frame["headers"])
     elif t == "RESET":
         flags = 0
         payload = u32(frame["code"]) + frame["reason"].encode("utf-8")
@@ -273,6 +285,11 @@ def check_status(s):
         raise DecodeError("invalid_status")
 
 
+def check_informational_status(s):
+    if not 100 <= s <= 199 or s == 101:
+        raise DecodeError("invalid_status")
+
+
 def check_increment(n):
     if n == 0 or n > MAX_WINDOW:
         raise DecodeError("invalid_window_increment")
@@ -333,6 +350,16 @@ def decode_payload(t, flags, sid, payload, strategy):
         r.finish()
         out = {"type": t, "stream_id": sid, "end_stream": end_stream, "status": status,
                "headers": headers}
+    elif t == "TRAILERS":
+        headers = read_fields(r, checks, check_header_name, check_header_value, streaming)
+        r.finish()
+        out = {"type": t, "stream_id": sid, "headers": headers}
+    elif t == "INFORMATIONAL":
+        status = r.u16()
+        check(check_informational_status, status)
+        headers = read_fields(r, checks, check_header_name, check_header_value, streaming)
+        r.finish()
+        out = {"type": t, "stream_id": sid, "status": status, "headers": headers}
     elif t == "RESET":
         code = r.u32()
         reason = r.rest()
@@ -355,7 +382,7 @@ def decode_payload(t, flags, sid, payload, strategy):
     for fn, v in reversed(checks):
         fn(v)
     # Convert validated raw bytes to the JSON form.
-    if t in ("REQUEST", "RESPONSE"):
+    if t in HEAD_TYPES:
         if "params" in out:
             out["params"] = fields_json(out["params"])
         out["headers"] = fields_json(out["headers"])
@@ -716,6 +743,15 @@ def response(sid, end, status, headers):
             "headers": [[n, hx(v)] for n, v in headers]}
 
 
+def trailers(sid, headers):
+    return {"type": "TRAILERS", "stream_id": sid, "headers": [[n, hx(v)] for n, v in headers]}
+
+
+def informational(sid, status, headers):
+    return {"type": "INFORMATIONAL", "stream_id": sid, "status": status,
+            "headers": [[n, hx(v)] for n, v in headers]}
+
+
 def reset(sid, code, reason):
     return {"type": "RESET", "stream_id": sid, "code": code, "reason": reason}
 
@@ -839,6 +875,23 @@ def frame_vectors():
         29, False, 101, [("upgrade", "websocket"),
                          ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")]))
 
+    # TRAILERS (extension `trailers`, §3.10)
+    add("trailers_grpc_status", trailers(
+        1, [("grpc-status", "0"), ("grpc-message", "")]))
+    add("trailers_server_timing_repeated", trailers(
+        3, [("server-timing", "db;dur=53"), ("x-raw", b"\x80\xff"),
+            ("server-timing", "app;dur=47.2")]))
+    add("trailers_empty", trailers(5, []))
+    add("trailers_large_stream_id", trailers(0xFFFFFFFE, [("x-checksum", "sha256=abc")]))
+
+    # INFORMATIONAL (extension `informational`, §3.11)
+    add("informational_103_early_hints", informational(
+        1, 103, [("link", "</style.css>; rel=preload; as=style"),
+                 ("link", "</app.js>; rel=preload; as=script")]))
+    add("informational_100_no_headers", informational(3, 100, []))
+    add("informational_102", informational(5, 102, []))
+    add("informational_199", informational(7, 199, [("x-empty", "")]))
+
     # RESET
     add("reset_cancel", reset(1, 1, "client went away"))
     add("reset_no_error_empty_reason", reset(3, 0, ""))
@@ -871,7 +924,7 @@ def frame_vectors():
     add("routes_update", control("ROUTES", {"routes": [
         route(0, "GET", "/hello/{name}"), route(2, "PATCH", "/items/{id}")]}))
     add("error_protocol_violation", control("ERROR", {
-        "code": 4005, "message": "unknown frame type 0x04"}))
+        "code": 4005, "message": "unknown frame type 0x06"}))
     add("error_route_conflict_utf8", control("ERROR", {
         "code": 4003, "message": "route GET /hello/{name} is served by “node:api”"}))
     return v
@@ -885,13 +938,14 @@ def malformed_vectors():
                "close_code": close_code_for(kind, raw)}
         # A REQUEST or RESPONSE head that fails after a valid frame header is a stream error
         # at its receiver (PROTOCOL.md §3.5, §8): RESET protocol_error instead of the close.
-        if raw[:1] in (b"\x01", b"\x02") and kind not in (
+        if raw[:1] in (b"\x01", b"\x02", b"\x04", b"\x05") and kind not in (
                 "truncated_header", "unknown_type", "invalid_flags", "stream_id_zero"):
             vec["stream_error"] = True
         v.append(vec)
 
     H = header
     D, RQ, RS, RT, W = 0x00, 0x01, 0x02, 0x03, 0x08
+    TR, INF = 0x04, 0x05
     HELLO, WELCOME, DRAIN, ROUTES, ERROR = 0x10, 0x11, 0x12, 0x13, 0x14
 
     def req(method=b"GET", target=b"/", params=(), headers=(), route_id=0):
@@ -923,10 +977,10 @@ def malformed_vectors():
     add("header_5_bytes_unknown_type", bytes.fromhex("ffff000000"), "truncated_header")
 
     # unknown_type
-    for t in (0x04, 0x07, 0x09, 0x0F, 0x15, 0xFF):
+    for t in (0x06, 0x07, 0x09, 0x0F, 0x15, 0xFF):
         add("unknown_type_0x%02x" % t, H(t, 0, 1), "unknown_type")
-    add("unknown_type_0x05_stream_0_with_payload", H(0x05, 0, 0) + b"{}", "unknown_type")
-    add("unknown_type_checked_before_flags", H(0x04, 0x02, 1), "unknown_type")
+    add("unknown_type_0x06_stream_0_with_payload", H(0x06, 0, 0) + b"{}", "unknown_type")
+    add("unknown_type_checked_before_flags", H(0x06, 0x02, 1), "unknown_type")
 
     # invalid_flags
     add("data_flag_0x02", H(D, 0x02, 1) + b"x", "invalid_flags")
@@ -937,6 +991,8 @@ def malformed_vectors():
     add("response_flag_0x04", H(RS, 0x04, 1) + resp(), "invalid_flags")
     add("reset_flag_0x01", H(RT, 0x01, 1) + u32(1), "invalid_flags")
     add("window_flag_0x01", H(W, 0x01, 1) + u32(1), "invalid_flags")
+    add("trailers_end_stream_flag", H(TR, END_STREAM, 1) + u16(0), "invalid_flags")
+    add("informational_end_stream_flag", H(INF, END_STREAM, 1) + resp(103), "invalid_flags")
     add("hello_flag_0x01", H(HELLO, 0x01, 0) + hello_ok, "invalid_flags")
     add("drain_flag_0x80", H(DRAIN, 0x80, 0) + cj({"reason": "x", "deadline_ms": 1}),
         "invalid_flags")
@@ -949,6 +1005,8 @@ def malformed_vectors():
     add("response_stream_0", H(RS, 0, 0) + resp(), "stream_id_zero")
     add("reset_stream_0", H(RT, 0, 0) + u32(1), "stream_id_zero")
     add("window_stream_0", H(W, 0, 0) + u32(65536), "stream_id_zero")
+    add("trailers_stream_0", H(TR, 0, 0) + u16(0), "stream_id_zero")
+    add("informational_stream_0", H(INF, 0, 0) + resp(103), "stream_id_zero")
     add("stream_id_checked_before_payload", H(W, 0, 0) + u32(0), "stream_id_zero")
 
     # stream_id_nonzero
@@ -984,6 +1042,10 @@ def malformed_vectors():
     add("response_status_only", H(RS, END_STREAM, 1) + u16(200), "truncated_payload")
     add("response_header_name_length_past_end",
         H(RS, 0, 1) + u16(200) + u16(1) + u16(5) + b"date", "truncated_payload")
+    add("trailers_empty_payload", H(TR, 0, 1), "truncated_payload")
+    add("trailers_header_value_length_past_end",
+        H(TR, 0, 1) + u16(1) + str16(b"grpc-status") + u16(2) + b"0", "truncated_payload")
+    add("informational_status_only", H(INF, 0, 1) + u16(103), "truncated_payload")
     add("reset_empty_payload", H(RT, 0, 1), "truncated_payload")
     add("reset_3_bytes", H(RT, 0, 1) + b"\x00\x00\x01", "truncated_payload")
     add("window_empty_payload", H(W, 0, 1), "truncated_payload")
@@ -995,6 +1057,9 @@ def malformed_vectors():
     add("request_two_trailing_bytes", H(RQ, END_STREAM, 1) + req() + b"\x00\x00",
         "trailing_bytes")
     add("response_one_trailing_byte", H(RS, END_STREAM, 1) + resp(204) + b"\xff",
+        "trailing_bytes")
+    add("trailers_one_trailing_byte", H(TR, 0, 1) + u16(0) + b"\x00", "trailing_bytes")
+    add("informational_one_trailing_byte", H(INF, 0, 1) + resp(103) + b"\x00",
         "trailing_bytes")
     add("window_5_bytes", H(W, 0, 1) + u32(65536) + b"\x00", "trailing_bytes")
     add("window_8_bytes", H(W, 0, 1) + u32(1) + u32(1), "trailing_bytes")
@@ -1037,6 +1102,10 @@ def malformed_vectors():
         + req(headers=[(b"host", b"a"), (b"Accept", b"*/*")]), "invalid_header_name")
     add("response_header_name_uppercase", H(RS, END_STREAM, 1)
         + resp(headers=[(b"Content-Type", b"text/plain")]), "invalid_header_name")
+    add("trailers_header_name_pseudo", H(TR, 0, 1) + u16(1) + str16(b":status")
+        + str16(b"200"), "invalid_header_name")
+    add("informational_header_name_uppercase", H(INF, 0, 1)
+        + resp(103, headers=[(b"Link", b"</a>")]), "invalid_header_name")
 
     # invalid_header_value
     add("header_value_with_cr", H(RQ, END_STREAM, 1) + req(headers=[(b"x-a", b"a\rb")]),
@@ -1053,6 +1122,10 @@ def malformed_vectors():
         + resp(headers=[(b"x-a", b"\x7f")]), "invalid_header_value")
     add("response_header_value_crlf", H(RS, END_STREAM, 1)
         + resp(headers=[(b"set-cookie", b"a=1\r\nx-injected: 1")]), "invalid_header_value")
+    add("trailers_header_value_lf", H(TR, 0, 1) + u16(1) + str16(b"grpc-message")
+        + str16(b"a\nb"), "invalid_header_value")
+    add("informational_header_value_nul", H(INF, 0, 1)
+        + resp(103, headers=[(b"link", b"\x00")]), "invalid_header_value")
 
     # invalid_param_name
     add("param_name_empty", H(RQ, END_STREAM, 1) + req(params=[(b"", b"v")]),
@@ -1069,6 +1142,8 @@ def malformed_vectors():
     # invalid_status
     for s in (0, 99, 100, 102, 199, 600, 65535):
         add("status_%d" % s, H(RS, END_STREAM, 1) + resp(s), "invalid_status")
+    for s in (0, 99, 101, 200, 204, 65535):
+        add("informational_status_%d" % s, H(INF, 0, 1) + resp(s), "invalid_status")
 
     # invalid_reset_reason
     add("reset_reason_ff", H(RT, 0, 1) + u32(1) + b"\xff", "invalid_reset_reason")

@@ -22,18 +22,22 @@
 pub mod control;
 mod data;
 mod head;
+mod informational;
 pub mod json;
 mod request;
 mod reset;
 mod response;
+mod trailers;
 mod window;
 
 pub use control::{ControlMessage, Drain, ErrorMessage, Hello, RouteSpec, Routes, Welcome};
 pub use data::Data;
 pub use head::{is_header_name, is_header_value, is_method, is_target, is_tchar, HeaderList};
+pub use informational::{is_informational_status, Informational};
 pub use request::{set_route_id, set_stream_id, set_upgrade, HeadTooLarge, Request, RequestWriter};
 pub use reset::Reset;
 pub use response::Response;
+pub use trailers::Trailers;
 pub use window::Window;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -49,6 +53,10 @@ pub mod kind {
     pub const REQUEST: u8 = 0x01;
     pub const RESPONSE: u8 = 0x02;
     pub const RESET: u8 = 0x03;
+    /// Extension `trailers` (PROTOCOL.md §3.10).
+    pub const TRAILERS: u8 = 0x04;
+    /// Extension `informational` (PROTOCOL.md §3.11).
+    pub const INFORMATIONAL: u8 = 0x05;
     pub const WINDOW: u8 = 0x08;
     pub const HELLO: u8 = 0x10;
     pub const WELCOME: u8 = 0x11;
@@ -73,6 +81,8 @@ pub enum Frame {
     Request(Request),
     Response(Response),
     Reset(Reset),
+    Trailers(Trailers),
+    Informational(Informational),
     Window(Window),
     Hello(Hello),
     Welcome(Welcome),
@@ -82,8 +92,8 @@ pub enum Frame {
 }
 
 /// A decode error with its scope (PROTOCOL.md §3.2, §8): most errors are the connection's
-/// (the receiver closes), but a REQUEST or RESPONSE whose 6-byte header is valid and whose
-/// head does not decode (a bad target, method, status, header name or value, param name, a
+/// (the receiver closes), but a REQUEST, RESPONSE, TRAILERS or INFORMATIONAL whose 6-byte
+/// header is valid and whose head does not decode (a bad target, method, status, header name or value, param name, a
 /// truncated or overlong head) is confined to its stream: the receiver RESETs that stream
 /// `protocol_error` and the connection goes on. A head has no state shared with other
 /// streams (no header compression), so nothing else is lost with it.
@@ -92,8 +102,9 @@ pub enum DecodeFailure {
     /// The connection fails: close with [`DecodeError::close_code`].
     Connection(DecodeError),
     /// Only `stream_id` fails: RESET it `protocol_error`. `frame` is the type byte
-    /// ([`kind::REQUEST`] or [`kind::RESPONSE`]): received in the wrong direction, the frame
-    /// is still a connection error (§8.2).
+    /// ([`kind::REQUEST`], [`kind::RESPONSE`], [`kind::TRAILERS`] or
+    /// [`kind::INFORMATIONAL`]): received in the wrong direction, or on a connection that did
+    /// not negotiate its extension, the frame is still a connection error (§8.2).
     Stream {
         stream_id: u32,
         frame: u8,
@@ -137,8 +148,9 @@ impl Frame {
         Frame::decode_scoped(msg, max_frame_size).map_err(DecodeFailure::into_error)
     }
 
-    /// [`Frame::decode`], with the scope of the error: a REQUEST or RESPONSE head that does
-    /// not decode after a valid frame header is [`DecodeFailure::Stream`].
+    /// [`Frame::decode`], with the scope of the error: a REQUEST, RESPONSE, TRAILERS or
+    /// INFORMATIONAL head that does not decode after a valid frame header is
+    /// [`DecodeFailure::Stream`].
     pub fn decode_scoped(msg: Bytes, max_frame_size: usize) -> Result<Frame, DecodeFailure> {
         if msg.len() > max_frame_size {
             return Err(DecodeError::FrameTooLarge {
@@ -179,6 +191,11 @@ impl Frame {
         }
         let end_stream = fl & flags::END_STREAM != 0;
         let payload = msg.slice(HEADER_LEN..);
+        let stream_error = |error| DecodeFailure::Stream {
+            stream_id,
+            frame: ty,
+            error,
+        };
         Ok(match ty {
             kind::DATA => Frame::Data(Data {
                 stream_id,
@@ -188,24 +205,19 @@ impl Frame {
             kind::REQUEST => {
                 let upgrade = fl & flags::UPGRADE != 0;
                 Frame::Request(
-                    Request::decode(stream_id, end_stream, upgrade, payload).map_err(|error| {
-                        DecodeFailure::Stream {
-                            stream_id,
-                            frame: ty,
-                            error,
-                        }
-                    })?,
+                    Request::decode(stream_id, end_stream, upgrade, payload)
+                        .map_err(stream_error)?,
                 )
             }
-            kind::RESPONSE => {
-                Frame::Response(Response::decode(stream_id, end_stream, payload).map_err(
-                    |error| DecodeFailure::Stream {
-                        stream_id,
-                        frame: ty,
-                        error,
-                    },
-                )?)
+            kind::RESPONSE => Frame::Response(
+                Response::decode(stream_id, end_stream, payload).map_err(stream_error)?,
+            ),
+            kind::TRAILERS => {
+                Frame::Trailers(Trailers::decode(stream_id, payload).map_err(stream_error)?)
             }
+            kind::INFORMATIONAL => Frame::Informational(
+                Informational::decode(stream_id, payload).map_err(stream_error)?,
+            ),
             kind::RESET => Frame::Reset(Reset::decode(stream_id, payload)?),
             kind::WINDOW => Frame::Window(Window::decode(stream_id, payload)?),
             kind::HELLO => Frame::Hello(control::decode(&payload)?),
@@ -224,6 +236,8 @@ impl Frame {
             Frame::Request(f) => f.encode(),
             Frame::Response(f) => f.encode(),
             Frame::Reset(f) => f.encode(),
+            Frame::Trailers(f) => f.encode(),
+            Frame::Informational(f) => f.encode(),
             Frame::Window(f) => f.encode(),
             Frame::Hello(m) => control::encode(m),
             Frame::Welcome(m) => control::encode(m),
@@ -240,6 +254,8 @@ impl Frame {
             Frame::Request(_) => "REQUEST",
             Frame::Response(_) => "RESPONSE",
             Frame::Reset(_) => "RESET",
+            Frame::Trailers(_) => "TRAILERS",
+            Frame::Informational(_) => "INFORMATIONAL",
             Frame::Window(_) => "WINDOW",
             Frame::Hello(_) => "HELLO",
             Frame::Welcome(_) => "WELCOME",
@@ -257,6 +273,8 @@ pub fn type_name(ty: u8) -> Option<&'static str> {
         kind::REQUEST => "REQUEST",
         kind::RESPONSE => "RESPONSE",
         kind::RESET => "RESET",
+        kind::TRAILERS => "TRAILERS",
+        kind::INFORMATIONAL => "INFORMATIONAL",
         kind::WINDOW => "WINDOW",
         kind::HELLO => "HELLO",
         kind::WELCOME => "WELCOME",
@@ -356,6 +374,34 @@ mod tests {
     }
 
     const MAX: usize = crate::limits::MAX_FRAME_SIZE;
+
+    #[test]
+    fn a_bad_trailers_or_informational_head_is_scoped_to_its_stream() {
+        for hex in [
+            "040000000005000100013a0000",   // TRAILERS with a pseudo-header name
+            "04000000000500",               // TRAILERS ending inside its count
+            "0400000000050000ff",           // TRAILERS with a trailing byte
+            "05000000000500650000",         // INFORMATIONAL 101
+            "0500000000050067000100014c00", // INFORMATIONAL 103 with an upper-case name
+        ] {
+            match decode_hex(hex).unwrap_err() {
+                DecodeFailure::Stream {
+                    stream_id: 5,
+                    frame: kind::TRAILERS | kind::INFORMATIONAL,
+                    ..
+                } => {}
+                other => panic!("{hex}: {other:?}"),
+            }
+        }
+        // Their header checks stay the connection's: no flags, never stream 0.
+        for hex in [
+            "0401000000050000",
+            "0400000000000000",
+            "05010000000500670000",
+        ] {
+            assert_eq!(decode_hex(hex).unwrap_err().stream_id(), None, "{hex}");
+        }
+    }
 
     #[test]
     fn header_errors_and_other_frames_stay_connection_errors() {

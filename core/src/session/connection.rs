@@ -16,10 +16,11 @@ use tracing::{debug, info, warn};
 use super::stream::{finish_direction, IncomingRequest, Stream, StreamError, StreamShared};
 use super::{ConnectionState, Events, WsStream};
 use crate::error::{CloseCode, ResetCode};
-use crate::features::Features;
+use crate::features::{self, Features};
 use crate::frame::{kind, DecodeFailure, Frame, Reset};
 use crate::handshake::{Drain, Welcome};
 use crate::heartbeat::Heartbeat;
+use crate::limits::MAX_TRAILERS_SIZE;
 pub(crate) use crate::transport::Outgoing;
 use crate::transport::{sleep_until_opt, write_loop, OutQueue};
 
@@ -27,6 +28,8 @@ use crate::transport::{sleep_until_opt, write_loop, OutQueue};
 pub(crate) struct ConnShared {
     queue: Arc<OutQueue>,
     pub(crate) initial_window: u32,
+    /// WELCOME listed `trailers` (§3.10): TRAILERS may cross this connection both ways.
+    pub(crate) trailers: bool,
     pub(crate) streams: Mutex<HashMap<u32, Arc<StreamShared>>>,
 }
 
@@ -98,6 +101,11 @@ pub(crate) async fn run(ws: WsStream, args: RunArgs<'_>) -> ConnEnd {
     let conn = Arc::new(ConnShared {
         queue,
         initial_window: args.welcome.initial_window,
+        trailers: args
+            .welcome
+            .features
+            .iter()
+            .any(|f| f == features::TRAILERS),
         streams: Mutex::new(HashMap::new()),
     });
     let mut reader = Reader {
@@ -255,6 +263,15 @@ impl Reader<'_> {
                 ));
                 return Ok(());
             }
+            Err(DecodeFailure::Stream {
+                stream_id,
+                frame: kind::TRAILERS,
+                error,
+            }) if self.conn.trailers => {
+                self.check_known(stream_id, "TRAILERS")?;
+                self.bad_trailers(stream_id, &format!("invalid TRAILERS: {error}"));
+                return Ok(());
+            }
             Err(e) => {
                 let e = e.into_error();
                 return Err((e.close_code(), e.to_string()));
@@ -366,6 +383,26 @@ impl Reader<'_> {
                     finish_direction(&mut streams, d.stream_id);
                 }
             }
+            Frame::Trailers(t) if self.conn.trailers => {
+                self.check_known(t.stream_id, "TRAILERS")?;
+                if t.payload_len() > MAX_TRAILERS_SIZE {
+                    self.bad_trailers(t.stream_id, "TRAILERS larger than max_trailers_size");
+                    return Ok(());
+                }
+                let mut streams = self.conn.streams.lock().unwrap();
+                let Some(stream) = streams.get(&t.stream_id).cloned() else {
+                    return Ok(()); // closed already: a normal race
+                };
+                if stream.request_done.load(Ordering::Acquire) {
+                    drop(streams);
+                    self.bad_trailers(t.stream_id, "TRAILERS after END_STREAM");
+                    return Ok(());
+                }
+                // TRAILERS ends the request body as END_STREAM does (§3.10).
+                stream.push_trailers(t.headers);
+                stream.request_done.store(true, Ordering::Release);
+                finish_direction(&mut streams, t.stream_id);
+            }
             Frame::Window(w) => {
                 self.check_known(w.stream_id, "WINDOW")?;
                 let stream = self.conn.streams.lock().unwrap().get(&w.stream_id).cloned();
@@ -409,6 +446,23 @@ impl Reader<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Fails a stream whose TRAILERS broke §3.10: RESET `protocol_error`; the connection
+    /// serves on.
+    fn bad_trailers(&mut self, id: u32, why: &str) {
+        let removed = self.conn.streams.lock().unwrap().remove(&id);
+        if let Some(stream) = removed {
+            warn!(stream = id, why, "invalid TRAILERS; stream reset");
+            self.conn.send(Outgoing::Frame(
+                Reset::new(id, ResetCode::ProtocolError, why).encode(),
+            ));
+            stream.fail(StreamError::Reset {
+                code: ResetCode::ProtocolError,
+                reason: why.into(),
+            });
+            self.events.reset(stream);
+        }
     }
 
     /// Counts a REQUEST's id as opened; an id that cannot open a stream is the

@@ -24,7 +24,9 @@ use crate::frame::{Data, HeaderList, Reset, Window};
 use crate::limits::MAX_DATA_CHUNK;
 
 use super::connection::{ConnShared, Outgoing};
-use crate::host_rules::{self, encode_head, INTERNAL_ERROR, INTERNAL_ERROR_HEADERS};
+use crate::host_rules::{
+    self, encode_head, encode_head_with, encode_trailers, INTERNAL_ERROR, INTERNAL_ERROR_HEADERS,
+};
 
 /// Why a stream operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -176,12 +178,16 @@ struct SendState {
     pending: Bytes,
     /// The response carries no body (HEAD, 204, 304): body writes are discarded.
     discard: bool,
+    /// The encoded TRAILERS that end the body instead of END_STREAM (§3.10).
+    trailers: Option<Bytes>,
 }
 
 struct RecvState {
     chunks: VecDeque<Bytes>,
-    /// END_STREAM arrived (after the chunks still queued).
+    /// END_STREAM (or TRAILERS) arrived (after the chunks still queued).
     end: bool,
+    /// The request's TRAILERS (§3.10).
+    trailers: Option<HeaderList>,
     /// The body cannot be read any further.
     error: Option<StreamError>,
     /// Bytes consumed since the last WINDOW.
@@ -219,12 +225,14 @@ impl StreamShared {
                 phase: Phase::Head,
                 pending: Bytes::new(),
                 discard: false,
+                trailers: None,
             }),
             writable: Notify::new(),
             recv_credit: AtomicI64::new(window as i64),
             recv: Mutex::new(RecvState {
                 chunks: VecDeque::new(),
                 end: request_ended,
+                trailers: None,
                 error: None,
                 unacked: 0,
                 continue_pending: expect_continue,
@@ -253,6 +261,17 @@ impl StreamShared {
         self.readable.notify_waiters();
     }
 
+    /// The request's TRAILERS: its body ends with them (the reader checked the stream).
+    pub(crate) fn push_trailers(&self, fields: HeaderList) {
+        let mut r = lock(&self.recv);
+        if r.error.is_none() {
+            r.trailers = Some(fields);
+            r.end = true;
+        }
+        drop(r);
+        self.readable.notify_waiters();
+    }
+
     /// The stream failed (reset either way, or the connection was lost): every current and
     /// later call on it fails with `err`.
     pub(crate) fn fail(&self, err: StreamError) {
@@ -275,11 +294,14 @@ impl StreamShared {
         }
         let mut pending = std::mem::take(&mut out.pending);
         let end = out.phase == Phase::Ending;
-        match self.send_frames(&mut pending, end) {
+        match self.send_frames(&mut pending, end && out.trailers.is_none()) {
             Err(_) => {} // failed: the reader reports it
             Ok(()) if !pending.is_empty() => out.pending = pending,
             Ok(()) => {
                 if end {
+                    if let Some(t) = out.trailers.take() {
+                        self.send_data(t, true);
+                    }
                     self.finish(&mut out);
                 }
                 drop(out);
@@ -390,14 +412,16 @@ impl StreamShared {
         }
         let no_body = self.head_only || status == 204 || status == 304;
         let end = end_stream || no_body || body.is_some_and(<[u8]>::is_empty);
-        let head = match encode_head(self.id, status, headers, body, end, self.upgrade) {
-            Ok(h) => h,
-            Err(why) => {
-                warn!(stream = self.id, %why, "response head cannot be sent; answering 500");
-                self.send_internal_error(out);
-                return Err(StreamError::InvalidHead(why));
-            }
-        };
+        let announce = self.conn.trailers && body.is_none() && !end;
+        let head =
+            match encode_head_with(self.id, status, headers, body, end, announce, self.upgrade) {
+                Ok(h) => h,
+                Err(why) => {
+                    warn!(stream = self.id, %why, "response head cannot be sent; answering 500");
+                    self.send_internal_error(out);
+                    return Err(StreamError::InvalidHead(why));
+                }
+            };
         self.send_data(head, end);
         out.discard = no_body;
         if end {
@@ -456,14 +480,21 @@ impl StreamShared {
                 if let Some(e) = self.send.failure() {
                     return Err(e);
                 }
-                self.send_data(Data::encode_parts(self.id, true, &[]), true);
+                let last = match out.trailers.take() {
+                    Some(t) => t,
+                    None => Data::encode_parts(self.id, true, &[]),
+                };
+                self.send_data(last, true);
                 self.finish(out);
             }
             return Ok(TrySend::Accepted);
         }
-        let rest = self.send_slice(data, end)?;
+        let rest = self.send_slice(data, end && out.trailers.is_none())?;
         if rest.is_empty() {
             if end {
+                if let Some(t) = out.trailers.take() {
+                    self.send_data(t, true);
+                }
                 self.finish(out);
             }
             return Ok(TrySend::Accepted);
@@ -609,6 +640,57 @@ impl Stream {
     /// Ends the response body.
     pub fn end(&self) -> Result<TrySend, StreamError> {
         self.try_send(&[], true)
+    }
+
+    /// Whether trailers reach the gateway on this stream's connection: its WELCOME listed
+    /// `trailers` (PROTOCOL.md §3.10). Without it, [`Stream::end_with_trailers`] drops them
+    /// and a request's trailers never arrive, as an HTTP/1.1 peer without `TE: trailers`.
+    pub fn trailers_negotiated(&self) -> bool {
+        self.shared.conn.trailers
+    }
+
+    /// Ends the response body with trailer fields (TRAILERS, PROTOCOL.md §3.10), after
+    /// `data`: as [`Stream::try_send`] with `end`, and the fields follow the last byte.
+    /// Names are lower-cased and hop-by-hop names dropped; the gateway removes the fields
+    /// RFC 9110 keeps out of trailers. Empty `fields`, a response without a body (HEAD,
+    /// 204, 304) or a connection without `trailers` end the body plainly. Fields that cannot
+    /// be sent (a bad name or value, more than `MAX_TRAILERS_SIZE` bytes) reset the stream
+    /// `handler_error`, as a body that cannot be finished, and are reported as
+    /// [`StreamError::InvalidHead`].
+    ///
+    /// ```ignore
+    /// stream.send_head(200, &[("content-type", "application/grpc")], false)?;
+    /// stream.end_with_trailers(&message, &[("grpc-status", "0")])?;
+    /// ```
+    pub fn end_with_trailers<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        data: &[u8],
+        fields: &[(N, V)],
+    ) -> Result<TrySend, StreamError> {
+        let s = &*self.shared;
+        let mut out = lock(&s.out);
+        if out.phase == Phase::Body && !out.discard && s.conn.trailers && !fields.is_empty() {
+            match encode_trailers(s.id, fields) {
+                Ok(t) => out.trailers = Some(t),
+                Err(why) => {
+                    warn!(stream = s.id, %why, "trailers cannot be sent; resetting the stream");
+                    s.reset(&mut out, ResetCode::HandlerError, &why);
+                    return Err(StreamError::InvalidHead(why));
+                }
+            }
+        }
+        let sent = s.write(&mut out, data, true);
+        if sent.is_err() {
+            out.trailers = None;
+        }
+        sent
+    }
+
+    /// The request's trailer fields, once its body has ended with TRAILERS (§3.10); `None`
+    /// before the end, and for a body that had none.
+    pub fn trailers(&self) -> Option<HeaderList> {
+        let r = lock(&self.shared.recv);
+        r.chunks.is_empty().then(|| r.trailers.clone()).flatten()
     }
 
     /// The failure rule, for a handler that failed (threw, panicked, its body stream

@@ -194,7 +194,8 @@ impl FairQueue {
     fn push(&mut self, out: Outgoing) -> bool {
         match out {
             Outgoing::Frame(b) => match frame_kind(&b) {
-                Some((frame::kind::DATA, id)) => {
+                // TRAILERS ends a body: it keeps its place behind the stream's DATA.
+                Some((frame::kind::DATA | frame::kind::TRAILERS, id)) => {
                     let spare = &mut self.spare;
                     let q = self.data.entry(id).or_insert_with(|| {
                         self.turns.push_back(id);

@@ -218,6 +218,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn trailers_follow_their_streams_data() {
+        // TRAILERS ends a body (§3.10): unlike other frames that are not DATA, it must not
+        // overtake the DATA queued before it.
+        let (frames, _) = written_after(|tx| {
+            tx.push(data(1, 64 * 1024, false));
+            tx.push(data(1, 64 * 1024, false));
+            let trailers = crate::frame::Trailers {
+                stream_id: 1,
+                headers: vec![],
+            };
+            tx.push(Outgoing::Frame(trailers.encode()));
+        })
+        .await;
+        assert_eq!(
+            frames,
+            [
+                (frame::kind::DATA, 1),
+                (frame::kind::DATA, 1),
+                (frame::kind::TRAILERS, 1)
+            ]
+        );
+    }
+
+    #[tokio::test]
     async fn data_takes_turns_one_frame_per_stream_and_keeps_each_streams_order() {
         let socket = MemSocket::default();
         let (sink, _stream) = socket.clone().split();

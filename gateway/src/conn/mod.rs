@@ -16,7 +16,7 @@ mod streams;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
@@ -67,7 +67,13 @@ pub struct OpenStream {
     pub body: mpsc::UnboundedReceiver<Result<Bytes, Failure>>,
     pub send: Arc<SendWindow<Failure>>,
     pub recv_credit: Arc<AtomicI64>,
+    /// The worker's TRAILERS (§3.10), set before `body` ends.
+    pub trailers: ResponseTrailers,
 }
+
+/// Where the reader leaves a response's trailer fields for its body: set once, before
+/// the body's channel closes, so whoever sees the end sees the trailers.
+pub type ResponseTrailers = Arc<OnceLock<HeaderList>>;
 
 /// One registered worker connection.
 pub struct WorkerConn {
@@ -100,6 +106,12 @@ pub struct WorkerConn {
 }
 
 impl WorkerConn {
+    /// WELCOME granted `trailers` (§3.10): TRAILERS may cross this connection both ways.
+    pub fn trailers(&self) -> bool {
+        self.features
+            .contains(vyx_core::features::Features::TRAILERS)
+    }
+
     pub fn send(&self, out: Outgoing) {
         self.queue.push(out);
     }

@@ -14,7 +14,7 @@ use vyx_core::error::{CloseCode, ResetCode};
 use vyx_core::frame::{DecodeFailure, Frame};
 use vyx_core::handshake::{self, ErrorMessage, HandshakeError};
 use vyx_core::heartbeat::Heartbeat;
-use vyx_core::limits::MAX_FRAME_SIZE;
+use vyx_core::limits::{MAX_FRAME_SIZE, MAX_TRAILERS_SIZE};
 use vyx_core::transport::Outgoing;
 
 use super::flow::{grant_send_window, spend_recv_window};
@@ -132,6 +132,16 @@ fn on_frame(
             stream_protocol_error(conn, table, stream_id, &why);
             return Ok(());
         }
+        Err(DecodeFailure::Stream {
+            stream_id,
+            frame: vyx_core::frame::kind::TRAILERS,
+            error,
+        }) if conn.trailers() => {
+            check_opened(stream_id, "TRAILERS", table.next_id)?;
+            let why = format!("invalid TRAILERS: {} ({error})", error.kind());
+            stream_protocol_error(conn, table, stream_id, &why);
+            return Ok(());
+        }
         // A REQUEST from a worker is in the wrong direction, its head valid or not (§8.2).
         Err(e) => {
             let e = e.into_error();
@@ -192,6 +202,27 @@ fn on_frame(
                 s.body_tx = None;
                 maybe_finish(conn, table, d.stream_id);
             }
+        }
+        Frame::Trailers(t) if conn.trailers() => {
+            check_opened(t.stream_id, "TRAILERS", table.next_id)?;
+            let Some(s) = table.map.get_mut(&t.stream_id) else {
+                return Ok(());
+            };
+            let why = if s.head_tx.is_some() {
+                "TRAILERS before RESPONSE"
+            } else if s.response_done {
+                "TRAILERS after the response ended"
+            } else if t.payload_len() > MAX_TRAILERS_SIZE {
+                "TRAILERS larger than max_trailers_size"
+            } else {
+                // Set before the body's channel closes: the body reads them at its end.
+                let _ = s.trailers.set(t.headers);
+                s.response_done = true;
+                s.body_tx = None;
+                maybe_finish(conn, table, t.stream_id);
+                return Ok(());
+            };
+            stream_protocol_error(conn, table, t.stream_id, why);
         }
         Frame::Window(w) => {
             check_opened(w.stream_id, "WINDOW", table.next_id)?;
@@ -262,6 +293,13 @@ fn on_frame(
             warn!(worker_id = %conn.worker_id, code = e.code, message = %e.message, "worker reported an error");
         }
         Frame::Hello(_) => return Err(violation("second HELLO on a registered connection".into())),
+        // The gateway implements no `informational` yet (hyper sends no 1xx, §3.11).
+        f @ (Frame::Trailers(_) | Frame::Informational(_)) => {
+            return Err(violation(format!(
+                "{} on a connection that did not negotiate its extension",
+                f.name()
+            )))
+        }
         other => {
             return Err(violation(format!(
                 "{} frame is not sent by a worker",

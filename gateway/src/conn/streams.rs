@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 use vyx_core::error::ResetCode;
 use vyx_core::flow::SendWindow;
-use vyx_core::frame::{self, Data, Reset};
+use vyx_core::frame::{self, Data, Reset, Trailers};
 use vyx_core::transport::Outgoing;
 
 use super::{Failure, OpenStream, ResponseHead, WorkerConn};
@@ -25,6 +25,7 @@ pub(super) struct GwStream {
     pub(super) response_done: bool,
     /// The REQUEST carried flag UPGRADE: only such a stream may be answered 101 (§4.5).
     pub(super) upgrade: bool,
+    pub(super) trailers: super::ResponseTrailers,
 }
 
 pub(super) struct StreamTable {
@@ -104,6 +105,7 @@ impl WorkerConn {
         let (body_tx, body) = mpsc::unbounded_channel();
         let send = Arc::new(SendWindow::new(self.initial_window));
         let recv_credit = Arc::new(AtomicI64::new(self.initial_window as i64));
+        let trailers = super::ResponseTrailers::default();
         table.map.insert(
             id,
             GwStream {
@@ -114,6 +116,7 @@ impl WorkerConn {
                 request_done: end_stream,
                 response_done: false,
                 upgrade,
+                trailers: trailers.clone(),
             },
         );
         drop(table);
@@ -127,6 +130,7 @@ impl WorkerConn {
             body,
             send,
             recv_credit,
+            trailers,
         })
     }
 
@@ -134,7 +138,18 @@ impl WorkerConn {
     /// (§5): a worker that stops reading holds the client's upload back rather than filling
     /// the gateway's memory. `false` when the stream ended meanwhile (nothing is queued).
     pub async fn send_data(&self, id: u32, end_stream: bool, chunk: &[u8]) -> bool {
-        let mut frame = Data::encode_parts(id, end_stream, chunk);
+        self.send_body_frame(id, Data::encode_parts(id, end_stream, chunk))
+            .await
+    }
+
+    /// Ends the request body with TRAILERS (§3.10), as [`WorkerConn::send_data`] queues
+    /// DATA: behind the stream's DATA, within the queue's bound.
+    pub async fn send_trailers(&self, trailers: Trailers) -> bool {
+        self.send_body_frame(trailers.stream_id, trailers.encode())
+            .await
+    }
+
+    async fn send_body_frame(&self, id: u32, mut frame: Bytes) -> bool {
         loop {
             let room = self.queue.room_changed();
             tokio::pin!(room);

@@ -12,7 +12,7 @@ use vyx_core::limits::{MAX_CONCURRENCY, MAX_ROUTES, MAX_WINDOW};
 
 use super::env::expand_env;
 use super::scalars::{Dur, Listen};
-use super::schema::{File, Limits, Register, Timeouts, Worker};
+use super::schema::{File, Limits, Register, Timeouts, Ui, Worker};
 use super::ConfigError;
 use crate::auth::{Credentials, DeclaredWorker, Secret};
 use crate::config::GatewayConfig;
@@ -119,6 +119,7 @@ impl Checker {
             c.claim_grace = d.0;
         }
         self.buffer_limits(&file.limits, &mut c)?;
+        self.ui(&file.ui, &mut c)?;
         c.client_half_close = file.client_half_close;
         for p in &file.trusted_proxies {
             match IpNet::parse(&p.value) {
@@ -140,6 +141,31 @@ impl Checker {
         let declared = self.workers(&file.workers, &mut c)?;
         c.auth = Arc::new(Credentials::new(declared, file.accept_unknown_workers));
         Ok(c)
+    }
+
+    /// `ui:`: the dashboard's bounds.
+    fn ui(&self, u: &Ui, c: &mut GatewayConfig) -> Result<(), ConfigError> {
+        if let Some(n) = &u.clients {
+            if n.value > 1024 {
+                let why = "ui.clients: at most 1024 (0: no event streams)";
+                return Err(self.err(n.referenced, why));
+            }
+            c.ui.clients = n.value as usize;
+        }
+        if let Some(d) = &u.interval {
+            let (low, high) = (Duration::from_millis(100), Duration::from_secs(60));
+            if d.value.0 < low || d.value.0 > high {
+                return Err(self.err(d.referenced, "ui.interval: between 100ms and 60s"));
+            }
+            c.ui.interval = d.value.0;
+        }
+        if let Some(n) = &u.max_missed {
+            if !(1..=1024).contains(&n.value) {
+                return Err(self.err(n.referenced, "ui.max_missed: between 1 and 1024 updates"));
+            }
+            c.ui.max_missed = n.value;
+        }
+        Ok(())
     }
 
     /// `register:`: the registration path and its own listener.

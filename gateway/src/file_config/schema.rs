@@ -30,6 +30,17 @@ pub(super) struct File {
     pub(super) accept_unknown_workers: bool,
     #[serde(default)]
     pub(super) workers: Vec<Worker>,
+    #[serde(default)]
+    pub(super) ui: Ui,
+}
+
+/// `ui:`, the dashboard's bounds.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Ui {
+    pub(super) clients: Option<Spanned<u32>>,
+    pub(super) interval: Option<Spanned<Dur>>,
+    pub(super) max_missed: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -431,37 +431,38 @@ impl RawWorker {
         instance: &str,
         routes: Vec<RouteSpec>,
     ) -> RawWorker {
-        let hello = Hello {
-            instance: instance.into(),
-            max_concurrency: 64,
-            ..hello(worker_id, routes)
-        };
-        Self::connect_hello(addr, token, hello).await
+        Self::connect_offering(addr, worker_id, token, instance, routes, &[]).await
     }
 
-    /// [`RawWorker::connect`] offering protocol extensions in HELLO (§2.6).
-    pub async fn connect_offering(
+    /// [`RawWorker::connect`] offering the protocol extensions `features` in HELLO (§2.6);
+    /// `welcome.features` says what the gateway granted.
+    pub async fn connect_with_features(
         addr: SocketAddr,
         worker_id: &str,
-        features: &[&str],
         routes: Vec<RouteSpec>,
+        features: &[&str],
     ) -> RawWorker {
-        let hello = Hello {
-            instance: "raw".into(),
-            max_concurrency: 64,
-            features: features.iter().map(|f| f.to_string()).collect(),
-            ..hello(worker_id, routes)
-        };
-        Self::connect_hello(addr, None, hello).await
+        Self::connect_offering(addr, worker_id, None, "raw", routes, features).await
     }
 
-    async fn connect_hello(addr: SocketAddr, token: Option<&str>, hello: Hello) -> RawWorker {
-        let worker_id = hello.worker_id.clone();
-        let mut ws = match try_upgrade(addr, &worker_id, token).await {
+    async fn connect_offering(
+        addr: SocketAddr,
+        worker_id: &str,
+        token: Option<&str>,
+        instance: &str,
+        routes: Vec<RouteSpec>,
+        features: &[&str],
+    ) -> RawWorker {
+        let mut ws = match try_upgrade(addr, worker_id, token).await {
             Ok(ws) => ws,
             Err((status, body)) => panic!("{worker_id} refused: {status} {body}"),
         };
-        let hello = Frame::Hello(hello);
+        let hello = Frame::Hello(Hello {
+            instance: instance.into(),
+            max_concurrency: 64,
+            features: features.iter().map(|f| f.to_string()).collect(),
+            ..hello(worker_id, routes)
+        });
         ws.send(Message::Binary(hello.encode())).await.unwrap();
         let mut w = RawWorker {
             ws,

@@ -62,11 +62,16 @@ func (e *DecodeError) CloseCode() CloseCode {
 	return CloseProtocolViolation
 }
 
-// IsStreamError reports whether e is confined to one stream: a REQUEST or RESPONSE whose
-// header is valid but whose payload fails (§3.5, §8). Its receiver RESETs that stream
-// protocol_error (received in the wrong direction, the frame is still a connection error).
+// IsStreamError reports whether e is confined to one stream: a head (REQUEST, RESPONSE,
+// TRAILERS, INFORMATIONAL) whose header is valid but whose payload fails (§3.5, §8). Its
+// receiver RESETs that stream protocol_error (received in the wrong direction, or on a
+// connection that did not negotiate its extension, the frame is still a connection error).
 func (e *DecodeError) IsStreamError() bool {
-	return e.HeaderOK && (e.Type == TypeRequest || e.Type == TypeResponse)
+	switch e.Type {
+	case TypeRequest, TypeResponse, TypeTrailers, TypeInformational:
+		return e.HeaderOK
+	}
+	return false
 }
 
 // CloseCode is a WebSocket close code of PROTOCOL.md §8.3.

@@ -13,7 +13,7 @@ func ExampleDecode() {
 	fmt.Printf("%x %v\n", msg, err)
 	fmt.Println(frame.TypeName(f.Type()), f.(*frame.Window).Increment)
 
-	_, err = frame.Decode([]byte{0x04, 0, 0, 0, 0, 1}, frame.MaxFrameSize)
+	_, err = frame.Decode([]byte{0x06, 0, 0, 0, 0, 1}, frame.MaxFrameSize)
 	var de *frame.DecodeError
 	if errors.As(err, &de) {
 		fmt.Println(de.Kind, de.CloseCode())

@@ -30,16 +30,20 @@ const (
 	TypeRequest  byte = 0x01
 	TypeResponse byte = 0x02
 	TypeReset    byte = 0x03
-	TypeWindow   byte = 0x08
-	TypeHello    byte = 0x10
-	TypeWelcome  byte = 0x11
-	TypeDrain    byte = 0x12
-	TypeRoutes   byte = 0x13
-	TypeError    byte = 0x14
+	// TypeTrailers is extension "trailers" (§3.10).
+	TypeTrailers byte = 0x04
+	// TypeInformational is extension "informational" (§3.11).
+	TypeInformational byte = 0x05
+	TypeWindow        byte = 0x08
+	TypeHello         byte = 0x10
+	TypeWelcome       byte = 0x11
+	TypeDrain         byte = 0x12
+	TypeRoutes        byte = 0x13
+	TypeError         byte = 0x14
 )
 
-// Frame is one decoded frame: *Data, *Request, *Response, *Reset, *Window, *Hello,
-// *Welcome, *Drain, *Routes or *ErrorMessage.
+// Frame is one decoded frame: *Data, *Request, *Response, *Reset, *Trailers,
+// *Informational, *Window, *Hello, *Welcome, *Drain, *Routes or *ErrorMessage.
 type Frame interface {
 	// Type is the frame's type byte.
 	Type() byte
@@ -58,6 +62,10 @@ func TypeName(t byte) string {
 		return "RESPONSE"
 	case TypeReset:
 		return "RESET"
+	case TypeTrailers:
+		return "TRAILERS"
+	case TypeInformational:
+		return "INFORMATIONAL"
 	case TypeWindow:
 		return "WINDOW"
 	case TypeHello:
@@ -122,6 +130,10 @@ func Decode(msg []byte, maxFrameSize int) (Frame, error) {
 		f, kind = decodeResponse(sid, end, p)
 	case TypeReset:
 		f, kind = decodeReset(sid, p)
+	case TypeTrailers:
+		f, kind = decodeTrailers(sid, p)
+	case TypeInformational:
+		f, kind = decodeInformational(sid, p)
 	case TypeWindow:
 		f, kind = decodeWindow(sid, p)
 	default:

@@ -57,6 +57,11 @@ func build(t *testing.T, m map[string]any) Frame {
 	case "RESPONSE":
 		return &Response{StreamID: u32("stream_id"), EndStream: end, Status: uint16(u32("status")),
 			Headers: fieldsOf(t, m["headers"])}
+	case "TRAILERS":
+		return &Trailers{StreamID: u32("stream_id"), Headers: fieldsOf(t, m["headers"])}
+	case "INFORMATIONAL":
+		return &Informational{StreamID: u32("stream_id"), Status: uint16(u32("status")),
+			Headers: fieldsOf(t, m["headers"])}
 	case "RESET":
 		return &Reset{StreamID: u32("stream_id"), Code: ResetCode(u32("code")), Reason: m["reason"].(string)}
 	case "WINDOW":
@@ -74,6 +79,14 @@ func normalize(f Frame) Frame {
 		c.Params, c.Headers = nonNil(c.Params), nonNil(c.Headers)
 		return &c
 	case *Response:
+		c := *f
+		c.Headers = nonNil(c.Headers)
+		return &c
+	case *Trailers:
+		c := *f
+		c.Headers = nonNil(c.Headers)
+		return &c
+	case *Informational:
 		c := *f
 		c.Headers = nonNil(c.Headers)
 		return &c

@@ -30,4 +30,8 @@ const (
 	BackoffBaseMS        = 100
 	BackoffCapMS         = 10000
 	BackoffStableMS      = 10000
+	// MaxTrailersSize bounds a TRAILERS payload (§3.10); trailers are not flow-controlled.
+	MaxTrailersSize = 65536
+	// MaxInformational is the most INFORMATIONAL (1xx) heads a stream carries (§3.11).
+	MaxInformational = 8
 )

@@ -27,6 +27,7 @@ from ._errors import (
     VyxError,
 )
 from ._asgi import ASGIWorker, serve_asgi
+from ._logs import RequestIdFilter, request_id
 from ._request import Headers, Request, parse_query
 from ._response import Response
 from ._routes import asgi_routes, wsgi_routes
@@ -48,6 +49,8 @@ __all__ = [
     "Headers",
     "State",
     "parse_query",
+    "request_id",
+    "RequestIdFilter",
     "ASGIWorker",
     "serve_asgi",
     "WSGIWorker",

@@ -2,7 +2,7 @@
 vyx-core's host API and the error hierarchy. Used by the ``vyx`` package, not meant to be
 called directly."""
 
-from typing import Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 CORE_VERSION: str
 DEFAULT_MAX_CONCURRENCY: int
@@ -15,7 +15,11 @@ _Request = Tuple[
 ]
 _State = Tuple[object, ...]
 _Ready = Tuple[int, bool, Optional[str]]
-_Log = Tuple[int, str, str]
+# levelno, Rust target, message, fields
+_Log = Tuple[int, str, str, Dict[str, Union[str, int, float, bool]]]
+
+def set_log_level(level: str) -> None:
+    """The core's level for every engine: off, error, warn, info, debug or trace."""
 
 class VyxError(Exception): ...
 class ConfigError(VyxError): ...

@@ -9,6 +9,7 @@ through ``respond``/``try_send``, and the core applies the host rules.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import signal
@@ -24,6 +25,13 @@ from ._errors import (
     StreamError,
     VyxError,
 )
+from ._logs import (
+    _request_id,
+    default_log_handler,
+    finish_default_handler,
+    follow_core_level,
+    log_core_records,
+)
 from ._request import Request
 from ._response import Response, to_response
 
@@ -38,7 +46,6 @@ DEFAULT_CONNECT_TIMEOUT: float = _core.DEFAULT_CONNECT_TIMEOUT
 DEFAULT_DRAIN_TIMEOUT: float = _core.DEFAULT_DRAIN_TIMEOUT
 
 log = logging.getLogger("vyx")
-core_log = logging.getLogger("vyx.core")
 
 F = TypeVar("F", bound=Callable[..., Any])
 _END = object()
@@ -221,15 +228,17 @@ class Worker:
         """Runs the worker in a new event loop until it is stopped: SIGTERM and SIGINT
         drain it (in-flight requests get ``drain_timeout`` seconds), a second one stops it
         at once. Raises :class:`vyx.RefusedError` when the gateway refuses the worker for
-        good. Without a ``logging`` configuration, the ``vyx`` loggers' INFO lines (the
-        worker registered, draining) go to stderr."""
-        _default_log_handler()
+        good."""
         asyncio.run(self.serve(handle_signals=True))
 
     async def serve(self, *, handle_signals: bool = False) -> None:
         """Runs the worker on the running loop until it is stopped. With
         ``handle_signals``, SIGTERM and SIGINT drain it. Cancelling this drains at once.
-        A second call raises :class:`vyx.AlreadyStartedError`: a worker runs once."""
+        A second call raises :class:`vyx.AlreadyStartedError`: a worker runs once.
+
+        Without a ``logging`` configuration, the ``vyx`` loggers' INFO lines (the worker
+        registered, reconnecting, drained) go to stderr; the core's records go to the
+        ``vyx.core`` logger at its effective level when the worker starts."""
         if self._started:
             raise AlreadyStartedError("the worker has started already: a worker runs once")
         self._started = True
@@ -238,6 +247,8 @@ class Worker:
         self._end = loop.create_future()
         if self._stop_requested:
             return
+        default_log_handler()
+        follow_core_level()
         signals: List[int] = []
         if handle_signals:
             # Before the engine starts: its own thread may be welcomed by the gateway
@@ -311,13 +322,14 @@ class Worker:
             self._pool.shutdown(wait=not self._forced, cancel_futures=True)
             self._pool = None
         self._engine.close()
+        finish_default_handler()
 
     # -- the pull loop -------------------------------------------------------------------
 
     def _on_ready(self) -> None:
         requests, resets, states, ready, logs, end = self._engine.take()
-        for level, target, message in logs:
-            core_log.log(level, "%s", message, extra={"rust_target": target})
+        if logs:
+            log_core_records(logs)
         for raw in states:
             state = State(raw)
             self._state = state
@@ -369,6 +381,10 @@ class Worker:
     async def _serve_one(self, route: _Route, req: Request) -> None:
         slot = req._slot
         engine = self._engine
+        # This task's own context: the handler, and what it calls or starts, see the id.
+        # (The raw bytes: decoding every header of every request would cost on the hot path.)
+        rid = req.headers.raw_value("x-request-id")
+        _request_id.set(None if rid is None else rid.decode("latin-1"))
         try:
             if route.answers_itself:
                 await route.handler(req)
@@ -378,7 +394,8 @@ class Worker:
             else:
                 await req.body()
                 assert self._loop is not None
-                result = await self._loop.run_in_executor(self._threads(), route.handler, req)
+                ctx = contextvars.copy_context()  # executors do not carry it themselves
+                result = await self._loop.run_in_executor(self._threads(), ctx.run, route.handler, req)
             await self._send(slot, to_response(result))
         except asyncio.CancelledError:
             pass  # the stream was reset or the worker is stopping: nobody gets an answer
@@ -434,19 +451,6 @@ class Worker:
             return
         if not self._engine.try_send(slot, bytes(chunk)):
             await self._wait(slot, True)
-
-
-def _default_log_handler() -> None:
-    """A stderr handler for the ``vyx`` loggers at INFO when the program configured no
-    logging (as uvicorn shows "Application startup complete"); one configured is left as
-    it is."""
-    if logging.getLogger().handlers or log.handlers:
-        return
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    log.addHandler(handler)
-    if log.level == logging.NOTSET:
-        log.setLevel(logging.INFO)
 
 
 async def _close(body: Any) -> None:

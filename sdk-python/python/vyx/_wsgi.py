@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import io
 import logging
 import sys
@@ -92,7 +93,9 @@ class WSGIWorker(Worker):
         loop = self._loop
         assert loop is not None
         exchange = _Exchange(loop)
-        loop.run_in_executor(self._threads(), exchange.run, self.app, environ)
+        # The app's thread sees the request id (vyx.request_id()) as the loop's task does.
+        ctx = contextvars.copy_context()
+        loop.run_in_executor(self._threads(), ctx.run, exchange.run, self.app, environ)
         try:
             await exchange.answer(self, req._slot)
         finally:

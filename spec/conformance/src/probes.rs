@@ -41,7 +41,7 @@ macro_rules! probes {
 
 pub fn all() -> Vec<Probe> {
     probes![
-        "unknown frame type 0x04 -> 4005" => p => p.bytes_close(vec![0x04, 0, 0, 0, 0, 1], 4005),
+        "unknown frame type 0x06 -> 4005" => p => p.bytes_close(vec![0x06, 0, 0, 0, 0, 1], 4005),
         "reserved frame type 0x15 -> 4005" => p => p.bytes_close(vec![0x15, 0, 0, 0, 0, 0], 4005),
         "truncated frame header -> 4005" => p => p.bytes_close(vec![0x00, 0x00, 0x00], 4005),
         "flag not allowed for the type -> 4005" => p => p.bytes_close(vec![0x03, 0x01, 0, 0, 0, 1, 0, 0, 0, 1], 4005),

@@ -35,6 +35,7 @@ pub const ROUTES: &[&str] = &[
     "GET /ws",
     "HEAD /head",
     "POST /echo",
+    "POST /trailers",
     "POST /upload",
 ];
 

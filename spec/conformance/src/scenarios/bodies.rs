@@ -18,7 +18,69 @@ pub fn scenarios() -> Vec<Scenario> {
         "echo 0 B..256 MiB, streamed both ways" => echo,
         "download 0 B..256 MiB, streamed" => download,
         "response streamed in chunks with pauses" => paced_stream,
+        "trailers both ways" => trailers,
     ]
+}
+
+/// PROTOCOL.md §3.10: an HTTP/2 client's trailers reach the worker, the worker's reach an
+/// HTTP/2 client as a trailing HEADERS frame and an HTTP/1.1 client that sent
+/// `TE: trailers` as the chunked trailer section.
+async fn trailers(ctx: Ctx) -> Outcome<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = ctx.env().await?;
+    let h2: http::Client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let mut sent = ::http::HeaderMap::new();
+    sent.insert("x-echo", ::http::HeaderValue::from_static("42"));
+    let frames: Vec<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>> = vec![
+        Ok(hyper::body::Frame::data(bytes::Bytes::from_static(b"abc"))),
+        Ok(hyper::body::Frame::trailers(sent)),
+    ];
+    let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed();
+    let req = request("POST", &env.url("/trailers"), &[], body)?;
+    let resp = http::head_of(&h2, req).await?;
+    ensure_eq!(resp.status().as_u16(), 200, "HTTP/2 POST /trailers");
+    let got = match tokio::time::timeout(WAIT, resp.into_body().collect()).await {
+        Ok(Ok(b)) => b,
+        other => return crate::check::fail(format!("HTTP/2 body: {other:?}")),
+    };
+    let trailers = got.trailers().cloned().unwrap_or_default();
+    ensure_eq!(&got.to_bytes()[..], b"abc", "HTTP/2 body");
+    ensure_eq!(
+        trailers.get("x-echo").and_then(|v| v.to_str().ok()),
+        Some("42"),
+        "the request's trailer, echoed in the response's ({trailers:?})"
+    );
+    ensure_eq!(
+        trailers.get("x-length").and_then(|v| v.to_str().ok()),
+        Some("3"),
+        "x-length trailer ({trailers:?})"
+    );
+
+    let mut s = tokio::net::TcpStream::connect(env.gw.addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    s.write_all(
+        b"POST /trailers HTTP/1.1\r\nHost: c\r\nTE: trailers\r\nConnection: close\r\n\
+          Content-Length: 2\r\n\r\nhi",
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut text = Vec::new();
+    match tokio::time::timeout(WAIT, s.read_to_end(&mut text)).await {
+        Ok(Ok(_)) => {}
+        other => return crate::check::fail(format!("HTTP/1.1 answer: {other:?}")),
+    }
+    let text = String::from_utf8_lossy(&text);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    ensure_eq!(
+        body,
+        "2\r\nhi\r\n0\r\nx-echo: none\r\nx-length: 2\r\n\r\n",
+        "HTTP/1.1 chunked body and trailer section ({text})"
+    );
+    env.still_serving().await
 }
 
 pub const SIZES: &[u64] = &[0, 1, 64 * 1024, 16 << 20, 256 << 20];

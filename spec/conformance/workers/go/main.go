@@ -146,6 +146,21 @@ func routes(w *vyx.Worker) {
 			"body_length": n, "body_sha256": sum, "replica": replica, "lang": lang,
 		})
 	})
+	w.Post("/trailers", func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header().Set("Content-Type", "text/plain")
+		rw.Header().Set("Trailer", "X-Echo, X-Length")
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		echo := r.Trailer.Get("X-Echo")
+		if echo == "" {
+			echo = "none"
+		}
+		_, _ = rw.Write(b)
+		rw.Header().Set("X-Echo", echo)
+		rw.Header().Set("X-Length", strconv.Itoa(len(b)))
+	})
 	w.Post("/echo", func(rw http.ResponseWriter, r *http.Request) {
 		if ct := r.Header.Get("Content-Type"); ct != "" {
 			rw.Header().Set("Content-Type", ct)

@@ -137,6 +137,31 @@ async fn echo(req: Request) -> Response {
     }
 }
 
+async fn trailers(req: Request) -> Response {
+    use http_body_util::{BodyExt, StreamBody};
+    let Ok(collected) = BodyExt::collect(req.into_body()).await else {
+        return Response::new(vyx::Body::empty()).with_status(StatusCode::BAD_REQUEST);
+    };
+    let echo = collected
+        .trailers()
+        .and_then(|t| t.get("x-echo"))
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("none"));
+    let body = collected.to_bytes();
+    let mut fields = vyx::HeaderMap::new();
+    fields.insert("x-echo", echo);
+    fields.insert("x-length", HeaderValue::from(body.len()));
+    let frames: Vec<Result<http_body::Frame<Bytes>, std::convert::Infallible>> = vec![
+        Ok(http_body::Frame::data(body)),
+        Ok(http_body::Frame::trailers(fields)),
+    ];
+    Response::new(vyx::Body::new(StreamBody::new(futures_util::stream::iter(
+        frames,
+    ))))
+    .with_header(CONTENT_TYPE, HeaderValue::from_static("text/plain"))
+    .with_header("trailer", HeaderValue::from_static("x-echo, x-length"))
+}
+
 async fn status(req: Request) -> Response {
     let code = req
         .param("code")
@@ -325,6 +350,7 @@ async fn run() -> Result<(), vyx::Error> {
         .get("/files/{*rest}", files)
         .any("/inspect/{*rest}", with!(shared, inspect))
         .post("/echo", echo)
+        .post("/trailers", trailers)
         .post("/upload", upload)
         .get("/status/{code}", status)
         .get("/stream/{bytes}", with!(shared, stream))
