@@ -223,6 +223,7 @@ pub fn exposition(shared: &Shared) -> String {
             worker_id: c.worker_id.clone(),
             in_flight: c.in_flight.load(Ordering::Acquire),
             queued_bytes: c.queued_bytes(),
+            capacity: c.max_concurrency,
         }),
         shared.registry.worker_id_count(),
     )

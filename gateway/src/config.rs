@@ -120,6 +120,10 @@ pub struct GatewayConfig {
     pub config_file: Option<PathBuf>,
     /// TLS on every listener (`tls:`); `None`: plain HTTP and `ws://`.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// `log.format`: how log and access log lines are written (`--log-format` overrides).
+    pub log_format: crate::log_format::LogFormat,
+    /// `access_log:`: which requests get a line, and where it goes.
+    pub access_log: crate::access_log::AccessLogConfig,
     /// The dashboard's bounds (`/_vyx/ui`).
     pub ui: crate::UiLimits,
 }
@@ -167,6 +171,8 @@ impl Default for GatewayConfig {
             local_workers: Vec::new(),
             config_file: None,
             tls: None,
+            log_format: Default::default(),
+            access_log: Default::default(),
             ui: crate::UiLimits::default(),
         }
     }

@@ -9,6 +9,7 @@
 //! # }
 //! ```
 
+pub mod access_log;
 mod admin;
 pub mod auth;
 mod body;
@@ -20,6 +21,7 @@ pub mod file_config;
 mod forward;
 mod framing;
 mod h2_calm;
+pub mod log_format;
 pub mod log_limit;
 mod metrics;
 mod proxy;
@@ -59,5 +61,6 @@ pub(crate) struct Shared {
     pub body_budget: Arc<tokio::sync::Semaphore>,
     /// `limits.response_buffer_total`, in bytes (see `response`).
     pub response_budget: Arc<tokio::sync::Semaphore>,
+    pub access_log: Arc<access_log::AccessLog>,
     pub ui: ui::Dashboard,
 }

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
@@ -11,18 +11,20 @@ use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument};
 use vyx_core::error::ResetCode;
 use vyx_core::features::Features;
 use vyx_core::flow::SendWindow;
 use vyx_core::frame::{set_route_id, HeadTooLarge, RequestWriter, Trailers};
 use vyx_core::limits::{MAX_DATA_CHUNK, MAX_TRAILERS_SIZE};
 
+use crate::access_log::{Entry, Handoff, Pending};
 use crate::body::{GatewayBody, StreamGuard};
 use crate::conn::{Failure, OpenStream, ResponseHead, ResponseTrailers, WorkerConn};
 use crate::conn_limit::Activity;
 use crate::forward::{self, X_REQUEST_ID};
 use crate::framing::{framing, BodyPlan, Framing};
+use crate::metrics::Observed;
 use crate::registry::reserve_replica;
 use crate::response::{self, ResponseBody, Source};
 use crate::routes::RouteTarget;
@@ -52,8 +54,15 @@ pub fn error_response(
     if status == StatusCode::SERVICE_UNAVAILABLE {
         h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
     }
+    resp.extensions_mut()
+        .insert(GatewayError(message.to_string()));
     resp
 }
+
+/// Marks a response as the gateway's own error answer, with its message (for the access
+/// log's `error` and `vyx_gateway_errors_total`).
+#[derive(Clone)]
+pub struct GatewayError(pub String);
 
 /// 405 with `Allow` when routes serve the path with other methods (§2.5.2), else 404.
 fn no_route(
@@ -79,16 +88,67 @@ pub async fn proxy(
     client: SocketAddr,
 ) -> Response<GatewayBody> {
     let start = std::time::Instant::now();
+    let request_id = request_id(req.headers(), &shared);
+    let entry = Entry::new(
+        request_id.clone(),
+        client,
+        req.method().clone(),
+        req.uri(),
+        start,
+    );
+    // Logged when dropped: also when the client goes away before the response.
+    let mut pending = Pending::new(entry, &shared.access_log);
     let mut matched = None;
-    let resp = dispatch(req, &shared, client, &mut matched).await;
+    // Every log line about the request carries its id.
+    let span = tracing::info_span!("request", request_id = %String::from_utf8_lossy(request_id.as_bytes()));
+    let mut resp = dispatch(
+        req,
+        &shared,
+        client,
+        request_id,
+        &mut matched,
+        &mut pending.entry,
+    )
+    .instrument(span)
+    .await;
+    answered(&shared, &mut resp, matched, pending);
+    resp
+}
+
+/// Counts the answered request, and hands its access-log entry to the response body, which
+/// logs it once the client has the whole body (or went away).
+fn answered(
+    shared: &Shared,
+    resp: &mut Answer,
+    matched: Option<Arc<RouteTarget>>,
+    mut pending: Pending,
+) {
     let route = match &matched {
         Some(t) => t.metrics.get_or_init(|| shared.metrics.route(&t.key)),
         None => shared.metrics.unmatched(),
     };
-    shared
-        .metrics
-        .observe(route, resp.status().as_u16(), start.elapsed());
-    resp
+    let logged = pending.is_logged();
+    let entry = &mut pending.entry;
+    let status = resp.status().as_u16();
+    let elapsed = entry.start.elapsed();
+    let error = resp.extensions_mut().remove::<GatewayError>();
+    shared.metrics.observe(
+        route,
+        &Observed {
+            status,
+            elapsed,
+            queue_wait: entry.queue_wait,
+            worker_id: entry.worker.as_ref().map(|w| w.worker_id.as_str()),
+            gateway_error: error.is_some(),
+        },
+    );
+    if logged {
+        entry.status = status;
+        entry.ttfb = Some(elapsed);
+        entry.route = matched;
+        entry.error = error.map(|e| e.0);
+        resp.extensions_mut().insert(Handoff::new(pending));
+    }
 }
 
 /// The client's response: the worker's, or the gateway's own answer (which ends a request early).
@@ -101,17 +161,20 @@ async fn dispatch(
     mut req: Request<Incoming>,
     shared: &Arc<Shared>,
     client: SocketAddr,
+    request_id: HeaderValue,
     matched: &mut Option<Arc<RouteTarget>>,
+    entry: &mut Entry,
 ) -> Answer {
     let asked = Asked::of(&req);
     let on_upgrade = asked.is_some().then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
-    let request_id = request_id(&parts.headers, shared);
     let steps = async {
         let asked = asked.as_ref();
         let mut routed = lookup(&parts, &body, asked, shared, client, &request_id, matched)?;
-        let admitted = admit(body, &mut routed, shared, &request_id).await?;
-        let (head, admitted) = forward(admitted, &routed.target, shared, &request_id).await?;
+        let admitted = admit(body, &mut routed, shared, &request_id, entry).await?;
+        let bytes_in = (!admitted.end_stream).then(|| entry.bytes_in_counter());
+        let (head, admitted) =
+            forward(admitted, &routed.target, shared, &request_id, bytes_in).await?;
         let (head, admitted) = match (asked, on_upgrade) {
             (Some(asked), Some(on)) => {
                 switch(asked, head, admitted, on, &parts, shared, &request_id)?
@@ -247,6 +310,7 @@ async fn admit(
     routed: &mut Routed,
     shared: &Arc<Shared>,
     request_id: &HeaderValue,
+    entry: &mut Entry,
 ) -> Result<Admitted, Answer> {
     let no_body = routed.end_stream || routed.upgrade;
     let body = read_body_start(body, no_body, shared)
@@ -258,7 +322,10 @@ async fn admit(
         .rest
         .is_some()
         .then_some(shared.config.streamed_upload_slots);
+    let queued = std::time::Instant::now();
     let (conn, open) = open_stream(routed, streamed, shared, request_id).await?;
+    entry.queue_wait = Some(queued.elapsed());
+    entry.worker = Some(conn.clone());
     let share = streamed.map(|_| StreamedShare(conn.clone()));
     Ok(Admitted {
         conn,
@@ -366,6 +433,7 @@ async fn forward(
     target: &RouteTarget,
     shared: &Arc<Shared>,
     request_id: &HeaderValue,
+    bytes_in: Option<Arc<AtomicU64>>,
 ) -> Result<(ResponseHead, Answering), Answer> {
     let Admitted {
         conn,
@@ -382,8 +450,9 @@ async fn forward(
             send: open.send.clone(),
             fault: fault.clone(),
             shared: shared.clone(),
+            bytes_in,
         };
-        tokio::spawn(pump_body(body, share, pump));
+        tokio::spawn(pump_body(body, share, pump).in_current_span());
     }
     let answering = Answering {
         guard: StreamGuard {
@@ -731,6 +800,8 @@ struct Pump {
     /// Set, before the stream is RESET, when the client fails its body.
     fault: Arc<OnceLock<ClientFault>>,
     shared: Arc<Shared>,
+    /// The request's `bytes_in` in the access log.
+    bytes_in: Option<Arc<AtomicU64>>,
 }
 
 impl Pump {
@@ -738,6 +809,9 @@ impl Pump {
     /// the stream has failed.
     async fn send(&self, mut data: Bytes) -> bool {
         self.conn.bytes_to_worker.inc_by(data.len() as u64);
+        if let Some(n) = &self.bytes_in {
+            n.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
         while !data.is_empty() {
             let Ok(n) = self.send.reserve(data.len().min(MAX_DATA_CHUNK)).await else {
                 return false;

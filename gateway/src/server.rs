@@ -21,6 +21,7 @@ use tracing::{debug, info, warn, Instrument};
 use vyx_core::error::CloseCode;
 use vyx_core::transport::Outgoing;
 
+use crate::access_log::{self, AccessLog, Handoff};
 use crate::body::{GatewayBody, Tracked};
 use crate::client_eof::ClientEof;
 use crate::conn_limit::{self, Activity, Admission, Counted, RESERVE_DEADLINE};
@@ -81,6 +82,14 @@ impl Gateway {
             cap,
             metrics.open_connections.clone(),
         ));
+        let access_log = Arc::new(AccessLog::start(
+            &config.access_log,
+            config.log_format,
+            metrics.access_log_dropped.clone(),
+        )?);
+        if let access_log::Output::File(_) = &config.access_log.output {
+            tokio::spawn(access_log::reopen_on_sighup(Arc::downgrade(&access_log)));
+        }
         let budget = usize::try_from(config.body_buffer_total)
             .unwrap_or(usize::MAX)
             .min(tokio::sync::Semaphore::MAX_PERMITS);
@@ -99,6 +108,7 @@ impl Gateway {
                     .unwrap_or(usize::MAX)
                     .min(tokio::sync::Semaphore::MAX_PERMITS),
             )),
+            access_log,
             ui: crate::ui::Dashboard::new(),
             config,
         });
@@ -396,7 +406,11 @@ fn serve(
         let handled = handle(req, svc_shared.clone(), peer, role, reserve);
         let abort_h1 = abort_h1.clone();
         async move {
-            let resp = handled.await?;
+            let mut resp = handled.await?;
+            let access = resp
+                .extensions_mut()
+                .remove::<Handoff>()
+                .and_then(|h| h.take());
             let request = Arc::new(std::sync::Mutex::new(Some(request)));
             if h1 {
                 resp.body().on_send_timeout(move || abort_h1.notify_one());
@@ -412,6 +426,7 @@ fn serve(
                 body,
                 _active: request,
                 client_eof: (h1 && watch_eof).then(|| ClientEof::new(fd)),
+                access,
             }))
         }
     });

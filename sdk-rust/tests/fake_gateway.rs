@@ -840,7 +840,11 @@ async fn an_upgrade_answered_101_gives_the_handler_a_byte_stream_a_websocket_run
         .unwrap();
     let running = run(&w);
     let (mut conn, hello) = gw.accept().await;
-    assert_eq!(hello.features, ["upgrade", "trailers"], "the SDK offers upgrades");
+    assert_eq!(
+        hello.features,
+        ["upgrade", "trailers"],
+        "the SDK offers upgrades"
+    );
     let mut welcome = conn.0.welcome_with(5000, WINDOW);
     welcome.features = vec!["upgrade".into()];
     conn.0.send(Frame::Welcome(welcome)).await.unwrap();

@@ -31,7 +31,24 @@ pub(super) struct File {
     #[serde(default)]
     pub(super) workers: Vec<Worker>,
     #[serde(default)]
+    pub(super) log: Log,
+    pub(super) access_log: Option<Spanned<AccessLog>>,
+    #[serde(default)]
     pub(super) ui: Ui,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Log {
+    pub(super) format: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AccessLog {
+    pub(super) mode: Option<Spanned<String>>,
+    pub(super) sample: Option<Spanned<f64>>,
+    pub(super) path: Option<Spanned<String>>,
 }
 
 /// `ui:`, the dashboard's bounds.

@@ -41,6 +41,8 @@ impl TestGateway {
     pub async fn start_with(tweak: impl FnOnce(&mut GatewayConfig)) -> TestGateway {
         let mut config = GatewayConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
+            // Tests that read the access log turn it on; the others keep stdout quiet.
+            access_log: vyx_gateway::access_log::AccessLogConfig::off(),
             ..GatewayConfig::default()
         };
         tweak(&mut config);
