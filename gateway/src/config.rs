@@ -55,6 +55,14 @@ pub struct GatewayConfig {
     pub queue_timeout: Duration,
     /// How long shutdown waits for in-flight requests (and local workers to exit).
     pub drain_grace: Duration,
+    /// How long a gateway told to stop (SIGTERM) keeps accepting connections and serving
+    /// as before, with its readiness (`/_vyx/health?ready`) failing, HTTP/1 responses
+    /// carrying `Connection: close` and HTTP/2 clients sent GOAWAY, so that load balancers
+    /// stop sending to it before it stops listening (`shutdown.readiness_delay`).
+    pub readiness_delay: Duration,
+    /// Whether a request whose stream failed before its response head is retried once on
+    /// another replica when that is safe (`retries.enabled`; see `retry`).
+    pub retries: bool,
     /// Per-stream flow-control window announced in WELCOME.
     pub initial_window: u32,
     /// The gateway's own cap on streams per worker connection.
@@ -147,6 +155,8 @@ impl Default for GatewayConfig {
             upgrade_idle_timeout: limits::UPGRADE_IDLE,
             queue_timeout: Duration::from_secs(5),
             drain_grace: Duration::from_secs(30),
+            readiness_delay: Duration::ZERO,
+            retries: true,
             initial_window: limits::INITIAL_WINDOW,
             max_concurrency_per_connection: limits::MAX_CONCURRENCY,
             max_body: 1 << 30,

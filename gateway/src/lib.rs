@@ -29,8 +29,10 @@ mod register;
 mod registry;
 mod request_rules;
 mod response;
+mod retry;
 mod routes;
 mod server;
+mod stopping;
 mod supervisor;
 mod target;
 pub mod tls;
@@ -44,7 +46,7 @@ pub use conn_limit::raise_nofile_limit;
 pub use server::Gateway;
 pub use ui::UiLimits;
 
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 /// What every connection task of one gateway shares.
@@ -54,7 +56,9 @@ pub(crate) struct Shared {
     pub next_serial: AtomicU64,
     pub request_seq: AtomicU64,
     pub id_seed: u64,
-    pub shutting_down: AtomicBool,
+    /// Where the gateway is in its stop (see `stopping`). Every client connection task
+    /// holds a receiver: the stop waits for them all to be dropped.
+    pub phase: tokio::sync::watch::Sender<stopping::Phase>,
     pub metrics: Arc<metrics::Metrics>,
     pub limiter: Arc<conn_limit::ConnLimiter>,
     /// `limits.body_buffer_total`, in bytes.

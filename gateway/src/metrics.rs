@@ -58,6 +58,12 @@ struct ReasonLabel {
     reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RetryLabel {
+    reason: &'static str,
+    outcome: &'static str,
+}
+
 /// The route label of requests that matched no route.
 pub const UNMATCHED: &str = "(none)";
 
@@ -80,6 +86,7 @@ pub struct Metrics {
     reconnects: Family<WorkerLabel, Counter>,
     rejections: Family<ReasonLabel, Counter>,
     client_errors: Family<ReasonLabel, Counter>,
+    retries: Family<RetryLabel, Counter>,
     /// Client connections open (worker connections included until they close).
     pub open_connections: Gauge,
     /// Request body bytes sent to workers.
@@ -249,6 +256,12 @@ impl Metrics {
             "Requests and connections the gateway cut for the client's fault (bad Host, malformed or slow body, header timeout, connection limit), by reason",
             client_errors.clone(),
         );
+        let retries = Family::<RetryLabel, Counter>::default();
+        registry.register(
+            "retries",
+            "Requests whose stream failed before its response head in a way a retry may repair, by reason (connection_lost, refused) and outcome (answered, failed: retried; no_replica, not_idempotent, body_not_held, disabled: not retried)",
+            retries.clone(),
+        );
         let open_connections = Gauge::default();
         registry.register(
             "open_connections",
@@ -298,6 +311,7 @@ impl Metrics {
             reconnects,
             rejections,
             client_errors,
+            retries,
             open_connections,
             bytes_to_workers,
             bytes_from_workers,
@@ -453,6 +467,13 @@ impl Metrics {
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
             })
+            .inc();
+    }
+
+    /// Counts a request whose stream failed before its head for `reason` (see `retry`).
+    pub fn retry(&self, reason: &'static str, outcome: &'static str) {
+        self.retries
+            .get_or_create(&RetryLabel { reason, outcome })
             .inc();
     }
 

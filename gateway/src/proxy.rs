@@ -20,13 +20,14 @@ use vyx_core::limits::{MAX_DATA_CHUNK, MAX_TRAILERS_SIZE};
 
 use crate::access_log::{Entry, Handoff, Pending};
 use crate::body::{GatewayBody, StreamGuard};
-use crate::conn::{Failure, OpenStream, ResponseHead, ResponseTrailers, WorkerConn};
+use crate::conn::{ConnRoute, Failure, OpenStream, ResponseHead, ResponseTrailers, WorkerConn};
 use crate::conn_limit::Activity;
 use crate::forward::{self, X_REQUEST_ID};
 use crate::framing::{framing, BodyPlan, Framing};
 use crate::metrics::Observed;
-use crate::registry::reserve_replica;
+use crate::registry::{has_replica, reserve_replica};
 use crate::response::{self, ResponseBody, Source};
+use crate::retry::{self, Outcome, Replay};
 use crate::routes::RouteTarget;
 use crate::upgrade::{self, Asked, Piped};
 use crate::upload::{self, Buffered, ClientFault, Upload, UploadRules};
@@ -172,9 +173,15 @@ async fn dispatch(
         let asked = asked.as_ref();
         let mut routed = lookup(&parts, &body, asked, shared, client, &request_id, matched)?;
         let admitted = admit(body, &mut routed, shared, &request_id, entry).await?;
-        let bytes_in = (!admitted.end_stream).then(|| entry.bytes_in_counter());
-        let (head, admitted) =
-            forward(admitted, &routed.target, shared, &request_id, bytes_in).await?;
+        let (head, admitted) = forward_or_retry(
+            admitted,
+            &mut routed,
+            &parts.method,
+            shared,
+            &request_id,
+            entry,
+        )
+        .await?;
         let (head, admitted) = match (asked, on_upgrade) {
             (Some(asked), Some(on)) => {
                 switch(asked, head, admitted, on, &parts, shared, &request_id)?
@@ -301,6 +308,10 @@ struct Admitted {
     share: Option<StreamedShare>,
     /// No body to send: the REQUEST ended the stream, or it is an upgrade (§4.5).
     end_stream: bool,
+    /// The replica declared the route `idempotent`.
+    idempotent: bool,
+    /// What a retry would send, when the gateway holds the whole body (`retries.enabled`).
+    replay: Option<Replay>,
 }
 
 /// Reads the body's start, then reserves a replica's slot and opens the stream (503 when
@@ -313,9 +324,13 @@ async fn admit(
     entry: &mut Entry,
 ) -> Result<Admitted, Answer> {
     let no_body = routed.end_stream || routed.upgrade;
-    let body = read_body_start(body, no_body, shared)
+    let mut body = read_body_start(body, no_body, shared)
         .await
         .map_err(|fault| client_fault(shared, &fault, request_id))?;
+    let replay = match shared.config.retries {
+        true => Replay::keep(&routed.frame, &mut body),
+        false => None,
+    };
     // A body still streaming from its client may hold only a share of a worker's slots:
     // clients that trickle large bodies cannot take them all.
     let streamed = body
@@ -323,7 +338,7 @@ async fn admit(
         .is_some()
         .then_some(shared.config.streamed_upload_slots);
     let queued = std::time::Instant::now();
-    let (conn, open) = open_stream(routed, streamed, shared, request_id).await?;
+    let (conn, open, route) = open_stream(routed, streamed, shared, request_id, None).await?;
     entry.queue_wait = Some(queued.elapsed());
     entry.worker = Some(conn.clone());
     let share = streamed.map(|_| StreamedShare(conn.clone()));
@@ -333,6 +348,8 @@ async fn admit(
         body,
         share,
         end_stream: no_body,
+        idempotent: route.idempotent,
+        replay,
     })
 }
 
@@ -364,32 +381,34 @@ async fn read_body_start(
 }
 
 /// A replica with room, waiting a bounded time for one when all are full, and the stream
-/// opened on it. `streamed` reserves a share of the slots too (see `reserve_replica`).
+/// opened on it. `streamed` reserves a share of the slots too (see `reserve_replica`);
+/// `exclude` is never chosen (a retry's failed connection).
 async fn open_stream(
     routed: &mut Routed,
     streamed: Option<u32>,
     shared: &Shared,
     request_id: &HeaderValue,
-) -> Result<(Arc<WorkerConn>, OpenStream), Answer> {
+    exclude: Option<&Arc<WorkerConn>>,
+) -> Result<(Arc<WorkerConn>, OpenStream, ConnRoute), Answer> {
     let target = &routed.target;
     let deadline = tokio::time::Instant::now() + shared.config.queue_timeout;
     loop {
         let notified = target.group.slot_freed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        match reserve_replica(&target.group, &target.key, streamed) {
-            Ok((conn, route_id)) => {
+        match reserve_replica(&target.group, &target.key, streamed, exclude) {
+            Ok((conn, route)) => {
                 if routed.upgrade && !conn.features.contains(Features::UPGRADE) {
                     conn.release_slot();
                     let status = StatusCode::NOT_IMPLEMENTED;
                     return Err(error_response(status, upgrade::NOT_TAKEN, request_id));
                 }
-                set_route_id(&mut routed.frame, route_id);
+                set_route_id(&mut routed.frame, route.id);
                 let opened = conn
                     .open_stream(&mut routed.frame, routed.end_stream, deadline)
                     .await;
                 match opened {
-                    Ok(open) => return Ok((conn, open)),
+                    Ok(open) => return Ok((conn, open, route)),
                     // Its queue stayed full (a worker not reading) until the deadline.
                     Err(f @ Failure::NoRoom) => {
                         conn.release_slot();
@@ -426,6 +445,93 @@ async fn open_stream(
     }
 }
 
+/// [`forward`], and once more on another replica when the stream failed before its head in
+/// a way a retry may repair and repeating the request is safe (see `retry`).
+async fn forward_or_retry(
+    mut admitted: Admitted,
+    routed: &mut Routed,
+    method: &http::Method,
+    shared: &Arc<Shared>,
+    request_id: &HeaderValue,
+    entry: &mut Entry,
+) -> Result<(ResponseHead, Answering), Answer> {
+    let replay = admitted.replay.take();
+    let idempotent = admitted.idempotent;
+    let bytes_in = (!admitted.end_stream).then(|| entry.bytes_in_counter());
+    let first = forward(
+        admitted,
+        &routed.target,
+        shared,
+        request_id,
+        bytes_in.clone(),
+    )
+    .await;
+    let (failed, failure) = match first {
+        Ok(done) => return Ok(done),
+        Err(NoHead::Answer(answer)) => return Err(answer),
+        Err(NoHead::Failed(conn, failure)) => (conn, failure),
+    };
+    let Some(reason) = retry::Reason::of(&failure) else {
+        return Err(failure_response(&failed, failure, request_id));
+    };
+    let count = |outcome: Outcome| shared.metrics.retry(reason.label(), outcome.label());
+    let safe = retry::allowed(
+        reason,
+        method,
+        idempotent,
+        replay.is_some(),
+        shared.config.retries,
+    );
+    let target = &routed.target;
+    let replay = match (safe, replay) {
+        (Ok(()), Some(r)) if has_replica(&target.group, &target.key, Some(&failed)) => r,
+        (Ok(()), _) => {
+            count(Outcome::NoReplica);
+            return Err(failure_response(&failed, failure, request_id));
+        }
+        (Err(outcome), _) => {
+            count(outcome);
+            return Err(failure_response(&failed, failure, request_id));
+        }
+    };
+    debug!(request_id = ?request_id, worker_id = %failed.worker_id, connection = %failed.connection_id, reason = reason.label(), "retrying on another replica");
+    let (frame, body) = replay.into_parts();
+    routed.frame = frame;
+    let second = open_stream(routed, None, shared, request_id, Some(&failed)).await;
+    let (conn, open, _) = second.inspect_err(|_| count(Outcome::Failed))?;
+    entry.retried = true;
+    entry.worker = Some(conn.clone());
+    if let Some(n) = &bytes_in {
+        n.store(0, Ordering::Relaxed); // the body is counted as the second attempt sends it
+    }
+    let admitted = Admitted {
+        conn,
+        open,
+        body,
+        share: None,
+        end_stream: routed.end_stream,
+        idempotent,
+        replay: None,
+    };
+    let answered = forward(admitted, &routed.target, shared, request_id, bytes_in).await;
+    count(match answered {
+        Ok(_) => Outcome::Answered,
+        Err(_) => Outcome::Failed,
+    });
+    answered.map_err(|no_head| match no_head {
+        NoHead::Answer(answer) => answer,
+        NoHead::Failed(conn, failure) => failure_response(&conn, failure, request_id),
+    })
+}
+
+/// Why [`forward`] has no response head.
+enum NoHead {
+    /// The client's answer: the client's fault, a timeout, a stream cut.
+    Answer(Answer),
+    /// The worker failed the stream before its head; a retry may repair it.
+    Failed(Arc<WorkerConn>, Failure),
+}
+
 /// Starts the body pump and waits for the worker's head within `timeouts.request` (504);
 /// a stream cut before it is the client's fault (from the pump) or 502.
 async fn forward(
@@ -434,13 +540,14 @@ async fn forward(
     shared: &Arc<Shared>,
     request_id: &HeaderValue,
     bytes_in: Option<Arc<AtomicU64>>,
-) -> Result<(ResponseHead, Answering), Answer> {
+) -> Result<(ResponseHead, Answering), NoHead> {
     let Admitted {
         conn,
         open,
         body,
         share,
         end_stream,
+        ..
     } = admitted;
     let fault = Arc::new(OnceLock::new());
     if !end_stream {
@@ -470,14 +577,15 @@ async fn forward(
             conn.cancel_stream(open.id, ResetCode::Timeout, why);
             warn!(worker_id = %conn.worker_id, route = %target.key, "worker timed out");
             let why = "worker did not answer in time";
-            Err(error_response(StatusCode::GATEWAY_TIMEOUT, why, request_id))
+            let answer = error_response(StatusCode::GATEWAY_TIMEOUT, why, request_id);
+            Err(NoHead::Answer(answer))
         }
         // The stream was cut: by the body pump for the client's fault, or by the worker.
-        Ok(Err(_)) => Err(match fault.get() {
+        Ok(Err(_)) => Err(NoHead::Answer(match fault.get() {
             Some(f) => error_response(f.status(), f.message(), request_id),
             None => error_response(StatusCode::BAD_GATEWAY, "worker stream ended", request_id),
-        }),
-        Ok(Ok(Err(f))) => Err(failure_response(&conn, f, request_id)),
+        })),
+        Ok(Ok(Err(f))) => Err(NoHead::Failed(conn, f)),
         Ok(Ok(Ok(head))) => Ok((head, answering)),
     }
 }

@@ -164,6 +164,11 @@ export declare class VyxWorker extends EventEmitter {
   head(pattern: string, handler: Handler): this;
   /** Every method (`*`). */
   any(pattern: string, handler: Handler): this;
+  /**
+   * Declares the route added just before idempotent: the gateway may retry its requests on
+   * another replica whatever their method. `worker.post('/orders', h).idempotent()`.
+   */
+  idempotent(): this;
   /** Same as `any` (Express's name). */
   all(pattern: string, handler: Handler): this;
   /** Serves a WHATWG fetch handler (Hono's `app.fetch`) for every method on `pattern`. */

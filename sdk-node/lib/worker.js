@@ -174,6 +174,19 @@ class VyxWorker extends EventEmitter {
     return this._route('*', pattern, 'http', httpRoute(listener, mount));
   }
 
+  /**
+   * Declares the route added just before idempotent: repeating one of its requests is safe,
+   * so the gateway may retry it on another replica when the first is lost before answering,
+   * whatever its method (GET, HEAD, OPTIONS, PUT, DELETE and TRACE are retried anyway).
+   * `worker.post('/orders', createOrder).idempotent()`. Without a route before it, a TypeError.
+   */
+  idempotent() {
+    const id = this.#routes.length - 1;
+    if (id < 0) throw new TypeError('idempotent() follows the route it declares idempotent');
+    call(() => this.#native.setIdempotent(id));
+    return this;
+  }
+
   /** @internal */
   _route(method, pattern, kind, handler) {
     if (typeof handler !== 'function') throw new TypeError(`the handler of ${method} ${pattern} is not a function`);

@@ -122,6 +122,9 @@ impl Checker {
         self.buffer_limits(&file.limits, &mut c)?;
         self.ui(&file.ui, &mut c)?;
         c.client_half_close = file.client_half_close;
+        if let Some(on) = file.retries.enabled {
+            c.retries = on;
+        }
         for p in &file.trusted_proxies {
             match IpNet::parse(&p.value) {
                 Ok(net) => c.trusted_proxies.push(net),
@@ -273,6 +276,7 @@ impl Checker {
         }
         set(&mut c.queue_timeout, &t.queue);
         set(&mut c.drain_grace, &t.drain_grace);
+        set(&mut c.readiness_delay, &t.readiness_delay);
         set(&mut c.send_timeout, &t.send);
         Ok(())
     }

@@ -177,6 +177,22 @@ mod tests {
     }
 
     #[test]
+    fn retries_and_readiness_delay() {
+        let d = parse(Path::new("vyx.yaml"), "listen: 127.0.0.1:0\n").unwrap();
+        assert!(d.retries, "retries are on by default");
+        assert_eq!(d.readiness_delay, Duration::ZERO);
+        let c = parse(
+            Path::new("vyx.yaml"),
+            "retries: {enabled: false}\ntimeouts: {readiness_delay: 5s}\n",
+        )
+        .unwrap();
+        assert!(!c.retries);
+        assert_eq!(c.readiness_delay, Duration::from_secs(5));
+        let e = err("retries: {enabled: true, attempts: 2}\n");
+        assert!(e.message.contains("attempts"), "{e}");
+    }
+
+    #[test]
     fn log_format_and_access_log() {
         use crate::access_log::{Mode, Output};
         use crate::log_format::LogFormat;

@@ -27,6 +27,8 @@ pub(super) struct File {
     #[serde(default)]
     pub(super) client_half_close: bool,
     #[serde(default)]
+    pub(super) retries: Retries,
+    #[serde(default)]
     pub(super) accept_unknown_workers: bool,
     #[serde(default)]
     pub(super) workers: Vec<Worker>,
@@ -78,8 +80,15 @@ pub(super) struct Timeouts {
     pub(super) heartbeat: Option<Spanned<Dur>>,
     pub(super) queue: Option<Dur>,
     pub(super) drain_grace: Option<Dur>,
+    pub(super) readiness_delay: Option<Dur>,
     pub(super) send: Option<Dur>,
     pub(super) upgrade_idle: Option<Dur>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Retries {
+    pub(super) enabled: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]

@@ -101,10 +101,15 @@ impl TestGateway {
 
     /// Graceful shutdown (as on SIGTERM), waiting for it to finish.
     pub async fn shutdown(mut self) {
+        self.begin_shutdown();
+        self.join().await;
+    }
+
+    /// Starts the graceful shutdown (as on SIGTERM) without waiting for it.
+    pub fn begin_shutdown(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
-        self.join().await;
     }
 
     /// Kills the gateway without draining: every task and socket is dropped at once.
@@ -205,6 +210,16 @@ pub async fn wait_in_flight(gw: SocketAddr, n: u64, what: &str) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The value of one counter line of `/_vyx/metrics`, 0 if absent.
+pub async fn metric(gw: &TestGateway, line_start: &str) -> u64 {
+    let (_, body) = get(&client(), &gw.url("/_vyx/metrics")).await;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0, |v| v.parse().unwrap())
 }
 
 /// Waits until `/_vyx/workers` lists `n` connections of `worker_id`.
@@ -344,6 +359,7 @@ pub fn route(id: u32, method: &str, path: &str) -> RouteSpec {
         id,
         method: method.into(),
         path: path.into(),
+        idempotent: false,
     }
 }
 
