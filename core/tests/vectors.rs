@@ -56,6 +56,7 @@ fn frame_of(f: &Value) -> Frame {
         "REQUEST" => Frame::Request(Request {
             stream_id,
             end_stream,
+            upgrade: f["upgrade"].as_bool().unwrap(),
             route_id: f["route_id"].as_u64().unwrap() as u16,
             method: text(&f["method"]),
             target: text(&f["target"]),

@@ -52,6 +52,7 @@ mod handler;
 mod request;
 mod response;
 mod serve;
+pub mod upgrade;
 mod worker;
 
 pub use body::Body;

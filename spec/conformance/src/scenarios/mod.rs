@@ -8,6 +8,7 @@ mod concurrency;
 mod gateways;
 mod lifecycle;
 mod tls;
+mod upgrades;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -48,6 +49,7 @@ pub fn all() -> Vec<Scenario> {
     v.extend(gateways::scenarios());
     v.extend(auth::scenarios());
     v.extend(tls::scenarios());
+    v.extend(upgrades::scenarios());
     v
 }
 
