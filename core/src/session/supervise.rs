@@ -2,6 +2,7 @@
 //! reconnect with backoff until the engine stops it, its address goes away, or the gateway
 //! refuses the worker for good (PROTOCOL.md §9).
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -141,8 +142,10 @@ async fn reconnect_loop(
             Err(e) => {
                 if logs_unseen() && !shared.told_stderr.swap(true, Ordering::Relaxed) {
                     // Without a subscriber, a worker that cannot reach its gateway would
-                    // retry in silence forever: say it once where a developer looks.
-                    eprintln!(
+                    // retry in silence forever: say it once where a developer looks. A closed
+                    // stderr must not stop the worker (eprintln! would panic).
+                    let _ = writeln!(
+                        std::io::stderr(),
                         "vyx: cannot register with the gateway at {url} ({addr}): {e}; retrying with backoff \
                          (install a tracing subscriber to see the worker's logs)"
                     );
