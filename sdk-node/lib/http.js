@@ -51,6 +51,9 @@ function incoming(req, socket) {
     chunks.next().then(
       ({ value, done }) => {
         if (done) {
+          // As node:http does at the body's end.
+          msg.rawTrailers = req.rawTrailers;
+          msg.trailers = req.trailers;
           msg.complete = true;
           msg.push(null);
         } else msg.push(value);
@@ -111,6 +114,9 @@ function outgoing(msg, res) {
     finish();
     if (cb) process.nextTick(cb);
     return this;
+  };
+  out.addTrailers = function addTrailers(headers) {
+    res.addTrailers(headers);
   };
   res.on('drain', () => out.emit('drain'));
   res.on('close', () => {
