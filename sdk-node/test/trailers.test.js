@@ -74,7 +74,8 @@ function h2post(path, body, trailers) {
 function raw1(text) {
   const [host, port] = splitAddr(gw.addr);
   return new Promise((resolve, reject) => {
-    const s = net.connect({ host, port }, () => s.end(text));
+    // Not end(): the gateway takes a half-closed connection for a client gone.
+    const s = net.connect({ host, port }, () => s.write(text));
     const chunks = [];
     s.on('data', (c) => chunks.push(c));
     s.on('end', () => resolve(Buffer.concat(chunks).toString()));
