@@ -1,7 +1,10 @@
 'use strict';
 const { fromNative } = require('./errors');
 
-/** Where the client's IP and scheme are kept for `http` and `fetch` routes (from the core). */
+/**
+ * Where the client's IP and scheme, and whether a body follows the head, are kept for `http`
+ * and `fetch` routes (from the core).
+ */
 const FORWARDED = Symbol('vyx.forwarded');
 
 /**
@@ -38,7 +41,7 @@ class VyxRequest {
      * end, as `node:http` fills them (empty before, and when the client sent none).
      */
     this.rawTrailers = [];
-    this[FORWARDED] = { clientIp: head.clientIp, scheme: head.scheme };
+    this[FORWARDED] = { clientIp: head.clientIp, scheme: head.scheme, hasBody: head.hasBody };
   }
 
   /**

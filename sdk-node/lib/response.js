@@ -136,9 +136,22 @@ class VyxResponse extends EventEmitter {
       if (this.getHeader('content-type') === undefined) this.#headers.push('content-type', 'application/octet-stream');
       bytes = toBuffer(body);
     }
+    return this._respond(bytes);
+  }
+
+  /** @internal The whole response as set, with `bytes` as its body: no content-type added. */
+  _respond(bytes) {
+    if (this.#phase !== 'head') {
+      if (this.#ex.aborted) return this;
+      throw codedState('the response has been sent already');
+    }
+    // Trailers follow a streamed body only.
+    if (this.#trailers.length > 0) {
+      this.flushHeaders();
+      return this.end(bytes);
+    }
     this.#phase = 'ended';
     const ex = this.#ex;
-    if (this.#trailers.length > 0) return this.#streamed(bytes);
     ex.finish();
     try {
       ex.native.respond(ex.slot, this.statusCode, this.#headers, bytes);
@@ -209,13 +222,6 @@ class VyxResponse extends EventEmitter {
     if (this.#ex.aborted) return Promise.reject(this.#ex.reason);
     if (!this.#waiting) return Promise.resolve();
     return new Promise((resolve, reject) => this.#drainWaiters.push({ resolve, reject }));
-  }
-
-  /** A whole body with trailers: they follow a streamed body only. */
-  #streamed(bytes) {
-    this.#phase = 'head';
-    this.flushHeaders();
-    return this.end(bytes);
   }
 
   #send(bytes, end) {
