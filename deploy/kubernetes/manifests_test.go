@@ -264,7 +264,8 @@ func hasPort(d *appsv1.Deployment, port string) bool {
 type gatewayConfig struct {
 	Listen   string `json:"listen"`
 	Timeouts struct {
-		DrainGrace string `json:"drain_grace"`
+		DrainGrace     string `json:"drain_grace"`
+		ReadinessDelay string `json:"readiness_delay"`
 	} `json:"timeouts"`
 	Workers []struct {
 		ID       string `json:"id"`
@@ -284,25 +285,28 @@ func vyxYAML(t *testing.T, cm *corev1.ConfigMap) gatewayConfig {
 func checkGatewayPod(t *testing.T, gateway *appsv1.Deployment, configMaps map[string]*corev1.ConfigMap) {
 	spec := gateway.Spec.Template.Spec
 	c := spec.Containers[0]
-	for what, p := range map[string]*corev1.Probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe} {
-		if p == nil || p.HTTPGet == nil || !strings.HasPrefix(p.HTTPGet.Path, "/_vyx/health") {
-			t.Errorf("the gateway's %s probe is not an HTTP GET of /_vyx/health", what)
+	for what, want := range map[string]struct {
+		p    *corev1.Probe
+		path string
+	}{"readiness": {c.ReadinessProbe, "/_vyx/health?ready"}, "liveness": {c.LivenessProbe, "/_vyx/health"}} {
+		if want.p == nil || want.p.HTTPGet == nil || want.p.HTTPGet.Path != want.path {
+			t.Errorf("the gateway's %s probe is not an HTTP GET of %s", what, want.path)
 		}
 	}
 	cfg := vyxYAML(t, configMaps["vyx-config"])
 	if !strings.HasSuffix(cfg.Listen, ":"+fmt.Sprint(c.Ports[0].ContainerPort)) {
 		t.Errorf("vyx.yaml listens on %s, the container port is %d", cfg.Listen, c.Ports[0].ContainerPort)
 	}
-	// SIGTERM comes after preStop; the drain must end before the kubelet's SIGKILL.
-	var preStop int64
-	if h := c.Lifecycle; h != nil && h.PreStop != nil && h.PreStop.Sleep != nil {
-		preStop = h.PreStop.Sleep.Seconds
-	} else {
-		t.Error("the gateway has no preStop wait: it would stop while still in the Services' endpoints")
+	// On SIGTERM the gateway fails readiness and serves on for readiness_delay: long enough
+	// for the kubelet to see it (period × threshold) and the Services to drop it, before it
+	// stops accepting. Then the drain, all before the kubelet's SIGKILL.
+	delay := seconds(t, cfg.Timeouts.ReadinessDelay)
+	if r := c.ReadinessProbe; r != nil && int64(r.PeriodSeconds*r.FailureThreshold) >= delay {
+		t.Errorf("readiness_delay %d s does not outlast the readiness probe's %d s × %d", delay, r.PeriodSeconds, r.FailureThreshold)
 	}
 	drain := seconds(t, cfg.Timeouts.DrainGrace)
-	if spec.TerminationGracePeriodSeconds == nil || *spec.TerminationGracePeriodSeconds <= preStop+drain {
-		t.Errorf("terminationGracePeriodSeconds must exceed preStop %d s + drain_grace %d s", preStop, drain)
+	if spec.TerminationGracePeriodSeconds == nil || *spec.TerminationGracePeriodSeconds <= delay+drain {
+		t.Errorf("terminationGracePeriodSeconds must exceed readiness_delay %d s + drain_grace %d s", delay, drain)
 	}
 }
 
