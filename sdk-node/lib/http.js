@@ -70,6 +70,9 @@ function incoming(req, socket, mount) {
     chunks.next().then(
       ({ value, done }) => {
         if (done) {
+          // As node:http does at the body's end.
+          msg.rawTrailers = req.rawTrailers;
+          msg.trailers = req.trailers;
           msg.complete = true;
           msg.push(null);
         } else msg.push(value);
@@ -148,6 +151,9 @@ function outgoing(msg, res) {
     finish();
     if (cb) process.nextTick(cb);
     return this;
+  };
+  out.addTrailers = function addTrailers(headers) {
+    res.addTrailers(headers);
   };
   res.on('drain', () => out.emit('drain'));
   res.on('close', () => {

@@ -120,6 +120,10 @@ export declare class VyxRequest implements AsyncIterable<Buffer> {
   readonly headers: Record<string, string | string[]>;
   /** `[name, value, name, value, ...]` in order, names lower-case. */
   readonly rawHeaders: string[];
+  /** Trailers by lower-case name, as `headers`: filled once the body has been read to its end. */
+  readonly trailers: Record<string, string | string[]>;
+  /** `[name, value, ...]` of the trailers, names lower-case: filled once the body has been read to its end. */
+  readonly rawTrailers: string[];
   /** Aborted (reason: a `VyxError`) when the client goes away. */
   readonly signal: AbortSignal;
   readonly bodyUsed: boolean;
@@ -143,6 +147,11 @@ export declare class VyxResponse extends EventEmitter {
   setHeader(name: string, value: string | number | readonly (string | number)[]): this;
   getHeader(name: string): string | undefined;
   removeHeader(name: string): void;
+  /**
+   * Trailer fields sent after the body (name them in a `Trailer` header first); dropped where
+   * the client or gateway does not take them.
+   */
+  addTrailers(headers: Record<string, string | number> | readonly (readonly [string, string | number])[]): this;
   json(value: unknown): this;
   send(body?: Body | object): this;
   flushHeaders(): void;

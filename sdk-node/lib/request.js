@@ -36,6 +36,11 @@ class VyxRequest {
     /** Header names (lower-case) and values, flat and in order: `[name, value, ...]`. */
     this.rawHeaders = head.headers;
     this.#rawParams = head.params;
+    /**
+     * Trailer names (lower-case) and values, flat: filled when the body has been read to its
+     * end, as `node:http` fills them (empty before, and when the client sent none).
+     */
+    this.rawTrailers = [];
     this[FORWARDED] = { clientIp: head.clientIp, scheme: head.scheme, hasBody: head.hasBody };
   }
 
@@ -69,18 +74,16 @@ class VyxRequest {
    * `set-cookie` always an array.
    */
   get headers() {
-    if (this.#headers === null) {
-      const h = Object.create(null);
-      const flat = this.rawHeaders;
-      for (let i = 0; i < flat.length; i += 2) {
-        const name = flat[i];
-        const value = flat[i + 1];
-        if (name === 'set-cookie') (h[name] ??= []).push(value);
-        else h[name] = name in h ? `${h[name]}, ${value}` : value;
-      }
-      this.#headers = h;
-    }
+    if (this.#headers === null) this.#headers = byName(this.rawHeaders);
     return this.#headers;
+  }
+
+  /**
+   * Trailers by lower-case name, as `headers` (repeats joined with `, `): filled when the
+   * body has been read to its end, `{}` before.
+   */
+  get trailers() {
+    return byName(this.rawTrailers);
   }
 
   /** One header's value (repeats joined with `, `), or `undefined`. */
@@ -118,6 +121,7 @@ class VyxRequest {
       }
       if (chunk.length === 0) {
         if (ex.aborted) throw ex.reason;
+        this.rawTrailers = ex.native.trailers(ex.slot) ?? [];
         return;
       }
       yield chunk;
@@ -146,6 +150,18 @@ class VyxRequest {
   async json() {
     return JSON.parse(await this.text());
   }
+}
+
+/** Flat `[name, value, ...]` by name, as `node:http` joins them (`set-cookie` an array). */
+function byName(flat) {
+  const h = Object.create(null);
+  for (let i = 0; i < flat.length; i += 2) {
+    const name = flat[i];
+    const value = flat[i + 1];
+    if (name === 'set-cookie') (h[name] ??= []).push(value);
+    else h[name] = name in h ? `${h[name]}, ${value}` : value;
+  }
+  return h;
 }
 
 module.exports = { VyxRequest, FORWARDED };

@@ -28,6 +28,7 @@ class VyxResponse extends EventEmitter {
   #queue = [];
   #endQueued = false;
   #drainWaiters = [];
+  #trailers = [];
 
   /** @internal */
   constructor(exchange) {
@@ -90,6 +91,23 @@ class VyxResponse extends EventEmitter {
     this.#headers = kept;
   }
 
+  /**
+   * Adds trailer fields, sent after the body as `node:http` sends them: `headers` an object
+   * or `[name, value]` pairs. Name them in a `Trailer` header first (HTTP/1.1 clients get
+   * only the ones named there). Dropped where the client or gateway does not take them.
+   *
+   * @example
+   * res.header('trailer', 'x-checksum');
+   * res.write(data);
+   * res.addTrailers({ 'x-checksum': sum });
+   * res.end();
+   */
+  addTrailers(headers) {
+    const pairs = Array.isArray(headers) ? headers : Object.entries(headers);
+    for (const [name, value] of pairs) this.#trailers.push(String(name), String(value));
+    return this;
+  }
+
   /** Answers JSON (`content-type: application/json` unless set). */
   json(value) {
     if (this.getHeader('content-type') === undefined) this.#headers.push('content-type', 'application/json');
@@ -126,6 +144,11 @@ class VyxResponse extends EventEmitter {
     if (this.#phase !== 'head') {
       if (this.#ex.aborted) return this;
       throw codedState('the response has been sent already');
+    }
+    // Trailers follow a streamed body only.
+    if (this.#trailers.length > 0) {
+      this.flushHeaders();
+      return this.end(bytes);
     }
     this.#phase = 'ended';
     const ex = this.#ex;
@@ -205,7 +228,10 @@ class VyxResponse extends EventEmitter {
     const ex = this.#ex;
     let accepted;
     try {
-      accepted = ex.native.trySend(ex.slot, bytes, end);
+      accepted =
+        end && this.#trailers.length > 0
+          ? ex.native.endWithTrailers(ex.slot, bytes, this.#trailers)
+          : ex.native.trySend(ex.slot, bytes, end);
     } catch (e) {
       const err = fromNative(e);
       ex.abort(err.code || 'ERR_VYX_INVALID_STATE', err.message);

@@ -222,6 +222,9 @@ impl NativeWorker {
             config.connect_timeout = Duration::from_millis(ms.into());
         }
         config.sdk = SDK.into();
+        // What this host carries end to end (PROTOCOL.md §2.6): `res.addTrailers`,
+        // `req.trailers`.
+        config.features = vyx_core::features::Features::TRAILERS;
         config.apply_env_defaults();
         let level = configured_level(options.log_level)?;
         let engine = Engine::new(config).map_err(engine_error)?;
@@ -371,6 +374,37 @@ impl NativeWorker {
             self.finish(slot);
         }
         Ok(sent? == TrySend::Accepted)
+    }
+
+    /// Ends the body after `data` with trailer fields given flat (`[name, value, ...]`):
+    /// `try_send` with `end`, the fields after the last byte (dropped where the gateway did
+    /// not grant `trailers`; invalid ones reset the stream, `ERR_VYX_INVALID_HEAD`).
+    #[napi]
+    pub fn end_with_trailers(
+        &self,
+        slot: i64,
+        data: &[u8],
+        trailers: Vec<String>,
+    ) -> napi::Result<bool> {
+        let stream = self.stream(slot).ok_or_else(gone)?;
+        let sent = stream
+            .end_with_trailers(data, &pairs(&trailers))
+            .map_err(stream_error);
+        self.finish(slot);
+        Ok(sent? == TrySend::Accepted)
+    }
+
+    /// The request's trailer fields, flat (`[name, value, ...]`), once its body has ended
+    /// with them; `null` before the end or without any.
+    #[napi]
+    pub fn trailers(&self, slot: i64) -> Option<Vec<String>> {
+        let fields = self.stream(slot)?.trailers()?;
+        Some(
+            fields
+                .iter()
+                .flat_map(|(n, v)| [n, v].map(|b| String::from_utf8_lossy(b).into_owned()))
+                .collect(),
+        )
     }
 
     /// Resolves once the chunk left waiting by `try_send` has gone out.

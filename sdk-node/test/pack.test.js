@@ -86,6 +86,8 @@ w.get('/x/{id}', async (req: VyxRequest, res: VyxResponse) => {
   const id: string = req.params.id;
   const q: string | null = req.query.get('q');
   if (!res.write('x')) await res.drained();
+  const echo: string[] = req.rawTrailers;
+  res.addTrailers({ 'x-n': 1 }).addTrailers([['x-echo', String(req.trailers['x-echo'] ?? echo.length)]]);
   res.end();
   return { id, q };
 });

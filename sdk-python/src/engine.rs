@@ -159,6 +159,9 @@ impl PyEngine {
         if let Some(sdk) = sdk {
             config.sdk = sdk;
         }
+        // What this host carries end to end (PROTOCOL.md §2.6): `Response.trailers`,
+        // `Request.trailers`, ASGI's `http.response.trailers`.
+        config.features = vyx_core::features::Features::TRAILERS;
         config.apply_env_defaults();
         let engine = Engine::new(config).map_err(engine_error)?;
         let hub = Hub::new().map_err(|e| VyxError::new_err(format!("wake socket: {e}")))?;
@@ -351,6 +354,38 @@ impl PyEngine {
             Ok(TrySend::Full) => Ok(false),
             Err(e) => Err(stream_error(e)),
         }
+    }
+
+    /// Ends a streamed body after `data` with trailer fields and closes the slot. They are
+    /// dropped where the gateway did not grant `trailers`; invalid ones reset the stream
+    /// (`InvalidResponseError`).
+    fn end_with_trailers(
+        &self,
+        slot: u64,
+        data: &[u8],
+        trailers: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let trailers = header_pairs(trailers)?;
+        let stream = self.remove(slot).ok_or_else(|| {
+            crate::StreamError::new_err(format!("no open request in slot {slot}"))
+        })?;
+        stream
+            .end_with_trailers(data, &trailers)
+            .map(drop)
+            .map_err(stream_error)
+    }
+
+    /// The request's trailer fields as `(name, value)` bytes pairs once its body has ended
+    /// with them; `None` before the end, without any, or for a closed slot.
+    fn trailers<'py>(&self, py: Python<'py>, slot: u64) -> PyResult<Option<Bound<'py, PyList>>> {
+        let Some(fields) = lock(&self.streams).get(&slot).and_then(Stream::trailers) else {
+            return Ok(None);
+        };
+        let list = PyList::empty(py);
+        for (n, v) in &fields {
+            list.append((PyBytes::new(py, n), PyBytes::new(py, v)))?;
+        }
+        Ok(Some(list))
     }
 
     /// The next request-body chunk: bytes, `b""` when nothing is there yet (ask for

@@ -82,6 +82,9 @@ class ASGIWorker(Worker):
             "client": client,
             "server": server,
             "state": dict(self._app_state),
+            # Response trailers (http.response.start's `trailers`); ASGI has no standard
+            # way to give an app the request's trailers.
+            "extensions": {"http.response.trailers": {}},
         }
 
     async def _handle(self, req: Request) -> None:
@@ -104,6 +107,9 @@ class _Exchange:
         self.headers: List[Any] = []
         self.head_sent = False
         self.started = False
+        # http.response.start asked for trailers: the last body message does not end it.
+        self.trailers_expected = False
+        self.trailers: List[Any] = []
         self.finished = asyncio.get_running_loop().create_future()
 
     async def run(self, app: ASGIApp, scope: Scope) -> None:
@@ -141,6 +147,7 @@ class _Exchange:
             self.started = True
             self.status = message["status"]
             self.headers = list(message.get("headers", ()))
+            self.trailers_expected = bool(message.get("trailers", False))
         elif kind == "http.response.body":
             if not self.started:
                 raise RuntimeError("http.response.body before http.response.start")
@@ -151,7 +158,7 @@ class _Exchange:
             engine = self.engine
             if not self.head_sent:
                 self.head_sent = True
-                if not more:
+                if not more and not self.trailers_expected:
                     # The whole response in one call.
                     engine.respond(self.slot, self.status, self.headers, body)
                     self.finished.set_result(None)
@@ -161,10 +168,16 @@ class _Exchange:
                     return
             if body and not engine.try_send(self.slot, body):
                 await self.worker._wait(self.slot, True)
-            if not more:
+            if not more and not self.trailers_expected:
                 engine.end(self.slot)
                 self.finished.set_result(None)
-        # http.response.trailers and other extensions: nothing to carry them.
+        elif kind == "http.response.trailers":
+            if not self.trailers_expected or self.finished.done():
+                return
+            self.trailers.extend(message.get("headers", ()))
+            if not message.get("more_trailers", False):
+                self.engine.end_with_trailers(self.slot, b"", self.trailers)
+                self.finished.set_result(None)
 
 
 class _Lifespan:

@@ -99,6 +99,7 @@ class Request:
         "_body",
         "_streaming",
         "_query",
+        "_trailers",
     )
 
     def __init__(
@@ -132,6 +133,7 @@ class Request:
         self._body: Optional[bytes] = None
         self._streaming = False
         self._query: Optional[List[Tuple[str, str]]] = None
+        self._trailers: Optional[Headers] = None
 
     @property
     def path(self) -> str:
@@ -173,11 +175,23 @@ class Request:
         while True:
             chunk = engine.try_chunk(slot)
             if chunk is None:
+                trailers = engine.trailers(slot)
+                if trailers:
+                    self._trailers = Headers(trailers)
                 return
             if chunk:
                 yield chunk
             else:
                 await self._worker._wait(slot, False)
+
+    @property
+    def trailers(self) -> Headers:
+        """The trailer fields that ended the body (PROTOCOL.md §3.10), as :attr:`headers`:
+        filled once the body has been read to its end, empty before and when the client
+        sent none."""
+        if self._trailers is None:
+            return Headers([])
+        return self._trailers
 
     async def body(self) -> bytes:
         """The whole body."""

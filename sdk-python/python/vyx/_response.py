@@ -27,19 +27,34 @@ class Response:
     allowed) and ``body``: ``bytes``/``str`` for a whole body, or a plain or async iterator of
     ``bytes``/``str`` chunks, streamed with backpressure (each chunk is written when the
     gateway's window has room). The core adds ``content-length`` to a whole body and drops
-    hop-by-hop headers and the body of HEAD/204/304 answers."""
+    hop-by-hop headers and the body of HEAD/204/304 answers.
 
-    __slots__ = ("status", "headers", "body")
+    ``trailers`` (a mapping or pairs, as ``headers``) follow the body (PROTOCOL.md §3.10);
+    name them in a ``trailer`` header, as HTTP/1.1 clients get only the ones named there.
+    They are read once the body has ended, so a streamed body may fill them in as it goes::
+
+        sums = {}
+        async def chunks():
+            yield data
+            sums["x-checksum"] = digest(data)
+        return vyx.Response(200, {"trailer": "x-checksum"}, chunks(), trailers=sums)
+
+    They are dropped where the client or the gateway does not take trailers."""
+
+    __slots__ = ("status", "headers", "body", "trailers")
 
     def __init__(
         self,
         status: int = 200,
         headers: HeadersArg = None,
         body: Body = b"",
+        trailers: HeadersArg = None,
     ):
         self.status = status
         self.headers: HeaderPairs = _pairs(headers)
         self.body = body
+        # Kept as given (not copied): a streamed body may fill it in.
+        self.trailers = trailers
 
     @classmethod
     def json(cls, value: Any, status: int = 200, headers: HeadersArg = None) -> "Response":

@@ -33,7 +33,7 @@ from ._logs import (
     log_core_records,
 )
 from ._request import Request
-from ._response import Response, to_response
+from ._response import Response, _pairs, to_response
 
 __version__ = "0.1.0"
 SDK = f"vyx-python/{__version__}"
@@ -452,8 +452,10 @@ class Worker:
         if body is None:
             body = b""
         if isinstance(body, (bytes, bytearray, memoryview)):
-            engine.respond(slot, res.status, res.headers, bytes(body))
-            return
+            if not res.trailers:
+                engine.respond(slot, res.status, res.headers, bytes(body))
+                return
+            body = [body]  # trailers follow a streamed body only
         if not engine.send_head(slot, res.status, res.headers, False):
             await _close(body)  # HEAD, 204, 304: the body is not wanted
             return
@@ -476,7 +478,11 @@ class Worker:
                     await self._write(slot, chunk)
         finally:
             await _close(body)
-        engine.end(slot)
+        trailers = _pairs(res.trailers)
+        if trailers:
+            engine.end_with_trailers(slot, b"", trailers)
+        else:
+            engine.end(slot)
 
     async def _write(self, slot: int, chunk: Any) -> None:
         if isinstance(chunk, str):

@@ -116,12 +116,12 @@ worker.post('/echo', async (req, res) => {
 
 worker.post('/upload', (req) => hashBody(req));
 
-// The SDK does not carry trailers yet: the body alone (node.json skips the scenario).
+// The client's x-echo trailer comes back in the response's trailers, with the body's length.
 worker.post('/trailers', async (req, res) => {
-  res.header('content-type', 'text/plain');
-  const chunks = [];
-  for await (const chunk of req) chunks.push(chunk);
-  res.send(Buffer.concat(chunks));
+  res.header('content-type', 'text/plain').header('trailer', 'x-echo, x-length');
+  const body = await req.buffer();
+  res.addTrailers({ 'x-echo': req.trailers['x-echo'] ?? 'none', 'x-length': body.length });
+  res.send(body);
 });
 
 worker.get('/status/{code}', (req, res) => {

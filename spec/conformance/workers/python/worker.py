@@ -82,9 +82,11 @@ async def echo(req):
 
 
 async def trailers(req):
-    # The SDK does not carry trailers yet: the body alone (python.json skips the scenario).
+    # The client's x-echo trailer comes back in the response's trailers, with the length.
     body = await req.body()
-    return vyx.Response(200, [(b"content-type", b"text/plain")], body)
+    headers = [(b"content-type", b"text/plain"), (b"trailer", b"x-echo, x-length")]
+    fields = {"x-echo": req.trailers.get("x-echo", "none"), "x-length": str(len(body))}
+    return vyx.Response(200, headers, body, trailers=fields)
 
 
 async def upload(req):
