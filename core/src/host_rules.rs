@@ -267,7 +267,10 @@ pub fn http_version<'h>(headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>)
     let Some(e) = last_element(headers, b"via") else {
         return DEFAULT;
     };
-    let protocol = e.split(|&b| b == b' ' || b == b'\t').next().unwrap_or_default();
+    let protocol = e
+        .split(|&b| b == b' ' || b == b'\t')
+        .next()
+        .unwrap_or_default();
     let version = protocol.strip_prefix(b"HTTP/").unwrap_or(protocol);
     match *version {
         [major @ b'1'..=b'9'] => (major - b'0', 0),

@@ -470,7 +470,11 @@ mod tests {
         ] {
             let element = via_element(version);
             let headers = [(&b"via"[..], &b"1.1 proxy"[..]), (&b"via"[..], element)];
-            assert_eq!(vyx_core::host_rules::http_version(headers), want, "{version:?}");
+            assert_eq!(
+                vyx_core::host_rules::http_version(headers),
+                want,
+                "{version:?}"
+            );
         }
     }
 
