@@ -2,8 +2,7 @@ package vyx
 
 // The host rules read off a request (spec/HOSTS.md §5), the twin of core/src/host_rules.rs:
 // the client's IP, the scheme and the HTTP version, from the forwarding headers the gateway
-// sets, held to
-// spec/vectors/client.json.
+// sets, held to spec/vectors/client.json.
 
 import (
 	"bytes"
