@@ -405,6 +405,37 @@ func TestHelloFromConfig(t *testing.T) {
 	}
 }
 
+func TestIdempotentRouteInHello(t *testing.T) {
+	g := gwtest.New(t)
+	startWorker(t, g, func(w *Worker) {
+		traceRoutes(w)
+		w.Idempotent("POST /echo")
+	}, Config{})
+	h := g.Accept().Hello
+	var marked []string
+	for _, r := range h.Routes {
+		if r.Idempotent {
+			marked = append(marked, r.Method+" "+r.Path)
+		}
+	}
+	if !reflect.DeepEqual(marked, []string{"POST /echo"}) {
+		t.Fatalf("idempotent routes %v in %+v", marked, h.Routes)
+	}
+}
+
+func TestIdempotentNeedsARoute(t *testing.T) {
+	w, err := NewWorker(Config{Connect: "ws://127.0.0.1:1", ID: "test:go"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("Idempotent of an undeclared route did not panic")
+		}
+	}()
+	w.Idempotent("POST /nowhere")
+}
+
 func TestRegistrationURL(t *testing.T) {
 	for in, want := range map[string]string{
 		"ws://127.0.0.1:9000":              "ws://127.0.0.1:9000/_vyx/register",

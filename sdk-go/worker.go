@@ -34,6 +34,7 @@ var ErrNeverConnected = errors.New("vyx: the worker never connected")
 type route struct {
 	method, path string
 	handler      http.Handler
+	idempotent   bool
 	// redirect: the redirect a subtree pattern adds for its root without the slash, replaced by
 	// a route the app declares for that root.
 	redirect bool
@@ -185,6 +186,33 @@ func (w *Worker) add(pattern, method, path, shape string, h http.Handler, redire
 	w.routes = append(w.routes, route{method: method, path: path, handler: h, redirect: redirect})
 }
 
+// Idempotent declares the route of pattern (as given to Handle) idempotent: repeating one
+// of its requests is safe, so the gateway may retry it on another replica when the first
+// is lost before answering, whatever its method (GET, HEAD, OPTIONS, PUT, DELETE and TRACE
+// are retried anyway). It panics when no route has that pattern, and after Start.
+//
+//	w.Post("/orders", createOrder) // keyed by an Idempotency-Key the handler checks
+//	w.Idempotent("POST /orders")
+func (w *Worker) Idempotent(pattern string) {
+	method, path := "*", pattern
+	if i := strings.IndexByte(pattern, ' '); i >= 0 {
+		method, path = pattern[:i], strings.TrimLeft(pattern[i+1:], " ")
+	}
+	path, _ = protocolPath(path)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.started {
+		panic("vyx: Idempotent(" + pattern + ") after Start: declare every route before")
+	}
+	for i := range w.routes {
+		if w.routes[i].method == method && w.routes[i].path == path {
+			w.routes[i].idempotent = true
+			return
+		}
+	}
+	panic("vyx: Idempotent(" + pattern + "): no such route")
+}
+
 // HandleFunc is Handle for a function.
 func (w *Worker) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
 	w.Handle(pattern, http.HandlerFunc(h))
@@ -248,7 +276,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.states = newStateQueue(w.cfg.OnState)
 	routes := make([]frame.Route, len(w.routes))
 	for i, r := range w.routes {
-		routes[i] = frame.Route{ID: uint64(i), Method: r.method, Path: r.path}
+		routes[i] = frame.Route{ID: uint64(i), Method: r.method, Path: r.path, Idempotent: r.idempotent}
 	}
 	w.mu.Unlock()
 	defer close(w.done)

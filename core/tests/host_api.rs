@@ -143,6 +143,22 @@ fn engine(url: &str, routes: &[(&str, &str)]) -> Engine {
 }
 
 #[test]
+fn a_route_is_declared_idempotent_by_its_id_before_the_start() {
+    let e = engine("ws://127.0.0.1:9", &[("GET", "/a"), ("POST", "/orders")]);
+    e.set_idempotent(1).unwrap();
+    let marked: Vec<bool> = e.config().routes.iter().map(|r| r.idempotent).collect();
+    assert_eq!(marked, [false, true]);
+    assert!(matches!(e.set_idempotent(7), Err(EngineError::Config(_))));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    e.start_on(rt.handle()).unwrap();
+    assert_eq!(e.set_idempotent(0), Err(EngineError::AlreadyStarted));
+    e.drain(Duration::ZERO);
+}
+
+#[test]
 fn starting_outside_a_runtime_is_an_error_and_start_on_names_one() {
     let e = engine("ws://127.0.0.1:9", &[("GET", "/")]);
     assert_eq!(e.start(), Err(EngineError::NoRuntime));

@@ -13,6 +13,7 @@ use http::Request;
 use crate::body::GatewayBody;
 use crate::conn::WorkerConn;
 use crate::metrics::ConnectionGauges;
+use crate::stopping::Phase;
 use crate::Shared;
 
 /// One live worker connection, as `/_vyx/workers` and the dashboard show it.
@@ -26,6 +27,8 @@ pub struct WorkerInfo {
     /// The protocol extensions the connection uses (§2.6).
     pub features: Vec<String>,
     pub routes: Vec<String>,
+    /// Of `routes`, those the worker declared `idempotent` (§3.8): retried whatever the method.
+    pub idempotent_routes: Vec<String>,
     pub in_flight: usize,
     /// Of `in_flight`, requests whose body is still streaming from the client (capped by
     /// `limits.streamed_upload_slots`).
@@ -50,8 +53,15 @@ struct LapsingInfo {
 }
 
 pub fn worker_info(c: &WorkerConn) -> WorkerInfo {
-    let mut routes: Vec<String> = c.routes.load().keys().map(|k| k.to_string()).collect();
+    let declared = c.routes.load();
+    let mut routes: Vec<String> = declared.keys().map(|k| k.to_string()).collect();
     routes.sort();
+    let mut idempotent_routes: Vec<String> = declared
+        .iter()
+        .filter(|(_, r)| r.idempotent)
+        .map(|(k, _)| k.to_string())
+        .collect();
+    idempotent_routes.sort();
     WorkerInfo {
         id: c.worker_id.clone(),
         instance: c.instance.clone(),
@@ -60,6 +70,7 @@ pub fn worker_info(c: &WorkerConn) -> WorkerInfo {
         sdk: c.sdk.clone(),
         features: c.features.names(),
         routes,
+        idempotent_routes,
         in_flight: c.in_flight.load(Ordering::Acquire),
         streamed_uploads: c.streamed_uploads.load(Ordering::Acquire),
         max_concurrency: c.max_concurrency,
@@ -82,16 +93,28 @@ fn json(status: StatusCode, value: &impl Serialize) -> Response<GatewayBody> {
     resp
 }
 
-pub fn health(shared: &Shared) -> Response<GatewayBody> {
-    let shutting_down = shared.shutting_down.load(Ordering::Acquire);
+/// `/_vyx/health`: 503 once the gateway has stopped accepting (liveness, and readiness for
+/// those who used it so); with `?ready` (readiness), 503 from the moment it was told to stop,
+/// for all of `timeouts.readiness_delay` before that.
+pub fn health(shared: &Shared, query: Option<&str>) -> Response<GatewayBody> {
+    let phase = *shared.phase.borrow();
+    let readiness = query.is_some_and(|q| q.split('&').any(|p| p == "ready"));
+    let failing = match readiness {
+        true => phase != Phase::Serving,
+        false => phase == Phase::Closing,
+    };
+    let status = match phase {
+        Phase::Serving => "ok",
+        Phase::Leaving => "stopping",
+        Phase::Closing => "draining",
+    };
     json(
-        if shutting_down {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else {
-            StatusCode::OK
+        match failing {
+            true => StatusCode::SERVICE_UNAVAILABLE,
+            false => StatusCode::OK,
         },
         &serde_json::json!({
-            "status": if shutting_down { "draining" } else { "ok" },
+            "status": status,
             "workers": shared.registry.connection_count(),
         }),
     )
@@ -223,6 +246,7 @@ pub fn exposition(shared: &Shared) -> String {
             worker_id: c.worker_id.clone(),
             in_flight: c.in_flight.load(Ordering::Acquire),
             queued_bytes: c.queued_bytes(),
+            capacity: c.max_concurrency,
         }),
         shared.registry.worker_id_count(),
     )

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use vyx_core::error::ResetCode;
 
+use crate::access_log::Pending;
 use crate::conn::{Failure, WorkerConn};
 use crate::response::ResponseBody;
 
@@ -119,6 +120,16 @@ pub struct Tracked {
     pub _active: Arc<std::sync::Mutex<Option<crate::conn_limit::ActiveRequest>>>,
     /// HTTP/1 only: fails the body once the client has gone (see `client_eof`).
     pub client_eof: Option<crate::client_eof::ClientEof>,
+    /// The request's access log line, logged when the body is dropped.
+    pub access: Option<Pending>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let Some(access) = &mut self.access {
+            access.body_done(http_body::Body::is_end_stream(&self.body));
+        }
+    }
 }
 
 impl http_body::Body for Tracked {
@@ -131,12 +142,24 @@ impl http_body::Body for Tracked {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let frame = Pin::new(&mut this.body).poll_frame(cx);
-        if frame.is_pending() {
-            if let Some(eof) = &mut this.client_eof {
-                ready!(eof.poll_gone(cx));
-                return Poll::Ready(Some(Err(BodyError(Failure::ConnectionLost(
-                    "the client closed its connection mid-response".into(),
-                )))));
+        let frame = match frame {
+            Poll::Pending => match &mut this.client_eof {
+                Some(eof) => {
+                    ready!(eof.poll_gone(cx));
+                    Poll::Ready(Some(Err(BodyError(Failure::ConnectionLost(
+                        "the client closed its connection mid-response".into(),
+                    )))))
+                }
+                None => Poll::Pending,
+            },
+            frame => frame,
+        };
+        if let (Some(access), Poll::Ready(Some(r))) = (&mut this.access, &frame) {
+            match r {
+                Ok(f) => {
+                    access.entry.bytes_out += f.data_ref().map_or(0, |d| d.len() as u64);
+                }
+                Err(e) => access.entry.error = Some(e.to_string()),
             }
         }
         frame

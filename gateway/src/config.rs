@@ -51,6 +51,14 @@ pub struct GatewayConfig {
     pub queue_timeout: Duration,
     /// How long shutdown waits for in-flight requests (and local workers to exit).
     pub drain_grace: Duration,
+    /// How long a gateway told to stop (SIGTERM) keeps accepting connections and serving
+    /// as before, with its readiness (`/_vyx/health?ready`) failing, HTTP/1 responses
+    /// carrying `Connection: close` and HTTP/2 clients sent GOAWAY, so that load balancers
+    /// stop sending to it before it stops listening (`shutdown.readiness_delay`).
+    pub readiness_delay: Duration,
+    /// Whether a request whose stream failed before its response head is retried once on
+    /// another replica when that is safe (`retries.enabled`; see `retry`).
+    pub retries: bool,
     /// Per-stream flow-control window announced in WELCOME.
     pub initial_window: u32,
     /// The gateway's own cap on streams per worker connection.
@@ -116,6 +124,10 @@ pub struct GatewayConfig {
     pub config_file: Option<PathBuf>,
     /// TLS on every listener (`tls:`); `None`: plain HTTP and `ws://`.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// `log.format`: how log and access log lines are written (`--log-format` overrides).
+    pub log_format: crate::log_format::LogFormat,
+    /// `access_log:`: which requests get a line, and where it goes.
+    pub access_log: crate::access_log::AccessLogConfig,
     /// The dashboard's bounds (`/_vyx/ui`).
     pub ui: crate::UiLimits,
 }
@@ -138,6 +150,8 @@ impl Default for GatewayConfig {
             send_timeout: Duration::from_secs(60),
             queue_timeout: Duration::from_secs(5),
             drain_grace: Duration::from_secs(30),
+            readiness_delay: Duration::ZERO,
+            retries: true,
             initial_window: limits::INITIAL_WINDOW,
             max_concurrency_per_connection: limits::MAX_CONCURRENCY,
             max_body: 1 << 30,
@@ -162,6 +176,8 @@ impl Default for GatewayConfig {
             local_workers: Vec::new(),
             config_file: None,
             tls: None,
+            log_format: Default::default(),
+            access_log: Default::default(),
             ui: crate::UiLimits::default(),
         }
     }

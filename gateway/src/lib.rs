@@ -9,6 +9,7 @@
 //! # }
 //! ```
 
+pub mod access_log;
 mod admin;
 pub mod auth;
 mod body;
@@ -20,6 +21,7 @@ pub mod file_config;
 mod forward;
 mod framing;
 mod h2_calm;
+pub mod log_format;
 pub mod log_limit;
 mod metrics;
 mod proxy;
@@ -27,8 +29,10 @@ mod register;
 mod registry;
 mod request_rules;
 mod response;
+mod retry;
 mod routes;
 mod server;
+mod stopping;
 mod supervisor;
 mod target;
 pub mod tls;
@@ -41,7 +45,7 @@ pub use conn_limit::raise_nofile_limit;
 pub use server::Gateway;
 pub use ui::UiLimits;
 
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 /// What every connection task of one gateway shares.
@@ -51,12 +55,15 @@ pub(crate) struct Shared {
     pub next_serial: AtomicU64,
     pub request_seq: AtomicU64,
     pub id_seed: u64,
-    pub shutting_down: AtomicBool,
+    /// Where the gateway is in its stop (see `stopping`). Every client connection task
+    /// holds a receiver: the stop waits for them all to be dropped.
+    pub phase: tokio::sync::watch::Sender<stopping::Phase>,
     pub metrics: Arc<metrics::Metrics>,
     pub limiter: Arc<conn_limit::ConnLimiter>,
     /// `limits.body_buffer_total`, in bytes.
     pub body_budget: Arc<tokio::sync::Semaphore>,
     /// `limits.response_buffer_total`, in bytes (see `response`).
     pub response_budget: Arc<tokio::sync::Semaphore>,
+    pub access_log: Arc<access_log::AccessLog>,
     pub ui: ui::Dashboard,
 }

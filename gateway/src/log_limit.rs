@@ -11,22 +11,37 @@ use tracing_subscriber::filter::{EnvFilter, FilterExt};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Filter, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::Layer;
+use tracing_subscriber::{Layer, Registry};
+
+use crate::log_format::{JsonFields, JsonLine, LogFormat};
 
 /// The name of the span each client connection runs in.
 pub const CONN_SPAN: &str = "http_conn";
 
-/// The subscriber `vyx` logs with: `filter` (from `RUST_LOG`), then [`OncePerConnection`].
-pub fn subscriber<W>(writer: W, ansi: bool, filter: EnvFilter) -> impl Subscriber + Send + Sync
+/// The subscriber `vyx` logs with, in `format`: `filter` (from `RUST_LOG`), then
+/// [`OncePerConnection`].
+pub fn subscriber<W>(
+    writer: W,
+    ansi: bool,
+    filter: EnvFilter,
+    format: LogFormat,
+) -> impl Subscriber + Send + Sync
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    tracing_subscriber::registry().with(
-        tracing_subscriber::fmt::layer()
-            .with_ansi(ansi)
-            .with_writer(writer)
-            .with_filter(filter.and(OncePerConnection)),
-    )
+    let filter = filter.and(OncePerConnection);
+    let layer = tracing_subscriber::fmt::layer().with_writer(writer);
+    let layer: Box<dyn Layer<Registry> + Send + Sync> = match format {
+        LogFormat::Text => Box::new(layer.with_ansi(ansi).with_filter(filter)),
+        LogFormat::Json => Box::new(
+            layer
+                .with_ansi(false)
+                .event_format(JsonLine)
+                .fmt_fields(JsonFields)
+                .with_filter(filter),
+        ),
+    };
+    tracing_subscriber::registry().with(layer)
 }
 
 /// Lets the first warning of each kind (callsite) from hyper or h2 through per connection

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing::{info, warn};
 use vyx_gateway::auth::DevMode;
+use vyx_gateway::log_format::LogFormat;
 use vyx_gateway::{file_config, log_limit, raise_nofile_limit, Gateway, GatewayConfig};
 
 /// A pull-model API gateway: workers dial in over WebSocket and serve the routes they
@@ -27,6 +28,10 @@ struct Cli {
     /// flag dev mode admits workers from this host only.
     #[arg(long)]
     insecure_dev_workers: bool,
+    /// How log lines (and access log lines) are written: text, or one JSON object per line
+    /// for log pipelines; overrides the file's `log.format`.
+    #[arg(long, value_name = "FORMAT", env = "VYX_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -40,15 +45,25 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// Logs to stderr in `format`, filtered by `RUST_LOG` (default `info`).
+fn start_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing::subscriber::set_global_default(log_limit::subscriber(std::io::stderr, ansi, filter))
-        .expect("the only subscriber");
+    tracing::subscriber::set_global_default(log_limit::subscriber(
+        std::io::stderr,
+        ansi,
+        filter,
+        format,
+    ))
+    .expect("the only subscriber");
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Check { file }) = &cli.command {
+        start_logging(cli.log_format.unwrap_or_default());
         return match file_config::load(file) {
             Ok(c) => {
                 println!(
@@ -75,6 +90,11 @@ async fn main() -> ExitCode {
         },
         None => GatewayConfig::default(),
     };
+    // The file is read first: its `log.format` applies from the first line.
+    if let Some(format) = cli.log_format {
+        config.log_format = format;
+    }
+    start_logging(config.log_format);
     raise_nofile_limit();
     if let Some(listen) = cli.listen {
         config.listen = listen;

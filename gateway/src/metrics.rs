@@ -1,8 +1,9 @@
 //! Prometheus metrics for `/_vyx/metrics` (prometheus-client).
 //!
-//! The request path touches only pre-resolved handles: a route's [`RouteMetrics`] is
+//! The request path touches pre-resolved handles for routes: a route's [`RouteMetrics`] is
 //! resolved once per route (its label set built then), a status counter once per route and
-//! status, and byte counters are plain atomics. Gauges (in-flight streams, connected
+//! status, and byte counters are plain atomics. Per worker id, two series are looked up per
+//! request (a read lock and a hash); gateway errors only when they happen. Gauges (in-flight streams, connected
 //! workers, queued bytes) are read from the registry when scraped, so they cost nothing per
 //! request.
 
@@ -38,8 +39,29 @@ struct WorkerLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerClass {
+    worker_id: String,
+    /// `2xx`, `4xx`, …: a worker's request counts by class keep its series few.
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabel {
+    version: &'static str,
+}
+
+/// The status classes of `vyx_worker_requests_total`.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RetryLabel {
+    reason: &'static str,
+    outcome: &'static str,
 }
 
 /// The route label of requests that matched no route.
@@ -50,6 +72,12 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RouteStatus, Counter>,
     latency: Family<RouteLabel, Histogram>,
+    queue_wait: Family<RouteLabel, Histogram>,
+    gateway_errors: Family<RouteStatus, Counter>,
+    worker_requests: Family<WorkerClass, Counter>,
+    worker_latency: Family<WorkerLabel, Histogram>,
+    worker_in_flight: Family<WorkerLabel, Gauge>,
+    worker_capacity: Family<WorkerLabel, Gauge>,
     in_flight: Gauge,
     worker_ids: Gauge,
     connected: Family<WorkerLabel, Gauge>,
@@ -58,6 +86,7 @@ pub struct Metrics {
     reconnects: Family<WorkerLabel, Counter>,
     rejections: Family<ReasonLabel, Counter>,
     client_errors: Family<ReasonLabel, Counter>,
+    retries: Family<RetryLabel, Counter>,
     /// Client connections open (worker connections included until they close).
     pub open_connections: Gauge,
     /// Request body bytes sent to workers.
@@ -66,6 +95,8 @@ pub struct Metrics {
     pub bytes_from_workers: Counter,
     /// Requests whose trailers were dropped: their worker did not negotiate `trailers`.
     pub request_trailers_dropped: Counter,
+    /// Access log lines dropped because the writer was behind.
+    pub access_log_dropped: Counter,
     unmatched: RouteMetrics,
     /// Per worker id, hashes of the instances that registered under it (the latest
     /// [`SEEN_PER_ID`]), to tell a reconnect from a first connection. Keyed by instance:
@@ -82,10 +113,29 @@ pub struct Metrics {
 /// practice, and a bound whatever a worker sends (only hashes are kept).
 pub const SEEN_PER_ID: usize = 64;
 
+/// What [`Metrics::observe`] counts of one answered request.
+pub struct Observed<'a> {
+    pub status: u16,
+    /// From the request's arrival to its response head.
+    pub elapsed: Duration,
+    /// Waiting for a worker's slot, when the request reached that step.
+    pub queue_wait: Option<Duration>,
+    /// The worker that took it, if one did.
+    pub worker_id: Option<&'a str>,
+    /// The gateway answered it with its own error.
+    pub gateway_error: bool,
+}
+
+/// Latency buckets: 0.5 ms to about 16 s, doubling.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
 /// One route's handles, resolved once.
 pub struct RouteMetrics {
     route: String,
     latency: Histogram,
+    queue_wait: Histogram,
     /// Status → counter, grown on the first response with a new status.
     statuses: ArcSwap<Vec<(u16, Counter)>>,
 }
@@ -99,15 +149,65 @@ impl Metrics {
             "HTTP requests answered, by route (method and pattern) and status",
             requests.clone(),
         );
-        // 0.5 ms to about 16 s, doubling.
         let latency = Family::<RouteLabel, Histogram>::new_with_constructor(
-            (|| Histogram::new(exponential_buckets(0.0005, 2.0, 16))) as fn() -> Histogram,
+            latency_histogram as fn() -> Histogram,
         );
         registry.register(
             "request_duration_seconds",
             "Time from the request's arrival to the response head, by route",
             latency.clone(),
         );
+        let queue_wait = Family::<RouteLabel, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "queue_wait_seconds",
+            "Time a request waited for a worker's free slot (within timeouts.queue), by route",
+            queue_wait.clone(),
+        );
+        let gateway_errors = Family::<RouteStatus, Counter>::default();
+        registry.register(
+            "gateway_errors",
+            "Requests the gateway answered with its own error instead of a worker's response (no route, no live or free worker, worker timeout or failure, client faults), by route and status",
+            gateway_errors.clone(),
+        );
+        let worker_requests = Family::<WorkerClass, Counter>::default();
+        registry.register(
+            "worker_requests",
+            "Requests a worker took, by worker id and status class (the gateway's 502 and 504 for the worker's failures included)",
+            worker_requests.clone(),
+        );
+        let worker_latency = Family::<WorkerLabel, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "worker_request_duration_seconds",
+            "Time from the request's arrival to the response head, by the worker id that took it",
+            worker_latency.clone(),
+        );
+        let worker_in_flight = Family::<WorkerLabel, Gauge>::default();
+        registry.register(
+            "worker_in_flight",
+            "Requests open on a worker id's connections",
+            worker_in_flight.clone(),
+        );
+        let worker_capacity = Family::<WorkerLabel, Gauge>::default();
+        registry.register(
+            "worker_capacity",
+            "Requests a worker id's connections take at once (the sum of their max_concurrency)",
+            worker_capacity.clone(),
+        );
+        let build_info = Family::<BuildLabel, Gauge>::default();
+        registry.register(
+            "build_info",
+            "Always 1; the version label is the gateway's",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&BuildLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
         let in_flight = Gauge::default();
         registry.register(
             "in_flight_streams",
@@ -156,6 +256,12 @@ impl Metrics {
             "Requests and connections the gateway cut for the client's fault (bad Host, malformed or slow body, header timeout, connection limit), by reason",
             client_errors.clone(),
         );
+        let retries = Family::<RetryLabel, Counter>::default();
+        registry.register(
+            "retries",
+            "Requests whose stream failed before its response head in a way a retry may repair, by reason (connection_lost, refused) and outcome (answered, failed: retried; no_replica, not_idempotent, body_not_held, disabled: not retried)",
+            retries.clone(),
+        );
         let open_connections = Gauge::default();
         registry.register(
             "open_connections",
@@ -180,11 +286,23 @@ impl Metrics {
             "Requests whose trailer fields were dropped: their worker did not negotiate trailers",
             request_trailers_dropped.clone(),
         );
-        let unmatched = RouteMetrics::new(UNMATCHED.to_string(), &latency);
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped because the writer was behind (a slow disk, an unread pipe)",
+            access_log_dropped.clone(),
+        );
+        let unmatched = RouteMetrics::new(UNMATCHED.to_string(), &latency, &queue_wait);
         Metrics {
             registry,
             requests,
             latency,
+            queue_wait,
+            gateway_errors,
+            worker_requests,
+            worker_latency,
+            worker_in_flight,
+            worker_capacity,
             in_flight,
             worker_ids,
             connected,
@@ -193,10 +311,12 @@ impl Metrics {
             reconnects,
             rejections,
             client_errors,
+            retries,
             open_connections,
             bytes_to_workers,
             bytes_from_workers,
             request_trailers_dropped,
+            access_log_dropped,
             unmatched,
             seen: Mutex::new(HashMap::new()),
             seen_hasher: std::hash::RandomState::new(),
@@ -207,7 +327,7 @@ impl Metrics {
 
     /// The handles of one route (call once per route and keep them).
     pub fn route(&self, key: &RouteKey) -> RouteMetrics {
-        RouteMetrics::new(key.to_string(), &self.latency)
+        RouteMetrics::new(key.to_string(), &self.latency, &self.queue_wait)
     }
 
     /// The handles for requests that matched no route.
@@ -216,8 +336,24 @@ impl Metrics {
     }
 
     /// Counts an answered request.
-    pub fn observe(&self, route: &RouteMetrics, status: u16, elapsed: Duration) {
-        route.latency.observe(elapsed.as_secs_f64());
+    pub fn observe(&self, route: &RouteMetrics, o: &Observed<'_>) {
+        let status = o.status;
+        route.latency.observe(o.elapsed.as_secs_f64());
+        if let Some(q) = o.queue_wait {
+            route.queue_wait.observe(q.as_secs_f64());
+        }
+        if let Some(worker_id) = o.worker_id {
+            self.observe_worker(worker_id, status, o.elapsed);
+        }
+        if o.gateway_error {
+            // Errors are few: their series are looked up when they happen.
+            self.gateway_errors
+                .get_or_create(&RouteStatus {
+                    route: route.route.clone(),
+                    status: status.to_string(),
+                })
+                .inc();
+        }
         let statuses = route.statuses.load();
         if let Some((_, c)) = statuses.iter().find(|(s, _)| *s == status) {
             c.inc();
@@ -242,6 +378,19 @@ impl Metrics {
             }
             list
         });
+    }
+
+    fn observe_worker(&self, worker_id: &str, status: u16, elapsed: Duration) {
+        let class = CLASSES[usize::from(status / 100).clamp(1, 5) - 1];
+        let worker_id = worker_id.to_string();
+        self.worker_latency
+            .get_or_create(&WorkerLabel {
+                worker_id: worker_id.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
+        self.worker_requests
+            .get_or_create(&WorkerClass { worker_id, class })
+            .inc();
     }
 
     /// A worker connection was admitted (`instance` is the HELLO's).
@@ -273,6 +422,13 @@ impl Metrics {
         };
         self.registrations.remove(&label);
         self.reconnects.remove(&label);
+        self.worker_latency.remove(&label);
+        for class in CLASSES {
+            self.worker_requests.remove(&WorkerClass {
+                worker_id: worker_id.to_string(),
+                class,
+            });
+        }
         self.seen.lock().unwrap().remove(worker_id);
     }
 
@@ -282,15 +438,20 @@ impl Metrics {
     /// longer exported; one that brings a new status puts that series back, until the route
     /// leaves again.
     pub fn forget_route(&self, route: &str) {
-        self.latency.remove(&RouteLabel {
+        let label = RouteLabel {
             route: route.to_string(),
-        });
+        };
+        self.latency.remove(&label);
+        self.queue_wait.remove(&label);
+        // Every gateway error was counted in `requests` too, so its status is listed.
         let statuses = self.route_statuses.lock().unwrap().remove(route);
         for status in statuses.into_iter().flatten() {
-            self.requests.remove(&RouteStatus {
+            let label = RouteStatus {
                 route: route.to_string(),
                 status: status.to_string(),
-            });
+            };
+            self.requests.remove(&label);
+            self.gateway_errors.remove(&label);
         }
     }
 
@@ -306,6 +467,13 @@ impl Metrics {
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
             })
+            .inc();
+    }
+
+    /// Counts a request whose stream failed before its head for `reason` (see `retry`).
+    pub fn retry(&self, reason: &'static str, outcome: &'static str) {
+        self.retries
+            .get_or_create(&RetryLabel { reason, outcome })
             .inc();
     }
 
@@ -325,23 +493,33 @@ impl Metrics {
         workers: impl IntoIterator<Item = ConnectionGauges>,
         worker_ids: usize,
     ) -> String {
-        // Per worker id: connections, queued bytes.
-        let mut per_id: std::collections::HashMap<String, (i64, i64)> = Default::default();
+        // Per worker id: connections, queued bytes, in flight, capacity.
+        let mut per_id: HashMap<String, [i64; 4]> = Default::default();
         let mut in_flight = 0;
         for c in workers {
             in_flight += c.in_flight as i64;
             let id = per_id.entry(c.worker_id).or_default();
-            id.0 += 1;
-            id.1 += c.queued_bytes as i64;
+            id[0] += 1;
+            id[1] += c.queued_bytes as i64;
+            id[2] += c.in_flight as i64;
+            id[3] += c.capacity as i64;
         }
         // One scrape at a time: the gauges are rewritten for each.
         let _scrape = self.scrape.lock().unwrap();
-        self.connected.clear();
-        self.queued.clear();
-        for (worker_id, (connections, queued)) in per_id {
+        let gauges = [
+            &self.connected,
+            &self.queued,
+            &self.worker_in_flight,
+            &self.worker_capacity,
+        ];
+        for g in gauges {
+            g.clear();
+        }
+        for (worker_id, values) in per_id {
             let label = WorkerLabel { worker_id };
-            self.connected.get_or_create(&label).set(connections);
-            self.queued.get_or_create(&label).set(queued);
+            for (g, v) in gauges.iter().zip(values) {
+                g.get_or_create(&label).set(v);
+            }
         }
         self.in_flight.set(in_flight);
         self.worker_ids.set(worker_ids as i64);
@@ -357,6 +535,8 @@ pub struct ConnectionGauges {
     pub worker_id: String,
     pub in_flight: usize,
     pub queued_bytes: usize,
+    /// The connection's `max_concurrency`.
+    pub capacity: usize,
 }
 
 impl Default for Metrics {
@@ -366,13 +546,18 @@ impl Default for Metrics {
 }
 
 impl RouteMetrics {
-    fn new(route: String, family: &Family<RouteLabel, Histogram>) -> RouteMetrics {
-        let latency = family.get_or_create_owned(&RouteLabel {
+    fn new(
+        route: String,
+        latency: &Family<RouteLabel, Histogram>,
+        queue_wait: &Family<RouteLabel, Histogram>,
+    ) -> RouteMetrics {
+        let label = RouteLabel {
             route: route.clone(),
-        });
+        };
         RouteMetrics {
             route,
-            latency,
+            latency: latency.get_or_create_owned(&label),
+            queue_wait: queue_wait.get_or_create_owned(&label),
             statuses: ArcSwap::from_pointee(Vec::new()),
         }
     }
@@ -420,8 +605,15 @@ mod tests {
             path: "/gone/{id}".into(),
         };
         let route = m.route(&key);
-        m.observe(&route, 200, Duration::from_millis(1));
-        m.observe(&route, 504, Duration::from_millis(1));
+        let answered = |status, gateway_error| Observed {
+            status,
+            elapsed: Duration::from_millis(1),
+            queue_wait: Some(Duration::ZERO),
+            worker_id: Some("w"),
+            gateway_error,
+        };
+        m.observe(&route, &answered(200, false));
+        m.observe(&route, &answered(504, true));
         let text = m.encode(Vec::new(), 0);
         assert!(text.contains("route=\"GET /gone/{id}\""), "{text}");
         m.forget_route(&key.to_string());

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
@@ -11,18 +11,21 @@ use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument};
 use vyx_core::error::ResetCode;
 use vyx_core::flow::SendWindow;
 use vyx_core::frame::{set_route_id, HeadTooLarge, RequestWriter, Trailers};
 use vyx_core::limits::{MAX_DATA_CHUNK, MAX_TRAILERS_SIZE};
 
+use crate::access_log::{Entry, Handoff, Pending};
 use crate::body::{GatewayBody, StreamGuard};
-use crate::conn::{Failure, OpenStream, ResponseHead, ResponseTrailers, WorkerConn};
+use crate::conn::{ConnRoute, Failure, OpenStream, ResponseHead, ResponseTrailers, WorkerConn};
 use crate::forward::{self, X_REQUEST_ID};
 use crate::framing::{framing, BodyPlan, Framing};
-use crate::registry::reserve_replica;
+use crate::metrics::Observed;
+use crate::registry::{has_replica, reserve_replica};
 use crate::response::{self, ResponseBody, Source};
+use crate::retry::{self, Outcome, Replay};
 use crate::routes::RouteTarget;
 use crate::upload::{self, Buffered, ClientFault, Upload, UploadRules};
 use crate::{request_rules, trusted_proxies, Shared};
@@ -49,8 +52,15 @@ pub fn error_response(
     if status == StatusCode::SERVICE_UNAVAILABLE {
         h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
     }
+    resp.extensions_mut()
+        .insert(GatewayError(message.to_string()));
     resp
 }
+
+/// Marks a response as the gateway's own error answer, with its message (for the access
+/// log's `error` and `vyx_gateway_errors_total`).
+#[derive(Clone)]
+pub struct GatewayError(pub String);
 
 /// 405 with `Allow` when routes serve the path with other methods (§2.5.2), else 404.
 fn no_route(
@@ -76,16 +86,67 @@ pub async fn proxy(
     client: SocketAddr,
 ) -> Response<GatewayBody> {
     let start = std::time::Instant::now();
+    let request_id = request_id(req.headers(), &shared);
+    let entry = Entry::new(
+        request_id.clone(),
+        client,
+        req.method().clone(),
+        req.uri(),
+        start,
+    );
+    // Logged when dropped: also when the client goes away before the response.
+    let mut pending = Pending::new(entry, &shared.access_log);
     let mut matched = None;
-    let resp = dispatch(req, &shared, client, &mut matched).await;
+    // Every log line about the request carries its id.
+    let span = tracing::info_span!("request", request_id = %String::from_utf8_lossy(request_id.as_bytes()));
+    let mut resp = dispatch(
+        req,
+        &shared,
+        client,
+        request_id,
+        &mut matched,
+        &mut pending.entry,
+    )
+    .instrument(span)
+    .await;
+    answered(&shared, &mut resp, matched, pending);
+    resp
+}
+
+/// Counts the answered request, and hands its access-log entry to the response body, which
+/// logs it once the client has the whole body (or went away).
+fn answered(
+    shared: &Shared,
+    resp: &mut Answer,
+    matched: Option<Arc<RouteTarget>>,
+    mut pending: Pending,
+) {
     let route = match &matched {
         Some(t) => t.metrics.get_or_init(|| shared.metrics.route(&t.key)),
         None => shared.metrics.unmatched(),
     };
-    shared
-        .metrics
-        .observe(route, resp.status().as_u16(), start.elapsed());
-    resp
+    let logged = pending.is_logged();
+    let entry = &mut pending.entry;
+    let status = resp.status().as_u16();
+    let elapsed = entry.start.elapsed();
+    let error = resp.extensions_mut().remove::<GatewayError>();
+    shared.metrics.observe(
+        route,
+        &Observed {
+            status,
+            elapsed,
+            queue_wait: entry.queue_wait,
+            worker_id: entry.worker.as_ref().map(|w| w.worker_id.as_str()),
+            gateway_error: error.is_some(),
+        },
+    );
+    if logged {
+        entry.status = status;
+        entry.ttfb = Some(elapsed);
+        entry.route = matched;
+        entry.error = error.map(|e| e.0);
+        resp.extensions_mut().insert(Handoff::new(pending));
+    }
 }
 
 /// The client's response: the worker's, or the gateway's own answer (which ends a request early).
@@ -98,14 +159,23 @@ async fn dispatch(
     req: Request<Incoming>,
     shared: &Arc<Shared>,
     client: SocketAddr,
+    request_id: HeaderValue,
     matched: &mut Option<Arc<RouteTarget>>,
+    entry: &mut Entry,
 ) -> Answer {
     let (parts, body) = req.into_parts();
-    let request_id = request_id(&parts.headers, shared);
     let steps = async {
         let mut routed = lookup(&parts, &body, shared, client, &request_id, matched)?;
-        let admitted = admit(body, &mut routed, shared, &request_id).await?;
-        let (head, admitted) = forward(admitted, &routed.target, shared, &request_id).await?;
+        let admitted = admit(body, &mut routed, shared, &request_id, entry).await?;
+        let (head, admitted) = forward_or_retry(
+            admitted,
+            &mut routed,
+            &parts.method,
+            shared,
+            &request_id,
+            entry,
+        )
+        .await?;
         Ok(respond(
             head,
             admitted,
@@ -220,6 +290,10 @@ struct Admitted {
     share: Option<StreamedShare>,
     /// The REQUEST ended the stream: there is no body to send.
     end_stream: bool,
+    /// The replica declared the route `idempotent`.
+    idempotent: bool,
+    /// What a retry would send, when the gateway holds the whole body (`retries.enabled`).
+    replay: Option<Replay>,
 }
 
 /// Reads the body's start, then reserves a replica's slot and opens the stream (503 when
@@ -229,17 +303,25 @@ async fn admit(
     routed: &mut Routed,
     shared: &Arc<Shared>,
     request_id: &HeaderValue,
+    entry: &mut Entry,
 ) -> Result<Admitted, Answer> {
-    let body = read_body_start(body, routed.end_stream, shared)
+    let mut body = read_body_start(body, routed.end_stream, shared)
         .await
         .map_err(|fault| client_fault(shared, &fault, request_id))?;
+    let replay = match shared.config.retries {
+        true => Replay::keep(&routed.frame, &mut body),
+        false => None,
+    };
     // A body still streaming from its client may hold only a share of a worker's slots:
     // clients that trickle large bodies cannot take them all.
     let streamed = body
         .rest
         .is_some()
         .then_some(shared.config.streamed_upload_slots);
-    let (conn, open) = open_stream(routed, streamed, shared, request_id).await?;
+    let queued = std::time::Instant::now();
+    let (conn, open, route) = open_stream(routed, streamed, shared, request_id, None).await?;
+    entry.queue_wait = Some(queued.elapsed());
+    entry.worker = Some(conn.clone());
     let share = streamed.map(|_| StreamedShare(conn.clone()));
     Ok(Admitted {
         conn,
@@ -247,6 +329,8 @@ async fn admit(
         body,
         share,
         end_stream: routed.end_stream,
+        idempotent: route.idempotent,
+        replay,
     })
 }
 
@@ -278,27 +362,29 @@ async fn read_body_start(
 }
 
 /// A replica with room, waiting a bounded time for one when all are full, and the stream
-/// opened on it. `streamed` reserves a share of the slots too (see `reserve_replica`).
+/// opened on it. `streamed` reserves a share of the slots too (see `reserve_replica`);
+/// `exclude` is never chosen (a retry's failed connection).
 async fn open_stream(
     routed: &mut Routed,
     streamed: Option<u32>,
     shared: &Shared,
     request_id: &HeaderValue,
-) -> Result<(Arc<WorkerConn>, OpenStream), Answer> {
+    exclude: Option<&Arc<WorkerConn>>,
+) -> Result<(Arc<WorkerConn>, OpenStream, ConnRoute), Answer> {
     let target = &routed.target;
     let deadline = tokio::time::Instant::now() + shared.config.queue_timeout;
     loop {
         let notified = target.group.slot_freed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        match reserve_replica(&target.group, &target.key, streamed) {
-            Ok((conn, route_id)) => {
-                set_route_id(&mut routed.frame, route_id);
+        match reserve_replica(&target.group, &target.key, streamed, exclude) {
+            Ok((conn, route)) => {
+                set_route_id(&mut routed.frame, route.id);
                 let opened = conn
                     .open_stream(&mut routed.frame, routed.end_stream, deadline)
                     .await;
                 match opened {
-                    Ok(open) => return Ok((conn, open)),
+                    Ok(open) => return Ok((conn, open, route)),
                     // Its queue stayed full (a worker not reading) until the deadline.
                     Err(f @ Failure::NoRoom) => {
                         conn.release_slot();
@@ -335,6 +421,93 @@ async fn open_stream(
     }
 }
 
+/// [`forward`], and once more on another replica when the stream failed before its head in
+/// a way a retry may repair and repeating the request is safe (see `retry`).
+async fn forward_or_retry(
+    mut admitted: Admitted,
+    routed: &mut Routed,
+    method: &http::Method,
+    shared: &Arc<Shared>,
+    request_id: &HeaderValue,
+    entry: &mut Entry,
+) -> Result<(ResponseHead, Answering), Answer> {
+    let replay = admitted.replay.take();
+    let idempotent = admitted.idempotent;
+    let bytes_in = (!admitted.end_stream).then(|| entry.bytes_in_counter());
+    let first = forward(
+        admitted,
+        &routed.target,
+        shared,
+        request_id,
+        bytes_in.clone(),
+    )
+    .await;
+    let (failed, failure) = match first {
+        Ok(done) => return Ok(done),
+        Err(NoHead::Answer(answer)) => return Err(answer),
+        Err(NoHead::Failed(conn, failure)) => (conn, failure),
+    };
+    let Some(reason) = retry::Reason::of(&failure) else {
+        return Err(failure_response(&failed, failure, request_id));
+    };
+    let count = |outcome: Outcome| shared.metrics.retry(reason.label(), outcome.label());
+    let safe = retry::allowed(
+        reason,
+        method,
+        idempotent,
+        replay.is_some(),
+        shared.config.retries,
+    );
+    let target = &routed.target;
+    let replay = match (safe, replay) {
+        (Ok(()), Some(r)) if has_replica(&target.group, &target.key, Some(&failed)) => r,
+        (Ok(()), _) => {
+            count(Outcome::NoReplica);
+            return Err(failure_response(&failed, failure, request_id));
+        }
+        (Err(outcome), _) => {
+            count(outcome);
+            return Err(failure_response(&failed, failure, request_id));
+        }
+    };
+    debug!(request_id = ?request_id, worker_id = %failed.worker_id, connection = %failed.connection_id, reason = reason.label(), "retrying on another replica");
+    let (frame, body) = replay.into_parts();
+    routed.frame = frame;
+    let second = open_stream(routed, None, shared, request_id, Some(&failed)).await;
+    let (conn, open, _) = second.inspect_err(|_| count(Outcome::Failed))?;
+    entry.retried = true;
+    entry.worker = Some(conn.clone());
+    if let Some(n) = &bytes_in {
+        n.store(0, Ordering::Relaxed); // the body is counted as the second attempt sends it
+    }
+    let admitted = Admitted {
+        conn,
+        open,
+        body,
+        share: None,
+        end_stream: routed.end_stream,
+        idempotent,
+        replay: None,
+    };
+    let answered = forward(admitted, &routed.target, shared, request_id, bytes_in).await;
+    count(match answered {
+        Ok(_) => Outcome::Answered,
+        Err(_) => Outcome::Failed,
+    });
+    answered.map_err(|no_head| match no_head {
+        NoHead::Answer(answer) => answer,
+        NoHead::Failed(conn, failure) => failure_response(&conn, failure, request_id),
+    })
+}
+
+/// Why [`forward`] has no response head.
+enum NoHead {
+    /// The client's answer: the client's fault, a timeout, a stream cut.
+    Answer(Answer),
+    /// The worker failed the stream before its head; a retry may repair it.
+    Failed(Arc<WorkerConn>, Failure),
+}
+
 /// Starts the body pump and waits for the worker's head within `timeouts.request` (504);
 /// a stream cut before it is the client's fault (from the pump) or 502.
 async fn forward(
@@ -342,13 +515,15 @@ async fn forward(
     target: &RouteTarget,
     shared: &Arc<Shared>,
     request_id: &HeaderValue,
-) -> Result<(ResponseHead, Answering), Answer> {
+    bytes_in: Option<Arc<AtomicU64>>,
+) -> Result<(ResponseHead, Answering), NoHead> {
     let Admitted {
         conn,
         open,
         body,
         share,
         end_stream,
+        ..
     } = admitted;
     let fault = Arc::new(OnceLock::new());
     if !end_stream {
@@ -358,8 +533,9 @@ async fn forward(
             send: open.send.clone(),
             fault: fault.clone(),
             shared: shared.clone(),
+            bytes_in,
         };
-        tokio::spawn(pump_body(body, share, pump));
+        tokio::spawn(pump_body(body, share, pump).in_current_span());
     }
     let answering = Answering {
         guard: StreamGuard {
@@ -376,14 +552,15 @@ async fn forward(
             conn.cancel_stream(open.id, ResetCode::Timeout, why);
             warn!(worker_id = %conn.worker_id, route = %target.key, "worker timed out");
             let why = "worker did not answer in time";
-            Err(error_response(StatusCode::GATEWAY_TIMEOUT, why, request_id))
+            let answer = error_response(StatusCode::GATEWAY_TIMEOUT, why, request_id);
+            Err(NoHead::Answer(answer))
         }
         // The stream was cut: by the body pump for the client's fault, or by the worker.
-        Ok(Err(_)) => Err(match fault.get() {
+        Ok(Err(_)) => Err(NoHead::Answer(match fault.get() {
             Some(f) => error_response(f.status(), f.message(), request_id),
             None => error_response(StatusCode::BAD_GATEWAY, "worker stream ended", request_id),
-        }),
-        Ok(Ok(Err(f))) => Err(failure_response(&conn, f, request_id)),
+        })),
+        Ok(Ok(Err(f))) => Err(NoHead::Failed(conn, f)),
         Ok(Ok(Ok(head))) => Ok((head, answering)),
     }
 }
@@ -654,6 +831,8 @@ struct Pump {
     /// Set, before the stream is RESET, when the client fails its body.
     fault: Arc<OnceLock<ClientFault>>,
     shared: Arc<Shared>,
+    /// The request's `bytes_in` in the access log.
+    bytes_in: Option<Arc<AtomicU64>>,
 }
 
 impl Pump {
@@ -661,6 +840,9 @@ impl Pump {
     /// the stream has failed.
     async fn send(&self, mut data: Bytes) -> bool {
         self.conn.bytes_to_worker.inc_by(data.len() as u64);
+        if let Some(n) = &self.bytes_in {
+            n.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
         while !data.is_empty() {
             let Ok(n) = self.send.reserve(data.len().min(MAX_DATA_CHUNK)).await else {
                 return false;

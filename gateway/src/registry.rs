@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use vyx_core::error::CloseCode;
 use vyx_core::handshake::HandshakeError;
 
-use crate::conn::WorkerConn;
+use crate::conn::{ConnRoute, WorkerConn};
 use crate::routes::{Change, LiveTable, RouteKey, RouteTable, RouteTarget, TableWriter};
 
 /// All connections of one worker id.
@@ -473,18 +473,20 @@ impl Inner {
 /// a slot on it. `Err(true)` when replicas exist but all are full, `Err(false)` when none
 /// can serve the route. With `streamed` (a request whose body is still streaming from its
 /// client, in percent of a connection's slots), the replica must also have room under
-/// that share, which is reserved too (given back by `streamed_upload_done`).
+/// that share, which is reserved too (given back by `streamed_upload_done`). `exclude` is
+/// never chosen (a retry's failed connection).
 pub fn reserve_replica(
     group: &WorkerGroup,
     key: &RouteKey,
     streamed: Option<u32>,
-) -> Result<(Arc<WorkerConn>, u16), bool> {
+    exclude: Option<&Arc<WorkerConn>>,
+) -> Result<(Arc<WorkerConn>, ConnRoute), bool> {
     let replicas = group.replicas.load();
     let mut any_full = false;
     loop {
-        let mut best: Option<(&Arc<WorkerConn>, u16, usize)> = None;
+        let mut best: Option<(&Arc<WorkerConn>, ConnRoute, usize)> = None;
         for c in replicas.iter() {
-            if c.draining.load(Ordering::Acquire) {
+            if c.draining.load(Ordering::Acquire) || exclude.is_some_and(|x| Arc::ptr_eq(x, c)) {
                 continue;
             }
             let Some(route_id) = c.routes.load().get(key).copied() else {
@@ -529,6 +531,16 @@ pub fn reserve_replica(
         }
         // Lost a race for that slot: look again.
     }
+}
+
+/// Whether a replica of `group` other than `exclude` serves `key` and takes new streams
+/// (full or not): a retry has somewhere to go.
+pub fn has_replica(group: &WorkerGroup, key: &RouteKey, exclude: Option<&Arc<WorkerConn>>) -> bool {
+    group.replicas.load().iter().any(|c| {
+        !c.draining.load(Ordering::Acquire)
+            && !exclude.is_some_and(|x| Arc::ptr_eq(x, c))
+            && c.routes.load().contains_key(key)
+    })
 }
 
 /// How many of `slots` requests with streaming bodies may hold: `pct` percent, at least one.

@@ -13,7 +13,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, info, warn, Instrument};
@@ -21,11 +20,13 @@ use tracing::{debug, info, warn, Instrument};
 use vyx_core::error::CloseCode;
 use vyx_core::transport::Outgoing;
 
+use crate::access_log::{self, AccessLog, Handoff};
 use crate::body::{GatewayBody, Tracked};
 use crate::client_eof::ClientEof;
 use crate::conn_limit::{self, Activity, Admission, Counted, RESERVE_DEADLINE};
 use crate::h2_calm::H2Calm;
 use crate::registry::Forgotten;
+use crate::stopping::{self, Phase};
 use crate::supervisor::Supervisor;
 use crate::tls::{ClientStream, OverTls, Tls};
 use crate::{
@@ -81,6 +82,14 @@ impl Gateway {
             cap,
             metrics.open_connections.clone(),
         ));
+        let access_log = Arc::new(AccessLog::start(
+            &config.access_log,
+            config.log_format,
+            metrics.access_log_dropped.clone(),
+        )?);
+        if let access_log::Output::File(_) = &config.access_log.output {
+            tokio::spawn(access_log::reopen_on_sighup(Arc::downgrade(&access_log)));
+        }
         let budget = usize::try_from(config.body_buffer_total)
             .unwrap_or(usize::MAX)
             .min(tokio::sync::Semaphore::MAX_PERMITS);
@@ -90,7 +99,7 @@ impl Gateway {
             request_seq: AtomicU64::new(0),
             id_seed: vyx_core::backoff::SplitMix64::new(vyx_core::backoff::random_seed())
                 .next_u64(),
-            shutting_down: AtomicBool::new(false),
+            phase: watch::Sender::new(Phase::Serving),
             metrics,
             limiter,
             body_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
@@ -99,6 +108,7 @@ impl Gateway {
                     .unwrap_or(usize::MAX)
                     .min(tokio::sync::Semaphore::MAX_PERMITS),
             )),
+            access_log,
             ui: crate::ui::Dashboard::new(),
             config,
         });
@@ -173,9 +183,10 @@ impl Gateway {
         format!("{scheme}://{addr}{}", self.shared.config.register_path)
     }
 
-    /// Serves until `shutdown` completes, then drains: workers get DRAIN, in-flight
-    /// requests finish (at most `drain_grace`), local workers are stopped, and the call
-    /// returns.
+    /// Serves until `shutdown` completes, then stops (see `stopping`): for
+    /// `readiness_delay` readiness fails and clients are asked to leave while the gateway
+    /// still serves; then it stops accepting, workers get DRAIN, in-flight requests finish
+    /// (at most `drain_grace`), local workers are stopped, and the call returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let supervisor = Supervisor::start(
             &self.shared.config.local_workers,
@@ -205,7 +216,6 @@ impl Gateway {
                 .max_header_list_size(max.try_into().unwrap_or(u32::MAX));
         }
         let builder = Arc::new(builder);
-        let graceful = Arc::new(GracefulShutdown::new());
         let (stop_tx, stop_rx) = watch::channel(false);
         let plain_local = local_register.map(|l| (l, Role::Register, None));
         let accepting: Vec<_> = listeners
@@ -219,18 +229,23 @@ impl Gateway {
                     tls,
                     shared.clone(),
                     builder.clone(),
-                    graceful.clone(),
                     stop_rx.clone(),
                 ))
             })
             .collect();
         shutdown.await;
+        let delay = shared.config.readiness_delay;
+        info!(
+            delay_ms = delay.as_millis() as u64,
+            "stopping: readiness fails; serving until timeouts.readiness_delay is over"
+        );
+        shared.phase.send_replace(Phase::Leaving);
+        tokio::time::sleep(delay).await;
         let _ = stop_tx.send(true);
         for task in accepting {
             let _ = task.await;
         }
-        let graceful = Arc::into_inner(graceful).expect("accept loops have ended");
-        shutdown_gracefully(&shared, graceful).await;
+        shutdown_gracefully(&shared).await;
         supervisor.stop(shared.config.drain_grace).await;
         info!("gateway stopped");
         Ok(())
@@ -249,7 +264,6 @@ async fn accept_loop(
     tls: Option<Arc<Tls>>,
     shared: Arc<Shared>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    graceful: Arc<GracefulShutdown>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut errors = conn_limit::AcceptErrors::new();
@@ -289,14 +303,14 @@ async fn accept_loop(
                 };
                 let Some(tls) = &tls else {
                     let io = ClientStream::Plain(Counted::new(stream, slot));
-                    serve(io, conn, &shared, &builder, graceful.watcher());
+                    serve(io, conn, &shared, &builder, shared.phase.subscribe());
                     continue;
                 };
                 // The handshake runs under the connection's head deadline (a peer that
                 // never sends its ClientHello is closed with it), in its slot; with no
                 // header timeout (only in code), under the worker handshake's.
                 let (tls, shared, builder) = (tls.clone(), shared.clone(), builder.clone());
-                let watcher = graceful.watcher();
+                let watcher = shared.phase.subscribe();
                 let limit = head_deadline(reserve, shared.config.header_read_timeout)
                     .unwrap_or(shared.config.handshake_timeout);
                 let handshake = async move {
@@ -358,7 +372,7 @@ fn serve(
     accepted: Accepted,
     shared: &Arc<Shared>,
     builder: &auto::Builder<TokioExecutor>,
-    graceful: Watcher,
+    mut phase: watch::Receiver<Phase>,
 ) {
     let Accepted {
         at,
@@ -369,8 +383,11 @@ fn serve(
     } = accepted;
     let first_head = Arc::new(AtomicBool::new(false));
     let is_h2 = Arc::new(AtomicBool::new(false));
+    // Told when the connection turns out HTTP/2: a stopping gateway sends it GOAWAY then.
+    let h2_seen = Arc::new(tokio::sync::Notify::new());
     let activity = Arc::new(Activity::default());
     let (seen, h2, active) = (first_head.clone(), is_h2.clone(), activity.clone());
+    let (on_h2, is_h2_here) = (h2_seen.clone(), is_h2.clone());
     // Told when an HTTP/1 response is aborted for `timeouts.send`: hyper no longer polls a
     // body its client's socket cannot take, so the connection is closed from here.
     let send_timed_out = Arc::new(tokio::sync::Notify::new());
@@ -384,15 +401,19 @@ fn serve(
         if over_tls {
             req.extensions_mut().insert(OverTls);
         }
-        if req.version() == http::Version::HTTP_2 {
-            h2.store(true, Ordering::Relaxed);
+        if req.version() == http::Version::HTTP_2 && !h2.swap(true, Ordering::Relaxed) {
+            on_h2.notify_one();
         }
         let request = active.start();
         let h1 = req.version() <= http::Version::HTTP_11;
         let handled = handle(req, svc_shared.clone(), peer, role, reserve);
         let abort_h1 = abort_h1.clone();
         async move {
-            let resp = handled.await?;
+            let mut resp = handled.await?;
+            let access = resp
+                .extensions_mut()
+                .remove::<Handoff>()
+                .and_then(|h| h.take());
             let request = Arc::new(std::sync::Mutex::new(Some(request)));
             if h1 {
                 resp.body().on_send_timeout(move || abort_h1.notify_one());
@@ -408,25 +429,34 @@ fn serve(
                 body,
                 _active: request,
                 client_eof: (h1 && watch_eof).then(|| ClientEof::new(fd)),
+                access,
             }))
         }
     });
     let io: ClientIo = TokioIo::new(H2Calm::new(stream, shared.clone()));
-    let conn = graceful.watch(builder.serve_connection_with_upgrades(io, svc).into_owned());
+    let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
     let conn = async move {
         // Pinned here, so that `select!` only borrows it: the socket stays open until the
         // handler below has set its linger (select! drops its futures before a handler).
         tokio::pin!(conn);
-        tokio::select! {
-            r = &mut conn => r,
-            _ = send_timed_out.notified() => {
-                // A reset, not a FIN: the kernel drops what the client never read instead of
-                // keeping it, and the connection, while the client answers zero-window probes.
-                // SAFETY: `conn` owns the socket and is dropped only after this block.
-                let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-                let _ = socket2::SockRef::from(&sock).set_linger(Some(std::time::Duration::ZERO));
-                debug!("client took nothing for timeouts.send; connection reset");
-                Ok(())
+        let mut asked_to_go = false;
+        loop {
+            tokio::select! {
+                r = &mut conn => return r,
+                _ = send_timed_out.notified() => {
+                    // A reset, not a FIN: the kernel drops what the client never read instead
+                    // of keeping it, and the connection, while the client answers zero-window
+                    // probes. SAFETY: `conn` owns the socket and is dropped only after this.
+                    let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                    let _ = socket2::SockRef::from(&sock).set_linger(Some(std::time::Duration::ZERO));
+                    debug!("client took nothing for timeouts.send; connection reset");
+                    return Ok(());
+                }
+                // GOAWAY (HTTP/2), or closing once idle (HTTP/1), as the gateway stops.
+                _ = stopping::go_away(&mut phase, &is_h2_here, &h2_seen), if !asked_to_go => {
+                    asked_to_go = true;
+                    conn.as_mut().graceful_shutdown();
+                }
             }
         }
     };
@@ -476,9 +506,9 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-async fn shutdown_gracefully(shared: &Shared, graceful: GracefulShutdown) {
+async fn shutdown_gracefully(shared: &Shared) {
     let grace = shared.config.drain_grace;
-    shared.shutting_down.store(true, Ordering::Release);
+    shared.phase.send_replace(Phase::Closing);
     let conns = shared.registry.connections();
     info!(
         workers = conns.len(),
@@ -490,7 +520,8 @@ async fn shutdown_gracefully(shared: &Shared, graceful: GracefulShutdown) {
     }
     drop(conns);
     let all = async {
-        tokio::join!(graceful.shutdown(), workers_gone(shared));
+        // Every client connection task holds a receiver until it ends.
+        tokio::join!(shared.phase.closed(), workers_gone(shared));
     };
     if tokio::time::timeout(grace, all).await.is_err() {
         warn!("drain grace period over; closing what is left");
@@ -530,8 +561,9 @@ async fn handle(
 ) -> Result<Response<GatewayBody>, Infallible> {
     let h1 = req.version() <= http::Version::HTTP_11;
     let mut resp = route(req, &shared, peer, role, reserve).await;
-    if reserve && h1 && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        // A reserve slot serves one request.
+    let leaving = *shared.phase.borrow() != Phase::Serving;
+    if (reserve || leaving) && h1 && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // A reserve slot serves one request; a stopping gateway's clients go elsewhere.
         resp.headers_mut().insert(
             http::header::CONNECTION,
             http::HeaderValue::from_static("close"),
@@ -597,7 +629,7 @@ async fn route(
     }
     if let Some(rest) = path.strip_prefix("/_vyx/") {
         return match rest {
-            "health" => admin::health(&shared),
+            "health" => admin::health(&shared, req.uri().query()),
             "workers" | "metrics" => match admin::admin_refusal(&req, &shared) {
                 Some(refused) => refused,
                 None if rest == "workers" => admin::workers(&shared, req.uri().query()),

@@ -80,16 +80,6 @@ fn json_body(response: &str) -> Value {
     serde_json::from_str(&body[start..=end]).unwrap()
 }
 
-/// The value of one counter line of `/_vyx/metrics`, 0 if absent.
-async fn metric(gw: &TestGateway, line_start: &str) -> u64 {
-    let (_, body) = get(&client(), &gw.url("/_vyx/metrics")).await;
-    let text = String::from_utf8_lossy(&body).into_owned();
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .map_or(0, |v| v.parse().unwrap())
-}
-
 /// Reads until EOF or error; `true` if the gateway closed within `WAIT`.
 async fn closed_by_gateway(tcp: &mut TcpStream) -> bool {
     let mut buf = [0u8; 1024];

@@ -41,6 +41,7 @@ async fn a_flood_of_ping_acks_is_logged_once_per_connection_with_a_count() {
         move || writer.clone(),
         false,
         tracing_subscriber::EnvFilter::new("info"),
+        vyx_gateway::log_format::LogFormat::Text,
     ))
     .unwrap();
     let gw = TestGateway::start().await;

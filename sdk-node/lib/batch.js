@@ -50,7 +50,8 @@ function decodeBatch(buf) {
     }
     const clientIp = str() || undefined;
     const scheme = str();
-    requests[i] = { slot: s, routeId, method, target, params, headers, clientIp, scheme };
+    const hasBody = buf[o++] === 1;
+    requests[i] = { slot: s, routeId, method, target, params, headers, clientIp, scheme, hasBody };
   }
   const resets = new Array(u32());
   for (let i = 0; i < resets.length; i++) {

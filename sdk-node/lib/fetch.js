@@ -18,7 +18,9 @@ function toRequest(req) {
   const raw = req.rawHeaders;
   for (let i = 0; i < raw.length; i += 2) headers.append(raw[i], raw[i + 1]);
   const host = req.header('host') || 'localhost';
-  const init = { method: req.method, headers, signal: req.signal };
+  // HEAD reaches the handler as GET, as Hono itself runs HEAD: its body tells the head's
+  // content-length, and the core drops it.
+  const init = { method: req.method === 'HEAD' ? 'GET' : req.method, headers, signal: req.signal };
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     const chunks = req[Symbol.asyncIterator]();
     init.body = new ReadableStream({
@@ -51,6 +53,7 @@ async function answer(req, res, response) {
     if (second !== PENDING && second.done) return res.send(first.value);
     // A body still being produced: stream it as it comes.
     res.flushHeaders();
+    if (req.method === 'HEAD') return res.end(); // the head is all a HEAD gets
     if (!res.write(first.value)) await res.drained();
     let next = reading;
     for (;;) {
@@ -64,6 +67,7 @@ async function answer(req, res, response) {
     res.end();
   } finally {
     if (req.signal.aborted) reader.cancel(req.signal.reason).catch(() => {});
+    else if (req.method === 'HEAD') reader.cancel().catch(() => {});
   }
 }
 

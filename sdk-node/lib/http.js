@@ -7,7 +7,12 @@ const { Duplex } = require('node:stream');
 const { FORWARDED } = require('./request');
 const { toBuffer } = require('./response');
 
-/** What listeners look at on `req.socket`: there is no socket of the client's here. */
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * What listeners look at on `req.socket`: there is no socket of the client's here.
+ * `remotePort` is 0: the gateway does not forward the client's port (spec/HOSTS.md §5).
+ */
 class GatewaySocket extends Duplex {
   constructor(remoteAddress) {
     super();
@@ -33,15 +38,29 @@ class GatewaySocket extends Duplex {
   }
 }
 
-function incoming(req, socket) {
+function incoming(req, socket, mount) {
   const msg = new http.IncomingMessage(socket);
   msg.method = req.method;
   msg.url = req.url;
+  if (mount !== undefined && req.url.startsWith(mount)) {
+    // As Express's app.use(mount, sub) hands `sub` the request.
+    msg.originalUrl = req.url;
+    msg.baseUrl = mount;
+    msg.url = req.url.slice(mount.length) || '/';
+    if (msg.url[0] !== '/') msg.url = `/${msg.url}`;
+  }
   msg.httpVersion = '1.1';
   msg.httpVersionMajor = 1;
   msg.httpVersionMinor = 1;
   msg.headers = { ...req.headers };
   msg.rawHeaders = req.rawHeaders.slice();
+  if (req[FORWARDED].hasBody && msg.headers['content-length'] === undefined) {
+    // The gateway forwards a body of unknown length without `transfer-encoding` (hop by
+    // hop); node:http shows such a body as chunked, and body parsers (type-is's hasBody)
+    // look for exactly that.
+    msg.headers['transfer-encoding'] = 'chunked';
+    msg.rawHeaders.push('transfer-encoding', 'chunked');
+  }
   const chunks = req[Symbol.asyncIterator]();
   msg._read = () => {
     // What IncomingMessage's own _read does first: from here on, reading is pull-driven
@@ -69,12 +88,19 @@ function headList(out, res) {
 
 function outgoing(msg, res) {
   const out = new http.ServerResponse(msg);
+  // Where on-finished (send, sendFile, morgan) looks for a client that went away; writes do
+  // not go to it.
+  out.socket = msg.socket;
+  let sent = false; // whether the head has gone to the core (`_header` says it is final)
   const finish = () => {
     out.finished = true;
     out.emit('prefinish');
     out.emit('finish');
     process.nextTick(() => out.emit('close'));
   };
+  // What node:http's writeHead does, without a socket: the head becomes final (headersSent,
+  // and setHeader throws ERR_HTTP_HEADERS_SENT) and goes out with the first write or end.
+  // The reason phrase is kept on `statusMessage` only: the protocol does not carry it.
   out.writeHead = function writeHead(status, reason, headers) {
     if (this._header) throw Object.assign(new Error('Cannot write headers after they are sent to the client'), { code: 'ERR_HTTP_HEADERS_SENT' });
     if (typeof reason !== 'string') headers = reason;
@@ -83,13 +109,20 @@ function outgoing(msg, res) {
     if (Array.isArray(headers)) {
       for (let i = 0; i < headers.length; i += 2) this.appendHeader(headers[i], headers[i + 1]);
     } else if (headers) for (const k of Object.keys(headers)) this.setHeader(k, headers[k]);
+    this._header = 'sent to vyx';
     return this;
   };
+  // Called as node:http calls it, through `this.writeHead`, so that hooks wrapping it
+  // (on-headers: cookie-session, response-time, morgan) run.
+  out._implicitHeader = function _implicitHeader() {
+    this.writeHead(this.statusCode);
+  };
   out.flushHeaders = function flushHeaders() {
-    if (this._header) return;
+    if (!this._header) this._implicitHeader();
+    if (sent) return;
+    sent = true;
     headList(this, res);
     res.flushHeaders();
-    this._header = 'sent to vyx';
   };
   out.write = function write(chunk, encoding, cb) {
     if (typeof encoding === 'function') [cb, encoding] = [encoding, undefined];
@@ -102,12 +135,16 @@ function outgoing(msg, res) {
     if (typeof chunk === 'function') [cb, chunk] = [chunk, undefined];
     if (typeof encoding === 'function') [cb, encoding] = [encoding, undefined];
     if (this.finished) return this;
-    if (!this._header) {
-      // The whole response at once: one call into the core.
+    if (!this._header) this._implicitHeader();
+    const body = chunk === undefined || chunk === null ? undefined : toBuffer(chunk, encoding);
+    // The whole response at once is one call into the core, which adds its content-length;
+    // an app that asked for chunked framing gets a streamed head, which has none.
+    if (!sent && this.hasHeader('transfer-encoding')) this.flushHeaders();
+    if (!sent) {
+      sent = true;
       headList(this, res);
-      this._header = 'sent to vyx';
-      res.send(chunk === undefined || chunk === null ? null : toBuffer(chunk, encoding));
-    } else res.end(chunk === undefined || chunk === null ? undefined : toBuffer(chunk, encoding));
+      res._respond(body ?? EMPTY);
+    } else res.end(body);
     finish();
     if (cb) process.nextTick(cb);
     return this;
@@ -121,11 +158,14 @@ function outgoing(msg, res) {
   return out;
 }
 
-/** The route handler serving `listener(req, res)`. */
-function httpRoute(listener) {
+/**
+ * The route handler serving `listener(req, res)`; with `mount`, the listener sees the path
+ * after it in `req.url` (the whole one in `req.originalUrl`, `mount` in `req.baseUrl`).
+ */
+function httpRoute(listener, mount) {
   return (req, res) => {
     const socket = new GatewaySocket(req[FORWARDED].clientIp);
-    const msg = incoming(req, socket);
+    const msg = incoming(req, socket, mount);
     const out = outgoing(msg, res);
     msg.res = out;
     listener(msg, out);

@@ -1,4 +1,6 @@
-// Types of @vyx/worker.
+// Types of @vyx/worker. They name Node's types (Buffer, node:http), so they load them
+// themselves: an app need not list `node` in `types` (TypeScript 6+ lists none by default).
+/// <reference types="node" />
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
@@ -20,7 +22,7 @@ export interface VyxWorkerOptions {
   connectTimeoutMs?: number;
   /** What in-flight requests get to finish on `stop()` (default `defaults().drainTimeoutMs`, 30 000). */
   drainTimeoutMs?: number;
-  /** SIGTERM and SIGINT drain the worker (default true). */
+  /** SIGTERM and SIGINT drain the worker, a second SIGINT exits at once (default true). */
   handleSignals?: boolean;
   /**
    * Where the worker's logs go: the core's (registered, reconnecting, draining, ...) and
@@ -143,6 +145,10 @@ export declare class VyxResponse extends EventEmitter {
 export type Handler = (req: VyxRequest, res: VyxResponse) => unknown | Promise<unknown>;
 export type FetchHandler = (request: Request) => Response | Promise<Response>;
 export type HttpListener = (req: IncomingMessage, res: ServerResponse) => void;
+export interface HttpOptions {
+  /** A literal prefix of the pattern the listener does not see in `req.url` (Express's mount path). */
+  mount?: string;
+}
 
 export declare class VyxWorker extends EventEmitter {
   constructor(options?: VyxWorkerOptions);
@@ -158,12 +164,25 @@ export declare class VyxWorker extends EventEmitter {
   head(pattern: string, handler: Handler): this;
   /** Every method (`*`). */
   any(pattern: string, handler: Handler): this;
+  /**
+   * Declares the route added just before idempotent: the gateway may retry its requests on
+   * another replica whatever their method. `worker.post('/orders', h).idempotent()`.
+   */
+  idempotent(): this;
   /** Same as `any` (Express's name). */
   all(pattern: string, handler: Handler): this;
   /** Serves a WHATWG fetch handler (Hono's `app.fetch`) for every method on `pattern`. */
   fetch(pattern: string, handler: FetchHandler): this;
-  /** Serves a `node:http` listener (an Express app) for every method on `pattern`. */
-  http(pattern: string, listener: HttpListener): this;
+  /**
+   * Serves a `node:http` listener (an Express app) for every method on `pattern`. It sees
+   * the whole path unless `mount`, a literal prefix of `pattern`, moves into `req.baseUrl`
+   * as Express's `app.use(mount, app)` does.
+   *
+   * ```ts
+   * worker.http('/app/{*rest}', expressApp, { mount: '/app' }); // GET /app/users: req.url '/users'
+   * ```
+   */
+  http(pattern: string, listener: HttpListener, options?: HttpOptions): this;
   /** Serves until stopped; rejects with a `VyxError` when the gateway refuses the worker. */
   start(): Promise<void>;
   /** Drains; resolves once stopped. */

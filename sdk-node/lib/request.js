@@ -1,7 +1,10 @@
 'use strict';
 const { fromNative } = require('./errors');
 
-/** Where the client's IP and scheme are kept for `http` and `fetch` routes (from the core). */
+/**
+ * Where the client's IP and scheme, and whether a body follows the head, are kept for `http`
+ * and `fetch` routes (from the core).
+ */
 const FORWARDED = Symbol('vyx.forwarded');
 
 /**
@@ -33,7 +36,7 @@ class VyxRequest {
     /** Header names (lower-case) and values, flat and in order: `[name, value, ...]`. */
     this.rawHeaders = head.headers;
     this.#rawParams = head.params;
-    this[FORWARDED] = { clientIp: head.clientIp, scheme: head.scheme };
+    this[FORWARDED] = { clientIp: head.clientIp, scheme: head.scheme, hasBody: head.hasBody };
   }
 
   /**

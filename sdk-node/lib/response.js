@@ -118,6 +118,15 @@ class VyxResponse extends EventEmitter {
       if (this.getHeader('content-type') === undefined) this.#headers.push('content-type', 'application/octet-stream');
       bytes = toBuffer(body);
     }
+    return this._respond(bytes);
+  }
+
+  /** @internal The whole response as set, with `bytes` as its body: no content-type added. */
+  _respond(bytes) {
+    if (this.#phase !== 'head') {
+      if (this.#ex.aborted) return this;
+      throw codedState('the response has been sent already');
+    }
     this.#phase = 'ended';
     const ex = this.#ex;
     ex.finish();

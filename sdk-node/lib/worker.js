@@ -43,6 +43,7 @@ class VyxWorker extends EventEmitter {
   #drainTimeoutMs;
   #handleSignals;
   #onSignal = null;
+  #sigints = 0;
   #onRejection = null;
   #log;
   #state = { kind: 'connecting' };
@@ -59,7 +60,8 @@ class VyxWorker extends EventEmitter {
    * @param {number} [options.connectTimeoutMs]  one dial's bound (`defaults().connectTimeoutMs`)
    * @param {number} [options.drainTimeoutMs]  what in-flight requests get on stop
    *   (`defaults().drainTimeoutMs`)
-   * @param {boolean} [options.handleSignals]  SIGTERM/SIGINT drain (default true)
+   * @param {boolean} [options.handleSignals]  SIGTERM/SIGINT drain, a second SIGINT exits at
+   *   once (default true)
    * @param {object} [options.logger]  where the worker's logs go, the core's included: any
    *   object with `debug/info/warn/error` (`console`, pino, winston); the core's go to
    *   stderr when this is not given
@@ -73,9 +75,14 @@ class VyxWorker extends EventEmitter {
     for (const k of ['connect', 'id', 'token', 'caFile', 'instance']) {
       if (options[k] !== undefined && options[k] !== null) o[k] = String(options[k]);
     }
-    if (options.maxConcurrency !== undefined) o.maxConcurrency = options.maxConcurrency;
-    if (options.connectTimeoutMs !== undefined) o.connectTimeoutMs = options.connectTimeoutMs;
+    // The binding would coerce or name a Rust type; the core checks the ranges it knows.
+    if (options.maxConcurrency !== undefined) o.maxConcurrency = wholeNumber(options, 'maxConcurrency', 1);
+    if (options.connectTimeoutMs !== undefined) o.connectTimeoutMs = wholeNumber(options, 'connectTimeoutMs', 1);
     if (options.labels !== undefined) o.labels = { ...options.labels };
+    if (options.drainTimeoutMs !== undefined) wholeNumber(options, 'drainTimeoutMs');
+    if (options.handleSignals !== undefined && typeof options.handleSignals !== 'boolean') {
+      throw vyxError('ERR_VYX_CONFIG', `handleSignals must be true or false, not ${shown(options.handleSignals)}`);
+    }
     if (options.logLevel !== undefined && options.logLevel !== null) o.logLevel = String(options.logLevel);
     o.hasLogger = options.logger !== undefined && options.logger !== null;
     this.#native = call(() => new NativeWorker(o));
@@ -150,10 +157,34 @@ class VyxWorker extends EventEmitter {
   /**
    * Serves a `node:http` listener, `(req, res)` with `IncomingMessage`/`ServerResponse`, for
    * every method on `pattern`: `worker.http('/{*path}', expressApp)` serves an Express app.
+   * The listener sees the whole path, unless `mount` names a literal prefix of `pattern`:
+   * then it sees the rest, as Express's `app.use(mount, app)` shows it
+   * (`worker.http('/app/{*rest}', app, { mount: '/app' })`: `/app/users` is `req.url`
+   * `/users`, `req.baseUrl` `/app`, `req.originalUrl` `/app/users`).
    */
-  http(pattern, listener) {
+  http(pattern, listener, { mount } = {}) {
     if (typeof listener !== 'function') throw new TypeError(`the listener of ${pattern} is not a function`);
-    return this._route('*', pattern, 'http', httpRoute(listener));
+    if (mount !== undefined) {
+      const p = String(pattern);
+      const literal = typeof mount === 'string' && /^\/[^{}]*[^/{}]$/.test(mount);
+      if (!literal || !p.startsWith(mount) || (p.length > mount.length && p[mount.length] !== '/')) {
+        throw vyxError('ERR_VYX_CONFIG', `mount ${shown(mount)} is not a literal prefix of ${pattern} (e.g. '/app' of '/app/{*rest}')`);
+      }
+    }
+    return this._route('*', pattern, 'http', httpRoute(listener, mount));
+  }
+
+  /**
+   * Declares the route added just before idempotent: repeating one of its requests is safe,
+   * so the gateway may retry it on another replica when the first is lost before answering,
+   * whatever its method (GET, HEAD, OPTIONS, PUT, DELETE and TRACE are retried anyway).
+   * `worker.post('/orders', createOrder).idempotent()`. Without a route before it, a TypeError.
+   */
+  idempotent() {
+    const id = this.#routes.length - 1;
+    if (id < 0) throw new TypeError('idempotent() follows the route it declares idempotent');
+    call(() => this.#native.setIdempotent(id));
+    return this;
   }
 
   /** @internal */
@@ -205,7 +236,14 @@ class VyxWorker extends EventEmitter {
 
   #install() {
     if (this.#handleSignals) {
-      this.#onSignal = () => {
+      this.#onSignal = (signal) => {
+        if (signal === 'SIGINT' && this.#sigints++ > 0) {
+          // A second Ctrl-C: stop waiting for the drain and die of it, as a node server
+          // does (the signal raised again meets the default action, or the app's handlers).
+          this.#uninstall();
+          process.kill(process.pid, 'SIGINT');
+          return;
+        }
         this.stop();
       };
       process.on('SIGTERM', this.#onSignal);
@@ -298,6 +336,20 @@ class VyxWorker extends EventEmitter {
       ex.native.fail(ex.slot, String(e && e.message ? e.message : e));
     }
   }
+}
+
+/** `options[name]` if it is a whole number from `min` to 2^32 - 1, else `ERR_VYX_CONFIG`. */
+function wholeNumber(options, name, min = 0) {
+  const n = options[name];
+  if (!Number.isInteger(n) || n < min || n > 0xffff_ffff) {
+    throw vyxError('ERR_VYX_CONFIG', `${name} must be a whole number from ${min} to 4294967295, not ${shown(n)}`);
+  }
+  return n;
+}
+
+/** An option's value as an error message quotes it. */
+function shown(v) {
+  return typeof v === 'string' ? JSON.stringify(v) : String(v);
 }
 
 /** An error's code and message (`[ERR_VYX_INVALID_HEAD] ...`), or the value as text. */

@@ -7,7 +7,8 @@
 //! ```text
 //! u32 requests,  each: f64 slot, u32 route_id, str method, str target,
 //!                      u32 params  (str name, str value)*, u32 headers (str name, str value)*,
-//!                      str client_ip ("" for none), str scheme
+//!                      str client_ip ("" for none), str scheme,
+//!                      u8 body (1 when a body follows: it had not ended when packed)
 //! u32 resets,    each: f64 slot, str code, str message
 //! u32 states,    each: u8 kind, then per kind: 0 connecting; 1 connected (str id);
 //!                      2 reconnecting (u32 attempt, u32 delay_ms, str cause); 3 draining;
@@ -93,6 +94,9 @@ pub(crate) fn pack(batch: Batch, records: Vec<Record>, slots: &Slots) -> Vec<u8>
         let client_ip = req.client_ip().map(|ip| ip.to_string()).unwrap_or_default();
         put_str(&mut out, client_ip.as_bytes());
         put_str(&mut out, req.scheme().as_bytes());
+        // Before any read, the body has ended only when REQUEST carried END_STREAM, or an
+        // empty last DATA came already: an empty body either way.
+        out.push(u8::from(!req.stream.body_ended()));
         map.insert(req.slot, req.stream);
     }
     // After the requests: a reset may name a request of this batch.

@@ -232,6 +232,12 @@ impl NativeWorker {
         self.engine.add_route(&method, &path).map_err(engine_error)
     }
 
+    /// Declares route `id` idempotent: the gateway may retry its requests elsewhere.
+    #[napi]
+    pub fn set_idempotent(&self, id: u32) -> napi::Result<()> {
+        self.engine.set_idempotent(id).map_err(engine_error)
+    }
+
     /// The configured worker id (after the environment defaults).
     #[napi(getter)]
     pub fn worker_id(&self) -> String {

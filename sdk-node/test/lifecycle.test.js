@@ -35,6 +35,21 @@ function startChild(gw, extraEnv = {}) {
   return { child, lines, waitLine, exited, stderr: () => stderr };
 }
 
+/** Resolves once the gateway counts one request in flight (the worker has it). */
+function slowInFlight(gw) {
+  return within(
+    (async () => {
+      for (;;) {
+        const w = JSON.parse((await request(gw.addr, 'GET', '/_vyx/workers')).body);
+        if (JSON.stringify(w).includes('"in_flight":1')) return;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    })(),
+    10_000,
+    'the slow request in flight',
+  );
+}
+
 test('stop() drains and the process exits by itself; states come in order', async (t) => {
   const gw = await startGateway();
   t.after(() => gw.stop());
@@ -57,17 +72,7 @@ test('SIGTERM drains: the request in flight finishes, then the process exits 0',
   await c.waitLine('state connected', 15_000);
   const slow = request(gw.addr, 'GET', '/slow/800');
   // The request is in flight once the worker has it; the gateway's count tells.
-  await within(
-    (async () => {
-      for (;;) {
-        const w = JSON.parse((await request(gw.addr, 'GET', '/_vyx/workers')).body);
-        if (JSON.stringify(w).includes('"in_flight":1')) return;
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    })(),
-    10_000,
-    'the slow request in flight',
-  );
+  await slowInFlight(gw);
   c.child.kill('SIGTERM');
   const r = await slow;
   assert.equal(r.status, 200);
@@ -106,4 +111,22 @@ test('a refused worker: start() rejects with a coded Error and the process exits
   assert.ok(c.lines.includes('state failed'), c.lines.join('|'));
   first.child.stdin.write('stop\n');
   assert.equal((await within(first.exited, 15_000, 'exit')).code, 0);
+});
+
+test('a second SIGINT ends the process at once, as it does a node server, while the drain waits', async (t) => {
+  const gw = await startGateway();
+  t.after(() => gw.stop());
+  const c = startChild(gw);
+  t.after(() => c.child.kill('SIGKILL'));
+  await c.waitLine('state connected', 15_000);
+  // A request the drain would wait for (drainTimeoutMs is 5000 in the child).
+  const slow = request(gw.addr, 'GET', '/slow/60000').catch(() => null);
+  await slowInFlight(gw);
+  c.child.kill('SIGINT');
+  await c.waitLine('state draining', 15_000);
+  c.child.kill('SIGINT');
+  const { code, signal } = await within(c.exited, 15_000, 'the child ending on the second SIGINT');
+  assert.equal(signal, 'SIGINT', `exit code ${code}: ${c.stderr()}`);
+  assert.ok(!c.lines.includes('start resolved'), 'it did not wait for the drain');
+  await slow;
 });

@@ -116,3 +116,46 @@ w.fetch('/api/{*rest}', (r: Request) => new Response(r.url));
   fs.writeFileSync(path.join(project, 'bad.mts'), `import { VyxWorker } from '@vyx/worker';\nnew VyxWorker({ maxConcurrency: 'many' });\n`);
   assert.throws(() => execFileSync(process.execPath, [...args.slice(0, -2), 'bad.mts'], { cwd: project, stdio: 'pipe' }));
 });
+
+test("the installed types check under TypeScript's strictest settings, with no ambient types listed", () => {
+  // `types: []` is TypeScript 6's default: the app names no Node types, ours load their own.
+  fs.writeFileSync(
+    path.join(project, 'strictest.mts'),
+    `import { VyxWorker, defaults, type VyxRequest, type VyxResponse } from '@vyx/worker';
+const w = new VyxWorker({ maxConcurrency: defaults().maxConcurrency, handleSignals: true });
+w.get('/x/{id}', async (req: VyxRequest, res: VyxResponse) => {
+  for await (const chunk of req) if (!res.write(chunk)) await res.drained();
+  res.end(req.params['id'] ?? '');
+});
+w.http('/app/{*rest}', (req, res) => res.end(req.url ?? ''), { mount: '/app' });
+w.fetch('/api/{*rest}', (r) => new Response(r.url));
+await w.start();
+`,
+  );
+  const compilerOptions = {
+    strict: true,
+    exactOptionalPropertyTypes: true,
+    noUncheckedIndexedAccess: true,
+    noImplicitOverride: true,
+    noPropertyAccessFromIndexSignature: true,
+    noImplicitReturns: true,
+    noUnusedLocals: true,
+    noUnusedParameters: true,
+    isolatedModules: true,
+    verbatimModuleSyntax: true,
+    module: 'nodenext',
+    moduleResolution: 'nodenext',
+    target: 'es2022',
+    lib: ['es2022', 'dom'],
+    types: [],
+    typeRoots: [path.join(SDK, 'node_modules', '@types')],
+    noEmit: true,
+  };
+  fs.writeFileSync(path.join(project, 'tsconfig.json'), JSON.stringify({ compilerOptions, files: ['strictest.mts'] }));
+  const tsc = path.join(SDK, 'node_modules', 'typescript', 'bin', 'tsc');
+  try {
+    execFileSync(process.execPath, [tsc, '-p', '.'], { cwd: project, stdio: 'pipe' });
+  } catch (e) {
+    assert.fail(`tsc: ${e.stdout}${e.stderr}`);
+  }
+});

@@ -39,6 +39,7 @@ test.before(async () => {
       w.get('/nothing', (req, res) => {
         res.status(204);
       });
+      w.post('/orders', () => 'ordered').idempotent();
       w.post('/echo', async (req, res) => {
         res.header('content-type', req.header('content-type') || 'application/octet-stream');
         for await (const chunk of req) if (!res.write(chunk)) await res.drained();
@@ -104,6 +105,7 @@ test('HELLO carries the options: sdk, instance, max_concurrency, the routes', as
   assert.equal(w.max_concurrency, 77);
   assert.ok(w.routes.includes('GET /greet/{name}'), w.routes.join(', '));
   assert.ok(w.routes.includes('* /any/{x}'), w.routes.join(', '));
+  assert.deepEqual(w.idempotent_routes, ['POST /orders'], 'idempotent() marks the route before it');
   assert.equal(worker.id, 'node:test');
 });
 

@@ -192,6 +192,11 @@ impl PyEngine {
         self.engine.add_route(method, path).map_err(engine_error)
     }
 
+    /// Declares route `id` idempotent: the gateway may retry its requests elsewhere.
+    fn set_idempotent(&self, id: u32) -> PyResult<()> {
+        self.engine.set_idempotent(id).map_err(engine_error)
+    }
+
     /// Builds the runtime (two threads, none of which ever takes the GIL), starts the
     /// engine on it and the task that pulls its batches into the queue.
     fn start(&self) -> PyResult<()> {

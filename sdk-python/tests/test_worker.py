@@ -386,6 +386,23 @@ def test_instance_reaches_the_gateway(gateway, serve, client):
     assert [wk["instance"] for wk in workers] == ["py-blue-1"]
 
 
+def test_a_route_declared_idempotent_is_listed_so_by_the_gateway(gateway, serve, client):
+    w = worker_for(gateway)
+
+    @w.route("POST", "/orders", idempotent=True)
+    async def orders(req):
+        return "ordered"
+
+    @w.post("/other")
+    async def other(req):
+        return "other"
+
+    w.add_route("PATCH", "/items/{id}", lambda req: "patched", idempotent=True)
+    serve(w)
+    workers = client.get("/_vyx/workers").json()
+    assert workers[0]["idempotent_routes"] == ["PATCH /items/{id}", "POST /orders"]
+
+
 def test_connect_timeout_bounds_a_dial_that_gets_no_answer():
     with pytest.raises(vyx.ConfigError, match="connect_timeout"):
         vyx.Worker(connect="ws://127.0.0.1:1", id="py:x", connect_timeout=-1)

@@ -24,6 +24,8 @@ pub(crate) struct Route {
     pub(crate) method: String,
     pub(crate) path: Arc<str>,
     pub(crate) handler: BoxHandler,
+    /// Declared with [`WorkerBuilder::idempotent`](crate::WorkerBuilder::idempotent).
+    pub(crate) idempotent: bool,
 }
 
 /// Serves one request pulled from the engine and returns its slot. Never panics: a

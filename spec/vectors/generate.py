@@ -125,7 +125,7 @@ CONTROL_KEYS = {
     "ROUTES": ["routes"],
     "ERROR": ["code", "message"],
 }
-ROUTE_KEYS = ["id", "method", "path"]
+ROUTE_KEYS = ["id", "method", "path", "idempotent"]
 
 TCHAR = set(b"!#$%&'*+-.^_`|~0123456789"
             b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
@@ -475,6 +475,10 @@ def is_uint(v):
     return type(v) is int and 0 <= v <= U64_MAX
 
 
+def is_bool(v):
+    return type(v) is bool
+
+
 def is_str(v):
     return type(v) is str
 
@@ -496,6 +500,7 @@ def check_route_schema(r):
     require(r, "id", is_uint)
     require(r, "method", is_str)
     require(r, "path", is_str)
+    require(r, "idempotent", is_bool, optional=True)
 
 
 def check_routes_schema(v):
@@ -760,12 +765,15 @@ def control(t, obj):
     assert list(obj.keys()) == want, (t, list(obj.keys()))
     assert all(obj[k] for k in OMITTED_WHEN_EMPTY if k in obj), obj
     for r in obj.get("routes", []):
-        assert list(r.keys()) == ROUTE_KEYS
+        assert list(r.keys()) == [k for k in ROUTE_KEYS if k in r], list(r.keys())
     return {"type": t, "json": obj}
 
 
-def route(i, method, path):
-    return {"id": i, "method": method, "path": path}
+def route(i, method, path, idempotent=False):
+    r = {"id": i, "method": method, "path": path}
+    if idempotent:  # emitted only when true (§3.8)
+        r["idempotent"] = True
+    return r
 
 
 FULL_HELLO = {
@@ -908,6 +916,8 @@ def frame_vectors():
     add("drain_deploy_zero_deadline", control("DRAIN", {"reason": "deploy", "deadline_ms": 0}))
     add("routes_update", control("ROUTES", {"routes": [
         route(0, "GET", "/hello/{name}"), route(2, "PATCH", "/items/{id}")]}))
+    add("routes_idempotent", control("ROUTES", {"routes": [
+        route(0, "POST", "/orders", idempotent=True), route(1, "GET", "/orders/{id}")]}))
     add("error_protocol_violation", control("ERROR", {
         "code": 4005, "message": "unknown frame type 0x06"}))
     add("error_route_conflict_utf8", control("ERROR", {
@@ -1173,6 +1183,9 @@ def malformed_vectors():
     add("hello_route_id_string", H(HELLO, 0, 0)
         + cj({"protocol": 1, "worker_id": "rust:api", "max_concurrency": 8,
               "routes": [{"id": "0", "method": "GET", "path": "/"}]}), ICP)
+    add("hello_route_idempotent_string", H(HELLO, 0, 0)
+        + cj({"protocol": 1, "worker_id": "rust:api", "max_concurrency": 8,
+              "routes": [{"id": 0, "method": "POST", "path": "/", "idempotent": "yes"}]}), ICP)
     add("hello_instance_number", H(HELLO, 0, 0)
         + cj({"protocol": 1, "worker_id": "rust:api", "instance": 5, "max_concurrency": 8,
               "routes": []}), ICP)
@@ -1330,6 +1343,10 @@ def handshake_cases():
     # JSON edge cases that decode (§3.8): null for an optional field is absent; an integer
     # out of a field's range is a validation failure (4001/4002), not a decode error.
     add("optional_fields_null_ok", minimal(instance=None, sdk=None, labels=None), "ok")
+    add("route_idempotent_null_ok",
+        minimal(routes=[dict(route(0, "POST", "/a"), idempotent=None)]), "ok")
+    add("route_idempotent_false_ok",
+        minimal(routes=[dict(route(0, "POST", "/a"), idempotent=False)]), "ok")
     add("protocol_above_u32", minimal(protocol=2**40), CLOSE_UNSUPPORTED_VERSION)
     add("max_concurrency_u64_max", minimal(max_concurrency=U64_MAX), CLOSE_BAD_HELLO)
     add("max_concurrency_above_u32", minimal(max_concurrency=2**32), CLOSE_BAD_HELLO)

@@ -22,6 +22,15 @@ pub struct RouteSpec {
     pub id: u32,
     pub method: String,
     pub path: String,
+    /// The worker declares that repeating a request to this route is safe whatever its
+    /// method (§3.8): the gateway may retry it on another replica when its connection dies
+    /// before the response head. Absent or `null`: `false`; sent only when `true`.
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub idempotent: bool,
 }
 
 /// Worker → gateway, the first frame after the upgrade.

@@ -169,12 +169,29 @@ impl Engine {
             id,
             method: method.to_owned(),
             path: path.to_owned(),
+            idempotent: false,
         });
         if let Err(e) = handshake::validate_routes(routes) {
             routes.pop();
             return Err(EngineError::Config(e.message));
         }
         Ok(id)
+    }
+
+    /// Declares route `id` (from [`Engine::add_route`]) idempotent (§3.8): the gateway may
+    /// retry its requests on another replica whatever their method. Only before the start.
+    pub fn set_idempotent(&self, id: u32) -> Result<(), EngineError> {
+        let mut setup = self.setup();
+        if setup.started {
+            return Err(EngineError::AlreadyStarted);
+        }
+        match setup.config.routes.iter_mut().find(|r| r.id == id) {
+            Some(route) => {
+                route.idempotent = true;
+                Ok(())
+            }
+            None => Err(EngineError::Config(format!("no route with id {id}"))),
+        }
     }
 
     /// The configuration, routes included (as the start will send it).

@@ -254,7 +254,7 @@ pub async fn serve<S>(
     }
     shared.metrics.registered(&conn.worker_id, &conn.instance);
     log_extra_replica(&conn, &group, &shared);
-    if shared.shutting_down.load(Ordering::Acquire) {
+    if *shared.phase.borrow() == crate::stopping::Phase::Closing {
         conn.start_drain("gateway shutting down", shared.config.drain_grace);
     }
     info!(

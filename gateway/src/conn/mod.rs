@@ -35,8 +35,17 @@ pub use handshake::serve;
 pub use socket::{SocketHandle, SocketIo};
 use streams::StreamTable;
 
-/// A connection's routes: declared key → the route id the worker gave it.
-pub type ConnRoutes = HashMap<RouteKey, u16>;
+/// A connection's routes: declared key → what the worker declared for it.
+pub type ConnRoutes = HashMap<RouteKey, ConnRoute>;
+
+/// One route as a connection declared it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnRoute {
+    /// The route id the worker gave it.
+    pub id: u16,
+    /// Declared `idempotent` (§3.8): its requests may be retried whatever their method.
+    pub idempotent: bool,
+}
 
 /// Why a stream failed, as the proxy maps it to a status.
 #[derive(Debug, Clone)]
@@ -145,7 +154,10 @@ pub fn conn_routes(routes: &[RouteSpec]) -> ConnRoutes {
                     method: r.method.as_str().into(),
                     path: r.path.as_str().into(),
                 },
-                r.id as u16, // validated to 0..=65535
+                ConnRoute {
+                    id: r.id as u16, // validated to 0..=65535
+                    idempotent: r.idempotent,
+                },
             )
         })
         .collect()

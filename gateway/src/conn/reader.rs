@@ -268,9 +268,10 @@ fn on_frame(
                 // it no longer serves): an id in it keeps its route, a removed id is free.
                 let current = conn.routes.load();
                 let serving: HashMap<u16, &RouteKey> =
-                    current.iter().map(|(k, id)| (*id, k)).collect();
-                for (key, id) in &routes {
-                    if let Some(old) = serving.get(id).filter(|old| **old != key) {
+                    current.iter().map(|(k, r)| (r.id, k)).collect();
+                for (key, r) in &routes {
+                    let id = r.id;
+                    if let Some(old) = serving.get(&id).filter(|old| **old != key) {
                         return Err((
                             CloseCode::BadHello,
                             format!("ROUTES gives route id {id} to {key}; it serves {old}"),

@@ -14,6 +14,7 @@ use super::env::expand_env;
 use super::scalars::{Dur, Listen};
 use super::schema::{File, Limits, Register, Timeouts, Ui, Worker};
 use super::ConfigError;
+use crate::access_log::{Mode, Output, DEFAULT_SAMPLE};
 use crate::auth::{Credentials, DeclaredWorker, Secret};
 use crate::config::GatewayConfig;
 use crate::trusted_proxies::IpNet;
@@ -121,6 +122,9 @@ impl Checker {
         self.buffer_limits(&file.limits, &mut c)?;
         self.ui(&file.ui, &mut c)?;
         c.client_half_close = file.client_half_close;
+        if let Some(on) = file.retries.enabled {
+            c.retries = on;
+        }
         for p in &file.trusted_proxies {
             match IpNet::parse(&p.value) {
                 Ok(net) => c.trusted_proxies.push(net),
@@ -138,9 +142,64 @@ impl Checker {
         if let Some(t) = &file.tls {
             c.tls = Some(self.tls(t)?);
         }
+        self.logs(&file, &mut c)?;
         let declared = self.workers(&file.workers, &mut c)?;
         c.auth = Arc::new(Credentials::new(declared, file.accept_unknown_workers));
         Ok(c)
+    }
+
+    /// `log:` and `access_log:`.
+    fn logs(&self, file: &File, c: &mut GatewayConfig) -> Result<(), ConfigError> {
+        if let Some(f) = &file.log.format {
+            c.log_format = f
+                .value
+                .parse()
+                .map_err(|e| self.err(f.referenced, format!("log.format: {e}")))?;
+        }
+        let Some(a) = &file.access_log else {
+            return Ok(());
+        };
+        let at = a.referenced;
+        let a = &a.value;
+        let sample = match &a.sample {
+            Some(s) if !(s.value > 0.0 && s.value <= 1.0) => {
+                return Err(self.err(
+                    s.referenced,
+                    format!(
+                        "access_log.sample {}: must be more than 0 and at most 1",
+                        s.value
+                    ),
+                ))
+            }
+            Some(s) => Some((s.value, s.referenced)),
+            None => None,
+        };
+        let mode = a.mode.as_ref().map_or("all", |m| m.value.as_str());
+        c.access_log.mode = match (mode, sample) {
+            ("sampled", Some((share, _))) => Mode::Sampled(share),
+            ("sampled", None) => Mode::Sampled(DEFAULT_SAMPLE),
+            (_, Some((_, at))) => {
+                return Err(self.err(at, "access_log.sample: only with mode: sampled"))
+            }
+            ("all", None) => Mode::All,
+            ("errors", None) => Mode::Errors,
+            ("off", None) => Mode::Off,
+            (other, None) => {
+                let at = a.mode.as_ref().map_or(at, |m| m.referenced);
+                return Err(self.err(
+                    at,
+                    format!("access_log.mode {other:?}: give all, errors, sampled or off"),
+                ));
+            }
+        };
+        if let Some(p) = &a.path {
+            c.access_log.output = match p.value.as_str() {
+                "stdout" => Output::Stdout,
+                "stderr" => Output::Stderr,
+                _ => Output::File(self.resolve(&self.expand(p)?)),
+            };
+        }
+        Ok(())
     }
 
     /// `ui:`: the dashboard's bounds.
@@ -216,6 +275,7 @@ impl Checker {
         }
         set(&mut c.queue_timeout, &t.queue);
         set(&mut c.drain_grace, &t.drain_grace);
+        set(&mut c.readiness_delay, &t.readiness_delay);
         set(&mut c.send_timeout, &t.send);
         Ok(())
     }

@@ -167,6 +167,67 @@ mod tests {
     }
 
     #[test]
+    fn retries_and_readiness_delay() {
+        let d = parse(Path::new("vyx.yaml"), "listen: 127.0.0.1:0\n").unwrap();
+        assert!(d.retries, "retries are on by default");
+        assert_eq!(d.readiness_delay, Duration::ZERO);
+        let c = parse(
+            Path::new("vyx.yaml"),
+            "retries: {enabled: false}\ntimeouts: {readiness_delay: 5s}\n",
+        )
+        .unwrap();
+        assert!(!c.retries);
+        assert_eq!(c.readiness_delay, Duration::from_secs(5));
+        let e = err("retries: {enabled: true, attempts: 2}\n");
+        assert!(e.message.contains("attempts"), "{e}");
+    }
+
+    #[test]
+    fn log_format_and_access_log() {
+        use crate::access_log::{Mode, Output};
+        use crate::log_format::LogFormat;
+        let c = parse(Path::new("t/vyx.yaml"), "log: {format: json}\n").unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.access_log, Default::default());
+        let c = parse(
+            Path::new("t/vyx.yaml"),
+            "access_log: {mode: sampled, sample: 0.25, path: logs/access.log}\n",
+        )
+        .unwrap();
+        assert_eq!(c.access_log.mode, Mode::Sampled(0.25));
+        assert_eq!(
+            c.access_log.output,
+            Output::File("t/logs/access.log".into())
+        );
+        let c = parse(
+            Path::new("t/vyx.yaml"),
+            "access_log: {mode: errors, path: stderr}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.access_log.mode, c.access_log.output),
+            (Mode::Errors, Output::Stderr)
+        );
+        let c = parse(Path::new("t/vyx.yaml"), "access_log: {mode: sampled}\n").unwrap();
+        assert_eq!(c.access_log.mode, Mode::Sampled(0.1));
+        assert!(err("log: {format: xml}\n")
+            .message
+            .contains("give json or text"));
+        assert!(err("access_log: {mode: some}\n")
+            .message
+            .contains("all, errors, sampled or off"));
+        assert!(err("access_log: {mode: sampled, sample: 0}\n")
+            .message
+            .contains("more than 0"));
+        assert!(err("access_log: {sample: 0.5}\n")
+            .message
+            .contains("only with mode: sampled"));
+        assert!(err("access_log: {format: json}\n")
+            .message
+            .contains("unknown key"));
+    }
+
+    #[test]
     fn front_limits_and_trusted_proxies() {
         let c = parse(
             Path::new("vyx.yaml"),

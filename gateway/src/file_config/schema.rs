@@ -27,11 +27,30 @@ pub(super) struct File {
     #[serde(default)]
     pub(super) client_half_close: bool,
     #[serde(default)]
+    pub(super) retries: Retries,
+    #[serde(default)]
     pub(super) accept_unknown_workers: bool,
     #[serde(default)]
     pub(super) workers: Vec<Worker>,
     #[serde(default)]
+    pub(super) log: Log,
+    pub(super) access_log: Option<Spanned<AccessLog>>,
+    #[serde(default)]
     pub(super) ui: Ui,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Log {
+    pub(super) format: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AccessLog {
+    pub(super) mode: Option<Spanned<String>>,
+    pub(super) sample: Option<Spanned<f64>>,
+    pub(super) path: Option<Spanned<String>>,
 }
 
 /// `ui:`, the dashboard's bounds.
@@ -61,7 +80,14 @@ pub(super) struct Timeouts {
     pub(super) heartbeat: Option<Spanned<Dur>>,
     pub(super) queue: Option<Dur>,
     pub(super) drain_grace: Option<Dur>,
+    pub(super) readiness_delay: Option<Dur>,
     pub(super) send: Option<Dur>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Retries {
+    pub(super) enabled: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]

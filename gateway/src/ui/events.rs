@@ -128,7 +128,7 @@ async fn feed(tx: mpsc::Sender<Bytes>, link: Arc<Link>, shared: Arc<Shared>, _sl
             _ = tick.tick() => {}
             _ = tx.closed() => return,
         }
-        if shared.shutting_down.load(Ordering::Acquire) {
+        if *shared.phase.borrow() == crate::stopping::Phase::Closing {
             return;
         }
         let Ok(permit) = tx.try_reserve() else {

@@ -9,7 +9,6 @@
 //! `histogram_quantile` would compute them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -285,7 +284,7 @@ impl Readings {
             time_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
-            draining: shared.shutting_down.load(Ordering::Acquire),
+            draining: *shared.phase.borrow() != crate::stopping::Phase::Serving,
             window_s: WINDOW.as_secs(),
             totals,
             workers: workers

@@ -41,6 +41,8 @@ impl TestGateway {
     pub async fn start_with(tweak: impl FnOnce(&mut GatewayConfig)) -> TestGateway {
         let mut config = GatewayConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
+            // Tests that read the access log turn it on; the others keep stdout quiet.
+            access_log: vyx_gateway::access_log::AccessLogConfig::off(),
             ..GatewayConfig::default()
         };
         tweak(&mut config);
@@ -99,10 +101,15 @@ impl TestGateway {
 
     /// Graceful shutdown (as on SIGTERM), waiting for it to finish.
     pub async fn shutdown(mut self) {
+        self.begin_shutdown();
+        self.join().await;
+    }
+
+    /// Starts the graceful shutdown (as on SIGTERM) without waiting for it.
+    pub fn begin_shutdown(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
-        self.join().await;
     }
 
     /// Kills the gateway without draining: every task and socket is dropped at once.
@@ -180,6 +187,16 @@ pub async fn send(
 pub async fn get(client: &HttpClient, url: &str) -> (u16, Bytes) {
     let (s, _, b) = send(client, "GET", url, &[], Bytes::new()).await;
     (s, b)
+}
+
+/// The value of one counter line of `/_vyx/metrics`, 0 if absent.
+pub async fn metric(gw: &TestGateway, line_start: &str) -> u64 {
+    let (_, body) = get(&client(), &gw.url("/_vyx/metrics")).await;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0, |v| v.parse().unwrap())
 }
 
 /// Waits until `/_vyx/workers` lists `n` connections of `worker_id`.
@@ -319,6 +336,7 @@ pub fn route(id: u32, method: &str, path: &str) -> RouteSpec {
         id,
         method: method.into(),
         path: path.into(),
+        idempotent: false,
     }
 }
 

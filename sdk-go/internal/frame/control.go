@@ -8,6 +8,10 @@ type Route struct {
 	ID     uint64
 	Method string
 	Path   string
+	// Idempotent declares that repeating one of the route's requests is safe whatever its
+	// method: the gateway may retry it on another replica. Optional (false when absent or
+	// null); emitted only when true.
+	Idempotent bool
 }
 
 // Hello is the worker's first frame (§2.3, §3.8). Integers hold any decoded value

@@ -391,6 +391,19 @@ func (f *fields) str(k string, required bool) string {
 	return v.s
 }
 
+// boolean reads an optional JSON boolean (false when absent or null).
+func (f *fields) boolean(k string) bool {
+	v := f.get(k, false)
+	if v == nil {
+		return false
+	}
+	if v.kind != jBool {
+		f.wrong(k, "a boolean")
+		return false
+	}
+	return v.b
+}
+
 // uint reads an integer 0..=2^64−1 written with digits only (no sign, fraction or exponent).
 func (f *fields) uint(k string) uint64 {
 	v := f.get(k, true)
@@ -436,7 +449,8 @@ func (f *fields) routes(k string) []Route {
 			return nil
 		}
 		rf := &fields{o: e}
-		r := Route{ID: rf.uint("id"), Method: rf.str("method", true), Path: rf.str("path", true)}
+		r := Route{ID: rf.uint("id"), Method: rf.str("method", true), Path: rf.str("path", true),
+			Idempotent: rf.boolean("idempotent")}
 		if rf.err != "" {
 			if f.err == "" {
 				f.err = "route " + strconv.Itoa(i) + ": " + rf.err
@@ -540,6 +554,10 @@ func (w *jsonWriter) routes(k string, rs []Route) {
 		w.uint("id", r.ID)
 		w.str("method", r.Method)
 		w.str("path", r.Path)
+		if r.Idempotent {
+			w.key("idempotent")
+			w.b = append(w.b, "true"...)
+		}
 		w.close()
 	}
 	w.b = append(w.b, ']')

@@ -173,21 +173,34 @@ class Worker:
         """The latest connection state the loop has seen."""
         return self._state
 
-    def add_route(self, method: str, path: str, handler: Callable[..., Any]) -> None:
+    def add_route(
+        self, method: str, path: str, handler: Callable[..., Any], *, idempotent: bool = False
+    ) -> None:
         """Serves ``method`` (upper-case, or ``*`` for any) on ``path`` (``{name}``
-        parameters, a trailing ``{*rest}``) with ``handler``. Only before the start."""
-        self._add(method, path, handler, False)
+        parameters, a trailing ``{*rest}``) with ``handler``. Only before the start.
 
-    def _add(self, method: str, path: str, handler: Callable[..., Any], answers_itself: bool) -> None:
+        ``idempotent=True`` declares that repeating one of its requests is safe: the gateway
+        may then retry it on another replica when the first is lost before answering,
+        whatever its method (GET, HEAD, OPTIONS, PUT, DELETE and TRACE are retried anyway)::
+
+            worker.add_route("POST", "/orders", create_order, idempotent=True)
+        """
+        route_id = self._add(method, path, handler, False)
+        if idempotent:
+            self._engine.set_idempotent(route_id)
+
+    def _add(self, method: str, path: str, handler: Callable[..., Any], answers_itself: bool) -> int:
         method = method.upper()
         route_id = self._engine.add_route(method, path)
         self._routes[route_id] = _Route(method, path, handler, answers_itself)
+        return route_id
 
-    def route(self, method: str, path: str) -> Callable[[F], F]:
-        """Decorator form of :meth:`add_route`."""
+    def route(self, method: str, path: str, *, idempotent: bool = False) -> Callable[[F], F]:
+        """Decorator form of :meth:`add_route`:
+        ``@worker.route("POST", "/orders", idempotent=True)``."""
 
         def register(handler: F) -> F:
-            self.add_route(method, path, handler)
+            self.add_route(method, path, handler, idempotent=idempotent)
             return handler
 
         return register

@@ -309,7 +309,29 @@ impl WorkerBuilder {
             method: method.to_owned(),
             path: path.into(),
             handler,
+            idempotent: false,
         });
+        self
+    }
+
+    /// Declares the route added just before this call idempotent: repeating one of its
+    /// requests is safe, so the gateway may retry it on another replica when the first one
+    /// is lost before answering, whatever its method (GET, HEAD, OPTIONS, PUT, DELETE and
+    /// TRACE are retried anyway). Without a route before it, it does nothing.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), vyx::Error> {
+    /// // A POST keyed by an idempotency key the handler checks.
+    /// let worker = vyx::Worker::builder()
+    ///     .post("/orders", |_req| async { "created" })
+    ///     .idempotent()
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn idempotent(mut self) -> Self {
+        if let Some(last) = self.routes.last_mut() {
+            last.idempotent = true;
+        }
         self
     }
 
@@ -348,6 +370,7 @@ impl WorkerBuilder {
                 id: id as u32, // more than MAX_ROUTES routes are refused by validate()
                 method: r.method.clone(),
                 path: r.path.to_string(),
+                idempotent: r.idempotent,
             })
             .collect();
         let engine = Engine::new(config.clone())?;

@@ -413,6 +413,20 @@ mod tests {
     }
 
     #[test]
+    fn idempotent_marks_the_route_declared_just_before() {
+        let w = builder()
+            .idempotent() // no route yet: nothing to mark
+            .get("/a", |_r: Request| async { "a" })
+            .post("/orders", |_r: Request| async { "o" })
+            .idempotent()
+            .post("/b", |_r: Request| async { "b" })
+            .build()
+            .unwrap();
+        let marked: Vec<_> = w.config().routes.iter().map(|r| r.idempotent).collect();
+        assert_eq!(marked, [false, true, false]);
+    }
+
+    #[test]
     fn defaults_are_the_cores() {
         use vyx_core::config;
         let w = builder().build().unwrap();

@@ -145,6 +145,7 @@ fn route(id: u32, method: &str, path: &str) -> RouteSpec {
         id,
         method: method.into(),
         path: path.into(),
+        idempotent: false,
     }
 }
 

@@ -335,6 +335,7 @@ async fn register(gateway: SocketAddr, i: usize, shape: Shape) -> Result<Ws, Str
                 id: r as u32,
                 method: "GET".into(),
                 path: format!("/scale/{i}/r{r}/{{name}}"),
+                idempotent: false,
             })
             .collect(),
         labels: Default::default(),

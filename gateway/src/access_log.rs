@@ -1,0 +1,657 @@
+//! The access log: one line per proxied request, written by a thread of its own. The
+//! request path fills an [`Entry`], formats it when the response is over and offers the
+//! line to a bounded channel; when the channel is full the line is dropped and counted
+//! (`vyx_access_log_dropped_total`), so a slow disk or an unread pipe never holds a request.
+//!
+//! ```yaml
+//! access_log: {mode: sampled, sample: 0.1, path: /var/log/vyx/access.log}
+//! ```
+
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use prometheus_client::metrics::counter::Counter;
+
+use crate::conn::WorkerConn;
+use crate::log_format::{rfc3339_into, LogFormat};
+use crate::routes::RouteTarget;
+
+/// Which requests get a line.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Mode {
+    /// Every request.
+    All,
+    /// Requests answered with a status of 400 or more, and requests the client abandoned.
+    Errors,
+    /// A share in (0, 1] of requests, chosen by a hash of the request id (so a request
+    /// logged by one gateway is logged by every gateway with the same rate).
+    Sampled(f64),
+    /// None: nothing is recorded or sent.
+    Off,
+}
+
+/// Where the lines go.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    Stdout,
+    Stderr,
+    /// Appended to; reopened by name on SIGHUP, so that logrotate can rename it and signal
+    /// (no copytruncate).
+    File(PathBuf),
+}
+
+/// `access_log:` in `vyx.yaml`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AccessLogConfig {
+    pub mode: Mode,
+    pub output: Output,
+    /// Lines waiting for the writer; past it they are dropped and counted.
+    pub capacity: usize,
+}
+
+/// Room for a typical line, so that formatting one allocates once.
+const LINE_CAPACITY: usize = 512;
+
+/// `access_log.sample` when `mode: sampled` gives none.
+pub const DEFAULT_SAMPLE: f64 = 0.1;
+
+/// Lines the writer may fall behind by before new ones are dropped.
+pub const DEFAULT_CAPACITY: usize = 4096;
+
+impl Default for AccessLogConfig {
+    /// Every request, to stdout (where container platforms collect it).
+    fn default() -> Self {
+        AccessLogConfig {
+            mode: Mode::All,
+            output: Output::Stdout,
+            capacity: DEFAULT_CAPACITY,
+        }
+    }
+}
+
+impl AccessLogConfig {
+    /// No access log.
+    pub fn off() -> Self {
+        AccessLogConfig {
+            mode: Mode::Off,
+            ..AccessLogConfig::default()
+        }
+    }
+}
+
+/// One request's line, filled as the request goes.
+#[derive(Clone)]
+pub struct Entry {
+    pub time: SystemTime,
+    pub start: Instant,
+    pub request_id: http::HeaderValue,
+    pub client: SocketAddr,
+    pub method: http::Method,
+    /// Its path is logged, not its query (queries carry tokens). A clone of the request's
+    /// (reference-counted, so no copy on the request path).
+    pub uri: http::Uri,
+    /// The matched route (`GET /users/{id}`), if any.
+    pub route: Option<Arc<RouteTarget>>,
+    /// The status sent; 0 until the response head is ready.
+    pub status: u16,
+    /// Request body bytes sent to the worker (shared with the body pump).
+    pub bytes_in: Option<Arc<AtomicU64>>,
+    /// Response body bytes given to the client.
+    pub bytes_out: u64,
+    /// Until the response head was ready to send.
+    pub ttfb: Option<Duration>,
+    /// Waiting for a worker's slot.
+    pub queue_wait: Option<Duration>,
+    /// The worker connection that took the request (its id and instance are logged).
+    pub worker: Option<Arc<WorkerConn>>,
+    /// The request was sent to more than one worker: set by the retry logic when it sends
+    /// a request again.
+    pub retried: bool,
+    /// Why the request did not get a worker's full response: the gateway's own error
+    /// answer, a worker failure, or the client going away.
+    pub error: Option<String>,
+}
+
+impl Default for Entry {
+    /// An empty entry (allocates nothing).
+    fn default() -> Entry {
+        Entry {
+            time: SystemTime::UNIX_EPOCH,
+            start: Instant::now(),
+            request_id: http::HeaderValue::from_static(""),
+            client: SocketAddr::from(([0, 0, 0, 0], 0)),
+            method: http::Method::GET,
+            uri: http::Uri::default(),
+            route: None,
+            status: 0,
+            bytes_in: None,
+            bytes_out: 0,
+            ttfb: None,
+            queue_wait: None,
+            worker: None,
+            retried: false,
+            error: None,
+        }
+    }
+}
+
+/// The status logged for a request whose client went away before its response head
+/// (nginx's).
+pub const CLIENT_CLOSED: u16 = 499;
+
+impl Entry {
+    pub fn new(
+        request_id: http::HeaderValue,
+        client: SocketAddr,
+        method: http::Method,
+        uri: &http::Uri,
+        start: Instant,
+    ) -> Entry {
+        Entry {
+            time: SystemTime::now() - start.elapsed(),
+            start,
+            request_id,
+            client,
+            method,
+            uri: uri.clone(),
+            ..Entry::default()
+        }
+    }
+
+    /// The request body's byte counter, for the pump that sends it.
+    pub fn bytes_in_counter(&mut self) -> Arc<AtomicU64> {
+        self.bytes_in.get_or_insert_with(Default::default).clone()
+    }
+
+    /// Appends the line, its fields in their documented order (docs/OPERATIONS.md), written
+    /// straight into `buf`: the writer formats every request's line.
+    fn write(&self, buf: &mut String, duration: Duration, format: LogFormat) {
+        let worker = self.worker.as_deref();
+        let mut line = Line::new(buf, format);
+        line.key("time");
+        line.quoted(|b| rfc3339_into(b, self.time));
+        line.str("log", Some("access"));
+        let id = self.request_id.as_bytes();
+        match std::str::from_utf8(id) {
+            Ok(id) => line.str("request_id", Some(id)),
+            Err(_) => line.str("request_id", Some(&String::from_utf8_lossy(id))),
+        }
+        line.key("client");
+        line.quoted(|b| {
+            let _ = write!(b, "{}", self.client);
+        });
+        line.str("method", Some(self.method.as_str()));
+        line.str("path", Some(self.uri.path()));
+        line.str(
+            "route",
+            self.route.as_ref().map(|r| r.key.to_string()).as_deref(),
+        );
+        line.raw("status", self.status);
+        let bytes_in = self
+            .bytes_in
+            .as_ref()
+            .map_or(0, |b| b.load(Ordering::Relaxed));
+        line.raw("bytes_in", bytes_in);
+        line.raw("bytes_out", self.bytes_out);
+        line.ms("duration_ms", Some(duration));
+        line.ms("ttfb_ms", self.ttfb);
+        line.ms("queue_ms", self.queue_wait);
+        line.str("worker_id", worker.map(|w| w.worker_id.as_str()));
+        line.str("instance", worker.map(|w| w.instance.as_str()));
+        line.raw("retried", self.retried);
+        line.str("error", self.error.as_deref());
+        line.end();
+    }
+
+    fn is_error(&self) -> bool {
+        self.status >= 400 || self.error.is_some()
+    }
+}
+
+/// A request's entry until its response is sent: logged when dropped, so that a request
+/// whose client went away (its future dropped, or its body left unread) is logged too.
+pub struct Pending {
+    pub entry: Entry,
+    log: Option<Arc<AccessLog>>,
+}
+
+impl Pending {
+    /// `log` is `None` when the access log is off: the entry is kept for the metrics only.
+    pub fn new(entry: Entry, log: &Arc<AccessLog>) -> Pending {
+        Pending {
+            entry,
+            log: log.is_on().then(|| log.clone()),
+        }
+    }
+
+    /// Whether the entry will be logged.
+    pub fn is_logged(&self) -> bool {
+        self.log.is_some()
+    }
+
+    /// The response body has ended (`complete`) or was dropped before its end.
+    pub fn body_done(&mut self, complete: bool) {
+        // A HEAD response's body is never sent.
+        if !complete && self.entry.method != http::Method::HEAD && self.entry.error.is_none() {
+            self.entry.error = Some("client went away mid-response".into());
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let Some(log) = self.log.take() else { return };
+        let mut entry = std::mem::take(&mut self.entry);
+        if entry.status == 0 {
+            entry.status = CLIENT_CLOSED;
+            entry.error = Some("client went away before the response".into());
+        }
+        log.finish(entry);
+    }
+}
+
+/// A [`Pending`] carried from the proxy to the response body in the response's extensions
+/// (which want `Clone`).
+#[derive(Clone)]
+pub struct Handoff(Arc<std::sync::Mutex<Option<Pending>>>);
+
+impl Handoff {
+    pub fn new(p: Pending) -> Handoff {
+        Handoff(Arc::new(std::sync::Mutex::new(Some(p))))
+    }
+
+    pub fn take(&self) -> Option<Pending> {
+        self.0.lock().unwrap().take()
+    }
+}
+
+/// The request side of the access log: decides which entries make a line and hands them to
+/// the writer thread.
+pub struct AccessLog {
+    mode: Mode,
+    format: LogFormat,
+    tx: Option<SyncSender<Message>>,
+    /// Set by [`AccessLog::reopen`], so that a reopen is not lost when its message cannot
+    /// be queued.
+    reopen: Arc<AtomicBool>,
+    dropped: Counter,
+}
+
+enum Message {
+    /// A formatted line. Formatted on the request's thread, where the entry's data is still
+    /// in cache and its references are released where they were taken (the writer
+    /// formatting them cost more CPU).
+    Line(String),
+    /// SIGHUP: reopen the file by name.
+    Reopen,
+}
+
+impl AccessLog {
+    /// Starts the writer thread (none when off). Fails if the file cannot be opened.
+    pub fn start(
+        config: &AccessLogConfig,
+        format: LogFormat,
+        dropped: Counter,
+    ) -> std::io::Result<AccessLog> {
+        if config.mode == Mode::Off {
+            return Ok(AccessLog {
+                mode: Mode::Off,
+                format,
+                tx: None,
+                reopen: Default::default(),
+                dropped,
+            });
+        }
+        let sink = Sink::open(&config.output)?;
+        let (tx, rx) = sync_channel(config.capacity.max(1));
+        let reopen = Arc::new(AtomicBool::new(false));
+        let asked = reopen.clone();
+        std::thread::Builder::new()
+            .name("vyx-access-log".into())
+            .spawn(move || write_lines(rx, sink, &asked))?;
+        Ok(AccessLog {
+            mode: config.mode,
+            format,
+            tx: Some(tx),
+            reopen,
+            dropped,
+        })
+    }
+
+    /// Whether requests are recorded at all.
+    pub fn is_on(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Logs a finished request, if its mode takes it; never waits.
+    pub fn finish(&self, entry: Entry) {
+        let Some(tx) = &self.tx else { return };
+        let keep = match self.mode {
+            Mode::All => true,
+            Mode::Errors => entry.is_error(),
+            Mode::Sampled(share) => sampled(&entry.request_id, share),
+            Mode::Off => false,
+        };
+        if !keep {
+            return;
+        }
+        let mut line = String::with_capacity(LINE_CAPACITY);
+        entry.write(&mut line, entry.start.elapsed(), self.format);
+        drop(entry);
+        match tx.try_send(Message::Line(line)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.inc();
+            }
+        }
+    }
+
+    /// Asks the writer to reopen its file (on SIGHUP). A full channel delays the reopen
+    /// to the next line written, never past it.
+    pub fn reopen(&self) {
+        if let Some(tx) = &self.tx {
+            self.reopen.store(true, Ordering::Release);
+            let _ = tx.try_send(Message::Reopen);
+        }
+    }
+}
+
+/// Reopens the file on each SIGHUP, while the log lives.
+pub async fn reopen_on_sighup(log: std::sync::Weak<AccessLog>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match log.upgrade() {
+            Some(log) => log.reopen(),
+            None => return,
+        }
+    }
+}
+
+/// Whether `id` falls within the sampled share: its hash, with fixed keys, against the
+/// share of the hash space.
+pub fn sampled(id: &http::HeaderValue, share: f64) -> bool {
+    let mut h = std::hash::DefaultHasher::new();
+    id.as_bytes().hash(&mut h);
+    share >= 1.0 || (h.finish() as f64) < share * (u64::MAX as f64)
+}
+
+enum Sink {
+    Stdout,
+    Stderr,
+    File(PathBuf, File),
+}
+
+impl Sink {
+    fn open(output: &Output) -> std::io::Result<Sink> {
+        Ok(match output {
+            Output::Stdout => Sink::Stdout,
+            Output::Stderr => Sink::Stderr,
+            Output::File(path) => Sink::File(path.clone(), append(path)?),
+        })
+    }
+
+    /// Writes whole lines at once (one `write` per batch of lines), so lines from other
+    /// writers to the same stream never land inside one.
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::Stdout => std::io::stdout().lock().write_all(buf),
+            Sink::Stderr => std::io::stderr().lock().write_all(buf),
+            Sink::File(_, f) => f.write_all(buf),
+        }
+    }
+
+    fn reopen(&mut self) {
+        if let Sink::File(path, file) = self {
+            match append(path) {
+                Ok(f) => *file = f,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot reopen the access log; still writing to the file open before")
+                }
+            }
+        }
+    }
+}
+
+fn append(path: &PathBuf) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot open access log {}: {e}", path.display()),
+            )
+        })
+}
+
+/// How long the writer leaves lines to gather between writes while requests keep coming:
+/// a request then wakes no thread and the writer makes a hundred writes a second at most.
+/// At 4096 lines a batch, lines are dropped only past about 400,000 requests a second.
+const GATHER: Duration = Duration::from_millis(10);
+
+/// The writer thread: waits for a line, then writes what has gathered every [`GATHER`]
+/// until a pause finds nothing new.
+fn write_lines(rx: Receiver<Message>, mut sink: Sink, reopen: &AtomicBool) {
+    let mut buf = String::new();
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        loop {
+            let mut any = false;
+            while let Some(message) = next.take().or_else(|| rx.try_recv().ok()) {
+                any = true;
+                if let Message::Line(line) = message {
+                    buf.push_str(&line);
+                }
+                if buf.len() >= 64 << 10 {
+                    flush(&mut sink, &mut buf, reopen);
+                }
+            }
+            flush(&mut sink, &mut buf, reopen);
+            if !any {
+                break;
+            }
+            std::thread::sleep(GATHER);
+        }
+    }
+}
+
+fn flush(sink: &mut Sink, buf: &mut String, reopen: &AtomicBool) {
+    if reopen.swap(false, Ordering::AcqRel) {
+        // Lines queued before the signal go to the new file too: logrotate has already
+        // renamed the old one.
+        sink.reopen();
+    }
+    if !buf.is_empty() {
+        // A closed stdout or a full disk loses lines, never the gateway.
+        let _ = sink.write(buf.as_bytes());
+        buf.clear();
+    }
+}
+
+/// One line being written: a JSON object, or `key=value` pairs for text (strings quoted,
+/// JSON-escaped, when they need it; `-` for none).
+struct Line<'a> {
+    buf: &'a mut String,
+    format: LogFormat,
+    first: bool,
+}
+
+impl<'a> Line<'a> {
+    fn new(buf: &'a mut String, format: LogFormat) -> Line<'a> {
+        if format == LogFormat::Json {
+            buf.push('{');
+        }
+        Line {
+            buf,
+            format,
+            first: true,
+        }
+    }
+
+    fn key(&mut self, k: &str) {
+        if !std::mem::take(&mut self.first) {
+            self.buf.push(if self.format == LogFormat::Json {
+                ','
+            } else {
+                ' '
+            });
+        }
+        match self.format {
+            LogFormat::Json => {
+                let _ = write!(self.buf, "\"{k}\":");
+            }
+            LogFormat::Text => {
+                let _ = write!(self.buf, "{k}=");
+            }
+        }
+    }
+
+    /// A value that is text but never needs escaping (a time, an address).
+    fn quoted(&mut self, write: impl FnOnce(&mut String)) {
+        let json = self.format == LogFormat::Json;
+        if json {
+            self.buf.push('"');
+        }
+        write(self.buf);
+        if json {
+            self.buf.push('"');
+        }
+    }
+
+    fn str(&mut self, k: &str, v: Option<&str>) {
+        self.key(k);
+        match (v, self.format) {
+            (None, LogFormat::Json) => self.buf.push_str("null"),
+            (None, LogFormat::Text) => self.buf.push('-'),
+            (Some(v), LogFormat::Text)
+                if !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic() && b != b'"') =>
+            {
+                self.buf.push_str(v)
+            }
+            (Some(v), _) => json_string(self.buf, v),
+        }
+    }
+
+    fn raw(&mut self, k: &str, v: impl std::fmt::Display) {
+        self.key(k);
+        let _ = write!(self.buf, "{v}");
+    }
+
+    /// Milliseconds with microseconds (integers: no float formatting per line).
+    fn ms(&mut self, k: &str, d: Option<Duration>) {
+        match d {
+            Some(d) => {
+                let us = d.as_micros();
+                self.raw(k, format_args!("{}.{:03}", us / 1000, us % 1000));
+            }
+            None => self.str(k, None),
+        }
+    }
+
+    fn end(self) {
+        if self.format == LogFormat::Json {
+            self.buf.push('}');
+        }
+        self.buf.push('\n');
+    }
+}
+
+/// `v` as a JSON string literal.
+fn json_string(buf: &mut String, v: &str) {
+    buf.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => buf.push_str("\\\""),
+            '\\' => buf.push_str("\\\\"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(buf, "\\u{:04x}", c as u32);
+            }
+            c => buf.push(c),
+        }
+    }
+    buf.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(status: u16) -> Entry {
+        let mut e = Entry::new(
+            http::HeaderValue::from_static("abc"),
+            "127.0.0.1:5000".parse().unwrap(),
+            http::Method::GET,
+            &http::Uri::from_static("/a%20b?q=1"),
+            Instant::now(),
+        );
+        e.status = status;
+        e.time = SystemTime::UNIX_EPOCH;
+        e
+    }
+
+    #[test]
+    fn text_quotes_only_what_needs_it_and_json_is_one_object() {
+        let mut buf = String::new();
+        entry(200).write(&mut buf, Duration::from_micros(1500), LogFormat::Text);
+        assert!(buf.starts_with("time=1970-01-01T00:00:00.000Z log=access request_id=abc client=127.0.0.1:5000 method=GET path=/a%20b route=- status=200 bytes_in=0 bytes_out=0 duration_ms=1.500 "), "{buf}");
+        assert!(buf.ends_with("retried=false error=-\n"), "{buf}");
+        buf.clear();
+        let mut e = entry(404);
+        e.error = Some("a \"quote\", a \\ and a \u{1}".into());
+        e.write(&mut buf, Duration::ZERO, LogFormat::Json);
+        let v: serde_json::Value = serde_json::from_str(buf.trim_end()).unwrap();
+        assert_eq!(v["status"], 404);
+        assert_eq!(v["path"], "/a%20b");
+        assert_eq!(v["route"], serde_json::Value::Null);
+        assert_eq!(v["duration_ms"], 0.0);
+        assert_eq!(v["error"], "a \"quote\", a \\ and a \u{1}");
+        assert_eq!(buf.lines().count(), 1);
+        let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys.len(), 17, "{keys:?}");
+    }
+
+    #[test]
+    fn a_full_channel_drops_and_counts_without_waiting() {
+        let dropped = Counter::default();
+        // A writer that never reads: the channel holds `capacity` lines.
+        let (tx, _rx) = sync_channel(2);
+        let log = AccessLog {
+            mode: Mode::All,
+            format: LogFormat::Json,
+            tx: Some(tx),
+            reopen: Default::default(),
+            dropped: dropped.clone(),
+        };
+        for _ in 0..5 {
+            log.finish(entry(200));
+        }
+        assert_eq!(dropped.get(), 3);
+    }
+
+    #[test]
+    fn errors_mode_and_sampling_choose_lines() {
+        assert!(!entry(200).is_error());
+        assert!(entry(404).is_error());
+        let mut aborted = entry(200);
+        aborted.error = Some("client went away".into());
+        assert!(aborted.is_error());
+        let ids: Vec<_> = (0..1000u64)
+            .map(|i| crate::forward::new_request_id(i, 7))
+            .collect();
+        let kept = ids.iter().filter(|id| sampled(id, 0.1)).count();
+        assert!((50..150).contains(&kept), "{kept} of 1000 kept at 0.1");
+        assert!(ids.iter().all(|id| sampled(id, 1.0)));
+    }
+}
