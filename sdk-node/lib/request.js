@@ -2,8 +2,8 @@
 const { fromNative } = require('./errors');
 
 /**
- * Where the client's IP and scheme, and whether a body follows the head, are kept for `http`
- * and `fetch` routes (from the core).
+ * Where the client's IP, scheme and HTTP version (`[major, minor]`), and whether a body
+ * follows the head, are kept for `http` and `fetch` routes (from the core).
  */
 const FORWARDED = Symbol('vyx.forwarded');
 
@@ -36,7 +36,12 @@ class VyxRequest {
     /** Header names (lower-case) and values, flat and in order: `[name, value, ...]`. */
     this.rawHeaders = head.headers;
     this.#rawParams = head.params;
-    this[FORWARDED] = { clientIp: head.clientIp, scheme: head.scheme, hasBody: head.hasBody };
+    this[FORWARDED] = {
+      clientIp: head.clientIp,
+      scheme: head.scheme,
+      hasBody: head.hasBody,
+      httpVersion: head.httpVersion,
+    };
   }
 
   /**
