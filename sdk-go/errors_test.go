@@ -66,7 +66,7 @@ func TestStreamErrorIs(t *testing.T) {
 // quietWorker is a worker on connect whose states go to states (buffered: none dropped here).
 func quietWorker(t *testing.T, connect string, states chan State) *Worker {
 	t.Helper()
-	w, err := NewWorker(Config{Connect: connect, ID: "test:go", OnState: func(s State) { states <- s },
+	w, err := NewWorker(Config{Connect: []string{connect}, ID: "test:go", OnState: func(s State) { states <- s },
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)

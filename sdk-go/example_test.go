@@ -21,8 +21,8 @@ import (
 // A whole worker: routes, then Start until SIGTERM or Ctrl-C drains it.
 func ExampleWorker() {
 	w, err := vyx.NewWorker(vyx.Config{
-		Connect: "ws://127.0.0.1:9000", // or VYX_CONNECT
-		ID:      "go:hello",            // or VYX_WORKER_ID
+		Connect: []string{"ws://127.0.0.1:9000"}, // or VYX_CONNECT
+		ID:      "go:hello",                      // or VYX_WORKER_ID
 		OnState: func(s vyx.State) { log.Printf("vyx: %s", s) },
 	})
 	if err != nil {
@@ -44,7 +44,7 @@ func ExampleWorker_Handle() {
 	mux.HandleFunc("GET /api/users/{id}", func(rw http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(rw, "user %s at %s\n", r.PathValue("id"), r.URL.Path)
 	})
-	w, err := vyx.NewWorker(vyx.Config{Connect: "ws://127.0.0.1:9000", ID: "go:api"})
+	w, err := vyx.NewWorker(vyx.Config{Connect: []string{"ws://127.0.0.1:9000"}, ID: "go:api"})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func ExampleWorker_Handle() {
 
 // A streamed response: each Flush sends what was written so far.
 func ExampleWorker_Get_streaming() {
-	w, err := vyx.NewWorker(vyx.Config{Connect: "ws://127.0.0.1:9000", ID: "go:ticks"})
+	w, err := vyx.NewWorker(vyx.Config{Connect: []string{"ws://127.0.0.1:9000"}, ID: "go:ticks"})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func ExampleWorker_Get_streaming() {
 }
 
 func ExampleNewWorker() {
-	_, err := vyx.NewWorker(vyx.Config{Connect: "ws://127.0.0.1:9000", ID: "not a worker id"})
+	_, err := vyx.NewWorker(vyx.Config{Connect: []string{"ws://127.0.0.1:9000"}, ID: "not a worker id"})
 	fmt.Println(err)
 	// Output: vyx: worker id "not a worker id" must be 1 to 128 characters of A-Z a-z 0-9 . _ : @ / - (set Config.ID or VYX_WORKER_ID)
 }
@@ -90,7 +90,7 @@ func ExampleConfig_onState() {
 
 // Drain on demand, as http.Server.Shutdown: in-flight requests get until ctx's deadline.
 func ExampleWorker_Shutdown() {
-	w, err := vyx.NewWorker(vyx.Config{Connect: "ws://127.0.0.1:9000", ID: "go:api"})
+	w, err := vyx.NewWorker(vyx.Config{Connect: []string{"ws://127.0.0.1:9000"}, ID: "go:api"})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func ExampleConnectError() {
 		http.Error(rw, "unknown token", http.StatusUnauthorized)
 	}))
 	defer gw.Close()
-	w, err := vyx.NewWorker(vyx.Config{Connect: "ws://" + gw.Listener.Addr().String(), ID: "go:api",
+	w, err := vyx.NewWorker(vyx.Config{Connect: []string{"ws://" + gw.Listener.Addr().String()}, ID: "go:api",
 		Token: "wrong", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		log.Fatal(err)
@@ -133,7 +133,7 @@ func ExampleErrNeverConnected() {
 	addr := l.Addr().String()
 	_ = l.Close()
 	ctx, cancel := context.WithCancel(context.Background())
-	w, err := vyx.NewWorker(vyx.Config{Connect: "ws://" + addr, ID: "go:api",
+	w, err := vyx.NewWorker(vyx.Config{Connect: []string{"ws://" + addr}, ID: "go:api",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		OnState: func(s vyx.State) {
 			if s.Kind == vyx.Reconnecting {

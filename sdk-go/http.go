@@ -31,7 +31,15 @@ func (w *Worker) serveStream(s *stream, r *frame.Request) {
 	}
 	rw := &responseWriter{s: s, header: http.Header{}, log: log, req: req}
 	defer func() {
-		if v := recover(); v != nil {
+		v := recover()
+		if rw.hijacked {
+			// The handler owns the conn, and the stream ends when it closes it.
+			if v != nil && v != http.ErrAbortHandler {
+				w.log.Error("vyx: handler panicked after Hijack", "method", req.Method, "target", r.Target, "panic", v, "stack", string(debug.Stack()))
+			}
+			return
+		}
+		if v != nil {
 			if v == http.ErrAbortHandler {
 				s.abort("handler aborted") // as net/http drops the connection: no answer
 			} else {
@@ -79,7 +87,7 @@ func newRequest(s *stream, r *frame.Request, rt route) *http.Request {
 	if rt.method == "*" {
 		req.Pattern = rt.path
 	}
-	if !r.EndStream {
+	if !r.EndStream && !r.Upgrade { // an upgrade's bytes come after the switch, by Hijack
 		b := &body{s: s}
 		if s.c.trailersOn() {
 			// Filled when the body ends (§3.10); the map is shared with the handler's copy.
@@ -156,6 +164,7 @@ type responseWriter struct {
 	wroteHeader bool
 	headSent    bool
 	bodyWanted  bool
+	hijacked    bool
 	buf         []byte
 	err         error
 }
@@ -167,7 +176,7 @@ func (rw *responseWriter) WriteHeader(code int) {
 		rw.log.Warn("vyx: superfluous WriteHeader call", "status", code, "target", rw.req.RequestURI)
 		return
 	}
-	if code >= 100 && code <= 199 {
+	if code >= 100 && code <= 199 && !(code == http.StatusSwitchingProtocols && rw.s.upgrade) {
 		return // informational answers are not part of protocol v1 (§11)
 	}
 	rw.status, rw.wroteHeader = code, true
@@ -182,6 +191,9 @@ func (rw *responseWriter) Write(p []byte) (int, error) {
 	}
 	if !bodyAllowed(rw.status) {
 		return 0, http.ErrBodyNotAllowed
+	}
+	if rw.hijacked {
+		return 0, http.ErrHijacked
 	}
 	if rw.err != nil {
 		return 0, rw.err

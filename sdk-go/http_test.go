@@ -162,7 +162,7 @@ func TestHostRules(t *testing.T) {
 }
 
 func TestHandlePatterns(t *testing.T) {
-	w, err := NewWorker(Config{Connect: "ws://127.0.0.1:1", ID: "t:p"})
+	w, err := NewWorker(Config{Connect: []string{"ws://127.0.0.1:1"}, ID: "t:p"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +189,7 @@ func TestHandlePatterns(t *testing.T) {
 			t.Errorf("protocolPath(%q) = %q, %q; want %q", in, p, root, want)
 		}
 	}
-	for _, cfg := range []Config{{Connect: "http://x", ID: "a"}, {Connect: "ws://x", ID: "a b"}, {Connect: "ws://x", ID: "a", MaxConcurrency: 70000}} {
+	for _, cfg := range []Config{{Connect: []string{"http://x"}, ID: "a"}, {Connect: []string{"ws://x"}, ID: "a b"}, {Connect: []string{"ws://x"}, ID: "a", MaxConcurrency: 70000}} {
 		if _, err := NewWorker(cfg); err == nil {
 			t.Errorf("NewWorker(%+v) accepted", cfg)
 		}
@@ -213,13 +213,13 @@ func TestOverlongFieldsRefusedBeforeDialing(t *testing.T) {
 			return m
 		}()},
 	} {
-		cfg.Connect, cfg.ID = "ws://127.0.0.1:1", "t:p"
+		cfg.Connect, cfg.ID = []string{"ws://127.0.0.1:1"}, "t:p"
 		if _, err := NewWorker(cfg); err == nil || !strings.Contains(err.Error(), "allowed") {
 			t.Errorf("NewWorker with %d-byte instance, %d labels: %v", len(cfg.Instance), len(cfg.Labels), err)
 		}
 	}
 	labels := map[string]string{}
-	w, err := NewWorker(Config{Connect: "ws://127.0.0.1:1", ID: "t:p", Labels: labels})
+	w, err := NewWorker(Config{Connect: []string{"ws://127.0.0.1:1"}, ID: "t:p", Labels: labels})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,11 +1,13 @@
 package vyx
 
-// The worker's session (core/src/session/mod.rs): connection states, delivered to the
-// user in order. The supervisor that connects, serves, and reconnects is
-// session_supervise.go.
+// The worker's sessions (core/src/session/mod.rs, events.rs): the worker's state and each
+// session's, delivered to the user in order. The sessions are kept by session_gateways.go;
+// each connects, serves and reconnects in session_supervise.go.
 
 import (
 	"fmt"
+	"net/netip"
+	"slices"
 	"sync"
 	"time"
 )
@@ -109,4 +111,120 @@ func (q *stateQueue) close() {
 	q.mu.Unlock()
 	signal(q.wake)
 	<-q.done
+}
+
+// GatewayState is one session's latest state (Worker.Gateways): the worker holds a
+// session to every gateway it was given, and to every address a gateway's host name
+// resolves to.
+type GatewayState struct {
+	// Gateway is the registration URL dialled (its host is the TLS server name and Host).
+	Gateway string
+	// Address is the address dialled; the zero AddrPort while the host name has not
+	// resolved.
+	Address netip.AddrPort
+	State   State
+}
+
+// sessionStates is the latest state of each live session, and whether the worker is
+// stopping: a draining session makes the worker Draining only then (a session drained
+// because its address went away does not).
+type sessionStates struct {
+	live     map[int]GatewayState
+	nextKey  int
+	stopping bool
+}
+
+// session is how one session reports its state changes; the worker's follows from them.
+type session struct {
+	w       *Worker
+	key     int
+	gateway string
+	address netip.AddrPort
+}
+
+// newSession registers a session, Connecting.
+func (w *Worker) newSession(gateway string, address netip.AddrPort) *session {
+	w.mu.Lock()
+	w.sessions.nextKey++
+	s := &session{w: w, key: w.sessions.nextKey, gateway: gateway, address: address}
+	w.mu.Unlock()
+	s.set(State{Kind: Connecting})
+	return s
+}
+
+func (s *session) set(st State) {
+	w := s.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if st.Kind == Stopped || st.Kind == Failed {
+		delete(w.sessions.live, s.key)
+	} else {
+		w.sessions.live[s.key] = GatewayState{Gateway: s.gateway, Address: s.address, State: st}
+	}
+	if agg := w.aggregate(st); !sameState(agg, w.state) {
+		w.state = agg
+		// Pushed under the lock, so that the queue's order is the order of the changes.
+		w.states.push(agg)
+	}
+}
+
+// aggregate is the worker's state after changed (holding w.mu): Draining once stopping,
+// else Connected while at least one session is, else the latest of the sessions still
+// trying.
+func (w *Worker) aggregate(changed State) State {
+	keys := make([]int, 0, len(w.sessions.live))
+	for k := range w.sessions.live {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		if w.sessions.stopping && w.sessions.live[k].State.Kind == Draining {
+			return State{Kind: Draining}
+		}
+	}
+	for _, k := range keys {
+		if st := w.sessions.live[k].State; st.Kind == Connected {
+			if w.state.Kind == Connected {
+				return w.state // still ready: no new change
+			}
+			return st
+		}
+	}
+	if changed.Kind == Connecting || changed.Kind == Reconnecting {
+		return changed
+	}
+	agg := w.state
+	for _, k := range keys {
+		if st := w.sessions.live[k].State; st.Kind == Connecting || st.Kind == Reconnecting {
+			agg = st
+		}
+	}
+	return agg
+}
+
+// sameState compares two states (their Err by its message).
+func sameState(a, b State) bool {
+	sameErr := (a.Err == nil) == (b.Err == nil) && (a.Err == nil || a.Err.Error() == b.Err.Error())
+	return a.Kind == b.Kind && a.ConnectionID == b.ConnectionID && a.Attempt == b.Attempt &&
+		a.Delay == b.Delay && sameErr
+}
+
+// Gateways is each live session's latest state, in the order they began. A session ends
+// when the worker stops, when its address leaves its gateway's host name, or when its
+// gateway refused the worker.
+//
+//	for _, g := range w.Gateways() { log.Println(g.Gateway, g.Address, g.State) }
+func (w *Worker) Gateways() []GatewayState {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	keys := make([]int, 0, len(w.sessions.live))
+	for k := range w.sessions.live {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	out := make([]GatewayState, len(keys))
+	for i, k := range keys {
+		out[i] = w.sessions.live[k]
+	}
+	return out
 }

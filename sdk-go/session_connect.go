@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -178,9 +179,11 @@ func httpReason(body []byte) string {
 	return line
 }
 
-// dialer holds what every attempt of one worker shares.
+// dialer holds what every attempt of one session shares.
 type dialer struct {
-	url     string
+	url string
+	// addr is where TCP goes: the URL's host stays the TLS server name and Host.
+	addr    netip.AddrPort
 	header  http.Header
 	tls     *tls.Config
 	timeout time.Duration
@@ -201,8 +204,8 @@ func (d *dialer) connect(ctx context.Context) (*websocket.Conn, *corkConn, *fram
 	var nd net.Dialer
 	client := &http.Client{Transport: &http.Transport{
 		TLSClientConfig: d.tls,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := nd.DialContext(ctx, network, addr)
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			c, err := nd.DialContext(ctx, network, d.addr.String())
 			if err != nil {
 				return nil, err
 			}
@@ -241,7 +244,7 @@ func (d *dialer) connect(ctx context.Context) (*websocket.Conn, *corkConn, *fram
 		if dctx.Err() != nil && ctx.Err() == nil {
 			return nil, nil, nil, transient(err, "no answer from %s within %s", d.url, d.timeout)
 		}
-		return nil, nil, nil, transient(err, "cannot reach %s: %v", d.url, err)
+		return nil, nil, nil, transient(err, "cannot reach %s at %s: %v", d.url, d.addr, err)
 	}
 	if ws.Subprotocol() != protocol.Subprotocol {
 		_ = ws.Close(websocket.StatusProtocolError, "vyx.1 not selected")

@@ -251,6 +251,11 @@ func (c *connection) onFrame(msg []byte) (frame.CloseCode, string) {
 		if code, why := c.openID(f.StreamID); code != 0 {
 			return code, why
 		}
+		if f.Upgrade && !slices.Contains(c.welcome.Features, protocol.FeatureUpgrade) {
+			// Only a connection whose WELCOME listed "upgrade" carries the flag
+			// (PROTOCOL.md §4.5); elsewhere it is the violation it was in v1.
+			return pv, fmt.Sprintf("REQUEST (stream %d) with flag UPGRADE, which this connection did not negotiate", f.StreamID)
+		}
 		c.open(f)
 	case *frame.Data:
 		if f.StreamID > c.highest {
@@ -385,7 +390,7 @@ func (c *connection) open(r *frame.Request) {
 	}
 	ctx, cancel := context.WithCancelCause(c.base)
 	s := &stream{
-		id: r.StreamID, c: c, headOnly: r.Method == "HEAD", ctx: ctx, cancel: cancel,
+		id: r.StreamID, c: c, headOnly: r.Method == "HEAD", upgrade: r.Upgrade, ctx: ctx, cancel: cancel,
 		readWake: make(chan struct{}, 1), writeWake: make(chan struct{}, 1),
 		bodyEnded: r.EndStream,
 		recv:      *protocol.NewRecvWindow(uint32(c.welcome.InitialWindow)),
@@ -402,7 +407,7 @@ func (c *connection) open(r *frame.Request) {
 	c.streams[s.id] = s
 	if !c.routes[r.RouteID] {
 		c.log.Warn("vyx: request for a route id this worker never declared; answering 404", "stream", s.id, "route_id", r.RouteID)
-		fields, _ := encodeHead(404, notFoundHeader, notFoundBody, s.headOnly)
+		fields, _ := encodeHead(404, notFoundHeader, notFoundBody, s.headOnly, false)
 		c.out.control((&frame.Response{StreamID: s.id, EndStream: s.headOnly, Status: 404, Headers: fields}).Encode())
 		if !s.headOnly {
 			s.send.Reserve(len(notFoundBody))

@@ -11,9 +11,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/vyx-dev/vyx/sdk-go/internal/frame"
 	"github.com/vyx-dev/vyx/sdk-go/internal/protocol"
@@ -68,6 +70,8 @@ type stream struct {
 	id       uint32
 	c        *connection
 	headOnly bool // a HEAD request: the head is sent, never a body (§2.5.4)
+	// upgrade: REQUEST carried flag UPGRADE; a 101 makes the stream a byte pipe (§4.5).
+	upgrade bool
 	// expectContinue: the gateway holds the body until the first read asks for it (§5.1).
 	expectContinue bool
 	ctx            context.Context
@@ -106,7 +110,11 @@ func (s *stream) fail(err error) {
 
 // read is the request body's Read: it hands out received bytes and grants the window
 // back (§5); it blocks until bytes arrive, the body ends or the stream fails.
-func (s *stream) read(p []byte) (int, error) {
+func (s *stream) read(p []byte) (int, error) { return s.readUntil(p, nil) }
+
+// readUntil is read that gives up with os.ErrDeadlineExceeded when deadline fires (an
+// upgraded connection's read deadline; nil: none).
+func (s *stream) readUntil(p []byte, deadline <-chan time.Time) (int, error) {
 	c := s.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -143,6 +151,9 @@ func (s *stream) read(p []byte) (int, error) {
 		select {
 		case <-s.readWake:
 		case <-s.ctx.Done():
+		case <-deadline:
+			c.mu.Lock()
+			return 0, os.ErrDeadlineExceeded
 		}
 		c.mu.Lock()
 		if s.err == nil && s.ctx.Err() != nil {
@@ -166,7 +177,7 @@ func (s *stream) sendHead(status int, h http.Header, whole []byte, end bool) (bo
 	}
 	noBody := s.headOnly || status == 204 || status == 304
 	end = end || noBody
-	fields, err := encodeHead(status, h, whole, noBody)
+	fields, err := encodeHead(status, h, whole, noBody, s.upgrade)
 	if err != nil {
 		s.internalError()
 		return false, err
@@ -194,7 +205,7 @@ func (s *stream) internalError() {
 	if s.headOnly || s.send.Available() < int64(len(body)) {
 		body = body[:0]
 	}
-	fields, _ := encodeHead(500, http.Header{"Content-Type": {"text/plain; charset=utf-8"}}, body, s.headOnly)
+	fields, _ := encodeHead(500, http.Header{"Content-Type": {"text/plain; charset=utf-8"}}, body, s.headOnly, false)
 	s.headSent = true
 	end := len(body) == 0
 	s.c.out.control((&frame.Response{StreamID: s.id, EndStream: end, Status: 500, Headers: fields}).Encode())
@@ -338,10 +349,12 @@ var hopByHop = map[string]bool{"connection": true, "keep-alive": true, "transfer
 
 // encodeHead applies the host rules to a head (HOSTS.md §6): names lower-cased, hop-by-hop
 // headers dropped, content-length added for a whole body unless given or the status has
-// none; it fails when the result could not be sent (status, name, value, size).
-func encodeHead(status int, h http.Header, whole []byte, noBody bool) ([]frame.Field, error) {
-	if status < 200 || status > 599 {
-		return nil, &InvalidHeadError{fmt.Sprintf("status %d is outside 200..=599", status)}
+// none; it fails when the result could not be sent (status, name, value, size). A 101 is
+// allowed on an upgrade stream only, and keeps its upgrade header (HOSTS.md §7a).
+func encodeHead(status int, h http.Header, whole []byte, noBody, upgrade bool) ([]frame.Field, error) {
+	switching := status == http.StatusSwitchingProtocols && upgrade
+	if (status < 200 || status > 599) && !switching {
+		return nil, &InvalidHeadError{fmt.Sprintf("status %d is outside 200..=599 (101 answers an upgrade request only)", status)}
 	}
 	listed := map[string]bool{}
 	for _, v := range h["Connection"] {
@@ -361,8 +374,9 @@ func encodeHead(status int, h http.Header, whole []byte, noBody bool) ([]frame.F
 	for _, name := range names {
 		values := h[name]
 		lower := strings.ToLower(name)
-		if hopByHop[lower] || listed[lower] || strings.HasPrefix(lower, "proxy-") ||
-			strings.HasPrefix(lower, "trailer:") { // http.TrailerPrefix: sent as trailers
+		keep := switching && lower == "upgrade"
+		if !keep && (hopByHop[lower] || listed[lower] || strings.HasPrefix(lower, "proxy-") ||
+			strings.HasPrefix(lower, "trailer:")) { // http.TrailerPrefix: sent as trailers
 			continue
 		}
 		if !frame.IsHeaderName(lower) || len(lower) > 65535 {
@@ -382,7 +396,7 @@ func encodeHead(status int, h http.Header, whole []byte, noBody bool) ([]frame.F
 			size += 4 + len(lower) + len(v)
 		}
 	}
-	if whole != nil && !hasLength && status != 204 && status != 304 && !(noBody && len(whole) == 0) {
+	if whole != nil && !hasLength && status != 204 && status != 304 && !switching && !(noBody && len(whole) == 0) {
 		l := strconv.Itoa(len(whole))
 		fields = append(fields, frame.Field{Name: "content-length", Value: []byte(l)})
 		size += 4 + len("content-length") + len(l)

@@ -424,7 +424,7 @@ func TestIdempotentRouteInHello(t *testing.T) {
 }
 
 func TestIdempotentNeedsARoute(t *testing.T) {
-	w, err := NewWorker(Config{Connect: "ws://127.0.0.1:1", ID: "test:go"})
+	w, err := NewWorker(Config{Connect: []string{"ws://127.0.0.1:1"}, ID: "test:go"})
 	if err != nil {
 		t.Fatal(err)
 	}

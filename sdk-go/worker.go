@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -53,13 +54,19 @@ type Worker struct {
 	started  bool
 	state    State
 	states   *stateQueue
+	sessions sessionStates
+	targets  []target
+	// registered is set by the first WELCOME; lastFailure is the latest failed attempt
+	// (for ErrNeverConnected).
+	registered  atomic.Bool
+	lastFailure error
 
-	base     context.Context // handlers' parent: Start's context without its cancellation
-	drain    chan drainOrder
-	stopOnce sync.Once
-	stopCtx  context.Context
-	stopNow  context.CancelFunc
-	done     chan struct{}
+	base         context.Context // handlers' parent: Start's context without its cancellation
+	stopDeadline time.Duration   // set once, before stopCtx ends
+	stopOnce     sync.Once
+	stopCtx      context.Context
+	stopNow      context.CancelFunc
+	done         chan struct{}
 }
 
 // NewWorker checks cfg (after the environment defaults) and returns a worker with no
@@ -72,7 +79,10 @@ func NewWorker(cfg Config) (*Worker, error) {
 			*field = os.Getenv(key)
 		}
 	}
-	env(&cfg.Connect, EnvConnect)
+	noConnect := func() bool { return !slices.ContainsFunc(cfg.Connect, func(c string) bool { return c != "" }) }
+	if v := os.Getenv(EnvConnect); noConnect() && v != "" {
+		cfg.Connect = splitConnect(v)
+	}
 	env(&cfg.ID, EnvWorkerID)
 	env(&cfg.Token, EnvToken)
 	env(&cfg.CAFile, EnvCAFile)
@@ -85,6 +95,12 @@ func NewWorker(cfg Config) (*Worker, error) {
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = DefaultDrainTimeout
 	}
+	if cfg.ResolveInterval <= 0 {
+		cfg.ResolveInterval = DefaultResolveInterval
+	}
+	if cfg.Resolver == nil {
+		cfg.Resolver = systemResolver
+	}
 	if cfg.Instance == "" {
 		host, _ := os.Hostname()
 		// Within the HELLO bound (MaxInstanceLen) with the pid and nonce after it.
@@ -93,11 +109,14 @@ func NewWorker(cfg Config) (*Worker, error) {
 		}
 		cfg.Instance = fmt.Sprintf("%s-%d-%x", host, os.Getpid(), randomSeed()&0xffffff)
 	}
-	switch {
-	case cfg.Connect == "":
+	if noConnect() {
 		return nil, fmt.Errorf("vyx: no gateway address: set Config.Connect or %s", EnvConnect)
-	case !strings.HasPrefix(cfg.Connect, "ws://") && !strings.HasPrefix(cfg.Connect, "wss://"):
-		return nil, fmt.Errorf("vyx: gateway address %q must start with ws:// or wss://", cfg.Connect)
+	}
+	targets, err := parseTargets(cfg.Connect)
+	if err != nil {
+		return nil, err
+	}
+	switch {
 	case !protocol.IsWorkerID(cfg.ID):
 		return nil, fmt.Errorf("vyx: worker id %q must be 1 to 128 characters of A-Z a-z 0-9 . _ : @ / - (set Config.ID or %s)", cfg.ID, EnvWorkerID)
 	case cfg.MaxConcurrency < 1 || cfg.MaxConcurrency > protocol.MaxConcurrency:
@@ -115,8 +134,30 @@ func NewWorker(cfg Config) (*Worker, error) {
 	}
 	stopCtx, stopNow := context.WithCancel(context.Background())
 	return &Worker{cfg: cfg, log: log, shapes: map[[2]string]string{}, routeIDs: map[uint16]bool{},
-		drain: make(chan drainOrder, 1), stopCtx: stopCtx, stopNow: stopNow, done: make(chan struct{}),
-		state: State{Kind: Connecting}}, nil
+		stopCtx: stopCtx, stopNow: stopNow, done: make(chan struct{}), targets: targets,
+		state: State{Kind: Connecting}, sessions: sessionStates{live: map[int]GatewayState{}}}, nil
+}
+
+// parseTargets is the Connect list taken apart; a bad entry is an error naming it.
+func parseTargets(connect []string) ([]target, error) {
+	targets := make([]target, 0, len(connect))
+	for i, entry := range connect {
+		bad := func(why string) error {
+			return fmt.Errorf("vyx: gateway address %d of %d (%q) %s", i+1, len(connect), entry, why)
+		}
+		if entry == "" {
+			return nil, bad("is empty")
+		}
+		t, err := parseTarget(entry)
+		if err != nil {
+			return nil, bad(err.Error())
+		}
+		if slices.ContainsFunc(targets, func(o target) bool { return o.url == t.url }) {
+			return nil, bad("is listed twice")
+		}
+		targets = append(targets, t)
+	}
+	return targets, nil
 }
 
 // Handle serves pattern with h. pattern is "[METHOD ]PATH": without a method the route
@@ -239,7 +280,9 @@ func (w *Worker) Patch(path string, h http.HandlerFunc) { w.Handle("PATCH "+path
 // Delete serves DELETE requests for path.
 func (w *Worker) Delete(path string, h http.HandlerFunc) { w.Handle("DELETE "+path, h) }
 
-// State is the current connection state.
+// State is the worker's current state: Connected while at least one session is (the
+// worker is ready), Draining once stopping, otherwise the latest state of a session still
+// trying; Stopped or Failed when every session has ended. Gateways has each session's.
 func (w *Worker) State() State {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -295,15 +338,14 @@ func (w *Worker) Start(ctx context.Context) error {
 		header.Set("Authorization", "Bearer "+w.cfg.Token)
 	}
 	d := &dialer{
-		url:     registrationURL(w.cfg.Connect),
 		header:  header,
 		tls:     tc,
 		timeout: w.cfg.ConnectTimeout,
 		hello: &frame.Hello{Protocol: protocol.ProtocolVersion, WorkerID: w.cfg.ID, Instance: w.cfg.Instance,
 			SDK: "vyx-go/" + Version, MaxConcurrency: uint64(w.cfg.MaxConcurrency), Routes: routes, Labels: w.cfg.Labels,
-			// What this host serves end to end (§2.6): Request.Trailer and a handler's trailers.
-			Features: []string{protocol.FeatureTrailers}},
-		heard: new(atomic.Bool),
+			// What this host serves end to end (§2.6): Hijack (upgrades), Request.Trailer
+			// and a handler's trailers.
+			Features: []string{protocol.FeatureUpgrade, protocol.FeatureTrailers}},
 	}
 	if err := protocol.ValidateHello(d.hello, w.cfg.ID); err != nil {
 		err = fmt.Errorf("vyx: %w", err)
@@ -314,7 +356,10 @@ func (w *Worker) Start(ctx context.Context) error {
 
 	stopWatch := context.AfterFunc(ctx, func() { w.requestStop(w.cfg.DrainTimeout) })
 	defer stopWatch()
-	err = w.supervise(w.stopCtx, d)
+	err = w.runGateways(w.stopCtx, d, w.targets)
+	if err == nil && !w.registered.Load() {
+		err = w.neverConnected()
+	}
 	if err != nil {
 		w.setState(State{Kind: Failed, Err: err})
 	} else {
@@ -324,10 +369,24 @@ func (w *Worker) Start(ctx context.Context) error {
 	return err
 }
 
-// requestStop starts the drain once: the connection (if any) sends DRAIN with deadline.
+// neverConnected is Start's error when it was stopped before any gateway welcomed it.
+func (w *Worker) neverConnected() error {
+	w.mu.Lock()
+	last := w.lastFailure
+	w.mu.Unlock()
+	to := strings.Join(w.cfg.Connect, ", ")
+	if last == nil {
+		return fmt.Errorf("%w to %s before it was stopped", ErrNeverConnected, to)
+	}
+	return fmt.Errorf("%w to %s before it was stopped; last attempt: %w", ErrNeverConnected, to, last)
+}
+
+// requestStop starts the drain once: every connection sends DRAIN with deadline.
 func (w *Worker) requestStop(deadline time.Duration) {
 	w.stopOnce.Do(func() {
-		w.drain <- drainOrder{deadline: deadline}
+		w.mu.Lock()
+		w.stopDeadline = deadline
+		w.mu.Unlock()
 		w.stopNow()
 	})
 }

@@ -18,7 +18,7 @@ import (
 func startWorker(t *testing.T, g *gwtest.Gateway, setup func(*Worker), cfg Config) (*Worker, *stateLog, chan error) {
 	t.Helper()
 	states := &stateLog{changed: make(chan struct{}, 1)}
-	cfg.Connect, cfg.OnState = g.URL(), states.add
+	cfg.Connect, cfg.OnState = []string{g.URL()}, states.add
 	if cfg.ID == "" {
 		cfg.ID = "test:go"
 	}

@@ -11,7 +11,70 @@ use std::time::Duration;
 
 use crate::handshake::{self, RouteSpec};
 use crate::limits::MAX_CONCURRENCY;
-use crate::session::EngineError;
+use crate::session::resolve::Target;
+use crate::session::{EngineError, Resolver};
+
+/// What `connect` accepts: one gateway URL, or a list of them.
+///
+/// ```
+/// use vyx_core::config::WorkerConfig;
+///
+/// let one = WorkerConfig::new("ws://127.0.0.1:9000", "rust:api");
+/// let two = WorkerConfig::new(["ws://10.0.0.1:9000", "ws://10.0.0.2:9000"], "rust:api");
+/// assert_eq!((one.connect.len(), two.connect.len()), (1, 2));
+/// ```
+pub trait IntoGateways {
+    fn into_gateways(self) -> Vec<String>;
+}
+
+impl IntoGateways for &str {
+    fn into_gateways(self) -> Vec<String> {
+        vec![self.to_owned()]
+    }
+}
+
+impl IntoGateways for String {
+    fn into_gateways(self) -> Vec<String> {
+        vec![self]
+    }
+}
+
+impl IntoGateways for &String {
+    fn into_gateways(self) -> Vec<String> {
+        vec![self.clone()]
+    }
+}
+
+impl<S: Into<String>> IntoGateways for Vec<S> {
+    fn into_gateways(self) -> Vec<String> {
+        self.into_iter().map(Into::into).collect()
+    }
+}
+
+impl<S: Into<String>, const N: usize> IntoGateways for [S; N] {
+    fn into_gateways(self) -> Vec<String> {
+        self.into_iter().map(Into::into).collect()
+    }
+}
+
+impl<S: Into<String> + Clone> IntoGateways for &[S] {
+    fn into_gateways(self) -> Vec<String> {
+        self.iter().cloned().map(Into::into).collect()
+    }
+}
+
+/// `VYX_CONNECT`'s list: entries separated by commas, spaces around them dropped (an empty
+/// entry stays, for [`WorkerConfig::validate`] to name).
+///
+/// ```
+/// assert_eq!(
+///     vyx_core::config::split_connect("ws://a:1, ws://b:2"),
+///     ["ws://a:1", "ws://b:2"]
+/// );
+/// ```
+pub fn split_connect(list: &str) -> Vec<String> {
+    list.split(',').map(|e| e.trim().to_owned()).collect()
+}
 
 /// Streams one connection serves at once unless the host says otherwise.
 ///
@@ -28,9 +91,13 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// program or a signal) before the connection closes anyway. Long enough for an ordinary
 /// slow request; a deploy that needs more says so.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a gateway's host name is resolved again (it is also resolved again whenever
+/// one of its sessions fails): an address that appears gets a session, one that goes has
+/// its session drained.
+pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Environment variables the SDKs read when a setting is not given in code (local mode sets
-/// them for the processes it starts).
+/// them for the processes it starts). `VYX_CONNECT` is a comma-separated list.
 pub const ENV_CONNECT: &str = "VYX_CONNECT";
 pub const ENV_WORKER_ID: &str = "VYX_WORKER_ID";
 pub const ENV_TOKEN: &str = "VYX_TOKEN";
@@ -40,29 +107,34 @@ pub const ENV_CA_FILE: &str = "VYX_CA_FILE";
 /// Everything the engine needs to register a worker.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// `ws://host:port`, `wss://host:port`, or a full registration URL.
-    pub connect: String,
+    /// The gateways, each `ws://host:port`, `wss://host:port` or a full registration URL.
+    /// The worker holds a session to each, and to each address a host name resolves to.
+    pub connect: Vec<String>,
     pub worker_id: String,
     pub token: Option<String>,
     /// Distinguishes this process among replicas of the same id.
     pub instance: String,
     /// `name/version` of the SDK, sent in HELLO.
     pub sdk: String,
-    /// Streams this worker serves at once on one connection.
+    /// Streams this worker serves at once on one connection: each session has its own.
     pub max_concurrency: u32,
     pub routes: Vec<RouteSpec>,
     pub labels: BTreeMap<String, String>,
     pub connect_timeout: Duration,
     /// Extra CAs (PEM) trusted for `wss://`, besides the public web roots.
     pub tls_ca_file: Option<std::path::PathBuf>,
+    /// How gateway host names become addresses.
+    pub resolver: Resolver,
+    /// How often host names are resolved again.
+    pub resolve_interval: Duration,
     /// The protocol extensions the host can serve, offered in HELLO (§2.6).
     pub features: crate::features::Features,
 }
 
 impl WorkerConfig {
-    pub fn new(connect: impl Into<String>, worker_id: impl Into<String>) -> WorkerConfig {
+    pub fn new(connect: impl IntoGateways, worker_id: impl Into<String>) -> WorkerConfig {
         WorkerConfig {
-            connect: connect.into(),
+            connect: connect.into_gateways(),
             worker_id: worker_id.into(),
             token: None,
             instance: default_instance(),
@@ -72,16 +144,21 @@ impl WorkerConfig {
             labels: BTreeMap::new(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             tls_ca_file: None,
+            resolver: Resolver::system(),
+            resolve_interval: DEFAULT_RESOLVE_INTERVAL,
             features: crate::features::Features::NONE,
         }
     }
 
     /// Fills `connect`, `worker_id` and `token` from `VYX_CONNECT`, `VYX_WORKER_ID` and
-    /// `VYX_TOKEN` where they are empty, and `tls_ca_file` from `VYX_CA_FILE`.
+    /// `VYX_TOKEN` where they are empty (`connect` also when it is one empty string, as a
+    /// binding passes an empty option), and `tls_ca_file` from `VYX_CA_FILE`.
     pub fn apply_env_defaults(&mut self) {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        if self.connect.is_empty() {
-            self.connect = env(ENV_CONNECT).unwrap_or_default();
+        if self.connect.iter().all(String::is_empty) {
+            self.connect = env(ENV_CONNECT)
+                .map(|list| split_connect(&list))
+                .unwrap_or_default();
         }
         if self.worker_id.is_empty() {
             self.worker_id = env(ENV_WORKER_ID).unwrap_or_default();
@@ -96,16 +173,16 @@ impl WorkerConfig {
 
     /// Checks what the gateway would refuse anyway, so that the error comes at once.
     pub fn validate(&self) -> Result<(), EngineError> {
-        if self.connect.is_empty() {
+        if self.connect.iter().all(String::is_empty) {
             return Err(EngineError::Config(format!(
                 "no gateway address: set it in code or in {ENV_CONNECT}"
             )));
         }
-        if !(self.connect.starts_with("ws://") || self.connect.starts_with("wss://")) {
-            return Err(EngineError::Config(format!(
-                "gateway address {:?} must start with ws:// or wss://",
-                self.connect
-            )));
+        self.targets()?;
+        if self.resolve_interval.is_zero() {
+            return Err(EngineError::Config(
+                "resolve_interval must be above zero".into(),
+            ));
         }
         if !handshake::is_worker_id(&self.worker_id) {
             return Err(EngineError::Config(format!(
@@ -125,6 +202,31 @@ impl WorkerConfig {
     }
 }
 
+impl WorkerConfig {
+    /// The `connect` list taken apart; a bad entry is a configuration error naming it.
+    pub(crate) fn targets(&self) -> Result<Vec<Target>, EngineError> {
+        let mut targets: Vec<Target> = Vec::with_capacity(self.connect.len());
+        for (i, entry) in self.connect.iter().enumerate() {
+            let bad = |why: &str| {
+                EngineError::Config(format!(
+                    "gateway address {} of {} ({entry:?}) {why}",
+                    i + 1,
+                    self.connect.len()
+                ))
+            };
+            if entry.is_empty() {
+                return Err(bad("is empty"));
+            }
+            let target = Target::parse(entry).map_err(|why| bad(&why))?;
+            if targets.iter().any(|t| t.url == target.url) {
+                return Err(bad("is listed twice"));
+            }
+            targets.push(target);
+        }
+        Ok(targets)
+    }
+}
+
 fn default_instance() -> String {
     let mut host = std::env::var("HOSTNAME").unwrap_or_default();
     // Within the HELLO bound (MAX_INSTANCE_LEN, 256) with the pid and nonce after it.
@@ -138,5 +240,24 @@ fn default_instance() -> String {
         format!("{pid}-{nonce:08x}")
     } else {
         format!("{host}-{pid}-{nonce:08x}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_connect_string_is_no_gateway_and_a_bad_entry_is_named() {
+        let none = WorkerConfig::new("", "t:w").validate().unwrap_err();
+        assert!(none.to_string().contains("no gateway address"), "{none}");
+        let bad = WorkerConfig::new(["ws://a:1", "ws://b:2", "wss://"], "t:w")
+            .validate()
+            .unwrap_err();
+        assert!(
+            bad.to_string()
+                .contains("gateway address 3 of 3 (\"wss://\")"),
+            "{bad}"
+        );
     }
 }

@@ -120,15 +120,18 @@ pub(crate) fn encode_trailers<N: AsRef<[u8]>, V: AsRef<[u8]>>(
 
 /// Checks a response head against the protocol and the host rules and encodes it: names
 /// lower-cased, hop-by-hop headers dropped, `content-length` added for a whole body unless
-/// the host gave one or the status has no body. `Err` says why the head cannot be sent.
+/// the host gave one or the status has no body. A 101 answers an upgrade stream only
+/// (`upgrade`) and keeps its `upgrade` header (HOSTS.md §7a). `Err` says why the head cannot
+/// be sent.
 pub(crate) fn encode_head<N: AsRef<[u8]>, V: AsRef<[u8]>>(
     stream_id: u32,
     status: u16,
     headers: &[(N, V)],
     body: Option<&[u8]>,
     end_stream: bool,
+    upgrade: bool,
 ) -> Result<Bytes, String> {
-    encode_head_with(stream_id, status, headers, body, end_stream, false)
+    encode_head_with(stream_id, status, headers, body, end_stream, false, upgrade)
 }
 
 /// [`encode_head`]; `announce_trailers` keeps the `trailer` header, which on a connection
@@ -140,9 +143,13 @@ pub(crate) fn encode_head_with<N: AsRef<[u8]>, V: AsRef<[u8]>>(
     body: Option<&[u8]>,
     end_stream: bool,
     announce_trailers: bool,
+    upgrade: bool,
 ) -> Result<Bytes, String> {
-    if !(200..=599).contains(&status) {
-        return Err(format!("status {status} is outside 200..=599"));
+    let switching = status == 101 && upgrade;
+    if !(200..=599).contains(&status) && !switching {
+        return Err(format!(
+            "status {status} is outside 200..=599 (101 answers an upgrade request only)"
+        ));
     }
     let listed = connection_tokens(headers);
     let kept = || {
@@ -152,6 +159,7 @@ pub(crate) fn encode_head_with<N: AsRef<[u8]>, V: AsRef<[u8]>>(
             .filter(|(n, _)| {
                 !is_hop_by_hop(n, &listed)
                     || (announce_trailers && n.eq_ignore_ascii_case(b"trailer"))
+                    || (switching && n.eq_ignore_ascii_case(b"upgrade"))
             })
     };
     let mut count = 0usize;
@@ -175,7 +183,9 @@ pub(crate) fn encode_head_with<N: AsRef<[u8]>, V: AsRef<[u8]>>(
         size += 4 + name.len() + value.len();
     }
     let length = match body {
-        Some(b) if !has_length && status != 204 && status != 304 => Some(Decimal::new(b.len())),
+        Some(b) if !has_length && status != 204 && status != 304 && !switching => {
+            Some(Decimal::new(b.len()))
+        }
         _ => None,
     };
     if let Some(l) = &length {
@@ -340,7 +350,7 @@ mod tests {
             ("X-Kept", "yes"),
             ("content-type", "text/plain"),
         ];
-        let r = decode(encode_head(1, 200, headers, Some(b"hi"), false).unwrap());
+        let r = decode(encode_head(1, 200, headers, Some(b"hi"), false, false).unwrap());
         assert_eq!(names(&r), ["x-kept", "content-type", "content-length"]);
         assert_eq!(&r.headers[2].1[..], b"2");
     }
@@ -348,44 +358,64 @@ mod tests {
     #[test]
     fn trailer_announces_the_trailers_only_where_they_are_carried() {
         let headers: &[(&str, &str)] = &[("Trailer", "grpc-status"), ("te", "trailers")];
-        let r = decode(encode_head_with(1, 200, headers, None, false, true).unwrap());
+        let r = decode(encode_head_with(1, 200, headers, None, false, true, false).unwrap());
         assert_eq!(names(&r), ["trailer"]);
-        let r = decode(encode_head_with(1, 200, headers, None, false, false).unwrap());
+        let r = decode(encode_head_with(1, 200, headers, None, false, false, false).unwrap());
         assert!(names(&r).is_empty());
     }
 
     #[test]
     fn content_length_is_added_only_where_it_belongs() {
         let none: &[(&str, &str)] = &[];
-        let r = decode(encode_head(1, 200, none, Some(b""), true).unwrap());
+        let r = decode(encode_head(1, 200, none, Some(b""), true, false).unwrap());
         assert_eq!(
             (names(&r), &r.headers[0].1[..]),
             (vec!["content-length".into()], &b"0"[..])
         );
         assert!(r.end_stream);
         for status in [204, 304] {
-            let r = decode(encode_head(1, status, none, Some(b""), true).unwrap());
+            let r = decode(encode_head(1, status, none, Some(b""), true, false).unwrap());
             assert!(r.headers.is_empty(), "{status}");
         }
         let given: &[(&str, &str)] = &[("content-length", "10")];
-        let r = decode(encode_head(1, 200, given, Some(b"abc"), false).unwrap());
+        let r = decode(encode_head(1, 200, given, Some(b"abc"), false, false).unwrap());
         assert_eq!(r.headers.len(), 1, "the host's own length is kept");
-        let r = decode(encode_head(1, 200, none, None, false).unwrap());
+        let r = decode(encode_head(1, 200, none, None, false, false).unwrap());
         assert!(r.headers.is_empty(), "a streamed body gets no length");
         assert_eq!(Decimal::new(1234567).as_bytes(), b"1234567");
     }
 
     #[test]
+    fn a_101_answers_an_upgrade_only_and_keeps_its_upgrade_header() {
+        let h: &[(&str, &str)] = &[
+            ("upgrade", "websocket"),
+            ("connection", "upgrade"),
+            ("sec-websocket-accept", "x"),
+        ];
+        let r = decode(encode_head(1, 101, h, Some(b""), false, true).unwrap());
+        assert_eq!(r.status, 101);
+        assert_eq!(names(&r), ["upgrade", "sec-websocket-accept"], "no length");
+        let err = encode_head(1, 101, h, None, false, false).unwrap_err();
+        assert!(err.contains("upgrade request only"), "{err}");
+        let r = decode(encode_head(1, 200, h, None, false, true).unwrap());
+        assert_eq!(
+            names(&r),
+            ["sec-websocket-accept"],
+            "a refusal drops upgrade"
+        );
+    }
+
+    #[test]
     fn heads_the_protocol_cannot_carry_are_refused() {
         let none: &[(&str, &str)] = &[];
-        assert!(encode_head(1, 199, none, None, false).is_err());
-        assert!(encode_head(1, 600, none, None, false).is_err());
+        assert!(encode_head(1, 199, none, None, false, false).is_err());
+        assert!(encode_head(1, 600, none, None, false, false).is_err());
         let bad_name: &[(&str, &str)] = &[("bad name", "x")];
-        assert!(encode_head(1, 200, bad_name, None, false).is_err());
+        assert!(encode_head(1, 200, bad_name, None, false, false).is_err());
         let bad_value: &[(&str, &str)] = &[("x", "a\r\nb")];
-        assert!(encode_head(1, 200, bad_value, None, false).is_err());
+        assert!(encode_head(1, 200, bad_value, None, false, false).is_err());
         let huge = vec![("x-big".to_string(), "v".repeat(60_000)); 20];
-        let err = encode_head(1, 200, &huge, None, false).unwrap_err();
+        let err = encode_head(1, 200, &huge, None, false, false).unwrap_err();
         assert!(err.contains("frame limit"), "{err}");
     }
 }

@@ -26,6 +26,10 @@ pub const HEARTBEAT: Duration = Duration::from_millis(5000);
 pub const HEARTBEAT_MISSES: u32 = 3;
 /// Time a worker has to send HELLO after the upgrade.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// An upgraded stream (§4.5) on which no byte has moved either way this long is RESET
+/// `timeout`: long enough for the pings WebSocket libraries send every 20 to 60 s, short
+/// enough that an abandoned connection does not hold a worker's slot for hours.
+pub const UPGRADE_IDLE: Duration = Duration::from_secs(300);
 /// Longest worker id, in bytes.
 pub const MAX_WORKER_ID_LEN: usize = 128;
 /// Longest route pattern, in bytes (§2.5): ten times the longest route real apps write, and

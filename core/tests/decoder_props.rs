@@ -51,6 +51,7 @@ fn frame() -> impl Strategy<Value = Frame> {
                     Frame::Request(Request {
                         stream_id,
                         end_stream,
+                        upgrade: false,
                         route_id,
                         method: method.into(),
                         target: target.into(),

@@ -71,6 +71,7 @@ impl Conn {
         let req = frame::Request {
             stream_id,
             end_stream,
+            upgrade: false,
             route_id,
             method: Bytes::copy_from_slice(method.as_bytes()),
             target: Bytes::from_static(b"/x"),
@@ -576,6 +577,7 @@ async fn a_bad_request_head_is_reset_and_the_connection_serves_on() {
     let bad = frame::Request {
         stream_id: 2,
         end_stream: true,
+        upgrade: false,
         route_id: 0,
         method: Bytes::from_static(b"GET"),
         target: Bytes::from("/caf\u{e9}"),
@@ -711,5 +713,96 @@ async fn without_the_grant_trailers_are_dropped_and_the_body_ends_plainly() {
         .unwrap();
     assert_eq!(conn.head(1).await.status, 200);
     assert_eq!(conn.body(1).await, b"ok");
+    e.drain(Duration::ZERO);
+}
+
+#[tokio::test]
+async fn a_request_with_flag_upgrade_closes_4005_on_a_connection_without_the_extension() {
+    let (gw, url) = Gateway::bind().await;
+    let e = engine(&url, &[("GET", "/x")]);
+    e.start().unwrap();
+    let mut conn = gw.welcome("c-1", 65536).await;
+    // This WELCOME lists no features (PROTOCOL.md §4.5): the flag is the violation it was in v1.
+    let upgrade = frame::Request {
+        stream_id: 1,
+        end_stream: false,
+        upgrade: true,
+        route_id: 0,
+        method: Bytes::from_static(b"GET"),
+        target: Bytes::from_static(b"/x"),
+        params: vec![],
+        headers: vec![],
+    };
+    conn.send(upgrade.encode()).await;
+    assert_eq!(conn.0.close_code(WAIT).await.unwrap(), 4005);
+    e.drain(Duration::ZERO);
+}
+
+#[tokio::test]
+async fn an_upgrade_answered_101_is_a_byte_pipe_with_half_close_both_ways() {
+    let (gw, url) = Gateway::bind().await;
+    let mut cfg = WorkerConfig::new(&url, "core:upgrade");
+    cfg.features = vyx_core::features::Features::UPGRADE;
+    let e = Engine::new(cfg).unwrap();
+    e.add_route("GET", "/x").unwrap();
+    e.start().unwrap();
+    let mut conn = gw.hello().await;
+    assert_eq!(conn.0.hello().features, ["upgrade"], "the host offers it");
+    let mut welcome = conn.0.welcome_with(5000, 65536);
+    welcome.features = vec!["upgrade".into()];
+    conn.0.send(Frame::Welcome(welcome)).await.unwrap();
+    let upgrade = frame::Request {
+        stream_id: 1,
+        end_stream: false,
+        upgrade: true,
+        route_id: 0,
+        method: Bytes::from_static(b"GET"),
+        target: Bytes::from_static(b"/x"),
+        params: vec![],
+        headers: vec![(
+            Bytes::from_static(b"upgrade"),
+            Bytes::from_static(b"websocket"),
+        )],
+    };
+    conn.send(upgrade.encode()).await;
+    let (req, _) = pull_request(&e).await;
+    assert!(req.upgrade);
+    let s = req.stream;
+    let head = [("upgrade", "websocket"), ("sec-websocket-accept", "x")];
+    assert!(s.send_head(101, &head, false).unwrap(), "bytes may follow");
+    let r = conn.head(1).await;
+    assert_eq!((r.status, r.end_stream), (101, false));
+    assert_eq!(header(&r, "upgrade"), Some(&b"websocket"[..]));
+    // The client's bytes in, then its half-close; the host's bytes out, then its own.
+    conn.send(frame::Data::encode_parts(1, false, b"ping"))
+        .await;
+    assert_eq!(
+        timeout(s.chunk()).await.unwrap().as_deref(),
+        Some(&b"ping"[..])
+    );
+    s.send(b"pong", false).await.unwrap();
+    conn.send(frame::Data::encode_parts(1, true, b"")).await;
+    assert_eq!(
+        timeout(s.chunk()).await.unwrap(),
+        None,
+        "the client half-closed"
+    );
+    s.send(b"bye", true).await.unwrap();
+    assert_eq!(conn.body(1).await, b"pongbye");
+    e.drain(Duration::ZERO);
+}
+
+#[tokio::test]
+async fn a_101_on_a_plain_request_is_an_invalid_head_answered_500() {
+    let (gw, url) = Gateway::bind().await;
+    let e = engine(&url, &[("GET", "/x")]);
+    e.start().unwrap();
+    let mut conn = gw.welcome("c-1", 65536).await;
+    conn.request(1, 0, "GET", true).await;
+    let (req, _) = pull_request(&e).await;
+    assert!(!req.upgrade);
+    let err = req.stream.send_head(101, &[] as &[(&str, &str)], false);
+    assert!(matches!(err, Err(StreamError::InvalidHead(_))), "{err:?}");
+    assert_eq!(conn.head(1).await.status, 500);
     e.drain(Duration::ZERO);
 }

@@ -56,6 +56,7 @@ fn frame_of(f: &Value) -> Frame {
         "REQUEST" => Frame::Request(Request {
             stream_id,
             end_stream,
+            upgrade: f["upgrade"].as_bool().unwrap(),
             route_id: f["route_id"].as_u64().unwrap() as u16,
             method: text(&f["method"]),
             target: text(&f["target"]),
@@ -268,6 +269,7 @@ fn routing_cases() {
 fn sdk_defaults_match() {
     use vyx_core::config::{
         DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_CONCURRENCY,
+        DEFAULT_RESOLVE_INTERVAL,
     };
     let file = load("defaults.json");
     let ms = |key: &str| file[key].as_u64().unwrap() as u128;
@@ -280,6 +282,10 @@ fn sdk_defaults_match() {
         DEFAULT_CONNECT_TIMEOUT.as_millis()
     );
     assert_eq!(ms("drain_timeout_ms"), DEFAULT_DRAIN_TIMEOUT.as_millis());
+    assert_eq!(
+        ms("resolve_interval_ms"),
+        DEFAULT_RESOLVE_INTERVAL.as_millis()
+    );
 }
 
 #[test]

@@ -47,6 +47,10 @@ pub struct GatewayConfig {
     /// it; then the response is aborted (an HTTP/1 connection reset, an HTTP/2 stream failed)
     /// and the worker's stream RESET `cancel`, freeing its slot. nginx's `send_timeout`.
     pub send_timeout: Duration,
+    /// How long an upgraded connection (a WebSocket carried over a stream, PROTOCOL.md §4.5)
+    /// may move no byte either way; then its stream is RESET `timeout` and the client's
+    /// connection closed. `timeouts.upgrade_idle`, default 300 s.
+    pub upgrade_idle_timeout: Duration,
     /// How long a request waits for a replica with a free slot before 503.
     pub queue_timeout: Duration,
     /// How long shutdown waits for in-flight requests (and local workers to exit).
@@ -148,6 +152,7 @@ impl Default for GatewayConfig {
             header_read_timeout: Some(Duration::from_secs(30)),
             body_idle_timeout: Duration::from_secs(30),
             send_timeout: Duration::from_secs(60),
+            upgrade_idle_timeout: limits::UPGRADE_IDLE,
             queue_timeout: Duration::from_secs(5),
             drain_grace: Duration::from_secs(30),
             readiness_delay: Duration::ZERO,

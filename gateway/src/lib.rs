@@ -38,6 +38,7 @@ mod target;
 pub mod tls;
 pub mod trusted_proxies;
 mod ui;
+mod upgrade;
 mod upload;
 
 pub use config::GatewayConfig;

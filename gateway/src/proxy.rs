@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use tokio::sync::mpsc;
 use tracing::{debug, warn, Instrument};
 use vyx_core::error::ResetCode;
+use vyx_core::features::Features;
 use vyx_core::flow::SendWindow;
 use vyx_core::frame::{set_route_id, HeadTooLarge, RequestWriter, Trailers};
 use vyx_core::limits::{MAX_DATA_CHUNK, MAX_TRAILERS_SIZE};
@@ -20,6 +21,7 @@ use vyx_core::limits::{MAX_DATA_CHUNK, MAX_TRAILERS_SIZE};
 use crate::access_log::{Entry, Handoff, Pending};
 use crate::body::{GatewayBody, StreamGuard};
 use crate::conn::{ConnRoute, Failure, OpenStream, ResponseHead, ResponseTrailers, WorkerConn};
+use crate::conn_limit::Activity;
 use crate::forward::{self, X_REQUEST_ID};
 use crate::framing::{framing, BodyPlan, Framing};
 use crate::metrics::Observed;
@@ -27,6 +29,7 @@ use crate::registry::{has_replica, reserve_replica};
 use crate::response::{self, ResponseBody, Source};
 use crate::retry::{self, Outcome, Replay};
 use crate::routes::RouteTarget;
+use crate::upgrade::{self, Asked, Piped};
 use crate::upload::{self, Buffered, ClientFault, Upload, UploadRules};
 use crate::{request_rules, trusted_proxies, Shared};
 
@@ -156,16 +159,19 @@ type Answer = Response<GatewayBody>;
 /// [`admit`] (the body's start, a replica's slot, the stream), [`forward`] (the body pump,
 /// the worker's head) and [`respond`] (the client's response from that head).
 async fn dispatch(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     shared: &Arc<Shared>,
     client: SocketAddr,
     request_id: HeaderValue,
     matched: &mut Option<Arc<RouteTarget>>,
     entry: &mut Entry,
 ) -> Answer {
+    let asked = Asked::of(&req);
+    let on_upgrade = asked.is_some().then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let steps = async {
-        let mut routed = lookup(&parts, &body, shared, client, &request_id, matched)?;
+        let asked = asked.as_ref();
+        let mut routed = lookup(&parts, &body, asked, shared, client, &request_id, matched)?;
         let admitted = admit(body, &mut routed, shared, &request_id, entry).await?;
         let (head, admitted) = forward_or_retry(
             admitted,
@@ -176,6 +182,12 @@ async fn dispatch(
             entry,
         )
         .await?;
+        let (head, admitted) = match (asked, on_upgrade) {
+            (Some(asked), Some(on)) => {
+                switch(asked, head, admitted, on, &parts, shared, &request_id)?
+            }
+            _ => (head, admitted),
+        };
         Ok(respond(
             head,
             admitted,
@@ -209,6 +221,8 @@ struct Routed {
     target: Arc<RouteTarget>,
     frame: BytesMut,
     end_stream: bool,
+    /// An upgrade stream (§4.5): no body before the switch, a replica that takes upgrades.
+    upgrade: bool,
 }
 
 /// Finds the route (404), refuses what cannot be forwarded (413, 501, 400) and encodes the
@@ -217,6 +231,7 @@ struct Routed {
 fn lookup(
     parts: &http::request::Parts,
     body: &Incoming,
+    asked: Option<&Asked>,
     shared: &Shared,
     client: SocketAddr,
     request_id: &HeaderValue,
@@ -225,18 +240,24 @@ fn lookup(
     // Readers hold the table for a lookup only: a route update waits for them (and the
     // body is read after this returns).
     let table = shared.registry.table_full();
-    let Some(found) = table.lookup(parts.method.as_str(), parts.uri.path()) else {
+    let method = Asked::method(asked, &parts.method);
+    let Some(found) = table.lookup(method, parts.uri.path()) else {
         return Err(no_route(&table, parts, request_id));
     };
     *matched = Some(found.value.clone());
-    if let Some(refusal) = unforwardable(parts, body, shared) {
-        let (status, message) = refusal;
+    let refusal = match asked {
+        Some(a) => a.refusal(!http_body::Body::is_end_stream(body)),
+        None => unforwardable(parts, body, shared),
+    };
+    if let Some((status, message)) = refusal {
         return Err(error_response(status, message, request_id));
     }
-    let end_stream = http_body::Body::is_end_stream(body);
+    // An upgrade's request direction stays open: after the switch it carries the client's bytes.
+    let end_stream = asked.is_none() && http_body::Body::is_end_stream(body);
     let trusted = trusted_proxies::is_trusted(&shared.config.trusted_proxies, client.ip());
     let frame = encode_request(
         parts,
+        asked,
         &found.params,
         end_stream,
         client,
@@ -251,11 +272,12 @@ fn lookup(
         target: found.value.clone(),
         frame,
         end_stream,
+        upgrade: asked.is_some(),
     })
 }
 
-/// Why a routed request cannot go to a worker: a body declared past `limits.max_body`, a
-/// WebSocket upgrade, or a target the REQUEST frame cannot carry.
+/// Why a routed request cannot go to a worker: a body declared past `limits.max_body`, or
+/// a target the REQUEST frame cannot carry.
 fn unforwardable(
     parts: &http::request::Parts,
     body: &Incoming,
@@ -266,10 +288,6 @@ fn unforwardable(
             let why = "request body larger than the gateway's limit";
             return Some((StatusCode::PAYLOAD_TOO_LARGE, why));
         }
-    }
-    if is_websocket_upgrade(&parts.headers) {
-        let why = "WebSocket upgrades are not passed through to workers yet";
-        return Some((StatusCode::NOT_IMPLEMENTED, why));
     }
     // `target::for_worker` made the target ASCII before routing; whatever else a client
     // manages to send, no frame the spec forbids leaves the gateway (§3.4).
@@ -288,7 +306,7 @@ struct Admitted {
     body: Buffered,
     /// Holds a share of `limits.streamed_upload_slots` while the body streams.
     share: Option<StreamedShare>,
-    /// The REQUEST ended the stream: there is no body to send.
+    /// No body to send: the REQUEST ended the stream, or it is an upgrade (§4.5).
     end_stream: bool,
     /// The replica declared the route `idempotent`.
     idempotent: bool,
@@ -305,7 +323,8 @@ async fn admit(
     request_id: &HeaderValue,
     entry: &mut Entry,
 ) -> Result<Admitted, Answer> {
-    let mut body = read_body_start(body, routed.end_stream, shared)
+    let no_body = routed.end_stream || routed.upgrade;
+    let mut body = read_body_start(body, no_body, shared)
         .await
         .map_err(|fault| client_fault(shared, &fault, request_id))?;
     let replay = match shared.config.retries {
@@ -328,7 +347,7 @@ async fn admit(
         open,
         body,
         share,
-        end_stream: routed.end_stream,
+        end_stream: no_body,
         idempotent: route.idempotent,
         replay,
     })
@@ -379,6 +398,11 @@ async fn open_stream(
         notified.as_mut().enable();
         match reserve_replica(&target.group, &target.key, streamed, exclude) {
             Ok((conn, route)) => {
+                if routed.upgrade && !conn.features.contains(Features::UPGRADE) {
+                    conn.release_slot();
+                    let status = StatusCode::NOT_IMPLEMENTED;
+                    return Err(error_response(status, upgrade::NOT_TAKEN, request_id));
+                }
                 set_route_id(&mut routed.frame, route.id);
                 let opened = conn
                     .open_stream(&mut routed.frame, routed.end_stream, deadline)
@@ -544,6 +568,7 @@ async fn forward(
         },
         body: open.body,
         recv_credit: open.recv_credit,
+        send: open.send,
         trailers: open.trailers,
     };
     match tokio::time::timeout(shared.config.request_timeout, open.head).await {
@@ -572,6 +597,57 @@ struct Answering {
     body: mpsc::UnboundedReceiver<Result<Bytes, Failure>>,
     recv_credit: Arc<AtomicI64>,
     trailers: ResponseTrailers,
+    /// The request direction's window: an upgraded connection sends on it after the switch.
+    send: Arc<SendWindow<Failure>>,
+}
+
+/// The worker's answer to an upgrade (§4.5). A 101 is the switch: the client's answer comes
+/// back as the `Err` (as every answer that ends a request early does), the pipe started
+/// behind it. Any other head refuses the upgrade and goes on as an ordinary response.
+#[allow(clippy::result_large_err)] // the Err is the client's response, returned as it is
+fn switch(
+    asked: &Asked,
+    head: ResponseHead,
+    answering: Answering,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    parts: &http::request::Parts,
+    shared: &Arc<Shared>,
+    request_id: &HeaderValue,
+) -> Result<(ResponseHead, Answering), Answer> {
+    let conn = answering.guard.conn.clone();
+    if head.status != 101 {
+        upgrade::refused(conn, answering.guard.id);
+        return Ok((head, answering));
+    }
+    let worker_upgrade = upgrade::worker_upgrade(&head);
+    let mut headers = http::HeaderMap::new();
+    if forward::response_headers(head.headers, &mut headers).is_err() {
+        let why = "more response header fields than the gateway can hold";
+        conn.cancel_stream(answering.guard.id, ResetCode::ProtocolError, why);
+        let status = StatusCode::BAD_GATEWAY;
+        return Err(error_response(
+            status,
+            "worker sent an invalid response",
+            request_id,
+        ));
+    }
+    end_to_end_headers(&mut headers, None);
+    let piped = Piped {
+        active: parts.extensions.get::<Arc<Activity>>().map(|a| a.start()),
+        guard: answering.guard,
+        body: answering.body,
+        recv_credit: answering.recv_credit,
+        send: answering.send,
+    };
+    let idle = shared.config.upgrade_idle_timeout;
+    Err(upgrade::switch(
+        asked,
+        worker_upgrade,
+        headers,
+        piped,
+        on_upgrade,
+        idle,
+    ))
 }
 
 /// The client's response from the worker's head: its framing (§3.5; 502 when invalid),
@@ -623,6 +699,7 @@ fn response_body(framing: &Framing, answering: Answering, shared: &Arc<Shared>) 
         guard,
         mut body,
         recv_credit,
+        send: _,
         trailers,
     } = answering;
     if framing.body == BodyPlan::Empty {
@@ -680,6 +757,7 @@ fn end_to_end_headers(headers: &mut http::HeaderMap, content_length: Option<u64>
 /// `Connection` option can remove the gateway's.
 fn encode_request(
     parts: &http::request::Parts,
+    asked: Option<&Asked>,
     params: &[(&str, Cow<'_, [u8]>)],
     end_stream: bool,
     client: SocketAddr,
@@ -687,7 +765,7 @@ fn encode_request(
     request_id: &HeaderValue,
 ) -> Result<BytesMut, HeadTooLarge> {
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let method = parts.method.as_str();
+    let method = Asked::method(asked, &parts.method);
     let mut w = RequestWriter::new(0, end_stream, 0, method.as_bytes(), target.as_bytes(), 512);
     for (name, value) in params {
         w.param(name.as_bytes(), value);
@@ -696,6 +774,11 @@ fn encode_request(
     let host = request_rules::effective_host(parts);
     if let Some(h) = host {
         w.header(b"host", h);
+    }
+    if let Some(asked) = asked {
+        for (name, value) in asked.worker_headers() {
+            w.header(name, &value);
+        }
     }
     let mut cookie_sent = false;
     for (name, value) in parts.headers.iter() {
@@ -746,7 +829,11 @@ fn encode_request(
     );
     w.header(b"via", forward::via_element(parts.version));
     w.header(X_REQUEST_ID.as_str().as_bytes(), request_id.as_bytes());
-    w.finish()
+    let mut frame = w.finish()?;
+    if asked.is_some() {
+        vyx_core::frame::set_upgrade(&mut frame);
+    }
+    Ok(frame)
 }
 
 fn failure_response(
@@ -803,15 +890,6 @@ fn failure_response(
             )
         }
     }
-}
-
-/// Whether the request asks to switch to WebSocket (`Upgrade: websocket`).
-fn is_websocket_upgrade(headers: &http::HeaderMap) -> bool {
-    headers.get_all(http::header::UPGRADE).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"websocket"))
-    })
 }
 
 /// A slot within `limits.streamed_upload_slots`, given back when dropped.

@@ -209,6 +209,8 @@ impl Gateway {
             // the request with it (RESET `cancel` to the worker). On: a client that sends
             // its request and then its FIN still gets the answer (`client_half_close`).
             .half_close(config.client_half_close);
+        // RFC 8441: HTTP/2 clients may open WebSockets with extended CONNECT (§4.5).
+        builder.http2().enable_connect_protocol();
         if let Some(max) = config.max_header {
             builder.http1().max_buf_size(max);
             builder
@@ -401,8 +403,12 @@ fn serve(
         if over_tls {
             req.extensions_mut().insert(OverTls);
         }
-        if req.version() == http::Version::HTTP_2 && !h2.swap(true, Ordering::Relaxed) {
-            on_h2.notify_one();
+        if req.version() == http::Version::HTTP_2 {
+            // An upgraded stream (extended CONNECT) counts as a request open for its life.
+            req.extensions_mut().insert(active.clone());
+            if !h2.swap(true, Ordering::Relaxed) {
+                on_h2.notify_one();
+            }
         }
         let request = active.start();
         let h1 = req.version() <= http::Version::HTTP_11;

@@ -40,29 +40,6 @@ async fn worker(gw: SocketAddr, slots: u32) -> vyx::Worker {
     worker
 }
 
-/// The worker's in-flight count, as `/_vyx/workers` shows it.
-async fn in_flight(gw: SocketAddr) -> u64 {
-    let (_, body) = get(&client(), &format!("http://{gw}/_vyx/workers")).await;
-    let v: Value = serde_json::from_slice(&body).unwrap();
-    v[0]["in_flight"].as_u64().unwrap()
-}
-
-/// Waits (bounded) until the in-flight count is `n`.
-async fn wait_in_flight(gw: SocketAddr, n: u64, what: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let now = in_flight(gw).await;
-        if now == n {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: in flight {now}, expected {n}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// A slow HTTP/1 upload: the head and a few bytes of a 100 kB body, then nothing.
 async fn slow_h1(gw: SocketAddr) -> TcpStream {
     let mut tcp = TcpStream::connect(gw).await.unwrap();

@@ -237,12 +237,14 @@ async fn an_invalid_response_head_fails_its_stream_only() {
     // A second stream is in flight on the same connection throughout.
     let other = spawn_fetch(&gw, "GET", "/b");
     let other_id = next_request(&mut w).await.stream_id;
-    let bad_heads: [(&str, Vec<u8>); 3] = [
+    let bad_heads: [(&str, Vec<u8>); 4] = [
         (
             "upper-case name",
             vec![0, 200, 0, 1, 0, 1, b'X', 0, 1, b'1'],
         ),
         ("status 600", vec![2, 88, 0, 0]),
+        // 101 decodes, but answers only an UPGRADE stream (§4.5).
+        ("status 101 on a plain request", vec![0, 101, 0, 0]),
         (
             "CR in a value",
             vec![0, 200, 0, 1, 0, 1, b'x', 0, 2, b'a', b'\r'],
@@ -509,7 +511,7 @@ async fn proxy_headers_are_removed_both_ways_and_forwarded_is_added() {
 }
 
 #[tokio::test]
-async fn a_websocket_upgrade_to_a_worker_route_is_501() {
+async fn a_websocket_upgrade_to_a_worker_without_the_upgrade_feature_is_501() {
     let gw = TestGateway::start().await;
     let _w = RawWorker::connect(gw.addr, "raw:ws", vec![route(0, "GET", "/ws")]).await;
     let (status, _, body) = send(
@@ -521,7 +523,10 @@ async fn a_websocket_upgrade_to_a_worker_route_is_501() {
     )
     .await;
     assert_eq!(status, 501);
-    assert!(String::from_utf8_lossy(&body).contains("WebSocket"));
+    assert!(
+        String::from_utf8_lossy(&body).contains("does not take upgrades"),
+        "{body:?}"
+    );
 }
 
 // --- expect: 100-continue ---------------------------------------------------------------

@@ -418,3 +418,47 @@ fn a_tls_section_with_files_that_cannot_be_used_is_refused_naming_the_file() {
     let e = refused("tls: {cert: gw.pem}\n");
     assert!(e.to_string().contains("key"), "{e}");
 }
+
+#[tokio::test]
+async fn a_worker_dialling_an_address_of_a_name_verifies_the_certificate_for_the_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    // A certificate for the name only: verifying it against the address dialled would fail.
+    let gw = tls_gateway(ca.leaf(dir.path(), "named", &["gw.example"])).await;
+    let ca_file = write(dir.path(), "ca.pem", &ca.pem());
+    let addr = gw.addr;
+    let w = vyx::Worker::builder()
+        .connect(format!("wss://gw.example:{}", addr.port()))
+        .id("rust:tls")
+        .handle_signals(false)
+        .ca_file(ca_file)
+        .resolver(vyx::Resolver::new(move |host, _port| {
+            assert_eq!(host, "gw.example");
+            Box::pin(async move { Ok(vec![addr]) })
+        }))
+        .get("/tls", |_req: Request| async { "named" })
+        .build()
+        .unwrap();
+    let runner = w.clone();
+    let task = tokio::spawn(async move { runner.start().await });
+    let mut state = w.state();
+    let reached = tokio::time::timeout(
+        WAIT,
+        state.wait_for(|s| {
+            matches!(
+                s,
+                ConnectionState::Connected { .. } | ConnectionState::Reconnecting { .. }
+            )
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        matches!(reached, ConnectionState::Connected { .. }),
+        "{reached:?}"
+    );
+    assert_eq!(w.gateways()[0].address, Some(addr));
+    w.stop();
+    task.await.unwrap().unwrap();
+}

@@ -5,8 +5,12 @@ import { EventEmitter } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
 export interface VyxWorkerOptions {
-  /** Gateway URL, `ws://host:port` or `wss://...` (default: `VYX_CONNECT`). */
-  connect?: string;
+  /**
+   * Gateway URL, `ws://host:port` or `wss://...`, or a list of them (default: `VYX_CONNECT`,
+   * comma-separated). The worker holds a session to each gateway and to each address of
+   * its host name.
+   */
+  connect?: string | string[];
   /** Worker id (default: `VYX_WORKER_ID`). */
   id?: string;
   /** Registration token (default: `VYX_TOKEN`). */
@@ -49,6 +53,17 @@ export interface Logger {
   warn?(...args: unknown[]): void;
   info?(...args: unknown[]): void;
   debug?(...args: unknown[]): void;
+}
+
+/** One session's state (`worker.gateways()`). */
+export interface GatewayState {
+  /** The registration URL dialled. */
+  gateway: string;
+  /** The address dialled, `null` while the host name resolves to nothing. */
+  address: string | null;
+  kind: 'connecting' | 'connected' | 'reconnecting' | 'draining' | 'stopped' | 'failed';
+  connectionId?: string;
+  cause?: string;
 }
 
 export type StateEvent =
@@ -153,6 +168,8 @@ export interface HttpOptions {
 export declare class VyxWorker extends EventEmitter {
   constructor(options?: VyxWorkerOptions);
   readonly id: string;
+  /** Each session's latest state; `state` is their aggregate (`connected` while one is). */
+  gateways(): GatewayState[];
   /** The latest connection state emitted (`{ kind: 'connecting' }` before any). */
   readonly state: StateEvent;
   route(method: string, pattern: string, handler: Handler): this;

@@ -50,7 +50,8 @@ class VyxWorker extends EventEmitter {
 
   /**
    * @param {object} [options]
-   * @param {string} [options.connect]  gateway URL (`VYX_CONNECT`)
+   * @param {string|string[]} [options.connect]  gateway URL, or a list (`VYX_CONNECT`,
+   *   comma-separated): a session to each gateway and each address of its host name
    * @param {string} [options.id]  worker id (`VYX_WORKER_ID`)
    * @param {string} [options.token]  registration token (`VYX_TOKEN`)
    * @param {number} [options.maxConcurrency]  streams served at once (`defaults().maxConcurrency`)
@@ -72,7 +73,10 @@ class VyxWorker extends EventEmitter {
     super();
     const { NativeWorker } = native();
     const o = {};
-    for (const k of ['connect', 'id', 'token', 'caFile', 'instance']) {
+    if (options.connect !== undefined && options.connect !== null) {
+      o.connect = Array.isArray(options.connect) ? options.connect.map(String) : [String(options.connect)];
+    }
+    for (const k of ['id', 'token', 'caFile', 'instance']) {
       if (options[k] !== undefined && options[k] !== null) o[k] = String(options[k]);
     }
     // The binding would coerce or name a Rust type; the core checks the ranges it knows.
@@ -101,6 +105,20 @@ class VyxWorker extends EventEmitter {
   setLogLevel(level) {
     call(() => native().setLogLevel(String(level)));
     return this;
+  }
+
+  /**
+   * Each session's latest state, `{ gateway, address, kind, connectionId?, cause? }`: one
+   * per gateway, and per address of a gateway's host name. `state` is their aggregate:
+   * `connected` while at least one session is.
+   */
+  gateways() {
+    return this.#native.gateways().map((g) => {
+      const s = { gateway: g.gateway, address: g.address ?? null, kind: g.kind };
+      if (g.connectionId != null) s.connectionId = g.connectionId;
+      if (g.cause != null) s.cause = g.cause;
+      return s;
+    });
   }
 
   /** The latest connection state emitted (`{ kind: 'connecting' }` before any). */

@@ -26,7 +26,8 @@ use napi_derive::napi;
 use tracing::level_filters::LevelFilter;
 use vyx_core::host_logs::{self, Sink};
 use vyx_core::session::{
-    Batch, Engine, EngineError, Stream, StreamError, TryChunk, TrySend, WorkerConfig,
+    Batch, ConnectionState, Engine, EngineError, Stream, StreamError, TryChunk, TrySend,
+    WorkerConfig,
 };
 
 /// The SDK's name in HELLO.
@@ -148,7 +149,7 @@ pub fn defaults() -> Defaults {
 /// What JS gives the constructor; empty fields are filled from `VYX_*` variables.
 #[napi(object)]
 pub struct NativeOptions {
-    pub connect: Option<String>,
+    pub connect: Option<Vec<String>>,
     pub id: Option<String>,
     pub token: Option<String>,
     pub max_concurrency: Option<u32>,
@@ -160,6 +161,16 @@ pub struct NativeOptions {
     pub log_level: Option<String>,
     /// The JS layer has a logger: the core's logs come with the batches, not on stderr.
     pub has_logger: Option<bool>,
+}
+
+/// One session's state, as `worker.gateways()` gives it.
+#[napi(object)]
+pub struct NativeGatewayState {
+    pub gateway: String,
+    pub address: Option<String>,
+    pub kind: String,
+    pub connection_id: Option<String>,
+    pub cause: Option<String>,
 }
 
 /// Streams handed to JS and not finished, by slot.
@@ -230,6 +241,36 @@ impl NativeWorker {
     #[napi]
     pub fn add_route(&self, method: String, path: String) -> napi::Result<u32> {
         self.engine.add_route(&method, &path).map_err(engine_error)
+    }
+
+    /// Each session's latest state (one per gateway, and per address of its host name).
+    #[napi]
+    pub fn gateways(&self) -> Vec<NativeGatewayState> {
+        self.engine
+            .gateways()
+            .into_iter()
+            .map(|g| {
+                let (kind, connection_id, cause) = match g.state {
+                    ConnectionState::Connecting => ("connecting", None, None),
+                    ConnectionState::Connected { connection_id } => {
+                        ("connected", Some(connection_id), None)
+                    }
+                    ConnectionState::Reconnecting { cause, .. } => {
+                        ("reconnecting", None, Some(cause))
+                    }
+                    ConnectionState::Draining => ("draining", None, None),
+                    ConnectionState::Stopped => ("stopped", None, None),
+                    ConnectionState::Failed { cause } => ("failed", None, Some(cause)),
+                };
+                NativeGatewayState {
+                    gateway: g.gateway,
+                    address: g.address.map(|a| a.to_string()),
+                    kind: kind.into(),
+                    connection_id,
+                    cause,
+                }
+            })
+            .collect()
     }
 
     /// Declares route `id` idempotent: the gateway may retry its requests elsewhere.

@@ -126,7 +126,7 @@ impl PyEngine {
     #[pyo3(signature = (connect, worker_id, token=None, max_concurrency=None, ca_file=None, labels=None, sdk=None, instance=None, connect_timeout=None))]
     #[allow(clippy::too_many_arguments)] // Python's keyword arguments, one per option
     fn new(
-        connect: String,
+        connect: Vec<String>,
         worker_id: String,
         token: Option<String>,
         max_concurrency: Option<u32>,
@@ -170,10 +170,20 @@ impl PyEngine {
         })
     }
 
-    /// The gateway address and worker id in use (after the environment defaults).
+    /// The gateway addresses and worker id in use (after the environment defaults).
     #[getter]
-    fn connect(&self) -> String {
+    fn connect(&self) -> Vec<String> {
         self.engine.config().connect
+    }
+
+    /// Each session's latest state, as `(gateway, address or None, state tuple)`.
+    fn gateways<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        for g in self.engine.gateways() {
+            let address = g.address.map(|a| a.to_string());
+            list.append((g.gateway, address, state_tuple(py, &g.state)?))?;
+        }
+        Ok(list)
     }
 
     #[getter]

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 import vyx
-from conftest import REPO, WAIT
+from conftest import REPO, WAIT, Gateway
 
 
 def worker_for(gateway, name: str = "py:test", **kw) -> vyx.Worker:
@@ -447,7 +447,7 @@ def test_environment_defaults(monkeypatch):
     monkeypatch.setenv("VYX_CONNECT", "ws://127.0.0.1:4")
     monkeypatch.setenv("VYX_WORKER_ID", "py:from-env")
     w = vyx.Worker()
-    assert (w.connect, w.id) == ("ws://127.0.0.1:4", "py:from-env")
+    assert (w.connect, w.id) == (["ws://127.0.0.1:4"], "py:from-env")
 
 
 def test_wrong_token_is_refused_for_good(tmp_path: Path):
@@ -486,3 +486,33 @@ def test_query_decoding_matches_the_shared_vectors():
     assert vectors
     for v in vectors:
         assert [list(p) for p in vyx.parse_query(v["query"])] == v["pairs"], v["name"]
+
+
+def test_connect_takes_a_list_and_serves_through_every_gateway(gateway, serve):
+    second = Gateway()
+    try:
+        w = vyx.Worker(connect=[gateway.ws, second.ws], id="py:two")
+
+        @w.get("/where")
+        async def where(req: vyx.Request):
+            return "here"
+
+        serve(w)
+        deadline = time.monotonic() + WAIT
+        while sorted(g.state.kind for g in w.gateways()) != ["connected", "connected"]:
+            assert time.monotonic() < deadline, w.gateways()
+            time.sleep(0.01)
+        assert sorted(g.gateway for g in w.gateways()) == sorted(
+            [gateway.ws + "/_vyx/register", second.ws + "/_vyx/register"]
+        )
+        for gw in (gateway, second):
+            r = httpx.get(gw.url("/where"), timeout=WAIT)
+            assert (r.status_code, r.text) == (200, "here")
+        assert w.state.kind == "connected"
+    finally:
+        second.close()
+
+
+def test_a_bad_entry_in_the_list_is_a_config_error_naming_it():
+    with pytest.raises(vyx.ConfigError, match=r'gateway address 2 of 2 \("http://127.0.0.1:2"\)'):
+        vyx.Worker(connect=["ws://127.0.0.1:1", "http://127.0.0.1:2"], id="py:two")

@@ -52,6 +52,7 @@ mod handler;
 mod request;
 mod response;
 mod serve;
+pub mod upgrade;
 mod worker;
 
 pub use body::Body;
@@ -63,7 +64,7 @@ pub use worker::{States, Worker, WorkerBuilder, WorkerHandle, DEFAULT_DRAIN_TIME
 pub use bytes::Bytes;
 pub use http::{self, header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 pub use vyx_core;
-pub use vyx_core::session::ConnectionState;
+pub use vyx_core::session::{ConnectionState, GatewayState, Resolver};
 
 // The READMEs' Rust examples are doc tests: whole ones compile (`rust no_run` when they
 // would wait for a gateway); fragments are marked `rust ignore`.

@@ -39,9 +39,25 @@ pub struct Request {
     headers: HeaderMap,
     body: Body,
     route: Option<Arc<str>>,
+    /// An upgrade request's connection, once its 101 is sent (see [`crate::upgrade`]).
+    upgrade: Option<tokio::sync::oneshot::Receiver<crate::upgrade::Upgraded>>,
 }
 
 impl Request {
+    /// Taken by [`crate::upgrade::on`].
+    pub(crate) fn take_upgrade(
+        &mut self,
+    ) -> Option<tokio::sync::oneshot::Receiver<crate::upgrade::Upgraded>> {
+        self.upgrade.take()
+    }
+
+    pub(crate) fn set_upgrade(
+        &mut self,
+        rx: tokio::sync::oneshot::Receiver<crate::upgrade::Upgraded>,
+    ) {
+        self.upgrade = Some(rx);
+    }
+
     pub(crate) fn from_incoming(
         method: Bytes,
         target: Bytes,
@@ -86,6 +102,7 @@ impl Request {
             headers,
             body,
             route,
+            upgrade: None,
         }
     }
 

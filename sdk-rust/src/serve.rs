@@ -8,7 +8,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
-use http::HeaderMap;
+use http::{HeaderMap, StatusCode};
 use http_body_util::BodyExt;
 use tracing::{debug, error, info_span, warn, Instrument};
 use vyx_core::session::{IncomingRequest, Stream, StreamError, TrySend};
@@ -18,6 +18,7 @@ use crate::error::Error;
 use crate::handler::BoxHandler;
 use crate::request::Request;
 use crate::response::Response;
+use crate::upgrade::Upgraded;
 
 /// One entry of the dispatch table; its index is the route id sent in HELLO.
 pub(crate) struct Route {
@@ -40,6 +41,7 @@ pub(crate) async fn serve(req: IncomingRequest, routes: Arc<[Route]>) -> u64 {
         target,
         params,
         headers,
+        upgrade,
         stream,
     } = req;
     let Some(route) = routes.get(route_id as usize) else {
@@ -47,7 +49,7 @@ pub(crate) async fn serve(req: IncomingRequest, routes: Arc<[Route]>) -> u64 {
         stream.fail("no handler for this route id");
         return slot;
     };
-    let request = Request::from_incoming(
+    let mut request = Request::from_incoming(
         method,
         target,
         params,
@@ -55,6 +57,12 @@ pub(crate) async fn serve(req: IncomingRequest, routes: Arc<[Route]>) -> u64 {
         Body::incoming(stream.clone()),
         Some(route.path.clone()),
     );
+    // The handler takes the connection with `vyx::upgrade::on`; it comes once its 101 is out.
+    let switched = upgrade.then(|| {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        request.set_upgrade(rx);
+        tx
+    });
     // Logs of the handler (and ours) carry the request's method, route, stream id and the
     // gateway's request id (`x-request-id`, the id its access log and the client see).
     let request_id = request
@@ -65,6 +73,9 @@ pub(crate) async fn serve(req: IncomingRequest, routes: Arc<[Route]>) -> u64 {
     let handler = &route.handler;
     async move {
         match AssertUnwindSafe(handler(request)).catch_unwind().await {
+            Ok(res) if res.status() == StatusCode::SWITCHING_PROTOCOLS && switched.is_some() => {
+                switch(&stream, res, switched.expect("checked"))
+            }
             Ok(res) => send_response(&stream, res).await,
             Err(panic) => {
                 error!(
@@ -78,6 +89,18 @@ pub(crate) async fn serve(req: IncomingRequest, routes: Arc<[Route]>) -> u64 {
     .instrument(span)
     .await;
     slot
+}
+
+/// The handler's 101 to an upgrade request: the head, then the stream is the handler's
+/// [`Upgraded`] connection (the response body, if any, is not sent).
+fn switch(stream: &Stream, res: Response, to: tokio::sync::oneshot::Sender<Upgraded>) {
+    let (status, headers, _) = res.into_parts();
+    match stream.send_head(status.as_u16(), &header_pairs(&headers), false) {
+        Ok(_) => {
+            let _ = to.send(Upgraded::new(stream.clone()));
+        }
+        Err(e) => debug!(error = %e, "101 not sent"),
+    }
 }
 
 /// Gives the response to the core: a whole body in one call, else the head and then the

@@ -100,6 +100,7 @@ impl Conn {
         let req = frame::Request {
             stream_id,
             end_stream,
+            upgrade: false,
             route_id,
             method: b(method),
             target: b(target),
@@ -698,7 +699,7 @@ async fn http_body_trailers_cross_both_ways_once_granted() {
         .unwrap();
     let task = run(&w);
     let (mut conn, hello) = gw.accept().await;
-    assert_eq!(hello.features, ["trailers"]);
+    assert_eq!(hello.features, ["upgrade", "trailers"]);
     let mut welcome = conn.0.welcome_with(5000, WINDOW);
     welcome.features = vec!["trailers".into()];
     conn.0.send(Frame::Welcome(welcome)).await.unwrap();
@@ -804,4 +805,77 @@ async fn handler_logs_carry_the_request_id() {
         .find(|l| l.contains("the handler speaks"))
         .unwrap_or_else(|| panic!("no handler line in {text}"));
     assert!(line.contains("request_id=req-42"), "{line}");
+}
+
+#[tokio::test]
+async fn an_upgrade_answered_101_gives_the_handler_a_byte_stream_a_websocket_runs_on() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let (gw, url) = Gateway::bind().await;
+    let w = vyx::Worker::builder()
+        .connect(url)
+        .id("rust:ws")
+        .handle_signals(false)
+        .get("/ws", |mut req: Request| async move {
+            let Some(on) = vyx::upgrade::on(&mut req) else {
+                return vyx::IntoResponse::into_response(StatusCode::UPGRADE_REQUIRED);
+            };
+            tokio::spawn(async move {
+                let io = on.await.expect("upgraded after the 101");
+                let mut ws =
+                    tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, None)
+                        .await;
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() && ws.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header("upgrade", "websocket")
+                .body(vyx::Body::empty())
+        })
+        .build()
+        .unwrap();
+    let running = run(&w);
+    let (mut conn, hello) = gw.accept().await;
+    assert_eq!(
+        hello.features,
+        ["upgrade", "trailers"],
+        "the SDK offers upgrades"
+    );
+    let mut welcome = conn.0.welcome_with(5000, WINDOW);
+    welcome.features = vec!["upgrade".into()];
+    conn.0.send(Frame::Welcome(welcome)).await.unwrap();
+    let req = frame::Request {
+        stream_id: 1,
+        end_stream: false,
+        upgrade: true,
+        route_id: 0,
+        method: Bytes::from_static(b"GET"),
+        target: Bytes::from_static(b"/ws"),
+        params: vec![],
+        headers: vec![],
+    };
+    conn.send(req.encode()).await;
+    let head = match timeout(conn.recv()).await {
+        Frame::Response(r) => r,
+        other => panic!("expected the 101, got {other:?}"),
+    };
+    assert_eq!((head.status, head.end_stream), (101, false));
+    // A client's masked text frame "hi" in, the server's unmasked echo out.
+    let masked = [0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2];
+    conn.send(Data::encode_parts(1, false, &masked)).await;
+    let mut echo = Vec::new();
+    while echo.len() < 4 {
+        match timeout(conn.recv()).await {
+            Frame::Data(d) => echo.extend_from_slice(&d.data),
+            Frame::Window(_) => {}
+            other => panic!("expected the echo, got {other:?}"),
+        }
+    }
+    assert_eq!(echo, [0x81, 0x02, b'h', b'i']);
+    w.stop_within(Duration::ZERO);
+    drop(running);
 }

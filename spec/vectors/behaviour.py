@@ -182,6 +182,12 @@ def request_hex(sid, target=b"/status/200", method=b"GET", params=(), value=b"co
     return {"send": {"hex": (raw[:len(raw) - cut] + extra).hex()}}
 
 
+def upgrade_request_hex(sid):
+    """A valid WebSocket REQUEST (route 0, `GET /status/{code}`) with flag UPGRADE."""
+    req = request_hex(sid, end=False)["send"]["hex"]
+    return {"hex": req[:2] + "02" + req[4:]}
+
+
 def expect_reset(sid, code="protocol_error"):
     return {"expect": {"type": "RESET", "stream_id": sid, "code": code}}
 
@@ -253,6 +259,9 @@ def connection_errors():
         ("response_from_the_gateway", "8.2",
          "RESPONSE sent by the gateway (wrong direction): close 4005.",
          {"hex": "020100000001" + "00c8" + "0000"}, 4005),
+        ("upgrade_without_the_extension", "4.5",
+         "REQUEST with flag UPGRADE on a connection whose WELCOME did not list `upgrade`: "
+         "close 4005.", upgrade_request_hex(3), 4005),
     ]
 
 

@@ -38,6 +38,8 @@ PROTOCOL_VERSION = 1
 HEADER_LEN = 6
 MAX_FRAME_SIZE = 1048576
 END_STREAM = 0x01
+# REQUEST only, extension `upgrade`: the client asked to switch protocols (PROTOCOL.md §4.5).
+UPGRADE = 0x02
 MAX_WINDOW = 2**31 - 1
 U64_MAX = 2**64 - 1
 
@@ -58,7 +60,7 @@ TYPES = {
 CODES = {name: code for code, name in TYPES.items()}
 ALLOWED_FLAGS = {
     "DATA": END_STREAM,
-    "REQUEST": END_STREAM,
+    "REQUEST": END_STREAM | UPGRADE,
     "RESPONSE": END_STREAM,
     "RESET": 0,
     "TRAILERS": 0,
@@ -181,7 +183,7 @@ def encode(frame):
         flags = END_STREAM if frame["end_stream"] else 0
         payload = bytes.fromhex(frame["data"])
     elif t == "REQUEST":
-        flags = END_STREAM if frame["end_stream"] else 0
+        flags = (END_STREAM if frame["end_stream"] else 0) | (UPGRADE if frame["upgrade"] else 0)
         payload = (u16(frame["route_id"])
                    + str16(frame["method"].encode("ascii"))
                    + str16(frame["target"].encode("ascii"))
@@ -278,7 +280,8 @@ def check_header_value(b):
 
 
 def check_status(s):
-    if not 200 <= s <= 599:
+    # 101 decodes; that it answers an UPGRADE stream is the session's rule (§4.5).
+    if not (s == 101 or 200 <= s <= 599):
         raise DecodeError("invalid_status")
 
 
@@ -335,7 +338,8 @@ def decode_payload(t, flags, sid, payload, strategy):
         params = read_fields(r, checks, check_param_name, lambda v: None, streaming)
         headers = read_fields(r, checks, check_header_name, check_header_value, streaming)
         r.finish()
-        out = {"type": t, "stream_id": sid, "end_stream": end_stream, "route_id": route_id,
+        out = {"type": t, "stream_id": sid, "end_stream": end_stream,
+               "upgrade": bool(flags & UPGRADE), "route_id": route_id,
                "method": method.decode("ascii") if method.isascii() else None,
                "target": target.decode("ascii") if target.isascii() else None,
                "params": params, "headers": headers}
@@ -731,8 +735,9 @@ def data(sid, end, payload):
     return {"type": "DATA", "stream_id": sid, "end_stream": end, "data": hx(payload)}
 
 
-def request(sid, end, route_id, method, target, params, headers):
-    return {"type": "REQUEST", "stream_id": sid, "end_stream": end, "route_id": route_id,
+def request(sid, end, route_id, method, target, params, headers, upgrade=False):
+    return {"type": "REQUEST", "stream_id": sid, "end_stream": end, "upgrade": upgrade,
+            "route_id": route_id,
             "method": method, "target": target,
             "params": [[n, hx(v)] for n, v in params],
             "headers": [[n, hx(v)] for n, v in headers]}
@@ -856,6 +861,13 @@ def frame_vectors():
     add("request_method_token_chars", request(
         27, False, 5, "M-SEARCH!#$%&'*+.^_`|~09az", "/x",
         [], [("!#$%&'*+-.^_`|~09az", "v")]))
+    # Extension `upgrade` (§4.5): a WebSocket handshake as the worker sees it, whether the
+    # client sent HTTP/1.1 Upgrade or HTTP/2 extended CONNECT.
+    add("request_upgrade_websocket", request(
+        29, False, 6, "GET", "/chat",
+        [], [("host", "example.com"), ("connection", "upgrade"), ("upgrade", "websocket"),
+             ("sec-websocket-version", "13"),
+             ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")], upgrade=True))
 
     # RESPONSE
     add("response_200_with_body", response(
@@ -867,6 +879,9 @@ def frame_vectors():
         [("set-cookie", "a=1; Path=/"), ("content-type", "text/html"),
          ("set-cookie", "b=2; HttpOnly"), ("x-raw", b"\x80\xff"), ("x-empty", "")]))
     add("response_status_599_end_stream", response(7, True, 599, [("retry-after", "1")]))
+    add("response_101_switching_protocols", response(
+        29, False, 101, [("upgrade", "websocket"),
+                         ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")]))
 
     # TRAILERS (extension `trailers`, §3.10)
     add("trailers_grpc_status", trailers(
@@ -981,7 +996,8 @@ def malformed_vectors():
     add("data_flag_0x02", H(D, 0x02, 1) + b"x", "invalid_flags")
     add("data_flags_0x03", H(D, 0x03, 1) + b"x", "invalid_flags")
     add("data_flag_0x80", H(D, 0x80, 1), "invalid_flags")
-    add("request_flag_0x02", H(RQ, 0x02, 1) + req(), "invalid_flags")
+    add("request_flag_0x04", H(RQ, 0x04, 1) + req(), "invalid_flags")
+    add("request_flags_0x83", H(RQ, 0x83, 1) + req(), "invalid_flags")
     add("response_flag_0x04", H(RS, 0x04, 1) + resp(), "invalid_flags")
     add("reset_flag_0x01", H(RT, 0x01, 1) + u32(1), "invalid_flags")
     add("window_flag_0x01", H(W, 0x01, 1) + u32(1), "invalid_flags")
@@ -1134,7 +1150,7 @@ def malformed_vectors():
         + req(params=[(b"n\xc3", b"v")]), "invalid_param_name")
 
     # invalid_status
-    for s in (0, 99, 100, 101, 199, 600, 65535):
+    for s in (0, 99, 100, 102, 199, 600, 65535):
         add("status_%d" % s, H(RS, END_STREAM, 1) + resp(s), "invalid_status")
     for s in (0, 99, 101, 200, 204, 65535):
         add("informational_status_%d" % s, H(INF, 0, 1) + resp(s), "invalid_status")
@@ -1854,6 +1870,7 @@ def main():
         "max_concurrency": 1024,
         "connect_timeout_ms": 10000,
         "drain_timeout_ms": 30000,
+        "resolve_interval_ms": 30000,
     })
     __import__("behaviour").write_all(write)  # streams, flow, heartbeat, retry, worker_id
     print("frames: %d, malformed: %d, handshake: %d, welcome: %d, routing: %d, backoff seeds: %d"

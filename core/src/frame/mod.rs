@@ -34,7 +34,7 @@ pub use control::{ControlMessage, Drain, ErrorMessage, Hello, RouteSpec, Routes,
 pub use data::Data;
 pub use head::{is_header_name, is_header_value, is_method, is_target, is_tchar, HeaderList};
 pub use informational::{is_informational_status, Informational};
-pub use request::{set_route_id, set_stream_id, HeadTooLarge, Request, RequestWriter};
+pub use request::{set_route_id, set_stream_id, set_upgrade, HeadTooLarge, Request, RequestWriter};
 pub use reset::Reset;
 pub use response::Response;
 pub use trailers::Trailers;
@@ -69,6 +69,9 @@ pub mod kind {
 pub mod flags {
     /// Ends the sender's direction of the stream (DATA, REQUEST, RESPONSE).
     pub const END_STREAM: u8 = 0x01;
+    /// REQUEST only, extension `upgrade`: the client asked to switch
+    /// protocols; a RESPONSE 101 turns the stream into a byte pipe (PROTOCOL.md §4.5).
+    pub const UPGRADE: u8 = 0x02;
 }
 
 /// A decoded frame.
@@ -164,7 +167,8 @@ impl Frame {
         let stream_id = u32::from_be_bytes([msg[2], msg[3], msg[4], msg[5]]);
         let name = type_name(ty).ok_or(DecodeError::UnknownType(ty))?;
         let allowed = match ty {
-            kind::DATA | kind::REQUEST | kind::RESPONSE => flags::END_STREAM,
+            kind::DATA | kind::RESPONSE => flags::END_STREAM,
+            kind::REQUEST => flags::END_STREAM | flags::UPGRADE,
             _ => 0,
         };
         if fl & !allowed != 0 {
@@ -198,9 +202,13 @@ impl Frame {
                 end_stream,
                 data: payload,
             }),
-            kind::REQUEST => Frame::Request(
-                Request::decode(stream_id, end_stream, payload).map_err(stream_error)?,
-            ),
+            kind::REQUEST => {
+                let upgrade = fl & flags::UPGRADE != 0;
+                Frame::Request(
+                    Request::decode(stream_id, end_stream, upgrade, payload)
+                        .map_err(stream_error)?,
+                )
+            }
             kind::RESPONSE => Frame::Response(
                 Response::decode(stream_id, end_stream, payload).map_err(stream_error)?,
             ),
@@ -400,7 +408,7 @@ mod tests {
         for hex in [
             "02040000000700c80000", // RESPONSE with a reserved flag
             "02000000000000c80000", // RESPONSE on stream 0
-            "0102000000070000",     // REQUEST with a reserved flag
+            "0104000000070000",     // REQUEST with a reserved flag
             "0101000000000000",     // REQUEST on stream 0
             "080000000007000000",   // WINDOW too short
             "00",                   // truncated header

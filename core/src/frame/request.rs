@@ -19,6 +19,8 @@ pub struct Request {
     pub stream_id: u32,
     /// The request has no body.
     pub end_stream: bool,
+    /// Flag UPGRADE: the client asked to switch protocols (PROTOCOL.md §4.5).
+    pub upgrade: bool,
     /// The id the worker gave the matched route in HELLO or ROUTES.
     pub route_id: u16,
     pub method: Bytes,
@@ -33,6 +35,7 @@ impl Request {
     pub(super) fn decode(
         stream_id: u32,
         end_stream: bool,
+        upgrade: bool,
         payload: Bytes,
     ) -> Result<Request, DecodeError> {
         let mut r = Reader::new(payload, "REQUEST");
@@ -60,6 +63,7 @@ impl Request {
         Ok(Request {
             stream_id,
             end_stream,
+            upgrade,
             route_id,
             method,
             target,
@@ -84,9 +88,11 @@ impl Request {
         for (n, v) in &self.headers {
             w.header(n, v);
         }
-        w.finish()
-            .expect("a Request built in code fits in a frame")
-            .freeze()
+        let mut frame = w.finish().expect("a Request built in code fits in a frame");
+        if self.upgrade {
+            set_upgrade(&mut frame);
+        }
+        frame.freeze()
     }
 }
 
@@ -186,6 +192,12 @@ impl RequestWriter {
 /// the route with the id the chosen replica gave it.
 pub fn set_route_id(request: &mut [u8], route_id: u16) {
     request[HEADER_LEN..HEADER_LEN + 2].copy_from_slice(&route_id.to_be_bytes());
+}
+
+/// Sets the UPGRADE flag of an encoded REQUEST: the gateway sets it only for a connection
+/// whose WELCOME listed the extension (PROTOCOL.md §4.5).
+pub fn set_upgrade(request: &mut [u8]) {
+    request[1] |= super::flags::UPGRADE;
 }
 
 /// Sets the stream id of an encoded frame: the gateway picks the id at the moment it

@@ -15,7 +15,7 @@ pub struct Response {
     pub stream_id: u32,
     /// The response has no body.
     pub end_stream: bool,
-    /// 200..=599 (1xx is reserved for a later version).
+    /// 101 (only on an UPGRADE stream, PROTOCOL.md §4.5) or 200..=599.
     pub status: u16,
     pub headers: HeaderList,
 }
@@ -28,7 +28,8 @@ impl Response {
     ) -> Result<Response, DecodeError> {
         let mut r = Reader::new(payload, "RESPONSE");
         let status = r.u16()?;
-        if !(200..=599).contains(&status) {
+        // Whether a 101 answers an UPGRADE stream is the receiver's stream rule (§4.5).
+        if status != 101 && !(200..=599).contains(&status) {
             return Err(DecodeError::InvalidStatus(status));
         }
         let headers = r.headers()?;

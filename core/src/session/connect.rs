@@ -1,6 +1,7 @@
 //! Dialing the gateway: the upgrade request with credentials and subprotocol, then
 //! HELLO → WELCOME.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -16,6 +17,7 @@ use crate::handshake::{
 };
 use crate::limits::{HANDSHAKE_TIMEOUT, MAX_FRAME_SIZE};
 use crate::transport::{truncate_reason, websocket_config};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 /// Why a connection attempt failed.
@@ -84,17 +86,23 @@ pub(crate) async fn connect(
     cfg: &WorkerConfig,
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 ) -> Result<(WsStream, Welcome), ConnectError> {
-    let ws = dial(cfg, tls).await?;
+    let target = super::resolve::Target::parse(&cfg.connect[0]).unwrap();
+    let addr = cfg.resolver.addresses(&target).await.unwrap()[0];
+    let ws = dial(cfg, &target.url, addr, tls).await?;
     welcome(ws, cfg).await
 }
 
-/// The first half of a registration attempt: TCP, TLS, the upgrade, and HELLO sent. Until
-/// it returns, the gateway knows nothing of this worker and the attempt may be dropped.
+/// The first half of a registration attempt: TCP to `addr`, TLS, the upgrade of `url`, and
+/// HELLO sent. The URL's host stays the TLS server name and the `Host` header whatever
+/// address is dialled. Until it returns, the gateway knows nothing of this worker and the
+/// attempt may be dropped.
 pub(crate) async fn dial(
     cfg: &WorkerConfig,
+    url: &str,
+    addr: SocketAddr,
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 ) -> Result<WsStream, ConnectError> {
-    let url = registration_url(&cfg.connect);
+    let url = url.to_owned();
     let mut req = url
         .as_str()
         .into_client_request()
@@ -118,12 +126,19 @@ pub(crate) async fn dial(
         headers.insert("authorization", value);
     }
 
-    let upgrade = tokio_tungstenite::connect_async_tls_with_config(
-        req,
-        Some(websocket_config()),
-        true,
-        tls.map(tokio_tungstenite::Connector::Rustls),
-    );
+    let upgrade = async {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(tungstenite::Error::Io)?;
+        tcp.set_nodelay(true).map_err(tungstenite::Error::Io)?;
+        tokio_tungstenite::client_async_tls_with_config(
+            req,
+            tcp,
+            Some(websocket_config()),
+            tls.map(tokio_tungstenite::Connector::Rustls),
+        )
+        .await
+    };
     let (mut ws, _resp) = match tokio::time::timeout(cfg.connect_timeout, upgrade).await {
         Err(_) => {
             return Err(ConnectError::Transient(format!(
@@ -157,7 +172,11 @@ pub(crate) async fn dial(
                 "the 101 answer does not select {SUBPROTOCOL}: {e}"
             )))
         }
-        Ok(Err(e)) => return Err(ConnectError::Transient(format!("cannot reach {url}: {e}"))),
+        Ok(Err(e)) => {
+            return Err(ConnectError::Transient(format!(
+                "cannot reach {url} at {addr}: {e}"
+            )))
+        }
         Ok(Ok(ok)) => ok,
     };
 

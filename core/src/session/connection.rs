@@ -14,9 +14,9 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, info, warn};
 
 use super::stream::{finish_direction, IncomingRequest, Stream, StreamError, StreamShared};
-use super::{ConnectionState, Events, WsStream};
+use super::{ConnectionState, SessionEvents, WsStream};
 use crate::error::{CloseCode, ResetCode};
-use crate::features;
+use crate::features::{self, Features};
 use crate::frame::{kind, DecodeFailure, Frame, Reset};
 use crate::handshake::{Drain, Welcome};
 use crate::heartbeat::Heartbeat;
@@ -84,7 +84,7 @@ impl std::fmt::Display for ConnEnd {
 
 pub(crate) struct RunArgs<'a> {
     pub(crate) welcome: &'a Welcome,
-    pub(crate) events: &'a Events,
+    pub(crate) events: &'a SessionEvents,
     pub(crate) stop: &'a mut watch::Receiver<Option<Duration>>,
     /// The route ids this worker declared, sorted: others are answered 404 here.
     pub(crate) routes: &'a [u16],
@@ -114,6 +114,7 @@ pub(crate) async fn run(ws: WsStream, args: RunArgs<'_>) -> ConnEnd {
         gateway_draining: false,
         max_concurrency: args.welcome.max_concurrency as usize,
         max_frame: args.welcome.max_frame_size as usize,
+        features: Features::from_names(&args.welcome.features),
         events: args.events,
         routes: args.routes,
         seq: args.seq,
@@ -231,7 +232,9 @@ struct Reader<'a> {
     gateway_draining: bool,
     max_concurrency: usize,
     max_frame: usize,
-    events: &'a Events,
+    /// The extensions WELCOME granted this connection (§2.6).
+    features: Features,
+    events: &'a SessionEvents,
     routes: &'a [u16],
     seq: u32,
     /// The last ERROR's message: the cause a close names in full (its reason may be cut).
@@ -277,6 +280,15 @@ impl Reader<'_> {
         match frame {
             Frame::Request(r) => {
                 self.open_id(r.stream_id)?;
+                if r.upgrade && !self.features.contains(Features::UPGRADE) {
+                    // Only a connection whose WELCOME listed `upgrade` carries the flag
+                    // (PROTOCOL.md §4.5); elsewhere it is the violation it was in v1.
+                    let why = format!(
+                        "REQUEST (stream {}) with flag UPGRADE, which this connection did not negotiate",
+                        r.stream_id
+                    );
+                    return Err((CloseCode::ProtocolViolation, why));
+                }
                 let id = r.stream_id;
                 let mut streams = self.conn.streams.lock().unwrap();
                 if streams.len() >= self.max_concurrency {
@@ -298,6 +310,7 @@ impl Reader<'_> {
                     id,
                     slot,
                     head_only,
+                    r.upgrade,
                     r.end_stream,
                     expect_continue,
                     self.conn.clone(),
@@ -323,6 +336,7 @@ impl Reader<'_> {
                     target: r.target,
                     params: r.params,
                     headers: r.headers,
+                    upgrade: r.upgrade,
                     stream,
                 };
                 self.events.request(req);

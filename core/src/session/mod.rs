@@ -32,15 +32,18 @@
 mod connect;
 mod connection;
 mod events;
+mod gateways;
+pub(crate) mod resolve;
 mod stream;
 mod supervise;
 mod tls;
 
 pub use connect::{registration_url, ConnectError};
-pub use events::Batch;
+pub use events::{Batch, GatewayState};
+pub use resolve::{ResolveFuture, Resolver};
 pub use stream::{IncomingRequest, Stream, StreamError, StreamReset, TryChunk, TrySend};
 
-pub(crate) use events::{Event, Events};
+pub(crate) use events::{Event, Events, SessionEvents};
 
 use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 use std::time::Duration;
@@ -56,8 +59,9 @@ pub use crate::config::{WorkerConfig, ENV_CA_FILE, ENV_CONNECT, ENV_TOKEN, ENV_W
 
 pub(crate) type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Where the engine is. Every change reaches the host, in order, in
-/// [`Batch::states`]; [`Engine::state`] tells the latest.
+/// Where the engine, or one of its sessions, is. Every change reaches the host, in order,
+/// in [`Batch::states`] (the worker) and [`Batch::gateways`] (each session);
+/// [`Engine::state`] and [`Engine::gateways`] tell the latest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectionState {
     Connecting,
@@ -109,7 +113,7 @@ struct Shared {
     /// sending side, which the engine's task takes.
     setup: StdMutex<Setup>,
     queue: Mutex<mpsc::UnboundedReceiver<Event>>,
-    current: Arc<StdMutex<ConnectionState>>,
+    states: Arc<StdMutex<events::States>>,
     stop: watch::Sender<Option<Duration>>,
     result_tx: watch::Sender<Option<Result<(), EngineError>>>,
     result: watch::Receiver<Option<Result<(), EngineError>>>,
@@ -126,7 +130,7 @@ impl Engine {
     pub fn new(config: WorkerConfig) -> Result<Engine, EngineError> {
         config.validate()?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let current = Arc::new(StdMutex::new(ConnectionState::Connecting));
+        let states = Arc::new(StdMutex::new(events::States::new()));
         let (stop, _) = watch::channel(None);
         let (result_tx, result) = watch::channel(None);
         Ok(Engine {
@@ -135,12 +139,12 @@ impl Engine {
                     config,
                     events: Some(Events {
                         tx,
-                        current: current.clone(),
+                        states: states.clone(),
                     }),
                     started: false,
                 }),
                 queue: Mutex::new(rx),
-                current,
+                states,
                 stop,
                 result_tx,
                 result,
@@ -219,7 +223,14 @@ impl Engine {
             return Ok(()); // drained before the start: stopped already
         };
         let config = setup.config.clone();
-        let tls = if config.connect.starts_with("wss://") {
+        let targets = match config.targets() {
+            Ok(targets) => targets,
+            Err(e) => {
+                setup.events = Some(events);
+                return Err(e);
+            }
+        };
+        let tls = if targets.iter().any(|t| t.url.starts_with("wss://")) {
             match tls::client_config(config.tls_ca_file.as_deref()) {
                 Ok(tls) => Some(tls),
                 Err(e) => {
@@ -235,8 +246,9 @@ impl Engine {
         let stop = self.shared.stop.subscribe();
         let result_tx = self.shared.result_tx.clone();
         runtime.spawn(async move {
-            let result = supervise::supervise(config, tls, &events, stop).await;
-            events.state(match &result {
+            let shared = Arc::new(supervise::Shared::new(config, tls));
+            let result = gateways::run(shared, targets, &events, stop).await;
+            events.end(match &result {
                 Ok(()) => ConnectionState::Stopped,
                 Err(e) => ConnectionState::Failed {
                     cause: e.to_string(),
@@ -271,13 +283,36 @@ impl Engine {
         }
     }
 
-    /// The latest state (the host sees every change in [`Batch::states`]).
+    /// The worker's latest state (the host sees every change in [`Batch::states`]):
+    /// `Connected` while at least one session is (the worker is ready), `Draining` once
+    /// stopping, otherwise the latest state of a session still trying; `Stopped` or
+    /// `Failed` when every session has ended.
     pub fn state(&self) -> ConnectionState {
+        self.states().worker.clone()
+    }
+
+    /// The latest state of each live session, in the order they began (the host sees
+    /// every change in [`Batch::gateways`]). A session ends when the engine stops, when
+    /// its address leaves its gateway's host name, or when its gateway refused the worker.
+    ///
+    /// ```no_run
+    /// # use vyx_core::session::{ConnectionState, Engine, WorkerConfig};
+    /// # fn demo() -> Result<(), vyx_core::session::EngineError> {
+    /// let engine = Engine::new(WorkerConfig::new(["ws://10.0.0.1:9000", "ws://10.0.0.2:9000"], "rust:api"))?;
+    /// let up = engine.gateways().iter()
+    ///     .filter(|g| matches!(g.state, ConnectionState::Connected { .. }))
+    ///     .count();
+    /// # Ok(()) }
+    /// ```
+    pub fn gateways(&self) -> Vec<events::GatewayState> {
+        self.states().gateways()
+    }
+
+    fn states(&self) -> std::sync::MutexGuard<'_, events::States> {
         self.shared
-            .current
+            .states
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
     }
 
     /// Stops gracefully: sends DRAIN, lets in-flight requests finish (at most `deadline`),
@@ -287,7 +322,7 @@ impl Engine {
         let mut setup = self.setup();
         if !setup.started {
             if let Some(events) = setup.events.take() {
-                events.state(ConnectionState::Stopped);
+                events.end(ConnectionState::Stopped);
                 let _ = self.shared.result_tx.send(Some(Ok(())));
             }
         }

@@ -58,6 +58,11 @@ pub struct IncomingRequest {
     /// Path parameters in pattern order: (name, decoded value).
     pub params: Vec<(Bytes, Bytes)>,
     pub headers: HeaderList,
+    /// The client asked to switch protocols (flag UPGRADE, PROTOCOL.md §4.5; only on a
+    /// connection whose WELCOME granted `upgrade`, which the host offered). A 101 from the
+    /// host makes the stream a byte pipe: `try_chunk` reads the client's bytes, `try_send`
+    /// writes to it, the end of either is a half-close (HOSTS.md §7a).
+    pub upgrade: bool,
     /// Reads the request body and sends the response.
     pub stream: Stream,
 }
@@ -144,6 +149,8 @@ pub(crate) struct StreamShared {
     pub(crate) id: u32,
     slot: u64,
     head_only: bool,
+    /// REQUEST carried flag UPGRADE: a 101 may answer it (PROTOCOL.md §4.5).
+    upgrade: bool,
     conn: Arc<ConnShared>,
     /// [`Stream`] clones alive.
     handles: AtomicUsize,
@@ -205,6 +212,7 @@ impl StreamShared {
         id: u32,
         slot: u64,
         head_only: bool,
+        upgrade: bool,
         request_ended: bool,
         expect_continue: bool,
         conn: Arc<ConnShared>,
@@ -214,6 +222,7 @@ impl StreamShared {
             id,
             slot,
             head_only,
+            upgrade,
             conn,
             handles: AtomicUsize::new(0),
             delivered: AtomicBool::new(false),
@@ -410,14 +419,15 @@ impl StreamShared {
         let no_body = self.head_only || status == 204 || status == 304;
         let end = end_stream || no_body || body.is_some_and(<[u8]>::is_empty);
         let announce = self.conn.trailers && body.is_none() && !end;
-        let head = match encode_head_with(self.id, status, headers, body, end, announce) {
-            Ok(h) => h,
-            Err(why) => {
-                warn!(stream = self.id, %why, "response head cannot be sent; answering 500");
-                self.send_internal_error(out);
-                return Err(StreamError::InvalidHead(why));
-            }
-        };
+        let head =
+            match encode_head_with(self.id, status, headers, body, end, announce, self.upgrade) {
+                Ok(h) => h,
+                Err(why) => {
+                    warn!(stream = self.id, %why, "response head cannot be sent; answering 500");
+                    self.send_internal_error(out);
+                    return Err(StreamError::InvalidHead(why));
+                }
+            };
         self.send_data(head, end);
         out.discard = no_body;
         if end {
@@ -437,6 +447,7 @@ impl StreamShared {
             INTERNAL_ERROR_HEADERS,
             Some(INTERNAL_ERROR),
             end,
+            false,
         )
         .expect("the 500 head is valid");
         self.send_data(head, end);

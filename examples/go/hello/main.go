@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	vyx "github.com/vyx-dev/vyx/sdk-go"
@@ -83,7 +84,7 @@ func main() {
 	}
 
 	w, err := vyx.NewWorker(vyx.Config{
-		Connect: env("VYX_CONNECT", "ws://127.0.0.1:9000"),
+		Connect: strings.Split(env("VYX_CONNECT", "ws://127.0.0.1:9000"), ","),
 		ID:      env("VYX_WORKER_ID", "go:hello"),
 		OnState: func(s vyx.State) { log.Printf("go:hello %s", s) },
 	})

@@ -154,6 +154,11 @@ fn on_frame(
             let Some(s) = table.map.get_mut(&r.stream_id) else {
                 return Ok(());
             };
+            if r.status == 101 && !s.upgrade && s.head_tx.is_some() {
+                let why = "RESPONSE 101 on a stream that is not an upgrade";
+                stream_protocol_error(conn, table, r.stream_id, why);
+                return Ok(());
+            }
             let Some(head_tx) = s.head_tx.take() else {
                 stream_protocol_error(conn, table, r.stream_id, "second RESPONSE on a stream");
                 return Ok(());

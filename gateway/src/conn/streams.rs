@@ -23,6 +23,8 @@ pub(super) struct GwStream {
     pub(super) recv_credit: Arc<AtomicI64>,
     pub(super) request_done: bool,
     pub(super) response_done: bool,
+    /// The REQUEST carried flag UPGRADE: only such a stream may be answered 101 (§4.5).
+    pub(super) upgrade: bool,
     pub(super) trailers: super::ResponseTrailers,
 }
 
@@ -90,6 +92,7 @@ impl WorkerConn {
             return Err(Failure::Draining);
         };
         frame::set_stream_id(request, id);
+        let upgrade = request[1] & frame::flags::UPGRADE != 0;
         // Under the stream lock, as every REQUEST and DATA is queued.
         let head = std::mem::take(request).freeze();
         if let Err(head) = self.queue.try_push_request(head) {
@@ -112,6 +115,7 @@ impl WorkerConn {
                 recv_credit: recv_credit.clone(),
                 request_done: end_stream,
                 response_done: false,
+                upgrade,
                 trailers: trailers.clone(),
             },
         );

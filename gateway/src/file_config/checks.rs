@@ -258,6 +258,7 @@ impl Checker {
             c.header_read_timeout = Some(d.0);
         }
         set(&mut c.body_idle_timeout, &t.body_idle);
+        set(&mut c.upgrade_idle_timeout, &t.upgrade_idle);
         set(&mut c.min_body_rate_grace, &t.body_rate_grace);
         set(&mut c.handshake_timeout, &t.handshake);
         if let Some(h) = &t.heartbeat {

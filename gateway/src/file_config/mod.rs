@@ -167,6 +167,16 @@ mod tests {
     }
 
     #[test]
+    fn upgrade_idle_timeout() {
+        let c = parse(Path::new("vyx.yaml"), "timeouts: {upgrade_idle: 90s}\n").unwrap();
+        assert_eq!(c.upgrade_idle_timeout, Duration::from_secs(90));
+        let d = parse(Path::new("vyx.yaml"), "listen: 127.0.0.1:0\n").unwrap();
+        assert_eq!(d.upgrade_idle_timeout, vyx_core::limits::UPGRADE_IDLE);
+        let e = err("timeouts: {upgrade_idle: 0s}\n");
+        assert!(e.message.contains("more than zero"), "{e}");
+    }
+
+    #[test]
     fn retries_and_readiness_delay() {
         let d = parse(Path::new("vyx.yaml"), "listen: 127.0.0.1:0\n").unwrap();
         assert!(d.retries, "retries are on by default");

@@ -82,6 +82,7 @@ pub(super) struct Timeouts {
     pub(super) drain_grace: Option<Dur>,
     pub(super) readiness_delay: Option<Dur>,
     pub(super) send: Option<Dur>,
+    pub(super) upgrade_idle: Option<Dur>,
 }
 
 #[derive(Deserialize, Default)]

@@ -189,6 +189,29 @@ pub async fn get(client: &HttpClient, url: &str) -> (u16, Bytes) {
     (s, b)
 }
 
+/// The worker's in-flight count, as `/_vyx/workers` shows it.
+pub async fn in_flight(gw: SocketAddr) -> u64 {
+    let (_, body) = get(&client(), &format!("http://{gw}/_vyx/workers")).await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    v[0]["in_flight"].as_u64().unwrap()
+}
+
+/// Waits (bounded) until the in-flight count is `n`.
+pub async fn wait_in_flight(gw: SocketAddr, n: u64, what: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let now = in_flight(gw).await;
+        if now == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: in flight {now}, expected {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The value of one counter line of `/_vyx/metrics`, 0 if absent.
 pub async fn metric(gw: &TestGateway, line_start: &str) -> u64 {
     let (_, body) = get(&client(), &gw.url("/_vyx/metrics")).await;

@@ -17,8 +17,12 @@ const MaxFrameSize = 1048576
 // HeaderSize is the length of the frame header.
 const HeaderSize = 6
 
-// FlagEndStream is the only flag bit of v1.
+// FlagEndStream ends the sender's direction of the stream (DATA, REQUEST, RESPONSE).
 const FlagEndStream = 0x01
+
+// FlagUpgrade is REQUEST's flag of the extension "upgrade": the client asked to switch
+// protocols; a RESPONSE 101 turns the stream into a byte pipe (PROTOCOL.md §4.5).
+const FlagUpgrade = 0x02
 
 // Frame type bytes (§3.1).
 const (
@@ -80,8 +84,10 @@ func TypeName(t byte) string {
 
 func allowedFlags(t byte) byte {
 	switch t {
-	case TypeData, TypeRequest, TypeResponse:
+	case TypeData, TypeResponse:
 		return FlagEndStream
+	case TypeRequest:
+		return FlagEndStream | FlagUpgrade
 	}
 	return 0
 }
@@ -119,7 +125,7 @@ func Decode(msg []byte, maxFrameSize int) (Frame, error) {
 	case TypeData:
 		f = &Data{StreamID: sid, EndStream: end, Data: append([]byte{}, p...)}
 	case TypeRequest:
-		f, kind = decodeRequest(sid, end, p)
+		f, kind = decodeRequest(sid, end, flags&FlagUpgrade != 0, p)
 	case TypeResponse:
 		f, kind = decodeResponse(sid, end, p)
 	case TypeReset:

@@ -50,7 +50,8 @@ func build(t *testing.T, m map[string]any) Frame {
 	case "DATA":
 		return &Data{StreamID: u32("stream_id"), EndStream: end, Data: unhex(t, m["data"].(string))}
 	case "REQUEST":
-		return &Request{StreamID: u32("stream_id"), EndStream: end, RouteID: uint16(u32("route_id")),
+		upgrade := m["upgrade"].(bool)
+		return &Request{StreamID: u32("stream_id"), EndStream: end, Upgrade: upgrade, RouteID: uint16(u32("route_id")),
 			Method: m["method"].(string), Target: m["target"].(string),
 			Params: fieldsOf(t, m["params"]), Headers: fieldsOf(t, m["headers"])}
 	case "RESPONSE":

@@ -6,6 +6,7 @@ import "encoding/binary"
 type Request struct {
 	StreamID  uint32
 	EndStream bool // the request has no body
+	Upgrade   bool // flag UPGRADE: the client asked to switch protocols (§4.5)
 	RouteID   uint16
 	Method    string
 	Target    string // origin-form, raw (path + optional ?query)
@@ -21,6 +22,9 @@ func (*Request) Type() byte { return TypeRequest }
 func (q *Request) Encode() []byte {
 	n := 2 + 4 + len(q.Method) + len(q.Target) + headLen(q.Params) + headLen(q.Headers)
 	b := header(TypeRequest, q.EndStream, q.StreamID, n)
+	if q.Upgrade {
+		b[1] |= FlagUpgrade
+	}
 	b = binary.BigEndian.AppendUint16(b, q.RouteID)
 	b = putStr16(b, []byte(q.Method))
 	b = putStr16(b, []byte(q.Target))
@@ -28,9 +32,9 @@ func (q *Request) Encode() []byte {
 	return putHeadBlock(b, q.Headers)
 }
 
-func decodeRequest(sid uint32, end bool, p []byte) (Frame, Kind) {
+func decodeRequest(sid uint32, end, upgrade bool, p []byte) (Frame, Kind) {
 	r := &reader{p: p}
-	q := &Request{StreamID: sid, EndStream: end}
+	q := &Request{StreamID: sid, EndStream: end, Upgrade: upgrade}
 	q.RouteID = r.u16()
 	m := r.str16()
 	if r.err == "" && !IsMethod(string(m)) {

@@ -24,7 +24,8 @@ func decodeResponse(sid uint32, end bool, p []byte) (Frame, Kind) {
 	r := &reader{p: p}
 	s := &Response{StreamID: sid, EndStream: end}
 	s.Status = r.u16()
-	if r.err == "" && (s.Status < 200 || s.Status > 599) {
+	// Whether a 101 answers an UPGRADE stream is the session's rule (§4.5).
+	if r.err == "" && s.Status != 101 && (s.Status < 200 || s.Status > 599) {
 		r.fail(InvalidStatus)
 	}
 	s.Headers = r.headBlock(false)

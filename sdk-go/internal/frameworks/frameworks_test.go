@@ -24,7 +24,7 @@ import (
 // start runs a worker against g until the test ends.
 func start(t *testing.T, g *gwtest.Gateway, setup func(*vyx.Worker)) {
 	t.Helper()
-	w, err := vyx.NewWorker(vyx.Config{Connect: g.URL(), ID: "test:frameworks",
+	w, err := vyx.NewWorker(vyx.Config{Connect: []string{g.URL()}, ID: "test:frameworks",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)

@@ -179,12 +179,16 @@ func (c *Conn) Read() Message {
 }
 
 // Welcome sends a WELCOME with the defaults of spec/vectors/README.md and overrides.
-func (c *Conn) Welcome(initialWindow uint64) {
+func (c *Conn) Welcome(initialWindow uint64) { c.WelcomeGranting(initialWindow) }
+
+// WelcomeGranting is Welcome granting the named extensions (§2.6).
+func (c *Conn) WelcomeGranting(initialWindow uint64, features ...string) {
 	if initialWindow == 0 {
 		initialWindow = 262144
 	}
 	c.Send(&frame.Welcome{Protocol: 1, Gateway: "fake/0", ConnectionID: "c1", HeartbeatMS: 10000,
-		InitialWindow: initialWindow, MaxFrameSize: frame.MaxFrameSize, MaxConcurrency: c.Hello.MaxConcurrency})
+		InitialWindow: initialWindow, MaxFrameSize: frame.MaxFrameSize, MaxConcurrency: c.Hello.MaxConcurrency,
+		Features: features})
 }
 
 // WelcomeFeatures is Welcome granting the protocol extensions features (§2.6).

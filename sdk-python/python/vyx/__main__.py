@@ -78,7 +78,7 @@ def build(argv=None) -> Worker:
     kind = p.add_mutually_exclusive_group()
     kind.add_argument("--asgi", action="store_true", help="the app is ASGI")
     kind.add_argument("--wsgi", action="store_true", help="the app is WSGI")
-    p.add_argument("--connect", help="gateway URL (default $VYX_CONNECT)")
+    p.add_argument("--connect", help="gateway URL, or a comma-separated list (default $VYX_CONNECT)")
     p.add_argument("--id", help="worker id (default $VYX_WORKER_ID)")
     p.add_argument("--token", help="worker token (default $VYX_TOKEN)")
     p.add_argument("--ca-file", help="extra CAs for wss:// (default $VYX_CA_FILE)")
@@ -93,7 +93,8 @@ def build(argv=None) -> Worker:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = load(args.app, args.factory)
-    options = dict(connect=args.connect, id=args.id, token=args.token, ca_file=args.ca_file,
+    connect = args.connect.split(",") if args.connect else None
+    options = dict(connect=connect, id=args.id, token=args.token, ca_file=args.ca_file,
                    max_concurrency=args.max_concurrency, drain_timeout=args.drain_timeout,
                    max_threads=args.threads)
     if args.asgi or (not args.wsgi and is_asgi(app)):

@@ -14,7 +14,7 @@ import inspect
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from . import _core
 from ._errors import (
@@ -74,6 +74,21 @@ class State:
         return f"<vyx.State {self.kind}{' ' + extra if extra else ''}>"
 
 
+class GatewayState:
+    """One session's state: ``gateway`` its registration URL, ``address`` the address it
+    dials (``None`` while the host name resolves to nothing), ``state`` a :class:`State`."""
+
+    __slots__ = ("gateway", "address", "state")
+
+    def __init__(self, gateway: str, address: Optional[str], state: State):
+        self.gateway = gateway
+        self.address = address
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"<vyx.GatewayState {self.gateway} {self.address} {self.state.kind}>"
+
+
 class _Route:
     __slots__ = ("method", "path", "handler", "is_async", "answers_itself")
 
@@ -112,7 +127,7 @@ class Worker:
 
     def __init__(
         self,
-        connect: Optional[str] = None,
+        connect: Union[str, Sequence[str], None] = None,
         id: Optional[str] = None,  # noqa: A002 - the name the docs use
         token: Optional[str] = None,
         *,
@@ -131,7 +146,7 @@ class Worker:
         ):
             raise ConfigError(f"max_threads must be a whole number of at least 1, got {max_threads!r}")
         self._engine = _core.Engine(
-            connect or "",
+            [connect] if isinstance(connect, str) else list(connect or []),
             id or "",
             token,
             max_concurrency,
@@ -164,9 +179,15 @@ class Worker:
         return self._engine.worker_id
 
     @property
-    def connect(self) -> str:
-        """The gateway address (after the environment defaults)."""
+    def connect(self) -> List[str]:
+        """The gateway addresses (after the environment defaults)."""
         return self._engine.connect
+
+    def gateways(self) -> List[GatewayState]:
+        """Each session's latest state: the worker holds one per gateway, and per address
+        of a gateway's host name. ``state`` is their aggregate: ``connected`` while at
+        least one session is."""
+        return [GatewayState(g, a, State(s)) for g, a, s in self._engine.gateways()]
 
     @property
     def state(self) -> State:

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tower_service::Service;
+use vyx_core::config::IntoGateways;
 use vyx_core::handshake::RouteSpec;
-use vyx_core::session::{ConnectionState, Engine, WorkerConfig};
+use vyx_core::session::{ConnectionState, Engine, Resolver, WorkerConfig};
 
 use super::states::StateHub;
 use super::{Control, Inner, StateCallback, Worker, DEFAULT_DRAIN_TIMEOUT, SDK};
@@ -60,7 +61,7 @@ use crate::serve::Route;
 /// ```
 #[must_use = "a builder does nothing until .build() is called"]
 pub struct WorkerBuilder {
-    connect: Option<String>,
+    connect: Option<Vec<String>>,
     id: Option<String>,
     token: Option<String>,
     max_concurrency: Option<u32>,
@@ -68,6 +69,8 @@ pub struct WorkerBuilder {
     labels: BTreeMap<String, String>,
     connect_timeout: Option<Duration>,
     ca_file: Option<std::path::PathBuf>,
+    resolver: Option<Resolver>,
+    resolve_interval: Option<Duration>,
     drain_timeout: Duration,
     handle_signals: bool,
     on_state: Option<StateCallback>,
@@ -92,6 +95,8 @@ impl WorkerBuilder {
             labels: BTreeMap::new(),
             connect_timeout: None,
             ca_file: None,
+            resolver: None,
+            resolve_interval: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             handle_signals: true,
             on_state: None,
@@ -99,10 +104,21 @@ impl WorkerBuilder {
         }
     }
 
-    /// The gateway: `ws://host:port`, `wss://host:port`, or a full registration URL
-    /// (default path `/_vyx/register`). Else `VYX_CONNECT`.
-    pub fn connect(mut self, url: impl Into<String>) -> Self {
-        self.connect = Some(url.into());
+    /// The gateway, or a list of them: each `ws://host:port`, `wss://host:port`, or a full
+    /// registration URL (default path `/_vyx/register`). Else `VYX_CONNECT`, a
+    /// comma-separated list. The worker holds a session to every gateway, and to every
+    /// address a gateway's host name resolves to ([`Worker::gateways`]).
+    ///
+    /// ```
+    /// let worker = vyx::Worker::builder()
+    ///     .connect(["ws://10.0.0.1:9000", "ws://10.0.0.2:9000"])
+    ///     .id("rust:api")
+    ///     .build()?;
+    /// assert_eq!(worker.config().connect.len(), 2);
+    /// # Ok::<(), vyx::Error>(())
+    /// ```
+    pub fn connect(mut self, gateways: impl IntoGateways) -> Self {
+        self.connect = Some(gateways.into_gateways());
         self
     }
 
@@ -150,6 +166,21 @@ impl WorkerBuilder {
     /// `VYX_CA_FILE`. The public web roots are always trusted.
     pub fn ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
         self.ca_file = Some(path.into());
+        self
+    }
+
+    /// How gateway host names become addresses (default: the system's resolver): a
+    /// table of your own in tests, or your own discovery. See [`Resolver`].
+    pub fn resolver(mut self, resolver: Resolver) -> Self {
+        self.resolver = Some(resolver);
+        self
+    }
+
+    /// How often gateway host names are resolved again; default 30 s
+    /// ([`vyx_core::config::DEFAULT_RESOLVE_INTERVAL`]). They are also resolved again
+    /// whenever a session fails.
+    pub fn resolve_interval(mut self, interval: Duration) -> Self {
+        self.resolve_interval = Some(interval);
         self
     }
 
@@ -350,8 +381,10 @@ impl WorkerBuilder {
         config.tls_ca_file = self.ca_file;
         config.apply_env_defaults();
         config.sdk = SDK.to_owned();
-        // What this host serves end to end (§2.6): http-body trailers both ways.
-        config.features = vyx_core::features::Features::TRAILERS;
+        // What this host serves end to end (§2.6): upgrades (`vyx::upgrade::on`) and
+        // http-body trailers both ways.
+        config.features =
+            vyx_core::features::Features::UPGRADE.union(vyx_core::features::Features::TRAILERS);
         if let Some(n) = self.max_concurrency {
             config.max_concurrency = n;
         }
@@ -360,6 +393,12 @@ impl WorkerBuilder {
         }
         if let Some(timeout) = self.connect_timeout {
             config.connect_timeout = timeout;
+        }
+        if let Some(resolver) = self.resolver {
+            config.resolver = resolver;
+        }
+        if let Some(interval) = self.resolve_interval {
+            config.resolve_interval = interval;
         }
         config.labels = self.labels;
         config.routes = self

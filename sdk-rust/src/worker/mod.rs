@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::{debug, error, info, warn};
-use vyx_core::session::{ConnectionState, Engine, EngineError, WorkerConfig};
+use vyx_core::session::{ConnectionState, Engine, EngineError, GatewayState, WorkerConfig};
 
 use crate::error::Error;
 use crate::serve::{panic_message, serve, Route};
@@ -122,7 +122,7 @@ impl Worker {
         }
         info!(
             worker_id = %inner.config.worker_id,
-            gateway = %inner.config.connect,
+            gateway = %inner.config.connect.join(","),
             routes = inner.routes.len(),
             sdk = SDK,
             "worker starting"
@@ -193,6 +193,13 @@ impl Worker {
         self.inner.control.states.subscribe()
     }
 
+    /// Each session's latest state: one per gateway, and per address of a gateway's host
+    /// name. [`Worker::state`] is their aggregate: `Connected` while at least one session
+    /// is.
+    pub fn gateways(&self) -> Vec<GatewayState> {
+        self.inner.control.engine.gateways()
+    }
+
     /// A handle that can stop the worker and watch its state, e.g. from inside a handler.
     pub fn handle(&self) -> WorkerHandle {
         WorkerHandle {
@@ -258,6 +265,11 @@ impl WorkerHandle {
     /// See [`Worker::state`].
     pub fn state(&self) -> States {
         self.control.states.subscribe()
+    }
+
+    /// See [`Worker::gateways`].
+    pub fn gateways(&self) -> Vec<GatewayState> {
+        self.control.engine.gateways()
     }
 }
 

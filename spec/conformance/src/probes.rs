@@ -309,6 +309,7 @@ async fn request_from_worker(p: &Probes) -> Outcome<()> {
     let frame = Frame::Request(Request {
         stream_id: 1,
         end_stream: true,
+        upgrade: false,
         route_id: 0,
         method: Bytes::from("GET"),
         target: Bytes::from("/bad"),

@@ -32,6 +32,7 @@ pub const ROUTES: &[&str] = &[
     "GET /status/{code}",
     "GET /stream/{bytes}",
     "GET /throw",
+    "GET /ws",
     "HEAD /head",
     "POST /echo",
     "POST /trailers",

@@ -5,8 +5,10 @@ mod auth;
 mod basics;
 mod bodies;
 mod concurrency;
+mod gateways;
 mod lifecycle;
 mod tls;
+mod upgrades;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -44,8 +46,10 @@ pub fn all() -> Vec<Scenario> {
     v.extend(bodies::scenarios());
     v.extend(concurrency::scenarios());
     v.extend(lifecycle::scenarios());
+    v.extend(gateways::scenarios());
     v.extend(auth::scenarios());
     v.extend(tls::scenarios());
+    v.extend(upgrades::scenarios());
     v
 }
 

@@ -235,6 +235,7 @@ pub fn request(
     Ok(Frame::Request(Request {
         stream_id,
         end_stream,
+        upgrade: false,
         route_id: s.route_id(route)?,
         method: Bytes::from(method.to_owned()),
         target: Bytes::from(target.to_owned()),

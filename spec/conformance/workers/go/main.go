@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coder/websocket"
 	vyx "github.com/vyx-dev/vyx/sdk-go"
 )
 
@@ -272,6 +273,27 @@ func routes(w *vyx.Worker) {
 		panic("conformance: /throw fails on purpose")
 	})
 	w.Get("/empty", func(rw http.ResponseWriter, r *http.Request) { rw.WriteHeader(204) })
+	w.Get("/ws", func(rw http.ResponseWriter, r *http.Request) {
+		// coder/websocket's Accept hijacks the stream (an upgrade, PROTOCOL.md §4.5).
+		ws, err := websocket.Accept(rw, r, nil)
+		if err != nil {
+			return // Accept answered the refusal
+		}
+		defer ws.CloseNow()
+		ws.SetReadLimit(-1)
+		for {
+			typ, msg, err := ws.Read(r.Context())
+			if err != nil {
+				if websocket.CloseStatus(err) == websocket.StatusNormalClosure {
+					_ = ws.Close(websocket.StatusNormalClosure, "")
+				}
+				return
+			}
+			if err := ws.Write(r.Context(), typ, msg); err != nil {
+				return
+			}
+		}
+	})
 	w.Head("/head", func(rw http.ResponseWriter, r *http.Request) {
 		rw.Header().Set("X-Conformance", "head")
 	})

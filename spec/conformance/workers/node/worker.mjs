@@ -218,6 +218,8 @@ worker.get('/throw', () => {
 });
 
 worker.get('/empty', (req, res) => res.status(204).send());
+// The Node SDK does not take upgrades yet: the gateway answers them 501 itself.
+worker.get('/ws', (req, res) => res.status(501).send());
 worker.head('/head', (req, res) => res.header('x-conformance', 'head').send());
 worker.get('/stats', () => ({ in_flight: inFlight, aborted, replica }));
 

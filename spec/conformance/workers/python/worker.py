@@ -194,6 +194,11 @@ async def empty(req):
     return vyx.Response(204)
 
 
+async def no_upgrades(req):
+    # The Python SDK does not take upgrades yet: the gateway answers them 501 itself.
+    return vyx.Response(501)
+
+
 async def head(req):
     return vyx.Response(200, [("x-conformance", "head")])
 
@@ -232,6 +237,7 @@ def main():
             ("GET", "/barrier/{n}", barrier),
             ("GET", "/throw", throw),
             ("GET", "/empty", empty),
+            ("GET", "/ws", no_upgrades),
             ("HEAD", "/head", head),
             ("GET", "/stats", stats),
         ]:

@@ -358,6 +358,7 @@ async fn run() -> Result<(), vyx::Error> {
         .get("/barrier/{n}", with!(shared, barrier))
         .get("/throw", throw)
         .get("/empty", |_req: Request| async { StatusCode::NO_CONTENT })
+        .get("/ws", ws_echo)
         .route("HEAD", "/head", |_req: Request| async {
             Response::builder()
                 .header("x-conformance", "head")
@@ -375,4 +376,32 @@ async fn run() -> Result<(), vyx::Error> {
     }
     // VYX_CONNECT, VYX_WORKER_ID and VYX_TOKEN come from the environment.
     builder.build()?.start().await
+}
+
+/// `GET /ws`: a WebSocket echo on the connection `vyx::upgrade` gives after the 101.
+async fn ws_echo(mut req: Request) -> Response {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let key = req
+        .header("sec-websocket-key")
+        .map(|k| derive_accept_key(k.as_bytes()));
+    let (Some(on), Some(accept)) = (vyx::upgrade::on(&mut req), key) else {
+        return vyx::IntoResponse::into_response(StatusCode::UPGRADE_REQUIRED);
+    };
+    tokio::spawn(async move {
+        let Ok(io) = on.await else { return };
+        let mut ws =
+            tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+        while let Some(Ok(msg)) = ws.next().await {
+            if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                return;
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("upgrade", "websocket")
+        .header("sec-websocket-accept", accept)
+        .body(vyx::Body::empty())
 }
