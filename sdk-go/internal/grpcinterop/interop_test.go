@@ -142,7 +142,7 @@ func startWorker(t *testing.T, addr string) {
 	connected := make(chan struct{})
 	var once sync.Once
 	w, err := vyx.NewWorker(vyx.Config{
-		Connect: "ws://" + addr, ID: "go:grpc-interop",
+		Connect: []string{"ws://" + addr}, ID: "go:grpc-interop",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		OnState: func(s vyx.State) {
 			if s.Kind == vyx.Connected {
