@@ -1,8 +1,8 @@
 package vyx
 
 // The host rules read off a request (spec/HOSTS.md §5), the twin of core/src/host_rules.rs:
-// the client's IP and the scheme, from the forwarding headers the gateway sets, held to
-// spec/vectors/client.json.
+// the client's IP, the scheme and the HTTP version, from the forwarding headers the gateway
+// sets, held to spec/vectors/client.json.
 
 import (
 	"bytes"
@@ -45,6 +45,28 @@ func scheme(headers []frame.Field) string {
 		return "https"
 	}
 	return "http"
+}
+
+// httpVersion is the client's HTTP version (major, minor), read from the last element of
+// the last via field, which the gateway appends naming the protocol it received ("2 vyx"):
+// its first word is an optional "HTTP/" and one digit 1 to 9, optionally "." and one more
+// digit. Absent or unreadable, it is HTTP/1.1.
+func httpVersion(headers []frame.Field) (major, minor int) {
+	e, ok := lastElement(headers, "via")
+	if !ok {
+		return 1, 1
+	}
+	if i := strings.IndexAny(e, " \t"); i >= 0 {
+		e = e[:i]
+	}
+	v := strings.TrimPrefix(e, "HTTP/")
+	switch {
+	case len(v) == 1 && '1' <= v[0] && v[0] <= '9':
+		return int(v[0] - '0'), 0
+	case len(v) == 3 && '1' <= v[0] && v[0] <= '9' && v[1] == '.' && '0' <= v[2] && v[2] <= '9':
+		return int(v[0] - '0'), int(v[2] - '0')
+	}
+	return 1, 1
 }
 
 // lastElement is the last comma-separated element of the last field name, without spaces

@@ -15,6 +15,7 @@ func TestClientVectors(t *testing.T) {
 			Headers  [][2]string `json:"headers"`
 			ClientIP *string     `json:"client_ip"`
 			Scheme   string      `json:"scheme"`
+			Version  [2]int      `json:"http_version"`
 		}
 	}
 	vectors.Load(t, "client.json", &file)
@@ -32,6 +33,9 @@ func TestClientVectors(t *testing.T) {
 			t.Errorf("%s: clientIP = %v, want none", v.Name, ip)
 		case v.ClientIP != nil && (!ok || ip != netip.MustParseAddr(*v.ClientIP)):
 			t.Errorf("%s: clientIP = %v, %v, want %s", v.Name, ip, ok, *v.ClientIP)
+		}
+		if major, minor := httpVersion(headers); [2]int{major, minor} != v.Version {
+			t.Errorf("%s: httpVersion = %d.%d, want %v", v.Name, major, minor, v.Version)
 		}
 		if got := scheme(headers); got != v.Scheme {
 			t.Errorf("%s: scheme = %q, want %q", v.Name, got, v.Scheme)

@@ -76,9 +76,12 @@ func newRequest(s *stream, r *frame.Request, rt route) *http.Request {
 		k := http.CanonicalHeaderKey(f.Name)
 		header[k] = append(header[k], string(f.Value))
 	}
+	// As net/http names them: HTTP/2 is "HTTP/2.0" (grpc-go's ServeHTTP needs ProtoMajor 2).
+	major, minor := httpVersion(r.Headers)
 	req := &http.Request{
-		Method: r.Method, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: header, Host: host, RequestURI: r.Target, RemoteAddr: remoteAddr(r.Headers),
+		Method: r.Method, URL: u, Header: header, Host: host, RequestURI: r.Target,
+		Proto:      "HTTP/" + strconv.Itoa(major) + "." + strconv.Itoa(minor),
+		ProtoMajor: major, ProtoMinor: minor, RemoteAddr: remoteAddr(r.Headers),
 		Body: http.NoBody, Pattern: rt.method + " " + rt.path,
 	}
 	if rt.method == "*" {

@@ -306,3 +306,30 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// r.Proto is the client's HTTP version, from the gateway's via element (HOSTS.md §5).
+func TestProtoFromVia(t *testing.T) {
+	g := gwtest.New(t)
+	startWorker(t, g, func(w *Worker) {
+		w.Get("/proto", func(rw http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(rw, "%s %d %d", r.Proto, r.ProtoMajor, r.ProtoMinor)
+		})
+	}, Config{})
+	c := g.Accept()
+	c.Welcome(65536)
+	for i, tc := range []struct{ via, want string }{
+		{"1.1 client-proxy, 2 vyx", "HTTP/2.0 2 0"},
+		{"1.0 vyx", "HTTP/1.0 1 0"},
+		{"", "HTTP/1.1 1 1"},
+	} {
+		id := uint32(2*i + 1)
+		req := c.Request(id, "GET /proto", "/proto", true)
+		if tc.via != "" {
+			req.Headers = append(req.Headers, frame.Field{Name: "via", Value: []byte(tc.via)})
+		}
+		c.Send(req)
+		if _, body := c.Answer(id); string(body) != tc.want {
+			t.Errorf("via %q: %q, want %q", tc.via, body, tc.want)
+		}
+	}
+}

@@ -260,6 +260,35 @@ pub fn scheme<'h>(headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>) -> &'
     }
 }
 
+/// The HTTP version the client used, as `(major, minor)`: read from the last element of the
+/// last `via` field, which the gateway appends itself naming the protocol it received
+/// (`via: 2 vyx`; earlier elements are the client's or other proxies'). The element's
+/// first word is the received protocol: an optional `HTTP/` and a version of one digit 1 to 9,
+/// optionally `.` and one more digit (`1.0`, `1.1`, `2`, `HTTP/2.0`); an absent or unreadable
+/// one gives HTTP/1.1 (spec/HOSTS.md §5, `spec/vectors/client.json`).
+///
+/// ```
+/// use vyx_core::host_rules::http_version;
+/// assert_eq!(http_version([(&b"via"[..], &b"1.1 cdn, 2 vyx"[..])]), (2, 0));
+/// assert_eq!(http_version([]), (1, 1));
+/// ```
+pub fn http_version<'h>(headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>) -> (u8, u8) {
+    const DEFAULT: (u8, u8) = (1, 1);
+    let Some(e) = last_element(headers, b"via") else {
+        return DEFAULT;
+    };
+    let protocol = e
+        .split(|&b| b == b' ' || b == b'\t')
+        .next()
+        .unwrap_or_default();
+    let version = protocol.strip_prefix(b"HTTP/").unwrap_or(protocol);
+    match *version {
+        [major @ b'1'..=b'9'] => (major - b'0', 0),
+        [major @ b'1'..=b'9', b'.', minor @ b'0'..=b'9'] => (major - b'0', minor - b'0'),
+        _ => DEFAULT,
+    }
+}
+
 /// The last comma-separated element of the last field `name`, without spaces and tabs.
 fn last_element<'h>(
     headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,

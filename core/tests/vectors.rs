@@ -8,7 +8,7 @@ use vyx_core::frame::{Data, Frame, Informational, Request, Reset, Response, Trai
 use vyx_core::handshake::{
     validate_routes, Drain, ErrorMessage, Hello, RouteSpec, Routes, Welcome,
 };
-use vyx_core::host_rules::{client_ip, scheme};
+use vyx_core::host_rules::{client_ip, http_version, scheme};
 use vyx_core::limits::MAX_FRAME_SIZE;
 use vyx_core::routing::Router;
 
@@ -320,7 +320,7 @@ fn backoff_schedule_matches() {
 }
 
 #[test]
-fn client_address_and_scheme_match() {
+fn client_address_scheme_and_http_version_match() {
     let file = load("client.json");
     for v in file["vectors"].as_array().unwrap() {
         let name = v["name"].as_str().unwrap();
@@ -337,6 +337,15 @@ fn client_address_and_scheme_match() {
             .collect();
         let want: Option<std::net::IpAddr> = v["client_ip"].as_str().map(|s| s.parse().unwrap());
         assert_eq!(client_ip(headers.clone()), want, "{name}: client_ip");
+        let version = &v["http_version"];
+        assert_eq!(
+            http_version(headers.clone()),
+            (
+                version[0].as_u64().unwrap() as u8,
+                version[1].as_u64().unwrap() as u8
+            ),
+            "{name}: http_version"
+        );
         assert_eq!(
             scheme(headers),
             v["scheme"].as_str().unwrap(),

@@ -213,6 +213,17 @@ pub fn forwarded_element(
     out
 }
 
+/// This hop's `via` element (RFC 9110 §7.6.3): the protocol the client used and the
+/// gateway's pseudonym. It goes after any `via` the request carried, as a header line of its
+/// own, so hosts read the client's HTTP version from the last element (spec/HOSTS.md §5).
+pub fn via_element(version: http::Version) -> &'static [u8] {
+    match version {
+        http::Version::HTTP_10 => b"1.0 vyx",
+        http::Version::HTTP_2 => b"2 vyx",
+        _ => b"1.1 vyx",
+    }
+}
+
 /// The client's `cookie` fields as the one value the gateway forwards, joined with `"; "`
 /// in order (RFC 9113 §8.2.3): an HTTP/2 client may send each cookie-pair as a field of its
 /// own, and a worker's framework reads one `Cookie` (WSGI joined them with `,`, and Flask
@@ -448,6 +459,23 @@ mod tests {
             forwarded_element(&v4, false, None, "https"),
             b"for=10.1.2.3;proto=https"
         );
+    }
+
+    #[test]
+    fn via_names_the_client_s_protocol_as_hosts_read_it() {
+        for (version, want) in [
+            (http::Version::HTTP_10, (1, 0)),
+            (http::Version::HTTP_11, (1, 1)),
+            (http::Version::HTTP_2, (2, 0)),
+        ] {
+            let element = via_element(version);
+            let headers = [(&b"via"[..], &b"1.1 proxy"[..]), (&b"via"[..], element)];
+            assert_eq!(
+                vyx_core::host_rules::http_version(headers),
+                want,
+                "{version:?}"
+            );
+        }
     }
 
     #[test]

@@ -827,6 +827,7 @@ fn encode_request(
             scheme,
         ),
     );
+    w.header(b"via", forward::via_element(parts.version));
     w.header(X_REQUEST_ID.as_str().as_bytes(), request_id.as_bytes());
     let mut frame = w.finish()?;
     if asked.is_some() {

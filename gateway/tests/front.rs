@@ -278,6 +278,47 @@ async fn host_rules_are_enforced_and_the_effective_host_is_forwarded() {
     worker.stop();
 }
 
+/// The gateway's `via` element names the client's protocol, after the client's own, so a
+/// host reads the version from the last element (spec/HOSTS.md §5).
+#[tokio::test]
+async fn via_names_the_client_s_http_version_after_any_via_it_sent() {
+    let gw = TestGateway::start().await;
+    let worker = inspect_worker(gw.addr).await;
+    let v = json_body(&exchange(gw.addr, b"GET /inspect/v HTTP/1.0\r\n\r\n").await);
+    assert_eq!(v["headers"]["via"], json!(["1.0 vyx"]), "{v}");
+    let r = exchange(
+        gw.addr,
+        b"GET /inspect/v HTTP/1.1\r\nhost: gw\r\nvia: 1.1 cdn\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    let v = json_body(&r);
+    assert_eq!(v["headers"]["via"], json!(["1.1 cdn", "1.1 vyx"]), "{v}");
+
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .uri("http://gw/inspect/v")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let resp = tokio::time::timeout(WAIT, send.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["headers"]["via"], json!(["2 vyx"]), "{v}");
+    worker.stop();
+}
+
 #[tokio::test]
 async fn a_malformed_chunked_body_is_400_a_reset_to_the_worker_and_a_client_error() {
     // Streaming (no buffering), so that the worker has the stream when the body breaks.

@@ -51,7 +51,9 @@ function decodeBatch(buf) {
     const clientIp = str() || undefined;
     const scheme = str();
     const hasBody = buf[o++] === 1;
-    requests[i] = { slot: s, routeId, method, target, params, headers, clientIp, scheme, hasBody };
+    const httpVersion = [buf[o], buf[o + 1]];
+    o += 2;
+    requests[i] = { slot: s, routeId, method, target, params, headers, clientIp, scheme, hasBody, httpVersion };
   }
   const resets = new Array(u32());
   for (let i = 0; i < resets.length; i++) {

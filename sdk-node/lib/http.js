@@ -49,9 +49,11 @@ function incoming(req, socket, mount) {
     msg.url = req.url.slice(mount.length) || '/';
     if (msg.url[0] !== '/') msg.url = `/${msg.url}`;
   }
-  msg.httpVersion = '1.1';
-  msg.httpVersionMajor = 1;
-  msg.httpVersionMinor = 1;
+  // The client's, from the gateway's via element (HOSTS.md §5), as node:http spells it.
+  const [major, minor] = req[FORWARDED].httpVersion;
+  msg.httpVersion = `${major}.${minor}`;
+  msg.httpVersionMajor = major;
+  msg.httpVersionMinor = minor;
   msg.headers = { ...req.headers };
   msg.rawHeaders = req.rawHeaders.slice();
   if (req[FORWARDED].hasBody && msg.headers['content-length'] === undefined) {

@@ -2,8 +2,8 @@
 const { fromNative } = require('./errors');
 
 /**
- * Where the client's IP and scheme, and whether a body follows the head, are kept for `http`
- * and `fetch` routes (from the core).
+ * Where the client's IP, scheme and HTTP version (`[major, minor]`), and whether a body
+ * follows the head, are kept for `http` and `fetch` routes (from the core).
  */
 const FORWARDED = Symbol('vyx.forwarded');
 
@@ -41,7 +41,12 @@ class VyxRequest {
      * end, as `node:http` fills them (empty before, and when the client sent none).
      */
     this.rawTrailers = [];
-    this[FORWARDED] = { clientIp: head.clientIp, scheme: head.scheme, hasBody: head.hasBody };
+    this[FORWARDED] = {
+      clientIp: head.clientIp,
+      scheme: head.scheme,
+      hasBody: head.hasBody,
+      httpVersion: head.httpVersion,
+    };
   }
 
   /**

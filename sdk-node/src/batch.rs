@@ -8,7 +8,8 @@
 //! u32 requests,  each: f64 slot, u32 route_id, str method, str target,
 //!                      u32 params  (str name, str value)*, u32 headers (str name, str value)*,
 //!                      str client_ip ("" for none), str scheme,
-//!                      u8 body (1 when a body follows: it had not ended when packed)
+//!                      u8 body (1 when a body follows: it had not ended when packed),
+//!                      u8 http_major, u8 http_minor
 //! u32 resets,    each: f64 slot, str code, str message
 //! u32 states,    each: u8 kind, then per kind: 0 connecting; 1 connected (str id);
 //!                      2 reconnecting (u32 attempt, u32 delay_ms, str cause); 3 draining;
@@ -97,6 +98,8 @@ pub(crate) fn pack(batch: Batch, records: Vec<Record>, slots: &Slots) -> Vec<u8>
         // Before any read, the body has ended only when REQUEST carried END_STREAM, or an
         // empty last DATA came already: an empty body either way.
         out.push(u8::from(!req.stream.body_ended()));
+        let (major, minor) = req.http_version();
+        out.extend_from_slice(&[major, minor]);
         map.insert(req.slot, req.stream);
     }
     // After the requests: a reset may name a request of this batch.

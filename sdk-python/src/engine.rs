@@ -247,9 +247,10 @@ impl PyEngine {
     }
 
     /// Everything queued, as `(requests, resets, states, ready, logs, end)`:
-    /// requests `(slot, route_id, method, target, params, headers, client_ip, scheme)` with
-    /// params `[(name, value)]` as str, headers `[(name, value)]` as bytes, and the client's
-    /// IP (str or None) and scheme by the core's rule (HOSTS.md §5); resets slots;
+    /// requests `(slot, route_id, method, target, params, headers, client_ip, scheme,
+    /// http_version)` with params `[(name, value)]` as str, headers `[(name, value)]` as
+    /// bytes, and the client's IP (str or None), scheme and HTTP version `(major, minor)` by
+    /// the core's rule (HOSTS.md §5); resets slots;
     /// states tuples (`("connected", id)`, ...); ready `(slot, writable, error)`; logs
     /// `(levelno, target, message, fields)` with the fields a dict; end `None`, `("ok", "")` or `(kind, message)`.
     fn take<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
@@ -283,6 +284,7 @@ impl PyEngine {
                         headers,
                         req.client_ip().map(|ip| ip.to_string()),
                         req.scheme(),
+                        req.http_version(),
                     ))?;
                     new_streams.push((req.slot, req.stream));
                 }

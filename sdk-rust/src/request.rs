@@ -200,6 +200,23 @@ impl Request {
         client_ip(&self.headers)
     }
 
+    /// The HTTP version the client used, from the gateway's `via` element (the last one), read
+    /// by vyx-core's [`http_version`](vyx_core::host_rules::http_version) as in every SDK;
+    /// HTTP/1.1 when the request carries no readable one.
+    ///
+    /// ```
+    /// let req = vyx::Request::from(
+    ///     http::Request::get("/")
+    ///         .header("via", "2 vyx")
+    ///         .body(vyx::Body::empty())
+    ///         .unwrap(),
+    /// );
+    /// assert_eq!(req.version(), http::Version::HTTP_2);
+    /// ```
+    pub fn version(&self) -> http::Version {
+        http_version(&self.headers)
+    }
+
     /// The route pattern that matched, e.g. `/hello/{name}` (`None` for a request not built
     /// by the worker).
     pub fn route(&self) -> Option<&str> {
@@ -276,7 +293,8 @@ impl fmt::Debug for Request {
 }
 
 /// Into the request a tower service (e.g. an axum `Router`) takes: the URI is the raw
-/// target (path and query), the version HTTP/1.1, and the path parameters are in the
+/// target (path and query), the version the client's ([`Request::version`]), and the path
+/// parameters are in the
 /// [`PathParams`] extension. With the `axum` feature (on by default), the client's IP
 /// ([`Request::client_ip`], port 0: the gateway does not forward it) is there too as axum's
 /// `ConnectInfo<SocketAddr>`, so that the `ConnectInfo` extractor works as behind axum's own
@@ -291,6 +309,7 @@ impl From<Request> for http::Request<Body> {
                 .insert(axum::extract::ConnectInfo(std::net::SocketAddr::new(ip, 0)));
         }
         *out.method_mut() = req.method;
+        *out.version_mut() = http_version(&req.headers);
         *out.uri_mut() = uri;
         *out.headers_mut() = req.headers;
         out.extensions_mut().insert(req.params);
@@ -329,6 +348,19 @@ fn client_ip(headers: &HeaderMap) -> Option<IpAddr> {
         .iter()
         .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
     vyx_core::host_rules::client_ip(pairs)
+}
+
+/// The client's HTTP version by the core's rule (the last `via` element).
+fn http_version(headers: &HeaderMap) -> http::Version {
+    let pairs = headers
+        .iter()
+        .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+    match vyx_core::host_rules::http_version(pairs) {
+        (1, 0) => http::Version::HTTP_10,
+        (2, _) => http::Version::HTTP_2,
+        (3, _) => http::Version::HTTP_3,
+        _ => http::Version::HTTP_11,
+    }
 }
 
 /// The target as a URI. The gateway sends visible ASCII only, but `http` refuses a few of
@@ -528,6 +560,24 @@ mod tests {
         );
         assert_eq!(ip("192.0.2.1:4711"), Some("192.0.2.1".parse().unwrap()));
         assert_eq!(ip("fe80::1%eth0"), None);
+    }
+
+    /// The tower request carries the client's version, so a service that checks it (tonic
+    /// asks for HTTP/2) sees the client's, not HTTP/1.1.
+    #[test]
+    fn the_http_request_carries_the_client_s_version() {
+        for (via, want) in [
+            (Some("1.1 cdn, 2 vyx"), http::Version::HTTP_2),
+            (Some("1.0 vyx"), http::Version::HTTP_10),
+            (None, http::Version::HTTP_11),
+        ] {
+            let mut b = http::Request::get("/");
+            if let Some(via) = via {
+                b = b.header("via", via);
+            }
+            let req = Request::from(b.body(Body::empty()).unwrap());
+            assert_eq!(http::Request::from(req).version(), want, "{via:?}");
+        }
     }
 
     #[test]

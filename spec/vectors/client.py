@@ -1,4 +1,4 @@
-"""Client address and scheme vectors (spec/vectors/client.json), imported by generate.py.
+"""Client address, scheme and HTTP version vectors (spec/vectors/client.json), imported by generate.py.
 
 The gateway records the client in the forwarding headers it sets (PROTOCOL.md §3.4); a host
 reads them back the same way in every SDK (spec/HOSTS.md §5), through the core's
@@ -13,7 +13,12 @@ IncomingRequest (Go: its twin):
     `unknown`, an empty element, IPv4 leading zeros) gives no address, with no fall-back to
     an earlier element;
   * the scheme is `https` when the last element of the last `x-forwarded-proto` field is
-    `https` in any case, else `http`.
+    `https` in any case, else `http`;
+  * the client's HTTP version is read from the last element of the last `via` field, which
+    the gateway appends itself naming the protocol it received (`1.0 vyx`, `1.1 vyx`,
+    `2 vyx`; RFC 9110 §7.6.3). The element's first word (up to a space or tab) is an
+    optional `HTTP/` (in that case) and a version: one digit 1 to 9, optionally `.` and one
+    more digit; the minor version is 0 when absent. Anything else, or no `via`, is HTTP/1.1.
 
 Header names are compared without case.
 """
@@ -64,6 +69,19 @@ def scheme(headers):
     return "https" if e is not None and e.lower() == "https" else "http"
 
 
+def http_version(headers):
+    e = _last_element(headers, "via")
+    if e is None:
+        return [1, 1]
+    protocol = e.replace("\t", " ").split(" ", 1)[0]
+    version = protocol[len("HTTP/"):] if protocol.startswith("HTTP/") else protocol
+    if len(version) == 1 and "1" <= version <= "9":
+        return [int(version), 0]
+    if len(version) == 3 and "1" <= version[0] <= "9" and version[1] == "." and "0" <= version[2] <= "9":
+        return [int(version[0]), int(version[2])]
+    return [1, 1]
+
+
 CASES = [
     ("the_gateway_alone", [("x-forwarded-for", "203.0.113.9"), ("x-forwarded-proto", "http")]),
     ("behind_a_trusted_proxy_the_last_element_is_the_peer",
@@ -88,6 +106,19 @@ CASES = [
     ("scheme_the_last_field", [("x-forwarded-proto", "http"), ("x-forwarded-proto", "https")]),
     ("scheme_other_values_are_http", [("x-forwarded-proto", "wss")]),
     ("scheme_trimmed", [("x-forwarded-proto", " https\t")]),
+    ("via_http_1_0", [("via", "1.0 vyx")]),
+    ("via_http_1_1", [("via", "1.1 vyx")]),
+    ("via_http_2", [("via", "2 vyx")]),
+    ("via_the_last_element_after_the_client_s", [("via", "1.1 proxy.example, 2 vyx")]),
+    ("via_the_last_field", [("Via", "2 cdn (edge, eu)"), ("via", "1.0 vyx")]),
+    ("via_protocol_name_http", [("via", "HTTP/2.0 vyx")]),
+    ("via_a_tab_before_the_receiver", [("via", "2\tvyx")]),
+    ("via_another_protocol_is_http_1_1", [("via", "h2/2 vyx")]),
+    ("via_protocol_name_with_case_is_http_1_1", [("via", "http/2 vyx")]),
+    ("via_two_digit_major_is_http_1_1", [("via", "20 vyx")]),
+    ("via_major_0_is_http_1_1", [("via", "0.9 vyx")]),
+    ("via_an_empty_last_element_is_http_1_1", [("via", "2 vyx,")]),
+    ("no_via_is_http_1_1", [("host", "example.com")]),
 ]
 
 
@@ -97,10 +128,13 @@ def client_vectors():
                        "headers (spec/HOSTS.md §5): client_ip from the last element of the last "
                        "x-forwarded-for field (null when it is not an address), scheme https "
                        "when the last element of the last x-forwarded-proto field is https in "
-                       "any case, else http. See spec/vectors/client.py.",
+                       "any case, else http, and http_version [major, minor] from the last "
+                       "element of the last via field (HTTP/1.1 when absent or unreadable). "
+                       "See spec/vectors/client.py.",
         "vectors": [
             {"name": name, "headers": [[n, v] for n, v in headers],
-             "client_ip": client_ip(headers), "scheme": scheme(headers)}
+             "client_ip": client_ip(headers), "scheme": scheme(headers),
+             "http_version": http_version(headers)}
             for name, headers in CASES
         ],
     }

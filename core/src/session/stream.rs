@@ -79,6 +79,12 @@ impl IncomingRequest {
         host_rules::scheme(self.header_pairs())
     }
 
+    /// The client's HTTP version as `(major, minor)` (see [`host_rules::http_version`]):
+    /// `(1, 1)` when the request carries no readable `via`.
+    pub fn http_version(&self) -> (u8, u8) {
+        host_rules::http_version(self.header_pairs())
+    }
+
     fn header_pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.headers.iter().map(|(n, v)| (&n[..], &v[..]))
     }

@@ -71,7 +71,7 @@ class ASGIWorker(Worker):
         return {
             "type": "http",
             "asgi": _ASGI,
-            "http_version": "1.1",
+            "http_version": req.http_version,
             "method": req.method,
             "scheme": req._scheme,
             "path": unquote(path),

@@ -11,7 +11,15 @@ DEFAULT_DRAIN_TIMEOUT: float
 
 _Bytes = Union[bytes, str]
 _Request = Tuple[
-    int, int, str, str, List[Tuple[str, str]], List[Tuple[bytes, bytes]], Optional[str], str
+    int,
+    int,
+    str,
+    str,
+    List[Tuple[str, str]],
+    List[Tuple[bytes, bytes]],
+    Optional[str],
+    str,
+    Tuple[int, int],
 ]
 _State = Tuple[object, ...]
 _Ready = Tuple[int, bool, Optional[str]]

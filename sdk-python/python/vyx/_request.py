@@ -96,6 +96,7 @@ class Request:
         "_slot",
         "client_ip",
         "_scheme",
+        "http_version",
         "_body",
         "_streaming",
         "_query",
@@ -113,6 +114,7 @@ class Request:
         route: str,
         client_ip: Optional[str] = None,
         scheme: str = "http",
+        http_version: Tuple[int, int] = (1, 1),
     ):
         self._worker = worker
         self._slot = slot
@@ -130,6 +132,10 @@ class Request:
         self.client_ip = client_ip
         # The scheme by the same rule, for the ASGI and WSGI adapters.
         self._scheme = scheme
+        #: The client's HTTP version as ASGI spells it (``"1.0"``, ``"1.1"``, ``"2"``), from
+        #: the gateway's ``via`` element by the core's rule (spec/HOSTS.md §5).
+        major, minor = http_version
+        self.http_version = f"{major}.{minor}" if major == 1 else str(major)
         self._body: Optional[bytes] = None
         self._streaming = False
         self._query: Optional[List[Tuple[str, str]]] = None

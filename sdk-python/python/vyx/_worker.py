@@ -375,10 +375,10 @@ class Worker:
         if requests:
             loop = self._loop
             assert loop is not None
-            for slot, route_id, method, target, params, headers, client_ip, scheme in requests:
+            for slot, route_id, method, target, params, headers, ip, scheme, version in requests:
                 route = self._routes[route_id]
                 req = Request(
-                    self, slot, method, target, params, headers, route.path, client_ip, scheme
+                    self, slot, method, target, params, headers, route.path, ip, scheme, version
                 )
                 self._tasks[slot] = loop.create_task(self._serve_one(route, req))
         for slot, writable, error in ready:

@@ -52,7 +52,7 @@ class WSGIWorker(Worker):
             "QUERY_STRING": req.raw_query or "",
             "SERVER_NAME": name,
             "SERVER_PORT": port,
-            "SERVER_PROTOCOL": "HTTP/1.1",
+            "SERVER_PROTOCOL": "HTTP/" + req.http_version,
             "REMOTE_ADDR": req.client_ip or "",
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": req._scheme,
