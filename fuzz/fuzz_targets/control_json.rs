@@ -53,7 +53,8 @@ fuzz_target!(|payload: &[u8]| {
             }
             Frame::Welcome(welcome) => {
                 for asked in [1, welcome.max_concurrency, u32::MAX] {
-                    let _ = welcome.validate(asked);
+                    let _ = welcome.validate(asked, &[]);
+                    let _ = welcome.validate(asked, &welcome.features);
                 }
             }
             _ => {}
