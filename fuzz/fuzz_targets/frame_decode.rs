@@ -89,7 +89,12 @@ fn header_verdict(data: &[u8]) -> Option<&'static str> {
     if !stream_frame && !(0x10..=0x14).contains(&ty) {
         return Some("unknown_type");
     }
-    let allowed = if ty <= 0x02 { 0x01 } else { 0x00 };
+    // END_STREAM on DATA, REQUEST and RESPONSE; UPGRADE on REQUEST (§3.1, §4.5).
+    let allowed = match ty {
+        0x01 => 0x03,
+        0x00 | 0x02 => 0x01,
+        _ => 0x00,
+    };
     if fl & !allowed != 0 {
         return Some("invalid_flags");
     }
