@@ -102,7 +102,13 @@ async fn routing(ctx: Ctx) -> Outcome<()> {
         request("POST", &env.url("/greet/ada"), &[], empty())?,
     )
     .await?;
-    ensure_eq!(reply.status, 404, "POST /greet/ada (only GET is declared)");
+    // A path served for other methods only: the gateway's 405, naming them (§2.5.3).
+    ensure_eq!(reply.status, 405, "POST /greet/ada (only GET is declared)");
+    ensure_eq!(
+        reply.header_values("allow"),
+        vec!["GET, HEAD"],
+        "Allow of POST /greet/ada"
+    );
     // `*` routes take every method.
     for method in ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
         let reply = http::send(
@@ -358,7 +364,12 @@ async fn head(ctx: Ctx) -> Outcome<()> {
     );
     ensure_eq!(reply.body.len(), 0, "body of HEAD /head");
     let reply = env.get("/head").await?;
-    ensure_eq!(reply.status, 404, "GET /head (only HEAD is declared)");
+    ensure_eq!(reply.status, 405, "GET /head (only HEAD is declared)");
+    ensure_eq!(
+        reply.header_values("allow"),
+        vec!["HEAD"],
+        "Allow of GET /head"
+    );
     // HEAD on a GET route: the GET answer's head, no body.
     let reply = http::send(
         &env.client,
