@@ -31,11 +31,10 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
+use vyx_bench::mixload::{self, Config, Kind, Target};
 
 /// The namespaces' subnet; private to them, so any value works on any host.
 const NET: &str = "10.213.0";
@@ -90,19 +89,15 @@ backend gateways
     )
 }
 
-/// A Rust replica: serves the load's routes under `/mix` until SIGTERM drains it.
+/// A Rust replica: serves the mixed load's routes (`vyx_bench::mix`, under `/mix`) until
+/// SIGTERM drains it; where and who it is come from `VYX_CONNECT`, `VYX_WORKER_ID`,
+/// `VYX_TOKEN`.
 #[test]
 fn rolling_worker_process() {
     if std::env::var_os("VYX_ROLLING_WORKER").is_none() {
         return; // run as a test of its own: nothing to do
     }
-    let worker = vyx::Worker::builder()
-        .get("/mix/greet/{name}", |req: vyx::Request| async move {
-            format!(
-                "{{\"hello\":\"{}\"}}",
-                req.param("name").unwrap_or_default()
-            )
-        })
+    let worker = vyx_bench::mix::routes(vyx::Worker::builder())
         .build()
         .unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -258,8 +253,21 @@ impl Topology {
         assert!(status.success(), "{what} exited with {status}");
     }
 
-    fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    /// Every process's stderr, for a failure's message.
+    fn logs(&self) -> String {
+        let mut names: Vec<_> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".err"))
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|n| {
+                let text = std::fs::read_to_string(self.dir.path().join(n)).unwrap_or_default();
+                format!("--- {n}\n{text}")
+            })
+            .collect()
     }
 }
 
@@ -424,76 +432,6 @@ async fn wait_balancer(socket: &Path, server: &str, up: bool) {
     }
 }
 
-/// What the load sent, per kind: (answered as expected, failed with what).
-type Outcomes = BTreeMap<&'static str, (u64, Vec<String>)>;
-
-/// A stand-in for the mixed load: clients sending one request after another through the
-/// balancer until `stop`.
-fn start_load(
-    stop: Arc<AtomicBool>,
-    answered: Arc<AtomicU64>,
-) -> tokio::task::JoinHandle<Outcomes> {
-    tokio::spawn(async move {
-        let outcomes = Arc::new(Mutex::new(Outcomes::new()));
-        let clients: Vec<_> = (0..8)
-            .map(|n| {
-                let (stop, answered, outcomes) = (stop.clone(), answered.clone(), outcomes.clone());
-                tokio::spawn(async move {
-                    let mut c = client();
-                    let mut i = n;
-                    while !stop.load(Ordering::Relaxed) {
-                        // Half the clients open a connection per request, so that the
-                        // balancer's choice is made again for each.
-                        if n % 2 == 1 {
-                            c = client();
-                        }
-                        let (kind, method, path, body, want): (_, _, _, &'static str, &[u8]) =
-                            match i % 3 {
-                                0 => (
-                                    "get_rust",
-                                    "GET",
-                                    "/mix/greet/a",
-                                    "",
-                                    &b"\"hello\":\"a\""[..],
-                                ),
-                                1 => ("get_go", "GET", "/greet/b", "", &b"\"hello\":\"b\""[..]),
-                                _ => ("post_go", "POST", "/echo", "some body", &b"some body"[..]),
-                            };
-                        let url = format!("http://{BALANCER}{path}");
-                        let (status, _, got) = send(&c, method, &url, &[], body).await;
-                        let mut o = outcomes.lock().unwrap();
-                        let entry = o.entry(kind).or_default();
-                        if status == 200 && got.windows(want.len()).any(|w| w == want) {
-                            entry.0 += 1;
-                        } else {
-                            entry
-                                .1
-                                .push(format!("{status} {}", String::from_utf8_lossy(&got)));
-                        }
-                        answered.fetch_add(1, Ordering::Relaxed);
-                        i += 1;
-                    }
-                })
-            })
-            .collect();
-        for c in clients {
-            c.await.unwrap();
-        }
-        let o = outcomes.lock().unwrap().clone();
-        o
-    })
-}
-
-/// Waits until the load has had `n` more answers, so that each step happens under load.
-async fn more_answers(answered: &AtomicU64, n: u64) {
-    let target = answered.load(Ordering::Relaxed) + n;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while answered.load(Ordering::Relaxed) < target {
-        assert!(tokio::time::Instant::now() < deadline, "the load stalled");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[test]
 fn rolling_deploys_of_workers_and_gateways_behind_a_balancer_fail_no_request() {
     if std::env::var_os("VYX_ROLLING_WORKER").is_some() {
@@ -530,15 +468,23 @@ fn rolling_deploys_of_workers_and_gateways_behind_a_balancer_fail_no_request() {
         .enable_all()
         .build()
         .unwrap();
-    let result = rt.block_on(async {
+    let summary = rt.block_on(async {
         d.workers_everywhere().await;
         wait_balancer(&socket, "gw1", true).await;
         wait_balancer(&socket, "gw2", true).await;
 
-        let stop = Arc::new(AtomicBool::new(false));
-        let answered = Arc::new(AtomicU64::new(0));
-        let load = start_load(stop.clone(), answered.clone());
-        more_answers(&answered, 200).await;
+        // The mixed load through the balancer: the Rust workers' routes under /mix (every
+        // kind), the Go conformance worker's at the root (no SSE there).
+        let mut config = Config::new(vec![format!("http://{BALANCER}")]);
+        config.targets = ["/mix", "/=get,post,download,upload"]
+            .iter()
+            .map(|t| Target::parse(t).unwrap())
+            .collect();
+        config.timeout = WAIT;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let load = tokio::spawn(mixload::run(config, async {
+            let _ = stopped.await;
+        }));
 
         // (a) Worker replicas one by one: SIGTERM drains it; its replacement has a session
         // to both gateways before the next goes.
@@ -549,7 +495,6 @@ fn rolling_deploys_of_workers_and_gateways_behind_a_balancer_fail_no_request() {
                 d.topo.wait_exit(old, id);
                 d.worker(id);
                 d.workers_everywhere().await;
-                more_answers(&answered, 100).await;
             }
         }
 
@@ -565,19 +510,25 @@ fn rolling_deploys_of_workers_and_gateways_behind_a_balancer_fail_no_request() {
             d.gateways[n] = d.gateway(n);
             wait_balancer(&socket, &name, true).await;
             d.workers_everywhere().await;
-            more_answers(&answered, 200).await;
         }
 
-        stop.store(true, Ordering::Relaxed);
+        let _ = stop.send(());
         load.await.unwrap()
     });
-    eprintln!("per kind (answered, failures): {result:?}");
-    let failures: usize = result.values().map(|(_, f)| f.len()).sum();
-    if failures > 0 {
-        for (name, _) in [("gw1-0.log.err", ()), ("gw2-1.log.err", ())] {
-            eprintln!("--- {name}\n{}", d.topo.log(name));
-        }
+    let json = summary.to_json();
+    eprintln!("the load during the rolling deploys: {json:#}");
+    if summary.failed() > 0 {
+        eprintln!("{}", d.topo.logs());
     }
-    assert_eq!(failures, 0, "{result:?}");
-    assert!(result.values().all(|(ok, _)| *ok > 0), "{result:?}");
+    assert_eq!(summary.failed(), 0, "{json:#}");
+    for kind in [
+        Kind::Get,
+        Kind::Post,
+        Kind::Download,
+        Kind::Sse,
+        Kind::Upload,
+    ] {
+        let ok = summary.kinds.get(&kind).map_or(0, |c| c.ok);
+        assert!(ok > 0, "no {} request succeeded: {json:#}", kind.name());
+    }
 }
