@@ -5,16 +5,20 @@
 //! ```text
 //!  cl (10.213.0.30)  the test and its load ──▶ lb (10.213.0.2:80) HAProxy, TCP mode,
 //!                                                checks /_vyx/health?ready on each gateway
-//!                                             ├─▶ gw1 (10.213.0.11:8080) vyx
-//!                                             └─▶ gw2 (10.213.0.12:8080) vyx
+//!                                             ├─▶ gw1 (10.213.0.11:8080) vyx, then gw3 (.13)
+//!                                             └─▶ gw2 (10.213.0.12:8080) vyx, then gw4 (.14)
 //!  wk (10.213.0.20)  Rust and Go workers, two replicas each, dialling
 //!                    ws://vyx-gateways:8080: a session to each gateway
 //! ```
 //!
-//! One bridge in a namespace of its own (`net`) joins them, as a cluster network does.
-//! `vyx-gateways` resolves to both gateways as a headless Service's name does: the workers'
-//! namespace has its own `/etc/hosts` (`/etc/netns/NAME/hosts`, which `ip netns exec`
-//! mounts over `/etc/hosts`), with both addresses. The balancer is HAProxy rather than
+//! One bridge in a namespace of its own (`net`) joins them, as a cluster network does. A
+//! gateway is replaced as a Deployment replaces a Pod: by a new one at a new address. The
+//! balancer knows all four addresses and sends connections to those whose readiness check
+//! passes, as a Service's endpoints are its ready Pods. `vyx-gateways` resolves to the
+//! gateways that exist, ready or not, as a headless Service's name does with
+//! `publishNotReadyAddresses`: the workers' namespace has its own `/etc/hosts`
+//! (`/etc/netns/NAME/hosts`, which `ip netns exec` mounts over `/etc/hosts`), rewritten as
+//! gateways come and go. The balancer is HAProxy rather than
 //! iptables `statistic` DNAT as kube-proxy writes it: its health check is the balancer's own
 //! reading of readiness, as a cloud load balancer's, where DNAT would need the test to play
 //! kube-proxy's prober; and it needs no netfilter modules in the kernel.
@@ -39,9 +43,10 @@ use vyx_bench::mixload::{self, Config, Kind, Target};
 /// The namespaces' subnet; private to them, so any value works on any host.
 const NET: &str = "10.213.0";
 const BALANCER: &str = "10.213.0.2:80";
-const GATEWAYS: [&str; 2] = ["10.213.0.11", "10.213.0.12"];
+/// The gateway Pods' addresses: gw1 and gw2 at first, replaced by gw3 and gw4.
+const GATEWAYS: [&str; 4] = ["10.213.0.11", "10.213.0.12", "10.213.0.13", "10.213.0.14"];
 const GATEWAY_PORT: u16 = 8080;
-/// The name every worker dials; it resolves to both gateways.
+/// The name every worker dials; it resolves to every gateway there is.
 const HEADLESS: &str = "vyx-gateways";
 const RUST_ID: &str = "rust:mix";
 const GO_ID: &str = "go:conformance";
@@ -62,7 +67,11 @@ workers:
 /// HAProxy in TCP mode in front of both gateways, checking their readiness.
 fn haproxy_cfg(socket: &Path) -> String {
     let socket = socket.display();
-    let [gw1, gw2] = GATEWAYS;
+    let servers: String = GATEWAYS
+        .iter()
+        .enumerate()
+        .map(|(n, a)| format!("    server gw{} {a}:{GATEWAY_PORT} check\n", n + 1))
+        .collect();
     format!(
         "\
 global
@@ -83,9 +92,7 @@ backend gateways
     http-check send meth GET uri /_vyx/health?ready ver HTTP/1.1 hdr host vyx
     http-check expect status 200
     default-server inter 300ms fall 2 rise 2
-    server gw1 {gw1}:{GATEWAY_PORT} check
-    server gw2 {gw2}:{GATEWAY_PORT} check
-"
+{servers}"
     )
 }
 
@@ -125,10 +132,12 @@ struct Topology {
     processes: Vec<Child>,
 }
 
-const ROLES: [(&str, &str); 5] = [
+const ROLES: [(&str, &str); 7] = [
     ("lb", "2"),
     ("gw1", "11"),
     ("gw2", "12"),
+    ("gw3", "13"),
+    ("gw4", "14"),
     ("wk", "20"),
     ("cl", "30"),
 ];
@@ -187,15 +196,20 @@ impl Topology {
             ip(&["-n", &ns, "link", "set", "eth0", "up"]);
             ip(&["-n", &ns, "link", "set", "lo", "up"]);
         }
-        // The headless Service's name, for the workers' namespace only.
-        let etc = topo.etc_dir();
-        std::fs::create_dir_all(&etc).unwrap();
-        let hosts: String = GATEWAYS
-            .iter()
-            .map(|a| format!("{a} {HEADLESS}\n"))
-            .collect();
-        std::fs::write(etc.join("hosts"), format!("127.0.0.1 localhost\n{hosts}")).unwrap();
+        std::fs::create_dir_all(topo.etc_dir()).unwrap();
         topo
+    }
+
+    /// Makes the headless name resolve to the gateways `pods` (indexes into [`GATEWAYS`]),
+    /// in the workers' namespace only. Written in place: `ip netns exec` bind-mounted this
+    /// very file over each worker's `/etc/hosts`.
+    fn set_headless<'a>(&self, pods: impl IntoIterator<Item = &'a usize>) {
+        let hosts: String = pods
+            .into_iter()
+            .map(|&n| format!("{} {HEADLESS}\n", GATEWAYS[n]))
+            .collect();
+        let text = format!("127.0.0.1 localhost\n{hosts}");
+        std::fs::write(self.etc_dir().join("hosts"), text).unwrap();
     }
 
     fn ns(&self, role: &str) -> String {
@@ -331,14 +345,16 @@ struct Deploy {
     topo: Topology,
     go_worker: PathBuf,
     config: PathBuf,
-    gateways: [u32; 2],
+    /// The gateways running: index into [`GATEWAYS`] → pid.
+    gateways: BTreeMap<usize, u32>,
     /// Per worker id, its replicas' pids.
     workers: BTreeMap<&'static str, Vec<u32>>,
     started: usize,
 }
 
 impl Deploy {
-    fn gateway(&mut self, n: usize) -> u32 {
+    /// Starts gateway Pod `n`; the headless name resolves to it at once.
+    fn gateway(&mut self, n: usize) {
         let mut cmd = self.topo.command(
             &format!("gw{}", n + 1),
             Path::new(env!("CARGO_BIN_EXE_vyx")),
@@ -349,7 +365,21 @@ impl Deploy {
             .env("VYX_TOKEN_RUST", "rust-token")
             .env("VYX_TOKEN_GO", "go-token");
         self.started += 1;
-        self.topo.spawn(cmd)
+        let pid = self.topo.spawn(cmd);
+        self.gateways.insert(n, pid);
+        self.topo.set_headless(self.gateways.keys());
+    }
+
+    /// Stops gateway Pod `n` as Kubernetes does: SIGTERM; the balancer marks it down (its
+    /// readiness fails); it drains and exits; its address leaves the headless name.
+    async fn stop_gateway(&mut self, n: usize, socket: &Path) {
+        let pid = self.gateways[&n];
+        self.topo.sigterm(pid);
+        let name = format!("gw{}", n + 1);
+        wait_balancer(socket, &name, false).await;
+        self.topo.wait_exit(pid, &name);
+        self.gateways.remove(&n);
+        self.topo.set_headless(self.gateways.keys());
     }
 
     fn worker(&mut self, id: &'static str) -> u32 {
@@ -384,7 +414,7 @@ impl Deploy {
 
     /// Waits until every gateway holds `REPLICAS` connections of each worker id.
     async fn workers_everywhere(&self) {
-        for n in 0..GATEWAYS.len() {
+        for &n in self.gateways.keys() {
             let deadline = tokio::time::Instant::now() + WAIT;
             while tokio::net::TcpStream::connect(Self::gateway_addr(n))
                 .await
@@ -447,7 +477,7 @@ fn rolling_deploys_of_workers_and_gateways_behind_a_balancer_fail_no_request() {
         topo,
         go_worker,
         config,
-        gateways: [0; 2],
+        gateways: BTreeMap::new(),
         workers: BTreeMap::new(),
         started: 0,
     };
@@ -455,7 +485,8 @@ fn rolling_deploys_of_workers_and_gateways_behind_a_balancer_fail_no_request() {
     lb.args(["-db", "-f"])
         .arg(d.topo.dir.path().join("haproxy.cfg"));
     d.topo.spawn(lb);
-    d.gateways = [d.gateway(0), d.gateway(1)];
+    d.gateway(0);
+    d.gateway(1);
     for _ in 0..REPLICAS {
         d.worker(RUST_ID);
         d.worker(GO_ID);
@@ -498,17 +529,16 @@ fn rolling_deploys_of_workers_and_gateways_behind_a_balancer_fail_no_request() {
             }
         }
 
-        // (b) Gateways one by one: SIGTERM fails its readiness, the balancer stops sending
-        // it connections, it drains and exits; a new one starts, and the balancer takes it
-        // back once it is ready; then the other.
-        for n in 0..GATEWAYS.len() {
-            let name = format!("gw{}", n + 1);
-            let old = d.gateways[n];
-            d.topo.sigterm(old);
-            wait_balancer(&socket, &name, false).await;
-            d.topo.wait_exit(old, &name);
-            d.gateways[n] = d.gateway(n);
-            wait_balancer(&socket, &name, true).await;
+        // (b) Gateways one by one, each replaced by a new one at a new address: the new one
+        // starts (not ready: no worker knows it yet); the old one gets SIGTERM, its
+        // readiness fails, the balancer stops sending it connections, it drains (DRAIN to
+        // the workers, whose failed sessions make them resolve the name again and find the
+        // new one) and exits; the balancer takes the new one once it is ready; then the
+        // other.
+        for (old, new) in [(0, 2), (1, 3)] {
+            d.gateway(new);
+            d.stop_gateway(old, &socket).await;
+            wait_balancer(&socket, &format!("gw{}", new + 1), true).await;
             d.workers_everywhere().await;
         }
 
