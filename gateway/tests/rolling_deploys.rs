@@ -467,8 +467,8 @@ fn rolling_deploys_of_workers_and_gateways_behind_a_balancer_fail_no_request() {
     if std::env::var_os("VYX_ROLLING_WORKER").is_some() {
         return; // a worker process runs only its own test
     }
-    let go_worker = build_go_worker();
     let topo = Topology::create();
+    let go_worker = build_go_worker();
     let config = topo.dir.path().join("vyx.yaml");
     std::fs::write(&config, VYX_YAML).unwrap();
     let socket = topo.dir.path().join("haproxy.sock");
