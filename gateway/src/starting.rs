@@ -44,7 +44,7 @@ impl Startup {
         if !missing.is_empty() && !over {
             return false;
         }
-        if !self.ready.swap(true, Ordering::Relaxed) {
+        if !self.ready.swap(true, Ordering::Relaxed) && !declared.is_empty() {
             match missing.is_empty() {
                 true => info!("ready: every declared worker id has a connection"),
                 false => warn!(
