@@ -64,7 +64,7 @@ workers:
   - {id: \"go:conformance\", mode: remote, token_env: VYX_TOKEN_GO}
 ";
 
-/// HAProxy in TCP mode in front of both gateways, checking their readiness.
+/// HAProxy in TCP mode in front of the four gateway addresses, checking their readiness.
 fn haproxy_cfg(socket: &Path) -> String {
     let socket = socket.display();
     let servers: String = GATEWAYS
