@@ -434,6 +434,17 @@ impl Deploy {
     }
 }
 
+/// Requests gateway Pod `n` answered with 200, from its `/_vyx/metrics`.
+async fn answered_ok(n: usize) -> u64 {
+    let url = format!("http://{}/_vyx/metrics", Deploy::gateway_addr(n));
+    let (_, body) = get(&client(), &url).await;
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| l.starts_with("vyx_requests_total{") && l.contains("status=\"200\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// The balancer's view of `server`: `true` when it sends it new connections (`false` while
 /// HAProxy is still starting).
 fn balancer_up(socket: &Path, server: &str) -> bool {
@@ -541,6 +552,8 @@ fn rolling_deploys_of_workers_and_gateways_behind_a_balancer_fail_no_request() {
             wait_balancer(&socket, &format!("gw{}", new + 1), true).await;
             d.workers_everywhere().await;
         }
+        // The clients of the last old gateway moved to the first new one.
+        assert!(answered_ok(2).await > 0, "gw3 served nothing");
 
         let _ = stop.send(());
         load.await.unwrap()
