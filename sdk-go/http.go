@@ -206,11 +206,12 @@ func (rw *responseWriter) WriteHeader(code int) {
 }
 
 // dropUnsendable removes from the head what http.Server would not send: names that are not
-// tokens (it drops them silently; we log the first), and for a 304 the Content-Type (the
+// tokens (it drops them silently; we log the first; http.TrailerPrefix keys are trailers,
+// left to trailerFields), and for a 304 the Content-Type (the
 // 204/304 Content-Length goes by the host rules, HOSTS.md §6).
 func (rw *responseWriter) dropUnsendable() {
 	for name := range rw.sent {
-		if !frame.IsHeaderName(strings.ToLower(name)) {
+		if !frame.IsHeaderName(strings.ToLower(name)) && !strings.HasPrefix(name, http.TrailerPrefix) {
 			delete(rw.sent, name)
 			if rw.badNameLogged.CompareAndSwap(false, true) {
 				rw.log.Warn("vyx: response header name is not a token; dropped as net/http drops it (logged once per worker)", "name", name, "target", rw.req.RequestURI)
