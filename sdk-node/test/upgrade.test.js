@@ -234,6 +234,37 @@ test('worker.fetch: upgradeWebSocket (Deno\'s convention) on a plain handler and
   assert.equal(r.status, 500);
 });
 
+test("the app's end() is a half-close: the client's bytes still come, until its own end", async () => {
+  const server = http.createServer();
+  const got = [];
+  let ended = null;
+  const readEnd = new Promise((r) => (ended = r));
+  server.on('upgrade', (req, socket) => {
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nupgrade: half\r\nconnection: upgrade\r\n\r\n');
+    socket.end('bye');
+    socket.on('data', (c) => got.push(c));
+    socket.on('end', ended);
+  });
+  const g = await startGateway();
+  const { worker: w, done: d } = await startWorker(g, (x) => x.http('/half', server));
+  try {
+    const [host, port] = splitAddr(g.addr);
+    const client = net.connect({ port, host, allowHalfOpen: true });
+    client.write(`GET /half HTTP/1.1\r\nhost: ${g.addr}\r\nconnection: upgrade\r\nupgrade: half\r\n\r\n`);
+    const received = [];
+    client.on('data', (c) => received.push(c));
+    await within(once(client, 'end'), 10_000, "the app's half-close reaches the client");
+    assert.match(String(Buffer.concat(received)), /^HTTP\/1.1 101[^]*\r\n\r\nbye$/);
+    client.end('after'); // the client's last bytes, then its own half-close
+    await within(readEnd, 10_000, 'the app read to the end');
+    assert.equal(String(Buffer.concat(got)), 'after');
+  } finally {
+    await w.stop(1000);
+    await d;
+    await g.stop();
+  }
+});
+
 test('the gateway resetting the stream (upgrade_idle) closes the app side', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vyx-node-upgrade-'));
   const config = path.join(dir, 'vyx.yaml');
