@@ -189,10 +189,12 @@ export interface VyxWebSocket extends EventEmitter {
   terminate(): void;
   ping(data?: unknown, mask?: boolean, cb?: (err: Error) => void): void;
   onopen: ((event: { type: string; target: VyxWebSocket }) => void) | null;
-  onmessage: ((event: { type: string; data: string | Buffer | ArrayBuffer | Buffer[]; target: VyxWebSocket }) => void) | null;
+  /** `data` is a string for a text message, else as `binaryType` says (a `Buffer` by default). */
+  onmessage: ((event: { type: string; data: string | Buffer; target: VyxWebSocket }) => void) | null;
   onclose: ((event: { type: string; code: number; reason: string; wasClean: boolean; target: VyxWebSocket }) => void) | null;
   onerror: ((event: { type: string; error: unknown; message: string; target: VyxWebSocket }) => void) | null;
-  on(event: 'message', listener: (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => void): this;
+  /** `data` as `binaryType` says: a `Buffer` by default (text too, `isBinary` false). */
+  on(event: 'message', listener: (data: Buffer, isBinary: boolean) => void): this;
   on(event: 'close', listener: (code: number, reason: Buffer) => void): this;
   on(event: 'error', listener: (err: Error) => void): this;
   on(event: 'open' | 'ping' | 'pong', listener: (...args: any[]) => void): this;
