@@ -12,6 +12,7 @@ const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 const { WebSocket, WebSocketServer } = require('ws');
+const express = require('express');
 const { Hono } = require('hono');
 const { defineWebSocketHelper, WSContext } = require('hono/ws');
 const { upgradeWebSocket } = require('..');
@@ -41,8 +42,18 @@ test.before(async () => {
       });
     });
   });
+  // An Express app is an EventEmitter: its own 'upgrade' listeners take the upgrades.
+  const app = express();
+  app.get('/express/page', (req, res) => res.send('express page'));
+  const appWss = new WebSocketServer({ noServer: true });
+  app.on('upgrade', (req, socket, head) => appWss.handleUpgrade(req, socket, head, (ws) => ws.send(`express ${req.url}`)));
+  // ws's own { server } option: it listens for the server's 'upgrade'.
+  const attached = http.createServer();
+  new WebSocketServer({ server: attached }).on('connection', (ws, req) => ws.send(`attached ${req.url}`));
   ({ worker, done } = await startWorker(gw, (w) => {
     w.http('/node/{*rest}', server);
+    w.http('/express/{*rest}', app);
+    w.http('/attached/{*rest}', attached);
     w.http('/plain/{*rest}', (req, res) => res.end(`plain upgrade=${req.upgrade} ${req.headers.upgrade}`));
     w.get('/route', (req) => ({ upgrade: req.upgrade }));
     w.fetch('/fetch/echo', (request) => {
@@ -144,6 +155,21 @@ test('ws handleUpgrade on the http.Server given to worker.http: text, binary pas
   const [code2, reason2] = await within(closed2, 10_000, 'the server closed');
   assert.equal(code2, 4001);
   assert.equal(String(reason2), 'as asked');
+});
+
+test("an Express app's 'upgrade' listeners, and ws's { server } option, take upgrades", async () => {
+  for (const [target, expected] of [
+    ['/express/chat', 'express /express/chat'],
+    ['/attached/x', 'attached /attached/x'],
+  ]) {
+    const ws = new WebSocket(`ws://${gw.addr}${target}`);
+    const first = message(ws);
+    await within(once(ws, 'open'), 10_000, `${target} open`);
+    assert.equal(String((await first)[0]), expected);
+    ws.close();
+    await within(once(ws, 'close'), 10_000, `${target} closed`);
+  }
+  assert.equal((await request(gw.addr, 'GET', '/express/page')).body.toString(), 'express page');
 });
 
 test('a client that vanishes closes the server side', async () => {
