@@ -8,6 +8,7 @@ const assert = require('node:assert/strict');
 const { once } = require('node:events');
 const fs = require('node:fs');
 const http = require('node:http');
+const http2 = require('node:http2');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
@@ -16,7 +17,7 @@ const express = require('express');
 const { Hono } = require('hono');
 const { defineWebSocketHelper, WSContext } = require('hono/ws');
 const { upgradeWebSocket } = require('..');
-const { startGateway, request, startWorker, within, splitAddr } = require('./helpers');
+const { startGateway, request, startWorker, until, within, splitAddr } = require('./helpers');
 
 let gw;
 let worker;
@@ -288,6 +289,38 @@ test("the app's end() is a half-close: the client's bytes still come, until its 
     await w.stop(1000);
     await d;
     await g.stop();
+  }
+});
+
+test('an HTTP/2 client (extended CONNECT, RFC 8441) reaches worker.ws as a WebSocket', async () => {
+  const session = http2.connect(`http://${gw.addr}`);
+  session.on('error', () => {});
+  try {
+    const [settings] = await within(once(session, 'remoteSettings'), 10_000, 'the SETTINGS');
+    assert.equal(settings.enableConnectProtocol, true);
+    const stream = session.request(
+      { ':method': 'CONNECT', ':protocol': 'websocket', ':path': '/ws/h2', ':scheme': 'http', ':authority': gw.addr, 'sec-websocket-version': '13' },
+      { endStream: false },
+    );
+    const chunks = [];
+    stream.on('data', (c) => chunks.push(c));
+    const [headers] = await within(once(stream, 'response'), 10_000, 'the answer');
+    assert.equal(headers[':status'], 200);
+    // The greeting, a server's text frame: unmasked, FIN + text, its length, the bytes.
+    const greeting = Buffer.concat([Buffer.from([0x81, 7]), Buffer.from('room h2')]);
+    await until(() => Buffer.concat(chunks).length >= greeting.length, 10_000, 'the greeting');
+    assert.deepEqual(Buffer.concat(chunks), greeting);
+    // A client's text frame is masked; the echo comes back unmasked.
+    const mask = Buffer.from([1, 2, 3, 4]);
+    const payload = Buffer.from('over h2');
+    const masked = Buffer.from(payload.map((b, i) => b ^ mask[i % 4]));
+    chunks.length = 0;
+    stream.write(Buffer.concat([Buffer.from([0x81, 0x80 | payload.length]), mask, masked]));
+    await until(() => Buffer.concat(chunks).length >= 2 + payload.length, 10_000, 'the echo');
+    assert.deepEqual(Buffer.concat(chunks), Buffer.concat([Buffer.from([0x81, payload.length]), payload]));
+    stream.close();
+  } finally {
+    session.destroy();
   }
 });
 
