@@ -52,11 +52,6 @@ class UpgradeSocket extends Duplex {
     this.bytesWritten = 0;
   }
 
-  /** Whether the answer's head has gone out (101 or another status). */
-  get headersSent() {
-    return this.#headSent;
-  }
-
   /** As `net.Socket`'s: emits `'timeout'` after `ms` without a byte either way (0: never). */
   setTimeout(ms, callback) {
     this.#idleMs = ms;
