@@ -276,13 +276,19 @@ fn lookup(
     })
 }
 
-/// Why a routed request cannot go to a worker: a body declared past `limits.max_body`, or
-/// a target the REQUEST frame cannot carry.
+/// Why a routed request cannot go to a worker: a plain CONNECT, a body declared past
+/// `limits.max_body`, or a target the REQUEST frame cannot carry.
 fn unforwardable(
     parts: &http::request::Parts,
     body: &Incoming,
     shared: &Shared,
 ) -> Option<(StatusCode, &'static str)> {
+    // A plain CONNECT asks for a tunnel (RFC 9110 §9.3.6); a worker's 2xx to it would open
+    // one, which the gateway does not carry (hyper drops a 2xx to CONNECT that has a length).
+    if parts.method == http::Method::CONNECT {
+        let why = "CONNECT tunnels are not carried: vyx is a gateway, not a forward proxy";
+        return Some((StatusCode::NOT_IMPLEMENTED, why));
+    }
     if let Some(len) = http_body::Body::size_hint(body).exact() {
         if len > shared.config.max_body {
             let why = "request body larger than the gateway's limit";
