@@ -25,6 +25,7 @@ use crate::conn_limit::Activity;
 use crate::forward::{self, X_REQUEST_ID};
 use crate::framing::{framing, BodyPlan, Framing};
 use crate::metrics::Observed;
+use crate::otel::{self, TraceHeaders};
 use crate::registry::{has_replica, reserve_replica};
 use crate::response::{self, ResponseBody, Source};
 use crate::retry::{self, Outcome, Replay};
@@ -90,6 +91,7 @@ pub async fn proxy(
 ) -> Response<GatewayBody> {
     let start = std::time::Instant::now();
     let request_id = request_id(req.headers(), &shared);
+    let span = otel::start_span(&shared, &req, client);
     let entry = Entry::new(
         request_id.clone(),
         client,
@@ -98,19 +100,21 @@ pub async fn proxy(
         start,
     );
     // Logged when dropped: also when the client goes away before the response.
-    let mut pending = Pending::new(entry, &shared.access_log);
+    let trace = span.as_ref().map(|s| s.to_worker.clone());
+    let mut pending = Pending::new(entry, &shared.access_log, span);
     let mut matched = None;
     // Every log line about the request carries its id.
-    let span = tracing::info_span!("request", request_id = %String::from_utf8_lossy(request_id.as_bytes()));
+    let log_span = tracing::info_span!("request", request_id = %String::from_utf8_lossy(request_id.as_bytes()));
     let mut resp = dispatch(
         req,
         &shared,
         client,
         request_id,
+        trace.as_ref(),
         &mut matched,
         &mut pending.entry,
     )
-    .instrument(span)
+    .instrument(log_span)
     .await;
     answered(&shared, &mut resp, matched, pending);
     resp
@@ -128,7 +132,7 @@ fn answered(
         Some(t) => t.metrics.get_or_init(|| shared.metrics.route(&t.key)),
         None => shared.metrics.unmatched(),
     };
-    let logged = pending.is_logged();
+    let kept = pending.is_kept();
     let entry = &mut pending.entry;
     let status = resp.status().as_u16();
     let elapsed = entry.start.elapsed();
@@ -143,7 +147,7 @@ fn answered(
             gateway_error: error.is_some(),
         },
     );
-    if logged {
+    if kept {
         entry.status = status;
         entry.ttfb = Some(elapsed);
         entry.route = matched;
@@ -163,6 +167,7 @@ async fn dispatch(
     shared: &Arc<Shared>,
     client: SocketAddr,
     request_id: HeaderValue,
+    trace: Option<&TraceHeaders>,
     matched: &mut Option<Arc<RouteTarget>>,
     entry: &mut Entry,
 ) -> Answer {
@@ -171,7 +176,7 @@ async fn dispatch(
     let (parts, body) = req.into_parts();
     let steps = async {
         let asked = asked.as_ref();
-        let mut routed = lookup(&parts, &body, asked, shared, client, &request_id, matched)?;
+        let mut routed = lookup(&parts, &body, asked, shared, client, &request_id, trace, matched)?;
         let admitted = admit(body, &mut routed, shared, &request_id, entry).await?;
         let (head, admitted) = forward_or_retry(
             admitted,
@@ -235,6 +240,7 @@ fn lookup(
     shared: &Shared,
     client: SocketAddr,
     request_id: &HeaderValue,
+    trace: Option<&TraceHeaders>,
     matched: &mut Option<Arc<RouteTarget>>,
 ) -> Result<Routed, Answer> {
     // Readers hold the table for a lookup only: a route update waits for them (and the
@@ -263,6 +269,7 @@ fn lookup(
         client,
         trusted,
         request_id,
+        trace,
     )
     .map_err(|e| {
         let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
@@ -340,6 +347,7 @@ async fn admit(
     let queued = std::time::Instant::now();
     let (conn, open, route) = open_stream(routed, streamed, shared, request_id, None).await?;
     entry.queue_wait = Some(queued.elapsed());
+    entry.admitted = Some(std::time::Instant::now());
     entry.worker = Some(conn.clone());
     let share = streamed.map(|_| StreamedShare(conn.clone()));
     Ok(Admitted {
@@ -753,8 +761,8 @@ fn end_to_end_headers(headers: &mut http::HeaderMap, content_length: Option<u64>
 /// Encodes the REQUEST (stream id and route id 0, set later): method, raw target, decoded
 /// params, the client's end-to-end headers, and the headers the gateway sets itself: `host`
 /// (the effective host: `:authority` or an absolute-form target's, else `Host`), the
-/// forwarding headers and `x-request-id`. The client's own copies are skipped, so no
-/// `Connection` option can remove the gateway's.
+/// forwarding headers, `x-request-id`, and with traces on `traceparent`/`tracestate`. The
+/// client's own copies are skipped, so no `Connection` option can remove the gateway's.
 fn encode_request(
     parts: &http::request::Parts,
     asked: Option<&Asked>,
@@ -763,6 +771,7 @@ fn encode_request(
     client: SocketAddr,
     trusted: bool,
     request_id: &HeaderValue,
+    trace: Option<&TraceHeaders>,
 ) -> Result<BytesMut, HeadTooLarge> {
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let method = Asked::method(asked, &parts.method);
@@ -787,7 +796,8 @@ fn encode_request(
         let ours = n == "host"
             || n == X_REQUEST_ID
             || n == forward::X_FORWARDED_FOR
-            || n == http::header::EXPECT;
+            || n == http::header::EXPECT
+            || (trace.is_some() && TraceHeaders::replaces(n));
         if ours
             || forward::is_hop_by_hop(n, &parts.headers)
             || forward::is_underscored(n)
@@ -829,6 +839,13 @@ fn encode_request(
     );
     w.header(b"via", forward::via_element(parts.version));
     w.header(X_REQUEST_ID.as_str().as_bytes(), request_id.as_bytes());
+    if let Some(t) = trace {
+        for (name, value) in [("traceparent", &t.traceparent), ("tracestate", &t.tracestate)] {
+            if let Some(v) = value {
+                w.header(name.as_bytes(), v.as_bytes());
+            }
+        }
+    }
     let mut frame = w.finish()?;
     if asked.is_some() {
         vyx_core::frame::set_upgrade(&mut frame);

@@ -364,3 +364,42 @@ async fn json_log_lines_about_a_request_carry_its_id() {
     // Every other line is JSON too (parsed above), the first among them the startup's.
     assert!(log.lines().next().unwrap().starts_with('{'), "{log}");
 }
+
+#[tokio::test]
+async fn the_last_requests_lines_are_written_before_the_gateway_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let yaml = format!("access_log: {{path: access.log}}\nlog: {{format: json}}\n{WORKER}");
+    let mut vyx = LoggedVyx::spawn(vyx_with(dir.path(), &yaml, &[])).await;
+    let mut w = RawWorker::connect_with_token(
+        vyx.addr,
+        "w",
+        Some("secret-token-for-tests"),
+        vec![route(1, "GET", "/{what}")],
+    )
+    .await;
+    // The request is in flight when SIGTERM comes; the worker answers it during the drain,
+    // so that its line is queued just before the gateway's exit.
+    let c = client();
+    let url = format!("http://{}/last", vyx.addr);
+    let request = tokio::spawn(async move { get(&c, &url).await.0 });
+    let id = loop {
+        if let Frame::Request(r) = w.next_frame().await {
+            break r.stream_id;
+        }
+    };
+    let pid = vyx.child.id().unwrap() as i32;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    vyx.wait_for_log("draining").await;
+    w.send(respond(id, 200, false)).await;
+    w.send(data(id, b"ok", true)).await;
+    assert_eq!(request.await.unwrap(), 200);
+    let exited = tokio::time::timeout(WAIT, vyx.child.wait()).await;
+    assert!(exited.expect("the gateway exited in time").unwrap().success());
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        text.lines().any(|l| l.contains("\"path\":\"/last\"")),
+        "no line for the last request in:\n{text}\nlog:\n{}",
+        vyx.log_text()
+    );
+}
