@@ -681,6 +681,27 @@ mod tests {
     }
 
     #[test]
+    fn flush_returns_once_every_queued_line_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let config = AccessLogConfig {
+            output: Output::File(path.clone()),
+            ..AccessLogConfig::default()
+        };
+        let log = AccessLog::start(&config, LogFormat::Text, Counter::default()).unwrap();
+        log.finish(entry(200));
+        let read = || std::fs::read_to_string(&path).unwrap();
+        while read().lines().count() < 1 {
+            std::thread::yield_now();
+        }
+        // The writer rests for GATHER after a write: this line waits in the channel, and
+        // would be lost if the process exited now.
+        log.finish(entry(404));
+        assert!(log.flush(Duration::from_secs(20)));
+        assert_eq!(read().lines().count(), 2, "{}", read());
+    }
+
+    #[test]
     fn errors_mode_and_sampling_choose_lines() {
         assert!(!entry(200).is_error());
         assert!(entry(404).is_error());

@@ -176,7 +176,16 @@ async fn dispatch(
     let (parts, body) = req.into_parts();
     let steps = async {
         let asked = asked.as_ref();
-        let mut routed = lookup(&parts, &body, asked, shared, client, &request_id, trace, matched)?;
+        let mut routed = lookup(
+            &parts,
+            &body,
+            asked,
+            shared,
+            client,
+            &request_id,
+            trace,
+            matched,
+        )?;
         let admitted = admit(body, &mut routed, shared, &request_id, entry).await?;
         let (head, admitted) = forward_or_retry(
             admitted,
@@ -840,7 +849,10 @@ fn encode_request(
     w.header(b"via", forward::via_element(parts.version));
     w.header(X_REQUEST_ID.as_str().as_bytes(), request_id.as_bytes());
     if let Some(t) = trace {
-        for (name, value) in [("traceparent", &t.traceparent), ("tracestate", &t.tracestate)] {
+        for (name, value) in [
+            ("traceparent", &t.traceparent),
+            ("tracestate", &t.tracestate),
+        ] {
             if let Some(v) = value {
                 w.header(name.as_bytes(), v.as_bytes());
             }

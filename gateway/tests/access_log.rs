@@ -378,28 +378,41 @@ async fn the_last_requests_lines_are_written_before_the_gateway_exits() {
         vec![route(1, "GET", "/{what}")],
     )
     .await;
-    // The request is in flight when SIGTERM comes; the worker answers it during the drain,
-    // so that its line is queued just before the gateway's exit.
-    let c = client();
-    let url = format!("http://{}/last", vyx.addr);
-    let request = tokio::spawn(async move { get(&c, &url).await.0 });
-    let id = loop {
-        if let Frame::Request(r) = w.next_frame().await {
-            break r.stream_id;
+    // Two requests are in flight when SIGTERM comes; the worker answers them one after the
+    // other during the drain and leaves: the second's line is queued while the writer rests
+    // after writing the first's, just before the gateway exits.
+    let mut requests = Vec::new();
+    let mut ids = Vec::new();
+    for what in ["last-1", "last-2"] {
+        let url = format!("http://{}/{what}", vyx.addr);
+        requests.push(tokio::spawn(async move { get(&client(), &url).await.0 }));
+        loop {
+            if let Frame::Request(r) = w.next_frame().await {
+                ids.push(r.stream_id);
+                break;
+            }
         }
-    };
+    }
     let pid = vyx.child.id().unwrap() as i32;
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     vyx.wait_for_log("draining").await;
-    w.send(respond(id, 200, false)).await;
-    w.send(data(id, b"ok", true)).await;
-    assert_eq!(request.await.unwrap(), 200);
+    for (id, request) in ids.into_iter().zip(requests) {
+        w.send(respond(id, 200, false)).await;
+        w.send(data(id, b"ok", true)).await;
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    drop(w);
     let exited = tokio::time::timeout(WAIT, vyx.child.wait()).await;
-    assert!(exited.expect("the gateway exited in time").unwrap().success());
+    assert!(exited
+        .expect("the gateway exited in time")
+        .unwrap()
+        .success());
     let text = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        text.lines().any(|l| l.contains("\"path\":\"/last\"")),
-        "no line for the last request in:\n{text}\nlog:\n{}",
-        vyx.log_text()
-    );
+    for what in ["last-1", "last-2"] {
+        assert!(
+            text.contains(&format!("\"path\":\"/{what}\"")),
+            "no line for /{what} in:\n{text}\nlog:\n{}",
+            vyx.log_text()
+        );
+    }
 }

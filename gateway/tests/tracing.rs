@@ -113,15 +113,14 @@ impl Collector {
 }
 
 fn string_attr(attrs: &[KeyValue], key: &str) -> Option<String> {
-    attrs
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+    attrs.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
             AnyValue::StringValue(s) => Some(s.clone()),
             AnyValue::IntValue(i) => Some(i.to_string()),
             AnyValue::BoolValue(b) => Some(b.to_string()),
             _ => None,
-        })
+        }
+    })
 }
 
 fn hex(b: &[u8]) -> String {
@@ -213,7 +212,11 @@ async fn the_client_span_parents_the_gateway_span_which_parents_the_rust_workers
 
     let gateway = collector.span("gateway").await;
     assert_eq!(hex(&gateway.trace_id), TRACE);
-    assert_eq!(hex(&gateway.parent_span_id), CLIENT_SPAN, "the client's span");
+    assert_eq!(
+        hex(&gateway.parent_span_id),
+        CLIENT_SPAN,
+        "the client's span"
+    );
     assert_eq!(gateway.kind, ProtoKind::Server as i32);
     assert_eq!(gateway.name, "GET /items/{id}");
     let attr = |k: &str| string_attr(&gateway.attributes, k);
@@ -250,7 +253,10 @@ async fn a_missing_or_invalid_traceparent_starts_a_new_trace_at_the_gateway() {
         let (status, _, body) = send(&client(), "GET", &gw.url("/items/1"), headers, "").await;
         assert_eq!(status, 200);
         let gateway = collector.span("gateway").await;
-        assert!(gateway.parent_span_id.is_empty(), "a root span: {gateway:?}");
+        assert!(
+            gateway.parent_span_id.is_empty(),
+            "a root span: {gateway:?}"
+        );
         assert_eq!(gateway.trace_id.len(), 16);
         // No tracestate without a valid traceparent (W3C trace context §3.3).
         let expected = format!(
