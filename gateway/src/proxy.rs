@@ -85,7 +85,7 @@ fn no_route(
 }
 
 pub async fn proxy(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     shared: Arc<Shared>,
     client: SocketAddr,
 ) -> Response<GatewayBody> {
@@ -100,7 +100,9 @@ pub async fn proxy(
         start,
     );
     // Logged when dropped: also when the client goes away before the response.
-    let trace = span.as_ref().map(|s| s.to_worker.clone());
+    if let Some(s) = &span {
+        req.extensions_mut().insert(s.to_worker.clone());
+    }
     let mut pending = Pending::new(entry, &shared.access_log, span);
     let mut matched = None;
     // Every log line about the request carries its id.
@@ -110,7 +112,6 @@ pub async fn proxy(
         &shared,
         client,
         request_id,
-        trace.as_ref(),
         &mut matched,
         &mut pending.entry,
     )
@@ -167,7 +168,6 @@ async fn dispatch(
     shared: &Arc<Shared>,
     client: SocketAddr,
     request_id: HeaderValue,
-    trace: Option<&TraceHeaders>,
     matched: &mut Option<Arc<RouteTarget>>,
     entry: &mut Entry,
 ) -> Answer {
@@ -176,16 +176,7 @@ async fn dispatch(
     let (parts, body) = req.into_parts();
     let steps = async {
         let asked = asked.as_ref();
-        let mut routed = lookup(
-            &parts,
-            &body,
-            asked,
-            shared,
-            client,
-            &request_id,
-            trace,
-            matched,
-        )?;
+        let mut routed = lookup(&parts, &body, asked, shared, client, &request_id, matched)?;
         let admitted = admit(body, &mut routed, shared, &request_id, entry).await?;
         let (head, admitted) = forward_or_retry(
             admitted,
@@ -249,7 +240,6 @@ fn lookup(
     shared: &Shared,
     client: SocketAddr,
     request_id: &HeaderValue,
-    trace: Option<&TraceHeaders>,
     matched: &mut Option<Arc<RouteTarget>>,
 ) -> Result<Routed, Answer> {
     // Readers hold the table for a lookup only: a route update waits for them (and the
@@ -278,7 +268,6 @@ fn lookup(
         client,
         trusted,
         request_id,
-        trace,
     )
     .map_err(|e| {
         let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
@@ -780,8 +769,9 @@ fn encode_request(
     client: SocketAddr,
     trusted: bool,
     request_id: &HeaderValue,
-    trace: Option<&TraceHeaders>,
 ) -> Result<BytesMut, HeadTooLarge> {
+    // With traces on, the gateway's span context (see `otel`).
+    let trace = parts.extensions.get::<TraceHeaders>();
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let method = Asked::method(asked, &parts.method);
     let mut w = RequestWriter::new(0, end_stream, 0, method.as_bytes(), target.as_bytes(), 512);
