@@ -118,6 +118,7 @@ impl Gateway {
             access_log,
             tracing,
             ui: crate::ui::Dashboard::new(),
+            startup: crate::starting::Startup::new(config.startup_grace),
             config,
         });
         // A worker id or route the registry forgets leaves the metrics too.
