@@ -91,7 +91,10 @@ pub async fn proxy(
 ) -> Response<GatewayBody> {
     let start = std::time::Instant::now();
     let request_id = request_id(req.headers(), &shared);
-    let span = otel::start_span(&shared, &req, client);
+    let trace_span = otel::start_span(&shared, &req, client);
+    if let Some(s) = &trace_span {
+        req.extensions_mut().insert(s.to_worker.clone());
+    }
     let entry = Entry::new(
         request_id.clone(),
         client,
@@ -100,13 +103,10 @@ pub async fn proxy(
         start,
     );
     // Logged when dropped: also when the client goes away before the response.
-    if let Some(s) = &span {
-        req.extensions_mut().insert(s.to_worker.clone());
-    }
-    let mut pending = Pending::new(entry, &shared.access_log, span);
+    let mut pending = Pending::new(entry, &shared.access_log, trace_span);
     let mut matched = None;
     // Every log line about the request carries its id.
-    let log_span = tracing::info_span!("request", request_id = %String::from_utf8_lossy(request_id.as_bytes()));
+    let span = tracing::info_span!("request", request_id = %String::from_utf8_lossy(request_id.as_bytes()));
     let mut resp = dispatch(
         req,
         &shared,
@@ -115,7 +115,7 @@ pub async fn proxy(
         &mut matched,
         &mut pending.entry,
     )
-    .instrument(log_span)
+    .instrument(span)
     .await;
     answered(&shared, &mut resp, matched, pending);
     resp
