@@ -70,13 +70,21 @@ where
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     // The worker runs on a runtime of its own (the SDK wants a multi-threaded one; the
-    // test's is current-thread), so this function may block until it is registered.
+    // test's is current-thread), so this function may block until it is registered. Its
+    // threads log to the test's subscriber, as a task spawned on the test's runtime would
+    // (axum's tests capture the events of their handlers).
+    let logs = tracing::dispatcher::get_default(|d| d.clone());
     std::thread::spawn(move || {
+        let on_start = logs.clone();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
+            .on_thread_start(move || {
+                std::mem::forget(tracing::dispatcher::set_default(&on_start));
+            })
             .enable_all()
             .build()
             .expect("a runtime");
+        let _logs = tracing::dispatcher::set_default(&logs);
         rt.block_on(async move {
             let worker = vyx::Worker::builder()
                 .connect(format!("ws://{addr}"))
