@@ -56,7 +56,9 @@ where
         .expect("the vyx gateway starts");
     let mut stdout = BufReader::new(gateway.stdout.take().expect("piped"));
     let mut line = String::new();
-    stdout.read_line(&mut line).expect("the gateway's first line");
+    stdout
+        .read_line(&mut line)
+        .expect("the gateway's first line");
     let addr: SocketAddr = line
         .trim()
         .strip_prefix("listening http://")
