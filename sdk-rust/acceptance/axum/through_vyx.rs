@@ -81,6 +81,7 @@ where
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .on_thread_start(move || {
+                // For the thread's whole life: its guard would undo it when dropped.
                 std::mem::forget(tracing::dispatcher::set_default(&on_start));
             })
             .enable_all()
