@@ -24,6 +24,7 @@ mod h2_calm;
 pub mod log_format;
 pub mod log_limit;
 mod metrics;
+pub mod otel;
 mod proxy;
 mod register;
 mod registry;
@@ -32,6 +33,7 @@ mod response;
 mod retry;
 mod routes;
 mod server;
+mod starting;
 mod stopping;
 mod supervisor;
 mod target;
@@ -59,6 +61,8 @@ pub(crate) struct Shared {
     /// Where the gateway is in its stop (see `stopping`). Every client connection task
     /// holds a receiver: the stop waits for them all to be dropped.
     pub phase: tokio::sync::watch::Sender<stopping::Phase>,
+    /// Whether the start is over, for readiness (see `starting`).
+    pub startup: starting::Startup,
     pub metrics: Arc<metrics::Metrics>,
     pub limiter: Arc<conn_limit::ConnLimiter>,
     /// `limits.body_buffer_total`, in bytes.
@@ -66,5 +70,7 @@ pub(crate) struct Shared {
     /// `limits.response_buffer_total`, in bytes (see `response`).
     pub response_budget: Arc<tokio::sync::Semaphore>,
     pub access_log: Arc<access_log::AccessLog>,
+    /// `None` when traces are off (see `otel`).
+    pub tracing: Option<otel::Tracing>,
     pub ui: ui::Dashboard,
 }

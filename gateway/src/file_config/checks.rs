@@ -143,6 +143,9 @@ impl Checker {
             c.tls = Some(self.tls(t)?);
         }
         self.logs(&file, &mut c)?;
+        if let Some(t) = &file.tracing {
+            c.tracing = Some(self.tracing(t)?);
+        }
         let declared = self.workers(&file.workers, &mut c)?;
         c.auth = Arc::new(Credentials::new(declared, file.accept_unknown_workers));
         Ok(c)
@@ -277,6 +280,7 @@ impl Checker {
         set(&mut c.queue_timeout, &t.queue);
         set(&mut c.drain_grace, &t.drain_grace);
         set(&mut c.readiness_delay, &t.readiness_delay);
+        set(&mut c.startup_grace, &t.startup_grace);
         set(&mut c.send_timeout, &t.send);
         Ok(())
     }

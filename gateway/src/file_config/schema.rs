@@ -35,6 +35,7 @@ pub(super) struct File {
     #[serde(default)]
     pub(super) log: Log,
     pub(super) access_log: Option<Spanned<AccessLog>>,
+    pub(super) tracing: Option<Spanned<super::otel::Tracing>>,
     #[serde(default)]
     pub(super) ui: Ui,
 }
@@ -81,6 +82,7 @@ pub(super) struct Timeouts {
     pub(super) queue: Option<Dur>,
     pub(super) drain_grace: Option<Dur>,
     pub(super) readiness_delay: Option<Dur>,
+    pub(super) startup_grace: Option<Dur>,
     pub(super) send: Option<Dur>,
     pub(super) upgrade_idle: Option<Dur>,
 }
