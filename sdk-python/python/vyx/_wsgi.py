@@ -145,6 +145,13 @@ class _Exchange:
         except _Gone:
             pass
         except BaseException as e:
+            if not isinstance(e, Exception):
+                # KeyboardInterrupt or SystemExit raised by the app in its thread is no signal
+                # to the process: re-raised on the loop it would end the worker; it fails this
+                # request only.
+                failure = RuntimeError(f"the WSGI app raised {e!r}")
+                failure.__cause__ = e
+                e = failure
             if not self._post(_ERROR, e):
                 # After the answer was over (a close() that raised): nobody to tell.
                 log.exception("the WSGI app failed after its response was sent")
