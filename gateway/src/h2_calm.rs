@@ -3,6 +3,13 @@
 //! is bounded, but 100,000 SETTINGS drew 900 KB of ACKs). Like nginx, Envoy and Go's
 //! server, the gateway ends such a connection: GOAWAY `ENHANCE_YOUR_CALM`, then a close.
 //!
+//! A PING that follows response HEADERS or DATA the gateway wrote since the client's
+//! previous PING is not counted: grpc-go's clients measure bandwidth with a PING each time
+//! response data arrives (its BDP estimator), hundreds a second on a busy connection, and
+//! grpc-go's own server lets such pings through the same way (its ping strikes are reset
+//! when it sends headers or data). A client can then draw at most one PING reply per
+//! frame of response it is sent, beyond the allowance.
+//!
 //! The count is taken on the bytes, below hyper: the socket is wrapped, the client's frame
 //! headers are read as they pass (the preface tells HTTP/2 from HTTP/1, which passes
 //! untouched), and the server's own frames are followed too, so that the GOAWAY goes out
@@ -24,6 +31,7 @@ use crate::Shared;
 pub const REFILL_PER_SEC: f64 = 10.0;
 
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
 const SETTINGS: u8 = 0x4;
 const PING: u8 = 0x6;
@@ -110,6 +118,8 @@ pub struct H2Calm<T> {
     cap: f64,
     refilled: Instant,
     last_stream: u32,
+    /// The gateway wrote HEADERS or DATA since the client's last PING: the next one is free.
+    answered: bool,
     /// Set once the bound is crossed: the GOAWAY and how much of it is written.
     goaway: Option<(Vec<u8>, usize)>,
     shared: Arc<Shared>,
@@ -133,6 +143,7 @@ impl<T> H2Calm<T> {
             cap,
             refilled: Instant::now(),
             last_stream: 0,
+            answered: false,
             goaway: None,
             shared,
         }
@@ -159,11 +170,12 @@ impl<T> H2Calm<T> {
         if !matches!(self.mode, Mode::H2) {
             return None;
         }
-        let (tokens, cap, refilled, last_stream) = (
+        let (tokens, cap, refilled, last_stream, answered) = (
             &mut self.tokens,
             self.cap,
             &mut self.refilled,
             &mut self.last_stream,
+            &mut self.answered,
         );
         let cut = self.read.walk(data, |h, _| {
             let (kind, flags) = (h[3], h[4]);
@@ -172,6 +184,9 @@ impl<T> H2Calm<T> {
                 *last_stream = (*last_stream).max(id);
             }
             if !matches!(kind, SETTINGS | PING) || flags & ACK != 0 {
+                return true;
+            }
+            if kind == PING && std::mem::take(answered) {
                 return true;
             }
             let now = Instant::now();
@@ -243,6 +258,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> H2Calm<T> {
     fn tripped(&self) -> bool {
         self.goaway.is_some()
     }
+
+    /// Follows what the gateway wrote, noting response HEADERS and DATA.
+    fn wrote(&mut self, data: &[u8]) {
+        let answered = &mut self.answered;
+        self.write.walk(data, |h, _| {
+            *answered |= matches!(h[3], DATA | HEADERS);
+            true
+        });
+    }
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for H2Calm<T> {
@@ -302,7 +326,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for H2Calm<T> {
             return Poll::Ready(Ok(n));
         }
         let n = ready!(Pin::new(&mut this.inner).poll_write(cx, data))?;
-        this.write.walk(&data[..n], |_, _| true);
+        this.wrote(&data[..n]);
         Poll::Ready(Ok(n))
     }
 
@@ -329,7 +353,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for H2Calm<T> {
                 break;
             }
             let take = left.min(b.len());
-            this.write.walk(&b[..take], |_, _| true);
+            this.wrote(&b[..take]);
             left -= take;
         }
         Poll::Ready(Ok(n))

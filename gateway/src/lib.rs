@@ -17,6 +17,7 @@ mod client_eof;
 pub mod config;
 mod conn;
 mod conn_limit;
+pub mod duplex;
 pub mod file_config;
 mod forward;
 mod framing;

@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tracing::{debug, warn, Instrument};
 use vyx_core::error::ResetCode;
 use vyx_core::features::Features;
@@ -22,6 +22,7 @@ use crate::access_log::{Entry, Handoff, Pending};
 use crate::body::{GatewayBody, StreamGuard};
 use crate::conn::{ConnRoute, Failure, OpenStream, ResponseHead, ResponseTrailers, WorkerConn};
 use crate::conn_limit::Activity;
+use crate::duplex;
 use crate::forward::{self, X_REQUEST_ID};
 use crate::framing::{framing, BodyPlan, Framing};
 use crate::metrics::Observed;
@@ -228,6 +229,8 @@ struct Routed {
     end_stream: bool,
     /// An upgrade stream (§4.5): no body before the switch, a replica that takes upgrades.
     upgrade: bool,
+    /// A body its client may not end before the response (see `duplex`).
+    duplex: bool,
 }
 
 /// Finds the route (404), refuses what cannot be forwarded (413, 501, 400) and encodes the
@@ -278,6 +281,7 @@ fn lookup(
         frame,
         end_stream,
         upgrade: asked.is_some(),
+        duplex: duplex::is_duplex(&parts.headers, http_body::Body::size_hint(body).exact()),
     })
 }
 
@@ -323,6 +327,8 @@ struct Admitted {
     idempotent: bool,
     /// What a retry would send, when the gateway holds the whole body (`retries.enabled`).
     replay: Option<Replay>,
+    /// A duplex request (see `duplex`).
+    duplex: bool,
 }
 
 /// Reads the body's start, then reserves a replica's slot and opens the stream (503 when
@@ -335,7 +341,7 @@ async fn admit(
     entry: &mut Entry,
 ) -> Result<Admitted, Answer> {
     let no_body = routed.end_stream || routed.upgrade;
-    let mut body = read_body_start(body, no_body, shared)
+    let mut body = read_body_start(body, no_body, routed.duplex, shared)
         .await
         .map_err(|fault| client_fault(shared, &fault, request_id))?;
     let replay = match shared.config.retries {
@@ -362,6 +368,7 @@ async fn admit(
         end_stream: no_body,
         idempotent: route.idempotent,
         replay,
+        duplex: routed.duplex,
     })
 }
 
@@ -371,17 +378,22 @@ async fn admit(
 async fn read_body_start(
     body: Incoming,
     end_stream: bool,
+    duplex: bool,
     shared: &Shared,
 ) -> Result<Buffered, ClientFault> {
-    let rules = UploadRules {
-        idle: shared.config.body_idle_timeout,
-        min_rate: shared.config.min_body_rate,
-        grace: shared.config.min_body_rate_grace,
-        max_body: shared.config.max_body,
+    let config = &shared.config;
+    let rules = match duplex {
+        true => duplex::upload_rules(config.upgrade_idle_timeout, config.max_body),
+        false => UploadRules {
+            idle: config.body_idle_timeout,
+            min_rate: config.min_body_rate,
+            grace: config.min_body_rate_grace,
+            max_body: config.max_body,
+        },
     };
     if end_stream {
         Ok(Buffered::default())
-    } else if shared.config.body_buffer == 0 {
+    } else if duplex || config.body_buffer == 0 {
         Ok(Buffered {
             rest: Some(Upload::new(body, rules)),
             ..Buffered::default()
@@ -524,6 +536,7 @@ async fn forward_or_retry(
         end_stream: routed.end_stream,
         idempotent,
         replay: None,
+        duplex: routed.duplex,
     };
     let answered = forward(admitted, &routed.target, shared, request_id, bytes_in).await;
     count(match answered {
@@ -559,9 +572,12 @@ async fn forward(
         body,
         share,
         end_stream,
+        duplex,
         ..
     } = admitted;
     let fault = Arc::new(OnceLock::new());
+    // A duplex request's head is due within the request timeout of its body's end.
+    let body_ended = (duplex && !end_stream).then(|| Arc::new(Notify::new()));
     if !end_stream {
         let pump = Pump {
             conn: conn.clone(),
@@ -571,7 +587,14 @@ async fn forward(
             shared: shared.clone(),
             bytes_in,
         };
-        tokio::spawn(pump_body(body, share, pump).in_current_span());
+        let ended = body_ended.clone();
+        let pumped = async move {
+            pump_body(body, share, pump).await;
+            if let Some(ended) = ended {
+                ended.notify_one();
+            }
+        };
+        tokio::spawn(pumped.in_current_span());
     }
     let answering = Answering {
         guard: StreamGuard {
@@ -582,8 +605,14 @@ async fn forward(
         recv_credit: open.recv_credit,
         send: open.send,
         trailers: open.trailers,
+        duplex,
     };
-    match tokio::time::timeout(shared.config.request_timeout, open.head).await {
+    let timeout = shared.config.request_timeout;
+    let head = match &body_ended {
+        Some(ended) => duplex::head_after_body(timeout, ended, open.head).await,
+        _ => tokio::time::timeout(timeout, open.head).await,
+    };
+    match head {
         Err(_) => {
             let why = "no response head before the request timeout";
             conn.cancel_stream(open.id, ResetCode::Timeout, why);
@@ -611,6 +640,8 @@ struct Answering {
     trailers: ResponseTrailers,
     /// The request direction's window: an upgraded connection sends on it after the switch.
     send: Arc<SendWindow<Failure>>,
+    /// A duplex request's response (see `duplex`).
+    duplex: bool,
 }
 
 /// The worker's answer to an upgrade (§4.5). A 101 is the switch: the client's answer comes
@@ -713,6 +744,7 @@ fn response_body(framing: &Framing, answering: Answering, shared: &Arc<Shared>) 
         recv_credit,
         send: _,
         trailers,
+        duplex,
     } = answering;
     if framing.body == BodyPlan::Empty {
         // Dropping the guard RESETs (`cancel`) a stream whose body is still open: it is
@@ -736,6 +768,10 @@ fn response_body(framing: &Framing, answering: Answering, shared: &Arc<Shared>) 
                 guard,
                 expected: framing.content_length,
                 trailers,
+                idle: match duplex {
+                    true => shared.config.upgrade_idle_timeout,
+                    false => shared.config.body_idle_timeout,
+                },
             },
             shared.clone(),
         )))

@@ -107,6 +107,9 @@ pub struct Source {
     /// The worker's `content-length`, when it sent one (§3.5).
     pub expected: Option<u64>,
     pub trailers: ResponseTrailers,
+    /// How long the worker may leave a waiting client without DATA: `timeouts.body_idle`,
+    /// or `timeouts.upgrade_idle` for a duplex request's response (see `duplex`).
+    pub idle: Duration,
 }
 
 impl ResponseBody {
@@ -327,7 +330,7 @@ fn protocol_end(why: String) -> Result<(), BodyError> {
 /// the way out RESETs (`cancel`) a stream still open.
 async fn pump(flow: Arc<Flow>, src: Source, shared: Arc<Shared>) {
     let rules = ResponseRules {
-        idle: shared.config.body_idle_timeout,
+        idle: src.idle,
         send: shared.config.send_timeout,
         buffer: shared.config.response_buffer,
     };
@@ -339,6 +342,7 @@ async fn pump(flow: Arc<Flow>, src: Source, shared: Arc<Shared>) {
         guard,
         expected,
         trailers,
+        idle: _,
     } = src;
     let extra_cap = rules.buffer.saturating_sub(u64::from(initial_window));
     // Credit granted beyond the stream window, held against the gateway-wide budget.

@@ -675,6 +675,40 @@ async fn h2_status(tcp: &mut TcpStream, stream: u32) -> u16 {
     }
 }
 
+/// grpc-go's clients PING each time response data arrives (bandwidth estimation): a PING
+/// after each response is not a flood, however many there are; PINGs with no response
+/// between them still are.
+#[tokio::test]
+async fn a_ping_after_each_response_is_not_a_control_frame_flood() {
+    const ALLOWANCE: usize = 5;
+    let gw = TestGateway::start_with(|c| c.h2_control_frames = ALLOWANCE as u32).await;
+    let worker = inspect_worker(gw.addr).await;
+    let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(H2_START).await.unwrap();
+    for i in 0..(10 * ALLOWANCE as u32) {
+        let stream = 2 * i + 1;
+        tcp.write_all(&h2_get(stream, "gw", "/inspect/p"))
+            .await
+            .unwrap();
+        assert_eq!(h2_status(&mut tcp, stream).await, 200, "request {i}");
+        tcp.write_all(&h2_frame(6, 0, 0, &[9; 8])).await.unwrap();
+    }
+    let last = 20 * ALLOWANCE as u32 + 1;
+    tcp.write_all(&h2_get(last, "gw", "/inspect/p"))
+        .await
+        .unwrap();
+    assert_eq!(h2_status(&mut tcp, last).await, 200);
+    // Back to back, the same PINGs are counted.
+    let mut pings = Vec::new();
+    for _ in 0..(4 * ALLOWANCE) {
+        pings.extend(h2_frame(6, 0, 0, &[9; 8]));
+    }
+    let _ = tcp.write_all(&pings).await;
+    let (_, goaway) = replies_until_goaway(&mut tcp, 6).await;
+    assert_eq!(goaway, Some(0xb));
+    worker.stop();
+}
+
 #[tokio::test]
 async fn chunked_twice_and_a_host_list_are_400_over_http1_and_http2() {
     let gw = TestGateway::start().await;

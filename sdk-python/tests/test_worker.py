@@ -427,6 +427,24 @@ def test_connect_timeout_bounds_a_dial_that_gets_no_answer():
     assert causes and "within 200ms" in causes[0], causes
 
 
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, SystemExit])
+def test_a_sync_handler_raising_a_base_exception_fails_its_request_only(gateway, serve, client, raised):
+    # Raised in the handler's thread it is no signal: on the loop it would end the worker.
+    w = worker_for(gateway)
+
+    @w.get("/raise")
+    def raise_it(req):
+        raise raised()
+
+    @w.get("/after")
+    def after(req):
+        return "still serving"
+
+    serve(w)
+    assert client.get("/raise").status_code == 500
+    assert client.get("/after").text == "still serving"
+
+
 def test_a_second_start_raises_already_started(gateway, serve, client):
     w = worker_for(gateway)
 

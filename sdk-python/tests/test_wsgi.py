@@ -60,6 +60,22 @@ def test_a_generator_that_raises_has_sent_what_it_yielded(gateway, serve, client
     assert got == b"part1part2"
 
 
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, SystemExit])
+def test_an_app_raising_a_base_exception_fails_its_request_only(gateway, serve, client, raised):
+    # Flask lets KeyboardInterrupt out of a view (its test_baseexception_error_handling); from
+    # the app's thread it must not end the worker's loop, or every later request is a 503.
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/raise":
+            raise raised()
+        start_response("200 OK", [("content-type", "text/plain")])
+        return [b"still serving"]
+
+    serve(vyx.WSGIWorker(app, ["/raise", "/after"], connect=gateway.ws, id="py:wsgi-base-exc"))
+    assert client.get("/raise").status_code == 500
+    after = client.get("/after")
+    assert (after.status_code, after.content) == (200, b"still serving")
+
+
 def test_requests_run_side_by_side_on_max_threads(gateway, serve):
     n = 12
     # Every request waits inside the app until all n are inside it: n threads at once, as

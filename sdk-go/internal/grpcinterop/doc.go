@@ -1,7 +1,11 @@
 // Package grpcinterop runs grpc-go's interop test cases through vyx: grpc-go's interop
 // TestService, mounted on the Go SDK through grpc.Server's ServeHTTP, reached by grpc-go's
-// interop client over h2c through a real gateway binary. It is a module of its own so that
-// grpc stays out of the SDK's go.mod.
+// interop client through a real gateway binary with its default limits, over h2c
+// (TestInterop) and over TLS with grpc-go's test certificate and CA, the worker on wss://
+// (TestInteropOverTLS). TestConnectHandlerThroughVyx does the same for a connectrpc
+// handler, called with grpc-go's client (the gRPC protocol) and connect's own (the Connect
+// protocol, over HTTP/1.1 and h2c). It is a module of its own so that grpc and connect stay
+// out of the SDK's go.mod.
 //
 // The gateway is $VYX_GATEWAY, else $CARGO_TARGET_DIR/release/vyx (scripts/test builds it);
 // the test fails, never skips, without one.

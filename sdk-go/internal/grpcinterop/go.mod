@@ -3,6 +3,7 @@ module github.com/vyx-dev/vyx/sdk-go/internal/grpcinterop
 go 1.26.0
 
 require (
+	connectrpc.com/connect v1.21.1
 	github.com/vyx-dev/vyx/sdk-go v0.0.0
 	google.golang.org/grpc v1.85.0
 )

@@ -429,7 +429,9 @@ class Worker:
                 await req.body()
                 assert self._loop is not None
                 ctx = contextvars.copy_context()  # executors do not carry it themselves
-                result = await self._loop.run_in_executor(self._threads(), ctx.run, route.handler, req)
+                result = await self._loop.run_in_executor(
+                    self._threads(), ctx.run, _call_in_thread, route.handler, req
+                )
             await self._send(slot, to_response(result))
         except asyncio.CancelledError:
             pass  # the stream was reset or the worker is stopping: nobody gets an answer
@@ -491,6 +493,26 @@ class Worker:
             return
         if not self._engine.try_send(slot, bytes(chunk)):
             await self._wait(slot, True)
+
+
+def thread_failure(e: BaseException) -> BaseException:
+    """What an exception raised in a handler's thread becomes on the loop. KeyboardInterrupt or
+    SystemExit raised there is no signal to the process: re-raised on the loop it would end the
+    worker, so it becomes an error that fails its request only."""
+    if isinstance(e, Exception):
+        return e
+    failure = RuntimeError(f"the handler raised {e!r}")
+    failure.__cause__ = e
+    return failure
+
+
+def _call_in_thread(handler: Callable[[Request], Any], req: Request) -> Any:
+    try:
+        return handler(req)
+    except Exception:
+        raise
+    except BaseException as e:
+        raise thread_failure(e) from e
 
 
 async def _close(body: Any) -> None:

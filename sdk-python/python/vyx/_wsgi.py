@@ -20,7 +20,7 @@ from urllib.parse import unquote
 
 from ._request import Request
 from ._routes import claim, wsgi_routes
-from ._worker import Worker
+from ._worker import Worker, thread_failure
 
 log = logging.getLogger("vyx.wsgi")
 
@@ -145,7 +145,7 @@ class _Exchange:
         except _Gone:
             pass
         except BaseException as e:
-            if not self._post(_ERROR, e):
+            if not self._post(_ERROR, thread_failure(e)):
                 # After the answer was over (a close() that raised): nobody to tell.
                 log.exception("the WSGI app failed after its response was sent")
 
