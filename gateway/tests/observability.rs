@@ -263,3 +263,36 @@ async fn the_operations_page_the_dashboard_and_the_alerts_name_what_the_gateway_
     }
     gw.shutdown().await;
 }
+
+/// `vyx_runtime_alive_tasks` follows the gateway's tasks: a client connection is one, so
+/// twenty held connections raise it by at least twenty, and closing them brings it back.
+#[tokio::test]
+async fn the_task_gauge_rises_with_connections_and_falls_back_when_they_close() {
+    let gw = TestGateway::start().await;
+    let tasks = || metric(&gw, "vyx_runtime_alive_tasks ");
+    let idle = tasks().await;
+    assert!(idle > 0, "the gateway runs tasks");
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(tokio::net::TcpStream::connect(gw.addr).await.unwrap());
+    }
+    wait_until_metric(&gw, "vyx_open_connections ", |n| n >= 20).await;
+    assert!(tasks().await >= idle + 20, "one task per held connection");
+    drop(held);
+    wait_until_metric(&gw, "vyx_runtime_alive_tasks ", |n| n <= idle).await;
+}
+
+async fn wait_until_metric(gw: &TestGateway, line_start: &str, ok: impl Fn(u64) -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let now = metric(gw, line_start).await;
+        if ok(now) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{line_start}stayed at {now}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

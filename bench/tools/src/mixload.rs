@@ -224,6 +224,8 @@ pub struct Counts {
     pub failed: u64,
     /// Body bytes checked (sent plus received).
     pub bytes: u64,
+    /// The longest request, whole answer read, in milliseconds: what a stall cost.
+    pub max_ms: u64,
 }
 
 /// What a run did.
@@ -236,6 +238,10 @@ pub struct Summary {
     pub failures: BTreeMap<Failure, u64>,
     /// Connections refused on one URL and the request sent to the next.
     pub failovers: u64,
+    /// Idempotent requests sent again because their kept-alive connection closed before any
+    /// answer (RFC 9112 §9.3.1 allows it; browsers and Go's net/http do it): the race of a
+    /// server closing an idle connection as a request goes out on it.
+    pub client_retries: u64,
 }
 
 impl Summary {
@@ -261,8 +267,7 @@ impl Summary {
     }
 
     pub fn to_json(&self) -> serde_json::Value {
-        let counts =
-            |c: &Counts| serde_json::json!({"ok": c.ok, "failed": c.failed, "bytes": c.bytes});
+        let counts = |c: &Counts| serde_json::json!({"ok": c.ok, "failed": c.failed, "bytes": c.bytes, "max_ms": c.max_ms});
         let kinds: serde_json::Map<_, _> = self
             .kinds
             .iter()
@@ -292,6 +297,7 @@ impl Summary {
             "unexpected": self.unexpected(),
             "unretryable": self.unretryable(),
             "failovers": self.failovers,
+            "client_retries": self.client_retries,
             "kinds": kinds,
             "protocols": protocols,
             "failures": failures,
@@ -309,6 +315,7 @@ impl Summary {
             *self.failures.entry(f).or_default() += n;
         }
         self.failovers += other.failovers;
+        self.client_retries += other.client_retries;
     }
 }
 
@@ -316,6 +323,7 @@ fn add(into: &mut Counts, c: Counts) {
     into.ok += c.ok;
     into.failed += c.failed;
     into.bytes += c.bytes;
+    into.max_ms = into.max_ms.max(c.max_ms);
 }
 
 /// Runs the load until `stop` resolves; requests in flight then finish (each within
@@ -381,6 +389,8 @@ async fn client(config: Arc<Config>, index: usize, stopping: Arc<AtomicBool>) ->
         let Some(kind) = pick(&config.mix, total_weight, target, &mut rng) else {
             break;
         };
+        let began = Instant::now();
+        let mut retried = false;
         let outcome = loop {
             let base = format!("{}{}", config.urls[url], target.prefix);
             match tokio::time::timeout(config.timeout, one(&http, &base, kind, &config, &mut rng))
@@ -408,12 +418,19 @@ async fn client(config: Arc<Config>, index: usize, stopping: Arc<AtomicBool>) ->
                         false,
                     ))
                 }
-                Ok(Err(Attempt::Failed(f))) => break Err(f),
+                Ok(Err(Attempt::Closed(_))) if !retried => {
+                    retried = true;
+                    summary.client_retries += 1;
+                }
+                Ok(Err(Attempt::Closed(f) | Attempt::Failed(f))) => break Err(f),
                 Ok(Ok(bytes)) => break Ok(bytes),
             }
         };
+        let ms = began.elapsed().as_millis() as u64;
         let counts = summary.kinds.entry(kind).or_default();
         let per_protocol = summary.protocols.entry(protocol).or_default();
+        counts.max_ms = counts.max_ms.max(ms);
+        per_protocol.max_ms = per_protocol.max_ms.max(ms);
         match outcome {
             Ok(bytes) => {
                 counts.ok += 1;
@@ -453,6 +470,8 @@ fn pick(mix: &[(Kind, u32)], total: u32, target: &Target, rng: &mut Rng) -> Opti
 enum Attempt {
     /// The connection was refused: nothing was sent.
     Refused,
+    /// An idempotent request's connection closed before any answer: a client may send it again.
+    Closed(Failure),
     Failed(Failure),
 }
 
@@ -484,6 +503,21 @@ fn error_reason(e: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     reason
+}
+
+/// hyper's "connection closed before message completed": the HTTP/1 connection ended with
+/// no answer begun.
+fn closed_before_answer(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<hyper::Error>()
+            .is_some_and(|h| h.is_incomplete_message())
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 fn full(bytes: Bytes) -> ReqBody {
@@ -677,6 +711,12 @@ async fn fetch(
 ) -> Result<Answer, Attempt> {
     match http.request(request(method, url, body)).await {
         Err(e) if e.is_connect() => Err(Attempt::Refused),
+        Err(e) if kind.idempotent() && closed_before_answer(&e) => Err(Attempt::Closed(failure(
+            kind,
+            Class::Reset,
+            error_reason(&e),
+            false,
+        ))),
         Err(e) => Err(before_head(kind, Class::Reset, error_reason(&e))),
         Ok(resp) if resp.status() != StatusCode::OK => {
             let status = resp.status().as_u16();
