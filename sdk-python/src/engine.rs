@@ -182,8 +182,11 @@ impl PyEngine {
             ws_max_message,
             crate::ws::DEFAULT_MAX_MESSAGE,
         )?;
-        let ws_max_frame =
-            size_limit("ws_max_frame_size", ws_max_frame, crate::ws::DEFAULT_MAX_FRAME)?;
+        let ws_max_frame = size_limit(
+            "ws_max_frame_size",
+            ws_max_frame,
+            crate::ws::DEFAULT_MAX_FRAME,
+        )?;
         let mut config = WorkerConfig::new(connect, worker_id);
         config.token = token;
         if let Some(n) = max_concurrency {
@@ -209,8 +212,8 @@ impl PyEngine {
         }
         // What this host carries end to end (PROTOCOL.md §2.6): `Response.trailers`,
         // `Request.trailers`, ASGI's `http.response.trailers`; WebSockets (`ws_accept`).
-        config.features = vyx_core::features::Features::TRAILERS
-            .union(vyx_core::features::Features::UPGRADE);
+        config.features =
+            vyx_core::features::Features::TRAILERS.union(vyx_core::features::Features::UPGRADE);
         config.apply_env_defaults();
         let engine = Engine::new(config).map_err(engine_error)?;
         let hub = Hub::new().map_err(|e| VyxError::new_err(format!("wake socket: {e}")))?;
@@ -354,7 +357,9 @@ impl PyEngine {
                 Item::Ws { token, event } => match event {
                     WsEvent::Text(t) => ws.append((token, "text", t))?,
                     WsEvent::Binary(b) => ws.append((token, "bytes", PyBytes::new(py, &b)))?,
-                    WsEvent::Closed(code, reason) => ws.append((token, "closed", (code, reason)))?,
+                    WsEvent::Closed(code, reason) => {
+                        ws.append((token, "closed", (code, reason)))?
+                    }
                     WsEvent::Sent => ws.append((token, "sent", py.None()))?,
                     WsEvent::Failed(e) => ws.append((token, "failed", e))?,
                 },

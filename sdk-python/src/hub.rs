@@ -26,7 +26,10 @@ pub(crate) enum Item {
         error: Option<String>,
     },
     /// A WebSocket operation Python started (`ws_receive`, `ws_send`, `ws_close`) ended.
-    Ws { token: u64, event: WsEvent },
+    Ws {
+        token: u64,
+        event: WsEvent,
+    },
     /// The engine has stopped and everything before this was handed out.
     End(Result<(), EngineError>),
 }
