@@ -249,8 +249,6 @@ class _WebSocketExchange:
             if isinstance(message, str):
                 return {"type": "websocket.receive", "text": message}
             return {"type": "websocket.receive", "bytes": message}
-        if self.ws.closed:
-            return {"type": "websocket.disconnect", "code": 1000, "reason": ""}
         # Not accepted: nothing comes until the handshake is answered.
         await asyncio.shield(self.refused)
         return {"type": "websocket.disconnect", "code": 1006, "reason": ""}
