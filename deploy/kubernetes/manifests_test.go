@@ -221,6 +221,11 @@ func TestManifestsDecodeStrictlyAndFitTogether(t *testing.T) {
 	if headless == nil || selected(deployments, headless.Spec.Selector) != gateway {
 		t.Fatal("no headless Service for the gateways: workers could not find every gateway")
 	}
+	// A starting gateway is ready only once the workers reach it (timeouts.startup_grace), so
+	// they must find it before it is ready.
+	if !headless.Spec.PublishNotReadyAddresses {
+		t.Errorf("Service %s: publishNotReadyAddresses must be true: workers find a starting gateway through it before it is ready", headless.Name)
+	}
 	for _, p := range all[*policyv1.PodDisruptionBudget](objs) {
 		sel, _ := metav1.LabelSelectorAsSelector(p.Spec.Selector)
 		if !sel.Matches(labels.Set(gateway.Spec.Template.Labels)) {

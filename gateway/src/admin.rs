@@ -95,15 +95,20 @@ fn json(status: StatusCode, value: &impl Serialize) -> Response<GatewayBody> {
 
 /// `/_vyx/health`: 503 once the gateway has stopped accepting (liveness, and readiness for
 /// those who used it so); with `?ready` (readiness), 503 from the moment it was told to stop,
-/// for all of `timeouts.readiness_delay` before that.
+/// for all of `timeouts.readiness_delay` before that, and at the start until the declared
+/// worker ids have a connection (`timeouts.startup_grace` at most; see `starting`).
 pub fn health(shared: &Shared, query: Option<&str>) -> Response<GatewayBody> {
     let phase = *shared.phase.borrow();
     let readiness = query.is_some_and(|q| q.split('&').any(|p| p == "ready"));
+    let started = shared
+        .startup
+        .ready(&shared.registry, &shared.config.declared_workers);
     let failing = match readiness {
-        true => phase != Phase::Serving,
+        true => phase != Phase::Serving || !started,
         false => phase == Phase::Closing,
     };
     let status = match phase {
+        Phase::Serving if !started => "starting",
         Phase::Serving => "ok",
         Phase::Leaving => "stopping",
         Phase::Closing => "draining",

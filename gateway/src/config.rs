@@ -60,6 +60,9 @@ pub struct GatewayConfig {
     /// carrying `Connection: close` and HTTP/2 clients sent GOAWAY, so that load balancers
     /// stop sending to it before it stops listening (`shutdown.readiness_delay`).
     pub readiness_delay: Duration,
+    /// How long a gateway that has just started keeps its readiness failing while a worker
+    /// id of `declared_workers` has no connection (`timeouts.startup_grace`; see `starting`).
+    pub startup_grace: Duration,
     /// Whether a request whose stream failed before its response head is retried once on
     /// another replica when that is safe (`retries.enabled`; see `retry`).
     pub retries: bool,
@@ -156,6 +159,7 @@ impl Default for GatewayConfig {
             queue_timeout: Duration::from_secs(5),
             drain_grace: Duration::from_secs(30),
             readiness_delay: Duration::ZERO,
+            startup_grace: Duration::from_secs(60),
             retries: true,
             initial_window: limits::INITIAL_WINDOW,
             max_concurrency_per_connection: limits::MAX_CONCURRENCY,

@@ -32,6 +32,7 @@ mod response;
 mod retry;
 mod routes;
 mod server;
+mod starting;
 mod stopping;
 mod supervisor;
 mod target;
@@ -59,6 +60,8 @@ pub(crate) struct Shared {
     /// Where the gateway is in its stop (see `stopping`). Every client connection task
     /// holds a receiver: the stop waits for them all to be dropped.
     pub phase: tokio::sync::watch::Sender<stopping::Phase>,
+    /// Whether the start is over, for readiness (see `starting`).
+    pub startup: starting::Startup,
     pub metrics: Arc<metrics::Metrics>,
     pub limiter: Arc<conn_limit::ConnLimiter>,
     /// `limits.body_buffer_total`, in bytes.

@@ -110,6 +110,7 @@ impl Gateway {
             )),
             access_log,
             ui: crate::ui::Dashboard::new(),
+            startup: crate::starting::Startup::new(config.startup_grace),
             config,
         });
         // A worker id or route the registry forgets leaves the metrics too.

@@ -1,7 +1,8 @@
 //! A gateway told to stop (SIGTERM): its readiness fails first, while for
 //! `timeouts.readiness_delay` it still accepts and serves, telling HTTP/1 clients
 //! `Connection: close` and HTTP/2 clients GOAWAY; what it accepted finishes; only then does
-//! it stop accepting.
+//! it stop accepting. And the start's half of readiness: not before the declared worker ids
+//! have a connection (`timeouts.startup_grace`).
 
 mod common;
 
@@ -136,4 +137,39 @@ async fn after_the_readiness_delay_new_connections_are_refused_and_accepted_requ
     assert_eq!(w.close_code().await, 1000);
     drop(w); // ends the close handshake
     gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_started_gateway_is_ready_once_each_declared_worker_id_has_a_connection() {
+    let gw = TestGateway::start_with(|c| {
+        c.declared_workers = vec!["start:a".into(), "start:b".into()];
+        c.startup_grace = Duration::from_secs(600); // longer than the test
+    })
+    .await;
+    assert_eq!(health(&gw, "?ready").await, (503, "starting".into()));
+    assert_eq!(health(&gw, "").await, (200, "starting".into()), "alive");
+    let a = RawWorker::connect(gw.addr, "start:a", vec![route(0, "GET", "/a")]).await;
+    assert_eq!(health(&gw, "?ready").await, (503, "starting".into()));
+    let b = RawWorker::connect(gw.addr, "start:b", vec![route(0, "GET", "/b")]).await;
+    assert_eq!(health(&gw, "?ready").await, (200, "ok".into()));
+
+    // Ready stays ready: a worker id leaving later is not the gateway's failure.
+    drop((a, b));
+    wait_for_workers(gw.addr, "start:a", 0).await;
+    assert_eq!(health(&gw, "?ready").await, (200, "ok".into()));
+}
+
+#[tokio::test]
+async fn after_the_startup_grace_a_gateway_is_ready_without_its_workers() {
+    let gw = TestGateway::start_with(|c| {
+        c.declared_workers = vec!["start:a".into()];
+        c.startup_grace = Duration::from_millis(300);
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while health(&gw, "?ready").await.0 != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(health(&gw, "?ready").await, (200, "ok".into()));
 }

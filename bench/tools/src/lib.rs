@@ -5,8 +5,13 @@
 //! - `GET /bytes/{size}` → `size` bytes in one body (1 KiB, 64 KiB, 1 MiB rows)
 //! - `GET /download/{size}` → `size` bytes streamed in [`CHUNK`]-sized pieces
 //! - `PUT /upload` → reads the streamed body, answers `{"received":n}`
+//!
+//! and, for the mixed load of `vyx-mixload` (bench worker only), the routes of [`mix`].
 
 use bytes::Bytes;
+
+pub mod mix;
+pub mod mixload;
 
 /// Largest `/bytes/{size}` served, so a typo cannot make a contender allocate gigabytes.
 pub const MAX_BYTES: usize = 16 << 20;

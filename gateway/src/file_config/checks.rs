@@ -277,6 +277,7 @@ impl Checker {
         set(&mut c.queue_timeout, &t.queue);
         set(&mut c.drain_grace, &t.drain_grace);
         set(&mut c.readiness_delay, &t.readiness_delay);
+        set(&mut c.startup_grace, &t.startup_grace);
         set(&mut c.send_timeout, &t.send);
         Ok(())
     }

@@ -177,17 +177,19 @@ mod tests {
     }
 
     #[test]
-    fn retries_and_readiness_delay() {
+    fn retries_readiness_delay_and_startup_grace() {
         let d = parse(Path::new("vyx.yaml"), "listen: 127.0.0.1:0\n").unwrap();
         assert!(d.retries, "retries are on by default");
         assert_eq!(d.readiness_delay, Duration::ZERO);
+        assert_eq!(d.startup_grace, Duration::from_secs(60));
         let c = parse(
             Path::new("vyx.yaml"),
-            "retries: {enabled: false}\ntimeouts: {readiness_delay: 5s}\n",
+            "retries: {enabled: false}\ntimeouts: {readiness_delay: 5s, startup_grace: 10s}\n",
         )
         .unwrap();
         assert!(!c.retries);
         assert_eq!(c.readiness_delay, Duration::from_secs(5));
+        assert_eq!(c.startup_grace, Duration::from_secs(10));
         let e = err("retries: {enabled: true, attempts: 2}\n");
         assert!(e.message.contains("attempts"), "{e}");
     }

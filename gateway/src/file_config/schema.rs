@@ -81,6 +81,7 @@ pub(super) struct Timeouts {
     pub(super) queue: Option<Dur>,
     pub(super) drain_grace: Option<Dur>,
     pub(super) readiness_delay: Option<Dur>,
+    pub(super) startup_grace: Option<Dur>,
     pub(super) send: Option<Dur>,
     pub(super) upgrade_idle: Option<Dur>,
 }

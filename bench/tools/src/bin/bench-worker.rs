@@ -1,5 +1,6 @@
 //! The vyx contender's worker: the bench handlers (see the crate docs) behind the Rust SDK.
-//! Settings from VYX_CONNECT and VYX_WORKER_ID (default `bench:rust`).
+//! Also the mixed-load routes of `vyx_bench::mix` under `/mix`.
+//! Settings from VYX_CONNECT (a comma-separated list) and VYX_WORKER_ID (default `bench:rust`).
 
 use futures_util::StreamExt;
 use vyx::header::CONTENT_TYPE;
@@ -47,8 +48,11 @@ async fn upload(req: Request) -> Response {
 #[tokio::main]
 async fn main() -> Result<(), vyx::Error> {
     let env = |key: &str, default: &str| std::env::var(key).unwrap_or_else(|_| default.into());
-    let worker = vyx::Worker::builder()
-        .connect(env("VYX_CONNECT", "ws://127.0.0.1:9000"))
+    let worker = vyx_bench::mix::routes(vyx::Worker::builder())
+        .connect(vyx_core::config::split_connect(&env(
+            "VYX_CONNECT",
+            "ws://127.0.0.1:9000",
+        )))
         .id(env("VYX_WORKER_ID", "bench:rust"))
         .get("/hello/{name}", hello)
         .get("/bytes/{size}", bytes)
