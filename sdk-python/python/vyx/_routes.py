@@ -109,24 +109,23 @@ def claim(worker: "Worker", handler: Callable[..., Any], given: Optional[Sequenc
           declared: Optional[List[str]], websockets: Sequence[str] = ()) -> None:
     """Registers an app's routes: ``given`` as they are; else the ones it ``declared`` (a
     pattern the gateway cannot route becomes the smallest one covering it, with a warning),
-    else ``DEFAULT_ROUTES``; and its ``websockets`` as ``GET`` routes, where no route above
-    covers them already."""
+    else ``DEFAULT_ROUTES``; and its ``websockets`` as ``GET`` routes of their own (a path
+    with both kinds is both routes, to the one handler: the scope tells them apart)."""
     if given:
         for path in given:
             worker._add("*", path, handler, True)
         return
     shapes = set()
-    warned = set()
     for path in websockets:
-        if _shape(path) not in shapes:
-            try:
-                worker._add("GET", path, handler, True)
-                shapes.add(_shape(path))
-            except ConfigError as e:
-                log.warning("the app's WebSocket route %s is not a vyx pattern (%s): skipped",
-                            path, e)
-    # A path both kinds share is both routes, to the one handler: the scope tells them apart.
+        if _shape(path) in shapes:
+            continue
+        shapes.add(_shape(path))
+        try:
+            worker._add("GET", path, handler, True)
+        except ConfigError as e:
+            log.warning("the app's WebSocket route %s is not a vyx pattern (%s): skipped", path, e)
     shapes = set()
+    warned = set()
     for path in declared or ([] if websockets else DEFAULT_ROUTES):
         try:
             if _shape(path) not in shapes:
