@@ -793,6 +793,66 @@ async fn an_upgrade_answered_101_is_a_byte_pipe_with_half_close_both_ways() {
 }
 
 #[tokio::test]
+async fn an_upgraded_host_half_closes_first_and_reads_on_until_it_lets_go() {
+    let (gw, url) = Gateway::bind().await;
+    let mut cfg = WorkerConfig::new(&url, "core:upgrade");
+    cfg.features = vyx_core::features::Features::UPGRADE;
+    let e = Engine::new(cfg).unwrap();
+    e.add_route("GET", "/x").unwrap();
+    e.start().unwrap();
+    let mut conn = gw.hello().await;
+    let mut welcome = conn.0.welcome_with(5000, 65536);
+    welcome.features = vec!["upgrade".into()];
+    conn.0.send(Frame::Welcome(welcome)).await.unwrap();
+    let upgrade = |stream_id| frame::Request {
+        stream_id,
+        end_stream: false,
+        upgrade: true,
+        route_id: 0,
+        method: Bytes::from_static(b"GET"),
+        target: Bytes::from_static(b"/x"),
+        params: vec![],
+        headers: vec![],
+    };
+
+    conn.send(upgrade(1).encode()).await;
+    let (first, _) = pull_request(&e).await;
+    first
+        .stream
+        .send_head(101, &[("upgrade", "x")], false)
+        .unwrap();
+    assert_eq!(conn.head(1).await.status, 101);
+    // The host's half-close is END_STREAM alone: no RESET of the client's side.
+    first.stream.send(b"bye", true).await.unwrap();
+    assert_eq!(conn.body(1).await, b"bye");
+    conn.send(Data::encode_parts(1, false, b"still here")).await;
+    assert_eq!(
+        timeout(first.stream.chunk()).await.unwrap().as_deref(),
+        Some(&b"still here"[..])
+    );
+    conn.send(Data::encode_parts(1, true, b"")).await;
+    assert_eq!(timeout(first.stream.chunk()).await.unwrap(), None);
+    drop(first);
+
+    // A host that half-closed and lets go while the client's side is open refuses it.
+    conn.send(upgrade(3).encode()).await;
+    let (second, _) = pull_request(&e).await;
+    second
+        .stream
+        .send_head(101, &[("upgrade", "x")], false)
+        .unwrap();
+    assert_eq!(conn.head(3).await.status, 101);
+    second.stream.end().unwrap();
+    assert_eq!(conn.body(3).await, b"");
+    drop(second);
+    match conn.recv().await {
+        Frame::Reset(r) => assert_eq!((r.stream_id, r.code), (3, ResetCode::NoError as u32)),
+        other => panic!("expected RESET no_error of stream 3, got {other:?}"),
+    }
+    e.drain(Duration::ZERO);
+}
+
+#[tokio::test]
 async fn a_101_on_a_plain_request_is_an_invalid_head_answered_500() {
     let (gw, url) = Gateway::bind().await;
     let e = engine(&url, &[("GET", "/x")]);

@@ -52,8 +52,9 @@ function decodeBatch(buf) {
     const scheme = str();
     const hasBody = buf[o++] === 1;
     const httpVersion = [buf[o], buf[o + 1]];
-    o += 2;
-    requests[i] = { slot: s, routeId, method, target, params, headers, clientIp, scheme, hasBody, httpVersion };
+    const upgrade = buf[o + 2] === 1;
+    o += 3;
+    requests[i] = { slot: s, routeId, method, target, params, headers, clientIp, scheme, hasBody, httpVersion, upgrade };
   }
   const resets = new Array(u32());
   for (let i = 0; i < resets.length; i++) {

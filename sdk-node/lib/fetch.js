@@ -5,6 +5,12 @@
 // otherwise.
 
 const { FORWARDED } = require('./request');
+const { upgradeRequest } = require('./http');
+
+/** The vyx request behind each `Request` of an upgrade, for `upgradeWebSocket`. */
+const UPGRADES = new WeakMap();
+/** The answers `upgradeWebSocket` made, and the switch each stands for. */
+const SWITCHES = new WeakMap();
 
 const PENDING = Symbol('pending');
 
@@ -35,11 +41,59 @@ function toRequest(req) {
     });
     init.duplex = 'half';
   }
-  return new Request(`${req[FORWARDED].scheme}://${host}${req.url}`, init);
+  const request = new Request(`${req[FORWARDED].scheme}://${host}${req.url}`, init);
+  if (req.upgrade) UPGRADES.set(request, req);
+  return request;
+}
+
+/**
+ * Accepts the WebSocket a fetch route's `request` asks for, as `Deno.upgradeWebSocket` does:
+ * returns the `socket` (a `ws` WebSocket, with `onopen`/`onmessage`/`onclose`/`onerror`
+ * and `send`/`close`, open once the handler has returned `response`) and the `response` the
+ * handler must return for the switch to happen (a `Response` marked for it: Node's
+ * `Response` cannot carry a 101). `options.protocol` picks the subprotocol (else the
+ * client's first); the other options are `ws`'s (`maxPayload`, ...). A request that is not
+ * a WebSocket handshake of a vyx fetch route is a `TypeError`.
+ *
+ * @example
+ * worker.fetch('/echo', (request) => {
+ *   const { socket, response } = upgradeWebSocket(request);
+ *   socket.onmessage = (e) => socket.send(e.data);
+ *   return response;
+ * });
+ */
+function upgradeWebSocket(request, options = {}) {
+  const req = UPGRADES.get(request);
+  if (req === undefined || String(req.header('upgrade')).toLowerCase() !== 'websocket') {
+    throw new TypeError('upgradeWebSocket takes the Request of a WebSocket handshake on a vyx fetch route');
+  }
+  UPGRADES.delete(request);
+  const { WebSocket, WebSocketServer } = require('ws');
+  const { protocol, ...wsOptions } = options;
+  const wss = new WebSocketServer({
+    ...wsOptions,
+    noServer: true,
+    clientTracking: false,
+    // The handshake completes on the socket already handed out.
+    WebSocket: function accepted() {
+      return socket;
+    },
+    handleProtocols: (offered) => (protocol !== undefined ? protocol : (offered.values().next().value ?? false)),
+  });
+  // A server-side WebSocket with the server's settled options, as the server makes its own.
+  const socket = new WebSocket(null, undefined, wss.options);
+  const response = new Response(null);
+  SWITCHES.set(response, (vreq) => {
+    const { msg, socket: raw } = upgradeRequest(vreq);
+    wss.handleUpgrade(msg, raw, Buffer.alloc(0), () => {});
+  });
+  return { socket, response };
 }
 
 async function answer(req, res, response) {
   if (!(response instanceof Response)) throw new TypeError('the fetch handler did not return a Response');
+  const upgrade = SWITCHES.get(response);
+  if (upgrade !== undefined) return upgrade(req);
   res.status(response.status);
   for (const [name, value] of response.headers) if (name !== 'set-cookie') res.header(name, value);
   for (const cookie of response.headers.getSetCookie()) res.header('set-cookie', cookie);
@@ -79,4 +133,4 @@ function fetchRoute(handler) {
   };
 }
 
-module.exports = { fetchRoute };
+module.exports = { fetchRoute, upgradeWebSocket };

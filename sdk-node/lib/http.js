@@ -40,6 +40,8 @@ class GatewaySocket extends Duplex {
 
 function incoming(req, socket, mount) {
   const msg = new http.IncomingMessage(socket);
+  // As node:http's parser sets it: true only for a request an 'upgrade' listener takes.
+  msg.upgrade = false;
   msg.method = req.method;
   msg.url = req.url;
   if (mount !== undefined && req.url.startsWith(mount)) {
@@ -167,17 +169,39 @@ function outgoing(msg, res) {
 }
 
 /**
- * The route handler serving `listener(req, res)`; with `mount`, the listener sees the path
- * after it in `req.url` (the whole one in `req.originalUrl`, `mount` in `req.baseUrl`).
+ * An upgrade request as node:http's `'upgrade'` event gives it: the `IncomingMessage`
+ * (`upgrade` true, no body) and its connection's socket (lib/upgrade.js).
  */
-function httpRoute(listener, mount) {
+function upgradeRequest(req, mount) {
+  const socket = req._socket();
+  const msg = incoming(req, socket, mount);
+  msg.upgrade = true;
+  return { msg, socket };
+}
+
+/**
+ * The route handler serving `target`: a listener `(req, res)`, or an `http.Server` (any
+ * EventEmitter) whose `'request'` listeners serve. With `mount`, the listener sees the path
+ * after it in `req.url` (the whole one in `req.originalUrl`, `mount` in `req.baseUrl`).
+ * An upgrade request goes to the target's `'upgrade'` listeners, `(req, socket, head)`, as
+ * node:http's server emits it, when it has any (an Express app is an EventEmitter too);
+ * without one it is an ordinary request, as node:http serves it.
+ */
+function httpRoute(target, mount) {
+  const server = typeof target === 'function' ? null : target;
   return (req, res) => {
+    if (req.upgrade && typeof target.listenerCount === 'function' && target.listenerCount('upgrade') > 0) {
+      const { msg, socket } = upgradeRequest(req, mount);
+      target.emit('upgrade', msg, socket, EMPTY);
+      return;
+    }
     const socket = new GatewaySocket(req[FORWARDED].clientIp);
     const msg = incoming(req, socket, mount);
     const out = outgoing(msg, res);
     msg.res = out;
-    listener(msg, out);
+    if (server === null) target(msg, out);
+    else server.emit('request', msg, out);
   };
 }
 
-module.exports = { httpRoute };
+module.exports = { httpRoute, upgradeRequest };

@@ -2,7 +2,7 @@
 // themselves: an app need not list `node` in `types` (TypeScript 6+ lists none by default).
 /// <reference types="node" />
 import { EventEmitter } from 'node:events';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 
 export interface VyxWorkerOptions {
   /**
@@ -126,6 +126,11 @@ export declare class VyxRequest implements AsyncIterable<Buffer> {
   readonly rawTrailers: string[];
   /** Aborted (reason: a `VyxError`) when the client goes away. */
   readonly signal: AbortSignal;
+  /**
+   * The client asked to switch protocols (a WebSocket handshake): the request has no body;
+   * `worker.http`'s `'upgrade'` event, `worker.ws` and `upgradeWebSocket` take it.
+   */
+  readonly upgrade: boolean;
   readonly bodyUsed: boolean;
   header(name: string): string | undefined;
   [Symbol.asyncIterator](): AsyncIterator<Buffer>;
@@ -169,6 +174,63 @@ export declare class VyxResponse extends EventEmitter {
 export type Handler = (req: VyxRequest, res: VyxResponse) => unknown | Promise<unknown>;
 export type FetchHandler = (request: Request) => Response | Promise<Response>;
 export type HttpListener = (req: IncomingMessage, res: ServerResponse) => void;
+/**
+ * A connection `worker.ws` and `upgradeWebSocket` hand out: a `ws` `WebSocket` (server
+ * side). The members most apps use are typed here; `@types/ws` has the rest.
+ */
+export interface VyxWebSocket extends EventEmitter {
+  readonly readyState: 0 | 1 | 2 | 3;
+  readonly protocol: string;
+  readonly bufferedAmount: number;
+  binaryType: 'nodebuffer' | 'arraybuffer' | 'fragments' | 'blob';
+  send(data: string | Buffer | ArrayBuffer | ArrayBufferView, cb?: (err?: Error) => void): void;
+  send(data: string | Buffer | ArrayBuffer | ArrayBufferView, options: { binary?: boolean; compress?: boolean; fin?: boolean }, cb?: (err?: Error) => void): void;
+  close(code?: number, reason?: string | Buffer): void;
+  terminate(): void;
+  ping(data?: unknown, mask?: boolean, cb?: (err: Error) => void): void;
+  onopen: ((event: { type: string; target: VyxWebSocket }) => void) | null;
+  /** `data` is a string for a text message, else as `binaryType` says (a `Buffer` by default). */
+  onmessage: ((event: { type: string; data: string | Buffer; target: VyxWebSocket }) => void) | null;
+  onclose: ((event: { type: string; code: number; reason: string; wasClean: boolean; target: VyxWebSocket }) => void) | null;
+  onerror: ((event: { type: string; error: unknown; message: string; target: VyxWebSocket }) => void) | null;
+  /** `data` as `binaryType` says: a `Buffer` by default (text too, `isBinary` false). */
+  on(event: 'message', listener: (data: Buffer, isBinary: boolean) => void): this;
+  on(event: 'close', listener: (code: number, reason: Buffer) => void): this;
+  on(event: 'error', listener: (err: Error) => void): this;
+  on(event: 'open' | 'ping' | 'pong', listener: (...args: any[]) => void): this;
+  on(event: string | symbol, listener: (...args: any[]) => void): this;
+}
+
+/** `ws`'s `WebSocketServer` options that apply to one route (`noServer` is implied). */
+export interface WsOptions {
+  maxPayload?: number;
+  perMessageDeflate?: boolean | object;
+  handleProtocols?: (protocols: Set<string>, req: IncomingMessage) => string | false;
+  skipUTF8Validation?: boolean;
+  autoPong?: boolean;
+  [option: string]: unknown;
+}
+
+export type WsHandler = (ws: VyxWebSocket, req: VyxRequest) => unknown | Promise<unknown>;
+
+/**
+ * Accepts the WebSocket a fetch route's request asks for (`Deno.upgradeWebSocket`'s
+ * shape): return `response` from the handler, use `socket` once it opens. `protocol` picks
+ * the subprotocol. A `TypeError` for any other request.
+ *
+ * ```ts
+ * worker.fetch('/echo', (request) => {
+ *   const { socket, response } = upgradeWebSocket(request);
+ *   socket.onmessage = (e) => socket.send(e.data);
+ *   return response;
+ * });
+ * ```
+ */
+export declare function upgradeWebSocket(
+  request: Request,
+  options?: WsOptions & { protocol?: string },
+): { socket: VyxWebSocket; response: Response };
+
 export interface HttpOptions {
   /** A literal prefix of the pattern the listener does not see in `req.url` (Express's mount path). */
   mount?: string;
@@ -202,13 +264,26 @@ export declare class VyxWorker extends EventEmitter {
   /**
    * Serves a `node:http` listener (an Express app) for every method on `pattern`. It sees
    * the whole path unless `mount`, a literal prefix of `pattern`, moves into `req.baseUrl`
-   * as Express's `app.use(mount, app)` does.
+   * as Express's `app.use(mount, app)` does. An `http.Server` (never listening) serves
+   * through its `'request'` listeners. Upgrade requests are emitted as `'upgrade'`,
+   * `(req, socket, head)` as node:http emits them, on the server or on a listener that is an
+   * EventEmitter (an Express app), when it has `'upgrade'` listeners.
    *
    * ```ts
    * worker.http('/app/{*rest}', expressApp, { mount: '/app' }); // GET /app/users: req.url '/users'
+   * worker.http('/socket.io/{*rest}', server); // new SocketIoServer(server), ws's { server }
    * ```
    */
-  http(pattern: string, listener: HttpListener, options?: HttpOptions): this;
+  http(pattern: string, listener: HttpListener | Server, options?: HttpOptions): this;
+  /**
+   * Serves WebSockets on `pattern` (a GET route) with the `ws` package: `handler(ws, req)`
+   * for each connection; a request that is not a handshake gets 426.
+   *
+   * ```ts
+   * worker.ws('/chat/{room}', (ws, req) => ws.on('message', (m, isBinary) => ws.send(m, { binary: isBinary })));
+   * ```
+   */
+  ws(pattern: string, handler: WsHandler, options?: WsOptions): this;
   /** Serves until stopped; rejects with a `VyxError` when the gateway refuses the worker. */
   start(): Promise<void>;
   /** Drains; resolves once stopped. */

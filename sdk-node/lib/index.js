@@ -3,5 +3,6 @@
 const { VyxWorker, defaults } = require('./worker');
 const { VyxRequest } = require('./request');
 const { VyxResponse } = require('./response');
+const { upgradeWebSocket } = require('./fetch');
 
-module.exports = { VyxWorker, VyxRequest, VyxResponse, defaults };
+module.exports = { VyxWorker, VyxRequest, VyxResponse, defaults, upgradeWebSocket };

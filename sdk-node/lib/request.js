@@ -1,9 +1,11 @@
 'use strict';
 const { fromNative } = require('./errors');
+const { UpgradeSocket } = require('./upgrade');
 
 /**
- * Where the client's IP, scheme and HTTP version (`[major, minor]`), and whether a body
- * follows the head, are kept for `http` and `fetch` routes (from the core).
+ * Where the client's IP, scheme and HTTP version (`[major, minor]`), whether a body
+ * follows the head, and whether it asks to upgrade, are kept for `http` and `fetch` routes
+ * (from the core).
  */
 const FORWARDED = Symbol('vyx.forwarded');
 
@@ -44,9 +46,24 @@ class VyxRequest {
     this[FORWARDED] = {
       clientIp: head.clientIp,
       scheme: head.scheme,
-      hasBody: head.hasBody,
+      hasBody: head.hasBody && !head.upgrade,
       httpVersion: head.httpVersion,
     };
+    /**
+     * Whether the client asked to switch protocols (`connection: upgrade`, e.g. a WebSocket
+     * handshake, or an HTTP/2 extended CONNECT in its HTTP/1.1 form): such a request has no
+     * body, and its answer is an ordinary response unless it is taken as a socket
+     * (`worker.http`'s `'upgrade'` event, `worker.ws`).
+     */
+    this.upgrade = head.upgrade;
+  }
+
+  /**
+   * @internal The upgrade request's connection as a `Duplex` (lib/upgrade.js): the answer's
+   * head is written to it, then bytes both ways.
+   */
+  _socket() {
+    return new UpgradeSocket(this.#exchange, this.clientIp);
   }
 
   /**
@@ -111,6 +128,8 @@ class VyxRequest {
   async *[Symbol.asyncIterator]() {
     if (this.#bodyUsed) throw new TypeError('the request body has been read already');
     this.#bodyUsed = true;
+    // An upgrade request has no body: after a 101 its stream carries the new protocol.
+    if (this.upgrade) return;
     const ex = this.#exchange;
     for (;;) {
       if (ex.aborted) throw ex.reason;

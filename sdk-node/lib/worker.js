@@ -7,6 +7,8 @@ const { VyxRequest } = require('./request');
 const { VyxResponse } = require('./response');
 const { fetchRoute } = require('./fetch');
 const { httpRoute } = require('./http');
+const { wsRoute } = require('./ws');
+const { UpgradeSocket } = require('./upgrade');
 const { logTo, logRecords } = require('./log');
 
 let binding = null;
@@ -179,9 +181,24 @@ class VyxWorker extends EventEmitter {
    * then it sees the rest, as Express's `app.use(mount, app)` shows it
    * (`worker.http('/app/{*rest}', app, { mount: '/app' })`: `/app/users` is `req.url`
    * `/users`, `req.baseUrl` `/app`, `req.originalUrl` `/app/users`).
+   *
+   * The listener may be an `http.Server` instead (never listening): its `'request'`
+   * listeners serve. Upgrade requests (WebSocket handshakes) are emitted as node:http emits
+   * them, `'upgrade'` with `(req, socket, head)`, on the server or on the listener when it
+   * is an EventEmitter (an Express app), so `ws`'s `handleUpgrade`, `new
+   * WebSocketServer({ server })` and Socket.IO's `new Server(server)` work unchanged:
+   *
+   * @example
+   * const wss = new WebSocketServer({ noServer: true });
+   * const server = http.createServer(app);
+   * server.on('upgrade', (req, socket, head) =>
+   *   wss.handleUpgrade(req, socket, head, (ws) => ws.on('message', (m) => ws.send(m))));
+   * worker.http('/{*path}', server);
    */
   http(pattern, listener, { mount } = {}) {
-    if (typeof listener !== 'function') throw new TypeError(`the listener of ${pattern} is not a function`);
+    if (typeof listener !== 'function' && !(listener instanceof EventEmitter)) {
+      throw new TypeError(`the listener of ${pattern} is neither a function nor an http.Server`);
+    }
     if (mount !== undefined) {
       const p = String(pattern);
       const literal = typeof mount === 'string' && /^\/[^{}]*[^/{}]$/.test(mount);
@@ -190,6 +207,23 @@ class VyxWorker extends EventEmitter {
       }
     }
     return this._route('*', pattern, 'http', httpRoute(listener, mount));
+  }
+
+  /**
+   * Serves WebSocket connections on `pattern` (a GET route) with the `ws` package:
+   * `handler(ws, req)` gets each accepted connection as a `ws` `WebSocket` (`send`, `close`,
+   * `on('message')`, ...) and the vyx request (`req.params`, `req.headers`). `options` are
+   * `ws`'s `WebSocketServer` options (`maxPayload`, `perMessageDeflate`, `handleProtocols`,
+   * ...). A request that is not a WebSocket handshake is answered 426.
+   *
+   * @example
+   * worker.ws('/chat/{room}', (ws, req) => {
+   *   ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+   * });
+   */
+  ws(pattern, handler, options = {}) {
+    if (typeof handler !== 'function') throw new TypeError(`the WebSocket handler of ${pattern} is not a function`);
+    return this._route('GET', pattern, 'ws', wsRoute(handler, options));
   }
 
   /**
@@ -349,7 +383,8 @@ class VyxWorker extends EventEmitter {
       route: route.pattern,
       request_id: req.header('x-request-id'),
     });
-    if (!ex.done) {
+    if (ex.res instanceof UpgradeSocket) ex.res.destroy(); // aborts the connection it took
+    else if (!ex.done) {
       ex.finish();
       ex.native.fail(ex.slot, String(e && e.message ? e.message : e));
     }

@@ -9,7 +9,8 @@
 //!                      u32 params  (str name, str value)*, u32 headers (str name, str value)*,
 //!                      str client_ip ("" for none), str scheme,
 //!                      u8 body (1 when a body follows: it had not ended when packed),
-//!                      u8 http_major, u8 http_minor
+//!                      u8 http_major, u8 http_minor,
+//!                      u8 upgrade (1: the client asked to switch protocols)
 //! u32 resets,    each: f64 slot, str code, str message
 //! u32 states,    each: u8 kind, then per kind: 0 connecting; 1 connected (str id);
 //!                      2 reconnecting (u32 attempt, u32 delay_ms, str cause); 3 draining;
@@ -28,7 +29,7 @@ use tracing::Level;
 use vyx_core::host_logs::{Record, Value};
 use vyx_core::session::{Batch, ConnectionState};
 
-use crate::{stream_code, Slots};
+use crate::{stream_code, Slot, Slots};
 
 pub(crate) fn put_u32(out: &mut Vec<u8>, n: usize) {
     out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
@@ -99,8 +100,8 @@ pub(crate) fn pack(batch: Batch, records: Vec<Record>, slots: &Slots) -> Vec<u8>
         // empty last DATA came already: an empty body either way.
         out.push(u8::from(!req.stream.body_ended()));
         let (major, minor) = req.http_version();
-        out.extend_from_slice(&[major, minor]);
-        map.insert(req.slot, req.stream);
+        out.extend_from_slice(&[major, minor, u8::from(req.upgrade)]);
+        map.insert(req.slot, Slot::new(req.stream));
     }
     // After the requests: a reset may name a request of this batch.
     put_u32(&mut out, batch.resets.len());

@@ -10,6 +10,8 @@
 //! - a whole response is one synchronous call, [`NativeWorker::respond`], borrowing the body;
 //!   streaming is [`NativeWorker::try_send`] plus the [`NativeWorker::writable`] wait only
 //!   when the window is full;
+//! - an upgrade request answered 101 keeps its slot as a byte pipe (the same `try_chunk` /
+//!   `try_send` calls, `try_send`'s end a half-close) until [`NativeWorker::release`];
 //! - errors carry a code as a `[ERR_VYX_...]` prefix of their message, which the JS layer
 //!   turns into `error.code`.
 
@@ -173,8 +175,25 @@ pub struct NativeGatewayState {
     pub cause: Option<String>,
 }
 
+/// A stream handed to JS and not finished.
+pub(crate) struct Slot {
+    stream: Stream,
+    /// Answered 101: an upgraded connection, kept past the end of its response (a
+    /// half-close) until JS releases it.
+    pipe: bool,
+}
+
+impl Slot {
+    pub(crate) fn new(stream: Stream) -> Slot {
+        Slot {
+            stream,
+            pipe: false,
+        }
+    }
+}
+
 /// Streams handed to JS and not finished, by slot.
-type Slots = Arc<Mutex<HashMap<u64, Stream>>>;
+type Slots = Arc<Mutex<HashMap<u64, Slot>>>;
 
 /// One engine and the streams it has handed out.
 #[napi]
@@ -184,18 +203,67 @@ pub struct NativeWorker {
 }
 
 impl NativeWorker {
-    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Stream>> {
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Slot>> {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn stream(&self, slot: i64) -> Option<Stream> {
-        self.slots().get(&(slot as u64)).cloned()
+        self.slots().get(&(slot as u64)).map(|s| s.stream.clone())
     }
 
-    /// Forgets a finished stream (its last clone drops here: the response has ended).
+    /// Forgets a finished stream (its last clone drops here: the response has ended),
+    /// unless it is an upgraded connection, whose reading goes on until `release`.
     fn finish(&self, slot: i64) {
-        self.slots().remove(&(slot as u64));
+        let mut slots = self.slots();
+        if slots.get(&(slot as u64)).is_some_and(|s| !s.pipe) {
+            slots.remove(&(slot as u64));
+        }
     }
+
+    /// A raw head that is not an HTTP/1.1 response head: answered 500.
+    fn bad_raw_head(&self, slot: i64, why: impl std::fmt::Display) -> napi::Error {
+        if let Some(s) = self.slots().remove(&(slot as u64)) {
+            s.stream
+                .fail("the response head written to the socket does not parse");
+        }
+        coded(
+            "ERR_VYX_INVALID_HEAD",
+            format!(
+                "the response head written to the socket is not HTTP/1.1 ({why}); answered 500"
+            ),
+        )
+    }
+
+    /// The head of a streamed response; a 101 makes the slot a pipe.
+    fn head<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        slot: i64,
+        status: u16,
+        headers: &[(N, V)],
+        end: bool,
+    ) -> napi::Result<bool> {
+        let stream = self.stream(slot).ok_or_else(gone)?;
+        let wanted = stream.send_head(status, headers, end).map_err(stream_error);
+        match wanted {
+            // The core lets a 101 through on an upgrade request only.
+            Ok(true) if status == 101 => {
+                if let Some(s) = self.slots().get_mut(&(slot as u64)) {
+                    s.pipe = true;
+                }
+            }
+            Ok(true) => {}
+            _ => self.finish(slot),
+        }
+        wanted
+    }
+}
+
+/// What [`NativeWorker::send_raw_head`] sent.
+#[napi(object)]
+pub struct RawHead {
+    pub status: u32,
+    /// Bytes after the head are the body (`false`: a head that ends the stream).
+    pub body: bool,
 }
 
 #[napi]
@@ -222,9 +290,10 @@ impl NativeWorker {
             config.connect_timeout = Duration::from_millis(ms.into());
         }
         config.sdk = SDK.into();
-        // What this host carries end to end (PROTOCOL.md §2.6): `res.addTrailers`,
-        // `req.trailers`.
-        config.features = vyx_core::features::Features::TRAILERS;
+        // What this host carries end to end (PROTOCOL.md §2.6): upgrades (the `'upgrade'`
+        // socket of `worker.http`, `worker.ws`), `res.addTrailers`, `req.trailers`.
+        config.features =
+            vyx_core::features::Features::UPGRADE.union(vyx_core::features::Features::TRAILERS);
         config.apply_env_defaults();
         let level = configured_level(options.log_level)?;
         let engine = Engine::new(config).map_err(engine_error)?;
@@ -337,7 +406,7 @@ impl NativeWorker {
         headers: Vec<String>,
         body: Option<&[u8]>,
     ) -> napi::Result<()> {
-        let stream = self.slots().remove(&(slot as u64)).ok_or_else(gone)?;
+        let stream = self.slots().remove(&(slot as u64)).ok_or_else(gone)?.stream;
         let status = u16::try_from(status).unwrap_or(0);
         stream
             .respond(status, &pairs(&headers), body.unwrap_or_default())
@@ -353,15 +422,36 @@ impl NativeWorker {
         headers: Vec<String>,
         end_stream: bool,
     ) -> napi::Result<bool> {
-        let stream = self.stream(slot).ok_or_else(gone)?;
         let status = u16::try_from(status).unwrap_or(0);
-        let wanted = stream
-            .send_head(status, &pairs(&headers), end_stream)
-            .map_err(stream_error);
-        if !matches!(wanted, Ok(true)) {
-            self.finish(slot);
-        }
-        wanted
+        self.head(slot, status, &pairs(&headers), end_stream)
+    }
+
+    /// The head of an upgrade request's answer as an app wrote it to its socket: the bytes
+    /// of an HTTP/1.1 response head up to its blank line (`ws` writes its 101 so), sent as
+    /// [`NativeWorker::send_head`] sends a head. Bytes that do not parse are answered 500,
+    /// `ERR_VYX_INVALID_HEAD`.
+    #[napi]
+    pub fn send_raw_head(&self, slot: i64, head: &[u8]) -> napi::Result<RawHead> {
+        let mut fields = [httparse::EMPTY_HEADER; 128];
+        let mut parsed = httparse::Response::new(&mut fields);
+        let status = match parsed.parse(head) {
+            Ok(httparse::Status::Complete(_)) => parsed.code.unwrap_or(0),
+            Ok(httparse::Status::Partial) => return Err(self.bad_raw_head(slot, "incomplete")),
+            Err(e) => return Err(self.bad_raw_head(slot, e)),
+        };
+        let pairs: Vec<(&str, &[u8])> = parsed.headers.iter().map(|h| (h.name, h.value)).collect();
+        let body = self.head(slot, status, &pairs, false)?;
+        Ok(RawHead {
+            status: status.into(),
+            body,
+        })
+    }
+
+    /// Lets go of a slot: an upgraded connection the app closed (its client's side, if
+    /// still open, is refused), or a stream JS has no more use for.
+    #[napi]
+    pub fn release(&self, slot: i64) {
+        self.slots().remove(&(slot as u64));
     }
 
     /// Writes body bytes without waiting: `true` when the window took all of them, `false`
@@ -419,8 +509,8 @@ impl NativeWorker {
     /// The handler failed: 500 before the head, RESET `handler_error` after.
     #[napi]
     pub fn fail(&self, slot: i64, reason: String) {
-        if let Some(stream) = self.slots().remove(&(slot as u64)) {
-            stream.fail(&reason);
+        if let Some(s) = self.slots().remove(&(slot as u64)) {
+            s.stream.fail(&reason);
         }
     }
 

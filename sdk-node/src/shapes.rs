@@ -67,7 +67,13 @@ pub fn bench_packed(n: u32) -> Buffer {
             put_str(&mut out, k);
             put_str(&mut out, v);
         }
+        // client_ip, scheme, body, HTTP version, upgrade: what `pack` writes after them.
+        put_str(&mut out, b"127.0.0.1");
+        put_str(&mut out, b"http");
+        out.extend_from_slice(&[0, 1, 1, 0]);
     }
+    // No resets, states or logs.
+    put_u32(&mut out, 0);
     put_u32(&mut out, 0);
     put_u32(&mut out, 0);
     out.into()

@@ -123,8 +123,16 @@ test("the installed types check under TypeScript's strictest settings, with no a
   // `types: []` is TypeScript 6's default: the app names no Node types, ours load their own.
   fs.writeFileSync(
     path.join(project, 'strictest.mts'),
-    `import { VyxWorker, defaults, type VyxRequest, type VyxResponse } from '@vyx/worker';
+    `import { createServer } from 'node:http';
+import { VyxWorker, defaults, upgradeWebSocket, type VyxRequest, type VyxResponse } from '@vyx/worker';
 const w = new VyxWorker({ maxConcurrency: defaults().maxConcurrency, handleSignals: true });
+w.ws('/ws/{room}', (ws, req) => ws.on('message', (m, isBinary) => ws.send(m, { binary: isBinary && req.upgrade })), { maxPayload: 1 << 20 });
+w.fetch('/echo', (r) => {
+  const { socket, response } = upgradeWebSocket(r, { protocol: 'chat' });
+  socket.onmessage = (e) => socket.send(typeof e.data === 'string' ? e.data : 'binary');
+  return response;
+});
+w.http('/server/{*rest}', createServer((req, res) => res.end(req.url ?? '')));
 w.get('/x/{id}', async (req: VyxRequest, res: VyxResponse) => {
   for await (const chunk of req) if (!res.write(chunk)) await res.drained();
   res.end(req.params['id'] ?? '');

@@ -186,6 +186,9 @@ struct SendState {
     discard: bool,
     /// The encoded TRAILERS that end the body instead of END_STREAM (§3.10).
     trailers: Option<Bytes>,
+    /// The head was a 101: the stream is an upgraded connection, whose END_STREAM is a
+    /// half-close (PROTOCOL.md §4.5), not the end of the exchange.
+    switched: bool,
 }
 
 struct RecvState {
@@ -232,6 +235,7 @@ impl StreamShared {
                 pending: Bytes::new(),
                 discard: false,
                 trailers: None,
+                switched: false,
             }),
             writable: Notify::new(),
             recv_credit: AtomicI64::new(window as i64),
@@ -358,9 +362,21 @@ impl StreamShared {
         self.conn.send(Outgoing::Frame(frame));
     }
 
-    /// The whole response went out.
+    /// The whole response went out. On an upgraded connection that is the host's
+    /// half-close: the client may go on sending until it half-closes too, or the host lets
+    /// go of the stream ([`StreamShared::refuse_request`] on the last handle's drop).
     fn finish(&self, out: &mut SendState) {
         out.phase = Phase::Done;
+        // (No handle left: the host let go while the tail waited for credit.)
+        if !out.switched || self.handles.load(Ordering::Acquire) == 0 {
+            self.refuse_request();
+        }
+        self.conn.finish_response(self.id);
+    }
+
+    /// Refuses the rest of a request body nobody will read: RESET `no_error` after the
+    /// complete response (§4.3), unless the request side has ended.
+    fn refuse_request(&self) {
         if !self.request_done.swap(true, Ordering::AcqRel) {
             // The response is complete but the gateway is still sending a body nobody needs.
             self.conn.send(Outgoing::Frame(
@@ -375,7 +391,6 @@ impl StreamShared {
             drop(r);
             self.readable.notify_waiters();
         }
-        self.conn.finish_response(self.id);
     }
 
     /// Resets the stream from this side.
@@ -430,6 +445,8 @@ impl StreamShared {
             };
         self.send_data(head, end);
         out.discard = no_body;
+        // encode_head_with lets a 101 through on an upgrade stream only.
+        out.switched = status == 101;
         if end {
             self.finish(out);
         } else {
@@ -831,6 +848,13 @@ impl Drop for Stream {
                 stream = s.id,
                 "request dropped without a complete response; answering for the host"
             );
+        }
+        if out.phase == Phase::Done && out.switched {
+            // The host let go of an upgraded connection it half-closed: the client's side
+            // is refused, and the stream leaves the table.
+            s.refuse_request();
+            s.conn.finish_response(s.id);
+            return;
         }
         if out.phase != Phase::Ending {
             s.fail_response(&mut out, "handler ended without a response");

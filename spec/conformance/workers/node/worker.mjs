@@ -218,8 +218,10 @@ worker.get('/throw', () => {
 });
 
 worker.get('/empty', (req, res) => res.status(204).send());
-// The Node SDK does not take upgrades yet: the gateway answers them 501 itself.
-worker.get('/ws', (req, res) => res.status(501).send());
+// Each message echoed with its type; `ws` answers a close itself.
+worker.ws('/ws', (ws) => {
+  ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+});
 worker.head('/head', (req, res) => res.header('x-conformance', 'head').send());
 worker.get('/stats', () => ({ in_flight: inFlight, aborted, replica }));
 
