@@ -43,7 +43,7 @@ func (rw *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn := &upgradedConn{s: rw.s, remote: remoteNetAddr(rw.req.RemoteAddr)}
 	if rw.wroteHeader {
 		// http.Server sends a head written before Hijack (coder/websocket's 101).
-		rw.sniff()
+		rw.sniff(nil)
 		if _, err := rw.s.sendHead(rw.status, rw.sent, nil, false); err != nil {
 			return nil, nil, rw.headError(err)
 		}

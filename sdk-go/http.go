@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/vyx-dev/vyx/sdk-go/internal/frame"
 )
@@ -29,7 +30,7 @@ func (w *Worker) serveStream(s *stream, r *frame.Request) {
 		// The gateway's id for the request: the worker's lines about it carry it.
 		log = log.With("request_id", id)
 	}
-	rw := &responseWriter{s: s, header: http.Header{}, log: log, req: req}
+	rw := &responseWriter{s: s, header: http.Header{}, log: log, req: req, badNameLogged: &w.badNameLogged}
 	defer func() {
 		v := recover()
 		if rw.hijacked {
@@ -101,6 +102,11 @@ func newRequest(s *stream, r *frame.Request, rt route) *http.Request {
 				req.ContentLength = n
 			}
 		}
+		if req.ContentLength < 0 && major == 1 {
+			// As http.Server shows an HTTP/1.1 body without a length: chunked (the gateway
+			// drops the hop-by-hop header itself). Its HTTP/2 server shows none.
+			req.TransferEncoding = []string{"chunked"}
+		}
 	}
 	req = req.WithContext(s.ctx)
 	for _, p := range r.Params {
@@ -149,9 +155,21 @@ func (b *body) Read(p []byte) (int, error) {
 // Close stops reading; the rest of the upload is refused when the handler returns.
 func (b *body) Close() error { b.closed = true; return nil }
 
-// bufferSize is how much a response buffers before its head is sent, as net/http's 4 KiB:
-// a response that fits is sent whole, with content-length and END_STREAM.
-const bufferSize = 4096
+// How much a response buffers before its head is sent, as http.Server for the client's
+// protocol: a response that fits is sent whole, with content-length and END_STREAM; a larger
+// one is streamed (chunked to an HTTP/1.1 client).
+const (
+	bufferBeforeChunking = 2048 // net/http's bufferBeforeChunkingSize (HTTP/1.x)
+	bufferBeforeHTTP2    = 4096 // its HTTP/2 server's handlerChunkWriteSize
+)
+
+// bufferSize is the buffer for r's response.
+func bufferSize(r *http.Request) int {
+	if r.ProtoMajor == 2 {
+		return bufferBeforeHTTP2
+	}
+	return bufferBeforeChunking
+}
 
 type responseWriter struct {
 	s      *stream
@@ -167,6 +185,9 @@ type responseWriter struct {
 	hijacked    bool
 	buf         []byte
 	err         error
+	// badNameLogged is the worker's: a header name that is not a token is logged once per
+	// worker (an app echoing client input as names could flood the log otherwise).
+	badNameLogged *atomic.Bool
 }
 
 func (rw *responseWriter) Header() http.Header { return rw.header }
@@ -181,9 +202,31 @@ func (rw *responseWriter) WriteHeader(code int) {
 	}
 	rw.status, rw.wroteHeader = code, true
 	rw.sent = rw.header.Clone()
+	rw.dropUnsendable()
 }
 
-func bodyAllowed(status int) bool { return status != 204 && status != 304 }
+// dropUnsendable removes from the head what http.Server would not send: names that are not
+// tokens (it drops them silently; we log the first; http.TrailerPrefix keys are trailers,
+// left to trailerFields), and for a 304 the Content-Type (the
+// 204/304 Content-Length goes by the host rules, HOSTS.md §6).
+func (rw *responseWriter) dropUnsendable() {
+	for name := range rw.sent {
+		if !frame.IsHeaderName(strings.ToLower(name)) && !strings.HasPrefix(name, http.TrailerPrefix) {
+			delete(rw.sent, name)
+			if rw.badNameLogged.CompareAndSwap(false, true) {
+				rw.log.Warn("vyx: response header name is not a token; dropped as net/http drops it (logged once per worker)", "name", name, "target", rw.req.RequestURI)
+			}
+		}
+	}
+	if rw.status == http.StatusNotModified {
+		delete(rw.sent, "Content-Type")
+	}
+}
+
+// bodyAllowed is net/http's bodyAllowedForStatus: no body on 1xx, 204 or 304.
+func bodyAllowed(status int) bool {
+	return !(status >= 100 && status <= 199) && status != 204 && status != 304
+}
 
 func (rw *responseWriter) Write(p []byte) (int, error) {
 	if !rw.wroteHeader {
@@ -199,11 +242,11 @@ func (rw *responseWriter) Write(p []byte) (int, error) {
 		return 0, rw.err
 	}
 	if !rw.headSent {
-		if len(rw.buf)+len(p) <= bufferSize {
+		if len(rw.buf)+len(p) <= bufferSize(rw.req) {
 			rw.buf = append(rw.buf, p...)
 			return len(p), nil
 		}
-		if err := rw.sendHead(); err != nil {
+		if err := rw.sendHead(p); err != nil {
 			return 0, err
 		}
 		if len(rw.buf) > 0 {
@@ -231,17 +274,29 @@ func (rw *responseWriter) bodyWrite(p []byte, end bool) error {
 	return nil
 }
 
-// sniff sets Content-Type from the first bytes, as net/http does, unless the handler set
-// it (or set it to nil to prevent this).
-func (rw *responseWriter) sniff() {
-	if _, set := rw.sent["Content-Type"]; !set && len(rw.buf) > 0 && bodyAllowed(rw.status) {
-		rw.sent.Set("Content-Type", http.DetectContentType(rw.buf))
+// sniff sets Content-Type from the first bytes of the body (the buffer, then next), as
+// net/http does, unless the handler set it (or set it to nil to prevent this) or set a
+// Content-Encoding.
+func (rw *responseWriter) sniff(next []byte) {
+	_, set := rw.sent["Content-Type"]
+	if set || rw.sent.Get("Content-Encoding") != "" || !bodyAllowed(rw.status) {
+		return
+	}
+	first := rw.buf
+	if len(first) < sniffLen && len(next) > 0 {
+		first = append(first[:len(first):len(first)], next[:min(len(next), sniffLen-len(first))]...)
+	}
+	if len(first) > 0 {
+		rw.sent.Set("Content-Type", http.DetectContentType(first))
 	}
 }
 
-// sendHead sends the head for a streamed body.
-func (rw *responseWriter) sendHead() error {
-	rw.sniff()
+// sniffLen is how many bytes http.DetectContentType reads.
+const sniffLen = 512
+
+// sendHead sends the head for a streamed body; next is what is written after the buffer.
+func (rw *responseWriter) sendHead(next []byte) error {
+	rw.sniff(next)
 	rw.headSent = true
 	wanted, err := rw.s.sendHead(rw.status, rw.sent, nil, false)
 	rw.bodyWanted = wanted
@@ -271,7 +326,7 @@ func (rw *responseWriter) FlushError() error {
 		return rw.err
 	}
 	if !rw.headSent {
-		if err := rw.sendHead(); err != nil {
+		if err := rw.sendHead(nil); err != nil {
 			return err
 		}
 	}
@@ -312,7 +367,7 @@ func (rw *responseWriter) finish() {
 		return
 	}
 	if !rw.headSent {
-		rw.sniff()
+		rw.sniff(nil)
 		rw.headSent = true
 		whole := rw.buf
 		if whole == nil {

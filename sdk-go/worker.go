@@ -60,6 +60,8 @@ type Worker struct {
 	// (for ErrNeverConnected).
 	registered  atomic.Bool
 	lastFailure error
+	// badNameLogged: a response header name that was no token has been logged (http.go).
+	badNameLogged atomic.Bool
 
 	base         context.Context // handlers' parent: Start's context without its cancellation
 	stopDeadline time.Duration   // set once, before stopCtx ends

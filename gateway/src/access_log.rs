@@ -87,8 +87,7 @@ impl AccessLogConfig {
     }
 }
 
-/// One request's line, filled as the request goes.
-#[derive(Clone)]
+/// One request's line (and its span's attributes), filled as the request goes.
 pub struct Entry {
     pub time: SystemTime,
     pub start: Instant,
@@ -110,6 +109,8 @@ pub struct Entry {
     pub ttfb: Option<Duration>,
     /// Waiting for a worker's slot.
     pub queue_wait: Option<Duration>,
+    /// When a worker's slot was taken (the end of `queue_wait`), for the trace's events.
+    pub admitted: Option<Instant>,
     /// The worker connection that took the request (its id and instance are logged).
     pub worker: Option<Arc<WorkerConn>>,
     /// The request was sent to more than one worker: set by the retry logic when it sends
@@ -136,6 +137,7 @@ impl Default for Entry {
             bytes_out: 0,
             ttfb: None,
             queue_wait: None,
+            admitted: None,
             worker: None,
             retried: false,
             error: None,
@@ -216,25 +218,33 @@ impl Entry {
     }
 }
 
-/// A request's entry until its response is sent: logged when dropped, so that a request
-/// whose client went away (its future dropped, or its body left unread) is logged too.
+/// A request's entry until its response is sent: logged (and its span ended) when dropped,
+/// so that a request whose client went away (its future dropped, or its body left unread)
+/// is logged too.
 pub struct Pending {
     pub entry: Entry,
     log: Option<Arc<AccessLog>>,
+    span: Option<crate::otel::RequestSpan>,
 }
 
 impl Pending {
-    /// `log` is `None` when the access log is off: the entry is kept for the metrics only.
-    pub fn new(entry: Entry, log: &Arc<AccessLog>) -> Pending {
+    /// `log` is `None` when the access log is off, `span` when traces are: the entry is
+    /// then kept for the metrics only.
+    pub fn new(
+        entry: Entry,
+        log: &Arc<AccessLog>,
+        span: Option<crate::otel::RequestSpan>,
+    ) -> Pending {
         Pending {
             entry,
             log: log.is_on().then(|| log.clone()),
+            span,
         }
     }
 
-    /// Whether the entry will be logged.
-    pub fn is_logged(&self) -> bool {
-        self.log.is_some()
+    /// Whether the entry will be logged or traced, and so must follow the response body.
+    pub fn is_kept(&self) -> bool {
+        self.log.is_some() || self.span.is_some()
     }
 
     /// The response body has ended (`complete`) or was dropped before its end.
@@ -248,13 +258,20 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        let Some(log) = self.log.take() else { return };
+        if !self.is_kept() {
+            return;
+        }
         let mut entry = std::mem::take(&mut self.entry);
         if entry.status == 0 {
             entry.status = CLIENT_CLOSED;
             entry.error = Some("client went away before the response".into());
         }
-        log.finish(entry);
+        if let Some(span) = self.span.take() {
+            span.finish(&entry);
+        }
+        if let Some(log) = self.log.take() {
+            log.finish(entry);
+        }
     }
 }
 
@@ -292,6 +309,8 @@ enum Message {
     Line(String),
     /// SIGHUP: reopen the file by name.
     Reopen,
+    /// The gateway is stopping: write what came before, then answer.
+    Flush(SyncSender<()>),
 }
 
 impl AccessLog {
@@ -352,6 +371,22 @@ impl AccessLog {
                 self.dropped.inc();
             }
         }
+    }
+
+    /// Waits (at most `timeout`) until every line queued before the call is written: the
+    /// gateway's last requests are logged before the process exits. Blocks: call it off
+    /// the runtime's threads. `false` when the writer did not finish in time.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let Some(tx) = self.tx.clone() else {
+            return true;
+        };
+        let (done, written) = sync_channel(1);
+        // Queued from a thread of its own: a writer stuck on an unread pipe leaves that
+        // thread waiting for room, not the gateway's exit.
+        let queued = std::thread::Builder::new()
+            .name("vyx-access-log-flush".into())
+            .spawn(move || tx.send(Message::Flush(done)));
+        queued.is_ok() && written.recv_timeout(timeout).is_ok()
     }
 
     /// Asks the writer to reopen its file (on SIGHUP). A full channel delays the reopen
@@ -451,8 +486,13 @@ fn write_lines(rx: Receiver<Message>, mut sink: Sink, reopen: &AtomicBool) {
             let mut any = false;
             while let Some(message) = next.take().or_else(|| rx.try_recv().ok()) {
                 any = true;
-                if let Message::Line(line) = message {
-                    buf.push_str(&line);
+                match message {
+                    Message::Line(line) => buf.push_str(&line),
+                    Message::Reopen => {}
+                    Message::Flush(done) => {
+                        flush(&mut sink, &mut buf, reopen);
+                        let _ = done.send(());
+                    }
                 }
                 if buf.len() >= 64 << 10 {
                     flush(&mut sink, &mut buf, reopen);
@@ -638,6 +678,27 @@ mod tests {
             log.finish(entry(200));
         }
         assert_eq!(dropped.get(), 3);
+    }
+
+    #[test]
+    fn flush_returns_once_every_queued_line_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let config = AccessLogConfig {
+            output: Output::File(path.clone()),
+            ..AccessLogConfig::default()
+        };
+        let log = AccessLog::start(&config, LogFormat::Text, Counter::default()).unwrap();
+        log.finish(entry(200));
+        let read = || std::fs::read_to_string(&path).unwrap();
+        while read().lines().count() < 1 {
+            std::thread::yield_now();
+        }
+        // The writer rests for GATHER after a write: this line waits in the channel, and
+        // would be lost if the process exited now.
+        log.finish(entry(404));
+        assert!(log.flush(Duration::from_secs(20)));
+        assert_eq!(read().lines().count(), 2, "{}", read());
     }
 
     #[test]

@@ -135,6 +135,9 @@ pub struct GatewayConfig {
     pub log_format: crate::log_format::LogFormat,
     /// `access_log:`: which requests get a line, and where it goes.
     pub access_log: crate::access_log::AccessLogConfig,
+    /// `tracing:`; without it, traces are on only if the `OTEL_EXPORTER_OTLP_*` variables
+    /// name an endpoint.
+    pub tracing: Option<crate::otel::TracingConfig>,
     /// The dashboard's bounds (`/_vyx/ui`).
     pub ui: crate::UiLimits,
 }
@@ -187,6 +190,7 @@ impl Default for GatewayConfig {
             tls: None,
             log_format: Default::default(),
             access_log: Default::default(),
+            tracing: None,
             ui: crate::UiLimits::default(),
         }
     }

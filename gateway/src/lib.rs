@@ -24,6 +24,7 @@ mod h2_calm;
 pub mod log_format;
 pub mod log_limit;
 mod metrics;
+pub mod otel;
 mod proxy;
 mod register;
 mod registry;
@@ -69,5 +70,7 @@ pub(crate) struct Shared {
     /// `limits.response_buffer_total`, in bytes (see `response`).
     pub response_budget: Arc<tokio::sync::Semaphore>,
     pub access_log: Arc<access_log::AccessLog>,
+    /// `None` when traces are off (see `otel`).
+    pub tracing: Option<otel::Tracing>,
     pub ui: ui::Dashboard,
 }

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -22,15 +22,38 @@ use prometheus_client::registry::Registry;
 
 use crate::routes::RouteKey;
 
+/// A label value written escaped (`\\`, `\"`, `\n`), as the text format requires:
+/// prometheus-client 0.24 writes `String` values as they are, and a route pattern may hold
+/// `"` and `\` (§2.5), which would end the value early or make the scrape unreadable.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct LabelText(String);
+
+impl EncodeLabelValue for LabelText {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        use std::fmt::Write;
+        let mut rest = self.0.as_str();
+        while let Some(i) = rest.find(['\\', '"', '\n']) {
+            encoder.write_str(&rest[..i])?;
+            encoder.write_str(match rest.as_bytes()[i] {
+                b'\\' => "\\\\",
+                b'"' => "\\\"",
+                _ => "\\n",
+            })?;
+            rest = &rest[i + 1..];
+        }
+        encoder.write_str(rest)
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteStatus {
-    route: String,
+    route: LabelText,
     status: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabel {
-    route: String,
+    route: LabelText,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -97,6 +120,8 @@ pub struct Metrics {
     pub request_trailers_dropped: Counter,
     /// Access log lines dropped because the writer was behind.
     pub access_log_dropped: Counter,
+    /// Spans not exported, by why (see `otel`).
+    pub trace_spans_dropped: crate::otel::Dropped,
     unmatched: RouteMetrics,
     /// Per worker id, hashes of the instances that registered under it (the latest
     /// [`SEEN_PER_ID`]), to tell a reconnect from a first connection. Keyed by instance:
@@ -292,6 +317,23 @@ impl Metrics {
             "Access log lines dropped because the writer was behind (a slow disk, an unread pipe)",
             access_log_dropped.clone(),
         );
+        let spans_dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "trace_spans_dropped",
+            "Trace spans not exported, by reason: queue_full (the exporter was behind: tracing.queue), export_failed (the collector refused them or could not be reached)",
+            spans_dropped.clone(),
+        );
+        let by = |reason: &str| {
+            spans_dropped
+                .get_or_create(&ReasonLabel {
+                    reason: reason.into(),
+                })
+                .clone()
+        };
+        let trace_spans_dropped = crate::otel::Dropped {
+            queue_full: by("queue_full"),
+            export_failed: by("export_failed"),
+        };
         let unmatched = RouteMetrics::new(UNMATCHED.to_string(), &latency, &queue_wait);
         Metrics {
             registry,
@@ -317,6 +359,7 @@ impl Metrics {
             bytes_from_workers,
             request_trailers_dropped,
             access_log_dropped,
+            trace_spans_dropped,
             unmatched,
             seen: Mutex::new(HashMap::new()),
             seen_hasher: std::hash::RandomState::new(),
@@ -349,7 +392,7 @@ impl Metrics {
             // Errors are few: their series are looked up when they happen.
             self.gateway_errors
                 .get_or_create(&RouteStatus {
-                    route: route.route.clone(),
+                    route: LabelText(route.route.clone()),
                     status: status.to_string(),
                 })
                 .inc();
@@ -361,7 +404,7 @@ impl Metrics {
         }
         drop(statuses);
         let counter = self.requests.get_or_create_owned(&RouteStatus {
-            route: route.route.clone(),
+            route: LabelText(route.route.clone()),
             status: status.to_string(),
         });
         counter.inc();
@@ -439,7 +482,7 @@ impl Metrics {
     /// leaves again.
     pub fn forget_route(&self, route: &str) {
         let label = RouteLabel {
-            route: route.to_string(),
+            route: LabelText(route.to_string()),
         };
         self.latency.remove(&label);
         self.queue_wait.remove(&label);
@@ -447,7 +490,7 @@ impl Metrics {
         let statuses = self.route_statuses.lock().unwrap().remove(route);
         for status in statuses.into_iter().flatten() {
             let label = RouteStatus {
-                route: route.to_string(),
+                route: LabelText(route.to_string()),
                 status: status.to_string(),
             };
             self.requests.remove(&label);
@@ -552,7 +595,7 @@ impl RouteMetrics {
         queue_wait: &Family<RouteLabel, Histogram>,
     ) -> RouteMetrics {
         let label = RouteLabel {
-            route: route.clone(),
+            route: LabelText(route.clone()),
         };
         RouteMetrics {
             route,
@@ -566,6 +609,26 @@ impl RouteMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn route_labels_are_escaped() {
+        let m = Metrics::new();
+        let route = m.route(&crate::routes::RouteKey {
+            method: "GET".into(),
+            path: r#"/a"b\c"#.into(),
+        });
+        let o = Observed {
+            status: 200,
+            elapsed: Duration::from_millis(1),
+            queue_wait: None,
+            worker_id: None,
+            gateway_error: false,
+        };
+        m.observe(&route, &o);
+        let text = m.encode(Vec::new(), 0);
+        let line = r#"vyx_requests_total{route="GET /a\"b\\c",status="200"} 1"#;
+        assert!(text.lines().any(|l| l == line), "{text}");
+    }
 
     fn count(text: &str, metric: &str, worker_id: &str) -> Option<u64> {
         let prefix = format!("{metric}{{worker_id=\"{worker_id}\"}} ");

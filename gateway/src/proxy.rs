@@ -25,6 +25,7 @@ use crate::conn_limit::Activity;
 use crate::forward::{self, X_REQUEST_ID};
 use crate::framing::{framing, BodyPlan, Framing};
 use crate::metrics::Observed;
+use crate::otel::{self, TraceHeaders};
 use crate::registry::{has_replica, reserve_replica};
 use crate::response::{self, ResponseBody, Source};
 use crate::retry::{self, Outcome, Replay};
@@ -84,12 +85,16 @@ fn no_route(
 }
 
 pub async fn proxy(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     shared: Arc<Shared>,
     client: SocketAddr,
 ) -> Response<GatewayBody> {
     let start = std::time::Instant::now();
     let request_id = request_id(req.headers(), &shared);
+    let trace_span = otel::start_span(&shared, &req, client);
+    if let Some(s) = &trace_span {
+        req.extensions_mut().insert(s.to_worker.clone());
+    }
     let entry = Entry::new(
         request_id.clone(),
         client,
@@ -98,7 +103,7 @@ pub async fn proxy(
         start,
     );
     // Logged when dropped: also when the client goes away before the response.
-    let mut pending = Pending::new(entry, &shared.access_log);
+    let mut pending = Pending::new(entry, &shared.access_log, trace_span);
     let mut matched = None;
     // Every log line about the request carries its id.
     let span = tracing::info_span!("request", request_id = %String::from_utf8_lossy(request_id.as_bytes()));
@@ -128,7 +133,7 @@ fn answered(
         Some(t) => t.metrics.get_or_init(|| shared.metrics.route(&t.key)),
         None => shared.metrics.unmatched(),
     };
-    let logged = pending.is_logged();
+    let kept = pending.is_kept();
     let entry = &mut pending.entry;
     let status = resp.status().as_u16();
     let elapsed = entry.start.elapsed();
@@ -143,7 +148,7 @@ fn answered(
             gateway_error: error.is_some(),
         },
     );
-    if logged {
+    if kept {
         entry.status = status;
         entry.ttfb = Some(elapsed);
         entry.route = matched;
@@ -276,13 +281,19 @@ fn lookup(
     })
 }
 
-/// Why a routed request cannot go to a worker: a body declared past `limits.max_body`, or
-/// a target the REQUEST frame cannot carry.
+/// Why a routed request cannot go to a worker: a plain CONNECT, a body declared past
+/// `limits.max_body`, or a target the REQUEST frame cannot carry.
 fn unforwardable(
     parts: &http::request::Parts,
     body: &Incoming,
     shared: &Shared,
 ) -> Option<(StatusCode, &'static str)> {
+    // A plain CONNECT asks for a tunnel (RFC 9110 §9.3.6); a worker's 2xx to it would open
+    // one, which the gateway does not carry (hyper drops a 2xx to CONNECT that has a length).
+    if parts.method == http::Method::CONNECT {
+        let why = "CONNECT tunnels are not carried: vyx is a gateway, not a forward proxy";
+        return Some((StatusCode::NOT_IMPLEMENTED, why));
+    }
     if let Some(len) = http_body::Body::size_hint(body).exact() {
         if len > shared.config.max_body {
             let why = "request body larger than the gateway's limit";
@@ -340,6 +351,7 @@ async fn admit(
     let queued = std::time::Instant::now();
     let (conn, open, route) = open_stream(routed, streamed, shared, request_id, None).await?;
     entry.queue_wait = Some(queued.elapsed());
+    entry.admitted = Some(std::time::Instant::now());
     entry.worker = Some(conn.clone());
     let share = streamed.map(|_| StreamedShare(conn.clone()));
     Ok(Admitted {
@@ -753,8 +765,8 @@ fn end_to_end_headers(headers: &mut http::HeaderMap, content_length: Option<u64>
 /// Encodes the REQUEST (stream id and route id 0, set later): method, raw target, decoded
 /// params, the client's end-to-end headers, and the headers the gateway sets itself: `host`
 /// (the effective host: `:authority` or an absolute-form target's, else `Host`), the
-/// forwarding headers and `x-request-id`. The client's own copies are skipped, so no
-/// `Connection` option can remove the gateway's.
+/// forwarding headers, `x-request-id`, and with traces on `traceparent`/`tracestate`. The
+/// client's own copies are skipped, so no `Connection` option can remove the gateway's.
 fn encode_request(
     parts: &http::request::Parts,
     asked: Option<&Asked>,
@@ -764,6 +776,8 @@ fn encode_request(
     trusted: bool,
     request_id: &HeaderValue,
 ) -> Result<BytesMut, HeadTooLarge> {
+    // With traces on, the gateway's span context (see `otel`).
+    let trace = parts.extensions.get::<TraceHeaders>();
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let method = Asked::method(asked, &parts.method);
     let mut w = RequestWriter::new(0, end_stream, 0, method.as_bytes(), target.as_bytes(), 512);
@@ -787,7 +801,8 @@ fn encode_request(
         let ours = n == "host"
             || n == X_REQUEST_ID
             || n == forward::X_FORWARDED_FOR
-            || n == http::header::EXPECT;
+            || n == http::header::EXPECT
+            || (trace.is_some() && TraceHeaders::replaces(n));
         if ours
             || forward::is_hop_by_hop(n, &parts.headers)
             || forward::is_underscored(n)
@@ -829,6 +844,16 @@ fn encode_request(
     );
     w.header(b"via", forward::via_element(parts.version));
     w.header(X_REQUEST_ID.as_str().as_bytes(), request_id.as_bytes());
+    if let Some(t) = trace {
+        for (name, value) in [
+            ("traceparent", &t.traceparent),
+            ("tracestate", &t.tracestate),
+        ] {
+            if let Some(v) = value {
+                w.header(name.as_bytes(), v.as_bytes());
+            }
+        }
+    }
     let mut frame = w.finish()?;
     if asked.is_some() {
         vyx_core::frame::set_upgrade(&mut frame);

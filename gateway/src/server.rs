@@ -90,6 +90,13 @@ impl Gateway {
         if let access_log::Output::File(_) = &config.access_log.output {
             tokio::spawn(access_log::reopen_on_sighup(Arc::downgrade(&access_log)));
         }
+        let tracing = crate::otel::Tracing::start(
+            config.tracing.as_ref(),
+            metrics.trace_spans_dropped.clone(),
+        )?;
+        if tracing.is_some() {
+            info!("traces: a span per request, exported over OTLP/HTTP");
+        }
         let budget = usize::try_from(config.body_buffer_total)
             .unwrap_or(usize::MAX)
             .min(tokio::sync::Semaphore::MAX_PERMITS);
@@ -109,6 +116,7 @@ impl Gateway {
                     .min(tokio::sync::Semaphore::MAX_PERMITS),
             )),
             access_log,
+            tracing,
             ui: crate::ui::Dashboard::new(),
             startup: crate::starting::Startup::new(config.startup_grace),
             config,
@@ -250,10 +258,28 @@ impl Gateway {
         }
         shutdown_gracefully(&shared).await;
         supervisor.stop(shared.config.drain_grace).await;
+        flush_telemetry(shared).await;
         info!("gateway stopped");
         Ok(())
     }
 }
+
+/// Writes the access log lines and exports the spans of the last requests, which would be
+/// lost when the process exits right after `run` returns.
+async fn flush_telemetry(shared: Arc<Shared>) {
+    let flushed = tokio::task::spawn_blocking(move || {
+        if !shared.access_log.flush(TELEMETRY_FLUSH) {
+            warn!("the access log writer is behind: its last lines may be lost");
+        }
+        if let Some(t) = &shared.tracing {
+            t.shutdown();
+        }
+    });
+    let _ = flushed.await;
+}
+
+/// How long a stop waits for the access log's last lines to be written.
+const TELEMETRY_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr)

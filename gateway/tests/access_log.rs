@@ -364,3 +364,55 @@ async fn json_log_lines_about_a_request_carry_its_id() {
     // Every other line is JSON too (parsed above), the first among them the startup's.
     assert!(log.lines().next().unwrap().starts_with('{'), "{log}");
 }
+
+#[tokio::test]
+async fn the_last_requests_lines_are_written_before_the_gateway_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let yaml = format!("access_log: {{path: access.log}}\nlog: {{format: json}}\n{WORKER}");
+    let mut vyx = LoggedVyx::spawn(vyx_with(dir.path(), &yaml, &[])).await;
+    let mut w = RawWorker::connect_with_token(
+        vyx.addr,
+        "w",
+        Some("secret-token-for-tests"),
+        vec![route(1, "GET", "/{what}")],
+    )
+    .await;
+    // Two requests are in flight when SIGTERM comes; the worker answers them one after the
+    // other during the drain and leaves: the second's line is queued while the writer rests
+    // after writing the first's, just before the gateway exits.
+    let mut requests = Vec::new();
+    let mut ids = Vec::new();
+    for what in ["last-1", "last-2"] {
+        let url = format!("http://{}/{what}", vyx.addr);
+        requests.push(tokio::spawn(async move { get(&client(), &url).await.0 }));
+        loop {
+            if let Frame::Request(r) = w.next_frame().await {
+                ids.push(r.stream_id);
+                break;
+            }
+        }
+    }
+    let pid = vyx.child.id().unwrap() as i32;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    vyx.wait_for_log("draining").await;
+    for (id, request) in ids.into_iter().zip(requests) {
+        w.send(respond(id, 200, false)).await;
+        w.send(data(id, b"ok", true)).await;
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    drop(w);
+    let exited = tokio::time::timeout(WAIT, vyx.child.wait()).await;
+    assert!(exited
+        .expect("the gateway exited in time")
+        .unwrap()
+        .success());
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    for what in ["last-1", "last-2"] {
+        assert!(
+            text.contains(&format!("\"path\":\"/{what}\"")),
+            "no line for /{what} in:\n{text}\nlog:\n{}",
+            vyx.log_text()
+        );
+    }
+}

@@ -325,6 +325,42 @@ async fn an_upgrade_request_with_a_body_or_an_h2c_upgrade_is_not_carried() {
     assert_eq!(plain.await.unwrap(), 204);
 }
 
+/// A plain CONNECT (a tunnel, RFC 9110 §9.3.6) to a route that takes any method is the
+/// gateway's 501, and the connection serves the next request: before, the worker's 200 with
+/// `content-length: 0` reached hyper, which dropped the connection without an answer.
+#[tokio::test]
+async fn a_plain_connect_is_501_from_the_gateway_and_the_connection_goes_on() {
+    let gw = TestGateway::start().await;
+    let routes = vec![route(0, "*", "/any")];
+    let mut w = RawWorker::connect_with_features(gw.addr, "raw:any", routes, &["upgrade"]).await;
+    let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(b"CONNECT /any HTTP/1.1\r\nhost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_head(&mut tcp).await;
+    assert!(answer.starts_with("http/1.1 501"), "{answer}");
+    let len: usize = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .expect("a length")
+        .trim()
+        .parse()
+        .unwrap();
+    let body = String::from_utf8(read_exact(&mut tcp, len).await).unwrap();
+    assert!(body.contains("CONNECT tunnels are not carried"), "{body}");
+    tcp.write_all(b"GET /any HTTP/1.1\r\nhost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let r = next_request(&mut w).await;
+    assert_eq!(
+        &r.method[..],
+        b"GET",
+        "the CONNECT never reached the worker"
+    );
+    w.send(head(r.stream_id, 204, &[], true)).await;
+    assert!(read_head(&mut tcp).await.starts_with("http/1.1 204"));
+}
+
 /// Sends an HTTP/2 extended CONNECT for `/ws` (RFC 8441); the task yields the response.
 async fn extended_connect(
     gw: &TestGateway,

@@ -143,6 +143,9 @@ impl Checker {
             c.tls = Some(self.tls(t)?);
         }
         self.logs(&file, &mut c)?;
+        if let Some(t) = &file.tracing {
+            c.tracing = Some(self.tracing(t)?);
+        }
         let declared = self.workers(&file.workers, &mut c)?;
         c.auth = Arc::new(Credentials::new(declared, file.accept_unknown_workers));
         Ok(c)

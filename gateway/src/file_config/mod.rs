@@ -12,6 +12,7 @@
 
 mod checks;
 mod env;
+mod otel;
 mod scalars;
 mod schema;
 mod tls;
@@ -237,6 +238,36 @@ mod tests {
         assert!(err("access_log: {format: json}\n")
             .message
             .contains("unknown key"));
+    }
+
+    #[test]
+    fn tracing_section() {
+        let d = parse(Path::new("vyx.yaml"), "listen: 127.0.0.1:0\n").unwrap();
+        assert_eq!(d.tracing, None);
+        let c = parse(
+            Path::new("vyx.yaml"),
+            "tracing:\n  endpoint: http://127.0.0.1:4318\n  service_name: edge\n  sample_ratio: 0.25\n  headers: {x-api-key: k}\n  queue: 100\n",
+        )
+        .unwrap();
+        let t = c.tracing.unwrap();
+        assert_eq!(t.endpoint.as_deref(), Some("http://127.0.0.1:4318"));
+        assert_eq!(t.service_name.as_deref(), Some("edge"));
+        assert_eq!(t.sample_ratio, Some(0.25));
+        assert_eq!(t.headers, vec![("x-api-key".into(), "k".into())]);
+        assert_eq!(t.queue, 100);
+        let e = err("tracing:\n  sample_ratio: 1.5\n");
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.message.contains("from 0 to 1"), "{e}");
+        let e = err("tracing: {endpoint: 'https://c:4318'}\n");
+        assert!(e.message.contains("https is not supported"), "{e}");
+        let e = err("tracing: {endpoint: 'collector:4318'}\n");
+        assert!(e.message.contains("base URL"), "{e}");
+        let e = err("tracing: {headers: {'a b': c}}\n");
+        assert!(e.message.contains("not a header name"), "{e}");
+        let e = err("tracing: {queue: 0}\n");
+        assert!(e.message.contains("tracing.queue"), "{e}");
+        let e = err("tracing: {sampler: 1}\n");
+        assert!(e.message.contains("unknown key"), "{e}");
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub(super) struct File {
     #[serde(default)]
     pub(super) log: Log,
     pub(super) access_log: Option<Spanned<AccessLog>>,
+    pub(super) tracing: Option<Spanned<super::otel::Tracing>>,
     #[serde(default)]
     pub(super) ui: Ui,
 }
