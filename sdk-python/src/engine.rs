@@ -8,11 +8,14 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::Message;
 use vyx_core::session::{
     ConnectionState, Engine, EngineError, Stream, StreamError, TryChunk, TrySend, WorkerConfig,
 };
 
 use crate::hub::{Hub, Item};
+use crate::ws::{WsConn, WsEvent};
 use crate::{
     ConfigError, ConnectionLostError, InvalidResponseError, RefusedError, StreamResetError,
     VyxError,
@@ -36,6 +39,10 @@ pub(crate) struct PyEngine {
     /// Built on `start`, shut down on `close` (its threads end with it).
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     streams: Mutex<HashMap<u64, Stream>>,
+    /// Accepted WebSockets by slot, until Python releases them (`ws_release`).
+    websockets: Mutex<HashMap<u64, Arc<WsConn>>>,
+    ws_max_message: usize,
+    ws_max_frame: usize,
 }
 
 /// A header list from Python: `(name, value)` pairs of `str` or `bytes`.
@@ -115,6 +122,38 @@ impl PyEngine {
     fn remove(&self, slot: u64) -> Option<Stream> {
         lock(&self.streams).remove(&slot)
     }
+
+    /// Runs one operation on the slot's WebSocket; its event comes back with `token`.
+    fn ws_op<F, Fut>(&self, slot: u64, token: u64, op: F) -> PyResult<()>
+    where
+        F: FnOnce(Arc<WsConn>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = WsEvent> + Send + 'static,
+    {
+        let conn = lock(&self.websockets).get(&slot).cloned().ok_or_else(|| {
+            crate::StreamError::new_err(format!("no accepted WebSocket in slot {slot}"))
+        })?;
+        let hub = self.hub.clone();
+        let runtime = lock(&self.runtime);
+        let Some(runtime) = runtime.as_ref() else {
+            return Err(crate::StreamError::new_err("the engine is not running"));
+        };
+        runtime.spawn(async move {
+            let event = op(conn).await;
+            hub.push(Item::Ws { token, event });
+        });
+        Ok(())
+    }
+}
+
+/// A size limit from Python: a positive number of bytes, else the default.
+fn size_limit(name: &str, value: Option<i64>, default: usize) -> PyResult<usize> {
+    match value {
+        None => Ok(default),
+        Some(n) if n > 0 => Ok(n as usize),
+        Some(n) => Err(ConfigError::new_err(format!(
+            "{name} {n} must be a positive number of bytes"
+        ))),
+    }
 }
 
 #[pymethods]
@@ -123,7 +162,7 @@ impl PyEngine {
     /// missing token or CA file come from `VYX_CONNECT`, `VYX_WORKER_ID`, `VYX_TOKEN`,
     /// `VYX_CA_FILE`.
     #[new]
-    #[pyo3(signature = (connect, worker_id, token=None, max_concurrency=None, ca_file=None, labels=None, sdk=None, instance=None, connect_timeout=None))]
+    #[pyo3(signature = (connect, worker_id, token=None, max_concurrency=None, ca_file=None, labels=None, sdk=None, instance=None, connect_timeout=None, ws_max_message=None, ws_max_frame=None))]
     #[allow(clippy::too_many_arguments)] // Python's keyword arguments, one per option
     fn new(
         connect: Vec<String>,
@@ -135,7 +174,19 @@ impl PyEngine {
         sdk: Option<String>,
         instance: Option<String>,
         connect_timeout: Option<f64>,
+        ws_max_message: Option<i64>,
+        ws_max_frame: Option<i64>,
     ) -> PyResult<PyEngine> {
+        let ws_max_message = size_limit(
+            "ws_max_message_size",
+            ws_max_message,
+            crate::ws::DEFAULT_MAX_MESSAGE,
+        )?;
+        let ws_max_frame = size_limit(
+            "ws_max_frame_size",
+            ws_max_frame,
+            crate::ws::DEFAULT_MAX_FRAME,
+        )?;
         let mut config = WorkerConfig::new(connect, worker_id);
         config.token = token;
         if let Some(n) = max_concurrency {
@@ -160,8 +211,9 @@ impl PyEngine {
             config.sdk = sdk;
         }
         // What this host carries end to end (PROTOCOL.md §2.6): `Response.trailers`,
-        // `Request.trailers`, ASGI's `http.response.trailers`.
-        config.features = vyx_core::features::Features::TRAILERS;
+        // `Request.trailers`, ASGI's `http.response.trailers`; WebSockets (`ws_accept`).
+        config.features =
+            vyx_core::features::Features::TRAILERS.union(vyx_core::features::Features::UPGRADE);
         config.apply_env_defaults();
         let engine = Engine::new(config).map_err(engine_error)?;
         let hub = Hub::new().map_err(|e| VyxError::new_err(format!("wake socket: {e}")))?;
@@ -170,6 +222,9 @@ impl PyEngine {
             hub,
             runtime: Mutex::new(None),
             streams: Mutex::new(HashMap::new()),
+            websockets: Mutex::new(HashMap::new()),
+            ws_max_message,
+            ws_max_frame,
         })
     }
 
@@ -246,12 +301,14 @@ impl PyEngine {
         self.hub.fileno()
     }
 
-    /// Everything queued, as `(requests, resets, states, ready, logs, end)`:
+    /// Everything queued, as `(requests, resets, states, ready, ws, logs, end)`:
     /// requests `(slot, route_id, method, target, params, headers, client_ip, scheme,
-    /// http_version)` with params `[(name, value)]` as str, headers `[(name, value)]` as
+    /// http_version, upgrade)` with params `[(name, value)]` as str, headers `[(name, value)]` as
     /// bytes, and the client's IP (str or None), scheme and HTTP version `(major, minor)` by
     /// the core's rule (HOSTS.md §5); resets slots;
-    /// states tuples (`("connected", id)`, ...); ready `(slot, writable, error)`; logs
+    /// states tuples (`("connected", id)`, ...); ready `(slot, writable, error)`; ws
+    /// `(token, kind, value)`: `("text", str)`, `("bytes", bytes)`, `("closed", (code,
+    /// reason))`, `("sent", None)`, `("failed", message)`; logs
     /// `(levelno, target, message, fields)` with the fields a dict; end `None`, `("ok", "")` or `(kind, message)`.
     fn take<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         let items = self.hub.take();
@@ -259,6 +316,7 @@ impl PyEngine {
         let resets = PyList::empty(py);
         let states = PyList::empty(py);
         let ready = PyList::empty(py);
+        let ws = PyList::empty(py);
         let mut end = py.None().into_bound(py);
         let mut new_streams = Vec::new();
         for item in items {
@@ -285,6 +343,7 @@ impl PyEngine {
                         req.client_ip().map(|ip| ip.to_string()),
                         req.scheme(),
                         req.http_version(),
+                        req.upgrade,
                     ))?;
                     new_streams.push((req.slot, req.stream));
                 }
@@ -295,6 +354,15 @@ impl PyEngine {
                     writable,
                     error,
                 } => ready.append((slot, writable, error))?,
+                Item::Ws { token, event } => match event {
+                    WsEvent::Text(t) => ws.append((token, "text", t))?,
+                    WsEvent::Binary(b) => ws.append((token, "bytes", PyBytes::new(py, &b)))?,
+                    WsEvent::Closed(code, reason) => {
+                        ws.append((token, "closed", (code, reason)))?
+                    }
+                    WsEvent::Sent => ws.append((token, "sent", py.None()))?,
+                    WsEvent::Failed(e) => ws.append((token, "failed", e))?,
+                },
                 Item::End(result) => {
                     end = match result {
                         Ok(()) => ("ok", "").into_pyobject(py)?.into_any(),
@@ -313,7 +381,7 @@ impl PyEngine {
             lock(&self.streams).extend(new_streams);
         }
         let logs = crate::log::take(py)?;
-        (requests, resets, states, ready, logs, end).into_pyobject(py)
+        (requests, resets, states, ready, ws, logs, end).into_pyobject(py)
     }
 
     /// Answers with a whole response in one call and closes the slot. The body is copied
@@ -427,6 +495,60 @@ impl PyEngine {
         Ok(())
     }
 
+    /// Accepts the WebSocket of upgrade request `slot`: the 101 with `sec-websocket-accept`
+    /// derived from the client's `key` and the app's `headers` (a subprotocol among them),
+    /// then the slot's stream carries WebSocket messages (`ws_receive`, `ws_send`,
+    /// `ws_close`) under the size limits given to the engine.
+    fn ws_accept(&self, slot: u64, key: &[u8], headers: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut head = vec![
+            (b"upgrade".to_vec(), b"websocket".to_vec()),
+            (
+                b"sec-websocket-accept".to_vec(),
+                derive_accept_key(key).into_bytes(),
+            ),
+        ];
+        head.extend(header_pairs(headers)?);
+        let stream = self.stream(slot)?;
+        stream.send_head(101, &head, false).map_err(stream_error)?;
+        let conn = WsConn::new(stream, self.ws_max_message, self.ws_max_frame);
+        lock(&self.websockets).insert(slot, Arc::new(conn));
+        Ok(())
+    }
+
+    /// Asks for the next message; it comes as a `ws` entry with `token`.
+    fn ws_receive(&self, slot: u64, token: u64) -> PyResult<()> {
+        self.ws_op(slot, token, |ws| async move { ws.receive().await })
+    }
+
+    /// Sends a text (`str`) or binary (`bytes`) message; `("sent", None)` with `token` once
+    /// the stream's window took it.
+    fn ws_send(&self, slot: u64, token: u64, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let message = if let Ok(s) = data.cast::<PyString>() {
+            Message::text(s.to_cow()?.into_owned())
+        } else if let Ok(b) = data.cast::<PyBytes>() {
+            Message::binary(b.as_bytes().to_vec())
+        } else {
+            return Err(pyo3::exceptions::PyTypeError::new_err(
+                "a WebSocket message is str or bytes",
+            ));
+        };
+        self.ws_op(slot, token, |ws| async move { ws.send(message).await })
+    }
+
+    /// Closes with `code` and `reason`; `("sent", None)` with `token` once the close
+    /// handshake is over (or the client did not answer in time) and the stream has ended.
+    fn ws_close(&self, slot: u64, token: u64, code: u16, reason: String) -> PyResult<()> {
+        self.ws_op(slot, token, move |ws| async move {
+            ws.close(code, &reason).await
+        })
+    }
+
+    /// Forgets the slot's WebSocket: once its running operations end, an unclosed stream is
+    /// reset.
+    fn ws_release(&self, slot: u64) {
+        drop(lock(&self.websockets).remove(&slot));
+    }
+
     /// Ends a streamed body and closes the slot.
     fn end(&self, slot: u64) -> PyResult<()> {
         let stream = self.remove(slot).ok_or_else(|| {
@@ -458,6 +580,8 @@ impl PyEngine {
     fn close(&self, py: Python<'_>) {
         let streams = std::mem::take(&mut *lock(&self.streams));
         drop(streams);
+        let websockets = std::mem::take(&mut *lock(&self.websockets));
+        drop(websockets);
         let runtime = lock(&self.runtime).take();
         if let Some(runtime) = runtime {
             py.detach(move || runtime.shutdown_timeout(SHUTDOWN_WAIT));

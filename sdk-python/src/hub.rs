@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use vyx_core::session::{ConnectionState, EngineError, IncomingRequest};
 
+use crate::ws::WsEvent;
+
 /// One thing the loop must react to.
 pub(crate) enum Item {
     Request(IncomingRequest),
@@ -22,6 +24,11 @@ pub(crate) enum Item {
         slot: u64,
         writable: bool,
         error: Option<String>,
+    },
+    /// A WebSocket operation Python started (`ws_receive`, `ws_send`, `ws_close`) ended.
+    Ws {
+        token: u64,
+        event: WsEvent,
     },
     /// The engine has stopped and everything before this was handed out.
     End(Result<(), EngineError>),

@@ -12,6 +12,7 @@
 mod engine;
 mod hub;
 mod log;
+mod ws;
 
 use pyo3::prelude::*;
 
@@ -94,5 +95,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "DEFAULT_DRAIN_TIMEOUT",
         config::DEFAULT_DRAIN_TIMEOUT.as_secs_f64(),
     )?;
+    m.add("DEFAULT_WS_MAX_MESSAGE", ws::DEFAULT_MAX_MESSAGE)?;
+    m.add("DEFAULT_WS_MAX_FRAME", ws::DEFAULT_MAX_FRAME)?;
     Ok(())
 }

@@ -30,11 +30,14 @@ from ._asgi import ASGIWorker, serve_asgi
 from ._logs import RequestIdFilter, request_id
 from ._request import Headers, Request, parse_query
 from ._response import Response
-from ._routes import asgi_routes, wsgi_routes
+from ._routes import asgi_routes, asgi_websocket_routes, wsgi_routes
+from ._websocket import WebSocket, WebSocketClosed
 from ._worker import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_WS_MAX_FRAME_SIZE,
+    DEFAULT_WS_MAX_MESSAGE_SIZE,
     SDK,
     GatewayState,
     State,
@@ -48,6 +51,8 @@ __all__ = [
     "Request",
     "Response",
     "Headers",
+    "WebSocket",
+    "WebSocketClosed",
     "State",
     "GatewayState",
     "parse_query",
@@ -58,6 +63,7 @@ __all__ = [
     "WSGIWorker",
     "serve_wsgi",
     "asgi_routes",
+    "asgi_websocket_routes",
     "wsgi_routes",
     "VyxError",
     "ConfigError",
@@ -70,6 +76,8 @@ __all__ = [
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_DRAIN_TIMEOUT",
+    "DEFAULT_WS_MAX_MESSAGE_SIZE",
+    "DEFAULT_WS_MAX_FRAME_SIZE",
     "SDK",
     "__version__",
 ]

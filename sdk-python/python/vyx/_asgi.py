@@ -1,7 +1,8 @@
 """ASGI 3 apps (FastAPI, Starlette, ...) served as they are: each request becomes an
 ``http`` scope with a ``receive`` that streams the request body and a ``send`` whose
 messages go to the core (a whole body in one ``respond`` call, a streamed one chunk by chunk
-with backpressure). The ``lifespan`` protocol runs around the worker's life."""
+with backpressure); a WebSocket handshake becomes a ``websocket`` scope whose messages the
+core frames (``vyx.WebSocket``). The ``lifespan`` protocol runs around the worker's life."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from urllib.parse import unquote
 
 from ._errors import VyxError
 from ._request import Request
-from ._routes import asgi_routes, claim
+from ._routes import asgi_routes, asgi_websocket_routes, claim
+from ._websocket import WebSocket, WebSocketClosed, offered_subprotocols, wants_websocket
 from ._worker import Worker
 
 log = logging.getLogger("vyx.asgi")
@@ -49,7 +51,7 @@ class ASGIWorker(Worker):
         self.app = app
         self.lifespan = lifespan
         self._app_state: Dict[str, Any] = {}
-        claim(self, self._handle, routes, asgi_routes(app))
+        claim(self, self._handle, routes, asgi_routes(app), asgi_websocket_routes(app))
 
     async def serve(self, *, handle_signals: bool = False) -> None:
         lifespan = _Lifespan(self.app, self._app_state, self.lifespan)
@@ -87,8 +89,21 @@ class ASGIWorker(Worker):
             "extensions": {"http.response.trailers": {}},
         }
 
+    def _websocket_scope(self, req: Request) -> Scope:
+        scope = self._scope(req)
+        del scope["method"]
+        scope["type"] = "websocket"
+        scope["scheme"] = "wss" if req._scheme == "https" else "ws"
+        scope["subprotocols"] = offered_subprotocols(req)
+        # A refusal with a status of the app's choosing (websocket.http.response.*).
+        scope["extensions"] = {"websocket.http.response": {}}
+        return scope
+
     async def _handle(self, req: Request) -> None:
-        await _Exchange(self, req).run(self.app, self._scope(req))
+        if wants_websocket(req):
+            await _WebSocketExchange(self, req).run(self.app, self._websocket_scope(req))
+        else:
+            await _Exchange(self, req).run(self.app, self._scope(req))
 
 
 class _Exchange:
@@ -178,6 +193,113 @@ class _Exchange:
             if not message.get("more_trailers", False):
                 self.engine.end_with_trailers(self.slot, b"", self.trailers)
                 self.finished.set_result(None)
+
+
+class _WebSocketExchange:
+    """One ``websocket`` scope's ``receive`` and ``send`` (ASGI 2.4): ``websocket.connect``
+    first; after ``websocket.accept`` the messages of a :class:`vyx.WebSocket`; a close
+    before the accept, or the app returning without one, refuses the handshake with 403;
+    ``websocket.http.response.*`` refuses it with the app's own response."""
+
+    def __init__(self, worker: Worker, req: Request):
+        self.worker = worker
+        self.engine = worker._engine
+        self.slot = req._slot
+        self.ws = WebSocket(worker, req)
+        self.connect_sent = False
+        # connecting → accepted | responding → closed
+        self.state = "connecting"
+        self.response_headers: List[Any] = []
+        self.response_status = 0
+        # Set when the handshake was refused: a receive then answers websocket.disconnect.
+        self.refused = asyncio.get_running_loop().create_future()
+
+    async def run(self, app: ASGIApp, scope: Scope) -> None:
+        try:
+            await app(scope, self.receive, self.send)
+        except Exception:
+            if self.state != "accepted":
+                raise  # the worker answers 500 (or resets a response under way)
+            log.exception("ASGI WebSocket app failed; closing 1011")
+            await self.ws.close(1011, "internal error")
+        finally:
+            if self.state == "accepted":
+                try:
+                    await self.ws.close()
+                finally:
+                    self.worker._websockets.pop(self.slot, None)
+                    self.engine.ws_release(self.slot)
+        if self.state == "connecting":
+            self._refuse()
+
+    def _refuse(self) -> None:
+        self.engine.respond(self.slot, 403, [], b"")
+        self.state = "closed"
+        self.refused.set_result(None)
+
+    async def receive(self) -> Message:
+        if not self.connect_sent:
+            self.connect_sent = True
+            return {"type": "websocket.connect"}
+        if self.state == "accepted":
+            try:
+                message = await self.ws.receive()
+            except WebSocketClosed as closed:
+                return {"type": "websocket.disconnect", "code": closed.code, "reason": closed.reason}
+            if isinstance(message, str):
+                return {"type": "websocket.receive", "text": message}
+            return {"type": "websocket.receive", "bytes": message}
+        # Not accepted: nothing comes until the handshake is answered.
+        await asyncio.shield(self.refused)
+        return {"type": "websocket.disconnect", "code": 1006, "reason": ""}
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "websocket.accept":
+            if self.state != "connecting":
+                raise RuntimeError(f"websocket.accept after the handshake was answered ({self.state})")
+            await self.ws._accept(message.get("subprotocol"), message.get("headers") or ())
+            self.state = "accepted"
+            self.worker._websockets[self.slot] = self.ws
+        elif kind == "websocket.send":
+            if self.state != "accepted":
+                raise RuntimeError("websocket.send before websocket.accept")
+            data = message.get("bytes")
+            await self.ws.send(message["text"] if data is None else data)
+        elif kind == "websocket.close":
+            if self.state == "connecting":
+                self._refuse()
+            elif self.state == "accepted":
+                await self.ws.close(message.get("code") or 1000, message.get("reason") or "")
+        elif kind == "websocket.http.response.start":
+            if self.state != "connecting":
+                raise RuntimeError("websocket.http.response.start after the handshake was answered")
+            self.state = "responding"
+            self.response_status = message["status"]
+            self.response_headers = list(message.get("headers", ()))
+        elif kind == "websocket.http.response.body":
+            if self.state != "responding":
+                raise RuntimeError("websocket.http.response.body without its start")
+            body = bytes(message.get("body", b""))
+            more = message.get("more_body", False)
+            if self.response_status:
+                status, self.response_status = self.response_status, 0
+                if not more:
+                    self.engine.respond(self.slot, status, self.response_headers, body)
+                    self.state = "closed"
+                    self.refused.set_result(None)
+                    return
+                if not self.engine.send_head(self.slot, status, self.response_headers, False):
+                    more = False
+                    body = b""
+            if body and not self.engine.try_send(self.slot, body):
+                await self.worker._wait(self.slot, True)
+            if not more:
+                self.engine.end(self.slot)
+                self.state = "closed"
+                self.refused.set_result(None)
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} in a websocket scope")
 
 
 class _Lifespan:

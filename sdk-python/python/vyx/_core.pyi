@@ -8,6 +8,8 @@ CORE_VERSION: str
 DEFAULT_MAX_CONCURRENCY: int
 DEFAULT_CONNECT_TIMEOUT: float
 DEFAULT_DRAIN_TIMEOUT: float
+DEFAULT_WS_MAX_MESSAGE: int
+DEFAULT_WS_MAX_FRAME: int
 
 _Bytes = Union[bytes, str]
 _Request = Tuple[
@@ -20,9 +22,12 @@ _Request = Tuple[
     Optional[str],
     str,
     Tuple[int, int],
+    bool,
 ]
 _State = Tuple[object, ...]
 _Ready = Tuple[int, bool, Optional[str]]
+# token, kind ("text", "bytes", "closed", "sent", "failed"), value
+_WsEvent = Tuple[int, str, object]
 # levelno, Rust target, message, fields
 _Log = Tuple[int, str, str, Dict[str, Union[str, int, float, bool]]]
 
@@ -50,6 +55,8 @@ class Engine:
         sdk: Optional[str] = None,
         instance: Optional[str] = None,
         connect_timeout: Optional[float] = None,
+        ws_max_message: Optional[int] = None,
+        ws_max_frame: Optional[int] = None,
     ) -> None: ...
     @property
     def connect(self) -> List[str]: ...
@@ -65,7 +72,13 @@ class Engine:
     def take(
         self,
     ) -> Tuple[
-        List[_Request], List[int], List[_State], List[_Ready], List[_Log], Optional[Tuple[str, str]]
+        List[_Request],
+        List[int],
+        List[_State],
+        List[_Ready],
+        List[_WsEvent],
+        List[_Log],
+        Optional[Tuple[str, str]],
     ]: ...
     def respond(
         self, slot: int, status: int, headers: Iterable[Tuple[_Bytes, _Bytes]], body: bytes
@@ -81,6 +94,11 @@ class Engine:
         self, slot: int, data: bytes, trailers: Iterable[Tuple[_Bytes, _Bytes]]
     ) -> None: ...
     def trailers(self, slot: int) -> Optional[List[Tuple[bytes, bytes]]]: ...
+    def ws_accept(self, slot: int, key: bytes, headers: Iterable[Tuple[_Bytes, _Bytes]]) -> None: ...
+    def ws_receive(self, slot: int, token: int) -> None: ...
+    def ws_send(self, slot: int, token: int, data: Union[str, bytes]) -> None: ...
+    def ws_close(self, slot: int, token: int, code: int, reason: str) -> None: ...
+    def ws_release(self, slot: int) -> None: ...
     def fail(self, slot: int, reason: str) -> None: ...
     def release(self, slot: int) -> None: ...
     def drain(self, deadline: float) -> None: ...

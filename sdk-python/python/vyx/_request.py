@@ -101,6 +101,7 @@ class Request:
         "_streaming",
         "_query",
         "_trailers",
+        "upgrade",
     )
 
     def __init__(
@@ -115,6 +116,7 @@ class Request:
         client_ip: Optional[str] = None,
         scheme: str = "http",
         http_version: Tuple[int, int] = (1, 1),
+        upgrade: bool = False,
     ):
         self._worker = worker
         self._slot = slot
@@ -136,7 +138,11 @@ class Request:
         #: the gateway's ``via`` element by the core's rule (spec/HOSTS.md §5).
         major, minor = http_version
         self.http_version = f"{major}.{minor}" if major == 1 else str(major)
-        self._body: Optional[bytes] = None
+        #: The client asked to switch protocols (``connection: upgrade``, e.g. a WebSocket
+        #: handshake): a ``@worker.ws`` route takes it; any other handler may answer it as
+        #: an ordinary request, whose body is empty (the client's bytes come after a switch).
+        self.upgrade = upgrade
+        self._body: Optional[bytes] = b"" if upgrade else None
         self._streaming = False
         self._query: Optional[List[Tuple[str, str]]] = None
         self._trailers: Optional[Headers] = None

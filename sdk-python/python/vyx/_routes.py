@@ -106,17 +106,27 @@ def covering(pattern: str) -> str:
 
 
 def claim(worker: "Worker", handler: Callable[..., Any], given: Optional[Sequence[str]],
-          declared: Optional[List[str]]) -> None:
+          declared: Optional[List[str]], websockets: Sequence[str] = ()) -> None:
     """Registers an app's routes: ``given`` as they are; else the ones it ``declared`` (a
     pattern the gateway cannot route becomes the smallest one covering it, with a warning),
-    else ``DEFAULT_ROUTES``."""
+    else ``DEFAULT_ROUTES``; and its ``websockets`` as ``GET`` routes of their own (a path
+    with both kinds is both routes, to the one handler: the scope tells them apart)."""
     if given:
         for path in given:
             worker._add("*", path, handler, True)
         return
     shapes = set()
+    for path in websockets:
+        if _shape(path) in shapes:
+            continue
+        shapes.add(_shape(path))
+        try:
+            worker._add("GET", path, handler, True)
+        except ConfigError as e:
+            log.warning("the app's WebSocket route %s is not a vyx pattern (%s): skipped", path, e)
+    shapes = set()
     warned = set()
-    for path in declared or DEFAULT_ROUTES:
+    for path in declared or ([] if websockets else DEFAULT_ROUTES):
         try:
             if _shape(path) not in shapes:
                 worker._add("*", path, handler, True)
@@ -138,17 +148,29 @@ def _starlette_routes(routes: Iterable[Any], prefix: str = "") -> Iterable[str]:
         path = getattr(route, "path", None)
         if path is None:
             continue
-        if any(c.__name__ == "WebSocketRoute" for c in type(route).__mro__):
-            # FastAPI's @app.websocket too (a subclass). Claiming it would send upgrades to
-            # an app that cannot get them through the gateway yet.
-            log.warning("WebSocket route %s skipped: the gateway does not pass upgrades to "
-                        "workers yet", prefix + path)
-            continue
+        if _is_websocket_route(route):
+            continue  # asgi_websocket_routes: a GET route of its own
         if kind == "Mount" or (getattr(route, "routes", None) is not None and kind != "Route"):
             # A mounted app or router: everything under its prefix is its.
             yield prefix + path.rstrip("/") + "/{*rest}"
         else:
             yield starlette_pattern(prefix + path)
+
+
+def _is_websocket_route(route: Any) -> bool:
+    # FastAPI's @app.websocket too (a subclass).
+    return any(c.__name__ == "WebSocketRoute" for c in type(route).__mro__)
+
+
+def asgi_websocket_routes(app: Any) -> List[str]:
+    """The patterns of a Starlette or FastAPI app's WebSocket routes (``@app.websocket``),
+    which the worker claims as ``GET`` routes; empty for any other app."""
+    if not _is_starlette(app):
+        return []
+    router = getattr(app, "router", app)
+    return _unique(
+        starlette_pattern(r.path) for r in getattr(router, "routes", []) if _is_websocket_route(r)
+    )
 
 
 def asgi_routes(app: Any) -> Optional[List[str]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import itertools
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,7 @@ from ._logs import (
 )
 from ._request import Request
 from ._response import Response, _pairs, to_response
+from ._websocket import WebSocket, offered_subprotocols, wants_websocket
 
 __version__ = "0.1.0"
 SDK = f"vyx-python/{__version__}"
@@ -44,6 +46,10 @@ DEFAULT_MAX_CONCURRENCY: int = _core.DEFAULT_MAX_CONCURRENCY
 DEFAULT_CONNECT_TIMEOUT: float = _core.DEFAULT_CONNECT_TIMEOUT
 #: How long in-flight requests may take after ``stop()`` or a signal, by default.
 DEFAULT_DRAIN_TIMEOUT: float = _core.DEFAULT_DRAIN_TIMEOUT
+#: The largest WebSocket message and frame a worker receives by default, in bytes (16 MiB):
+#: a larger one closes the connection with 1009.
+DEFAULT_WS_MAX_MESSAGE_SIZE: int = _core.DEFAULT_WS_MAX_MESSAGE
+DEFAULT_WS_MAX_FRAME_SIZE: int = _core.DEFAULT_WS_MAX_FRAME
 
 log = logging.getLogger("vyx")
 
@@ -90,16 +96,23 @@ class GatewayState:
 
 
 class _Route:
-    __slots__ = ("method", "path", "handler", "is_async", "answers_itself")
+    __slots__ = ("method", "path", "handler", "is_async", "answers_itself", "subprotocols")
 
     def __init__(
-        self, method: str, path: str, handler: Callable[..., Any], answers_itself: bool = False
+        self,
+        method: str,
+        path: str,
+        handler: Callable[..., Any],
+        answers_itself: bool = False,
+        subprotocols: Optional[Sequence[str]] = None,
     ):
         self.method = method
         self.path = path
         self.handler = handler
         #: An adapter (ASGI, WSGI) that answers through the engine itself.
         self.answers_itself = answers_itself
+        #: A ``ws`` route: the subprotocols it speaks (a list, maybe empty); else ``None``.
+        self.subprotocols = subprotocols
         self.is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
             getattr(handler, "__call__", None)
         )
@@ -113,9 +126,11 @@ class Worker:
     ``VYX_WORKER_ID``, ``VYX_TOKEN`` and ``VYX_CA_FILE`` (local mode sets them);
     ``max_concurrency``, ``connect_timeout`` and ``drain_timeout`` (seconds) to
     :data:`DEFAULT_MAX_CONCURRENCY`, :data:`DEFAULT_CONNECT_TIMEOUT` and
-    :data:`DEFAULT_DRAIN_TIMEOUT`; ``instance`` names this process among replicas of the
-    same id (default: host, pid and random bits). Settings are checked at once
-    (:class:`vyx.ConfigError`).
+    :data:`DEFAULT_DRAIN_TIMEOUT`; ``ws_max_message_size`` and ``ws_max_frame_size``
+    (bytes: a WebSocket message or frame past them closes it 1009) to
+    :data:`DEFAULT_WS_MAX_MESSAGE_SIZE` and :data:`DEFAULT_WS_MAX_FRAME_SIZE`; ``instance``
+    names this process among replicas of the same id (default: host, pid and random bits).
+    Settings are checked at once (:class:`vyx.ConfigError`).
 
     .. code-block:: python
 
@@ -138,6 +153,8 @@ class Worker:
         connect_timeout: Optional[float] = None,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
         max_threads: Optional[int] = None,
+        ws_max_message_size: Optional[int] = None,
+        ws_max_frame_size: Optional[int] = None,
     ):
         # Checked here, not when the pool is first made: a bad size would otherwise fail
         # the first plain `def` request instead of the constructor.
@@ -155,6 +172,8 @@ class Worker:
             SDK,
             instance,
             connect_timeout,
+            ws_max_message_size,
+            ws_max_frame_size,
         )
         self.drain_timeout = drain_timeout
         self._max_threads = max_threads
@@ -164,6 +183,12 @@ class Worker:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._tasks: Dict[int, "asyncio.Task[None]"] = {}
         self._waits: Dict[Tuple[int, bool], "asyncio.Future[Optional[str]]"] = {}
+        # WebSocket operations in the core, by token (see _ws_start).
+        self._ws_waits: Dict[int, "asyncio.Future[Tuple[str, Any]]"] = {}
+        self._ws_tokens = itertools.count(1)
+        # Accepted WebSockets by slot: a reset reaches their handlers as a close, not a cancel.
+        self._websockets: Dict[int, Any] = {}
+        self._closing: "set[asyncio.Task[None]]" = set()
         self._end: Optional["asyncio.Future[Tuple[str, str]]"] = None
         self._pool: Optional[ThreadPoolExecutor] = None
         self._started = False
@@ -210,10 +235,17 @@ class Worker:
         if idempotent:
             self._engine.set_idempotent(route_id)
 
-    def _add(self, method: str, path: str, handler: Callable[..., Any], answers_itself: bool) -> int:
+    def _add(
+        self,
+        method: str,
+        path: str,
+        handler: Callable[..., Any],
+        answers_itself: bool,
+        subprotocols: Optional[Sequence[str]] = None,
+    ) -> int:
         method = method.upper()
         route_id = self._engine.add_route(method, path)
-        self._routes[route_id] = _Route(method, path, handler, answers_itself)
+        self._routes[route_id] = _Route(method, path, handler, answers_itself, subprotocols)
         return route_id
 
     def route(self, method: str, path: str, *, idempotent: bool = False) -> Callable[[F], F]:
@@ -249,6 +281,29 @@ class Worker:
     def any(self, path: str) -> Callable[[F], F]:
         """Serves every method (a ``*`` route)."""
         return self.route("*", path)
+
+    def ws(self, path: str, *, subprotocols: Sequence[str] = ()) -> Callable[[F], F]:
+        """Serves WebSocket connections on ``path`` (a ``GET`` route): ``handler(ws)`` gets
+        each one accepted, as a :class:`vyx.WebSocket`, with the first of the client's
+        subprotocols that is in ``subprotocols``. The connection is closed (1000) when the
+        handler returns, 1011 when it raises. A request that is not a WebSocket handshake
+        is answered 426.
+
+        .. code-block:: python
+
+            @worker.ws("/chat/{room}")
+            async def chat(ws: vyx.WebSocket):
+                async for message in ws:
+                    await ws.send(f"{ws.request.params['room']}: {message}")
+        """
+
+        def register(handler: F) -> F:
+            if not inspect.iscoroutinefunction(handler):
+                raise ConfigError("a WebSocket handler is an async def function")
+            self._add("GET", path, handler, False, list(subprotocols))
+            return handler
+
+        return register
 
     def on_state(self, callback: Callable[[State], Any]) -> Callable[[State], Any]:
         """Calls ``callback(state)`` on the loop for every connection-state change, in order,
@@ -351,6 +406,9 @@ class Worker:
         for fut in self._waits.values():
             fut.cancel()
         self._waits.clear()
+        for wsfut in self._ws_waits.values():
+            wsfut.cancel()
+        self._ws_waits.clear()
         if self._pool is not None:
             # Forced: a thread still in a plain handler or WSGI app is not waited for.
             self._pool.shutdown(wait=not self._forced, cancel_futures=True)
@@ -361,12 +419,14 @@ class Worker:
     # -- the pull loop -------------------------------------------------------------------
 
     def _on_ready(self) -> None:
-        requests, resets, states, ready, logs, end = self._engine.take()
+        requests, resets, states, ready, ws, logs, end = self._engine.take()
         if logs:
             log_core_records(logs)
         for raw in states:
             state = State(raw)
             self._state = state
+            if state.kind == "draining":
+                self._going_away()
             for callback in self._state_callbacks:
                 try:
                     callback(state)
@@ -375,17 +435,24 @@ class Worker:
         if requests:
             loop = self._loop
             assert loop is not None
-            for slot, route_id, method, target, params, headers, ip, scheme, version in requests:
+            for slot, route_id, method, target, params, headers, ip, scheme, version, up in requests:
                 route = self._routes[route_id]
                 req = Request(
-                    self, slot, method, target, params, headers, route.path, ip, scheme, version
+                    self, slot, method, target, params, headers, route.path, ip, scheme, version, up
                 )
                 self._tasks[slot] = loop.create_task(self._serve_one(route, req))
         for slot, writable, error in ready:
             fut = self._waits.pop((slot, writable), None)
             if fut is not None and not fut.done():
                 fut.set_result(error)
+        for token, kind, value in ws:
+            wsfut = self._ws_waits.pop(token, None)
+            if wsfut is not None and not wsfut.done():
+                wsfut.set_result((kind, value))
         for slot in resets:
+            if slot in self._websockets:
+                # Its handler learns it from the WebSocket (a close 1006), as from any loss.
+                continue
             task = self._tasks.pop(slot, None)
             if task is not None:
                 task.cancel()
@@ -407,6 +474,29 @@ class Worker:
         if error is not None:
             raise StreamError(error)
 
+    def _going_away(self) -> None:
+        """Draining: an open WebSocket never ends by itself, so each is closed 1001 now (as
+        uvicorn closes them at shutdown) rather than cut at the drain's deadline."""
+        assert self._loop is not None
+        for ws in list(self._websockets.values()):
+            task = self._loop.create_task(ws.close(1001, "going away"))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    def _ws_start(self, start: Callable[[int], None]) -> "asyncio.Future[Tuple[str, Any]]":
+        """Starts one WebSocket operation in the core (``start(token)``); the future gets
+        its ``(kind, value)`` when the loop takes the outcome."""
+        assert self._loop is not None
+        token = next(self._ws_tokens)
+        fut: "asyncio.Future[Tuple[str, Any]]" = self._loop.create_future()
+        self._ws_waits[token] = fut
+        try:
+            start(token)
+        except BaseException:
+            del self._ws_waits[token]
+            raise
+        return fut
+
     def _threads(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._max_threads, thread_name_prefix="vyx-handler")
@@ -420,6 +510,9 @@ class Worker:
         rid = req.headers.raw_value("x-request-id")
         _request_id.set(None if rid is None else rid.decode("latin-1"))
         try:
+            if route.subprotocols is not None:
+                await self._serve_ws(route, req)
+                return
             if route.answers_itself:
                 await route.handler(req)
                 return
@@ -445,6 +538,29 @@ class Worker:
         finally:
             self._tasks.pop(slot, None)
             engine.release(slot)
+
+    async def _serve_ws(self, route: _Route, req: Request) -> None:
+        slot = req._slot
+        if not wants_websocket(req):
+            self._engine.respond(
+                slot, 426, [("content-type", "text/plain")], b"a WebSocket handshake is required\n"
+            )
+            return
+        speaks = route.subprotocols or ()
+        ws = WebSocket(self, req)
+        await ws._accept(next((p for p in offered_subprotocols(req) if p in speaks), None))
+        self._websockets[slot] = ws
+        try:
+            await route.handler(ws)
+        except Exception:
+            log.exception("WebSocket handler of %s failed; closing 1011", route.path)
+            await ws.close(1011, "handler failed")
+        finally:
+            try:
+                await ws.close()
+            finally:
+                del self._websockets[slot]
+                self._engine.ws_release(slot)
 
     async def _send(self, slot: int, res: Response) -> None:
         engine = self._engine

@@ -196,9 +196,10 @@ async def empty(req):
     return vyx.Response(204)
 
 
-async def no_upgrades(req):
-    # The Python SDK does not take upgrades yet: the gateway answers them 501 itself.
-    return vyx.Response(501)
+async def ws_echo(ws):
+    # Each message back with its type; the client's close is answered by the core.
+    async for message in ws:
+        await ws.send(message)
 
 
 async def head(req):
@@ -239,11 +240,11 @@ def main():
             ("GET", "/barrier/{n}", barrier),
             ("GET", "/throw", throw),
             ("GET", "/empty", empty),
-            ("GET", "/ws", no_upgrades),
             ("HEAD", "/head", head),
             ("GET", "/stats", stats),
         ]:
             worker.add_route(method, path, handler)
+        worker.ws("/ws")(ws_echo)
         worker.on_state(print_state)
         worker.start()
     except (vyx.VyxError, ValueError) as e:
