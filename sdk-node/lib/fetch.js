@@ -5,6 +5,7 @@
 // otherwise.
 
 const { FORWARDED } = require('./request');
+const { wsPackage } = require('./ws_package');
 const { upgradeRequest } = require('./http');
 
 /** The vyx request behind each `Request` of an upgrade, for `upgradeWebSocket`. */
@@ -68,7 +69,7 @@ function upgradeWebSocket(request, options = {}) {
     throw new TypeError('upgradeWebSocket takes the Request of a WebSocket handshake on a vyx fetch route');
   }
   UPGRADES.delete(request);
-  const { WebSocket, WebSocketServer } = require('ws');
+  const { WebSocket, WebSocketServer } = wsPackage('upgradeWebSocket');
   const { protocol, ...wsOptions } = options;
   const wss = new WebSocketServer({
     ...wsOptions,

@@ -96,7 +96,8 @@ export interface VyxError extends Error {
     | 'ERR_VYX_RESET'
     | 'ERR_VYX_CONNECTION_LOST'
     | 'ERR_VYX_INVALID_STATE'
-    | 'ERR_VYX_INVALID_HEAD';
+    | 'ERR_VYX_INVALID_HEAD'
+    | 'ERR_VYX_WS_MISSING';
 }
 
 export declare class VyxRequest implements AsyncIterable<Buffer> {

@@ -4,6 +4,7 @@
 // handshake) all `ws`'s own.
 
 const { upgradeRequest } = require('./http');
+const { wsPackage } = require('./ws_package');
 
 const EMPTY = Buffer.alloc(0);
 
@@ -14,7 +15,7 @@ const EMPTY = Buffer.alloc(0);
  */
 function wsRoute(handler, options) {
   // Loaded on the first ws() only: workers without WebSockets never load it.
-  const { WebSocketServer } = require('ws');
+  const { WebSocketServer } = wsPackage('worker.ws');
   const wss = new WebSocketServer({ ...options, noServer: true });
   return (req, res) => {
     if (!req.upgrade) {

@@ -77,6 +77,25 @@ for (const [file, kind, route] of [
   });
 }
 
+// `ws` is an optional peer dependency: the tarball installs without it, and a WebSocket
+// route then says what to install instead of failing on a bare module lookup.
+test('without the ws package, worker.ws is ERR_VYX_WS_MISSING naming what to install', () => {
+  assert.ok(!fs.existsSync(path.join(project, 'node_modules', 'ws')), 'ws was not installed with the tarball');
+  fs.writeFileSync(
+    path.join(project, 'ws.cjs'),
+    `const { VyxWorker } = require('@vyx/worker');
+try {
+  new VyxWorker({ connect: 'ws://127.0.0.1:1' }).ws('/ws', () => {});
+  console.log('no error');
+} catch (e) {
+  console.log(e.code + ' ' + e.message);
+}
+`,
+  );
+  const out = execFileSync(process.execPath, ['ws.cjs'], { cwd: project, encoding: 'utf8' }).trim();
+  assert.equal(out, 'ERR_VYX_WS_MISSING worker.ws runs on the ws package, which is not installed: npm i ws');
+});
+
 test('the installed types check under TypeScript (nodenext, import and require)', () => {
   fs.writeFileSync(
     path.join(project, 'check.mts'),
