@@ -85,7 +85,7 @@ test('without the ws package, worker.ws is ERR_VYX_WS_MISSING naming what to ins
     path.join(project, 'ws.cjs'),
     `const { VyxWorker } = require('@vyx/worker');
 try {
-  new VyxWorker({ connect: 'ws://127.0.0.1:1' }).ws('/ws', () => {});
+  new VyxWorker({ connect: 'ws://127.0.0.1:1', id: 'node:ws' }).ws('/ws', () => {});
   console.log('no error');
 } catch (e) {
   console.log(e.code + ' ' + e.message);
