@@ -505,8 +505,10 @@ fn error_reason(e: &(dyn std::error::Error + 'static)) -> String {
     reason
 }
 
-/// hyper's "connection closed before message completed": the HTTP/1 connection ended with
-/// no answer begun.
+/// The request was never processed, so a client may send it again: hyper's "connection
+/// closed before message completed" (the HTTP/1 connection ended with no answer begun), or
+/// an HTTP/2 stream the server refused unprocessed, past a GOAWAY's last stream id or with
+/// REFUSED_STREAM (RFC 9113 §8.7): a draining gateway's GOAWAY crossing a new request.
 fn closed_before_answer(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(e);
     while let Some(s) = source {
@@ -514,6 +516,14 @@ fn closed_before_answer(e: &(dyn std::error::Error + 'static)) -> bool {
             .is_some_and(|h| h.is_incomplete_message())
         {
             return true;
+        }
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            let refused = h2.is_remote()
+                && ((h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR))
+                    || (h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM)));
+            if refused {
+                return true;
+            }
         }
         source = s.source();
     }
