@@ -163,7 +163,10 @@ pub fn register(
             Ok(parts) => parts,
             Err(_) => return warn!(%peer, "upgraded connection of an unexpected type; dropped"),
         };
+        // Copied out and dropped here: the `Bytes` is a view of hyper's whole read buffer
+        // (8 KiB and up), which a field left in `parts` would keep for the connection's life.
         let read_ahead = parts.read_buf.to_vec();
+        drop(parts.read_buf);
         let config = Some(gateway_websocket_config());
         match parts.io.into_inner().into_inner() {
             ClientStream::Plain(counted) => {
