@@ -467,8 +467,8 @@ mod tests {
         assert!(!l.refused.active());
     }
 
-    #[tokio::test]
-    async fn a_lingering_connection_gives_its_slot_to_a_new_one() {
+    #[test]
+    fn a_lingering_connection_gives_its_slot_to_a_new_one() {
         use futures_util::FutureExt;
         let l = Arc::new(ConnLimiter::new(2, Gauge::default()));
         let Admission::Normal(a) = l.admit() else {
@@ -478,14 +478,17 @@ mod tests {
             panic!("under the cap")
         };
         let lingerer = l.start_linger().expect("within the cap");
-        let cut = lingerer.cut();
-        tokio::pin!(cut);
-        assert!(cut.as_mut().now_or_never().is_none());
-        // At the cap: the new connection takes the lingering one's slot, which is cut ...
-        let Admission::Normal(c) = l.admit() else {
-            panic!("a lingering slot is given up")
+        let c = {
+            let cut = lingerer.cut();
+            tokio::pin!(cut);
+            assert!(cut.as_mut().now_or_never().is_none());
+            // At the cap: the new connection takes the lingering one's slot, which is cut ...
+            let Admission::Normal(c) = l.admit() else {
+                panic!("a lingering slot is given up")
+            };
+            assert!(cut.as_mut().now_or_never().is_some());
+            c
         };
-        assert!(cut.as_mut().now_or_never().is_some());
         // ... once: until it is gone, the next goes to the reserve.
         assert!(matches!(l.admit(), Admission::Reserve(_)));
         // Past the cap, a connection does not start lingering: it closes at once.

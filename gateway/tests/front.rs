@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use vyx::{Json, Request};
+use vyx_core::error::ResetCode;
 use vyx_core::frame::Frame;
 use vyx_gateway::trusted_proxies::IpNet;
 
@@ -1014,23 +1015,80 @@ async fn lingering_connections_give_their_slots_to_new_clients() {
     worker.stop();
 }
 
+/// A piece of request body: once it has reached the worker, the gateway is waiting on the
+/// client for more.
+const FIRST_PIECE: usize = 16 << 10;
+
+/// A raw worker for `POST /up` and `GET /up`, on a gateway that streams bodies at once and
+/// has no minimum body rate (only the worker's RESET lets a body go).
+async fn raw_early(
+    tweak: impl FnOnce(&mut vyx_gateway::GatewayConfig),
+) -> (TestGateway, RawWorker) {
+    let gw = TestGateway::start_with(|c| {
+        c.body_buffer = 0;
+        c.min_body_rate = 0;
+        tweak(c);
+    })
+    .await;
+    let routes = vec![route(0, "POST", "/up"), route(1, "GET", "/up")];
+    let w = RawWorker::connect(gw.addr, "early", routes).await;
+    (gw, w)
+}
+
+/// Takes a REQUEST and [`FIRST_PIECE`] of its body, then answers 413 and RESETs the stream
+/// `no_error`, as the SDKs do for a handler that answered without reading the body; the
+/// stream's id.
+async fn answer_after_the_first_piece(w: &mut RawWorker) -> u32 {
+    let id = match w.next_frame().await {
+        Frame::Request(r) => r.stream_id,
+        other => panic!("expected REQUEST, got {other:?}"),
+    };
+    let mut got = 0;
+    while got < FIRST_PIECE {
+        match w.next_frame().await {
+            Frame::Data(d) if d.stream_id == id => got += d.data.len(),
+            other => panic!("expected DATA, got {other:?}"),
+        }
+    }
+    w.send(respond(id, 413, true)).await;
+    let reset = vyx_core::frame::Reset::new(id, ResetCode::NoError, "response complete");
+    w.send(Frame::Reset(reset)).await;
+    id
+}
+
+/// After a worker's answer and RESET `no_error`, an HTTP/1 client that has paused its body
+/// gets the whole answer and the gateway's FIN at once. Before, the gateway waited for the
+/// client's next piece of body (or `timeouts.body_idle`, or the minimum rate's 408 counted
+/// against the client) before letting the body go and closing.
+#[tokio::test]
+async fn an_http1_early_answer_is_followed_by_the_fin_at_once() {
+    let (gw, mut w) = raw_early(|_| {}).await;
+    let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(&chunked_post("/up")).await.unwrap();
+    let piece = format!("{FIRST_PIECE:x}\r\n{}\r\n", "x".repeat(FIRST_PIECE));
+    tcp.write_all(piece.as_bytes()).await.unwrap();
+    answer_after_the_first_piece(&mut w).await;
+    let answer = read_answer(&mut tcp).await;
+    assert_eq!(status_of(&answer), 413, "{answer}");
+}
+
 /// HTTP/2 has its own early answer (RFC 9113 §8.1): the response, then RST_STREAM
-/// `NO_ERROR` for the request stream, as soon as the worker RESETs `no_error`, and the
-/// connection goes on. Before, the gateway kept reading the body nobody wanted until the
-/// client sent more of it, or `timeouts.body_idle`.
+/// `NO_ERROR` for the request stream as soon as the worker RESETs `no_error`, and the
+/// connection goes on. Before, the gateway kept waiting for the body nobody wanted until
+/// the client sent more of it (or `timeouts.body_idle`).
 #[tokio::test]
 async fn an_http2_early_answer_resets_the_request_stream_with_no_error() {
-    let gw = TestGateway::start_with(|c| c.body_buffer = 0).await;
-    let worker = early_worker(gw.addr).await;
+    let (gw, mut w) = raw_early(|_| {}).await;
     let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
     tcp.write_all(H2_START).await.unwrap();
     // HEADERS (END_HEADERS only) and a first DATA: the body goes on.
     tcp.write_all(&h2_request(1, "POST", "gw", "/up", 4))
         .await
         .unwrap();
-    tcp.write_all(&h2_frame(0, 0, 1, &[b'x'; 16 << 10]))
+    tcp.write_all(&h2_frame(0, 0, 1, &[b'x'; FIRST_PIECE]))
         .await
         .unwrap();
+    let early = answer_after_the_first_piece(&mut w).await;
     let mut answered = false;
     loop {
         let (kind, _, id, payload) = h2_read(&mut tcp).await.expect("the connection open");
@@ -1046,6 +1104,15 @@ async fn an_http2_early_answer_resets_the_request_stream_with_no_error() {
         }
     }
     tcp.write_all(&h2_get(3, "gw", "/up")).await.unwrap();
+    let id = loop {
+        match w.next_frame().await {
+            Frame::Request(r) => break r.stream_id,
+            // The response's end may cancel the finished stream before the worker's
+            // RESET is read: a race §4.4 allows.
+            Frame::Reset(r) if r.stream_id == early => {}
+            other => panic!("expected REQUEST, got {other:?}"),
+        }
+    };
+    w.send(respond(id, 200, true)).await;
     assert_eq!(h2_status(&mut tcp, 3).await, 200);
-    worker.stop();
 }
