@@ -197,6 +197,22 @@ class Spreads(unittest.TestCase):
         self.assertIn("vyx 100 req/s (90–120) against nginx 100 (60–100), median of 3 "
                       "rounds: 1.00 ×, per round 1.00–1.50; target >= 1.0, met", text)
 
+    def test_the_smoke_check_fails_on_errors_in_any_round_not_only_the_median(self):
+        with contextlib.redirect_stdout(io.StringIO()):
+            vyx = run.summary([{"req_s": 10, "non_2xx": n, "peak_rss_kib": 1} for n in (0, 0, 4)],
+                              ["req_s", "non_2xx"], "vyx")
+            ref = run.summary([{"req_s": 10, "non_2xx": 0, "peak_rss_kib": 1}] * 3,
+                              ["req_s", "non_2xx"], "nginx")
+            run.row("access-log-json req/s, on vs off", "vyx", "nginx", 1.0, None, True, vyx,
+                    ref, metric="req_s")
+        self.assertEqual(vyx["non_2xx"], 0)  # the median hides the third round
+        d = Path(tempfile.mkdtemp(prefix="bench-test-"))
+        run.write_report(d, run.Settings(smoke=True), META)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            self.assertFalse(run.check_smoke(d, ["access-log"]))
+        self.assertIn("contender_raw had non_2xx [0, 0, 4]", out.getvalue())
+
     def test_wrk_at_its_thread_count_of_cores_is_said_to_be_the_limit(self):
         self.assertTrue(run.client_bound({"client": "wrk -t1 -c50", "client_cores": 0.97}))
         self.assertFalse(run.client_bound({"client": "wrk -t2 -c50", "client_cores": 1.2}))
