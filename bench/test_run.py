@@ -176,6 +176,22 @@ class Baselines(unittest.TestCase):
             self.assertTrue(entry.get("recorded"), f"{name}: no recorded figures")
 
 
+class RetryRow(unittest.TestCase):
+    def test_retries_are_summed_over_the_series_with_the_labels_asked_for(self):
+        text = "\n".join([
+            "# TYPE vyx_retries counter",
+            'vyx_retries_total{reason="connection_lost",outcome="answered"} 53',
+            'vyx_retries_total{reason="connection_lost",outcome="failed"} 2',
+            'vyx_retries_total{reason="refused",outcome="answered"} 7',
+            'vyx_retries_created{reason="refused",outcome="answered"} 1.7e9',
+            "vyx_retries_totalx 99",
+        ])
+        self.assertEqual(run.counter_sum(text, "vyx_retries_total", reason="connection_lost"), 55)
+        self.assertEqual(run.counter_sum(text, "vyx_retries_total", reason="connection_lost",
+                                         outcome="answered"), 53)
+        self.assertEqual(run.counter_sum(text, "vyx_retries_total"), 62)
+
+
 class Spreads(unittest.TestCase):
     def setUp(self):
         run.ROWS.clear()
