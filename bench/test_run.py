@@ -8,6 +8,7 @@ import importlib.machinery
 import importlib.util
 import io
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -19,6 +20,13 @@ _loader = importlib.machinery.SourceFileLoader("bench_run", str(HERE / "run"))
 _spec = importlib.util.spec_from_loader("bench_run", _loader)
 run = importlib.util.module_from_spec(_spec)
 _loader.exec_module(run)
+
+
+def scratch(test):
+    """A temporary directory removed when TEST ends."""
+    d = Path(tempfile.mkdtemp(prefix="bench-test-"))
+    test.addCleanup(shutil.rmtree, d, True)
+    return d
 
 
 def alive(pid):
@@ -49,6 +57,7 @@ META = {"command": "bench/run --test", "started": "s", "finished": "f",
 class SectionBounds(unittest.TestCase):
     def setUp(self):
         self.logdir = Path(tempfile.mkdtemp(prefix="bench-test-"))
+        self.addCleanup(shutil.rmtree, self.logdir, True)
         self.addCleanup(run.stop_children)
 
     def test_a_section_past_its_bound_is_killed_recorded_and_the_run_goes_on(self):
@@ -137,7 +146,7 @@ class Baselines(unittest.TestCase):
         return out.getvalue()
 
     def report(self):
-        d = Path(tempfile.mkdtemp(prefix="bench-test-"))
+        d = scratch(self)
         run.write_report(d, run.Settings(smoke=True), META)
         return (d / "RESULTS.md").read_text()
 
@@ -222,7 +231,7 @@ class Spreads(unittest.TestCase):
             run.row("access-log-json req/s, on vs off", "vyx", "nginx", 1.0, None, True, vyx,
                     ref, metric="req_s")
         self.assertEqual(vyx["non_2xx"], 0)  # the median hides the third round
-        d = Path(tempfile.mkdtemp(prefix="bench-test-"))
+        d = scratch(self)
         run.write_report(d, run.Settings(smoke=True), META)
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
