@@ -238,6 +238,17 @@ class Spreads(unittest.TestCase):
             self.assertFalse(run.check_smoke(d, ["access-log"]))
         self.assertIn("contender_raw had non_2xx [0, 0, 4]", out.getvalue())
 
+    def test_the_reading_gives_each_proxys_cpu_per_request(self):
+        with contextlib.redirect_stdout(io.StringIO()):
+            vyx = run.summary([{"req_s": 10, "proxy_cpu_us_per_req": u, "peak_rss_kib": 1}
+                               for u in (20.0, 22.0, 30.0)], ["req_s"], "vyx")
+            ref = run.summary([{"req_s": 10, "peak_rss_kib": 1}] * 3, ["req_s"], "nginx")
+            run.row("y req/s vs nginx", "vyx", "nginx", 1.0, None, True, vyx, ref,
+                    metric="req_s")
+        text = "\n".join(run.reading(run.ROWS, META))
+        self.assertIn("proxy CPU per request (median): vyx 22 µs", text)
+        self.assertNotIn("nginx 0 µs", text)
+
     def test_wrk_at_its_thread_count_of_cores_is_said_to_be_the_limit(self):
         self.assertTrue(run.client_bound({"client": "wrk -t1 -c50", "client_cores": 0.97}))
         self.assertFalse(run.client_bound({"client": "wrk -t2 -c50", "client_cores": 1.2}))
