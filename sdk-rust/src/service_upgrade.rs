@@ -66,7 +66,7 @@ impl ServiceUpgrade {
             .header_read_timeout(None)
             .serve_connection(TokioIo::new(hyper_side), handoff)
             .with_upgrades();
-        // It ends with the switch, or with an error when the service refused (nobody's).
+        // It ends with the switch, or with an error when the service refused: ignored.
         tokio::spawn(conn);
         pipe.write_all(STAND_IN_HEAD).await?;
         let on = on_rx

@@ -1,7 +1,9 @@
 //! Upgraded connections (PROTOCOL.md §4.5, HOSTS.md §7a) the way hyper offers them: a
 //! handler of an upgrade request takes [`on`] from it, answers `101 Switching Protocols`,
 //! and the [`OnUpgrade`] future then yields an [`Upgraded`] byte stream to the client
-//! (`AsyncRead` + `AsyncWrite`), on which a WebSocket library runs unchanged.
+//! (`AsyncRead` + `AsyncWrite`), on which a WebSocket library runs unchanged. A tower
+//! service behind [`WorkerBuilder::service`](crate::WorkerBuilder::service) takes hyper's own
+//! upgrade instead: `hyper::upgrade::on`, and so axum's `WebSocketUpgrade`, work there.
 //!
 //! ```no_run
 //! use vyx::{IntoResponse, Request, Response, StatusCode};
