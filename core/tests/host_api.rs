@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 use vyx_core::frame::{self, Data, Frame, Reset, Window};
 use vyx_core::session::{
     Batch, ConnectionState, Engine, EngineError, IncomingRequest, StreamError, TryChunk, TrySend,
-    WorkerConfig,
+    Upgraded, WorkerConfig,
 };
 use vyx_core::ResetCode;
 use vyx_scripted_gateway::{ScriptedGateway, Session, WAIT};
@@ -792,10 +792,9 @@ async fn an_upgrade_answered_101_is_a_byte_pipe_with_half_close_both_ways() {
     e.drain(Duration::ZERO);
 }
 
-#[tokio::test]
-async fn an_upgraded_host_half_closes_first_and_reads_on_until_it_lets_go() {
-    let (gw, url) = Gateway::bind().await;
-    let mut cfg = WorkerConfig::new(&url, "core:upgrade");
+/// An engine offering `upgrade` with one route, connected and welcomed with it.
+async fn upgrading(gw: &Gateway, url: &str) -> (Engine, Conn) {
+    let mut cfg = WorkerConfig::new(url, "core:upgrade");
     cfg.features = vyx_core::features::Features::UPGRADE;
     let e = Engine::new(cfg).unwrap();
     e.add_route("GET", "/x").unwrap();
@@ -804,7 +803,12 @@ async fn an_upgraded_host_half_closes_first_and_reads_on_until_it_lets_go() {
     let mut welcome = conn.0.welcome_with(5000, 65536);
     welcome.features = vec!["upgrade".into()];
     conn.0.send(Frame::Welcome(welcome)).await.unwrap();
-    let upgrade = |stream_id| frame::Request {
+    (e, conn)
+}
+
+/// The REQUEST of an upgrade on stream `stream_id`.
+fn upgrade(stream_id: u32) -> frame::Request {
+    frame::Request {
         stream_id,
         end_stream: false,
         upgrade: true,
@@ -813,7 +817,13 @@ async fn an_upgraded_host_half_closes_first_and_reads_on_until_it_lets_go() {
         target: Bytes::from_static(b"/x"),
         params: vec![],
         headers: vec![],
-    };
+    }
+}
+
+#[tokio::test]
+async fn an_upgraded_host_half_closes_first_and_reads_on_until_it_lets_go() {
+    let (gw, url) = Gateway::bind().await;
+    let (e, mut conn) = upgrading(&gw, &url).await;
 
     conn.send(upgrade(1).encode()).await;
     let (first, _) = pull_request(&e).await;
@@ -849,6 +859,40 @@ async fn an_upgraded_host_half_closes_first_and_reads_on_until_it_lets_go() {
         Frame::Reset(r) => assert_eq!((r.stream_id, r.code), (3, ResetCode::NoError as u32)),
         other => panic!("expected RESET no_error of stream 3, got {other:?}"),
     }
+    e.drain(Duration::ZERO);
+}
+
+/// The byte pipe every Rust host hands out (`session::Upgraded`): the client's bytes read in
+/// pieces smaller than a chunk, EOF at its half-close, writes out as DATA, and `shutdown`
+/// half-closes.
+#[tokio::test]
+async fn upgraded_is_the_stream_as_async_read_and_write() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (gw, url) = Gateway::bind().await;
+    let (e, mut conn) = upgrading(&gw, &url).await;
+    conn.send(upgrade(1).encode()).await;
+    let (req, _) = pull_request(&e).await;
+    req.stream
+        .send_head(101, &[("upgrade", "x")], false)
+        .unwrap();
+    assert_eq!(conn.head(1).await.status, 101);
+    let mut io = Upgraded::new(req.stream);
+    conn.send(Data::encode_parts(1, false, b"hello pipe")).await;
+    let mut part = [0u8; 4];
+    timeout(io.read_exact(&mut part)).await.unwrap();
+    assert_eq!(&part, b"hell");
+    let mut rest = [0u8; 6];
+    timeout(io.read_exact(&mut rest)).await.unwrap();
+    assert_eq!(&rest, b"o pipe");
+    io.write_all(b"echo").await.unwrap();
+    io.flush().await.unwrap();
+    conn.send(Data::encode_parts(1, true, b"")).await;
+    let mut tail = Vec::new();
+    timeout(io.read_to_end(&mut tail)).await.unwrap();
+    assert!(tail.is_empty(), "the client's half-close is EOF");
+    io.shutdown().await.unwrap();
+    assert_eq!(conn.body(1).await, b"echo", "shutdown is END_STREAM");
     e.drain(Duration::ZERO);
 }
 
