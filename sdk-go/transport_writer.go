@@ -19,11 +19,11 @@ func (w *writer) loop() {
 		switch {
 		case msg != nil:
 			// Messages queued together leave in one write to the socket (a RESPONSE and its
-			// DATA, the answers of many streams), not one system call each; and a message
-			// alone leaves in corkLimit pieces, not in the library's 4 KiB ones (a 1 MiB
-			// DATA frame took 256 writes).
+			// DATA, the answers of many streams), not one system call each; and a large
+			// message alone leaves in corkLimit pieces, not in the library's 4 KiB ones (a
+			// 1 MiB DATA frame took 256 writes).
 			if w.tcp != nil {
-				w.tcp.cork(true)
+				w.tcp.cork(more || len(msg) > libraryWriteBuffer)
 			}
 			err := w.ws.Write(ctx, websocket.MessageBinary, msg)
 			if err == nil && !more && w.tcp != nil {
@@ -52,6 +52,10 @@ func (w *writer) loop() {
 		}
 	}
 }
+
+// libraryWriteBuffer is coder/websocket's write buffer: a message that fits leaves in one
+// write without corking.
+const libraryWriteBuffer = 4096
 
 // corkLimit bounds what a corked socket holds before it writes anyway.
 const corkLimit = 64 << 10
