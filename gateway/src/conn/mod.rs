@@ -4,11 +4,13 @@
 //! - [`streams`]: the stream table and each stream's state;
 //! - [`flow`]: per-stream flow-control accounting;
 //! - [`drain`]: DRAIN and the close once the last stream ends;
-//! - [`socket`]: the TCP socket kept aside, to drop a dead connection at once.
+//! - [`socket`]: the TCP socket kept aside, to drop a dead connection at once;
+//! - [`read_ahead`]: large socket reads while a large frame streams in.
 
 mod drain;
 mod flow;
 mod handshake;
+mod read_ahead;
 mod reader;
 mod socket;
 mod streams;
