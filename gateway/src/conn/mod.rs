@@ -4,13 +4,11 @@
 //! - [`streams`]: the stream table and each stream's state;
 //! - [`flow`]: per-stream flow-control accounting;
 //! - [`drain`]: DRAIN and the close once the last stream ends;
-//! - [`socket`]: the TCP socket kept aside, to drop a dead connection at once;
-//! - [`read_ahead`]: large socket reads while a large frame streams in.
+//! - [`socket`]: the TCP socket kept aside, to drop a dead connection at once.
 
 mod drain;
 mod flow;
 mod handshake;
-mod read_ahead;
 mod reader;
 mod socket;
 mod streams;

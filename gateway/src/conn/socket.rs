@@ -14,7 +14,6 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::read_ahead::ReadAhead;
 use crate::conn_limit::ConnSlot;
 
 /// The socket and the connection slot it holds: both go when the last handle does.
@@ -34,10 +33,7 @@ impl SocketHandle {
 
     /// The socket as a byte stream, for the WebSocket: one reader and one writer at a time.
     pub fn io(&self) -> SocketIo {
-        SocketIo {
-            shared: self.0.clone(),
-            ahead: ReadAhead::default(),
-        }
+        SocketIo(self.0.clone())
     }
 
     fn sock(&self) -> socket2::SockRef<'_> {
@@ -82,12 +78,8 @@ impl SocketHandle {
     }
 }
 
-/// [`SocketHandle::io`]: reads and writes through tokio's readiness on the shared socket,
-/// reading ahead while a large frame streams in ([`ReadAhead`]).
-pub struct SocketIo {
-    shared: Arc<Shared>,
-    ahead: ReadAhead,
-}
+/// [`SocketHandle::io`]: reads and writes through tokio's readiness on the shared socket.
+pub struct SocketIo(Arc<Shared>);
 
 impl AsyncRead for SocketIo {
     fn poll_read(
@@ -95,16 +87,17 @@ impl AsyncRead for SocketIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let tcp = &this.shared.tcp;
+        let tcp = &self.0.tcp;
         loop {
-            if this.ahead.buffered() == 0 {
-                ready!(tcp.poll_read_ready(cx))?;
-            }
-            match this.ahead.read(tcp, buf) {
-                // Readiness was stale (cleared by the read): wait again.
+            ready!(tcp.poll_read_ready(cx))?;
+            match tcp.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                // Readiness was stale (cleared by try_read): wait again.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                done => return Poll::Ready(done),
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
     }
@@ -116,7 +109,7 @@ impl AsyncWrite for SocketIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let tcp = &self.shared.tcp;
+        let tcp = &self.0.tcp;
         loop {
             ready!(tcp.poll_write_ready(cx))?;
             match tcp.try_write(buf) {
@@ -131,7 +124,7 @@ impl AsyncWrite for SocketIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let tcp = &self.shared.tcp;
+        let tcp = &self.0.tcp;
         loop {
             ready!(tcp.poll_write_ready(cx))?;
             match tcp.try_write_vectored(bufs) {
@@ -150,6 +143,6 @@ impl AsyncWrite for SocketIo {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(socket2::SockRef::from(&self.shared.tcp).shutdown(Shutdown::Write))
+        Poll::Ready(socket2::SockRef::from(&self.0.tcp).shutdown(Shutdown::Write))
     }
 }
