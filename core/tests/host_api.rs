@@ -511,6 +511,53 @@ async fn a_binding_style_host_gets_framing_resets_and_flow_control_right() {
     timeout(e.wait()).await.unwrap();
 }
 
+/// `respond_bytes` and `try_send_bytes` (the Rust SDK's path: the body's tail waits for
+/// credit as a slice of the caller's `Bytes`) follow the same flow control as `respond`.
+#[tokio::test]
+async fn owned_bodies_past_the_window_arrive_whole_as_credit_comes() {
+    const WINDOW: u32 = 1024;
+    let (gw, url) = Gateway::bind().await;
+    let e = engine(&url, &[("GET", "/big")]);
+    e.start_on(&tokio::runtime::Handle::current()).unwrap();
+    let mut conn = gw.welcome("c-1", WINDOW).await;
+    let payload = Bytes::from((0..3000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>());
+    let none: &[(&str, &str)] = &[];
+    for (id, whole) in [(1, true), (3, false)] {
+        conn.request(id, 0, "GET", true).await;
+        let (req, _) = pull_request(&e).await;
+        if whole {
+            req.stream
+                .respond_bytes(200, none, payload.clone())
+                .unwrap();
+        } else {
+            assert!(req.stream.send_head(200, none, false).unwrap());
+            let sent = req.stream.try_send_bytes(payload.clone(), true).unwrap();
+            assert_eq!(sent, TrySend::Full);
+        }
+        assert_eq!(conn.head(id).await.status, 200);
+        let mut got = Vec::new();
+        while got.len() < payload.len() {
+            match conn.recv().await {
+                Frame::Data(d) if d.stream_id == id => {
+                    got.extend_from_slice(&d.data);
+                    assert_eq!(d.end_stream, got.len() == payload.len());
+                    if got.len() % WINDOW as usize == 0 {
+                        let grant = Window {
+                            stream_id: id,
+                            increment: WINDOW,
+                        };
+                        conn.send(grant.encode()).await;
+                    }
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(got == payload, "bytes differ");
+        timeout(req.stream.writable()).await.unwrap();
+        assert!(req.stream.is_done());
+    }
+}
+
 #[tokio::test]
 async fn a_lost_connection_reports_every_open_stream_reset() {
     let (gw, url) = Gateway::bind().await;
