@@ -267,7 +267,7 @@ func (s *stream) write(p []byte, end bool) error {
 			continue
 		}
 		last := end && n == len(p)
-		s.queueData(append([]byte(nil), p[:n]...), last)
+		s.queueData(p[:n], last) // Encode copies: p is the caller's to reuse at once
 		p = p[n:]
 		if last {
 			s.endResponse()

@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 use vyx_core::frame::{self, Data, Frame, Reset, Window};
 use vyx_core::session::{
     Batch, ConnectionState, Engine, EngineError, IncomingRequest, StreamError, TryChunk, TrySend,
-    WorkerConfig,
+    Upgraded, WorkerConfig,
 };
 use vyx_core::ResetCode;
 use vyx_scripted_gateway::{ScriptedGateway, Session, WAIT};
@@ -511,6 +511,53 @@ async fn a_binding_style_host_gets_framing_resets_and_flow_control_right() {
     timeout(e.wait()).await.unwrap();
 }
 
+/// `respond_bytes` and `try_send_bytes` (the Rust SDK's path: the body's tail waits for
+/// credit as a slice of the caller's `Bytes`) follow the same flow control as `respond`.
+#[tokio::test]
+async fn owned_bodies_past_the_window_arrive_whole_as_credit_comes() {
+    const WINDOW: u32 = 1024;
+    let (gw, url) = Gateway::bind().await;
+    let e = engine(&url, &[("GET", "/big")]);
+    e.start_on(&tokio::runtime::Handle::current()).unwrap();
+    let mut conn = gw.welcome("c-1", WINDOW).await;
+    let payload = Bytes::from((0..3000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>());
+    let none: &[(&str, &str)] = &[];
+    for (id, whole) in [(1, true), (3, false)] {
+        conn.request(id, 0, "GET", true).await;
+        let (req, _) = pull_request(&e).await;
+        if whole {
+            req.stream
+                .respond_bytes(200, none, payload.clone())
+                .unwrap();
+        } else {
+            assert!(req.stream.send_head(200, none, false).unwrap());
+            let sent = req.stream.try_send_bytes(payload.clone(), true).unwrap();
+            assert_eq!(sent, TrySend::Full);
+        }
+        assert_eq!(conn.head(id).await.status, 200);
+        let mut got = Vec::new();
+        while got.len() < payload.len() {
+            match conn.recv().await {
+                Frame::Data(d) if d.stream_id == id => {
+                    got.extend_from_slice(&d.data);
+                    assert_eq!(d.end_stream, got.len() == payload.len());
+                    if got.len() % WINDOW as usize == 0 {
+                        let grant = Window {
+                            stream_id: id,
+                            increment: WINDOW,
+                        };
+                        conn.send(grant.encode()).await;
+                    }
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(got == payload, "bytes differ");
+        timeout(req.stream.writable()).await.unwrap();
+        assert!(req.stream.is_done());
+    }
+}
+
 #[tokio::test]
 async fn a_lost_connection_reports_every_open_stream_reset() {
     let (gw, url) = Gateway::bind().await;
@@ -792,10 +839,9 @@ async fn an_upgrade_answered_101_is_a_byte_pipe_with_half_close_both_ways() {
     e.drain(Duration::ZERO);
 }
 
-#[tokio::test]
-async fn an_upgraded_host_half_closes_first_and_reads_on_until_it_lets_go() {
-    let (gw, url) = Gateway::bind().await;
-    let mut cfg = WorkerConfig::new(&url, "core:upgrade");
+/// An engine offering `upgrade` with one route, connected and welcomed with it.
+async fn upgrading(gw: &Gateway, url: &str) -> (Engine, Conn) {
+    let mut cfg = WorkerConfig::new(url, "core:upgrade");
     cfg.features = vyx_core::features::Features::UPGRADE;
     let e = Engine::new(cfg).unwrap();
     e.add_route("GET", "/x").unwrap();
@@ -804,7 +850,12 @@ async fn an_upgraded_host_half_closes_first_and_reads_on_until_it_lets_go() {
     let mut welcome = conn.0.welcome_with(5000, 65536);
     welcome.features = vec!["upgrade".into()];
     conn.0.send(Frame::Welcome(welcome)).await.unwrap();
-    let upgrade = |stream_id| frame::Request {
+    (e, conn)
+}
+
+/// The REQUEST of an upgrade on stream `stream_id`.
+fn upgrade(stream_id: u32) -> frame::Request {
+    frame::Request {
         stream_id,
         end_stream: false,
         upgrade: true,
@@ -813,7 +864,13 @@ async fn an_upgraded_host_half_closes_first_and_reads_on_until_it_lets_go() {
         target: Bytes::from_static(b"/x"),
         params: vec![],
         headers: vec![],
-    };
+    }
+}
+
+#[tokio::test]
+async fn an_upgraded_host_half_closes_first_and_reads_on_until_it_lets_go() {
+    let (gw, url) = Gateway::bind().await;
+    let (e, mut conn) = upgrading(&gw, &url).await;
 
     conn.send(upgrade(1).encode()).await;
     let (first, _) = pull_request(&e).await;
@@ -849,6 +906,40 @@ async fn an_upgraded_host_half_closes_first_and_reads_on_until_it_lets_go() {
         Frame::Reset(r) => assert_eq!((r.stream_id, r.code), (3, ResetCode::NoError as u32)),
         other => panic!("expected RESET no_error of stream 3, got {other:?}"),
     }
+    e.drain(Duration::ZERO);
+}
+
+/// The byte pipe every Rust host hands out (`session::Upgraded`): the client's bytes read in
+/// pieces smaller than a chunk, EOF at its half-close, writes out as DATA, and `shutdown`
+/// half-closes.
+#[tokio::test]
+async fn upgraded_is_the_stream_as_async_read_and_write() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (gw, url) = Gateway::bind().await;
+    let (e, mut conn) = upgrading(&gw, &url).await;
+    conn.send(upgrade(1).encode()).await;
+    let (req, _) = pull_request(&e).await;
+    req.stream
+        .send_head(101, &[("upgrade", "x")], false)
+        .unwrap();
+    assert_eq!(conn.head(1).await.status, 101);
+    let mut io = Upgraded::new(req.stream);
+    conn.send(Data::encode_parts(1, false, b"hello pipe")).await;
+    let mut part = [0u8; 4];
+    timeout(io.read_exact(&mut part)).await.unwrap();
+    assert_eq!(&part, b"hell");
+    let mut rest = [0u8; 6];
+    timeout(io.read_exact(&mut rest)).await.unwrap();
+    assert_eq!(&rest, b"o pipe");
+    io.write_all(b"echo").await.unwrap();
+    io.flush().await.unwrap();
+    conn.send(Data::encode_parts(1, true, b"")).await;
+    let mut tail = Vec::new();
+    timeout(io.read_to_end(&mut tail)).await.unwrap();
+    assert!(tail.is_empty(), "the client's half-close is EOF");
+    io.shutdown().await.unwrap();
+    assert_eq!(conn.body(1).await, b"echo", "shutdown is END_STREAM");
     e.drain(Duration::ZERO);
 }
 

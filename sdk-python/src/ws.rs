@@ -1,30 +1,25 @@
 //! WebSocket connections over upgrade streams (PROTOCOL.md §4.5, HOSTS.md §7a), framed here
 //! by tungstenite so that Python sees messages, never WebSocket frames.
 //!
-//! After the host's 101 the stream is a byte pipe ([`Pipe`]); tungstenite's protocol runs on
-//! it as the server. Each operation Python asks for (receive one message, send one, close) is
-//! a task on the engine's runtime whose outcome comes back through the hub as
-//! [`crate::hub::Item::Ws`], with the token Python gave it: no Rust thread touches the
+//! After the host's 101 the stream is a byte pipe (the core's [`Upgraded`]); tungstenite's
+//! protocol runs on it as the server. Each operation Python asks for (receive one message,
+//! send one, close) is a task on the engine's runtime whose outcome comes back through the
+//! hub as [`crate::hub::Item::Ws`], with the token Python gave it: no Rust thread touches the
 //! interpreter, and a receive reads one message only when asked, so a slow app holds the
 //! client back through the stream's window instead of a queue growing here.
 
-use std::future::Future;
-use std::io;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
-use vyx_core::session::{Stream, StreamError, TryChunk, TrySend};
+use vyx_core::session::{Stream, Upgraded};
 
 /// The largest message a WebSocket may receive by default (uvicorn's default too; tungstenite's
 /// is 64 MiB). A larger one closes the connection 1009.
@@ -48,107 +43,20 @@ pub(crate) enum WsEvent {
     Failed(String),
 }
 
-type Wait = Pin<Box<dyn Future<Output = Result<(), StreamError>> + Send>>;
-
-/// The upgraded stream as a byte pipe: reads are the client's bytes (EOF at its half-close),
-/// writes go to it under the stream's flow control. The same adapter as the Rust SDK's
-/// `vyx::upgrade::Upgraded`, over the same core calls.
-struct Pipe {
-    stream: Stream,
-    leftover: Bytes,
-    read_wait: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
-    write_wait: Option<Wait>,
-}
-
-fn broken(e: StreamError) -> io::Error {
-    io::Error::new(io::ErrorKind::BrokenPipe, e)
-}
-
-impl Pipe {
-    fn poll_credit(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if let Some(wait) = &mut self.write_wait {
-            let done = ready!(wait.as_mut().poll(cx));
-            self.write_wait = None;
-            done.map_err(broken)?;
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncRead for Pipe {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        loop {
-            if !this.leftover.is_empty() {
-                let n = this.leftover.len().min(buf.remaining());
-                buf.put_slice(&this.leftover[..n]);
-                this.leftover.advance(n);
-                return Poll::Ready(Ok(()));
-            }
-            match this.stream.try_chunk() {
-                Ok(TryChunk::Data(b)) => this.leftover = b,
-                Ok(TryChunk::End) => return Poll::Ready(Ok(())),
-                Ok(TryChunk::Pending) => {
-                    let stream = this.stream.clone();
-                    let wait = this
-                        .read_wait
-                        .get_or_insert_with(|| Box::pin(async move { stream.readable().await }));
-                    ready!(wait.as_mut().poll(cx));
-                    this.read_wait = None;
-                }
-                Err(e) => return Poll::Ready(Err(broken(e))),
-            }
-        }
-    }
-}
-
-impl AsyncWrite for Pipe {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        ready!(this.poll_credit(cx))?;
-        if this.stream.try_send(data, false).map_err(broken)? == TrySend::Full {
-            // Taken, its tail waiting for credit: the next write or flush waits for it.
-            let stream = this.stream.clone();
-            this.write_wait = Some(Box::pin(async move { stream.writable().await }));
-        }
-        Poll::Ready(Ok(data.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().poll_credit(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // The end is the connection's to give ([`WsConn::end`]), after the close handshake.
-        self.get_mut().poll_credit(cx)
-    }
-}
-
 /// One accepted WebSocket: its two halves, each behind its own lock so that a receive
 /// waiting for the client never holds up a send.
 pub(crate) struct WsConn {
     stream: Stream,
-    tx: Mutex<SplitSink<WebSocketStream<Pipe>, Message>>,
-    rx: Mutex<SplitStream<WebSocketStream<Pipe>>>,
+    tx: Mutex<SplitSink<WebSocketStream<Upgraded>, Message>>,
+    rx: Mutex<SplitStream<WebSocketStream<Upgraded>>>,
 }
 
 impl WsConn {
     /// The WebSocket over `stream`, whose 101 has been sent.
     pub(crate) fn new(stream: Stream, max_message: usize, max_frame: usize) -> WsConn {
-        let pipe = Pipe {
-            stream: stream.clone(),
-            leftover: Bytes::new(),
-            read_wait: None,
-            write_wait: None,
-        };
+        // tungstenite never shuts the pipe down: the end is `WsConn::end`'s to give, after
+        // the close handshake.
+        let pipe = Upgraded::new(stream.clone());
         let config = WebSocketConfig::default()
             .max_message_size(Some(max_message))
             .max_frame_size(Some(max_frame));

@@ -11,6 +11,7 @@ use crate::body::Body;
 use crate::error::BoxError;
 use crate::request::Request;
 use crate::response::{internal_error, IntoResponse, Response};
+use crate::service_upgrade::ServiceUpgrade;
 
 pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = Response> + Send>>;
 
@@ -31,7 +32,8 @@ where
 
 /// A tower service: cloned for each request (the usual tower pattern, cheap for an axum
 /// `Router`), driven to readiness, then called. The mutex only makes a `Send` service
-/// shareable between the tasks that clone it; it is held for the clone alone.
+/// shareable between the tasks that clone it; it is held for the clone alone. An upgrade
+/// request goes through hyper first, for its `OnUpgrade` ([`ServiceUpgrade`]).
 pub(crate) fn from_service<S, B>(service: S) -> BoxHandler
 where
     S: Service<http::Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
@@ -41,7 +43,7 @@ where
     B::Error: Into<BoxError>,
 {
     let service = Mutex::new(service);
-    Arc::new(move |req: Request| {
+    Arc::new(move |mut req: Request| {
         let mut svc = service
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -52,8 +54,26 @@ where
                 tracing::error!(error = %e, "service not ready");
                 return internal_error();
             }
-            match svc.call(req.into()).await {
-                Ok(res) => res.into_response(),
+            let upgrade = req.take_upgrade();
+            let mut req: http::Request<Body> = req.into();
+            let upgrade = match upgrade {
+                Some(upgraded) => match ServiceUpgrade::prepare(&mut req, upgraded).await {
+                    Ok(upgrade) => Some(upgrade),
+                    Err(e) => {
+                        tracing::error!(error = %e, "upgrade not prepared");
+                        return internal_error();
+                    }
+                },
+                None => None,
+            };
+            match svc.call(req).await {
+                Ok(res) => {
+                    let res = res.into_response();
+                    if let Some(upgrade) = upgrade {
+                        upgrade.answered(res.status());
+                    }
+                    res
+                }
                 Err(e) => {
                     let e: BoxError = e.into();
                     tracing::error!(error = %e, "service failed");

@@ -52,6 +52,7 @@ mod handler;
 mod request;
 mod response;
 mod serve;
+mod service_upgrade;
 pub mod upgrade;
 mod worker;
 

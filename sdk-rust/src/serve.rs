@@ -109,7 +109,9 @@ pub(crate) async fn send_response(stream: &Stream, res: Response) {
     let (status, headers, body) = res.into_parts();
     let head = header_pairs(&headers);
     let sent = if let Some(full) = body.as_full() {
-        stream.respond(status.as_u16(), &head, full).map(|()| false)
+        stream
+            .respond_bytes(status.as_u16(), &head, full.clone())
+            .map(|()| false)
     } else {
         stream.send_head(
             status.as_u16(),
@@ -175,7 +177,7 @@ async fn send_body(stream: &Stream, mut body: Body) {
             continue;
         }
         // The last chunk is not waited for: the core sends its tail as credit comes.
-        let written = match stream.try_send(&data, last) {
+        let written = match stream.try_send_bytes(data, last) {
             Ok(TrySend::Full) if !last => stream.writable().await,
             Ok(_) => Ok(()),
             Err(e) => Err(e),

@@ -1,7 +1,9 @@
 //! Upgraded connections (PROTOCOL.md §4.5, HOSTS.md §7a) the way hyper offers them: a
 //! handler of an upgrade request takes [`on`] from it, answers `101 Switching Protocols`,
 //! and the [`OnUpgrade`] future then yields an [`Upgraded`] byte stream to the client
-//! (`AsyncRead` + `AsyncWrite`), on which a WebSocket library runs unchanged.
+//! (`AsyncRead` + `AsyncWrite`), on which a WebSocket library runs unchanged. A tower
+//! service behind [`WorkerBuilder::service`](crate::WorkerBuilder::service) takes hyper's own
+//! upgrade instead: `hyper::upgrade::on`, and so axum's `WebSocketUpgrade`, work there.
 //!
 //! ```no_run
 //! use vyx::{IntoResponse, Request, Response, StatusCode};
@@ -26,16 +28,15 @@
 //! ```
 
 use std::future::Future;
-use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
-use vyx_core::session::{Stream, StreamError, TryChunk, TrySend};
 
 use crate::request::Request;
+
+// The core's byte pipe, the one every Rust host hands out.
+pub use vyx_core::session::Upgraded;
 
 /// The upgraded connection once the handler's 101 has been sent, or why there is none (the
 /// handler answered another status, or the stream ended first).
@@ -57,117 +58,8 @@ pub fn on(req: &mut Request) -> Option<OnUpgrade> {
     req.take_upgrade().map(OnUpgrade)
 }
 
-type Wait = Pin<Box<dyn Future<Output = Result<(), StreamError>> + Send>>;
-
-/// The client's connection after the switch: reads are the client's bytes (EOF at its
-/// half-close), writes go to it under the stream's flow control, `shutdown` half-closes,
-/// and dropping it ends the stream.
-pub struct Upgraded {
-    stream: Stream,
-    leftover: Bytes,
-    read_wait: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
-    write_wait: Option<Wait>,
-}
-
 impl std::fmt::Debug for OnUpgrade {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OnUpgrade").finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for Upgraded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upgraded")
-            .field("stream", &self.stream.stream_id())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Upgraded {
-    pub(crate) fn new(stream: Stream) -> Upgraded {
-        Upgraded {
-            stream,
-            leftover: Bytes::new(),
-            read_wait: None,
-            write_wait: None,
-        }
-    }
-
-    /// Waits for credit the last write left the core waiting for.
-    fn poll_credit(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if let Some(wait) = &mut self.write_wait {
-            let done = ready!(wait.as_mut().poll(cx));
-            self.write_wait = None;
-            done.map_err(broken)?;
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-fn broken(e: StreamError) -> io::Error {
-    io::Error::new(io::ErrorKind::BrokenPipe, e)
-}
-
-impl AsyncRead for Upgraded {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        loop {
-            if !this.leftover.is_empty() {
-                let n = this.leftover.len().min(buf.remaining());
-                buf.put_slice(&this.leftover[..n]);
-                this.leftover.advance(n);
-                return Poll::Ready(Ok(()));
-            }
-            match this.stream.try_chunk() {
-                Ok(TryChunk::Data(b)) => this.leftover = b,
-                Ok(TryChunk::End) => return Poll::Ready(Ok(())),
-                Ok(TryChunk::Pending) => {
-                    let stream = this.stream.clone();
-                    let wait = this
-                        .read_wait
-                        .get_or_insert_with(|| Box::pin(async move { stream.readable().await }));
-                    ready!(wait.as_mut().poll(cx));
-                    this.read_wait = None;
-                }
-                Err(e) => return Poll::Ready(Err(broken(e))),
-            }
-        }
-    }
-}
-
-impl AsyncWrite for Upgraded {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        ready!(this.poll_credit(cx))?;
-        match this.stream.try_send(data, false).map_err(broken)? {
-            TrySend::Accepted => {}
-            TrySend::Full => {
-                // Taken, its tail waiting for credit: the next write waits for it.
-                let stream = this.stream.clone();
-                this.write_wait = Some(Box::pin(async move { stream.writable().await }));
-            }
-        }
-        Poll::Ready(Ok(data.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().poll_credit(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        ready!(this.poll_credit(cx))?;
-        if !this.stream.is_done() {
-            this.stream.end().map_err(broken)?;
-        }
-        Poll::Ready(Ok(()))
     }
 }

@@ -37,11 +37,13 @@ pub(crate) mod resolve;
 mod stream;
 mod supervise;
 mod tls;
+mod upgraded;
 
 pub use connect::{registration_url, ConnectError};
 pub use events::{Batch, GatewayState};
 pub use resolve::{ResolveFuture, Resolver};
 pub use stream::{IncomingRequest, Stream, StreamError, StreamReset, TryChunk, TrySend};
+pub use upgraded::Upgraded;
 
 pub(crate) use events::{Event, Events, SessionEvents};
 

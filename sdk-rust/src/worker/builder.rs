@@ -297,7 +297,8 @@ impl WorkerBuilder {
     /// full original target (no prefix is stripped: declare `/api/{*rest}` here and
     /// `/api/...` routes in the router, or `nest("/api", ...)` there), and the path
     /// parameters as a [`PathParams`](crate::PathParams) extension. It is cloned for each
-    /// request, as tower services expect.
+    /// request, as tower services expect. Upgrades work as behind hyper's own server:
+    /// `hyper::upgrade::on`, axum's `WebSocketUpgrade`.
     ///
     /// ```no_run
     /// use axum::routing::get;
