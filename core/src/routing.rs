@@ -419,6 +419,9 @@ impl<T> Router<T> {
         if method == "*" {
             endpoints.any = Some(endpoint);
         } else {
+            // Exact: most shapes have one method, and `push` would make room for four (the
+            // gateway holds two copies of every route, for each of thousands of workers).
+            endpoints.methods.reserve_exact(1);
             endpoints.methods.push((method.into(), endpoint));
         }
         Ok(())

@@ -163,27 +163,39 @@ pub fn register(
             Ok(parts) => parts,
             Err(_) => return warn!(%peer, "upgraded connection of an unexpected type; dropped"),
         };
+        // Copied out and dropped here: the `Bytes` is a view of hyper's whole read buffer
+        // (8 KiB and up), which a field left in `parts` would keep for the connection's life.
         let read_ahead = parts.read_buf.to_vec();
+        drop(parts.read_buf);
         let config = Some(gateway_websocket_config());
+        // Each kind of socket's handshake and session on the heap, sized for that kind: the
+        // task itself would hold the larger (TLS) one for every connection, and a gateway
+        // holds thousands of mostly idle worker connections.
         match parts.io.into_inner().into_inner().into_inner() {
             ClientStream::Plain(counted) => {
                 let (tcp, slot) = counted.into_parts();
                 let socket = SocketHandle::new(tcp, slot);
-                let ws = WebSocketStream::from_partially_read(
-                    socket.io(),
-                    read_ahead,
-                    Role::Server,
-                    config,
-                )
+                Box::pin(async move {
+                    let ws = WebSocketStream::from_partially_read(
+                        socket.io(),
+                        read_ahead,
+                        Role::Server,
+                        config,
+                    )
+                    .await;
+                    crate::conn::serve(ws, shared, worker_id, admission, peer, socket).await;
+                })
                 .await;
-                crate::conn::serve(ws, shared, worker_id, admission, peer, socket).await;
             }
             ClientStream::Tls(tls) => {
                 let (tls, socket) = *tls;
-                let ws =
-                    WebSocketStream::from_partially_read(tls, read_ahead, Role::Server, config)
-                        .await;
-                crate::conn::serve(ws, shared, worker_id, admission, peer, socket).await;
+                Box::pin(async move {
+                    let ws =
+                        WebSocketStream::from_partially_read(tls, read_ahead, Role::Server, config)
+                            .await;
+                    crate::conn::serve(ws, shared, worker_id, admission, peer, socket).await;
+                })
+                .await;
             }
         }
     });
