@@ -857,7 +857,7 @@ mod tests {
             let mine: Vec<_> = ids.iter().filter(|id| id.starts_with(&prefix)).collect();
             let expected: Vec<_> = (0..5_000).map(|i| format!("{t}-{i}")).collect();
             assert!(
-                mine.iter().eq(expected.iter()),
+                mine.iter().copied().eq(expected.iter()),
                 "thread {t}'s lines out of order"
             );
         }
