@@ -47,20 +47,31 @@ pub fn rfc3339(t: SystemTime) -> String {
     s
 }
 
-/// [`rfc3339`] appended to `out`.
+/// [`rfc3339`] appended to `out` (digit by digit: every access log line has one).
 pub fn rfc3339_into(out: &mut String, t: SystemTime) {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, day) = civil_from_days(days as i64);
-    let _ = write!(
-        out,
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        d.subsec_millis()
-    );
+    let digits = |out: &mut String, n: u64, width: u32| {
+        for p in (0..width).rev() {
+            out.push(char::from(b'0' + (n / 10u64.pow(p) % 10) as u8));
+        }
+    };
+    digits(out, y.clamp(0, 9999) as u64, 4);
+    out.push('-');
+    digits(out, m.into(), 2);
+    out.push('-');
+    digits(out, day.into(), 2);
+    out.push('T');
+    digits(out, rem / 3600, 2);
+    out.push(':');
+    digits(out, rem / 60 % 60, 2);
+    out.push(':');
+    digits(out, rem % 60, 2);
+    out.push('.');
+    digits(out, d.subsec_millis().into(), 3);
+    out.push('Z');
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -89,10 +100,18 @@ impl FormatTime for Utc {
 pub struct JsonFields;
 
 impl<'w> FormatFields<'w> for JsonFields {
+    /// Written straight out as an object, not built as a `Value` first: every request's
+    /// span comes through here.
     fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
-        let mut map = Map::new();
-        fields.record(&mut Collect(&mut map));
-        write!(writer, "{}", Value::Object(map))
+        writer.write_char('{')?;
+        let mut object = JsonObject {
+            out: &mut writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut object);
+        object.result?;
+        writer.write_char('}')
     }
 
     fn add_fields(
@@ -144,6 +163,91 @@ where
         }
         event.record(&mut Collect(&mut map));
         writeln!(writer, "{}", Value::Object(map))
+    }
+}
+
+/// Writes fields as the members of a JSON object, with the same values as [`Collect`].
+struct JsonObject<'a> {
+    out: &'a mut dyn fmt::Write,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl JsonObject<'_> {
+    fn member(&mut self, field: &Field, value: impl FnOnce(&mut dyn fmt::Write) -> fmt::Result) {
+        let first = std::mem::take(&mut self.first);
+        self.result = self.result.and_then(|()| {
+            if !first {
+                self.out.write_char(',')?;
+            }
+            json_string(&mut *self.out, field.name())?;
+            self.out.write_char(':')?;
+            value(&mut *self.out)
+        });
+    }
+}
+
+impl Visit for JsonObject<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.member(field, |out| {
+            out.write_char('"')?;
+            write!(JsonEscaped(&mut *out), "{value:?}")?;
+            out.write_char('"')
+        });
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.member(field, |out| json_string(out, value));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.member(field, |out| write!(out, "{value}"));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.member(field, |out| write!(out, "{value}"));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        // As serde_json: no NaN or infinity in JSON. `{:?}` keeps a fraction or an exponent.
+        self.member(field, |out| match value.is_finite() {
+            true => write!(out, "{value:?}"),
+            false => out.write_str("null"),
+        });
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.member(field, |out| write!(out, "{value}"));
+    }
+}
+
+/// `v` as a JSON string literal.
+pub fn json_string(out: &mut (impl fmt::Write + ?Sized), v: &str) -> fmt::Result {
+    out.write_char('"')?;
+    JsonEscaped(&mut *out).write_str(v)?;
+    out.write_char('"')
+}
+
+/// Writes what it is given escaped for the inside of a JSON string: `"`, `\` and control
+/// characters (as `\u00XX`); the rest as it is.
+pub struct JsonEscaped<W>(pub W);
+
+impl<W: fmt::Write> fmt::Write for JsonEscaped<W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut rest = s;
+        while let Some(at) = rest
+            .bytes()
+            .position(|b| b < 0x20 || b == 0x7f || b == b'"' || b == b'\\')
+        {
+            self.0.write_str(&rest[..at])?;
+            match rest.as_bytes()[at] {
+                b'"' => self.0.write_str("\\\""),
+                b'\\' => self.0.write_str("\\\\"),
+                b => write!(self.0, "\\u{b:04x}"),
+            }?;
+            rest = &rest[at + 1..];
+        }
+        self.0.write_str(rest)
     }
 }
 
@@ -199,7 +303,17 @@ mod tests {
             .with_writer(move || Buf(sink.clone()))
             .finish();
         tracing::subscriber::with_default(subscriber, || {
-            let span = tracing::info_span!("request", request_id = "r1", n = tracing::field::Empty);
+            let span = tracing::info_span!(
+                "request",
+                request_id = "r1",
+                n = tracing::field::Empty,
+                quoted = "a \"b\" \\ c\n\u{1}",
+                shown = %"x\ty",
+                share = 1.0,
+                nan = f64::NAN,
+                negative = -3,
+                on = true,
+            );
             let _g = span.enter();
             span.record("n", 3);
             tracing::info!(status = 502, "answered \"x\"");
@@ -208,6 +322,13 @@ mod tests {
         let v: Value = serde_json::from_str(text.trim_end()).unwrap();
         assert_eq!(v["request_id"], "r1");
         assert_eq!(v["n"], 3);
+        assert_eq!(v["quoted"], "a \"b\" \\ c\n\u{1}");
+        assert_eq!(v["shown"], "x\ty");
+        assert_eq!(v["share"], 1.0);
+        assert!(v["share"].is_f64(), "{v}");
+        assert_eq!(v["nan"], Value::Null);
+        assert_eq!(v["negative"], -3);
+        assert_eq!(v["on"], true);
         assert_eq!(v["status"], 502);
         assert_eq!(v["message"], "answered \"x\"");
         assert_eq!(v["level"], "INFO");

@@ -18,7 +18,7 @@ use vyx_core::flow::SendWindow;
 use vyx_core::frame::{set_route_id, HeadTooLarge, RequestWriter, Trailers};
 use vyx_core::limits::{MAX_DATA_CHUNK, MAX_TRAILERS_SIZE};
 
-use crate::access_log::{Entry, Handoff, Pending};
+use crate::access_log::{self, Entry, Pending};
 use crate::body::{GatewayBody, StreamGuard};
 use crate::conn::{ConnRoute, Failure, OpenStream, ResponseHead, ResponseTrailers, WorkerConn};
 use crate::conn_limit::Activity;
@@ -154,7 +154,7 @@ fn answered(
         entry.ttfb = Some(elapsed);
         entry.route = matched;
         entry.error = error.map(|e| e.0);
-        resp.extensions_mut().insert(Handoff::new(pending));
+        access_log::hand_off(pending);
     }
 }
 

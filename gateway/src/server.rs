@@ -20,7 +20,7 @@ use tracing::{debug, info, warn, Instrument};
 use vyx_core::error::CloseCode;
 use vyx_core::transport::Outgoing;
 
-use crate::access_log::{self, AccessLog, Handoff};
+use crate::access_log::{self, AccessLog};
 use crate::body::{GatewayBody, Tracked};
 use crate::client_eof::ClientEof;
 use crate::conn_limit::{self, Activity, Admission, Counted, RESERVE_DEADLINE};
@@ -447,14 +447,11 @@ fn serve(
         let handled = handle(req, svc_shared.clone(), peer, role, reserve);
         let (abort_h1, linger) = (abort_h1.clone(), linger.clone());
         async move {
-            let mut resp = handled.await?;
+            let (resp, access) = access_log::handed_off(handled).await;
+            let resp = resp?;
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 linger.handed_on();
             }
-            let access = resp
-                .extensions_mut()
-                .remove::<Handoff>()
-                .and_then(|h| h.take());
             let request = Arc::new(std::sync::Mutex::new(Some(request)));
             if h1 {
                 resp.body().on_send_timeout(move || abort_h1.notify_one());
