@@ -25,6 +25,7 @@ use crate::body::{GatewayBody, Tracked};
 use crate::client_eof::ClientEof;
 use crate::conn_limit::{self, Activity, Admission, Counted, RESERVE_DEADLINE};
 use crate::h2_calm::H2Calm;
+use crate::lingering::Lingering;
 use crate::registry::Forgotten;
 use crate::stopping::{self, Phase};
 use crate::supervisor::Supervisor;
@@ -364,7 +365,7 @@ async fn accept_loop(
 
 /// A client connection's socket as hyper gets it; a worker registration takes it back from
 /// hyper as this type (`register`), so the two must not differ.
-pub(crate) type ClientIo = TokioIo<H2Calm<ClientStream>>;
+pub(crate) type ClientIo = TokioIo<H2Calm<Lingering>>;
 
 /// An accepted connection, before it is served.
 #[derive(Clone, Copy)]
@@ -425,6 +426,7 @@ fn serve(
     // Without half-close hyper watches the socket itself (see `run`).
     let watch_eof = shared.config.client_half_close;
     let over_tls = matches!(stream, ClientStream::Tls(_));
+    let (stream, linger) = Lingering::new(stream, fd, reserve, shared.clone());
     let svc = service_fn(move |mut req: Request<Incoming>| {
         seen.store(true, Ordering::Relaxed);
         if over_tls {
@@ -439,10 +441,16 @@ fn serve(
         }
         let request = active.start();
         let h1 = req.version() <= http::Version::HTTP_11;
+        if h1 {
+            linger.request(!http_body::Body::is_end_stream(req.body()));
+        }
         let handled = handle(req, svc_shared.clone(), peer, role, reserve);
-        let abort_h1 = abort_h1.clone();
+        let (abort_h1, linger) = (abort_h1.clone(), linger.clone());
         async move {
             let mut resp = handled.await?;
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                linger.handed_on();
+            }
             let access = resp
                 .extensions_mut()
                 .remove::<Handoff>()
