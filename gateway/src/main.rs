@@ -10,9 +10,8 @@ use vyx_gateway::auth::DevMode;
 use vyx_gateway::log_format::LogFormat;
 use vyx_gateway::{file_config, log_limit, raise_nofile_limit, Gateway, GatewayConfig};
 
-// mimalloc gives freed memory back to the system where glibc's malloc kept it (the soak's RSS
-// after load: +5 % over its warm-up against +26 %) and costs less CPU per request, at a larger
-// resident floor. Measured against glibc's and jemalloc: bench/NOTES.md, "The allocator".
+// Opt-in (`--features mimalloc`): less CPU per request and freed memory given back, at a
+// larger resident floor and ~7 KiB more per idle worker connection. bench/NOTES.md, "The allocator".
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
