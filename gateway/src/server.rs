@@ -25,6 +25,7 @@ use crate::body::{GatewayBody, Tracked};
 use crate::client_eof::ClientEof;
 use crate::conn_limit::{self, Activity, Admission, Counted, RESERVE_DEADLINE};
 use crate::h2_calm::H2Calm;
+use crate::interim::{self, InterimIo, InterimSink};
 use crate::registry::Forgotten;
 use crate::stopping::{self, Phase};
 use crate::supervisor::Supervisor;
@@ -364,7 +365,7 @@ async fn accept_loop(
 
 /// A client connection's socket as hyper gets it; a worker registration takes it back from
 /// hyper as this type (`register`), so the two must not differ.
-pub(crate) type ClientIo = TokioIo<H2Calm<ClientStream>>;
+pub(crate) type ClientIo = TokioIo<InterimIo<H2Calm<ClientStream>>>;
 
 /// An accepted connection, before it is served.
 #[derive(Clone, Copy)]
@@ -425,6 +426,8 @@ fn serve(
     // Without half-close hyper watches the socket itself (see `run`).
     let watch_eof = shared.config.client_half_close;
     let over_tls = matches!(stream, ClientStream::Tls(_));
+    let interim_sink = Arc::new(InterimSink::default());
+    let interims = interim_sink.clone();
     let svc = service_fn(move |mut req: Request<Incoming>| {
         seen.store(true, Ordering::Relaxed);
         if over_tls {
@@ -438,11 +441,16 @@ fn serve(
             }
         }
         let request = active.start();
-        let h1 = req.version() <= http::Version::HTTP_11;
+        let req_version = req.version();
+        let h1 = req_version <= http::Version::HTTP_11;
         let handled = handle(req, svc_shared.clone(), peer, role, reserve);
         let abort_h1 = abort_h1.clone();
+        let interims = (req_version == http::Version::HTTP_11).then(|| interims.clone());
         async move {
-            let mut resp = handled.await?;
+            let mut resp = match interims {
+                Some(sink) => interim::serve_request(sink, handled).await?,
+                None => handled.await?,
+            };
             let access = resp
                 .extensions_mut()
                 .remove::<Handoff>()
@@ -466,7 +474,10 @@ fn serve(
             }))
         }
     });
-    let io: ClientIo = TokioIo::new(H2Calm::new(stream, shared.clone()));
+    let io: ClientIo = TokioIo::new(InterimIo::new(
+        H2Calm::new(stream, shared.clone()),
+        interim_sink,
+    ));
     let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
     let conn = async move {
         // Pinned here, so that `select!` only borrows it: the socket stays open until the
