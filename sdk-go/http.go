@@ -25,12 +25,9 @@ import (
 func (w *Worker) serveStream(s *stream, r *frame.Request) {
 	rt := w.routes[r.RouteID]
 	req := newRequest(s, r, rt)
-	log := w.log
-	if id := req.Header.Get("X-Request-Id"); id != "" {
-		// The gateway's id for the request: the worker's lines about it carry it.
-		log = log.With("request_id", id)
-	}
-	rw := &responseWriter{s: s, header: http.Header{}, log: log, req: req, badNameLogged: &w.badNameLogged}
+	rw := &responseWriter{s: s, header: http.Header{}, req: req, badNameLogged: &w.badNameLogged}
+	rw.log = requestLog{base: w.log, id: req.Header.Get("X-Request-Id")}
+	log := &rw.log
 	defer func() {
 		v := recover()
 		if rw.hijacked {
@@ -44,7 +41,7 @@ func (w *Worker) serveStream(s *stream, r *frame.Request) {
 			if v == http.ErrAbortHandler {
 				s.abort("handler aborted") // as net/http drops the connection: no answer
 			} else {
-				log.Error("vyx: handler panicked", "method", req.Method, "target", r.Target, "panic", v, "stack", string(debug.Stack()))
+				log.get().Error("vyx: handler panicked", "method", req.Method, "target", r.Target, "panic", v, "stack", string(debug.Stack()))
 				rw.fail("handler panicked")
 			}
 		} else {
@@ -65,56 +62,117 @@ func newRequest(s *stream, r *frame.Request, rt route) *http.Request {
 		path, query, _ := strings.Cut(r.Target, "?")
 		u = &url.URL{Path: path, RawQuery: query}
 	}
-	header := make(http.Header, len(r.Headers))
-	host := ""
+	// Every header and path parameter value is a slice of one string, and single-valued
+	// headers share one backing array (as net/http's reader does): a few allocations per
+	// request instead of two per field.
+	var sb strings.Builder
+	size := 0
 	for _, f := range r.Headers {
+		size += len(f.Value)
+	}
+	for _, p := range r.Params {
+		size += len(p.Value)
+	}
+	sb.Grow(size)
+	for _, f := range r.Headers {
+		sb.Write(f.Value)
+	}
+	for _, p := range r.Params {
+		sb.Write(p.Value)
+	}
+	values, at := sb.String(), 0
+	next := func(n int) string {
+		v := values[at : at+n]
+		at += n
+		return v
+	}
+	header := make(http.Header, len(r.Headers))
+	shared := make([]string, len(r.Headers))
+	host := ""
+	for i, f := range r.Headers {
+		v := next(len(f.Value))
 		if f.Name == "host" {
 			if host == "" {
-				host = string(f.Value)
+				host = v
 			}
 			continue
 		}
-		k := http.CanonicalHeaderKey(f.Name)
-		header[k] = append(header[k], string(f.Value))
+		k := canonicalKey(f.Name)
+		if vs, repeated := header[k]; repeated {
+			header[k] = append(vs, v)
+		} else {
+			shared[i] = v
+			header[k] = shared[i : i+1 : i+1]
+		}
 	}
 	// As net/http names them: HTTP/2 is "HTTP/2.0" (grpc-go's ServeHTTP needs ProtoMajor 2).
 	major, minor := httpVersion(r.Headers)
-	req := &http.Request{
+	// Made on the stack and copied once by WithContext.
+	base := http.Request{
 		Method: r.Method, URL: u, Header: header, Host: host, RequestURI: r.Target,
-		Proto:      "HTTP/" + strconv.Itoa(major) + "." + strconv.Itoa(minor),
+		Proto:      protoName(major, minor),
 		ProtoMajor: major, ProtoMinor: minor, RemoteAddr: remoteAddr(r.Headers),
-		Body: http.NoBody, Pattern: rt.method + " " + rt.path,
-	}
-	if rt.method == "*" {
-		req.Pattern = rt.path
+		Body: http.NoBody, Pattern: rt.pattern,
 	}
 	if !r.EndStream && !r.Upgrade { // an upgrade's bytes come after the switch, by Hijack
 		b := &body{s: s}
 		if s.c.trailersOn() {
 			// Filled when the body ends (§3.10); the map is shared with the handler's copy.
-			req.Trailer = http.Header{}
-			b.trailer = req.Trailer
+			base.Trailer = http.Header{}
+			b.trailer = base.Trailer
 		}
-		req.Body = b
-		req.ContentLength = -1
+		base.Body = b
+		base.ContentLength = -1
 		if cl := header.Get("Content-Length"); cl != "" {
 			if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
-				req.ContentLength = n
+				base.ContentLength = n
 			}
 		}
-		if req.ContentLength < 0 && major == 1 {
+		if base.ContentLength < 0 && major == 1 {
 			// As http.Server shows an HTTP/1.1 body without a length: chunked (the gateway
 			// drops the hop-by-hop header itself). Its HTTP/2 server shows none.
-			req.TransferEncoding = []string{"chunked"}
+			base.TransferEncoding = []string{"chunked"}
 		}
 	}
-	req = req.WithContext(s.ctx)
+	req := base.WithContext(s.ctx)
 	for _, p := range r.Params {
+		v := next(len(p.Value))
 		if p.Name != subtreeParam {
-			req.SetPathValue(p.Name, string(p.Value))
+			req.SetPathValue(p.Name, v)
 		}
 	}
 	return req
+}
+
+// protoName is Request.Proto for an HTTP version, without formatting the usual ones.
+func protoName(major, minor int) string {
+	switch {
+	case major == 1 && minor == 1:
+		return "HTTP/1.1"
+	case major == 2 && minor == 0:
+		return "HTTP/2.0"
+	case major == 1 && minor == 0:
+		return "HTTP/1.0"
+	}
+	return "HTTP/" + strconv.Itoa(major) + "." + strconv.Itoa(minor)
+}
+
+// requestLog is a request's logger carrying the gateway's request id, made on first use:
+// most requests never log, and slog's With costs several allocations.
+type requestLog struct {
+	base *slog.Logger
+	id   string // x-request-id, "" when the request has none
+	l    *slog.Logger
+}
+
+func (r *requestLog) get() *slog.Logger {
+	if r.l == nil {
+		r.l = r.base
+		if r.id != "" {
+			r.l = r.base.With("request_id", r.id)
+		}
+	}
+	return r.l
 }
 
 // remoteAddr is the client address as net/http writes it, "ip:0" or "[ip]:0" (the client's
@@ -173,7 +231,7 @@ func bufferSize(r *http.Request) int {
 
 type responseWriter struct {
 	s      *stream
-	log    *slog.Logger
+	log    requestLog
 	req    *http.Request
 	header http.Header
 
@@ -194,7 +252,7 @@ func (rw *responseWriter) Header() http.Header { return rw.header }
 
 func (rw *responseWriter) WriteHeader(code int) {
 	if rw.wroteHeader {
-		rw.log.Warn("vyx: superfluous WriteHeader call", "status", code, "target", rw.req.RequestURI)
+		rw.log.get().Warn("vyx: superfluous WriteHeader call", "status", code, "target", rw.req.RequestURI)
 		return
 	}
 	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
@@ -219,7 +277,7 @@ func (rw *responseWriter) writeInterim(code int) {
 		}
 	}
 	if _, err := rw.s.sendInformational(code, sent); err != nil {
-		rw.log.Warn("vyx: interim response not sent", "status", code, "why", err, "target", rw.req.RequestURI)
+		rw.log.get().Warn("vyx: interim response not sent", "status", code, "why", err, "target", rw.req.RequestURI)
 	}
 }
 
@@ -229,10 +287,10 @@ func (rw *responseWriter) writeInterim(code int) {
 // 204/304 Content-Length goes by the host rules, HOSTS.md §6).
 func (rw *responseWriter) dropUnsendable() {
 	for name := range rw.sent {
-		if !frame.IsHeaderName(strings.ToLower(name)) && !strings.HasPrefix(name, http.TrailerPrefix) {
+		if !frame.IsHeaderName(lowerName(name)) && !strings.HasPrefix(name, http.TrailerPrefix) {
 			delete(rw.sent, name)
 			if rw.badNameLogged.CompareAndSwap(false, true) {
-				rw.log.Warn("vyx: response header name is not a token; dropped as net/http drops it (logged once per worker)", "name", name, "target", rw.req.RequestURI)
+				rw.log.get().Warn("vyx: response header name is not a token; dropped as net/http drops it (logged once per worker)", "name", name, "target", rw.req.RequestURI)
 			}
 		}
 	}
@@ -322,13 +380,14 @@ func (rw *responseWriter) sendHead(next []byte) error {
 }
 
 func (rw *responseWriter) headError(err error) error {
+	if err == nil {
+		return nil
+	}
 	var ih *InvalidHeadError
 	if errors.As(err, &ih) {
-		rw.log.Error("vyx: the handler's response head cannot be sent; answered 500", "why", ih.Why, "target", rw.req.RequestURI)
+		rw.log.get().Error("vyx: the handler's response head cannot be sent; answered 500", "why", ih.Why, "target", rw.req.RequestURI)
 	}
-	if err != nil {
-		rw.err = err
-	}
+	rw.err = err
 	return err
 }
 
@@ -380,7 +439,7 @@ func (rw *responseWriter) finish() {
 			return
 		}
 		if err := rw.s.sendTrailers(trailers); err != nil {
-			rw.log.Error("vyx: the handler's trailers cannot be sent; stream reset", "why", err.Error(), "target", rw.req.RequestURI)
+			rw.log.get().Error("vyx: the handler's trailers cannot be sent; stream reset", "why", err.Error(), "target", rw.req.RequestURI)
 		}
 		return
 	}

@@ -12,7 +12,7 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -372,6 +372,24 @@ func (s *stream) abort(reason string) {
 var hopByHop = map[string]bool{"connection": true, "keep-alive": true, "transfer-encoding": true,
 	"upgrade": true, "te": true, "trailer": true}
 
+// lowerNames are the lower-case forms of the response headers handlers set most, which
+// strings.ToLower would allocate for every response.
+var lowerNames = map[string]string{
+	"Content-Type": "content-type", "Content-Length": "content-length",
+	"Cache-Control": "cache-control", "Set-Cookie": "set-cookie", "Location": "location",
+	"Etag": "etag", "Last-Modified": "last-modified", "Date": "date", "Vary": "vary",
+	"Content-Encoding": "content-encoding", "X-Content-Type-Options": "x-content-type-options",
+	"Access-Control-Allow-Origin": "access-control-allow-origin",
+}
+
+// lowerName is strings.ToLower(name), without allocating for the common names.
+func lowerName(name string) string {
+	if l, ok := lowerNames[name]; ok {
+		return l
+	}
+	return strings.ToLower(name)
+}
+
 // encodeHead applies the host rules to a head (HOSTS.md §6): names lower-cased, hop-by-hop
 // headers dropped, content-length added for a whole body unless given or the status has
 // none; it fails when the result could not be sent (status, name, value, size). A 101 is
@@ -404,16 +422,23 @@ func headFields(status int, h http.Header, whole []byte, noBody, switching bool)
 			}
 		}
 	}
-	names := make([]string, 0, len(h))
-	for name := range h {
+	var stack [16]string
+	names, values := stack[:0], 0
+	for name, vs := range h {
 		names = append(names, name)
+		for _, v := range vs {
+			values += len(v)
+		}
 	}
-	sort.Strings(names) // a stable head; values of one name keep their order
+	slices.Sort(names) // a stable head; values of one name keep their order
 	fields := make([]frame.Field, 0, len(h)+1)
+	// Every value is a slice of one buffer (room for a content-length too), which never
+	// grows: one allocation for the head's values instead of one each.
+	buf := make([]byte, 0, values+20)
 	size, hasLength := frame.HeaderSize+4, false
 	for _, name := range names {
 		values := h[name]
-		lower := strings.ToLower(name)
+		lower := lowerName(name)
 		keep := switching && lower == "upgrade"
 		if !keep && (hopByHop[lower] || listed[lower] || strings.HasPrefix(lower, "proxy-") ||
 			strings.HasPrefix(lower, "trailer:")) { // http.TrailerPrefix: sent as trailers
@@ -432,14 +457,17 @@ func headFields(status int, h http.Header, whole []byte, noBody, switching bool)
 			if !frame.IsHeaderValue([]byte(v)) || len(v) > 65535 {
 				return nil, &InvalidHeadError{fmt.Sprintf("value of header %q holds a forbidden byte or is longer than 65535 bytes", name)}
 			}
-			fields = append(fields, frame.Field{Name: lower, Value: []byte(v)})
+			at := len(buf)
+			buf = append(buf, v...)
+			fields = append(fields, frame.Field{Name: lower, Value: buf[at:len(buf):len(buf)]})
 			size += 4 + len(lower) + len(v)
 		}
 	}
 	if whole != nil && !hasLength && status != 204 && status != 304 && !switching && !(noBody && len(whole) == 0) {
-		l := strconv.Itoa(len(whole))
-		fields = append(fields, frame.Field{Name: "content-length", Value: []byte(l)})
-		size += 4 + len("content-length") + len(l)
+		at := len(buf)
+		buf = strconv.AppendInt(buf, int64(len(whole)), 10)
+		fields = append(fields, frame.Field{Name: "content-length", Value: buf[at:len(buf):len(buf)]})
+		size += 4 + len("content-length") + len(buf) - at
 	}
 	if len(fields) > 65535 {
 		return nil, &InvalidHeadError{fmt.Sprintf("%d headers; a response carries at most 65535", len(fields))}

@@ -34,8 +34,10 @@ var ErrNeverConnected = errors.New("vyx: the worker never connected")
 
 type route struct {
 	method, path string
-	handler      http.Handler
-	idempotent   bool
+	// pattern is Request.Pattern, made once: "METHOD /path", or the path for any method.
+	pattern    string
+	handler    http.Handler
+	idempotent bool
 	// redirect: the redirect a subtree pattern adds for its root without the slash, replaced by
 	// a route the app declares for that root.
 	redirect bool
@@ -211,7 +213,7 @@ func (w *Worker) add(pattern, method, path, shape string, h http.Handler, redire
 		for i := range w.routes {
 			rt := &w.routes[i]
 			if rt.method == method && rt.path == path && rt.redirect && !redirect {
-				*rt = route{method: method, path: path, handler: h}
+				*rt = newRoute(method, path, h, false)
 				w.shapes[key] = pattern
 				return
 			}
@@ -226,7 +228,15 @@ func (w *Worker) add(pattern, method, path, shape string, h http.Handler, redire
 	}
 	w.shapes[key] = pattern
 	w.routeIDs[uint16(len(w.routes))] = true
-	w.routes = append(w.routes, route{method: method, path: path, handler: h, redirect: redirect})
+	w.routes = append(w.routes, newRoute(method, path, h, redirect))
+}
+
+func newRoute(method, path string, h http.Handler, redirect bool) route {
+	pattern := method + " " + path
+	if method == "*" {
+		pattern = path
+	}
+	return route{method: method, path: path, pattern: pattern, handler: h, redirect: redirect}
 }
 
 // Idempotent declares the route of pattern (as given to Handle) idempotent: repeating one

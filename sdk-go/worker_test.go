@@ -15,7 +15,7 @@ import (
 )
 
 // startWorker starts w against g and stops it when the test ends; states are recorded.
-func startWorker(t *testing.T, g *gwtest.Gateway, setup func(*Worker), cfg Config) (*Worker, *stateLog, chan error) {
+func startWorker(t testing.TB, g *gwtest.Gateway, setup func(*Worker), cfg Config) (*Worker, *stateLog, chan error) {
 	t.Helper()
 	states := &stateLog{changed: make(chan struct{}, 1)}
 	cfg.Connect, cfg.OnState = []string{g.URL()}, states.add

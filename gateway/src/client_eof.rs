@@ -73,8 +73,23 @@ impl ClientEof {
 /// Whether the peer has sent its FIN (or reset the connection), without reading anything:
 /// a pipelined request waiting in the socket counts as open.
 fn peer_closed(fd: RawFd) -> bool {
+    peek(fd) == Peeked::Closed
+}
+
+/// What waits on a socket, looked at without reading it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Peeked {
+    /// Input not yet read.
+    Data,
+    /// The peer's FIN, or a reset.
+    Closed,
+    Nothing,
+}
+
+/// Looks at `fd`'s input without taking it; `fd` is a socket open for the call.
+pub(crate) fn peek(fd: RawFd) -> Peeked {
     let mut byte = 0u8;
-    // SAFETY: a one-byte buffer we own; `fd` is a socket that outlives this call (see `new`).
+    // SAFETY: a one-byte buffer we own; the caller keeps `fd` open for the call.
     let n = unsafe {
         libc::recv(
             fd,
@@ -84,11 +99,11 @@ fn peer_closed(fd: RawFd) -> bool {
         )
     };
     match n {
-        0 => true,
-        n if n > 0 => false,
-        _ => !matches!(
-            std::io::Error::last_os_error().kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-        ),
+        0 => Peeked::Closed,
+        n if n > 0 => Peeked::Data,
+        _ => match std::io::Error::last_os_error().kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Peeked::Nothing,
+            _ => Peeked::Closed,
+        },
     }
 }

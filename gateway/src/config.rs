@@ -51,6 +51,19 @@ pub struct GatewayConfig {
     /// may move no byte either way; then its stream is RESET `timeout` and the client's
     /// connection closed. `timeouts.upgrade_idle`, default 300 s.
     pub upgrade_idle_timeout: Duration,
+    /// The longest a lingering close lasts (see `lingering`): after the last answer on a
+    /// connection whose client may still be sending, the gateway sends its FIN, then reads
+    /// and discards the client's bytes this long at most before closing, so that the client
+    /// reads its answer instead of a reset. `timeouts.linger`, default 30 s (nginx's
+    /// `lingering_time`).
+    pub linger_timeout: Duration,
+    /// A lingering close ends when the client sends nothing this long.
+    /// `timeouts.linger_idle`, default 5 s (nginx's `lingering_timeout`).
+    pub linger_idle_timeout: Duration,
+    /// A lingering close reads at most this much; a client still sending past it is cut
+    /// (the socket closes with a reset). `limits.linger_bytes`, default 4 MiB; 0 turns
+    /// lingering off.
+    pub linger_bytes: u64,
     /// How long a request waits for a replica with a free slot before 503.
     pub queue_timeout: Duration,
     /// How long shutdown waits for in-flight requests (and local workers to exit).
@@ -159,6 +172,9 @@ impl Default for GatewayConfig {
             body_idle_timeout: Duration::from_secs(30),
             send_timeout: Duration::from_secs(60),
             upgrade_idle_timeout: limits::UPGRADE_IDLE,
+            linger_timeout: Duration::from_secs(30),
+            linger_idle_timeout: Duration::from_secs(5),
+            linger_bytes: 4 << 20,
             queue_timeout: Duration::from_secs(5),
             drain_grace: Duration::from_secs(30),
             readiness_delay: Duration::ZERO,

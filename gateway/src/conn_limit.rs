@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 use tracing::{info, warn};
 
 /// Connections admitted past the cap, for `/_vyx/` only.
@@ -87,6 +88,10 @@ pub fn default_max_connections(nofile: u64) -> usize {
 /// Counts open connections against the cap.
 pub struct ConnLimiter {
     open: AtomicUsize,
+    /// Connections in a lingering close (see `lingering`), counted in `open` too.
+    lingering: AtomicUsize,
+    /// Told when a new connection takes a lingering one's slot: one of them closes.
+    linger_cut: Notify,
     /// Worker connections that were admitted on a reserve connection, still open.
     reserve_workers: AtomicUsize,
     cap: usize,
@@ -106,6 +111,8 @@ impl ConnLimiter {
     pub fn new(cap: usize, gauge: Gauge) -> ConnLimiter {
         ConnLimiter {
             open: AtomicUsize::new(0),
+            lingering: AtomicUsize::new(0),
+            linger_cut: Notify::new(),
             reserve_workers: AtomicUsize::new(0),
             cap,
             gauge,
@@ -115,7 +122,12 @@ impl ConnLimiter {
 
     pub fn admit(self: &Arc<Self>) -> Admission {
         let n = self.open.fetch_add(1, Ordering::AcqRel);
-        if n >= self.cap + RESERVE {
+        // At the cap, a connection in a lingering close gives its slot to this one.
+        let over = n.saturating_sub(self.cap);
+        let takes_lingerer = n >= self.cap && self.lingering.load(Ordering::Acquire) > over;
+        if takes_lingerer {
+            self.linger_cut.notify_one();
+        } else if n >= self.cap + RESERVE {
             self.open.fetch_sub(1, Ordering::AcqRel);
             self.refused.failed(|| {
                 warn!(
@@ -128,7 +140,7 @@ impl ConnLimiter {
         }
         self.gauge.inc();
         let slot = ConnSlot(self.clone());
-        if n < self.cap {
+        if n < self.cap || takes_lingerer {
             self.refused.recovered(|count, took| {
                 info!(
                     refused = count,
@@ -153,6 +165,34 @@ impl ConnLimiter {
             return None;
         }
         Some(ReserveWorker(self.clone()))
+    }
+}
+
+impl ConnLimiter {
+    /// A connection starts a lingering close, keeping its slot until a new connection
+    /// needs it; `None` when the gateway is already past the cap: close at once.
+    pub fn start_linger(self: &Arc<Self>) -> Option<Lingerer> {
+        if self.open.load(Ordering::Acquire) > self.cap {
+            return None;
+        }
+        self.lingering.fetch_add(1, Ordering::AcqRel);
+        Some(Lingerer(self.clone()))
+    }
+}
+
+/// A connection in a lingering close (see [`ConnLimiter::start_linger`]).
+pub struct Lingerer(Arc<ConnLimiter>);
+
+impl Lingerer {
+    /// Ready when a new connection takes this one's slot.
+    pub async fn cut(&self) {
+        self.0.linger_cut.notified().await
+    }
+}
+
+impl Drop for Lingerer {
+    fn drop(&mut self) {
+        self.0.lingering.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -425,5 +465,35 @@ mod tests {
         held.truncate(1);
         assert!(matches!(l.admit(), Admission::Normal(_)));
         assert!(!l.refused.active());
+    }
+
+    #[test]
+    fn a_lingering_connection_gives_its_slot_to_a_new_one() {
+        use futures_util::FutureExt;
+        let l = Arc::new(ConnLimiter::new(2, Gauge::default()));
+        let Admission::Normal(a) = l.admit() else {
+            panic!("under the cap")
+        };
+        let Admission::Normal(_b) = l.admit() else {
+            panic!("under the cap")
+        };
+        let lingerer = l.start_linger().expect("within the cap");
+        let c = {
+            let cut = lingerer.cut();
+            tokio::pin!(cut);
+            assert!(cut.as_mut().now_or_never().is_none());
+            // At the cap: the new connection takes the lingering one's slot, which is cut ...
+            let Admission::Normal(c) = l.admit() else {
+                panic!("a lingering slot is given up")
+            };
+            assert!(cut.as_mut().now_or_never().is_some());
+            c
+        };
+        // ... once: until it is gone, the next goes to the reserve.
+        assert!(matches!(l.admit(), Admission::Reserve(_)));
+        // Past the cap, a connection does not start lingering: it closes at once.
+        assert!(l.start_linger().is_none());
+        drop((a, c, lingerer));
+        assert!(l.start_linger().is_some());
     }
 }

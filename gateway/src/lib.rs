@@ -23,6 +23,7 @@ mod forward;
 mod framing;
 mod h2_calm;
 mod interim;
+mod lingering;
 pub mod log_format;
 pub mod log_limit;
 mod metrics;

@@ -1058,7 +1058,14 @@ async fn pump_body(body: Buffered, share: Option<StreamedShare>, pump: Pump) {
     drop(permit);
     if let Some(mut upload) = rest {
         loop {
-            match upload.next().await {
+            let next = tokio::select! {
+                next = upload.next() => next,
+                // The stream has ended without the rest of the body (a worker that answered
+                // and RESET `no_error`, or a failure): it is not waited for; dropping it lets
+                // hyper end the connection, with a lingering close (`lingering`).
+                _ = pump.send.failed() => return,
+            };
+            match next {
                 Ok(Some(data)) => {
                     if !pump.send(data).await {
                         return;

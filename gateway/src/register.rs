@@ -165,7 +165,7 @@ pub fn register(
         };
         let read_ahead = parts.read_buf.to_vec();
         let config = Some(gateway_websocket_config());
-        match parts.io.into_inner().into_inner().into_inner() {
+        match parts.io.into_inner().into_inner().into_inner().into_inner() {
             ClientStream::Plain(counted) => {
                 let (tcp, slot) = counted.into_parts();
                 let socket = SocketHandle::new(tcp, slot);

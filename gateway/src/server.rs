@@ -26,6 +26,7 @@ use crate::client_eof::ClientEof;
 use crate::conn_limit::{self, Activity, Admission, Counted, RESERVE_DEADLINE};
 use crate::h2_calm::H2Calm;
 use crate::interim::{self, InterimIo, InterimSink};
+use crate::lingering::Lingering;
 use crate::registry::Forgotten;
 use crate::stopping::{self, Phase};
 use crate::supervisor::Supervisor;
@@ -365,7 +366,7 @@ async fn accept_loop(
 
 /// A client connection's socket as hyper gets it; a worker registration takes it back from
 /// hyper as this type (`register`), so the two must not differ.
-pub(crate) type ClientIo = TokioIo<InterimIo<H2Calm<ClientStream>>>;
+pub(crate) type ClientIo = TokioIo<InterimIo<H2Calm<Lingering>>>;
 
 /// An accepted connection, before it is served.
 #[derive(Clone, Copy)]
@@ -426,6 +427,7 @@ fn serve(
     // Without half-close hyper watches the socket itself (see `run`).
     let watch_eof = shared.config.client_half_close;
     let over_tls = matches!(stream, ClientStream::Tls(_));
+    let (stream, linger) = Lingering::new(stream, fd, reserve, shared.clone());
     let interim_sink = Arc::new(InterimSink::default());
     let interims = interim_sink.clone();
     let svc = service_fn(move |mut req: Request<Incoming>| {
@@ -443,14 +445,20 @@ fn serve(
         let request = active.start();
         let req_version = req.version();
         let h1 = req_version <= http::Version::HTTP_11;
+        if h1 {
+            linger.request(!http_body::Body::is_end_stream(req.body()));
+        }
         let handled = handle(req, svc_shared.clone(), peer, role, reserve);
-        let abort_h1 = abort_h1.clone();
+        let (abort_h1, linger) = (abort_h1.clone(), linger.clone());
         let interims = (req_version == http::Version::HTTP_11).then(|| interims.clone());
         async move {
             let mut resp = match interims {
                 Some(sink) => interim::serve_request(sink, handled).await?,
                 None => handled.await?,
             };
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                linger.handed_on();
+            }
             let access = resp
                 .extensions_mut()
                 .remove::<Handoff>()

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use vyx::{Json, Request};
+use vyx_core::error::ResetCode;
 use vyx_core::frame::Frame;
 use vyx_gateway::trusted_proxies::IpNet;
 
@@ -626,9 +627,14 @@ fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 
 /// HEADERS (END_STREAM | END_HEADERS) for `GET path` with `authority`, fields literal.
 fn h2_get(stream: u32, authority: &str, path: &str) -> Vec<u8> {
+    h2_request(stream, "GET", authority, path, 5)
+}
+
+/// HEADERS with `flags` for `method path` with `authority`, fields literal.
+fn h2_request(stream: u32, method: &str, authority: &str, path: &str, flags: u8) -> Vec<u8> {
     let mut block = Vec::new();
     for (name, value) in [
-        (":method", "GET"),
+        (":method", method),
         (":scheme", "http"),
         (":authority", authority),
         (":path", path),
@@ -639,7 +645,7 @@ fn h2_get(stream: u32, authority: &str, path: &str) -> Vec<u8> {
         block.push(value.len() as u8);
         block.extend_from_slice(value.as_bytes());
     }
-    h2_frame(1, 5, stream, &block)
+    h2_frame(1, flags, stream, &block)
 }
 
 /// The next HTTP/2 frame from the gateway: (type, flags, stream, payload); `None` at the end
@@ -817,4 +823,296 @@ async fn an_http2_settings_or_ping_flood_gets_goaway_enhance_your_calm() {
     let (status, _) = get(&client(), &gw.url("/inspect/c")).await;
     assert_eq!(status, 200);
     worker.stop();
+}
+
+/// A worker whose `POST /up` answers 413 at once without reading the body (the SDK then
+/// RESETs the stream `no_error`: it wants no more of it, PROTOCOL.md §4.3), and `GET /up` 200.
+async fn early_worker(gw: SocketAddr) -> vyx::Worker {
+    let worker = vyx::Worker::builder()
+        .connect(format!("ws://{gw}"))
+        .id("front:early")
+        .handle_signals(false)
+        .post("/up", |_req: Request| async {
+            (vyx::StatusCode::PAYLOAD_TOO_LARGE, "too large")
+        })
+        .get("/up", |_req: Request| async { "up" })
+        .build()
+        .unwrap();
+    start_connected(&worker).await;
+    worker
+}
+
+/// More than the socket buffers of both ends hold (4 MiB of send buffer at most here, and a
+/// receive buffer that does not grow unread): once the gateway's socket is closed, or
+/// stops being read, a client writing this much meets the reset.
+const PAST_THE_BUFFERS: usize = 16 << 20;
+
+/// An answer given before the request body ended (the worker's 413, then its RESET
+/// `no_error`) is followed by a lingering close: the gateway sends its FIN, then reads and
+/// discards the rest of the body, so a client that writes its whole body before it reads
+/// (as hyper's client does) gets its answer. Closed at once, the socket answered the rest
+/// with a reset and the client's write failed before it read anything (axum's
+/// `body_limited_by_default` through vyx failed so 3 times in 8).
+#[tokio::test]
+async fn a_client_still_sending_after_an_early_answer_is_drained_and_reads_it() {
+    let gw = linger_gateway(64 << 20, LONG, LONG).await;
+    let worker = early_worker(gw.addr).await;
+    let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(&chunked_post("/up")).await.unwrap();
+    let sent = tokio::time::timeout(WAIT, send_chunked(&mut tcp, PAST_THE_BUFFERS))
+        .await
+        .expect("the body was taken in time");
+    assert!(
+        sent.is_ok(),
+        "the body after the answer was reset: {sent:?}"
+    );
+    let answer = read_answer(&mut tcp).await;
+    assert_eq!(status_of(&answer), 413, "{answer}");
+    assert!(answer.ends_with("too large"), "{answer}");
+    assert_eq!(metric(&gw, LINGER_CUT).await, 0);
+    worker.stop();
+}
+
+/// Writes `total` bytes of body, or until a write fails; `true` if one failed.
+async fn cut_while_sending(tcp: &mut TcpStream, total: usize) -> bool {
+    tokio::time::timeout(WAIT, send_chunked(tcp, total))
+        .await
+        .expect("writes went on or failed in time")
+        .is_err()
+}
+
+/// A gateway whose request bodies stream at once, with these lingering-close limits.
+async fn linger_gateway(bytes: u64, time: Duration, idle: Duration) -> TestGateway {
+    TestGateway::start_with(|c| {
+        c.body_buffer = 0;
+        c.linger_bytes = bytes;
+        c.linger_timeout = time;
+        c.linger_idle_timeout = idle;
+    })
+    .await
+}
+
+const LINGER_CUT: &str = "vyx_client_errors_total{reason=\"linger_limit\"}";
+const LONG: Duration = Duration::from_secs(600);
+
+/// A client that keeps sending past `limits.linger_bytes` after its answer is cut (the
+/// socket closes, its writes fail) and counted.
+#[tokio::test]
+async fn a_client_sending_past_linger_bytes_is_cut() {
+    let gw = linger_gateway(64 << 10, LONG, LONG).await;
+    let worker = early_worker(gw.addr).await;
+    let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(&chunked_post("/up")).await.unwrap();
+    assert!(cut_while_sending(&mut tcp, PAST_THE_BUFFERS).await);
+    assert_eq!(metric(&gw, LINGER_CUT).await, 1);
+    worker.stop();
+}
+
+/// A client that keeps sending past `timeouts.linger`, however slowly, is cut and counted.
+#[tokio::test]
+async fn a_client_trickling_past_the_linger_time_is_cut() {
+    let gw = linger_gateway(4 << 20, Duration::from_millis(300), LONG).await;
+    let worker = early_worker(gw.addr).await;
+    let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(&chunked_post("/up")).await.unwrap();
+    let answer = read_answer(&mut tcp).await;
+    assert_eq!(status_of(&answer), 413, "{answer}");
+    // A byte of body every 20 ms: never idle, never near the byte limit.
+    let mut pace = tokio::time::interval(Duration::from_millis(20));
+    let trickle = async {
+        loop {
+            pace.tick().await;
+            if tcp.write_all(b"1\r\nx\r\n").await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, trickle)
+        .await
+        .expect("a trickling client was cut after timeouts.linger");
+    assert_eq!(metric(&gw, LINGER_CUT).await, 1);
+    worker.stop();
+}
+
+/// A client that goes silent after its answer, without closing, is closed after
+/// `timeouts.linger_idle`, not counted as an error.
+#[tokio::test]
+async fn a_silent_lingering_connection_is_closed_after_linger_idle() {
+    let gw = linger_gateway(4 << 20, LONG, Duration::from_millis(300)).await;
+    let worker = early_worker(gw.addr).await;
+    let open = "vyx_open_connections";
+    let baseline = metric(&gw, open).await;
+    let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(&chunked_post("/up")).await.unwrap();
+    tcp.write_all(b"1\r\nx\r\n").await.unwrap();
+    let answer = read_answer(&mut tcp).await;
+    assert_eq!(status_of(&answer), 413, "{answer}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while metric(&gw, open).await > baseline {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a silent lingering connection outlived timeouts.linger_idle"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(metric(&gw, LINGER_CUT).await, 0);
+    worker.stop();
+}
+
+/// Reads an answer up to the gateway's FIN (its lingering close goes on reading after it).
+async fn read_answer(tcp: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(WAIT, tcp.read(&mut buf))
+            .await
+            .expect("the answer and the FIN in time")
+        {
+            Ok(0) => return String::from_utf8_lossy(&out).into_owned(),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("reading the answer: {e}; read {out:?}"),
+        }
+    }
+}
+
+/// Lingering connections keep their slots (they count against `limits.max_connections`)
+/// but give them up at once to new connections: at the cap, a new client is served as
+/// usual, not as one of the reserve, and a lingering connection is cut for it.
+#[tokio::test]
+async fn lingering_connections_give_their_slots_to_new_clients() {
+    let gw = TestGateway::start_with(|c| {
+        c.max_connections = Some(4);
+        c.header_read_timeout = Some(Duration::from_secs(600));
+        c.body_buffer = 0;
+        c.linger_timeout = LONG;
+        c.linger_idle_timeout = LONG;
+    })
+    .await;
+    // The worker's connection and three lingering ones fill the cap.
+    let worker = early_worker(gw.addr).await;
+    let mut lingering = Vec::new();
+    for _ in 0..3 {
+        let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+        tcp.write_all(&chunked_post("/up")).await.unwrap();
+        tcp.write_all(b"1\r\nx\r\n").await.unwrap();
+        let answer = read_answer(&mut tcp).await;
+        assert_eq!(status_of(&answer), 413, "{answer}");
+        lingering.push(tcp);
+    }
+    let served = exchange(
+        gw.addr,
+        b"GET /up HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&served), 200, "{served}");
+    let mut cut = 0;
+    for tcp in &mut lingering {
+        // Within limits.linger_bytes (4 MiB): drained unless cut.
+        cut += usize::from(cut_while_sending(tcp, 1 << 20).await);
+    }
+    assert!(cut >= 1, "no lingering connection gave up its slot");
+    assert!(cut < lingering.len(), "no connection was lingering");
+    worker.stop();
+}
+
+/// A piece of request body: once it has reached the worker, the gateway is waiting on the
+/// client for more.
+const FIRST_PIECE: usize = 16 << 10;
+
+/// A raw worker for `POST /up` and `GET /up`, on a gateway that streams bodies at once and
+/// has no minimum body rate (only the worker's RESET lets a body go).
+async fn raw_early(
+    tweak: impl FnOnce(&mut vyx_gateway::GatewayConfig),
+) -> (TestGateway, RawWorker) {
+    let gw = TestGateway::start_with(|c| {
+        c.body_buffer = 0;
+        c.min_body_rate = 0;
+        tweak(c);
+    })
+    .await;
+    let routes = vec![route(0, "POST", "/up"), route(1, "GET", "/up")];
+    let w = RawWorker::connect(gw.addr, "early", routes).await;
+    (gw, w)
+}
+
+/// Takes a REQUEST and [`FIRST_PIECE`] of its body, then answers 413 and RESETs the stream
+/// `no_error`, as the SDKs do for a handler that answered without reading the body; the
+/// stream's id.
+async fn answer_after_the_first_piece(w: &mut RawWorker) -> u32 {
+    let id = match w.next_frame().await {
+        Frame::Request(r) => r.stream_id,
+        other => panic!("expected REQUEST, got {other:?}"),
+    };
+    let mut got = 0;
+    while got < FIRST_PIECE {
+        match w.next_frame().await {
+            Frame::Data(d) if d.stream_id == id => got += d.data.len(),
+            other => panic!("expected DATA, got {other:?}"),
+        }
+    }
+    w.send(respond(id, 413, true)).await;
+    let reset = vyx_core::frame::Reset::new(id, ResetCode::NoError, "response complete");
+    w.send(Frame::Reset(reset)).await;
+    id
+}
+
+/// After a worker's answer and RESET `no_error`, an HTTP/1 client that has paused its body
+/// gets the whole answer and the gateway's FIN at once. Before, the gateway waited for the
+/// client's next piece of body (or `timeouts.body_idle`, or the minimum rate's 408 counted
+/// against the client) before letting the body go and closing.
+#[tokio::test]
+async fn an_http1_early_answer_is_followed_by_the_fin_at_once() {
+    let (gw, mut w) = raw_early(|_| {}).await;
+    let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(&chunked_post("/up")).await.unwrap();
+    let piece = format!("{FIRST_PIECE:x}\r\n{}\r\n", "x".repeat(FIRST_PIECE));
+    tcp.write_all(piece.as_bytes()).await.unwrap();
+    answer_after_the_first_piece(&mut w).await;
+    let answer = read_answer(&mut tcp).await;
+    assert_eq!(status_of(&answer), 413, "{answer}");
+}
+
+/// HTTP/2 has its own early answer (RFC 9113 §8.1): the response, then RST_STREAM
+/// `NO_ERROR` for the request stream as soon as the worker RESETs `no_error`, and the
+/// connection goes on. Before, the gateway kept waiting for the body nobody wanted until
+/// the client sent more of it (or `timeouts.body_idle`).
+#[tokio::test]
+async fn an_http2_early_answer_resets_the_request_stream_with_no_error() {
+    let (gw, mut w) = raw_early(|_| {}).await;
+    let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(H2_START).await.unwrap();
+    // HEADERS (END_HEADERS only) and a first DATA: the body goes on.
+    tcp.write_all(&h2_request(1, "POST", "gw", "/up", 4))
+        .await
+        .unwrap();
+    tcp.write_all(&h2_frame(0, 0, 1, &[b'x'; FIRST_PIECE]))
+        .await
+        .unwrap();
+    let early = answer_after_the_first_piece(&mut w).await;
+    let mut answered = false;
+    loop {
+        let (kind, _, id, payload) = h2_read(&mut tcp).await.expect("the connection open");
+        match (kind, id) {
+            (1, 1) => answered = true,
+            (3, 1) => {
+                assert!(answered, "RST_STREAM before the response");
+                assert_eq!(payload, [0, 0, 0, 0], "RST_STREAM NO_ERROR");
+                break;
+            }
+            (7, _) => panic!("GOAWAY {payload:?}"),
+            _ => {}
+        }
+    }
+    tcp.write_all(&h2_get(3, "gw", "/up")).await.unwrap();
+    let id = loop {
+        match w.next_frame().await {
+            Frame::Request(r) => break r.stream_id,
+            // The response's end may cancel the finished stream before the worker's
+            // RESET is read: a race §4.4 allows.
+            Frame::Reset(r) if r.stream_id == early => {}
+            other => panic!("expected REQUEST, got {other:?}"),
+        }
+    };
+    w.send(respond(id, 200, true)).await;
+    assert_eq!(h2_status(&mut tcp, 3).await, 200);
 }

@@ -462,3 +462,55 @@ async fn a_worker_dialling_an_address_of_a_name_verifies_the_certificate_for_the
     w.stop();
     task.await.unwrap().unwrap();
 }
+
+/// The lingering close after an early answer (`front.rs`
+/// `a_client_still_sending_after_an_early_answer_is_drained_and_reads_it`) over TLS: the
+/// gateway's close_notify and FIN, then the rest of the body read through TLS and dropped,
+/// and the client reads its answer after sending all of it.
+#[tokio::test]
+async fn an_early_answer_over_tls_is_followed_by_a_lingering_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    let files = ca.leaf(dir.path(), "gw", LOOPBACK);
+    let gw = TestGateway::start_with(|c| {
+        c.tls = Some(files);
+        c.body_buffer = 0;
+        c.linger_bytes = 64 << 20;
+    })
+    .await;
+    let ca_file = write(dir.path(), "ca.pem", &ca.pem());
+    let w = vyx::Worker::builder()
+        .connect(format!("wss://{}", gw.addr))
+        .id("rust:tls")
+        .handle_signals(false)
+        .ca_file(ca_file)
+        // Answers without reading the body: the SDK then RESETs the stream `no_error`.
+        .post("/up", |_req: Request| async {
+            (vyx::StatusCode::PAYLOAD_TOO_LARGE, "too large")
+        })
+        .build()
+        .unwrap();
+    start_connected(&w).await;
+    let mut tls = tls_connect(gw.addr, ca.der(), &[b"http/1.1"])
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tls, &chunked_post("/up"))
+        .await
+        .unwrap();
+    // More than the socket buffers hold: a close without lingering resets the writes.
+    let sent = tokio::time::timeout(WAIT, send_chunked(&mut tls, 16 << 20))
+        .await
+        .expect("the body was taken in time");
+    assert!(
+        sent.is_ok(),
+        "the body after the answer was reset: {sent:?}"
+    );
+    let mut answer = Vec::new();
+    let end = tokio::time::timeout(WAIT, tls.read_to_end(&mut answer))
+        .await
+        .expect("the answer and the close in time");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.ends_with("too large"), "{answer} ({end:?})");
+    w.stop();
+}

@@ -43,10 +43,13 @@ function decodeBatch(buf) {
       params[j] = str();
       params[j + 1] = str();
     }
-    const headers = new Array(u32() * 2);
-    for (let j = 0; j < headers.length; j += 2) {
-      headers[j] = str();
-      headers[j + 1] = str();
+    // The header block is skipped here and decoded when first read: most handlers read a
+    // header or none, and a request carries a dozen strings' worth.
+    const headersAt = o;
+    const headerCount = u32();
+    for (let j = 0; j < 2 * headerCount; j++) {
+      const n = u32() & 0x7fffffff;
+      o += n;
     }
     const clientIp = str() || undefined;
     const scheme = str();
@@ -54,7 +57,7 @@ function decodeBatch(buf) {
     const httpVersion = [buf[o], buf[o + 1]];
     const upgrade = buf[o + 2] === 1;
     o += 3;
-    requests[i] = { slot: s, routeId, method, target, params, headers, clientIp, scheme, hasBody, httpVersion, upgrade };
+    requests[i] = new Head(s, routeId, method, target, params, buf, whole, headersAt, clientIp, scheme, hasBody, httpVersion, upgrade);
   }
   const resets = new Array(u32());
   for (let i = 0; i < resets.length; i++) {
@@ -91,6 +94,51 @@ function decodeBatch(buf) {
     logs[i] = { level, target, message, fields };
   }
   return { requests, resets, states, logs };
+}
+
+/** One request's head; `headers` (flat `[name, value, ...]`) is decoded on first read. */
+class Head {
+  #buf;
+  #whole;
+  #headersAt;
+  #headers = null;
+
+  constructor(slot, routeId, method, target, params, buf, whole, headersAt, clientIp, scheme, hasBody, httpVersion, upgrade) {
+    this.slot = slot;
+    this.routeId = routeId;
+    this.method = method;
+    this.target = target;
+    this.params = params;
+    this.#buf = buf;
+    this.#whole = whole;
+    this.#headersAt = headersAt;
+    this.clientIp = clientIp;
+    this.scheme = scheme;
+    this.hasBody = hasBody;
+    this.httpVersion = httpVersion;
+    this.upgrade = upgrade;
+  }
+
+  get headers() {
+    if (this.#headers === null) {
+      const buf = this.#buf;
+      let o = this.#headersAt;
+      const headers = new Array(buf.readUInt32LE(o) * 2);
+      o += 4;
+      for (let j = 0; j < headers.length; j++) {
+        let n = buf.readUInt32LE(o);
+        o += 4;
+        if (n >= 0x80000000) {
+          n -= 0x80000000;
+          headers[j] = buf.utf8Slice(o, o + n);
+        } else headers[j] = this.#whole.slice(o, o + n);
+        o += n;
+      }
+      this.#headers = headers;
+      this.#buf = this.#whole = null; // the batch is no longer needed
+    }
+    return this.#headers;
+  }
 }
 
 module.exports = { decodeBatch };

@@ -3,6 +3,7 @@ const { EventEmitter } = require('node:events');
 const { fromNative } = require('./errors');
 
 const EMPTY = Buffer.alloc(0);
+const NONE = Object.freeze([]);
 
 function toBuffer(chunk, encoding) {
   if (Buffer.isBuffer(chunk)) return chunk;
@@ -25,10 +26,11 @@ class VyxResponse extends EventEmitter {
   #phase = 'head'; // head → body (streaming) → ended
   #bodyWanted = true;
   #waiting = false;
-  #queue = [];
+  // NONE until used: most responses never stream, wait or carry trailers.
+  #queue = NONE;
   #endQueued = false;
-  #drainWaiters = [];
-  #trailers = [];
+  #drainWaiters = NONE;
+  #trailers = NONE;
 
   /** @internal */
   constructor(exchange) {
@@ -104,15 +106,17 @@ class VyxResponse extends EventEmitter {
    */
   addTrailers(headers) {
     const pairs = Array.isArray(headers) ? headers : Object.entries(headers);
+    if (this.#trailers === NONE) this.#trailers = [];
     for (const [name, value] of pairs) this.#trailers.push(String(name), String(value));
     return this;
   }
 
   /** Answers JSON (`content-type: application/json` unless set). */
   json(value) {
+    if (this.#phase !== 'head') return this.send(value); // its error, or nothing once aborted
     if (this.getHeader('content-type') === undefined) this.#headers.push('content-type', 'application/json');
     const text = JSON.stringify(value);
-    return this.send(text === undefined ? 'null' : text);
+    return this._respond(text === undefined ? 'null' : text);
   }
 
   /**
@@ -129,7 +133,7 @@ class VyxResponse extends EventEmitter {
     if (body === undefined || body === null) bytes = EMPTY;
     else if (typeof body === 'string') {
       if (this.getHeader('content-type') === undefined) this.#headers.push('content-type', 'text/plain; charset=utf-8');
-      bytes = Buffer.from(body, 'utf8');
+      bytes = body; // encoded by the binding: no Buffer of its own
     } else if (typeof body === 'object' && !ArrayBuffer.isView(body) && !(body instanceof ArrayBuffer)) {
       return this.json(body);
     } else {
@@ -139,7 +143,10 @@ class VyxResponse extends EventEmitter {
     return this._respond(bytes);
   }
 
-  /** @internal The whole response as set, with `bytes` as its body: no content-type added. */
+  /**
+   * @internal The whole response as set, with `bytes` (or a string, sent as UTF-8) as its
+   * body: no content-type added.
+   */
   _respond(bytes) {
     if (this.#phase !== 'head') {
       if (this.#ex.aborted) return this;
@@ -154,7 +161,8 @@ class VyxResponse extends EventEmitter {
     const ex = this.#ex;
     ex.finish();
     try {
-      ex.native.respond(ex.slot, this.statusCode, this.#headers, bytes);
+      if (typeof bytes === 'string') ex.native.respondText(ex.slot, this.statusCode, this.#headers, bytes);
+      else ex.native.respond(ex.slot, this.statusCode, this.#headers, bytes);
     } catch (e) {
       throw fromNative(e);
     }
@@ -192,6 +200,7 @@ class VyxResponse extends EventEmitter {
     const bytes = toBuffer(chunk, encoding);
     if (bytes.length === 0) return !this.#waiting;
     if (this.#waiting) {
+      if (this.#queue === NONE) this.#queue = [];
       this.#queue.push(bytes);
       return false;
     }
@@ -221,6 +230,7 @@ class VyxResponse extends EventEmitter {
   drained() {
     if (this.#ex.aborted) return Promise.reject(this.#ex.reason);
     if (!this.#waiting) return Promise.resolve();
+    if (this.#drainWaiters === NONE) this.#drainWaiters = [];
     return new Promise((resolve, reject) => this.#drainWaiters.push({ resolve, reject }));
   }
 
@@ -261,7 +271,7 @@ class VyxResponse extends EventEmitter {
           this.#send(EMPTY, true);
         }
         const waiters = this.#drainWaiters;
-        this.#drainWaiters = [];
+        this.#drainWaiters = NONE;
         for (const w of waiters) w.resolve();
         this.emit('drain');
       },
@@ -276,9 +286,9 @@ class VyxResponse extends EventEmitter {
   _aborted(reason) {
     this.#phase = 'ended';
     this.#waiting = false;
-    this.#queue = [];
+    this.#queue = NONE;
     const waiters = this.#drainWaiters;
-    this.#drainWaiters = [];
+    this.#drainWaiters = NONE;
     for (const w of waiters) w.reject(reason);
     this.emit('close');
   }

@@ -262,6 +262,8 @@ impl Checker {
         }
         set(&mut c.body_idle_timeout, &t.body_idle);
         set(&mut c.upgrade_idle_timeout, &t.upgrade_idle);
+        set(&mut c.linger_timeout, &t.linger);
+        set(&mut c.linger_idle_timeout, &t.linger_idle);
         set(&mut c.min_body_rate_grace, &t.body_rate_grace);
         set(&mut c.handshake_timeout, &t.handshake);
         if let Some(h) = &t.heartbeat {
@@ -363,6 +365,9 @@ impl Checker {
         }
         if let Some(s) = l.response_buffer_total {
             c.response_buffer_total = s.0;
+        }
+        if let Some(s) = l.linger_bytes {
+            c.linger_bytes = s.0;
         }
         if let Some(n) = &l.streamed_upload_slots {
             if !(1..=100).contains(&n.value) {

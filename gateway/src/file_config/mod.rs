@@ -178,6 +178,26 @@ mod tests {
     }
 
     #[test]
+    fn lingering_close_limits() {
+        let d = parse(Path::new("vyx.yaml"), "listen: 127.0.0.1:0\n").unwrap();
+        assert_eq!(
+            (d.linger_timeout, d.linger_idle_timeout, d.linger_bytes),
+            (Duration::from_secs(30), Duration::from_secs(5), 4 << 20)
+        );
+        let c = parse(
+            Path::new("vyx.yaml"),
+            "timeouts: {linger: 10s, linger_idle: 2s}\nlimits: {linger_bytes: 0}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.linger_timeout, c.linger_idle_timeout, c.linger_bytes),
+            (Duration::from_secs(10), Duration::from_secs(2), 0)
+        );
+        let e = err("timeouts: {linger_idle: 0s}\n");
+        assert!(e.message.contains("more than zero"), "{e}");
+    }
+
+    #[test]
     fn retries_readiness_delay_and_startup_grace() {
         let d = parse(Path::new("vyx.yaml"), "listen: 127.0.0.1:0\n").unwrap();
         assert!(d.retries, "retries are on by default");

@@ -85,6 +85,8 @@ pub(super) struct Timeouts {
     pub(super) startup_grace: Option<Dur>,
     pub(super) send: Option<Dur>,
     pub(super) upgrade_idle: Option<Dur>,
+    pub(super) linger: Option<Dur>,
+    pub(super) linger_idle: Option<Dur>,
 }
 
 #[derive(Deserialize, Default)]
@@ -108,6 +110,7 @@ pub(super) struct Limits {
     pub(super) response_buffer_total: Option<Size>,
     pub(super) streamed_upload_slots: Option<Spanned<u32>>,
     pub(super) h2_control_frames: Option<Spanned<u32>>,
+    pub(super) linger_bytes: Option<Size>,
 }
 
 #[derive(Deserialize, Default)]

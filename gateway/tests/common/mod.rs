@@ -657,3 +657,27 @@ pub fn gateway_end(gw: SocketAddr, peer: SocketAddr) -> Option<(u8, u64)> {
         })
     })
 }
+
+/// The head of an HTTP/1 POST to `path` whose body follows chunked: a worker may answer it
+/// before the body ends.
+pub fn chunked_post(path: &str) -> Vec<u8> {
+    format!("POST {path} HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: chunked\r\n\r\n").into_bytes()
+}
+
+/// Writes `total` bytes of chunked body in 64 KiB chunks, then the last chunk: the error of
+/// the first write that fails.
+pub async fn send_chunked<S: tokio::io::AsyncWrite + Unpin>(
+    io: &mut S,
+    total: usize,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    const CHUNK: usize = 64 << 10;
+    let mut chunk = format!("{CHUNK:x}\r\n").into_bytes();
+    chunk.resize(chunk.len() + CHUNK, b'x');
+    chunk.extend_from_slice(b"\r\n");
+    for _ in 0..total / CHUNK {
+        io.write_all(&chunk).await?;
+    }
+    io.write_all(b"0\r\n\r\n").await?;
+    io.flush().await
+}

@@ -34,7 +34,7 @@ type Message struct {
 
 // Conn is one accepted worker connection.
 type Conn struct {
-	t *testing.T
+	t testing.TB
 	// WS is the gateway's side of the WebSocket.
 	WS *websocket.Conn
 	// Req is the worker's upgrade request.
@@ -48,7 +48,7 @@ type Conn struct {
 
 // Gateway accepts upgrades; Answer (when set) may refuse one instead (HTTP status).
 type Gateway struct {
-	t     *testing.T
+	t     testing.TB
 	srv   *httptest.Server
 	conns chan *Conn
 	// Answer decides each upgrade: nil → accept with vyx.1.
@@ -57,7 +57,7 @@ type Gateway struct {
 	attempts int
 }
 
-func New(t *testing.T) *Gateway {
+func New(t testing.TB) *Gateway {
 	g := &Gateway{t: t, conns: make(chan *Conn, 16)}
 	g.srv = httptest.NewServer(http.HandlerFunc(g.serve))
 	t.Cleanup(g.srv.Close)
@@ -65,7 +65,7 @@ func New(t *testing.T) *Gateway {
 }
 
 // NewTLS is New over TLS (wss://), with httptest's certificate for 127.0.0.1.
-func NewTLS(t *testing.T) *Gateway {
+func NewTLS(t testing.TB) *Gateway {
 	g := &Gateway{t: t, conns: make(chan *Conn, 16)}
 	g.srv = httptest.NewUnstartedServer(http.HandlerFunc(g.serve))
 	g.srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes of a test

@@ -1,0 +1,71 @@
+'use strict';
+// What a small request costs the Node worker, counted rather than timed (issue 21 item 4):
+// its calls into the addon, and the shape V8 gives what the handler reads.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const path = require('node:path');
+const v8 = require('node:v8');
+const { startGateway, request, startWorker } = require('./helpers');
+
+v8.setFlagsFromString('--allow-natives-syntax');
+const hasFastProperties = new Function('o', 'return %HasFastProperties(o)');
+
+// Every call into the addon, by method (this file runs in a process of its own).
+const calls = {};
+const { NativeWorker } = require(path.join(__dirname, '..', 'native.js'));
+for (const name of Object.getOwnPropertyNames(NativeWorker.prototype)) {
+  const fn = Object.getOwnPropertyDescriptor(NativeWorker.prototype, name).value; // not getters
+  if (name === 'constructor' || typeof fn !== 'function') continue;
+  NativeWorker.prototype[name] = function (...args) {
+    calls[name] = (calls[name] || 0) + 1;
+    return fn.apply(this, args);
+  };
+}
+
+let gw;
+let worker;
+let done;
+const params = [];
+
+test.before(async () => {
+  gw = await startGateway();
+  ({ worker, done } = await startWorker(gw, (w) => {
+    w.get('/hello/{name}', (req) => {
+      params.push(req.params);
+      return { hello: req.params.name, lang: 'node' };
+    });
+    w.get('/own/{constructor}', (req) => ({ own: req.params.constructor, inherited: 'toString' in req.params }));
+  }));
+});
+
+test.after(async () => {
+  await worker.stop(1000);
+  await done;
+  await gw.stop();
+});
+
+test('a JSON answer is one call into the addon, its text handed over as it is', async () => {
+  for (const k of Object.keys(calls)) delete calls[k];
+  const n = 20;
+  for (let i = 0; i < n; i++) {
+    const res = await request(gw.addr, 'GET', `/hello/w${i}`);
+    assert.equal(res.status, 200);
+    assert.deepEqual(JSON.parse(res.body), { hello: `w${i}`, lang: 'node' });
+    assert.equal(res.headers['content-type'], 'application/json');
+  }
+  // No Buffer is made for the body in JS: the binding encodes the string.
+  assert.equal(calls.respondText, n);
+  assert.equal(calls.respond, undefined);
+  const others = Object.entries(calls).filter(([k]) => k !== 'respondText' && k !== 'nextBatch');
+  assert.deepEqual(others, []);
+});
+
+test('req.params is a fast object with no inherited names', async () => {
+  await request(gw.addr, 'GET', '/hello/ada');
+  const p = params.at(-1);
+  assert.equal(p.name, 'ada');
+  // Object.create(null) made a dictionary, filled through V8's slow path on every request.
+  assert.equal(hasFastProperties(p), true);
+  const res = await request(gw.addr, 'GET', '/own/x');
+  assert.deepEqual(JSON.parse(res.body), { own: 'x', inherited: false });
+});
