@@ -67,7 +67,10 @@ fn a_line_costs_no_allocation_on_the_request_thread() {
         let made = ALLOCATIONS.with(Cell::get) - before;
         assert!(log.flush(Duration::from_secs(20)));
         // The queue's buffer may still grow now and then (the writer swaps in its own).
-        assert!(made < 100, "{made} allocations for 1,000 lines ({format:?})");
+        assert!(
+            made < 100,
+            "{made} allocations for 1,000 lines ({format:?})"
+        );
     }
     let text = std::fs::read_to_string(&path).unwrap();
     assert_eq!(text.lines().count(), 4_000);
