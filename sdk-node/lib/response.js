@@ -160,6 +160,7 @@ class VyxResponse extends EventEmitter {
     this.#phase = 'ended';
     const ex = this.#ex;
     ex.finish();
+    wakeAfterTurn(ex.native);
     try {
       if (typeof bytes === 'string') ex.native.respondText(ex.slot, this.statusCode, this.#headers, bytes);
       else ex.native.respond(ex.slot, this.statusCode, this.#headers, bytes);
@@ -297,6 +298,19 @@ class VyxResponse extends EventEmitter {
   _headerList() {
     return this.#headers;
   }
+}
+
+// `respond` and `respondText` queue an answer without waking the core's writer (a thread
+// switch each): one microtask after the turn wakes it once, and the turn's answers leave in
+// one write.
+let wakeQueued = false;
+function wakeAfterTurn(native) {
+  if (wakeQueued) return;
+  wakeQueued = true;
+  queueMicrotask(() => {
+    wakeQueued = false;
+    native.wakeWriters();
+  });
 }
 
 function codedState(message) {

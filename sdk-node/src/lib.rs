@@ -29,7 +29,7 @@ use napi_derive::napi;
 use tracing::level_filters::LevelFilter;
 use vyx_core::host_logs::{self, Sink};
 use vyx_core::session::{
-    Batch, ConnectionState, Engine, EngineError, Stream, StreamError, TryChunk, TrySend,
+    self, Batch, ConnectionState, Engine, EngineError, Stream, StreamError, TryChunk, TrySend,
     WorkerConfig,
 };
 
@@ -244,6 +244,9 @@ impl NativeWorker {
     ) -> napi::Result<()> {
         let stream = self.slots().remove(&(slot as u64)).ok_or_else(gone)?.stream;
         let status = u16::try_from(status).unwrap_or(0);
+        // The writer is woken once for the turn's answers, by `wake_writers` (the JS layer
+        // calls it in a microtask after every turn that answered).
+        session::hold_writer_wakes();
         stream
             .respond(status, &pairs(headers), body)
             .map_err(stream_error)
@@ -473,6 +476,14 @@ impl NativeWorker {
         body: String,
     ) -> napi::Result<()> {
         self.respond_with(slot, status, &headers, body.as_bytes())
+    }
+
+    /// Wakes the writers of the answers `respond` and `respond_text` queued since the last
+    /// call (they hold the wake-up, so that a turn's answers leave in one write): the JS
+    /// layer calls it once after every turn that answered.
+    #[napi]
+    pub fn wake_writers(&self) {
+        session::wake_held_writers();
     }
 
     /// The head of a streamed response; returns whether a body is wanted.

@@ -37,7 +37,7 @@ impl ConnShared {
     pub(crate) fn send(&self, out: Outgoing) {
         // Dropped once the writer is gone, i.e. the connection is ending; every stream
         // learns that from the reader when it fails them.
-        self.queue.push(out);
+        super::held_wakes::push(&self.queue, out);
     }
 
     pub(crate) fn finish_response(&self, id: u32) {
