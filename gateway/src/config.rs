@@ -60,6 +60,9 @@ pub struct GatewayConfig {
     /// A lingering close ends when the client sends nothing this long.
     /// `timeouts.linger_idle`, default 5 s (nginx's `lingering_timeout`).
     pub linger_idle_timeout: Duration,
+    /// How often the gateway looks whether its load dropped, to give freed memory back to
+    /// the system then (glibc builds; see `memory_release`). Zero: never. Default 5 s.
+    pub memory_release_interval: Duration,
     /// A lingering close reads at most this much; a client still sending past it is cut
     /// (the socket closes with a reset). `limits.linger_bytes`, default 4 MiB; 0 turns
     /// lingering off.
@@ -174,6 +177,7 @@ impl Default for GatewayConfig {
             upgrade_idle_timeout: limits::UPGRADE_IDLE,
             linger_timeout: Duration::from_secs(30),
             linger_idle_timeout: Duration::from_secs(5),
+            memory_release_interval: Duration::from_secs(5),
             linger_bytes: 4 << 20,
             queue_timeout: Duration::from_secs(5),
             drain_grace: Duration::from_secs(30),

@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -123,6 +124,11 @@ pub struct Metrics {
     pub access_log_dropped: Counter,
     /// Spans not exported, by why (see `otel`).
     pub trace_spans_dropped: crate::otel::Dropped,
+    /// Requests answered, unexported: `memory_release` reads it to see load drop.
+    pub answered: AtomicU64,
+    /// `malloc_trim` calls made by `memory_release`, and the seconds they took.
+    pub memory_trims: Counter,
+    pub memory_trim_seconds: Counter<f64, AtomicU64>,
     unmatched: RouteMetrics,
     /// Per worker id, hashes of the instances that registered under it (the latest
     /// [`SEEN_PER_ID`]), to tell a reconnect from a first connection. Keyed by instance:
@@ -341,6 +347,21 @@ impl Metrics {
             queue_full: by("queue_full"),
             export_failed: by("export_failed"),
         };
+        let memory_trims = Counter::default();
+        let memory_trim_seconds = Counter::<f64, AtomicU64>::default();
+        // Absent where no task trims, so that a reader can tell.
+        if crate::memory_release::ACTIVE {
+            registry.register(
+                "memory_trims",
+                "Times the gateway gave freed memory back to the system (malloc_trim) after its load dropped",
+                memory_trims.clone(),
+            );
+            registry.register(
+                "memory_trim_seconds",
+                "Time spent in those malloc_trim calls",
+                memory_trim_seconds.clone(),
+            );
+        }
         let unmatched = RouteMetrics::new(UNMATCHED.to_string(), &latency, &queue_wait);
         Metrics {
             registry,
@@ -368,6 +389,9 @@ impl Metrics {
             request_trailers_dropped,
             access_log_dropped,
             trace_spans_dropped,
+            answered: AtomicU64::new(0),
+            memory_trims,
+            memory_trim_seconds,
             unmatched,
             seen: Mutex::new(HashMap::new()),
             seen_hasher: std::hash::RandomState::new(),
@@ -388,6 +412,7 @@ impl Metrics {
 
     /// Counts an answered request.
     pub fn observe(&self, route: &RouteMetrics, o: &Observed<'_>) {
+        self.answered.fetch_add(1, Ordering::Relaxed);
         let status = o.status;
         route.latency.observe(o.elapsed.as_secs_f64());
         if let Some(q) = o.queue_wait {

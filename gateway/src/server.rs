@@ -245,6 +245,7 @@ impl Gateway {
                 ))
             })
             .collect();
+        let _memory_release = crate::memory_release::start(&shared);
         shutdown.await;
         let delay = shared.config.readiness_delay;
         info!(
