@@ -25,7 +25,7 @@ mod h2_calm;
 mod lingering;
 pub mod log_format;
 pub mod log_limit;
-mod memory_release;
+pub mod memory_release;
 mod metrics;
 pub mod otel;
 mod proxy;

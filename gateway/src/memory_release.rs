@@ -9,9 +9,9 @@
 //! answered requests every [`GatewayConfig::memory_release_interval`] and trims once when an
 //! interval saw at most 1/[`DROP`] of the busiest interval since the last trim: when the
 //! gateway goes idle or its load drops, never twice without load in between, and at most
-//! once per two intervals. The same idea as Envoy's tcmalloc release rate
+//! once per two intervals; [`limit_arenas`] keeps the arenas it walks few. The same idea as Envoy's tcmalloc release rate
 //! (`memory_allocator_manager`), jemalloc's background decay and Go's scavenger, run only
-//! when load falls. musl's malloc and mimalloc return memory themselves: no task there.
+//! when load falls. musl's malloc (mallocng) and mimalloc give memory back themselves: no task there.
 //!
 //! [`GatewayConfig::memory_release_interval`]: crate::GatewayConfig::memory_release_interval
 
@@ -41,6 +41,24 @@ impl Policy {
         }
         self.peak = self.peak.max(answered);
         false
+    }
+}
+
+/// Caps glibc's malloc at one arena per core (the runtime's worker threads) instead of eight
+/// per core: fewer arenas keep fewer freed pages apart that no trim can return (the soak's
+/// RSS after load: +5 % over its baseline with the cap, +14 % without, both trimmed). A
+/// `MALLOC_ARENA_MAX` in the environment wins. Call it before any thread starts; a no-op on
+/// other allocators.
+///
+/// ```
+/// vyx_gateway::memory_release::limit_arenas();
+/// ```
+pub fn limit_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc")))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // SAFETY: mallopt only sets a parameter of the allocator.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, cores.min(64) as libc::c_int) };
     }
 }
 
@@ -79,7 +97,10 @@ pub(crate) fn start(shared: &std::sync::Arc<crate::Shared>) -> Option<StopOnDrop
             if let Ok(took) = took {
                 metrics.memory_trims.inc();
                 metrics.memory_trim_seconds.inc_by(took.as_secs_f64());
-                tracing::debug!(took_us = took.as_micros() as u64, "memory given back (malloc_trim)");
+                tracing::debug!(
+                    took_us = took.as_micros() as u64,
+                    "memory given back (malloc_trim)"
+                );
             }
         }
     });
