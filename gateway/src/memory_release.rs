@@ -9,9 +9,10 @@
 //! answered requests every [`GatewayConfig::memory_release_interval`] and trims once when an
 //! interval saw at most 1/[`DROP`] of the busiest interval since the last trim: when the
 //! gateway goes idle or its load drops, never twice without load in between, and at most
-//! once per two intervals; [`limit_arenas`] keeps the arenas it walks few. The same idea as Envoy's tcmalloc release rate
-//! (`memory_allocator_manager`), jemalloc's background decay and Go's scavenger, run only
-//! when load falls. musl's malloc (mallocng) and mimalloc give memory back themselves: no task there.
+//! once per two intervals; [`limit_arenas`] keeps the arenas it walks few. The same idea as
+//! Envoy's tcmalloc release rate (`memory_allocator_manager`), jemalloc's background decay
+//! and Go's scavenger, run only when load falls. musl's malloc (mallocng) and mimalloc give
+//! memory back themselves: no task there.
 //!
 //! [`GatewayConfig::memory_release_interval`]: crate::GatewayConfig::memory_release_interval
 
@@ -26,6 +27,10 @@ pub(crate) const ACTIVE: bool = cfg!(all(
 pub const DROP: u64 = 16;
 
 /// When to trim, from the requests answered per interval.
+#[cfg_attr(
+    not(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc"))),
+    allow(dead_code)
+)]
 #[derive(Debug, Default)]
 pub(crate) struct Policy {
     /// Requests in the busiest interval since the last trim.
@@ -45,9 +50,8 @@ impl Policy {
 }
 
 /// Caps glibc's malloc at one arena per core (the runtime's worker threads) instead of eight
-/// per core: fewer arenas keep fewer freed pages apart that no trim can return (the soak's
-/// RSS after load: +5 % over its baseline with the cap, +14 % without, both trimmed). A
-/// `MALLOC_ARENA_MAX` in the environment wins. Call it before any thread starts; a no-op on
+/// per core: fewer arenas keep fewer freed pages apart that no trim can return (bench/NOTES.md,
+/// "Memory given back when load drops"). A `MALLOC_ARENA_MAX` in the environment wins. Call it before any thread starts; a no-op on
 /// other allocators.
 ///
 /// ```
@@ -113,6 +117,10 @@ pub(crate) fn start(_shared: &std::sync::Arc<crate::Shared>) -> Option<StopOnDro
 }
 
 /// Aborts the task when dropped (the gateway's `run` holds it).
+#[cfg_attr(
+    not(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc"))),
+    allow(dead_code)
+)]
 pub(crate) struct StopOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for StopOnDrop {
