@@ -63,9 +63,10 @@ pub struct GatewayConfig {
     /// How often the gateway looks whether its load dropped, to give freed memory back to
     /// the system then (glibc builds; see `memory_release`). Zero: never. Default 5 s.
     pub memory_release_interval: Duration,
-    /// A lingering close reads at most this much; a client still sending past it is cut
-    /// (the socket closes with a reset). `limits.linger_bytes`, default 4 MiB; 0 turns
-    /// lingering off.
+    /// A lingering close reads at most this much past what already waited in the socket
+    /// when it began (sent before the answer); a client still sending past it is cut (the
+    /// socket closes with a reset). `limits.linger_bytes`, default 4 MiB; 0 turns lingering
+    /// off.
     pub linger_bytes: u64,
     /// How long a request waits for a replica with a free slot before 503.
     pub queue_timeout: Duration,
