@@ -50,9 +50,9 @@ impl Policy {
 }
 
 /// Caps glibc's malloc at one arena per core (the runtime's worker threads) instead of eight
-/// per core: fewer arenas keep fewer freed pages apart that no trim can return (bench/NOTES.md,
-/// "Memory given back when load drops"). A `MALLOC_ARENA_MAX` in the environment wins. Call it before any thread starts; a no-op on
-/// other allocators.
+/// per core: fewer arenas keep fewer freed pages apart that no trim can return
+/// (bench/NOTES.md, "Memory given back when load drops"). A `MALLOC_ARENA_MAX` in the
+/// environment wins. Call it before any thread starts; a no-op on other allocators.
 ///
 /// ```
 /// vyx_gateway::memory_release::limit_arenas();
