@@ -22,6 +22,7 @@ pub mod file_config;
 mod forward;
 mod framing;
 mod h2_calm;
+mod interim;
 mod lingering;
 pub mod log_format;
 pub mod log_limit;
