@@ -22,7 +22,8 @@ pub mod file_config;
 mod forward;
 mod framing;
 mod h2_calm;
-mod interim;
+// Public for its allocation test (`tests/interim_allocations.rs`).
+pub mod interim;
 mod lingering;
 pub mod log_format;
 pub mod log_limit;

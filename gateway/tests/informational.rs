@@ -139,11 +139,16 @@ async fn the_ninth_interim_head_of_a_stream_is_ignored() {
     assert!(text.contains("\r\n\r\nHTTP/1.1 200 OK\r\n"), "{text}");
 }
 
-/// Request 1 streams its body (past `body_buffer`) and is answered whole before the body
-/// ends, the client reading nothing; the body's end lets hyper read the pipelined request
-/// 2, whose 103 must come after all of response 1 and before response 2. (Here the kernel's
-/// socket buffers take all of response 1 before the 103 is queued; the case where hyper
-/// still holds its tail then is reasoned in `interim.rs`, not reproduced.)
+/// Request 1 streams its body (past `body_buffer`) and is answered, all of its
+/// `content-length`, before the body ends and before the worker ends the stream; the
+/// client reads that response, then ends the body and pipelines request 2, whose 103 must
+/// come after all of response 1 and before response 2. (The case where hyper still holds
+/// response 1's tail when the 103 is queued is reasoned in `interim.rs`, not reproduced.)
+///
+/// It once hung: hyper drops a response body once it has written the declared length, the
+/// gateway took that drop for the client going away and RESET the stream, the request
+/// body's pump stopped at the RESET, and with a byte of body unread hyper closed the
+/// connection, request 2 unread (`ResponseBody::is_whole`).
 #[tokio::test]
 async fn a_pipelined_requests_early_hints_come_after_the_response_before_it() {
     let gw = TestGateway::start_with(|c| c.body_buffer = 1024).await;
@@ -176,18 +181,25 @@ async fn a_pipelined_requests_early_hints_come_after_the_response_before_it() {
         }))
         .await;
     }
-    let mut granted = 0;
-    while granted < big {
-        if let Frame::Window(g) = w.next_frame().await {
-            assert_eq!(g.stream_id, first);
-            granted += g.increment as usize;
-        }
+    // The whole of response 1 first: hyper has dropped its body by then.
+    let mut response1 = Vec::new();
+    while !response1.ends_with(b"\r\n\r\n") {
+        response1.push(rd.read_u8().await.unwrap());
     }
+    let mut body1 = vec![0u8; big];
+    tokio::time::timeout(WAIT, rd.read_exact(&mut body1))
+        .await
+        .expect("response 1 in time")
+        .unwrap();
+    assert!(response1.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert!(body1.iter().all(|&b| b == b'a'));
     wr.write_all(b"u").await.unwrap();
     wr.write_all(b"GET /e HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
-    let second = next_request(&mut w).await;
+    let second = tokio::time::timeout(WAIT, next_request(&mut w))
+        .await
+        .expect("request 2 reaches the worker");
     assert!(second > first);
     w.send(data(first, b"", true)).await;
     w.send(interim(second, 103, &[("link", "</two.css>; rel=preload")]))
@@ -200,11 +212,7 @@ async fn a_pipelined_requests_early_hints_come_after_the_response_before_it() {
         .await
         .expect("answers in time")
         .unwrap();
-    let text = String::from_utf8_lossy(&out);
-    let (head1, rest) = text.split_once("\r\n\r\n").expect("response 1's head");
-    assert!(head1.starts_with("HTTP/1.1 200 OK\r\n"), "{head1}");
-    assert!(rest.len() > big && rest[..big].bytes().all(|b| b == b'a'));
-    let after = &rest[big..];
+    let after = String::from_utf8_lossy(&out);
     let hint = "HTTP/1.1 103 Early Hints\r\nlink: </two.css>; rel=preload\r\n\r\n";
     assert!(after.starts_with(hint), "{after}");
     assert!(
@@ -230,7 +238,7 @@ async fn http10_and_http2_clients_get_no_interim_response() {
     }
     let text = read_all(c).await;
     assert!(text.starts_with("HTTP/1.0 200 OK\r\n"), "{text}");
-    assert!(!text.contains("103") && text.ends_with("ten"), "{text}");
+    assert!(!text.contains(" 103 ") && text.ends_with("ten"), "{text}");
 
     // HTTP/2: dropped (hyper offers no way to send one, RFC 8297 §2 lets a proxy drop it).
     let h2: hyper_util::client::legacy::Client<_, http_body_util::Full<Bytes>> =
@@ -281,5 +289,5 @@ async fn an_interim_head_after_the_response_aborts_the_stream() {
     let text = read_all(c).await;
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert!(text.ends_with("\r\n\r\npart"), "{text}");
-    assert!(!text.contains("103"), "{text}");
+    assert!(!text.contains(" 103 "), "{text}");
 }
