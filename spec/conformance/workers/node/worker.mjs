@@ -218,8 +218,10 @@ worker.get('/throw', () => {
 });
 
 worker.get('/empty', (req, res) => res.status(204).send());
-// No 1xx sender in the Node SDK yet: the 200 alone ('early hints' is skipped, langs/node.json).
-worker.get('/hints', (req, res) => text(res, 200, 'hinted'));
+worker.get('/hints', (req, res) => {
+  res.sendInformational(103, { link: '</hinted.css>; rel=preload; as=style' });
+  text(res, 200, 'hinted');
+});
 // Each message echoed with its type; `ws` answers a close itself.
 worker.ws('/ws', (ws) => {
   ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
