@@ -10,7 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -60,6 +60,13 @@ struct RouteLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WorkerLabel {
     worker_id: String,
+}
+
+/// A worker id's request series (see `Metrics::worker_series`).
+struct WorkerSeries {
+    latency: Histogram,
+    /// By status class, in the order of [`CLASSES`].
+    by_class: [Counter; 5],
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -135,6 +142,9 @@ pub struct Metrics {
     /// replicas of one id are not reconnects. An id's entry, like its other series, goes
     /// when the registry forgets the id ([`Metrics::forget_worker`]).
     seen: Mutex<HashMap<String, VecDeque<u64>>>,
+    /// Each worker id's request series, looked up in their families once: a lookup there
+    /// builds its label's `String`s, two allocations a request.
+    worker_series: RwLock<HashMap<String, WorkerSeries>>,
     seen_hasher: std::hash::RandomState,
     /// The statuses counted per route, to drop its series when it leaves the table.
     route_statuses: Mutex<HashMap<String, Vec<u16>>>,
@@ -394,6 +404,7 @@ impl Metrics {
             memory_trim_seconds,
             unmatched,
             seen: Mutex::new(HashMap::new()),
+            worker_series: RwLock::new(HashMap::new()),
             seen_hasher: std::hash::RandomState::new(),
             route_statuses: Mutex::new(HashMap::new()),
             scrape: Mutex::new(()),
@@ -457,16 +468,28 @@ impl Metrics {
     }
 
     fn observe_worker(&self, worker_id: &str, status: u16, elapsed: Duration) {
-        let class = CLASSES[usize::from(status / 100).clamp(1, 5) - 1];
-        let worker_id = worker_id.to_string();
-        self.worker_latency
-            .get_or_create(&WorkerLabel {
-                worker_id: worker_id.clone(),
-            })
-            .observe(elapsed.as_secs_f64());
-        self.worker_requests
-            .get_or_create(&WorkerClass { worker_id, class })
-            .inc();
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        let observe = |s: &WorkerSeries| {
+            s.latency.observe(elapsed.as_secs_f64());
+            s.by_class[class].inc();
+        };
+        if let Some(s) = self.worker_series.read().unwrap().get(worker_id) {
+            return observe(s);
+        }
+        let series = WorkerSeries {
+            latency: self.worker_latency.get_or_create_owned(&WorkerLabel {
+                worker_id: worker_id.to_string(),
+            }),
+            by_class: CLASSES.map(|class| {
+                self.worker_requests.get_or_create_owned(&WorkerClass {
+                    worker_id: worker_id.to_string(),
+                    class,
+                })
+            }),
+        };
+        observe(&series);
+        let mut all = self.worker_series.write().unwrap();
+        all.insert(worker_id.to_string(), series);
     }
 
     /// A worker connection was admitted (`instance` is the HELLO's).
@@ -506,6 +529,7 @@ impl Metrics {
             });
         }
         self.seen.lock().unwrap().remove(worker_id);
+        self.worker_series.write().unwrap().remove(worker_id);
     }
 
     /// Drops the series of a route that left the table (its worker dropped it, its claims

@@ -280,7 +280,20 @@ pub fn already_complete(
     if !rx.is_closed() || trailers.get().is_some() {
         return None;
     }
-    let mut items = Vec::new();
+    // The usual case, one chunk or none, takes no list (this runs for every small response).
+    let first = rx.try_recv().ok();
+    let second = first.as_ref().and_then(|_| rx.try_recv().ok());
+    if second.is_none() {
+        let whole = match &first {
+            None => expected.is_none_or(|n| n == 0),
+            Some(Ok(one)) => expected.is_none_or(|n| n == one.len() as u64),
+            Some(Err(_)) => false,
+        };
+        if whole {
+            return Some(first.and_then(Result::ok));
+        }
+    }
+    let mut items: Vec<_> = first.into_iter().chain(second).collect();
     while let Ok(item) = rx.try_recv() {
         items.push(item);
     }
@@ -289,18 +302,12 @@ pub fn already_complete(
         .map(|i| i.as_ref().map_or(0, |b| b.len() as u64))
         .sum();
     if items.iter().all(Result::is_ok) && expected.is_none_or(|n| n == total) {
-        let mut chunks = items.into_iter().flatten();
-        return Some(match (chunks.next(), chunks.next()) {
-            (None, _) => None,
-            (Some(one), None) => Some(one),
-            (Some(a), Some(b)) => {
-                let mut all = bytes::BytesMut::with_capacity(total as usize);
-                all.extend_from_slice(&a);
-                all.extend_from_slice(&b);
-                chunks.for_each(|c| all.extend_from_slice(&c));
-                Some(all.freeze())
-            }
-        });
+        let mut all = bytes::BytesMut::with_capacity(total as usize);
+        items
+            .iter()
+            .flatten()
+            .for_each(|c| all.extend_from_slice(c));
+        return Some(Some(all.freeze()));
     }
     // A failure or a length the pump must report: hand it the same sequence.
     let (tx, again) = mpsc::unbounded_channel();

@@ -23,7 +23,9 @@ use vyx_core::transport::Outgoing;
 use crate::access_log::{self, AccessLog};
 use crate::body::{GatewayBody, Tracked};
 use crate::client_eof::ClientEof;
-use crate::conn_limit::{self, Activity, Admission, Counted, RESERVE_DEADLINE};
+use crate::conn_limit::{
+    self, ActiveRequest, Activity, Admission, Counted, HeldRequest, RESERVE_DEADLINE,
+};
 use crate::h2_calm::H2Calm;
 use crate::interim::{self, InterimIo, InterimSink};
 use crate::lingering::Lingering;
@@ -464,17 +466,7 @@ fn serve(
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 linger.handed_on();
             }
-            let request = Arc::new(std::sync::Mutex::new(Some(request)));
-            if h1 {
-                resp.body().on_send_timeout(move || abort_h1.notify_one());
-            } else {
-                let active = Arc::downgrade(&request);
-                resp.body().on_send_timeout(move || {
-                    if let Some(a) = active.upgrade() {
-                        a.lock().unwrap().take();
-                    }
-                });
-            }
+            let request = held_request(request, h1, resp.body(), abort_h1);
             Ok::<_, Infallible>(resp.map(|body| Tracked {
                 body,
                 _active: request,
@@ -553,6 +545,29 @@ fn serve(
         }
     };
     tokio::spawn(task.instrument(tracing::error_span!(log_limit::CONN_SPAN, %peer)));
+}
+
+/// The request's place in its connection's activity count, for its response body to hold,
+/// and what an abort for `timeouts.send` does: HTTP/1 closes the connection (`abort_h1`);
+/// HTTP/2 ends the request's activity, the only one that shares it (and its allocation).
+fn held_request(
+    request: ActiveRequest,
+    h1: bool,
+    body: &GatewayBody,
+    abort_h1: Arc<tokio::sync::Notify>,
+) -> HeldRequest {
+    if h1 {
+        body.on_send_timeout(move || abort_h1.notify_one());
+        return HeldRequest::Own(request);
+    }
+    let request = Arc::new(std::sync::Mutex::new(Some(request)));
+    let active = Arc::downgrade(&request);
+    body.on_send_timeout(move || {
+        if let Some(a) = active.upgrade() {
+            a.lock().unwrap().take();
+        }
+    });
+    HeldRequest::Shared(request)
 }
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {
