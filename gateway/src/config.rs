@@ -60,9 +60,10 @@ pub struct GatewayConfig {
     /// A lingering close ends when the client sends nothing this long.
     /// `timeouts.linger_idle`, default 5 s (nginx's `lingering_timeout`).
     pub linger_idle_timeout: Duration,
-    /// A lingering close reads at most this much; a client still sending past it is cut
-    /// (the socket closes with a reset). `limits.linger_bytes`, default 4 MiB; 0 turns
-    /// lingering off.
+    /// A lingering close reads at most this much past what already waited in the socket
+    /// when it began (sent before the answer); a client still sending past it is cut (the
+    /// socket closes with a reset). `limits.linger_bytes`, default 4 MiB; 0 turns lingering
+    /// off.
     pub linger_bytes: u64,
     /// How long a request waits for a replica with a free slot before 503.
     pub queue_timeout: Duration,

@@ -93,6 +93,8 @@ pub struct ResponseBody {
     initial_window: u32,
     unacked: u32,
     expected: Option<u64>,
+    /// Bytes given to hyper.
+    given: u64,
     done: bool,
     /// The last poll gave hyper a chunk (see `poll_frame` on a failed end).
     gave_data: bool,
@@ -137,6 +139,7 @@ impl ResponseBody {
             initial_window: src.initial_window,
             unacked: 0,
             expected: src.expected,
+            given: 0,
             done: false,
             gave_data: false,
         };
@@ -181,6 +184,7 @@ impl ResponseBody {
                 // The worker's clock starts now: the pump may be sleeping on the client's.
                 self.flow.pump.notify_one();
             }
+            self.given += b.len() as u64;
             self.grant(b.len() as u32);
             self.gave_data = true;
             return Poll::Ready(Some(Ok(Frame::data(b))));
@@ -209,6 +213,16 @@ impl ResponseBody {
         Poll::Pending
     }
 
+    /// hyper has taken all of the worker's `content-length`. HTTP/1 drops the body then,
+    /// without waiting for the worker's END_STREAM: the client has its whole response and
+    /// has not gone away, so the stream is left to end as the worker ends it (or at
+    /// `timeouts.body_idle`) rather than RESET `cancel`. Else the request body's pump stops
+    /// at the RESET, the unread rest of the body makes hyper close the connection, and the
+    /// next request on it (pipelined or kept alive) is lost in the lingering close.
+    fn is_whole(&self) -> bool {
+        self.expected == Some(self.given)
+    }
+
     /// Gives the worker back the credit the client's taking has freed.
     fn grant(&mut self, n: u32) {
         self.unacked += n;
@@ -221,6 +235,9 @@ impl ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
+        if self.is_whole() {
+            return;
+        }
         let mut s = self.flow.state.lock().unwrap();
         s.gone = true;
         s.chunks.clear();

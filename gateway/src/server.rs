@@ -25,6 +25,7 @@ use crate::body::{GatewayBody, Tracked};
 use crate::client_eof::ClientEof;
 use crate::conn_limit::{self, Activity, Admission, Counted, RESERVE_DEADLINE};
 use crate::h2_calm::H2Calm;
+use crate::interim::{self, InterimIo, InterimSink};
 use crate::lingering::Lingering;
 use crate::registry::Forgotten;
 use crate::stopping::{self, Phase};
@@ -365,7 +366,7 @@ async fn accept_loop(
 
 /// A client connection's socket as hyper gets it; a worker registration takes it back from
 /// hyper as this type (`register`), so the two must not differ.
-pub(crate) type ClientIo = TokioIo<H2Calm<Lingering>>;
+pub(crate) type ClientIo = TokioIo<InterimIo<H2Calm<Lingering>>>;
 
 /// An accepted connection, before it is served.
 #[derive(Clone, Copy)]
@@ -427,6 +428,8 @@ fn serve(
     let watch_eof = shared.config.client_half_close;
     let over_tls = matches!(stream, ClientStream::Tls(_));
     let (stream, linger) = Lingering::new(stream, fd, reserve, shared.clone());
+    let interim_sink = Arc::new(InterimSink::default());
+    let interims = interim_sink.clone();
     let svc = service_fn(move |mut req: Request<Incoming>| {
         seen.store(true, Ordering::Relaxed);
         if over_tls {
@@ -440,13 +443,21 @@ fn serve(
             }
         }
         let request = active.start();
-        let h1 = req.version() <= http::Version::HTTP_11;
+        let req_version = req.version();
+        let h1 = req_version <= http::Version::HTTP_11;
         if h1 {
             linger.request(!http_body::Body::is_end_stream(req.body()));
         }
         let handled = handle(req, svc_shared.clone(), peer, role, reserve);
         let (abort_h1, linger) = (abort_h1.clone(), linger.clone());
+        let interims = (req_version == http::Version::HTTP_11).then(|| interims.clone());
         async move {
+            let handled = async move {
+                match interims {
+                    Some(sink) => interim::serve_request(sink, handled).await,
+                    None => handled.await,
+                }
+            };
             let (resp, access) = access_log::handed_off(handled).await;
             let resp = resp?;
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -471,7 +482,10 @@ fn serve(
             }))
         }
     });
-    let io: ClientIo = TokioIo::new(H2Calm::new(stream, shared.clone()));
+    let io: ClientIo = TokioIo::new(InterimIo::new(
+        H2Calm::new(stream, shared.clone()),
+        interim_sink,
+    ));
     let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
     let conn = async move {
         // Pinned here, so that `select!` only borrows it: the socket stays open until the
