@@ -1,9 +1,10 @@
 //! The access log: one line per proxied request, written by a thread of its own. The
-//! request path fills an [`Entry`], formats it when the response is over into its thread's
-//! reused line and appends that to a bounded queue of whole lines; when the queue is full
-//! the line is dropped and counted (`vyx_access_log_dropped_total`), so a slow disk or an
-//! unread pipe never holds a request. The writer takes the whole queue at once and writes
-//! it with one `write`: a line costs no allocation, no wake-up and no system call of its own.
+//! request path fills an [`Entry`] and, when the response is over, moves it into a bounded
+//! queue; when the queue is full the entry is dropped and counted
+//! (`vyx_access_log_dropped_total`), so a slow disk or an unread pipe never holds a request.
+//! The writer takes the whole queue at once, formats its lines and writes them with one
+//! `write`: a line costs the request no formatting, no allocation, no wake-up and no
+//! system call of its own.
 //!
 //! ```yaml
 //! access_log: {mode: sampled, sample: 0.1, path: /var/log/vyx/access.log}
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use prometheus_client::metrics::counter::Counter;
 
 use crate::conn::WorkerConn;
-use crate::log_format::{json_string, rfc3339_into, JsonEscaped, LogFormat};
+use crate::log_format::{json_string, JsonEscaped, LogFormat, Rfc3339};
 use crate::routes::RouteTarget;
 
 /// Which requests get a line.
@@ -60,9 +61,6 @@ pub struct AccessLogConfig {
     pub capacity: usize,
 }
 
-/// Room for a typical line in each thread's reused line.
-const LINE_CAPACITY: usize = 512;
-
 /// `access_log.sample` when `mode: sampled` gives none.
 pub const DEFAULT_SAMPLE: f64 = 0.1;
 
@@ -92,6 +90,8 @@ impl AccessLogConfig {
 
 /// One request's line (and its span's attributes), filled as the request goes.
 pub struct Entry {
+    /// The wall-clock time of `start`: set when the request ends ([`Entry::end`]), so that
+    /// the clocks are read once a request, and not at all when nothing is logged or traced.
     pub time: SystemTime,
     pub start: Instant,
     pub request_id: http::HeaderValue,
@@ -127,9 +127,16 @@ pub struct Entry {
 impl Default for Entry {
     /// An empty entry (allocates nothing).
     fn default() -> Entry {
+        Entry::empty(Instant::now())
+    }
+}
+
+impl Entry {
+    /// An empty entry that started at `start` (allocates nothing, reads no clock).
+    fn empty(start: Instant) -> Entry {
         Entry {
             time: SystemTime::UNIX_EPOCH,
-            start: Instant::now(),
+            start,
             request_id: http::HeaderValue::from_static(""),
             client: SocketAddr::from(([0, 0, 0, 0], 0)),
             method: http::Method::GET,
@@ -161,14 +168,21 @@ impl Entry {
         start: Instant,
     ) -> Entry {
         Entry {
-            time: SystemTime::now() - start.elapsed(),
             start,
             request_id,
             client,
             method,
             uri: uri.clone(),
-            ..Entry::default()
+            ..Entry::empty(start)
         }
+    }
+
+    /// The request is over: sets `time` from the clocks read once, and returns its duration.
+    pub fn end(&mut self) -> Duration {
+        let now = SystemTime::now();
+        let duration = self.start.elapsed();
+        self.time = now.checked_sub(duration).unwrap_or(now);
+        duration
     }
 
     /// The request body's byte counter, for the pump that sends it.
@@ -176,21 +190,40 @@ impl Entry {
         self.bytes_in.get_or_insert_with(Default::default).clone()
     }
 
+    fn is_error(&self) -> bool {
+        self.status >= 400 || self.error.is_some()
+    }
+}
+
+/// A finished request's entry on its way to the writer, with what was read when it ended.
+struct Logged {
+    entry: Entry,
+    duration: Duration,
+    /// The request body's bytes when the request ended.
+    bytes_in: u64,
+}
+
+impl Logged {
     /// Appends the line, its fields in their documented order (docs/OPERATIONS.md), written
-    /// straight into `buf`: the writer formats every request's line.
-    fn write(&self, buf: &mut String, duration: Duration, format: LogFormat) {
-        let worker = self.worker.as_deref();
+    /// straight into `buf`, on the writer's thread.
+    fn write(&self, buf: &mut String, format: LogFormat, time: &mut Rfc3339) {
+        let Logged {
+            entry: ref e,
+            duration,
+            bytes_in,
+        } = *self;
+        let worker = e.worker.as_deref();
         let mut line = Line::new(buf, format);
         line.key("time");
-        line.quoted(|b| rfc3339_into(b, self.time));
+        line.quoted(|b| time.write(b, e.time));
         line.str("log", Some("access"));
-        let id = self.request_id.as_bytes();
+        let id = e.request_id.as_bytes();
         match std::str::from_utf8(id) {
             Ok(id) => line.str("request_id", Some(id)),
             Err(_) => line.str("request_id", Some(&String::from_utf8_lossy(id))),
         }
         line.key("client");
-        line.quoted(|b| match self.client {
+        line.quoted(|b| match e.client {
             SocketAddr::V4(a) => {
                 for (i, octet) in a.ip().octets().into_iter().enumerate() {
                     if i > 0 {
@@ -205,35 +238,26 @@ impl Entry {
                 let _ = write!(b, "{a}");
             }
         });
-        line.str("method", Some(self.method.as_str()));
-        line.str("path", Some(self.uri.path()));
+        line.str("method", Some(e.method.as_str()));
+        line.str("path", Some(e.uri.path()));
         line.key("route");
-        match &self.route {
+        match &e.route {
             // Always quoted in text: a route has a space.
             Some(r) => line.escaped(&r.key),
             None => line.none(),
         }
-        line.int("status", self.status);
-        let bytes_in = self
-            .bytes_in
-            .as_ref()
-            .map_or(0, |b| b.load(Ordering::Relaxed));
+        line.int("status", e.status);
         line.int("bytes_in", bytes_in);
-        line.int("bytes_out", self.bytes_out);
+        line.int("bytes_out", e.bytes_out);
         line.ms("duration_ms", Some(duration));
-        line.ms("ttfb_ms", self.ttfb);
-        line.ms("queue_ms", self.queue_wait);
+        line.ms("ttfb_ms", e.ttfb);
+        line.ms("queue_ms", e.queue_wait);
         line.str("worker_id", worker.map(|w| w.worker_id.as_str()));
         line.str("instance", worker.map(|w| w.instance.as_str()));
         line.key("retried");
-        line.buf
-            .push_str(if self.retried { "true" } else { "false" });
-        line.str("error", self.error.as_deref());
+        line.buf.push_str(if e.retried { "true" } else { "false" });
+        line.str("error", e.error.as_deref());
         line.end();
-    }
-
-    fn is_error(&self) -> bool {
-        self.status >= 400 || self.error.is_some()
     }
 }
 
@@ -285,11 +309,15 @@ impl Drop for Pending {
             entry.status = CLIENT_CLOSED;
             entry.error = Some("client went away before the response".into());
         }
+        let duration = entry.end();
         if let Some(span) = self.span.take() {
             span.finish(entry);
         }
         if let Some(log) = self.log.take() {
-            log.finish(entry);
+            // Moved out whole (the writer formats it), leaving an empty entry that costs
+            // nothing to make or drop.
+            let start = entry.start;
+            log.finish(std::mem::replace(entry, Entry::empty(start)), duration);
         }
     }
 }
@@ -321,15 +349,9 @@ pub fn hand_off(pending: Pending) {
 /// queues them for the writer thread.
 pub struct AccessLog {
     mode: Mode,
-    format: LogFormat,
     /// `None` when off.
     queue: Option<Arc<Queue>>,
     dropped: Counter,
-}
-
-thread_local! {
-    /// The line being formatted on this thread, reused from request to request.
-    static LINE: RefCell<String> = RefCell::new(String::with_capacity(LINE_CAPACITY));
 }
 
 impl AccessLog {
@@ -342,7 +364,6 @@ impl AccessLog {
         if config.mode == Mode::Off {
             return Ok(AccessLog {
                 mode: Mode::Off,
-                format,
                 queue: None,
                 dropped,
             });
@@ -352,10 +373,9 @@ impl AccessLog {
         let writer = queue.clone();
         std::thread::Builder::new()
             .name("vyx-access-log".into())
-            .spawn(move || write_lines(&writer, sink))?;
+            .spawn(move || write_lines(&writer, sink, format))?;
         Ok(AccessLog {
             mode: config.mode,
-            format,
             queue: Some(queue),
             dropped,
         })
@@ -366,8 +386,25 @@ impl AccessLog {
         self.queue.is_some()
     }
 
-    /// Logs a finished request, if its mode takes it; never waits for the writer.
-    pub fn finish(&self, entry: &Entry) {
+    /// Logs a finished request that took `duration`, if its mode takes it; never waits for
+    /// the writer. The entry is formatted (and dropped) on the writer's thread.
+    ///
+    /// ```no_run
+    /// # use std::time::Instant;
+    /// # use vyx_gateway::access_log::{AccessLog, AccessLogConfig, Entry};
+    /// # let log = AccessLog::start(&AccessLogConfig::default(), Default::default(), Default::default()).unwrap();
+    /// let mut entry = Entry::new(
+    ///     http::HeaderValue::from_static("5f0c2e55d1a3b7c4"),
+    ///     "127.0.0.1:40524".parse().unwrap(),
+    ///     http::Method::GET,
+    ///     &http::Uri::from_static("/hello/world"),
+    ///     Instant::now(),
+    /// );
+    /// entry.status = 200;
+    /// let duration = entry.end();
+    /// log.finish(entry, duration);
+    /// ```
+    pub fn finish(&self, entry: Entry, duration: Duration) {
         let Some(queue) = &self.queue else { return };
         let keep = match self.mode {
             Mode::All => true,
@@ -378,12 +415,16 @@ impl AccessLog {
         if !keep {
             return;
         }
-        let queued = LINE.with_borrow_mut(|line| {
-            line.clear();
-            entry.write(line, entry.start.elapsed(), self.format);
-            queue.push(line)
-        });
-        if !queued {
+        let bytes_in = entry
+            .bytes_in
+            .as_ref()
+            .map_or(0, |b| b.load(Ordering::Relaxed));
+        let logged = Logged {
+            entry,
+            duration,
+            bytes_in,
+        };
+        if !queue.push(logged) {
             self.dropped.inc();
         }
     }
@@ -425,8 +466,9 @@ impl Drop for AccessLog {
     }
 }
 
-/// Lines waiting for the writer, appended whole to one buffer that the writer swaps for its
-/// own empty one. The lock is held to copy a line in or to swap, never across a write.
+/// Entries waiting for the writer, moved into one vector that the writer swaps for its own
+/// empty one. The lock is held to move an entry in or to swap, never across formatting or
+/// a write.
 struct Queue {
     waiting: Mutex<Waiting>,
     /// Lines that may wait; past it they are dropped.
@@ -440,8 +482,7 @@ struct Queue {
 
 #[derive(Default)]
 struct Waiting {
-    lines: String,
-    count: usize,
+    entries: Vec<Logged>,
     /// Lines queued since the start.
     queued: u64,
     /// The writer waits for a line: the next one wakes it. While it writes or rests
@@ -468,14 +509,14 @@ impl Queue {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Appends a whole line; `false` (and nothing appended) when `capacity` lines wait.
-    fn push(&self, line: &str) -> bool {
+    /// Queues an entry; `false` (and the entry dropped) when `capacity` entries wait.
+    fn push(&self, logged: Logged) -> bool {
         let mut w = self.lock();
-        if w.count >= self.capacity {
+        if w.entries.len() >= self.capacity {
+            drop(w);
             return false;
         }
-        w.lines.push_str(line);
-        w.count += 1;
+        w.entries.push(logged);
         w.queued += 1;
         let wake = std::mem::take(&mut w.idle);
         drop(w);
@@ -570,24 +611,26 @@ fn append(path: &PathBuf) -> std::io::Result<File> {
 /// At 4096 lines a batch, lines are dropped only past about 400,000 requests a second.
 const GATHER: Duration = Duration::from_millis(10);
 
-/// The writer's buffer is kept up to this size between batches (a steady load's batch fits
-/// in it); past it, a burst's memory is given back.
+/// The writer's buffers are kept up to this size between batches (a steady load's batch
+/// fits in them); past it, a burst's memory is given back.
 const KEEP: usize = 256 << 10;
 
-/// The writer thread: waits for a line, then takes and writes what has gathered every
-/// [`GATHER`] until a pass finds nothing; ends once the log is dropped and all is written.
-fn write_lines(queue: &Queue, mut sink: Sink) {
-    let mut batch = String::new();
+/// The writer thread: waits for an entry, then takes, formats and writes what has gathered
+/// every [`GATHER`] until a pass finds nothing; ends once the log is dropped and all is
+/// written.
+fn write_lines(queue: &Queue, mut sink: Sink, format: LogFormat) {
+    let mut batch = Vec::new();
+    let mut text = String::new();
+    let mut time = Rfc3339::default();
     let mut w = queue.lock();
     loop {
-        while w.count == 0 && !w.reopen && !w.closed {
+        while w.entries.is_empty() && !w.reopen && !w.closed {
             w.idle = true;
             w = queue.wake.wait(w).unwrap_or_else(PoisonError::into_inner);
         }
         w.idle = false;
         w.flush = false;
-        std::mem::swap(&mut w.lines, &mut batch);
-        w.count = 0;
+        std::mem::swap(&mut w.entries, &mut batch);
         let (queued, reopen, closed) = (w.queued, std::mem::take(&mut w.reopen), w.closed);
         drop(w);
         if reopen {
@@ -596,10 +639,14 @@ fn write_lines(queue: &Queue, mut sink: Sink) {
             sink.reopen();
         }
         if !batch.is_empty() {
+            for logged in batch.drain(..) {
+                logged.write(&mut text, format, &mut time);
+            }
+            batch.shrink_to(KEEP / size_of::<Logged>());
             // A closed stdout or a full disk loses lines, never the gateway.
-            let _ = sink.write(batch.as_bytes());
-            batch.clear();
-            batch.shrink_to(KEEP);
+            let _ = sink.write(text.as_bytes());
+            text.clear();
+            text.shrink_to(KEEP);
         }
         *queue.written.lock().unwrap_or_else(PoisonError::into_inner) = queued;
         queue.done.notify_all();
@@ -703,11 +750,12 @@ impl<'a> Line<'a> {
         self.buf.push_str(itoa::Buffer::new().format(v));
     }
 
-    /// Milliseconds with microseconds (integers: no float formatting per line).
+    /// Milliseconds with microseconds (integers: no float formatting per line; `u64`, as
+    /// `u128` division cost 900 instructions a line).
     fn ms(&mut self, k: &str, d: Option<Duration>) {
         match d {
             Some(d) => {
-                let us = d.as_micros();
+                let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
                 self.int(k, us / 1000);
                 let frac = us % 1000;
                 self.buf.push('.');
@@ -744,10 +792,25 @@ mod tests {
         e
     }
 
+    /// `e`'s line, formatted as the writer does.
+    fn write(buf: &mut String, entry: Entry, duration: Duration, format: LogFormat) {
+        let logged = Logged {
+            entry,
+            duration,
+            bytes_in: 0,
+        };
+        logged.write(buf, format, &mut Rfc3339::default());
+    }
+
     #[test]
     fn text_quotes_only_what_needs_it_and_json_is_one_object() {
         let mut buf = String::new();
-        entry(200).write(&mut buf, Duration::from_micros(1500), LogFormat::Text);
+        write(
+            &mut buf,
+            entry(200),
+            Duration::from_micros(1500),
+            LogFormat::Text,
+        );
         assert!(buf.starts_with("time=1970-01-01T00:00:00.000Z log=access request_id=abc client=127.0.0.1:5000 method=GET path=/a%20b route=- status=200 bytes_in=0 bytes_out=0 duration_ms=1.500 "), "{buf}");
         assert!(buf.ends_with("retried=false error=-\n"), "{buf}");
         buf.clear();
@@ -755,7 +818,12 @@ mod tests {
         e.client = "[::1]:5000".parse().unwrap();
         e.ttfb = Some(Duration::from_micros(2_005));
         e.queue_wait = Some(Duration::from_micros(30));
-        e.write(&mut buf, Duration::from_micros(12_345_678), LogFormat::Text);
+        write(
+            &mut buf,
+            e,
+            Duration::from_micros(12_345_678),
+            LogFormat::Text,
+        );
         assert!(buf.contains(" client=[::1]:5000 "), "{buf}");
         assert!(
             buf.contains(" duration_ms=12345.678 ttfb_ms=2.005 queue_ms=0.030 "),
@@ -764,7 +832,7 @@ mod tests {
         buf.clear();
         let mut e = entry(404);
         e.error = Some("a \"quote\", a \\ and a \u{1}".into());
-        e.write(&mut buf, Duration::ZERO, LogFormat::Json);
+        write(&mut buf, e, Duration::ZERO, LogFormat::Json);
         let v: serde_json::Value = serde_json::from_str(buf.trim_end()).unwrap();
         assert_eq!(v["status"], 404);
         assert_eq!(v["path"], "/a%20b");
@@ -782,12 +850,11 @@ mod tests {
         // No writer: the queue holds `capacity` lines.
         let log = AccessLog {
             mode: Mode::All,
-            format: LogFormat::Json,
             queue: Some(Arc::new(Queue::new(2))),
             dropped: dropped.clone(),
         };
         for _ in 0..5 {
-            log.finish(&entry(200));
+            log.finish(entry(200), Duration::ZERO);
         }
         assert_eq!(dropped.get(), 3);
     }
@@ -801,14 +868,14 @@ mod tests {
             ..AccessLogConfig::default()
         };
         let log = AccessLog::start(&config, LogFormat::Text, Counter::default()).unwrap();
-        log.finish(&entry(200));
+        log.finish(entry(200), Duration::ZERO);
         let read = || std::fs::read_to_string(&path).unwrap();
         while read().lines().count() < 1 {
             std::thread::yield_now();
         }
         // The writer rests for GATHER after a write: this line waits in the queue, and
         // would be lost if the process exited now.
-        log.finish(&entry(404));
+        log.finish(entry(404), Duration::ZERO);
         assert!(log.flush(Duration::from_secs(20)));
         assert_eq!(read().lines().count(), 2, "{}", read());
     }
@@ -845,7 +912,9 @@ mod tests {
         std::thread::scope(|s| {
             for t in 0..4 {
                 let log = &log;
-                s.spawn(move || (0..5_000).for_each(|i| log.finish(&numbered(t, i))));
+                s.spawn(move || {
+                    (0..5_000).for_each(|i| log.finish(numbered(t, i), Duration::ZERO))
+                });
             }
         });
         assert!(log.flush(Duration::from_secs(20)));
@@ -876,13 +945,13 @@ mod tests {
         let dropped = Counter::default();
         let log = AccessLog::start(&config, LogFormat::Json, dropped.clone()).unwrap();
         for i in 0..5_000 {
-            log.finish(&numbered(0, i));
+            log.finish(numbered(0, i), Duration::ZERO);
         }
         // logrotate's order: rename, then signal, while lines keep coming.
         std::fs::rename(&path, &rotated).unwrap();
         log.reopen();
         for i in 5_000..10_000 {
-            log.finish(&numbered(0, i));
+            log.finish(numbered(0, i), Duration::ZERO);
         }
         assert!(log.flush(Duration::from_secs(20)));
         assert_eq!(dropped.get(), 0);

@@ -9,7 +9,7 @@
 
 use std::fmt::{self, Write as _};
 use std::str::FromStr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
@@ -72,6 +72,48 @@ pub fn rfc3339_into(out: &mut String, t: SystemTime) {
     out.push('.');
     digits(out, d.subsec_millis().into(), 3);
     out.push('Z');
+}
+
+/// [`rfc3339_into`] for times that mostly fall in the same second as the last one (the
+/// access log's lines, in order): the date and time to the second are kept from the last
+/// call and only the milliseconds written while the second is the same.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// let mut time = vyx_gateway::log_format::Rfc3339::default();
+/// let mut out = String::new();
+/// time.write(&mut out, SystemTime::UNIX_EPOCH + Duration::from_millis(1_500));
+/// assert_eq!(out, "1970-01-01T00:00:01.500Z");
+/// ```
+#[derive(Default)]
+pub struct Rfc3339 {
+    /// Seconds since the epoch of `head`, if any yet.
+    secs: Option<u64>,
+    /// `YYYY-MM-DDTHH:MM:SS.` of `secs`.
+    head: String,
+}
+
+impl Rfc3339 {
+    /// Appends `t` to `out`, as [`rfc3339_into`].
+    pub fn write(&mut self, out: &mut String, t: SystemTime) {
+        let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        if self.secs != Some(d.as_secs()) {
+            self.head.clear();
+            rfc3339_into(
+                &mut self.head,
+                SystemTime::UNIX_EPOCH + Duration::from_secs(d.as_secs()),
+            );
+            // Keeps up to the `.` before the milliseconds.
+            self.head.truncate(self.head.len() - "000Z".len());
+            self.secs = Some(d.as_secs());
+        }
+        out.push_str(&self.head);
+        let ms = d.subsec_millis();
+        for digit in [ms / 100, ms / 10 % 10, ms % 10] {
+            out.push(char::from(b'0' + digit as u8));
+        }
+        out.push('Z');
+    }
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -290,6 +332,20 @@ mod tests {
         let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_796_563_331_480);
         assert_eq!(rfc3339(t), "2026-12-06T13:22:11.480Z");
         assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn the_cached_rfc3339_agrees_with_the_plain_one_within_a_second_and_across_seconds() {
+        let mut cached = Rfc3339::default();
+        let start = SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_563_331_480);
+        // Forward within a second and over a day's end, then back in time (out of order).
+        let steps = [0, 7, 519, 520, 86_400_000, 86_400_001, 1_000, 999, 0];
+        for ms in steps {
+            let t = start + Duration::from_millis(ms);
+            let mut out = String::from("x");
+            cached.write(&mut out, t);
+            assert_eq!(out, format!("x{}", rfc3339(t)));
+        }
     }
 
     #[test]
