@@ -61,11 +61,6 @@ impl<S> ReadAhead<S> {
     pub fn buffered(&self) -> usize {
         self.buf.len()
     }
-
-    /// The stream underneath.
-    pub fn get_ref(&self) -> &S {
-        &self.io
-    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
