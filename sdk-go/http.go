@@ -255,12 +255,30 @@ func (rw *responseWriter) WriteHeader(code int) {
 		rw.log.get().Warn("vyx: superfluous WriteHeader call", "status", code, "target", rw.req.RequestURI)
 		return
 	}
-	if code >= 100 && code <= 199 && !(code == http.StatusSwitchingProtocols && rw.s.upgrade) {
-		return // informational answers are not part of protocol v1 (§11)
+	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
+		rw.writeInterim(code)
+		return
+	}
+	if code == http.StatusSwitchingProtocols && !rw.s.upgrade {
+		return // a 101 answers an upgrade request only (§4.5)
 	}
 	rw.status, rw.wroteHeader = code, true
 	rw.sent = rw.header.Clone()
 	rw.dropUnsendable()
+}
+
+// writeInterim sends a 1xx as net/http does: the header set so far goes with it, and the
+// map keeps it for the final response. Dropped when the gateway does not forward them.
+func (rw *responseWriter) writeInterim(code int) {
+	sent := rw.header.Clone()
+	for name := range sent {
+		if !frame.IsHeaderName(strings.ToLower(name)) {
+			delete(sent, name) // as dropUnsendable, for the head
+		}
+	}
+	if _, err := rw.s.sendInformational(code, sent); err != nil {
+		rw.log.get().Warn("vyx: interim response not sent", "status", code, "why", err, "target", rw.req.RequestURI)
+	}
 }
 
 // dropUnsendable removes from the head what http.Server would not send: names that are not

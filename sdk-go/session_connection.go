@@ -84,6 +84,12 @@ func (c *connection) trailersOn() bool {
 	return slices.Contains(c.welcome.Features, protocol.FeatureTrailers)
 }
 
+// informationalOn reports whether WELCOME listed "informational" (§3.11): the host may send
+// 1xx heads.
+func (c *connection) informationalOn() bool {
+	return slices.Contains(c.welcome.Features, protocol.FeatureInformational)
+}
+
 // remove takes stream id out of the table (holding c.mu).
 func (c *connection) remove(id uint32) {
 	delete(c.streams, id)

@@ -89,6 +89,8 @@ type stream struct {
 	headSent  bool
 	respEnded bool
 	err       error // reset or lost: every call fails with it
+	// informational counts the INFORMATIONAL heads sent (§3.11).
+	informational int
 }
 
 func signal(ch chan struct{}) {
@@ -306,6 +308,29 @@ func (s *stream) sendTrailers(fields []frame.Field) error {
 	return nil
 }
 
+// sendInformational sends an interim (1xx) response before the head (INFORMATIONAL,
+// §3.11), as core's Stream::send_informational: false when it is dropped (the connection
+// did not negotiate "informational", MaxInformational were sent, the stream failed); an
+// error after the head or for a bad status or field, and the stream goes on.
+func (s *stream) sendInformational(status int, h http.Header) (bool, error) {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s.headSent {
+		return false, errors.New("vyx: an interim response after the response head")
+	}
+	fields, err := encodeInformational(status, h)
+	if err != nil {
+		return false, err
+	}
+	if !c.informationalOn() || s.informational >= protocol.MaxInformational || s.err != nil {
+		return false, nil
+	}
+	s.informational++
+	c.out.control((&frame.Informational{StreamID: s.id, Status: uint16(status), Headers: fields}).Encode())
+	return true, nil
+}
+
 // endResponse records the response's END_STREAM; a stream whose request body ended too is
 // closed (§4.2) and leaves the table. Holding c.mu.
 func (s *stream) endResponse() {
@@ -374,6 +399,21 @@ func encodeHead(status int, h http.Header, whole []byte, noBody, upgrade bool) (
 	if (status < 200 || status > 599) && !switching {
 		return nil, &InvalidHeadError{fmt.Sprintf("status %d is outside 200..=599 (101 answers an upgrade request only)", status)}
 	}
+	return headFields(status, h, whole, noBody, switching)
+}
+
+// encodeInformational checks an interim (1xx) response (§3.11) and shapes its fields as a
+// head's (core's encode_informational).
+func encodeInformational(status int, h http.Header) ([]frame.Field, error) {
+	if status < 0 || status > 65535 || !frame.IsInformationalStatus(uint16(status)) {
+		return nil, &InvalidHeadError{fmt.Sprintf("status %d is not an interim response (100..=199 except 101)", status)}
+	}
+	return headFields(status, h, nil, true, false)
+}
+
+// headFields are the fields of a head with status: names lower-cased, hop-by-hop names
+// dropped, content-length added for a whole body.
+func headFields(status int, h http.Header, whole []byte, noBody, switching bool) ([]frame.Field, error) {
 	listed := map[string]bool{}
 	for _, v := range h["Connection"] {
 		for _, t := range strings.Split(v, ",") {

@@ -356,8 +356,8 @@ func (w *Worker) Start(ctx context.Context) error {
 		hello: &frame.Hello{Protocol: protocol.ProtocolVersion, WorkerID: w.cfg.ID, Instance: w.cfg.Instance,
 			SDK: "vyx-go/" + Version, MaxConcurrency: uint64(w.cfg.MaxConcurrency), Routes: routes, Labels: w.cfg.Labels,
 			// What this host serves end to end (§2.6): Hijack (upgrades), Request.Trailer
-			// and a handler's trailers.
-			Features: []string{protocol.FeatureUpgrade, protocol.FeatureTrailers}},
+			// and a handler's trailers, WriteHeader with a 1xx.
+			Features: []string{protocol.FeatureUpgrade, protocol.FeatureTrailers, protocol.FeatureInformational}},
 	}
 	if err := protocol.ValidateHello(d.hello, w.cfg.ID); err != nil {
 		err = fmt.Errorf("vyx: %w", err)

@@ -41,7 +41,9 @@ impl Features {
     /// What this gateway implements end to end and answers in WELCOME. An extension joins
     /// this set when the gateway carries it; until then no worker is told it may use it.
     pub const fn implemented_by_gateway() -> Features {
-        Features::UPGRADE.union(Features::TRAILERS)
+        Features::UPGRADE
+            .union(Features::TRAILERS)
+            .union(Features::INFORMATIONAL)
     }
 
     /// The known extensions among `names`.

@@ -83,30 +83,7 @@ pub(crate) fn encode_trailers<N: AsRef<[u8]>, V: AsRef<[u8]>>(
     stream_id: u32,
     fields: &[(N, V)],
 ) -> Result<Bytes, String> {
-    let listed = connection_tokens(fields);
-    let mut headers = Vec::with_capacity(fields.len());
-    for (name, value) in fields {
-        let (name, value) = (name.as_ref(), value.as_ref());
-        if is_hop_by_hop(name, &listed) {
-            continue;
-        }
-        if name.is_empty() || !name.iter().all(|&b| frame::is_tchar(b)) || name.len() > 65535 {
-            return Err(format!(
-                "trailer name {:?} is not a token",
-                String::from_utf8_lossy(name)
-            ));
-        }
-        if !frame::is_header_value(value) || value.len() > 65535 {
-            return Err(format!(
-                "value of trailer {:?} holds a forbidden byte or is longer than 65535 bytes",
-                String::from_utf8_lossy(name)
-            ));
-        }
-        headers.push((
-            Bytes::from(name.to_ascii_lowercase()),
-            Bytes::copy_from_slice(value),
-        ));
-    }
+    let headers = end_to_end_fields(fields, "trailer")?;
     let t = frame::Trailers { stream_id, headers };
     if t.headers.len() > 65535 || t.payload_len() > crate::limits::MAX_TRAILERS_SIZE {
         return Err(format!(
@@ -116,6 +93,68 @@ pub(crate) fn encode_trailers<N: AsRef<[u8]>, V: AsRef<[u8]>>(
         ));
     }
     Ok(t.encode())
+}
+
+/// `fields` with names lower-cased and hop-by-hop names dropped; `Err` names the first field
+/// a head could not carry (`what` says which kind: "trailer", "header").
+fn end_to_end_fields<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+    fields: &[(N, V)],
+    what: &str,
+) -> Result<frame::HeaderList, String> {
+    let listed = connection_tokens(fields);
+    let mut headers = Vec::with_capacity(fields.len());
+    for (name, value) in fields {
+        let (name, value) = (name.as_ref(), value.as_ref());
+        if is_hop_by_hop(name, &listed) {
+            continue;
+        }
+        if name.is_empty() || !name.iter().all(|&b| frame::is_tchar(b)) || name.len() > 65535 {
+            return Err(format!(
+                "{what} name {:?} is not a token",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        if !frame::is_header_value(value) || value.len() > 65535 {
+            return Err(format!(
+                "value of {what} {:?} holds a forbidden byte or is longer than 65535 bytes",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        headers.push((
+            Bytes::from(name.to_ascii_lowercase()),
+            Bytes::copy_from_slice(value),
+        ));
+    }
+    Ok(headers)
+}
+
+/// Checks an interim (1xx) response (PROTOCOL.md §3.11) and encodes it as INFORMATIONAL:
+/// a status in 100..=199 other than 101, fields as a head's. `Err` says why it cannot be
+/// sent.
+pub(crate) fn encode_informational<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+    stream_id: u32,
+    status: u16,
+    fields: &[(N, V)],
+) -> Result<Bytes, String> {
+    if !frame::is_informational_status(status) {
+        return Err(format!(
+            "status {status} is not an interim response (100..=199 except 101)"
+        ));
+    }
+    let headers = end_to_end_fields(fields, "header")?;
+    let i = frame::Informational {
+        stream_id,
+        status,
+        headers,
+    };
+    let encoded = i.encode();
+    if i.headers.len() > 65535 || encoded.len() > MAX_FRAME_SIZE {
+        return Err(format!(
+            "interim response of {} bytes exceeds the frame size limit",
+            encoded.len()
+        ));
+    }
+    Ok(encoded)
 }
 
 /// Checks a response head against the protocol and the host rules and encodes it: names

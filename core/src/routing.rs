@@ -17,6 +17,7 @@
 //! visits each trie node at most once per lookup. No timing test guards this: the design is
 //! the guarantee.
 
+use smallvec::{smallvec, SmallVec};
 use std::borrow::Cow;
 use std::collections::HashSet;
 
@@ -319,6 +320,14 @@ struct Visit<'p> {
     captured: bool,
 }
 
+/// A lookup's raw param values on the way down: on the stack for the usual few (a lookup
+/// runs for every request; its two `Vec`s were two allocations of it).
+type Captures<'p> = SmallVec<[&'p str; WALK_INLINE]>;
+
+/// How deep a path's walk goes, and how many params it captures, before either spills to
+/// the heap.
+const WALK_INLINE: usize = 8;
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Step {
     Literal,
@@ -501,16 +510,12 @@ impl<T> Router<T> {
     /// request `path`, with its decoded parameters; `None` is a 404.
     pub fn lookup<'r, 'p>(&'r self, method: &str, path: &'p str) -> Option<Match<'r, 'p, T>> {
         let rest = path.strip_prefix('/')?;
-        let mut captures = Vec::new();
+        let mut captures = Captures::new();
         let (endpoint, catch_all) = self.find(rest, method, &mut captures)?;
-        let mut values: Vec<&'p str> = captures;
-        if let Some(r) = catch_all {
-            values.push(r);
-        }
         let params = endpoint
             .names
             .iter()
-            .zip(values)
+            .zip(captures.into_iter().chain(catch_all))
             .map(|(n, v)| (&**n, percent_decode(v)))
             .collect();
         Some(Match {
@@ -527,7 +532,7 @@ impl<T> Router<T> {
             return Vec::new();
         };
         let mut methods: Vec<&str> = Vec::new();
-        self.walk(rest, &mut Vec::new(), |ends, _| {
+        self.walk(rest, &mut Captures::new(), |ends, _| {
             methods.extend(ends.methods.iter().map(|(m, _)| &**m));
             false
         });
@@ -544,7 +549,7 @@ impl<T> Router<T> {
         &'r self,
         rest: &'p str,
         method: &str,
-        captures: &mut Vec<&'p str>,
+        captures: &mut Captures<'p>,
     ) -> Option<(&'r Endpoint<T>, Option<&'p str>)> {
         let mut found = None;
         self.walk(rest, captures, |ends, catch_all| {
@@ -561,10 +566,11 @@ impl<T> Router<T> {
     fn walk<'r, 'p>(
         &'r self,
         rest: &'p str,
-        captures: &mut Vec<&'p str>,
+        captures: &mut Captures<'p>,
         mut at: impl FnMut(&'r Endpoints<T>, Option<&'p str>) -> bool,
     ) {
-        let mut stack = vec![Visit::new(ROOT, rest, false)];
+        let mut stack: SmallVec<[Visit<'p>; WALK_INLINE]> =
+            smallvec![Visit::new(ROOT, rest, false)];
         while let Some(top) = stack.last_mut() {
             let node = &self.nodes[top.node];
             match top.step {

@@ -117,7 +117,7 @@ impl http_body::Body for GatewayBody {
 pub struct Tracked {
     pub body: GatewayBody,
     /// Taken out early when the response is aborted for `timeouts.send` (HTTP/2).
-    pub _active: Arc<std::sync::Mutex<Option<crate::conn_limit::ActiveRequest>>>,
+    pub _active: crate::conn_limit::HeldRequest,
     /// HTTP/1 only: fails the body once the client has gone (see `client_eof`).
     pub client_eof: Option<crate::client_eof::ClientEof>,
     /// The request's access log line, logged when the body is dropped.

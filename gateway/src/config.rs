@@ -60,9 +60,13 @@ pub struct GatewayConfig {
     /// A lingering close ends when the client sends nothing this long.
     /// `timeouts.linger_idle`, default 5 s (nginx's `lingering_timeout`).
     pub linger_idle_timeout: Duration,
-    /// A lingering close reads at most this much; a client still sending past it is cut
-    /// (the socket closes with a reset). `limits.linger_bytes`, default 4 MiB; 0 turns
-    /// lingering off.
+    /// How often the gateway looks whether its load dropped, to give freed memory back to
+    /// the system then (glibc builds; see `memory_release`). Zero: never. Default 5 s.
+    pub memory_release_interval: Duration,
+    /// A lingering close reads at most this much past what already waited in the socket
+    /// when it began (sent before the answer); a client still sending past it is cut (the
+    /// socket closes with a reset). `limits.linger_bytes`, default 4 MiB; 0 turns lingering
+    /// off.
     pub linger_bytes: u64,
     /// How long a request waits for a replica with a free slot before 503.
     pub queue_timeout: Duration,
@@ -174,6 +178,7 @@ impl Default for GatewayConfig {
             upgrade_idle_timeout: limits::UPGRADE_IDLE,
             linger_timeout: Duration::from_secs(30),
             linger_idle_timeout: Duration::from_secs(5),
+            memory_release_interval: Duration::from_secs(5),
             linger_bytes: 4 << 20,
             queue_timeout: Duration::from_secs(5),
             drain_grace: Duration::from_secs(30),

@@ -313,6 +313,16 @@ impl Drop for ActiveRequest {
     }
 }
 
+/// A request's [`ActiveRequest`] as its response body holds it.
+#[allow(dead_code)] // held for its `Drop`, never read
+pub enum HeldRequest {
+    /// HTTP/1: ends with the body (an abort closes the whole connection).
+    Own(ActiveRequest),
+    /// HTTP/2: also ended early, from the body's abort hook, when the response is aborted
+    /// for `timeouts.send`.
+    Shared(Arc<Mutex<Option<ActiveRequest>>>),
+}
+
 /// A run of failures of one kind, logged when it starts and summed up when it ends, instead
 /// of a line per failure.
 pub struct Episode {

@@ -183,8 +183,8 @@ pub fn forwarded_element(
     v6: bool,
     host: Option<&[u8]>,
     scheme: &'static str,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
+) -> ForwardedElement {
+    let mut out = ForwardedElement::new();
     out.extend_from_slice(b"for=");
     if v6 {
         out.extend_from_slice(b"\"[");
@@ -212,6 +212,10 @@ pub fn forwarded_element(
     }
     out
 }
+
+/// A `Forwarded` element, on the stack unless its host is long (it is built for every
+/// request).
+pub type ForwardedElement = smallvec::SmallVec<[u8; 128]>;
 
 /// This hop's `via` element (RFC 9110 §7.6.3): the protocol the client used and the
 /// gateway's pseudonym. It goes after any `via` the request carried, as a header line of its
@@ -361,7 +365,10 @@ pub fn new_request_id(seq: u64, seed: u64) -> HeaderValue {
     for (i, d) in digits.iter_mut().enumerate() {
         *d = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
     }
-    HeaderValue::from_bytes(&digits).expect("hex is a valid header value")
+    // Owned by its `Bytes`: one allocation, and the clones (the access log's entry, the
+    // response's header) share it; a copied slice cost a second one at the first clone.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(digits))
+        .expect("hex is a valid header value")
 }
 
 #[cfg(test)]
@@ -447,16 +454,16 @@ mod tests {
     fn the_forwarded_element_quotes_ipv6_and_non_token_hosts() {
         let v4 = IpText::new("10.1.2.3".parse().unwrap());
         assert_eq!(
-            forwarded_element(&v4, false, Some(b"example.org"), "http"),
+            &forwarded_element(&v4, false, Some(b"example.org"), "http")[..],
             b"for=10.1.2.3;proto=http;host=example.org"
         );
         let v6 = IpText::new("::1".parse().unwrap());
         assert_eq!(
-            forwarded_element(&v6, true, Some(b"127.0.0.1:8080"), "http"),
+            &forwarded_element(&v6, true, Some(b"127.0.0.1:8080"), "http")[..],
             &b"for=\"[::1]\";proto=http;host=\"127.0.0.1:8080\""[..]
         );
         assert_eq!(
-            forwarded_element(&v4, false, None, "https"),
+            &forwarded_element(&v4, false, None, "https")[..],
             b"for=10.1.2.3;proto=https"
         );
     }

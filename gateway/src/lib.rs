@@ -22,9 +22,12 @@ pub mod file_config;
 mod forward;
 mod framing;
 mod h2_calm;
+// Public for its allocation test (`tests/interim_allocations.rs`).
+pub mod interim;
 mod lingering;
 pub mod log_format;
 pub mod log_limit;
+pub mod memory_release;
 mod metrics;
 pub mod otel;
 mod proxy;

@@ -122,18 +122,23 @@ impl Drop for Lingering {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let task = linger(io, self.shared.clone(), lingerer);
+        let sent_before = queued(self.fd);
+        let task = linger(io, sent_before, self.shared.clone(), lingerer);
         runtime.spawn(task.in_current_span());
     }
 }
 
 /// Reads and discards what the client still sends, until its EOF, `timeouts.linger_idle`
-/// without a byte, `timeouts.linger` in all, `limits.linger_bytes`, a new connection
-/// needing the slot, or the gateway's stop; then the socket closes (dropped here).
-async fn linger(mut io: ClientStream, shared: Arc<Shared>, lingerer: Lingerer) {
+/// without a byte, `timeouts.linger` in all, `limits.linger_bytes` past the `sent_before`
+/// bytes already waiting when it began, a new connection needing the slot, or the gateway's
+/// stop; then the socket closes (dropped here).
+async fn linger(mut io: ClientStream, sent_before: u64, shared: Arc<Shared>, lingerer: Lingerer) {
     let config = &shared.config;
     let end = tokio::time::Instant::now() + config.linger_timeout;
-    let mut left = config.linger_bytes;
+    // What waits in the socket was sent before the answer (a receive buffer grown while the
+    // body streamed holds megabytes): counting it would cut a client that has not yet had a
+    // chance to read its answer.
+    let mut left = config.linger_bytes.saturating_add(sent_before);
     let mut phase = shared.phase.subscribe();
     let mut scratch = [0u8; 4096];
     let over = loop {
@@ -158,8 +163,21 @@ async fn linger(mut io: ClientStream, shared: Arc<Shared>, lingerer: Lingerer) {
         shared.metrics.client_error("linger_limit");
         debug!(
             limit,
-            "client still sending after its answer past the limit; closed"
+            sent_before, "client still sending after its answer past the limit; closed"
         );
+    }
+}
+
+/// The bytes waiting unread in socket `fd`'s receive queue (0 if the kernel will not say).
+fn queued(fd: RawFd) -> u64 {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int, which we own; `fd` is the open socket of the
+    // stream being dropped.
+    let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+    if r == 0 {
+        u64::try_from(n).unwrap_or(0)
+    } else {
+        0
     }
 }
 

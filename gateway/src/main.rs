@@ -65,8 +65,17 @@ fn start_logging(format: LogFormat) {
     .expect("the only subscriber");
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // Before any thread allocates: glibc fixes its arena limit when a second thread first does.
+    vyx_gateway::memory_release::limit_arenas();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime")
+        .block_on(serve())
+}
+
+async fn serve() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Check { file }) = &cli.command {
         start_logging(cli.log_format.unwrap_or_default());

@@ -9,7 +9,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -59,6 +60,13 @@ struct RouteLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WorkerLabel {
     worker_id: String,
+}
+
+/// A worker id's request series (see `Metrics::worker_series`).
+struct WorkerSeries {
+    latency: Histogram,
+    /// By status class, in the order of [`CLASSES`].
+    by_class: [Counter; 5],
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -123,12 +131,20 @@ pub struct Metrics {
     pub access_log_dropped: Counter,
     /// Spans not exported, by why (see `otel`).
     pub trace_spans_dropped: crate::otel::Dropped,
+    /// Requests answered, unexported: `memory_release` reads it to see load drop.
+    pub answered: AtomicU64,
+    /// `malloc_trim` calls made by `memory_release`, and the seconds they took.
+    pub memory_trims: Counter,
+    pub memory_trim_seconds: Counter<f64, AtomicU64>,
     unmatched: RouteMetrics,
     /// Per worker id, hashes of the instances that registered under it (the latest
     /// [`SEEN_PER_ID`]), to tell a reconnect from a first connection. Keyed by instance:
     /// replicas of one id are not reconnects. An id's entry, like its other series, goes
     /// when the registry forgets the id ([`Metrics::forget_worker`]).
     seen: Mutex<HashMap<String, VecDeque<u64>>>,
+    /// Each worker id's request series, looked up in their families once: a lookup there
+    /// builds its label's `String`s, two allocations a request.
+    worker_series: RwLock<HashMap<String, WorkerSeries>>,
     seen_hasher: std::hash::RandomState,
     /// The statuses counted per route, to drop its series when it leaves the table.
     route_statuses: Mutex<HashMap<String, Vec<u16>>>,
@@ -341,6 +357,21 @@ impl Metrics {
             queue_full: by("queue_full"),
             export_failed: by("export_failed"),
         };
+        let memory_trims = Counter::default();
+        let memory_trim_seconds = Counter::<f64, AtomicU64>::default();
+        // Absent where no task trims, so that a reader can tell.
+        if crate::memory_release::ACTIVE {
+            registry.register(
+                "memory_trims",
+                "Times the gateway gave freed memory back to the system (malloc_trim) after its load dropped",
+                memory_trims.clone(),
+            );
+            registry.register(
+                "memory_trim_seconds",
+                "Time spent in those malloc_trim calls",
+                memory_trim_seconds.clone(),
+            );
+        }
         let unmatched = RouteMetrics::new(UNMATCHED.to_string(), &latency, &queue_wait);
         Metrics {
             registry,
@@ -368,8 +399,12 @@ impl Metrics {
             request_trailers_dropped,
             access_log_dropped,
             trace_spans_dropped,
+            answered: AtomicU64::new(0),
+            memory_trims,
+            memory_trim_seconds,
             unmatched,
             seen: Mutex::new(HashMap::new()),
+            worker_series: RwLock::new(HashMap::new()),
             seen_hasher: std::hash::RandomState::new(),
             route_statuses: Mutex::new(HashMap::new()),
             scrape: Mutex::new(()),
@@ -388,6 +423,7 @@ impl Metrics {
 
     /// Counts an answered request.
     pub fn observe(&self, route: &RouteMetrics, o: &Observed<'_>) {
+        self.answered.fetch_add(1, Ordering::Relaxed);
         let status = o.status;
         route.latency.observe(o.elapsed.as_secs_f64());
         if let Some(q) = o.queue_wait {
@@ -432,16 +468,28 @@ impl Metrics {
     }
 
     fn observe_worker(&self, worker_id: &str, status: u16, elapsed: Duration) {
-        let class = CLASSES[usize::from(status / 100).clamp(1, 5) - 1];
-        let worker_id = worker_id.to_string();
-        self.worker_latency
-            .get_or_create(&WorkerLabel {
-                worker_id: worker_id.clone(),
-            })
-            .observe(elapsed.as_secs_f64());
-        self.worker_requests
-            .get_or_create(&WorkerClass { worker_id, class })
-            .inc();
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        let observe = |s: &WorkerSeries| {
+            s.latency.observe(elapsed.as_secs_f64());
+            s.by_class[class].inc();
+        };
+        if let Some(s) = self.worker_series.read().unwrap().get(worker_id) {
+            return observe(s);
+        }
+        let series = WorkerSeries {
+            latency: self.worker_latency.get_or_create_owned(&WorkerLabel {
+                worker_id: worker_id.to_string(),
+            }),
+            by_class: CLASSES.map(|class| {
+                self.worker_requests.get_or_create_owned(&WorkerClass {
+                    worker_id: worker_id.to_string(),
+                    class,
+                })
+            }),
+        };
+        observe(&series);
+        let mut all = self.worker_series.write().unwrap();
+        all.insert(worker_id.to_string(), series);
     }
 
     /// A worker connection was admitted (`instance` is the HELLO's).
@@ -481,6 +529,7 @@ impl Metrics {
             });
         }
         self.seen.lock().unwrap().remove(worker_id);
+        self.worker_series.write().unwrap().remove(worker_id);
     }
 
     /// Drops the series of a route that left the table (its worker dropped it, its claims

@@ -575,10 +575,11 @@ async fn forward(
         duplex,
         ..
     } = admitted;
-    let fault = Arc::new(OnceLock::new());
+    // Set by the body pump: a request without a body has none (and no allocation for it).
+    let fault = (!end_stream).then(|| Arc::new(OnceLock::new()));
     // A duplex request's head is due within the request timeout of its body's end.
     let body_ended = (duplex && !end_stream).then(|| Arc::new(Notify::new()));
-    if !end_stream {
+    if let Some(fault) = &fault {
         let pump = Pump {
             conn: conn.clone(),
             id: open.id,
@@ -622,10 +623,12 @@ async fn forward(
             Err(NoHead::Answer(answer))
         }
         // The stream was cut: by the body pump for the client's fault, or by the worker.
-        Ok(Err(_)) => Err(NoHead::Answer(match fault.get() {
-            Some(f) => error_response(f.status(), f.message(), request_id),
-            None => error_response(StatusCode::BAD_GATEWAY, "worker stream ended", request_id),
-        })),
+        Ok(Err(_)) => Err(NoHead::Answer(
+            match fault.as_deref().and_then(OnceLock::get) {
+                Some(f) => error_response(f.status(), f.message(), request_id),
+                None => error_response(StatusCode::BAD_GATEWAY, "worker stream ended", request_id),
+            },
+        )),
         Ok(Ok(Err(f))) => Err(NoHead::Failed(conn, f)),
         Ok(Ok(Ok(head))) => Ok((head, answering)),
     }

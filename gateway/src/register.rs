@@ -171,7 +171,7 @@ pub fn register(
         // Each kind of socket's handshake and session on the heap, sized for that kind: the
         // task itself would hold the larger (TLS) one for every connection, and a gateway
         // holds thousands of mostly idle worker connections.
-        match parts.io.into_inner().into_inner().into_inner() {
+        match parts.io.into_inner().into_inner().into_inner().into_inner() {
             ClientStream::Plain(counted) => {
                 let (tcp, slot) = counted.into_parts();
                 let socket = SocketHandle::new(tcp, slot);

@@ -90,21 +90,20 @@ fn is_host(v: &[u8]) -> bool {
         None => true,
     };
     let name_ok = if v.first() == Some(&b'[') {
-        true // an IP literal: `Authority` checks it
+        // An IP literal: `Authority` checks it (parsing a slice copies it, so only here).
+        http::uri::Authority::try_from(v).is_ok_and(|a| !a.host().is_empty())
     } else {
         // A DNS name or IPv4 address. RFC 3986 would allow sub-delims (`,` `;` `!` …) and
         // `%` in a reg-name, but no host has them and `a.example,b.example` is what two
         // Host lines joined by an intermediary look like: which one a worker's framework
         // takes is anyone's guess.
-        v[..after_host + port_start(&v[after_host..])]
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+        let name = &v[..after_host + port_start(&v[after_host..])];
+        !name.is_empty()
+            && name
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
     };
-    port_ok
-        && name_ok
-        && !v.contains(&b'@')
-        && v.iter().all(|b| b.is_ascii_graphic())
-        && http::uri::Authority::try_from(v).is_ok_and(|a| !a.host().is_empty())
+    port_ok && name_ok && !v.contains(&b'@') && v.iter().all(|b| b.is_ascii_graphic())
 }
 
 /// Where `:port` starts in what follows an IP literal (or in a whole name): its length if none.

@@ -93,6 +93,8 @@ pub struct ResponseBody {
     initial_window: u32,
     unacked: u32,
     expected: Option<u64>,
+    /// Bytes given to hyper.
+    given: u64,
     done: bool,
     /// The last poll gave hyper a chunk (see `poll_frame` on a failed end).
     gave_data: bool,
@@ -137,6 +139,7 @@ impl ResponseBody {
             initial_window: src.initial_window,
             unacked: 0,
             expected: src.expected,
+            given: 0,
             done: false,
             gave_data: false,
         };
@@ -181,6 +184,7 @@ impl ResponseBody {
                 // The worker's clock starts now: the pump may be sleeping on the client's.
                 self.flow.pump.notify_one();
             }
+            self.given += b.len() as u64;
             self.grant(b.len() as u32);
             self.gave_data = true;
             return Poll::Ready(Some(Ok(Frame::data(b))));
@@ -209,6 +213,16 @@ impl ResponseBody {
         Poll::Pending
     }
 
+    /// hyper has taken all of the worker's `content-length`. HTTP/1 drops the body then,
+    /// without waiting for the worker's END_STREAM: the client has its whole response and
+    /// has not gone away, so the stream is left to end as the worker ends it (or at
+    /// `timeouts.body_idle`) rather than RESET `cancel`. Else the request body's pump stops
+    /// at the RESET, the unread rest of the body makes hyper close the connection, and the
+    /// next request on it (pipelined or kept alive) is lost in the lingering close.
+    fn is_whole(&self) -> bool {
+        self.expected == Some(self.given)
+    }
+
     /// Gives the worker back the credit the client's taking has freed.
     fn grant(&mut self, n: u32) {
         self.unacked += n;
@@ -221,6 +235,9 @@ impl ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
+        if self.is_whole() {
+            return;
+        }
         let mut s = self.flow.state.lock().unwrap();
         s.gone = true;
         s.chunks.clear();
@@ -263,7 +280,20 @@ pub fn already_complete(
     if !rx.is_closed() || trailers.get().is_some() {
         return None;
     }
-    let mut items = Vec::new();
+    // The usual case, one chunk or none, takes no list (this runs for every small response).
+    let first = rx.try_recv().ok();
+    let second = first.as_ref().and_then(|_| rx.try_recv().ok());
+    if second.is_none() {
+        let whole = match &first {
+            None => expected.is_none_or(|n| n == 0),
+            Some(Ok(one)) => expected.is_none_or(|n| n == one.len() as u64),
+            Some(Err(_)) => false,
+        };
+        if whole {
+            return Some(first.and_then(Result::ok));
+        }
+    }
+    let mut items: Vec<_> = first.into_iter().chain(second).collect();
     while let Ok(item) = rx.try_recv() {
         items.push(item);
     }
@@ -272,18 +302,12 @@ pub fn already_complete(
         .map(|i| i.as_ref().map_or(0, |b| b.len() as u64))
         .sum();
     if items.iter().all(Result::is_ok) && expected.is_none_or(|n| n == total) {
-        let mut chunks = items.into_iter().flatten();
-        return Some(match (chunks.next(), chunks.next()) {
-            (None, _) => None,
-            (Some(one), None) => Some(one),
-            (Some(a), Some(b)) => {
-                let mut all = bytes::BytesMut::with_capacity(total as usize);
-                all.extend_from_slice(&a);
-                all.extend_from_slice(&b);
-                chunks.for_each(|c| all.extend_from_slice(&c));
-                Some(all.freeze())
-            }
-        });
+        let mut all = bytes::BytesMut::with_capacity(total as usize);
+        items
+            .iter()
+            .flatten()
+            .for_each(|c| all.extend_from_slice(c));
+        return Some(Some(all.freeze()));
     }
     // A failure or a length the pump must report: hand it the same sequence.
     let (tx, again) = mpsc::unbounded_channel();

@@ -23,8 +23,11 @@ use vyx_core::transport::Outgoing;
 use crate::access_log::{self, AccessLog};
 use crate::body::{GatewayBody, Tracked};
 use crate::client_eof::ClientEof;
-use crate::conn_limit::{self, Activity, Admission, Counted, RESERVE_DEADLINE};
+use crate::conn_limit::{
+    self, ActiveRequest, Activity, Admission, Counted, HeldRequest, RESERVE_DEADLINE,
+};
 use crate::h2_calm::H2Calm;
+use crate::interim::{self, InterimIo, InterimSink};
 use crate::lingering::Lingering;
 use crate::registry::Forgotten;
 use crate::stopping::{self, Phase};
@@ -245,6 +248,7 @@ impl Gateway {
                 ))
             })
             .collect();
+        let _memory_release = crate::memory_release::start(&shared);
         shutdown.await;
         let delay = shared.config.readiness_delay;
         info!(
@@ -365,7 +369,7 @@ async fn accept_loop(
 
 /// A client connection's socket as hyper gets it; a worker registration takes it back from
 /// hyper as this type (`register`), so the two must not differ.
-pub(crate) type ClientIo = TokioIo<H2Calm<Lingering>>;
+pub(crate) type ClientIo = TokioIo<InterimIo<H2Calm<Lingering>>>;
 
 /// An accepted connection, before it is served.
 #[derive(Clone, Copy)]
@@ -427,6 +431,8 @@ fn serve(
     let watch_eof = shared.config.client_half_close;
     let over_tls = matches!(stream, ClientStream::Tls(_));
     let (stream, linger) = Lingering::new(stream, fd, reserve, shared.clone());
+    let interim_sink = Arc::new(InterimSink::default());
+    let interims = interim_sink.clone();
     let svc = service_fn(move |mut req: Request<Incoming>| {
         seen.store(true, Ordering::Relaxed);
         if over_tls {
@@ -440,29 +446,27 @@ fn serve(
             }
         }
         let request = active.start();
-        let h1 = req.version() <= http::Version::HTTP_11;
+        let req_version = req.version();
+        let h1 = req_version <= http::Version::HTTP_11;
         if h1 {
             linger.request(!http_body::Body::is_end_stream(req.body()));
         }
         let handled = handle(req, svc_shared.clone(), peer, role, reserve);
         let (abort_h1, linger) = (abort_h1.clone(), linger.clone());
+        let interims = (req_version == http::Version::HTTP_11).then(|| interims.clone());
         async move {
+            let handled = async move {
+                match interims {
+                    Some(sink) => interim::serve_request(sink, handled).await,
+                    None => handled.await,
+                }
+            };
             let (resp, access) = access_log::handed_off(handled).await;
             let resp = resp?;
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 linger.handed_on();
             }
-            let request = Arc::new(std::sync::Mutex::new(Some(request)));
-            if h1 {
-                resp.body().on_send_timeout(move || abort_h1.notify_one());
-            } else {
-                let active = Arc::downgrade(&request);
-                resp.body().on_send_timeout(move || {
-                    if let Some(a) = active.upgrade() {
-                        a.lock().unwrap().take();
-                    }
-                });
-            }
+            let request = held_request(request, h1, resp.body(), abort_h1);
             Ok::<_, Infallible>(resp.map(|body| Tracked {
                 body,
                 _active: request,
@@ -471,7 +475,10 @@ fn serve(
             }))
         }
     });
-    let io: ClientIo = TokioIo::new(H2Calm::new(stream, shared.clone()));
+    let io: ClientIo = TokioIo::new(InterimIo::new(
+        H2Calm::new(stream, shared.clone()),
+        interim_sink,
+    ));
     let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
     let conn = async move {
         // Pinned here, so that `select!` only borrows it: the socket stays open until the
@@ -538,6 +545,29 @@ fn serve(
         }
     };
     tokio::spawn(task.instrument(tracing::error_span!(log_limit::CONN_SPAN, %peer)));
+}
+
+/// The request's place in its connection's activity count, for its response body to hold,
+/// and what an abort for `timeouts.send` does: HTTP/1 closes the connection (`abort_h1`);
+/// HTTP/2 ends the request's activity, the only one that shares it (and its allocation).
+fn held_request(
+    request: ActiveRequest,
+    h1: bool,
+    body: &GatewayBody,
+    abort_h1: Arc<tokio::sync::Notify>,
+) -> HeldRequest {
+    if h1 {
+        body.on_send_timeout(move || abort_h1.notify_one());
+        return HeldRequest::Own(request);
+    }
+    let request = Arc::new(std::sync::Mutex::new(Some(request)));
+    let active = Arc::downgrade(&request);
+    body.on_send_timeout(move || {
+        if let Some(a) = active.upgrade() {
+            a.lock().unwrap().take();
+        }
+    });
+    HeldRequest::Shared(request)
 }
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {

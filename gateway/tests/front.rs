@@ -873,6 +873,94 @@ async fn a_client_still_sending_after_an_early_answer_is_drained_and_reads_it() 
     worker.stop();
 }
 
+/// What already waited in the gateway's socket when the lingering close began was sent
+/// before the answer: it does not count against `limits.linger_bytes`. Counted, it cut a
+/// client whose body had filled the socket buffers while its handler worked, before that
+/// client could read its answer (axum's `body_limited_by_default` through vyx, 2 runs in 8:
+/// a receive buffer grown while the body streamed holds more than the default 4 MiB).
+#[tokio::test]
+async fn bytes_waiting_when_the_answer_came_do_not_count_against_linger_bytes() {
+    const LINGER_BYTES: u64 = 128 << 10;
+    let gw = linger_gateway(LINGER_BYTES, LONG, LONG).await;
+    let answer_now = std::sync::Arc::new(tokio::sync::Notify::new());
+    let told = answer_now.clone();
+    let worker = vyx::Worker::builder()
+        .connect(format!("ws://{}", gw.addr))
+        .id("front:held")
+        .handle_signals(false)
+        .post("/held", move |_req: Request| {
+            let told = told.clone();
+            async move {
+                told.notified().await;
+                (vyx::StatusCode::PAYLOAD_TOO_LARGE, "too large")
+            }
+        })
+        .build()
+        .unwrap();
+    start_connected(&worker).await;
+
+    // A small send buffer: what the client holds back itself (one 64 KiB loopback segment
+    // past the buffer, at most) stays under the limit, so only the gateway's side is over.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_send_buffer_size(4096).unwrap();
+    let mut tcp = socket.connect(gw.addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    tcp.write_all(&chunked_post("/held")).await.unwrap();
+    // Writes until the gateway's receive buffer (more than LINGER_BYTES) is full: past the
+    // stream's window the gateway stops reading, and then what the client still has cannot
+    // even be sent.
+    let mut chunk = format!("{:x}\r\n", 4096).into_bytes();
+    chunk.resize(chunk.len() + 4096, b'x');
+    chunk.extend_from_slice(b"\r\n");
+    let mut written = 0usize;
+    loop {
+        tokio::time::timeout(WAIT, tcp.writable())
+            .await
+            .expect("writable in time")
+            .unwrap();
+        match tcp.try_write(&chunk[written % chunk.len()..]) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if unsent(&tcp) > 0 {
+                    break;
+                }
+            }
+            Err(e) => panic!("writing the body: {e}"),
+        }
+    }
+    answer_now.notify_one();
+    let answer = read_answer(&mut tcp).await;
+    assert_eq!(status_of(&answer), 413, "{answer}");
+    drop(tcp);
+    assert_eq!(
+        metric(&gw, LINGER_CUT).await,
+        0,
+        "cut after {written} bytes"
+    );
+    worker.stop();
+}
+
+/// The bytes in `tcp`'s send queue not yet sent: more than none once the peer's receive
+/// window is closed (with Nagle off, and far below the congestion window on loopback).
+fn unsent(tcp: &TcpStream) -> u32 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: all-zero is a valid `tcp_info` (plain integers).
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` and `len` are ours and sized for TCP_INFO; `tcp` is an open socket.
+    let r = unsafe {
+        libc::getsockopt(
+            tcp.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(r, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    info.tcpi_notsent_bytes
+}
+
 /// Writes `total` bytes of body, or until a write fails; `true` if one failed.
 async fn cut_while_sending(tcp: &mut TcpStream, total: usize) -> bool {
     tokio::time::timeout(WAIT, send_chunked(tcp, total))

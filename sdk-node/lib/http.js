@@ -159,6 +159,22 @@ function outgoing(msg, res) {
   out.addTrailers = function addTrailers(headers) {
     res.addTrailers(headers);
   };
+  // node:http's 1xx senders. As node:http writes them, an array of `link` values is one
+  // field, joined with ", " (Node 20); other fields are sent as given.
+  out.writeEarlyHints = function writeEarlyHints(hints, cb) {
+    const fields = [];
+    for (const name of Object.keys(hints)) {
+      const value = hints[name];
+      const link = name.toLowerCase() === 'link' && Array.isArray(value);
+      fields.push([name, link ? value.join(', ') : value]);
+    }
+    res.sendInformational(103, fields);
+    if (cb) process.nextTick(cb);
+  };
+  out.writeProcessing = function writeProcessing(cb) {
+    res.sendInformational(102);
+    if (cb) process.nextTick(cb);
+  };
   res.on('drain', () => out.emit('drain'));
   res.on('close', () => {
     // The client went away: as node:http says it.

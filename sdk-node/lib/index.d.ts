@@ -158,6 +158,18 @@ export declare class VyxResponse extends EventEmitter {
    * the client or gateway does not take them.
    */
   addTrailers(headers: Record<string, string | number> | readonly (readonly [string, string | number])[]): this;
+  /**
+   * Sends an interim (1xx) response ahead of this one's head (103 Early Hints, any 1xx but
+   * 101); `false` when it was dropped (the gateway does not forward them, or 8 were sent).
+   * Forwarded to HTTP/1.1 clients only.
+   *
+   * @example
+   * res.sendInformational(103, { link: '</app.css>; rel=preload; as=style' });
+   */
+  sendInformational(
+    status: number,
+    headers?: Record<string, string | number | readonly (string | number)[]> | readonly (readonly [string, string | number])[],
+  ): boolean;
   json(value: unknown): this;
   send(body?: Body | object): this;
   flushHeaders(): void;

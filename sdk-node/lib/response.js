@@ -111,6 +111,35 @@ class VyxResponse extends EventEmitter {
     return this;
   }
 
+  /**
+   * Sends an interim (1xx) response now, ahead of this one's head: 103 Early Hints, or any
+   * 1xx but 101 (PROTOCOL.md §3.11). `headers` an object (an array value is one field per
+   * element) or `[name, value]` pairs. Returns `false` when it was dropped, as an interim
+   * response may be: the gateway does not forward them, or 8 were sent already. The gateway
+   * forwards them to HTTP/1.1 clients (not HTTP/1.0 or HTTP/2, and never a 100).
+   *
+   * @example
+   * res.sendInformational(103, { link: '</app.css>; rel=preload; as=style' });
+   * res.send(page);
+   */
+  sendInformational(status, headers = {}) {
+    if (this.#phase !== 'head') {
+      if (this.#ex.aborted) return false;
+      throw codedState('an interim response after the head');
+    }
+    const flat = [];
+    for (const [name, value] of Array.isArray(headers) ? headers : Object.entries(headers)) {
+      if (Array.isArray(value)) for (const v of value) flat.push(String(name), String(v));
+      else flat.push(String(name), String(value));
+    }
+    const ex = this.#ex;
+    try {
+      return ex.native.sendInformational(ex.slot, status, flat);
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
   /** Answers JSON (`content-type: application/json` unless set). */
   json(value) {
     if (this.#phase !== 'head') return this.send(value); // its error, or nothing once aborted
@@ -160,6 +189,7 @@ class VyxResponse extends EventEmitter {
     this.#phase = 'ended';
     const ex = this.#ex;
     ex.finish();
+    wakeAfterTurn(ex.native);
     try {
       if (typeof bytes === 'string') ex.native.respondText(ex.slot, this.statusCode, this.#headers, bytes);
       else ex.native.respond(ex.slot, this.statusCode, this.#headers, bytes);
@@ -297,6 +327,19 @@ class VyxResponse extends EventEmitter {
   _headerList() {
     return this.#headers;
   }
+}
+
+// `respond` and `respondText` queue an answer without waking the core's writer (a thread
+// switch each): one microtask after the turn wakes it once, and the turn's answers leave in
+// one write.
+let wakeQueued = false;
+function wakeAfterTurn(native) {
+  if (wakeQueued) return;
+  wakeQueued = true;
+  queueMicrotask(() => {
+    wakeQueued = false;
+    native.wakeWriters();
+  });
 }
 
 function codedState(message) {

@@ -29,7 +29,7 @@ use napi_derive::napi;
 use tracing::level_filters::LevelFilter;
 use vyx_core::host_logs::{self, Sink};
 use vyx_core::session::{
-    Batch, ConnectionState, Engine, EngineError, Stream, StreamError, TryChunk, TrySend,
+    self, Batch, ConnectionState, Engine, EngineError, Stream, StreamError, TryChunk, TrySend,
     WorkerConfig,
 };
 
@@ -244,6 +244,9 @@ impl NativeWorker {
     ) -> napi::Result<()> {
         let stream = self.slots().remove(&(slot as u64)).ok_or_else(gone)?.stream;
         let status = u16::try_from(status).unwrap_or(0);
+        // The writer is woken once for the turn's answers, by `wake_writers` (the JS layer
+        // calls it in a microtask after every turn that answered).
+        session::hold_writer_wakes();
         stream
             .respond(status, &pairs(headers), body)
             .map_err(stream_error)
@@ -340,9 +343,12 @@ impl NativeWorker {
         }
         config.sdk = SDK.into();
         // What this host carries end to end (PROTOCOL.md §2.6): upgrades (the `'upgrade'`
-        // socket of `worker.http`, `worker.ws`), `res.addTrailers`, `req.trailers`.
-        config.features =
-            vyx_core::features::Features::UPGRADE.union(vyx_core::features::Features::TRAILERS);
+        // socket of `worker.http`, `worker.ws`), `res.addTrailers`, `req.trailers`, 1xx
+        // (`res.sendInformational`, node:http's `writeEarlyHints`/`writeProcessing`).
+        use vyx_core::features::Features;
+        config.features = Features::UPGRADE
+            .union(Features::TRAILERS)
+            .union(Features::INFORMATIONAL);
         config.apply_env_defaults();
         let level = configured_level(options.log_level)?;
         let engine = Engine::new(config).map_err(engine_error)?;
@@ -475,6 +481,14 @@ impl NativeWorker {
         self.respond_with(slot, status, &headers, body.as_bytes())
     }
 
+    /// Wakes the writers of the answers `respond` and `respond_text` queued since the last
+    /// call (they hold the wake-up, so that a turn's answers leave in one write): the JS
+    /// layer calls it once after every turn that answered.
+    #[napi]
+    pub fn wake_writers(&self) {
+        session::wake_held_writers();
+    }
+
     /// The head of a streamed response; returns whether a body is wanted.
     #[napi]
     pub fn send_head(
@@ -526,6 +540,27 @@ impl NativeWorker {
             self.finish(slot);
         }
         Ok(sent? == TrySend::Accepted)
+    }
+
+    /// Sends an interim (1xx) response before the head, its fields given flat
+    /// (`[name, value, ...]`): `false` when it was dropped (no grant, 8 sent already, the
+    /// stream gone), as one may be (PROTOCOL.md §3.11). After the head, or with a status or
+    /// field a head cannot carry, an error (`ERR_VYX_INVALID_STATE`, `ERR_VYX_INVALID_HEAD`).
+    #[napi]
+    pub fn send_informational(
+        &self,
+        slot: i64,
+        status: u32,
+        fields: Vec<String>,
+    ) -> napi::Result<bool> {
+        let Some(stream) = self.stream(slot) else {
+            return Ok(false);
+        };
+        // A status past u16 is refused by the core as any other non-1xx.
+        let status = u16::try_from(status).unwrap_or(0);
+        stream
+            .send_informational(status, &pairs(&fields))
+            .map_err(stream_error)
     }
 
     /// Ends the body after `data` with trailer fields given flat (`[name, value, ...]`):

@@ -26,6 +26,8 @@ let gw;
 let worker;
 let done;
 const params = [];
+const TURN = 8;
+const waiting = [];
 
 test.before(async () => {
   gw = await startGateway();
@@ -35,6 +37,13 @@ test.before(async () => {
       return { hello: req.params.name, lang: 'node' };
     });
     w.get('/own/{constructor}', (req) => ({ own: req.params.constructor, inherited: 'toString' in req.params }));
+    // Holds its requests until TURN have come, then answers them all in one turn.
+    w.get('/turn/{i}', (req) =>
+      new Promise((resolve) => {
+        waiting.push(() => resolve({ i: req.params.i }));
+        if (waiting.length === TURN) for (const answer of waiting.splice(0)) answer();
+      }),
+    );
   }));
 });
 
@@ -56,8 +65,17 @@ test('a JSON answer is one call into the addon, its text handed over as it is', 
   // No Buffer is made for the body in JS: the binding encodes the string.
   assert.equal(calls.respondText, n);
   assert.equal(calls.respond, undefined);
-  const others = Object.entries(calls).filter(([k]) => k !== 'respondText' && k !== 'nextBatch');
+  const others = Object.entries(calls).filter(([k]) => !['respondText', 'nextBatch', 'wakeWriters'].includes(k));
   assert.deepEqual(others, []);
+});
+
+test("answers given in one turn wake the core's writer once, and all arrive", async () => {
+  for (const k of Object.keys(calls)) delete calls[k];
+  const answers = await Promise.all(Array.from({ length: TURN }, (_, i) => request(gw.addr, 'GET', `/turn/${i}`)));
+  answers.forEach((res, i) => assert.deepEqual(JSON.parse(res.body), { i: String(i) }));
+  assert.equal(calls.respondText, TURN);
+  // One wake-up of the engine's writer thread for the turn, not one per answer.
+  assert.equal(calls.wakeWriters, 1);
 });
 
 test('req.params is a fast object with no inherited names', async () => {

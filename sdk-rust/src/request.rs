@@ -41,6 +41,8 @@ pub struct Request {
     route: Option<Arc<str>>,
     /// An upgrade request's connection, once its 101 is sent (see [`crate::upgrade`]).
     upgrade: Option<tokio::sync::oneshot::Receiver<crate::upgrade::Upgraded>>,
+    /// The stream it came on, for [`Request::send_informational`].
+    stream: Option<vyx_core::session::Stream>,
 }
 
 impl Request {
@@ -49,6 +51,41 @@ impl Request {
         &mut self,
     ) -> Option<tokio::sync::oneshot::Receiver<crate::upgrade::Upgraded>> {
         self.upgrade.take()
+    }
+
+    pub(crate) fn set_stream(&mut self, stream: vyx_core::session::Stream) {
+        self.stream = Some(stream);
+    }
+
+    /// Sends an interim (1xx) response now, ahead of the handler's response: 103 Early
+    /// Hints, or any 1xx but 101 (PROTOCOL.md §3.11). `Ok(true)` when it went out;
+    /// `Ok(false)` when it was dropped, as an interim response may be: the gateway did not
+    /// grant `informational`, or 8 were sent already. The gateway forwards them to
+    /// HTTP/1.1 clients (not HTTP/1.0 or HTTP/2, and never a 100). A bad status or header is
+    /// an error and nothing is sent; the handler goes on. (A tower service has no way to
+    /// send one: hyper's services have no server-side 1xx either.)
+    ///
+    /// ```
+    /// async fn page(req: vyx::Request) -> vyx::Result<&'static str> {
+    ///     let mut hints = vyx::HeaderMap::new();
+    ///     hints.insert("link", vyx::HeaderValue::from_static("</app.css>; rel=preload; as=style"));
+    ///     req.send_informational(vyx::StatusCode::EARLY_HINTS, &hints)?;
+    ///     Ok("<!doctype html>...")
+    /// }
+    /// ```
+    pub fn send_informational(
+        &self,
+        status: http::StatusCode,
+        headers: &HeaderMap,
+    ) -> Result<bool, Error> {
+        let Some(stream) = &self.stream else {
+            return Ok(false); // a request made in a test, not received
+        };
+        let fields: Vec<(&[u8], &[u8])> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+            .collect();
+        Ok(stream.send_informational(status.as_u16(), &fields)?)
     }
 
     pub(crate) fn set_upgrade(
@@ -103,6 +140,7 @@ impl Request {
             body,
             route,
             upgrade: None,
+            stream: None,
         }
     }
 

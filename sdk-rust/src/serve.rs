@@ -57,6 +57,7 @@ pub(crate) async fn serve(req: IncomingRequest, routes: Arc<[Route]>) -> u64 {
         Body::incoming(stream.clone()),
         Some(route.path.clone()),
     );
+    request.set_stream(stream.clone());
     // The handler takes the connection with `vyx::upgrade::on`; it comes once its 101 is out.
     let switched = upgrade.then(|| {
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -30,6 +30,8 @@ pub(crate) struct ConnShared {
     pub(crate) initial_window: u32,
     /// WELCOME listed `trailers` (§3.10): TRAILERS may cross this connection both ways.
     pub(crate) trailers: bool,
+    /// WELCOME listed `informational` (§3.11): the host may send 1xx heads.
+    pub(crate) informational: bool,
     pub(crate) streams: Mutex<HashMap<u32, Arc<StreamShared>>>,
 }
 
@@ -37,7 +39,7 @@ impl ConnShared {
     pub(crate) fn send(&self, out: Outgoing) {
         // Dropped once the writer is gone, i.e. the connection is ending; every stream
         // learns that from the reader when it fails them.
-        self.queue.push(out);
+        super::held_wakes::push(&self.queue, out);
     }
 
     pub(crate) fn finish_response(&self, id: u32) {
@@ -106,6 +108,11 @@ pub(crate) async fn run(ws: WsStream, args: RunArgs<'_>) -> ConnEnd {
             .features
             .iter()
             .any(|f| f == features::TRAILERS),
+        informational: args
+            .welcome
+            .features
+            .iter()
+            .any(|f| f == features::INFORMATIONAL),
         streams: Mutex::new(HashMap::new()),
     });
     let mut reader = Reader {

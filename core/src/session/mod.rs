@@ -33,6 +33,7 @@ mod connect;
 mod connection;
 mod events;
 mod gateways;
+mod held_wakes;
 pub(crate) mod resolve;
 mod stream;
 mod supervise;
@@ -41,6 +42,7 @@ mod upgraded;
 
 pub use connect::{registration_url, ConnectError};
 pub use events::{Batch, GatewayState};
+pub use held_wakes::{hold_writer_wakes, wake_held_writers};
 pub use resolve::{ResolveFuture, Resolver};
 pub use stream::{IncomingRequest, Stream, StreamError, StreamReset, TryChunk, TrySend};
 pub use upgraded::Upgraded;

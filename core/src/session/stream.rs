@@ -21,11 +21,12 @@ use tracing::{debug, warn};
 use crate::error::ResetCode;
 use crate::flow::{window_update_due, SendWindow};
 use crate::frame::{Data, HeaderList, Reset, Window};
-use crate::limits::MAX_DATA_CHUNK;
+use crate::limits::{MAX_DATA_CHUNK, MAX_INFORMATIONAL};
 
 use super::connection::{ConnShared, Outgoing};
 use crate::host_rules::{
-    self, encode_head, encode_head_with, encode_trailers, INTERNAL_ERROR, INTERNAL_ERROR_HEADERS,
+    self, encode_head, encode_head_with, encode_informational, encode_trailers, INTERNAL_ERROR,
+    INTERNAL_ERROR_HEADERS,
 };
 
 /// Why a stream operation failed.
@@ -189,6 +190,8 @@ struct SendState {
     /// The head was a 101: the stream is an upgraded connection, whose END_STREAM is a
     /// half-close (PROTOCOL.md §4.5), not the end of the exchange.
     switched: bool,
+    /// INFORMATIONAL heads sent (§3.11), at most `MAX_INFORMATIONAL`.
+    informational: u8,
 }
 
 struct RecvState {
@@ -255,6 +258,7 @@ impl StreamShared {
                 discard: false,
                 trailers: None,
                 switched: false,
+                informational: 0,
             }),
             writable: Notify::new(),
             recv_credit: AtomicI64::new(window as i64),
@@ -764,6 +768,48 @@ impl Stream {
             out.trailers = None;
         }
         sent
+    }
+
+    /// Whether WELCOME granted `informational` (PROTOCOL.md §3.11): interim responses sent
+    /// with [`Stream::send_informational`] reach the gateway.
+    pub fn informational_negotiated(&self) -> bool {
+        self.shared.conn.informational
+    }
+
+    /// Sends an interim (1xx) response before the head (INFORMATIONAL, PROTOCOL.md §3.11):
+    /// 103 Early Hints, or another 1xx but 101. Fields are checked and shaped as a head's.
+    /// `Ok(true)` when it went out; `Ok(false)` when it was dropped, as an interim response
+    /// may be: the connection did not negotiate `informational`, the stream has sent
+    /// `MAX_INFORMATIONAL` already, or the stream has failed. After the head it is
+    /// [`StreamError::InvalidState`]; a bad status or field is [`StreamError::InvalidHead`],
+    /// and the stream goes on (nothing was sent).
+    ///
+    /// ```ignore
+    /// stream.send_informational(103, &[("link", "</style.css>; rel=preload; as=style")])?;
+    /// stream.respond(200, &[("content-type", "text/html")], page)?;
+    /// ```
+    pub fn send_informational<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        status: u16,
+        fields: &[(N, V)],
+    ) -> Result<bool, StreamError> {
+        let s = &*self.shared;
+        let mut out = lock(&s.out);
+        if out.phase != Phase::Head {
+            return Err(StreamError::InvalidState(
+                "an interim response after the response head",
+            ));
+        }
+        let frame = encode_informational(s.id, status, fields).map_err(StreamError::InvalidHead)?;
+        if !s.conn.informational
+            || usize::from(out.informational) >= MAX_INFORMATIONAL
+            || s.send.failure().is_some()
+        {
+            return Ok(false);
+        }
+        out.informational += 1;
+        s.conn.send(Outgoing::Frame(frame));
+        Ok(true)
     }
 
     /// The request's trailer fields, once its body has ended with TRAILERS (§3.10); `None`

@@ -56,9 +56,17 @@ impl OutQueue {
     /// Queues a message, whatever its size. After a close (or once the writer is gone) it
     /// is dropped.
     pub fn push(&self, out: Outgoing) {
+        if self.push_unwoken(out) {
+            self.wake_writer();
+        }
+    }
+
+    /// [`OutQueue::push`] without waking the writer: `true` when the message was queued,
+    /// and the caller then wakes it ([`OutQueue::wake_writer`]), once for many messages.
+    pub fn push_unwoken(&self, out: Outgoing) -> bool {
         let mut st = self.state.lock().unwrap();
         if st.sealed || st.ended {
-            return;
+            return false;
         }
         let freed = match out {
             Outgoing::Close(code, reason) => {
@@ -69,10 +77,15 @@ impl OutQueue {
             other => st.fair.push(other),
         };
         drop(st);
-        self.queued.notify_one();
         if freed {
             self.room.notify_waiters();
         }
+        true
+    }
+
+    /// Wakes the writer to write what is queued.
+    pub fn wake_writer(&self) {
+        self.queued.notify_one();
     }
 
     /// Queues a DATA frame if the heads and DATA queued stay within the limit; else hands

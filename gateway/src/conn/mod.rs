@@ -121,6 +121,12 @@ impl WorkerConn {
             .contains(vyx_core::features::Features::TRAILERS)
     }
 
+    /// WELCOME granted `informational` (§3.11): the worker may send 1xx heads.
+    pub fn informational(&self) -> bool {
+        self.features
+            .contains(vyx_core::features::Features::INFORMATIONAL)
+    }
+
     pub fn send(&self, out: Outgoing) {
         self.queue.push(out);
     }

@@ -14,13 +14,14 @@ use vyx_core::error::{CloseCode, ResetCode};
 use vyx_core::frame::{DecodeFailure, Frame};
 use vyx_core::handshake::{self, ErrorMessage, HandshakeError};
 use vyx_core::heartbeat::Heartbeat;
-use vyx_core::limits::{MAX_FRAME_SIZE, MAX_TRAILERS_SIZE};
+use vyx_core::limits::{MAX_FRAME_SIZE, MAX_INFORMATIONAL, MAX_TRAILERS_SIZE};
 use vyx_core::transport::Outgoing;
 
 use super::flow::{grant_send_window, spend_recv_window};
 use super::handshake::{check_allowed, check_reserved, check_route_count};
 use super::streams::{end_stream_with, maybe_finish, stream_protocol_error};
 use super::{conn_routes, Failure, ResponseHead, WorkerConn};
+use crate::interim;
 use crate::registry::WorkerGroup;
 use crate::routes::RouteKey;
 use crate::Shared;
@@ -142,6 +143,16 @@ fn on_frame(
             stream_protocol_error(conn, table, stream_id, &why);
             return Ok(());
         }
+        Err(DecodeFailure::Stream {
+            stream_id,
+            frame: vyx_core::frame::kind::INFORMATIONAL,
+            error,
+        }) if conn.informational() => {
+            check_opened(stream_id, "INFORMATIONAL", table.next_id)?;
+            let why = format!("invalid INFORMATIONAL: {} ({error})", error.kind());
+            stream_protocol_error(conn, table, stream_id, &why);
+            return Ok(());
+        }
         // A REQUEST from a worker is in the wrong direction, its head valid or not (§8.2).
         Err(e) => {
             let e = e.into_error();
@@ -224,6 +235,26 @@ fn on_frame(
             };
             stream_protocol_error(conn, table, t.stream_id, why);
         }
+        Frame::Informational(i) if conn.informational() => {
+            check_opened(i.stream_id, "INFORMATIONAL", table.next_id)?;
+            let Some(s) = table.map.get_mut(&i.stream_id) else {
+                return Ok(());
+            };
+            if s.head_tx.is_none() {
+                let why = "INFORMATIONAL after RESPONSE";
+                stream_protocol_error(conn, table, i.stream_id, why);
+                return Ok(());
+            }
+            // Advisory (RFC 9110 §15.2): past the limit, or to a client that cannot take
+            // them, they are dropped.
+            s.informational = s.informational.saturating_add(1);
+            if usize::from(s.informational) <= MAX_INFORMATIONAL && interim::is_forwarded(i.status)
+            {
+                if let Some(target) = &s.interim {
+                    target.send(i.status, i.headers);
+                }
+            }
+        }
         Frame::Window(w) => {
             check_opened(w.stream_id, "WINDOW", table.next_id)?;
             // After the request's END_STREAM the gateway sends no more DATA: a late WINDOW
@@ -294,7 +325,6 @@ fn on_frame(
             warn!(worker_id = %conn.worker_id, code = e.code, message = %e.message, "worker reported an error");
         }
         Frame::Hello(_) => return Err(violation("second HELLO on a registered connection".into())),
-        // The gateway implements no `informational` yet (hyper sends no 1xx, §3.11).
         f @ (Frame::Trailers(_) | Frame::Informational(_)) => {
             return Err(violation(format!(
                 "{} on a connection that did not negotiate its extension",

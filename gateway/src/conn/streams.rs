@@ -15,6 +15,7 @@ use vyx_core::frame::{self, Data, Reset, Trailers};
 use vyx_core::transport::Outgoing;
 
 use super::{Failure, OpenStream, ResponseHead, WorkerConn};
+use crate::interim::{self, InterimTarget};
 
 pub(super) struct GwStream {
     pub(super) head_tx: Option<oneshot::Sender<Result<ResponseHead, Failure>>>,
@@ -26,6 +27,11 @@ pub(super) struct GwStream {
     /// The REQUEST carried flag UPGRADE: only such a stream may be answered 101 (§4.5).
     pub(super) upgrade: bool,
     pub(super) trailers: super::ResponseTrailers,
+    /// Where the worker's 1xx heads go, when WELCOME granted `informational` and the
+    /// client can take them (§3.11).
+    pub(super) interim: Option<InterimTarget>,
+    /// INFORMATIONAL frames received; past `max_informational` they are ignored.
+    pub(super) informational: u8,
 }
 
 pub(super) struct StreamTable {
@@ -117,6 +123,8 @@ impl WorkerConn {
                 response_done: false,
                 upgrade,
                 trailers: trailers.clone(),
+                interim: self.informational().then(interim::current_target).flatten(),
+                informational: 0,
             },
         );
         drop(table);

@@ -187,3 +187,25 @@ func TestFrameTooLarge(t *testing.T) {
 		t.Fatalf("1048577 bytes: %v", err)
 	}
 }
+
+// A decoded head owns its bytes (the connection reuses its read buffer for the next
+// message), and a value appended to cannot overwrite the field after it in the copy the
+// frame's fields share.
+func TestDecodedHeadOwnsItsBytes(t *testing.T) {
+	q := &Request{StreamID: 1, Method: "GET", Target: "/a", Params: []Field{{Name: "p", Value: []byte("v")}},
+		Headers: []Field{{Name: "a", Value: []byte("1")}, {Name: "b", Value: []byte("2")}}}
+	msg := q.Encode()
+	f, err := Decode(msg, MaxFrameSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range msg {
+		msg[i] = 'x'
+	}
+	got := f.(*Request)
+	_ = append(got.Headers[0].Value, "overwrite"...)
+	_ = append(got.Params[0].Value, "overwrite"...)
+	if !reflect.DeepEqual(got, q) {
+		t.Fatalf("decoded %+v, want %+v", got, q)
+	}
+}

@@ -74,37 +74,64 @@ func IsTarget(t string) bool {
 	return true
 }
 
-// reader reads the fields of a binary payload; the first failure sticks.
+// reader reads the fields of a binary payload; the first failure sticks. The frame it
+// decodes owns one copy of the payload and one string made from it: byte strings are
+// slices of the copy and names are slices of the string, so a REQUEST costs two
+// allocations for all its bytes instead of two or three per field (the caller's buffer is
+// reused for the next message, so a frame cannot alias it).
 type reader struct {
-	p   []byte
+	b   []byte // the payload's copy
+	s   string // the same bytes, for names, method and target
+	at  int
 	err Kind
 }
+
+func newReader(p []byte) *reader {
+	b := append(make([]byte, 0, len(p)), p...)
+	return &reader{b: b, s: string(b)}
+}
+
+func (r *reader) left() int { return len(r.b) - r.at }
 
 func (r *reader) u16() uint16 {
 	if r.err != "" {
 		return 0
 	}
-	if len(r.p) < 2 {
+	if r.left() < 2 {
 		r.err = TruncatedPayload
 		return 0
 	}
-	v := binary.BigEndian.Uint16(r.p)
-	r.p = r.p[2:]
+	v := binary.BigEndian.Uint16(r.b[r.at:])
+	r.at += 2
 	return v
 }
 
-func (r *reader) str16() []byte {
+// span16 reads a u16 length and skips that many bytes; it returns where they are.
+func (r *reader) span16() (from, to int) {
 	n := int(r.u16())
 	if r.err != "" {
-		return nil
+		return 0, 0
 	}
-	if len(r.p) < n {
+	if r.left() < n {
 		r.err = TruncatedPayload
-		return nil
+		return 0, 0
 	}
-	v := append([]byte{}, r.p[:n]...)
-	r.p = r.p[n:]
-	return v
+	from = r.at
+	r.at += n
+	return from, r.at
+}
+
+// bytes16 is a length-prefixed byte string, capped so that an append cannot reach the
+// next field.
+func (r *reader) bytes16() []byte {
+	from, to := r.span16()
+	return r.b[from:to:to]
+}
+
+// str16 is a length-prefixed string.
+func (r *reader) str16() string {
+	from, to := r.span16()
+	return r.s[from:to]
 }
 
 func (r *reader) fail(k Kind) {
@@ -114,7 +141,7 @@ func (r *reader) fail(k Kind) {
 }
 
 func (r *reader) finish() Kind {
-	if r.err == "" && len(r.p) != 0 {
+	if r.err == "" && r.left() != 0 {
 		r.err = TrailingBytes
 	}
 	return r.err
@@ -124,27 +151,31 @@ func (r *reader) finish() Kind {
 // header names and values.
 func (r *reader) headBlock(params bool) []Field {
 	n := int(r.u16())
-	var out []Field
+	if n == 0 || r.err != "" {
+		return nil
+	}
+	// A field takes at least 4 bytes: a count the payload cannot hold reserves nothing more.
+	out := make([]Field, 0, min(n, r.left()/4))
 	for i := 0; i < n && r.err == ""; i++ {
 		name := r.str16()
 		if r.err != "" {
 			break
 		}
 		if params {
-			if len(name) == 0 || !utf8.Valid(name) {
+			if len(name) == 0 || !utf8.ValidString(name) {
 				r.fail(InvalidParamName)
 			}
-		} else if !IsHeaderName(string(name)) {
+		} else if !IsHeaderName(name) {
 			r.fail(InvalidHeaderName)
 		}
-		value := r.str16()
+		value := r.bytes16()
 		if r.err != "" {
 			break
 		}
 		if !params && !IsHeaderValue(value) {
 			r.fail(InvalidHeaderValue)
 		}
-		out = append(out, Field{Name: string(name), Value: value})
+		out = append(out, Field{Name: name, Value: value})
 	}
 	return out
 }

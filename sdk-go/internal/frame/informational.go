@@ -26,7 +26,7 @@ func (s *Informational) Encode() []byte {
 }
 
 func decodeInformational(sid uint32, p []byte) (Frame, Kind) {
-	r := &reader{p: p}
+	r := newReader(p)
 	s := &Informational{StreamID: sid}
 	s.Status = r.u16()
 	if r.err == "" && !IsInformationalStatus(s.Status) {

@@ -33,18 +33,17 @@ func (q *Request) Encode() []byte {
 }
 
 func decodeRequest(sid uint32, end, upgrade bool, p []byte) (Frame, Kind) {
-	r := &reader{p: p}
+	r := newReader(p)
 	q := &Request{StreamID: sid, EndStream: end, Upgrade: upgrade}
 	q.RouteID = r.u16()
-	m := r.str16()
-	if r.err == "" && !IsMethod(string(m)) {
+	q.Method = r.str16()
+	if r.err == "" && !IsMethod(q.Method) {
 		r.fail(InvalidMethod)
 	}
-	t := r.str16()
-	if r.err == "" && !IsTarget(string(t)) {
+	q.Target = r.str16()
+	if r.err == "" && !IsTarget(q.Target) {
 		r.fail(InvalidTarget)
 	}
-	q.Method, q.Target = string(m), string(t)
 	q.Params = r.headBlock(true)
 	q.Headers = r.headBlock(false)
 	if k := r.finish(); k != "" {

@@ -21,7 +21,7 @@ func (s *Response) Encode() []byte {
 }
 
 func decodeResponse(sid uint32, end bool, p []byte) (Frame, Kind) {
-	r := &reader{p: p}
+	r := newReader(p)
 	s := &Response{StreamID: sid, EndStream: end}
 	s.Status = r.u16()
 	// Whether a 101 answers an UPGRADE stream is the session's rule (§4.5).

@@ -20,7 +20,7 @@ func (s *Trailers) Encode() []byte {
 func (s *Trailers) PayloadLen() int { return headLen(s.Headers) }
 
 func decodeTrailers(sid uint32, p []byte) (Frame, Kind) {
-	r := &reader{p: p}
+	r := newReader(p)
 	s := &Trailers{StreamID: sid}
 	s.Headers = r.headBlock(false)
 	if k := r.finish(); k != "" {

@@ -382,10 +382,11 @@ impl WorkerBuilder {
         config.tls_ca_file = self.ca_file;
         config.apply_env_defaults();
         config.sdk = SDK.to_owned();
-        // What this host serves end to end (§2.6): upgrades (`vyx::upgrade::on`) and
-        // http-body trailers both ways.
-        config.features =
-            vyx_core::features::Features::UPGRADE.union(vyx_core::features::Features::TRAILERS);
+        // What this host serves end to end (§2.6): upgrades (`vyx::upgrade::on`),
+        // http-body trailers both ways, `Request::send_informational`.
+        config.features = vyx_core::features::Features::UPGRADE
+            .union(vyx_core::features::Features::TRAILERS)
+            .union(vyx_core::features::Features::INFORMATIONAL);
         if let Some(n) = self.max_concurrency {
             config.max_concurrency = n;
         }

@@ -27,6 +27,7 @@ pub const ROUTES: &[&str] = &[
     "GET /empty",
     "GET /files/{*rest}",
     "GET /greet/{name}",
+    "GET /hints",
     "GET /slow/{ms}",
     "GET /stats",
     "GET /status/{code}",

@@ -6,6 +6,7 @@ mod basics;
 mod bodies;
 mod concurrency;
 mod gateways;
+mod hints;
 mod lifecycle;
 mod tls;
 mod upgrades;
@@ -50,6 +51,7 @@ pub fn all() -> Vec<Scenario> {
     v.extend(auth::scenarios());
     v.extend(tls::scenarios());
     v.extend(upgrades::scenarios());
+    v.extend(hints::scenarios());
     v
 }
 

@@ -273,6 +273,12 @@ func routes(w *vyx.Worker) {
 		panic("conformance: /throw fails on purpose")
 	})
 	w.Get("/empty", func(rw http.ResponseWriter, r *http.Request) { rw.WriteHeader(204) })
+	w.Get("/hints", func(rw http.ResponseWriter, r *http.Request) {
+		// net/http's way: the header map's fields go out with the 103, and stay for the 200.
+		rw.Header().Set("Link", "</hinted.css>; rel=preload; as=style")
+		rw.WriteHeader(http.StatusEarlyHints)
+		_, _ = io.WriteString(rw, "hinted")
+	})
 	w.Get("/ws", func(rw http.ResponseWriter, r *http.Request) {
 		// coder/websocket's Accept hijacks the stream (an upgrade, PROTOCOL.md §4.5).
 		ws, err := websocket.Accept(rw, r, nil)

@@ -218,6 +218,10 @@ worker.get('/throw', () => {
 });
 
 worker.get('/empty', (req, res) => res.status(204).send());
+worker.get('/hints', (req, res) => {
+  res.sendInformational(103, { link: '</hinted.css>; rel=preload; as=style' });
+  text(res, 200, 'hinted');
+});
 // Each message echoed with its type; `ws` answers a close itself.
 worker.ws('/ws', (ws) => {
   ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));

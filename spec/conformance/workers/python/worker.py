@@ -196,6 +196,12 @@ async def empty(req):
     return vyx.Response(204)
 
 
+async def hints(req):
+    # No 1xx sender in the Python SDK yet: the 200 alone ('early hints' is skipped,
+    # langs/python.json).
+    return vyx.Response(200, body=b"hinted")
+
+
 async def ws_echo(ws):
     # Each message back with its type; the client's close is answered by the core.
     async for message in ws:
@@ -240,6 +246,7 @@ def main():
             ("GET", "/barrier/{n}", barrier),
             ("GET", "/throw", throw),
             ("GET", "/empty", empty),
+            ("GET", "/hints", hints),
             ("HEAD", "/head", head),
             ("GET", "/stats", stats),
         ]:

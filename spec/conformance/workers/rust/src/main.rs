@@ -359,6 +359,7 @@ async fn run() -> Result<(), vyx::Error> {
         .get("/throw", throw)
         .get("/empty", |_req: Request| async { StatusCode::NO_CONTENT })
         .get("/ws", ws_echo)
+        .get("/hints", hints)
         .route("HEAD", "/head", |_req: Request| async {
             Response::builder()
                 .header("x-conformance", "head")
@@ -376,6 +377,15 @@ async fn run() -> Result<(), vyx::Error> {
     }
     // VYX_CONNECT, VYX_WORKER_ID and VYX_TOKEN come from the environment.
     builder.build()?.start().await
+}
+
+/// `GET /hints`: 103 Early Hints with a `Link`, then 200.
+async fn hints(req: Request) -> vyx::Result<&'static str> {
+    let mut fields = vyx::HeaderMap::new();
+    let link = "</hinted.css>; rel=preload; as=style";
+    fields.insert("link", HeaderValue::from_static(link));
+    req.send_informational(StatusCode::EARLY_HINTS, &fields)?;
+    Ok("hinted")
 }
 
 /// `GET /ws`: a WebSocket echo on the connection `vyx::upgrade` gives after the 101.
