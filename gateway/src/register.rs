@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, warn};
 use vyx_core::handshake::{is_worker_id, SUBPROTOCOL, WORKER_ID_HEADER};
-use vyx_core::transport::gateway_websocket_config;
+use vyx_core::transport::websocket_config;
 
 use crate::body::GatewayBody;
 use crate::conn::SocketHandle;
@@ -167,7 +167,7 @@ pub fn register(
         // (8 KiB and up), which a field left in `parts` would keep for the connection's life.
         let read_ahead = parts.read_buf.to_vec();
         drop(parts.read_buf);
-        let config = Some(gateway_websocket_config());
+        let config = Some(websocket_config());
         // Each kind of socket's handshake and session on the heap, sized for that kind: the
         // task itself would hold the larger (TLS) one for every connection, and a gateway
         // holds thousands of mostly idle worker connections.

@@ -3,6 +3,7 @@
 //! task that owns the socket's write half and empties it.
 
 mod queue;
+mod read_ahead;
 mod writer;
 
 use bytes::Bytes;
@@ -13,6 +14,7 @@ use crate::error::CloseCode;
 use crate::limits::MAX_FRAME_SIZE;
 
 pub use queue::OutQueue;
+pub use read_ahead::{ReadAhead, READ_AHEAD, READ_CHUNK};
 pub use writer::write_loop;
 
 /// What a writer task puts on the socket.
@@ -25,21 +27,20 @@ pub enum Outgoing {
     Close(CloseCode, String),
 }
 
-/// The WebSocket settings both sides use: the frame limit, and a bounded write buffer.
+/// The WebSocket settings both sides use: the frame limit, a bounded write buffer, and a
+/// [`READ_CHUNK`] read buffer. tungstenite allocates its read buffer per connection up front
+/// (a gateway holds thousands of mostly idle worker connections) and zero-fills up to its size
+/// before every read; larger frames still arrive whole (the buffer grows to a frame's size
+/// while it is read). The worker puts a [`ReadAhead`] under it, so that its small reads are
+/// not each a system call; the gateway reads its sockets directly (bench/NOTES.md, "The
+/// WebSocket read path").
 pub fn websocket_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_SIZE))
         .max_frame_size(Some(MAX_FRAME_SIZE))
+        .read_buffer_size(READ_CHUNK)
         .write_buffer_size(128 * 1024)
         .max_write_buffer_size(4 * MAX_FRAME_SIZE)
-}
-
-/// The gateway's settings: [`websocket_config`] with a 4 KiB read buffer. tungstenite
-/// allocates (and zeroes) the whole read buffer per connection up front, 128 KiB by default;
-/// a gateway holds thousands of mostly idle worker connections, and larger frames still
-/// arrive whole (the buffer grows to a frame's size while it is read).
-pub fn gateway_websocket_config() -> WebSocketConfig {
-    websocket_config().read_buffer_size(4 * 1024)
 }
 
 /// Close reasons are limited to 123 bytes; cut at a character boundary.
