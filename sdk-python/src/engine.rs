@@ -212,8 +212,9 @@ impl PyEngine {
         }
         // What this host carries end to end (PROTOCOL.md §2.6): `Response.trailers`,
         // `Request.trailers`, ASGI's `http.response.trailers`; WebSockets (`ws_accept`).
-        config.features =
-            vyx_core::features::Features::TRAILERS.union(vyx_core::features::Features::UPGRADE);
+        config.features = vyx_core::features::Features::TRAILERS
+            .union(vyx_core::features::Features::UPGRADE)
+            .union(vyx_core::features::Features::INFORMATIONAL);
         config.apply_env_defaults();
         let engine = Engine::new(config).map_err(engine_error)?;
         let hub = Hub::new().map_err(|e| VyxError::new_err(format!("wake socket: {e}")))?;
@@ -398,6 +399,24 @@ impl PyEngine {
             crate::StreamError::new_err(format!("no open request in slot {slot}"))
         })?;
         stream.respond(status, &headers, body).map_err(stream_error)
+    }
+
+    /// Sends an interim (1xx) response before the head: `False` when it was dropped (no
+    /// grant, 8 sent already, the stream gone), as one may be (PROTOCOL.md §3.11). After the
+    /// head, or with a status or field a head cannot carry, a `StreamError`.
+    fn send_informational(
+        &self,
+        slot: u64,
+        status: u16,
+        headers: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        let headers = header_pairs(headers)?;
+        let Some(stream) = lock(&self.streams).get(&slot).cloned() else {
+            return Ok(false);
+        };
+        stream
+            .send_informational(status, &headers)
+            .map_err(stream_error)
     }
 
     /// Sends the head of a streamed response; returns whether a body is wanted (not for

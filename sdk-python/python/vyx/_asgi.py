@@ -84,9 +84,9 @@ class ASGIWorker(Worker):
             "client": client,
             "server": server,
             "state": dict(self._app_state),
-            # Response trailers (http.response.start's `trailers`); ASGI has no standard
-            # way to give an app the request's trailers.
-            "extensions": {"http.response.trailers": {}},
+            # Response trailers (http.response.start's `trailers`; ASGI has no standard
+            # way to give an app the request's trailers) and 103 Early Hints.
+            "extensions": {"http.response.trailers": {}, "http.response.early_hint": {}},
         }
 
     def _websocket_scope(self, req: Request) -> Scope:
@@ -186,6 +186,12 @@ class _Exchange:
             if not more and not self.trailers_expected:
                 engine.end(self.slot)
                 self.finished.set_result(None)
+        elif kind == "http.response.early_hint":
+            # One `link` field per entry of `links`; dropped once the head is out (a hint
+            # that comes too late is advisory) or when the gateway does not forward them.
+            if not self.head_sent and not self.finished.done():
+                links = [(b"link", bytes(link)) for link in message.get("links", ())]
+                self.engine.send_informational(self.slot, 103, links)
         elif kind == "http.response.trailers":
             if not self.trailers_expected or self.finished.done():
                 return

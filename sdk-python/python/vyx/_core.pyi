@@ -83,6 +83,9 @@ class Engine:
     def respond(
         self, slot: int, status: int, headers: Iterable[Tuple[_Bytes, _Bytes]], body: bytes
     ) -> None: ...
+    def send_informational(
+        self, slot: int, status: int, headers: Iterable[Tuple[_Bytes, _Bytes]]
+    ) -> bool: ...
     def send_head(
         self, slot: int, status: int, headers: Iterable[Tuple[_Bytes, _Bytes]], end: bool
     ) -> bool: ...

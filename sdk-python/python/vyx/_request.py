@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Dict, Iterator, List, Mapp
 from urllib.parse import parse_qsl
 
 if TYPE_CHECKING:
+    from ._response import HeadersArg
     from ._worker import Worker
 
 
@@ -218,6 +219,22 @@ class Request:
     async def json(self) -> Any:
         """The whole body, parsed as JSON."""
         return _json.loads(await self.body())
+
+    def send_informational(self, status: int, headers: "HeadersArg" = None) -> bool:
+        """Sends an interim (1xx) response before the handler's answer (PROTOCOL.md §3.11),
+        e.g. 103 Early Hints so that a browser starts fetching what the page will need::
+
+            req.send_informational(103, [("link", "</app.css>; rel=preload; as=style")])
+            return vyx.Response(200, {"content-type": "text/html"}, page)
+
+        ``headers`` as in :class:`vyx.Response`. ``False`` when it was dropped, as an interim
+        response may be: the gateway did not grant them, 8 were sent already, or the
+        request is gone. HTTP/1.1 clients get it; the gateway drops it for HTTP/1.0 and
+        HTTP/2 clients. Raises :class:`vyx.StreamError` after the answer's head, for a status
+        outside 100..199 or 101, or a field a head cannot carry."""
+        from ._response import _pairs
+
+        return self._worker._engine.send_informational(self._slot, status, _pairs(headers))
 
     @property
     def content(self) -> bytes:

@@ -197,8 +197,7 @@ async def empty(req):
 
 
 async def hints(req):
-    # No 1xx sender in the Python SDK yet: the 200 alone ('early hints' is skipped,
-    # langs/python.json).
+    req.send_informational(103, [("link", "</hinted.css>; rel=preload; as=style")])
     return vyx.Response(200, body=b"hinted")
 
 
