@@ -506,7 +506,7 @@ async fn http_body_trailers_cross_both_ways_once_granted() {
         .unwrap();
     let task = run(&w);
     let (mut conn, hello) = gw.accept().await;
-    assert_eq!(hello.features, ["upgrade", "trailers"]);
+    assert_eq!(hello.features, ["upgrade", "trailers", "informational"]);
     let mut welcome = conn.0.welcome_with(5000, WINDOW);
     welcome.features = vec!["trailers".into()];
     conn.0.send(Frame::Welcome(welcome)).await.unwrap();
@@ -588,7 +588,7 @@ async fn an_upgrade_answered_101_gives_the_handler_a_byte_stream_a_websocket_run
     let (mut conn, hello) = gw.accept().await;
     assert_eq!(
         hello.features,
-        ["upgrade", "trailers"],
+        ["upgrade", "trailers", "informational"],
         "the SDK offers upgrades"
     );
     let mut welcome = conn.0.welcome_with(5000, WINDOW);
