@@ -16,16 +16,20 @@ LINK = "</app.css>; rel=preload; as=style"
 
 
 def heads_and_body(gateway, path: str) -> List[str]:
-    """Every head of the raw HTTP/1.1 answer, in order, and then the final body."""
+    """Every head of the raw HTTP/1.1 answer (interim ones, then the final), and then the body."""
     host, port = gateway.addr.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=WAIT) as s:
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
         answer = b""
         while chunk := s.recv(65536):
             answer += chunk
-    parts = answer.decode().split("\r\n\r\n")
-    heads = [p for p in parts[:-1]]
-    return heads + [parts[-1]]
+    heads = []
+    rest = answer.decode()
+    while True:
+        head, rest = rest.split("\r\n\r\n", 1)
+        heads.append(head)
+        if not head.startswith("HTTP/1.1 1"):
+            return heads + [rest]
 
 
 def test_a_vyx_route_sends_early_hints_before_its_answer(gateway, serve):
