@@ -26,6 +26,19 @@ WAIT = 20.0
 
 REPO = Path(__file__).resolve().parents[2]
 
+#: For child scripts that report the threads left after a worker stopped: tokio's shutdown
+#: returns once its threads have finished their work, a moment before the last one has
+#: exited, so ``os_threads()`` waits (bounded) for /proc to show them gone.
+OS_THREADS = """
+import os as _os, time as _time
+
+def os_threads():
+    deadline = _time.monotonic() + 10
+    while len(_os.listdir("/proc/self/task")) > 1 and _time.monotonic() < deadline:
+        _time.sleep(0.01)
+    return len(_os.listdir("/proc/self/task"))
+"""
+
 
 def gateway_binary() -> str:
     if os.environ.get("VYX_GATEWAY"):

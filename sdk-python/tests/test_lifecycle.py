@@ -10,11 +10,11 @@ import threading
 import httpx
 import pytest
 
-from conftest import WAIT, Lines, python_child
+from conftest import OS_THREADS, WAIT, Lines, python_child
 
 # Prints its states and, after start() returns, how many threads the process has left
 # (Python's and the OS's count, /proc/self/task).
-SIGNAL_CHILD = """
+SIGNAL_CHILD = OS_THREADS + """
 import asyncio, os, threading, vyx
 w = vyx.Worker(drain_timeout=10)
 
@@ -29,7 +29,7 @@ def state(s):
     print("state", s.kind, flush=True)
 
 w.start()
-print("threads", threading.active_count(), len(os.listdir("/proc/self/task")), flush=True)
+print("threads", threading.active_count(), os_threads(), flush=True)
 """
 
 
@@ -76,7 +76,7 @@ def test_signal_drains_in_flight_requests_and_leaves_no_thread(gateway, sig):
             child.wait()
 
 
-ASYNCIO_CHILD = """
+ASYNCIO_CHILD = OS_THREADS + """
 import asyncio, os, threading, vyx
 
 async def main(mode):
@@ -106,7 +106,7 @@ async def main(mode):
 
 for mode in ("stop", "cancel"):
     asyncio.run(main(mode))
-    print(mode, "clean", threading.active_count(), len(os.listdir("/proc/self/task")), flush=True)
+    print(mode, "clean", threading.active_count(), os_threads(), flush=True)
 """
 
 

@@ -11,7 +11,7 @@ import signal
 import httpx
 
 import vyx
-from conftest import WAIT, Lines, python_child
+from conftest import OS_THREADS, WAIT, Lines, python_child
 
 
 def test_core_records_carry_their_fields_as_extra(gateway, serve, caplog):
@@ -86,7 +86,7 @@ async def _later():
 
 # No logging configuration at all, the worker in the app's own loop: the default handler
 # shows the connect and the disconnect, and leaves no thread once the worker stopped.
-QUIET_SERVE = """
+QUIET_SERVE = OS_THREADS + """
 import asyncio, os, threading, vyx
 w = vyx.Worker()
 
@@ -95,7 +95,7 @@ def state(s):
     print("state", s.kind, flush=True)
 
 asyncio.run(w.serve(handle_signals=True))
-print("threads", threading.active_count(), len(os.listdir("/proc/self/task")), flush=True)
+print("threads", threading.active_count(), os_threads(), flush=True)
 """
 
 
