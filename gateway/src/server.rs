@@ -451,7 +451,10 @@ fn serve(
         if h1 {
             linger.request(!http_body::Body::is_end_stream(req.body()));
         }
-        let handled = handle(req, svc_shared.clone(), peer, role, reserve);
+        // Boxed: the wrappers below each hold their inner future by value, and hyper moves the
+        // whole of it into its in-flight slot per request. Unboxed, handle()'s 7.9 KB grew to
+        // 80.6 KB through them (measured with size_of_val), a memmove of that per request.
+        let handled = Box::pin(handle(req, svc_shared.clone(), peer, role, reserve));
         let (abort_h1, linger) = (abort_h1.clone(), linger.clone());
         let interims = (req_version == http::Version::HTTP_11).then(|| interims.clone());
         async move {
