@@ -1,38 +1,18 @@
 //! A logged request's line costs no allocation of its own (issue 20: the access log's cost):
 //! counted by a global allocator that counts what the test's own thread allocates.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod thread_allocations;
+
 use std::time::{Duration, Instant};
+
+use thread_allocations::allocations;
 
 use prometheus_client::metrics::counter::Counter;
 use vyx_gateway::access_log::{AccessLog, AccessLogConfig, Entry, Output};
 use vyx_gateway::log_format::LogFormat;
 
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-        System.alloc(layout)
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
 #[global_allocator]
-static COUNTING: Counting = Counting;
+static COUNTING: thread_allocations::Counting = thread_allocations::Counting;
 
 fn entry() -> Entry {
     let mut e = Entry::new(
@@ -65,11 +45,11 @@ fn a_line_costs_no_allocation_on_the_request_thread() {
         entries
             .into_iter()
             .for_each(|e| log.finish(e, Duration::from_micros(1_900)));
-        let before = ALLOCATIONS.with(Cell::get);
+        let before = allocations();
         later
             .into_iter()
             .for_each(|e| log.finish(e, Duration::from_micros(1_900)));
-        let made = ALLOCATIONS.with(Cell::get) - before;
+        let made = allocations() - before;
         assert!(log.flush(Duration::from_secs(20)));
         // The queue may still grow now and then (the writer swaps in its own).
         assert!(

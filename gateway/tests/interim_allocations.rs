@@ -3,37 +3,17 @@
 //! target taken when it opens, and hyper's writes and flushes through `InterimIo`, counted
 //! by a global allocator that counts what the test's own thread allocates.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod thread_allocations;
+
 use std::sync::Arc;
+
+use thread_allocations::allocations;
 
 use tokio::io::AsyncWriteExt;
 use vyx_gateway::interim::{self, InterimIo, InterimSink};
 
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-        System.alloc(layout)
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
 #[global_allocator]
-static COUNTING: Counting = Counting;
+static COUNTING: thread_allocations::Counting = thread_allocations::Counting;
 
 #[test]
 fn a_request_without_an_interim_response_allocates_nothing_for_it() {
@@ -58,11 +38,11 @@ fn a_request_without_an_interim_response_allocates_nothing_for_it() {
         for _ in 0..1_000 {
             request().await;
         }
-        let before = ALLOCATIONS.with(Cell::get);
+        let before = allocations();
         for _ in 0..10_000 {
             request().await;
         }
-        ALLOCATIONS.with(Cell::get) - before
+        allocations() - before
     });
     assert_eq!(made, 0, "{made} allocations for 10,000 requests");
 }
