@@ -21,10 +21,14 @@ test('a Socket.IO server behind worker.http: events both ways, the websocket upg
   });
   const { worker, done } = await startWorker(gw, (w) => w.http('/socket.io/{*rest}', server));
   const client = io(`http://${gw.addr}`, { reconnection: false, forceNew: true });
+  // engine.io upgrades the polling connection to a WebSocket by itself, and may do so before
+  // 'connect': when the probe's pong comes before the poll that carries the namespace's
+  // CONNECT, that poll's end emits 'upgrade' at once and 'connect' on the next tick. So the
+  // upgrade is listened for from the start.
+  const upgraded = once(client.io.engine, 'upgrade');
   try {
     await within(once(client, 'connect'), 10_000, 'connected');
-    // engine.io upgrades the polling connection to a WebSocket by itself.
-    await within(once(client.io.engine, 'upgrade'), 10_000, 'upgraded to websocket');
+    await within(upgraded, 10_000, 'upgraded to websocket');
     assert.equal(client.io.engine.transport.name, 'websocket');
     const big = 'x'.repeat(512 * 1024); // past the stream's window
     const reply = await within(client.timeout(10_000).emitWithAck('echo', big), 15_000, 'ack');
