@@ -18,11 +18,13 @@ use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use prometheus_client::metrics::counter::Counter;
+use tokio::task::futures::TaskLocalFuture;
 
 use crate::conn::WorkerConn;
 use crate::log_format::{json_string, JsonEscaped, LogFormat, Rfc3339};
@@ -329,16 +331,29 @@ tokio::task_local! {
     static HANDOFF: RefCell<Option<Pending>>;
 }
 
-/// Runs a request's handling, and takes the [`Pending`] that [`hand_off`] left in it.
-pub async fn handed_off<T>(handling: impl Future<Output = T>) -> (T, Option<Pending>) {
-    let within = async {
-        let out = handling.await;
-        (out, HANDOFF.with(|h| h.borrow_mut().take()))
-    };
-    HANDOFF.scope(RefCell::new(None), within).await
+/// A request's handling run by [`handing_off`].
+pub type HandingOff<F> = TaskLocalFuture<RefCell<Option<Pending>>, F>;
+
+/// Runs a request's `handling` where [`hand_off`] leaves its [`Pending`]; [`handed`] takes it
+/// once the handling is done. A struct around the future, not an `async` wrapper (which would
+/// hold the future twice): hyper moves the request's future as a whole.
+///
+/// ```ignore
+/// let handling = access_log::handing_off(handling);
+/// tokio::pin!(handling);
+/// let response = handling.as_mut().await;
+/// let entry = access_log::handed(handling);
+/// ```
+pub fn handing_off<F: Future>(handling: F) -> HandingOff<F> {
+    HANDOFF.scope(RefCell::new(None), handling)
 }
 
-/// Leaves a request's [`Pending`] for its response body. Outside [`handed_off`] it is logged
+/// The [`Pending`] that [`hand_off`] left in `handling`.
+pub fn handed<F>(handling: Pin<&mut HandingOff<F>>) -> Option<Pending> {
+    handling.take_value().and_then(RefCell::into_inner)
+}
+
+/// Leaves a request's [`Pending`] for its response body. Outside [`handing_off`] it is logged
 /// at once.
 pub fn hand_off(pending: Pending) {
     let mut pending = Some(pending);

@@ -37,6 +37,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
 use http::{HeaderMap, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::task::futures::TaskLocalFuture;
 use vyx_core::frame::HeaderList;
 
 use crate::forward;
@@ -70,29 +71,39 @@ pub struct InterimTarget {
 tokio::task_local! {
     /// The client connection of the HTTP/1.1 request being served, while its service runs:
     /// streams opened meanwhile take it (see `WorkerConn::try_open_stream`). A task-local
-    /// rather than a parameter through every layer of the proxy.
-    pub static CLIENT: Arc<InterimSink>;
+    /// rather than a parameter through every layer of the proxy. `None` for a request whose
+    /// client takes no interim responses (HTTP/1.0, HTTP/2).
+    pub static CLIENT: Option<Arc<InterimSink>>;
 }
+
+/// A request's service run by [`scope`].
+pub type Scoped<F> = TaskLocalFuture<Option<Arc<InterimSink>>, F>;
 
 /// The target for a stream opened now, when the request served on this task is one whose
 /// client can take interim responses.
 pub fn current_target() -> Option<InterimTarget> {
     CLIENT
-        .try_with(|sink| InterimTarget {
-            sink: sink.clone(),
-            generation: sink.state.load(Ordering::Acquire) & !QUEUED,
+        .try_with(|sink| {
+            sink.as_ref().map(|sink| InterimTarget {
+                sink: sink.clone(),
+                generation: sink.state.load(Ordering::Acquire) & !QUEUED,
+            })
         })
         .ok()
+        .flatten()
 }
 
-/// Serves one HTTP/1.1 request on the connection whose heads go to `sink`: streams opened
-/// by `service` take the sink, and its response waits until their heads are written.
-pub async fn serve_request<F: Future>(sink: Arc<InterimSink>, service: F) -> F::Output {
-    let response = CLIENT.scope(sink.clone(), service).await;
-    if sink.request_done() {
-        sink.written().await;
-    }
-    response
+/// Runs one request's `service` on the connection whose heads go to `sink`: streams opened
+/// by it take the sink. Once it is done, [`InterimSink::finish_request`] ends the request's
+/// turn before its response goes out. A struct around the future, not an `async` wrapper
+/// (which would hold the future twice): hyper moves the request's future as a whole.
+///
+/// ```ignore
+/// let response = interim::scope(Some(sink.clone()), service).await;
+/// sink.finish_request().await;
+/// ```
+pub fn scope<F: Future>(sink: Option<Arc<InterimSink>>, service: F) -> Scoped<F> {
+    CLIENT.scope(sink, service)
 }
 
 /// Whether a worker's 1xx status is forwarded to the client: never 100, which the gateway
@@ -134,6 +145,14 @@ impl InterimSink {
     /// one is still queued; the final response then waits for [`InterimSink::written`].
     pub fn request_done(&self) -> bool {
         self.state.fetch_add(GENERATION, Ordering::AcqRel) & QUEUED != 0
+    }
+
+    /// Ends the current request's turn, and waits until a head still queued for it is
+    /// written: its final response must not pass it.
+    pub async fn finish_request(&self) {
+        if self.request_done() {
+            self.written().await;
+        }
     }
 
     /// Resolves once no head is queued or being written.
@@ -315,12 +334,12 @@ mod tests {
     #[test]
     fn a_head_queued_after_its_request_was_answered_is_dropped() {
         let sink = Arc::new(InterimSink::default());
-        let target = CLIENT.sync_scope(sink.clone(), || current_target().unwrap());
+        let target = CLIENT.sync_scope(Some(sink.clone()), || current_target().unwrap());
         assert!(!sink.request_done(), "nothing was queued");
         target.send(103, fields(&[]));
         assert_eq!(sink.state.load(Ordering::Acquire) & QUEUED, 0);
         assert!(sink.heads.lock().unwrap().is_empty());
-        let next = CLIENT.sync_scope(sink.clone(), || current_target().unwrap());
+        let next = CLIENT.sync_scope(Some(sink.clone()), || current_target().unwrap());
         next.send(103, fields(&[]));
         assert!(sink.request_done(), "the next request's head is queued");
     }

@@ -24,9 +24,11 @@ fn a_request_without_an_interim_response_allocates_nothing_for_it() {
     let mut io = InterimIo::new(tokio::io::sink(), sink.clone());
     let made = rt.block_on(async {
         let mut request = async || {
-            let opened =
-                interim::serve_request(sink.clone(), async { interim::current_target().is_some() })
-                    .await;
+            let opened = interim::scope(Some(sink.clone()), async {
+                interim::current_target().is_some()
+            })
+            .await;
+            sink.finish_request().await;
             assert!(opened, "a stream opened in the request takes its client");
             io.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                 .await
