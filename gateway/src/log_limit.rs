@@ -208,6 +208,11 @@ mod tests {
         assert!(logged("error", LogFormat::Text).is_empty());
         let json = logged("info", LogFormat::Json);
         assert_eq!(json.len(), 2);
-        assert!(json[0].contains("\"request_id\":\"aa11\"") && json[0].contains("\"peer\":\"127.0.0.1:9\""), "{}", json[0]);
+        assert!(
+            json[0].contains("\"request_id\":\"aa11\"")
+                && json[0].contains("\"peer\":\"127.0.0.1:9\""),
+            "{}",
+            json[0]
+        );
     }
 }

@@ -864,10 +864,7 @@ fn encode_request(
     }
     let scheme = crate::tls::scheme(&parts.extensions);
     let fwd = forward::forwarded(&parts.headers, host, client, trusted, scheme);
-    w.header(
-        forward::X_FORWARDED_FOR.as_bytes(),
-        fwd.for_value(),
-    );
+    w.header(forward::X_FORWARDED_FOR.as_bytes(), fwd.for_value());
     if let Some(p) = fwd.proto {
         w.header(forward::X_FORWARDED_PROTO.as_bytes(), p.as_bytes());
     }
@@ -876,12 +873,7 @@ fn encode_request(
     }
     w.header(
         forward::FORWARDED.as_bytes(),
-        &forward::forwarded_element(
-            &fwd.client,
-            client.is_ipv6(),
-            host,
-            scheme,
-        ),
+        &forward::forwarded_element(&fwd.client, client.is_ipv6(), host, scheme),
     );
     w.header(b"via", forward::via_element(parts.version));
     w.header(X_REQUEST_ID.as_str().as_bytes(), request_id.as_bytes());
