@@ -63,11 +63,14 @@ pub struct GatewayConfig {
     /// How often the gateway looks whether its load dropped, to give freed memory back to
     /// the system then (glibc builds; see `memory_release`). Zero: never. Default 5 s.
     pub memory_release_interval: Duration,
-    /// A lingering close reads at most this much past what already waited in the socket
-    /// when it began (sent before the answer); a client still sending past it is cut (the
-    /// socket closes with a reset). `limits.linger_bytes`, default 4 MiB; 0 turns lingering
-    /// off.
-    pub linger_bytes: u64,
+    /// A bound on what a lingering close reads past what already waited in the socket when
+    /// it began (sent before the answer); a client still sending past it is cut (the socket
+    /// closes with a reset). `limits.linger_bytes`; `Some(0)` turns lingering off. Default
+    /// `None`, no byte bound: the time limits end a linger, as nginx's only do. A client
+    /// may write its whole body before it reads (Python's `http.client`), and what it has
+    /// in its own send buffer (4 MiB on Linux) is not known here, so any default count cut
+    /// clients that then never read their 413 (axum's `body_limited_by_default`).
+    pub linger_bytes: Option<u64>,
     /// How long a request waits for a replica with a free slot before 503.
     pub queue_timeout: Duration,
     /// How long shutdown waits for in-flight requests (and local workers to exit).
@@ -179,7 +182,7 @@ impl Default for GatewayConfig {
             linger_timeout: Duration::from_secs(30),
             linger_idle_timeout: Duration::from_secs(5),
             memory_release_interval: Duration::from_secs(5),
-            linger_bytes: 4 << 20,
+            linger_bytes: None,
             queue_timeout: Duration::from_secs(5),
             drain_grace: Duration::from_secs(30),
             readiness_delay: Duration::ZERO,

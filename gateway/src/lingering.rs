@@ -1,6 +1,7 @@
 //! A lingering close, as nginx's `lingering_close`: a client connection the gateway closes
 //! while its client may still be sending first ends the gateway's side (FIN), then reads
-//! and discards what still comes, for a bounded time and byte count, and only then closes.
+//! and discards what still comes, for a bounded time (and as many bytes as an operator
+//! allows, unbounded by default as nginx's), and only then closes.
 //!
 //! Why: an answer given before the request body has ended (a 413, a 401, a redirect, a
 //! worker that answered and RESET `no_error`) leaves the client still sending. A socket
@@ -111,7 +112,7 @@ impl Drop for Lingering {
     fn drop(&mut self) {
         let Some(io) = self.io.take() else { return };
         let rules = &self.shared.config;
-        let off = rules.linger_timeout.is_zero() || rules.linger_bytes == 0;
+        let off = rules.linger_timeout.is_zero() || rules.linger_bytes == Some(0);
         if off || !self.shut || self.reserve || !self.intent.wants_linger(self.fd) {
             return;
         }
@@ -129,26 +130,31 @@ impl Drop for Lingering {
 }
 
 /// Reads and discards what the client still sends, until its EOF, `timeouts.linger_idle`
-/// without a byte, `timeouts.linger` in all, `limits.linger_bytes` past the `sent_before`
-/// bytes already waiting when it began, a new connection needing the slot, or the gateway's
-/// stop; then the socket closes (dropped here).
+/// without a byte, `timeouts.linger` in all, `limits.linger_bytes` (if set) past the
+/// `sent_before` bytes already waiting when it began, a new connection needing the slot, or
+/// the gateway's stop; then the socket closes (dropped here).
 async fn linger(mut io: ClientStream, sent_before: u64, shared: Arc<Shared>, lingerer: Lingerer) {
     let config = &shared.config;
     let end = tokio::time::Instant::now() + config.linger_timeout;
     // What waits in the socket was sent before the answer (a receive buffer grown while the
     // body streamed holds megabytes): counting it would cut a client that has not yet had a
     // chance to read its answer.
-    let mut left = config.linger_bytes.saturating_add(sent_before);
+    let mut left = config.linger_bytes.map(|b| b.saturating_add(sent_before));
     let mut phase = shared.phase.subscribe();
-    let mut scratch = [0u8; 4096];
+    // Unbounded by default, a drain may take a client's whole upload at loopback speed:
+    // 16 KiB reads take it in a quarter of the system calls of 4 KiB ones, and 4096
+    // lingering connections hold 64 MiB.
+    let mut scratch = [0u8; 16 << 10];
     let over = loop {
         let read = tokio::time::timeout(config.linger_idle_timeout, io.read(&mut scratch));
         tokio::select! {
             r = read => match r {
                 Ok(Ok(n)) if n > 0 => {
-                    left = left.saturating_sub(n as u64);
-                    if left == 0 {
-                        break Some("limits.linger_bytes");
+                    if let Some(left) = &mut left {
+                        *left = left.saturating_sub(n as u64);
+                        if *left == 0 {
+                            break Some("limits.linger_bytes");
+                        }
                     }
                 }
                 // The client's EOF or reset (it has its answer), or a pause: done.

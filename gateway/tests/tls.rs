@@ -475,7 +475,6 @@ async fn an_early_answer_over_tls_is_followed_by_a_lingering_close() {
     let gw = TestGateway::start_with(|c| {
         c.tls = Some(files);
         c.body_buffer = 0;
-        c.linger_bytes = 64 << 20;
     })
     .await;
     let ca_file = write(dir.path(), "ca.pem", &ca.pem());

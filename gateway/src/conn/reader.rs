@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, info, warn};
@@ -36,39 +36,22 @@ where
     S: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
 {
     let mut heartbeat = Heartbeat::new(shared.config.heartbeat);
+    let mut heads = HeldHeads::default();
     loop {
         tokio::select! {
             msg = stream.next() => {
                 heartbeat.received();
-                match msg {
-                    Some(Ok(Message::Binary(b))) => {
-                        match on_frame(conn, group, shared, b) {
-                            Ok(()) => {}
-                            Err((code, why)) => {
-                                warn!(worker_id = %conn.worker_id, connection = %conn.connection_id, %code, reason = %why, "closing worker connection");
-                                conn.send(Outgoing::Frame(Frame::Error(ErrorMessage { code: code as u16, message: why.clone() }).encode()));
-                                conn.send(Outgoing::Close(code, why.clone()));
-                                return format!("{code}: {why}");
-                            }
-                        }
-                    }
-                    Some(Ok(Message::Text(_))) => {
-                        let why = "text message; the protocol uses binary messages only".to_string();
-                        warn!(worker_id = %conn.worker_id, connection = %conn.connection_id, reason = %why, "closing worker connection");
-                        conn.send(Outgoing::Close(CloseCode::ProtocolViolation, why.clone()));
-                        return format!("{}: {why}", CloseCode::ProtocolViolation);
-                    }
-                    Some(Ok(Message::Close(f))) => return close_reason(conn, f),
-                    Some(Ok(_)) => {}
-                    Some(Err(tungstenite::Error::Capacity(e))) => {
-                        let why = e.to_string();
-                        warn!(worker_id = %conn.worker_id, connection = %conn.connection_id, reason = %why, "closing worker connection");
-                        conn.send(Outgoing::Close(CloseCode::FrameTooLarge, why.clone()));
-                        return format!("{}: {why}", CloseCode::FrameTooLarge);
-                    }
-                    Some(Err(e)) => return format!("connection lost: {e}"),
-                    None => return "connection lost: socket closed without a close frame".into(),
+                if let Some(end) = on_message(conn, group, shared, msg, &mut heads) {
+                    return end;
                 }
+                // The frames already read go first (see `HeldHeads`); a pending poll here
+                // registers no waker, so the `select!` polls the stream again.
+                while let Some(msg) = stream.next().now_or_never() {
+                    if let Some(end) = on_message(conn, group, shared, msg, &mut heads) {
+                        return end;
+                    }
+                    }
+                heads.release();
             }
             tick = heartbeat.tick() => {
                 if let Err(silence) = tick {
@@ -78,6 +61,74 @@ where
                 conn.send(Outgoing::Ping);
             }
         }
+    }
+}
+
+/// Response heads read but not yet handed to their requests. A head goes out once the frames
+/// already read from the socket are handled (or the connection ends), so that a small
+/// response whose DATA and END_STREAM came with its head finds its body complete: the client
+/// gets it in one write, and no pump is started for it (`response::already_complete`).
+/// Handed out at once, the head woke its request on the other thread while this one was still
+/// reading the DATA, and the client got the head and the body in two writes.
+#[derive(Default)]
+struct HeldHeads(Vec<(HeadSender, ResponseHead)>);
+
+type HeadSender = tokio::sync::oneshot::Sender<Result<ResponseHead, Failure>>;
+
+impl HeldHeads {
+    fn release(&mut self) {
+        for (tx, head) in self.0.drain(..) {
+            let _ = tx.send(Ok(head));
+        }
+    }
+}
+
+impl Drop for HeldHeads {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Handles one message from the worker; `Some` ends the connection, with its reason.
+fn on_message(
+    conn: &Arc<WorkerConn>,
+    group: &Arc<WorkerGroup>,
+    shared: &Arc<Shared>,
+    msg: Option<Result<Message, tungstenite::Error>>,
+    heads: &mut HeldHeads,
+) -> Option<String> {
+    match msg {
+        Some(Ok(Message::Binary(b))) => match on_frame(conn, group, shared, b, heads) {
+            Ok(()) => None,
+            Err((code, why)) => {
+                warn!(worker_id = %conn.worker_id, connection = %conn.connection_id, %code, reason = %why, "closing worker connection");
+                conn.send(Outgoing::Frame(
+                    Frame::Error(ErrorMessage {
+                        code: code as u16,
+                        message: why.clone(),
+                    })
+                    .encode(),
+                ));
+                conn.send(Outgoing::Close(code, why.clone()));
+                Some(format!("{code}: {why}"))
+            }
+        },
+        Some(Ok(Message::Text(_))) => {
+            let why = "text message; the protocol uses binary messages only".to_string();
+            warn!(worker_id = %conn.worker_id, connection = %conn.connection_id, reason = %why, "closing worker connection");
+            conn.send(Outgoing::Close(CloseCode::ProtocolViolation, why.clone()));
+            Some(format!("{}: {why}", CloseCode::ProtocolViolation))
+        }
+        Some(Ok(Message::Close(f))) => Some(close_reason(conn, f)),
+        Some(Ok(_)) => None,
+        Some(Err(tungstenite::Error::Capacity(e))) => {
+            let why = e.to_string();
+            warn!(worker_id = %conn.worker_id, connection = %conn.connection_id, reason = %why, "closing worker connection");
+            conn.send(Outgoing::Close(CloseCode::FrameTooLarge, why.clone()));
+            Some(format!("{}: {why}", CloseCode::FrameTooLarge))
+        }
+        Some(Err(e)) => Some(format!("connection lost: {e}")),
+        None => Some("connection lost: socket closed without a close frame".into()),
     }
 }
 
@@ -108,6 +159,7 @@ fn on_frame(
     group: &Arc<WorkerGroup>,
     shared: &Arc<Shared>,
     bytes: Bytes,
+    heads: &mut HeldHeads,
 ) -> Result<(), Violation> {
     let decoded = Frame::decode_scoped(bytes, MAX_FRAME_SIZE);
     let mut table = conn.streams.lock().unwrap();
@@ -178,11 +230,12 @@ fn on_frame(
                 s.response_done = true;
                 s.body_tx = None;
             }
-            let _ = head_tx.send(Ok(ResponseHead {
+            let head = ResponseHead {
                 status: r.status,
                 headers: r.headers,
                 end_stream: r.end_stream,
-            }));
+            };
+            heads.0.push((head_tx, head));
             maybe_finish(conn, table, r.stream_id);
         }
         Frame::Data(d) => {

@@ -367,7 +367,7 @@ impl Checker {
             c.response_buffer_total = s.0;
         }
         if let Some(s) = l.linger_bytes {
-            c.linger_bytes = s.0;
+            c.linger_bytes = Some(s.0);
         }
         if let Some(n) = &l.streamed_upload_slots {
             if !(1..=100).contains(&n.value) {

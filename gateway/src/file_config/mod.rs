@@ -182,7 +182,7 @@ mod tests {
         let d = parse(Path::new("vyx.yaml"), "listen: 127.0.0.1:0\n").unwrap();
         assert_eq!(
             (d.linger_timeout, d.linger_idle_timeout, d.linger_bytes),
-            (Duration::from_secs(30), Duration::from_secs(5), 4 << 20)
+            (Duration::from_secs(30), Duration::from_secs(5), None)
         );
         let c = parse(
             Path::new("vyx.yaml"),
@@ -191,8 +191,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             (c.linger_timeout, c.linger_idle_timeout, c.linger_bytes),
-            (Duration::from_secs(10), Duration::from_secs(2), 0)
+            (Duration::from_secs(10), Duration::from_secs(2), Some(0))
         );
+        let b = parse(Path::new("vyx.yaml"), "limits: {linger_bytes: 8MiB}\n").unwrap();
+        assert_eq!(b.linger_bytes, Some(8 << 20));
         let e = err("timeouts: {linger_idle: 0s}\n");
         assert!(e.message.contains("more than zero"), "{e}");
     }
