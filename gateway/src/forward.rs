@@ -25,14 +25,6 @@ pub fn is_hop_by_hop(name: &str, headers: &HeaderMap) -> bool {
 
 /// The hop-by-hop rule for one message's fields, its `Connection` header looked up once
 /// (a lookup per field hashed the name `connection` again for each).
-///
-/// ```
-/// # use http::{HeaderMap, HeaderValue};
-/// let mut h = HeaderMap::new();
-/// h.insert("connection", HeaderValue::from_static("x-secret"));
-/// let hop = vyx_gateway::forward::HopByHop::of(&h);
-/// assert!(hop.contains("x-secret") && hop.contains("te") && !hop.contains("accept"));
-/// ```
 pub struct HopByHop<'a> {
     connection: http::header::GetAll<'a, HeaderValue>,
 }
@@ -457,6 +449,18 @@ mod tests {
         assert_eq!(announced_trailers(&h).unwrap(), "grpc-status, grpc-message");
         h.insert("trailer", HeaderValue::from_static("content-length"));
         assert_eq!(announced_trailers(&h), None);
+    }
+
+    #[test]
+    fn the_names_a_connection_header_lists_are_hop_by_hop() {
+        let mut h = HeaderMap::new();
+        let hop = HopByHop::of(&h);
+        assert!(hop.contains("te") && hop.contains("proxy-x") && !hop.contains("x-secret"));
+        h.append(CONNECTION, HeaderValue::from_static("close"));
+        h.append(CONNECTION, HeaderValue::from_static("keep-alive, X-Secret"));
+        let hop = HopByHop::of(&h);
+        assert!(hop.contains("x-secret") && hop.contains("close") && !hop.contains("accept"));
+        assert!(is_hop_by_hop("x-secret", &h));
     }
 
     #[test]

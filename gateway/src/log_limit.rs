@@ -20,8 +20,8 @@ pub const CONN_SPAN: &str = "http_conn";
 
 /// The subscriber `vyx` logs with, in `format`: `filter` (from `RUST_LOG`), then
 /// [`OncePerConnection`]. Both filter the whole subscriber, not the one output layer: a
-/// per-layer filter looked each span up in the registry on every enter and exit, twice per
-/// poll of a request's future (about 2,000 instructions a request).
+/// per-layer filter looked each span up in the registry on every enter and exit of the
+/// connection and request spans (about 1,800 instructions a request).
 pub fn subscriber<W>(
     writer: W,
     ansi: bool,
