@@ -18,39 +18,57 @@ const HOP_BY_HOP: [&str; 6] = [
 ];
 
 /// Whether a header must not cross the proxy: a hop-by-hop name, a `proxy-*` name, or a
-/// name the `Connection` header lists.
+/// name the `Connection` header lists. For every field of one message, use [`HopByHop`].
 pub fn is_hop_by_hop(name: &str, headers: &HeaderMap) -> bool {
-    if HOP_BY_HOP.contains(&name) || name.starts_with("proxy-") {
-        return true;
+    HopByHop::of(headers).contains(name)
+}
+
+/// The hop-by-hop rule for one message's fields, its `Connection` header looked up once
+/// (a lookup per field hashed the name `connection` again for each).
+pub struct HopByHop<'a> {
+    connection: http::header::GetAll<'a, HeaderValue>,
+}
+
+impl<'a> HopByHop<'a> {
+    pub fn of(headers: &'a HeaderMap) -> HopByHop<'a> {
+        HopByHop {
+            connection: headers.get_all(CONNECTION),
+        }
     }
-    headers.get_all(CONNECTION).iter().any(|v| {
-        v.to_str()
-            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(name)))
-            .unwrap_or(false)
-    })
+
+    /// Whether `name` (lower-case) must not cross the proxy.
+    pub fn contains(&self, name: &str) -> bool {
+        if HOP_BY_HOP.contains(&name) || name.starts_with("proxy-") {
+            return true;
+        }
+        self.connection.iter().any(|v| {
+            v.to_str()
+                .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(name)))
+                .unwrap_or(false)
+        })
+    }
 }
 
 /// The forwarding headers the gateway adds to a proxied request. Borrowed from the request
 /// where it can be: this runs for every request, and each copy was an allocation.
 pub struct Forwarded<'a> {
-    pub for_value: ForValue,
+    /// The client's address as text, for `x-forwarded-for` and this hop's `Forwarded`
+    /// element (written once a request).
+    pub client: IpText,
+    /// A trusted proxy's `x-forwarded-for`, then the client's address.
+    joined: Option<String>,
     /// `x-forwarded-proto`; `None` when a trusted proxy's is kept.
     pub proto: Option<&'static str>,
     /// `x-forwarded-host`; `None` when a trusted proxy's is kept or there is no host.
     pub host: Option<&'a [u8]>,
 }
 
-/// The `X-Forwarded-For` value: the client's address, after any the request carried.
-pub enum ForValue {
-    Ip(IpText),
-    Joined(String),
-}
-
-impl ForValue {
-    pub fn as_bytes(&self) -> &[u8] {
-        match self {
-            ForValue::Ip(ip) => ip.as_bytes(),
-            ForValue::Joined(s) => s.as_bytes(),
+impl Forwarded<'_> {
+    /// The `X-Forwarded-For` value: the client's address, after any the request carried.
+    pub fn for_value(&self) -> &[u8] {
+        match &self.joined {
+            Some(joined) => joined.as_bytes(),
+            None => self.client.as_bytes(),
         }
     }
 }
@@ -67,8 +85,32 @@ impl IpText {
             buf: [0; 48],
             len: 0,
         };
-        let _ = write!(t, "{ip}");
+        match ip {
+            // Most clients: four decimals by hand, not through `fmt` (twice the instructions).
+            std::net::IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        t.push(b'.');
+                    }
+                    if octet >= 100 {
+                        t.push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        t.push(b'0' + octet / 10 % 10);
+                    }
+                    t.push(b'0' + octet % 10);
+                }
+            }
+            std::net::IpAddr::V6(_) => {
+                let _ = write!(t, "{ip}");
+            }
+        }
         t
+    }
+
+    fn push(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
     }
 
     pub fn as_bytes(&self) -> &[u8] {
@@ -153,23 +195,25 @@ pub fn forwarded<'a>(
     scheme: &'static str,
 ) -> Forwarded<'a> {
     let ip = IpText::new(client.ip());
-    let mut prior = headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .filter(|_| trusted)
-        .filter_map(|v| v.to_str().ok())
-        .peekable();
-    let for_value = if prior.peek().is_none() {
-        ForValue::Ip(ip)
-    } else {
-        let mut joined = prior.collect::<Vec<_>>().join(", ");
+    // Untrusted, the client's own are not read at all.
+    let prior: Vec<&str> = match trusted {
+        true => headers
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect(),
+        false => Vec::new(),
+    };
+    let joined = (!prior.is_empty()).then(|| {
+        let mut joined = prior.join(", ");
         joined.push_str(", ");
         joined.push_str(std::str::from_utf8(ip.as_bytes()).unwrap_or_default());
-        ForValue::Joined(joined)
-    };
+        joined
+    });
     let kept = |name| trusted && headers.contains_key(name);
     Forwarded {
-        for_value,
+        client: ip,
+        joined,
         proto: (!kept(X_FORWARDED_PROTO)).then_some(scheme),
         host: if kept(X_FORWARDED_HOST) { None } else { host },
     }
@@ -408,11 +452,27 @@ mod tests {
     }
 
     #[test]
+    fn the_names_a_connection_header_lists_are_hop_by_hop() {
+        let mut h = HeaderMap::new();
+        let hop = HopByHop::of(&h);
+        assert!(hop.contains("te") && hop.contains("proxy-x") && !hop.contains("x-secret"));
+        h.append(CONNECTION, HeaderValue::from_static("close"));
+        h.append(CONNECTION, HeaderValue::from_static("keep-alive, X-Secret"));
+        let hop = HopByHop::of(&h);
+        assert!(hop.contains("x-secret") && hop.contains("close") && !hop.contains("accept"));
+        assert!(is_hop_by_hop("x-secret", &h));
+    }
+
+    #[test]
     fn ip_text_holds_the_longest_addresses() {
         for ip in [
             "255.255.255.255",
             "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
             "::ffff:255.255.255.255",
+            "0.0.0.0",
+            "10.9.100.199",
+            "127.0.0.1",
+            "1.20.255.9",
         ] {
             let parsed: std::net::IpAddr = ip.parse().unwrap();
             assert_eq!(
@@ -492,14 +552,14 @@ mod tests {
         h.append(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         let peer = "127.0.0.1:9".parse().unwrap();
         let f = forwarded(&h, Some(b"example.org"), peer, true, "http");
-        assert_eq!(f.for_value.as_bytes(), b"10.0.0.1, 127.0.0.1");
+        assert_eq!(f.for_value(), b"10.0.0.1, 127.0.0.1");
         assert_eq!((f.proto, f.host), (None, Some(&b"example.org"[..])));
         let f = forwarded(&h, Some(b"example.org"), peer, false, "https");
-        assert_eq!(f.for_value.as_bytes(), b"127.0.0.1");
+        assert_eq!(f.for_value(), b"127.0.0.1");
         assert_eq!(f.proto, Some("https"));
         let empty = HeaderMap::new();
         let f = forwarded(&empty, None, "[::1]:9".parse().unwrap(), true, "http");
-        assert_eq!(f.for_value.as_bytes(), b"::1");
+        assert_eq!(f.for_value(), b"::1");
         assert_eq!(f.host, None);
     }
 }

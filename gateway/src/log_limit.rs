@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 use tracing::field::Visit;
 use tracing::span::Id;
 use tracing::{Event, Level, Metadata, Subscriber};
-use tracing_subscriber::filter::{EnvFilter, FilterExt};
+use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::layer::{Context, Filter, SubscriberExt};
+use tracing_subscriber::layer::{Context, Layered, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{Layer, Registry};
 
@@ -19,7 +19,9 @@ use crate::log_format::{JsonFields, JsonLine, LogFormat};
 pub const CONN_SPAN: &str = "http_conn";
 
 /// The subscriber `vyx` logs with, in `format`: `filter` (from `RUST_LOG`), then
-/// [`OncePerConnection`].
+/// [`OncePerConnection`]. Both filter the whole subscriber, not the one output layer: a
+/// per-layer filter looked each span up in the registry on every enter and exit of the
+/// connection and request spans (about 1,800 instructions a request).
 pub fn subscriber<W>(
     writer: W,
     ansi: bool,
@@ -29,19 +31,21 @@ pub fn subscriber<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let filter = filter.and(OncePerConnection);
+    type Filtered = Layered<OncePerConnection, Layered<EnvFilter, Registry>>;
     let layer = tracing_subscriber::fmt::layer().with_writer(writer);
-    let layer: Box<dyn Layer<Registry> + Send + Sync> = match format {
-        LogFormat::Text => Box::new(layer.with_ansi(ansi).with_filter(filter)),
+    let layer: Box<dyn Layer<Filtered> + Send + Sync> = match format {
+        LogFormat::Text => Box::new(layer.with_ansi(ansi)),
         LogFormat::Json => Box::new(
             layer
                 .with_ansi(false)
                 .event_format(JsonLine)
-                .fmt_fields(JsonFields)
-                .with_filter(filter),
+                .fmt_fields(JsonFields),
         ),
     };
-    tracing_subscriber::registry().with(layer)
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(OncePerConnection)
+        .with(layer)
 }
 
 /// Lets the first warning of each kind (callsite) from hyper or h2 through per connection
@@ -61,14 +65,10 @@ fn is_library_warning(meta: &Metadata<'_>) -> bool {
         && (meta.target().starts_with("h2") || meta.target().starts_with("hyper"))
 }
 
-impl<S> Filter<S> for OncePerConnection
+impl<S> Layer<S> for OncePerConnection
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    fn enabled(&self, _meta: &Metadata<'_>, _cx: &Context<'_, S>) -> bool {
-        true
-    }
-
     fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, id: &Id, cx: Context<'_, S>) {
         if attrs.metadata().name() != CONN_SPAN {
             return;
@@ -83,7 +83,7 @@ where
         }
     }
 
-    fn event_enabled(&self, event: &Event<'_>, cx: &Context<'_, S>) -> bool {
+    fn event_enabled(&self, event: &Event<'_>, cx: Context<'_, S>) -> bool {
         let meta = event.metadata();
         if !is_library_warning(meta) {
             return true;
@@ -145,5 +145,74 @@ impl Visit for Field {
         if field.name() == self.0 {
             let _ = write!(self.1, "{value:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What `filter` lets through of a request's events, as `format` writes them.
+    fn logged(filter: &str, format: LogFormat) -> Vec<String> {
+        let out = Capture::default();
+        let sink = out.clone();
+        let s = subscriber(move || sink.clone(), false, EnvFilter::new(filter), format);
+        tracing::subscriber::with_default(s, || {
+            let conn = tracing::error_span!(CONN_SPAN, peer = %"127.0.0.1:9");
+            let _conn = conn.enter();
+            for id in ["aa11", "bb22"] {
+                let request = tracing::info_span!("request", request_id = %id);
+                let _request = request.enter();
+                tracing::debug!(worker_id = "w", "retrying on another replica");
+                tracing::warn!(worker_id = "w", "worker timed out");
+            }
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        // Text lines without the time stamp they start with.
+        text.lines()
+            .map(|l| match format {
+                LogFormat::Text => l.split_once(' ').map_or(l, |(_, rest)| rest).trim(),
+                LogFormat::Json => l,
+            })
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_filter_and_the_span_context_reach_every_line_as_before() {
+        assert_eq!(
+            logged("info", LogFormat::Text),
+            [
+                "WARN http_conn{peer=127.0.0.1:9}:request{request_id=aa11}: vyx_gateway::log_limit::tests: worker timed out worker_id=\"w\"",
+                "WARN http_conn{peer=127.0.0.1:9}:request{request_id=bb22}: vyx_gateway::log_limit::tests: worker timed out worker_id=\"w\"",
+            ]
+        );
+        // A span-field directive turns debug on inside one request only.
+        let lines = logged("info,[request{request_id=bb22}]=debug", LogFormat::Text);
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines[1].starts_with("DEBUG http_conn{peer=127.0.0.1:9}:request{request_id=bb22}:"));
+        assert!(logged("error", LogFormat::Text).is_empty());
+        let json = logged("info", LogFormat::Json);
+        assert_eq!(json.len(), 2);
+        assert!(
+            json[0].contains("\"request_id\":\"aa11\"")
+                && json[0].contains("\"peer\":\"127.0.0.1:9\""),
+            "{}",
+            json[0]
+        );
     }
 }

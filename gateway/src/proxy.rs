@@ -791,9 +791,10 @@ fn end_to_end_headers(headers: &mut http::HeaderMap, content_length: Option<u64>
             headers.remove(CONTENT_LENGTH);
         }
     }
+    let hop_by_hop = forward::HopByHop::of(headers);
     let hop: Vec<HeaderName> = headers
         .keys()
-        .filter(|n| forward::is_hop_by_hop(n.as_str(), headers))
+        .filter(|n| hop_by_hop.contains(n.as_str()))
         .cloned()
         .collect();
     for n in hop {
@@ -834,6 +835,7 @@ fn encode_request(
         }
     }
     let mut cookie_sent = false;
+    let hop_by_hop = forward::HopByHop::of(&parts.headers);
     for (name, value) in parts.headers.iter() {
         let n = name.as_str();
         // `expect` is met here (§5.1): the gateway answers `100 Continue` itself.
@@ -843,7 +845,7 @@ fn encode_request(
             || n == http::header::EXPECT
             || (trace.is_some() && TraceHeaders::replaces(n));
         if ours
-            || forward::is_hop_by_hop(n, &parts.headers)
+            || hop_by_hop.contains(n)
             || forward::is_underscored(n)
             || (!trusted && forward::is_forwarding(n))
         {
@@ -862,10 +864,7 @@ fn encode_request(
     }
     let scheme = crate::tls::scheme(&parts.extensions);
     let fwd = forward::forwarded(&parts.headers, host, client, trusted, scheme);
-    w.header(
-        forward::X_FORWARDED_FOR.as_bytes(),
-        fwd.for_value.as_bytes(),
-    );
+    w.header(forward::X_FORWARDED_FOR.as_bytes(), fwd.for_value());
     if let Some(p) = fwd.proto {
         w.header(forward::X_FORWARDED_PROTO.as_bytes(), p.as_bytes());
     }
@@ -874,12 +873,7 @@ fn encode_request(
     }
     w.header(
         forward::FORWARDED.as_bytes(),
-        &forward::forwarded_element(
-            &forward::IpText::new(client.ip()),
-            client.is_ipv6(),
-            host,
-            scheme,
-        ),
+        &forward::forwarded_element(&fwd.client, client.is_ipv6(), host, scheme),
     );
     w.header(b"via", forward::via_element(parts.version));
     w.header(X_REQUEST_ID.as_str().as_bytes(), request_id.as_bytes());
