@@ -96,9 +96,9 @@ pub(crate) fn pack(batch: Batch, records: Vec<Record>, slots: &Slots) -> Vec<u8>
         let client_ip = req.client_ip().map(|ip| ip.to_string()).unwrap_or_default();
         put_str(&mut out, client_ip.as_bytes());
         put_str(&mut out, req.scheme().as_bytes());
-        // Before any read, the body has ended only when REQUEST carried END_STREAM, or an
-        // empty last DATA came already: an empty body either way.
-        out.push(u8::from(!req.stream.body_ended()));
+        // Whether REQUEST carried END_STREAM, not whether the body has ended by now: an
+        // empty chunked body whose last DATA came in the same batch is still a body.
+        out.push(u8::from(req.has_body));
         let (major, minor) = req.http_version();
         out.extend_from_slice(&[major, minor, u8::from(req.upgrade)]);
         map.insert(req.slot, Slot::new(req.stream));

@@ -43,6 +43,7 @@ pub(crate) async fn serve(req: IncomingRequest, routes: Arc<[Route]>) -> u64 {
         headers,
         upgrade,
         stream,
+        ..
     } = req;
     let Some(route) = routes.get(route_id as usize) else {
         // The core answers route ids it was not given; the SDK gives it exactly its table.

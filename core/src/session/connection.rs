@@ -344,6 +344,7 @@ impl Reader<'_> {
                     params: r.params,
                     headers: r.headers,
                     upgrade: r.upgrade,
+                    has_body: !r.end_stream && !r.upgrade,
                     stream,
                 };
                 self.events.request(req);

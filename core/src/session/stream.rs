@@ -64,6 +64,11 @@ pub struct IncomingRequest {
     /// host makes the stream a byte pipe: `try_chunk` reads the client's bytes, `try_send`
     /// writes to it, the end of either is a half-close (HOSTS.md §7a).
     pub upgrade: bool,
+    /// The client sent a body, perhaps an empty one: REQUEST did not carry END_STREAM, and
+    /// it is no upgrade. Fixed when REQUEST arrives, so a host asking after the body's last
+    /// DATA came (an empty chunked body) still sees one, as node:http shows
+    /// `transfer-encoding: chunked` for it.
+    pub has_body: bool,
     /// Reads the request body and sends the response.
     pub stream: Stream,
 }
