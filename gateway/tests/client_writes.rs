@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::os::fd::AsRawFd;
-
 use bytes::Bytes;
 use common::*;
 use futures_util::SinkExt;
@@ -18,20 +16,7 @@ use vyx_core::frame::{Data, Frame, Response};
 
 /// Data segments received on `sock` so far.
 fn data_segments_in(sock: &TcpStream) -> u32 {
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: a valid socket and a tcp_info buffer of the length given.
-    let rc = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
-    info.tcpi_data_segs_in
+    tcp_info(sock).tcpi_data_segs_in
 }
 
 /// Reads one response with a `content-length` whole: its head and its body.
