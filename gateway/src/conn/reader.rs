@@ -45,12 +45,14 @@ where
                     return end;
                 }
                 // The frames already read go first (see `HeldHeads`); a pending poll here
-                // registers no waker, so the `select!` polls the stream again.
+                // registers no waker, so the `select!` polls the stream again. A worker that
+                // floods cannot keep this loop going: the socket's reads spend tokio's
+                // cooperative budget, and a spent budget reads as pending.
                 while let Some(msg) = stream.next().now_or_never() {
                     if let Some(end) = on_message(conn, group, shared, msg, &mut heads) {
                         return end;
                     }
-                    }
+                }
                 heads.release();
             }
             tick = heartbeat.tick() => {
