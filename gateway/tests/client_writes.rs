@@ -5,10 +5,12 @@
 //! `TCP_NODELAY` each write the gateway makes is one segment.
 
 mod common;
+mod tcp_info;
 
 use bytes::Bytes;
 use common::*;
 use futures_util::SinkExt;
+use tcp_info::tcp_info;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;

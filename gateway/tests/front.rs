@@ -3,6 +3,7 @@
 //! unsupported request bodies, half-closed clients, and the forwarding headers.
 
 mod common;
+mod tcp_info;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,6 +13,7 @@ use bytes::Bytes;
 use common::*;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
+use tcp_info::tcp_info;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use vyx::{Json, Request};
