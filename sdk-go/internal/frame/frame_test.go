@@ -90,6 +90,19 @@ func normalize(f Frame) Frame {
 		c := *f
 		c.Headers = nonNil(c.Headers)
 		return &c
+	case *Hello:
+		// Features are emitted only when not empty (§2.6): an empty list and none are one frame.
+		c := *f
+		if len(c.Features) == 0 {
+			c.Features = nil
+		}
+		return &c
+	case *Welcome:
+		c := *f
+		if len(c.Features) == 0 {
+			c.Features = nil
+		}
+		return &c
 	}
 	return f
 }
