@@ -39,6 +39,8 @@ pub struct WorkerInfo {
     pub queued_bytes: usize,
     /// Unix time of registration, in milliseconds.
     pub since_ms: u64,
+    /// The gateway shard serving the connection (see `shards`).
+    pub shard: Option<usize>,
 }
 
 /// A worker id with no live connection whose routes still answer 503 (§2.4): listed by
@@ -80,6 +82,7 @@ pub fn worker_info(c: &WorkerConn) -> WorkerInfo {
             .since
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
+        shard: c.shard,
     }
 }
 

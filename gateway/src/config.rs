@@ -100,6 +100,9 @@ pub struct GatewayConfig {
     /// more are admitted for `/_vyx/` only (see `conn_limit`), the rest are closed at once.
     /// `None`: derived from the open-files limit when the gateway binds.
     pub max_connections: Option<usize>,
+    /// How many shards serve connections, each a single-threaded runtime on a thread of its
+    /// own (see `shards`); `runtime.threads`, default the number of cores.
+    pub threads: usize,
     /// A request body up to this size is read whole before the request takes a worker's
     /// slot (a slow uploader then holds gateway memory, not a worker); larger bodies are
     /// streamed once this much has arrived. 0: stream every body at once.
@@ -193,6 +196,7 @@ impl Default for GatewayConfig {
             max_body: 1 << 30,
             max_header: None,
             max_connections: None,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             body_buffer: u64::from(limits::INITIAL_WINDOW),
             body_buffer_total: 64 << 20,
             streamed_upload_slots: 50,

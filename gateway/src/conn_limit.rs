@@ -139,7 +139,7 @@ impl ConnLimiter {
             return Admission::Refused;
         }
         self.gauge.inc();
-        let slot = ConnSlot(self.clone());
+        let slot = ConnSlot(self.clone(), None);
         if n < self.cap || takes_lingerer {
             self.refused.recovered(|count, took| {
                 info!(
@@ -205,8 +205,16 @@ impl Drop for ReserveWorker {
     }
 }
 
-/// One open connection; freed when dropped (with the socket it travels with).
-pub struct ConnSlot(Arc<ConnLimiter>);
+/// One open connection; freed when dropped (with the socket it travels with). A worker
+/// connection's slot also holds its seat on its shard, counted as long as the socket is open.
+pub struct ConnSlot(Arc<ConnLimiter>, Option<crate::shards::Seat>);
+
+impl ConnSlot {
+    /// Counts the connection on its shard (see `shards`) until the slot is freed.
+    pub fn take_seat(&mut self, seat: crate::shards::Seat) {
+        self.1 = Some(seat);
+    }
+}
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {

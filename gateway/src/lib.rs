@@ -38,6 +38,7 @@ mod response;
 mod retry;
 mod routes;
 mod server;
+pub mod shards;
 mod starting;
 mod stopping;
 mod supervisor;
@@ -78,4 +79,6 @@ pub(crate) struct Shared {
     /// `None` when traces are off (see `otel`).
     pub tracing: Option<otel::Tracing>,
     pub ui: ui::Dashboard,
+    /// Where connections are served (see `shards`).
+    pub shards: shards::Pool,
 }

@@ -38,6 +38,10 @@ struct Cli {
     /// for log pipelines; overrides the file's `log.format`.
     #[arg(long, value_name = "FORMAT", env = "VYX_LOG_FORMAT")]
     log_format: Option<LogFormat>,
+    /// How many shards serve connections, one thread each (default: the number of cores);
+    /// overrides the file's `runtime.threads`.
+    #[arg(long, value_name = "N", env = "VYX_THREADS", value_parser = clap::value_parser!(u16).range(1..=file_config::MAX_THREADS as i64))]
+    threads: Option<u16>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -68,7 +72,9 @@ fn start_logging(format: LogFormat) {
 fn main() -> ExitCode {
     // Before any thread allocates: glibc fixes its arena limit when a second thread first does.
     vyx_gateway::memory_release::limit_arenas();
-    tokio::runtime::Builder::new_multi_thread()
+    // The control plane (accepts, the stop, supervision, telemetry): connections are
+    // served on the shards (`vyx_gateway::shards`).
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("the tokio runtime")
@@ -108,6 +114,9 @@ async fn serve() -> ExitCode {
     // The file is read first: its `log.format` applies from the first line.
     if let Some(format) = cli.log_format {
         config.log_format = format;
+    }
+    if let Some(n) = cli.threads {
+        config.threads = n.into();
     }
     start_logging(config.log_format);
     raise_nofile_limit();

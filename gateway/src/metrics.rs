@@ -492,8 +492,10 @@ impl Metrics {
         all.insert(worker_id.to_string(), series);
     }
 
-    /// A worker connection was admitted (`instance` is the HELLO's).
-    pub fn registered(&self, worker_id: &str, instance: &str) {
+    /// A worker connection was admitted (`instance` is the HELLO's); `alongside`: another
+    /// connection of that instance is open (one of its connections per shard, §2.3), which is
+    /// no reconnect.
+    pub fn registered(&self, worker_id: &str, instance: &str, alongside: bool) {
         let label = WorkerLabel {
             worker_id: worker_id.to_string(),
         };
@@ -501,7 +503,7 @@ impl Metrics {
         let hash = self.seen_hasher.hash_one(instance);
         let mut seen = self.seen.lock().unwrap();
         let instances = seen.entry(worker_id.to_string()).or_default();
-        let again = instances.contains(&hash);
+        let again = instances.contains(&hash) && !alongside;
         if !again {
             if instances.len() == SEEN_PER_ID {
                 instances.pop_front();
@@ -700,12 +702,13 @@ mod tests {
     #[test]
     fn a_reconnect_counts_as_one_and_a_forgotten_id_leaves_every_series() {
         let m = Metrics::new();
-        m.registered("a", "i1");
-        m.registered("a", "i2"); // a replica
-        m.registered("a", "i1"); // a reconnect
-        m.registered("b", "i1");
+        m.registered("a", "i1", false);
+        m.registered("a", "i2", false); // a replica
+        m.registered("a", "i1", false); // a reconnect
+        m.registered("a", "i1", true); // a second connection of i1, no reconnect
+        m.registered("b", "i1", false);
         let text = m.encode(Vec::new(), 2);
-        assert_eq!(count(&text, "vyx_registrations_total", "a"), Some(3));
+        assert_eq!(count(&text, "vyx_registrations_total", "a"), Some(4));
         assert_eq!(count(&text, "vyx_reconnects_total", "a"), Some(1));
         assert!(text.contains("vyx_worker_ids 2"), "{text}");
         m.forget_worker("a");
@@ -715,7 +718,7 @@ mod tests {
         assert_eq!(count(&text, "vyx_registrations_total", "b"), Some(1));
         assert_eq!(m.seen_ids(), 1);
         // Back after being forgotten: a first registration again.
-        m.registered("a", "i1");
+        m.registered("a", "i1", false);
         let text = m.encode(Vec::new(), 2);
         assert_eq!(count(&text, "vyx_reconnects_total", "a"), None, "{text}");
     }
@@ -749,11 +752,11 @@ mod tests {
     fn the_instances_remembered_per_id_are_bounded() {
         let m = Metrics::new();
         for i in 0..10 * SEEN_PER_ID {
-            m.registered("a", &format!("instance-{i}"));
+            m.registered("a", &format!("instance-{i}"), false);
         }
         assert_eq!(m.seen.lock().unwrap()["a"].len(), SEEN_PER_ID);
         // The latest are still known: registering one again is a reconnect.
-        m.registered("a", &format!("instance-{}", 10 * SEEN_PER_ID - 1));
+        m.registered("a", &format!("instance-{}", 10 * SEEN_PER_ID - 1), false);
         let text = m.encode(Vec::new(), 1);
         assert_eq!(count(&text, "vyx_reconnects_total", "a"), Some(1), "{text}");
     }

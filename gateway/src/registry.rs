@@ -469,8 +469,10 @@ impl Inner {
     }
 }
 
-/// Picks the least-loaded replica of `group` that serves `key` and has room, and reserves
-/// a slot on it. `Err(true)` when replicas exist but all are full, `Err(false)` when none
+/// Picks a replica of `group` that serves `key` and has room, and reserves a slot on it:
+/// the least-loaded of those on the calling shard (the request's own, see `shards`), else
+/// the least-loaded of all; a request crossing to another shard's connection costs ~7 µs
+/// more (bench/NOTES.md, "Shards"). `Err(true)` when replicas exist but all are full, `Err(false)` when none
 /// can serve the route. With `streamed` (a request whose body is still streaming from its
 /// client, in percent of a connection's slots), the replica must also have room under
 /// that share, which is reserved too (given back by `streamed_upload_done`). `exclude` is
@@ -482,9 +484,11 @@ pub fn reserve_replica(
     exclude: Option<&Arc<WorkerConn>>,
 ) -> Result<(Arc<WorkerConn>, ConnRoute), bool> {
     let replicas = group.replicas.load();
+    let here = crate::shards::current();
     let mut any_full = false;
     loop {
-        let mut best: Option<(&Arc<WorkerConn>, ConnRoute, usize)> = None;
+        // Ordered by (elsewhere, load): `false` (here) first.
+        let mut best: Option<(&Arc<WorkerConn>, ConnRoute, (bool, usize))> = None;
         for c in replicas.iter() {
             if c.draining.load(Ordering::Acquire) || exclude.is_some_and(|x| Arc::ptr_eq(x, c)) {
                 continue;
@@ -503,11 +507,12 @@ pub fn reserve_replica(
                 any_full = true;
                 continue;
             }
-            if best.is_none_or(|(_, _, l)| load < l) {
-                best = Some((c, route_id, load));
+            let rank = (c.shard != here, load);
+            if best.is_none_or(|(_, _, r)| rank < r) {
+                best = Some((c, route_id, rank));
             }
         }
-        let (conn, route_id, load) = best.ok_or(any_full)?;
+        let (conn, route_id, (_, load)) = best.ok_or(any_full)?;
         if let Some(pct) = streamed {
             let cap = streamed_cap(conn.max_concurrency, pct);
             let taken =

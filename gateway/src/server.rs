@@ -24,12 +24,13 @@ use crate::access_log::{self, AccessLog};
 use crate::body::{GatewayBody, Tracked};
 use crate::client_eof::ClientEof;
 use crate::conn_limit::{
-    self, ActiveRequest, Activity, Admission, Counted, HeldRequest, RESERVE_DEADLINE,
+    self, ActiveRequest, Activity, Admission, ConnSlot, Counted, HeldRequest, RESERVE_DEADLINE,
 };
 use crate::h2_calm::H2Calm;
 use crate::interim::{self, InterimIo, InterimSink};
 use crate::lingering::{self, Lingering};
 use crate::registry::Forgotten;
+use crate::shards::{self, Shards};
 use crate::stopping::{self, Phase};
 use crate::supervisor::Supervisor;
 use crate::tls::{ClientStream, OverTls, Tls};
@@ -54,6 +55,8 @@ pub struct Gateway {
     local_register: Option<TcpListener>,
     tls: Option<Arc<Tls>>,
     shared: Arc<Shared>,
+    /// Stopped when the gateway is dropped, or once `run` is over.
+    shards: Shards,
 }
 
 impl Gateway {
@@ -101,6 +104,8 @@ impl Gateway {
         if tracing.is_some() {
             info!("traces: a span per request, exported over OTLP/HTTP");
         }
+        let shards = Shards::start(config.threads)?;
+        info!(threads = shards.pool().len(), "shards");
         let budget = usize::try_from(config.body_buffer_total)
             .unwrap_or(usize::MAX)
             .min(tokio::sync::Semaphore::MAX_PERMITS);
@@ -123,6 +128,7 @@ impl Gateway {
             tracing,
             ui: crate::ui::Dashboard::new(),
             startup: crate::starting::Startup::new(config.startup_grace),
+            shards: shards.pool().clone(),
             config,
         });
         // A worker id or route the registry forgets leaves the metrics too.
@@ -136,6 +142,7 @@ impl Gateway {
             local_register,
             tls,
             shared,
+            shards,
         })
     }
 
@@ -210,6 +217,7 @@ impl Gateway {
             local_register,
             tls,
             shared,
+            shards,
         } = self;
         let mut builder = auto::Builder::new(TokioExecutor::new());
         let config = &shared.config;
@@ -264,6 +272,8 @@ impl Gateway {
         shutdown_gracefully(&shared).await;
         supervisor.stop(shared.config.drain_grace).await;
         flush_telemetry(shared).await;
+        // What is left on the shards (a connection past the drain grace) is dropped.
+        drop(shards);
         info!("gateway stopped");
         Ok(())
     }
@@ -335,35 +345,130 @@ async fn accept_loop(
                     peer,
                     role,
                 };
-                let Some(tls) = &tls else {
-                    let io = ClientStream::Plain(Counted::new(stream, slot));
-                    serve(io, conn, &shared, &builder, shared.phase.subscribe());
-                    continue;
-                };
-                // The handshake runs under the connection's head deadline (a peer that
-                // never sends its ClientHello is closed with it), in its slot; with no
-                // header timeout (only in code), under the worker handshake's.
-                let (tls, shared, builder) = (tls.clone(), shared.clone(), builder.clone());
-                let watcher = shared.phase.subscribe();
-                let limit = head_deadline(reserve, shared.config.header_read_timeout)
-                    .unwrap_or(shared.config.handshake_timeout);
-                let handshake = async move {
-                    match tokio::time::timeout_at(conn.at + limit, tls.accept(stream, slot)).await {
-                        Ok(Ok(io)) => serve(io, conn, &shared, &builder, watcher),
-                        Ok(Err(e)) => {
-                            shared.metrics.client_error("tls_handshake");
-                            debug!(error = %e, "TLS handshake failed; closed");
-                        }
-                        Err(_) => {
-                            shared.metrics.client_error("header_timeout");
-                            debug!("no TLS handshake within timeouts.header_read; closed");
-                        }
+                // Out of this runtime's reactor, into the shard's (see `shards`).
+                let stream = match stream.into_std() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        debug!(error = %e, "accepted socket could not be handed to a shard; closed");
+                        continue;
                     }
                 };
-                tokio::spawn(handshake.instrument(tracing::error_span!(log_limit::CONN_SPAN, %peer)));
+                let on_shard = OnShard {
+                    tls: tls.clone(),
+                    shared: shared.clone(),
+                    builder: builder.clone(),
+                    phase: shared.phase.subscribe(),
+                };
+                let shard = shared.shards.next();
+                let task = on_shard.serve(stream, slot, conn);
+                shared.shards.spawn(shard, task.instrument(tracing::error_span!(log_limit::CONN_SPAN, %peer)));
             }
             _ = stopped(&mut stop) => return,
         }
+    }
+}
+
+/// What an accepted connection takes to the shard it is served on.
+struct OnShard {
+    tls: Option<Arc<Tls>>,
+    shared: Arc<Shared>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    /// Subscribed at the accept, so that a stop begun meanwhile waits for the connection.
+    phase: watch::Receiver<Phase>,
+}
+
+impl OnShard {
+    /// Serves `stream` on the shard this runs on, or, for a worker registration on a plain
+    /// listener, on the shard with the fewest worker connections (see `shards`).
+    async fn serve(mut self, stream: std::net::TcpStream, mut slot: ConnSlot, conn: Accepted) {
+        let stream = match tokio::net::TcpStream::from_std(stream) {
+            Ok(s) => s,
+            Err(e) => return debug!(error = %e, "accepted socket not served; closed"),
+        };
+        let Some(tls) = self.tls.take() else {
+            if let Some(seat) = self.worker_seat(&stream, conn).await {
+                let here = shards::current();
+                let shard = seat.shard();
+                slot.take_seat(seat);
+                if here.is_some_and(|h| h != shard) {
+                    let Ok(stream) = stream.into_std() else {
+                        return;
+                    };
+                    let span = tracing::Span::current();
+                    let pool = self.shared.shards.clone();
+                    return pool.spawn(
+                        shard,
+                        async move {
+                            match tokio::net::TcpStream::from_std(stream) {
+                                Ok(stream) => self.plain(stream, slot, conn),
+                                Err(e) => debug!(error = %e, "worker socket not served; closed"),
+                            }
+                        }
+                        .instrument(span),
+                    );
+                }
+            }
+            return self.plain(stream, slot, conn);
+        };
+        // The handshake runs under the connection's head deadline (a peer that never sends
+        // its ClientHello is closed with it), in its slot; with no header timeout (only in
+        // code), under the worker handshake's.
+        let shared = &self.shared;
+        let limit = head_deadline(conn.reserve, shared.config.header_read_timeout)
+            .unwrap_or(shared.config.handshake_timeout);
+        match tokio::time::timeout_at(conn.at + limit, tls.accept(stream, slot)).await {
+            Ok(Ok(io)) => serve(io, conn, shared, &self.builder, self.phase),
+            Ok(Err(e)) => {
+                shared.metrics.client_error("tls_handshake");
+                debug!(error = %e, "TLS handshake failed; closed");
+            }
+            Err(_) => {
+                shared.metrics.client_error("header_timeout");
+                debug!("no TLS handshake within timeouts.header_read; closed");
+            }
+        }
+    }
+
+    fn plain(self, stream: tokio::net::TcpStream, slot: ConnSlot, conn: Accepted) {
+        let io = ClientStream::Plain(Counted::new(stream, slot));
+        serve(io, conn, &self.shared, &self.builder, self.phase);
+    }
+
+    /// A seat for the connection if its first bytes are a worker registration, peeked
+    /// (hyper reads them again), on a listener that takes registrations and with shards to
+    /// choose from. A client that sends nothing is waited for until the gateway stops or the
+    /// head deadline, as hyper would.
+    async fn worker_seat(
+        &mut self,
+        stream: &tokio::net::TcpStream,
+        conn: Accepted,
+    ) -> Option<shards::Seat> {
+        let shared = &self.shared;
+        let registrations_here =
+            conn.role == Role::Register || shared.config.register_listen.is_none();
+        let here = shards::current()?;
+        if !registrations_here || shared.shards.len() < 2 {
+            return None;
+        }
+        let path = &shared.config.register_path;
+        let mut head = vec![0u8; "GET ".len() + path.len() + 1];
+        // What has come: a worker writes its request line at once; pieces say "client".
+        let peek = async { stream.peek(&mut head).await.unwrap_or(0) };
+        let deadline =
+            head_deadline(conn.reserve, shared.config.header_read_timeout).map(|t| conn.at + t);
+        let n = tokio::select! {
+            n = peek => n,
+            _ = self.phase.changed() => 0,
+            _ = sleep_until(deadline) => 0,
+        };
+        shards::is_registration(&head[..n], path).then(|| shared.shards.seat_worker(here))
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 

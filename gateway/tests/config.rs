@@ -526,19 +526,26 @@ async fn metrics_count_requests_registrations_and_rejections() {
 }
 
 /// Replicas (distinct instances of one id) are registrations, not reconnects; the same
-/// instance registering again is a reconnect.
+/// instance registering again is a reconnect, but not while its first connection is open
+/// (a worker holds one connection per gateway shard).
 #[tokio::test]
 async fn reconnects_are_counted_per_instance_not_per_replica() {
     let dir = tempfile::tempdir().unwrap();
     let gw = gateway_with(dir.path(), "accept_unknown_workers: true\n").await;
     let routes = || vec![route(0, "GET", "/rep")];
-    let _a = RawWorker::connect_instance(gw.addr, "rep", None, "a", routes()).await;
+    let mut a = RawWorker::connect_instance(gw.addr, "rep", None, "a", routes()).await;
+    let mut a_beside = RawWorker::connect_instance(gw.addr, "rep", None, "a", routes()).await;
     let _b = RawWorker::connect_instance(gw.addr, "rep", None, "b", routes()).await;
+    for w in [&mut a, &mut a_beside] {
+        w.ws.close(None).await.unwrap();
+    }
+    drop((a, a_beside));
+    wait_for_workers(gw.addr, "rep", 1).await;
     let _a_again = RawWorker::connect_instance(gw.addr, "rep", None, "a", routes()).await;
     let text =
         String::from_utf8_lossy(&get(&client(), &gw.url("/_vyx/metrics")).await.1).into_owned();
     for line in [
-        "vyx_registrations_total{worker_id=\"rep\"} 3",
+        "vyx_registrations_total{worker_id=\"rep\"} 4",
         "vyx_reconnects_total{worker_id=\"rep\"} 1",
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");

@@ -229,6 +229,7 @@ pub async fn serve<S>(
         queue: queue.clone(),
         streams: Mutex::new(StreamTable::new()),
         slot_freed: group.slot_freed.clone(),
+        shard: crate::shards::current(),
     });
     let welcome = Welcome {
         protocol: handshake::PROTOCOL_VERSION,
@@ -252,8 +253,11 @@ pub async fn serve<S>(
         }
         conn.send(Outgoing::Frame(Frame::Welcome(welcome).encode()));
     }
-    shared.metrics.registered(&conn.worker_id, &conn.instance);
-    log_extra_replica(&conn, &group, &shared);
+    let alongside = connections_of_instance(&conn, &group) - 1;
+    shared
+        .metrics
+        .registered(&conn.worker_id, &conn.instance, alongside > 0);
+    log_extra_replica(&conn, &group, &shared, alongside);
     if *shared.phase.borrow() == crate::stopping::Phase::Closing {
         conn.start_drain("gateway shutting down", shared.config.drain_grace);
     }
@@ -283,16 +287,34 @@ pub async fn serve<S>(
     finish().await;
 }
 
+/// How many of `group`'s connections (`conn` among them) are `conn`'s instance's: the same
+/// non-empty instance name from the same host, one connection per gateway shard (WELCOME's
+/// `connections`, §2.3).
+fn connections_of_instance(conn: &WorkerConn, group: &WorkerGroup) -> usize {
+    if conn.instance.is_empty() {
+        return 1;
+    }
+    let same = |c: &&Arc<WorkerConn>| c.instance == conn.instance && c.addr.ip() == conn.addr.ip();
+    group.replicas.load().iter().filter(same).count().max(1)
+}
+
 /// Says so when a connection joins an id that already has one: it takes a share of the id's
 /// requests (cookies and all). For an id no token vouches for (dev mode, or an undeclared id
 /// let in by `accept_unknown_workers`) any process that can register could do that, so it
-/// is a warning; a declared id's token was presented, and it is news only.
-fn log_extra_replica(conn: &WorkerConn, group: &WorkerGroup, shared: &Shared) {
+/// is a warning; a declared id's token was presented, and it is news only. Another
+/// connection of an instance already connected (`alongside` of them) is a debug line: a
+/// worker holds one per shard.
+fn log_extra_replica(conn: &WorkerConn, group: &WorkerGroup, shared: &Shared, alongside: usize) {
     let replicas = group.replicas.load().len();
     if replicas < 2 {
         return;
     }
     let (worker_id, instance, addr) = (&conn.worker_id, &conn.instance, conn.addr);
+    if alongside > 0 {
+        let connections = alongside + 1;
+        debug!(%worker_id, %instance, %addr, connections, "another connection of instance {instance} of worker id {worker_id}");
+        return;
+    }
     let declared = shared.config.declared_workers.contains(worker_id);
     if shared.config.dev_mode || !declared {
         warn!(%worker_id, %instance, %addr, replicas, "another replica joined worker id {worker_id}: it takes a share of the id's requests (no token vouches for this id: any process that can register may join it)");

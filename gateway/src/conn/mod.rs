@@ -112,6 +112,8 @@ pub struct WorkerConn {
     queue: Arc<OutQueue>,
     streams: Mutex<StreamTable>,
     slot_freed: Arc<Notify>,
+    /// The shard serving this connection (see `shards`); `None` off the shards.
+    pub shard: Option<usize>,
 }
 
 impl WorkerConn {

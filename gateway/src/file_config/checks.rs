@@ -121,6 +121,17 @@ impl Checker {
         }
         self.buffer_limits(&file.limits, &mut c)?;
         self.ui(&file.ui, &mut c)?;
+        if let Some(n) = &file.runtime.threads {
+            if !(1..=super::MAX_THREADS).contains(&n.value) {
+                let why = format!(
+                    "runtime.threads {}: must be between 1 and {}",
+                    n.value,
+                    super::MAX_THREADS
+                );
+                return Err(self.err(n.referenced, why));
+            }
+            c.threads = n.value as usize;
+        }
         c.client_half_close = file.client_half_close;
         if let Some(on) = file.retries.enabled {
             c.retries = on;

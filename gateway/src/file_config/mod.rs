@@ -28,6 +28,9 @@ use crate::config::GatewayConfig;
 
 pub use scalars::{parse_duration, parse_size};
 
+/// The most shards `runtime.threads` (and `--threads`) may ask for.
+pub const MAX_THREADS: u32 = 1024;
+
 /// A file that cannot be used, with where and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -324,5 +327,21 @@ mod tests {
         assert!(e.message.contains("10.0.0.0/8"), "{e}");
         let e = err("limits: {max_connections: 0}\n");
         assert!(e.message.contains("max_connections"), "{e}");
+    }
+
+    #[test]
+    fn runtime_threads() {
+        let c = parse(Path::new("vyx.yaml"), "runtime: {threads: 3}\n").unwrap();
+        assert_eq!(c.threads, 3);
+        let d = parse(Path::new("vyx.yaml"), "listen: 127.0.0.1:0\n").unwrap();
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(d.threads, cores);
+        for bad in ["0", "1025"] {
+            let e = err(&format!("runtime:\n  threads: {bad}\n"));
+            assert_eq!(e.line, 2, "{e}");
+            assert!(e.message.contains("runtime.threads"), "{e}");
+        }
+        let e = err("runtime: {workers: 2}\n");
+        assert!(e.message.contains("unknown"), "{e}");
     }
 }

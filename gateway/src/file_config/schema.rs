@@ -38,6 +38,15 @@ pub(super) struct File {
     pub(super) tracing: Option<Spanned<super::otel::Tracing>>,
     #[serde(default)]
     pub(super) ui: Ui,
+    #[serde(default)]
+    pub(super) runtime: Runtime,
+}
+
+/// `runtime:`, how the gateway runs.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Runtime {
+    pub(super) threads: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize, Default)]
