@@ -249,6 +249,7 @@ pub fn metrics(shared: &Shared) -> Response<GatewayBody> {
 /// The metrics' text exposition, with the gauges read from the live connections now.
 pub fn exposition(shared: &Shared) -> String {
     let conns = shared.registry.connections();
+    shared.metrics.set_alive_tasks(shared.shards.alive_tasks());
     shared.metrics.encode(
         conns.iter().map(|c| ConnectionGauges {
             worker_id: c.worker_id.clone(),

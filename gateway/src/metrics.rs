@@ -313,7 +313,7 @@ impl Metrics {
         let alive_tasks = Gauge::default();
         registry.register(
             "runtime_alive_tasks",
-            "Tasks alive in the gateway's tokio runtime, read when scraped: one that stays above its idle value once load stops is a leak",
+            "Tasks alive on the gateway's shards (its tokio runtimes serving connections), read when scraped: one that stays above its idle value once load stops is a leak",
             alive_tasks.clone(),
         );
         let bytes_to_workers = Counter::default();
@@ -590,6 +590,11 @@ impl Metrics {
 
     /// The text exposition, with the gauges read from the live worker connections and the
     /// registry's count of worker ids.
+    /// The tasks alive on the shards now (`runtime_alive_tasks`).
+    pub fn set_alive_tasks(&self, n: usize) {
+        self.alive_tasks.set(n as i64);
+    }
+
     pub fn encode(
         &self,
         workers: impl IntoIterator<Item = ConnectionGauges>,
@@ -625,9 +630,6 @@ impl Metrics {
         }
         self.in_flight.set(in_flight);
         self.worker_ids.set(worker_ids as i64);
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            self.alive_tasks.set(rt.metrics().num_alive_tasks() as i64);
-        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

@@ -120,6 +120,12 @@ impl Pool {
         false
     }
 
+    /// The tasks alive on all shards (a connection is at least one).
+    pub fn alive_tasks(&self) -> usize {
+        let tasks = |h: &Handle| h.metrics().num_alive_tasks();
+        self.0.handles.iter().map(tasks).sum()
+    }
+
     /// The next shard in turn, for a connection not known to be a worker's.
     pub fn next(&self) -> usize {
         self.0.next.fetch_add(1, Ordering::Relaxed) % self.len()

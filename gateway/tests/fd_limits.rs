@@ -1,6 +1,7 @@
 //! The `vyx` binary under a small open-files limit (issue 14, item 1): it raises the soft
 //! limit to the hard one and logs both, and when accepts fail for want of descriptors it
-//! backs off and logs once, with a count when it recovers, instead of 20 lines a second.
+//! backs off and logs once (per episode), with a count when it recovers, instead of 20
+//! lines a second.
 //! Worker connections hold one descriptor each, so `max_connections` holds with workers too
 //! (issue 17, item 10).
 
@@ -64,11 +65,21 @@ async fn the_soft_limit_is_raised_and_accept_failures_are_logged_once() {
     gw.wait_for_log("accepting again after failed accepts")
         .await;
     let text = log.lock().unwrap().clone();
-    assert_eq!(
-        text.lines().filter(|l| l.contains("accept failed")).count(),
-        1,
-        "{text}"
-    );
+    // One line per episode: never two failure lines without a recovery between them. (The
+    // sockets dropped above are closed on the shards while the accept loop takes the
+    // backlog: a second, short episode may follow the first.)
+    let episodes: Vec<bool> = text
+        .lines()
+        .filter_map(
+            |l| match (l.contains("accept failed"), l.contains("accepting again")) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
+        )
+        .collect();
+    assert_eq!(episodes.first(), Some(&true), "{text}");
+    assert!(episodes.windows(2).all(|w| w[0] != w[1]), "{text}");
     let recovered = text
         .lines()
         .find(|l| l.contains("accepting again"))

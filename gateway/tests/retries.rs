@@ -3,7 +3,8 @@
 //! the gateway holds its whole body; anything else keeps the answer it had before.
 //!
 //! Two raw replicas of one worker id, A registered first: with both idle, the gateway's
-//! least-loaded choice takes the first, so every first attempt goes to A.
+//! least-loaded choice takes the first, so every first attempt goes to A. One shard: with
+//! more, a request prefers the replica on its own shard, which may be B.
 
 mod common;
 
@@ -13,6 +14,10 @@ use vyx_core::error::ResetCode;
 use vyx_core::frame::{Frame, Reset};
 
 const ID: &str = "retry:svc";
+
+fn one_shard(c: &mut vyx_gateway::GatewayConfig) {
+    c.threads = 1;
+}
 
 /// A and B, both serving `routes`, registered in that order.
 async fn two_replicas(
@@ -69,7 +74,7 @@ fn idempotent_route(id: u32, method: &str, path: &str) -> vyx_core::handshake::R
 
 #[tokio::test]
 async fn a_refused_stream_is_retried_on_another_replica_never_the_one_that_refused() {
-    let gw = TestGateway::start().await;
+    let gw = TestGateway::start_with(one_shard).await;
     let (mut a, mut b) = two_replicas(&gw, vec![route(0, "POST", "/r")]).await;
     let c = client();
     let url = gw.url("/r");
@@ -94,7 +99,7 @@ async fn a_refused_stream_is_retried_on_another_replica_never_the_one_that_refus
 
 #[tokio::test]
 async fn a_get_whose_connection_dies_before_the_head_is_retried() {
-    let gw = TestGateway::start().await;
+    let gw = TestGateway::start_with(one_shard).await;
     let (mut a, mut b) = two_replicas(&gw, vec![route(0, "GET", "/g")]).await;
     let c = client();
     let url = gw.url("/g");
@@ -113,7 +118,7 @@ async fn a_get_whose_connection_dies_before_the_head_is_retried() {
 
 #[tokio::test]
 async fn a_route_declared_idempotent_is_retried_with_its_body() {
-    let gw = TestGateway::start().await;
+    let gw = TestGateway::start_with(one_shard).await;
     let (mut a, mut b) = two_replicas(&gw, vec![idempotent_route(0, "POST", "/pay")]).await;
     let (_, listed) = get(&client(), &gw.url("/_vyx/workers")).await;
     let listed: serde_json::Value = serde_json::from_slice(&listed).unwrap();
@@ -140,7 +145,7 @@ async fn a_route_declared_idempotent_is_retried_with_its_body() {
 
 #[tokio::test]
 async fn a_post_that_reached_the_worker_is_not_retried() {
-    let gw = TestGateway::start().await;
+    let gw = TestGateway::start_with(one_shard).await;
     let (mut a, b) = two_replicas(&gw, vec![route(0, "POST", "/p")]).await;
     let served = count_requests(b);
     let c = client();
@@ -159,7 +164,7 @@ async fn a_post_that_reached_the_worker_is_not_retried() {
 
 #[tokio::test]
 async fn a_connection_lost_after_the_head_is_not_retried() {
-    let gw = TestGateway::start().await;
+    let gw = TestGateway::start_with(one_shard).await;
     let (mut a, b) = two_replicas(&gw, vec![route(0, "GET", "/h")]).await;
     let served = count_requests(b);
     let c = client();
@@ -195,7 +200,7 @@ async fn a_connection_lost_after_the_head_is_not_retried() {
 
 #[tokio::test]
 async fn with_no_other_replica_the_answer_is_502_as_before() {
-    let gw = TestGateway::start().await;
+    let gw = TestGateway::start_with(one_shard).await;
     let mut a = RawWorker::connect(gw.addr, ID, vec![route(0, "GET", "/g")]).await;
     wait_for_workers(gw.addr, ID, 1).await;
     let c = client();
@@ -213,7 +218,11 @@ async fn with_no_other_replica_the_answer_is_502_as_before() {
 #[tokio::test]
 async fn a_body_streamed_past_the_buffer_is_not_replayed() {
     // body_buffer 0: every body streams, so the gateway never holds one whole.
-    let gw = TestGateway::start_with(|c| c.body_buffer = 0).await;
+    let gw = TestGateway::start_with(|c| {
+        one_shard(c);
+        c.body_buffer = 0;
+    })
+    .await;
     let (mut a, b) = two_replicas(&gw, vec![route(0, "PUT", "/u")]).await;
     let served = count_requests(b);
     let c = client();
@@ -231,7 +240,11 @@ async fn a_body_streamed_past_the_buffer_is_not_replayed() {
 
 #[tokio::test]
 async fn retries_off_keeps_the_502() {
-    let gw = TestGateway::start_with(|c| c.retries = false).await;
+    let gw = TestGateway::start_with(|c| {
+        one_shard(c);
+        c.retries = false;
+    })
+    .await;
     let (mut a, b) = two_replicas(&gw, vec![route(0, "GET", "/g")]).await;
     let served = count_requests(b);
     let c = client();
