@@ -188,14 +188,14 @@ func (c *Conn) WelcomeGranting(initialWindow uint64, features ...string) {
 	}
 	c.Send(&frame.Welcome{Protocol: 1, Gateway: "fake/0", ConnectionID: "c1", HeartbeatMS: 10000,
 		InitialWindow: initialWindow, MaxFrameSize: frame.MaxFrameSize, MaxConcurrency: c.Hello.MaxConcurrency,
-		Features: features})
+		Connections: 1, Features: features})
 }
 
 // WelcomeFeatures is Welcome granting the protocol extensions features (§2.6).
 func (c *Conn) WelcomeFeatures(initialWindow uint64, features ...string) {
 	c.Send(&frame.Welcome{Protocol: 1, Gateway: "fake/0", ConnectionID: "c1", HeartbeatMS: 10000,
 		InitialWindow: max(initialWindow, 1), MaxFrameSize: frame.MaxFrameSize, MaxConcurrency: c.Hello.MaxConcurrency,
-		Features: features})
+		Connections: 1, Features: features})
 }
 
 func (c *Conn) Send(f frame.Frame) { c.SendRaw(websocket.MessageBinary, f.Encode()) }
