@@ -267,6 +267,7 @@ class VyxWorker extends EventEmitter {
         try {
           this.#take(decodeBatch(buf));
         } catch (e) {
+          this.#native.stopPulling(); // as an exception in a listener ends a server's loop
           return pulled.reject(e);
         }
         writersWoken();

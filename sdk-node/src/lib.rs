@@ -490,6 +490,13 @@ impl NativeWorker {
         });
     }
 
+    /// Lets go of `on_batch`, so that it no longer keeps the event loop alive: the JS layer
+    /// pulls no more after a batch it could not take (`start` rejected with the error).
+    #[napi]
+    pub fn stop_pulling(&self) {
+        self.on_batch().take();
+    }
+
     /// Resolves when the engine has stopped: after a drain, or rejects with the refusal.
     #[napi]
     pub async fn wait(&self) -> napi::Result<()> {
