@@ -58,11 +58,11 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::error::CloseCode;
 use crate::handshake::{self, RouteSpec};
-use crate::transport::ReadAhead;
+use crate::transport::{ReadAhead, Wire};
 
 pub use crate::config::{WorkerConfig, ENV_CA_FILE, ENV_CONNECT, ENV_TOKEN, ENV_WORKER_ID};
 
-pub(crate) type WsStream = WebSocketStream<MaybeTlsStream<ReadAhead<TcpStream>>>;
+pub(crate) type WsStream = WebSocketStream<MaybeTlsStream<Wire<ReadAhead<TcpStream>>>>;
 
 /// Where the engine, or one of its sessions, is. Every change reaches the host, in order,
 /// in [`Batch::states`] (the worker) and [`Batch::gateways`] (each session);

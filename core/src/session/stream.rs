@@ -356,9 +356,11 @@ impl StreamShared {
             if n == 0 {
                 break;
             }
-            let chunk = data.split_to(n);
+            let payload = data.split_to(n);
             let last = end && data.is_empty();
-            self.send_data(Data::encode_parts(self.id, last, &chunk), last);
+            // A slice of the caller's bytes: the writer copies it once, into the socket's buffer.
+            let head = Data::header(self.id, last);
+            self.send_out(Outgoing::Data { head, payload }, last);
         }
         Ok(())
     }
@@ -378,16 +380,21 @@ impl StreamShared {
         Ok(data)
     }
 
+    /// [`StreamShared::send_out`] of an encoded frame.
+    fn send_data(&self, frame: Bytes, last: bool) {
+        self.send_out(Outgoing::Frame(frame), last);
+    }
+
     /// Queues a frame of this stream; `last` says it ends the response. The stream then
     /// leaves the connection's table (its concurrency count) first, once its request side
     /// is done too: the gateway may open the next stream the moment it reads this frame and
     /// must not find the worker still at its cap (a host answering from another thread, as
     /// a binding does, can be descheduled between the two steps).
-    fn send_data(&self, frame: Bytes, last: bool) {
+    fn send_out(&self, out: Outgoing, last: bool) {
         if last {
             self.conn.finish_response(self.id);
         }
-        self.conn.send(Outgoing::Frame(frame));
+        self.conn.send(out);
     }
 
     /// The whole response went out. On an upgraded connection that is the host's
