@@ -17,7 +17,7 @@ use crate::limits::MAX_FRAME_SIZE;
 
 pub use queue::OutQueue;
 pub use read_ahead::{ReadAhead, READ_AHEAD, READ_CHUNK};
-pub use wire::{put_masked_binary, FrameWriter, Wire, WRITE_BUFFER};
+pub use wire::{put_masked_binary, FrameWriter, Wire, MOVE_MAX, WRITE_BUFFER};
 pub use writer::{write_loop, write_loop_framed};
 
 /// What a writer task puts on the socket.
@@ -50,7 +50,7 @@ pub fn websocket_config() -> WebSocketConfig {
         .max_message_size(Some(MAX_FRAME_SIZE))
         .max_frame_size(Some(MAX_FRAME_SIZE))
         .read_buffer_size(READ_CHUNK)
-        .write_buffer_size(128 * 1024)
+        .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(4 * MAX_FRAME_SIZE)
 }
 

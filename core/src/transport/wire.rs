@@ -23,6 +23,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// frames another message (tungstenite's `write_buffer_size` did the same).
 pub const WRITE_BUFFER: usize = 128 * 1024;
 
+/// The most waiting bytes moved (to the buffer's start, or into a larger one) to make room
+/// for a frame; past it the writer waits until the socket has taken them (a move is one
+/// more pass over them).
+pub const MOVE_MAX: usize = 4 * 1024;
+
+/// The longest header of a masked frame: 2 bytes, an 8-byte length, a 4-byte mask.
+const MAX_HEADER: usize = 14;
+
 /// A byte stream whose writes can be shared with a [`FrameWriter`].
 ///
 /// ```
@@ -154,8 +162,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Wire<S> {
 
 impl<S: AsyncWrite + Unpin> FrameWriter<S> {
     /// Frames `parts`, concatenated, as one masked binary message (RFC 6455 §5.2, FIN set)
-    /// in the shared buffer, and writes what the socket takes. Waits first while
-    /// [`WRITE_BUFFER`] bytes or more are waiting.
+    /// in the shared buffer; the flush (tungstenite's, [`Wire::poll_flush`]) writes it. Waits
+    /// for the socket first while [`WRITE_BUFFER`] bytes or more are waiting, or when
+    /// making room would move more than [`MOVE_MAX`] waiting bytes.
     pub fn poll_send_binary(
         &self,
         cx: &mut Context<'_>,
@@ -164,15 +173,13 @@ impl<S: AsyncWrite + Unpin> FrameWriter<S> {
     ) -> Poll<io::Result<()>> {
         let mut st = lock(&self.0);
         st.register(cx);
-        if st.out.len() >= WRITE_BUFFER {
+        let need = MAX_HEADER + parts.iter().map(|p| p.len()).sum::<usize>();
+        let room = st.out.capacity() - st.out.len();
+        if st.out.len() >= WRITE_BUFFER || (room < need && st.out.len() > MOVE_MAX) {
             ready!(st.poll_drain(cx))?;
         }
         put_masked_binary(&mut st.out, parts, mask);
-        match st.poll_drain(cx) {
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            // What the socket did not take goes with the next write or flush.
-            _ => Poll::Ready(Ok(())),
-        }
+        Poll::Ready(Ok(()))
     }
 
     /// For a writer with nothing of its own to write: writes what tungstenite appended (a
@@ -200,7 +207,7 @@ pub fn put_masked_binary(out: &mut BytesMut, parts: &[&[u8]], mask: [u8; 4]) {
     const FIN_BINARY: u8 = 0x82;
     const MASKED: u8 = 0x80;
     let len: usize = parts.iter().map(|p| p.len()).sum();
-    out.reserve(14 + len);
+    out.reserve(MAX_HEADER + len);
     out.put_u8(FIN_BINARY);
     if len < 126 {
         out.put_u8(MASKED | len as u8);
