@@ -54,9 +54,10 @@ struct Shared<S> {
     io: S,
     /// Whole frames not yet written, tungstenite's and the writer's, in order.
     out: BytesMut,
-    /// Set once a [`FrameWriter`] exists: the writer task, woken to write what tungstenite
-    /// appended, and the task any write to `io` registers (only one task may wait on a
-    /// socket's write side).
+    /// A [`FrameWriter`] was taken: tungstenite's writes are appended to `out`.
+    shared: bool,
+    /// The writer task once it has run: woken to write what tungstenite appended, and the
+    /// task any write to `io` registers (only one task may wait on a socket's write side).
     writer: Option<Waker>,
 }
 
@@ -65,6 +66,7 @@ impl<S> Wire<S> {
         Wire(Arc::new(Mutex::new(Shared {
             io,
             out: BytesMut::new(),
+            shared: false,
             writer: None,
         })))
     }
@@ -72,6 +74,7 @@ impl<S> Wire<S> {
     /// Makes the writer task the socket's only writer: from now on tungstenite's writes are
     /// queued in the shared buffer and the writer writes them, between its own messages.
     pub fn frame_writer(&self) -> FrameWriter<S> {
+        lock(&self.0).shared = true;
         FrameWriter(self.0.clone())
     }
 }
@@ -126,25 +129,28 @@ impl<S: AsyncRead + Unpin> AsyncRead for Wire<S> {
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Wire<S> {
     /// tungstenite's writes: straight to the socket while it is tungstenite's alone; else
-    /// taken whole into the shared buffer (tungstenite writes whole frames), for the writer.
+    /// taken whole into the shared buffer (tungstenite writes whole frames) for the writer.
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let mut st = lock(&self.0);
+        if !st.shared {
+            return Pin::new(&mut st.io).poll_write(cx, buf);
+        }
+        // Taken whole, so that what tungstenite holds back never splits a frame.
+        st.out.extend_from_slice(buf);
         match &st.writer {
-            None if st.out.is_empty() => Pin::new(&mut st.io).poll_write(cx, buf),
+            Some(writer) => writer.wake_by_ref(),
+            // The writer has not run yet; it writes what is left when it does.
             None => {
-                ready!(st.poll_drain(cx))?;
-                Pin::new(&mut st.io).poll_write(cx, buf)
-            }
-            Some(writer) => {
-                writer.wake_by_ref();
-                st.out.extend_from_slice(buf);
-                Poll::Ready(Ok(buf.len()))
+                if let Poll::Ready(Err(e)) = st.poll_drain(cx) {
+                    return Poll::Ready(Err(e));
+                }
             }
         }
+        Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
