@@ -131,9 +131,10 @@ pub(crate) async fn dial(
             .await
             .map_err(tungstenite::Error::Io)?;
         tcp.set_nodelay(true).map_err(tungstenite::Error::Io)?;
+        let (read, write) = tcp.into_split();
         tokio_tungstenite::client_async_tls_with_config(
             req,
-            Wire::new(ReadAhead::new(tcp)),
+            Wire::new(ReadAhead::new(read), write),
             Some(websocket_config()),
             tls.map(tokio_tungstenite::Connector::Rustls),
         )

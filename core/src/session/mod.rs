@@ -52,7 +52,7 @@ pub(crate) use events::{Event, Events, SessionEvents};
 use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, watch, Mutex};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -62,7 +62,8 @@ use crate::transport::{ReadAhead, Wire};
 
 pub use crate::config::{WorkerConfig, ENV_CA_FILE, ENV_CONNECT, ENV_TOKEN, ENV_WORKER_ID};
 
-pub(crate) type WsStream = WebSocketStream<MaybeTlsStream<Wire<ReadAhead<TcpStream>>>>;
+pub(crate) type WsStream =
+    WebSocketStream<MaybeTlsStream<Wire<ReadAhead<OwnedReadHalf>, OwnedWriteHalf>>>;
 
 /// Where the engine, or one of its sessions, is. Every change reaches the host, in order,
 /// in [`Batch::states`] (the worker) and [`Batch::gateways`] (each session);

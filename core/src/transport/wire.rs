@@ -31,20 +31,25 @@ pub const MOVE_MAX: usize = 4 * 1024;
 /// The longest header of a masked frame: 2 bytes, an 8-byte length, a 4-byte mask.
 const MAX_HEADER: usize = 14;
 
-/// A byte stream whose writes can be shared with a [`FrameWriter`].
+/// A socket's read half and its write half, whose writes can be shared with a
+/// [`FrameWriter`]. The halves are apart so that reading never waits for the writer's lock
+/// (the writer holds it while it copies a payload).
 ///
 /// ```
 /// use tokio::io::AsyncReadExt;
 /// use vyx_core::transport::Wire;
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-/// let mut io = Wire::new(&b"hello"[..]);
+/// let mut io = Wire::new(&b"hello"[..], tokio::io::sink());
 /// let mut got = String::new();
 /// io.read_to_string(&mut got).await.unwrap(); // reads pass straight through
 /// assert_eq!(got, "hello");
 /// # });
 /// ```
-pub struct Wire<S>(Arc<Mutex<Shared<S>>>);
+pub struct Wire<R, W> {
+    read: R,
+    write: Arc<Mutex<Shared<W>>>,
+}
 
 /// The writer task's handle on a [`Wire`]: frames binary messages into its buffer and
 /// writes it out. See [`Wire::frame_writer`].
@@ -61,21 +66,22 @@ struct Shared<S> {
     writer: Option<Waker>,
 }
 
-impl<S> Wire<S> {
-    pub fn new(io: S) -> Wire<S> {
-        Wire(Arc::new(Mutex::new(Shared {
-            io,
+impl<R, W> Wire<R, W> {
+    pub fn new(read: R, write: W) -> Wire<R, W> {
+        let write = Arc::new(Mutex::new(Shared {
+            io: write,
             out: BytesMut::new(),
             shared: false,
             writer: None,
-        })))
+        }));
+        Wire { read, write }
     }
 
     /// Makes the writer task the socket's only writer: from now on tungstenite's writes are
     /// queued in the shared buffer and the writer writes them, between its own messages.
-    pub fn frame_writer(&self) -> FrameWriter<S> {
-        lock(&self.0).shared = true;
-        FrameWriter(self.0.clone())
+    pub fn frame_writer(&self) -> FrameWriter<W> {
+        lock(&self.write).shared = true;
+        FrameWriter(self.write.clone())
     }
 }
 
@@ -117,17 +123,17 @@ impl<S: AsyncWrite + Unpin> Shared<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Wire<S> {
+impl<R: AsyncRead + Unpin, W> AsyncRead for Wire<R, W> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut lock(&self.0).io).poll_read(cx, buf)
+        Pin::new(&mut self.get_mut().read).poll_read(cx, buf)
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Wire<S> {
+impl<R, W: AsyncWrite + Unpin> AsyncWrite for Wire<R, W> {
     /// tungstenite's writes: straight to the socket while it is tungstenite's alone; else
     /// taken whole into the shared buffer (tungstenite writes whole frames) for the writer.
     fn poll_write(
@@ -135,7 +141,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Wire<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let mut st = lock(&self.0);
+        let mut st = lock(&self.write);
         if !st.shared {
             return Pin::new(&mut st.io).poll_write(cx, buf);
         }
@@ -154,13 +160,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Wire<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut st = lock(&self.0);
+        let mut st = lock(&self.write);
         ready!(st.poll_drain(cx))?;
         Pin::new(&mut st.io).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut st = lock(&self.0);
+        let mut st = lock(&self.write);
         ready!(st.poll_drain(cx))?;
         Pin::new(&mut st.io).poll_shutdown(cx)
     }
@@ -183,6 +189,11 @@ impl<S: AsyncWrite + Unpin> FrameWriter<S> {
         let room = st.out.capacity() - st.out.len();
         if st.out.len() >= WRITE_BUFFER || (room < need && st.out.len() > MOVE_MAX) {
             ready!(st.poll_drain(cx))?;
+        }
+        if need > MOVE_MAX && st.out.capacity() - st.out.len() < need {
+            // Room for the frames behind this one too, up to WRITE_BUFFER: they then leave
+            // in one write with it (moving at most MOVE_MAX waiting bytes).
+            st.out.reserve(need + WRITE_BUFFER);
         }
         put_masked_binary(&mut st.out, parts, mask);
         Poll::Ready(Ok(()))

@@ -546,8 +546,14 @@ mod tests {
         use tokio_tungstenite::WebSocketStream;
 
         let (ours, theirs) = tokio::io::duplex(16 * 1024);
+        let (ours_read, ours_write) = tokio::io::split(ours);
         let config = Some(crate::transport::websocket_config());
-        let client = WebSocketStream::from_raw_socket(Wire::new(ours), Role::Client, config).await;
+        let client = WebSocketStream::from_raw_socket(
+            Wire::new(ours_read, ours_write),
+            Role::Client,
+            config,
+        )
+        .await;
         let frames = client.get_ref().frame_writer();
         let (sink, mut stream) = client.split();
         let queue = OutQueue::new(usize::MAX);
