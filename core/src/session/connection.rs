@@ -98,11 +98,9 @@ pub(crate) struct RunArgs<'a> {
 /// Serves one connection until it ends.
 pub(crate) async fn run(ws: WsStream, args: RunArgs<'_>) -> ConnEnd {
     // On a plain socket the writer frames binary messages itself (one pass over a body
-    // byte instead of tungstenite's two); TLS records are tungstenite's to write.
+    // byte instead of three, transport::Wire); TLS records are tungstenite's to write.
     let frames = match ws.get_ref() {
-        MaybeTlsStream::Plain(wire) if std::env::var_os("WSEND_TMP_TUNGSTENITE").is_none() => {
-            Some(wire.frame_writer())
-        }
+        MaybeTlsStream::Plain(wire) => Some(wire.frame_writer()),
         _ => None,
     };
     let (sink, mut stream) = ws.split();

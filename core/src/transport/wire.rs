@@ -174,7 +174,7 @@ impl<R, W: AsyncWrite + Unpin> AsyncWrite for Wire<R, W> {
 
 impl<S: AsyncWrite + Unpin> FrameWriter<S> {
     /// Frames `parts`, concatenated, as one masked binary message (RFC 6455 §5.2, FIN set)
-    /// in the shared buffer; the flush (tungstenite's, [`Wire::poll_flush`]) writes it. Waits
+    /// in the shared buffer; the flush (tungstenite's, through the [`Wire`]) writes it. Waits
     /// for the socket first while [`WRITE_BUFFER`] bytes or more are waiting, or when
     /// making room would move more than [`MOVE_MAX`] waiting bytes.
     pub fn poll_send_binary(
@@ -315,9 +315,11 @@ mod tests {
             70_001,
         ] {
             let payload: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
-            let mut header = FrameHeader::default();
-            header.opcode = OpCode::Data(Data::Binary);
-            header.mask = Some(mask);
+            let header = FrameHeader {
+                opcode: OpCode::Data(Data::Binary),
+                mask: Some(mask),
+                ..FrameHeader::default()
+            };
             let mut theirs = Vec::new();
             Frame::from_payload(header, payload.clone().into())
                 .format(&mut theirs)
