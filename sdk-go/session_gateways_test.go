@@ -247,6 +247,29 @@ func TestAWelcomeWithoutConnectionsKeepsOneAndALaterCountAdds(t *testing.T) {
 	waitGateways(t, w, addrOf(t, g), addrOf(t, g))
 }
 
+// TestTheExtrasGoWithTheirAddress (§9.1): a name that stops resolving to the address
+// drains its first session and its extra alike, and the new address gets a session.
+func TestTheExtrasGoWithTheirAddress(t *testing.T) {
+	ga, gb := gwtest.New(t), gwtest.New(t)
+	dns := &dnsTable{}
+	dns.set("gateways.test", addrOf(t, ga))
+	w, _ := startOn(t, Config{Connect: []string{"ws://gateways.test:9"}, Resolver: dns.resolve,
+		ResolveInterval: 20 * time.Millisecond})
+	first := ga.Accept()
+	first.WelcomeAsking(2)
+	extra := ga.Accept()
+	extra.Welcome(0)
+	serves(t, extra, 1)
+
+	dns.set("gateways.test", addrOf(t, gb))
+	other := gb.Accept()
+	other.Welcome(0)
+	drained(t, first)
+	drained(t, extra)
+	serves(t, other, 1)
+	waitGateways(t, w, addrOf(t, gb))
+}
+
 // TestTLSKeepsTheHostNameWhenDiallingAnAddress: the certificate is checked against the
 // URL's name (httptest's certificate names example.com), not the address dialled.
 func TestTLSKeepsTheHostNameWhenDiallingAnAddress(t *testing.T) {

@@ -1068,3 +1068,37 @@ async fn a_welcome_without_connections_keeps_one_and_a_later_count_adds() {
     extra.drained().await;
     timeout(e.wait()).await.unwrap();
 }
+
+/// The extras go with their address (§9.1): a name that stops resolving to the address
+/// drains its first session and its extra alike, and the new address gets a session.
+#[tokio::test]
+async fn the_extras_go_with_their_address() {
+    let (a, url_a) = Gateway::bind().await;
+    let (b, url_b) = Gateway::bind().await;
+    let addr = |url: &str| -> std::net::SocketAddr { url["ws://".len()..].parse().unwrap() };
+    let dns = std::sync::Arc::new(std::sync::Mutex::new(addr(&url_a)));
+    let mut config = WorkerConfig::new("ws://gateways.test:9", "core:host-test");
+    let table = dns.clone();
+    config.resolver = vyx_core::session::Resolver::new(move |_, _| {
+        let found = vec![*table.lock().unwrap()];
+        Box::pin(async move { Ok(found) })
+    });
+    config.resolve_interval = Duration::from_millis(20);
+    let e = Engine::new(config).unwrap();
+    e.add_route("GET", "/x").unwrap();
+    e.start().unwrap();
+    let mut first = a.hello().await;
+    first.welcome_asking("c-1", 2).await;
+    let mut extra = a.welcome("c-2", 65536).await;
+    extra.served(&e, 1).await;
+
+    *dns.lock().unwrap() = addr(&url_b);
+    let mut other = b.welcome("c-3", 65536).await;
+    first.drained().await;
+    extra.drained().await;
+    other.served(&e, 1).await;
+    while e.gateways().len() > 1 {
+        timeout(e.next_batch(8)).await.unwrap();
+    }
+    e.drain(Duration::ZERO);
+}
