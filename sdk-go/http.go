@@ -21,8 +21,8 @@ import (
 	"github.com/vyx-dev/vyx/sdk-go/internal/frame"
 )
 
-// serveStream runs the route's handler for one stream, in the stream's goroutine.
-func (w *Worker) serveStream(s *stream, r *frame.Request) {
+// serveRequest runs the route's handler for one stream (on a goroutine of w.handlers).
+func (w *Worker) serveRequest(s *stream, r *frame.Request) {
 	rt := w.routes[r.RouteID]
 	req := newRequest(s, r, rt)
 	rw := &responseWriter{s: s, header: http.Header{}, req: req, badNameLogged: &w.badNameLogged}

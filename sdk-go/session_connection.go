@@ -65,7 +65,7 @@ type connection struct {
 	welcome *frame.Welcome
 	heard   *atomic.Bool
 	routes  map[uint16]bool
-	// serve runs the handler of a new stream (in its own goroutine).
+	// serve starts the handler of a new stream on a goroutine of its own; it returns at once.
 	serve func(*stream, *frame.Request)
 	base  context.Context
 
@@ -428,7 +428,7 @@ func (c *connection) open(r *frame.Request) {
 		cancel(context.Canceled)
 		return
 	}
-	go c.serve(s, r)
+	c.serve(s, r)
 }
 
 var (

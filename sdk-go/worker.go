@@ -64,6 +64,7 @@ type Worker struct {
 	lastFailure error
 	// badNameLogged: a response header name that was no token has been logged (http.go).
 	badNameLogged atomic.Bool
+	handlers      handlers
 
 	base         context.Context // handlers' parent: Start's context without its cancellation
 	stopDeadline time.Duration   // set once, before stopCtx ends
@@ -368,6 +369,8 @@ func (w *Worker) Start(ctx context.Context) error {
 
 	stopWatch := context.AfterFunc(ctx, func() { w.requestStop(w.cfg.DrainTimeout) })
 	defer stopWatch()
+	w.handlers.serve = w.serveRequest
+	defer w.handlers.stop()
 	err = w.runGateways(w.stopCtx, d, w.targets)
 	if err == nil && !w.registered.Load() {
 		err = w.neverConnected()

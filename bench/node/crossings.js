@@ -17,20 +17,20 @@ for (const name of Object.getOwnPropertyNames(NativeWorker.prototype)) {
   calls.set(name, 0);
   NativeWorker.prototype[name] = function (...args) {
     calls.set(name, calls.get(name) + 1);
-    const ret = fn.apply(this, args);
-    if (name === 'nextBatch') {
-      // Counting the requests of each pull costs a second decoding: only here.
-      return ret.then((buf) => {
+    if (name === 'start') {
+      // Counting the requests of each batch costs a second decoding: only here.
+      const onBatch = args[0];
+      args[0] = (buf) => {
         if (buf !== null) requests += decodeBatch(buf).requests.length;
-        return buf;
-      });
+        return onBatch(buf);
+      };
     }
-    return ret;
+    return fn.apply(this, args);
   };
 }
 process.on('exit', () => {
   const per = (n) => (requests ? (n / requests).toFixed(3) : '-');
   const lines = [...calls].filter(([, n]) => n > 0).map(([k, n]) => `  ${k}: ${n} (${per(n)} per request)`);
-  const pulls = calls.get('nextBatch');
+  const pulls = calls.get('pull');
   process.stderr.write(`native calls for ${requests} requests, ${pulls ? (requests / pulls).toFixed(1) : '-'} requests per pull:\n${lines.join('\n')}\n`);
 });

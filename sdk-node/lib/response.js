@@ -331,15 +331,22 @@ class VyxResponse extends EventEmitter {
 
 // `respond` and `respondText` queue an answer without waking the core's writer (a thread
 // switch each): one microtask after the turn wakes it once, and the turn's answers leave in
-// one write.
+// one write. The pull wakes them too (`writersWoken`): the answers given while a batch is
+// handed out need no call of their own.
 let wakeQueued = false;
 function wakeAfterTurn(native) {
   if (wakeQueued) return;
   wakeQueued = true;
   queueMicrotask(() => {
+    if (!wakeQueued) return;
     wakeQueued = false;
     native.wakeWriters();
   });
+}
+
+/** @internal The writers are being woken (by the pull): a wake queued for the turn is not needed. */
+function writersWoken() {
+  wakeQueued = false;
 }
 
 function codedState(message) {
@@ -348,4 +355,4 @@ function codedState(message) {
   return e;
 }
 
-module.exports = { VyxResponse, toBuffer };
+module.exports = { VyxResponse, toBuffer, writersWoken };

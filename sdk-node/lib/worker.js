@@ -4,7 +4,7 @@ const { decodeBatch } = require('./batch');
 const { call, fromNative, vyxError } = require('./errors');
 const { Exchange } = require('./exchange');
 const { VyxRequest } = require('./request');
-const { VyxResponse } = require('./response');
+const { VyxResponse, writersWoken } = require('./response');
 const { fetchRoute } = require('./fetch');
 const { httpRoute } = require('./http');
 const { wsRoute } = require('./ws');
@@ -258,15 +258,27 @@ class VyxWorker extends EventEmitter {
     this.#stopped = new Promise((r) => (stoppedResolve = r));
     this.#install();
     try {
-      call(() => this.#native.start());
+      // Each batch comes to `onBatch`, which asks for the next once it has handed this one
+      // out (a callback, not a promise per pull: see `pull` in src/lib.rs).
+      let pulled;
+      const stopped = new Promise((resolve, reject) => (pulled = { resolve, reject }));
+      const onBatch = (buf) => {
+        if (buf === null) return pulled.resolve();
+        try {
+          this.#take(decodeBatch(buf));
+        } catch (e) {
+          this.#native.stopPulling(); // as an exception in a listener ends a server's loop
+          return pulled.reject(e);
+        }
+        writersWoken();
+        this.#native.pull();
+      };
+      call(() => this.#native.start(onBatch));
       // The engine begins in this state (unless stopped before the start); its later
       // changes all come through the pull.
       if (!this.#stopAsked) this.#emitState({ kind: 'connecting' });
-      for (;;) {
-        const buf = await this.#native.nextBatch();
-        if (buf === null) break;
-        this.#take(decodeBatch(buf));
-      }
+      this.#native.pull();
+      await stopped;
       await this.#native.wait().catch((e) => {
         throw fromNative(e);
       });

@@ -3,8 +3,9 @@
 //! across the boundary in the shape `docs/ARCHITECTURE.md` describes ("The pull engine and
 //! how the bindings meet the core"):
 //!
-//! - one async pull, [`NativeWorker::next_batch`], returning everything that happened as one
-//!   packed buffer (layout in [`batch`]): new requests, resets and state changes;
+//! - one pull, [`NativeWorker::pull`], delivering everything that happened as one packed
+//!   buffer (layout in [`batch`]) to the callback given to [`NativeWorker::start`]: new
+//!   requests, resets and state changes;
 //! - requests are integer slots into a map of [`Stream`]s kept here; the JS objects wrapping
 //!   them are plain, with no finalizer;
 //! - a whole response is one synchronous call, [`NativeWorker::respond`], borrowing the body;
@@ -23,7 +24,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use napi::bindgen_prelude::{Buffer, ToNapiValue, TypeName, ValueType};
+use napi::bindgen_prelude::{Buffer, Function, ToNapiValue, TypeName, ValueType};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{check_status, sys};
 use napi_derive::napi;
 use tracing::level_filters::LevelFilter;
@@ -201,11 +203,21 @@ type Slots = Arc<Mutex<HashMap<u64, Slot>>>;
 pub struct NativeWorker {
     engine: Engine,
     slots: Slots,
+    /// Where batches go, from `start` until `null` has been delivered.
+    on_batch: Arc<Mutex<Option<Arc<BatchCallback>>>>,
 }
+
+/// `on_batch` made callable from the engine's thread.
+type BatchCallback =
+    ThreadsafeFunction<Option<CopiedBuffer>, (), Option<CopiedBuffer>, napi::Status, false>;
 
 impl NativeWorker {
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Slot>> {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn on_batch(&self) -> std::sync::MutexGuard<'_, Option<Arc<BatchCallback>>> {
+        self.on_batch.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn stream(&self, slot: i64) -> Option<Stream> {
@@ -310,6 +322,27 @@ impl ToNapiValue for CopiedBuffer {
     }
 }
 
+/// The next batch packed with the log records queued since the last one, or `None` once
+/// the engine has stopped and everything was handed out.
+async fn next_batch(engine: &Engine, slots: &Slots) -> Option<CopiedBuffer> {
+    // Both are cancel-safe: a record or event not taken stays for the next pull.
+    let batch = tokio::select! {
+        batch = engine.next_batch(MAX_BATCH) => batch,
+        () = host_logs::queued() => Some(Batch::default()),
+    };
+    let records = host_logs::take();
+    if batch.is_none() && records.is_empty() {
+        // The process may exit once `null` is delivered: let the stderr lines out first.
+        let _ = tokio::task::spawn_blocking(|| host_logs::flush_stderr(FLUSH_TIMEOUT)).await;
+        return None;
+    }
+    Some(CopiedBuffer(batch::pack(
+        batch.unwrap_or_default(),
+        records,
+        slots,
+    )))
+}
+
 /// What [`NativeWorker::send_raw_head`] sent.
 #[napi(object)]
 pub struct RawHead {
@@ -361,6 +394,7 @@ impl NativeWorker {
         Ok(NativeWorker {
             engine,
             slots: Arc::default(),
+            on_batch: Arc::default(),
         })
     }
 
@@ -412,35 +446,55 @@ impl NativeWorker {
         self.engine.config().worker_id
     }
 
-    /// Starts connecting on the binding's tokio runtime.
-    #[napi]
-    pub fn start(&self) -> napi::Result<()> {
+    /// Starts connecting on the binding's tokio runtime. `on_batch` gets each batch
+    /// [`NativeWorker::pull`] asks for, packed ([`batch`]), and `null` once the engine has
+    /// stopped and everything was handed out.
+    #[napi(ts_args_type = "onBatch: (batch: Buffer | null) => void")]
+    pub fn start(&self, on_batch: Function<Option<CopiedBuffer>, ()>) -> napi::Result<()> {
+        let callback = on_batch
+            .build_threadsafe_function()
+            .callee_handled::<false>()
+            .build()?;
+        *self.on_batch() = Some(Arc::new(callback));
         let engine = self.engine.clone();
         napi::bindgen_prelude::within_runtime_if_available(move || engine.start())
             .map_err(engine_error)
     }
 
-    /// The one pull: resolves with the next batch, packed ([`batch`]), with the core's log
-    /// records queued since the last one (when a logger takes them), or `null` once the
-    /// engine has stopped and everything was handed out.
-    #[napi(ts_return_type = "Promise<Buffer | null>")]
-    pub async fn next_batch(&self) -> Option<CopiedBuffer> {
-        // Both are cancel-safe: a record or event not taken stays for the next pull.
-        let batch = tokio::select! {
-            batch = self.engine.next_batch(MAX_BATCH) => batch,
-            () = host_logs::queued() => Some(Batch::default()),
+    /// The one pull: `on_batch` (given to [`NativeWorker::start`]) is called with the next
+    /// batch, with the core's log records queued since the last one (when a logger takes
+    /// them), or with `null` once the engine has stopped. One function made thread-safe for
+    /// the worker's life, not a promise per pull: napi-rs makes and closes a thread-safe
+    /// function for every `async fn` call. Also wakes the writers of the answers held since
+    /// the last wake: JS pulls right after handing out a batch, whose synchronous answers
+    /// then need no `wake_writers` call.
+    #[napi]
+    pub fn pull(&self) {
+        session::wake_held_writers();
+        let Some(callback) = self.on_batch().clone() else {
+            return; // `null` was delivered
         };
-        let records = host_logs::take();
-        if batch.is_none() && records.is_empty() {
-            // The process may exit once this resolves: let the stderr lines out first.
-            let _ = tokio::task::spawn_blocking(|| host_logs::flush_stderr(FLUSH_TIMEOUT)).await;
-            return None;
-        }
-        Some(CopiedBuffer(batch::pack(
-            batch.unwrap_or_default(),
-            records,
-            &self.slots,
-        )))
+        let engine = self.engine.clone();
+        let slots = Arc::clone(&self.slots);
+        let on_batch = Arc::clone(&self.on_batch);
+        napi::bindgen_prelude::spawn(async move {
+            let batch = next_batch(&engine, &slots).await;
+            if batch.is_none() {
+                // Released after this last call: the event loop may then end.
+                on_batch
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+            }
+            callback.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
+        });
+    }
+
+    /// Lets go of `on_batch`, so that it no longer keeps the event loop alive: the JS layer
+    /// pulls no more after a batch it could not take (`start` rejected with the error).
+    #[napi]
+    pub fn stop_pulling(&self) {
+        self.on_batch().take();
     }
 
     /// Resolves when the engine has stopped: after a drain, or rejects with the refusal.

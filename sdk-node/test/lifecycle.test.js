@@ -130,3 +130,24 @@ test('a second SIGINT ends the process at once, as it does a node server, while 
   assert.ok(!c.lines.includes('start resolved'), 'it did not wait for the drain');
   await slow;
 });
+
+test('a state listener that throws rejects start(), and nothing then keeps the process alive', async (t) => {
+  const gw = await startGateway();
+  t.after(() => gw.stop());
+  const script = `
+    const { VyxWorker } = require(${JSON.stringify(path.join(__dirname, '..'))});
+    const worker = new VyxWorker({ handleSignals: false });
+    worker.get('/ok', () => ({ ok: true }));
+    worker.on('connected', () => { throw new Error('listener failed'); });
+    worker.start().catch((e) => console.log('rejected ' + e.message));`;
+  const child = spawn(process.execPath, ['-e', script], {
+    env: { ...process.env, VYX_CONNECT: gw.url, VYX_WORKER_ID: 'node:throws', VYX_LOG: 'off' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  t.after(() => child.kill('SIGKILL'));
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  const exited = new Promise((r) => child.once('exit', (code) => r(code)));
+  assert.equal(await within(exited, 15_000, 'the child exiting by itself'), 0);
+  assert.match(out, /rejected listener failed/);
+});

@@ -5,6 +5,7 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('node:path');
 const v8 = require('node:v8');
+const async_hooks = require('node:async_hooks');
 const { startGateway, request, startWorker } = require('./helpers');
 
 v8.setFlagsFromString('--allow-natives-syntax');
@@ -65,8 +66,24 @@ test('a JSON answer is one call into the addon, its text handed over as it is', 
   // No Buffer is made for the body in JS: the binding encodes the string.
   assert.equal(calls.respondText, n);
   assert.equal(calls.respond, undefined);
-  const others = Object.entries(calls).filter(([k]) => !['respondText', 'nextBatch', 'wakeWriters'].includes(k));
+  // An answer given while its batch is handed out is woken by the next pull, not by a
+  // `wakeWriters` call of its own.
+  const others = Object.entries(calls).filter(([k]) => !['respondText', 'pull'].includes(k));
   assert.deepEqual(others, []);
+});
+
+test('a pull makes no promise and no thread-safe function of its own', async () => {
+  // napi-rs made both for every `async fn` call (`napi_resolve_deferred`, one per pull).
+  const made = {};
+  const hook = async_hooks.createHook({ init: (id, type) => (made[type] = (made[type] || 0) + 1) }).enable();
+  for (const k of Object.keys(calls)) delete calls[k];
+  try {
+    for (let i = 0; i < 20; i++) assert.equal((await request(gw.addr, 'GET', `/hello/p${i}`)).status, 200);
+  } finally {
+    hook.disable();
+  }
+  assert.equal(made.napi_resolve_deferred, undefined);
+  assert.ok(calls.pull >= 20, `one pull a request at least, here: ${calls.pull}`);
 });
 
 test("answers given in one turn wake the core's writer once, and all arrive", async () => {
