@@ -10,8 +10,8 @@ use crate::features;
 pub use crate::frame::json::check_json_strict;
 pub use crate::frame::{Drain, ErrorMessage, Hello, RouteSpec, Routes, Welcome};
 use crate::limits::{
-    MAX_CONCURRENCY, MAX_FRAME_SIZE, MAX_INSTANCE_LEN, MAX_LABELS, MAX_LABEL_LEN, MAX_METHOD_LEN,
-    MAX_ROUTES, MAX_SDK_LEN, MAX_WINDOW, MAX_WORKER_ID_LEN,
+    MAX_CONCURRENCY, MAX_CONNECTIONS, MAX_FRAME_SIZE, MAX_INSTANCE_LEN, MAX_LABELS, MAX_LABEL_LEN,
+    MAX_METHOD_LEN, MAX_ROUTES, MAX_SDK_LEN, MAX_WINDOW, MAX_WORKER_ID_LEN,
 };
 pub use crate::routing::check_pattern;
 use crate::routing::Router;
@@ -192,6 +192,12 @@ impl Welcome {
             return bad(format!(
                 "max_concurrency {} is outside 1..={asked_max_concurrency} (the HELLO's)",
                 self.max_concurrency
+            ));
+        }
+        if !(1..=MAX_CONNECTIONS).contains(&self.connections) {
+            return bad(format!(
+                "connections {} is outside 1..={MAX_CONNECTIONS}",
+                self.connections
             ));
         }
         features::validate_list(&self.features, CloseCode::ProtocolViolation)

@@ -20,6 +20,9 @@ pub const MAX_INFORMATIONAL: usize = 8;
 pub const MAX_ROUTES: usize = 1024;
 /// Upper bound of a worker's declared concurrency.
 pub const MAX_CONCURRENCY: u32 = 65535;
+/// Most connections a WELCOME may ask a worker to hold to one address (§3.8 `connections`):
+/// one per gateway shard, and a gateway has one shard per core.
+pub const MAX_CONNECTIONS: u32 = 64;
 /// Default heartbeat interval announced in WELCOME.
 pub const HEARTBEAT: Duration = Duration::from_millis(5000);
 /// A peer silent for this many heartbeat intervals is dead.

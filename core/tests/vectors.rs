@@ -198,7 +198,12 @@ fn welcome_validation_cases() {
         let result = welcome.validate(asked, &offered);
         match &case["expect"] {
             Value::String(s) if s == "ok" => {
-                assert!(result.is_ok(), "{name}: expected ok, got {result:?}")
+                assert!(result.is_ok(), "{name}: expected ok, got {result:?}");
+                let connections = case["connections"].as_u64().unwrap();
+                assert_eq!(
+                    welcome.connections as u64, connections,
+                    "{name}: connections"
+                );
             }
             expect => {
                 let err = result.expect_err(name);

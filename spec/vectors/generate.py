@@ -116,13 +116,14 @@ def close_code_for(kind, raw):
 
 
 # Key order of every control message: the order in which senders emit keys. `features` is
-# emitted only when it is not empty (§2.6), so a message without extensions is v1's.
-OMITTED_WHEN_EMPTY = {"features"}
+# emitted only when it is not empty (§2.6), WELCOME's `connections` only when it is not 1
+# (§3.8), so a message without them is v1's.
+OMITTED_WHEN_DEFAULT = {"features": [], "connections": 1}
 CONTROL_KEYS = {
     "HELLO": ["protocol", "worker_id", "instance", "sdk", "max_concurrency", "routes", "labels",
               "features"],
     "WELCOME": ["protocol", "gateway", "connection_id", "heartbeat_ms", "initial_window",
-                "max_frame_size", "max_concurrency", "features"],
+                "max_frame_size", "max_concurrency", "connections", "features"],
     "DRAIN": ["reason", "deadline_ms"],
     "ROUTES": ["routes"],
     "ERROR": ["code", "message"],
@@ -543,6 +544,7 @@ def check_control_schema(t, o):
         require(o, "initial_window", is_uint)
         require(o, "max_frame_size", is_uint)
         require(o, "max_concurrency", is_uint)
+        require(o, "connections", is_uint, optional=True)
         require(o, "features", check_features_schema, optional=True)
     elif t == "DRAIN":
         require(o, "reason", is_str)
@@ -766,9 +768,9 @@ def window(sid, inc):
 
 
 def control(t, obj):
-    want = [k for k in CONTROL_KEYS[t] if k in obj or k not in OMITTED_WHEN_EMPTY]
+    want = [k for k in CONTROL_KEYS[t] if k in obj or k not in OMITTED_WHEN_DEFAULT]
     assert list(obj.keys()) == want, (t, list(obj.keys()))
-    assert all(obj[k] for k in OMITTED_WHEN_EMPTY if k in obj), obj
+    assert all(obj[k] != d for k, d in OMITTED_WHEN_DEFAULT.items() if k in obj), obj
     for r in obj.get("routes", []):
         assert list(r.keys()) == [k for k in ROUTE_KEYS if k in r], list(r.keys())
     return {"type": t, "json": obj}
@@ -927,6 +929,8 @@ def frame_vectors():
     add("welcome", control("WELCOME", FULL_WELCOME))
     add("hello_with_features", control("HELLO", dict(FULL_HELLO, features=["upgrade", "trailers"])))
     add("welcome_with_features", control("WELCOME", dict(FULL_WELCOME, features=["trailers"])))
+    add("welcome_with_connections", control("WELCOME", dict(FULL_WELCOME, connections=2,
+                                                            features=["trailers"])))
     add("drain_shutdown", control("DRAIN", {"reason": "shutdown", "deadline_ms": 30000}))
     add("drain_deploy_zero_deadline", control("DRAIN", {"reason": "deploy", "deadline_ms": 0}))
     add("routes_update", control("ROUTES", {"routes": [
@@ -1228,6 +1232,12 @@ def malformed_vectors():
     w["max_frame_size"] = -1
     add("welcome_max_frame_size_negative", H(WELCOME, 0, 0) + cj(w), ICP)
     add("welcome_json_array", H(WELCOME, 0, 0) + b"[1]", ICP)
+    w = dict(welcome_ok)
+    w["connections"] = "2"
+    add("welcome_connections_string", H(WELCOME, 0, 0) + cj(w), ICP)
+    w = dict(welcome_ok)
+    w["connections"] = -1
+    add("welcome_connections_negative", H(WELCOME, 0, 0) + cj(w), ICP)
     # Strictness edge cases (PROTOCOL.md §3.8), one each; the same HELLO without the fault
     # is valid. Written by hand: a JSON library would not produce them.
     base = b'"worker_id":"rust:api","max_concurrency":8,"routes":[]'
@@ -1408,6 +1418,7 @@ def handshake_cases():
 
 
 MAX_FRAME_SIZE_V1 = 1048576
+MAX_CONNECTIONS = 64  # WELCOME `connections` (§3.8, §10)
 
 
 def validate_welcome(hello_max_concurrency, hello_features, w):
@@ -1423,10 +1434,18 @@ def validate_welcome(hello_max_concurrency, hello_features, w):
         return CLOSE_PROTOCOL_VIOLATION
     if not 1 <= w["max_concurrency"] <= hello_max_concurrency:
         return CLOSE_PROTOCOL_VIOLATION
+    if not 1 <= welcome_connections(w) <= MAX_CONNECTIONS:
+        return CLOSE_PROTOCOL_VIOLATION
     granted = w.get("features") or []
     if not features_ok(granted) or any(f not in hello_features for f in granted):
         return CLOSE_PROTOCOL_VIOLATION
     return "ok"
+
+
+def welcome_connections(w):
+    """The connections a WELCOME asks for: absent or null is 1 (§3.8)."""
+    c = w.get("connections")
+    return 1 if c is None else c
 
 
 def welcome_cases():
@@ -1435,9 +1454,12 @@ def welcome_cases():
     def add(name, expect, offered=(), **kw):
         w = dict(FULL_WELCOME)
         w.update(kw)
-        cases.append({"name": name, "hello_max_concurrency": 256,
-                      "hello_features": list(offered), "welcome": w,
-                      "expect": expect if expect == "ok" else {"close_code": expect}})
+        case = {"name": name, "hello_max_concurrency": 256,
+                "hello_features": list(offered), "welcome": w,
+                "expect": expect if expect == "ok" else {"close_code": expect}}
+        if expect == "ok":
+            case["connections"] = welcome_connections(w)
+        cases.append(case)
 
     add("welcome_ok", "ok")
     add("protocol_2", CLOSE_UNSUPPORTED_VERSION, protocol=2)
@@ -1464,6 +1486,14 @@ def welcome_cases():
         features=["upgrade"])
     add("features_granted_twice", CLOSE_PROTOCOL_VIOLATION, offered=["upgrade"],
         features=["upgrade", "upgrade"])
+    # §3.8, §9.1: connections asked for, 1..=64; absent (welcome_ok) or null is 1.
+    add("connections_null_ok", "ok", connections=None)
+    add("connections_1_ok", "ok", connections=1)
+    add("connections_2_ok", "ok", connections=2)
+    add("connections_64_ok", "ok", connections=MAX_CONNECTIONS)
+    add("connections_0", CLOSE_PROTOCOL_VIOLATION, connections=0)
+    add("connections_65", CLOSE_PROTOCOL_VIOLATION, connections=MAX_CONNECTIONS + 1)
+    add("connections_u64_max", CLOSE_PROTOCOL_VIOLATION, connections=U64_MAX)
     return cases
 
 
@@ -1845,7 +1875,8 @@ def main():
                        "hello; expect is \"ok\" (gateway answers WELCOME) or the close code. "
                        "welcome_cases: the worker's check of a WELCOME answering a HELLO with "
                        "hello_max_concurrency and offering hello_features; expect is \"ok\" or the close code the worker "
-                       "sends (4002 stops, 4005 retries). "
+                       "sends (4002 stops, 4005 retries); an ok case's connections is how many "
+                       "connections the worker then holds to the address (absent or null: 1). "
                        "See spec/PROTOCOL.md, HELLO validation and Control frames.",
         "cases": cases,
         "welcome_cases": welcomes,

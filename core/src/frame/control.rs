@@ -78,6 +78,15 @@ pub struct Welcome {
     /// The effective cap: the lower of the worker's and the gateway's.
     #[serde(deserialize_with = "saturating_u32")]
     pub max_concurrency: u32,
+    /// How many connections the gateway asks this worker to hold to this address, one per
+    /// gateway shard (§3.8, §9.1): 1..=64. Absent or `null`: 1; not sent when 1, so that a
+    /// WELCOME asking for one is the v1 WELCOME byte for byte.
+    #[serde(
+        default = "one",
+        deserialize_with = "saturating_u32_or_one",
+        skip_serializing_if = "is_one"
+    )]
+    pub connections: u32,
     /// The extensions this connection uses: a subset of HELLO's `features` (§2.6).
     #[serde(
         default,
@@ -157,6 +166,19 @@ pub(super) fn encode<M: ControlMessage>(msg: &M) -> Bytes {
 /// exponents are still refused by the `u64` parse.
 fn saturating_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     u64::deserialize(d).map(|v| u32::try_from(v).unwrap_or(u32::MAX))
+}
+
+/// [`saturating_u32`] for an optional field whose absence means 1: `null` is absent (§3.8).
+fn saturating_u32_or_one<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    Option::<u64>::deserialize(d).map(|v| v.map_or(1, |v| u32::try_from(v).unwrap_or(u32::MAX)))
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(v: &u32) -> bool {
+    *v == 1
 }
 
 /// An optional field: `null` is the same as absent (§3.8).

@@ -434,6 +434,7 @@ mod tests {
             initial_window: 262_144,
             max_frame_size: 1_048_576,
             max_concurrency: 8,
+            connections: 1,
             features: Vec::new(),
         }
     }

@@ -298,7 +298,8 @@ impl Engine {
     }
 
     /// The latest state of each live session, in the order they began (the host sees
-    /// every change in [`Batch::gateways`]). A session ends when the engine stops, when
+    /// every change in [`Batch::gateways`]); the extra sessions a gateway asks for
+    /// (PROTOCOL.md §9.1) are entries with the same gateway and address. A session ends when the engine stops, when
     /// its address leaves its gateway's host name, or when its gateway refused the worker.
     ///
     /// ```no_run

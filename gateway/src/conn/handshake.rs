@@ -239,6 +239,7 @@ pub async fn serve<S>(
         initial_window: shared.config.initial_window,
         max_frame_size: MAX_FRAME_SIZE as u32,
         max_concurrency,
+        connections: 1,
         features: features.names(),
     };
     {

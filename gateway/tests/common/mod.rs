@@ -422,6 +422,7 @@ pub fn unset_welcome() -> Welcome {
         initial_window: 0,
         max_frame_size: 0,
         max_concurrency: 0,
+        connections: 0,
         features: Vec::new(),
     }
 }

@@ -36,7 +36,11 @@ type Welcome struct {
 	InitialWindow  uint64
 	MaxFrameSize   uint64
 	MaxConcurrency uint64
-	Features       []string // optional (§2.6); emitted only when not empty
+	// Connections is how many connections the gateway asks this worker to hold to this
+	// address, one per gateway shard (§3.8, §9.1). Optional: 1 when absent or null;
+	// emitted only when it is not 1, so that a WELCOME asking for one is v1's.
+	Connections uint64
+	Features    []string // optional (§2.6); emitted only when not empty
 }
 
 // Drain announces that the sender stops taking new streams (§7).
@@ -109,6 +113,9 @@ func (m *Welcome) Encode() []byte {
 	w.uint("initial_window", m.InitialWindow)
 	w.uint("max_frame_size", m.MaxFrameSize)
 	w.uint("max_concurrency", m.MaxConcurrency)
+	if m.Connections != 1 {
+		w.uint("connections", m.Connections)
+	}
 	w.strs("features", m.Features)
 	w.close()
 	return w.b
@@ -172,6 +179,7 @@ func decodeControl(t byte, p []byte) (Frame, string) {
 			InitialWindow:  f.uint("initial_window"),
 			MaxFrameSize:   f.uint("max_frame_size"),
 			MaxConcurrency: f.uint("max_concurrency"),
+			Connections:    f.uintOr("connections", 1),
 			Features:       f.strs("features"),
 		}
 	case TypeDrain:

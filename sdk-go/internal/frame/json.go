@@ -413,6 +413,15 @@ func (f *fields) uint(k string) uint64 {
 	return f.uintOf(k, v)
 }
 
+// uintOr reads an optional integer as uint does; absent or null is def.
+func (f *fields) uintOr(k string, def uint64) uint64 {
+	v := f.get(k, false)
+	if v == nil {
+		return def
+	}
+	return f.uintOf(k, v)
+}
+
 func (f *fields) uintOf(k string, v *jval) uint64 {
 	if v.kind != jNum {
 		f.wrong(k, "an integer")

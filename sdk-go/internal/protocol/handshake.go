@@ -117,6 +117,8 @@ func ValidateWelcome(w *frame.Welcome, askedMaxConcurrency uint64, offeredFeatur
 		return bad(pv, "invalid WELCOME: max_frame_size %d is not %d, the only value of protocol 1", w.MaxFrameSize, MaxFrameSize)
 	case w.MaxConcurrency < 1 || w.MaxConcurrency > askedMaxConcurrency:
 		return bad(pv, "invalid WELCOME: max_concurrency %d is outside 1..=%d (the HELLO's)", w.MaxConcurrency, askedMaxConcurrency)
+	case w.Connections < 1 || w.Connections > MaxConnections:
+		return bad(pv, "invalid WELCOME: connections %d is outside 1..=%d", w.Connections, MaxConnections)
 	}
 	if err := ValidateFeatures(w.Features, pv); err != nil {
 		return bad(pv, "invalid WELCOME: %s", err.(*HandshakeError).Message)

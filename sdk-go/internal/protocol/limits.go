@@ -9,6 +9,7 @@ const (
 	MaxRoutes            = 1024
 	MaxRouteID           = 65535
 	MaxConcurrency       = 65535
+	MaxConnections       = 64 // WELCOME connections: one per gateway shard
 	MaxWorkerIDLen       = 128
 	MaxPatternLen        = 4096
 	MaxPatternSegments   = 128

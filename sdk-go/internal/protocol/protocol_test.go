@@ -62,6 +62,7 @@ func TestHandshakeVectors(t *testing.T) {
 			HelloFeatures       []string        `json:"hello_features"`
 			Welcome             json.RawMessage `json:"welcome"`
 			Expect              expectation     `json:"expect"`
+			Connections         uint64          `json:"connections"` // ok cases only
 		} `json:"welcome_cases"`
 	}
 	vectors.Load(t, "handshake.json", &file)
@@ -91,6 +92,9 @@ func TestHandshakeVectors(t *testing.T) {
 				t.Fatalf("decode: %v", err)
 			}
 			check(t, ValidateWelcome(w, c.HelloMaxConcurrency, c.HelloFeatures), c.Expect)
+			if c.Expect.OK && w.Connections != c.Connections {
+				t.Fatalf("connections %d, want %d", w.Connections, c.Connections)
+			}
 		})
 	}
 }

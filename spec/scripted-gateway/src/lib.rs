@@ -332,6 +332,7 @@ impl Session {
             initial_window,
             max_frame_size: MAX_FRAME_SIZE as u32,
             max_concurrency: self.hello().max_concurrency,
+            connections: 1,
             features: Vec::new(),
         }
     }
