@@ -45,7 +45,9 @@ func splitConnect(list string) []string {
 // CAFile from VYX_CONNECT, VYX_WORKER_ID, VYX_TOKEN and VYX_CA_FILE.
 type Config struct {
 	// Connect is the gateways, each ws://host:port, wss://host:port or a full registration
-	// URL. The worker holds a session to each, and to each address a host name resolves to.
+	// URL. The worker holds a session to each, and to each address a host name resolves to;
+	// to one address, as many as its gateway's WELCOME asks for (one per gateway shard, so
+	// that a request is served on the core that took it; PROTOCOL.md §9.1).
 	Connect []string
 	// ID is the worker id: 1..=128 bytes of A-Z a-z 0-9 . _ : @ / -.
 	ID string

@@ -115,7 +115,7 @@ func (q *stateQueue) close() {
 
 // GatewayState is one session's latest state (Worker.Gateways): the worker holds a
 // session to every gateway it was given, and to every address a gateway's host name
-// resolves to.
+// resolves to, and the extra sessions a gateway asked for (the same Gateway and Address).
 type GatewayState struct {
 	// Gateway is the registration URL dialled (its host is the TLS server name and Host).
 	Gateway string

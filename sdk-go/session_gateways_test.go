@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -163,6 +164,109 @@ func TestAHostNameGetsASessionPerAddressAndFollowsDNS(t *testing.T) {
 
 	dns.set("gateways.test")
 	serves(t, cb, 3)
+	waitGateways(t, w, addrOf(t, gb))
+}
+
+// sameHello fails unless c's HELLO is first's (§9.1: every session of a worker says the same).
+func sameHello(t *testing.T, c, first *gwtest.Conn) {
+	t.Helper()
+	if !reflect.DeepEqual(c.Hello, first.Hello) {
+		t.Fatalf("HELLO %+v, want the first's %+v", c.Hello, first.Hello)
+	}
+}
+
+// drained expects DRAIN on c and closes as a gateway does once the worker's streams are done.
+func drained(t *testing.T, c *gwtest.Conn) {
+	t.Helper()
+	if f, err := c.Next(); err != nil {
+		t.Fatal(err)
+	} else if _, ok := f.(*frame.Drain); !ok {
+		t.Fatalf("want DRAIN, got %#v", f)
+	}
+	_ = c.WS.Close(websocket.StatusNormalClosure, "drained")
+}
+
+// TestAWelcomeAskingForThreeConnectionsIsGivenThree (§9.1 "Connections per address", the
+// twin of core/tests/host_api.rs's): two more sessions with the same HELLO, each served; an
+// extra the gateway drops comes back by itself; an extra's own WELCOME does not change the
+// count; the first's next WELCOME asking for one (the field absent) drains the extras, and
+// nothing replaces them.
+func TestAWelcomeAskingForThreeConnectionsIsGivenThree(t *testing.T) {
+	g := gwtest.New(t)
+	w, _ := startOn(t, Config{Connect: []string{g.URL()}})
+	first := g.Accept()
+	first.WelcomeAsking(3)
+	extras := []*gwtest.Conn{g.Accept(), g.Accept()}
+	for _, x := range extras {
+		sameHello(t, x, first)
+		x.WelcomeAsking(1) // an extra's own WELCOME is not the count
+	}
+	serves(t, first, 1)
+	for _, x := range extras {
+		serves(t, x, 1)
+	}
+
+	_ = extras[0].WS.CloseNow()
+	back := g.Accept()
+	sameHello(t, back, first)
+	back.Welcome(0)
+	serves(t, back, 1)
+	extras[0] = back
+
+	// The first reconnects to a gateway that asks for one: the extras drain, the first serves.
+	_ = first.WS.CloseNow()
+	first = g.Accept()
+	first.Welcome(0)
+	for _, x := range extras {
+		drained(t, x)
+	}
+	serves(t, first, 1)
+	waitGateways(t, w, addrOf(t, g))
+	g.NoAttempt(300 * time.Millisecond)
+}
+
+// TestAWelcomeWithoutConnectionsKeepsOneAndALaterCountAdds: a v1 WELCOME keeps one
+// connection; a larger count on a later WELCOME adds an extra, which serves.
+func TestAWelcomeWithoutConnectionsKeepsOneAndALaterCountAdds(t *testing.T) {
+	g := gwtest.New(t)
+	w, _ := startOn(t, Config{Connect: []string{g.URL()}})
+	first := g.Accept()
+	first.Welcome(0)
+	serves(t, first, 1)
+	g.NoAttempt(300 * time.Millisecond)
+	waitGateways(t, w, addrOf(t, g))
+
+	_ = first.WS.CloseNow()
+	first = g.Accept()
+	first.WelcomeAsking(2)
+	extra := g.Accept()
+	sameHello(t, extra, first)
+	extra.Welcome(0)
+	serves(t, extra, 1)
+	serves(t, first, 1)
+	waitGateways(t, w, addrOf(t, g), addrOf(t, g))
+}
+
+// TestTheExtrasGoWithTheirAddress (§9.1): a name that stops resolving to the address
+// drains its first session and its extra alike, and the new address gets a session.
+func TestTheExtrasGoWithTheirAddress(t *testing.T) {
+	ga, gb := gwtest.New(t), gwtest.New(t)
+	dns := &dnsTable{}
+	dns.set("gateways.test", addrOf(t, ga))
+	w, _ := startOn(t, Config{Connect: []string{"ws://gateways.test:9"}, Resolver: dns.resolve,
+		ResolveInterval: 20 * time.Millisecond})
+	first := ga.Accept()
+	first.WelcomeAsking(2)
+	extra := ga.Accept()
+	extra.Welcome(0)
+	serves(t, extra, 1)
+
+	dns.set("gateways.test", addrOf(t, gb))
+	other := gb.Accept()
+	other.Welcome(0)
+	drained(t, first)
+	drained(t, extra)
+	serves(t, other, 1)
 	waitGateways(t, w, addrOf(t, gb))
 }
 

@@ -45,14 +45,23 @@ func (s *sessionStop) now(deadline time.Duration) {
 	}
 }
 
+// sessionAsked is a first session's line to its address's keeper (follow): the
+// connections of each WELCOME it accepts (§9.1 "Connections per address"), and a poke to
+// look at it.
+type sessionAsked struct {
+	connections *atomic.Uint64
+	poke        chan<- struct{}
+}
+
 // runSession runs one session at addr to its end and reports its last state: nil once
 // stopped, a *ConnectError when refused for good. failed hears of each failed attempt,
-// so that the host name is resolved again at once.
-func (w *Worker) runSession(d *dialer, addr netip.AddrPort, ss *sessionStop, failed chan<- struct{}) error {
+// so that the host name is resolved again at once; asked, given to an address's first
+// session only, of each WELCOME's connections.
+func (w *Worker) runSession(d *dialer, addr netip.AddrPort, ss *sessionStop, failed chan<- struct{}, asked *sessionAsked) error {
 	sd := *d
 	sd.addr, sd.heard = addr, new(atomic.Bool)
 	s := w.newSession(d.url, addr)
-	err := w.reconnectLoop(&sd, s, ss, failed)
+	err := w.reconnectLoop(&sd, s, ss, failed, asked)
 	if err != nil {
 		s.set(State{Kind: Failed, Err: err})
 	} else {
@@ -61,7 +70,7 @@ func (w *Worker) runSession(d *dialer, addr netip.AddrPort, ss *sessionStop, fai
 	return err
 }
 
-func (w *Worker) reconnectLoop(d *dialer, s *session, ss *sessionStop, failed chan<- struct{}) error {
+func (w *Worker) reconnectLoop(d *dialer, s *session, ss *sessionStop, failed chan<- struct{}, asked *sessionAsked) error {
 	backoff := protocol.NewBackoff(randomSeed())
 	stop := ss.stop
 	for {
@@ -74,6 +83,13 @@ func (w *Worker) reconnectLoop(d *dialer, s *session, ss *sessionStop, failed ch
 			w.registered.Store(true)
 			w.log.Info("vyx: registered", "gateway", d.url, "address", d.addr, "worker_id", w.cfg.ID, "connection", welcome.ConnectionID)
 			s.set(State{Kind: Connected, ConnectionID: welcome.ConnectionID})
+			if asked != nil {
+				asked.connections.Store(welcome.Connections)
+				select {
+				case asked.poke <- struct{}{}:
+				default:
+				}
+			}
 			up := time.Now()
 			c := &connection{ws: ws, raw: raw, log: w.log, welcome: welcome, heard: d.heard, routes: w.routeIDs,
 				serve: w.serveStream, base: w.base}

@@ -108,7 +108,9 @@ pub const ENV_CA_FILE: &str = "VYX_CA_FILE";
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// The gateways, each `ws://host:port`, `wss://host:port` or a full registration URL.
-    /// The worker holds a session to each, and to each address a host name resolves to.
+    /// The worker holds a session to each, and to each address a host name resolves to; to
+    /// one address, as many as its gateway's WELCOME asks for (`connections`, one per
+    /// gateway shard, so that a request is served on the core that took it; PROTOCOL.md §9.1).
     pub connect: Vec<String>,
     pub worker_id: String,
     pub token: Option<String>,

@@ -54,6 +54,37 @@ impl Conn {
         self.0.send(Frame::Welcome(welcome)).await.unwrap();
     }
 
+    /// A WELCOME asking the worker for `connections` to this address (§3.8, §9.1).
+    async fn welcome_asking(&mut self, connection_id: &str, connections: u32) {
+        let mut welcome = self.0.welcome_with(5000, 65536);
+        welcome.connection_id = connection_id.into();
+        welcome.connections = connections;
+        self.0.send(Frame::Welcome(welcome)).await.unwrap();
+    }
+
+    /// Sends a GET on `stream_id`, has the engine answer it, and checks the answer arrives
+    /// here.
+    async fn served(&mut self, engine: &Engine, stream_id: u32) {
+        self.request(stream_id, 0, "GET", true).await;
+        let (req, _) = pull_request(engine).await;
+        req.stream
+            .respond(200, &[("x-test", "1")], b"on this connection")
+            .unwrap();
+        assert_eq!(self.head(stream_id).await.status, 200);
+        assert_eq!(self.body(stream_id).await, b"on this connection");
+    }
+
+    /// Expects DRAIN, then closes 1000 as a gateway does once the worker's streams are done,
+    /// and expects the worker's answer.
+    async fn drained(&mut self) {
+        match self.recv().await {
+            Frame::Drain(_) => {}
+            other => panic!("expected DRAIN, got {other:?}"),
+        }
+        self.0.close(1000, "drained").await.unwrap();
+        assert_eq!(self.0.close_code(WAIT).await.unwrap(), 1000);
+    }
+
     async fn send(&mut self, frame: Bytes) {
         self.0.send_msg(Message::Binary(frame)).await.unwrap();
     }
@@ -955,5 +986,119 @@ async fn a_101_on_a_plain_request_is_an_invalid_head_answered_500() {
     let err = req.stream.send_head(101, &[] as &[(&str, &str)], false);
     assert!(matches!(err, Err(StreamError::InvalidHead(_))), "{err:?}");
     assert_eq!(conn.head(1).await.status, 500);
+    e.drain(Duration::ZERO);
+}
+
+/// §9.1 "Connections per address": a first WELCOME asking for 3 connections gets two more
+/// sessions with the same HELLO, each served; an extra the gateway hangs up on comes back by
+/// itself; an extra's own WELCOME does not change the count; the first's next WELCOME asking
+/// for one (the field absent) drains the extras, and nothing replaces them.
+#[tokio::test]
+async fn a_welcome_asking_for_three_connections_is_given_three() {
+    let (gw, url) = Gateway::bind().await;
+    let e = engine(&url, &[("GET", "/x")]);
+    e.start().unwrap();
+    let mut first = gw.hello().await;
+    first.welcome_asking("c-1", 3).await;
+    let mut extras = Vec::new();
+    for id in ["c-2", "c-3"] {
+        let mut extra = gw.hello().await;
+        assert_eq!(extra.0.hello(), first.0.hello(), "the same HELLO");
+        // An extra's own WELCOME is not the count: asking for 1 here drains nothing.
+        extra.welcome_asking(id, 1).await;
+        extras.push(extra);
+    }
+    first.served(&e, 1).await;
+    for extra in &mut extras {
+        extra.served(&e, 1).await;
+    }
+
+    extras[0].hang_up().await;
+    let mut back = gw.hello().await;
+    assert_eq!(back.0.hello(), first.0.hello());
+    back.welcome("c-4", 65536).await;
+    back.served(&e, 1).await;
+    extras[0] = back;
+
+    // The first reconnects to a gateway that asks for one: the extras drain, the first serves.
+    first.hang_up().await;
+    drop(first);
+    let mut first = gw.welcome("c-5", 65536).await;
+    for extra in &mut extras {
+        extra.drained().await;
+    }
+    first.served(&e, 1).await;
+    // The drained extras end (every state change is an event: the pull wakes for it).
+    while e.gateways().len() > 1 {
+        timeout(e.next_batch(8)).await.unwrap();
+    }
+    gw.0.no_attempt(Duration::from_millis(300)).await.unwrap();
+    e.drain(Duration::ZERO);
+}
+
+/// A WELCOME that does not ask (no `connections`, a v1 gateway) keeps one connection; a
+/// larger count on a later WELCOME adds extras, and the engine's stop drains them with the
+/// first.
+#[tokio::test]
+async fn a_welcome_without_connections_keeps_one_and_a_later_count_adds() {
+    let (gw, url) = Gateway::bind().await;
+    let e = engine(&url, &[("GET", "/x")]);
+    e.start().unwrap();
+    let mut first = gw.welcome("c-1", 65536).await;
+    first.served(&e, 1).await;
+    gw.0.no_attempt(Duration::from_millis(300)).await.unwrap();
+    assert_eq!(e.gateways().len(), 1);
+
+    first.hang_up().await;
+    drop(first);
+    let mut first = gw.hello().await;
+    first.welcome_asking("c-2", 2).await;
+    let mut extra = gw.welcome("c-3", 65536).await;
+    extra.served(&e, 1).await;
+    first.served(&e, 1).await;
+    assert_eq!(
+        e.state(),
+        ConnectionState::Connected {
+            connection_id: "c-2".into()
+        }
+    );
+
+    e.drain(WAIT);
+    first.drained().await;
+    extra.drained().await;
+    timeout(e.wait()).await.unwrap();
+}
+
+/// The extras go with their address (§9.1): a name that stops resolving to the address
+/// drains its first session and its extra alike, and the new address gets a session.
+#[tokio::test]
+async fn the_extras_go_with_their_address() {
+    let (a, url_a) = Gateway::bind().await;
+    let (b, url_b) = Gateway::bind().await;
+    let addr = |url: &str| -> std::net::SocketAddr { url["ws://".len()..].parse().unwrap() };
+    let dns = std::sync::Arc::new(std::sync::Mutex::new(addr(&url_a)));
+    let mut config = WorkerConfig::new("ws://gateways.test:9", "core:host-test");
+    let table = dns.clone();
+    config.resolver = vyx_core::session::Resolver::new(move |_, _| {
+        let found = vec![*table.lock().unwrap()];
+        Box::pin(async move { Ok(found) })
+    });
+    config.resolve_interval = Duration::from_millis(20);
+    let e = Engine::new(config).unwrap();
+    e.add_route("GET", "/x").unwrap();
+    e.start().unwrap();
+    let mut first = a.hello().await;
+    first.welcome_asking("c-1", 2).await;
+    let mut extra = a.welcome("c-2", 65536).await;
+    extra.served(&e, 1).await;
+
+    *dns.lock().unwrap() = addr(&url_b);
+    let mut other = b.welcome("c-3", 65536).await;
+    first.drained().await;
+    extra.drained().await;
+    other.served(&e, 1).await;
+    while e.gateways().len() > 1 {
+        timeout(e.next_batch(8)).await.unwrap();
+    }
     e.drain(Duration::ZERO);
 }

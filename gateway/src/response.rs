@@ -5,7 +5,8 @@
 //! what its window allows. If credit followed the client's reading alone, a client that
 //! never reads (an HTTP/1 socket it does not drain, an HTTP/2 stream window of 0) would
 //! hold the slot for ever. So a pump task takes the worker's DATA as it comes and grants it
-//! more credit as it arrives, up to `limits.response_buffer` per response (and
+//! more credit as it arrives (and one window ahead, with the head, when its
+//! `content-length` is known), up to `limits.response_buffer` per response (and
 //! `limits.response_buffer_total` gateway-wide): a response that fits is complete at the
 //! worker, and its slot free, whatever the client does. Beyond that, credit follows the
 //! client's reading, and a client that takes nothing for `timeouts.send` while the gateway
@@ -18,7 +19,7 @@
 //! (`timeouts.send`).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -81,6 +82,42 @@ struct Flow {
     state: Mutex<State>,
     /// Wakes the pump when its clock may have changed or the body is gone.
     pump: Notify,
+    credit: Credit,
+}
+
+/// The worker's credit on the stream, granted from two places: the pump (as DATA arrives,
+/// up to the buffer) and the body (as the client takes it).
+struct Credit {
+    /// The stream's receive window, which the reader spends as DATA arrives.
+    window: Arc<AtomicI64>,
+    /// `initial_window` plus every increment sent so far.
+    granted: AtomicU64,
+    /// The worker's `content-length`: credit beyond it is never used.
+    expected: Option<u64>,
+}
+
+impl Credit {
+    /// Grants up to `inc` more, never past `expected`; nothing when that leaves nothing.
+    fn grant(&self, conn: &WorkerConn, stream: u32, inc: u32) {
+        let cap = self.expected.unwrap_or(u64::MAX);
+        let Ok(before) = self
+            .granted
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |g| {
+                (g < cap).then(|| g + u64::from(inc).min(cap - g))
+            })
+        else {
+            return;
+        };
+        let inc = u64::from(inc).min(cap - before) as u32;
+        self.window.fetch_add(i64::from(inc), Ordering::AcqRel);
+        conn.send(Outgoing::Frame(
+            Window {
+                stream_id: stream,
+                increment: inc,
+            }
+            .encode(),
+        ));
+    }
 }
 
 /// A worker's response body as hyper pulls it: the chunks the pump has buffered. Grants
@@ -89,7 +126,6 @@ pub struct ResponseBody {
     flow: Arc<Flow>,
     conn: Arc<WorkerConn>,
     stream: u32,
-    credit: Arc<AtomicI64>,
     initial_window: u32,
     unacked: u32,
     expected: Option<u64>,
@@ -130,12 +166,16 @@ impl ResponseBody {
                 on_abort: None,
             }),
             pump: Notify::new(),
+            credit: Credit {
+                window: src.credit.clone(),
+                granted: AtomicU64::new(u64::from(src.initial_window)),
+                expected: src.expected,
+            },
         });
         let body = ResponseBody {
             flow: flow.clone(),
             conn: src.guard.conn.clone(),
             stream: src.guard.id,
-            credit: src.credit.clone(),
             initial_window: src.initial_window,
             unacked: 0,
             expected: src.expected,
@@ -228,7 +268,7 @@ impl ResponseBody {
         self.unacked += n;
         if window_update_due(self.unacked, self.initial_window) {
             let inc = std::mem::take(&mut self.unacked);
-            send_window(&self.conn, self.stream, &self.credit, inc);
+            self.flow.credit.grant(&self.conn, self.stream, inc);
         }
     }
 }
@@ -318,17 +358,6 @@ pub fn already_complete(
     None
 }
 
-fn send_window(conn: &WorkerConn, stream: u32, credit: &AtomicI64, inc: u32) {
-    credit.fetch_add(i64::from(inc), Ordering::AcqRel);
-    conn.send(Outgoing::Frame(
-        Window {
-            stream_id: stream,
-            increment: inc,
-        }
-        .encode(),
-    ));
-}
-
 /// Ends the body with `why`, after what is already buffered (`keep`) or at once.
 fn finish(flow: &Flow, end: Result<(), BodyError>, keep: bool) {
     let mut s = flow.state.lock().unwrap();
@@ -361,18 +390,39 @@ async fn pump(flow: Arc<Flow>, src: Source, shared: Arc<Shared>) {
     let budget = &shared.response_budget;
     let Source {
         mut rx,
-        credit,
+        credit: _,
         initial_window,
         guard,
         expected,
         trailers,
         idle: _,
     } = src;
-    let extra_cap = rules.buffer.saturating_sub(u64::from(initial_window));
+    // Credit the pump may grant beyond the stream window: the rest of the buffer, or less
+    // when the body's length says it needs less.
+    let extra_cap = rules
+        .buffer
+        .min(expected.unwrap_or(u64::MAX))
+        .saturating_sub(u64::from(initial_window));
     // Credit granted beyond the stream window, held against the gateway-wide budget.
     let mut extra: u64 = 0;
     let mut permit: Option<OwnedSemaphorePermit> = None;
     let mut unsent: u32 = 0;
+    // A body of known length gets one more window now, with its head: granted only as its
+    // DATA arrived, a worker spent its window before the first WINDOW went out and waited a
+    // round trip. One window, not the whole buffer: a worker builds its DATA frames as soon
+    // as it has credit, so credit far ahead of the gateway's reading is memory held in the
+    // worker's queue, cold by the time it is written (at 50 concurrent 1 MiB responses the
+    // whole buffer up front cost the worker more CPU per response than it saved). A body of
+    // unknown length is granted as it arrives, so that a short or slow one (an event
+    // stream) does not take the budget ahead of its bytes.
+    let ahead = extra_cap.min(u64::from(initial_window));
+    if expected.is_some() && ahead > 0 {
+        if let Ok(p) = budget.clone().try_acquire_many_owned(ahead as u32) {
+            permit = Some(p);
+            extra = ahead;
+            flow.credit.grant(&guard.conn, guard.id, ahead as u32);
+        }
+    }
     let mut received: u64 = 0;
     let mut worker_done = false;
     // One timer for the pump's life, moved only when its deadline does.
@@ -432,7 +482,7 @@ async fn pump(flow: Arc<Flow>, src: Source, shared: Arc<Shared>) {
                             extra += u64::from(want);
                             unsent += want;
                             if window_update_due(unsent, initial_window) || extra == extra_cap {
-                                send_window(&guard.conn, guard.id, &credit, std::mem::take(&mut unsent));
+                                flow.credit.grant(&guard.conn, guard.id, std::mem::take(&mut unsent));
                             }
                         }
                     }

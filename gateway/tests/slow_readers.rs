@@ -14,6 +14,8 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use vyx::Request;
+use vyx_core::frame::{Data, Frame, Response, Window};
+use vyx_core::limits::MAX_DATA_CHUNK;
 
 const BIG: usize = 32 << 20;
 const MEDIUM: usize = 800 << 10;
@@ -322,4 +324,127 @@ async fn an_http2_connection_left_with_only_aborted_streams_is_closed_when_idle(
         .ok();
     drop((resp, send));
     w.stop();
+}
+
+/// A raw worker serving `GET /sized` (route 0) and `GET /ok` (route 1), answered by hand.
+async fn raw_worker(gw: SocketAddr) -> RawWorker {
+    let routes = vec![route(0, "GET", "/sized"), route(1, "GET", "/ok")];
+    RawWorker::connect(gw, "raw:window", routes).await
+}
+
+/// A 200 head announcing `content-length: len`.
+fn sized_head(stream_id: u32, len: usize) -> Frame {
+    Frame::Response(Response {
+        stream_id,
+        end_stream: false,
+        status: 200,
+        headers: vec![(
+            Bytes::from_static(b"content-length"),
+            Bytes::from(len.to_string()),
+        )],
+    })
+}
+
+/// Sends `len` bytes of body on `stream_id` in DATA frames of `MAX_DATA_CHUNK` or less,
+/// never past the worker's credit: `credit` to start with, then what each WINDOW adds, read
+/// when it is spent. Returns the credit at the end.
+async fn send_body(
+    w: &mut RawWorker,
+    stream_id: u32,
+    len: usize,
+    end: bool,
+    mut credit: usize,
+) -> usize {
+    let mut sent = 0;
+    while sent < len {
+        if sent == credit {
+            let (stream, more) = next_window(w).await;
+            assert_eq!(stream, stream_id);
+            credit += more;
+            continue;
+        }
+        let n = MAX_DATA_CHUNK.min(len - sent).min(credit - sent);
+        sent += n;
+        w.send(Frame::Data(Data {
+            stream_id,
+            end_stream: end && sent == len,
+            data: Bytes::from(vec![b'x'; n]),
+        }))
+        .await;
+    }
+    credit
+}
+
+/// The next frame, which must be a WINDOW: its stream and increment.
+async fn next_window(w: &mut RawWorker) -> (u32, usize) {
+    match w.next_frame().await {
+        Frame::Window(Window {
+            stream_id,
+            increment,
+        }) => (stream_id, increment as usize),
+        other => panic!("expected WINDOW, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_response_of_known_length_gets_a_window_ahead_with_its_head() {
+    let gw = TestGateway::start().await;
+    let mut w = raw_worker(gw.addr).await;
+    let window = w.welcome.initial_window as usize;
+    let len = 1 << 20; // limits.response_buffer's default: all of it fits
+    let (c, url) = (client(), gw.url("/sized"));
+    let req = tokio::spawn(async move { get(&c, &url).await });
+    let Frame::Request(r) = w.next_frame().await else {
+        panic!("expected REQUEST")
+    };
+    w.send(sized_head(r.stream_id, len)).await;
+    // One more window, before any DATA. Before, the first WINDOW went out once 128 KiB of
+    // DATA had arrived: a worker spent its whole window and waited for it (here, the wait
+    // never ended).
+    assert_eq!(next_window(&mut w).await, (r.stream_id, window));
+    // The rest as the DATA arrives, up to the buffer: all this body needs, no more.
+    assert_eq!(
+        send_body(&mut w, r.stream_id, len, true, 2 * window).await,
+        len
+    );
+    let (status, body) = req.await.unwrap();
+    assert_eq!((status, body.len()), (200, len));
+    // And the client's taking it granted nothing (those grants would have been queued before
+    // this request's REQUEST).
+    let (c, url) = (client(), gw.url("/ok"));
+    let req = tokio::spawn(async move { get(&c, &url).await });
+    match w.next_frame().await {
+        Frame::Request(r) => {
+            w.send(respond(r.stream_id, 200, false)).await;
+            w.send(data(r.stream_id, b"ok", true)).await;
+        }
+        other => panic!("expected the second REQUEST, got {other:?}"),
+    }
+    assert_eq!(req.await.unwrap(), (200, Bytes::from("ok")));
+}
+
+#[tokio::test]
+async fn a_worker_sending_past_the_response_buffer_is_refused() {
+    let gw = TestGateway::start().await;
+    let mut w = raw_worker(gw.addr).await;
+    let window = w.welcome.initial_window as usize;
+    // A client that takes nothing: all the worker's credit is the gateway's buffer.
+    let mut send = h2_zero_window(gw.addr).await;
+    let head = tokio::spawn(async move {
+        let resp = h2_head(&mut send, "/sized").await;
+        (send, resp)
+    });
+    let Frame::Request(r) = w.next_frame().await else {
+        panic!("expected REQUEST")
+    };
+    // Longer than the buffer: a window ahead, then credit as the DATA arrives up to the
+    // buffer (1 MiB, `limits.response_buffer`).
+    w.send(sized_head(r.stream_id, 2 << 20)).await;
+    assert_eq!(next_window(&mut w).await, (r.stream_id, window));
+    let credit = send_body(&mut w, r.stream_id, 1 << 20, false, 2 * window).await;
+    assert_eq!(credit, 1 << 20);
+    let held = head.await.unwrap();
+    w.send(data(r.stream_id, b"x", false)).await;
+    assert_eq!(w.close_code().await, 4008, "flow_control");
+    drop(held);
 }

@@ -8,7 +8,8 @@ export interface VyxWorkerOptions {
   /**
    * Gateway URL, `ws://host:port` or `wss://...`, or a list of them (default: `VYX_CONNECT`,
    * comma-separated). The worker holds a session to each gateway and to each address of
-   * its host name.
+   * its host name; to one address, as many as its gateway asks for (one per gateway shard,
+   * so that a request is served on the core that took it).
    */
   connect?: string | string[];
   /** Worker id (default: `VYX_WORKER_ID`). */
@@ -252,7 +253,10 @@ export interface HttpOptions {
 export declare class VyxWorker extends EventEmitter {
   constructor(options?: VyxWorkerOptions);
   readonly id: string;
-  /** Each session's latest state; `state` is their aggregate (`connected` while one is). */
+  /**
+   * Each session's latest state (an address a gateway asked several connections to has one
+   * entry per connection); `state` is their aggregate (`connected` while one is).
+   */
   gateways(): GatewayState[];
   /** The latest connection state emitted (`{ kind: 'connecting' }` before any). */
   readonly state: StateEvent;

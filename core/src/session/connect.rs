@@ -16,7 +16,7 @@ use crate::handshake::{
     Hello, Welcome, PROTOCOL_VERSION, REGISTER_PATH, SUBPROTOCOL, WORKER_ID_HEADER,
 };
 use crate::limits::{HANDSHAKE_TIMEOUT, MAX_FRAME_SIZE};
-use crate::transport::{truncate_reason, websocket_config, ReadAhead};
+use crate::transport::{truncate_reason, websocket_config, ReadAhead, Wire};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
@@ -131,9 +131,10 @@ pub(crate) async fn dial(
             .await
             .map_err(tungstenite::Error::Io)?;
         tcp.set_nodelay(true).map_err(tungstenite::Error::Io)?;
+        let (read, write) = tcp.into_split();
         tokio_tungstenite::client_async_tls_with_config(
             req,
-            ReadAhead::new(tcp),
+            Wire::new(ReadAhead::new(read), write),
             Some(websocket_config()),
             tls.map(tokio_tungstenite::Connector::Rustls),
         )

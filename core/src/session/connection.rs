@@ -22,7 +22,8 @@ use crate::handshake::{Drain, Welcome};
 use crate::heartbeat::Heartbeat;
 use crate::limits::MAX_TRAILERS_SIZE;
 pub(crate) use crate::transport::Outgoing;
-use crate::transport::{sleep_until_opt, write_loop, OutQueue};
+use crate::transport::{sleep_until_opt, write_loop_framed, OutQueue};
+use tokio_tungstenite::MaybeTlsStream;
 
 /// What the connection's streams share with it.
 pub(crate) struct ConnShared {
@@ -96,10 +97,16 @@ pub(crate) struct RunArgs<'a> {
 
 /// Serves one connection until it ends.
 pub(crate) async fn run(ws: WsStream, args: RunArgs<'_>) -> ConnEnd {
+    // On a plain socket the writer frames binary messages itself (one pass over a body
+    // byte instead of three, transport::Wire); TLS records are tungstenite's to write.
+    let frames = match ws.get_ref() {
+        MaybeTlsStream::Plain(wire) => Some(wire.frame_writer()),
+        _ => None,
+    };
     let (sink, mut stream) = ws.split();
     // Response DATA is held to the gateway's windows; the queue adds no limit of its own.
     let queue = OutQueue::new(usize::MAX);
-    let writer = tokio::spawn(write_loop(sink, queue.clone()));
+    let writer = tokio::spawn(write_loop_framed(sink, frames, queue.clone()));
     let conn = Arc::new(ConnShared {
         queue,
         initial_window: args.welcome.initial_window,

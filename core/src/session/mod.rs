@@ -52,17 +52,18 @@ pub(crate) use events::{Event, Events, SessionEvents};
 use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, watch, Mutex};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::error::CloseCode;
 use crate::handshake::{self, RouteSpec};
-use crate::transport::ReadAhead;
+use crate::transport::{ReadAhead, Wire};
 
 pub use crate::config::{WorkerConfig, ENV_CA_FILE, ENV_CONNECT, ENV_TOKEN, ENV_WORKER_ID};
 
-pub(crate) type WsStream = WebSocketStream<MaybeTlsStream<ReadAhead<TcpStream>>>;
+pub(crate) type WsStream =
+    WebSocketStream<MaybeTlsStream<Wire<ReadAhead<OwnedReadHalf>, OwnedWriteHalf>>>;
 
 /// Where the engine, or one of its sessions, is. Every change reaches the host, in order,
 /// in [`Batch::states`] (the worker) and [`Batch::gateways`] (each session);
@@ -297,7 +298,8 @@ impl Engine {
     }
 
     /// The latest state of each live session, in the order they began (the host sees
-    /// every change in [`Batch::gateways`]). A session ends when the engine stops, when
+    /// every change in [`Batch::gateways`]); the extra sessions a gateway asks for
+    /// (PROTOCOL.md §9.1) are entries with the same gateway and address. A session ends when the engine stops, when
     /// its address leaves its gateway's host name, or when its gateway refused the worker.
     ///
     /// ```no_run

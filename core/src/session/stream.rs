@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use tokio::sync::Notify;
 use tracing::{debug, warn};
 
@@ -215,19 +215,32 @@ struct RecvState {
 }
 
 /// A body chunk given to [`StreamShared::write`]: borrowed bytes are copied into frames, and
-/// so is the tail the window cannot take yet; owned bytes keep that tail as a slice.
+/// so is the tail the window cannot take yet; owned bytes are sent and kept as slices (the
+/// writer copies them once, into the socket's buffer).
 trait BodyChunk: AsRef<[u8]> {
+    /// The DATA frame of stream `id` carrying `range` of the chunk.
+    fn data(&self, id: u32, last: bool, range: std::ops::Range<usize>) -> Outgoing;
     /// The last `len` bytes, to wait for credit.
     fn tail(self, len: usize) -> Bytes;
 }
 
 impl BodyChunk for &[u8] {
+    fn data(&self, id: u32, last: bool, range: std::ops::Range<usize>) -> Outgoing {
+        Outgoing::Frame(Data::encode_parts(id, last, &self[range]))
+    }
     fn tail(self, len: usize) -> Bytes {
         Bytes::copy_from_slice(&self[self.len() - len..])
     }
 }
 
 impl BodyChunk for Bytes {
+    fn data(&self, id: u32, last: bool, range: std::ops::Range<usize>) -> Outgoing {
+        let head = Data::header(id, last);
+        Outgoing::Data {
+            head,
+            payload: self.slice(range),
+        }
+    }
     fn tail(self, len: usize) -> Bytes {
         self.slice(self.len() - len..)
     }
@@ -351,31 +364,31 @@ impl StreamShared {
     /// Sends DATA frames from `data` while the window has credit; what does not fit stays
     /// in `data`. `end` sets END_STREAM on the frame with the last byte.
     fn send_frames(&self, data: &mut Bytes, end: bool) -> Result<(), StreamError> {
-        while !data.is_empty() {
-            let n = self.send.try_reserve(data.len().min(MAX_DATA_CHUNK))?;
-            if n == 0 {
-                break;
-            }
-            let chunk = data.split_to(n);
-            let last = end && data.is_empty();
-            self.send_data(Data::encode_parts(self.id, last, &chunk), last);
-        }
+        let left = self.send_chunk(&*data, end)?;
+        data.advance(data.len() - left);
         Ok(())
     }
 
-    /// Like [`StreamShared::send_frames`] from a borrowed slice: returns what did not fit.
-    fn send_slice<'a>(&self, mut data: &'a [u8], end: bool) -> Result<&'a [u8], StreamError> {
-        while !data.is_empty() {
-            let n = self.send.try_reserve(data.len().min(MAX_DATA_CHUNK))?;
+    /// Sends DATA frames from `data` while the window has credit; returns how many of its
+    /// bytes (the last ones) did not fit.
+    fn send_chunk(&self, data: &impl BodyChunk, end: bool) -> Result<usize, StreamError> {
+        let len = data.as_ref().len();
+        let mut at = 0;
+        while at < len {
+            let n = self.send.try_reserve((len - at).min(MAX_DATA_CHUNK))?;
             if n == 0 {
                 break;
             }
-            let (chunk, rest) = data.split_at(n);
-            data = rest;
-            let last = end && data.is_empty();
-            self.send_data(Data::encode_parts(self.id, last, chunk), last);
+            let last = end && at + n == len;
+            self.send_out(data.data(self.id, last, at..at + n), last);
+            at += n;
         }
-        Ok(data)
+        Ok(len - at)
+    }
+
+    /// [`StreamShared::send_out`] of an encoded frame.
+    fn send_data(&self, frame: Bytes, last: bool) {
+        self.send_out(Outgoing::Frame(frame), last);
     }
 
     /// Queues a frame of this stream; `last` says it ends the response. The stream then
@@ -383,11 +396,11 @@ impl StreamShared {
     /// is done too: the gateway may open the next stream the moment it reads this frame and
     /// must not find the worker still at its cap (a host answering from another thread, as
     /// a binding does, can be descheduled between the two steps).
-    fn send_data(&self, frame: Bytes, last: bool) {
+    fn send_out(&self, out: Outgoing, last: bool) {
         if last {
             self.conn.finish_response(self.id);
         }
-        self.conn.send(Outgoing::Frame(frame));
+        self.conn.send(out);
     }
 
     /// The whole response went out. On an upgraded connection that is the host's
@@ -546,9 +559,7 @@ impl StreamShared {
             }
             return Ok(TrySend::Accepted);
         }
-        let left = self
-            .send_slice(data.as_ref(), end && out.trailers.is_none())?
-            .len();
+        let left = self.send_chunk(&data, end && out.trailers.is_none())?;
         if left == 0 {
             if end {
                 if let Some(t) = out.trailers.take() {

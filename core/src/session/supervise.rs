@@ -46,6 +46,13 @@ fn logs_unseen() -> bool {
     tracing::dispatcher::get_default(|d| d.is::<tracing::subscriber::NoSubscriber>())
 }
 
+/// A first session's line to its address's keeper (gateways.rs): the `connections` of each
+/// WELCOME it accepts (§9.1 "Connections per address"), and a poke to look at it.
+pub(crate) struct Asked {
+    pub(crate) connections: Arc<AtomicU32>,
+    pub(crate) poke: mpsc::Sender<()>,
+}
+
 /// Where one session dials.
 pub(crate) struct Dest<'a> {
     pub(crate) url: &'a str,
@@ -53,15 +60,17 @@ pub(crate) struct Dest<'a> {
 }
 
 /// Runs one session to its end and reports its last state. `failed` hears of each failed
-/// attempt, so that the host name is resolved again at once.
+/// attempt, so that the host name is resolved again at once; `asked`, given to an address's
+/// first session only, of each WELCOME's `connections`.
 pub(crate) async fn session(
     shared: &Shared,
     dest: Dest<'_>,
     events: SessionEvents,
     stop: watch::Receiver<Option<Duration>>,
     failed: mpsc::UnboundedSender<()>,
+    asked: Option<Asked>,
 ) -> Result<(), EngineError> {
-    let result = reconnect_loop(shared, &dest, &events, stop, failed).await;
+    let result = reconnect_loop(shared, &dest, &events, stop, failed, asked).await;
     events.state(match &result {
         Ok(()) => ConnectionState::Stopped,
         Err(e) => ConnectionState::Failed {
@@ -77,6 +86,7 @@ async fn reconnect_loop(
     events: &SessionEvents,
     mut stop: watch::Receiver<Option<Duration>>,
     failed: mpsc::UnboundedSender<()>,
+    asked: Option<Asked>,
 ) -> Result<(), EngineError> {
     let cfg = &shared.cfg;
     let (url, addr) = (dest.url, dest.addr);
@@ -105,6 +115,12 @@ async fn reconnect_loop(
                 events.state(ConnectionState::Connected {
                     connection_id: welcome.connection_id.clone(),
                 });
+                if let Some(asked) = &asked {
+                    asked
+                        .connections
+                        .store(welcome.connections, Ordering::Release);
+                    let _ = asked.poke.try_send(());
+                }
                 let up_since = tokio::time::Instant::now();
                 let end = connection::run(
                     ws,

@@ -4,6 +4,7 @@
 
 mod queue;
 mod read_ahead;
+mod wire;
 mod writer;
 
 use bytes::Bytes;
@@ -11,17 +12,27 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::error::CloseCode;
+use crate::frame::HEADER_LEN;
 use crate::limits::MAX_FRAME_SIZE;
 
 pub use queue::OutQueue;
 pub use read_ahead::{ReadAhead, READ_AHEAD, READ_CHUNK};
-pub use writer::write_loop;
+pub use wire::{put_masked_binary, FrameWriter, Wire, MOVE_MAX, WRITE_BUFFER};
+pub use writer::{write_loop, write_loop_framed};
 
 /// What a writer task puts on the socket.
 #[derive(Debug)]
 pub enum Outgoing {
     /// An encoded frame, sent as one binary message.
     Frame(Bytes),
+    /// A DATA frame not yet encoded: its header ([`crate::frame::Data::header`]) and its
+    /// payload, a slice of the sender's bytes. Sent as one binary message, the same bytes as
+    /// [`Outgoing::Frame`] of the encoded frame; a writer that frames messages itself
+    /// ([`Wire`]) copies the payload once, masked, and never builds the frame.
+    Data {
+        head: [u8; HEADER_LEN],
+        payload: Bytes,
+    },
     Ping,
     /// A close frame; the writer stops after it.
     Close(CloseCode, String),
@@ -39,7 +50,7 @@ pub fn websocket_config() -> WebSocketConfig {
         .max_message_size(Some(MAX_FRAME_SIZE))
         .max_frame_size(Some(MAX_FRAME_SIZE))
         .read_buffer_size(READ_CHUNK)
-        .write_buffer_size(128 * 1024)
+        .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(4 * MAX_FRAME_SIZE)
 }
 

@@ -152,12 +152,12 @@ impl OutQueue {
 
     pub(super) fn next(&self) -> Next {
         let mut st = self.state.lock().unwrap();
-        if let Some((m, bounded)) = st.fair.pop() {
+        if let Some((next, bounded)) = st.fair.pop() {
             drop(st);
             if bounded {
                 self.room.notify_waiters();
             }
-            return Next::Message(m);
+            return next;
         }
         match st.closing.take() {
             Some((code, reason)) => Next::Close(code, reason),
@@ -179,6 +179,8 @@ impl OutQueue {
 
 pub(super) enum Next {
     Message(Message),
+    /// A DATA frame as header and payload ([`Outgoing::Data`]).
+    Data([u8; frame::HEADER_LEN], Bytes),
     Close(CloseCode, String),
     Finish,
     Empty,
@@ -189,10 +191,10 @@ pub(super) enum Next {
 #[derive(Default)]
 struct FairQueue {
     urgent: VecDeque<Message>,
-    data: HashMap<u32, VecDeque<Bytes>>,
+    data: HashMap<u32, VecDeque<StreamFrame>>,
     /// Streams with queued DATA, in turn order.
     turns: VecDeque<u32>,
-    spare: Vec<VecDeque<Bytes>>,
+    spare: Vec<VecDeque<StreamFrame>>,
     /// Streams whose REQUEST is in `urgent`, not yet written.
     requests: HashSet<u32>,
     ping_queued: bool,
@@ -202,20 +204,44 @@ struct FairQueue {
     other_bytes: usize,
 }
 
+/// A frame queued behind its stream's DATA: DATA itself, or what ends a body.
+enum StreamFrame {
+    Encoded(Bytes),
+    Data([u8; frame::HEADER_LEN], Bytes),
+}
+
+impl StreamFrame {
+    fn len(&self) -> usize {
+        match self {
+            StreamFrame::Encoded(b) => b.len(),
+            StreamFrame::Data(_, payload) => frame::HEADER_LEN + payload.len(),
+        }
+    }
+}
+
 impl FairQueue {
+    /// Queues `f` behind stream `id`'s DATA.
+    fn push_stream(&mut self, id: u32, f: StreamFrame) {
+        let spare = &mut self.spare;
+        let q = self.data.entry(id).or_insert_with(|| {
+            self.turns.push_back(id);
+            spare.pop().unwrap_or_default()
+        });
+        self.data_bytes += f.len();
+        q.push_back(f);
+    }
+
     /// Queues one message; `true` when DATA was dropped (room was freed).
     fn push(&mut self, out: Outgoing) -> bool {
         match out {
+            Outgoing::Data { head, payload } => {
+                let id = u32::from_be_bytes([head[2], head[3], head[4], head[5]]);
+                self.push_stream(id, StreamFrame::Data(head, payload));
+            }
             Outgoing::Frame(b) => match frame_kind(&b) {
                 // TRAILERS ends a body: it keeps its place behind the stream's DATA.
                 Some((frame::kind::DATA | frame::kind::TRAILERS, id)) => {
-                    let spare = &mut self.spare;
-                    let q = self.data.entry(id).or_insert_with(|| {
-                        self.turns.push_back(id);
-                        spare.pop().unwrap_or_default()
-                    });
-                    self.data_bytes += b.len();
-                    q.push_back(b);
+                    self.push_stream(id, StreamFrame::Encoded(b));
                 }
                 Some((frame::kind::RESET, id)) => match self.data.get_mut(&id) {
                     // `no_error` follows a complete response (§4.3), `handler_error` the
@@ -223,7 +249,7 @@ impl FairQueue {
                     // the abort (as from gunicorn): after their DATA, in order.
                     Some(q) if matches!(b.get(6..10), Some([0, 0, 0, 0] | [0, 0, 0, 2])) => {
                         self.data_bytes += b.len();
-                        q.push_back(b);
+                        q.push_back(StreamFrame::Encoded(b));
                     }
                     _ => {
                         let freed = self.drop_data(id);
@@ -271,7 +297,7 @@ impl FairQueue {
             return false;
         };
         self.turns.retain(|&t| t != id);
-        self.data_bytes -= q.iter().map(Bytes::len).sum::<usize>();
+        self.data_bytes -= q.iter().map(StreamFrame::len).sum::<usize>();
         q.clear();
         self.spare.push(q);
         true
@@ -279,7 +305,7 @@ impl FairQueue {
 
     /// The next message to write, and whether it counted in the bound (a REQUEST or DATA):
     /// a non-DATA frame, else the next stream's next DATA.
-    fn pop(&mut self) -> Option<(Message, bool)> {
+    fn pop(&mut self) -> Option<(Next, bool)> {
         if let Some(m) = self.urgent.pop_front() {
             let mut request = false;
             match &m {
@@ -294,15 +320,15 @@ impl FairQueue {
                 _ => {}
             }
             self.other_bytes -= message_len(&m);
-            return Some((m, request));
+            return Some((Next::Message(m), request));
         }
         let id = self.turns.pop_front()?;
         let q = self
             .data
             .get_mut(&id)
             .expect("a stream with a turn has DATA queued");
-        let b = q.pop_front().expect("queues in turn are not empty");
-        self.data_bytes -= b.len();
+        let f = q.pop_front().expect("queues in turn are not empty");
+        self.data_bytes -= f.len();
         if q.is_empty() {
             if let Some(q) = self.data.remove(&id) {
                 self.spare.push(q);
@@ -310,7 +336,13 @@ impl FairQueue {
         } else {
             self.turns.push_back(id);
         }
-        Some((Message::Binary(b), true))
+        Some((
+            match f {
+                StreamFrame::Encoded(b) => Next::Message(Message::Binary(b)),
+                StreamFrame::Data(head, payload) => Next::Data(head, payload),
+            },
+            true,
+        ))
     }
 }
 

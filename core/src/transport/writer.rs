@@ -2,8 +2,12 @@
 
 use std::sync::Arc;
 
+use std::future::{poll_fn, Future};
+use std::task::Poll;
+
 use futures_util::stream::SplitSink;
 use futures_util::{Sink, SinkExt};
+use tokio::io::AsyncWrite;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -11,6 +15,7 @@ use tracing::debug;
 
 use super::queue::{Next, OutQueue};
 use super::truncate_reason;
+use super::wire::FrameWriter;
 
 /// Ends the queue when the writer returns or its task is aborted.
 struct EndOnDrop(Arc<OutQueue>);
@@ -39,26 +44,56 @@ pub fn write_loop<S>(
 where
     S: Sink<Message, Error = tungstenite::Error> + Unpin,
 {
+    write_loop_framed(sink, None::<FrameWriter<tokio::io::Empty>>, queue)
+}
+
+/// [`write_loop`], with binary messages framed by `frames` (the worker's plain sockets,
+/// [`super::Wire`]) rather than by tungstenite; pings and the close still go through `sink`.
+pub fn write_loop_framed<S, W>(
+    sink: SplitSink<S, Message>,
+    frames: Option<FrameWriter<W>>,
+    queue: Arc<OutQueue>,
+) -> impl std::future::Future<Output = ()>
+where
+    S: Sink<Message, Error = tungstenite::Error> + Unpin,
+    W: AsyncWrite + Unpin,
+{
     // Made before the first poll: a writer aborted before it ever ran ends the queue too.
     let end = EndOnDrop(queue.clone());
     async move {
         let _end = end;
-        write_queue(sink, queue).await
+        write_queue(sink, frames, queue).await
     }
 }
 
-async fn write_queue<S>(mut sink: SplitSink<S, Message>, queue: Arc<OutQueue>)
-where
+async fn write_queue<S, W>(
+    mut sink: SplitSink<S, Message>,
+    frames: Option<FrameWriter<W>>,
+    queue: Arc<OutQueue>,
+) where
     S: Sink<Message, Error = tungstenite::Error> + Unpin,
+    W: AsyncWrite + Unpin,
 {
     loop {
-        // Wait for something to write.
+        // Wait for something to write (and, with `frames`, write what tungstenite queued
+        // meanwhile: a pong, a close answer).
         let first = loop {
             let notified = queue.queued.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             match queue.next() {
-                Next::Empty => notified.await,
+                Next::Empty => {
+                    let failed = poll_fn(|cx| match &frames {
+                        _ if notified.as_mut().poll(cx).is_ready() => Poll::Ready(None),
+                        Some(frames) => frames.poll_idle(cx).map(Some),
+                        None => Poll::Pending,
+                    })
+                    .await;
+                    if let Some(e) = failed {
+                        debug!(error = %e, "write failed");
+                        return;
+                    }
+                }
                 next => break next,
             }
         };
@@ -66,6 +101,29 @@ where
         let mut yielded = false;
         loop {
             match next {
+                Next::Message(Message::Binary(frame)) if frames.is_some() => {
+                    let frames = frames.as_ref().expect("checked");
+                    if let Err(e) = send_framed(frames, &[&frame]).await {
+                        debug!(error = %e, "write failed");
+                        return;
+                    }
+                }
+                Next::Data(head, payload) => {
+                    let sent = match &frames {
+                        Some(frames) => send_framed(frames, &[&head, &payload]).await,
+                        None => {
+                            // tungstenite takes a message in one piece: the frame is built.
+                            let frame = [&head[..], &payload].concat();
+                            sink.feed(Message::Binary(frame.into()))
+                                .await
+                                .map_err(std::io::Error::other)
+                        }
+                    };
+                    if let Err(e) = sent {
+                        debug!(error = %e, "write failed");
+                        return;
+                    }
+                }
                 Next::Message(msg) => {
                     if let Err(e) = sink.feed(msg).await {
                         debug!(error = %e, "write failed");
@@ -101,11 +159,21 @@ where
             }
             next = queue.next();
         }
+        // With `frames` too: tungstenite flushes the shared buffer (`Wire::poll_flush`).
         if let Err(e) = sink.flush().await {
             debug!(error = %e, "flush failed");
             return;
         }
     }
+}
+
+/// Writes the binary message `parts` (concatenated) through `frames`, with a fresh mask.
+async fn send_framed<W: AsyncWrite + Unpin>(
+    frames: &FrameWriter<W>,
+    parts: &[&[u8]],
+) -> std::io::Result<()> {
+    let mask = rand::random();
+    poll_fn(|cx| frames.poll_send_binary(cx, parts, mask)).await
 }
 
 #[cfg(test)]
@@ -115,6 +183,7 @@ mod tests {
     use crate::frame::{self, Data, Reset, Response};
     use crate::transport::queue::frame_kind;
     use crate::transport::Outgoing;
+    use bytes::Bytes;
     use futures_util::StreamExt;
     use std::pin::Pin;
     use std::sync::{Arc, Mutex};
@@ -465,5 +534,76 @@ mod tests {
         assert!(tx.try_push_request(head(4)).is_ok());
         writer.abort();
         let _ = writer.await;
+    }
+
+    /// The worker's own framing (`Wire`), of encoded frames and of DATA in two parts, over an
+    /// in-memory pipe small enough that writes are partial: a tungstenite server (which refuses unmasked frames) reads the messages
+    /// whole and in order, gets its ping answered between them, and the close last.
+    #[tokio::test]
+    async fn frames_the_writer_builds_reach_a_tungstenite_server_whole_with_pongs_between() {
+        use crate::transport::{websocket_config, Wire};
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        use tokio_tungstenite::WebSocketStream;
+
+        let (ours, theirs) = tokio::io::duplex(16 * 1024);
+        let (ours_read, ours_write) = tokio::io::split(ours);
+        let config = Some(crate::transport::websocket_config());
+        let client = WebSocketStream::from_raw_socket(
+            Wire::new(ours_read, ours_write),
+            Role::Client,
+            config,
+        )
+        .await;
+        let frames = client.get_ref().frame_writer();
+        let (sink, mut stream) = client.split();
+        let queue = OutQueue::new(usize::MAX);
+        let writer = tokio::spawn(write_loop_framed(sink, Some(frames), queue.clone()));
+        // Reading is what answers pings.
+        let reader = tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+        let mut server =
+            WebSocketStream::from_raw_socket(theirs, Role::Server, Some(websocket_config())).await;
+        server
+            .send(Message::Ping(b"hb".to_vec().into()))
+            .await
+            .unwrap();
+
+        let sizes = [0, 1, 119, 120, 65_530, 65_536, 200_000, 3];
+        let sent: Vec<Bytes> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let body: Vec<u8> = (0..n).map(|j| (i * 31 + j * 7) as u8).collect();
+                Data::encode_parts(i as u32 + 1, false, &body)
+            })
+            .collect();
+        for (i, frame) in sent.iter().enumerate() {
+            // Encoded, or as a DATA header and a slice of the payload (as the SDK sends).
+            queue.push(match i % 2 {
+                0 => Outgoing::Frame(frame.clone()),
+                _ => Outgoing::Data {
+                    head: frame[..frame::HEADER_LEN].try_into().unwrap(),
+                    payload: frame.slice(frame::HEADER_LEN..),
+                },
+            });
+        }
+        queue.push(Outgoing::Close(CloseCode::Normal, "bye".into()));
+        let (mut got, mut pongs, mut close) = (Vec::new(), 0, None);
+        while let Some(msg) = server.next().await {
+            match msg.expect("frames as tungstenite reads them") {
+                Message::Binary(b) => got.push(b),
+                Message::Pong(p) => {
+                    assert_eq!(&p[..], b"hb");
+                    pongs += 1;
+                }
+                Message::Close(c) => close = c,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(got, sent, "every message whole, in order");
+        assert_eq!(pongs, 1, "the ping was answered");
+        let close = close.expect("a close frame");
+        assert_eq!((u16::from(close.code), &*close.reason), (1000, "bye"));
+        writer.await.unwrap();
+        reader.abort();
     }
 }

@@ -198,6 +198,13 @@ func (c *Conn) WelcomeFeatures(initialWindow uint64, features ...string) {
 		Connections: 1, Features: features})
 }
 
+// WelcomeAsking is Welcome asking the worker to hold connections to this address (§9.1).
+func (c *Conn) WelcomeAsking(connections uint64) {
+	c.Send(&frame.Welcome{Protocol: 1, Gateway: "fake/0", ConnectionID: "c1", HeartbeatMS: 10000,
+		InitialWindow: 262144, MaxFrameSize: frame.MaxFrameSize, MaxConcurrency: c.Hello.MaxConcurrency,
+		Connections: connections})
+}
+
 func (c *Conn) Send(f frame.Frame) { c.SendRaw(websocket.MessageBinary, f.Encode()) }
 
 func (c *Conn) SendRaw(typ websocket.MessageType, b []byte) {

@@ -130,7 +130,10 @@ class Worker:
     (bytes: a WebSocket message or frame past them closes it 1009) to
     :data:`DEFAULT_WS_MAX_MESSAGE_SIZE` and :data:`DEFAULT_WS_MAX_FRAME_SIZE`; ``instance``
     names this process among replicas of the same id (default: host, pid and random bits).
-    Settings are checked at once (:class:`vyx.ConfigError`).
+    Settings are checked at once (:class:`vyx.ConfigError`). ``connect`` is one gateway URL
+    or a list: the worker holds a session to each gateway and to each address of its host
+    name, and to one address as many as its gateway asks for (one per gateway shard, so that
+    a request is served on the core that took it; :meth:`gateways` lists them).
 
     .. code-block:: python
 
@@ -210,8 +213,9 @@ class Worker:
 
     def gateways(self) -> List[GatewayState]:
         """Each session's latest state: the worker holds one per gateway, and per address
-        of a gateway's host name. ``state`` is their aggregate: ``connected`` while at
-        least one session is."""
+        of a gateway's host name, and the extra ones a gateway asks for (one per gateway
+        shard, with the same gateway and address). ``state`` is their aggregate:
+        ``connected`` while at least one session is."""
         return [GatewayState(g, a, State(s)) for g, a, s in self._engine.gateways()]
 
     @property

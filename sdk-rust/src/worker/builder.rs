@@ -107,7 +107,9 @@ impl WorkerBuilder {
     /// The gateway, or a list of them: each `ws://host:port`, `wss://host:port`, or a full
     /// registration URL (default path `/_vyx/register`). Else `VYX_CONNECT`, a
     /// comma-separated list. The worker holds a session to every gateway, and to every
-    /// address a gateway's host name resolves to ([`Worker::gateways`]).
+    /// address a gateway's host name resolves to ([`Worker::gateways`]); to one address, as
+    /// many as its gateway asks for (one per gateway shard, so that a request is served on
+    /// the core that took it; PROTOCOL.md §9.1).
     ///
     /// ```
     /// let worker = vyx::Worker::builder()

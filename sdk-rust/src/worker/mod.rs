@@ -194,8 +194,8 @@ impl Worker {
     }
 
     /// Each session's latest state: one per gateway, and per address of a gateway's host
-    /// name. [`Worker::state`] is their aggregate: `Connected` while at least one session
-    /// is.
+    /// name, and the extra ones a gateway asked for (the same gateway and address).
+    /// [`Worker::state`] is their aggregate: `Connected` while at least one session is.
     pub fn gateways(&self) -> Vec<GatewayState> {
         self.inner.control.engine.gateways()
     }

@@ -85,6 +85,10 @@ pub fn all(repo: &Path) -> Vec<WorkerProbe> {
             "backoff: gaps between refused upgrades in the envelope (§9)",
             backoff,
         ),
+        WorkerProbe::new(
+            "WELCOME connections 2: a second connection, the same HELLO, both served (§9.1)",
+            holds_the_connections_asked_for,
+        ),
     ];
     match load(repo, "streams.json").and_then(|f| traces::probes(&f)) {
         Ok(rows) => v.extend(rows),
@@ -813,6 +817,31 @@ async fn own_stall(ctx: Ctx) -> Outcome<()> {
     }
     .await;
     let _ = rig.worker.signal(libc::SIGCONT);
+    rig.explain(r)
+}
+
+/// A gateway with a shard per core asks for a connection per shard (§3.8 `connections`,
+/// §9.1): the worker opens one more to the same address with the same HELLO, and serves
+/// requests on both.
+async fn holds_the_connections_asked_for(ctx: Ctx) -> Outcome<()> {
+    let rig = Rig::start(&ctx).await?;
+    let r = async {
+        let mut first = rig.session().await?;
+        let mut welcome = first.welcome_with(10_000, vyx_core::limits::INITIAL_WINDOW);
+        welcome.connections = 2;
+        first.send(Frame::Welcome(welcome)).await?;
+        let mut second = rig.session().await?;
+        ensure_eq!(
+            second.hello(),
+            first.hello(),
+            "the second connection's HELLO"
+        );
+        second.welcome().await?;
+        serves(&mut first, 1).await?;
+        serves(&mut second, 1).await?;
+        serves(&mut first, 3).await
+    }
+    .await;
     rig.explain(r)
 }
 
