@@ -240,10 +240,7 @@ pub async fn serve<S>(
         initial_window: shared.config.initial_window,
         max_frame_size: MAX_FRAME_SIZE as u32,
         max_concurrency,
-        // One connection per shard, so that each shard has one of the worker's (§3.8).
-        connections: u32::try_from(shared.shards.len())
-            .unwrap_or(u32::MAX)
-            .min(vyx_core::limits::MAX_CONNECTIONS),
+        connections: 1,
         features: features.names(),
     };
     {
