@@ -14,7 +14,7 @@ use tcp_info::tcp_info;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use vyx_core::frame::{Data, Frame, Response};
+use vyx_core::frame::{Data, Frame};
 
 /// Data segments received on `sock` so far.
 fn data_segments_in(sock: &TcpStream) -> u32 {
@@ -48,18 +48,6 @@ async fn read_response(sock: &mut TcpStream) -> (String, Vec<u8>) {
     }
 }
 
-fn head_of(stream_id: u32, length: usize) -> Frame {
-    Frame::Response(Response {
-        stream_id,
-        end_stream: false,
-        status: 200,
-        headers: vec![(
-            Bytes::from_static(b"content-length"),
-            Bytes::from(length.to_string()),
-        )],
-    })
-}
-
 /// Two requests answered in one write from the worker: both heads, then a 16 KiB body for the
 /// first (the gateway reads and unmasks it for a while), then both ends. Each client gets its
 /// response in one write. A head handed to its request before the frames read with it were
@@ -87,8 +75,8 @@ async fn a_response_read_with_its_body_leaves_in_one_write() {
         }
         let (first, second) = (ids[0], ids[1]);
         let frames = [
-            head_of(first, BODY),
-            head_of(second, 2),
+            sized_head(first, BODY),
+            sized_head(second, 2),
             Frame::Data(Data {
                 stream_id: first,
                 end_stream: true,

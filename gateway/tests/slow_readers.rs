@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use vyx::Request;
-use vyx_core::frame::{Data, Frame, Response, Window};
+use vyx_core::frame::{Data, Frame, Window};
 use vyx_core::limits::MAX_DATA_CHUNK;
 
 const BIG: usize = 32 << 20;
@@ -330,19 +330,6 @@ async fn an_http2_connection_left_with_only_aborted_streams_is_closed_when_idle(
 async fn raw_worker(gw: SocketAddr) -> RawWorker {
     let routes = vec![route(0, "GET", "/sized"), route(1, "GET", "/ok")];
     RawWorker::connect(gw, "raw:window", routes).await
-}
-
-/// A 200 head announcing `content-length: len`.
-fn sized_head(stream_id: u32, len: usize) -> Frame {
-    Frame::Response(Response {
-        stream_id,
-        end_stream: false,
-        status: 200,
-        headers: vec![(
-            Bytes::from_static(b"content-length"),
-            Bytes::from(len.to_string()),
-        )],
-    })
 }
 
 /// Sends `len` bytes of body on `stream_id` in DATA frames of `MAX_DATA_CHUNK` or less,

@@ -697,3 +697,16 @@ pub async fn send_chunked_past_the_answer<S: tokio::io::AsyncWrite + Unpin>(
         "the body after the answer was reset: {sent:?}"
     );
 }
+
+/// A worker's 200 head announcing `content-length: len`, its body to follow in DATA.
+pub fn sized_head(stream_id: u32, len: usize) -> Frame {
+    Frame::Response(Response {
+        stream_id,
+        end_stream: false,
+        status: 200,
+        headers: vec![(
+            Bytes::from_static(b"content-length"),
+            Bytes::from(len.to_string()),
+        )],
+    })
+}
