@@ -250,12 +250,18 @@ pub fn metrics(shared: &Shared) -> Response<GatewayBody> {
 pub fn exposition(shared: &Shared) -> String {
     let conns = shared.registry.connections();
     shared.metrics.set_alive_tasks(shared.shards.alive_tasks());
+    let mut processes = std::collections::HashSet::new();
     shared.metrics.encode(
         conns.iter().map(|c| ConnectionGauges {
             worker_id: c.worker_id.clone(),
             in_flight: c.in_flight.load(Ordering::Acquire),
             queued_bytes: c.queued_bytes(),
-            capacity: c.max_concurrency,
+            // A worker process's connections share its `max_concurrency`: counted once.
+            capacity: if processes.insert(c.process()) {
+                c.max_concurrency
+            } else {
+                0
+            },
         }),
         shared.registry.worker_id_count(),
     )

@@ -88,7 +88,8 @@ pub struct GatewayConfig {
     pub retries: bool,
     /// Per-stream flow-control window announced in WELCOME.
     pub initial_window: u32,
-    /// The gateway's own cap on streams per worker connection.
+    /// The gateway's own cap on streams per worker connection, and across one worker
+    /// process's connections (spec §6).
     pub max_concurrency_per_connection: u32,
     /// Largest request body, in bytes; larger ones get 413.
     pub max_body: u64,

@@ -642,7 +642,8 @@ pub struct ConnectionGauges {
     pub worker_id: String,
     pub in_flight: usize,
     pub queued_bytes: usize,
-    /// The connection's `max_concurrency`.
+    /// The connection's `max_concurrency`, or 0 when another connection of its worker
+    /// process counted it (they share it, spec §6).
     pub capacity: usize,
 }
 

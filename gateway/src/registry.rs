@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use vyx_core::error::CloseCode;
 use vyx_core::handshake::HandshakeError;
 
-use crate::conn::{ConnRoute, WorkerConn};
+use crate::conn::{ConnRoute, InstanceIndex, WorkerConn};
 use crate::routes::{Change, LiveTable, RouteKey, RouteTable, RouteTarget, TableWriter};
 
 /// All connections of one worker id.
@@ -27,6 +27,8 @@ pub struct WorkerGroup {
     pub replicas: ArcSwap<Vec<Arc<WorkerConn>>>,
     /// Notified when a stream ends or a replica joins: requests waiting for room re-check.
     pub slot_freed: Arc<Notify>,
+    /// The slots each worker process's connections share.
+    pub instances: Arc<InstanceIndex>,
 }
 
 impl WorkerGroup {
@@ -35,6 +37,7 @@ impl WorkerGroup {
             worker_id: worker_id.to_string(),
             replicas: ArcSwap::from_pointee(Vec::new()),
             slot_freed: Arc::new(Notify::new()),
+            instances: Arc::default(),
         }
     }
 }
@@ -474,7 +477,7 @@ impl Inner {
 /// the least-loaded of all; a request crossing to another shard's connection costs ~7 µs
 /// more (bench/NOTES.md, "Shards"). `Err(true)` when replicas exist but all are full, `Err(false)` when none
 /// can serve the route. With `streamed` (a request whose body is still streaming from its
-/// client, in percent of a connection's slots), the replica must also have room under
+/// client, in percent of its worker process's slots), the replica must also have room under
 /// that share, which is reserved too (given back by `streamed_upload_done`). `exclude` is
 /// never chosen (a retry's failed connection).
 pub fn reserve_replica(
@@ -496,13 +499,15 @@ pub fn reserve_replica(
             let Some(route_id) = c.routes.load().get(key).copied() else {
                 continue;
             };
-            let load = c.in_flight.load(Ordering::Acquire);
+            // A worker process's connections share its slots (`conn::instance`).
+            let load = c.slots.in_flight.load(Ordering::Acquire);
             if load >= c.max_concurrency {
                 any_full = true;
                 continue;
             }
             if streamed.is_some_and(|pct| {
-                c.streamed_uploads.load(Ordering::Acquire) >= streamed_cap(c.max_concurrency, pct)
+                c.slots.streamed_uploads.load(Ordering::Acquire)
+                    >= streamed_cap(c.max_concurrency, pct)
             }) {
                 any_full = true;
                 continue;
@@ -515,20 +520,23 @@ pub fn reserve_replica(
         let (conn, route_id, (_, load)) = best.ok_or(any_full)?;
         if let Some(pct) = streamed {
             let cap = streamed_cap(conn.max_concurrency, pct);
-            let taken =
-                conn.streamed_uploads
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                        (n < cap).then_some(n + 1)
-                    });
+            let taken = conn.slots.streamed_uploads.fetch_update(
+                Ordering::AcqRel,
+                Ordering::Acquire,
+                |n| (n < cap).then_some(n + 1),
+            );
             if taken.is_err() {
                 continue; // lost a race for the share: look again
             }
+            conn.streamed_uploads.fetch_add(1, Ordering::AcqRel);
         }
         if conn
+            .slots
             .in_flight
             .compare_exchange(load, load + 1, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
+            conn.in_flight.fetch_add(1, Ordering::AcqRel);
             return Ok((conn.clone(), route_id));
         }
         if streamed.is_some() {

@@ -166,12 +166,14 @@ async fn the_operations_page_the_dashboard_and_the_alerts_name_what_the_gateway_
     let c = client();
     assert_eq!(get(&c, &gw.url("/no/route")).await.0, 404);
     let routes = || vec![route(1, "GET", "/ok")];
-    let mut gone = RawWorker::connect(gw.addr, "w", routes()).await;
+    // One worker process ("p"): its connection, then two more.
+    let connect = || RawWorker::connect_instance(gw.addr, "w", None, "p", routes());
+    let mut gone = connect().await;
     gone.ws.close(None).await.unwrap();
     drop(gone);
     wait_for_workers(gw.addr, "w", 0).await;
-    let first = RawWorker::connect(gw.addr, "w", routes()).await; // a reconnect
-    let again = RawWorker::connect(gw.addr, "w", routes()).await; // beside it: no reconnect
+    let first = connect().await; // a reconnect
+    let again = connect().await; // beside it: no reconnect
     serve_ok(first);
     serve_ok(again);
     assert_eq!(get(&c, &gw.url("/ok")).await.0, 200);

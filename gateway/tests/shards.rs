@@ -94,6 +94,7 @@ async fn requests_are_served_by_the_worker_connection_on_their_own_shard() {
         .map(|w| shards[&w.welcome.connection_id])
         .collect();
     assert_eq!(placed, BTreeSet::from([0, 1]), "one per shard: {shards:?}");
+    assert_eq!(a.welcome.connections, 2, "WELCOME asks for one per shard");
     let (seen, _seen_rx) = mpsc::unbounded_channel();
     let _a = serve_named(a, b"a", seen.clone(), None);
     let _b = serve_named(b, b"b", seen, None);
@@ -117,6 +118,14 @@ async fn requests_are_served_by_the_worker_connection_on_their_own_shard() {
         2,
         "both shards' connections serve: {served_by:?}"
     );
+}
+
+/// One shard, one connection: WELCOME asks for no more.
+#[tokio::test]
+async fn one_shard_asks_a_worker_for_one_connection() {
+    let gw = TestGateway::start_with(|c| c.threads = 1).await;
+    let w = RawWorker::connect(gw.addr, "single", vec![route(0, "GET", "/x")]).await;
+    assert_eq!(w.welcome.connections, 1);
 }
 
 /// The local connection full, a request goes to the other shard's rather than waiting:

@@ -151,15 +151,16 @@ async fn one(c: &HttpClient, gw: &TestGateway, kind: Kind) -> Option<u16> {
     }
 }
 
-/// The `in_flight` of replica `instance`'s connection, from `/_vyx/workers`.
+/// The `in_flight` of replica `instance`'s connections (one per shard), from `/_vyx/workers`.
 async fn in_flight(gw: &TestGateway, instance: &str) -> u64 {
     let (_, body) = get(&client(), &gw.url("/_vyx/workers")).await;
     let list: serde_json::Value = serde_json::from_slice(&body).unwrap();
     list.as_array()
         .unwrap()
         .iter()
-        .find(|w| w["instance"] == instance)
-        .map_or(0, |w| w["in_flight"].as_u64().unwrap())
+        .filter(|w| w["instance"] == instance)
+        .map(|w| w["in_flight"].as_u64().unwrap())
+        .sum()
 }
 
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {

@@ -96,8 +96,9 @@ async fn raw_utf8_in_a_target_is_percent_encoded_and_the_worker_keeps_its_connec
     let held = Arc::new(AtomicUsize::new(0));
     let release = Arc::new(tokio::sync::Semaphore::new(0));
     let _worker = worker(gw.addr, held.clone(), release.clone()).await;
+    wait_for_workers(gw.addr, "targets", 1).await;
     let before = connection_ids(&gw).await;
-    assert_eq!(before.len(), 1);
+    assert_eq!(before.len(), 2, "one connection per shard");
 
     // Well-behaved requests in flight on the worker's connection while the others come.
     const HELD: usize = 8;

@@ -224,6 +224,7 @@ pub async fn serve<S>(
         bytes_to_worker: shared.metrics.bytes_to_workers.clone(),
         in_flight: AtomicUsize::new(0),
         streamed_uploads: AtomicUsize::new(0),
+        slots: group.instances.slots(&hello.instance, addr.ip()),
         draining: AtomicBool::new(false),
         closed: AtomicBool::new(false),
         queue: queue.clone(),
@@ -240,7 +241,10 @@ pub async fn serve<S>(
         initial_window: shared.config.initial_window,
         max_frame_size: MAX_FRAME_SIZE as u32,
         max_concurrency,
-        connections: 1,
+        // One connection per shard, so that each shard has one of the worker's (§3.8).
+        connections: u32::try_from(shared.shards.len())
+            .unwrap_or(u32::MAX)
+            .min(vyx_core::limits::MAX_CONNECTIONS),
         features: features.names(),
     };
     {

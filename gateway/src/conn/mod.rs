@@ -4,11 +4,13 @@
 //! - [`streams`]: the stream table and each stream's state;
 //! - [`flow`]: per-stream flow-control accounting;
 //! - [`drain`]: DRAIN and the close once the last stream ends;
-//! - [`socket`]: the TCP socket kept aside, to drop a dead connection at once.
+//! - [`socket`]: the TCP socket kept aside, to drop a dead connection at once;
+//! - [`instance`]: the slots a worker process's connections share.
 
 mod drain;
 mod flow;
 mod handshake;
+mod instance;
 mod reader;
 mod socket;
 mod streams;
@@ -32,6 +34,7 @@ use crate::auth::Admission;
 use crate::routes::RouteKey;
 
 pub use handshake::serve;
+pub use instance::{InstanceIndex, InstanceSlots};
 pub use socket::{SocketHandle, SocketIo};
 use streams::StreamTable;
 
@@ -105,8 +108,11 @@ pub struct WorkerConn {
     /// Streams open or reserved on this connection.
     pub in_flight: AtomicUsize,
     /// Of those, the ones whose request body is still streaming from its client (past
-    /// `limits.body_buffer`); capped by `limits.streamed_upload_slots`.
+    /// `limits.body_buffer`).
     pub streamed_uploads: AtomicUsize,
+    /// The same two counts across this worker process's connections, which
+    /// `max_concurrency` and `limits.streamed_upload_slots` cap (see `instance`).
+    pub slots: Arc<InstanceSlots>,
     pub draining: AtomicBool,
     closed: AtomicBool,
     queue: Arc<OutQueue>,
@@ -133,6 +139,12 @@ impl WorkerConn {
         self.queue.push(out);
     }
 
+    /// The worker process this connection belongs to: equal for the connections that
+    /// share their slots (see `instance`), for counting processes rather than connections.
+    pub fn process(&self) -> *const InstanceSlots {
+        Arc::as_ptr(&self.slots)
+    }
+
     /// Bytes queued for this worker and not yet handed to its socket.
     pub fn queued_bytes(&self) -> usize {
         self.queue.queued_bytes()
@@ -142,13 +154,20 @@ impl WorkerConn {
     /// its slot no longer counts against `limits.streamed_upload_slots`.
     pub fn streamed_upload_done(&self) {
         self.streamed_uploads.fetch_sub(1, Ordering::AcqRel);
+        self.slots.streamed_uploads.fetch_sub(1, Ordering::AcqRel);
         self.slot_freed.notify_waiters();
     }
 
     /// Gives back a slot reserved by `reserve_replica` that was never used for a stream.
     pub fn release_slot(&self) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.slots_freed(1);
         self.after_stream_end();
+    }
+
+    /// `n` streams of this connection ended or were never opened.
+    fn slots_freed(&self, n: usize) {
+        self.in_flight.fetch_sub(n, Ordering::AcqRel);
+        self.slots.in_flight.fetch_sub(n, Ordering::AcqRel);
     }
 }
 

@@ -201,7 +201,7 @@ impl WorkerConn {
     }
 
     pub(super) fn stream_ended(&self) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.slots_freed(1);
         self.after_stream_end();
     }
 
@@ -223,7 +223,7 @@ impl WorkerConn {
                 let _ = tx.send(Err(f));
             }
         }
-        self.in_flight.fetch_sub(n, Ordering::AcqRel);
+        self.slots_freed(n);
         self.slot_freed.notify_waiters();
         self.queue.wake_senders();
     }

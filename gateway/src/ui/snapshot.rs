@@ -8,7 +8,7 @@
 //! difference between the newest reading and the oldest one kept, as Prometheus' `rate` and
 //! `histogram_quantile` would compute them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -220,17 +220,22 @@ impl Readings {
             ..Totals::default()
         };
         let mut workers: BTreeMap<String, Vec<admin::WorkerInfo>> = BTreeMap::new();
-        let mut served: BTreeMap<String, (BTreeSet<String>, usize)> = BTreeMap::new();
+        // Per route: the worker ids serving it, and the worker processes (a process holds
+        // one connection per shard; they count as one replica, and share one capacity).
+        let mut served: BTreeMap<String, (BTreeSet<String>, HashSet<_>)> = BTreeMap::new();
+        let mut processes = HashSet::new();
         for c in &conns {
             let info = admin::worker_info(c);
             totals.connections += 1;
             totals.in_flight += info.in_flight;
-            totals.capacity += info.max_concurrency;
+            if processes.insert(c.process()) {
+                totals.capacity += info.max_concurrency;
+            }
             totals.queued_bytes += info.queued_bytes;
             for r in &info.routes {
                 let s = served.entry(r.clone()).or_default();
                 s.0.insert(c.worker_id.clone());
-                s.1 += 1;
+                s.1.insert(c.process());
             }
             workers.entry(c.worker_id.clone()).or_default().push(info);
         }
@@ -264,10 +269,13 @@ impl Readings {
                         .map(|s| n.saturating_sub(was) as f64 / s)
                 };
                 let ms = |q| quantile(q, &before.buckets, &new.buckets).map(|s| s * 1000.0);
-                let (by, replicas) = served.get(name).cloned().unwrap_or_default();
+                let (by, replicas) = served
+                    .get(name)
+                    .map(|(by, processes)| (by.iter().cloned().collect(), processes.len()))
+                    .unwrap_or_default();
                 Route {
                     route: name.clone(),
-                    served_by: by.into_iter().collect(),
+                    served_by: by,
                     replicas,
                     lapsing: lapsing_routes.contains(name),
                     requests: new.requests,

@@ -106,8 +106,14 @@ def text_of(driver, selector):
     )
 
 
-def count_of(driver, selector):
-    return driver.execute_script("return document.querySelectorAll(arguments[0]).length;", selector)
+def instances_of(driver):
+    """The worker processes the workers table lists for WORKER_ID (its instance column)."""
+    return set(
+        driver.execute_script(
+            "return [...document.querySelectorAll(arguments[0])].map((row) => row.cells[1].textContent);",
+            f'#workers tr[data-worker="{WORKER_ID}"]',
+        )
+    )
 
 
 def route_cell(driver, n):
@@ -186,11 +192,9 @@ def main():
                 procs.append(
                     subprocess.Popen([a.worker], env=worker_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 )
-            wait_for(
-                driver,
-                "two replicas of the worker",
-                lambda d: count_of(d, f'#workers tr[data-worker="{WORKER_ID}"]') == 2,
-            )
+            # Each holds a connection per gateway shard (WELCOME's `connections`): a row each,
+            # the process named in the instance column.
+            wait_for(driver, "two replicas of the worker", lambda d: len(instances_of(d)) == 2)
             wait_for(driver, "the route", lambda d: requests_of(d) is not None)
             before = requests_of(driver)
 

@@ -2,7 +2,9 @@
 //! worker that speaks the protocol frame by frame, and an HTTP client.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,9 +45,12 @@ impl TestGateway {
             listen: "127.0.0.1:0".parse().unwrap(),
             // Tests that read the access log turn it on; the others keep stdout quiet.
             access_log: vyx_gateway::access_log::AccessLogConfig::off(),
+            // As on a 2-core machine whatever this one has: an SDK worker holds 2 connections.
+            threads: 2,
             ..GatewayConfig::default()
         };
         tweak(&mut config);
+        let shards = config.threads;
         let (addr_tx, addr_rx) = oneshot::channel();
         let (stop, stop_rx) = oneshot::channel::<()>();
         let (kill, kill_rx) = oneshot::channel::<()>();
@@ -69,6 +74,7 @@ impl TestGateway {
             rt.shutdown_timeout(WAIT);
         });
         let addr = addr_rx.await.expect("gateway bound");
+        note_shards(addr, shards);
         TestGateway {
             addr,
             stop: Some(stop),
@@ -189,11 +195,16 @@ pub async fn get(client: &HttpClient, url: &str) -> (u16, Bytes) {
     (s, b)
 }
 
-/// The worker's in-flight count, as `/_vyx/workers` shows it.
+/// The requests in flight on the gateway's worker connections, as `/_vyx/workers` shows
+/// them (summed: a worker holds a connection per shard).
 pub async fn in_flight(gw: SocketAddr) -> u64 {
     let (_, body) = get(&client(), &format!("http://{gw}/_vyx/workers")).await;
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    v[0]["in_flight"].as_u64().unwrap()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["in_flight"].as_u64().unwrap())
+        .sum()
 }
 
 /// Waits (bounded) until the in-flight count is `n`.
@@ -222,30 +233,87 @@ pub async fn metric(gw: &TestGateway, line_start: &str) -> u64 {
         .map_or(0, |v| v.parse().unwrap())
 }
 
-/// Waits until `/_vyx/workers` lists `n` connections of `worker_id`.
+/// The shards of the gateways started here, by address: WELCOME asks an SDK worker for one
+/// connection per shard.
+static SHARDS: std::sync::Mutex<Vec<(SocketAddr, usize)>> = std::sync::Mutex::new(Vec::new());
+
+/// Records that the gateway at `addr` runs `shards` shards (for [`wait_for_workers`]).
+pub fn note_shards(addr: SocketAddr, shards: usize) {
+    let mut known = SHARDS.lock().unwrap();
+    known.retain(|(a, _)| *a != addr);
+    known.push((addr, shards));
+}
+
+fn shards_of(addr: SocketAddr) -> Option<usize> {
+    SHARDS
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(a, _)| *a == addr)
+        .map(|(_, n)| *n)
+}
+
+/// The worker processes a `/_vyx/workers` listing shows for `worker_id`, each with its
+/// connections: an SDK worker holds one per gateway shard, all with its instance name;
+/// each `RawWorker` is a process with one.
+pub fn processes_of(list: &serde_json::Value, worker_id: &str) -> BTreeMap<String, (usize, bool)> {
+    let mut seen = BTreeMap::new();
+    for w in list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["id"] == worker_id)
+    {
+        let (instance, address) = (
+            w["instance"].as_str().unwrap(),
+            w["address"].as_str().unwrap(),
+        );
+        let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+        let key = if instance.is_empty() {
+            w["connection_id"].to_string()
+        } else {
+            format!("{instance} {host}")
+        };
+        let raw = w["sdk"] == RAW_SDK;
+        seen.entry(key).or_insert((0, raw)).0 += 1;
+    }
+    seen
+}
+
+/// Waits until `/_vyx/workers` lists `n` worker processes of `worker_id` (see
+/// [`processes_of`]), each with all its connections when the gateway was started here.
 pub async fn wait_for_workers(gw_addr: SocketAddr, worker_id: &str, n: usize) {
     let c = client();
     let url = format!("http://{gw_addr}/_vyx/workers");
     let deadline = tokio::time::Instant::now() + WAIT;
+    let shards = shards_of(gw_addr).unwrap_or(1);
     loop {
         let (status, body) = get(&c, &url).await;
         assert_eq!(status, 200);
         let list: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        let count = list
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|w| w["id"] == worker_id)
-            .count();
-        if count == n {
+        let processes = processes_of(&list, worker_id);
+        let whole = processes
+            .values()
+            .all(|&(conns, raw)| conns >= if raw { 1 } else { shards });
+        if processes.len() == n && whole {
             return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "expected {n} connections of {worker_id}, have {count}: {list}"
+            "expected {n} worker processes of {worker_id} with {shards} connections each (one for a raw worker), have {processes:?}: {list}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The `sdk` a `RawWorker` names in HELLO.
+const RAW_SDK: &str = "raw-test";
+
+/// A new instance name, `raw-N`: each `RawWorker` plays a worker process of its own (a
+/// process's connections share its slots, spec §6).
+fn raw_instance() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(1);
+    format!("raw-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -341,7 +409,7 @@ pub fn hello(id: &str, routes: Vec<RouteSpec>) -> Hello {
         protocol: 1,
         worker_id: id.into(),
         instance: "t".into(),
-        sdk: "raw-test".into(),
+        sdk: RAW_SDK.into(),
         max_concurrency: 8,
         routes,
         labels: Default::default(),
@@ -439,7 +507,7 @@ impl RawWorker {
         token: Option<&str>,
         routes: Vec<RouteSpec>,
     ) -> RawWorker {
-        Self::connect_instance(addr, worker_id, token, "raw", routes).await
+        Self::connect_instance(addr, worker_id, token, &raw_instance(), routes).await
     }
 
     /// [`RawWorker::connect_with_token`] naming the worker instance in HELLO.
@@ -461,7 +529,7 @@ impl RawWorker {
         routes: Vec<RouteSpec>,
         features: &[&str],
     ) -> RawWorker {
-        Self::connect_offering(addr, worker_id, None, "raw", routes, features).await
+        Self::connect_offering(addr, worker_id, None, &raw_instance(), routes, features).await
     }
 
     async fn connect_offering(
