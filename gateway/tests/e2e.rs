@@ -454,12 +454,7 @@ async fn gateway_shutdown_drains_in_flight_requests_and_workers_come_back() {
     let url = gw.url("/wait/400");
     let in_flight = tokio::spawn(async move { get(&c, &url).await });
     let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (_, body) = get(&client(), &gw.url("/_vyx/workers")).await;
-        let v: Value = serde_json::from_slice(&body).unwrap();
-        if v[0]["in_flight"] == 1 {
-            break;
-        }
+    while in_flight(gw.addr).await != 1 {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -47,7 +47,8 @@ function waitForLine(stream, pred, ms, what) {
 
 /** Starts `vyx --listen 127.0.0.1:0`; resolves `{ addr, url, http, stop() }`. */
 async function startGateway(args = []) {
-  const child = spawn(gatewayBinary(), ['--listen', '127.0.0.1:0', ...args], {
+  // Two shards whatever the machine: a worker holds two connections (WELCOME's `connections`).
+  const child = spawn(gatewayBinary(), ['--listen', '127.0.0.1:0', '--threads', '2', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
   });

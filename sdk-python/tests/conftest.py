@@ -94,7 +94,8 @@ class Gateway:
 
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [gateway_binary(), "--listen", "127.0.0.1:0", *args],
+            # Two shards whatever the machine: a worker holds two connections (WELCOME's `connections`).
+            [gateway_binary(), "--listen", "127.0.0.1:0", "--threads", "2", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env={**os.environ, "RUST_LOG": "warn"},

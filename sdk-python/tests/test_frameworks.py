@@ -24,7 +24,9 @@ import vyx
 
 def registered_routes(client: httpx.Client, worker_id: str):
     conns = [c for c in client.get("/_vyx/workers").json() if c["id"] == worker_id]
-    assert len(conns) == 1, conns
+    # One process, with a connection per gateway shard, each declaring the same routes.
+    assert len({c["instance"] for c in conns}) == 1, conns
+    assert all(c["routes"] == conns[0]["routes"] for c in conns), conns
     return conns[0]["routes"]
 
 

@@ -158,6 +158,9 @@ impl Gateway {
     ) -> Outcome<Gateway> {
         let mut cmd = Command::new(bin);
         cmd.arg("--listen").arg(listen.to_string());
+        // One shard whatever the machine: the scenarios count a worker's connections, one
+        // each. A WELCOME asking for more (§9.1) is the scripted probe "WELCOME connections 2".
+        cmd.arg("--threads").arg("1");
         let config = match setup.config {
             Some(yaml) => {
                 static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
