@@ -452,7 +452,7 @@ async fn gateway_shutdown_drains_in_flight_requests_and_workers_come_back() {
     let w = TestWorker::start(addr, "rust:e2e", "a").await;
     let c = client();
     let url = gw.url("/wait/400");
-    let in_flight = tokio::spawn(async move { get(&c, &url).await });
+    let held = tokio::spawn(async move { get(&c, &url).await });
     let deadline = tokio::time::Instant::now() + WAIT;
     while in_flight(gw.addr).await != 1 {
         assert!(tokio::time::Instant::now() < deadline);
@@ -460,7 +460,7 @@ async fn gateway_shutdown_drains_in_flight_requests_and_workers_come_back() {
     }
     let mut state = w.worker.state();
     gw.shutdown().await;
-    let (status, body) = in_flight.await.unwrap();
+    let (status, body) = held.await.unwrap();
     assert_eq!(
         (status, &body[..]),
         (200, &b"done by a"[..]),
