@@ -184,11 +184,15 @@ async fn events_carry_a_worker_that_connects_and_its_routes_counts() {
     let first = events.next().await;
     assert_eq!(first["workers"], serde_json::json!([]), "{first}");
     let w = worker(gw.addr).await;
+    // Its two connections (one per shard) are one worker process: one replica, one capacity.
     let seen = events
-        .until("the worker", |e| e["workers"][0]["id"] == "dash")
+        .until("the worker", |e| {
+            e["workers"][0]["id"] == "dash" && e["totals"]["connections"] == 2
+        })
         .await;
     let replica = &seen["workers"][0]["replicas"][0];
     assert_eq!(replica["max_concurrency"], 4, "{seen}");
+    assert_eq!(seen["totals"]["capacity"], 4, "{seen}");
     let hello = seen["routes"]
         .as_array()
         .unwrap()

@@ -183,6 +183,17 @@ async fn the_operations_page_the_dashboard_and_the_alerts_name_what_the_gateway_
     let two_hosts = [("host", "a"), ("host", "b")];
     assert_eq!(send(&c, "GET", &gw.url("/ok"), &two_hosts, "").await.0, 400);
     let text = String::from_utf8(get(&c, &gw.url("/_vyx/metrics")).await.1.to_vec()).unwrap();
+    // `first` and `again` are one process's connections: its 64 slots count once.
+    assert_eq!(
+        value(&text, "vyx_connected_workers{worker_id=\"w\"}"),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "vyx_worker_capacity{worker_id=\"w\"}"),
+        Some(64.0),
+        "{text}"
+    );
     let families = families(&text);
     // Every family the gateway registers (the page's table lists as many).
     let listed = page_metrics(&docs("OPERATIONS.md"));
