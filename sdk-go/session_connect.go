@@ -209,7 +209,8 @@ func (d *dialer) connect(ctx context.Context) (*websocket.Conn, *corkConn, *fram
 			if err != nil {
 				return nil, err
 			}
-			raw = &corkConn{Conn: c}
+			// ws://: the WebSocket runs on this socket itself; wss:// puts TLS between them.
+			raw = &corkConn{Conn: c, plain: strings.HasPrefix(d.url, "ws://")}
 			return raw, nil
 		},
 	}}

@@ -22,12 +22,17 @@ func (w *writer) loop() {
 			// DATA, the answers of many streams), not one system call each; and a large
 			// message alone leaves in corkLimit pieces, not in the library's 4 KiB ones (a
 			// 1 MiB DATA frame took 256 writes).
-			if w.tcp != nil {
-				w.tcp.cork(more || len(msg) > libraryWriteBuffer)
-			}
-			err := w.ws.Write(ctx, websocket.MessageBinary, msg)
-			if err == nil && !more && w.tcp != nil {
-				err = w.tcp.uncork()
+			var err error
+			if w.tcp != nil && w.tcp.plain {
+				err = w.tcp.writeBinary(msg, more) // one pass per payload byte (transport_wire.go)
+			} else {
+				if w.tcp != nil {
+					w.tcp.cork(more || len(msg) > libraryWriteBuffer)
+				}
+				err = w.ws.Write(ctx, websocket.MessageBinary, msg)
+				if err == nil && !more && w.tcp != nil {
+					err = w.tcp.uncork()
+				}
 			}
 			if err != nil {
 				w.mu.Lock()
@@ -66,6 +71,9 @@ const corkLimit = 64 << 10
 // close) pass through in order.
 type corkConn struct {
 	net.Conn
+	// plain: the WebSocket runs straight on this socket (ws://, no TLS above it), so the
+	// writer may frame its binary messages here itself (writeBinary).
+	plain  bool
 	mu     sync.Mutex
 	corked bool
 	buf    []byte
