@@ -165,8 +165,8 @@ func (s *stream) readUntil(p []byte, deadline <-chan time.Time) (int, error) {
 }
 
 // sendHead sends RESPONSE. whole is the complete body when the response is sent in one
-// piece (content-length is then added); nil for a streamed body. It returns whether body
-// bytes may follow. An invalid head is answered 500 and reported as *InvalidHeadError.
+// piece (content-length is then added; when it fits one DATA frame and the window, it is
+// sent here too); nil for a streamed body. It returns whether body bytes may follow. An invalid head is answered 500 and reported as *InvalidHeadError.
 func (s *stream) sendHead(status int, h http.Header, whole []byte, end bool) (bool, error) {
 	c := s.c
 	c.mu.Lock()
@@ -193,7 +193,17 @@ func (s *stream) sendHead(status int, h http.Header, whole []byte, end bool) (bo
 		}
 	}
 	s.headSent = true
-	c.out.control((&frame.Response{StreamID: s.id, EndStream: end, Status: uint16(status), Headers: fields}).Encode())
+	head := (&frame.Response{StreamID: s.id, EndStream: end, Status: uint16(status), Headers: fields}).Encode()
+	if !end && len(whole) > 0 && len(whole) <= frame.MaxDataPayload && s.send.Available() >= int64(len(whole)) {
+		// A whole body that fits one DATA frame and the window is queued with its head, so
+		// that the writer takes both in one turn: one write to the socket, not a RESPONSE
+		// alone when the writer woke between the two.
+		s.send.Reserve(len(whole))
+		c.out.headAndData(head, s.id, (&frame.Data{StreamID: s.id, EndStream: true, Data: whole}).Encode())
+		s.endResponse()
+		return false, nil
+	}
+	c.out.control(head)
 	if end {
 		s.endResponse()
 	}

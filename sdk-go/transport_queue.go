@@ -61,11 +61,27 @@ func (w *writer) control(msg []byte) {
 func (w *writer) stream(id uint32, msg []byte) {
 	w.mu.Lock()
 	if !w.closing && !w.dead {
-		q, queued := w.data[id]
-		if !queued {
-			w.ring = append(w.ring, id)
-		}
-		w.data[id] = append(q, msg)
+		w.queueStreamLocked(id, msg)
+	}
+	w.mu.Unlock()
+	w.notify()
+}
+
+func (w *writer) queueStreamLocked(id uint32, msg []byte) {
+	q, queued := w.data[id]
+	if !queued {
+		w.ring = append(w.ring, id)
+	}
+	w.data[id] = append(q, msg)
+}
+
+// headAndData queues a RESPONSE and its stream's DATA under one lock, so that the writer
+// finds both queued and writes them together.
+func (w *writer) headAndData(head []byte, id uint32, data []byte) {
+	w.mu.Lock()
+	if !w.closing && !w.dead {
+		w.ctrl = append(w.ctrl, head)
+		w.queueStreamLocked(id, data)
 	}
 	w.mu.Unlock()
 	w.notify()

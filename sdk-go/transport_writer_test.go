@@ -12,6 +12,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/vyx-dev/vyx/sdk-go/internal/frame"
 	"github.com/vyx-dev/vyx/sdk-go/internal/protocol"
 )
 
@@ -101,5 +102,25 @@ func TestABodyWriteCopiesEachByteOnce(t *testing.T) {
 	})
 	if allocs > 1 {
 		t.Fatalf("%.1f allocations per 64 KiB write, want 1 (the frame)", allocs)
+	}
+}
+
+// A whole small response is queued with its head: the writer takes the RESPONSE knowing
+// its DATA is behind it (corked, one write), never the RESPONSE alone.
+func TestAWholeSmallResponseIsQueuedWithItsHead(t *testing.T) {
+	c := &connection{out: &writer{wake: make(chan struct{}, 1), data: map[uint32][][]byte{}}, streams: map[uint32]*stream{}, welcome: &frame.Welcome{}}
+	s := &stream{id: 1, c: c, ctx: context.Background()}
+	s.send = *protocol.NewSendWindow(1 << 16)
+	c.streams[1] = s
+	if wanted, err := s.sendHead(200, http.Header{}, []byte("hello"), false); err != nil || wanted {
+		t.Fatalf("sendHead: wanted %v, %v", wanted, err)
+	}
+	head, more, _ := c.out.next()
+	if head == nil || !more {
+		t.Fatalf("the head alone in the queue (more %v)", more)
+	}
+	data, more, _ := c.out.next()
+	if data == nil || more {
+		t.Fatalf("no DATA behind the head, or more than it")
 	}
 }
