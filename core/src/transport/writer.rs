@@ -100,16 +100,15 @@ async fn write_queue<S, W>(
         let mut next = first;
         let mut yielded = false;
         loop {
-            match next {
-                Next::Message(Message::Binary(frame)) if frames.is_some() => {
-                    let frames = frames.as_ref().expect("checked");
+            match (next, &frames) {
+                (Next::Message(Message::Binary(frame)), Some(frames)) => {
                     if let Err(e) = send_framed(frames, &[&frame]).await {
                         debug!(error = %e, "write failed");
                         return;
                     }
                 }
-                Next::Data(head, payload) => {
-                    let sent = match &frames {
+                (Next::Data(head, payload), frames) => {
+                    let sent = match frames {
                         Some(frames) => send_framed(frames, &[&head, &payload]).await,
                         None => {
                             // tungstenite takes a message in one piece: the frame is built.
@@ -124,25 +123,25 @@ async fn write_queue<S, W>(
                         return;
                     }
                 }
-                Next::Message(msg) => {
+                (Next::Message(msg), _) => {
                     if let Err(e) = sink.feed(msg).await {
                         debug!(error = %e, "write failed");
                         return;
                     }
                 }
-                Next::Empty if !yielded => {
+                (Next::Empty, _) if !yielded => {
                     // Let the tasks that are ready run once before the flush: under load
                     // they queue more frames, and one write carries them all.
                     yielded = true;
                     tokio::task::yield_now().await;
                 }
-                Next::Empty => break,
-                Next::Finish => {
+                (Next::Empty, _) => break,
+                (Next::Finish, _) => {
                     let _ = sink.flush().await;
                     let _ = sink.close().await;
                     return;
                 }
-                Next::Close(code, reason) => {
+                (Next::Close(code, reason), _) => {
                     let frame = CloseFrame {
                         code: WsCloseCode::from(code as u16),
                         reason: truncate_reason(&reason).into(),
