@@ -307,8 +307,8 @@ struct Shape {
 
 /// Registers connection `i` as worker `scale-{i % ids}` with that id's routes; returns the
 /// socket once WELCOME arrived.
-async fn register(gateway: SocketAddr, i: usize, shape: Shape) -> Result<Ws, String> {
-    let i = i % shape.ids;
+async fn register(gateway: SocketAddr, conn: usize, shape: Shape) -> Result<Ws, String> {
+    let i = conn % shape.ids;
     let id = format!("scale-{i}");
     let mut req = format!("ws://{gateway}/_vyx/register")
         .into_client_request()
@@ -327,7 +327,9 @@ async fn register(gateway: SocketAddr, i: usize, shape: Shape) -> Result<Ws, Str
     let hello = Frame::Hello(Hello {
         protocol: 1,
         worker_id: id,
-        instance: "scale".into(),
+        // Each connection plays a worker process of its own: one instance's connections
+        // would share its 16 slots (spec §6).
+        instance: format!("conn-{conn}"),
         sdk: "loadgen".into(),
         max_concurrency: 16,
         routes: (0..shape.routes)
