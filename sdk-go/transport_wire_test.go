@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
@@ -136,25 +135,9 @@ func TestTheWritersFramesReachAWebSocketServer(t *testing.T) {
 	}))
 	defer srv.Close()
 
-	var raw *corkConn
-	var nd net.Dialer
-	client := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := nd.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			raw = &corkConn{Conn: c, plain: true}
-			return raw, nil
-		},
-	}}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), &websocket.DialOptions{HTTPClient: client})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.CloseNow()
+	ws, raw := dialThrough(t, ctx, srv, func(c net.Conn) *corkConn { return &corkConn{Conn: c, plain: true} })
 	ws.CloseRead(ctx) // the client reads in the background: the library answers pings
 
 	w := newWriter(ws, raw)

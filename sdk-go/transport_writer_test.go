@@ -47,27 +47,13 @@ func TestALoneLargeMessageLeavesInFewWrites(t *testing.T) {
 	}))
 	defer srv.Close()
 
-	var raw *corkConn
 	var under *countingConn
-	var nd net.Dialer
-	client := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := nd.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			under = &countingConn{Conn: c}
-			raw = &corkConn{Conn: under}
-			return raw, nil
-		},
-	}}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), &websocket.DialOptions{HTTPClient: client})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.CloseNow()
+	ws, raw := dialThrough(t, ctx, srv, func(c net.Conn) *corkConn {
+		under = &countingConn{Conn: c}
+		return &corkConn{Conn: under}
+	})
 	before := under.writes.Load()
 
 	w := newWriter(ws, raw)
@@ -123,4 +109,28 @@ func TestAWholeSmallResponseIsQueuedWithItsHead(t *testing.T) {
 	if data == nil || more {
 		t.Fatalf("no DATA behind the head, or more than it")
 	}
+}
+
+// dialThrough dials srv's WebSocket with the socket under it wrapped by wrap (the corkConn
+// the writer writes through); the WebSocket is closed when the test ends.
+func dialThrough(t *testing.T, ctx context.Context, srv *httptest.Server, wrap func(net.Conn) *corkConn) (*websocket.Conn, *corkConn) {
+	t.Helper()
+	var raw *corkConn
+	var nd net.Dialer
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := nd.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			raw = wrap(c)
+			return raw, nil
+		},
+	}}
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), &websocket.DialOptions{HTTPClient: client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.CloseNow() })
+	return ws, raw
 }
