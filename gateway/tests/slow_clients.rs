@@ -279,8 +279,13 @@ async fn ten_trickling_large_uploads_leave_a_4_slot_worker_serving_others() {
         let (_, body) = get(&client(), &format!("http://{}/_vyx/workers", gw.addr)).await;
         serde_json::from_slice(&body).unwrap()
     };
-    assert!(v[0]["in_flight"].as_u64().unwrap() <= 2, "{v}");
-    assert_eq!(v[0]["streamed_uploads"], 2, "{v}");
+    // The worker holds a connection per shard; the uploads may land on either.
+    let total = |field: &str| -> u64 {
+        let conns = v.as_array().unwrap().iter();
+        conns.map(|c| c[field].as_u64().unwrap()).sum()
+    };
+    assert!(total("in_flight") <= 2, "{v}");
+    assert_eq!(total("streamed_uploads"), 2, "{v}");
     for t in slow {
         t.abort();
     }

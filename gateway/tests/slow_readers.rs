@@ -10,7 +10,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Empty};
-use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use vyx::Request;
@@ -38,27 +37,6 @@ async fn worker(gw: SocketAddr, slots: u32) -> vyx::Worker {
         .expect("valid worker");
     start_connected(&worker).await;
     worker
-}
-
-async fn workers(gw: SocketAddr) -> Value {
-    let (_, body) = get(&client(), &format!("http://{gw}/_vyx/workers")).await;
-    serde_json::from_slice(&body).unwrap()
-}
-
-/// Waits (bounded) until the worker's in-flight count is `n`.
-async fn wait_in_flight(gw: SocketAddr, n: u64, what: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let now = workers(gw).await[0]["in_flight"].as_u64().unwrap();
-        if now == n {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: in flight {now}, expected {n}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// An HTTP/1 client that asks for `path` and never reads.
