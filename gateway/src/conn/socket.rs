@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::conn_limit::ConnSlot;
@@ -90,9 +90,27 @@ impl AsyncRead for SocketIo {
         let tcp = &self.0.tcp;
         loop {
             ready!(tcp.poll_read_ready(cx))?;
-            match tcp.try_read(buf.initialize_unfilled()) {
+            let unfilled = buf.initialize_unfilled();
+            let asked = unfilled.len();
+            let mut short = 0;
+            // A read shorter than asked has drained the socket: its readiness is cleared (by
+            // answering `WouldBlock` to `try_io`), as tokio's own `TcpStream::poll_read` does,
+            // so that the next read waits for epoll instead of making a `recv` that fails
+            // with EAGAIN (one a worker message, before).
+            let read = tcp.try_io(Interest::READABLE, || match tcp.try_read(unfilled) {
+                Ok(n) if n > 0 && n < asked => {
+                    short = n;
+                    Err(io::ErrorKind::WouldBlock.into())
+                }
+                other => other,
+            });
+            match read {
                 Ok(n) => {
                     buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && short > 0 => {
+                    buf.advance(short);
                     return Poll::Ready(Ok(()));
                 }
                 // Readiness was stale (cleared by try_read): wait again.
@@ -144,5 +162,39 @@ impl AsyncWrite for SocketIo {
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(socket2::SockRef::from(&self.0.tcp).shutdown(Shutdown::Write))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn_limit::{Admission, ConnLimiter};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_short_read_returns_its_bytes_and_later_bytes_still_wake_the_reader() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        let limiter = Arc::new(ConnLimiter::new(4, Default::default()));
+        let Admission::Normal(slot) = limiter.admit() else {
+            panic!("admitted")
+        };
+        let mut io = SocketHandle::new(tcp, slot).io();
+        let mut buf = [0u8; 64];
+        peer.write_all(b"first").await.unwrap();
+        // Shorter than asked: the socket's readiness is cleared with it.
+        assert_eq!(io.read(&mut buf).await.unwrap(), 5);
+        assert_eq!(&buf[..5], b"first");
+        // Nothing more yet: the next read waits for epoll, which must wake it.
+        let reader = tokio::spawn(async move {
+            let n = io.read(&mut buf).await.unwrap();
+            buf[..n].to_vec()
+        });
+        tokio::task::yield_now().await;
+        peer.write_all(b"second").await.unwrap();
+        assert_eq!(reader.await.unwrap(), b"second");
     }
 }
