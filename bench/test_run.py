@@ -7,6 +7,7 @@ import contextlib
 import importlib.machinery
 import importlib.util
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -177,12 +178,56 @@ class Baselines(unittest.TestCase):
         self.assertIsNone(run.ROWS[0]["baseline"])
 
     def test_the_committed_ranges_are_well_formed(self):
-        for name, entry in run.load_baselines().items():
-            metrics = [k for k in entry if k in run.UNIT]
-            self.assertEqual(len(metrics), 1, name)
-            lo, hi = entry[metrics[0]]
-            self.assertLess(lo, hi, name)
-            self.assertTrue(entry.get("recorded"), f"{name}: no recorded figures")
+        cpus = json.loads(run.BASELINES.read_text())["machines"]
+        self.assertTrue(cpus)
+        for cpu in cpus:
+            for name, entry in run.load_baselines(cpu=cpu).items():
+                metrics = [k for k in entry if k in run.UNIT]
+                self.assertEqual(len(metrics), 1, name)
+                lo, hi = entry[metrics[0]]
+                self.assertLess(lo, hi, name)
+                self.assertTrue(entry.get("recorded"), f"{name}: no recorded figures")
+
+    def test_ranges_are_those_of_the_machine_s_own_cpu(self):
+        path = scratch(self) / "baselines.json"
+        path.write_text(json.dumps({"machines": {
+            "Fast CPU": {"ranges": {"r req/s vs nginx": {"req_s": [100, 200]}}},
+            "Slow CPU": {"ranges": {"r req/s vs nginx": {"req_s": [50, 90]}}}}}))
+        self.assertEqual(run.load_baselines(path, cpu="Slow CPU")["r req/s vs nginx"]["req_s"],
+                         [50, 90])
+        self.assertEqual(run.load_baselines(path, cpu="Other CPU"), {})
+
+    def test_a_cpu_s_ranges_are_recorded_from_two_runs_widened_by_a_fifth(self):
+        d = scratch(self)
+
+        def results(name, started, nginx, off):
+            rows = [
+                {"row": "r req/s vs nginx", "reference": "nginx", "metric": "req_s",
+                 "reference_raw": {"req_s": nginx, "client": "wrk -t2 -c50"}},
+                # vyx's own reference and latency rows get no range.
+                {"row": "log on vs off", "reference": "vyx, access log off", "metric": "req_s",
+                 "reference_raw": {"req_s": off}},
+                {"row": "p99", "reference": "nginx", "metric": "p99_ms",
+                 "reference_raw": {"p99_ms": 1.0}},
+            ]
+            meta = {"started": started, "machine": {"cpu": "Some CPU", "vyx_commit": "abc"}}
+            (d / name).write_text(json.dumps({"meta": meta, "rows": rows}))
+            return d / name
+
+        path = d / "baselines.json"
+        path.write_text(json.dumps({"about": ["kept"], "machines": {"Other": {"ranges": {}}}}))
+        runs = [results("a.json", "10:00", 1000, 50), results("b.json", "10:30", 1100, 60)]
+        self.assertEqual(run.record_baselines(runs, path), "Some CPU")
+        doc = json.loads(path.read_text())
+        self.assertEqual(doc["about"], ["kept"])
+        self.assertIn("Other", doc["machines"])
+        ranges = run.load_baselines(path, cpu="Some CPU")
+        self.assertEqual(list(ranges), ["r req/s vs nginx"])
+        self.assertEqual(ranges["r req/s vs nginx"]["req_s"], [800, 1320])
+        self.assertEqual(ranges["r req/s vs nginx"]["client"], "wrk -t2 -c50")
+        self.assertEqual(sorted(ranges["r req/s vs nginx"]["recorded"].values()), [1000, 1100])
+        with self.assertRaises(SystemExit):
+            run.record_baselines(runs[:1], path)
 
 
 class RetryRow(unittest.TestCase):
