@@ -174,11 +174,13 @@ mod tests {
         tracing::subscriber::with_default(s, || {
             let conn = tracing::error_span!(CONN_SPAN, peer = %"127.0.0.1:9");
             let _conn = conn.enter();
+            // As `proxy` logs: the request's span is a debug one, and its warnings carry
+            // the request's id themselves.
             for id in ["aa11", "bb22"] {
-                let request = tracing::info_span!("request", request_id = %id);
+                let request = tracing::debug_span!("request", request_id = %id);
                 let _request = request.enter();
                 tracing::debug!(worker_id = "w", "retrying on another replica");
-                tracing::warn!(worker_id = "w", "worker timed out");
+                tracing::warn!(request_id = %id, worker_id = "w", "worker timed out");
             }
         });
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
@@ -197,8 +199,8 @@ mod tests {
         assert_eq!(
             logged("info", LogFormat::Text),
             [
-                "WARN http_conn{peer=127.0.0.1:9}:request{request_id=aa11}: vyx_gateway::log_limit::tests: worker timed out worker_id=\"w\"",
-                "WARN http_conn{peer=127.0.0.1:9}:request{request_id=bb22}: vyx_gateway::log_limit::tests: worker timed out worker_id=\"w\"",
+                "WARN http_conn{peer=127.0.0.1:9}: vyx_gateway::log_limit::tests: worker timed out request_id=aa11 worker_id=\"w\"",
+                "WARN http_conn{peer=127.0.0.1:9}: vyx_gateway::log_limit::tests: worker timed out request_id=bb22 worker_id=\"w\"",
             ]
         );
         // A span-field directive turns debug on inside one request only.
