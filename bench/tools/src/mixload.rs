@@ -4,8 +4,10 @@
 //! that abort mid-upload or mid-download), every answer checked. Each failure is counted by
 //! kind, class (status, reset, timeout, wrong body) and reason, and marked *unretryable* when
 //! the gateway's retry rules (`spec/PROTOCOL.md`, safe retries) could not have saved it: a
-//! non-idempotent request that failed before its answer began, or any answer cut after its
-//! head reached the client. Everything else that fails is *unexpected*.
+//! non-idempotent request that failed before its answer began once sent, or any answer cut
+//! after its head reached the client. Everything else that fails is *unexpected*. A request
+//! whose connection closed before any answer is sent again once, as a client would, when it
+//! is idempotent or was never sent (counted in `client_retries`).
 //!
 //! ```no_run
 //! # async fn f() {
@@ -470,7 +472,8 @@ fn pick(mix: &[(Kind, u32)], total: u32, target: &Target, rng: &mut Rng) -> Opti
 enum Attempt {
     /// The connection was refused: nothing was sent.
     Refused,
-    /// An idempotent request's connection closed before any answer: a client may send it again.
+    /// The connection closed before any answer to an idempotent request, or to one never
+    /// sent: a client may send it again.
     Closed(Failure),
     Failed(Failure),
 }
@@ -719,14 +722,31 @@ async fn fetch(
     url: &str,
     body: ReqBody,
 ) -> Result<Answer, Attempt> {
+    // Whether hyper took a frame of the body: a body it never took was never sent. hyper's
+    // h2 client fails a request at once, unsent, when a GOAWAY reached its pooled connection
+    // first (and gives the request back to no one: hyperium/hyper issue 2500), so such a
+    // request may be sent again whatever its method (RFC 9113 §8.7).
+    let taken = Arc::new(AtomicBool::new(false));
+    let seen = taken.clone();
+    let body = body
+        .map_frame(move |frame| {
+            seen.store(true, Ordering::Relaxed);
+            frame
+        })
+        .boxed();
     match http.request(request(method, url, body)).await {
         Err(e) if e.is_connect() => Err(Attempt::Refused),
-        Err(e) if kind.idempotent() && closed_before_answer(&e) => Err(Attempt::Closed(failure(
-            kind,
-            Class::Reset,
-            error_reason(&e),
-            false,
-        ))),
+        Err(e)
+            if (kind.idempotent() || !taken.load(Ordering::Relaxed))
+                && closed_before_answer(&e) =>
+        {
+            Err(Attempt::Closed(failure(
+                kind,
+                Class::Reset,
+                error_reason(&e),
+                false,
+            )))
+        }
         Err(e) => Err(before_head(kind, Class::Reset, error_reason(&e))),
         Ok(resp) if resp.status() != StatusCode::OK => {
             let status = resp.status().as_u16();
