@@ -7,7 +7,8 @@
 //! non-idempotent request that failed before its answer began once sent, or any answer cut
 //! after its head reached the client. Everything else that fails is *unexpected*. A request
 //! whose connection closed before any answer is sent again once, as a client would, when it
-//! is idempotent or was never sent (counted in `client_retries`).
+//! is idempotent, was never sent, or was refused unprocessed by HTTP/2 (counted in
+//! `client_retries`).
 //!
 //! ```no_run
 //! # async fn f() {
@@ -508,29 +509,37 @@ fn error_reason(e: &(dyn std::error::Error + 'static)) -> String {
     reason
 }
 
-/// The request was never processed, so a client may send it again: hyper's "connection
-/// closed before message completed" (the HTTP/1 connection ended with no answer begun), or
-/// an HTTP/2 stream the server refused unprocessed, past a GOAWAY's last stream id or with
-/// REFUSED_STREAM (RFC 9113 §8.7): a draining gateway's GOAWAY crossing a new request.
+/// The connection ended before any answer: hyper's "connection closed before message
+/// completed" (the HTTP/1 connection ended with no answer begun; the request may have been
+/// processed), or [`unprocessed`].
 fn closed_before_answer(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(e);
-    while let Some(s) = source {
-        if s.downcast_ref::<hyper::Error>()
-            .is_some_and(|h| h.is_incomplete_message())
-        {
-            return true;
-        }
-        if let Some(h2) = s.downcast_ref::<h2::Error>() {
-            let refused = h2.is_remote()
+    unprocessed(e)
+        || causes(e).any(|s| {
+            s.downcast_ref::<hyper::Error>()
+                .is_some_and(|h| h.is_incomplete_message())
+        })
+}
+
+/// An HTTP/2 stream the server refused unprocessed (RFC 9113 §8.7), so a client may send it
+/// again whatever its method: past a GOAWAY's last stream id (h2 gives a stream that error
+/// only then, or when the request was never sent after the GOAWAY; a stream the connection's
+/// end cut gets "broken pipe"), or RESET with REFUSED_STREAM. A draining gateway's GOAWAY
+/// crossing a new request: the client's PING ack can overtake the request's HEADERS.
+fn unprocessed(e: &(dyn std::error::Error + 'static)) -> bool {
+    causes(e).any(|s| {
+        s.downcast_ref::<h2::Error>().is_some_and(|h2| {
+            h2.is_remote()
                 && ((h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR))
-                    || (h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM)));
-            if refused {
-                return true;
-            }
-        }
-        source = s.source();
-    }
-    false
+                    || (h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM)))
+        })
+    })
+}
+
+/// `e` and its sources.
+fn causes<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |s| s.source())
 }
 
 fn full(bytes: Bytes) -> ReqBody {
@@ -722,10 +731,8 @@ async fn fetch(
     url: &str,
     body: ReqBody,
 ) -> Result<Answer, Attempt> {
-    // Whether hyper took a frame of the body: a body it never took was never sent. hyper's
-    // h2 client fails a request at once, unsent, when a GOAWAY reached its pooled connection
-    // first (and gives the request back to no one: hyperium/hyper issue 2500), so such a
-    // request may be sent again whatever its method (RFC 9113 §8.7).
+    // Whether hyper took a frame of the body: a request whose body it never took was never
+    // sent, and may be sent again whatever its method.
     let taken = Arc::new(AtomicBool::new(false));
     let seen = taken.clone();
     let body = body
@@ -737,8 +744,9 @@ async fn fetch(
     match http.request(request(method, url, body)).await {
         Err(e) if e.is_connect() => Err(Attempt::Refused),
         Err(e)
-            if (kind.idempotent() || !taken.load(Ordering::Relaxed))
-                && closed_before_answer(&e) =>
+            if unprocessed(&e)
+                || ((kind.idempotent() || !taken.load(Ordering::Relaxed))
+                    && closed_before_answer(&e)) =>
         {
             Err(Attempt::Closed(failure(
                 kind,
