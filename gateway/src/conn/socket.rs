@@ -96,7 +96,7 @@ impl AsyncRead for SocketIo {
             // A read shorter than asked has drained the socket: its readiness is cleared (by
             // answering `WouldBlock` to `try_io`), as tokio's own `TcpStream::poll_read` does,
             // so that the next read waits for epoll instead of making a `recv` that fails
-            // with EAGAIN (one a worker message, before).
+            // with EAGAIN (before, such a `recv` followed most of a worker's messages).
             let read = tcp.try_io(Interest::READABLE, || match tcp.try_read(unfilled) {
                 Ok(n) if n > 0 && n < asked => {
                     short = n;
