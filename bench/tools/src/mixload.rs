@@ -473,8 +473,8 @@ fn pick(mix: &[(Kind, u32)], total: u32, target: &Target, rng: &mut Rng) -> Opti
 enum Attempt {
     /// The connection was refused: nothing was sent.
     Refused,
-    /// The connection closed before any answer to an idempotent request, or to one never
-    /// sent: a client may send it again.
+    /// The connection closed before any answer to an idempotent request, to one never sent,
+    /// or to one HTTP/2 refused unprocessed: a client may send it again.
     Closed(Failure),
     Failed(Failure),
 }
